@@ -87,9 +87,9 @@ PAGES: tuple[CodePage, ...] = (
         T(0x21, "SoftDelete"),
         T(0x22, "MIMESupport"),
         T(0x23, "MIMETruncation"),
-        T(0x24, "Wait", "12.0"),
-        T(0x25, "Limit", "12.0"),
-        T(0x26, "Partial", "12.0"),
+        T(0x24, "Wait", "12.1"),
+        T(0x25, "Limit", "12.1"),
+        T(0x26, "Partial", "12.1"),
         T(0x27, "ConversationMode", "14.0"),
         T(0x28, "MaxItems", "14.0"),
         T(0x29, "HeartbeatInterval", "14.0"),
@@ -367,6 +367,9 @@ PAGES: tuple[CodePage, ...] = (
         T(0x0C, "UserResponse"),
         T(0x0D, "Version", legacy=True),
         T(0x0E, "InstanceId", "14.1"),
+        # 0x10/0x11 are in MS-ASWBXML 16.1 and Z-Push, absent from the test suite's table.
+        T(0x10, "ProposedStartTime", "16.1"),
+        T(0x11, "ProposedEndTime", "16.1"),
         T(0x12, "SendResponse", "16.0"),
     ),
     # Page 9: Tasks (MS-ASWBXML 2.1.2.1.10). Legacy: 2.5-era body/RTF tokens.

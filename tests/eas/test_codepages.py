@@ -156,7 +156,7 @@ LEGACY_VALUES = {
 }
 
 SINCE_TOKENS = [
-    ("AirSync", "Wait", "12.0"),
+    ("AirSync", "Wait", "12.1"),
     ("AirSyncBase", "Add", "16.0"),
     ("AirSyncBase", "InstanceId", "16.0"),
     ("AirSyncBase", "Preview", "14.0"),
