@@ -1,0 +1,6 @@
+"""Logs and metrics, configured once and injected (never imported as globals)."""
+
+from .logging import configure_logging, redact_secrets
+from .metrics import Metrics
+
+__all__ = ["Metrics", "configure_logging", "redact_secrets"]

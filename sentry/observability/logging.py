@@ -1,0 +1,84 @@
+"""structlog configured once, JSON by default, with secrets removed.
+
+Every event passes ``redact_secrets`` last before rendering: values under keys
+that can carry credentials (Authorization, passwords, tokens, cookies) are
+replaced, at any nesting depth, and a Basic/Bearer credential that slipped into
+a free-text value is masked too. Request context (request id, command, device,
+user) is bound once per request in contextvars by the proxy's middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from sentry.settings import LoggingSettings
+
+__all__ = ["REDACTED", "configure_logging", "redact_secrets"]
+
+REDACTED = "[redacted]"
+_SECRET_KEYS = re.compile(
+    r"authorization|password|passwd|secret|token|cookie|credential|api[-_]?key", re.I
+)
+_CREDENTIAL_IN_TEXT = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]+", re.I)
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if depth > 8:
+        return value
+    if isinstance(value, str):
+        return _CREDENTIAL_IN_TEXT.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: remove credentials from every field of the event."""
+    for key in list(event_dict):
+        if _SECRET_KEYS.search(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
+    """Configure structlog (and stdlib logging, for aiohttp's own messages)."""
+    level = getattr(logging, settings.level.upper())
+    out: TextIO = stream or (
+        open(settings.file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        if settings.file
+        else sys.stdout
+    )
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(level, logging.WARNING), stream=out, force=True)

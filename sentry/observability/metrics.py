@@ -1,0 +1,129 @@
+"""Every Prometheus metric of the gateway, owned by one injected ``Metrics`` object.
+
+Labels are bounded by construction: command names come from the EAS command
+enum (anything else is counted as "unknown"), decisions and reasons from the
+policy's enums, pools and servers from the configuration. Never a DeviceId or
+a user. Tests build ``Metrics(CollectorRegistry())`` for a fresh registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sentry.eas.request import Command
+
+__all__ = ["KNOWN_COMMANDS", "Metrics", "command_label", "status_class"]
+
+KNOWN_COMMANDS = frozenset(c.value for c in Command) | {"OPTIONS"}
+)
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    1800,
+    3600,
+)
+
+
+def command_label(command: str | None) -> str:
+    """The bounded label for a command name."""
+    return command if command in KNOWN_COMMANDS else "unknown"
+
+
+def status_class(status: int) -> str:
+    """``2xx``, ``4xx`` ... for an HTTP status."""
+    return f"{status // 100}xx"
+
+
+class Metrics:
+    """The gateway's metrics, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "sentry_requests",
+            "EAS requests answered, by command, decision and HTTP status class",
+            ["command", "decision", "status_class"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "sentry_request_duration_seconds",
+            "Time to answer a request, by command",
+            ["command"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "sentry_refusals",
+            "Refused requests by reason (a request may count several reasons)",
+            ["reason"],
+            registry=registry,
+        )
+        self.bad_requests = Counter(
+            "sentry_bad_requests",
+            "Requests rejected as malformed, by error kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "sentry_requests_in_flight", "Requests being processed", registry=registry
+        )
+        self.held_long_polls = Gauge(
+            "sentry_held_long_polls",
+            "Ping and long-poll Sync requests held open upstream",
+            ["command"],
+            registry=registry,
+        )
+        self.revocations = Counter(
+            "sentry_revoked_long_polls",
+            "Held long polls ended because access was revoked",
+            registry=registry,
+        )
+        self.revocation_latency = Histogram(
+            "sentry_revocation_seconds",
+            "Time from a state change to a held poll's answer",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "sentry_upstream_errors",
+            "Errors talking to backend servers, by pool and kind",
+            ["pool", "kind"],
+            registry=registry,
+        )
+        self.server_up = Gauge(
+            "sentry_backend_server_up",
+            "1 when a backend server is considered healthy",
+            ["pool", "server"],
+            registry=registry,
+        )
+        self.pool_healthy = Gauge(
+            "sentry_backend_pool_healthy_servers",
+            "Healthy servers per pool",
+            ["pool"],
+            registry=registry,
+        )
+        self.associations = Gauge(
+            "sentry_associations",
+            "ActiveSync associations by state",
+            ["state"],
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "sentry_store_errors", "Failed writes to the state store", registry=registry
+        )

@@ -1,0 +1,304 @@
+"""Settings: one YAML file, read once, validated, frozen.
+
+Approach: each section is a frozen dataclass whose fields carry the defaults.
+``load_settings`` reads YAML (safe loader) and ``_build`` walks the dataclass
+fields recursively, checking every value's type and range. Any problem stops
+start-up with a ``SettingsError`` naming the key path (``pools[1].servers[0]:
+not an http(s) URL``); unknown keys are errors too, so a typo never passes
+silently. Only this module reads configuration files; components receive their
+own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+
+__all__ = [
+    "AdminSettings",
+    "BackendPoolSettings",
+    "DemoSettings",
+    "GatewaySettings",
+    "HealthCheckSettings",
+    "ListenSettings",
+    "LoggingSettings",
+    "PreferenceSettings",
+    "RoutingSettings",
+    "Settings",
+    "SettingsError",
+    "StoreSettings",
+    "TlsSettings",
+    "load_settings",
+    "settings_from_mapping",
+]
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names the key path."""
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    host: str = "127.0.0.1"
+    port: int = 8443
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    enabled: bool = True
+    cert: str = "certs/sentry.pem"
+    key: str = "certs/sentry.key"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    fqdn: str = "localhost"
+    listen: ListenSettings = ListenSettings()
+    tls: TlsSettings = TlsSettings()
+    trusted_proxies: tuple[str, ...] = ()
+    max_request_bytes: int = 50 * 1024 * 1024
+    request_timeout_seconds: float = 120.0
+    long_poll_margin_seconds: float = 90.0
+    max_heartbeat_seconds: int = 3540
+    shutdown_grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    listen: ListenSettings = ListenSettings(port=9090)
+    token_file: str = "var/admin-token"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    kind: Literal["sqlite", "memory"] = "sqlite"
+    path: str = "var/sentry.db"
+    touch_flush_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class HealthCheckSettings:
+    interval_seconds: float = 10.0
+    timeout_seconds: float = 5.0
+    failures_to_down: int = 2
+
+
+@dataclass(frozen=True)
+class BackendPoolSettings:
+    name: str
+    type: str
+    servers: tuple[str, ...]
+    health_check: HealthCheckSettings = HealthCheckSettings()
+    tls_verify: bool = True
+    connect_timeout_seconds: float = 5.0
+    retry_after_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    default: str | None = None
+    domains: Mapping[str, str] = field(default_factory=dict)
+    users: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreferenceSettings:
+    auto_block_unregistered: bool = False
+    max_devices_per_mailbox: int | None = None
+    max_mailboxes_per_device: int | None = None
+    refusal_style: Literal["status", "http403"] = "status"
+    new_device_access: Literal["allow", "block"] = "allow"
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+    file: str | None = None
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    enabled: bool = False
+    heartbeat_min_seconds: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway: GatewaySettings = GatewaySettings()
+    admin: AdminSettings = AdminSettings()
+    store: StoreSettings = StoreSettings()
+    pools: tuple[BackendPoolSettings, ...] = ()
+    routing: RoutingSettings = RoutingSettings()
+    preferences: PreferenceSettings = PreferenceSettings()
+    logging: LoggingSettings = LoggingSettings()
+    demo: DemoSettings = DemoSettings()
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate the YAML file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+    return settings_from_mapping({} if data is None else data, source=str(path))
+
+
+def settings_from_mapping(data: Any, source: str = "<settings>") -> Settings:
+    """Validate an already-parsed mapping (the YAML document)."""
+    try:
+        settings: Settings = _build(Settings, data, "")
+        _check_references(settings)
+    except SettingsError as exc:
+        raise SettingsError(f"{source}: {exc}") from None
+    return settings
+
+
+def _where(path: str) -> str:
+    return path or "(top level)"
+
+
+def _build(cls: type[Any], data: Any, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"{_where(path)}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(known))
+    if unknown:
+        raise SettingsError(f"{_join(path, unknown[0])}: unknown key")
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        if name in data:
+            kwargs[name] = _value(hints[name], data[name], _join(path, name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SettingsError(f"{_join(path, name)}: required key is missing")
+    obj = cls(**kwargs)
+    _validate(obj, path)
+    return obj
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _value(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _value(inner, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise SettingsError(f"{path}: must be one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise SettingsError(f"{path}: expected a list")
+        return tuple(_value(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"{path}: expected a mapping")
+        return {str(k): _value(args[1], v, _join(path, str(k))) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)  # type: ignore[arg-type]
+    return _scalar(hint, value, path)
+
+
+def _scalar(hint: Any, value: Any, path: str) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{path}: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{path}: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{path}: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            raise SettingsError(f"{path}: expected a non-empty string")
+        return value
+    raise SettingsError(f"{path}: unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def _positive(path: str, value: float | None, *, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise SettingsError(f"{path}: must be {'≥ 0' if allow_zero else '> 0'}")
+
+
+def _validate(obj: Any, path: str) -> None:
+    """Range and format checks that types alone cannot express."""
+    if isinstance(obj, ListenSettings) and not 0 <= obj.port <= 65535:
+        raise SettingsError(f"{_join(path, 'port')}: must be 0-65535")
+    if isinstance(obj, GatewaySettings):
+        _validate_gateway(obj, path)
+    if isinstance(obj, BackendPoolSettings):
+        _validate_pool(obj, path)
+    if isinstance(obj, PreferenceSettings):
+        _positive(_join(path, "max_devices_per_mailbox"), obj.max_devices_per_mailbox)
+        _positive(_join(path, "max_mailboxes_per_device"), obj.max_mailboxes_per_device)
+    if isinstance(obj, HealthCheckSettings):
+        _positive(_join(path, "interval_seconds"), obj.interval_seconds)
+        _positive(_join(path, "timeout_seconds"), obj.timeout_seconds)
+        _positive(_join(path, "failures_to_down"), obj.failures_to_down)
+    if isinstance(obj, StoreSettings):
+        _positive(_join(path, "touch_flush_seconds"), obj.touch_flush_seconds)
+
+
+def _validate_gateway(g: GatewaySettings, path: str) -> None:
+    for i, cidr in enumerate(g.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{_join(path, 'trusted_proxies')}[{i}]: not an IP network"
+            ) from None
+    _positive(_join(path, "max_request_bytes"), g.max_request_bytes)
+    _positive(_join(path, "request_timeout_seconds"), g.request_timeout_seconds)
+    _positive(_join(path, "long_poll_margin_seconds"), g.long_poll_margin_seconds, allow_zero=True)
+    if not 60 <= g.max_heartbeat_seconds <= 3540:
+        raise SettingsError(f"{_join(path, 'max_heartbeat_seconds')}: must be 60-3540")
+
+
+def _validate_pool(p: BackendPoolSettings, path: str) -> None:
+    if not p.servers:
+        raise SettingsError(f"{_join(path, 'servers')}: at least one server is required")
+    for i, url in enumerate(p.servers):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"{_join(path, 'servers')}[{i}]: not an http(s) URL: {url!r}")
+    _positive(_join(path, "retry_after_seconds"), p.retry_after_seconds)
+
+
+def _check_references(s: Settings) -> None:
+    """Pool names are unique and every route names a configured pool."""
+    names: set[str] = set()
+    for i, pool in enumerate(s.pools):
+        if pool.name in names:
+            raise SettingsError(f"pools[{i}].name: duplicate pool name {pool.name!r}")
+        names.add(pool.name)
+    routes = [("routing.default", s.routing.default)]
+    routes += [(f"routing.domains.{d}", p) for d, p in s.routing.domains.items()]
+    routes += [(f"routing.users.{u}", p) for u, p in s.routing.users.items()]
+    for where, pool_name in routes:
+        if pool_name is not None and pool_name not in names:
+            raise SettingsError(f"{where}: no pool named {pool_name!r}")
