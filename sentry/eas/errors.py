@@ -14,6 +14,7 @@ Constructors only store fields; nothing here logs.
         ├── DeviceIdError         DeviceId missing or invalid                     (400 / 108)
         ├── DeviceTypeError       DeviceType missing or invalid                   (400 / 109)
         ├── VersionError          MS-ASProtocolVersion not one EAS defines        (400 / 138)
+        ├── UserError             no user in Authorization nor in the query       (400 / 124)
         ├── MethodError           not OPTIONS or POST                             (405)
         └── BodyError             body not what the command needs                 (400 / 101/103)
 """
@@ -31,6 +32,7 @@ __all__ = [
     "MethodError",
     "QueryError",
     "RequestError",
+    "UserError",
     "VersionError",
     "WbxmlError",
     "XmlFormError",
@@ -95,6 +97,12 @@ class DeviceTypeError(RequestError):
 
 class VersionError(RequestError):
     eas_status = CommonStatus.VersionNotSupported
+
+
+class UserError(RequestError):
+    """A POST names no user: no usable ``Authorization: Basic`` and no query User."""
+
+    eas_status = CommonStatus.UserCannotBeAnonymous
 
 
 class MethodError(RequestError):

@@ -15,7 +15,6 @@ from sentry.eas.request import Command
 __all__ = ["KNOWN_COMMANDS", "Metrics", "command_label", "status_class"]
 
 KNOWN_COMMANDS = frozenset(c.value for c in Command) | {"OPTIONS"}
-)
 _LATENCY_BUCKETS = (
     0.0005,
     0.001,
