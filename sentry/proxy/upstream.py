@@ -163,7 +163,7 @@ class Upstreams:
         for pool in self.pools.values():
             connector = aiohttp.TCPConnector(
                 limit=0,
-                ssl=None if pool.settings.tls_verify else False,
+                ssl=pool.settings.tls_verify,
                 keepalive_timeout=30,
             )
             pool.session = aiohttp.ClientSession(
