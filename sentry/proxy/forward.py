@@ -1,0 +1,65 @@
+"""Relaying bodies between device and backend without buffering them.
+
+``BodyStream`` wraps the device's request body as an async iterator for the
+client session, counting bytes against the size limit (a chunked body has no
+Content-Length to check up front) and remembering whether it started, because
+a body that began to flow must never be replayed to another server.
+``relay_response`` copies the backend's status, headers and body to the device
+chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from .errors import RequestTooLarge
+from .headers import downstream_headers
+
+__all__ = ["CHUNK", "BodyStream", "relay_response"]
+
+CHUNK = 64 * 1024
+
+
+class BodyStream:
+    """The rest of a request body, optionally after an already-read prefix."""
+
+    def __init__(self, prefix: bytes, content: aiohttp.StreamReader | None, limit: int) -> None:
+        self.prefix = prefix
+        self.content = content
+        self.limit = limit
+        self.started = False
+        self.sent = 0
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        self.started = True
+        if self.prefix:
+            self.sent += len(self.prefix)
+            yield self.prefix
+        if self.content is None:
+            return
+        async for chunk in self.content.iter_chunked(CHUNK):
+            self.sent += len(chunk)
+            if self.sent > self.limit:
+                raise RequestTooLarge(self.limit)
+            yield chunk
+
+
+async def relay_response(
+    request: web.Request, upstream: aiohttp.ClientResponse
+) -> tuple[web.StreamResponse, int]:
+    """Stream ``upstream`` to the device; return the response and body bytes."""
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    response.headers.extend(downstream_headers(upstream.headers))
+    await response.prepare(request)
+    total = 0
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        total += len(chunk)
+        await response.write(chunk)
+    await response.write_eof()
+    return response, total

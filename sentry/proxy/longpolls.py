@@ -1,0 +1,95 @@
+"""The registry of held long polls, for live revocation.
+
+A Ping (or a Sync with Wait/HeartbeatInterval) may sit upstream for up to an
+hour. When its association stops being allowed, the gateway must answer it at
+once. Each held request registers a ``HeldPoll`` with its association key and
+the task serving it; ``revoke`` stores the new decision on the poll and
+cancels that task. The handler catches the cancellation, sees the decision,
+un-cancels itself and answers with the refusal (or the wipe). No extra task or
+future per poll: a held Ping costs one small object in two dicts.
+
+Once the upstream answer has started streaming back, a poll is ``responding``
+and is no longer revocable; the next request of the association is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+__all__ = ["HeldPoll", "LongPolls"]
+
+K = TypeVar("K")
+D = TypeVar("D")
+
+
+class HeldPoll(Generic[K, D]):
+    """One held request: its key, its task, and the revoking decision if any."""
+
+    __slots__ = ("command", "key", "responding", "revoked_at", "revoked_by", "task")
+
+    def __init__(self, key: K, command: str, task: asyncio.Task[object]) -> None:
+        self.key = key
+        self.command = command
+        self.task = task
+        self.responding = False
+        self.revoked_by: D | None = None
+        self.revoked_at: float | None = None
+
+
+class LongPolls(Generic[K, D]):
+    """Held polls indexed by association key."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[K, set[HeldPoll[K, D]]] = {}
+        self._count: dict[str, int] = {}
+
+    def hold(self, key: K, command: str) -> HeldPoll[K, D]:
+        """Register the current task as a held poll for ``key``."""
+        task = asyncio.current_task()
+        assert task is not None, "hold() must run inside a task"
+        poll: HeldPoll[K, D] = HeldPoll(key, command, task)
+        self._by_key.setdefault(key, set()).add(poll)
+        self._count[command] = self._count.get(command, 0) + 1
+        return poll
+
+    def release(self, poll: HeldPoll[K, D]) -> None:
+        """Forget a poll (always called, in a finally)."""
+        polls = self._by_key.get(poll.key)
+        if polls is None or poll not in polls:
+            return
+        polls.discard(poll)
+        if not polls:
+            del self._by_key[poll.key]
+        self._count[poll.command] -= 1
+
+    def revoke(self, key: K, decision: D) -> int:
+        """End every revocable poll of ``key`` with ``decision``; return how many."""
+        ended = 0
+        for poll in list(self._by_key.get(key, ())):
+            if poll.responding or poll.revoked_by is not None:
+                continue
+            poll.revoked_by = decision
+            poll.revoked_at = time.monotonic()
+            poll.task.cancel(msg="sentry: access revoked")
+            ended += 1
+        return ended
+
+    def keys(self) -> Iterable[K]:
+        """Keys that have at least one held poll."""
+        return self._by_key.keys()
+
+    def count(self, command: str | None = None) -> int:
+        """Held polls, in all or of one command."""
+        if command is None:
+            return sum(self._count.values())
+        return self._count.get(command, 0)
+
+    def cancel_all(self) -> int:
+        """Shutdown: cancel every held poll's task; return how many."""
+        polls = [p for ps in self._by_key.values() for p in ps if not p.responding]
+        for poll in polls:
+            poll.task.cancel(msg="sentry: shutting down")
+        return len(polls)
