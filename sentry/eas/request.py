@@ -1,19 +1,54 @@
 """EAS request parsing: method + raw query + headers -> one frozen ``EasRequest``.
 
-(Types first; the parser follows below them.)
+Approach (eas-protocol.md §1, §6). Both MS-ASHTTP query forms are normalised
+here, in one place, so nothing downstream knows which one a client used:
+
+1. The method must be POST or OPTIONS. OPTIONS is capability discovery: what
+   its query carries is parsed and checked, but nothing is required and the
+   command is ignored (``command`` is None).
+2. A query naming ``Cmd``/``DeviceId``/``DeviceType``/``User`` is the plain
+   form; anything else is percent-decoded and base64-decoded (standard or
+   URL-safe alphabet, padding optional) and read with the §1.3.1 byte layout
+   by ``_b64query``, which bounds-checks every length byte.
+3. Version and policy key come from the blob in the base64 form and from the
+   ``MS-ASProtocolVersion`` / ``X-MS-PolicyKey`` headers otherwise.
+4. The DeviceId is canonicalised (§6.2) and the user resolved (§6.1): the
+   ``Authorization: Basic`` name wins over the query ``User``; both are reduced
+   to one case-folded key (``identity.py``). The password is never kept.
+
+Every malformed input raises a ``RequestError`` subclass carrying its wire
+status; no other exception escapes ``parse_request``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
+from urllib.parse import parse_qsl
+
+from ._b64query import OPTION_BITS, PARAM_BY_TAG, decode_base64_query
+from .errors import (
+    CommandError,
+    DeviceIdError,
+    DeviceTypeError,
+    MethodError,
+    QueryError,
+    UserError,
+    VersionError,
+)
+from .identity import Identity, resolve_identity
+from .versions import PROTOCOL_VERSIONS, at_least, version_tuple
 
 __all__ = [
+    "THROWAWAY_DEVICE_IDS",
     "Command",
     "EasRequest",
     "Identity",
     "QueryForm",
+    "parse_request",
 ]
 
 
@@ -53,22 +88,10 @@ class Command(Enum):
     ValidateCert = "ValidateCert"
     Find = "Find"
 
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a request is for.
-
-    ``key`` is the canonical principal used in association keys: the account
-    name case-folded, without ``DOMAIN\\`` or ``@domain`` (so ``CORP\\JDoe``,
-    ``jdoe@corp.example`` and ``jdoe`` are one user). ``domain`` is what the
-    raw form carried (NetBIOS domain or UPN suffix, lower-cased) and ``raw`` the
-    name exactly as sent, kept for logs. ``source`` says where it came from.
-    """
-
-    key: str
-    raw: str
-    domain: str | None = None
-    source: str = "query"  # "authorization" | "query"
+    @property
+    def code(self) -> int | None:
+        """The base64-form command code (MS-ASHTTP 2.2.1.1.1.1.2), or None."""
+        return _CODE_BY_COMMAND.get(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +101,7 @@ class EasRequest:
     method: str  # "POST" or "OPTIONS"
     command: Command | None  # None only for OPTIONS
     user: Identity | None  # None only for an OPTIONS without credentials/query
-    device_id: str  # canonical (see canonical_device_id); "" for OPTIONS
+    device_id: str  # canonical, upper-cased (§6.2); "" for an OPTIONS without one
     device_id_raw: str
     device_type: str
     protocol_version: str | None  # "14.1"; None when the client did not say
@@ -90,3 +113,260 @@ class EasRequest:
     user_agent: str | None = None
     content_type: str | None = None
     is_throwaway_device: bool = False  # DeviceId "validate" etc.: no association
+
+    @property
+    def version_tuple(self) -> tuple[int, int] | None:
+        """The protocol version as ``(major, minor)``, or None when unknown."""
+        return version_tuple(self.protocol_version)
+
+    def at_least(self, major: int, minor: int) -> bool:
+        """Whether the client speaks ``major.minor`` or newer (unknown: False)."""
+        return at_least(self.protocol_version, major, minor)
+
+
+# --- Tables (MS-ASHTTP 2.2.1.1.1.1.2, 2.2.1.1.1.1.3; eas-protocol.md §1.3) ---
+
+_COMMAND_BY_CODE: Mapping[int, Command] = {
+    0: Command.Sync,
+    1: Command.SendMail,
+    2: Command.SmartForward,
+    3: Command.SmartReply,
+    4: Command.GetAttachment,
+    9: Command.FolderSync,
+    10: Command.FolderCreate,
+    11: Command.FolderDelete,
+    12: Command.FolderUpdate,
+    13: Command.MoveItems,
+    14: Command.GetItemEstimate,
+    15: Command.MeetingResponse,
+    16: Command.Search,
+    17: Command.Settings,
+    18: Command.Ping,
+    19: Command.ItemOperations,
+    20: Command.Provision,
+    21: Command.ResolveRecipients,
+    22: Command.ValidateCert,
+    23: Command.Find,
+}
+_CODE_BY_COMMAND: Mapping[Command, int] = {c: n for n, c in _COMMAND_BY_CODE.items()}
+_COMMAND_BY_NAME: Mapping[str, Command] = {c.value.lower(): c for c in Command}
+
+
+# Plain parameter names, matched case-insensitively and stored in this spelling.
+_PLAIN_NAMES: Mapping[str, str] = {
+    n.lower(): n
+    for n in ("Cmd", "DeviceId", "DeviceType", *PARAM_BY_TAG.values(), *OPTION_BITS.values())
+}
+_SINGLE_VALUED = frozenset({"Cmd", "DeviceId", "DeviceType", "User"})
+_PLAIN_MARKER = re.compile(r"(?:^|&)(?:cmd|deviceid|devicetype|user)=", re.IGNORECASE)
+_PLAIN_DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+_POLICY_KEY = re.compile(r"[0-9]{1,10}", re.ASCII)
+MAX_DEVICE_TYPE = 64
+THROWAWAY_DEVICE_IDS = frozenset({"VALIDATE", "WEBSERVICE"})
+"""Canonical DeviceIds that never form an association (§6.2)."""
+
+
+@dataclass(slots=True)
+class _Query:
+    """What either query form carried, before headers and identity are added."""
+
+    form: QueryForm
+    command: Command | None = None
+    device_id: str = ""
+    device_id_raw: str = ""
+    device_type: str = ""
+    version: str | None = None
+    policy_key: int | None = None
+    locale: int | None = None
+    user: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+# --- The entry point ---
+
+
+def parse_request(method: str, query: str, headers: Mapping[str, str]) -> EasRequest:
+    """Parse one EAS request line into an ``EasRequest``.
+
+    ``query`` is the raw query string (without or with the leading ``?``);
+    ``headers`` any mapping, looked up case-insensitively. Raises a
+    ``RequestError`` subclass for anything malformed.
+    """
+    verb = _parse_method(method)
+    hdrs = {k.lower(): v for k, v in headers.items()}
+    options = verb == "OPTIONS"
+    q = _parse_query(query.removeprefix("?"), options)
+    if q.form is not QueryForm.BASE64:
+        q.version = _header_version(hdrs.get("ms-asprotocolversion"))
+    if q.policy_key is None:
+        q.policy_key = _header_policy_key(hdrs.get("x-ms-policykey"))
+    if "AcceptMultiPart" not in q.params and "ms-asacceptmultipart" in hdrs:
+        q.params["AcceptMultiPart"] = hdrs["ms-asacceptmultipart"].strip()
+    user = resolve_identity(hdrs.get("authorization"), q.user)
+    if user is None and not options:
+        raise UserError("no user: neither Authorization: Basic nor a query User names one")
+    return _build(verb, q, user, hdrs)
+
+
+def _build(verb: str, q: _Query, user: Identity | None, hdrs: Mapping[str, str]) -> EasRequest:
+    return EasRequest(
+        method=verb,
+        command=q.command,
+        user=user,
+        device_id=q.device_id,
+        device_id_raw=q.device_id_raw,
+        device_type=q.device_type,
+        protocol_version=q.version,
+        policy_key=q.policy_key,
+        locale=q.locale,
+        params=MappingProxyType(q.params),
+        query_form=q.form,
+        query_user=q.user,
+        user_agent=hdrs.get("user-agent"),
+        content_type=hdrs.get("content-type"),
+        is_throwaway_device=q.device_id in THROWAWAY_DEVICE_IDS,
+    )
+
+
+def _parse_method(method: str) -> str:
+    verb = method.upper()
+    if verb not in ("POST", "OPTIONS"):
+        raise MethodError(f"method {_show(method)} is not allowed: EAS uses POST and OPTIONS")
+    return verb
+
+
+def _parse_query(query: str, options: bool) -> _Query:
+    if not query:
+        if options:
+            return _Query(QueryForm.NONE)
+        raise QueryError("empty query string: an EAS POST needs Cmd, User, DeviceId, DeviceType")
+    if _PLAIN_MARKER.search(query):
+        return _parse_plain(query, options)
+    return _parse_base64(query, options)
+
+
+def _show(value: str, limit: int = 40) -> str:
+    """A value for an error message: quoted, escaped and cut to ``limit`` chars."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+# --- Plain form (MS-ASHTTP 2.2.1.1.1.2) ---
+
+
+def _parse_plain(query: str, options: bool) -> _Query:
+    fields = _plain_fields(query)
+    cmd = fields.pop("Cmd", None)
+    q = _Query(QueryForm.PLAIN, command=None if options else _plain_command(cmd))
+    q.device_id_raw = fields.pop("DeviceId", "")
+    q.device_id = _plain_device_id(q.device_id_raw, options)
+    q.device_type = _check_device_type(fields.pop("DeviceType", ""), options)
+    q.user = fields.pop("User", "") or None
+    q.params = fields
+    return q
+
+
+def _plain_fields(query: str) -> dict[str, str]:
+    """Name -> value; known names in canonical spelling, single-valued ones once."""
+    fields: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        canonical = _PLAIN_NAMES.get(name.lower(), name)
+        if canonical in _SINGLE_VALUED and canonical in fields:
+            raise QueryError(f"query parameter {canonical} appears more than once")
+        fields[canonical] = value
+    return fields
+
+
+def _plain_command(name: str | None) -> Command:
+    if not name:
+        raise CommandError("query has no Cmd parameter" if name is None else "Cmd is empty")
+    command = _COMMAND_BY_NAME.get(name.lower())
+    if command is None:
+        raise CommandError(f"unknown command Cmd={_show(name)}")
+    return command
+
+
+def _plain_device_id(raw: str, options: bool) -> str:
+    """Validate a plain DeviceId; return it upper-cased (the canonical form)."""
+    if not raw:
+        if options:
+            return ""
+        raise DeviceIdError("DeviceId is missing or empty")
+    if not _PLAIN_DEVICE_ID.fullmatch(raw):
+        raise DeviceIdError(f"DeviceId {_show(raw)} is not 1-64 letters, digits, '-' or '_'")
+    return raw.upper()
+
+
+def _check_device_type(value: str, options: bool) -> str:
+    if not value:
+        if options:
+            return ""
+        raise DeviceTypeError("DeviceType is missing or empty")
+    if len(value) > MAX_DEVICE_TYPE:
+        raise DeviceTypeError(f"DeviceType is {len(value)} chars, over {MAX_DEVICE_TYPE}")
+    if not (value.isascii() and value.isprintable()):
+        raise DeviceTypeError(f"DeviceType {_show(value)} is not printable ASCII")
+    return value
+
+
+# --- Base64 form (MS-ASHTTP 2.2.1.1.1.1; eas-protocol.md §1.3.1) ---
+
+
+def _parse_base64(query: str, options: bool) -> _Query:
+    blob = decode_base64_query(query)
+    q = _Query(QueryForm.BASE64, version=blob.version, policy_key=blob.policy_key)
+    q.command = None if options else _blob_command(blob.command_code)
+    q.locale = blob.locale
+    q.device_id, q.device_id_raw = _blob_device_id(blob.device_id, options)
+    q.device_type = _check_device_type(_blob_ascii(blob.device_type), options)
+    q.user = blob.user
+    q.params = dict(blob.params)
+    return q
+
+
+def _blob_command(code: int) -> Command:
+    command = _COMMAND_BY_CODE.get(code)
+    if command is None:
+        raise CommandError(f"base64 query: command code {code} is not assigned")
+    return command
+
+
+def _blob_device_id(raw: bytes, options: bool) -> tuple[str, str]:
+    """(canonical, raw): ASCII alphanumerics as text, anything else as hex (§6.2)."""
+    if not raw:
+        if options:
+            return "", ""
+        raise DeviceIdError("base64 query: DeviceId length is 0")
+    if raw.isascii() and raw.isalnum():
+        text = raw.decode("ascii")
+        return text.upper(), text
+    return raw.hex().upper(), raw.hex()
+
+
+def _blob_ascii(raw: bytes) -> str:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise DeviceTypeError("base64 query: DeviceType is not ASCII") from None
+
+
+# --- Headers (MS-ASHTTP 2.2.1.1.2) ---
+
+
+def _header_version(value: str | None) -> str | None:
+    if value is None:
+        return None
+    version = value.strip()
+    if version not in PROTOCOL_VERSIONS:
+        allowed = ",".join(PROTOCOL_VERSIONS)
+        raise VersionError(f"MS-ASProtocolVersion {_show(version)} is not one of {allowed}")
+    return version
+
+
+def _header_policy_key(value: str | None) -> int | None:
+    """``X-MS-PolicyKey``: a decimal uint32; blank counts as not sent."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not _POLICY_KEY.fullmatch(text) or int(text) > 0xFFFFFFFF:
+        raise QueryError(f"X-MS-PolicyKey {_show(text)} is not a decimal 32-bit unsigned integer")
+    return int(text)

@@ -1,0 +1,29 @@
+"""Command bodies, read only as far as access control needs them.
+
+Each parser is a pure function over a decoded ``Element`` that returns a
+frozen value or raises ``BodyError``: Provision (which step of provisioning or
+wipe), Settings DeviceInformation, and the Ping/Sync hold times.
+"""
+
+from __future__ import annotations
+
+from .longpoll import long_poll_seconds
+from .ping import PingRequest, parse_ping
+from .provision import ProvisionKind, ProvisionRequest, WipeKind, parse_provision
+from .settings import DeviceInformation, device_information_from, parse_settings_device_information
+from .sync import SyncRequest, parse_sync
+
+__all__ = [
+    "DeviceInformation",
+    "PingRequest",
+    "ProvisionKind",
+    "ProvisionRequest",
+    "SyncRequest",
+    "WipeKind",
+    "device_information_from",
+    "long_poll_seconds",
+    "parse_ping",
+    "parse_provision",
+    "parse_settings_device_information",
+    "parse_sync",
+]

@@ -1,0 +1,173 @@
+"""Answers the gateway gives itself, as plain values: refusals, wipes, OPTIONS.
+
+Approach (eas-protocol.md §4.2-4.3, design.md §4). A ``Response`` is status,
+headers and body bytes; the HTTP shell only writes it out. A refusal speaks
+the client's language:
+
+* protocol 14.0+ and a command whose response has a top-level Status: HTTP 200
+  with ``<Command><Status>N</Status></Command>`` in the command's own code
+  page (MeetingResponse has none, so its Status goes in ``Result``);
+* older or unknown protocol, GetAttachment, the legacy plain-only commands and
+  mail sent as a MIME body: HTTP 403 with an empty body, "not enabled for
+  ActiveSync" (never 401, which makes clients re-prompt for the password).
+
+Where the Status lives is one table, ``_STATUS_PATH``; bodies are built as
+``Element`` trees and encoded, so the bytes follow the code-page tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from .errors import EasError, MethodError
+from .request import Command
+from .status import CommonStatus, ProvisionStatus
+from .versions import PROTOCOL_VERSIONS, at_least
+from .wbxml import Element, encode
+
+__all__ = [
+    "ALLOW",
+    "REFUSAL_COMMANDS",
+    "RETRY_AFTER_PROVISION",
+    "SERVER_VERSION",
+    "WBXML_CONTENT_TYPE",
+    "Response",
+    "bad_request",
+    "options_response",
+    "refusal",
+    "remote_wipe",
+    "wipe_requested",
+]
+
+WBXML_CONTENT_TYPE = "application/vnd.ms-sync.wbxml"
+ALLOW = "OPTIONS,POST"
+SERVER_VERSION = "15.1"  # MS-Server-ActiveSync: a server build, not a protocol version
+RETRY_AFTER_PROVISION = 449  # legacy "retry after sending a Provision" (eas-protocol.md §1.6)
+_OK = HTTPStatus.OK.value
+_FORBIDDEN = HTTPStatus.FORBIDDEN.value
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP response as data; the shell adds Content-Length when it writes it."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers if k.lower() == wanted), None)
+
+
+# Command -> (namespace, root tag, path from the root to the element holding Status).
+_STATUS_PATH: Mapping[Command, tuple[str, str, tuple[str, ...]]] = {
+    Command.Sync: ("AirSync", "Sync", ()),
+    Command.FolderSync: ("FolderHierarchy", "FolderSync", ()),
+    Command.FolderCreate: ("FolderHierarchy", "FolderCreate", ()),
+    Command.FolderUpdate: ("FolderHierarchy", "FolderUpdate", ()),
+    Command.FolderDelete: ("FolderHierarchy", "FolderDelete", ()),
+    Command.GetItemEstimate: ("GetItemEstimate", "GetItemEstimate", ()),
+    Command.MoveItems: ("Move", "MoveItems", ()),
+    Command.MeetingResponse: ("MeetingResponse", "MeetingResponse", ("Result",)),
+    Command.Ping: ("Ping", "Ping", ()),
+    Command.Provision: ("Provision", "Provision", ()),
+    Command.Search: ("Search", "Search", ()),
+    Command.Settings: ("Settings", "Settings", ()),
+    Command.ItemOperations: ("ItemOperations", "ItemOperations", ()),
+    Command.SendMail: ("ComposeMail", "SendMail", ()),
+    Command.SmartForward: ("ComposeMail", "SmartForward", ()),
+    Command.SmartReply: ("ComposeMail", "SmartReply", ()),
+    Command.ResolveRecipients: ("ResolveRecipients", "ResolveRecipients", ()),
+    Command.ValidateCert: ("ValidateCert", "ValidateCert", ()),
+    Command.Find: ("Find", "Find", ()),
+}
+REFUSAL_COMMANDS: frozenset[Command] = frozenset(_STATUS_PATH)
+"""Commands that can carry a WBXML Status refusal (from protocol 14.0 on)."""
+_MIME_COMMANDS = frozenset({Command.SendMail, Command.SmartForward, Command.SmartReply})
+_WBXML_HEADERS = (("Content-Type", WBXML_CONTENT_TYPE),)
+
+
+def _status_body(command: Command, status: int) -> bytes:
+    """``<Root>[<path…>]<Status>N</Status>[</path…>]</Root>`` in the command's page."""
+    namespace, root, path = _STATUS_PATH[command]
+    node = Element(namespace, "Status", (str(int(status)),))
+    for tag in reversed(path):
+        node = Element(namespace, tag, (node,))
+    return encode(Element(namespace, root, (node,)))
+
+
+def _has_wbxml_status(command: Command, version: str | None, mime_body: bool) -> bool:
+    if command not in REFUSAL_COMMANDS or not at_least(version, 14, 0):
+        return False
+    return not (mime_body and command in _MIME_COMMANDS)
+
+
+def refusal(
+    command: Command, version: str | None, status: CommonStatus, *, mime_body: bool = False
+) -> Response:
+    """Refuse a request the way its client understands (module docstring).
+
+    ``mime_body``: the request carried a MIME message (``message/rfc822``)
+    rather than WBXML, so no WBXML answer is expected.
+    """
+    if not _has_wbxml_status(command, version, mime_body):
+        return Response(_FORBIDDEN, (), b"")
+    return Response(_OK, _WBXML_HEADERS, _status_body(command, status))
+
+
+def remote_wipe(account_only: bool = False) -> Response:
+    """The Provision response that orders a wipe (MS-ASPROV 3.2.5.1.2.2).
+
+    ``account_only`` sends ``AccountOnlyRemoteWipe`` (16.1 clients only).
+    """
+    directive = "AccountOnlyRemoteWipe" if account_only else "RemoteWipe"
+    status = Element("Provision", "Status", (str(int(ProvisionStatus.Success)),))
+    root = Element("Provision", "Provision", (status, Element("Provision", directive)))
+    return Response(_OK, _WBXML_HEADERS, encode(root))
+
+
+def wipe_requested(
+    command: Command, version: str | None, *, account_only: bool = False, mime_body: bool = False
+) -> Response:
+    """Tell a device with a pending wipe to provision, where it gets the wipe.
+
+    Provision itself gets ``remote_wipe``. Other commands get Status 140
+    RemoteWipeRequested where a WBXML Status is possible; otherwise (before
+    14.0, GetAttachment, MIME mail) HTTP 449, the legacy "provision first"
+    signal, since a 403 would leave the device unwiped.
+    """
+    if command is Command.Provision:
+        return remote_wipe(account_only)
+    if not _has_wbxml_status(command, version, mime_body):
+        return Response(RETRY_AFTER_PROVISION, (), b"")
+    return refusal(command, version, CommonStatus.RemoteWipeRequested)
+
+
+def options_response(
+    versions: Iterable[str] = PROTOCOL_VERSIONS,
+    commands: Iterable[Command] = tuple(Command),
+    *,
+    server_version: str = SERVER_VERSION,
+) -> Response:
+    """The answer to OPTIONS (MS-ASHTTP 2.2.4.1.2): 200, empty body, capabilities."""
+    headers = (
+        ("Allow", ALLOW),
+        ("Public", ALLOW),
+        ("MS-Server-ActiveSync", server_version),
+        ("MS-ASProtocolVersions", ",".join(versions)),
+        ("MS-ASProtocolCommands", ",".join(c.value for c in commands)),
+    )
+    return Response(_OK, headers, b"")
+
+
+def bad_request(error: EasError) -> Response:
+    """A malformed request: ``error.http_status`` with a one-line text message."""
+    line = " ".join(error.message.split()) + "\n"
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "text/plain; charset=utf-8"),)
+    if isinstance(error, MethodError):
+        headers += (("Allow", ALLOW),)
+    return Response(error.http_status, headers, line.encode("utf-8"))
