@@ -1,0 +1,1 @@
+"""The admin listener: metrics, health, and (under /api/) the admin REST API."""

@@ -1,0 +1,40 @@
+"""``/metrics``, ``/healthz`` and ``/readyz``: no token needed, no identities inside.
+
+``/healthz`` says the process is alive and its event loop turns. ``/readyz``
+says it can serve devices: the state is loaded, the device listener is up and
+at least one server of every pool is healthy; otherwise 503 with the reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+__all__ = ["health_routes"]
+
+
+def health_routes(
+    registry: CollectorRegistry, readiness: Callable[[], list[str]]
+) -> list[web.RouteDef]:
+    """Routes for the admin app; ``readiness`` returns what is not ready (empty = ready)."""
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        problems = readiness()
+        if problems:
+            return web.json_response({"status": "not ready", "problems": problems}, status=503)
+        return web.json_response({"status": "ready"})
+
+    return [
+        web.get("/metrics", metrics),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+    ]
