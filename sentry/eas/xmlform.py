@@ -8,11 +8,15 @@ namespace wherever it changes, e.g.::
     </FolderSync>
 
 Content that XML text cannot carry exactly is written as an element of the
-``wbxml`` namespace holding base64: OPAQUE data as ``<wbxml:opaque>`` and
-strings with characters XML 1.0 forbids as ``<wbxml:string>``. Indentation is
-added only between element children, so ``from_xml(to_xml(tree)) == tree`` for
-every tree whose elements do not mix whitespace-only strings with children
-(and whose adjacent strings are not split, since XML merges them).
+``wbxml`` namespace holding base64: OPAQUE data as ``<wbxml:opaque>``, and as
+``<wbxml:string>`` both strings with characters XML 1.0 forbids and the empty
+string (an empty STR_I, which plain XML cannot tell from no content). A carriage
+return is written as ``&#13;``, since XML parsers turn a literal one into a
+line feed. Indentation is added only inside elements whose content is all
+elements, and ``from_xml`` drops whitespace-only text only inside elements that
+have element children; so ``from_xml(to_xml(tree)) == tree`` for every tree
+whose elements do not mix whitespace-only strings with element children, and
+that has no two adjacent strings (XML merges them).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ __all__ = ["WBXML_NS", "from_xml", "to_xml"]
 WBXML_NS = "urn:x-sentry:wbxml"
 # Characters XML 1.0 allows in text (https://www.w3.org/TR/xml/#charsets).
 _XML_UNSAFE = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_TEXT = {"\r": "&#13;"}  # parsers normalise a literal CR to LF
+_ATTR = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#9;"}
 
 
 def to_xml(root: Element, *, indent: str | None = "  ") -> str:
@@ -41,7 +47,7 @@ def to_xml(root: Element, *, indent: str | None = "  ") -> str:
 
 
 def _write(el: Element, parent_ns: str | None, out: list[str], depth: int, ind: str | None) -> None:
-    ns = f' xmlns="{escape(el.namespace)}"' if el.namespace != parent_ns else ""
+    ns = f' xmlns="{escape(el.namespace, _ATTR)}"' if el.namespace != parent_ns else ""
     if not el.content:
         out.append(f"<{el.tag}{ns}/>")
         return
@@ -59,12 +65,12 @@ def _write(el: Element, parent_ns: str | None, out: list[str], depth: int, ind: 
 def _write_item(item: Content, ns: str, out: list[str], depth: int, ind: str | None) -> None:
     if isinstance(item, Element):
         _write(item, ns, out, depth, ind)
-    elif isinstance(item, bytes):
-        out.append(_special("opaque", item))
-    elif _XML_UNSAFE.search(item):
+    elif isinstance(item, bytes | bytearray):
+        out.append(_special("opaque", bytes(item)))
+    elif not item or _XML_UNSAFE.search(item):
         out.append(_special("string", item.encode("utf-8", "surrogatepass")))
     else:
-        out.append(escape(item))
+        out.append(escape(item, _TEXT))
 
 
 def _special(kind: str, raw: bytes) -> str:
@@ -99,19 +105,23 @@ def _element(node: ET.Element) -> Element:
         raise XmlFormError(f"<{tag}> has attributes; WBXML elements have none")
     content: list[Content] = []
     children = list(node)
-    if node.text and not (children and node.text.isspace()):
+    special = [_split(child.tag)[0] == WBXML_NS for child in children]
+    # Whitespace-only text beside element children is indentation, not content.
+    indented = not all(special)
+    if node.text and not (indented and node.text.isspace()):
         content.append(node.text)
-    for child in children:
-        content.append(_child(child))
-        if child.tail and not child.tail.isspace():
+    for child, is_special in zip(children, special, strict=True):
+        content.append(_special_content(child) if is_special else _element(child))
+        if child.tail and not (indented and child.tail.isspace()):
             content.append(child.tail)
     return Element(ns, tag, tuple(content))
 
 
-def _child(node: ET.Element) -> Content:
-    ns, tag = _split(node.tag)
-    if ns != WBXML_NS:
-        return _element(node)
+def _special_content(node: ET.Element) -> Content:
+    """The bytes or string held by a ``<wbxml:opaque>`` or ``<wbxml:string>``."""
+    _, tag = _split(node.tag)
+    if node.attrib or len(node):
+        raise XmlFormError(f"<wbxml:{tag}> may hold only base64 text")
     try:
         raw = base64.b64decode(node.text or "", validate=True)
     except binascii.Error as exc:
