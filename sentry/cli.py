@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from sentry import cli_ops
 from sentry.eas.errors import EasError
 from sentry.eas.request import EasRequest, parse_request
 from sentry.eas.wbxml import decode, encode
@@ -186,5 +187,11 @@ def _plain(value: object) -> str:
     return str(value)
 
 
-_GROUPS: tuple[Callable[[Subparsers], None], ...] = (_add_wbxml, _add_eas)
+_GROUPS: tuple[Callable[[Subparsers], None], ...] = (
+    _add_wbxml,
+    _add_eas,
+    cli_ops.add_run,
+    cli_ops.add_certs,
+    cli_ops.add_demo_backend,
+)
 """Subcommand groups, in help order; each registers its parsers."""

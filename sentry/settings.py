@@ -26,6 +26,7 @@ import yaml
 __all__ = [
     "AdminSettings",
     "BackendPoolSettings",
+    "DemoBackendSettings",
     "DemoSettings",
     "GatewaySettings",
     "HealthCheckSettings",
@@ -128,9 +129,18 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class DemoBackendSettings:
+    pool: str
+    port: int
+    users: str  # "name:password[@domain],..."
+    messages: int = 3
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     enabled: bool = False
-    heartbeat_min_seconds: int = 1
+    min_heartbeat_seconds: int = 5
+    backends: tuple[DemoBackendSettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -299,6 +309,7 @@ def _check_references(s: Settings) -> None:
     routes = [("routing.default", s.routing.default)]
     routes += [(f"routing.domains.{d}", p) for d, p in s.routing.domains.items()]
     routes += [(f"routing.users.{u}", p) for u, p in s.routing.users.items()]
+    routes += [(f"demo.backends[{i}].pool", b.pool) for i, b in enumerate(s.demo.backends)]
     for where, pool_name in routes:
         if pool_name is not None and pool_name not in names:
             raise SettingsError(f"{where}: no pool named {pool_name!r}")

@@ -1,0 +1,198 @@
+"""The shell around the pure policy: decide, persist, revoke.
+
+``AccessState`` owns the in-memory ``Snapshot``, the ``Store`` behind it and the
+registry of held long polls. The proxy asks it for a decision per request; the
+admin API hands it the changes of an admin action. Rules it keeps:
+
+* The hot path makes no database round trip: a known association whose state
+  did not change yields only a ``Touch``, kept in memory and written in batches
+  every ``touch_flush_seconds``.
+* A state change (first sight, decision change, wipe acknowledgement, admin
+  action) is written to the store *before* it is applied to the snapshot, so
+  its effect is never visible before it is durable. Writers are serialised by
+  one lock, and a request that must write decides again under the lock, so two
+  concurrent first requests cannot both count as "the first device".
+* When the store cannot be written, the request is decided again as "registry
+  unreachable": known associations keep their last state and new ones follow
+  the new-device-access preference (design §5.9). The gateway never forwards
+  by accident because a write failed.
+* After every applied change, held long polls of the affected associations
+  are re-evaluated and those no longer allowed are ended at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import structlog
+
+from sentry.aio import create_task
+from sentry.eas.request import EasRequest
+from sentry.model import AssociationKey, Verdict
+from sentry.observability import Metrics
+from sentry.policy import (
+    Change,
+    Decision,
+    Forward,
+    Outcome,
+    RequestFacts,
+    Snapshot,
+    Touch,
+    affected_keys,
+    decide,
+    evaluate,
+    refresh,
+)
+from sentry.proxy.longpolls import LongPolls
+from sentry.store.base import Store
+
+__all__ = ["AccessState"]
+
+log = structlog.get_logger("sentry.access")
+_PUBLISH_EVERY = 30.0  # seconds between recounts of associations by state
+
+
+class AccessState:
+    """Decisions against the snapshot, persisted through the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        snapshot: Snapshot,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+        touch_flush_seconds: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.snapshot = snapshot
+        self.metrics = metrics
+        self.clock = clock
+        self.longpolls: LongPolls[AssociationKey, Decision] = LongPolls()
+        self._lock = asyncio.Lock()
+        self._touches: dict[AssociationKey, Touch] = {}
+        self._flush_every = touch_flush_seconds
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- requests ---------------------------------------------------------------
+
+    async def decide(self, request: EasRequest, facts: RequestFacts) -> Outcome:
+        """Decide a request; persist what changed before answering."""
+        outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
+        if not _durable(outcome.changes):
+            self._remember_touches(outcome.changes)
+            return outcome
+        async with self._lock:
+            outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
+            durable = _durable(outcome.changes)
+            try:
+                keys = await self._commit(durable)
+            except Exception:
+                self.metrics.store_errors.inc()
+                log.exception("store_write_failed", during="request")
+                unreachable = replace(facts, registry_reachable=False)
+                return decide(
+                    request, unreachable, self.snapshot, self.snapshot.prefs, self.clock()
+                )
+        self._remember_touches(outcome.changes)
+        self._revoke(keys - {outcome.association.key})
+        return outcome
+
+    async def _commit(self, changes: Sequence[Change]) -> set[AssociationKey]:
+        """Write then apply ``changes`` and record the decisions they move;
+        return the keys whose decision may have changed. Caller holds the lock."""
+        if not changes:
+            return set()
+        keys = affected_keys(changes, self.snapshot)
+        await self.store.apply(changes)
+        self.snapshot.apply(changes)
+        moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
+        if moved:
+            await self.store.apply(moved)
+            self.snapshot.apply(moved)
+        return keys
+
+    def _remember_touches(self, changes: Sequence[Change]) -> None:
+        touches = [c for c in changes if isinstance(c, Touch)]
+        if touches:
+            self.snapshot.apply(touches)
+            for t in touches:
+                self._touches[t.key] = t
+
+    # -- admin ------------------------------------------------------------------
+
+    async def apply(self, changes: Sequence[Change]) -> int:
+        """Apply an admin change list (durably first); return held polls ended."""
+        async with self._lock:
+            keys = await self._commit(changes)
+        return self._revoke(keys)
+
+    def _revoke(self, keys: set[AssociationKey]) -> int:
+        """End the held polls of associations in ``keys`` that are no longer allowed."""
+        held = self.longpolls.keys()
+        if not held or not keys:
+            return 0
+        ended = 0
+        now = self.clock()
+        for key in keys & set(held):
+            decision = evaluate(key, self.snapshot, self.snapshot.prefs, now)
+            if not isinstance(decision, Forward):
+                ended += self.longpolls.revoke(key, decision)
+        if ended:
+            self.metrics.revocations.inc(ended)
+        return ended
+
+    # -- last-seen batching and lifetime -------------------------------------------
+
+    async def flush_touches(self) -> int:
+        """Write the batched last-seen timestamps; return how many."""
+        if not self._touches:
+            return 0
+        batch, self._touches = list(self._touches.values()), {}
+        try:
+            await self.store.apply(batch)
+        except Exception:
+            self.metrics.store_errors.inc()
+            log.exception("store_write_failed", during="touch_flush")
+            for t in batch:
+                self._touches.setdefault(t.key, t)
+            return 0
+        return len(batch)
+
+    async def _flush_loop(self) -> None:
+        published = self.clock()
+        while True:
+            await asyncio.sleep(self._flush_every)
+            await self.flush_touches()
+            if self.clock() - published >= _PUBLISH_EVERY:  # a full scan: not every flush
+                self.publish_counts()
+                published = self.clock()
+
+    def publish_counts(self) -> None:
+        """Associations by state, for the metrics gauge."""
+        counts = dict.fromkeys(Verdict, 0)
+        for assoc in self.snapshot.associations():
+            counts[assoc.verdict] += 1
+        for verdict, n in counts.items():
+            self.metrics.associations.labels(verdict.value).set(n)
+
+    def start(self) -> None:
+        """Start the periodic last-seen flush."""
+        self.publish_counts()
+        self._flusher = create_task(self._flush_loop(), name="access:flush-touches")
+
+    async def close(self) -> None:
+        """Stop the flush loop and write what is pending."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_touches()
+
+
+def _durable(changes: Sequence[Change]) -> list[Change]:
+    return [c for c in changes if not isinstance(c, Touch)]

@@ -1,0 +1,234 @@
+"""Composition root: build every component from the settings and run the sites.
+
+``start_gateway`` is used by ``sentry run``, by the tests (port 0, read back)
+and by bench/. It opens the store and loads the snapshot, makes the pools and
+routing of the configuration current in it (the configuration is the source of
+truth for backends; preferences set by an admin survive restarts), starts the
+upstream sessions and health checks, the optional demo backends, the device
+listener (TLS unless disabled) and the admin listener. ``Gateway.stop`` shuts
+down gracefully: stop accepting, end held polls cleanly, flush state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from sentry.access import AccessState
+from sentry.admin.health import health_routes
+from sentry.certs import ensure_certificate, server_ssl_context
+from sentry.model import Pool, Routing
+from sentry.observability import Metrics, configure_logging
+from sentry.policy import PutPool, PutRouting
+from sentry.policy.changes import Change
+from sentry.proxy.app import build_proxy_app
+from sentry.proxy.handler import ProxyContext
+from sentry.proxy.headers import ClientAddress
+from sentry.proxy.upstream import Upstreams
+from sentry.settings import Settings
+from sentry.store.base import Store
+from sentry.store.factory import open_store
+
+__all__ = ["Gateway", "ensure_token", "run", "start_gateway"]
+
+log = structlog.get_logger("sentry")
+
+
+@dataclass
+class Gateway:
+    """A running gateway and the handles to stop it."""
+
+    settings: Settings
+    metrics: Metrics
+    store: Store
+    state: AccessState
+    upstreams: Upstreams
+    proxy_url: str = ""
+    admin_url: str = ""
+    admin_token: str = ""
+    runners: list[web.AppRunner] = field(default_factory=list)
+    demo: list[Any] = field(default_factory=list)
+    admin_app: web.Application | None = None
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, end held polls, flush state."""
+        ended = self.state.longpolls.cancel_all()
+        log.info("shutdown", held_polls_ended=ended)
+        for runner in self.runners:
+            await runner.shutdown()
+        for runner in self.runners:
+            await runner.cleanup()
+        await self.upstreams.close()
+        await self.state.close()
+        await self.store.close()
+        for backend in self.demo:
+            await backend.stop()
+
+
+def ensure_token(path: Path) -> str:
+    """Read the admin token, creating it (mode 0600) on first run."""
+    if path.exists():
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+def config_changes(settings: Settings) -> list[Change]:
+    """Pools and routing from the configuration, as changes to the snapshot."""
+    changes: list[Change] = [
+        PutPool(Pool(p.name, p.type, tuple(p.servers))) for p in settings.pools
+    ]
+    r = settings.routing
+    changes.append(
+        PutRouting(Routing(users=dict(r.users), domains=dict(r.domains), default=r.default))
+    )
+    return changes
+
+
+async def _start_demo(settings: Settings, gw: Gateway) -> None:
+    from sentry.testing.backend import start_backend
+    from sentry.testing.demo_cli import parse_users
+    from sentry.testing.state import BackendConfig
+
+    types = {p.name: p.type for p in settings.pools}
+    for b in settings.demo.backends:
+        config = BackendConfig(
+            backend_type=types[b.pool],
+            mailboxes=parse_users(b.users),
+            seed_messages=b.messages,
+            min_heartbeat=settings.demo.min_heartbeat_seconds,
+        )
+        gw.demo.append(await start_backend(config, "127.0.0.1", b.port, access_log=False))
+
+
+async def _site(runner: web.AppRunner, host: str, port: int, ssl_ctx: Any = None) -> str:
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    await site.start()
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    scheme = "https" if ssl_ctx is not None else "http"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{bound}"
+
+
+async def start_gateway(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], float] = time.time,
+    root: Path = Path("."),
+) -> Gateway:
+    """Build and start everything; ports 0 in the settings are read back."""
+    metrics = Metrics(registry or CollectorRegistry())
+    store = await open_store(settings.store, root=root)
+    snapshot = await store.load()
+    changes = config_changes(settings)
+    await store.apply(changes)
+    snapshot.apply(changes)
+    state = AccessState(
+        store,
+        snapshot,
+        metrics,
+        clock=clock,
+        touch_flush_seconds=settings.store.touch_flush_seconds,
+    )
+    upstreams = Upstreams(settings.pools, metrics)
+    gw = Gateway(settings, metrics, store, state, upstreams)
+    try:
+        await _start_parts(settings, gw, root)
+    except BaseException:
+        await gw.stop()
+        raise
+    return gw
+
+
+async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
+    if settings.demo.enabled:
+        await _start_demo(settings, gw)
+    await gw.upstreams.start()
+    gw.state.start()
+    g = settings.gateway
+    ssl_ctx = None
+    if g.tls.enabled:
+        cert, key = root / g.tls.cert, root / g.tls.key
+        if ensure_certificate(cert, key, g.fqdn):
+            log.info("certificate_generated", cert=str(cert), fqdn=g.fqdn)
+        ssl_ctx = server_ssl_context(cert, key)
+    ctx = ProxyContext(
+        settings=g,
+        state=gw.state,
+        upstreams=gw.upstreams,
+        metrics=gw.metrics,
+        addresses=ClientAddress(g.trusted_proxies),
+        proto="https" if g.tls.enabled else "http",
+        access_log=settings.logging.access_log,
+    )
+    proxy_runner = web.AppRunner(
+        build_proxy_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0
+    )
+    gw.runners.append(proxy_runner)
+    gw.proxy_url = await _site(proxy_runner, g.listen.host, g.listen.port, ssl_ctx)
+    gw.admin_token = ensure_token(root / settings.admin.token_file)
+    gw.admin_app = _admin_app(gw)
+    admin_runner = web.AppRunner(
+        gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+    )
+    gw.runners.append(admin_runner)
+    a = settings.admin.listen
+    gw.admin_url = await _site(admin_runner, a.host, a.port)
+
+
+def _readiness(gw: Gateway) -> Callable[[], list[str]]:
+    def problems() -> list[str]:
+        out = []
+        for pool in gw.upstreams.pools.values():
+            if not any(s.healthy for s in pool.servers):
+                out.append(f"pool {pool.name}: no healthy server")
+        if not gw.proxy_url:
+            out.append("device listener not started")
+        return out
+
+    return problems
+
+
+def _admin_app(gw: Gateway) -> web.Application:
+    app = web.Application()
+    app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
+    return app
+
+
+async def run(settings: Settings, *, root: Path = Path(".")) -> None:
+    """``sentry run``: start, print where, serve until SIGTERM/SIGINT."""
+    configure_logging(settings.logging)
+    gw = await start_gateway(settings, root=root)
+    log.info("started", devices=gw.proxy_url, admin=gw.admin_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await gw.stop()
+        log.info("stopped")

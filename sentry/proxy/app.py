@@ -1,0 +1,35 @@
+"""The device-facing aiohttp application.
+
+One route catches every path so the EAS path can be matched case-insensitively
+(clients and load balancers disagree on its case) and every other path or
+method gets a plain 404/405 — never a forward.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .handler import PROXY, ProxyContext, eas_handler
+
+__all__ = ["EAS_PATH", "PROXY", "build_proxy_app"]
+
+EAS_PATH = "/microsoft-server-activesync"
+_METHODS = ("POST", "OPTIONS")
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    if request.path.rstrip("/").lower() != EAS_PATH:
+        return web.Response(status=404, text="not found\n")
+    if request.method not in _METHODS:
+        return web.Response(
+            status=405, headers={"Allow": ", ".join(_METHODS)}, text="method not allowed\n"
+        )
+    return await eas_handler(request)
+
+
+def build_proxy_app(ctx: ProxyContext) -> web.Application:
+    """The device listener's application; ``ctx`` carries every dependency."""
+    app = web.Application(handler_args={"max_field_size": 16 * 1024})
+    app[PROXY] = ctx
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    return app

@@ -1,0 +1,419 @@
+"""The EAS endpoint: parse -> inspect -> decide -> refuse, or forward.
+
+One explicit processing order for every request (the order grommunio-sync's
+index.php follows, without its statics):
+
+1. parse the method, query and headers into an ``EasRequest`` (400/405 on bad
+   input, with a log event);
+2. check the declared size (413 above ``max_request_bytes``);
+3. read and decode the body only for the commands whose body access control
+   needs (Provision, Settings, Ping, Sync) and only up to ``INSPECT_LIMIT``;
+   a larger Sync body is streamed uninspected, anything else that large is 413;
+4. ask ``AccessState`` for the decision (it persists what changed first);
+5. answer a refusal or a wipe with the bytes of ``sentry.eas.responses``, or
+   forward to a server of the decided pool and stream the answer back.
+
+Long polls (Ping, Sync with Wait/HeartbeatInterval or an empty Sync body) are
+registered in the long-poll registry while they wait upstream, so an admin
+action can end them at once (see ``longpolls.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from sentry.access import AccessState
+from sentry.eas import responses
+from sentry.eas.commands import (
+    ProvisionKind,
+    long_poll_seconds,
+    parse_provision,
+    parse_settings_device_information,
+)
+from sentry.eas.errors import EasError
+from sentry.eas.request import Command, EasRequest, parse_request
+from sentry.eas.status import WipeAckStatus
+from sentry.eas.wbxml import Element, Limits, decode
+from sentry.model import AssociationKey, DeviceInformation, RefusalStyle
+from sentry.observability import Metrics
+from sentry.observability.metrics import command_label, status_class
+from sentry.policy import Decision, Forward, Refuse, RequestFacts, Wipe
+from sentry.policy import ProvisionKind as Step
+from sentry.settings import GatewaySettings
+
+from .errors import NoHealthyServer, RequestTooLarge, UpstreamError
+from .forward import BodyStream, relay_response
+from .headers import ClientAddress, upstream_headers
+from .upstream import Upstreams
+
+__all__ = ["INSPECT_LIMIT", "PROXY", "ProxyContext", "eas_handler"]
+
+INSPECT_LIMIT = 1024 * 1024
+_INSPECT_LIMITS = Limits(max_size=INSPECT_LIMIT, max_string=INSPECT_LIMIT, max_opaque=INSPECT_LIMIT)
+_INSPECTED = frozenset({Command.Provision, Command.Settings, Command.Ping, Command.Sync})
+_LONG_POLLS = frozenset({Command.Ping, Command.Sync})
+_WBXML = "application/vnd.ms-sync.wbxml"
+_STEP = {
+    ProvisionKind.INITIAL: Step.INITIAL,
+    ProvisionKind.ACKNOWLEDGE: Step.ACKNOWLEDGE,
+    ProvisionKind.WIPE_ACK: Step.WIPE_ACK,
+    ProvisionKind.EMPTY: Step.EMPTY,
+}
+
+access_log = structlog.get_logger("sentry.access_log")
+
+
+@dataclass
+class ProxyContext:
+    """Everything the handler needs, built once by the app factory."""
+
+    settings: GatewaySettings
+    state: AccessState
+    upstreams: Upstreams
+    metrics: Metrics
+    addresses: ClientAddress
+    proto: str
+    access_log: bool = True
+
+
+@dataclass
+class _Inspected:
+    """What step 3 learnt: the body (if read), facts and the hold time."""
+
+    body: bytes | None
+    facts: RequestFacts
+    hold_seconds: int | None
+    long_poll: bool
+
+
+PROXY: web.AppKey[ProxyContext] = web.AppKey("sentry.proxy", ProxyContext)
+
+
+async def eas_handler(request: web.Request) -> web.StreamResponse:
+    """aiohttp handler for ``/Microsoft-Server-ActiveSync``."""
+    ctx = request.app[PROXY]
+    started = time.perf_counter()
+    record: dict[str, Any] = {"request_id": secrets.token_hex(6)}
+    ctx.metrics.in_flight.inc()
+    response: web.StreamResponse | None = None
+    try:
+        response = await _serve(ctx, request, record)
+        return response
+    finally:
+        ctx.metrics.in_flight.dec()
+        _finish(ctx, request, record, response, time.perf_counter() - started)
+
+
+def _finish(
+    ctx: ProxyContext,
+    request: web.Request,
+    record: dict[str, Any],
+    response: web.StreamResponse | None,
+    elapsed: float,
+) -> None:
+    status = response.status if response is not None else 499
+    command = command_label(record.get("command"))
+    ctx.metrics.requests.labels(command, record.get("decision", "none"), status_class(status)).inc()
+    ctx.metrics.latency.labels(command).observe(elapsed)
+    if ctx.access_log:
+        peer = request.remote
+        client = ctx.addresses.client(peer, request.headers.get("X-Forwarded-For"))
+        access_log.info(
+            "request", status=status, duration_ms=round(elapsed * 1000, 3), client=client, **record
+        )
+
+
+async def _serve(
+    ctx: ProxyContext, request: web.Request, record: dict[str, Any]
+) -> web.StreamResponse:
+    try:
+        eas = parse_request(request.method, request.query_string, request.headers)
+    except EasError as exc:
+        return _bad_request(ctx, record, exc, "query")
+    _describe(record, eas)
+    if eas.command is None:
+        return await _options(ctx, request, eas, record)
+    declared = request.content_length
+    if declared is not None and declared > ctx.settings.max_request_bytes:
+        return _too_large(ctx, record, ctx.settings.max_request_bytes)
+    try:
+        inspected = await _inspect(request, eas)
+    except RequestTooLarge as exc:
+        return _too_large(ctx, record, exc.limit)
+    except EasError as exc:
+        return _bad_request(ctx, record, exc, "body")
+    outcome = await ctx.state.decide(eas, inspected.facts)
+    _describe_outcome(record, outcome.decision)
+    if not isinstance(outcome.decision, Forward):
+        return _answer(ctx, eas, outcome.decision)
+    key = outcome.association.key
+    return await _forward(ctx, request, eas, inspected, outcome.decision, key, record)
+
+
+def _describe(record: dict[str, Any], eas: EasRequest) -> None:
+    record["command"] = eas.command.value if eas.command else "OPTIONS"
+    record["device_id"] = eas.device_id
+    record["device_type"] = eas.device_type
+    record["user"] = eas.user.key if eas.user else None
+    record["user_raw"] = eas.user.raw if eas.user else None
+    record["version"] = eas.protocol_version
+
+
+def _describe_outcome(record: dict[str, Any], decision: Decision) -> None:
+    record["decision"] = type(decision).__name__.lower()
+    record["reasons"] = sorted(r.value for r in decision.reasons)
+    if decision.violations:
+        record["violations"] = sorted(decision.violations)
+    if isinstance(decision, Forward):
+        record["pool"] = decision.pool
+
+
+def _bad_request(
+    ctx: ProxyContext, record: dict[str, Any], exc: EasError, where: str
+) -> web.Response:
+    ctx.metrics.bad_requests.labels(f"{where}:{type(exc).__name__}").inc()
+    record["decision"] = "bad_request"
+    record["error"] = exc.message
+    return _to_web(responses.bad_request(exc))
+
+
+def _too_large(ctx: ProxyContext, record: dict[str, Any], limit: int) -> web.Response:
+    ctx.metrics.bad_requests.labels("body:RequestTooLarge").inc()
+    record["decision"] = "bad_request"
+    record["error"] = f"request body exceeds {limit} bytes"
+    return web.Response(status=413, text=f"request body exceeds {limit} bytes\n")
+
+
+def _to_web(resp: responses.Response) -> web.Response:
+    return web.Response(status=resp.status, headers=resp.headers, body=resp.body)
+
+
+# -- step 3: the body ------------------------------------------------------------
+
+
+async def _read_prefix(request: web.Request, limit: int) -> tuple[bytes, bool]:
+    """Read up to ``limit`` bytes; return them and whether the body ended."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+async def _inspect(request: web.Request, eas: EasRequest) -> _Inspected:
+    command = eas.command
+    long_poll = command in _LONG_POLLS
+    if command not in _INSPECTED:
+        return _Inspected(None, RequestFacts(), None, long_poll=False)
+    body, complete = await _read_prefix(request, INSPECT_LIMIT)
+    if not complete:
+        if command is not Command.Sync:
+            raise RequestTooLarge(INSPECT_LIMIT)
+        request["sentry.prefix"] = body  # streamed on uninspected
+        return _Inspected(None, RequestFacts(), None, long_poll=True)
+    root = _decode(body, request.headers.get("Content-Type"))
+    hold = long_poll_seconds(command, root)
+    if command is Command.Sync and root is not None and hold is None:
+        long_poll = False  # a Sync with a body and no Wait/HeartbeatInterval
+    return _Inspected(body, _facts(command, root), hold, long_poll)
+
+
+def _decode(body: bytes, content_type: str | None) -> Element | None:
+    if not body:
+        return None
+    if content_type is not None and not content_type.lower().startswith(_WBXML):
+        return None
+    return decode(body, _INSPECT_LIMITS)
+
+
+def _facts(command: Command | None, root: Element | None) -> RequestFacts:
+    if root is None:
+        if command is Command.Provision:
+            return RequestFacts(provision=Step.EMPTY)
+        return RequestFacts()
+    if command is Command.Provision:
+        prov = parse_provision(root)
+        wipe = WipeAckStatus(prov.wipe_status) if prov.wipe_status in (1, 2) else None
+        return RequestFacts(
+            provision=_STEP.get(prov.kind, Step.NONE),
+            wipe_status=wipe,
+            device_info=_model_info(prov.device_information),
+        )
+    if command is Command.Settings:
+        return RequestFacts(device_info=_model_info(parse_settings_device_information(root)))
+    return RequestFacts()
+
+
+def _model_info(info: object | None) -> DeviceInformation | None:
+    if info is None:
+        return None
+    fields = DeviceInformation.__dataclass_fields__
+    return DeviceInformation(**{name: getattr(info, name, None) for name in fields})
+
+
+# -- step 5: answers ---------------------------------------------------------------
+
+
+def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Response:
+    """The refusal or wipe for ``decision`` (not a Forward)."""
+    assert eas.command is not None
+    mime = _is_mime(eas)
+    if isinstance(decision, Wipe):
+        resp = responses.wipe_requested(
+            eas.command, eas.protocol_version, account_only=decision.account_only, mime_body=mime
+        )
+        return _to_web(resp)
+    assert isinstance(decision, Refuse)
+    if ctx.state.snapshot.prefs.refusal_style is RefusalStyle.HTTP403:
+        return web.Response(status=403)
+    return _to_web(
+        responses.refusal(eas.command, eas.protocol_version, decision.status, mime_body=mime)
+    )
+
+
+def _is_mime(eas: EasRequest) -> bool:
+    return bool(eas.content_type) and "rfc822" in (eas.content_type or "").lower()
+
+
+async def _options(
+    ctx: ProxyContext, request: web.Request, eas: EasRequest, record: dict[str, Any]
+) -> web.StreamResponse:
+    """OPTIONS: ask the user's pool (or the default pool), else answer ourselves."""
+    record["decision"] = "options"
+    route = ctx.state.snapshot.pool_for(eas.user.key, eas.user.domain) if eas.user else None
+    if route is None:
+        route = ctx.state.snapshot.pool_for("", None)
+    pool = ctx.upstreams.pools.get(route.name) if route else None
+    if pool is None:
+        return _to_web(responses.options_response())
+    record["pool"] = pool.name
+    return await _send(ctx, request, pool.name, None, b"", None, record)
+
+
+# -- step 5: forwarding ---------------------------------------------------------------
+
+
+async def _forward(
+    ctx: ProxyContext,
+    request: web.Request,
+    eas: EasRequest,
+    inspected: _Inspected,
+    decision: Forward,
+    key: AssociationKey,
+    record: dict[str, Any],
+) -> web.StreamResponse:
+    body: bytes | BodyStream
+    if inspected.body is not None:
+        body = inspected.body
+    else:
+        prefix = request.get("sentry.prefix", b"")
+        body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
+    if not inspected.long_poll:
+        return await _send(ctx, request, decision.pool, None, body, None, record)
+    hold = min(
+        inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
+        ctx.settings.max_heartbeat_seconds,
+    )
+    read_timeout = hold + ctx.settings.long_poll_margin_seconds
+    return await _send(ctx, request, decision.pool, key, body, read_timeout, record, eas=eas)
+
+
+async def _send(
+    ctx: ProxyContext,
+    request: web.Request,
+    pool_name: str,
+    key: AssociationKey | None,
+    body: bytes | BodyStream,
+    read_timeout: float | None,
+    record: dict[str, Any],
+    *,
+    eas: EasRequest | None = None,
+) -> web.StreamResponse:
+    pool = ctx.upstreams.pools[pool_name]
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=pool.settings.connect_timeout_seconds,
+        sock_read=read_timeout or ctx.settings.request_timeout_seconds,
+    )
+    chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
+    headers = upstream_headers(request.headers, chain, ctx.proto)
+    poll = ctx.state.longpolls.hold(key, record["command"]) if key is not None else None
+    held = ctx.metrics.held_long_polls.labels(record["command"]) if poll else None
+    if held is not None:
+        held.inc()
+    try:
+        try:
+            server, upstream = await pool.send(
+                request.method, request.path_qs, headers, body, timeout
+            )
+        except asyncio.CancelledError:
+            if poll is None or poll.revoked_by is None or eas is None:
+                raise
+            _uncancel()
+            return _revoked(ctx, eas, poll.revoked_by, poll.revoked_at, record)
+        if poll is not None:
+            poll.responding = True
+    except RequestTooLarge as exc:
+        return _too_large(ctx, record, exc.limit)
+    except UpstreamError as exc:
+        return _upstream_failed(ctx, pool_name, exc, record)
+    finally:
+        if poll is not None:
+            ctx.state.longpolls.release(poll)
+        if held is not None:
+            held.dec()
+    record["server"] = server.label
+    record["upstream_status"] = upstream.status
+    try:
+        response, size = await relay_response(request, upstream)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        ctx.metrics.upstream_errors.labels(pool_name, "broken").inc()
+        record["error"] = f"backend broke mid-response: {exc!r}"
+        if request.transport is not None:
+            request.transport.close()
+        raise
+    finally:
+        upstream.release()
+    record["bytes_out"] = size
+    return response
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+def _revoked(
+    ctx: ProxyContext, eas: EasRequest, decision: Decision, at: float | None, record: dict[str, Any]
+) -> web.Response:
+    if at is not None:
+        ctx.metrics.revocation_latency.observe(time.monotonic() - at)
+    _describe_outcome(record, decision)
+    record["revoked"] = True
+    return _answer(ctx, eas, decision)
+
+
+def _upstream_failed(
+    ctx: ProxyContext, pool: str, exc: UpstreamError, record: dict[str, Any]
+) -> web.Response:
+    ctx.metrics.upstream_errors.labels(pool, exc.kind).inc()
+    record["error"] = exc.message
+    if exc.server:
+        record["server"] = exc.server
+    headers = {}
+    if isinstance(exc, NoHealthyServer):
+        headers["Retry-After"] = str(exc.retry_after)
+    return web.Response(status=exc.http_status, headers=headers, text=f"{exc.message}\n")

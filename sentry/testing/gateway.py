@@ -1,0 +1,111 @@
+"""A whole gateway in front of demo backends, for tests, bench/ and the demo.
+
+``demo_gateway`` starts one demo backend per pool (each on a free port), writes
+settings that point the pools at them (gateway and admin on free ports too,
+TLS with a fresh self-signed certificate unless disabled), starts the gateway
+and yields handles to all of it; on exit it stops everything it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from sentry.app import Gateway, start_gateway
+from sentry.settings import settings_from_mapping
+
+from .backend import RunningBackend, start_backend
+from .state import BackendConfig
+
+__all__ = ["DemoGateway", "PoolSpec", "demo_gateway"]
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A pool of demo backends: its type and one config per server."""
+
+    type: str = "exchange"
+    backends: tuple[BackendConfig, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more pool settings
+
+
+@dataclass
+class DemoGateway:
+    """The running gateway and its demo backends, by pool name."""
+
+    gateway: Gateway
+    backends: dict[str, list[RunningBackend]]
+    registry: CollectorRegistry
+
+    @property
+    def url(self) -> str:
+        return self.gateway.proxy_url
+
+    @property
+    def admin_url(self) -> str:
+        return self.gateway.admin_url
+
+    def backend(self, pool: str, index: int = 0) -> RunningBackend:
+        return self.backends[pool][index]
+
+
+def _settings(
+    root: Path,
+    backends: Mapping[str, list[RunningBackend]],
+    pools: Mapping[str, PoolSpec],
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "gateway": {"listen": {"host": "127.0.0.1", "port": 0}, "tls": {"enabled": True}},
+        "admin": {"listen": {"host": "127.0.0.1", "port": 0}, "token_file": "admin-token"},
+        "store": {"kind": "sqlite", "path": "sentry.db"},
+        "logging": {"level": "info", "format": "json"},
+        "pools": [
+            {
+                "name": name,
+                "type": spec.type,
+                "servers": [b.url for b in backends[name]],
+                **dict(spec.extra),
+            }
+            for name, spec in pools.items()
+        ],
+        "routing": {"default": next(iter(pools), None)},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, Mapping) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
+    return data
+
+
+@asynccontextmanager
+async def demo_gateway(
+    root: Path,
+    pools: Mapping[str, PoolSpec] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[DemoGateway]:
+    """Start backends and a gateway under ``root``; keyword sections override
+    settings (e.g. ``routing={...}``, ``preferences={...}``, ``gateway={...}``)."""
+    pools = pools or {"exchange": PoolSpec("exchange", (BackendConfig(),))}
+    started: dict[str, list[RunningBackend]] = {}
+    try:
+        for name, spec in pools.items():
+            configs = spec.backends or (BackendConfig(backend_type=spec.type),)
+            started[name] = [await start_backend(c) for c in configs]
+        settings = settings_from_mapping(_settings(root, started, pools, overrides))
+        registry = CollectorRegistry()
+        gw = await start_gateway(settings, registry=registry, root=root)
+        try:
+            yield DemoGateway(gw, started, registry)
+        finally:
+            await gw.stop()
+    finally:
+        for backends in started.values():
+            for b in backends:
+                await b.stop()
