@@ -85,4 +85,18 @@ def map_client_errors(server: str) -> Iterator[None]:
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
         raise UpstreamBroken(f"connection broke: {exc!r}", server) from exc
     except aiohttp.ClientError as exc:
+        too_large = _cause(exc, RequestTooLarge)
+        if too_large is not None:  # our own body limit, raised while aiohttp sent the body
+            raise too_large from None
         raise UpstreamBroken(f"backend error: {exc!r}", server) from exc
+
+
+def _cause(exc: BaseException, kind: type[RequestTooLarge]) -> RequestTooLarge | None:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

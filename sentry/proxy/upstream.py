@@ -94,9 +94,11 @@ class BackendPool:
         timeout: aiohttp.ClientTimeout,
     ) -> tuple[Server, aiohttp.ClientResponse]:
         """Send the request to a healthy server; return the server and the
-        response (headers read, body not yet). The caller releases it."""
+        response (headers read, body not yet). The caller releases it.
+
+        When every server refuses the connection the pool has no healthy
+        server left: ``NoHealthyServer`` (503 + Retry-After)."""
         assert self.session is not None, "pool not started"
-        last: UpstreamConnectError | None = None
         for server in self.candidates():
             try:
                 with map_client_errors(server.label):
@@ -112,13 +114,11 @@ class BackendPool:
             except UpstreamConnectError as exc:
                 self.metrics.upstream_errors.labels(self.name, exc.kind).inc()
                 self.mark(server, ok=False)
-                last = exc
                 if getattr(body, "started", False):
                     raise
                 continue
             return server, resp
-        assert last is not None
-        raise last
+        raise NoHealthyServer(self.name, self.settings.retry_after_seconds)
 
     async def probe(self, server: Server) -> bool:
         """Active health check: an OPTIONS request to the EAS endpoint."""

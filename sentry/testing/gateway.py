@@ -20,9 +20,17 @@ from sentry.app import Gateway, start_gateway
 from sentry.settings import settings_from_mapping
 
 from .backend import RunningBackend, start_backend
-from .state import BackendConfig
+from .state import BackendConfig, MailboxSpec
 
-__all__ = ["DemoGateway", "PoolSpec", "demo_gateway"]
+__all__ = ["DEMO_ROUTING", "DemoGateway", "PoolSpec", "demo_gateway", "demo_pools"]
+
+EXCHANGE_MAILBOXES = (
+    MailboxSpec("alice", "secret", "alice@example.com", "Alice"),
+    MailboxSpec("bob", "secret", "bob@example.com", "Bob"),
+    MailboxSpec("shared", "secret", "shared@example.com", "Shared"),
+)
+GMAIL_MAILBOXES = (MailboxSpec("carol", "secret", "carol@gmail.example", "Carol"),)
+DEMO_ROUTING = {"default": "exchange", "users": {"carol": "gmail"}}
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,16 @@ class DemoGateway:
 
     def backend(self, pool: str, index: int = 0) -> RunningBackend:
         return self.backends[pool][index]
+
+
+def demo_pools(exchange_servers: int = 1) -> dict[str, PoolSpec]:
+    """The demo layout: an exchange pool (alice, bob, shared) and a gmail-type
+    pool (carol); route them with ``DEMO_ROUTING``."""
+    exchange = tuple(BackendConfig("exchange", EXCHANGE_MAILBOXES) for _ in range(exchange_servers))
+    return {
+        "exchange": PoolSpec("exchange", exchange),
+        "gmail": PoolSpec("gmail", (BackendConfig("gmail", GMAIL_MAILBOXES),)),
+    }
 
 
 def _settings(
@@ -96,7 +114,8 @@ async def demo_gateway(
     started: dict[str, list[RunningBackend]] = {}
     try:
         for name, spec in pools.items():
-            configs = spec.backends or (BackendConfig(backend_type=spec.type),)
+            default = () if "servers" in spec.extra else (BackendConfig(backend_type=spec.type),)
+            configs = spec.backends or default
             started[name] = [await start_backend(c) for c in configs]
         settings = settings_from_mapping(_settings(root, started, pools, overrides))
         registry = CollectorRegistry()

@@ -8,23 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sentry.testing.backend import BackendConfig
-from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
-from sentry.testing.state import MailboxSpec
-
-MAILBOXES = (
-    MailboxSpec("alice", "secret", "alice@example.com", "Alice"),
-    MailboxSpec("bob", "secret", "bob@example.com", "Bob"),
-    MailboxSpec("shared", "secret", "shared@example.com", "Shared"),
-)
-GMAIL = (MailboxSpec("carol", "secret", "carol@gmail.example", "Carol"),)
-
-
-def two_pools() -> dict[str, PoolSpec]:
-    return {
-        "exchange": PoolSpec("exchange", (BackendConfig("exchange", MAILBOXES),)),
-        "gmail": PoolSpec("gmail", (BackendConfig("gmail", GMAIL),)),
-    }
+from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, demo_gateway, demo_pools
 
 
 @pytest.fixture
@@ -35,7 +19,5 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[DemoGateway]:
-    async with demo_gateway(
-        tmp_path, two_pools(), routing={"default": "exchange", "users": {"carol": "gmail"}}
-    ) as gw:
+    async with demo_gateway(tmp_path, demo_pools(), routing=DEMO_ROUTING) as gw:
         yield gw

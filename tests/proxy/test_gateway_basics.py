@@ -8,7 +8,9 @@ from sentry.testing.eas_client import EasTestClient
 from sentry.testing.gateway import DemoGateway
 
 
-def client(gw: DemoGateway, session: aiohttp.ClientSession, user: str, device: str, **kw: object) -> EasTestClient:
+def client(
+    gw: DemoGateway, session: aiohttp.ClientSession, user: str, device: str, **kw: object
+) -> EasTestClient:
     url = f"{gw.url}/Microsoft-Server-ActiveSync"
     return EasTestClient(session, url, user, "secret", device_id=device, **kw)  # type: ignore[arg-type]
 
@@ -19,7 +21,9 @@ async def test_provision_and_foldersync_through_gateway(
     c = client(gateway, session, "alice", "DEVA0001")
     key = await c.provision()
     assert key > 0
-    r = await c.post("FolderSync", '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>')
+    r = await c.post(
+        "FolderSync", '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
+    )
     assert r.status == 200
     assert r.text("Status") == "1"
     assert gateway.backend("exchange").stats.requests[("alice", "FolderSync")] == 1
@@ -31,13 +35,17 @@ async def test_mixed_backend_type_fails_closed(
     alice = client(gateway, session, "alice", "DEVMIX01")
     await alice.provision()
     carol = client(gateway, session, "carol", "DEVMIX01")
-    r = await carol.post("FolderSync", '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>')
+    r = await carol.post(
+        "FolderSync", '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
+    )
     assert r.status == 200
     assert r.text("Status") == "129"
     assert gateway.backend("gmail").stats.total == 0
 
 
-async def test_unknown_path_and_method(gateway: DemoGateway, session: aiohttp.ClientSession) -> None:
+async def test_unknown_path_and_method(
+    gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
     async with session.get(f"{gateway.url}/other") as r:
         assert r.status == 404
     async with session.get(f"{gateway.url}/Microsoft-Server-ActiveSync") as r:
