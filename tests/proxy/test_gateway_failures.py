@@ -13,7 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
+from yarl import URL
 
+from sentry.proxy.upstream import Server
 from sentry.testing.backend import BackendConfig
 from sentry.testing.eas_client import EasTestClient
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, PoolSpec, demo_gateway, demo_pools
@@ -67,9 +69,6 @@ async def test_failover_to_a_second_server(tmp_path: Path, session: aiohttp.Clie
     async with demo_gateway(tmp_path, pools, routing=DEMO_ROUTING) as gw:
         live = gw.backend("exchange")
         pool = gw.gateway.upstreams.pools["exchange"]
-        from sentry.proxy.upstream import Server
-        from yarl import URL
-
         pool.servers.insert(0, Server(URL(f"http://127.0.0.1:{free_port()}")))
         client = eas(gw, session, "alice", "FAILOVER01")
         for _ in range(3):
@@ -135,7 +134,8 @@ async def test_oversized_chunked_body_is_413(
             for _ in range(10):
                 yield b"y" * 500
 
-        url = f"{gw.url}/Microsoft-Server-ActiveSync?Cmd=SendMail&User=alice&DeviceId=CHUNKED01&DeviceType=X"
+        query = "Cmd=SendMail&User=alice&DeviceId=CHUNKED01&DeviceType=X"
+        url = f"{gw.url}/Microsoft-Server-ActiveSync?{query}"
         headers = {"Authorization": "Basic YWxpY2U6c2VjcmV0", "MS-ASProtocolVersion": "14.1",
                    "Content-Type": "message/rfc822"}  # fmt: skip
         async with session.post(url, data=chunks(), headers=headers) as r:
