@@ -23,7 +23,7 @@ from http import HTTPStatus
 
 from .errors import EasError, MethodError
 from .request import Command
-from .status import CommonStatus, ProvisionStatus
+from .status import CommonStatus, PingStatus, ProvisionStatus
 from .versions import PROTOCOL_VERSIONS, at_least
 from .wbxml import Element, encode
 
@@ -36,6 +36,7 @@ __all__ = [
     "Response",
     "bad_request",
     "options_response",
+    "poll_ended",
     "refusal",
     "remote_wipe",
     "wipe_requested",
@@ -145,6 +146,19 @@ def wipe_requested(
     if not _has_wbxml_status(command, version, mime_body):
         return Response(RETRY_AFTER_PROVISION, (), b"")
     return refusal(command, version, CommonStatus.RemoteWipeRequested)
+
+
+def poll_ended(command: Command) -> Response:
+    """End a held long poll with "nothing changed, ask again" (gateway shutdown).
+
+    Ping gets Status 1 (heartbeat expired, no changes; MS-ASCMD 2.2.3.177.11),
+    a long-poll Sync the empty 200 response (no changes; MS-ASCMD 2.2.1.21).
+    The client re-issues the request, to another node if this one is gone.
+    """
+    if command is Command.Ping:
+        status = Element("Ping", "Status", (str(int(PingStatus.HeartbeatExpired)),))
+        return Response(_OK, _WBXML_HEADERS, encode(Element("Ping", "Ping", (status,))))
+    return Response(_OK, _WBXML_HEADERS, b"")
 
 
 def options_response(

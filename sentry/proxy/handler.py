@@ -153,9 +153,15 @@ async def _serve(
     outcome = await ctx.state.decide(eas, inspected.facts)
     _describe_outcome(record, outcome.decision)
     if not isinstance(outcome.decision, Forward):
+        _count_refusal(ctx, outcome.decision)
         return _answer(ctx, eas, outcome.decision)
     key = outcome.association.key
     return await _forward(ctx, request, eas, inspected, outcome.decision, key, record)
+
+
+def _count_refusal(ctx: ProxyContext, decision: Decision) -> None:
+    for reason in decision.reasons:
+        ctx.metrics.refusals.labels(reason.value).inc()
 
 
 def _describe(record: dict[str, Any], eas: EasRequest) -> None:
@@ -271,8 +277,10 @@ def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Respo
     assert eas.command is not None
     mime = _is_mime(eas)
     if isinstance(decision, Wipe):
+        # AccountOnlyRemoteWipe exists only at 16.1; older clients get the full wipe.
+        account_only = decision.account_only and eas.at_least(16, 1)
         resp = responses.wipe_requested(
-            eas.command, eas.protocol_version, account_only=decision.account_only, mime_body=mime
+            eas.command, eas.protocol_version, account_only=account_only, mime_body=mime
         )
         return _to_web(resp)
     assert isinstance(decision, Refuse)
@@ -359,7 +367,13 @@ async def _send(
                 request.method, request.path_qs, headers, body, timeout
             )
         except asyncio.CancelledError:
-            if poll is None or poll.revoked_by is None or eas is None:
+            if poll is None or eas is None or eas.command is None:
+                raise
+            if poll.shutdown:
+                _uncancel()
+                record["decision"] = "shutdown"
+                return _to_web(responses.poll_ended(eas.command))
+            if poll.revoked_by is None:
                 raise
             _uncancel()
             return _revoked(ctx, eas, poll.revoked_by, poll.revoked_at, record)
@@ -402,6 +416,7 @@ def _revoked(
     if at is not None:
         ctx.metrics.revocation_latency.observe(time.monotonic() - at)
     _describe_outcome(record, decision)
+    _count_refusal(ctx, decision)
     record["revoked"] = True
     return _answer(ctx, eas, decision)
 

@@ -28,7 +28,7 @@ D = TypeVar("D")
 class HeldPoll(Generic[K, D]):
     """One held request: its key, its task, and the revoking decision if any."""
 
-    __slots__ = ("command", "key", "responding", "revoked_at", "revoked_by", "task")
+    __slots__ = ("command", "key", "responding", "revoked_at", "revoked_by", "shutdown", "task")
 
     def __init__(self, key: K, command: str, task: asyncio.Task[object]) -> None:
         self.key = key
@@ -37,6 +37,7 @@ class HeldPoll(Generic[K, D]):
         self.responding = False
         self.revoked_by: D | None = None
         self.revoked_at: float | None = None
+        self.shutdown = False
 
 
 class LongPolls(Generic[K, D]):
@@ -88,8 +89,10 @@ class LongPolls(Generic[K, D]):
         return self._count.get(command, 0)
 
     def cancel_all(self) -> int:
-        """Shutdown: cancel every held poll's task; return how many."""
+        """Shutdown: end every held poll (its handler answers "ask again"); return how many."""
         polls = [p for ps in self._by_key.values() for p in ps if not p.responding]
         for poll in polls:
-            poll.task.cancel(msg="sentry: shutting down")
+            if poll.revoked_by is None:
+                poll.shutdown = True
+                poll.task.cancel(msg="sentry: shutting down")
         return len(polls)
