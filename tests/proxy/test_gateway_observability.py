@@ -129,8 +129,8 @@ async def test_access_log_has_the_fields_and_no_secrets(
     events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     access = [e for e in events if e.get("event") == "request" and e.get("command") == "FolderSync"]
     assert access, text
-    for field in ("request_id", "command", "device_id", "device_type", "user", "decision",
-                  "reasons", "pool", "server", "upstream_status", "bytes_out", "duration_ms"):  # fmt: skip
+    fields = "request_id command device_id device_type user decision reasons pool server"
+    for field in [*fields.split(), "upstream_status", "bytes_out", "duration_ms"]:
         assert field in access[0], field
     assert any(e.get("decision") == "bad_request" for e in events)
 
