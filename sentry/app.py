@@ -217,11 +217,37 @@ def _admin_app(gw: Gateway) -> web.Application:
     return app
 
 
+def demo_banner(gw: Gateway) -> str:
+    """What a new user needs after ``make run``: URLs, accounts, a command to try."""
+    s = gw.settings
+    lines = [
+        "",
+        "Sentry is running with the demo backends.",
+        f"  devices (EAS):  {gw.proxy_url}/Microsoft-Server-ActiveSync",
+        f"  admin:          {gw.admin_url}  (/metrics, /healthz, /readyz; /api/ with the token in "
+        f"{s.admin.token_file})",
+        "  demo mailboxes (user:password@domain -> pool):",
+    ]
+    for b in s.demo.backends:
+        lines += [f"    {u.strip()}  -> {b.pool}" for u in b.users.split(",") if u.strip()]
+    cmd = ".venv/bin/sentry demo-client --insecure --url"
+    lines += [
+        "  try (syncs alice's Inbox through the gateway):",
+        f"    {cmd} {gw.proxy_url} --user alice --password alice-pw",
+        "  then a gmail-type mailbox on the same phone (fails closed: one backend type a device):",
+        f"    {cmd} {gw.proxy_url} --user carol --password carol-pw",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 async def run(settings: Settings, *, root: Path = Path(".")) -> None:
     """``sentry run``: start, print where, serve until SIGTERM/SIGINT."""
     configure_logging(settings.logging)
     gw = await start_gateway(settings, root=root)
     log.info("started", devices=gw.proxy_url, admin=gw.admin_url)
+    if settings.demo.enabled:
+        print(demo_banner(gw), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -193,5 +193,6 @@ _GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     cli_ops.add_run,
     cli_ops.add_certs,
     cli_ops.add_demo_backend,
+    cli_ops.add_demo_client,
 )
 """Subcommand groups, in help order; each registers its parsers."""

@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_certs", "add_demo_backend", "add_run"]
+__all__ = ["add_certs", "add_demo_backend", "add_demo_client", "add_run"]
 
 
 class _Fail(Exception):
@@ -79,3 +79,17 @@ def _demo_backend(args: argparse.Namespace) -> int:
     from sentry.testing.demo_cli import demo_backend_main
 
     return demo_backend_main(list(args.rest))
+
+
+def add_demo_client(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "demo-client", help="sync a mailbox through the gateway", add_help=False, prefix_chars="\0"
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=_demo_client)
+
+
+def _demo_client(args: argparse.Namespace) -> int:
+    from sentry.testing.demo_client import demo_client_main
+
+    return demo_client_main(list(args.rest))

@@ -20,7 +20,7 @@ import aiohttp
 from sentry.eas.wbxml import Element, decode, encode
 from sentry.eas.xmlform import from_xml, to_xml
 
-__all__ = ["DEFAULT_DEVICE_INFO", "EasResponse", "EasTestClient", "basic_auth"]
+__all__ = ["DEFAULT_DEVICE_INFO", "EasResponse", "EasTestClient", "ProvisionFailed", "basic_auth"]
 
 WBXML_TYPE = "application/vnd.ms-sync.wbxml"
 DEFAULT_DEVICE_INFO: Mapping[str, str] = {
@@ -60,6 +60,15 @@ class EasResponse:
         """The text at a child path of the root, e.g. ``r.text("Status")``."""
         node = self.element.find_path(*path)
         return None if node is None else node.text
+
+
+class ProvisionFailed(AssertionError):
+    """Provision did not yield a policy key; ``response`` is the answer."""
+
+    def __init__(self, step: str, response: EasResponse) -> None:
+        super().__init__(f"{step} failed: {response.status} {response.raw!r}")
+        self.step = step
+        self.response = response
 
 
 @dataclass
@@ -135,7 +144,7 @@ class EasTestClient:
         )
         temporary = first.text("Policies", "Policy", "PolicyKey")
         if first.status != 200 or temporary is None:
-            raise AssertionError(f"initial Provision failed: {first.status} {first.raw!r}")
+            raise ProvisionFailed("initial Provision", first)
         self.policy_key = int(temporary)
         ack = await self.post(
             "Provision",
@@ -144,6 +153,6 @@ class EasTestClient:
         )
         final = ack.text("Policies", "Policy", "PolicyKey")
         if ack.status != 200 or final is None:
-            raise AssertionError(f"Provision acknowledgement failed: {ack.status} {ack.raw!r}")
+            raise ProvisionFailed("Provision acknowledgement", ack)
         self.policy_key = int(final)
         return self.policy_key
