@@ -27,6 +27,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState
+from sentry.admin.api import add_api, api_middlewares
+from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.certs import ensure_certificate, server_ssl_context
 from sentry.model import Pool, Routing
@@ -184,7 +186,10 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         access_log=settings.logging.access_log,
     )
     proxy_runner = web.AppRunner(
-        build_proxy_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        build_proxy_app(ctx),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=g.shutdown_grace_seconds,
     )
     gw.runners.append(proxy_runner)
     gw.proxy_url = await _site(proxy_runner, g.listen.host, g.listen.port, ssl_ctx)
@@ -212,8 +217,9 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=api_middlewares(gw.admin_token))
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
+    add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings))
     return app
 
 
