@@ -1,0 +1,169 @@
+"""Microseconds per ``decide`` with 100,000 associations in the snapshot.
+
+Run: ``.venv/bin/python bench/bench_policy.py``. Cases, all against the same
+snapshot (100k associations on 70k DeviceIds, 40k managed devices, routing by
+domain, a per-mailbox limit set so that rule does real work):
+
+- *known, no change*: a known association whose state does not move; the
+  outcome is one ``Touch`` (the hot path);
+- *known, 2-mailbox device*: the same on a device with two mailboxes (the
+  mixed-backend rule then looks at the peer);
+- *first sight*: a DeviceId the snapshot has never seen (nothing applied, so
+  every call is a first sight).
+
+The floor measured in the same run is a bare dict lookup of the association
+(building its key from the request), the least any decision must do. Each
+figure is the best of 5 repeats over distinct requests. Target: <= 10 µs.
+Prints a markdown table and writes ``bench/results/bench_policy.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sentry.eas.request import EasRequest
+from sentry.model import (
+    Association,
+    AssociationKey,
+    Device,
+    Platform,
+    Pool,
+    Preferences,
+    Routing,
+    User,
+)
+from sentry.policy import RequestFacts, Snapshot, decide
+from sentry.testing.conversation import req
+
+ASSOCIATIONS = 100_000
+TWO_MAILBOX_DEVICES = 30_000  # so 70k DeviceIds
+MANAGED = 40_000
+CALLS = 20_000
+REPEAT = 5
+TARGET_US = 10.0
+NOW = 1_700_000_000.0
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def build_snapshot(rng: random.Random) -> Snapshot:
+    """100k associations, 70k DeviceIds, 40k managed devices (see module doc)."""
+    devices = ASSOCIATIONS - TWO_MAILBOX_DEVICES
+    users = [User(f"user{i}", f"user{i}@corp.example") for i in range(60_000)]
+    managed = [
+        Device(f"M{i}", f"user{i}", Platform.IOS, frozenset({f"DEV{i:06d}"}))
+        for i in range(MANAGED)
+    ]
+    rows = []
+    for i in range(ASSOCIATIONS):
+        device, user = (i, i) if i < devices else (i - devices, (i * 7) % 60_000)
+        seen = NOW - rng.randint(1_000, 10_000_000)
+        rows.append(
+            Association(
+                AssociationKey(f"DEV{device:06d}", f"user{user}"),
+                "corp.example",
+                "iPhone",
+                "Apple-iPhone/2104",
+                "16.1",
+                None,
+                seen,
+                seen,
+            )
+        )
+    routing = Routing(domains={"corp.example": "exchange"})
+    snap = Snapshot.build(
+        users=users,
+        devices=managed,
+        pools=[Pool("exchange", "exchange")],
+        routing=routing,
+        prefs=Preferences(max_devices_per_mailbox=10),
+        associations=rows,
+    )
+    settle(snap)
+    return snap
+
+
+def settle(snap: Snapshot) -> None:
+    """Record each row's current decision so a repeat request changes nothing."""
+    facts = RequestFacts()
+    for row in list(snap.associations()):
+        request = req(f"{row.key.user}@corp.example", row.key.device_id, user_agent=row.user_agent)
+        snap.apply(decide(request, facts, snap, snap.prefs, NOW).changes)
+
+
+def timed(fn: Callable[[EasRequest], object], requests: Sequence[EasRequest]) -> float:
+    """Best-of-REPEAT µs per call of ``fn`` over ``requests``."""
+    best = float("inf")
+    for _ in range(REPEAT):
+        start = time.perf_counter_ns()
+        for request in requests:
+            fn(request)
+        best = min(best, (time.perf_counter_ns() - start) / len(requests) / 1000)
+    return best
+
+
+def requests_for(keys: Sequence[AssociationKey]) -> list[EasRequest]:
+    return [
+        req(f"{k.user}@corp.example", k.device_id, user_agent="Apple-iPhone/2104") for k in keys
+    ]
+
+
+def run() -> dict[str, dict[str, float]]:
+    rng = random.Random(7)
+    snap = build_snapshot(rng)
+    prefs, facts = snap.prefs, RequestFacts()
+    keys = sorted(snap.keys())
+    single = [k for k in keys if len(snap.on_device(k.device_id)) == 1]
+    double = [k for k in keys if len(snap.on_device(k.device_id)) == 2]
+    fresh = [AssociationKey(f"NEW{i:06d}", f"user{i % 60_000}") for i in range(CALLS)]
+    cases = {
+        "known, no change": requests_for(rng.sample(single, CALLS)),
+        "known, 2-mailbox device": requests_for(rng.sample(double, CALLS)),
+        "first sight": requests_for(fresh),
+    }
+
+    def floor(r: EasRequest) -> object:
+        return snap.get((r.device_id, r.user.key if r.user else ""))
+
+    def decision(r: EasRequest) -> object:
+        return decide(r, facts, snap, prefs, NOW + 1)
+
+    assert all(len(decision(r).changes) == 1 for r in cases["known, no change"][:100])  # Touch
+    return {
+        name: {"decide_us": timed(decision, rs), "floor_us": timed(floor, rs)}
+        for name, rs in cases.items()
+    }
+
+
+def main() -> None:
+    results = run()
+    print(f"decide() with {ASSOCIATIONS:,} associations, best of {REPEAT} x {CALLS:,} calls\n")
+    print("| case | decide µs | floor µs (dict lookup) | ratio | target |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        ratio = r["decide_us"] / r["floor_us"]
+        ok = "ok" if r["decide_us"] <= TARGET_US else "MISSED"
+        print(
+            f"| {name} | {r['decide_us']:.2f} | {r['floor_us']:.3f} | {ratio:.0f}x "
+            f"| ≤ {TARGET_US:.0f} µs {ok} |"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    doc = {
+        "associations": ASSOCIATIONS,
+        "calls": CALLS,
+        "repeat": REPEAT,
+        "target_us": TARGET_US,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "results": results,
+    }
+    (RESULTS / "bench_policy.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""The domain model (design.md §3): frozen values, standard library only.
+
+Approach. Everything the gateway knows is one of these immutable values; a
+change of state is a new value (``dataclasses.replace``), never a mutation, so
+the policy can compare "before" and "after" and emit only what changed.
+
+- ``User`` and ``Device`` are the registry side (EPMM, LDAP, local entries).
+- ``Association`` is one row of the ActiveSync list, keyed by
+  ``AssociationKey(device_id, user)``: the canonical EAS DeviceId (upper-case)
+  and the canonical mailbox principal (``canonical_principal``). It is built
+  to be held a million times in memory: slotted, no per-row dicts, the rare
+  parts (override, DeviceInformation) as optional sub-values.
+- ``Pool``/``Routing`` route a mailbox to a backend; ``Preferences`` are the
+  operator's switches; ``ExchangeSetting``/``Label`` push extra mailboxes to
+  devices (resolved by ``sentry.policy.templates.resolve_pushed_mailboxes``).
+- ``AuditEntry`` (who did what to which row) and ``HistoryEvent`` (what
+  happened to one association) are append-only records.
+
+Enums are ``StrEnum`` so they serialise as their value and compare to text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+__all__ = [
+    "BACKEND_TYPES",
+    "Association",
+    "AssociationKey",
+    "AuditEntry",
+    "Device",
+    "DeviceInformation",
+    "ExchangeSetting",
+    "HistoryEvent",
+    "Label",
+    "NewDeviceAccess",
+    "Override",
+    "OverrideKind",
+    "Platform",
+    "Pool",
+    "Preferences",
+    "Reason",
+    "RefusalStyle",
+    "Routing",
+    "UnlinkCause",
+    "User",
+    "UserSource",
+    "Verdict",
+    "WipeStatus",
+    "canonical_device_id",
+    "canonical_principal",
+]
+
+
+def canonical_principal(raw: str) -> tuple[str, str | None]:
+    """``DOMAIN\\user``, ``user@domain`` or ``user`` -> ``(key, domain)``.
+
+    The key is the account name case-folded, without the NetBIOS domain (split
+    at the last backslash) or the UPN/SMTP suffix (split at the last ``@``).
+    The domain is the NetBIOS domain when present, else the suffix, lower-cased,
+    or None. The key is ``""`` when no account name is left (``"CORP\\"``).
+    This is the one rule for request users, admin input and pushed mailboxes.
+    """
+    name, domain = raw.strip(), None
+    if "\\" in name:
+        netbios, _, name = name.rpartition("\\")
+        domain = netbios.strip().lower() or None
+    if "@" in name:
+        name, _, suffix = name.rpartition("@")
+        domain = domain or suffix.strip().lower() or None
+    return name.strip().casefold(), domain
+
+
+def canonical_device_id(raw: str) -> str:
+    """An EAS DeviceId in its canonical form: stripped and upper-cased."""
+    return raw.strip().upper()
+
+
+# --- Vocabulary ---
+
+
+class UserSource(StrEnum):
+    LOCAL = "local"
+    LDAP = "ldap"
+
+
+class Platform(StrEnum):
+    IOS = "ios"
+    ANDROID = "android"
+    WINDOWS = "windows"
+    OTHER = "other"
+
+
+class UnlinkCause(StrEnum):
+    """Why an association is not linked to a managed device (design.md §4)."""
+
+    DEVICE_UNKNOWN = "device_unknown"
+    USER_UNKNOWN = "user_unknown"
+    NOT_ENTITLED = "not_entitled"
+
+
+class OverrideKind(StrEnum):
+    ALLOW = "allow"
+    BLOCK = "block"
+    WIPE = "wipe"
+
+
+class WipeStatus(StrEnum):
+    NONE = "none"
+    PENDING = "pending"  # the next request gets the wipe
+    WIPED = "wiped"  # the client acknowledged success; only Remove applies
+    FAILED = "failed"  # the client reported failure; the wipe is repeated
+
+
+class Verdict(StrEnum):
+    """The kind of the last decision stored on an association."""
+
+    FORWARD = "forward"
+    REFUSE = "refuse"
+    WIPE = "wipe"
+
+
+class Reason(StrEnum):
+    """Reason codes of the decision table (design.md §4), in table order."""
+
+    WIPE = "WIPE"
+    NO_BACKEND = "NO_BACKEND"
+    MIXED_BACKEND = "MIXED_BACKEND"
+    MANUAL = "MANUAL"
+    COMPLIANCE = "COMPLIANCE"
+    AUTO_BLOCK = "AUTO_BLOCK"
+    PER_MAILBOX_LIMIT = "PER_MAILBOX_LIMIT"
+    PER_DEVICE_LIMIT = "PER_DEVICE_LIMIT"
+    REGISTRY_UNREACHABLE = "REGISTRY_UNREACHABLE"
+
+
+class RefusalStyle(StrEnum):
+    STATUS = "status"  # EAS status in the body where the protocol allows it
+    HTTP403 = "http403"
+
+
+class NewDeviceAccess(StrEnum):
+    ALLOW = "allow"
+    BLOCK = "block"
+
+
+BACKEND_TYPES: tuple[str, ...] = ("exchange", "office365", "gmail", "traveler", "other")
+"""Backend types the gateway knows; ``Pool.type`` may name others."""
+
+
+# --- Registry side ---
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A directory entry; ``principal`` is canonical (see ``canonical_principal``)."""
+
+    principal: str
+    email: str = ""
+    display_name: str = ""
+    source: UserSource = UserSource.LOCAL
+    custom1: str | None = None
+    custom2: str | None = None
+    custom3: str | None = None
+    custom4: str | None = None
+    mail_domain: str | None = field(default=None, init=False, repr=False, compare=False)
+    """The domain of ``email``, lower-cased (derived; routing reads it per request)."""
+
+    def __post_init__(self) -> None:
+        _, at, domain = self.email.rpartition("@")
+        object.__setattr__(self, "mail_domain", (domain.strip().lower() or None) if at else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A managed device; ``eas_ids`` are canonical EAS DeviceIds (upper-case)."""
+
+    id: str
+    owner: str
+    platform: Platform = Platform.OTHER
+    eas_ids: frozenset[str] = frozenset()
+    compliant: bool = True
+    violations: frozenset[str] = frozenset()
+    labels: frozenset[str] = frozenset()
+    retired: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "platform", Platform(self.platform))
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSetting:
+    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s."""
+
+    name: str
+    user_name: str
+    email: str
+    server: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A set of devices and the Exchange settings applied to them."""
+
+    name: str
+    settings: frozenset[str] = frozenset()
+    devices: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A backend pool: ``type`` is a backend type such as ``exchange``."""
+
+    name: str
+    type: str
+    servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Mailbox -> pool: explicit per user, then per mail domain, then default."""
+
+    users: Mapping[str, str] = field(default_factory=dict)
+    domains: Mapping[str, str] = field(default_factory=dict)
+    default: str | None = None
+
+    def pool_name(self, user: str, domain: str | None) -> str | None:
+        """The pool routing ``user`` (canonical) whose mail domain is ``domain``."""
+        name = self.users.get(user)
+        if name is None and domain is not None:
+            name = self.domains.get(domain)
+        return self.default if name is None else name
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    auto_block_unregistered: bool = False
+    max_devices_per_mailbox: int | None = None
+    max_mailboxes_per_device: int | None = None
+    refusal_style: RefusalStyle = RefusalStyle.STATUS
+    new_device_access_when_registry_unreachable: NewDeviceAccess = NewDeviceAccess.ALLOW
+
+    def __post_init__(self) -> None:
+        # Accept the settings file's plain strings ("http403", "block") as well.
+        object.__setattr__(self, "refusal_style", RefusalStyle(self.refusal_style))
+        access = NewDeviceAccess(self.new_device_access_when_registry_unreachable)
+        object.__setattr__(self, "new_device_access_when_registry_unreachable", access)
+
+
+# --- The ActiveSync list ---
+
+
+class AssociationKey(NamedTuple):
+    """(canonical EAS DeviceId, canonical mailbox principal)."""
+
+    device_id: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInformation:
+    """Settings DeviceInformation (MS-ASCMD 2.2.3.45); field names as the parser's."""
+
+    model: str | None = None
+    imei: str | None = None
+    friendly_name: str | None = None
+    os: str | None = None
+    os_language: str | None = None
+    phone_number: str | None = None
+    user_agent: str | None = None
+    enable_outbound_sms: str | None = None
+    mobile_operator: str | None = None
+
+    def __post_init__(self) -> None:
+        # Client-supplied display text: "" means absent, and control characters
+        # (no place in a display string; the store uses one as a separator) are
+        # replaced by U+FFFD.
+        for name in _INFO_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (not value or not value.isprintable()):
+                object.__setattr__(self, name, _CONTROL.sub("\ufffd", value) or None)
+
+    @classmethod
+    def of(cls, source: object) -> DeviceInformation:
+        """Copy from any object with these attributes, or from a mapping."""
+        get = source.get if isinstance(source, Mapping) else _attr_getter(source)
+        values = {name: get(name) for name in _INFO_FIELDS}
+        return cls(**{k: None if v is None else str(v) for k, v in values.items()})
+
+
+_INFO_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DeviceInformation))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _attr_getter(source: object) -> Any:
+    return lambda name: getattr(source, name, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """An administrator's decision on one association."""
+
+    kind: OverrideKind
+    note: str
+    actor: str
+    at: float
+    account_only: bool = False  # wipe only: AccountOnlyRemoteWipe where possible
+
+
+@dataclass(frozen=True, slots=True)
+class Association:
+    """One row of the ActiveSync list (see the module comment for the layout).
+
+    ``device``/``unlinked``: the linked managed device, or why there is none.
+    ``verdict``/``reasons``/``violations``/``pool``/``backend_type``: the last
+    decision. ``domain`` is the mailbox domain the client sent, for routing.
+    """
+
+    key: AssociationKey
+    domain: str | None = None
+    device_type: str = ""
+    user_agent: str | None = None
+    protocol_version: str | None = None
+    device_info: DeviceInformation | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    device: str | None = None
+    unlinked: UnlinkCause | None = UnlinkCause.DEVICE_UNKNOWN
+    manual_link: str | None = None
+    override: Override | None = None
+    verdict: Verdict = Verdict.FORWARD
+    reasons: frozenset[Reason] = frozenset()
+    violations: frozenset[str] = frozenset()
+    pool: str | None = None
+    backend_type: str | None = None
+    wipe: WipeStatus = WipeStatus.NONE
+    policy_fingerprint: str | None = None
+    ambiguous_policy: bool = False
+
+
+# --- Append-only records ---
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who changed what, when and why; ``before``/``after`` are small dicts."""
+
+    at: float
+    actor: str
+    action: str
+    target: str
+    note: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """Something that happened to one association (first sight, decision, wipe...)."""
+
+    at: float
+    kind: str
+    detail: Mapping[str, Any] = field(default_factory=dict)

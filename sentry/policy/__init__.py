@@ -1,0 +1,146 @@
+"""Access decisions: pure functions from state to decisions and changes.
+
+Nothing here awaits, logs or does I/O, and time comes in as ``now`` (Unix
+seconds). The shell's loop, per request::
+
+    outcome = decide(request, facts, snapshot, prefs, now)
+    await store.apply(outcome.changes)      # one transaction; Touches batched
+    snapshot.apply(outcome.changes)         # memory follows the store
+    ... answer per outcome.decision (Forward / Refuse / Wipe)
+
+and per admin, registry or preference change::
+
+    changes = admin.block(snapshot, key, note=..., actor=..., now=now)
+    keys = affected_keys(changes, snapshot)             # before applying
+    await store.apply(changes); snapshot.apply(changes)
+    for key in keys & held_poll_keys: revoke if evaluate(key, snapshot, prefs, now) is not Forward
+    more = refresh(keys, snapshot, prefs, now)          # record the new decisions
+    await store.apply(more); snapshot.apply(more)
+
+Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
+``admin`` (Allow/Block/Wipe/Remove/Link To), ``registry`` (devices,
+compliance, users, configuration), ``transitions`` (the one table of admin
+states), ``snapshot`` (in-memory state and indexes), ``changes``,
+``decisions``, ``affected``, ``ambiguity``, ``templates``, ``audit``,
+``reasons``, ``errors``.
+"""
+
+from __future__ import annotations
+
+from .admin import allow, block, link_to, remove, wipe
+from .affected import affected_keys
+from .ambiguity import record_policy_fingerprint
+from .changes import (
+    AppendAudit,
+    AppendHistory,
+    Change,
+    Changes,
+    DeleteAssociation,
+    DeleteDevice,
+    DeleteLabel,
+    DeletePool,
+    DeleteSetting,
+    DeleteUser,
+    PutAssociation,
+    PutDevice,
+    PutLabel,
+    PutPool,
+    PutPreferences,
+    PutRouting,
+    PutSetting,
+    PutUser,
+    Touch,
+)
+from .decide import decide, evaluate, refresh, request_key
+from .decisions import Decision, Forward, Outcome, ProvisionKind, Refuse, RequestFacts, Wipe
+from .errors import (
+    AdminError,
+    NotFoundError,
+    PolicyError,
+    TransitionError,
+    UndecidableRequest,
+    ValidationError,
+)
+from .reasons import refusal_status
+from .registry import (
+    delete_label,
+    delete_setting,
+    put_label,
+    put_pool,
+    put_setting,
+    register_device,
+    retire_device,
+    set_compliance,
+    set_preferences,
+    set_routing,
+    upsert_user,
+)
+from .snapshot import Snapshot
+from .templates import PushedMailbox, PushedMailboxes, resolve_pushed_mailboxes
+from .transitions import TRANSITIONS, Action, AdminState, state_of
+
+__all__ = [
+    "TRANSITIONS",
+    "Action",
+    "AdminError",
+    "AdminState",
+    "AppendAudit",
+    "AppendHistory",
+    "Change",
+    "Changes",
+    "Decision",
+    "DeleteAssociation",
+    "DeleteDevice",
+    "DeleteLabel",
+    "DeletePool",
+    "DeleteSetting",
+    "DeleteUser",
+    "Forward",
+    "NotFoundError",
+    "Outcome",
+    "PolicyError",
+    "ProvisionKind",
+    "PushedMailbox",
+    "PushedMailboxes",
+    "PutAssociation",
+    "PutDevice",
+    "PutLabel",
+    "PutPool",
+    "PutPreferences",
+    "PutRouting",
+    "PutSetting",
+    "PutUser",
+    "Refuse",
+    "RequestFacts",
+    "Snapshot",
+    "Touch",
+    "TransitionError",
+    "UndecidableRequest",
+    "ValidationError",
+    "Wipe",
+    "affected_keys",
+    "allow",
+    "block",
+    "decide",
+    "delete_label",
+    "delete_setting",
+    "evaluate",
+    "link_to",
+    "put_label",
+    "put_pool",
+    "put_setting",
+    "record_policy_fingerprint",
+    "refresh",
+    "refusal_status",
+    "register_device",
+    "remove",
+    "request_key",
+    "resolve_pushed_mailboxes",
+    "retire_device",
+    "set_compliance",
+    "set_preferences",
+    "set_routing",
+    "state_of",
+    "upsert_user",
+    "wipe",
+]

@@ -1,0 +1,170 @@
+"""Admin actions on one association: Allow, Block, Wipe, Remove, Link To.
+
+Approach. Each action is a pure function of the snapshot returning changes;
+nothing is applied here. It checks its input (a non-empty note and an actor),
+finds the row (``NotFoundError``, 404) and asks the transition table whether
+the action is allowed in the row's state (``TransitionError``, 409). The new
+row keeps every other field and records the decision the table now gives it,
+so the admin list shows at once why it is allowed or blocked. Each action
+touches only its (device, user) row, plus a history event and an audit entry
+with the note, the actor, the time and the state before -> after. (Remove
+also re-flags the device's remaining rows for ambiguous policies.)
+
+After applying, the shell calls ``affected_keys``/``evaluate`` to end held
+long polls that the action revoked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from sentry.model import (
+    Association,
+    AssociationKey,
+    HistoryEvent,
+    Override,
+    OverrideKind,
+    WipeStatus,
+)
+
+from .ambiguity import ambiguity_changes
+from .audit import audited, require_actor, require_note
+from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssociation
+from .decide import decision_detail, with_assessment
+from .errors import NotFoundError, ValidationError
+from .rules import assess
+from .snapshot import Snapshot
+from .transitions import Action, state_of, transition
+
+__all__ = ["allow", "block", "link_to", "remove", "wipe"]
+
+
+def allow(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float) -> Changes:
+    """Admin Allow: forward this row whatever compliance, auto-block or limits say.
+
+    Never beats a missing route or a mixed backend (fail closed). On a pending
+    or failed wipe it cancels the wipe.
+    """
+    return _override(snapshot, key, Action.ALLOW, OverrideKind.ALLOW, note, actor, now)
+
+
+def block(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float) -> Changes:
+    """Admin Block: refuse this row (129) until an admin allows or removes it."""
+    return _override(snapshot, key, Action.BLOCK, OverrideKind.BLOCK, note, actor, now)
+
+
+def wipe(
+    snapshot: Snapshot,
+    key: AssociationKey,
+    *,
+    account_only: bool = False,
+    note: str,
+    actor: str,
+    now: float,
+) -> Changes:
+    """Admin Wipe: the row's next request gets the wipe (pending until acknowledged)."""
+    note, actor = require_note(note), require_actor(actor)
+    row = _existing(snapshot, key)
+    transition(state_of(row), Action.WIPE)
+    override = Override(OverrideKind.WIPE, note, actor, now, account_only)
+    new = replace(row, override=override, wipe=WipeStatus.PENDING)
+    return _finish(snapshot, row, new, Action.WIPE, note, actor, now)
+
+
+def remove(
+    snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float
+) -> Changes:
+    """Admin Remove: delete the row; the device's next request creates a fresh one."""
+    note, actor = require_note(note), require_actor(actor)
+    row = _existing(snapshot, key)
+    transition(state_of(row), Action.REMOVE)
+    rest = [r for r in snapshot.on_device(key.device_id) if r.key != key]
+    out: list[Change] = [DeleteAssociation(key), *ambiguity_changes(rest)]
+    out.append(AppendHistory(key, HistoryEvent(now, "admin", {"action": "remove", "note": note})))
+    out.append(_audit(row, None, Action.REMOVE, note, actor, now))
+    return tuple(out)
+
+
+def link_to(
+    snapshot: Snapshot,
+    key: AssociationKey,
+    device_id: str,
+    *,
+    note: str,
+    actor: str,
+    now: float,
+) -> Changes:
+    """Admin Link To: tie the row to managed device ``device_id`` (it becomes linked
+    when the mailbox user is registered)."""
+    note, actor = require_note(note), require_actor(actor)
+    row = _existing(snapshot, key)
+    transition(state_of(row), Action.LINK_TO)
+    device = snapshot.devices.get(device_id)
+    if device is None:
+        raise NotFoundError(f"no managed device {device_id!r}")
+    if device.retired:
+        raise ValidationError(f"managed device {device_id!r} is retired")
+    new = replace(row, manual_link=device_id)
+    return _finish(snapshot, row, new, Action.LINK_TO, note, actor, now)
+
+
+def _override(
+    snapshot: Snapshot,
+    key: AssociationKey,
+    action: Action,
+    kind: OverrideKind,
+    note: str,
+    actor: str,
+    now: float,
+) -> Changes:
+    note, actor = require_note(note), require_actor(actor)
+    row = _existing(snapshot, key)
+    transition(state_of(row), action)
+    new = replace(row, override=Override(kind, note, actor, now), wipe=WipeStatus.NONE)
+    return _finish(snapshot, row, new, action, note, actor, now)
+
+
+def _existing(snapshot: Snapshot, key: AssociationKey) -> Association:
+    row = snapshot.get(key)
+    if row is None:
+        raise NotFoundError(f"no association for device {key.device_id!r}, user {key.user!r}")
+    return row
+
+
+def _finish(
+    snapshot: Snapshot,
+    old: Association,
+    new: Association,
+    action: Action,
+    note: str,
+    actor: str,
+    now: float,
+) -> Changes:
+    """Record the table's decision on ``new``; add history and audit."""
+    new = with_assessment(new, assess(new, snapshot, snapshot.prefs))
+    detail = {"action": action.value, "note": note, "actor": actor, **decision_detail(new)}
+    return (
+        PutAssociation(new),
+        AppendHistory(new.key, HistoryEvent(now, "admin", detail)),
+        _audit(old, new, action, note, actor, now),
+    )
+
+
+def _audit(
+    old: Association, new: Association | None, action: Action, note: str, actor: str, now: float
+) -> Change:
+    target = f"association:{old.key.device_id}/{old.key.user}"
+    return audited(
+        at=now,
+        actor=actor,
+        action=action.value,
+        target=target,
+        note=note,
+        before=_summary(old),
+        after=None if new is None else _summary(new),
+    )
+
+
+def _summary(row: Association) -> dict[str, Any]:
+    return {"state": state_of(row).value, "link": row.manual_link, **decision_detail(row)}

@@ -1,0 +1,74 @@
+"""Audit helpers: validated actor/note and small JSON-ready before/after dicts.
+
+Every admin operation ends with ``audited(...)``: the ``AppendAudit`` change
+that says who did what to which target, when and why, with a small dict of
+the state before and after. ``plain`` turns model values into JSON-ready
+data (enums to values, sets to sorted lists, dataclasses to dicts) so the
+store can write the entry as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from sentry.model import AuditEntry
+
+from .changes import AppendAudit
+from .errors import ValidationError
+
+__all__ = ["audited", "plain", "require_actor", "require_note"]
+
+
+def require_actor(actor: str) -> str:
+    """The actor, stripped; ``ValidationError`` when empty."""
+    if not actor or not actor.strip():
+        raise ValidationError("an admin operation needs an actor")
+    return actor.strip()
+
+
+def require_note(note: str) -> str:
+    """The note, stripped; ``ValidationError`` when empty."""
+    if not note or not note.strip():
+        raise ValidationError("this admin operation needs a non-empty note")
+    return note.strip()
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready data for a model value (dicts, lists, str, numbers, None)."""
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = (f for f in dataclasses.fields(value) if f.init)  # derived fields are not data
+        return {f.name: plain(getattr(value, f.name)) for f in fields}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, frozenset | set):
+        return sorted(plain(v) for v in value)
+    if isinstance(value, tuple | list):
+        return [plain(v) for v in value]
+    return value
+
+
+def audited(
+    *,
+    at: float,
+    actor: str,
+    action: str,
+    target: str,
+    note: str,
+    before: Any,
+    after: Any,
+) -> AppendAudit:
+    """The audit change for one admin operation."""
+    entry = AuditEntry(at, actor, action, target, note, _small(before), _small(after))
+    return AppendAudit(entry)
+
+
+def _small(value: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    data = plain(value)
+    return data if isinstance(data, dict) else {"value": data}

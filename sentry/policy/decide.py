@@ -1,0 +1,267 @@
+"""``decide``: one request in, one decision and the changes out.
+
+Approach. The request's key is (canonical DeviceId, canonical user). The row
+is *observed* first: created on first sight (so it is listed whatever the
+decision), or updated when the request shows a new DeviceType, User-Agent,
+protocol version, domain or DeviceInformation; a wipe acknowledgement moves
+the wipe state through the transition table. The table (``rules.assess``)
+then decides, and the row records the decision.
+
+The changes describe exactly what differs from the stored row:
+
+- first sight: ``PutAssociation`` + a ``first_seen`` history event;
+- nothing changed: a single ``Touch`` (the hot path: no DB round trip, the
+  shell batches Touches);
+- otherwise: ``PutAssociation`` + history events for a new decision, a new
+  link or a wipe acknowledgement.
+
+A throw-away DeviceId is decided but never stored (no changes). During a
+registry outage a known row keeps its last decision; a new row follows the
+``new_device_access_when_registry_unreachable`` preference.
+
+``evaluate`` answers for a stored row without a request (live revocation
+after an admin, compliance or preference change) and ``refresh`` returns the
+changes that record such re-evaluations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from sentry.eas.request import EasRequest
+from sentry.eas.status import WipeAckStatus
+from sentry.model import Association, AssociationKey, HistoryEvent, Preferences, WipeStatus
+
+from ._fast import fast_constructor
+from .ambiguity import device_ambiguous
+from .changes import AppendHistory, Change, Changes, PutAssociation, Touch
+from .decisions import Decision, Outcome, ProvisionKind, RequestFacts
+from .errors import UndecidableRequest
+from .reasons import ordered
+from .rules import Assessment, Candidate, assess, decision_of, stored_decision, verdict_of
+from .snapshot import Snapshot
+from .transitions import Action, AdminState, state_of, transition
+
+_new_association = fast_constructor(Association)  # ~2x a frozen __init__ (see _fast)
+
+__all__ = ["decide", "decision_detail", "evaluate", "refresh", "request_key", "with_assessment"]
+
+
+def request_key(request: EasRequest) -> AssociationKey:
+    """The association key of a POST; ``UndecidableRequest`` for anything else."""
+    if request.method != "POST" or request.command is None:
+        raise UndecidableRequest("OPTIONS is not decided: the shell forwards it")
+    if request.user is None or not request.user.key:
+        raise UndecidableRequest("a request without a user cannot be decided")
+    if not request.device_id:
+        raise UndecidableRequest("a request without a DeviceId cannot be decided")
+    return AssociationKey(request.device_id, request.user.key)
+
+
+def _lookup_key(request: EasRequest) -> tuple[str, str]:
+    """A plain pair equal to the request's key (cheaper than an ``AssociationKey``)."""
+    user = request.user
+    if user is None or not user.key or not request.device_id or request.command is None:
+        raise UndecidableRequest("OPTIONS, or a request without user or DeviceId, is not decided")
+    return request.device_id, user.key
+
+
+def decide(
+    request: EasRequest,
+    facts: RequestFacts,
+    snapshot: Snapshot,
+    prefs: Preferences,
+    now: float,
+) -> Outcome:
+    """Decide one EAS request (design.md §4); ``now`` is Unix seconds."""
+    pair = _lookup_key(request)
+    old = snapshot.get(pair)
+    if old is None:
+        return _first_sight(pair, request, facts, snapshot, prefs, now)
+    row = _observe(old, request, facts)
+    events: tuple[HistoryEvent, ...] = ()
+    if facts.provision is ProvisionKind.WIPE_ACK:
+        row, events = _wipe_ack(row, facts, now)
+    if facts.registry_reachable:
+        assessment = assess(row, snapshot, prefs)
+        row = with_assessment(row, assessment)
+        decision = decision_of(assessment, row)
+    else:
+        decision = stored_decision(row)
+        row = _recorded(row, decision)
+    if request.is_throwaway_device:
+        return Outcome(decision, (), row)
+    if row is old:  # the hot path: nothing but last-seen moved
+        return Outcome(decision, (Touch(old.key, now),), row)
+    return Outcome(decision, _changes(old, row, now, events), row)
+
+
+def _first_sight(
+    pair: tuple[str, str],
+    request: EasRequest,
+    facts: RequestFacts,
+    snapshot: Snapshot,
+    prefs: Preferences,
+    now: float,
+) -> Outcome:
+    """A new association: listed at once, whatever the decision."""
+    key = AssociationKey(*pair)
+    domain = None if request.user is None else request.user.domain
+    a = assess(
+        Candidate(key, domain, now), snapshot, prefs, new=True, reachable=facts.registry_reachable
+    )
+    pool, backend = (None, None) if a.pool is None else (a.pool.name, a.pool.type)
+    row = _new_association(  # every field, in Association's order (no override, no wipe)
+        key, domain, request.device_type, request.user_agent, request.protocol_version,
+        facts.device_info, now, now, a.device, a.unlinked, None, None, a.verdict, a.reasons,
+        a.violations, pool, backend, WipeStatus.NONE, None, _joins_ambiguous(key, snapshot),
+    )  # fmt: skip
+    decision = decision_of(a, row)
+    if request.is_throwaway_device:
+        return Outcome(decision, (), row)
+    event = HistoryEvent(now, "first_seen", decision_detail(row))
+    return Outcome(decision, (PutAssociation(row), AppendHistory(key, event)), row)
+
+
+def _joins_ambiguous(key: AssociationKey, snapshot: Snapshot) -> bool:
+    if snapshot.mailbox_count(key.device_id) < 2:
+        return False
+    return device_ambiguous(snapshot.on_device(key.device_id))
+
+
+def evaluate(key: AssociationKey, snapshot: Snapshot, prefs: Preferences, now: float) -> Decision:
+    """The decision the association would get now, without a request.
+
+    A key with no row is evaluated as the fresh row the device's next request
+    would create (no override, first seen ``now``).
+    """
+    row = snapshot.get(key)
+    if row is None:
+        candidate = Candidate(key, None, now)
+        return decision_of(assess(candidate, snapshot, prefs, new=True), candidate)
+    return decision_of(assess(row, snapshot, prefs), row)
+
+
+def refresh(
+    keys: Iterable[AssociationKey], snapshot: Snapshot, prefs: Preferences, now: float
+) -> Changes:
+    """Re-evaluate stored rows; changes recording those whose decision or link moved."""
+    out: list[Change] = []
+    for key in sorted(keys):
+        row = snapshot.get(key)
+        if row is None:
+            continue
+        new = with_assessment(row, assess(row, snapshot, prefs))
+        if new is not row:
+            out.append(PutAssociation(new))
+            out.extend(AppendHistory(key, e) for e in _transition_events(row, new, now))
+    return tuple(out)
+
+
+def with_assessment(row: Association, a: Assessment) -> Association:
+    """``row`` recording assessment ``a`` (the same object when nothing differs)."""
+    pool = None if a.pool is None else a.pool.name
+    backend = None if a.pool is None else a.pool.type
+    if (
+        row.verdict is a.verdict
+        and row.reasons == a.reasons
+        and row.violations == a.violations
+        and row.device == a.device
+        and row.unlinked is a.unlinked
+        and row.pool == pool
+        and row.backend_type == backend
+    ):
+        return row
+    return replace(
+        row,
+        verdict=a.verdict,
+        reasons=a.reasons,
+        violations=a.violations,
+        device=a.device,
+        unlinked=a.unlinked,
+        pool=pool,
+        backend_type=backend,
+    )
+
+
+def _recorded(row: Association, decision: Decision) -> Association:
+    """``row`` recording a decision kept through an outage (only a wipe ack moves it)."""
+    verdict = verdict_of(decision)
+    if row.verdict is verdict and row.reasons == decision.reasons:
+        return row
+    return replace(row, verdict=verdict, reasons=decision.reasons)
+
+
+def _observe(old: Association, request: EasRequest, facts: RequestFacts) -> Association:
+    """The row with what this request shows about the device; ``old`` if nothing new."""
+    domain = None if request.user is None else request.user.domain
+    agent, version, info = request.user_agent, request.protocol_version, facts.device_info
+    if (
+        (domain is None or domain == old.domain)
+        and request.device_type == old.device_type
+        and (agent is None or agent == old.user_agent)
+        and (version is None or version == old.protocol_version)
+        and (info is None or info == old.device_info)
+    ):
+        return old
+    return replace(
+        old,
+        domain=domain or old.domain,
+        device_type=request.device_type,
+        user_agent=agent or old.user_agent,
+        protocol_version=version or old.protocol_version,
+        device_info=info or old.device_info,
+    )
+
+
+_ACK_TARGET = {AdminState.WIPED: WipeStatus.WIPED, AdminState.WIPE_FAILED: WipeStatus.FAILED}
+
+
+def _wipe_ack(
+    row: Association, facts: RequestFacts, now: float
+) -> tuple[Association, tuple[HistoryEvent, ...]]:
+    """Apply the client's RemoteWipe acknowledgement (ignored when no wipe is due)."""
+    state = state_of(row)
+    if state not in (AdminState.WIPE_PENDING, AdminState.WIPE_FAILED):
+        return row, ()
+    ok = facts.wipe_status == WipeAckStatus.Succeeded
+    wipe = _ACK_TARGET[transition(state, Action.WIPE_ACK_OK if ok else Action.WIPE_ACK_FAILED)]
+    status = None if facts.wipe_status is None else int(facts.wipe_status)
+    event = HistoryEvent(now, "wipe_ack", {"status": status, "wipe": wipe.value})
+    return replace(row, wipe=wipe), (event,)
+
+
+def _changes(
+    old: Association, row: Association, now: float, events: tuple[HistoryEvent, ...]
+) -> Changes:
+    key = row.key
+    history = events + _transition_events(old, row, now)
+    return (PutAssociation(replace(row, last_seen=now)), *(AppendHistory(key, e) for e in history))
+
+
+def _transition_events(old: Association, new: Association, now: float) -> tuple[HistoryEvent, ...]:
+    events: list[HistoryEvent] = []
+    if old.verdict is not new.verdict or old.reasons != new.reasons:
+        change = {"before": decision_detail(old), "after": decision_detail(new)}
+        events.append(HistoryEvent(now, "decision", change))
+    if old.device != new.device or old.unlinked is not new.unlinked:
+        link = {"device": new.device, "unlinked": new.unlinked}
+        events.append(HistoryEvent(now, "link", link))
+    return tuple(events)
+
+
+def decision_detail(row: Association) -> dict[str, Any]:
+    """A small dict describing a row's decision (history and audit records).
+
+    Enum members are ``StrEnum``s: they are their own JSON text, no ``.value``.
+    """
+    return {
+        "verdict": row.verdict,
+        "reasons": ordered(row.reasons) if row.reasons else [],
+        "violations": sorted(row.violations) if row.violations else [],
+        "device": row.device,
+        "unlinked": row.unlinked,
+        "pool": row.pool,
+    }

@@ -1,0 +1,98 @@
+"""What goes into ``decide`` besides the request, and what comes out.
+
+Approach. ``RequestFacts`` is what the shell read from the body (Provision
+kind, wipe acknowledgement, DeviceInformation) plus whether the device
+registry is reachable. A decision is one of three frozen values, all data:
+
+- ``Forward(pool, backend_type)``: send the request to a server of the pool;
+- ``Refuse(status)``: answer with the refusal (129, or 177 when a device
+  limit is the only refusing reason); the shell picks body status or 403;
+- ``Wipe(account_only)``: answer with the wipe: Provision gets RemoteWipe
+  (AccountOnlyRemoteWipe only at 16.1, else the full wipe), any other command
+  status 140 RemoteWipeRequested.
+
+Each carries every reason that applied (``reasons``) and the compliance
+``violations``, for logs and the admin list. ``Outcome`` adds the changes to
+apply and the association as it now stands (linked device or unlink cause).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sentry.eas.status import CommonStatus, WipeAckStatus
+from sentry.model import Association, DeviceInformation, Reason
+
+from .changes import Changes
+
+__all__ = [
+    "Decision",
+    "Forward",
+    "Outcome",
+    "ProvisionKind",
+    "Refuse",
+    "RequestFacts",
+    "Wipe",
+]
+
+
+class ProvisionKind(StrEnum):
+    """What kind of Provision body the request carried."""
+
+    NONE = "none"  # not a Provision request
+    INITIAL = "initial"  # Policies/Policy/PolicyType, no key
+    ACKNOWLEDGE = "acknowledge"  # the policy acknowledgement (temporary key)
+    WIPE_ACK = "wipe_ack"  # RemoteWipe/AccountOnlyRemoteWipe with a Status
+    EMPTY = "empty"  # <Provision/>, the reaction to status 140
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the shell learnt from the body and the environment."""
+
+    provision: ProvisionKind = ProvisionKind.NONE
+    wipe_status: WipeAckStatus | None = None  # with WIPE_ACK
+    device_info: DeviceInformation | None = None
+    registry_reachable: bool = True
+
+
+DEFAULT_FACTS = RequestFacts()
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    pool: str
+    backend_type: str
+    reasons: frozenset[Reason] = frozenset()
+    violations: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    status: CommonStatus
+    reasons: frozenset[Reason] = frozenset()
+    violations: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Wipe:
+    account_only: bool
+    reasons: frozenset[Reason] = frozenset({Reason.WIPE})
+    violations: frozenset[str] = frozenset()
+
+
+Decision = Forward | Refuse | Wipe
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The decision, the changes to apply, and the association as it now stands.
+
+    For a throw-away DeviceId ``association`` is the transient row (never
+    persisted: ``changes`` is empty).
+    """
+
+    decision: Decision
+    changes: Changes
+    association: Association

@@ -1,0 +1,232 @@
+"""Registry and configuration operations: devices, compliance, users, settings.
+
+Approach. Like the association actions in ``admin.py``, each function checks
+its input against the snapshot and returns changes plus an audit entry; a
+call that changes nothing returns no changes. These operations change facts
+that many rows depend on (a device's compliance, a user's attributes, a
+label), so they do not rewrite rows themselves: after applying, the shell
+takes ``affected_keys`` of the changes, calls ``evaluate`` on them to end held
+long polls that lost access, and ``refresh`` to record the new decisions.
+``actor`` is required (``"registry"`` for an EPMM/LDAP sync); ``note`` is
+optional here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from sentry.model import (
+    Device,
+    ExchangeSetting,
+    Label,
+    Pool,
+    Preferences,
+    Routing,
+    User,
+    canonical_device_id,
+    canonical_principal,
+)
+
+from .audit import audited, require_actor
+from .changes import (
+    Change,
+    Changes,
+    DeleteLabel,
+    DeleteSetting,
+    PutDevice,
+    PutLabel,
+    PutPool,
+    PutPreferences,
+    PutRouting,
+    PutSetting,
+    PutUser,
+)
+from .errors import NotFoundError, ValidationError
+from .snapshot import Snapshot
+
+__all__ = [
+    "delete_label",
+    "delete_setting",
+    "put_label",
+    "put_pool",
+    "put_setting",
+    "register_device",
+    "retire_device",
+    "set_compliance",
+    "set_preferences",
+    "set_routing",
+    "upsert_user",
+]
+
+
+def register_device(
+    snapshot: Snapshot, device: Device, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Register (or update) a managed device; its EAS DeviceIds are canonicalised.
+
+    ``ValidationError`` when a DeviceId already belongs to another live device.
+    """
+    device = _checked_device(snapshot, device)
+    old = snapshot.devices.get(device.id)
+    return _put(
+        PutDevice(device), "register_device", f"device:{device.id}", old, device, actor, note, now
+    )
+
+
+def _checked_device(snapshot: Snapshot, device: Device) -> Device:
+    owner, _ = canonical_principal(device.owner)
+    if not device.id.strip() or not owner:
+        raise ValidationError("a device needs an id and an owner")
+    eas_ids = frozenset(canonical_device_id(i) for i in device.eas_ids if i.strip())
+    for eas_id in sorted(eas_ids):
+        holder = snapshot.device_for_eas(eas_id)
+        if holder is not None and holder.id != device.id and not device.retired:
+            raise ValidationError(f"DeviceId {eas_id} already belongs to device {holder.id!r}")
+    return replace(device, owner=owner, eas_ids=eas_ids)
+
+
+def set_compliance(
+    snapshot: Snapshot,
+    device_id: str,
+    violations: Iterable[str],
+    *,
+    actor: str,
+    now: float,
+    note: str = "",
+) -> Changes:
+    """Set a device's compliance: compliant exactly when ``violations`` is empty."""
+    old = _device(snapshot, device_id)
+    found = frozenset(violations)
+    new = replace(old, compliant=not found, violations=found)
+    return _put(PutDevice(new), "set_compliance", f"device:{device_id}", old, new, actor, note, now)
+
+
+def retire_device(
+    snapshot: Snapshot, device_id: str, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Retire a device: its DeviceIds stop counting as registered (rows unlink)."""
+    old = _device(snapshot, device_id)
+    new = replace(old, retired=True)
+    return _put(PutDevice(new), "retire_device", f"device:{device_id}", old, new, actor, note, now)
+
+
+def upsert_user(
+    snapshot: Snapshot, user: User, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Create or update a directory user; the principal must be canonical."""
+    key, _ = canonical_principal(user.principal)
+    if not key or key != user.principal:
+        raise ValidationError(f"user principal {user.principal!r} is not canonical ({key!r})")
+    old = snapshot.users.get(key)
+    return _put(PutUser(user), "upsert_user", f"user:{key}", old, user, actor, note, now)
+
+
+def set_preferences(
+    snapshot: Snapshot, prefs: Preferences, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Replace the preferences; limits must be None or at least 1."""
+    for name in ("max_devices_per_mailbox", "max_mailboxes_per_device"):
+        value = getattr(prefs, name)
+        if value is not None and value < 1:
+            raise ValidationError(f"{name} must be at least 1 or unset, not {value}")
+    old = snapshot.prefs
+    return _put(
+        PutPreferences(prefs), "set_preferences", "preferences", old, prefs, actor, note, now
+    )
+
+
+def put_pool(snapshot: Snapshot, pool: Pool, *, actor: str, now: float, note: str = "") -> Changes:
+    """Create or update a backend pool."""
+    if not pool.name or not pool.type:
+        raise ValidationError("a pool needs a name and a backend type")
+    old = snapshot.pools.get(pool.name)
+    return _put(PutPool(pool), "put_pool", f"pool:{pool.name}", old, pool, actor, note, now)
+
+
+def set_routing(
+    snapshot: Snapshot, routing: Routing, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Replace the routing; every pool it names must exist."""
+    named = [*routing.users.values(), *routing.domains.values(), routing.default]
+    missing = sorted({n for n in named if n is not None and n not in snapshot.pools})
+    if missing:
+        raise ValidationError(f"routing names unknown pools: {', '.join(missing)}")
+    old = snapshot.routing
+    return _put(PutRouting(routing), "set_routing", "routing", old, routing, actor, note, now)
+
+
+def put_setting(
+    snapshot: Snapshot, setting: ExchangeSetting, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Create or update an Exchange setting (templates are checked when resolved)."""
+    if not setting.name or not setting.user_name:
+        raise ValidationError("an Exchange setting needs a name and a user name template")
+    old = snapshot.settings.get(setting.name)
+    target = f"setting:{setting.name}"
+    return _put(PutSetting(setting), "put_setting", target, old, setting, actor, note, now)
+
+
+def delete_setting(
+    snapshot: Snapshot, name: str, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Delete an Exchange setting."""
+    old = snapshot.settings.get(name)
+    if old is None:
+        raise NotFoundError(f"no Exchange setting {name!r}")
+    return _put(
+        DeleteSetting(name), "delete_setting", f"setting:{name}", old, None, actor, note, now
+    )
+
+
+def put_label(
+    snapshot: Snapshot, label: Label, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Create or update a label (its settings and devices)."""
+    if not label.name:
+        raise ValidationError("a label needs a name")
+    old = snapshot.labels.get(label.name)
+    return _put(PutLabel(label), "put_label", f"label:{label.name}", old, label, actor, note, now)
+
+
+def delete_label(
+    snapshot: Snapshot, name: str, *, actor: str, now: float, note: str = ""
+) -> Changes:
+    """Delete a label."""
+    old = snapshot.labels.get(name)
+    if old is None:
+        raise NotFoundError(f"no label {name!r}")
+    return _put(DeleteLabel(name), "delete_label", f"label:{name}", old, None, actor, note, now)
+
+
+def _device(snapshot: Snapshot, device_id: str) -> Device:
+    device = snapshot.devices.get(device_id)
+    if device is None:
+        raise NotFoundError(f"no managed device {device_id!r}")
+    return device
+
+
+def _put(
+    change: Change,
+    action: str,
+    target: str,
+    before: Any,
+    after: Any,
+    actor: str,
+    note: str,
+    now: float,
+) -> Changes:
+    actor = require_actor(actor)
+    if before == after:
+        return ()
+    entry = audited(
+        at=now,
+        actor=actor,
+        action=action,
+        target=target,
+        note=note.strip(),
+        before=before,
+        after=after,
+    )
+    return (change, entry)

@@ -1,0 +1,92 @@
+"""One SQL write per change type (called inside ``SqliteStore.apply``'s transaction).
+
+Approach. A dict maps each change type to a small writer; an unknown type
+raises ``TypeError``, which rolls the whole transaction back. Writes are
+idempotent upserts or deletes, except the append-only history and audit.
+``Touch`` only ever moves ``last_seen`` forward, like ``Snapshot.apply``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from sentry.policy import changes as ch
+from sentry.policy.audit import plain
+
+from ._sqlite_rows import ASSOCIATION_COLUMNS, PLACEHOLDERS, association_params
+from .codec import dumps
+
+__all__ = ["write_change"]
+
+
+def write_change(conn: sqlite3.Connection, change: ch.Change) -> None:
+    """Write one change; ``TypeError`` if it is not a change."""
+    writer = _WRITERS.get(type(change))
+    if writer is None:
+        raise TypeError(f"not a change: {change!r}")
+    writer(conn, change)
+
+
+def _put_association(conn: sqlite3.Connection, c: ch.PutAssociation) -> None:
+    sql = f"INSERT OR REPLACE INTO associations ({ASSOCIATION_COLUMNS}) VALUES ({PLACEHOLDERS})"
+    conn.execute(sql, association_params(c.association))
+
+
+def _delete_association(conn: sqlite3.Connection, c: ch.DeleteAssociation) -> None:
+    sql = "DELETE FROM associations WHERE device_id = ? AND user = ?"
+    conn.execute(sql, (c.key.device_id, c.key.user))
+
+
+def _touch(conn: sqlite3.Connection, c: ch.Touch) -> None:
+    sql = "UPDATE associations SET last_seen = ? WHERE device_id = ? AND user = ? AND last_seen < ?"
+    conn.execute(sql, (c.last_seen, c.key.device_id, c.key.user, c.last_seen))
+
+
+def _put(table: str, name: str, value: Any, conn: sqlite3.Connection) -> None:
+    conn.execute(f"INSERT OR REPLACE INTO {table} (name, data) VALUES (?, ?)", (name, dumps(value)))
+
+
+def _delete(table: str, name: str, conn: sqlite3.Connection) -> None:
+    conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
+
+
+def _append_history(conn: sqlite3.Connection, c: ch.AppendHistory) -> None:
+    sql = "INSERT INTO history (device_id, user, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
+    detail = json.dumps(plain(c.event.detail), separators=(",", ":"))
+    conn.execute(sql, (c.key.device_id, c.key.user, c.event.at, c.event.kind, detail))
+
+
+def _append_audit(conn: sqlite3.Connection, c: ch.AppendAudit) -> None:
+    e = c.entry
+    sql = (
+        "INSERT INTO audit (at, actor, action, target, note, before, after) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+    before = None if e.before is None else dumps(e.before)
+    after = None if e.after is None else dumps(e.after)
+    conn.execute(sql, (e.at, e.actor, e.action, e.target, e.note, before, after))
+
+
+_Writer = Callable[[sqlite3.Connection, Any], None]
+_WRITERS: dict[type[Any], _Writer] = {
+    ch.PutAssociation: _put_association,
+    ch.DeleteAssociation: _delete_association,
+    ch.Touch: _touch,
+    ch.PutUser: lambda conn, c: _put("users", c.user.principal, c.user, conn),
+    ch.DeleteUser: lambda conn, c: _delete("users", c.principal, conn),
+    ch.PutDevice: lambda conn, c: _put("devices", c.device.id, c.device, conn),
+    ch.DeleteDevice: lambda conn, c: _delete("devices", c.device_id, conn),
+    ch.PutPool: lambda conn, c: _put("pools", c.pool.name, c.pool, conn),
+    ch.DeletePool: lambda conn, c: _delete("pools", c.name, conn),
+    ch.PutSetting: lambda conn, c: _put("exchange_settings", c.setting.name, c.setting, conn),
+    ch.DeleteSetting: lambda conn, c: _delete("exchange_settings", c.name, conn),
+    ch.PutLabel: lambda conn, c: _put("labels", c.label.name, c.label, conn),
+    ch.DeleteLabel: lambda conn, c: _delete("labels", c.name, conn),
+    ch.PutRouting: lambda conn, c: _put("config", "routing", c.routing, conn),
+    ch.PutPreferences: lambda conn, c: _put("config", "preferences", c.prefs, conn),
+    ch.AppendHistory: _append_history,
+    ch.AppendAudit: _append_audit,
+}

@@ -1,0 +1,132 @@
+"""The ``Store`` interface: where state persists, behind one protocol.
+
+Approach. The gateway holds its state in memory (a ``Snapshot``) and writes
+every change through a store, so a store only needs to: load everything at
+start, apply a change list in ONE transaction (all or nothing), and answer the
+admin's queries (the association list with filters and paging, one row, a
+row's history, the audit log). Implementations: ``MemoryStore`` (tests) and
+``SqliteStore`` (the embedded default); both pass ``tests/store``'s contract
+suite. The policy types are imported for typing only, so this module stays
+below the policy layer at run time (design.md §2).
+
+    StoreError                  the store cannot do what was asked
+    └── SchemaError             the database's schema is newer than this code
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from sentry.model import (
+    Association,
+    AssociationKey,
+    AuditEntry,
+    HistoryEvent,
+    Reason,
+    Verdict,
+    WipeStatus,
+    canonical_device_id,
+)
+
+if TYPE_CHECKING:
+    from sentry.policy.changes import Change
+    from sentry.policy.snapshot import Snapshot
+
+__all__ = [
+    "AssociationFilter",
+    "AssociationState",
+    "SchemaError",
+    "Store",
+    "StoreError",
+    "association_state",
+]
+
+
+class StoreError(Exception):
+    """The store cannot carry out the operation."""
+
+
+class SchemaError(StoreError):
+    """The database was written by a newer version (unknown schema version)."""
+
+
+class AssociationState(StrEnum):
+    """The admin list's state column, derived from the last decision and the wipe."""
+
+    ALLOWED = "allowed"
+    BLOCKED = "blocked"
+    WIPE_PENDING = "wipe_pending"
+    WIPED = "wiped"
+
+
+def association_state(row: Association) -> AssociationState:
+    """The list state of a row: wipe first, then the last decision."""
+    if row.wipe is WipeStatus.PENDING or row.wipe is WipeStatus.FAILED:
+        return AssociationState.WIPE_PENDING
+    if row.wipe is WipeStatus.WIPED:
+        return AssociationState.WIPED
+    return AssociationState.ALLOWED if row.verdict is Verdict.FORWARD else AssociationState.BLOCKED
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationFilter:
+    """Admin list filters; None means "any". All given filters must match."""
+
+    user: str | None = None
+    device_id: str | None = None
+    device_type: str | None = None
+    state: AssociationState | None = None
+    reason: Reason | None = None
+    linked: bool | None = None
+    pool: str | None = None
+
+    def matches(self, row: Association) -> bool:
+        """Whether ``row`` passes every filter (the reference semantics)."""
+        checks = (
+            self.user is None or row.key.user == self.user,
+            self.device_id is None or row.key.device_id == canonical_device_id(self.device_id),
+            self.device_type is None or row.device_type == self.device_type,
+            self.state is None or association_state(row) is self.state,
+            self.reason is None or self.reason in row.reasons,
+            self.linked is None or (row.device is not None) == self.linked,
+            self.pool is None or row.pool == self.pool,
+        )
+        return all(checks)
+
+
+class Store(Protocol):
+    """Persistence for the gateway's state. Lists are ordered by (user, device_id);
+    the audit log newest first; a history oldest first."""
+
+    async def load(self) -> Snapshot:
+        """Everything, as a fresh ``Snapshot`` the caller owns."""
+        ...
+
+    async def apply(self, changes: Sequence[Change]) -> None:
+        """Apply ``changes`` in order, in one transaction: all or nothing."""
+        ...
+
+    async def list_associations(
+        self, filter: AssociationFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> tuple[list[Association], int]:
+        """One page of the ActiveSync list and the total number of matching rows."""
+        ...
+
+    async def get_association(self, key: AssociationKey) -> Association | None:
+        """One row, or None."""
+        ...
+
+    async def history(self, key: AssociationKey) -> list[HistoryEvent]:
+        """What happened to one association (kept after Remove)."""
+        ...
+
+    async def audit(self, offset: int = 0, limit: int = 100) -> tuple[list[AuditEntry], int]:
+        """One page of the audit log (newest first) and its total length."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources; further calls are errors."""
+        ...

@@ -1,0 +1,152 @@
+"""JSON and row codecs between model values and what a database stores.
+
+Approach. Registry and configuration values (users, devices, pools,
+settings, labels, routing, preferences, overrides) are small and rare: they
+are stored as JSON text and rebuilt with explicit decoders, so adding an
+optional field never needs a migration. Associations are many (a million
+must load in seconds), so they are flat columns instead (see ``sqlite.py``);
+their reason and violation sets are JSON arrays, parsed once per distinct
+text and shared, like every low-cardinality string (``Interner``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from sentry.model import (
+    Device,
+    ExchangeSetting,
+    Label,
+    NewDeviceAccess,
+    Override,
+    OverrideKind,
+    Platform,
+    Pool,
+    Preferences,
+    Reason,
+    RefusalStyle,
+    Routing,
+    User,
+    UserSource,
+)
+from sentry.policy._fast import fast_constructor
+from sentry.policy.audit import plain
+
+__all__ = [
+    "DECODERS",
+    "Interner",
+    "decode_override",
+    "dumps",
+    "encode_override",
+    "encode_set",
+]
+
+T = TypeVar("T")
+
+
+def dumps(value: Any) -> str:
+    """Compact, key-sorted JSON of a model value (via ``policy.audit.plain``)."""
+    return json.dumps(plain(value), separators=(",", ":"), sort_keys=True)
+
+
+def encode_set(values: frozenset[Any]) -> str:
+    """A set as a sorted JSON array (``[]`` when empty)."""
+    return json.dumps(sorted(plain(v) for v in values), separators=(",", ":"))
+
+
+def encode_override(override: Override | None) -> str | None:
+    return None if override is None else dumps(override)
+
+
+def decode_override(text: str | None) -> Override | None:
+    if text is None:
+        return None
+    d = json.loads(text)
+    return Override(OverrideKind(d["kind"]), d["note"], d["actor"], d["at"], d["account_only"])
+
+
+_SOURCES = {s.value: s for s in UserSource}
+_PLATFORMS = {p.value: p for p in Platform}
+_new_device = fast_constructor(Device)  # devices may number 100k+: skip re-validation
+
+
+def _user(d: Mapping[str, Any]) -> User:
+    return User(**{**d, "source": _SOURCES[d["source"]]})
+
+
+def _device(d: Mapping[str, Any]) -> Device:
+    return _new_device(
+        d["id"],
+        d["owner"],
+        _PLATFORMS[d["platform"]],
+        frozenset(d["eas_ids"]),
+        d["compliant"],
+        frozenset(d["violations"]),
+        frozenset(d["labels"]),
+        d["retired"],
+    )
+
+
+def _pool(d: Mapping[str, Any]) -> Pool:
+    return Pool(d["name"], d["type"], tuple(d["servers"]))
+
+
+def _label(d: Mapping[str, Any]) -> Label:
+    return Label(d["name"], frozenset(d["settings"]), frozenset(d["devices"]))
+
+
+def _routing(d: Mapping[str, Any]) -> Routing:
+    return Routing(dict(d["users"]), dict(d["domains"]), d["default"])
+
+
+def _prefs(d: Mapping[str, Any]) -> Preferences:
+    return Preferences(
+        auto_block_unregistered=d["auto_block_unregistered"],
+        max_devices_per_mailbox=d["max_devices_per_mailbox"],
+        max_mailboxes_per_device=d["max_mailboxes_per_device"],
+        refusal_style=RefusalStyle(d["refusal_style"]),
+        new_device_access_when_registry_unreachable=NewDeviceAccess(
+            d["new_device_access_when_registry_unreachable"]
+        ),
+    )
+
+
+DECODERS: Mapping[type[Any], Callable[[Mapping[str, Any]], Any]] = {
+    User: _user,
+    Device: _device,
+    Pool: _pool,
+    ExchangeSetting: lambda d: ExchangeSetting(**d),
+    Label: _label,
+    Routing: _routing,
+    Preferences: _prefs,
+}
+"""Model type -> decoder of its ``dumps`` JSON (already parsed)."""
+
+
+class _Parsed(dict[str, frozenset[Any]]):
+    """JSON array text -> frozenset, parsed on first sight (``d[text]`` stays C-fast)."""
+
+    def __init__(self, item: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._item = item
+
+    def __missing__(self, text: str) -> frozenset[Any]:
+        value = self[text] = frozenset(self._item(v) for v in json.loads(text))
+        return value
+
+
+class Interner:
+    """Shares equal values across a million rows: one object per distinct value.
+
+    ``share(s, s)`` is the shared copy of a low-cardinality string (None stays
+    None); ``reasons[text]`` and ``violations[text]`` parse a JSON array once
+    per distinct text.
+    """
+
+    def __init__(self) -> None:
+        self._strings: dict[str | None, str | None] = {}
+        self.share = self._strings.setdefault
+        self.reasons: Mapping[str, frozenset[Reason]] = _Parsed(Reason)
+        self.violations: Mapping[str, frozenset[str]] = _Parsed(str)

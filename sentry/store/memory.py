@@ -1,0 +1,93 @@
+"""``MemoryStore``: the in-process store used by tests and the conversation helper.
+
+Approach. It keeps its own ``Snapshot`` (separate from the caller's) plus
+lists for history and audit. ``apply`` works on a copy and swaps it in only
+when every change succeeded, which gives the same all-or-nothing behaviour
+as a database transaction (at O(state) cost per call: fine for tests). The
+synchronous core (``apply_now`` and friends) serves callers that are not
+async; the ``Store`` methods wrap it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
+from sentry.policy.changes import AppendAudit, AppendHistory, Change
+from sentry.policy.snapshot import Snapshot
+
+from .base import AssociationFilter, StoreError
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """A ``Store`` held in memory; passes the same contract suite as SQLite."""
+
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
+        self._snapshot = Snapshot() if snapshot is None else snapshot.copy()
+        self._history: dict[AssociationKey, list[HistoryEvent]] = {}
+        self._audit: list[AuditEntry] = []
+        self._closed = False
+
+    # --- Synchronous core ---
+
+    def load_now(self) -> Snapshot:
+        """A fresh copy of the stored state."""
+        self._check_open()
+        return self._snapshot.copy()
+
+    def apply_now(self, changes: Sequence[Change]) -> None:
+        """Apply all of ``changes`` or none of them."""
+        self._check_open()
+        staged = self._snapshot.copy()
+        staged.apply(changes)
+        self._snapshot = staged
+        for change in changes:
+            if isinstance(change, AppendHistory):
+                self._history.setdefault(change.key, []).append(change.event)
+            elif isinstance(change, AppendAudit):
+                self._audit.append(change.entry)
+
+    def list_now(
+        self, filter: AssociationFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> tuple[list[Association], int]:
+        """Rows matching ``filter``, ordered by (user, device_id), paged."""
+        self._check_open()
+        rows = self._snapshot.associations()
+        found = [r for r in rows if filter is None or filter.matches(r)]
+        found.sort(key=lambda r: (r.key.user, r.key.device_id))
+        return found[offset : offset + limit], len(found)
+
+    # --- Store protocol ---
+
+    async def load(self) -> Snapshot:
+        return self.load_now()
+
+    async def apply(self, changes: Sequence[Change]) -> None:
+        self.apply_now(changes)
+
+    async def list_associations(
+        self, filter: AssociationFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> tuple[list[Association], int]:
+        return self.list_now(filter, offset, limit)
+
+    async def get_association(self, key: AssociationKey) -> Association | None:
+        self._check_open()
+        return self._snapshot.get(key)
+
+    async def history(self, key: AssociationKey) -> list[HistoryEvent]:
+        self._check_open()
+        return list(self._history.get(key, ()))
+
+    async def audit(self, offset: int = 0, limit: int = 100) -> tuple[list[AuditEntry], int]:
+        self._check_open()
+        newest_first = self._audit[::-1]
+        return newest_first[offset : offset + limit], len(newest_first)
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")

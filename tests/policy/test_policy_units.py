@@ -1,0 +1,235 @@
+"""Units of the policy: templates, snapshot indexes, affected keys, refusal status, exports."""
+
+from __future__ import annotations
+
+import pytest
+
+import sentry.policy as policy
+from sentry.eas.status import CommonStatus
+from sentry.model import (
+    Association,
+    AssociationKey,
+    Device,
+    ExchangeSetting,
+    Label,
+    Platform,
+    Preferences,
+    Reason,
+    User,
+)
+from sentry.policy import (
+    DeleteAssociation,
+    PutAssociation,
+    PutDevice,
+    PutLabel,
+    PutPreferences,
+    PutSetting,
+    PutUser,
+    Snapshot,
+    Touch,
+    affected_keys,
+    refusal_status,
+    resolve_pushed_mailboxes,
+)
+from sentry.policy.templates import resolve_template
+from sentry.testing.conversation import Conversation
+
+ALICE = User("alice", "alice@corp.example", custom1="shared", custom2="shared@corp.example")
+
+
+def key(device: str, user: str) -> AssociationKey:
+    return AssociationKey(device, user)
+
+
+# --- Templates ---
+
+
+def test_resolve_template_substitutes_every_variable():
+    assert resolve_template("$USERID$|$EMAIL$|$USER_CUSTOM1$", ALICE) == (
+        "alice|alice@corp.example|shared"
+    )
+    with pytest.raises(ValueError, match=r"\$USER_CUSTOM3\$ has no value"):
+        resolve_template("$USER_CUSTOM3$", ALICE)
+
+
+def test_pushed_mailboxes_follow_labels_from_either_side():
+    device = Device("M1", "alice", Platform.IOS, labels=frozenset({"by-device"}))
+    settings = {
+        "S1": ExchangeSetting("S1", "CORP\\$USER_CUSTOM1$", "$USER_CUSTOM2$"),
+        "S2": ExchangeSetting("S2", "$USERID$", "$EMAIL$"),
+    }
+    labels = [
+        Label("by-device", frozenset({"S1"})),
+        Label("by-label", frozenset({"S2", "S9"}), frozenset({"M1"})),
+        Label("other", frozenset({"S2"}), frozenset({"M2"})),
+    ]
+    pushed = resolve_pushed_mailboxes(device, ALICE, labels, settings)
+    assert [m.principal for m in pushed.mailboxes] == ["shared", "alice"]
+    assert pushed.principals == {"shared", "alice"}
+    assert pushed.errors == ("Exchange setting 'S9': no such setting",)
+
+
+def test_pushed_mailboxes_need_a_registered_owner():
+    device = Device("M1", "ghost", labels=frozenset({"l"}))
+    labels = [Label("l", frozenset({"S"}))]
+    settings = {"S": ExchangeSetting("S", "$USERID$", "$EMAIL$")}
+    pushed = resolve_pushed_mailboxes(device, None, labels, settings)
+    assert pushed.mailboxes == ()
+    assert "not a registered user" in pushed.errors[0]
+
+
+# --- Snapshot ---
+
+
+def test_snapshot_indexes_follow_put_and_delete():
+    snap = Snapshot()
+    snap.apply(
+        [PutAssociation(Association(key("D1", "a"))), PutAssociation(Association(key("D1", "b")))]
+    )
+    snap.apply([PutAssociation(Association(key("D2", "a")))])
+    assert {r.key.user for r in snap.on_device("D1")} == {"a", "b"}
+    assert {r.key.device_id for r in snap.of_user("a")} == {"D1", "D2"}
+    snap.apply([DeleteAssociation(key("D1", "a")), DeleteAssociation(key("NOPE", "x"))])
+    assert [r.key.user for r in snap.on_device("D1")] == ["b"]
+    assert [r.key.device_id for r in snap.of_user("a")] == ["D2"]
+    assert len(snap) == 2
+
+
+def test_snapshot_device_index_ignores_retired_devices_and_follows_updates():
+    snap = Snapshot()
+    snap.apply([PutDevice(Device("M1", "alice", eas_ids=frozenset({"A", "B"})))])
+    assert snap.device_for_eas("A").id == "M1"
+    snap.apply([PutDevice(Device("M1", "alice", eas_ids=frozenset({"B"})))])
+    assert snap.device_for_eas("A") is None
+    snap.apply([PutDevice(Device("M1", "alice", eas_ids=frozenset({"B"}), retired=True))])
+    assert snap.device_for_eas("B") is None
+    assert snap.devices_of("alice") == {"M1"}
+
+
+def test_snapshot_pushed_cache_is_dropped_when_inputs_change():
+    snap = Snapshot()
+    snap.apply([PutUser(ALICE), PutDevice(Device("M1", "alice", labels=frozenset({"l"})))])
+    snap.apply([PutSetting(ExchangeSetting("S", "$USER_CUSTOM1$", "$EMAIL$"))])
+    assert snap.pushed("M1").principals == frozenset()
+    snap.apply([PutLabel(Label("l", frozenset({"S"})))])
+    assert snap.pushed("M1").principals == {"shared"}
+    snap.apply([PutUser(User("alice", "a@corp.example", custom1="other"))])
+    assert snap.pushed("M1").principals == {"other"}
+
+
+def test_snapshot_touch_only_moves_forward_and_copies_are_independent():
+    snap = Snapshot()
+    snap.apply([PutAssociation(Association(key("D1", "a"), last_seen=10.0))])
+    twin = snap.copy()
+    snap.apply([Touch(key("D1", "a"), 5.0), Touch(key("GONE", "x"), 1.0)])
+    assert snap.get(key("D1", "a")).last_seen == 10.0
+    snap.apply([Touch(key("D1", "a"), 20.0)])
+    assert twin.get(key("D1", "a")).last_seen == 10.0
+    assert twin != snap
+    with pytest.raises(TypeError):
+        snap.apply(["nonsense"])  # type: ignore[list-item]
+
+
+# --- Affected keys (live revocation) ---
+
+
+def test_affected_keys_widen_to_device_and_mailbox_neighbours():
+    conv = Conversation()
+    for user, device in (("a", "D1"), ("b", "D1"), ("a", "D2"), ("c", "D3")):
+        conv.request(user, device)
+    row = conv.snapshot.get(key("D1", "b"))
+    found = affected_keys([PutAssociation(row)], conv.snapshot)
+    assert found == {key("D1", "b"), key("D1", "a")}
+    assert affected_keys([DeleteAssociation(key("D2", "a"))], conv.snapshot) == {
+        key("D2", "a"),
+        key("D1", "a"),
+    }
+
+
+def test_affected_keys_of_a_device_and_of_preferences():
+    conv = Conversation()
+    conv.request("a", "D1")
+    conv.request("b", "D2")
+    device = Device("M1", "a", eas_ids=frozenset({"D1"}))
+    assert affected_keys([PutDevice(device)], conv.snapshot) == {key("D1", "a")}
+    style_only = Preferences(refusal_style="http403")  # type: ignore[arg-type]
+    assert affected_keys([PutPreferences(style_only)], conv.snapshot) == set()
+    limits = Preferences(max_devices_per_mailbox=1)
+    assert len(affected_keys([PutPreferences(limits)], conv.snapshot)) == 2
+
+
+def test_revocation_reaches_held_polls_on_block_and_preferences():
+    conv = Conversation()
+    conv.request("a", "D1")
+    conv.request("b", "D2")
+    conv.hold("a", "D1")
+    conv.hold("b", "D2")
+    conv.block("a", "D1", note="x")
+    assert [k for k, _ in conv.revoked] == [key("D1", "a")]
+    conv.set_prefs(auto_block_unregistered=True)
+    assert [k for k, _ in conv.revoked] == [key("D1", "a"), key("D1", "a"), key("D2", "b")]
+    assert conv.row("b", "D2").reasons == {Reason.AUTO_BLOCK}  # refreshed, not only revoked
+
+
+# --- Refusal status, exports ---
+
+
+def test_refusal_status_is_177_only_for_limits_alone():
+    assert (
+        refusal_status(frozenset({Reason.PER_MAILBOX_LIMIT})) is CommonStatus.MaximumDevicesReached
+    )
+    assert refusal_status(frozenset({Reason.PER_DEVICE_LIMIT, Reason.PER_MAILBOX_LIMIT})) == 177
+    mixed = frozenset({Reason.PER_MAILBOX_LIMIT, Reason.COMPLIANCE})
+    assert refusal_status(mixed) is CommonStatus.DeviceIsBlockedForThisUser
+
+
+def test_exported_members():
+    assert len(policy.__all__) == len(set(policy.__all__))
+    for name in policy.__all__:
+        assert getattr(policy, name) is not None
+
+
+# --- The compact association table ---
+
+
+def test_table_moves_between_single_and_tuple_storage():
+    from dataclasses import replace
+
+    from sentry.policy.table import AssociationTable
+
+    table = AssociationTable()
+    a, b, c = (Association(key("D1", u)) for u in ("a", "b", "c"))
+    for row in (a, b, c):
+        assert table.put(row) is None
+    table.put(Association(key("D2", "a"), manual_link="M1"))
+    assert (len(table), table.mailbox_count("D1"), table.device_count("a")) == (4, 3, 2)
+    newer_b = replace(b, last_seen=5.0)
+    assert table.put(newer_b) is b
+    assert table.get("D1", "b") is newer_b and len(table) == 4
+    assert table.delete("D1", "a") is a and table.delete("D1", "a") is None
+    assert table.delete("D1", "c") is c
+    assert table.on_device("D1") == [newer_b] and table.device_ids("a") == ("D2",)
+    assert table.manually_linked("M1") == {key("D2", "a")}
+    table.put(Association(key("D2", "a")))  # Link To removed
+    assert table.manually_linked("M1") == set()
+    assert sorted(r.key for r in table) == [key("D1", "b"), key("D2", "a")]
+    assert table.get("D9", "a") is None and table.mailbox_count("D9") == 0
+
+
+def test_fast_constructor_builds_equal_values_and_refuses_non_slots():
+    import dataclasses
+
+    from sentry.policy._fast import fast_constructor
+
+    row = Association(
+        key("D1", "a"), "corp", "iPhone", first_seen=3.0, reasons=frozenset({Reason.MANUAL})
+    )
+    values = [getattr(row, f.name) for f in dataclasses.fields(Association)]
+    assert fast_constructor(Association)(*values) == row
+
+    @dataclasses.dataclass(frozen=True)
+    class NoSlots:
+        x: int
+
+    with pytest.raises((TypeError, KeyError)):
+        fast_constructor(NoSlots)

@@ -1,0 +1,232 @@
+"""The contract every ``Store`` passes: one suite, parametrised over memory and SQLite.
+
+The reference for every answer is computed from the change lists a scripted
+conversation produced (``conv.log``), so both stores are held to the same data.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sentry.model import (
+    AssociationKey,
+    DeviceInformation,
+    Platform,
+    Preferences,
+    Reason,
+    Routing,
+    User,
+)
+from sentry.policy import AppendAudit, AppendHistory, PutUser, Snapshot, Touch
+from sentry.store import AssociationFilter, AssociationState, SchemaError, StoreError
+from sentry.store.memory import MemoryStore
+from sentry.store.sqlite import SqliteStore
+from sentry.testing.conversation import Conversation
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path) -> AsyncIterator[MemoryStore | SqliteStore]:
+    if request.param == "memory":
+        opened: MemoryStore | SqliteStore = MemoryStore()
+    else:
+        opened = await SqliteStore.open(tmp_path / "contract.db")
+    yield opened
+    await opened.close()
+
+
+def busy_conversation() -> Conversation:
+    """A state touching every kind of value a store keeps."""
+    routing = Routing(users={"gus": "gmail"}, domains={"corp.example": "exchange"})
+    conv = Conversation(prefs=Preferences(auto_block_unregistered=True), routing=routing)
+    conv.add_user("alice", custom1="sales", custom2="sales@corp.example", display_name="Alice")
+    conv.add_user("sales")
+    conv.register_device("MDM-1", "alice", ["PHONE"], platform=Platform.ANDROID, labels=["l"])
+    conv.add_setting("Shared", "$USER_CUSTOM1$", "$USER_CUSTOM2$")
+    conv.add_label("l", ["Shared"], ["MDM-1"])
+    info = DeviceInformation(model="SM-G991B", imei="3512", os="Android 14", mobile_operator="T")
+    conv.request("alice@corp.example", "PHONE", device_type="Android", device_info=info)
+    conv.request("sales@corp.example", "PHONE", device_type="Android")
+    conv.request("gus@corp.example", "PHONE", device_type="Android")  # mixed backend
+    conv.request("bob@corp.example", "TAB", device_type="iPad", user_agent="Apple-iPad/1")
+    conv.request("eve@nowhere.example", "PC", device_type="WindowsOutlook")  # no route
+    conv.allow("bob", "TAB", note="approved")
+    conv.set_compliance("MDM-1", "passcode")
+    conv.request("carol@corp.example", "LOST")
+    conv.wipe("carol", "LOST", note="lost", account_only=True)
+    conv.request("carol@corp.example", "LOST")
+    conv.request("dave@corp.example", "GONE")
+    conv.wipe("dave", "GONE", note="stolen")
+    conv.wipe_ack("dave@corp.example", "GONE", status=1)
+    conv.record_policy("alice", "PHONE", "P1")
+    conv.record_policy("sales", "PHONE", "P2")
+    conv.request("bob@corp.example", "TAB")  # a Touch
+    return conv
+
+
+async def replay(store: MemoryStore | SqliteStore, conv: Conversation) -> None:
+    for changes in conv.log:
+        await store.apply(changes)
+
+
+async def test_load_of_an_empty_store_is_an_empty_snapshot(store):
+    assert await store.load() == Snapshot()
+
+
+async def test_apply_then_load_gives_the_same_snapshot(store):
+    conv = busy_conversation()
+    await replay(store, conv)
+    loaded = await store.load()
+    assert loaded == conv.snapshot
+    assert loaded.pushed("MDM-1") == conv.snapshot.pushed("MDM-1")
+    assert loaded.get(AssociationKey("PHONE", "alice")).device_info.model == "SM-G991B"
+
+
+async def test_a_failing_change_list_leaves_nothing_applied(store):
+    conv = busy_conversation()
+    await replay(store, conv)
+    before = await store.load()
+    audit_before = await store.audit()
+    bad = (PutUser(User("zed")), Touch(AssociationKey("TAB", "bob"), 9e9), "not a change")
+    with pytest.raises(TypeError):
+        await store.apply(bad)  # type: ignore[arg-type]
+    assert await store.load() == before
+    assert await store.audit() == audit_before
+
+
+async def test_touch_moves_last_seen_forward_only(store):
+    conv = busy_conversation()
+    await replay(store, conv)
+    key = AssociationKey("TAB", "bob")
+    seen = (await store.get_association(key)).last_seen
+    await store.apply((Touch(key, seen - 100),))
+    assert (await store.get_association(key)).last_seen == seen
+    await store.apply((Touch(key, seen + 5), Touch(AssociationKey("NOPE", "x"), 1.0)))
+    assert (await store.get_association(key)).last_seen == seen + 5
+
+
+FILTERS = [
+    AssociationFilter(),
+    AssociationFilter(user="alice"),
+    AssociationFilter(device_id="phone"),
+    AssociationFilter(device_type="Android"),
+    AssociationFilter(state=AssociationState.ALLOWED),
+    AssociationFilter(state=AssociationState.BLOCKED),
+    AssociationFilter(state=AssociationState.WIPE_PENDING),
+    AssociationFilter(state=AssociationState.WIPED),
+    AssociationFilter(reason=Reason.MIXED_BACKEND),
+    AssociationFilter(reason=Reason.COMPLIANCE),
+    AssociationFilter(reason=Reason.MANUAL),
+    AssociationFilter(linked=True),
+    AssociationFilter(linked=False),
+    AssociationFilter(pool="exchange"),
+    AssociationFilter(pool="gmail", device_id="PHONE"),
+    AssociationFilter(user="nobody"),
+]
+
+
+@pytest.mark.parametrize("filter", FILTERS, ids=repr)
+async def test_filters_match_the_reference_semantics(store, filter):
+    conv = busy_conversation()
+    await replay(store, conv)
+    expected = sorted(
+        (r for r in conv.snapshot.associations() if filter.matches(r)),
+        key=lambda r: (r.key.user, r.key.device_id),
+    )
+    rows, total = await store.list_associations(filter, 0, 100)
+    assert (rows, total) == (expected, len(expected))
+
+
+async def test_filters_are_meaningful_on_the_busy_state(store):
+    conv = busy_conversation()
+    await replay(store, conv)
+    for filter in FILTERS[1:-1]:
+        assert (await store.list_associations(filter))[1] > 0, filter
+
+
+async def test_pagination_covers_every_row_once(store):
+    conv = busy_conversation()
+    await replay(store, conv)
+    everything, total = await store.list_associations(None, 0, 1000)
+    assert total == len(conv.snapshot) == len(everything)
+    paged = []
+    for offset in range(0, total, 2):
+        page, page_total = await store.list_associations(None, offset, 2)
+        assert page_total == total
+        paged += page
+    assert paged == everything
+    assert await store.list_associations(None, total, 10) == ([], total)
+
+
+async def test_get_association(store):
+    conv = busy_conversation()
+    await replay(store, conv)
+    key = AssociationKey("LOST", "carol")
+    assert await store.get_association(key) == conv.snapshot.get(key)
+    assert await store.get_association(AssociationKey("LOST", "nobody")) is None
+
+
+async def test_history_and_audit(store):
+    conv = busy_conversation()
+    await replay(store, conv)
+    key = AssociationKey("LOST", "carol")
+    logged = [c for changes in conv.log for c in changes]
+    history = [c.event for c in logged if isinstance(c, AppendHistory) and c.key == key]
+    assert [e.kind for e in history][:2] == ["first_seen", "admin"]
+    assert await store.history(key) == history
+    audit = [c.entry for c in logged if isinstance(c, AppendAudit)][::-1]
+    assert await store.audit(0, 1000) == (audit, len(audit))
+    assert await store.audit(1, 2) == (audit[1:3], len(audit))
+    wipe = next(e for e in audit if e.action == "wipe" and e.note == "lost")
+    assert (wipe.actor, wipe.note, wipe.after["state"]) == ("admin@test", "lost", "wipe_pending")
+
+
+async def test_a_closed_store_refuses_calls(store):
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.load()
+
+
+# --- SQLite only: migrations ---
+
+
+async def test_schema_version_is_recorded_and_migrations_are_idempotent(tmp_path):
+    path = tmp_path / "migrate.db"
+    conv = busy_conversation()
+    for attempt in range(3):
+        opened = await SqliteStore.open(path)
+        if attempt == 0:
+            await replay(opened, conv)
+        assert await opened.load() == conv.snapshot
+        await opened.close()
+    with sqlite3.connect(path) as conn:
+        versions = conn.execute("SELECT version FROM schema_version").fetchall()
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert versions == [(1,)]
+    assert mode == "wal"
+
+
+async def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    await (await SqliteStore.open(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (99, 0)")
+    with pytest.raises(SchemaError):
+        await SqliteStore.open(path)
+
+
+# --- The factory used by the composition root ---
+
+
+async def test_open_store_builds_the_configured_kind(tmp_path):
+    from sentry.settings import StoreSettings
+    from sentry.store.factory import open_store
+
+    memory = await open_store(StoreSettings(kind="memory"))
+    assert isinstance(memory, MemoryStore)
+    sqlite = await open_store(StoreSettings(kind="sqlite", path="var/x.db"), root=tmp_path)
+    assert isinstance(sqlite, SqliteStore)
+    await sqlite.close()
+    assert (tmp_path / "var" / "x.db").exists()
