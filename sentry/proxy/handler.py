@@ -300,10 +300,10 @@ async def _options(
 ) -> web.StreamResponse:
     """OPTIONS: ask the user's pool (or the default pool), else answer ourselves."""
     record["decision"] = "options"
-    route = ctx.state.snapshot.pool_for(eas.user.key, eas.user.domain) if eas.user else None
-    if route is None:
-        route = ctx.state.snapshot.pool_for("", None)
-    pool = ctx.upstreams.pools.get(route.name) if route else None
+    snapshot = ctx.state.snapshot
+    route = snapshot.pool_for(eas.user.key, eas.user.domain) if eas.user else None
+    name = route.name if route is not None else snapshot.routing.default
+    pool = ctx.upstreams.pools.get(name) if name else None
     if pool is None:
         return _to_web(responses.options_response())
     record["pool"] = pool.name
