@@ -32,41 +32,21 @@ from aiohttp import web
 
 from sentry.access import AccessState
 from sentry.eas import responses
-from sentry.eas.commands import (
-    ProvisionKind,
-    long_poll_seconds,
-    parse_provision,
-    parse_settings_device_information,
-)
 from sentry.eas.errors import EasError
-from sentry.eas.request import Command, EasRequest, parse_request
-from sentry.eas.status import WipeAckStatus
-from sentry.eas.wbxml import Element, Limits, decode
-from sentry.model import AssociationKey, DeviceInformation, RefusalStyle
+from sentry.eas.request import EasRequest, parse_request
+from sentry.model import AssociationKey, RefusalStyle
 from sentry.observability import Metrics
 from sentry.observability.metrics import command_label, status_class
-from sentry.policy import Decision, Forward, Refuse, RequestFacts, Wipe
-from sentry.policy import ProvisionKind as Step
+from sentry.policy import Decision, Forward, Refuse, Wipe
 from sentry.settings import GatewaySettings
 
 from .errors import NoHealthyServer, RequestTooLarge, UpstreamError
 from .forward import BodyStream, relay_response
 from .headers import ClientAddress, upstream_headers
+from .inspect import PREFIX, Inspected, inspect
 from .upstream import Upstreams
 
-__all__ = ["INSPECT_LIMIT", "PROXY", "ProxyContext", "eas_handler"]
-
-INSPECT_LIMIT = 1024 * 1024
-_INSPECT_LIMITS = Limits(max_size=INSPECT_LIMIT, max_string=INSPECT_LIMIT, max_opaque=INSPECT_LIMIT)
-_INSPECTED = frozenset({Command.Provision, Command.Settings, Command.Ping, Command.Sync})
-_LONG_POLLS = frozenset({Command.Ping, Command.Sync})
-_WBXML = "application/vnd.ms-sync.wbxml"
-_STEP = {
-    ProvisionKind.INITIAL: Step.INITIAL,
-    ProvisionKind.ACKNOWLEDGE: Step.ACKNOWLEDGE,
-    ProvisionKind.WIPE_ACK: Step.WIPE_ACK,
-    ProvisionKind.EMPTY: Step.EMPTY,
-}
+__all__ = ["PROXY", "ProxyContext", "eas_handler"]
 
 access_log = structlog.get_logger("sentry.access_log")
 
@@ -82,16 +62,6 @@ class ProxyContext:
     addresses: ClientAddress
     proto: str
     access_log: bool = True
-
-
-@dataclass
-class _Inspected:
-    """What step 3 learnt: the body (if read), facts and the hold time."""
-
-    body: bytes | None
-    facts: RequestFacts
-    hold_seconds: int | None
-    long_poll: bool
 
 
 PROXY: web.AppKey[ProxyContext] = web.AppKey("sentry.proxy", ProxyContext)
@@ -145,7 +115,7 @@ async def _serve(
     if declared is not None and declared > ctx.settings.max_request_bytes:
         return _too_large(ctx, record, ctx.settings.max_request_bytes)
     try:
-        inspected = await _inspect(request, eas)
+        inspected = await inspect(request, eas)
     except RequestTooLarge as exc:
         return _too_large(ctx, record, exc.limit)
     except EasError as exc:
@@ -202,73 +172,6 @@ def _to_web(resp: responses.Response) -> web.Response:
     return web.Response(status=resp.status, headers=resp.headers, body=resp.body)
 
 
-# -- step 3: the body ------------------------------------------------------------
-
-
-async def _read_prefix(request: web.Request, limit: int) -> tuple[bytes, bool]:
-    """Read up to ``limit`` bytes; return them and whether the body ended."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await request.content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks), True
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks), False
-
-
-async def _inspect(request: web.Request, eas: EasRequest) -> _Inspected:
-    command = eas.command
-    long_poll = command in _LONG_POLLS
-    if command not in _INSPECTED:
-        return _Inspected(None, RequestFacts(), None, long_poll=False)
-    body, complete = await _read_prefix(request, INSPECT_LIMIT)
-    if not complete:
-        if command is not Command.Sync:
-            raise RequestTooLarge(INSPECT_LIMIT)
-        request["sentry.prefix"] = body  # streamed on uninspected
-        return _Inspected(None, RequestFacts(), None, long_poll=True)
-    root = _decode(body, request.headers.get("Content-Type"))
-    hold = long_poll_seconds(command, root)
-    if command is Command.Sync and root is not None and hold is None:
-        long_poll = False  # a Sync with a body and no Wait/HeartbeatInterval
-    return _Inspected(body, _facts(command, root), hold, long_poll)
-
-
-def _decode(body: bytes, content_type: str | None) -> Element | None:
-    if not body:
-        return None
-    if content_type is not None and not content_type.lower().startswith(_WBXML):
-        return None
-    return decode(body, _INSPECT_LIMITS)
-
-
-def _facts(command: Command | None, root: Element | None) -> RequestFacts:
-    if root is None:
-        if command is Command.Provision:
-            return RequestFacts(provision=Step.EMPTY)
-        return RequestFacts()
-    if command is Command.Provision:
-        prov = parse_provision(root)
-        wipe = WipeAckStatus(prov.wipe_status) if prov.wipe_status in (1, 2) else None
-        return RequestFacts(
-            provision=_STEP.get(prov.kind, Step.NONE),
-            wipe_status=wipe,
-            device_info=_model_info(prov.device_information),
-        )
-    if command is Command.Settings:
-        return RequestFacts(device_info=_model_info(parse_settings_device_information(root)))
-    return RequestFacts()
-
-
-def _model_info(info: object | None) -> DeviceInformation | None:
-    if info is None:
-        return None
-    fields = DeviceInformation.__dataclass_fields__
-    return DeviceInformation(**{name: getattr(info, name, None) for name in fields})
-
-
 # -- step 5: answers ---------------------------------------------------------------
 
 
@@ -317,7 +220,7 @@ async def _forward(
     ctx: ProxyContext,
     request: web.Request,
     eas: EasRequest,
-    inspected: _Inspected,
+    inspected: Inspected,
     decision: Forward,
     key: AssociationKey,
     record: dict[str, Any],
@@ -326,7 +229,7 @@ async def _forward(
     if inspected.body is not None:
         body = inspected.body
     else:
-        prefix = request.get("sentry.prefix", b"")
+        prefix = request.get(PREFIX, b"")
         body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
     if not inspected.long_poll:
         return await _send(ctx, request, decision.pool, None, body, None, record)

@@ -1,0 +1,120 @@
+"""Step 3 of the EAS handler: read and decode only the bodies access control needs.
+
+Provision, Settings, Ping and Sync bodies are read up to ``INSPECT_LIMIT`` and
+decoded with matching WBXML limits; everything else streams through untouched.
+A Sync body over the limit is streamed on uninspected (its hold time is then
+unknown and the longest is assumed); any other inspected command that large is
+refused with 413. What the body says becomes ``RequestFacts`` for the policy
+and, for long polls, the requested hold time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from sentry.eas.commands import (
+    ProvisionKind,
+    long_poll_seconds,
+    parse_provision,
+    parse_settings_device_information,
+)
+from sentry.eas.request import Command, EasRequest
+from sentry.eas.status import WipeAckStatus
+from sentry.eas.wbxml import Element, Limits, decode
+from sentry.model import DeviceInformation
+from sentry.policy import ProvisionKind as Step
+from sentry.policy import RequestFacts
+
+from .errors import RequestTooLarge
+
+__all__ = ["INSPECT_LIMIT", "PREFIX", "Inspected", "inspect"]
+
+INSPECT_LIMIT = 1024 * 1024
+PREFIX = "sentry.prefix"  # request key: the part of an uninspected body already read
+_INSPECT_LIMITS = Limits(max_size=INSPECT_LIMIT, max_string=INSPECT_LIMIT, max_opaque=INSPECT_LIMIT)
+_INSPECTED = frozenset({Command.Provision, Command.Settings, Command.Ping, Command.Sync})
+_LONG_POLLS = frozenset({Command.Ping, Command.Sync})
+_WBXML = "application/vnd.ms-sync.wbxml"
+_STEP = {
+    ProvisionKind.INITIAL: Step.INITIAL,
+    ProvisionKind.ACKNOWLEDGE: Step.ACKNOWLEDGE,
+    ProvisionKind.WIPE_ACK: Step.WIPE_ACK,
+    ProvisionKind.EMPTY: Step.EMPTY,
+}
+
+
+@dataclass
+class Inspected:
+    """What step 3 learnt: the body (if read), facts and the hold time."""
+
+    body: bytes | None
+    facts: RequestFacts
+    hold_seconds: int | None
+    long_poll: bool
+
+
+async def _read_prefix(request: web.Request, limit: int) -> tuple[bytes, bool]:
+    """Read up to ``limit`` bytes; return them and whether the body ended."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+async def inspect(request: web.Request, eas: EasRequest) -> Inspected:
+    """Read what the policy needs from the body (EasError/RequestTooLarge when bad)."""
+    command = eas.command
+    long_poll = command in _LONG_POLLS
+    if command not in _INSPECTED:
+        return Inspected(None, RequestFacts(), None, long_poll=False)
+    body, complete = await _read_prefix(request, INSPECT_LIMIT)
+    if not complete:
+        if command is not Command.Sync:
+            raise RequestTooLarge(INSPECT_LIMIT)
+        request[PREFIX] = body  # streamed on uninspected
+        return Inspected(None, RequestFacts(), None, long_poll=True)
+    root = _decode(body, request.headers.get("Content-Type"))
+    hold = long_poll_seconds(command, root)
+    if command is Command.Sync and root is not None and hold is None:
+        long_poll = False  # a Sync with a body and no Wait/HeartbeatInterval
+    return Inspected(body, _facts(command, root), hold, long_poll)
+
+
+def _decode(body: bytes, content_type: str | None) -> Element | None:
+    if not body:
+        return None
+    if content_type is not None and not content_type.lower().startswith(_WBXML):
+        return None
+    return decode(body, _INSPECT_LIMITS)
+
+
+def _facts(command: Command | None, root: Element | None) -> RequestFacts:
+    if root is None:
+        if command is Command.Provision:
+            return RequestFacts(provision=Step.EMPTY)
+        return RequestFacts()
+    if command is Command.Provision:
+        prov = parse_provision(root)
+        wipe = WipeAckStatus(prov.wipe_status) if prov.wipe_status in (1, 2) else None
+        return RequestFacts(
+            provision=_STEP.get(prov.kind, Step.NONE),
+            wipe_status=wipe,
+            device_info=_model_info(prov.device_information),
+        )
+    if command is Command.Settings:
+        return RequestFacts(device_info=_model_info(parse_settings_device_information(root)))
+    return RequestFacts()
+
+
+def _model_info(info: object | None) -> DeviceInformation | None:
+    if info is None:
+        return None
+    fields = DeviceInformation.__dataclass_fields__
+    return DeviceInformation(**{name: getattr(info, name, None) for name in fields})
