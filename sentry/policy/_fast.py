@@ -13,10 +13,11 @@ store). Arguments are positional, in field order.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["fast_constructor"]
+__all__ = ["fast_constructor", "fast_setter"]
 
 T = TypeVar("T")
 
@@ -26,8 +27,8 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
     for i, name in enumerate(names):
-        descriptor = cls.__dict__[name]
-        if not hasattr(descriptor, "__set__") or hasattr(descriptor, "fget"):
+        descriptor = cls.__dict__.get(name)
+        if descriptor is None or type(descriptor).__name__ != "member_descriptor":
             raise TypeError(f"{cls.__name__}.{name} is not a slot")
         namespace[f"set{i}"] = descriptor.__set__
     params = ", ".join(f"v{i}" for i in range(len(names)))
@@ -35,3 +36,17 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     exec(f"def make({params}):\n    obj = new(cls)\n{body}    return obj\n", namespace)
     make: Callable[..., T] = namespace["make"]
     return make
+
+
+def fast_setter(cls: type[T], name: str) -> Callable[[T, Any], T]:
+    """``dataclasses.replace(obj, name=value)`` for one field, about twice as fast."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    index = names.index(name)
+    values = operator.attrgetter(*names)
+    make = fast_constructor(cls)
+
+    def replaced(obj: T, value: Any) -> T:
+        current = values(obj)
+        return make(*current[:index], value, *current[index + 1 :])
+
+    return replaced

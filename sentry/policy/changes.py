@@ -11,6 +11,7 @@ Touches (the last ``last_seen`` per key wins) before writing them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, get_args
 
 from sentry.model import (
     Association,
@@ -27,6 +28,7 @@ from sentry.model import (
 )
 
 __all__ = [
+    "CHANGE_TYPES",
     "AppendAudit",
     "AppendHistory",
     "Change",
@@ -160,3 +162,6 @@ Change = (
 """Every kind of change; ``Store.apply`` and ``Snapshot.apply`` accept exactly these."""
 
 Changes = tuple[Change, ...]
+
+CHANGE_TYPES: frozenset[type[Any]] = frozenset(get_args(Change))
+"""The change classes, for validating a change list before applying any of it."""

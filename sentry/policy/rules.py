@@ -20,10 +20,12 @@ user) that has a route. The limits rank rows by (first_seen, other key part):
 rank >= max means this row is the excess. Every row counts toward a limit
 (Remove frees a slot).
 
-The row passed in may be a candidate not yet in the snapshot (first sight,
-or an admin action being prepared); it replaces its stored self among peers.
-Only rows 2-3 and the limits look at other rows, and only at the same device
-or the same mailbox, so a decision costs O(mailboxes on the device).
+The row is a ``Candidate`` not yet in the snapshot (``new=True``: first
+sight) or a stored row, possibly carrying the change an admin action is
+preparing; its peers are read from the snapshot. Only rows 2-3 and the limits
+look at other rows, and only at the same device or the same mailbox (after a
+count check that usually ends it), so a decision costs O(mailboxes on the
+device). Decisions are memoised: equal ones are the same object.
 """
 
 from __future__ import annotations
@@ -200,6 +202,8 @@ def _mixes_backend(row: Row, pool: Pool, snap: Snapshot, new: bool) -> bool:
     Only older rows can have established another type; the oldest routed one did.
     """
     key = row.key
+    if len(snap.backend_types) < 2:
+        return False  # one backend type configured: nothing to mix
     if snap.mailbox_count(key.device_id) - (0 if new else 1) <= 0:
         return False  # no other association on the device: this one establishes
     seen, user = row.first_seen, key.user

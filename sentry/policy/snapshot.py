@@ -6,7 +6,8 @@ few indexes so that every lookup on the request path costs O(1) or
 O(mailboxes on the device), never a scan:
 
 - associations per EAS DeviceId and DeviceIds per mailbox, stored compactly
-  (``table.AssociationTable``): a lookup by key is one dict probe;
+  (``table.AssociationTable``): a lookup by key is one dict probe and a
+  scan of that device's few rows;
 - the managed device of each EAS DeviceId (non-retired devices only), the
   devices of each owner, the associations an admin linked to each device;
 - pushed mailboxes per device, computed on first use and dropped whenever a
@@ -20,7 +21,6 @@ and audit records are not kept here (they are store queries).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from typing import Any
 
 from sentry.model import (
@@ -36,12 +36,14 @@ from sentry.model import (
 )
 
 from . import changes as ch
+from ._fast import fast_setter
 from .table import AssociationTable
 from .templates import PushedMailboxes, resolve_pushed_mailboxes
 
 __all__ = ["Snapshot"]
 
 _NO_PUSH = PushedMailboxes()
+_with_last_seen = fast_setter(Association, "last_seen")  # a Touch per request: keep it cheap
 
 
 class Snapshot:
@@ -52,6 +54,7 @@ class Snapshot:
         "_owned",
         "_pushed",
         "_table",
+        "_types",
         "devices",
         "labels",
         "pools",
@@ -73,6 +76,7 @@ class Snapshot:
         self._eas_index: dict[str, Device] = {}
         self._owned: dict[str, set[str]] = {}
         self._pushed: dict[str, PushedMailboxes] = {}
+        self._types: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -163,6 +167,11 @@ class Snapshot:
         owner = self.users.get(device.owner)
         return resolve_pushed_mailboxes(device, owner, self.labels.values(), self.settings)
 
+    @property
+    def backend_types(self) -> frozenset[str]:
+        """The backend types of the configured pools."""
+        return self._types
+
     def pool_for(self, user: str, domain: str | None) -> Pool | None:
         """The pool routing mailbox ``user``; ``domain`` is used when the user
         is not registered with an email address. None: no route."""
@@ -192,6 +201,7 @@ class Snapshot:
         for name in ("users", "devices", "pools", "settings", "labels", "_eas_index"):
             setattr(other, name, dict(getattr(self, name)))
         other._owned = {k: set(v) for k, v in self._owned.items()}
+        other._types = self._types
         other._table = self._table.copy()
         other.routing, other.prefs = self.routing, self.prefs
         return other
@@ -234,7 +244,7 @@ class Snapshot:
     def _touch(self, change: ch.Touch) -> None:
         old = self._table.get(change.key.device_id, change.key.user)
         if old is not None and change.last_seen > old.last_seen:
-            self._table.put(replace(old, last_seen=change.last_seen))
+            self._table.put(_with_last_seen(old, change.last_seen))
 
     def _put_user(self, change: ch.PutUser) -> None:
         self.users[change.user.principal] = change.user
@@ -269,9 +279,11 @@ class Snapshot:
 
     def _put_pool(self, change: ch.PutPool) -> None:
         self.pools[change.pool.name] = change.pool
+        self._types = frozenset(p.type for p in self.pools.values())
 
     def _delete_pool(self, change: ch.DeletePool) -> None:
         self.pools.pop(change.name, None)
+        self._types = frozenset(p.type for p in self.pools.values())
 
     def _put_routing(self, change: ch.PutRouting) -> None:
         self.routing = change.routing

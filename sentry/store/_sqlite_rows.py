@@ -128,7 +128,7 @@ def association_decoder() -> Callable[[tuple[Any, ...]], Association]:
         return new(
             new_key(device_id, r[1]), share(r[2], r[2]), share(r[3], r[3]),
             share(r[4], r[4]), share(r[5], r[5]), None if r[6] is None else info(r[6]),
-            r[7], r[8], share(r[9], r[9]), unlinked[r[10]], r[11],
+            r[7], r[8], r[9], unlinked[r[10]], r[11],
             None if r[12] is None else decode_override(r[12]),
             verdicts[r[13]], reasons[r[14]], violations[r[15]], share(r[16], r[16]),
             share(r[17], r[17]), wipes[r[18]], share(r[19], r[19]), r[20] == 1,

@@ -41,8 +41,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             manual_link TEXT,
             override TEXT,
             verdict TEXT NOT NULL,
-            reasons TEXT NOT NULL,
-            violations TEXT NOT NULL,
+            reasons TEXT,  -- JSON array; NULL when empty
+            violations TEXT,  -- JSON array; NULL when empty
             pool TEXT,
             backend_type TEXT,
             wipe TEXT NOT NULL,

@@ -3,14 +3,15 @@
 Approach. A dict maps each change type to a small writer; an unknown type
 raises ``TypeError``, which rolls the whole transaction back. Writes are
 idempotent upserts or deletes, except the append-only history and audit.
-``Touch`` only ever moves ``last_seen`` forward, like ``Snapshot.apply``.
+``Touch`` only ever moves ``last_seen`` forward, like ``Snapshot.apply``;
+consecutive Touches (the shell's batches) share one ``executemany``.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sentry.policy import changes as ch
@@ -19,15 +20,35 @@ from sentry.policy.audit import plain
 from ._sqlite_rows import ASSOCIATION_COLUMNS, PLACEHOLDERS, association_params
 from .codec import dumps
 
-__all__ = ["write_change"]
+__all__ = ["write_changes"]
 
 
-def write_change(conn: sqlite3.Connection, change: ch.Change) -> None:
-    """Write one change; ``TypeError`` if it is not a change."""
-    writer = _WRITERS.get(type(change))
-    if writer is None:
-        raise TypeError(f"not a change: {change!r}")
-    writer(conn, change)
+def write_changes(conn: sqlite3.Connection, changes: Sequence[ch.Change]) -> None:
+    """Write changes in order; runs of Touches go in one ``executemany``.
+
+    ``TypeError`` if an item is not a change (the caller rolls back).
+    """
+    touches: list[ch.Touch] = []
+    for change in changes:
+        if type(change) is ch.Touch:
+            touches.append(change)
+            continue
+        _touch_all(conn, touches)
+        writer = _WRITERS.get(type(change))
+        if writer is None:
+            raise TypeError(f"not a change: {change!r}")
+        writer(conn, change)
+    _touch_all(conn, touches)
+
+
+def _touch_all(conn: sqlite3.Connection, touches: list[ch.Touch]) -> None:
+    if touches:
+        sql = (
+            "UPDATE associations SET last_seen = ? "
+            "WHERE device_id = ? AND user = ? AND last_seen < ?"
+        )
+        conn.executemany(sql, ((t.last_seen, *t.key, t.last_seen) for t in touches))
+        touches.clear()
 
 
 def _put_association(conn: sqlite3.Connection, c: ch.PutAssociation) -> None:
@@ -38,11 +59,6 @@ def _put_association(conn: sqlite3.Connection, c: ch.PutAssociation) -> None:
 def _delete_association(conn: sqlite3.Connection, c: ch.DeleteAssociation) -> None:
     sql = "DELETE FROM associations WHERE device_id = ? AND user = ?"
     conn.execute(sql, (c.key.device_id, c.key.user))
-
-
-def _touch(conn: sqlite3.Connection, c: ch.Touch) -> None:
-    sql = "UPDATE associations SET last_seen = ? WHERE device_id = ? AND user = ? AND last_seen < ?"
-    conn.execute(sql, (c.last_seen, c.key.device_id, c.key.user, c.last_seen))
 
 
 def _put(table: str, name: str, value: Any, conn: sqlite3.Connection) -> None:
@@ -74,7 +90,6 @@ _Writer = Callable[[sqlite3.Connection, Any], None]
 _WRITERS: dict[type[Any], _Writer] = {
     ch.PutAssociation: _put_association,
     ch.DeleteAssociation: _delete_association,
-    ch.Touch: _touch,
     ch.PutUser: lambda conn, c: _put("users", c.user.principal, c.user, conn),
     ch.DeleteUser: lambda conn, c: _delete("users", c.principal, conn),
     ch.PutDevice: lambda conn, c: _put("devices", c.device.id, c.device, conn),

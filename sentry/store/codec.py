@@ -51,8 +51,10 @@ def dumps(value: Any) -> str:
     return json.dumps(plain(value), separators=(",", ":"), sort_keys=True)
 
 
-def encode_set(values: frozenset[Any]) -> str:
-    """A set as a sorted JSON array (``[]`` when empty)."""
+def encode_set(values: frozenset[Any]) -> str | None:
+    """A set as a sorted JSON array; NULL for the (usual) empty set."""
+    if not values:
+        return None
     return json.dumps(sorted(plain(v) for v in values), separators=(",", ":"))
 
 
@@ -125,15 +127,15 @@ DECODERS: Mapping[type[Any], Callable[[Mapping[str, Any]], Any]] = {
 """Model type -> decoder of its ``dumps`` JSON (already parsed)."""
 
 
-class _Parsed(dict[str, frozenset[Any]]):
+class _Parsed(dict[str | None, frozenset[Any]]):
     """JSON array text -> frozenset, parsed on first sight (``d[text]`` stays C-fast)."""
 
     def __init__(self, item: Callable[[Any], Any]) -> None:
-        super().__init__()
+        super().__init__({None: frozenset()})
         self._item = item
 
-    def __missing__(self, text: str) -> frozenset[Any]:
-        value = self[text] = frozenset(self._item(v) for v in json.loads(text))
+    def __missing__(self, text: str | None) -> frozenset[Any]:
+        value = self[text] = frozenset(self._item(v) for v in json.loads(text or "[]"))
         return value
 
 
@@ -142,11 +144,11 @@ class Interner:
 
     ``share(s, s)`` is the shared copy of a low-cardinality string (None stays
     None); ``reasons[text]`` and ``violations[text]`` parse a JSON array once
-    per distinct text.
+    per distinct text; ``None`` (the empty set) is mapped to ``frozenset()``.
     """
 
     def __init__(self) -> None:
         self._strings: dict[str | None, str | None] = {}
         self.share = self._strings.setdefault
-        self.reasons: Mapping[str, frozenset[Reason]] = _Parsed(Reason)
-        self.violations: Mapping[str, frozenset[str]] = _Parsed(str)
+        self.reasons: Mapping[str | None, frozenset[Reason]] = _Parsed(Reason)
+        self.violations: Mapping[str | None, frozenset[str]] = _Parsed(str)

@@ -1,11 +1,11 @@
 """``MemoryStore``: the in-process store used by tests and the conversation helper.
 
 Approach. It keeps its own ``Snapshot`` (separate from the caller's) plus
-lists for history and audit. ``apply`` works on a copy and swaps it in only
-when every change succeeded, which gives the same all-or-nothing behaviour
-as a database transaction (at O(state) cost per call: fine for tests). The
-synchronous core (``apply_now`` and friends) serves callers that are not
-async; the ``Store`` methods wrap it.
+lists for history and audit. ``apply`` first checks that every item is a
+change; applying known changes to a snapshot cannot fail (every handler is
+total), so a list is applied entirely or not at all, like a database
+transaction. The synchronous core (``apply_now`` and friends) serves callers
+that are not async; the ``Store`` methods wrap it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
-from sentry.policy.changes import AppendAudit, AppendHistory, Change
+from sentry.policy.changes import CHANGE_TYPES, AppendAudit, AppendHistory, Change
 from sentry.policy.snapshot import Snapshot
 
 from .base import AssociationFilter, StoreError
@@ -40,9 +40,10 @@ class MemoryStore:
     def apply_now(self, changes: Sequence[Change]) -> None:
         """Apply all of ``changes`` or none of them."""
         self._check_open()
-        staged = self._snapshot.copy()
-        staged.apply(changes)
-        self._snapshot = staged
+        for change in changes:
+            if type(change) not in CHANGE_TYPES:
+                raise TypeError(f"not a change: {change!r}")
+        self._snapshot.apply(changes)  # total once the types are known: cannot fail midway
         for change in changes:
             if isinstance(change, AppendHistory):
                 self._history.setdefault(change.key, []).append(change.event)

@@ -46,7 +46,7 @@ from sentry.policy.snapshot import Snapshot
 
 from ._sqlite_rows import ASSOCIATION_COLUMNS, association_decoder, load_objects, where_clause
 from ._sqlite_schema import migrate
-from ._sqlite_writes import write_change
+from ._sqlite_writes import write_changes
 from .base import AssociationFilter, StoreError
 from .codec import DECODERS
 
@@ -132,8 +132,7 @@ class SqliteStore:
 def _apply(conn: sqlite3.Connection, changes: Sequence[Change]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for change in changes:
-            write_change(conn, change)
+        write_changes(conn, changes)
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -21,9 +21,9 @@ from sentry.testing.conversation import Conversation, req
 BLOCKED, LIMIT, WIPE = 129, 177, 140
 
 
-def registered(conv: Conversation, user: str, device_id: str, eas_id: str, **kw: object) -> None:
+def registered(conv: Conversation, user: str, device_id: str, eas_id: str) -> None:
     conv.add_user(user)
-    conv.register_device(device_id, user, [eas_id], **kw)  # type: ignore[arg-type]
+    conv.register_device(device_id, user, [eas_id])
 
 
 # 1. Two accounts on one device give two associations with the same DeviceId.
