@@ -114,7 +114,4 @@ def _facts(command: Command | None, root: Element | None) -> RequestFacts:
 
 
 def _model_info(info: object | None) -> DeviceInformation | None:
-    if info is None:
-        return None
-    fields = DeviceInformation.__dataclass_fields__
-    return DeviceInformation(**{name: getattr(info, name, None) for name in fields})
+    return None if info is None else DeviceInformation.of(info)
