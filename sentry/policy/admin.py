@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from sentry.eas.versions import at_least
 from sentry.model import (
     Association,
     AssociationKey,
@@ -32,7 +33,7 @@ from .ambiguity import ambiguity_changes
 from .audit import audited, require_actor, require_note
 from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssociation
 from .decide import decision_detail, with_assessment
-from .errors import NotFoundError, ValidationError
+from .errors import NotFoundError, TransitionError, ValidationError
 from .rules import assess
 from .snapshot import Snapshot
 from .transitions import Action, state_of, transition
@@ -63,10 +64,21 @@ def wipe(
     actor: str,
     now: float,
 ) -> Changes:
-    """Admin Wipe: the row's next request gets the wipe (pending until acknowledged)."""
+    """Admin Wipe: the row's next request gets the wipe (pending until acknowledged).
+
+    An account-only wipe needs a 16.1 client (``AccountOnlyRemoteWipe``); asking
+    it of an older one is refused rather than silently turned into a full wipe.
+    """
     note, actor = require_note(note), require_actor(actor)
     row = _existing(snapshot, key)
     transition(state_of(row), Action.WIPE)
+    if account_only and not at_least(row.protocol_version, 16, 1):
+        raise TransitionError(
+            f"an account-only wipe needs EAS 16.1; this device speaks "
+            f"{row.protocol_version or 'an unknown version'}",
+            state_of(row).value,
+            Action.WIPE.value,
+        )
     override = Override(OverrideKind.WIPE, note, actor, now, account_only)
     new = replace(row, override=override, wipe=WipeStatus.PENDING)
     return _finish(snapshot, row, new, Action.WIPE, note, actor, now)

@@ -34,6 +34,7 @@ from sentry.access import AccessState
 from sentry.eas import responses
 from sentry.eas.errors import EasError
 from sentry.eas.request import EasRequest, parse_request
+from sentry.eas.status import CommonStatus
 from sentry.model import AssociationKey, RefusalStyle
 from sentry.observability import Metrics
 from sentry.observability.metrics import command_label, status_class
@@ -49,6 +50,7 @@ from .upstream import Upstreams
 __all__ = ["PROXY", "ProxyContext", "eas_handler"]
 
 access_log = structlog.get_logger("sentry.access_log")
+_BLOCKED = CommonStatus.DeviceIsBlockedForThisUser
 
 
 @dataclass
@@ -180,10 +182,12 @@ def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Respo
     assert eas.command is not None
     mime = _is_mime(eas)
     if isinstance(decision, Wipe):
-        # AccountOnlyRemoteWipe exists only at 16.1; older clients get the full wipe.
-        account_only = decision.account_only and eas.at_least(16, 1)
+        if decision.account_only and not eas.at_least(16, 1):
+            # AccountOnlyRemoteWipe exists only at 16.1; never escalate to a full
+            # wipe of the whole device: refuse until the client speaks 16.1.
+            return _to_web(responses.refusal(eas.command, eas.protocol_version, _BLOCKED))
         resp = responses.wipe_requested(
-            eas.command, eas.protocol_version, account_only=account_only, mime_body=mime
+            eas.command, eas.protocol_version, account_only=decision.account_only, mime_body=mime
         )
         return _to_web(resp)
     assert isinstance(decision, Refuse)

@@ -354,3 +354,11 @@ def test_refusal_decision_reasons_are_enums():
     reply = conv.request("alice", "DEV1")
     assert isinstance(reply.decision, Refuse)
     assert reply.decision.reasons == {Reason.NO_BACKEND}
+
+
+def test_account_only_wipe_of_an_older_client_is_refused_not_escalated():
+    conv = Conversation()
+    conv.request("alice", "DEV1", version="14.1").expect_forward("exchange")
+    with pytest.raises(TransitionError, match=r"needs EAS 16\.1"):
+        conv.wipe("alice", "DEV1", note="leaver", account_only=True)
+    conv.request("alice", "DEV1", version="14.1").expect_forward("exchange")
