@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sentry import cli_ops
+from sentry.admin.cli import add_admin
 from sentry.eas.errors import EasError
 from sentry.eas.request import EasRequest, parse_request
 from sentry.eas.wbxml import decode, encode
@@ -194,5 +195,6 @@ _GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     cli_ops.add_certs,
     cli_ops.add_demo_backend,
     cli_ops.add_demo_client,
+    add_admin,
 )
 """Subcommand groups, in help order; each registers its parsers."""

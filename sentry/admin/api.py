@@ -1,0 +1,154 @@
+"""The admin REST API: the route table, the request pipeline, error answers.
+
+Approach. ``ROUTES`` is every route of every admin module plus the OpenAPI
+document itself; ``add_api`` registers exactly those, each behind one
+pipeline: check the path, query and body against the route's specs
+(``schema.py``), take the actor from ``X-Sentry-Actor`` (default
+``"admin"``), call the handler with a ``Call``, answer JSON. The error
+middleware is the one place where ``ApiError``, the policy's ``AdminError``
+and aiohttp's own 404/405/413 become ``{"error": ..., "fields": ...}``
+answers; the auth middleware runs before it, so nothing under ``/api/``
+answers without the token, not even a 404.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler as AiohttpHandler
+from aiohttp.typedefs import Middleware
+
+from sentry.policy import PolicyError
+
+from . import associations, audit, directory, prefs, push
+from .auth import bearer_auth, is_api_path
+from .context import AdminContext
+from .errors import ApiError, BadRequest, from_policy
+from .schema import Call, Fields, Route, openapi_document, parse_body, parse_path, parse_query
+from .views import SCHEMAS
+
+__all__ = ["ADMIN_CONTEXT", "ROUTES", "add_api", "api_middlewares", "openapi"]
+
+log = structlog.get_logger("sentry.admin")
+ADMIN_CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
+ACTOR_HEADER = "X-Sentry-Actor"
+_MAX_ACTOR = 128
+
+
+async def _get_openapi(call: Call) -> dict[str, Any]:
+    return openapi()
+
+
+_OPENAPI = Route(
+    "GET",
+    "/api/openapi.json",
+    _get_openapi,
+    "This document: the OpenAPI 3 description of the admin API",
+    "meta",
+    response="OpenApi",
+)
+
+ROUTES: tuple[Route, ...] = (
+    *associations.ROUTES,
+    *directory.ROUTES,
+    *push.ROUTES,
+    *prefs.ROUTES,
+    *audit.ROUTES,
+    _OPENAPI,
+)
+"""Every admin API route: what is served is what is documented."""
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3 document of ``ROUTES``."""
+    return openapi_document(ROUTES, SCHEMAS, title="Sentry admin API", version=_version())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("eas-sentry")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def api_middlewares(token: str) -> list[Middleware]:
+    """Authentication first, then JSON error answers (both for ``/api/`` only)."""
+    return [bearer_auth(token), _errors]
+
+
+def add_api(app: web.Application, ctx: AdminContext, routes: Sequence[Route] = ROUTES) -> None:
+    """Register ``routes`` on ``app`` (which must use ``api_middlewares``)."""
+    app[ADMIN_CONTEXT] = ctx
+    for route in routes:
+        app.router.add_route(route.method, route.path, _endpoint(route))
+
+
+def _endpoint(route: Route) -> AiohttpHandler:
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[ADMIN_CONTEXT]
+        path = parse_path(request.match_info, route.path_fields)
+        query = parse_query(request.query, route.query)
+        body = await _body(request, route.body)
+        call = Call(ctx, path, query, body, _actor(request))
+        result = await route.handler(call)
+        if route.changes:
+            log.info(
+                "admin_change", actor=call.actor, method=route.method, route=route.path, **path
+            )
+        return web.json_response(result, status=route.status)
+
+    endpoint.__name__ = route.handler.__name__
+    return endpoint
+
+
+async def _body(request: web.Request, spec: Fields | None) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return parse_body({}, spec)
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest("malformed JSON", {"body": f"not valid JSON: {exc}"}) from None
+    return parse_body(data, spec)
+
+
+def _actor(request: web.Request) -> str:
+    raw = request.headers.get(ACTOR_HEADER)
+    if raw is None:
+        return "admin"
+    actor = raw.strip()
+    if not actor or len(actor) > _MAX_ACTOR or not actor.isprintable():
+        problem = f"must be 1 to {_MAX_ACTOR} printable characters"
+        raise BadRequest("invalid actor", {ACTOR_HEADER: problem})
+    return actor
+
+
+def _answer(exc: ApiError) -> web.Response:
+    return web.json_response(exc.body(), status=exc.status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+    if not is_api_path(request.path):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _answer(exc)
+    except PolicyError as exc:
+        return _answer(from_policy(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except Exception:
+        log.exception("admin_api_failed", method=request.method, path=request.path)
+        return web.json_response({"error": "internal error (see the gateway log)"}, status=500)

@@ -1,0 +1,171 @@
+"""Routes of the ActiveSync association list: list, one row, actions, bulk actions.
+
+Approach. Reads come from the store (a list page, a row's history) and the
+in-memory snapshot (the row as decided now). Every action builds its whole
+change list first (``actions.py``) and applies it with one
+``AccessState.apply``, so a refused action changes nothing and an accepted
+one reaches held long polls at once. Path users may be given in any form
+(``CORP\\bob``, ``bob@corp.example``): they are canonicalised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentry.model import AssociationKey, canonical_device_id, canonical_principal
+from sentry.policy import evaluate
+from sentry.policy.audit import plain
+from sentry.policy.rules import managed_device
+
+from .actions import ACTIONS, BULK_ACTIONS, ActionOptions, build_action, plan_bulk
+from .errors import BadRequest, NotFound
+from .listing import FILTER_FIELDS, PAGE_FIELDS, Query, list_page, matching
+from .schema import Call, Field, Route
+from .views import (
+    association_item,
+    decision_view,
+    device_view,
+    history_view,
+    key_view,
+)
+
+__all__ = ["ROUTES"]
+
+_NOTE = Field(
+    "string", "why (kept with the action and in the audit log)", required=True, blank=False
+)
+_ACTION_BODY = {
+    "note": _NOTE,
+    "account_only": Field(
+        "boolean", "wipe only: AccountOnlyRemoteWipe where the device supports it"
+    ),
+    "device": Field("string", "link only: the managed device id to link the row to", blank=False),
+}
+_BULK_BODY = {
+    "filter": Field("object", "the list filters; {} matches every row", True, fields=FILTER_FIELDS),
+    "note": _NOTE,
+    "dry_run": Field("boolean", "list what would change and change nothing"),
+    "account_only": Field("boolean", "wipe only: AccountOnlyRemoteWipe"),
+}
+
+
+def association_key(call: Call) -> AssociationKey:
+    """The row named by the path (DeviceId and user canonicalised)."""
+    user, _ = canonical_principal(call.path["user"])
+    return AssociationKey(canonical_device_id(call.path["device_id"]), user)
+
+
+async def _list_associations(call: Call) -> dict[str, Any]:
+    offset, limit = call.query.get("offset", 0), call.query.get("limit", 100)
+    query = Query.of(call.query)
+    rows, total = await list_page(call.ctx.store, call.ctx.snapshot, query, offset, limit)
+    items = [association_item(r) for r in rows]
+    return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+
+async def _get_association(call: Call) -> dict[str, Any]:
+    key, snap = association_key(call), call.ctx.snapshot
+    row = snap.get(key)
+    if row is None:
+        raise NotFound(f"no association for device {key.device_id!r}, user {key.user!r}")
+    decision = evaluate(key, snap, snap.prefs, call.ctx.now())
+    device = managed_device(row, snap)
+    history = await call.ctx.store.history(key)
+    return {
+        **association_item(row),
+        "decision": decision_view(decision),
+        "device_information": None if row.device_info is None else plain(row.device_info),
+        "managed_device": None if device is None else device_view(device, snap),
+        "history": [history_view(e) for e in history],
+    }
+
+
+def _options(action: str, call: Call) -> ActionOptions:
+    """The action's options; a field that does not belong to it is a 400."""
+    body, problems = call.body, {}
+    if "account_only" in body and action != "wipe":
+        problems["account_only"] = "only for wipe"
+    if "device" in body and action != "link":
+        problems["device"] = "only for link"
+    if action == "link" and "device" not in body:
+        problems["device"] = "required for link"
+    if problems:
+        raise BadRequest(f"invalid options for {action}", problems)
+    only, device = bool(body.get("account_only", False)), str(body.get("device", "")).strip()
+    return ActionOptions(action, call.note, call.actor, only, device)
+
+
+async def _act_on_association(call: Call) -> dict[str, Any]:
+    key, opts = association_key(call), _options(call.path["action"], call)
+    ended = await call.ctx.commit(lambda snap, now: build_action(snap, key, opts, now))
+    row = call.ctx.snapshot.get(key)
+    return {"association": None if row is None else association_item(row), "polls_ended": ended}
+
+
+async def _bulk_action(call: Call) -> dict[str, Any]:
+    opts, ctx = _options(call.path["action"], call), call.ctx
+    query = Query.of(call.body["filter"])
+    dry_run = bool(call.body.get("dry_run", False))
+    async with ctx.lock:
+        now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]
+        plan = plan_bulk(ctx.snapshot, keys, opts, now, query.describe())
+        ended = 0 if dry_run else await ctx.apply(plan.changes)
+    skipped = [{"key": key_view(k), "error": why} for k, why in plan.skipped]
+    return {
+        "matched": len(keys),
+        "changed": [key_view(k) for k in plan.changed],
+        "skipped": skipped,
+        "dry_run": dry_run,
+        "polls_ended": ended,
+    }
+
+
+_ROW = "/api/associations/{device_id}/{user}"
+_TAG = "associations"
+
+ROUTES = (
+    Route(
+        "GET",
+        "/api/associations",
+        _list_associations,
+        "The ActiveSync association list (filtered, paged)",
+        _TAG,
+        query={**FILTER_FIELDS, **PAGE_FIELDS},
+        response="AssociationPage",
+    ),
+    Route(
+        "GET",
+        _ROW,
+        _get_association,
+        "One association: its decision now, every reason, DeviceInformation, history",
+        _TAG,
+        response="AssociationDetail",
+    ),
+    Route(
+        "POST",
+        _ROW + "/{action}",
+        _act_on_association,
+        "Allow, Block, Wipe, Remove or Link an association",
+        _TAG,
+        body=_ACTION_BODY,
+        path_fields={"action": Field("string", choices=ACTIONS)},
+        response="ActionResult",
+        conflict=True,
+        changes=True,
+        description="409 when the transition is not allowed (a wiped row takes only remove; "
+        "link to a missing or retired device).",
+    ),
+    Route(
+        "POST",
+        "/api/associations/actions/{action}",
+        _bulk_action,
+        "Apply an action to every association matching a filter, in one transaction",
+        _TAG,
+        body=_BULK_BODY,
+        path_fields={"action": Field("string", choices=BULK_ACTIONS)},
+        response="BulkResult",
+        changes=True,
+        description="Rows the action cannot apply to are listed in `skipped`; the others "
+        "change together. `dry_run` lists what would change and changes nothing.",
+    ),
+)

@@ -1,0 +1,149 @@
+"""``sentry admin ...``: every admin API action from the command line.
+
+Approach. The CLI is a thin client of the admin REST API (``cli_client``).
+Each leaf command is a small function ``(target, args) -> (answer, render)``
+(``cli_base``): it makes one API call and says how to print the answer for
+people (a table or ``key: value`` lines, ``cli_format``); ``--json`` prints
+the API's JSON instead, for scripts. Every leaf takes the same connection
+options (``--config``, ``--url``, ``--token``, ``--token-file``, ``--actor``)
+wherever they are placed. Exit status: 0 done, 1 the API refused (its
+message and per-field problems on stderr), 2 usage or connection problems.
+This module holds the association commands; ``cli_registry`` the others.
+
+    sentry admin list --user bob --state blocked
+    sentry admin allow DEVICEID bob --note "verified by phone"
+    sentry admin bulk block --user bob --note "lost phones" --dry-run
+    sentry admin devices compliance iphone-7 --violation compromised
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sentry.model import Reason
+
+from .cli_base import (
+    Builder,
+    Command,
+    Render,
+    add_note,
+    add_paging,
+    page_render,
+    quote_path,
+)
+from .cli_client import AdminTarget
+from .cli_format import cell, record
+from .cli_registry import add_registry_commands
+
+__all__ = ["add_admin"]
+
+_STATES = ("allowed", "blocked", "wipe_pending", "wiped")
+_FILTERS = ("user", "device_id", "device_type", "state", "reason", "linked", "pool")
+
+
+def add_admin(subparsers: Any) -> None:
+    """Register ``sentry admin`` and its commands."""
+    group = subparsers.add_parser("admin", help="administer a running gateway through its API")
+    b = Builder(group.add_subparsers(title="commands", metavar="COMMAND", required=True))
+    _add_associations(b)
+    add_registry_commands(b)
+
+
+# --- associations ---
+
+
+def _add_associations(b: Builder) -> None:
+    p = b.leaf(b.top, "list", "the ActiveSync association list", _list)
+    _filter_args(p)
+    add_paging(p)
+    p = b.leaf(b.top, "show", "one association: decision, reasons, history", _show)
+    _key_args(p)
+    for action in ("allow", "block", "wipe", "remove", "link"):
+        p = b.leaf(b.top, action, f"{action} one association", _act(action))
+        _key_args(p)
+        add_note(p, required=True)
+        if action == "wipe":
+            p.add_argument("--account-only", action="store_true", help="AccountOnlyRemoteWipe")
+        if action == "link":
+            p.add_argument("--device", required=True, help="the managed device id")
+    p = b.leaf(b.top, "bulk", "one action on every association matching filters", _bulk)
+    p.add_argument("action", choices=("allow", "block", "wipe", "remove"))
+    _filter_args(p)
+    add_note(p, required=True)
+    p.add_argument("--dry-run", action="store_true", help="show what would change")
+    p.add_argument("--account-only", action="store_true", help="wipe: AccountOnlyRemoteWipe")
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", help="principal or a part of it")
+    p.add_argument("--device-id")
+    p.add_argument("--device-type")
+    p.add_argument("--state", choices=_STATES)
+    p.add_argument("--reason", choices=[r.value for r in Reason])
+    p.add_argument("--linked", choices=("yes", "no"))
+    p.add_argument("--pool")
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    values = {name: getattr(args, name) for name in _FILTERS}
+    if values["linked"] is not None:
+        values["linked"] = values["linked"] == "yes"
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _key_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device_id", help="the EAS DeviceId")
+    p.add_argument("user", help="the mailbox user")
+
+
+def _row(args: argparse.Namespace) -> str:
+    return f"/api/associations/{quote_path(args.device_id)}/{quote_path(args.user)}"
+
+
+def _list(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    query = {**_filters(args), "offset": args.offset, "limit": args.limit}
+    return t.call("GET", "/api/associations", query=query), page_render("associations")
+
+
+def _show(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    return t.call("GET", _row(args)), record
+
+
+def _act(action: str) -> Command:
+    def run(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+        body: dict[str, Any] = {"note": args.note}
+        if action == "wipe" and args.account_only:
+            body["account_only"] = True
+        if action == "link":
+            body["device"] = args.device
+        answer = t.call("POST", f"{_row(args)}/{action}", body)
+        return answer, lambda a: _action_text(action, args, a)
+
+    return run
+
+
+def _action_text(action: str, args: argparse.Namespace, answer: Any) -> str:
+    row = answer["association"]
+    done = f"{action}: {args.device_id} / {args.user}"
+    if row is None:
+        return f"{done}: removed"
+    reasons = cell(row["reasons"])
+    return f"{done}: {row['state']} (reasons {reasons}); held polls ended: {answer['polls_ended']}"
+
+
+def _bulk(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    body: dict[str, Any] = {"filter": _filters(args), "note": args.note, "dry_run": args.dry_run}
+    if args.account_only:
+        body["account_only"] = True
+    return t.call("POST", f"/api/associations/actions/{args.action}", body), _bulk_text
+
+
+def _bulk_text(a: Any) -> str:
+    head = f"matched {a['matched']}, changed {len(a['changed'])}, skipped {len(a['skipped'])}"
+    lines = [head + (" (dry run: nothing changed)" if a["dry_run"] else "")]
+    lines += [
+        f"  skipped {s['key']['device_id']} / {s['key']['user']}: {s['error']}"
+        for s in a["skipped"]
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""The admin CLI's HTTP side: where the API is, its token, and one JSON call.
+
+Approach. The CLI is a thin client of the REST API (it never opens the
+store), so it works against a running gateway, local or remote. The target
+comes from flags first (``--url``, ``--token``, ``--token-file``), else from
+the configuration file (``admin.listen`` and ``admin.token_file``, relative
+paths resolved against the working directory as ``sentry run`` does). Calls
+use the standard library's ``urllib``; an HTTP error answer becomes
+``ApiFailure`` with the API's JSON body, a connection problem ``TargetError``.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AdminTarget", "ApiFailure", "TargetError", "resolve_target"]
+
+DEFAULT_CONFIG = Path("config/sentry.yaml")
+_TIMEOUT = 60.0
+
+
+class TargetError(Exception):
+    """The API cannot be reached or its token read (exit status 2)."""
+
+
+class ApiFailure(Exception):
+    """The API answered with an error status (exit status 1)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.body = body
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, dict) and "error" in self.body:
+            return str(self.body["error"])
+        return f"HTTP {self.status}"
+
+    @property
+    def fields(self) -> dict[str, str]:
+        fields = self.body.get("fields") if isinstance(self.body, dict) else None
+        return {str(k): str(v) for k, v in (fields or {}).items()}
+
+
+@dataclass(frozen=True)
+class AdminTarget:
+    """The admin API's base URL, its bearer token, and who is acting."""
+
+    url: str
+    token: str
+    actor: str | None = None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """One API call; the decoded JSON answer, or ``ApiFailure``."""
+        request = urllib.request.Request(
+            self.url.rstrip("/") + path + _query_string(query),
+            data=None if body is None else json.dumps(body).encode("utf-8"),
+            method=method,
+            headers=self._headers(body is not None),
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=_TIMEOUT) as resp:
+                return _decode(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise ApiFailure(exc.code, _decode(exc.read())) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TargetError(f"cannot reach the admin API at {self.url}: {reason}") from None
+
+    def _headers(self, has_body: bool) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        if self.actor:
+            headers["X-Sentry-Actor"] = self.actor
+        return headers
+
+
+def _query_string(query: Mapping[str, Any] | None) -> str:
+    if not query:
+        return ""
+    pairs = {k: _text(v) for k, v in query.items() if v is not None}
+    return "?" + urllib.parse.urlencode(pairs) if pairs else ""
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {"error": raw.decode("utf-8", "replace").strip()[:200]}
+
+
+def resolve_target(
+    *,
+    url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    config: Path | None,
+    actor: str | None = None,
+) -> AdminTarget:
+    """The target from flags, falling back to the configuration file."""
+    settings = None
+    if url is None or (token is None and token_file is None):
+        settings = _settings(config)
+    if url is None:
+        assert settings is not None
+        url = _listen_url(settings.admin.listen.host, settings.admin.listen.port)
+    if token is None:
+        if token_file is None:
+            assert settings is not None
+            token_file = Path(settings.admin.token_file)
+        token = _read_token(token_file)
+    return AdminTarget(url, token, actor)
+
+
+def _settings(config: Path | None) -> Any:
+    from sentry.settings import SettingsError, load_settings
+
+    path = config or DEFAULT_CONFIG
+    if not path.exists():
+        hint = "" if config else " (give --config, or --url with --token/--token-file)"
+        raise TargetError(f"configuration file {path} not found{hint}")
+    try:
+        return load_settings(path)
+    except SettingsError as exc:
+        raise TargetError(str(exc)) from None
+
+
+def _listen_url(host: str, port: int) -> str:
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise TargetError(f"cannot read the admin token {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise TargetError(f"the admin token file {path} is empty")
+    return token

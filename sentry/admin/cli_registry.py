@@ -1,0 +1,248 @@
+"""``sentry admin`` commands for the registry and configuration.
+
+Users, managed devices, Exchange settings, labels, preferences, pools and the
+audit log: one leaf command per API route (see ``cli_base`` for the shape of
+a command). ``users set`` and ``prefs set`` keep the fields not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sentry.model import NewDeviceAccess, Platform, RefusalStyle, UserSource
+
+from .cli_base import (
+    Builder,
+    Command,
+    Render,
+    add_note,
+    add_paging,
+    get_command,
+    items_render,
+    page_render,
+    quote_path,
+    with_note,
+)
+from .cli_client import AdminTarget, ApiFailure
+from .cli_format import COLUMNS, cell, record, table
+
+__all__ = ["add_registry_commands"]
+
+
+def add_registry_commands(b: Builder) -> None:
+    """Register the users, devices, push, prefs, pools and audit commands."""
+    _add_users(b, b.group("users", "directory users"))
+    _add_devices(b, b.group("devices", "managed devices"))
+    _add_push(b, b.group("exchange-settings", "Exchange settings (push method)"), "settings")
+    _add_push(b, b.group("labels", "labels (apply settings to devices)"), "labels")
+    _add_prefs(b, b.group("prefs", "preferences"))
+    b.leaf(b.top, "pools", "backend pools and server health", _pools)
+    add_paging(b.leaf(b.top, "audit", "the audit log, newest first", _audit))
+
+
+# --- users and devices ---
+
+
+def _add_users(b: Builder, subs: Any) -> None:
+    p = b.leaf(subs, "list", "list users", _users_list)
+    p.add_argument("--q", help="a part of the principal, email or name")
+    add_paging(p)
+    b.leaf(subs, "show", "one user", _users_show).add_argument("principal")
+    p = b.leaf(subs, "set", "create or change a user (fields not given are kept)", _users_set)
+    p.add_argument("principal")
+    p.add_argument("--email")
+    p.add_argument("--display-name")
+    p.add_argument("--source", choices=[s.value for s in UserSource])
+    for i in range(1, 5):
+        p.add_argument(f"--custom{i}", help=f"$USER_CUSTOM{i}$ ('' clears it)")
+    add_note(p)
+    p = b.leaf(subs, "delete", "delete a user", _users_delete)
+    p.add_argument("principal")
+    add_note(p)
+
+
+def _users_list(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    query = {"q": args.q, "offset": args.offset, "limit": args.limit}
+    return t.call("GET", "/api/users", query=query), page_render("users")
+
+
+def _users_show(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    return t.call("GET", f"/api/users/{quote_path(args.principal)}"), record
+
+
+_USER_FIELDS = ("email", "display_name", "source", "custom1", "custom2", "custom3", "custom4")
+
+
+def _users_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    path = f"/api/users/{quote_path(args.principal)}"
+    try:
+        current = t.call("GET", path)
+    except ApiFailure as exc:
+        if exc.status != 404:
+            raise
+        current = {}
+    body = {k: current[k] for k in _USER_FIELDS if k in current}
+    body |= {k: getattr(args, k) for k in _USER_FIELDS if getattr(args, k) is not None}
+    return t.call("PUT", path, with_note(args, body)), record
+
+
+def _users_delete(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    answer = t.call("DELETE", f"/api/users/{quote_path(args.principal)}", with_note(args, {}))
+    return answer, lambda a: f"deleted user {a['deleted']}"
+
+
+def _add_devices(b: Builder, subs: Any) -> None:
+    p = b.leaf(subs, "list", "list managed devices", _devices_list)
+    p.add_argument("--owner")
+    add_paging(p)
+    b.leaf(
+        subs, "show", "one device, its pushed accounts and associations", _devices_show
+    ).add_argument("id")
+    p = b.leaf(subs, "register", "register a managed device", _devices_register)
+    p.add_argument("id")
+    p.add_argument("--owner", required=True)
+    p.add_argument("--platform", choices=[x.value for x in Platform], default="other")
+    p.add_argument("--eas-id", action="append", default=[], help="an EAS DeviceId (repeat)")
+    p.add_argument("--label", action="append", default=[], help="a label (repeat)")
+    add_note(p)
+    p = b.leaf(subs, "compliance", "set violations (none given: compliant)", _devices_compliance)
+    p.add_argument("id")
+    p.add_argument("--violation", action="append", default=[], help="e.g. compromised (repeat)")
+    add_note(p)
+    p = b.leaf(subs, "retire", "retire a device", _devices_post("retire"))
+    p.add_argument("id")
+    add_note(p)
+    p = b.leaf(subs, "labels", "set the labels a device carries", _devices_labels)
+    p.add_argument("id")
+    p.add_argument("labels", nargs="*")
+    add_note(p)
+
+
+def _device_text(answer: Any) -> str:
+    return record(answer["device"]) + f"\nheld polls ended: {answer['polls_ended']}"
+
+
+def _devices_list(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    query = {"owner": args.owner, "offset": args.offset, "limit": args.limit}
+    return t.call("GET", "/api/devices", query=query), page_render("devices")
+
+
+def _devices_show(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    return t.call("GET", f"/api/devices/{quote_path(args.id)}"), record
+
+
+def _devices_register(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    body = {"id": args.id, "owner": args.owner, "platform": args.platform}
+    body |= {"eas_device_ids": args.eas_id, "labels": args.label}
+    return t.call("POST", "/api/devices", with_note(args, body)), _device_text
+
+
+def _devices_compliance(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    body = with_note(args, {"violations": args.violation})
+    return t.call("PUT", f"/api/devices/{quote_path(args.id)}/compliance", body), _device_text
+
+
+def _devices_post(action: str) -> Command:
+    def run(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+        body = with_note(args, {})
+        return t.call("POST", f"/api/devices/{quote_path(args.id)}/{action}", body), _device_text
+
+    return run
+
+
+def _devices_labels(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    body = with_note(args, {"labels": args.labels})
+    return t.call("PUT", f"/api/devices/{quote_path(args.id)}/labels", body), _device_text
+
+
+# --- push method, preferences, pools, audit ---
+
+
+def _add_push(b: Builder, subs: Any, kind: str) -> None:
+    base = "/api/exchange-settings" if kind == "settings" else "/api/labels"
+    b.leaf(subs, "list", f"list {kind}", get_command(base, items_render(kind)))
+    p = b.leaf(subs, "set", "create or replace", _push_set(base, kind))
+    p.add_argument("name")
+    if kind == "settings":
+        p.add_argument("--user-name", required=True, help="template, e.g. $USER_CUSTOM1$")
+        p.add_argument("--email", required=True, help="template, e.g. $USER_CUSTOM2$")
+        p.add_argument("--server", help="default: the gateway's FQDN")
+    else:
+        p.add_argument("--setting", action="append", default=[], help="Exchange setting (repeat)")
+        p.add_argument("--device", action="append", default=[], help="managed device (repeat)")
+    add_note(p)
+    p = b.leaf(subs, "delete", "delete", _push_delete(base))
+    p.add_argument("name")
+    add_note(p)
+
+
+def _push_set(base: str, kind: str) -> Command:
+    def run(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+        if kind == "settings":
+            body = {"user_name": args.user_name, "email": args.email}
+            body |= {} if args.server is None else {"server": args.server}
+        else:
+            body = {"settings": args.setting, "devices": args.device}
+        return t.call("PUT", f"{base}/{quote_path(args.name)}", with_note(args, body)), record
+
+    return run
+
+
+def _push_delete(base: str) -> Command:
+    def run(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+        answer = t.call("DELETE", f"{base}/{quote_path(args.name)}", with_note(args, {}))
+        return answer, lambda a: f"deleted {a['deleted']}"
+
+    return run
+
+
+def _add_prefs(b: Builder, subs: Any) -> None:
+    b.leaf(subs, "show", "show the preferences", get_command("/api/preferences", record))
+    p = b.leaf(subs, "set", "change preferences (others are kept)", _prefs_set)
+    p.add_argument("--auto-block", choices=("on", "off"), help="auto-block unregistered devices")
+    p.add_argument("--max-devices-per-mailbox", metavar="N|none")
+    p.add_argument("--max-mailboxes-per-device", metavar="N|none")
+    p.add_argument("--refusal-style", choices=[s.value for s in RefusalStyle])
+    p.add_argument("--new-device-access", choices=[a.value for a in NewDeviceAccess])
+    add_note(p)
+
+
+def _limit(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    if not text.strip().isdigit():
+        from sentry.cli import CliError
+
+        raise CliError(f"a limit is a number or 'none', not {text!r}")
+    return int(text)
+
+
+def _prefs_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    body: dict[str, Any] = {}
+    if args.auto_block is not None:
+        body["auto_block_unregistered"] = args.auto_block == "on"
+    for name in ("max_devices_per_mailbox", "max_mailboxes_per_device"):
+        if getattr(args, name) is not None:
+            body[name] = _limit(getattr(args, name))
+    if args.refusal_style is not None:
+        body["refusal_style"] = args.refusal_style
+    if args.new_device_access is not None:
+        body["new_device_access_when_registry_unreachable"] = args.new_device_access
+    return t.call("PUT", "/api/preferences", with_note(args, body)), record
+
+
+def _pools(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    return t.call("GET", "/api/pools"), _pools_text
+
+
+def _pools_text(answer: Any) -> str:
+    rows = [
+        {"pool": p["name"], "type": p["type"], **s} for p in answer["items"] for s in p["servers"]
+    ]
+    return table(rows, COLUMNS["servers"]) + "\nrouting: " + cell(answer["routing"])
+
+
+def _audit(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    query = {"offset": args.offset, "limit": args.limit}
+    return t.call("GET", "/api/audit", query=query), page_render("audit")

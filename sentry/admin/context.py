@@ -1,0 +1,71 @@
+"""What every admin handler works with: the access state, the store, the pools.
+
+Approach. ``AdminContext`` is built once by the composition root. Every change
+the API makes goes through ``AdminContext.commit``: under one admin lock it
+builds the change list from the current snapshot with a pure policy function
+(which validates everything first and raises on any problem, so nothing is
+half-applied) and hands the whole list to ``AccessState.apply`` (one store
+transaction, then the snapshot, then live revocation of held long polls).
+The lock keeps two admin calls from building on the same snapshot and then
+overwriting each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sentry.access import AccessState
+from sentry.policy import Change, Snapshot
+from sentry.proxy.upstream import Upstreams
+from sentry.settings import Settings
+from sentry.store.base import Store
+
+__all__ = ["AdminContext", "Build", "iso"]
+
+Build = Callable[[Snapshot, float], Sequence[Change]]
+"""Builds a change list from (snapshot, now); raises to refuse."""
+
+
+@dataclass(eq=False)
+class AdminContext:
+    """The gateway's parts the admin API reads and changes."""
+
+    state: AccessState
+    store: Store
+    upstreams: Upstreams
+    settings: Settings
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The live in-memory state (read it, never change it)."""
+        return self.state.snapshot
+
+    def now(self) -> float:
+        """The gateway's clock (Unix seconds)."""
+        return self.state.clock()
+
+    async def commit(self, build: Build) -> int:
+        """Build the changes and apply them in one transaction; return the
+        number of held long polls ended. An exception from ``build`` changes
+        nothing."""
+        async with self.lock:
+            changes = build(self.snapshot, self.now())
+            return await self.apply(changes)
+
+    async def apply(self, changes: Sequence[Change]) -> int:
+        """Apply changes built under ``lock`` (callers hold it)."""
+        if not changes:
+            return 0
+        return await self.state.apply(changes)
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC (``2024-05-01T12:00:00.000Z``); None stays None."""
+    if ts is None:
+        return None
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")

@@ -1,0 +1,365 @@
+"""Routes of the directory: users (local or LDAP entries) and managed devices.
+
+Approach. Reads come from the in-memory snapshot. Each change is one pure
+registry function of the policy (``upsert_user``, ``register_device``,
+``set_compliance``, ``retire_device``), or, for deleting a user, the
+``DeleteUser`` change with its audit entry, built and applied through
+``AdminContext.commit``: checks that depend on the current state (the device
+id is free, its EAS DeviceIds belong to no other device, the labels exist)
+run inside the build, under the admin lock. A compliance change reaches
+every association of the device at once, held Pings included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from sentry.model import (
+    Device,
+    Platform,
+    User,
+    UserSource,
+    canonical_device_id,
+    canonical_principal,
+)
+from sentry.policy import Changes, DeleteUser, Snapshot, registry
+from sentry.policy.audit import audited
+
+from .context import Build
+from .errors import BadRequest, Conflict, NotFound
+from .listing import PAGE_FIELDS
+from .schema import Call, Field, Route
+from .views import association_item, device_view, key_view, user_view
+
+__all__ = ["ROUTES"]
+
+_NOTE = Field("string", "why (kept in the audit log)")
+_CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
+_USER_BODY = {
+    "email": Field("string", "the user's email address"),
+    "display_name": Field("string"),
+    "source": Field(
+        "string", "where the entry comes from", choices=tuple(s.value for s in UserSource)
+    ),
+    **_CUSTOM,
+    "note": _NOTE,
+}
+_REGISTER_BODY = {
+    "id": Field("string", "the managed device id", required=True, blank=False),
+    "owner": Field("string", "the owner's principal", required=True, blank=False),
+    "platform": Field("string", choices=tuple(p.value for p in Platform)),
+    "eas_device_ids": Field("strings", "the EAS DeviceIds of the device"),
+    "labels": Field("strings", "labels carried by the device"),
+    "note": _NOTE,
+}
+_NOTE_BODY = {"note": _NOTE}
+
+
+def _principal(call: Call) -> str:
+    key, _ = canonical_principal(call.path["principal"])
+    if not key:
+        raise BadRequest("not a user principal", {"principal": "names no account"})
+    return key
+
+
+def _page(items: list[Any], call: Call) -> dict[str, Any]:
+    offset, limit = call.query.get("offset", 0), call.query.get("limit", 100)
+    return {"items": items[offset : offset + limit], "total": len(items)} | {
+        "offset": offset,
+        "limit": limit,
+    }
+
+
+# --- Users ---
+
+
+async def _list_users(call: Call) -> dict[str, Any]:
+    text = str(call.query.get("q", "")).strip().casefold()
+    users = sorted(call.ctx.snapshot.users.values(), key=lambda u: u.principal)
+    found = [u for u in users if not text or _user_matches(u, text)]
+    return _page([user_view(u) for u in found], call)
+
+
+def _user_matches(user: User, text: str) -> bool:
+    return any(text in v.casefold() for v in (user.principal, user.email, user.display_name))
+
+
+async def _get_user(call: Call) -> dict[str, Any]:
+    principal, snap = _principal(call), call.ctx.snapshot
+    user = snap.users.get(principal)
+    if user is None:
+        raise NotFound(f"no user {principal!r}")
+    keys = sorted(row.key for row in snap.of_user(principal))
+    return {
+        **user_view(user),
+        "devices": sorted(snap.devices_of(principal)),
+        "associations": [key_view(k) for k in keys],
+    }
+
+
+def _user(principal: str, body: dict[str, Any]) -> User:
+    email = str(body.get("email", "")).strip()
+    if email and "@" not in email:
+        raise BadRequest("invalid user", {"email": "must be an email address"})
+    customs = {name: (body.get(name) or "").strip() or None for name in _CUSTOM}
+    return User(
+        principal,
+        email=email,
+        display_name=str(body.get("display_name", "")).strip(),
+        source=UserSource(body.get("source", "local")),
+        **customs,
+    )
+
+
+async def _put_user(call: Call) -> dict[str, Any]:
+    principal = _principal(call)
+    user = _user(principal, dict(call.body))
+    await call.ctx.commit(
+        lambda snap, now: registry.upsert_user(
+            snap, user, actor=call.actor, now=now, note=call.note
+        )
+    )
+    return user_view(call.ctx.snapshot.users[principal])
+
+
+async def _delete_user(call: Call) -> dict[str, Any]:
+    principal = _principal(call)
+
+    def build(snap: Snapshot, now: float) -> Changes:
+        old = snap.users.get(principal)
+        if old is None:
+            raise NotFound(f"no user {principal!r}")
+        entry = audited(
+            at=now,
+            actor=call.actor,
+            action="delete_user",
+            target=f"user:{principal}",
+            note=call.note,
+            before=old,
+            after=None,
+        )
+        return (DeleteUser(principal), entry)
+
+    ended = await call.ctx.commit(build)
+    return {"deleted": principal, "polls_ended": ended}
+
+
+# --- Devices ---
+
+
+def _device(snap: Snapshot, device_id: str) -> Device:
+    device = snap.devices.get(device_id)
+    if device is None:
+        raise NotFound(f"no managed device {device_id!r}")
+    return device
+
+
+def _check_labels(snap: Snapshot, labels: frozenset[str]) -> None:
+    unknown = sorted(labels - snap.labels.keys())
+    if unknown:
+        raise BadRequest("unknown labels", {"labels": f"no such label: {', '.join(unknown)}"})
+
+
+def _check_new_device(snap: Snapshot, device: Device) -> None:
+    if device.id in snap.devices:
+        raise Conflict(f"managed device {device.id!r} is already registered")
+    for eas_id in sorted(device.eas_ids):
+        holder = snap.device_for_eas(eas_id)
+        if holder is not None:
+            raise Conflict(f"EAS DeviceId {eas_id} already belongs to device {holder.id!r}")
+    _check_labels(snap, device.labels)
+
+
+async def _list_devices(call: Call) -> dict[str, Any]:
+    snap, owner = call.ctx.snapshot, call.query.get("owner")
+    devices = sorted(snap.devices.values(), key=lambda d: d.id)
+    if owner:
+        key, _ = canonical_principal(owner)
+        devices = [d for d in devices if d.owner == key]
+    return _page([device_view(d, snap) for d in devices], call)
+
+
+async def _register_device(call: Call) -> dict[str, Any]:
+    body = call.body
+    device = Device(
+        id=body["id"].strip(),
+        owner=body["owner"],
+        platform=Platform(body.get("platform", "other")),
+        eas_ids=frozenset(canonical_device_id(i) for i in body.get("eas_device_ids", ())),
+        labels=frozenset(body.get("labels", ())),
+    )
+
+    def build(snap: Snapshot, now: float) -> Changes:
+        _check_new_device(snap, device)
+        return registry.register_device(snap, device, actor=call.actor, now=now, note=call.note)
+
+    return await _device_change(call, device.id, build)
+
+
+async def _device_change(call: Call, device_id: str, build: Build) -> dict[str, Any]:
+    ended = await call.ctx.commit(build)
+    snap = call.ctx.snapshot
+    return {"device": device_view(snap.devices[device_id], snap), "polls_ended": ended}
+
+
+async def _get_device(call: Call) -> dict[str, Any]:
+    snap = call.ctx.snapshot
+    device = _device(snap, call.path["id"])
+    pushed = snap.pushed(device.id)
+    keys = set(snap.manually_linked(device.id))
+    for eas_id in device.eas_ids:
+        keys.update(row.key for row in snap.on_device(eas_id))
+    rows = [r for r in (snap.get(k) for k in sorted(keys)) if r is not None]
+    return {
+        **device_view(device, snap),
+        "pushed": [
+            {"setting": m.setting, "user_name": m.user_name, "email": m.email}
+            | {"principal": m.principal}
+            for m in pushed.mailboxes
+        ],
+        "push_errors": list(pushed.errors),
+        "associations": [association_item(r) for r in rows],
+    }
+
+
+async def _set_compliance(call: Call) -> dict[str, Any]:
+    device_id, violations = call.path["id"], [v.strip() for v in call.body["violations"]]
+    return await _device_change(
+        call,
+        device_id,
+        lambda snap, now: registry.set_compliance(
+            snap, device_id, violations, actor=call.actor, now=now, note=call.note
+        ),
+    )
+
+
+async def _retire_device(call: Call) -> dict[str, Any]:
+    device_id = call.path["id"]
+    return await _device_change(
+        call,
+        device_id,
+        lambda snap, now: registry.retire_device(
+            snap, device_id, actor=call.actor, now=now, note=call.note
+        ),
+    )
+
+
+async def _set_device_labels(call: Call) -> dict[str, Any]:
+    device_id, labels = call.path["id"], frozenset(v.strip() for v in call.body["labels"])
+
+    def build(snap: Snapshot, now: float) -> Changes:
+        device = _device(snap, device_id)
+        _check_labels(snap, labels)
+        new = replace(device, labels=labels)
+        return registry.register_device(snap, new, actor=call.actor, now=now, note=call.note)
+
+    return await _device_change(call, device_id, build)
+
+
+_USER_PATH, _DEVICE_PATH = "/api/users/{principal}", "/api/devices/{id}"
+_LIST_USERS = {"q": Field("string", "a part of the principal, email or display name")}
+_LIST_DEVICES = {"owner": Field("string", "only devices of this owner")}
+
+ROUTES = (
+    Route(
+        "GET",
+        "/api/users",
+        _list_users,
+        "Directory users",
+        "users",
+        query={**_LIST_USERS, **PAGE_FIELDS},
+        response="UserPage",
+    ),
+    Route(
+        "GET",
+        _USER_PATH,
+        _get_user,
+        "One user, with devices and associations",
+        "users",
+        response="UserDetail",
+    ),
+    Route(
+        "PUT",
+        _USER_PATH,
+        _put_user,
+        "Create or replace a user",
+        "users",
+        body=_USER_BODY,
+        response="User",
+        changes=True,
+    ),
+    Route(
+        "DELETE",
+        _USER_PATH,
+        _delete_user,
+        "Delete a user",
+        "users",
+        body=_NOTE_BODY,
+        response="Deleted",
+        changes=True,
+    ),
+    Route(
+        "GET",
+        "/api/devices",
+        _list_devices,
+        "Managed devices",
+        "devices",
+        query={**_LIST_DEVICES, **PAGE_FIELDS},
+        response="DevicePage",
+    ),
+    Route(
+        "POST",
+        "/api/devices",
+        _register_device,
+        "Register a managed device",
+        "devices",
+        body=_REGISTER_BODY,
+        status=201,
+        response="DeviceChange",
+        conflict=True,
+        changes=True,
+        description="409 when the id or one of its EAS DeviceIds is taken.",
+    ),
+    Route(
+        "GET",
+        _DEVICE_PATH,
+        _get_device,
+        "One device: pushed accounts (templates resolved, with errors), associations",
+        "devices",
+        response="DeviceDetail",
+    ),
+    Route(
+        "PUT",
+        _DEVICE_PATH + "/compliance",
+        _set_compliance,
+        "Set compliance: the violations, [] for compliant",
+        "devices",
+        body={
+            "violations": Field("strings", "e.g. compromised, passcode", required=True),
+            "note": _NOTE,
+        },
+        response="DeviceChange",
+        changes=True,
+    ),
+    Route(
+        "POST",
+        _DEVICE_PATH + "/retire",
+        _retire_device,
+        "Retire a device: its DeviceIds stop counting as registered",
+        "devices",
+        body=_NOTE_BODY,
+        response="DeviceChange",
+        changes=True,
+    ),
+    Route(
+        "PUT",
+        _DEVICE_PATH + "/labels",
+        _set_device_labels,
+        "Set the labels a device carries",
+        "devices",
+        body={"labels": Field("strings", "label names", required=True), "note": _NOTE},
+        response="DeviceChange",
+        changes=True,
+    ),
+)

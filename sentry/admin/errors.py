@@ -1,0 +1,66 @@
+"""The admin API's exception tree; each class carries its HTTP status.
+
+Handlers raise these (or let the policy's ``AdminError`` through); the error
+middleware in ``api.py`` is the one place that turns either into a JSON answer
+``{"error": "...", "fields": {...}}``. Constructors only store fields.
+
+    ApiError                        an admin request was not carried out   (500)
+    ├── BadRequest                  malformed JSON, bad field values        (400)
+    ├── Unauthorized                no or wrong bearer token                (401)
+    ├── NotFound                    no such association / user / device     (404)
+    └── Conflict                    not allowed in the current state        (409)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sentry.policy import NotFoundError, PolicyError, TransitionError
+
+__all__ = ["ApiError", "BadRequest", "Conflict", "NotFound", "Unauthorized", "from_policy"]
+
+
+class ApiError(Exception):
+    """Base class: ``status`` is the HTTP answer, ``fields`` the per-field messages."""
+
+    status: int = 500
+
+    def __init__(self, message: str, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = dict(fields or {})
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the answer."""
+        out: dict[str, Any] = {"error": self.message}
+        if self.fields:
+            out["fields"] = self.fields
+        return out
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+def from_policy(exc: PolicyError) -> ApiError:
+    """The API error for a policy exception (its ``http_status`` decides)."""
+    if isinstance(exc, TransitionError):
+        return Conflict(exc.message)
+    if isinstance(exc, NotFoundError):
+        return NotFound(exc.message)
+    if exc.http_status == 400:
+        return BadRequest(exc.message)
+    return ApiError(exc.message)

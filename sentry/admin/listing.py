@@ -1,0 +1,159 @@
+"""The ActiveSync association list: filters, search by user name, paging.
+
+Approach. A ``Query`` is the list's filter keys (the same keys serve the list
+query string and the bulk actions' ``filter`` object). Everything but the
+user search is the store's ``AssociationFilter``, with its exact meaning.
+
+- A page without a user search is one ``Store.list_associations`` call: the
+  store filters, counts and pages in SQL, in (user, device_id) order.
+- The user search matches the canonical principal or any part of it, which
+  the store's filter (exact user) cannot express. The matching principals are
+  found in the in-memory snapshot (which mirrors the store: every change is
+  applied to both), and their rows come from its per-user index, so a search
+  costs one pass over the keys plus the matching rows (only the page's rows
+  when nothing else filters: the others are counted, not built).
+- ``matching`` returns every matching row (the bulk actions) from the
+  snapshot, in list order, using the per-device index for a DeviceId filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sentry.model import Association, Reason, canonical_device_id, canonical_principal
+from sentry.policy import Snapshot
+from sentry.store.base import AssociationFilter, AssociationState, Store
+
+from .schema import Field, Fields
+
+__all__ = ["FILTER_FIELDS", "PAGE_FIELDS", "Query", "list_page", "matching"]
+
+FILTER_FIELDS: Fields = {
+    "user": Field("string", "the canonical principal or a part of it (search by user name)"),
+    "device_id": Field("string", "an EAS DeviceId (any case)"),
+    "device_type": Field("string", "the EAS DeviceType, exactly"),
+    "state": Field("string", choices=tuple(s.value for s in AssociationState)),
+    "reason": Field(
+        "string", "a reason code of the last decision", choices=tuple(r.value for r in Reason)
+    ),
+    "linked": Field("boolean", "linked to a managed device (true) or not (false)"),
+    "pool": Field("string", "the backend pool of the last decision"),
+}
+"""The filter keys, as list query parameters and as the bulk actions' ``filter``."""
+
+PAGE_FIELDS: Fields = {
+    "offset": Field("integer", "rows to skip (default 0)", minimum=0),
+    "limit": Field("integer", "rows per page (default 100)", minimum=1, maximum=1000),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """The store filter (without the user) and the user search text."""
+
+    filter: AssociationFilter
+    user: str | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> Query:
+        """A query from checked filter values; blank strings mean "any"."""
+        given = {k: v for k, v in values.items() if k in FILTER_FIELDS and _given(v)}
+        state = given.get("state")
+        reason = given.get("reason")
+        f = AssociationFilter(
+            device_id=given.get("device_id"),
+            device_type=given.get("device_type"),
+            state=None if state is None else AssociationState(state),
+            reason=None if reason is None else Reason(reason),
+            linked=given.get("linked"),
+            pool=given.get("pool"),
+        )
+        user = given.get("user")
+        return cls(f, None if user is None else _needle(user))
+
+    def describe(self) -> dict[str, Any]:
+        """The query as plain data (for the audit log)."""
+        f = self.filter
+        values = {
+            "user": self.user,
+            "device_id": f.device_id,
+            "device_type": f.device_type,
+            "state": None if f.state is None else f.state.value,
+            "reason": None if f.reason is None else f.reason.value,
+            "linked": f.linked,
+            "pool": f.pool,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _needle(text: str) -> str:
+    """What a user search looks for: the canonical form of what was typed."""
+    key, _ = canonical_principal(text)
+    return key or text.strip().casefold()
+
+
+async def list_page(
+    store: Store, snapshot: Snapshot, query: Query, offset: int, limit: int
+) -> tuple[list[Association], int]:
+    """One page of the list and the number of matching rows."""
+    if query.user is None:
+        return await store.list_associations(query.filter, offset, limit)
+    users = _users_like(snapshot, query.user)
+    if query.filter == _ANY:
+        return _walk(snapshot, users, offset, limit)
+    rows = [row for user in users for row in _by_device(snapshot.of_user(user), query.filter)]
+    return rows[offset : offset + limit], len(rows)
+
+
+def matching(snapshot: Snapshot, query: Query) -> list[Association]:
+    """Every row matching ``query``, ordered by (user, device_id)."""
+    f = query.filter
+    if query.user is not None:
+        users = _users_like(snapshot, query.user)
+        return [row for user in users for row in _by_device(snapshot.of_user(user), f)]
+    if f.device_id is not None:
+        rows: Iterable[Association] = snapshot.on_device(canonical_device_id(f.device_id))
+    else:
+        rows = snapshot.associations()
+    found = [row for row in rows if f.matches(row)]
+    found.sort(key=lambda row: (row.key.user, row.key.device_id))
+    return found
+
+
+_ANY = AssociationFilter()
+
+
+def _users_like(snapshot: Snapshot, needle: str) -> list[str]:
+    """The mailbox principals containing ``needle``, sorted."""
+    keys = snapshot.keys()  # Snapshot has no __iter__
+    return sorted({key.user for key in keys if needle in key.user})
+
+
+def _by_device(rows: list[Association], f: AssociationFilter) -> list[Association]:
+    found = [row for row in rows if f is _ANY or f.matches(row)]
+    found.sort(key=lambda row: row.key.device_id)
+    return found
+
+
+def _walk(
+    snapshot: Snapshot, users: list[str], offset: int, limit: int
+) -> tuple[list[Association], int]:
+    """A page of every row of ``users`` (counted, not built, before the page)."""
+    total = sum(map(snapshot.device_count, users))
+    page: list[Association] = []
+    for user in users:
+        count = snapshot.device_count(user)
+        if offset >= count:
+            offset -= count
+            continue
+        page += _by_device(snapshot.of_user(user), _ANY)[offset : offset + limit - len(page)]
+        offset = 0
+        if len(page) >= limit:
+            break
+    return page, total

@@ -1,0 +1,364 @@
+"""One route table: request validation and the OpenAPI document from the same data.
+
+Approach. Every admin route is a ``Route`` value: method, path, handler, and
+``Field`` specs for its path parameters, query parameters and JSON body. The
+API registers exactly these routes, checks every request against their specs
+before the handler runs (``parse_body``/``parse_query``/``parse_path``: each
+problem is reported per field, ``{"note": "required"}``, and unknown fields
+are errors), and ``openapi_document`` renders the same specs as OpenAPI 3.
+So the document cannot drift from what is served, and a test checks that the
+served routes and the documented ones are the same set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .context import AdminContext
+from .errors import BadRequest, NotFound
+
+__all__ = [
+    "EMPTY",
+    "Call",
+    "Field",
+    "Fields",
+    "Handler",
+    "Route",
+    "openapi_document",
+    "parse_body",
+    "parse_path",
+    "parse_query",
+]
+
+Kind = Literal["string", "boolean", "integer", "strings", "object"]
+_JSON_TYPES = {"string": "string", "boolean": "boolean", "integer": "integer"}
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One value of a request: its JSON kind and what it may hold."""
+
+    kind: Kind
+    doc: str = ""
+    required: bool = False
+    nullable: bool = False
+    blank: bool = True  # strings: may be empty or whitespace
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int = 1024
+    fields: Mapping[str, Field] | None = None  # kind "object": its fields
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (None: nothing)."""
+        if value is None:
+            return None if self.nullable else "must not be null"
+        check = _CHECKS[self.kind]
+        return check(self, value)
+
+    def schema(self) -> dict[str, Any]:
+        """This field as an OpenAPI 3.0 schema."""
+        if self.kind == "object":
+            out = object_schema(self.fields or {})
+        elif self.kind == "strings":
+            out = {"type": "array", "items": {"type": "string", "maxLength": self.max_length}}
+        else:
+            out = {"type": _JSON_TYPES[self.kind]}
+        _limits(self, out)
+        return out
+
+
+Fields = Mapping[str, Field]
+EMPTY: Fields = MappingProxyType({})
+
+
+def _limits(f: Field, out: dict[str, Any]) -> None:
+    if f.doc:
+        out["description"] = f.doc
+    if f.nullable:
+        out["nullable"] = True
+    if f.choices:
+        out["enum"] = list(f.choices)
+    if f.minimum is not None:
+        out["minimum"] = f.minimum
+    if f.maximum is not None:
+        out["maximum"] = f.maximum
+    if f.kind == "string":
+        out["maxLength"] = f.max_length
+        if not f.blank:
+            out["minLength"] = 1
+
+
+def _check_string(f: Field, value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if len(value) > f.max_length:
+        return f"must be at most {f.max_length} characters"
+    if not f.blank and not value.strip():
+        return "must not be blank"
+    if f.choices and value not in f.choices:
+        return f"must be one of: {', '.join(f.choices)}"
+    return None
+
+
+def _check_boolean(f: Field, value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _check_integer(f: Field, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be an integer"
+    if f.minimum is not None and value < f.minimum:
+        return f"must be at least {f.minimum}"
+    if f.maximum is not None and value > f.maximum:
+        return f"must be at most {f.maximum}"
+    return None
+
+
+def _check_strings(f: Field, value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return "must be a list of strings"
+    if any(not v.strip() for v in value):
+        return "must not contain blank strings"
+    if any(len(v) > f.max_length for v in value):
+        return f"items must be at most {f.max_length} characters"
+    return None
+
+
+def _check_object(f: Field, value: Any) -> str | None:
+    return None if isinstance(value, dict) else "must be an object"
+
+
+_CHECKS: dict[str, Callable[[Field, Any], str | None]] = {
+    "string": _check_string,
+    "boolean": _check_boolean,
+    "integer": _check_integer,
+    "strings": _check_strings,
+    "object": _check_object,
+}
+
+
+# --- Requests ---
+
+
+def parse_body(data: Any, spec: Fields) -> dict[str, Any]:
+    """The checked body; ``BadRequest`` listing every bad field."""
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", {"body": "must be a JSON object"})
+    problems: dict[str, str] = {}
+    out = _check_fields(data, spec, "", problems)
+    if problems:
+        raise BadRequest("invalid request body", problems)
+    return out
+
+
+def _check_fields(
+    data: Mapping[str, Any], spec: Fields, prefix: str, problems: dict[str, str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in sorted(data.keys() - spec.keys()):
+        problems[prefix + name] = "unknown field"
+    for name, f in spec.items():
+        if name not in data:
+            if f.required:
+                problems[prefix + name] = "required"
+            continue
+        problem = f.problem(data[name])
+        if problem is not None:
+            problems[prefix + name] = problem
+        elif f.kind == "object" and data[name] is not None:
+            out[name] = _check_fields(data[name], f.fields or {}, f"{prefix}{name}.", problems)
+        else:
+            out[name] = data[name]
+    return out
+
+
+def parse_query(query: Mapping[str, str], spec: Fields) -> dict[str, Any]:
+    """The checked query parameters, converted to their kinds."""
+    problems: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    for name, text in query.items():
+        f = spec.get(name)
+        if f is None:
+            problems[name] = "unknown query parameter"
+            continue
+        value, problem = _from_text(f, text)
+        problem = problem or f.problem(value)
+        if problem is None:
+            out[name] = value
+        else:
+            problems[name] = problem
+    if problems:
+        raise BadRequest("invalid query parameters", problems)
+    return out
+
+
+def _from_text(f: Field, text: str) -> tuple[Any, str | None]:
+    """A query string as a value of ``f``'s kind, or what is wrong with it."""
+    if f.kind == "boolean":
+        low = text.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE, None
+        return None, "must be true or false"
+    if f.kind == "integer":
+        try:
+            return int(text), None
+        except ValueError:
+            return None, "must be an integer"
+    return text, None
+
+
+def parse_path(params: Mapping[str, str], spec: Fields) -> dict[str, str]:
+    """Path parameters; one outside its choices is an unknown resource (404)."""
+    for name, f in spec.items():
+        value = params.get(name, "")
+        if f.choices and value not in f.choices:
+            raise NotFound(f"unknown {name} {value!r} (one of: {', '.join(f.choices)})")
+    return dict(params)
+
+
+# --- Routes ---
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One checked request, as a handler sees it."""
+
+    ctx: AdminContext
+    path: Mapping[str, str]
+    query: Mapping[str, Any]
+    body: Mapping[str, Any]
+    actor: str
+
+    @property
+    def note(self) -> str:
+        """The body's ``note`` (stripped), or ""."""
+        note = self.body.get("note")
+        return note.strip() if isinstance(note, str) else ""
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+"""Returns the JSON-ready answer; the route's ``status`` is the HTTP status."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One admin route: served, validated and documented from this value."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    query: Fields = field(default_factory=lambda: EMPTY)
+    body: Fields | None = None
+    path_fields: Fields = field(default_factory=lambda: EMPTY)
+    status: int = 200
+    response: str | None = None  # a component schema name
+    conflict: bool = False  # may answer 409
+    changes: bool = False  # writes (and audits) something
+    description: str = ""
+
+    @property
+    def params(self) -> list[str]:
+        """The path parameter names, in order."""
+        return _PATH_PARAM.findall(self.path)
+
+
+# --- OpenAPI ---
+
+
+def object_schema(spec: Fields) -> dict[str, Any]:
+    """A JSON object schema for ``spec`` (no additional properties)."""
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": {name: f.schema() for name, f in spec.items()},
+        "additionalProperties": False,
+    }
+    required = [name for name, f in spec.items() if f.required]
+    if required:
+        out["required"] = required
+    return out
+
+
+def openapi_document(
+    routes: Iterable[Route], schemas: Mapping[str, Any], *, title: str, version: str
+) -> dict[str, Any]:
+    """The OpenAPI 3.0 document describing ``routes``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": _ERROR_SCHEMA, **schemas},
+        },
+    }
+
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+def _json(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": route.handler.__name__.lstrip("_"),
+        "summary": route.summary,
+        "tags": [route.tag],
+        "parameters": _parameters(route),
+        "responses": _responses(route),
+    }
+    if route.description:
+        op["description"] = route.description
+    if route.body is not None:
+        required = any(f.required for f in route.body.values())
+        content = {"application/json": {"schema": object_schema(route.body)}}
+        op["requestBody"] = {"required": required, "content": content}
+    return op
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    out = []
+    for name in route.params:
+        f = route.path_fields.get(name, Field("string"))
+        out.append({"name": name, "in": "path", "required": True, "schema": f.schema()})
+    for name, f in route.query.items():
+        out.append({"name": name, "in": "query", "required": f.required, "schema": f.schema()})
+    return out
+
+
+def _responses(route: Route) -> dict[str, Any]:
+    ok: dict[str, Any] = {"type": "object"}
+    if route.response is not None:
+        ok = {"$ref": f"#/components/schemas/{route.response}"}
+    errors = {"401": "missing or wrong bearer token"}
+    if route.body is not None or route.query or route.params:
+        errors["400"] = "invalid input (per-field messages in `fields`)"
+    if route.params:
+        errors["404"] = "no such resource"
+    if route.conflict:
+        errors["409"] = "not allowed in the current state"
+    out: dict[str, Any] = {str(route.status): _json("success", ok)}
+    ref = {"$ref": "#/components/schemas/Error"}
+    out.update({code: _json(text, ref) for code, text in sorted(errors.items())})
+    return out

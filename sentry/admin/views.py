@@ -1,0 +1,324 @@
+"""JSON views of the model for the admin API, and their OpenAPI schemas.
+
+Approach. Each ``*_view`` turns one frozen model value into JSON-ready data
+(enums as values, sets as sorted lists, times as ISO 8601 UTC). ``SCHEMAS``
+describes the same shapes for the OpenAPI document; the API tests validate
+real answers against them, so a view and its schema cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentry.model import (
+    Association,
+    AssociationKey,
+    AuditEntry,
+    Device,
+    ExchangeSetting,
+    HistoryEvent,
+    Label,
+    Override,
+    Preferences,
+    User,
+)
+from sentry.policy import Decision, Forward, Refuse, Snapshot, Wipe, state_of
+from sentry.policy.reasons import ordered
+from sentry.store.base import AssociationState, association_state
+
+from .context import iso
+
+__all__ = [
+    "SCHEMAS",
+    "association_item",
+    "audit_view",
+    "decision_view",
+    "device_view",
+    "history_view",
+    "key_view",
+    "label_view",
+    "override_view",
+    "prefs_view",
+    "setting_view",
+    "user_view",
+]
+
+
+def key_view(key: AssociationKey) -> dict[str, str]:
+    return {"device_id": key.device_id, "user": key.user}
+
+
+def override_view(override: Override | None) -> dict[str, Any] | None:
+    if override is None:
+        return None
+    return {
+        "kind": override.kind.value,
+        "note": override.note,
+        "actor": override.actor,
+        "at": iso(override.at),
+        "account_only": override.account_only,
+    }
+
+
+def association_item(row: Association) -> dict[str, Any]:
+    """One row of the ActiveSync association list."""
+    return {
+        **key_view(row.key),
+        "domain": row.domain,
+        "device_type": row.device_type,
+        "user_agent": row.user_agent,
+        "protocol_version": row.protocol_version,
+        "state": association_state(row).value,
+        "admin_state": state_of(row).value,
+        "verdict": row.verdict.value,
+        "reasons": [r.value for r in ordered(row.reasons)],
+        "violations": sorted(row.violations),
+        "linked": row.device is not None,
+        "device": row.device,
+        "unlinked": None if row.unlinked is None else row.unlinked.value,
+        "manual_link": row.manual_link,
+        "override": override_view(row.override),
+        "pool": row.pool,
+        "backend_type": row.backend_type,
+        "first_seen": iso(row.first_seen),
+        "last_seen": iso(row.last_seen),
+        "ambiguous_policy": row.ambiguous_policy,
+    }
+
+
+def decision_view(decision: Decision) -> dict[str, Any]:
+    """The decision the table gives a row now."""
+    out: dict[str, Any] = {
+        "reasons": [r.value for r in ordered(decision.reasons)],
+        "violations": sorted(decision.violations),
+    }
+    if isinstance(decision, Forward):
+        return {
+            "kind": "forward",
+            "pool": decision.pool,
+            "backend_type": decision.backend_type,
+            **out,
+        }
+    if isinstance(decision, Refuse):
+        return {"kind": "refuse", "status": int(decision.status), **out}
+    assert isinstance(decision, Wipe)
+    return {"kind": "wipe", "account_only": decision.account_only, **out}
+
+
+def history_view(event: HistoryEvent) -> dict[str, Any]:
+    return {"at": iso(event.at), "kind": event.kind, "detail": dict(event.detail)}
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "at": iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "note": entry.note,
+        "before": None if entry.before is None else dict(entry.before),
+        "after": None if entry.after is None else dict(entry.after),
+    }
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "principal": user.principal,
+        "email": user.email,
+        "display_name": user.display_name,
+        "source": user.source.value,
+        "custom1": user.custom1,
+        "custom2": user.custom2,
+        "custom3": user.custom3,
+        "custom4": user.custom4,
+    }
+
+
+def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
+    """A managed device, with the labels that list it."""
+    listed = sorted(lb.name for lb in snapshot.labels.values() if device.id in lb.devices)
+    return {
+        "id": device.id,
+        "owner": device.owner,
+        "platform": device.platform.value,
+        "eas_device_ids": sorted(device.eas_ids),
+        "compliant": device.compliant,
+        "violations": sorted(device.violations),
+        "labels": sorted(device.labels),
+        "listed_in_labels": listed,
+        "retired": device.retired,
+    }
+
+
+def setting_view(setting: ExchangeSetting) -> dict[str, Any]:
+    return {
+        "name": setting.name,
+        "user_name": setting.user_name,
+        "email": setting.email,
+        "server": setting.server,
+    }
+
+
+def label_view(label: Label) -> dict[str, Any]:
+    return {
+        "name": label.name,
+        "settings": sorted(label.settings),
+        "devices": sorted(label.devices),
+    }
+
+
+def prefs_view(prefs: Preferences) -> dict[str, Any]:
+    return {
+        "auto_block_unregistered": prefs.auto_block_unregistered,
+        "max_devices_per_mailbox": prefs.max_devices_per_mailbox,
+        "max_mailboxes_per_device": prefs.max_mailboxes_per_device,
+        "refusal_style": prefs.refusal_style.value,
+        "new_device_access_when_registry_unreachable": (
+            prefs.new_device_access_when_registry_unreachable.value
+        ),
+    }
+
+
+# --- OpenAPI schemas of the views ---
+
+_S: dict[str, Any] = {"type": "string"}
+_NS: dict[str, Any] = {"type": "string", "nullable": True}
+_B: dict[str, Any] = {"type": "boolean"}
+_I: dict[str, Any] = {"type": "integer"}
+_NI: dict[str, Any] = {"type": "integer", "nullable": True}
+_OBJ: dict[str, Any] = {"type": "object"}
+_NOBJ: dict[str, Any] = {"type": "object", "nullable": True}
+_TEXTS: dict[str, Any] = {"type": "array", "items": _S}
+
+
+def _object(props: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    required = [name for name in props if name not in optional]
+    return {"type": "object", "required": required, "properties": props}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _array(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": _ref(name)}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return _object({"items": _array(item), "total": _I, "offset": _I, "limit": _I})
+
+
+_KEY = {"device_id": _S, "user": _S}
+_OVERRIDE = _object({"kind": _S, "note": _S, "actor": _S, "at": _S, "account_only": _B})
+_ASSOCIATION = {
+    **_KEY,
+    "domain": _NS,
+    "device_type": _S,
+    "user_agent": _NS,
+    "protocol_version": _NS,
+    "state": {"type": "string", "enum": [s.value for s in AssociationState]},
+    "admin_state": _S,
+    "verdict": _S,
+    "reasons": _TEXTS,
+    "violations": _TEXTS,
+    "linked": _B,
+    "device": _NS,
+    "unlinked": _NS,
+    "manual_link": _NS,
+    "override": {**_OVERRIDE, "nullable": True},
+    "pool": _NS,
+    "backend_type": _NS,
+    "first_seen": _S,
+    "last_seen": _S,
+    "ambiguous_policy": _B,
+}
+_DECISION = _object(
+    {"kind": _S, "reasons": _TEXTS, "violations": _TEXTS, "pool": _S, "backend_type": _S}
+    | {"status": _I, "account_only": _B},
+    optional=("pool", "backend_type", "status", "account_only"),
+)
+_HISTORY = _object({"at": _S, "kind": _S, "detail": _OBJ})
+_DEVICE = {
+    "id": _S,
+    "owner": _S,
+    "platform": _S,
+    "eas_device_ids": _TEXTS,
+    "compliant": _B,
+    "violations": _TEXTS,
+    "labels": _TEXTS,
+    "listed_in_labels": _TEXTS,
+    "retired": _B,
+}
+_PUSHED = _object({"setting": _S, "user_name": _S, "email": _S, "principal": _S})
+_CUSTOM = {f"custom{i}": _NS for i in range(1, 5)}
+_USER = {"principal": _S, "email": _S, "display_name": _S, "source": _S, **_CUSTOM}
+_SERVER = _object({"url": _S, "healthy": _B, "failures": _I})
+_POOL = _object({"name": _S, "type": _S, "healthy": _I, "servers": _array("Server")})
+
+SCHEMAS: dict[str, Any] = {
+    "Key": _object(_KEY),
+    "Association": _object(_ASSOCIATION),
+    "AssociationPage": _page("Association"),
+    "Decision": _DECISION,
+    "HistoryEvent": _HISTORY,
+    "AssociationDetail": _object(
+        {
+            **_ASSOCIATION,
+            "decision": _ref("Decision"),
+            "device_information": _NOBJ,
+            "managed_device": {**_object(_DEVICE), "nullable": True},
+            "history": _array("HistoryEvent"),
+        }
+    ),
+    "ActionResult": _object(
+        {"association": {"allOf": [_ref("Association")], "nullable": True}, "polls_ended": _I}
+    ),
+    "BulkResult": _object(
+        {
+            "matched": _I,
+            "changed": _array("Key"),
+            "skipped": {"type": "array", "items": _object({"key": _ref("Key"), "error": _S})},
+            "dry_run": _B,
+            "polls_ended": _I,
+        }
+    ),
+    "User": _object(_USER),
+    "UserDetail": _object({**_USER, "devices": _TEXTS, "associations": _array("Key")}),
+    "UserPage": _page("User"),
+    "Device": _object(_DEVICE),
+    "DevicePage": _page("Device"),
+    "PushedAccount": _PUSHED,
+    "DeviceDetail": _object(
+        {
+            **_DEVICE,
+            "pushed": _array("PushedAccount"),
+            "push_errors": _TEXTS,
+            "associations": _array("Association"),
+        }
+    ),
+    "DeviceChange": _object({"device": _ref("Device"), "polls_ended": _I}),
+    "ExchangeSetting": _object({"name": _S, "user_name": _S, "email": _S, "server": _S}),
+    "ExchangeSettingList": _object({"items": _array("ExchangeSetting")}),
+    "Label": _object({"name": _S, "settings": _TEXTS, "devices": _TEXTS}),
+    "LabelList": _object({"items": _array("Label")}),
+    "Deleted": _object({"deleted": _S, "polls_ended": _I}),
+    "Preferences": _object(
+        {
+            "auto_block_unregistered": _B,
+            "max_devices_per_mailbox": _NI,
+            "max_mailboxes_per_device": _NI,
+            "refusal_style": _S,
+            "new_device_access_when_registry_unreachable": _S,
+        }
+    ),
+    "Server": _SERVER,
+    "Pool": _POOL,
+    "Pools": _object({"items": _array("Pool"), "routing": _OBJ}),
+    "AuditEntry": _object(
+        {"at": _S, "actor": _S, "action": _S, "target": _S, "note": _S}
+        | {"before": _NOBJ, "after": _NOBJ}
+    ),
+    "AuditPage": _page("AuditEntry"),
+    "OpenApi": _OBJ,
+}
+"""Component schemas of the answers, by name (``Route.response``)."""

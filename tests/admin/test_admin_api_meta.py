@@ -1,0 +1,257 @@
+"""Authentication, error answers, preferences, pools, the audit log and the OpenAPI
+document: every served route is documented, every documented route is served,
+real answers match the documented schemas, and every change is audited."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import Api, device, folder_sync_status, held_ping
+
+from sentry.admin import auth
+from sentry.admin.api import ROUTES
+from sentry.testing.gateway import DemoGateway
+
+
+async def test_api_needs_the_bearer_token(api: Api, session: aiohttp.ClientSession) -> None:
+    for token, error in ((None, "authentication required"), ("wrong", "invalid token")):
+        for path in ("/api/associations", "/api/openapi.json", "/api/nowhere", "/api"):
+            status, body = await api.get(path, token=token)
+            assert status == 401, (token, path)
+            assert api.last_headers["WWW-Authenticate"].startswith("Bearer")
+            assert body["error"].startswith(error)
+    status, _ = await api.get(
+        "/api/users", headers={"Authorization": f"Basic {api.token}"}, token=None
+    )
+    assert status == 401
+    for path in ("/healthz", "/readyz", "/metrics"):  # open for probes and scrapers
+        async with session.get(api.base + path) as resp:
+            assert resp.status == 200, path
+
+
+async def test_token_is_compared_in_constant_time(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[bytes, bytes]] = []
+    real = auth.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        seen.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    assert (await api.get("/api/preferences"))[0] == 200
+    assert seen == [(api.token.encode(), api.token.encode())]
+
+
+async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
+    status, body = await api.get("/api/nowhere")
+    assert (status, body) == (404, {"error": "Not Found"})
+    status, body = await api.call("PATCH", "/api/preferences")
+    assert status == 405 and body == {"error": "Method Not Allowed"}
+    assert "PUT" in api.last_headers["Allow"]
+
+
+async def test_preferences_take_effect_at_once(
+    api: Api, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    prefs = await api.ok("GET", "/api/preferences")
+    assert prefs == {
+        "auto_block_unregistered": False,
+        "max_devices_per_mailbox": None,
+        "max_mailboxes_per_device": None,
+        "refusal_style": "status",
+        "new_device_access_when_registry_unreachable": "allow",
+    }
+    _, ping = await held_ping(gateway, session, "alice", "PREFDEV1")
+    body = {"auto_block_unregistered": True, "max_devices_per_mailbox": 3, "note": "lockdown"}
+    changed = await api.ok("PUT", "/api/preferences", body)
+    assert changed == prefs | {"auto_block_unregistered": True, "max_devices_per_mailbox": 3}
+    r = await asyncio.wait_for(ping, 1.0)  # the unlinked row's held Ping ends at once
+    assert r.text("Status") == "129"
+    assert await folder_sync_status(device(gateway, session, "bob", "PREFDEV2")) == "129"
+    row = await api.ok("GET", "/api/associations/PREFDEV2/bob")
+    assert row["reasons"] == ["AUTO_BLOCK"]
+    await api.ok("PUT", "/api/preferences", {"max_devices_per_mailbox": None})
+    assert (await api.ok("GET", "/api/preferences"))["max_devices_per_mailbox"] is None
+    status, body = await api.put(
+        "/api/preferences", {"max_mailboxes_per_device": 0, "refusal_style": "loud", "x": 1}
+    )
+    assert status == 400
+    assert body["fields"] == {
+        "max_mailboxes_per_device": "must be at least 1",
+        "refusal_style": "must be one of: status, http403",
+        "x": "unknown field",
+    }
+
+
+async def test_pools_show_servers_health_and_routing(api: Api, gateway: DemoGateway) -> None:
+    pools = await api.ok("GET", "/api/pools")
+    assert [(p["name"], p["type"], p["healthy"]) for p in pools["items"]] == [
+        ("exchange", "exchange", 1),
+        ("gmail", "gmail", 1),
+    ]
+    server = pools["items"][0]["servers"][0]
+    assert server == {"url": gateway.backend("exchange").url, "healthy": True, "failures": 0}
+    assert pools["routing"] == {"default": "exchange", "domains": {}, "users": {"carol": "gmail"}}
+
+
+async def test_audit_is_paged_newest_first_with_actor(api: Api) -> None:
+    for name in ("u1", "u2", "u3"):
+        await api.put(f"/api/users/{name}", {"note": name}, headers={"X-Sentry-Actor": "jane"})
+    page = await api.ok("GET", "/api/audit?offset=1&limit=1")
+    assert (page["total"], page["offset"], page["limit"]) == (3, 1, 1)
+    entry = page["items"][0]
+    assert (entry["actor"], entry["action"], entry["target"], entry["note"]) == (
+        "jane",
+        "upsert_user",
+        "user:u2",
+        "u2",
+    )
+    assert entry["before"] is None and entry["after"]["principal"] == "u2"
+    assert re.match(r"^\d{4}-.*Z$", entry["at"])
+    status, body = await api.get("/api/audit?limit=5000")
+    assert (status, body["fields"]) == (400, {"limit": "must be at most 1000"})
+
+
+# --- The OpenAPI document against the served routes and real answers ---
+
+
+def served_routes(gw: DemoGateway) -> set[tuple[str, str]]:
+    app = gw.gateway.admin_app
+    assert app is not None
+    out = set()
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if auth.is_api_path(path) and route.method != "HEAD":
+            out.add((route.method, path))
+    return out
+
+
+async def test_openapi_documents_exactly_the_served_routes(api: Api, gateway: DemoGateway) -> None:
+    doc = await api.ok("GET", "/api/openapi.json")
+    assert doc["openapi"].startswith("3.") and doc["info"]["title"]
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert documented == served_routes(gateway)
+    assert documented == {(r.method, r.path) for r in ROUTES}
+    for path, ops in doc["paths"].items():
+        names = re.findall(r"\{(\w+)\}", path)
+        for op in ops.values():
+            params = [p["name"] for p in op["parameters"] if p["in"] == "path"]
+            assert params == names, path
+            assert "401" in op["responses"]
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    for ref in re.findall(r'"\$ref": "#/components/schemas/(\w+)"', _text(doc)):
+        assert ref in doc["components"]["schemas"], ref
+
+
+def _text(doc: Any) -> str:
+    import json
+
+    return json.dumps(doc)
+
+
+def conforms(value: Any, schema: dict[str, Any], doc: dict[str, Any], where: str = "$") -> None:
+    """A small JSON-schema check: $ref, allOf, type, nullable, enum, required, properties."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return conforms(value, doc["components"]["schemas"][name], doc, where)
+    if value is None:
+        assert schema.get("nullable") or not schema, f"{where}: null"
+        return None
+    for part in schema.get("allOf", ()):
+        conforms(value, part, doc, where)
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
+    if "type" in schema:
+        assert isinstance(value, kinds[schema["type"]]), f"{where}: not {schema['type']}"
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in enum"
+    if isinstance(value, dict):
+        missing = set(schema.get("required", ())) - value.keys()
+        assert not missing, f"{where}: missing {missing}"
+        props = schema.get("properties")
+        if props is not None and "required" in schema:
+            assert set(value) <= set(props), f"{where}: undocumented {set(value) - set(props)}"
+        for key, sub in (props or {}).items():
+            if key in value:
+                conforms(value[key], sub, doc, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            conforms(item, schema["items"], doc, f"{where}[{i}]")
+    return None
+
+
+def operation(doc: dict[str, Any], method: str, path: str) -> tuple[str, dict[str, Any]]:
+    bare = path.split("?")[0]
+    for template, ops in sorted(doc["paths"].items(), key=lambda kv: kv[0].count("{")):
+        pattern = "^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, bare) and method.lower() in ops:
+            return template, ops[method.lower()]
+    raise AssertionError(f"undocumented: {method} {path}")
+
+
+async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
+    api: Api, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    doc = await api.ok("GET", "/api/openapi.json")
+    await device(gateway, session, "alice", "DOCDEV1").provision()
+    await device(gateway, session, "bob", "DOCDEV2").provision()
+    calls: list[tuple[str, str, Any]] = [
+        ("PUT", "/api/users/alice", {"email": "alice@example.com", "custom1": "shared"}),
+        ("PUT", "/api/users/zed", {}),
+        ("DELETE", "/api/users/zed", {"note": "gone"}),
+        ("POST", "/api/devices", {"id": "d1", "owner": "alice", "eas_device_ids": ["DOCDEV1"]}),
+        ("PUT", "/api/exchange-settings/s1", {"user_name": "$USER_CUSTOM1$", "email": "$EMAIL$"}),
+        ("PUT", "/api/exchange-settings/s2", {"user_name": "x", "email": "x@example.com"}),
+        ("DELETE", "/api/exchange-settings/s2", {}),
+        ("PUT", "/api/labels/l1", {"settings": ["s1"], "devices": ["d1"]}),
+        ("PUT", "/api/labels/l2", {}),
+        ("PUT", "/api/devices/d1/labels", {"labels": ["l2"]}),
+        ("DELETE", "/api/labels/l2", {}),
+        ("PUT", "/api/devices/d1/compliance", {"violations": ["compromised"]}),
+        ("PUT", "/api/preferences", {"max_devices_per_mailbox": 5}),
+        ("POST", "/api/associations/DOCDEV2/bob/block", {"note": "n"}),
+        ("POST", "/api/associations/DOCDEV2/bob/link", {"note": "n", "device": "d1"}),
+        ("POST", "/api/associations/actions/allow", {"filter": {"user": "bob"}, "note": "n"}),
+        ("POST", "/api/associations/DOCDEV2/bob/remove", {"note": "n"}),
+        ("POST", "/api/devices/d1/retire", {}),
+    ]
+    changed_routes = set()
+    for method, path, body in calls:
+        before = (await api.ok("GET", "/api/audit"))["total"]
+        status, answer = await api.call(method, path, body)
+        template, op = operation(doc, method, path)
+        assert str(status) in op["responses"], (method, path, status, answer)
+        schema = op["responses"][str(status)]["content"]["application/json"]["schema"]
+        conforms(answer, schema, doc)
+        assert status < 300, (method, path, answer)
+        assert (await api.ok("GET", "/api/audit"))["total"] > before, (method, path)
+        changed_routes.add((method, template))
+    changing = {(r.method, r.path) for r in ROUTES if r.changes}
+    assert changing == changed_routes  # the scenario covered every changing route
+    reads = [
+        "/api/associations?user=o",
+        "/api/associations/DOCDEV1/alice",
+        "/api/users",
+        "/api/users/alice",
+        "/api/devices",
+        "/api/devices/d1",
+        "/api/exchange-settings",
+        "/api/labels",
+        "/api/preferences",
+        "/api/pools",
+        "/api/audit",
+        "/api/openapi.json",
+        "/api/users/nobody",
+        "/api/associations?limit=-1",
+    ]
+    for path in reads:
+        status, answer = await api.get(path)
+        _, op = operation(doc, "GET", path)
+        assert str(status) in op["responses"], (path, status)
+        conforms(answer, op["responses"][str(status)]["content"]["application/json"]["schema"], doc)

@@ -1,0 +1,160 @@
+"""``sentry admin ...`` against a running gateway: tables for people, --json for
+scripts, the target from the config file or flags, exit statuses 0/1/2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from conftest import device
+from structlog.testing import capture_logs
+
+from sentry.cli import main
+from sentry.testing.gateway import DemoGateway
+
+
+class Cli:
+    """Runs ``sentry admin`` in a worker thread (it blocks on urllib)."""
+
+    def __init__(self, gw: DemoGateway, capsys: pytest.CaptureFixture[str]) -> None:
+        self.url = gw.admin_url
+        self.token = gw.gateway.admin_token
+        self.capsys = capsys
+
+    async def run(self, *argv: str, target: bool = True) -> tuple[int, str, str]:
+        flags = ["--url", self.url, "--token", self.token] if target else []
+        code = await asyncio.to_thread(main, ["admin", *argv, *flags])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    async def json(self, *argv: str) -> Any:
+        code, out, err = await self.run(*argv, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(gateway: DemoGateway, capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
+    with capture_logs():  # the gateway's log lines would mix with the CLI's output
+        yield Cli(gateway, capsys)
+
+
+async def test_target_from_the_config_file(
+    cli: Cli, gateway: DemoGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = urlsplit(gateway.admin_url).port
+    config = tmp_path / "sentry.yaml"
+    config.write_text(
+        f"admin:\n  listen: {{host: 127.0.0.1, port: {port}}}\n  token_file: admin-token\n"
+    )
+    monkeypatch.chdir(tmp_path)  # token_file is relative to the working directory
+    code, out, _ = await cli.run("prefs", "show", "--config", str(config), target=False)
+    assert code == 0 and "auto_block_unregistered: no" in out
+    token_file = tmp_path / "admin-token"
+    code, out, _ = await cli.run(
+        "pools", "--url", cli.url, "--token-file", str(token_file), target=False
+    )
+    assert code == 0 and "exchange" in out and "routing:" in out
+
+
+async def test_associations_list_show_actions_and_bulk(
+    cli: Cli, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    await device(gateway, session, "bob", "CLIDEV1").provision()
+    await device(gateway, session, "bob", "CLIDEV2").provision()
+    code, out, _ = await cli.run("list", "--user", "bo")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:4] == ["DEVICE", "ID", "USER", "TYPE"]
+    assert "CLIDEV1" in lines[1] and "allowed" in lines[1] and lines[-1] == "rows 1-2 of 2"
+    code, out, _ = await cli.run("block", "CLIDEV1", "bob", "--note", "lost", "--actor", "jane")
+    assert code == 0 and "blocked (reasons MANUAL)" in out
+    page = await cli.json("list", "--state", "blocked")
+    assert [(r["device_id"], r["override"]["actor"]) for r in page["items"]] == [
+        ("CLIDEV1", "jane")
+    ]
+    code, out, _ = await cli.run("show", "CLIDEV1", "bob")
+    assert "decision:" in out and "status: 129" in out and "history:" in out
+    code, out, _ = await cli.run("bulk", "allow", "--user", "bob", "--note", "back", "--dry-run")
+    assert out.strip() == "matched 2, changed 2, skipped 0 (dry run: nothing changed)"
+    answer = await cli.json("bulk", "block", "--device-id", "clidev2", "--note", "x")
+    assert answer["changed"] == [{"device_id": "CLIDEV2", "user": "bob"}]
+    code, out, _ = await cli.run("wipe", "CLIDEV2", "bob", "--note", "x", "--account-only")
+    assert code == 0 and "wipe_pending" in out
+    code, out, _ = await cli.run("remove", "CLIDEV2", "bob", "--note", "x")
+    assert code == 0 and out.strip().endswith("removed")
+
+
+async def test_directory_push_and_prefs_commands(cli: Cli) -> None:
+    await cli.run("users", "set", "alice", "--email", "alice@example.com", "--custom1", "shared")
+    user = await cli.json("users", "set", "alice", "--custom2", "shared@example.com")
+    assert (user["email"], user["custom1"], user["custom2"]) == (
+        "alice@example.com",  # kept: fields not given are not cleared
+        "shared",
+        "shared@example.com",
+    )
+    code, out, _ = await cli.run("users", "list")
+    assert "PRINCIPAL" in out and "alice@example.com" in out
+    assert (await cli.run("users", "set", "shared", "--email", "shared@example.com"))[0] == 0
+    setting = "exchange-settings set second --user-name $USER_CUSTOM1$ --email $USER_CUSTOM2$"
+    code, _, _ = await cli.run(*setting.split())
+    assert code == 0
+    assert (await cli.run("labels", "set", "two", "--setting", "second"))[0] == 0
+    register = "devices register ph1 --owner alice --platform ios --eas-id CLIPH1 --label two"
+    code, out, _ = await cli.run(*register.split())
+    assert code == 0 and "eas_device_ids: CLIPH1" in out
+    detail = await cli.json("devices", "show", "ph1")
+    assert [m["user_name"] for m in detail["pushed"]] == ["shared"]
+    code, out, _ = await cli.run("devices", "compliance", "ph1", "--violation", "passcode")
+    assert code == 0 and "compliant: no" in out
+    assert (await cli.json("devices", "compliance", "ph1"))["device"]["compliant"] is True
+    assert (await cli.json("devices", "labels", "ph1"))["device"]["labels"] == []
+    assert (await cli.json("devices", "retire", "ph1", "--note", "old"))["device"]["retired"]
+    code, out, _ = await cli.run("devices", "list", "--owner", "alice")
+    assert "ph1" in out and "rows 1-1 of 1" in out
+    code, out, _ = await cli.run("exchange-settings", "list")
+    assert "$USER_CUSTOM1$" in out
+    assert (await cli.run("exchange-settings", "delete", "second"))[0] == 1  # label uses it
+    assert (await cli.run("labels", "delete", "two"))[1].strip() == "deleted two"
+    code, out, _ = await cli.run("labels", "list")
+    assert out.strip() == "NAME  SETTINGS  DEVICES"
+    prefs = await cli.json("prefs", "set", "--auto-block", "on", "--max-devices-per-mailbox", "2")
+    assert prefs["auto_block_unregistered"] and prefs["max_devices_per_mailbox"] == 2
+    prefs = await cli.json("prefs", "set", "--max-devices-per-mailbox", "none")
+    assert prefs["max_devices_per_mailbox"] is None and prefs["auto_block_unregistered"]
+    assert (await cli.run("users", "delete", "shared"))[1].strip() == "deleted user shared"
+    code, out, _ = await cli.run("audit", "--limit", "3")
+    assert out.splitlines()[0].split() == ["AT", "ACTOR", "ACTION", "TARGET", "NOTE"]
+    assert "delete_user" in out and "rows 1-3 of" in out
+
+
+async def test_errors_exit_1_for_refusals_and_2_for_usage(cli: Cli, tmp_path: Path) -> None:
+    code, out, err = await cli.run("block", "NODEVICE", "bob", "--note", "x")
+    assert (code, out) == (1, "")
+    assert err.startswith("sentry: error: HTTP 404: no association")
+    bad = ["exchange-settings", "set", "bad", "--user-name", "$NOPE$", "--email", "x"]
+    code, out, err = await cli.run(*bad, "--json")
+    assert code == 1 and json.loads(out)["fields"]["user_name"].startswith("unknown variable")
+    assert "  user_name: unknown variable $NOPE$" in err
+    code, _, err = await cli.run(
+        "prefs", "show", "--url", cli.url, "--token", "wrong", target=False
+    )
+    assert code == 1 and "HTTP 401" in err
+    code, _, err = await cli.run(
+        "pools", "--url", "http://127.0.0.1:9", "--token", "t", target=False
+    )
+    assert code == 2 and "cannot reach the admin API" in err
+    code, _, err = await cli.run("pools", "--config", str(tmp_path / "none.yaml"), target=False)
+    assert code == 2 and "not found" in err
+    no_token = ["--url", cli.url, "--token-file", str(tmp_path / "t")]
+    code, _, err = await cli.run("pools", *no_token, target=False)
+    assert code == 2 and "cannot read the admin token" in err
+    code, _, err = await cli.run("prefs", "set", "--max-devices-per-mailbox", "many")
+    assert code == 2 and "'many'" in err
+    code, _, err = await cli.run("block", "DEV", "bob")  # --note is required
+    assert code == 2 and "--note" in err
