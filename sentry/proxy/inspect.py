@@ -23,7 +23,6 @@ from sentry.eas.commands import (
 from sentry.eas.request import Command, EasRequest
 from sentry.eas.status import WipeAckStatus
 from sentry.eas.wbxml import Element, Limits, decode
-from sentry.model import DeviceInformation
 from sentry.policy import ProvisionKind as Step
 from sentry.policy import RequestFacts
 
@@ -106,12 +105,8 @@ def _facts(command: Command | None, root: Element | None) -> RequestFacts:
         return RequestFacts(
             provision=_STEP.get(prov.kind, Step.NONE),
             wipe_status=wipe,
-            device_info=_model_info(prov.device_information),
+            device_info=prov.device_information,
         )
     if command is Command.Settings:
-        return RequestFacts(device_info=_model_info(parse_settings_device_information(root)))
+        return RequestFacts(device_info=parse_settings_device_information(root))
     return RequestFacts()
-
-
-def _model_info(info: object | None) -> DeviceInformation | None:
-    return None if info is None else DeviceInformation.of(info)

@@ -3,36 +3,22 @@
 The only place a client states its model, IMEI, OS and friendly name. It comes
 in ``<Settings><DeviceInformation><Set>…`` (12.1, 14.0) or inside the initial
 Provision (14.1+); both are read by ``device_information_from`` into one
-frozen ``DeviceInformation``. Every field is optional and at most 1024 chars.
+frozen ``sentry.model.DeviceInformation``. Every field is optional and at most
+1024 chars.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from sentry.eas.wbxml import Element
+from sentry.model import DeviceInformation  # the domain's value (L0): one definition
 
 from ._fields import bounded_text, expect_root
 
 __all__ = ["DeviceInformation", "device_information_from", "parse_settings_device_information"]
 
 NAMESPACE = "Settings"
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInformation:
-    """What a client says about itself; every field optional."""
-
-    model: str | None = None
-    imei: str | None = None
-    friendly_name: str | None = None
-    os: str | None = None
-    os_language: str | None = None
-    phone_number: str | None = None
-    user_agent: str | None = None
-    enable_outbound_sms: str | None = None
-    mobile_operator: str | None = None
 
 
 # Settings tag -> DeviceInformation field.
