@@ -29,7 +29,7 @@ from .views import (
     key_view,
 )
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "association_key"]
 
 _NOTE = Field(
     "string", "why (kept with the action and in the audit log)", required=True, blank=False
@@ -152,8 +152,8 @@ ROUTES = (
         response="ActionResult",
         conflict=True,
         changes=True,
-        description="409 when the transition is not allowed (a wiped row takes only remove; "
-        "link to a missing or retired device).",
+        description="409 when the transition is not allowed: a wiped row takes only remove; "
+        "link to a missing or retired device; an account-only wipe of a client older than 16.1.",
     ),
     Route(
         "POST",

@@ -12,8 +12,9 @@ every association of the device at once, held Pings included.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sentry.model import (
     Device,
@@ -33,6 +34,8 @@ from .schema import Call, Field, Route
 from .views import association_item, device_view, key_view, user_view
 
 __all__ = ["ROUTES"]
+
+T = TypeVar("T")
 
 _NOTE = Field("string", "why (kept in the audit log)")
 _CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
@@ -63,12 +66,11 @@ def _principal(call: Call) -> str:
     return key
 
 
-def _page(items: list[Any], call: Call) -> dict[str, Any]:
+def _page(found: list[T], call: Call, view: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+    """One page of ``found`` (only the page's items are rendered)."""
     offset, limit = call.query.get("offset", 0), call.query.get("limit", 100)
-    return {"items": items[offset : offset + limit], "total": len(items)} | {
-        "offset": offset,
-        "limit": limit,
-    }
+    items = [view(x) for x in found[offset : offset + limit]]
+    return {"items": items, "total": len(found), "offset": offset, "limit": limit}
 
 
 # --- Users ---
@@ -78,7 +80,7 @@ async def _list_users(call: Call) -> dict[str, Any]:
     text = str(call.query.get("q", "")).strip().casefold()
     users = sorted(call.ctx.snapshot.users.values(), key=lambda u: u.principal)
     found = [u for u in users if not text or _user_matches(u, text)]
-    return _page([user_view(u) for u in found], call)
+    return _page(found, call, user_view)
 
 
 def _user_matches(user: User, text: str) -> bool:
@@ -177,7 +179,7 @@ async def _list_devices(call: Call) -> dict[str, Any]:
     if owner:
         key, _ = canonical_principal(owner)
         devices = [d for d in devices if d.owner == key]
-    return _page([device_view(d, snap) for d in devices], call)
+    return _page(devices, call, lambda d: device_view(d, snap))
 
 
 async def _register_device(call: Call) -> dict[str, Any]:

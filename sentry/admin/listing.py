@@ -7,28 +7,29 @@ user search is the store's ``AssociationFilter``, with its exact meaning.
 - A page without a user search is one ``Store.list_associations`` call: the
   store filters, counts and pages in SQL, in (user, device_id) order.
 - The user search matches the canonical principal or any part of it, which
-  the store's filter (exact user) cannot express. The matching principals are
-  found in the in-memory snapshot (which mirrors the store: every change is
-  applied to both), and their rows come from its per-user index, so a search
-  costs one pass over the keys plus the matching rows (only the page's rows
-  when nothing else filters: the others are counted, not built).
-- ``matching`` returns every matching row (the bulk actions) from the
-  snapshot, in list order, using the per-device index for a DeviceId filter.
+  the store's filter (exact user) cannot express, so it is served from the
+  in-memory snapshot (which mirrors the store: every change is applied to
+  both). With nothing else to filter, the matching principals are found in
+  one pass over the keys and only the page's rows are built (the others are
+  counted through the per-user index); otherwise ``matching`` runs.
+- ``matching`` returns every matching row (the bulk actions, searches with
+  filters) from one pass over the snapshot with ``predicate`` (the filter's
+  checks, no more), or from the per-device index for a DeviceId filter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sentry.model import Association, Reason, canonical_device_id, canonical_principal
 from sentry.policy import Snapshot
-from sentry.store.base import AssociationFilter, AssociationState, Store
+from sentry.store.base import AssociationFilter, AssociationState, Store, association_state
 
 from .schema import Field, Fields
 
-__all__ = ["FILTER_FIELDS", "PAGE_FIELDS", "Query", "list_page", "matching"]
+__all__ = ["FILTER_FIELDS", "PAGE_FIELDS", "Query", "list_page", "matching", "predicate"]
 
 FILTER_FIELDS: Fields = {
     "user": Field("string", "the canonical principal or a part of it (search by user name)"),
@@ -47,6 +48,10 @@ PAGE_FIELDS: Fields = {
     "offset": Field("integer", "rows to skip (default 0)", minimum=0),
     "limit": Field("integer", "rows per page (default 100)", minimum=1, maximum=1000),
 }
+
+
+Predicate = Callable[[Association], bool]
+_ANY = AssociationFilter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,29 +109,47 @@ async def list_page(
     """One page of the list and the number of matching rows."""
     if query.user is None:
         return await store.list_associations(query.filter, offset, limit)
-    users = _users_like(snapshot, query.user)
     if query.filter == _ANY:
-        return _walk(snapshot, users, offset, limit)
-    rows = [row for user in users for row in _by_device(snapshot.of_user(user), query.filter)]
+        return _walk(snapshot, _users_like(snapshot, query.user), offset, limit)
+    rows = matching(snapshot, query)
     return rows[offset : offset + limit], len(rows)
 
 
 def matching(snapshot: Snapshot, query: Query) -> list[Association]:
     """Every row matching ``query``, ordered by (user, device_id)."""
-    f = query.filter
-    if query.user is not None:
-        users = _users_like(snapshot, query.user)
-        return [row for user in users for row in _by_device(snapshot.of_user(user), f)]
-    if f.device_id is not None:
-        rows: Iterable[Association] = snapshot.on_device(canonical_device_id(f.device_id))
+    keep, f, needle = predicate(query.filter), query.filter, query.user
+    rows: Iterable[Association]
+    if needle is not None:
+        rows = (r for r in snapshot.associations() if needle in r.key.user and keep(r))
+    elif f.device_id is not None:
+        rows = filter(keep, snapshot.on_device(canonical_device_id(f.device_id)))
     else:
-        rows = snapshot.associations()
-    found = [row for row in rows if f.matches(row)]
-    found.sort(key=lambda row: (row.key.user, row.key.device_id))
-    return found
+        rows = filter(keep, snapshot.associations())
+    return sorted(rows, key=lambda row: (row.key.user, row.key.device_id))
 
 
-_ANY = AssociationFilter()
+def predicate(f: AssociationFilter) -> Predicate:
+    """``f.matches`` reduced to the checks ``f`` sets: the same answer, several
+    times faster in the loops over every row (a test holds them equal)."""
+    checks: list[Predicate] = []
+    if f.user is not None:
+        checks.append(lambda r: r.key.user == f.user)
+    if f.device_id is not None:
+        device_id = canonical_device_id(f.device_id)
+        checks.append(lambda r: r.key.device_id == device_id)
+    if f.device_type is not None:
+        checks.append(lambda r: r.device_type == f.device_type)
+    if f.state is not None:
+        checks.append(lambda r: association_state(r) is f.state)
+    if f.reason is not None:
+        checks.append(lambda r: f.reason in r.reasons)
+    if f.linked is not None:
+        checks.append(lambda r: (r.device is not None) is f.linked)
+    if f.pool is not None:
+        checks.append(lambda r: r.pool == f.pool)
+    if len(checks) == 1:
+        return checks[0]
+    return lambda r: all(check(r) for check in checks)
 
 
 def _users_like(snapshot: Snapshot, needle: str) -> list[str]:
@@ -135,10 +158,8 @@ def _users_like(snapshot: Snapshot, needle: str) -> list[str]:
     return sorted({key.user for key in keys if needle in key.user})
 
 
-def _by_device(rows: list[Association], f: AssociationFilter) -> list[Association]:
-    found = [row for row in rows if f is _ANY or f.matches(row)]
-    found.sort(key=lambda row: row.key.device_id)
-    return found
+def _by_device(rows: list[Association]) -> list[Association]:
+    return sorted(rows, key=lambda row: row.key.device_id)
 
 
 def _walk(
@@ -152,7 +173,7 @@ def _walk(
         if offset >= count:
             offset -= count
             continue
-        page += _by_device(snapshot.of_user(user), _ANY)[offset : offset + limit - len(page)]
+        page += _by_device(snapshot.of_user(user))[offset : offset + limit - len(page)]
         offset = 0
         if len(page) >= limit:
             break

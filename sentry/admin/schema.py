@@ -28,6 +28,7 @@ __all__ = [
     "Fields",
     "Handler",
     "Route",
+    "object_schema",
     "openapi_document",
     "parse_body",
     "parse_path",

@@ -283,3 +283,18 @@ async def test_bulk_block_is_one_transaction_and_ends_every_held_ping(
     assert writes[0] == 3 * count + 1  # row, history, audit each + the bulk audit entry
     assert elapsed < 2.0, elapsed
     assert gateway.gateway.state.longpolls.count() == 1  # alice's Ping is still held
+
+
+async def test_account_only_wipe_needs_a_16_1_client(
+    api: Api, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    await device(gateway, session, "bob", "OLDPHONE", version="14.1").provision()
+    await device(gateway, session, "bob", "NEWPHONE").provision()
+    status, body = await api.post(
+        "/api/associations/OLDPHONE/bob/wipe", {"note": "x", "account_only": True}
+    )
+    assert status == 409 and "16.1" in body["error"]
+    bulk = {"filter": {"user": "bob"}, "note": "x", "account_only": True, "dry_run": True}
+    answer = await api.ok("POST", "/api/associations/actions/wipe", bulk)
+    assert answer["changed"] == [{"device_id": "NEWPHONE", "user": "bob"}]
+    assert [s["key"]["device_id"] for s in answer["skipped"]] == ["OLDPHONE"]

@@ -255,3 +255,43 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         _, op = operation(doc, "GET", path)
         assert str(status) in op["responses"], (path, status)
         conforms(answer, op["responses"][str(status)]["content"]["application/json"]["schema"], doc)
+
+
+# --- Every endpoint: 401, 400 and 404 paths, generated from the route table ---
+
+
+def concrete(path: str) -> str:
+    """A route path with every parameter filled with a name that exists nowhere."""
+    values = {"action": "block"}
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "nobody-here"), path)
+
+
+UPSERTS = {
+    ("PUT", "/api/users/{principal}"),
+    ("PUT", "/api/exchange-settings/{name}"),
+    ("PUT", "/api/labels/{name}"),
+}
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+async def test_every_route_answers_401_400_and_404(api: Api, route: Any) -> None:
+    path = concrete(route.path)
+    status, _ = await api.call(route.method, path, {}, token=None)
+    assert status == 401
+    assert api.last_headers["WWW-Authenticate"].startswith("Bearer")
+    if route.body is not None:
+        status, body = await api.call(route.method, path, data=b'{"note": ')
+        assert (status, list(body["fields"])) == (400, ["body"])
+        status, body = await api.call(route.method, path, {"unknown_field": 1})
+        assert status == 400 and body["fields"]["unknown_field"] == "unknown field"
+    else:
+        status, body = await api.call(route.method, path + "?unknown_param=1")
+        assert status == 400 and body["fields"]["unknown_param"] == "unknown query parameter"
+    if route.params and (route.method, route.path) not in UPSERTS:
+        payload = {"note": "n", "violations": [], "labels": [], "filter": {}}
+        fields = route.body or {}
+        status, body = await api.call(
+            route.method, path, {k: payload[k] for k in fields if k in payload}
+        )
+        expected = 200 if route.path.startswith("/api/associations/actions") else 404
+        assert status == expected, (status, body)

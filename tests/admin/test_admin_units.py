@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sentry.admin.actions import ActionOptions, plan_bulk
 from sentry.admin.cli_format import cell, page_footer, record, table
 from sentry.admin.context import iso
 from sentry.admin.errors import BadRequest, Conflict, NotFound, from_policy
-from sentry.admin.listing import Query, matching
+from sentry.admin.listing import Query, matching, predicate
 from sentry.admin.push import template_problem
 from sentry.admin.schema import (
     Call,
@@ -22,8 +24,9 @@ from sentry.admin.schema import (
     parse_path,
     parse_query,
 )
-from sentry.model import Association, AssociationKey
+from sentry.model import Association, AssociationKey, Reason, Verdict, WipeStatus
 from sentry.policy import NotFoundError, Snapshot, TransitionError, ValidationError
+from sentry.store.base import AssociationFilter, AssociationState
 
 
 def problems(spec: dict[str, Field], data: Any) -> dict[str, str]:
@@ -159,6 +162,37 @@ def test_user_search_matches_a_part_of_the_canonical_principal() -> None:
     assert found(device_id="d1") == [("D1", "alice"), ("D1", "bob")]
     assert found(user="  ") == found()  # blank means any
     assert Query.of({"user": "Bob", "linked": False}).describe() == {"user": "bob", "linked": False}
+
+
+def _maybe(values: Any) -> Any:
+    return st.none() | st.sampled_from(values)
+
+
+ROWS = st.builds(
+    Association,
+    key=st.builds(AssociationKey, st.sampled_from(["D1", "D2"]), st.sampled_from(["a", "b"])),
+    device_type=st.sampled_from(["iPhone", "Android"]),
+    verdict=st.sampled_from(list(Verdict)),
+    wipe=st.sampled_from(list(WipeStatus)),
+    reasons=st.frozensets(st.sampled_from(list(Reason)), max_size=3),
+    device=_maybe(["m1"]),
+    pool=_maybe(["p1", "p2"]),
+)
+FILTERS = st.builds(
+    AssociationFilter,
+    user=_maybe(["a", "b"]),
+    device_id=_maybe(["d1", "D2"]),
+    device_type=_maybe(["iPhone", "Android"]),
+    state=_maybe(list(AssociationState)),
+    reason=_maybe(list(Reason)),
+    linked=_maybe([True, False]),
+    pool=_maybe(["p1", "p2"]),
+)
+
+
+@given(ROWS, FILTERS)
+def test_the_fast_predicate_is_the_store_filter(row: Association, f: AssociationFilter) -> None:
+    assert predicate(f)(row) == f.matches(row)
 
 
 def test_bulk_plan_applies_rows_one_after_another() -> None:
