@@ -125,10 +125,21 @@ class AccessState:
 
     # -- admin ------------------------------------------------------------------
 
+    @property
+    def writer(self) -> asyncio.Lock:
+        """The one lock every writer holds: build admin changes under it (against
+        the current snapshot), then call ``apply_held``."""
+        return self._lock
+
     async def apply(self, changes: Sequence[Change]) -> int:
         """Apply an admin change list (durably first); return held polls ended."""
         async with self._lock:
-            keys = await self._commit(changes)
+            return await self.apply_held(changes)
+
+    async def apply_held(self, changes: Sequence[Change]) -> int:
+        """``apply`` for a caller that already holds ``writer``."""
+        assert self._lock.locked(), "apply_held needs the writer lock"
+        keys = await self._commit(changes)
         return self._revoke(keys)
 
     def _revoke(self, keys: set[AssociationKey]) -> int:

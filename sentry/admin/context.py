@@ -1,20 +1,21 @@
 """What every admin handler works with: the access state, the store, the pools.
 
 Approach. ``AdminContext`` is built once by the composition root. Every change
-the API makes goes through ``AdminContext.commit``: under one admin lock it
-builds the change list from the current snapshot with a pure policy function
-(which validates everything first and raises on any problem, so nothing is
-half-applied) and hands the whole list to ``AccessState.apply`` (one store
-transaction, then the snapshot, then live revocation of held long polls).
-The lock keeps two admin calls from building on the same snapshot and then
-overwriting each other.
+the API makes goes through ``AdminContext.commit``: under the access state's
+writer lock (the same lock the request path takes to write) it builds the
+change list from the current snapshot with a pure policy function (which
+validates everything first and raises on any problem, so nothing is
+half-applied) and hands the whole list to ``AccessState.apply_held`` (one
+store transaction, then the snapshot, then live revocation of held long
+polls). Building under that lock means neither another admin call nor a
+request can change a row between the check and the write.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sentry.access import AccessState
@@ -37,7 +38,11 @@ class AdminContext:
     store: Store
     upstreams: Upstreams
     settings: Settings
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """The access state's writer lock: hold it while building changes."""
+        return self.state.writer
 
     @property
     def snapshot(self) -> Snapshot:
@@ -60,7 +65,7 @@ class AdminContext:
         """Apply changes built under ``lock`` (callers hold it)."""
         if not changes:
             return 0
-        return await self.state.apply(changes)
+        return await self.state.apply_held(changes)
 
 
 def iso(ts: float | None) -> str | None:

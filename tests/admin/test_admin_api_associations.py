@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import aiohttp
-from conftest import Api, device, folder_sync_status, held_ping
+from admin_support import Api, device, folder_sync_status, held_ping
 
 from sentry.testing.gateway import DemoGateway
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
-from conftest import Api, device, folder_sync_status
+from admin_support import Api, device, folder_sync_status
 
 from sentry.testing.gateway import DemoGateway
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import Api, device, folder_sync_status, held_ping
+from admin_support import Api, device, folder_sync_status, held_ping
 
 from sentry.admin import auth
 from sentry.admin.api import ROUTES

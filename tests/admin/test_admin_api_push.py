@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Api
+from admin_support import Api
 
 SECOND = {"user_name": "$USER_CUSTOM1$", "email": "$USER_CUSTOM2$"}
 

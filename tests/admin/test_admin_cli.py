@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from conftest import device
+from admin_support import device
 from structlog.testing import capture_logs
 
 from sentry.cli import main

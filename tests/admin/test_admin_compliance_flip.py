@@ -8,7 +8,7 @@ import asyncio
 import time
 
 import aiohttp
-from conftest import Api, folder_sync_status, held_ping
+from admin_support import Api, folder_sync_status, held_ping
 
 from sentry.testing.gateway import DemoGateway
 

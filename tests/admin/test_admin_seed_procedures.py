@@ -18,7 +18,7 @@ import asyncio
 
 import aiohttp
 import pytest
-from conftest import Api, device, folder_sync_status
+from admin_support import Api, device, folder_sync_status
 from pyactivesync import Client, FolderType
 from pyactivesync.exceptions import EASError, StatusError
 
