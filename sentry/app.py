@@ -31,15 +31,15 @@ from sentry.admin.api import add_api, api_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.certs import ensure_certificate, server_ssl_context
-from sentry.model import Pool, Routing
+from sentry.model import NewDeviceAccess, Pool, Preferences, RefusalStyle, Routing
 from sentry.observability import Metrics, configure_logging
-from sentry.policy import PutPool, PutRouting
+from sentry.policy import PutPool, PutPreferences, PutRouting
 from sentry.policy.changes import Change
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.upstream import Upstreams
-from sentry.settings import Settings
+from sentry.settings import PreferenceSettings, Settings
 from sentry.store.base import Store
 from sentry.store.factory import open_store
 
@@ -93,8 +93,10 @@ def ensure_token(path: Path) -> str:
     return token
 
 
-def config_changes(settings: Settings) -> list[Change]:
-    """Pools and routing from the configuration, as changes to the snapshot."""
+def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
+    """Pools and routing from the configuration, as changes to the snapshot;
+    and the file's preferences while the stored ones are still the defaults
+    (once an administrator has set preferences, the stored values win)."""
     changes: list[Change] = [
         PutPool(Pool(p.name, p.type, tuple(p.servers))) for p in settings.pools
     ]
@@ -102,7 +104,21 @@ def config_changes(settings: Settings) -> list[Change]:
     changes.append(
         PutRouting(Routing(users=dict(r.users), domains=dict(r.domains), default=r.default))
     )
+    wanted = preferences_of(settings.preferences)
+    if stored == Preferences() and wanted != stored:
+        changes.append(PutPreferences(wanted))
     return changes
+
+
+def preferences_of(p: PreferenceSettings) -> Preferences:
+    """The model's preferences from the configuration section."""
+    return Preferences(
+        auto_block_unregistered=p.auto_block_unregistered,
+        max_devices_per_mailbox=p.max_devices_per_mailbox,
+        max_mailboxes_per_device=p.max_mailboxes_per_device,
+        refusal_style=RefusalStyle(p.refusal_style),
+        new_device_access_when_registry_unreachable=NewDeviceAccess(p.new_device_access),
+    )
 
 
 async def _start_demo(settings: Settings, gw: Gateway) -> None:
@@ -144,7 +160,7 @@ async def start_gateway(
     metrics = Metrics(registry or CollectorRegistry())
     store = await open_store(settings.store, root=root)
     snapshot = await store.load()
-    changes = config_changes(settings)
+    changes = config_changes(settings, snapshot.prefs)
     await store.apply(changes)
     snapshot.apply(changes)
     state = AccessState(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 
 from sentry.testing.eas_client import EasTestClient
@@ -53,3 +55,26 @@ async def test_unknown_path_and_method(
     async with session.options(f"{gateway.url}/microsoft-server-activesync") as r:
         assert r.status == 200
         assert "MS-ASProtocolVersions" in r.headers
+
+
+async def test_preferences_from_the_file_apply_until_an_admin_sets_them(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    from dataclasses import replace
+
+    from sentry.policy import set_preferences
+    from sentry.testing.gateway import DEMO_ROUTING, demo_gateway, demo_pools
+
+    foldersync = '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
+
+    prefs = {"auto_block_unregistered": True}
+    async with demo_gateway(tmp_path, demo_pools(), routing=DEMO_ROUTING, preferences=prefs) as gw:
+        r = await client(gw, session, "alice", "PREFS0001").post("FolderSync", foldersync)
+        assert r.text("Status") == "129"  # auto-block from the file
+        state = gw.gateway.state
+        now = state.clock()
+        changed = replace(state.snapshot.prefs, max_devices_per_mailbox=3)
+        await state.apply(set_preferences(state.snapshot, changed, actor="a", now=now))
+    async with demo_gateway(tmp_path, demo_pools(), routing=DEMO_ROUTING, preferences=prefs) as gw:
+        stored = gw.gateway.state.snapshot.prefs
+        assert stored.auto_block_unregistered and stored.max_devices_per_mailbox == 3
