@@ -21,6 +21,7 @@ action can end them at once (see ``longpolls.py``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ __all__ = ["PROXY", "ProxyContext", "eas_handler"]
 
 access_log = structlog.get_logger("sentry.access_log")
 _BLOCKED = CommonStatus.DeviceIsBlockedForThisUser
+# Refusal bodies depend only on (command, version, status, MIME): build each once.
+_refusal = functools.lru_cache(maxsize=1024)(responses.refusal)
+_wipe_requested = functools.lru_cache(maxsize=256)(responses.wipe_requested)
 
 
 @dataclass
@@ -185,8 +189,8 @@ def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Respo
         if decision.account_only and not eas.at_least(16, 1):
             # AccountOnlyRemoteWipe exists only at 16.1; never escalate to a full
             # wipe of the whole device: refuse until the client speaks 16.1.
-            return _to_web(responses.refusal(eas.command, eas.protocol_version, _BLOCKED))
-        resp = responses.wipe_requested(
+            return _to_web(_refusal(eas.command, eas.protocol_version, _BLOCKED))
+        resp = _wipe_requested(
             eas.command, eas.protocol_version, account_only=decision.account_only, mime_body=mime
         )
         return _to_web(resp)
@@ -194,7 +198,7 @@ def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Respo
     if ctx.state.snapshot.prefs.refusal_style is RefusalStyle.HTTP403:
         return web.Response(status=403)
     return _to_web(
-        responses.refusal(eas.command, eas.protocol_version, decision.status, mime_body=mime)
+        _refusal(eas.command, eas.protocol_version, decision.status, mime_body=mime)
     )
 
 
