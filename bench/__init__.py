@@ -1,0 +1,1 @@
+"""Load tests and micro-benchmarks of the gateway: ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,240 @@
+"""``python -m bench [scenario] [options]``: run the load tests and micro-benchmarks.
+
+Without a scenario every one runs with small, bounded defaults (what
+``make bench`` does, about ten minutes on two cores); each scenario alone
+takes its own options (``python -m bench held-pings --help``). Results go
+to ``bench/results/`` (or ``--out``) as JSON and markdown; the targets of
+issue #6 are checked in the tables. Every process a run starts is stopped
+when it ends, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.held import (
+    BlockOptions,
+    HeldOptions,
+    block_markdown,
+    held_markdown,
+    run_block,
+    run_held_pings,
+)
+from bench.micro import MICRO, micro_markdown, run_micro
+from bench.proc import ROOT, BenchError, raise_nofile, stop_all
+from bench.report import header, plot, write
+from bench.throughput import TARGETS, ThroughputOptions, markdown, run_throughput
+
+RESULTS = ROOT / "bench" / "results"
+# Targets of issue #6 (this 2-core machine).
+TARGET_CORE_RATIO = 0.8
+TARGET_ADDED_P50_MS = 0.6
+TARGET_ADDED_P99_MS = 2.0
+TARGET_RSS_KIB = 16.0
+TARGET_BLOCK_P99_MS = 100.0
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def throughput_targets(r: dict[str, Any]) -> list[str]:
+    out = []
+    low = min(r["options"]["levels"])
+    for key, e in r["ratios"].items():
+        ratio = e.get("req_per_core_s_vs_bare")
+        if ratio is not None:
+            out.append(
+                f"- {key}: req per core-second = {ratio:.2f}x the bare forwarder "
+                f"(target >= {TARGET_CORE_RATIO}x): {_verdict(ratio >= TARGET_CORE_RATIO)}"
+            )
+        if key == f"gateway@{low}" and "added_p50_ms_vs_direct" in e:
+            p50, p99 = e["added_p50_ms_vs_direct"], e["added_p99_ms_vs_direct"]
+            ok = p50 <= TARGET_ADDED_P50_MS and p99 <= TARGET_ADDED_P99_MS
+            out.append(
+                f"- added latency at {low} connections over direct: p50 {p50:+.2f} ms, "
+                f"p99 {p99:+.2f} ms (targets <= {TARGET_ADDED_P50_MS} / "
+                f"{TARGET_ADDED_P99_MS} ms): {_verdict(ok)}"
+            )
+    return out
+
+
+def held_targets(r: dict[str, Any]) -> list[str]:
+    rss = r["rss_per_ping_kib"]
+    return [
+        f"- RSS per held Ping {rss:.1f} KiB at {r['held']:,} (target <= {TARGET_RSS_KIB:.0f} KiB "
+        f"at 100,000): {_verdict(rss <= TARGET_RSS_KIB)}",
+        f"- answered OK at the heartbeat: {r['answered_on_time']:,} of "
+        f"{r['options']['pings']:,}: {_verdict(r['answered_on_time'] == r['options']['pings'])}",
+    ]
+
+
+def block_targets(r: dict[str, Any]) -> list[str]:
+    p99 = r["propagation_ms"]["p99"]
+    every = r["status_129"] == r["blocked"] and r["unblocked_still_held"] == r["unblocked_total"]
+    return [
+        f"- block reaches a held Ping in p99 {p99:.1f} ms (target <= {TARGET_BLOCK_P99_MS:.0f} "
+        f"ms): {_verdict(p99 <= TARGET_BLOCK_P99_MS)}",
+        f"- every blocked Ping got Status 129 and no other Ping was answered: {_verdict(every)}",
+    ]
+
+
+def _section(title: str, table: str, targets: list[str]) -> str:
+    return f"## {title}\n\n{table}\n\n" + "\n".join(targets)
+
+
+def cmd_throughput(args: argparse.Namespace) -> str:
+    opts = ThroughputOptions(
+        devices=args.devices,
+        levels=_levels(args.levels),
+        duration=args.duration,
+        max_requests=args.max_requests,
+        generators=args.generators,
+        targets=tuple(t for t in args.targets.split(",") if t),
+    )
+    r = run_throughput(opts, args.out / "work" / "throughput")
+    args.reports["throughput"] = r
+    md = _section("throughput", markdown(r), throughput_targets(r))
+    write(args.out, "throughput", r, md)
+    return md
+
+
+def cmd_held(args: argparse.Namespace) -> str:
+    opts = HeldOptions(
+        pings=args.pings,
+        heartbeat=args.heartbeat,
+        ramp_rate=args.ramp_rate,
+        tls=args.tls,
+        generators=args.generators,
+        local_hosts=args.local_hosts,
+        backend_hosts=args.backend_hosts,
+    )
+    r = run_held_pings(opts, args.out / "work" / "held-pings")
+    args.reports["held-pings"] = r
+    md = _section("held Pings", held_markdown(r), held_targets(r))
+    write(args.out, "held-pings", r, md)
+    return md
+
+
+def cmd_block(args: argparse.Namespace) -> str:
+    opts = BlockOptions(pings=args.pings, blocked=args.blocked, tls=args.tls)
+    r = run_block(opts, args.out / "work" / "block")
+    args.reports["block"] = r
+    md = _section("block propagation", block_markdown(r), block_targets(r))
+    write(args.out, "block", r, md)
+    return md
+
+
+def cmd_micro(args: argparse.Namespace) -> str:
+    unknown = sorted(set(args.names) - set(MICRO))
+    if unknown:
+        raise BenchError(f"unknown micro-benchmark {unknown[0]!r} (known: {', '.join(MICRO)})")
+    r = run_micro(args.names or None)
+    md = f"## micro-benchmarks\n\n{micro_markdown(r)}"
+    write(args.out, "micro", r, md)
+    return md
+
+
+def cmd_all(args: argparse.Namespace) -> str:
+    """Every scenario with the make-bench defaults."""
+    steps: list[tuple[Callable[[argparse.Namespace], str], dict[str, Any]]] = [
+        (cmd_throughput, _defaults("throughput")),
+        (cmd_held, {**_defaults("held-pings"), "pings": 2000, "heartbeat": 60}),
+        (cmd_block, _defaults("block")),
+        (cmd_micro, _defaults("micro")),
+    ]
+    parts = []
+    for command, values in steps:
+        ns = argparse.Namespace(**{**values, "out": args.out, "reports": args.reports})
+        try:
+            parts.append(command(ns))
+        except BenchError as exc:
+            parts.append(f"## {command.__name__[4:]}\n\nFAILED: {exc}")
+            print(f"FAILED: {exc}", file=sys.stderr)
+    summary = f"# bench summary\n\n{header()}\n\n" + "\n\n".join(parts) + "\n"
+    (args.out / "summary.md").write_text(summary)
+    return summary
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    sub = p.add_subparsers(dest="scenario")
+    t = sub.add_parser("throughput", help="req/s, latency and CPU: direct, bare, gateway")
+    t.add_argument("--devices", type=int, default=1000)
+    t.add_argument("--levels", default="4,64", help="connection counts, comma-separated")
+    t.add_argument("--duration", type=float, default=10.0, help="seconds per window")
+    t.add_argument("--max-requests", type=int, default=1_000_000, help="cap per window")
+    t.add_argument("--generators", type=int, default=1, help="load generator processes")
+    t.add_argument("--targets", default=",".join(TARGETS))
+    t.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    t.set_defaults(func=cmd_throughput)
+    h = sub.add_parser("held-pings", help="RSS and CPU per held Ping through the gateway")
+    h.add_argument("--pings", type=int, default=10_000)
+    h.add_argument("--heartbeat", type=int, default=90)
+    h.add_argument("--ramp-rate", type=float, default=500.0, help="new Pings per second")
+    h.add_argument("--tls", action="store_true")
+    h.add_argument("--generators", type=int, default=1)
+    h.add_argument("--local-hosts", type=int, default=1, help="source addresses 127.0.0.1..n")
+    h.add_argument("--backend-hosts", type=int, default=1, help="backend addresses 127.0.0.1..n")
+    h.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    h.set_defaults(func=cmd_held)
+    b = sub.add_parser("block", help="time from a bulk Block to the held Pings' answers")
+    b.add_argument("--pings", type=int, default=1000)
+    b.add_argument("--blocked", type=int, default=500)
+    b.add_argument("--tls", action="store_true")
+    b.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    b.set_defaults(func=cmd_block)
+    m = sub.add_parser("micro", help="bench_wbxml, bench_request, bench_policy, bench_store")
+    m.add_argument("names", nargs="*", help=f"some of {', '.join(MICRO)} (default all)")
+    m.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    m.set_defaults(func=cmd_micro)
+    return p
+
+
+def _defaults(scenario: str) -> dict[str, Any]:
+    args = parser().parse_args([scenario])
+    return {k: v for k, v in vars(args).items() if k not in ("out", "scenario")}
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.reports = {}
+    args.out = args.out.resolve()
+    raise_nofile()
+    signal.signal(signal.SIGTERM, _terminate)
+    func = getattr(args, "func", cmd_all)
+    try:
+        text = func(args)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        stop_all()
+    made = plot(args.out, args.reports.get("throughput"), args.reports.get("held-pings"))
+    print()
+    print(text)
+    for path in made:
+        print(f"plot: {path}")
+    print(f"\nresults in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""Held Pings and block propagation: N Pings held open through the gateway.
+
+Approach. One demo backend and one gateway, each in its own process, and
+``generators`` load generator processes (job ``hold``), each holding its
+share of the Pings, one connection per Ping, as phones do. Every
+association is primed first with one FolderSync, so the memory measured
+afterwards is that of the held requests, not of the association rows.
+
+* ``held-pings``: RSS and CPU of the gateway are read after priming and
+  again once the gateway's ``sentry_held_long_polls`` gauge shows all N held:
+  RSS per held Ping = delta RSS / N, CPU per new Ping = delta CPU / N. Then
+  the bench waits for the heartbeat and checks that every Ping was answered
+  (HTTP 200, Ping Status 1) at its heartbeat.
+* ``block``: half of the sessions have DeviceType ``BenchBlock``; once all
+  are held, one bulk action of the admin API
+  (``POST /api/associations/actions/block`` with the filter
+  ``{"device_type": "BenchBlock"}``) blocks them. The time from sending the
+  action to each answer is the propagation time; every blocked Ping must get
+  Ping Status 129 and every other Ping must still be held.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.eas_mix import Session
+from bench.proc import BenchError, Proc, raise_nofile, start
+from bench.servers import GatewayProc, ServerProc, metric, start_backend, start_gateway
+from bench.stats import fmt, summary
+
+__all__ = [
+    "BlockOptions",
+    "HeldOptions",
+    "block_markdown",
+    "held_markdown",
+    "run_block",
+    "run_held_pings",
+]
+
+BLOCK_TYPE = "BenchBlock"
+
+
+@dataclass
+class HeldOptions:
+    pings: int = 10_000
+    heartbeat: int = 90
+    ramp_rate: float = 500.0
+    tls: bool = False
+    generators: int = 1
+    local_hosts: int = 1  # 127.0.0.1 .. 127.0.0.<n>: source addresses of the generators
+    backend_hosts: int = 1  # the backend listens on 127.0.0.1 .. <n>; the pool lists each
+
+
+@dataclass
+class BlockOptions:
+    pings: int = 1000
+    blocked: int = 500
+    tls: bool = False
+    ramp_rate: float = 500.0
+    heartbeat: int = 600  # long: only the block may answer them
+
+
+@dataclass
+class _Setup:
+    backend: ServerProc
+    gateway: GatewayProc
+    gens: list[Proc]
+    outs: list[Path]
+    parts: list[list[Session]]
+
+
+def _hosts(n: int) -> list[str]:
+    return [f"127.0.0.{i}" for i in range(1, max(1, n) + 1)]
+
+
+def _start(
+    work: Path,
+    sessions: list[Session],
+    *,
+    heartbeat: int,
+    ramp_rate: float,
+    tls: bool,
+    generators: int = 1,
+    local_hosts: int = 1,
+    backend_hosts: int = 1,
+) -> _Setup:
+    hosts = _hosts(backend_hosts)
+    backend = start_backend(work / "backend", len(sessions), hosts=tuple(hosts))
+    servers = [f"http://{h}:{backend.port}" for h in hosts]
+    setup = _Setup(backend, start_gateway(work / "gateway", servers, tls=tls), [], [], [])
+    k = max(1, generators)
+    for g in range(k):
+        part = sessions[g::k]
+        out = work / f"hold-gen{g}.json"
+        job = {
+            "mode": "hold",
+            "host": setup.gateway.host,
+            "port": setup.gateway.port,
+            "tls": tls,
+            "sessions": [[s.device_id, s.user, s.device_type] for s in part],
+            "heartbeat": heartbeat,
+            "ramp_rate": ramp_rate / k,
+            "local_hosts": _hosts(local_hosts) if local_hosts > 1 else [],
+            "deadline": heartbeat + 60,
+            "out": str(out),
+        }
+        proc = start(f"hold-gen{g}", [sys.executable, "-m", "bench.loadgen"], work, pipes=True)
+        proc.send({"job": job})
+        setup.gens.append(proc)
+        setup.outs.append(out)
+        setup.parts.append(part)
+    return setup
+
+
+def _stop(setup: _Setup) -> None:
+    for g in setup.gens:
+        g.stop()
+    setup.gateway.proc.stop()
+    setup.backend.proc.stop()
+
+
+def _held(gateway: GatewayProc) -> int:
+    return int(metric(gateway.metrics_text(), "sentry_held_long_polls", command="Ping"))
+
+
+def _ramp(setup: _Setup, pings: int, ramp_rate: float) -> dict[str, Any]:
+    """go -> all sent -> all held (or no longer growing); the gateway's CPU and RSS."""
+    primed = [g.receive(max(120.0, pings / 200)) for g in setup.gens]
+    prime_errors = sum(sum(p.get("errors", {}).values()) for p in primed)
+    gw = setup.gateway.proc
+    time.sleep(1.0)  # let the priming writes settle
+    rss0, cpu0, brss0 = gw.rss(), gw.cpu(), setup.backend.proc.rss()
+    t0 = time.monotonic()
+    for g in setup.gens:
+        g.send({"cmd": "go"})
+    samples = _sample_until_held(setup.gateway, pings, pings / ramp_rate)
+    t_held = time.monotonic()
+    cpu1, brss1 = gw.cpu(), setup.backend.proc.rss()
+    held, rss1 = samples[-1]
+    sent = [g.receive(120) for g in setup.gens]
+    return {
+        "prime_errors": prime_errors,
+        "connect_errors": sum(s["connect_errors"] for s in sent),
+        "ramp_seconds": max(s["seconds"] for s in sent),
+        "seconds_to_all_held": t_held - t0,
+        "held": held,
+        "gateway_rss_before_mib": rss0 / 2**20,
+        "gateway_rss_held_mib": rss1 / 2**20,
+        "rss_per_ping_kib": (rss1 - rss0) / max(1, held) / 1024,
+        "backend_rss_per_ping_kib": (brss1 - brss0) / max(1, held) / 1024,
+        "gateway_cpu_ramp_s": cpu1 - cpu0,
+        "cpu_per_new_ping_ms": (cpu1 - cpu0) / max(1, held) * 1e3,
+        "t_held": t_held,
+        "rss_samples": [[n, (rss - rss0) / 2**20] for n, rss in samples],
+    }
+
+
+def _sample_until_held(gateway: GatewayProc, want: int, ramp: float) -> list[tuple[int, int]]:
+    """(held Pings, gateway RSS) every quarter second until all ``want`` are held,
+    or until the count has not grown for 5 s after the ramp's planned end."""
+    samples: list[tuple[int, int]] = []
+    start = last_growth = time.monotonic()
+    best = -1
+    while True:
+        gateway.proc.check_alive()
+        held = _held(gateway)
+        now = time.monotonic()
+        if held > best:
+            best, last_growth = held, now
+            samples.append((held, gateway.proc.rss()))
+        if held >= want or (now - start > ramp and now - last_growth > 5.0):
+            return samples
+        time.sleep(0.25)
+
+
+def nofile_warning(pings: int) -> str | None:
+    """A warning when the open-file limit cannot carry ``pings`` held Pings."""
+    soft = raise_nofile()
+    need = 2 * pings + 200  # the gateway: one socket to the device, one to the backend
+    if soft >= need:
+        return None
+    return (
+        f"RLIMIT_NOFILE is {soft:,} here (hard limit; raising it needs CAP_SYS_RESOURCE): "
+        f"the gateway needs about {need:,} descriptors for {pings:,} held Pings and will "
+        f"refuse connections beyond about {(soft - 200) // 2:,} (see bench/README.md)"
+    )
+
+
+def _outcomes(setup: _Setup) -> list[dict[str, Any]]:
+    """Per session: sent/answered times, HTTP status and Ping Status."""
+    rows = []
+    for out, part in zip(setup.outs, setup.parts, strict=True):
+        data = json.loads(out.read_text())
+        for i, session in enumerate(part):
+            rows.append(
+                {
+                    "session": session,
+                    "sent": data["sent"][i],
+                    "answered": data["answered"][i],
+                    "http": data["http"][i],
+                    "ping": data["ping"][i],
+                }
+            )
+    return rows
+
+
+def run_held_pings(opts: HeldOptions, work: Path) -> dict[str, Any]:
+    """Ramp to N held Pings, measure, wait for the heartbeat, check every answer."""
+    work = work.resolve()
+    sessions = [Session(f"HOLD{i:07d}", f"user{i:06d}") for i in range(opts.pings)]
+    print(
+        f"held-pings: {opts.pings:,} Pings, heartbeat {opts.heartbeat} s, "
+        f"ramp {opts.ramp_rate:.0f}/s, TLS {'on' if opts.tls else 'off'}",
+        flush=True,
+    )
+    setup = _start(
+        work,
+        sessions,
+        heartbeat=opts.heartbeat,
+        ramp_rate=opts.ramp_rate,
+        tls=opts.tls,
+        generators=opts.generators,
+        local_hosts=opts.local_hosts,
+        backend_hosts=opts.backend_hosts,
+    )
+    warning = nofile_warning(opts.pings)
+    if warning:
+        print(f"  warning: {warning}", flush=True)
+    try:
+        ramp = _ramp(setup, opts.pings, opts.ramp_rate)
+        print(
+            f"  held {ramp['held']:,}: {ramp['rss_per_ping_kib']:.1f} KiB RSS and "
+            f"{ramp['cpu_per_new_ping_ms']:.2f} ms CPU per Ping in the gateway; "
+            f"waiting {opts.heartbeat} s for the heartbeat",
+            flush=True,
+        )
+        cpu_idle0 = setup.gateway.proc.cpu()
+        results = [g.receive(opts.heartbeat + 180) for g in setup.gens]
+        idle_cpu = setup.gateway.proc.cpu() - cpu_idle0
+        rows = _outcomes(setup)
+    finally:
+        _stop(setup)
+    after = [r["answered"] - r["sent"] for r in rows if r["answered"] and r["sent"] > 0]
+    tolerance = max(5.0, opts.heartbeat * 0.05)
+    on_time = sum(1 for a in after if opts.heartbeat - 1 <= a <= opts.heartbeat + tolerance)
+    ok = sum(1 for r in rows if r["http"] == 200 and r["ping"] == 1)
+    ramp.pop("t_held")
+    return {
+        "scenario": "held-pings",
+        "options": vars(opts),
+        "warning": warning,
+        **ramp,
+        "answered": sum(r["answered"] > 0 for r in rows),
+        "answered_ok": ok,
+        "answered_on_time": on_time,
+        "on_time_window_s": [opts.heartbeat - 1, opts.heartbeat + tolerance],
+        "answer_after_s": summary(after),
+        "gateway_cpu_while_held_s": idle_cpu,
+        "generator_errors": [r["errors"] for r in results],
+    }
+
+
+def held_markdown(r: dict[str, Any]) -> str:
+    o = r["options"]
+    a = r["answer_after_s"]
+    lines = [
+        "| held Pings | TLS | RSS per Ping (gateway) | CPU per new Ping | ramp s | "
+        "answered OK at heartbeat | answer after (p50 / max) | gateway RSS |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {fmt(r['held'])} | {'on' if o['tls'] else 'off'} "
+        f"| {r['rss_per_ping_kib']:.1f} KiB | {r['cpu_per_new_ping_ms']:.2f} ms "
+        f"| {r['ramp_seconds']:.1f} | {fmt(r['answered_on_time'])} of {fmt(o['pings'])} "
+        f"({fmt(r['answered_ok'])} Status 1) | {a['p50']:.2f} / {a['max']:.2f} s "
+        f"| {r['gateway_rss_before_mib']:.0f} -> {r['gateway_rss_held_mib']:.0f} MiB |",
+    ]
+    if r.get("warning"):
+        lines += ["", f"Warning: {r['warning']}."]
+    return "\n".join(lines)
+
+
+# -- block propagation ------------------------------------------------------------------
+
+
+def _block(gateway: GatewayProc) -> tuple[float, float, dict[str, Any]]:
+    """The bulk Block; return (sent at, answered at, JSON answer)."""
+    body = json.dumps(
+        {"filter": {"device_type": BLOCK_TYPE}, "note": "bench", "dry_run": False}
+    ).encode()
+    request = urllib.request.Request(
+        gateway.admin_url + "/api/associations/actions/block",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {gateway.token}", "Content-Type": "application/json"},
+    )
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"bulk block failed: {exc.code} {exc.read()[:500]!r}") from None
+    return t0, time.monotonic(), answer
+
+
+def run_block(opts: BlockOptions, work: Path) -> dict[str, Any]:
+    """Hold N Pings, block some with one bulk action, time each answer."""
+    work = work.resolve()
+    blocked = min(opts.blocked, opts.pings)
+    sessions = [
+        Session(f"BLK{i:07d}", f"user{i:06d}", BLOCK_TYPE if i < blocked else "iPhone")
+        for i in range(opts.pings)
+    ]
+    print(f"block: {opts.pings:,} held Pings, {blocked:,} blocked by one bulk action", flush=True)
+    setup = _start(work, sessions, heartbeat=opts.heartbeat, ramp_rate=opts.ramp_rate, tls=opts.tls)
+    try:
+        ramp = _ramp(setup, opts.pings, opts.ramp_rate)
+        if ramp["held"] < opts.pings:
+            raise BenchError(f"only {ramp['held']} of {opts.pings} Pings held")
+        t_block, t_api, answer = _block(setup.gateway)
+        remaining = _wait_held_down(setup.gateway, opts.pings - blocked, 30.0)
+        revocation = _revocation_histogram(setup.gateway.metrics_text())
+        for g in setup.gens:
+            g.send({"cmd": "stop"})
+        for g in setup.gens:
+            g.receive(60)
+        rows = _outcomes(setup)
+    finally:
+        _stop(setup)
+    hit = [r for r in rows if r["session"].device_type == BLOCK_TYPE]
+    others = [r for r in rows if r["session"].device_type != BLOCK_TYPE]
+    delays = [r["answered"] - t_block for r in hit if r["answered"]]
+    return {
+        "scenario": "block",
+        "options": vars(opts),
+        "held": ramp["held"],
+        "blocked": blocked,
+        "api_seconds": t_api - t_block,
+        "api_answer": {k: v for k, v in answer.items() if k in ("matched", "polls_ended")},
+        "api_changed": len(answer.get("changed", [])),
+        "answered": len(delays),
+        "status_129": sum(1 for r in hit if r["http"] == 200 and r["ping"] == 129),
+        "blocked_answers": dict(Counter(f"HTTP {r['http']} Status {r['ping']}" for r in hit)),
+        "unblocked_still_held": sum(1 for r in others if not r["answered"]),
+        "unblocked_total": len(others),
+        "held_after_block": remaining,
+        "propagation_ms": summary(delays, scale=1e3),
+        "gateway_revocation_histogram": revocation,
+    }
+
+
+def _wait_held_down(gateway: GatewayProc, want: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    held = _held(gateway)
+    while held > want and time.monotonic() < deadline:
+        time.sleep(0.05)
+        held = _held(gateway)
+    time.sleep(0.5)  # answers in flight reach the generator
+    return _held(gateway)
+
+
+def _revocation_histogram(text: str) -> dict[str, float]:
+    return {
+        "count": metric(text, "sentry_revocation_seconds_count"),
+        "sum_s": metric(text, "sentry_revocation_seconds_sum"),
+    }
+
+
+def block_markdown(r: dict[str, Any]) -> str:
+    p = r["propagation_ms"]
+    return "\n".join(
+        [
+            "| held Pings | blocked | bulk API call | answered | Status 129 | p50 | p99 | max | "
+            "others still held |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {fmt(r['held'])} | {fmt(r['blocked'])} | {r['api_seconds'] * 1e3:.1f} ms "
+            f"| {fmt(r['answered'])} | {fmt(r['status_129'])} | {p['p50']:.1f} ms "
+            f"| {p['p99']:.1f} ms | {p['max']:.1f} ms "
+            f"| {fmt(r['unblocked_still_held'])} of {fmt(r['unblocked_total'])} |",
+        ]
+    )

@@ -1,0 +1,173 @@
+"""Starting the servers under test, each in its own process.
+
+Approach. The demo backend (``bench.backend_runner``) and the bare forwarder
+(``bench.bare_forwarder``) print their port as a JSON line; the gateway is
+started exactly as an operator starts it, ``sentry run --config <yaml>``,
+from a configuration generated here (SQLite store, JSON logs with the access
+log to a file, TLS on or off, no bundled demo backend: the pool points at
+the separate backend process). Its listeners are on port 0 and the URLs are
+read back from its ``started`` log event. The admin token file is created
+by the gateway on first start; ``GatewayProc.token`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.proc import BenchError, Proc, start
+
+__all__ = [
+    "GatewayProc",
+    "ServerProc",
+    "gateway_settings",
+    "metric",
+    "start_backend",
+    "start_bare",
+    "start_gateway",
+]
+
+
+@dataclass
+class ServerProc:
+    """A started server and where it listens."""
+
+    proc: Proc
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass
+class GatewayProc(ServerProc):
+    """The gateway: device listener, admin listener, token and log file."""
+
+    admin_url: str
+    workdir: Path
+    tls: bool
+
+    @property
+    def token(self) -> str:
+        return (self.workdir / "admin-token").read_text().strip()
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=10) as resp:
+            text: str = resp.read().decode()
+            return text
+
+
+def _ready_port(proc: Proc, timeout: float = 60.0) -> dict[str, Any]:
+    message = proc.receive(timeout)
+    if message.get("event") != "ready":
+        raise BenchError(f"{proc.name}: unexpected {message!r}")
+    return message
+
+
+def start_backend(
+    workdir: Path, users: int, *, hosts: tuple[str, ...] = ("127.0.0.1",), min_heartbeat: int = 1
+) -> ServerProc:
+    """The demo backend with ``users`` mailboxes ``user000000``.."""
+    argv = [sys.executable, "-m", "bench.backend_runner", "--users", str(users)]
+    argv += ["--hosts", ",".join(hosts), "--min-heartbeat", str(min_heartbeat)]
+    proc = start("backend", argv, workdir, pipes=True)
+    return ServerProc(proc, hosts[0], int(_ready_port(proc)["port"]))
+
+
+def start_bare(workdir: Path, upstream: str) -> ServerProc:
+    """The bare aiohttp forwarder in front of ``upstream``."""
+    argv = [sys.executable, "-m", "bench.bare_forwarder", "--upstream", upstream]
+    proc = start("bare-forwarder", argv, workdir, pipes=True)
+    return ServerProc(proc, "127.0.0.1", int(_ready_port(proc)["port"]))
+
+
+def gateway_settings(servers: list[str], *, tls: bool) -> dict[str, Any]:
+    """The gateway configuration for a bench run (everything on; TLS as asked)."""
+    return {
+        "gateway": {
+            "fqdn": "localhost",
+            "listen": {"host": "127.0.0.1", "port": 0},
+            "tls": {"enabled": tls, "cert": "certs/sentry.pem", "key": "certs/sentry.key"},
+        },
+        "admin": {"listen": {"host": "127.0.0.1", "port": 0}, "token_file": "admin-token"},
+        "store": {"kind": "sqlite", "path": "sentry.db"},
+        "pools": [{"name": "exchange", "type": "exchange", "servers": servers}],
+        "routing": {"default": "exchange"},
+        "logging": {"level": "info", "format": "json", "file": "gateway.jsonl", "access_log": True},
+    }
+
+
+def _sentry_command() -> list[str]:
+    script = Path(sys.executable).with_name("sentry")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("sentry")
+    return [found] if found else [sys.executable, "-m", "sentry"]
+
+
+def start_gateway(
+    workdir: Path, servers: list[str], *, tls: bool, timeout: float = 60.0
+) -> GatewayProc:
+    """``sentry run --config`` with a fresh store and log under ``workdir``."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    config = workdir / "sentry.yaml"
+    config.write_text(yaml.safe_dump(gateway_settings(servers, tls=tls), sort_keys=False))
+    proc = start("gateway", [*_sentry_command(), "run", "--config", str(config)], workdir)
+    log = workdir / "gateway.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.check_alive()
+        started = _started_event(log)
+        if started is not None:
+            host, port = _host_port(started["devices"])
+            return GatewayProc(proc, host, port, started["admin"], workdir, tls)
+        time.sleep(0.05)
+    proc.stop()
+    raise BenchError(f"gateway did not start in {timeout:.0f} s:\n{proc.tail()}")
+
+
+def _started_event(log: Path) -> dict[str, Any] | None:
+    if not log.exists():
+        return None
+    with log.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if '"started"' in line:
+                event: dict[str, Any] = json.loads(line)
+                if event.get("event") == "started":
+                    return event
+    return None
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    match = re.match(r"https?://\[?([^\]/]+?)\]?:(\d+)$", url)
+    if not match:
+        raise BenchError(f"cannot read the gateway address from {url!r}")
+    return match.group(1), int(match.group(2))
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric_name, _, rest = head.partition("{")
+        if metric_name != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += float(value)
+    return total

@@ -1,0 +1,64 @@
+"""Smoke test of bench/: every load scenario runs end to end with tiny parameters.
+
+It starts the real processes (demo backend, bare forwarder, ``sentry run``,
+load generators) exactly as ``python -m bench`` does, so a change that breaks
+the bench fails CI. It checks that each scenario completes and reports what
+it measured, never how fast: numbers on a shared CI machine mean nothing.
+The three scenarios run at the same time to stay within seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = {
+    "throughput": [
+        "throughput",
+        "--devices", "8", "--levels", "2", "--duration", "0.5", "--max-requests", "20",
+    ],
+    "held-pings": ["held-pings", "--pings", "10", "--heartbeat", "2", "--ramp-rate", "200"],
+    "block": ["block", "--pings", "10", "--blocked", "4"],
+}  # fmt: skip
+
+
+def test_every_load_scenario_runs(tmp_path: Path) -> None:
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "bench", "--out", str(tmp_path / name), *argv],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, argv in SCENARIOS.items()
+    }
+    outputs = {}
+    try:
+        for name, proc in procs.items():
+            outputs[name] = proc.communicate(timeout=60)[0]
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f"{name} failed:\n{outputs[name]}"
+        report = json.loads((tmp_path / name / f"{name}.json").read_text())
+        assert report["scenario"] == name
+        assert (tmp_path / name / f"{name}.md").exists()
+
+    throughput = json.loads((tmp_path / "throughput" / "throughput.json").read_text())
+    targets = {row["target"] for row in throughput["rows"]}
+    assert targets == {"direct", "bare", "gateway", "gateway-tls"}
+    assert all(row["requests"] > 0 and row["errors"] == 0 for row in throughput["rows"])
+    assert all(not row["warmup_failures"] for row in throughput["rows"])
+
+    held = json.loads((tmp_path / "held-pings" / "held-pings.json").read_text())
+    assert held["held"] == 10
+    assert held["answered_ok"] == 10
+
+    block = json.loads((tmp_path / "block" / "block.json").read_text())
+    assert block["status_129"] == 4
+    assert block["unblocked_still_held"] == 6
