@@ -9,6 +9,7 @@ user) is bound once per request in contextvars by the proxy's middleware.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -28,30 +29,42 @@ _SECRET_KEYS = re.compile(
 _CREDENTIAL_IN_TEXT = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]+", re.I)
 
 
-def _scrub(value: Any, depth: int = 0) -> Any:
-    if depth > 8:
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEYS.search(key) is not None
+
+
+def _scrub_text(value: str) -> str:
+    lowered = value.lower()  # cheap pre-check: most values carry no credential
+    if "basic" not in lowered and "bearer" not in lowered:
         return value
+    return _CREDENTIAL_IN_TEXT.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return _CREDENTIAL_IN_TEXT.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
+        return _scrub_text(value)
+    if depth > 8 or not isinstance(value, dict | list | tuple):
+        return value
     if isinstance(value, dict):
         return {
-            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v, depth + 1)
+            k: REDACTED if isinstance(k, str) and _secret_key(k) else _scrub(v, depth + 1)
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
-        return type(value)(_scrub(v, depth + 1) for v in value)
-    return value
+    return type(value)(_scrub(v, depth + 1) for v in value)
 
 
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: remove credentials from every field of the event."""
-    for key in list(event_dict):
-        if _SECRET_KEYS.search(key):
+    for key, value in event_dict.items():
+        if _secret_key(key):
             event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _scrub(event_dict[key])
+        elif isinstance(value, str):
+            event_dict[key] = _scrub_text(value)
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = _scrub(value)
     return event_dict
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import secrets
 import time
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ __all__ = ["PROXY", "ProxyContext", "eas_handler"]
 
 access_log = structlog.get_logger("sentry.access_log")
 _BLOCKED = CommonStatus.DeviceIsBlockedForThisUser
+# Request ids: a random per-process prefix and a counter (no syscall per request).
+_ID_PREFIX = secrets.token_hex(3) + "-"
+_ids = itertools.count(1)
 # Refusal bodies depend only on (command, version, status, MIME): build each once.
 _refusal = functools.lru_cache(maxsize=1024)(responses.refusal)
 _wipe_requested = functools.lru_cache(maxsize=256)(responses.wipe_requested)
@@ -77,7 +81,7 @@ async def eas_handler(request: web.Request) -> web.StreamResponse:
     """aiohttp handler for ``/Microsoft-Server-ActiveSync``."""
     ctx = request.app[PROXY]
     started = time.perf_counter()
-    record: dict[str, Any] = {"request_id": secrets.token_hex(6)}
+    record: dict[str, Any] = {"request_id": f"{_ID_PREFIX}{next(_ids):x}"}
     ctx.metrics.in_flight.inc()
     response: web.StreamResponse | None = None
     try:
@@ -197,9 +201,7 @@ def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Respo
     assert isinstance(decision, Refuse)
     if ctx.state.snapshot.prefs.refusal_style is RefusalStyle.HTTP403:
         return web.Response(status=403)
-    return _to_web(
-        _refusal(eas.command, eas.protocol_version, decision.status, mime_body=mime)
-    )
+    return _to_web(_refusal(eas.command, eas.protocol_version, decision.status, mime_body=mime))
 
 
 def _is_mime(eas: EasRequest) -> bool:
