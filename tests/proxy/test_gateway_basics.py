@@ -78,3 +78,12 @@ async def test_preferences_from_the_file_apply_until_an_admin_sets_them(
     async with demo_gateway(tmp_path, demo_pools(), routing=DEMO_ROUTING, preferences=prefs) as gw:
         stored = gw.gateway.state.snapshot.prefs
         assert stored.auto_block_unregistered and stored.max_devices_per_mailbox == 3
+
+
+async def test_tls_connections_get_small_read_buffers(gateway: DemoGateway) -> None:
+    import asyncio.sslproto
+
+    from sentry.app import TLS_READ_BUFFER
+
+    assert gateway.url.startswith("https://")
+    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 16 * 1024
