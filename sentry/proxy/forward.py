@@ -51,15 +51,21 @@ class BodyStream:
 
 
 async def relay_response(
-    request: web.Request, upstream: aiohttp.ClientResponse
-) -> tuple[web.StreamResponse, int]:
-    """Stream ``upstream`` to the device; return the response and body bytes."""
+    request: web.Request, upstream: aiohttp.ClientResponse, *, keep: int = 0
+) -> tuple[web.StreamResponse, int, bytes | None]:
+    """Stream ``upstream`` to the device; return the response, the body size,
+    and the body itself when it is at most ``keep`` bytes (else None)."""
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(downstream_headers(upstream.headers))
     await response.prepare(request)
     total = 0
+    kept: list[bytes] | None = [] if keep else None
     async for chunk in upstream.content.iter_chunked(CHUNK):
         total += len(chunk)
+        if kept is not None and total <= keep:
+            kept.append(chunk)
+        else:
+            kept = None
         await response.write(chunk)
     await response.write_eof()
-    return response, total
+    return response, total, None if kept is None else b"".join(kept)

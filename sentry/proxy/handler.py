@@ -34,25 +34,28 @@ from aiohttp import web
 
 from sentry.access import AccessState
 from sentry.eas import responses
+from sentry.eas.commands import policy_fingerprint
 from sentry.eas.errors import EasError
-from sentry.eas.request import EasRequest, parse_request
+from sentry.eas.request import Command, EasRequest, parse_request
 from sentry.eas.status import CommonStatus
+from sentry.eas.wbxml import Limits, decode
 from sentry.model import AssociationKey, RefusalStyle
 from sentry.observability import Metrics
 from sentry.observability.metrics import command_label, status_class
-from sentry.policy import Decision, Forward, Refuse, Wipe
+from sentry.policy import Decision, Forward, Refuse, Wipe, record_policy_fingerprint
 from sentry.settings import GatewaySettings
 
 from .errors import NoHealthyServer, RequestTooLarge, UpstreamError
 from .forward import BodyStream, relay_response
 from .headers import ClientAddress, upstream_headers
-from .inspect import PREFIX, Inspected, inspect
+from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
 from .upstream import Upstreams
 
 __all__ = ["PROXY", "ProxyContext", "eas_handler"]
 
 access_log = structlog.get_logger("sentry.access_log")
 _BLOCKED = CommonStatus.DeviceIsBlockedForThisUser
+_POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
 # Request ids: a random per-process prefix and a counter (no syscall per request).
 _ID_PREFIX = secrets.token_hex(3) + "-"
 _ids = itertools.count(1)
@@ -241,6 +244,8 @@ async def _forward(
     else:
         prefix = request.get(PREFIX, b"")
         body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
+    if eas.command is Command.Provision:
+        return await _send(ctx, request, decision.pool, None, body, None, record, policy_of=key)
     if not inspected.long_poll:
         return await _send(ctx, request, decision.pool, None, body, None, record)
     hold = min(
@@ -261,6 +266,7 @@ async def _send(
     record: dict[str, Any],
     *,
     eas: EasRequest | None = None,
+    policy_of: AssociationKey | None = None,
 ) -> web.StreamResponse:
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
@@ -304,7 +310,8 @@ async def _send(
     record["server"] = server.label
     record["upstream_status"] = upstream.status
     try:
-        response, size = await relay_response(request, upstream)
+        keep = INSPECT_LIMIT if policy_of is not None and upstream.status == 200 else 0
+        response, size, kept = await relay_response(request, upstream, keep=keep)
     except (TimeoutError, aiohttp.ClientError) as exc:
         ctx.metrics.upstream_errors.labels(pool_name, "broken").inc()
         record["error"] = f"backend broke mid-response: {exc!r}"
@@ -314,7 +321,25 @@ async def _send(
     finally:
         upstream.release()
     record["bytes_out"] = size
+    if policy_of is not None and kept:
+        await _record_policy(ctx, policy_of, kept)
     return response
+
+
+async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) -> None:
+    """Remember which ActiveSync policy the backend gave this association, so
+    several policies on one device are flagged (design §5.10). Best effort:
+    a body we cannot read changes nothing."""
+    try:
+        fingerprint = policy_fingerprint(decode(body, _POLICY_LIMITS))
+    except EasError:
+        return
+    if fingerprint is None or key not in ctx.state.snapshot:
+        return
+    async with ctx.state.writer:
+        changes = record_policy_fingerprint(ctx.state.snapshot, key, fingerprint, ctx.state.clock())
+        if changes:
+            await ctx.state.apply_held(changes)
 
 
 def _uncancel() -> None:

@@ -146,7 +146,7 @@ def _initial(state: BackendState, call: Call, body: Element, policy_type: str) -
         leaf(PROV, "PolicyType", policy_type),
         status(PROV, PolicyStatus.Success),
         leaf(PROV, "PolicyKey", record.pending),
-        el(PROV, "Data", _policy_data(call, policy_type)),
+        el(PROV, "Data", _policy_data(state, call, policy_type)),
     )
     info_answer = None
     if info is not None:
@@ -161,13 +161,14 @@ def _initial(state: BackendState, call: Call, body: Element, policy_type: str) -
     return Reply(root)
 
 
-def _policy_data(call: Call, policy_type: str) -> Element | str:
+def _policy_data(state: BackendState, call: Call, policy_type: str) -> Element | str:
     if policy_type == WAP_POLICY_TYPE:
         return _WAP_DOC
     tokens = PAGE_BY_NAMESPACE[PROV].by_name
+    doc = {**dict(_POLICY_DOC), **dict(state.config.policy)}
     settings = [
         leaf(PROV, name, value)
-        for name, value in _POLICY_DOC
+        for name, value in doc.items()
         if version_at_least(call.version, tokens[name].since or "2.5")
     ]
     return el(PROV, "EASProvisionDoc", *settings)

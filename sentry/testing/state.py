@@ -71,6 +71,7 @@ class BackendConfig:
     max_ping_folders: int = 300
     server_version: str | None = None  # MS-Server-ActiveSync; None: by backend_type
     protocol_versions: tuple[str, ...] = PROTOCOL_VERSIONS
+    policy: tuple[tuple[str, str], ...] = ()  # EASProvisionDoc settings over the default
 
     def __post_init__(self) -> None:
         specs = tuple(MailboxSpec(*m) for m in self.mailboxes)

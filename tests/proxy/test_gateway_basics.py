@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aiohttp
 
+from sentry.model import AssociationKey
 from sentry.testing.eas_client import EasTestClient
 from sentry.testing.gateway import DemoGateway
 
@@ -87,3 +88,30 @@ async def test_tls_connections_get_small_read_buffers(gateway: DemoGateway) -> N
 
     assert gateway.url.startswith("https://")
     assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 16 * 1024
+
+
+async def test_two_policies_on_one_device_are_flagged_ambiguous(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    from sentry.testing.backend import BackendConfig
+    from sentry.testing.gateway import PoolSpec, demo_gateway
+
+    strict = BackendConfig(
+        "exchange", (("carol", "secret", "carol@corp.example", "Carol"),),
+        policy=(("DevicePasswordEnabled", "1"),),
+    )  # fmt: skip
+    pools = {
+        "exchange": PoolSpec("exchange", (BackendConfig("exchange"),)),
+        "corp": PoolSpec("exchange", (strict,)),
+    }
+    routing = {"default": "exchange", "users": {"carol": "corp"}}
+    async with demo_gateway(tmp_path, pools, routing=routing) as gw:
+        await client(gw, session, "alice", "AMBIG0001").provision()
+        snapshot = gw.gateway.state.snapshot
+        alice = snapshot.get(AssociationKey("AMBIG0001", "alice"))
+        assert alice is not None and alice.policy_fingerprint and not alice.ambiguous_policy
+        await client(gw, session, "bob", "AMBIG0001").provision()  # same policy: still fine
+        assert not snapshot.get(AssociationKey("AMBIG0001", "alice")).ambiguous_policy  # type: ignore[union-attr]
+        await client(gw, session, "carol", "AMBIG0001").provision()
+        rows = snapshot.on_device("AMBIG0001")
+        assert len(rows) == 3 and all(r.ambiguous_policy for r in rows)

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from .longpoll import long_poll_seconds
 from .ping import PingRequest, parse_ping
-from .provision import ProvisionKind, ProvisionRequest, WipeKind, parse_provision
+from .provision import (
+    ProvisionKind,
+    ProvisionRequest,
+    WipeKind,
+    parse_provision,
+    policy_fingerprint,
+)
 from .settings import DeviceInformation, device_information_from, parse_settings_device_information
 from .sync import SyncRequest, parse_sync
 
@@ -26,4 +32,5 @@ __all__ = [
     "parse_provision",
     "parse_settings_device_information",
     "parse_sync",
+    "policy_fingerprint",
 ]

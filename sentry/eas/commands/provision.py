@@ -15,17 +15,24 @@ PolicyKey is read as the uint32 the gateway issues (§3.1); statuses as integers
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import Enum
 
 from sentry.eas.errors import BodyError
 from sentry.eas.status import WipeAckStatus
-from sentry.eas.wbxml import Element
+from sentry.eas.wbxml import Element, encode
 
 from ._fields import bounded_text, expect_root, int_child
 from .settings import DeviceInformation, device_information_from
 
-__all__ = ["ProvisionKind", "ProvisionRequest", "WipeKind", "parse_provision"]
+__all__ = [
+    "ProvisionKind",
+    "ProvisionRequest",
+    "WipeKind",
+    "parse_provision",
+    "policy_fingerprint",
+]
 
 NAMESPACE = "Provision"
 _MAX_POLICY_KEY = 0xFFFFFFFF
@@ -99,3 +106,19 @@ def _policy_key(policy: Element | None) -> int | None:
     if key is not None and key > _MAX_POLICY_KEY:
         raise BodyError(f"Provision:PolicyKey {key} does not fit in 32 bits")
     return key
+
+
+def policy_fingerprint(response: Element) -> str | None:
+    """A short stable name for the policy a Provision *response* carries.
+
+    Two associations whose backends sent the same ``Policies/Policy/Data``
+    (the EASProvisionDoc) get the same fingerprint; different policies on one
+    device's mailboxes are what the gateway flags as ambiguous. None when the
+    response carries no policy data (the acknowledgement, a wipe, an error).
+    """
+    if response.namespace != NAMESPACE or response.tag != "Provision":
+        return None
+    data = response.find_path("Policies", "Policy", "Data")
+    if data is None:
+        return None
+    return hashlib.sha256(encode(data)).hexdigest()[:16]
