@@ -121,8 +121,10 @@ async def test_one_association_shows_its_decision_reasons_and_history(
     assert row["override"]["kind"] == "block" and row["override"]["note"] == "check"
     assert row["device_information"]["model"] == "TestPhone 1"
     assert row["managed_device"] is None
-    assert [e["kind"] for e in row["history"]] == ["first_seen", "admin"]
-    assert row["history"][1]["detail"]["note"] == "check"
+    # provisioning recorded the backend's policy, then the admin blocked
+    assert [e["kind"] for e in row["history"]] == ["first_seen", "policy", "admin"]
+    assert row["history"][1]["detail"]["fingerprint"]
+    assert row["history"][2]["detail"]["note"] == "check"
     status, body = await api.get("/api/associations/NOPE/alice")
     assert status == 404 and "NOPE" in body["error"]
 
