@@ -32,7 +32,7 @@ import structlog
 
 from sentry.aio import create_task
 from sentry.eas.request import EasRequest
-from sentry.model import AssociationKey, Verdict
+from sentry.model import AssociationKey
 from sentry.observability import Metrics
 from sentry.policy import (
     Change,
@@ -53,7 +53,6 @@ from sentry.store.base import Store
 __all__ = ["AccessState"]
 
 log = structlog.get_logger("sentry.access")
-_PUBLISH_EVERY = 30.0  # seconds between recounts of associations by state
 
 
 class AccessState:
@@ -183,20 +182,14 @@ class AccessState:
         return len(batch)
 
     async def _flush_loop(self) -> None:
-        published = self.clock()
         while True:
             await asyncio.sleep(self._flush_every)
             await self.flush_touches()
-            if self.clock() - published >= _PUBLISH_EVERY:  # a full scan: not every flush
-                self.publish_counts()
-                published = self.clock()
+            self.publish_counts()
 
     def publish_counts(self) -> None:
-        """Associations by state, for the metrics gauge."""
-        counts = dict.fromkeys(Verdict, 0)
-        for assoc in self.snapshot.associations():
-            counts[assoc.verdict] += 1
-        for verdict, n in counts.items():
+        """Associations by state, for the metrics gauge (kept by the snapshot)."""
+        for verdict, n in self.snapshot.verdict_counts().items():
             self.metrics.associations.labels(verdict.value).set(n)
 
     def start(self) -> None:

@@ -33,6 +33,7 @@ from sentry.model import (
     Preferences,
     Routing,
     User,
+    Verdict,
 )
 
 from . import changes as ch
@@ -190,6 +191,10 @@ class Snapshot:
             if handler is None:
                 raise TypeError(f"not a change: {change!r}")
             handler(self, change)
+
+    def verdict_counts(self) -> dict[Verdict, int]:
+        """Associations by last verdict, maintained incrementally (no scan)."""
+        return self._table.verdict_counts()
 
     def add_associations(self, rows: Iterable[Association]) -> None:
         """Bulk insert for loading: ``PutAssociation`` for each row, without the changes."""

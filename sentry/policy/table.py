@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from sentry.model import Association, AssociationKey
+from sentry.model import Association, AssociationKey, Verdict
 
 __all__ = ["AssociationTable"]
 
@@ -27,13 +27,14 @@ _Ids = str | tuple[str, ...]
 class AssociationTable:
     """Associations by DeviceId, DeviceIds by mailbox, Link To rows by device."""
 
-    __slots__ = ("_by_device", "_by_user", "_count", "_manual")
+    __slots__ = ("_by_device", "_by_user", "_count", "_manual", "_verdicts")
 
     def __init__(self) -> None:
         self._by_device: dict[str, _Rows] = {}
         self._by_user: dict[str, _Ids] = {}
         self._manual: dict[str, set[AssociationKey]] = {}
         self._count = 0
+        self._verdicts: dict[Verdict, int] = dict.fromkeys(Verdict, 0)  # kept as rows change
 
     # --- Reads ---
 
@@ -83,6 +84,10 @@ class AssociationTable:
         ids = self._by_user.get(user)
         return 0 if ids is None else len(ids) if isinstance(ids, tuple) else 1
 
+    def verdict_counts(self) -> dict[Verdict, int]:
+        """How many rows have each last verdict (kept up to date, no scan)."""
+        return dict(self._verdicts)
+
     def manually_linked(self, device: str) -> set[AssociationKey]:
         """Keys an admin linked to managed device ``device``."""
         return set(self._manual.get(device, ()))
@@ -92,6 +97,9 @@ class AssociationTable:
     def put(self, row: Association) -> Association | None:
         """Insert or replace ``row``; return the row it replaced."""
         old = self._store(row)
+        if old is not None:
+            self._verdicts[old.verdict] -= 1
+        self._verdicts[row.verdict] += 1
         if old is None:
             self._count += 1
             user, device_id = row.key.user, row.key.device_id
@@ -105,12 +113,14 @@ class AssociationTable:
         """``put`` each row; the common case (first row of its DeviceId, no Link To)
         is inlined, as a load does it a million times."""
         by_device, by_user, put, added = self._by_device, self._by_user, self.put, 0
+        verdicts = self._verdicts
         for row in rows:
             device_id, user = row.key
             if row.manual_link is not None or device_id in by_device:
                 put(row)
                 continue
             by_device[device_id] = row
+            verdicts[row.verdict] += 1
             ids = by_user.get(user)
             by_user[user] = device_id if ids is None else _plus(ids, device_id)
             added += 1
@@ -126,6 +136,7 @@ class AssociationTable:
         ids = tuple(d for d in self.device_ids(user) if d != device_id)
         _set_ids(self._by_user, user, ids)
         self._count -= 1
+        self._verdicts[old.verdict] -= 1
         self._relink(old, old.key, None)
         return old
 
@@ -136,6 +147,7 @@ class AssociationTable:
         other._by_user = dict(self._by_user)
         other._manual = {k: set(v) for k, v in self._manual.items()}
         other._count = self._count
+        other._verdicts = dict(self._verdicts)
         return other
 
     def _store(self, row: Association) -> Association | None:

@@ -233,3 +233,21 @@ def test_fast_constructor_builds_equal_values_and_refuses_non_slots():
 
     with pytest.raises(TypeError):
         fast_constructor(NoSlots)
+
+
+def test_verdict_counts_follow_every_change():
+    from collections import Counter
+
+    from sentry.model import Verdict
+
+    conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
+    conv.request("alice", "DEV1").expect_refuse(129)
+    conv.request("bob", "DEV2").expect_refuse(129)
+    conv.allow("alice", "DEV1")
+    conv.request("alice", "DEV1").expect_forward("exchange", reasons={"MANUAL", "AUTO_BLOCK"})
+    conv.remove("bob", "DEV2")
+    expected = Counter(r.verdict for r in conv.snapshot.associations())
+    counts = conv.snapshot.verdict_counts()
+    assert {v: counts[v] for v in Verdict if counts[v]} == dict(expected)
+    assert counts[Verdict.FORWARD] == 1 and sum(counts.values()) == 1
+    assert conv.snapshot.copy().verdict_counts() == counts
