@@ -43,7 +43,15 @@ from sentry.settings import PreferenceSettings, Settings
 from sentry.store.base import Store
 from sentry.store.factory import open_store
 
-__all__ = ["Gateway", "ensure_token", "run", "start_gateway"]
+__all__ = [
+    "Gateway",
+    "config_changes",
+    "demo_banner",
+    "ensure_token",
+    "preferences_of",
+    "run",
+    "start_gateway",
+]
 
 log = structlog.get_logger("sentry")
 

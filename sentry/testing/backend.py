@@ -61,6 +61,7 @@ __all__ = [
     "MailboxSpec",
     "RunningBackend",
     "build_backend_app",
+    "inject",
     "start_backend",
 ]
 

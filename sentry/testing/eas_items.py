@@ -39,7 +39,9 @@ __all__ = [
     "ItemOperationsStatus",
     "body_preference",
     "email_fields",
+    "find_message",
     "item_operations",
+    "render_body",
     "send_mail",
 ]
 

@@ -31,7 +31,7 @@ from sentry.eas.wbxml import Element
 from .state import BackendState, PolicyRecord
 from .wire import Call, Reply, command_status, el, leaf, status, version_at_least
 
-__all__ = ["POLICY_TYPE", "provision", "provisioning_gate", "settings"]
+__all__ = ["POLICY_TYPE", "provision", "provisioning_gate", "record_device_information", "settings"]
 
 PROV = "Provision"
 SET = "Settings"
