@@ -3,7 +3,11 @@
 ``start_gateway`` is used by ``sentry run``, by the tests (port 0, read back)
 and by bench/. It opens the store and loads the snapshot, makes the pools and
 routing of the configuration current in it (the configuration is the source of
-truth for backends; preferences set by an admin survive restarts), starts the
+truth for backends; preferences set by an admin survive restarts), re-keys
+the stored principals when the configured realms changed (rows that collapse
+into one key are merged and logged; users that would collapse stop the start
+with a ``SettingsError``) and derives the established backend types rows from
+before they were recorded lack (``_reconcile_identity``), starts the
 upstream sessions and health checks, the optional demo backends, the device
 listener (TLS unless disabled) and the admin listener. ``Gateway.stop`` shuts
 down gracefully: stop accepting, end held polls cleanly, flush state.
@@ -17,7 +21,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +35,28 @@ from sentry.admin.api import add_api, api_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.certs import ensure_certificate, server_ssl_context
-from sentry.model import NewDeviceAccess, Pool, Preferences, RefusalStyle, Routing
+from sentry.model import NewDeviceAccess, Pool, Preferences, Realms, RefusalStyle, Routing
 from sentry.observability import Metrics, configure_logging
-from sentry.policy import PutPool, PutPreferences, PutRouting
+from sentry.policy import (
+    AppendHistory,
+    ConflictError,
+    PutAssociation,
+    PutPool,
+    PutPreferences,
+    PutRealms,
+    PutRouting,
+    Snapshot,
+    affected_keys,
+    realm_changes,
+    refresh,
+)
 from sentry.policy.changes import Change
+from sentry.policy.established import missing_types
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.upstream import Upstreams
-from sentry.settings import PreferenceSettings, Settings
+from sentry.settings import PreferenceSettings, Settings, SettingsError
 from sentry.store.base import Store
 from sentry.store.factory import open_store
 
@@ -118,6 +135,37 @@ def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
     return changes
 
 
+async def _reconcile_identity(store: Store, snapshot: Snapshot, realms: Realms, now: float) -> None:
+    """Re-key under the configured realms, then derive missing backend types;
+    each step is one transaction followed by the decisions it moved."""
+    try:
+        rekey = realm_changes(snapshot, realms, now)
+    except ConflictError as exc:
+        raise SettingsError(f"identity.realms: {exc.message}") from None
+    if rekey:
+        await _apply_and_refresh(store, snapshot, rekey, now)
+        rows = [c.association.key for c in rekey if isinstance(c, PutAssociation)]
+        for change in rekey:
+            if isinstance(change, AppendHistory) and change.event.detail.get("merged"):
+                log.warning("associations_merged", key=list(change.key), merged=change.event.detail)
+        log.info("principals_rekeyed", realms=[r.name for r in realms.realms], rows=len(rows))
+    derived = missing_types(snapshot, now)
+    if derived:
+        await _apply_and_refresh(store, snapshot, derived, now)
+        log.info("backend_types_derived", scopes=len(derived))
+
+
+async def _apply_and_refresh(
+    store: Store, snapshot: Snapshot, changes: Sequence[Change], now: float
+) -> None:
+    keys = affected_keys([c for c in changes if not isinstance(c, PutRealms)], snapshot)
+    await store.apply(changes)
+    snapshot.apply(changes)
+    moved = refresh(keys, snapshot, snapshot.prefs, now)
+    await store.apply(moved)
+    snapshot.apply(moved)
+
+
 def preferences_of(p: PreferenceSettings) -> Preferences:
     """The model's preferences from the configuration section."""
     return Preferences(
@@ -171,12 +219,18 @@ async def start_gateway(
     changes = config_changes(settings, snapshot.prefs)
     await store.apply(changes)
     snapshot.apply(changes)
+    try:
+        await _reconcile_identity(store, snapshot, settings.identity.to_realms(), clock())
+    except BaseException:
+        await store.close()
+        raise
     state = AccessState(
         store,
         snapshot,
         metrics,
         clock=clock,
         touch_flush_seconds=settings.store.touch_flush_seconds,
+        unverified_expiry_seconds=settings.store.unverified_expiry_seconds,
     )
     upstreams = Upstreams(settings.pools, metrics)
     gw = Gateway(settings, metrics, store, state, upstreams)

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Middleware
 
 from sentry.policy import PolicyError
 
-from . import associations, audit, directory, prefs, push
+from . import associations, audit, backend_types, directory, prefs, push
 from .auth import bearer_auth, is_api_path
 from .context import AdminContext
 from .errors import ApiError, BadRequest, from_policy
@@ -56,6 +56,7 @@ _OPENAPI = Route(
 ROUTES: tuple[Route, ...] = (
     *associations.ROUTES,
     *directory.ROUTES,
+    *backend_types.ROUTES,
     *push.ROUTES,
     *prefs.ROUTES,
     *audit.ROUTES,

@@ -5,15 +5,17 @@ in-memory snapshot (the row as decided now). Every action builds its whole
 change list first (``actions.py``) and applies it with one
 ``AccessState.apply``, so a refused action changes nothing and an accepted
 one reaches held long polls at once. Path users may be given in any form
-(``CORP\\bob``, ``bob@corp.example``): they are canonicalised.
+(``CORP\\bob``, ``bob@corp.example``, a user's email or alias): they go
+through the one principal rule under the configured realms and the alias
+index (``Snapshot.canonical``), as the request path does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sentry.model import AssociationKey, canonical_device_id, canonical_principal
-from sentry.policy import evaluate
+from sentry.model import AssociationKey, canonical_device_id
+from sentry.policy import backend_scope, evaluate
 from sentry.policy.audit import plain
 from sentry.policy.rules import managed_device
 
@@ -25,6 +27,7 @@ from .views import (
     association_item,
     decision_view,
     device_view,
+    established_view,
     history_view,
     key_view,
 )
@@ -51,13 +54,15 @@ _BULK_BODY = {
 
 def association_key(call: Call) -> AssociationKey:
     """The row named by the path (DeviceId and user canonicalised)."""
-    user, _ = canonical_principal(call.path["user"])
+    user = call.ctx.snapshot.canonical(call.path["user"])
+    if user is None:
+        raise BadRequest("not a user principal", {"user": "names no account"})
     return AssociationKey(canonical_device_id(call.path["device_id"]), user)
 
 
 async def _list_associations(call: Call) -> dict[str, Any]:
     offset, limit = call.query.get("offset", 0), call.query.get("limit", 100)
-    query = Query.of(call.query)
+    query = Query.of(call.query, call.ctx.snapshot)
     rows, total = await list_page(call.ctx.store, call.ctx.snapshot, query, offset, limit)
     items = [association_item(r) for r in rows]
     return {"items": items, "total": total, "offset": offset, "limit": limit}
@@ -71,8 +76,11 @@ async def _get_association(call: Call) -> dict[str, Any]:
     decision = evaluate(key, snap, snap.prefs, call.ctx.now())
     device = managed_device(row, snap)
     history = await call.ctx.store.history(key)
+    scope = backend_scope(row, snap)
     return {
         **association_item(row),
+        "backend_scope": scope,
+        "established_backend_type": established_view(snap.established(scope)),
         "decision": decision_view(decision),
         "device_information": None if row.device_info is None else plain(row.device_info),
         "managed_device": None if device is None else device_view(device, snap),
@@ -104,7 +112,7 @@ async def _act_on_association(call: Call) -> dict[str, Any]:
 
 async def _bulk_action(call: Call) -> dict[str, Any]:
     opts, ctx = _options(call.path["action"], call), call.ctx
-    query = Query.of(call.body["filter"])
+    query = Query.of(call.body["filter"], call.ctx.snapshot)
     dry_run = bool(call.body.get("dry_run", False))
     async with ctx.lock:
         now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]

@@ -17,12 +17,17 @@ and per admin, registry or preference change::
     more = refresh(keys, snapshot, prefs, now)          # record the new decisions
     await store.apply(more); snapshot.apply(more)
 
+and when the backend answers a forwarded request (accepted: not a 401)::
+
+    changes = backend_accepted(snapshot, key, now)      # verified; may establish the type
+
 Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
 ``admin`` (Allow/Block/Wipe/Remove/Link To), ``registry`` (devices,
-compliance, users, configuration), ``transitions`` (the one table of admin
-states), ``snapshot`` (in-memory state and indexes), ``changes``,
-``decisions``, ``affected``, ``ambiguity``, ``templates``, ``audit``,
-``reasons``, ``errors``.
+compliance, users, configuration), ``established`` (one backend type per
+device), ``expiry`` (unverified rows), ``rekey`` (realm and alias changes),
+``transitions`` (the one table of admin states), ``snapshot`` (in-memory
+state and indexes), ``changes``, ``decisions``, ``affected``, ``ambiguity``,
+``templates``, ``audit``, ``reasons``, ``errors``.
 """
 
 from __future__ import annotations
@@ -37,15 +42,19 @@ from .changes import (
     Changes,
     DeleteAssociation,
     DeleteDevice,
+    DeleteEstablished,
     DeleteLabel,
     DeletePool,
     DeleteSetting,
     DeleteUser,
+    MoveHistory,
     PutAssociation,
     PutDevice,
+    PutEstablished,
     PutLabel,
     PutPool,
     PutPreferences,
+    PutRealms,
     PutRouting,
     PutSetting,
     PutUser,
@@ -55,12 +64,15 @@ from .decide import decide, evaluate, refresh, request_key
 from .decisions import Decision, Forward, Outcome, ProvisionKind, Refuse, RequestFacts, Wipe
 from .errors import (
     AdminError,
+    ConflictError,
     NotFoundError,
     PolicyError,
     TransitionError,
     UndecidableRequest,
     ValidationError,
 )
+from .established import backend_accepted, backend_scope, reset_backend_type
+from .expiry import expire_unverified
 from .reasons import refusal_status
 from .registry import (
     delete_label,
@@ -75,6 +87,7 @@ from .registry import (
     set_routing,
     upsert_user,
 )
+from .rekey import realm_changes
 from .snapshot import Snapshot
 from .templates import PushedMailbox, PushedMailboxes, resolve_pushed_mailboxes
 from .transitions import TRANSITIONS, Action, AdminState, state_of
@@ -88,14 +101,17 @@ __all__ = [
     "AppendHistory",
     "Change",
     "Changes",
+    "ConflictError",
     "Decision",
     "DeleteAssociation",
     "DeleteDevice",
+    "DeleteEstablished",
     "DeleteLabel",
     "DeletePool",
     "DeleteSetting",
     "DeleteUser",
     "Forward",
+    "MoveHistory",
     "NotFoundError",
     "Outcome",
     "PolicyError",
@@ -104,9 +120,11 @@ __all__ = [
     "PushedMailboxes",
     "PutAssociation",
     "PutDevice",
+    "PutEstablished",
     "PutLabel",
     "PutPool",
     "PutPreferences",
+    "PutRealms",
     "PutRouting",
     "PutSetting",
     "PutUser",
@@ -120,21 +138,26 @@ __all__ = [
     "Wipe",
     "affected_keys",
     "allow",
+    "backend_accepted",
+    "backend_scope",
     "block",
     "decide",
     "delete_label",
     "delete_setting",
     "evaluate",
+    "expire_unverified",
     "link_to",
     "put_label",
     "put_pool",
     "put_setting",
+    "realm_changes",
     "record_policy_fingerprint",
     "refresh",
     "refusal_status",
     "register_device",
     "remove",
     "request_key",
+    "reset_backend_type",
     "resolve_pushed_mailboxes",
     "retire_device",
     "set_compliance",

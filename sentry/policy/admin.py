@@ -8,7 +8,9 @@ row keeps every other field and records the decision the table now gives it,
 so the admin list shows at once why it is allowed or blocked. Each action
 touches only its (device, user) row, plus a history event and an audit entry
 with the note, the actor, the time and the state before -> after. (Remove
-also re-flags the device's remaining rows for ambiguous policies.)
+also re-flags the device's remaining rows for ambiguous policies, and Remove
+or a Link To that moves the row to another device drops the established
+backend type of a device left with no association.)
 
 After applying, the shell calls ``affected_keys``/``evaluate`` to end held
 long polls that the action revoked.
@@ -34,8 +36,9 @@ from .audit import audited, require_actor, require_note
 from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssociation
 from .decide import decision_detail, with_assessment
 from .errors import NotFoundError, TransitionError, ValidationError
+from .established import backend_scope, release_scopes
 from .rules import assess
-from .snapshot import Snapshot
+from .snapshot import DEVICE_SCOPE, Snapshot
 from .transitions import Action, state_of, transition
 
 __all__ = ["allow", "block", "link_to", "remove", "wipe"]
@@ -93,6 +96,7 @@ def remove(
     transition(state_of(row), Action.REMOVE)
     rest = [r for r in snapshot.on_device(key.device_id) if r.key != key]
     out: list[Change] = [DeleteAssociation(key), *ambiguity_changes(rest)]
+    out.extend(release_scopes(snapshot, [key]))
     out.append(AppendHistory(key, HistoryEvent(now, "admin", {"action": "remove", "note": note})))
     out.append(_audit(row, None, Action.REMOVE, note, actor, now))
     return tuple(out)
@@ -118,7 +122,9 @@ def link_to(
     if device.retired:
         raise ValidationError(f"managed device {device_id!r} is retired")
     new = replace(row, manual_link=device_id)
-    return _finish(snapshot, row, new, Action.LINK_TO, note, actor, now)
+    moved = backend_scope(row, snapshot) != DEVICE_SCOPE + device_id
+    released = release_scopes(snapshot, [key]) if moved else ()
+    return (*released, *_finish(snapshot, row, new, Action.LINK_TO, note, actor, now))
 
 
 def _override(

@@ -10,7 +10,8 @@ only store fields.
     ├── AdminError             an admin operation was rejected             (400)
     │   ├── ValidationError        missing note/actor, bad value            (400)
     │   ├── NotFoundError          no such association / device / user      (404)
-    │   └── TransitionError        action not allowed in the current state  (409)
+    │   ├── TransitionError        action not allowed in the current state  (409)
+    │   └── ConflictError          would make one name mean two users       (409)
     └── UndecidableRequest     OPTIONS, or no user/DeviceId: not decided   (500, a shell bug)
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "AdminError",
+    "ConflictError",
     "NotFoundError",
     "PolicyError",
     "TransitionError",
@@ -59,6 +61,12 @@ class TransitionError(AdminError):
         super().__init__(message)
         self.state = state
         self.action = action
+
+
+class ConflictError(AdminError):
+    """The write would make one name (principal, email, alias) mean two users."""
+
+    http_status = 409
 
 
 class UndecidableRequest(PolicyError):

@@ -11,7 +11,12 @@ O(mailboxes on the device), never a scan:
 - the managed device of each EAS DeviceId (non-retired devices only), the
   devices of each owner, the associations an admin linked to each device;
 - pushed mailboxes per device, computed on first use and dropped whenever a
-  device, its owner, a label or an Exchange setting changes.
+  device, its owner, a label or an Exchange setting changes;
+- the alias index: every known name of a user (email, aliases; canonical
+  under ``realms``) -> the user's principal, so ``principal_of`` is one dict
+  probe on the request path;
+- the established backend type of each managed device and each unregistered
+  DeviceId (``established_for``: one dict probe).
 
 It changes only through ``apply(changes)``, the same change list the store
 writes in one transaction, so memory and disk cannot drift apart. History
@@ -24,16 +29,21 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sentry.model import (
+    NO_REALMS,
     Association,
     AssociationKey,
     Device,
+    EstablishedType,
     ExchangeSetting,
     Label,
     Pool,
     Preferences,
+    Realms,
     Routing,
     User,
     Verdict,
+    canonical_principal,
+    principal_domain,
 )
 
 from . import changes as ch
@@ -41,7 +51,22 @@ from ._fast import fast_setter
 from .table import AssociationTable
 from .templates import PushedMailboxes, resolve_pushed_mailboxes
 
-__all__ = ["Snapshot"]
+__all__ = ["DEVICE_SCOPE", "EAS_SCOPE", "Snapshot", "known_names"]
+
+DEVICE_SCOPE = "device:"
+"""Scope prefix of a managed device's established backend type (``device:<id>``)."""
+EAS_SCOPE = "eas:"
+"""Scope prefix of an unregistered DeviceId's established backend type (``eas:<DeviceId>``)."""
+
+
+def known_names(user: User, realms: Realms) -> frozenset[str]:
+    """The user's other names, canonical under ``realms``: email and aliases."""
+    names = {canonical_principal(a, realms) for a in user.aliases}
+    if user.email:
+        names.add(canonical_principal(user.email, realms))
+    names.discard(user.principal)
+    return frozenset(n for n in names if n)
+
 
 _NO_PUSH = PushedMailboxes()
 _with_last_seen = fast_setter(Association, "last_seen")  # a Touch per request: keep it cheap
@@ -51,7 +76,11 @@ class Snapshot:
     """Everything the gateway knows, indexed for the request path."""
 
     __slots__ = (
+        "_aliases",
         "_eas_index",
+        "_est_device",
+        "_est_eas",
+        "_names",
         "_owned",
         "_pushed",
         "_table",
@@ -60,6 +89,7 @@ class Snapshot:
         "labels",
         "pools",
         "prefs",
+        "realms",
         "routing",
         "settings",
         "users",
@@ -78,6 +108,11 @@ class Snapshot:
         self._owned: dict[str, set[str]] = {}
         self._pushed: dict[str, PushedMailboxes] = {}
         self._types: frozenset[str] = frozenset()
+        self.realms: Realms = NO_REALMS
+        self._aliases: dict[str, str] = {}  # known name -> principal
+        self._names: dict[str, frozenset[str]] = {}  # principal -> its known names
+        self._est_device: dict[str, EstablishedType] = {}  # managed device id -> type
+        self._est_eas: dict[str, EstablishedType] = {}  # unregistered DeviceId -> type
 
     @classmethod
     def build(
@@ -91,9 +126,12 @@ class Snapshot:
         settings: Iterable[ExchangeSetting] = (),
         labels: Iterable[Label] = (),
         associations: Iterable[Association] = (),
+        realms: Realms = NO_REALMS,
+        established: Iterable[EstablishedType] = (),
     ) -> Snapshot:
         """A snapshot holding the given values (tests, the store's ``load``)."""
         snap = cls()
+        snap.realms = realms
         snap.apply(ch.PutUser(u) for u in users)
         snap.apply(ch.PutDevice(d) for d in devices)
         snap.apply(ch.PutPool(p) for p in pools)
@@ -101,6 +139,7 @@ class Snapshot:
         snap.apply(ch.PutLabel(lb) for lb in labels)
         snap.routing = routing or Routing()
         snap.prefs = prefs or Preferences()
+        snap.apply(ch.PutEstablished(e) for e in established)
         snap.add_associations(associations)
         return snap
 
@@ -153,6 +192,52 @@ class Snapshot:
         """Keys an admin linked to managed device ``device_id`` (Link To)."""
         return self._table.manually_linked(device_id)
 
+    def unverified(self) -> set[AssociationKey]:
+        """Keys of the associations the backend never accepted."""
+        return self._table.unverified()
+
+    # --- Principals ---
+
+    def principal_of(self, user: str) -> str:
+        """The principal a canonical name stands for: the user whose known name
+        (email, alias) it is, else the name itself."""
+        return self._aliases.get(user, user)
+
+    def canonical(self, raw: str) -> str | None:
+        """THE rule for any name given to the gateway (``canonical_principal``
+        under ``realms``), then resolved through the alias index."""
+        key = canonical_principal(raw, self.realms)
+        return None if key is None else self._aliases.get(key, key)
+
+    def names_of(self, principal: str) -> frozenset[str]:
+        """A registered user's other known names (canonical)."""
+        return self._names.get(principal, frozenset())
+
+    def alias_owner(self, name: str) -> str | None:
+        """The user whose known name ``name`` is (None: no one's alias)."""
+        return self._aliases.get(name)
+
+    # --- Established backend types ---
+
+    def established(self, scope: str) -> EstablishedType | None:
+        """The established backend type of a scope (``device:<id>``/``eas:<DeviceId>``)."""
+        if scope.startswith(DEVICE_SCOPE):
+            return self._est_device.get(scope[len(DEVICE_SCOPE) :])
+        if scope.startswith(EAS_SCOPE):
+            return self._est_eas.get(scope[len(EAS_SCOPE) :])
+        return None
+
+    def established_for(self, device: Device | None, device_id: str) -> EstablishedType | None:
+        """The established type that binds a row: its managed device's, else its DeviceId's."""
+        if device is not None:
+            return self._est_device.get(device.id)
+        return self._est_eas.get(device_id)
+
+    def established_types(self) -> list[EstablishedType]:
+        """Every established type, ordered by scope."""
+        found = [*self._est_device.values(), *self._est_eas.values()]
+        return sorted(found, key=lambda e: e.scope)
+
     def pushed(self, device_id: str) -> PushedMailboxes:
         """Mailboxes pushed to a managed device, with errors; cached."""
         cached = self._pushed.get(device_id)
@@ -166,20 +251,32 @@ class Snapshot:
         if device is None:
             return _NO_PUSH
         owner = self.users.get(device.owner)
-        return resolve_pushed_mailboxes(device, owner, self.labels.values(), self.settings)
+        labels, settings = self.labels.values(), self.settings
+        return resolve_pushed_mailboxes(device, owner, labels, settings, self.canonical)
 
     @property
     def backend_types(self) -> frozenset[str]:
         """The backend types of the configured pools."""
         return self._types
 
-    def pool_for(self, user: str, domain: str | None) -> Pool | None:
-        """The pool routing mailbox ``user``; ``domain`` is used when the user
-        is not registered with an email address. None: no route."""
+    def pool_for(self, user: str) -> Pool | None:
+        """The pool routing principal ``user``: ``routing.users`` (the principal
+        or one of its known names), then ``routing.domains`` by the realm of the
+        user's email when registered with one, else the principal's realm, then
+        the default. None: no route. Nothing a request says changes it."""
         known = self.users.get(user)
+        domain = principal_domain(user)
         if known is not None and known.mail_domain is not None:
             domain = known.mail_domain
-        name = self.routing.pool_name(user, domain)
+        routing = self.routing
+        name = routing.users.get(user)
+        if name is None and known is not None and routing.users:
+            name = next(
+                (routing.users[n] for n in sorted(self.names_of(user)) if n in routing.users), None
+            )
+        if name is None and domain is not None:
+            name = routing.domains.get(self.realms.domain_key(domain))
+        name = routing.default if name is None else name
         return None if name is None else self.pools.get(name)
 
     # --- Writes ---
@@ -208,7 +305,9 @@ class Snapshot:
         other._owned = {k: set(v) for k, v in self._owned.items()}
         other._types = self._types
         other._table = self._table.copy()
-        other.routing, other.prefs = self.routing, self.prefs
+        other.routing, other.prefs, other.realms = self.routing, self.prefs, self.realms
+        other._aliases, other._names = dict(self._aliases), dict(self._names)
+        other._est_device, other._est_eas = dict(self._est_device), dict(self._est_eas)
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -230,6 +329,9 @@ class Snapshot:
             self.settings,
             self.labels,
             {row.key: row for row in self._table},
+            self.realms,
+            self._est_device,
+            self._est_eas,
         )
 
     def __repr__(self) -> str:
@@ -252,12 +354,49 @@ class Snapshot:
             self._table.put(_with_last_seen(old, change.last_seen))
 
     def _put_user(self, change: ch.PutUser) -> None:
-        self.users[change.user.principal] = change.user
-        self._forget_pushed(self._owned.get(change.user.principal, ()))
+        user = change.user
+        self.users[user.principal] = user
+        self._forget_pushed(self._owned.get(user.principal, ()))
+        names = known_names(user, self.realms)
+        if names != self._names.get(user.principal, frozenset()):
+            self._index_names(user.principal, names)
 
     def _delete_user(self, change: ch.DeleteUser) -> None:
         self.users.pop(change.principal, None)
         self._forget_pushed(self._owned.get(change.principal, ()))
+        if change.principal in self._names:
+            self._index_names(change.principal, frozenset())
+
+    def _index_names(self, principal: str, names: frozenset[str]) -> None:
+        for name in self._names.pop(principal, ()):
+            if self._aliases.get(name) == principal:
+                del self._aliases[name]
+        if names:
+            self._names[principal] = names
+            self._aliases.update(dict.fromkeys(names, principal))
+        self._pushed.clear()  # pushed principals resolve through the aliases
+
+    def _put_realms(self, change: ch.PutRealms) -> None:
+        self.realms = change.realms
+        self._aliases.clear()
+        self._names.clear()
+        for user in self.users.values():
+            self._index_names(user.principal, known_names(user, self.realms))
+        self._pushed.clear()
+
+    def _put_established(self, change: ch.PutEstablished) -> None:
+        e = change.established
+        if e.scope.startswith(DEVICE_SCOPE):
+            self._est_device[e.scope[len(DEVICE_SCOPE) :]] = e
+        elif e.scope.startswith(EAS_SCOPE):
+            self._est_eas[e.scope[len(EAS_SCOPE) :]] = e
+
+    def _delete_established(self, change: ch.DeleteEstablished) -> None:
+        scope = change.scope
+        if scope.startswith(DEVICE_SCOPE):
+            self._est_device.pop(scope[len(DEVICE_SCOPE) :], None)
+        elif scope.startswith(EAS_SCOPE):
+            self._est_eas.pop(scope[len(EAS_SCOPE) :], None)
 
     def _put_device(self, change: ch.PutDevice) -> None:
         self._unindex_device(change.device.id)
@@ -312,7 +451,7 @@ class Snapshot:
         self.labels.pop(change.name, None)
         self._pushed.clear()
 
-    def _record(self, change: ch.AppendAudit | ch.AppendHistory) -> None:
+    def _record(self, change: ch.AppendAudit | ch.AppendHistory | ch.MoveHistory) -> None:
         """History and audit live in the store only."""
 
     def _forget_pushed(self, device_ids: Iterable[str]) -> None:
@@ -345,6 +484,10 @@ _APPLY: dict[type[Any], Callable[[Snapshot, Any], None]] = {
     ch.DeleteSetting: Snapshot._delete_setting,
     ch.PutLabel: Snapshot._put_label,
     ch.DeleteLabel: Snapshot._delete_label,
+    ch.PutRealms: Snapshot._put_realms,
+    ch.PutEstablished: Snapshot._put_established,
+    ch.DeleteEstablished: Snapshot._delete_established,
+    ch.MoveHistory: Snapshot._record,
     ch.AppendAudit: Snapshot._record,
     ch.AppendHistory: Snapshot._record,
 }

@@ -9,7 +9,8 @@ by key is one dict probe plus a scan of that device's few rows
 same way (the id itself, or a tuple of ids). Compared with a key dict plus
 two dicts of lists, this saves about a hundred bytes per association and a
 dict insert per row at load. Rows an admin linked to a managed device
-(Link To) are indexed by that device.
+(Link To) are indexed by that device, and unverified rows (``verified_at``
+None) are kept in a set, so expiring them never scans the table.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _Ids = str | tuple[str, ...]
 class AssociationTable:
     """Associations by DeviceId, DeviceIds by mailbox, Link To rows by device."""
 
-    __slots__ = ("_by_device", "_by_user", "_count", "_manual", "_verdicts")
+    __slots__ = ("_by_device", "_by_user", "_count", "_manual", "_unverified", "_verdicts")
 
     def __init__(self) -> None:
         self._by_device: dict[str, _Rows] = {}
@@ -35,6 +36,7 @@ class AssociationTable:
         self._manual: dict[str, set[AssociationKey]] = {}
         self._count = 0
         self._verdicts: dict[Verdict, int] = dict.fromkeys(Verdict, 0)  # kept as rows change
+        self._unverified: set[AssociationKey] = set()
 
     # --- Reads ---
 
@@ -92,6 +94,10 @@ class AssociationTable:
         """Keys an admin linked to managed device ``device``."""
         return set(self._manual.get(device, ()))
 
+    def unverified(self) -> set[AssociationKey]:
+        """Keys of the rows the backend never accepted (``verified_at`` None)."""
+        return set(self._unverified)
+
     # --- Writes ---
 
     def put(self, row: Association) -> Association | None:
@@ -107,6 +113,10 @@ class AssociationTable:
             self._by_user[user] = device_id if ids is None else _plus(ids, device_id)
         if old is None or old.manual_link != row.manual_link:
             self._relink(old, row.key, row.manual_link)
+        if row.verified_at is None:
+            self._unverified.add(row.key)
+        elif old is not None and old.verified_at is None:
+            self._unverified.discard(row.key)
         return old
 
     def put_all(self, rows: Iterable[Association]) -> None:
@@ -121,6 +131,8 @@ class AssociationTable:
                 continue
             by_device[device_id] = row
             verdicts[row.verdict] += 1
+            if row.verified_at is None:
+                self._unverified.add(row.key)
             ids = by_user.get(user)
             by_user[user] = device_id if ids is None else _plus(ids, device_id)
             added += 1
@@ -138,6 +150,7 @@ class AssociationTable:
         self._count -= 1
         self._verdicts[old.verdict] -= 1
         self._relink(old, old.key, None)
+        self._unverified.discard(old.key)
         return old
 
     def copy(self) -> AssociationTable:
@@ -148,6 +161,7 @@ class AssociationTable:
         other._manual = {k: set(v) for k, v in self._manual.items()}
         other._count = self._count
         other._verdicts = dict(self._verdicts)
+        other._unverified = set(self._unverified)
         return other
 
     def _store(self, row: Association) -> Association | None:

@@ -10,13 +10,15 @@ that would silently push a wrong account. An Android device takes at most two
 Exchange settings; each further one is an error naming the setting.
 
 The result's ``principals`` are the canonical mailbox keys the device is
-entitled to besides its owner's.
+entitled to besides its owner's: each resolved user name goes through the
+``canonical`` function the caller passes (the snapshot's: the one principal
+rule under the configured realms, then the alias index).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from sentry.model import Device, ExchangeSetting, Label, Platform, User, canonical_principal
@@ -89,10 +91,12 @@ def resolve_pushed_mailboxes(
     owner: User | None,
     labels: Iterable[Label],
     settings: Mapping[str, ExchangeSetting],
+    canonical: Callable[[str], str | None] = canonical_principal,
 ) -> PushedMailboxes:
     """The mailboxes pushed to ``device`` by the labels it carries.
 
     ``labels`` may be all labels: only those carried by the device count.
+    ``canonical`` maps a resolved user name to its principal (None: no account).
     """
     mailboxes: list[PushedMailbox] = []
     errors: list[str] = []
@@ -105,7 +109,7 @@ def resolve_pushed_mailboxes(
             errors.append(_android_error(name))
         else:
             applied += 1
-            _resolve_one(setting, owner, mailboxes, errors)
+            _resolve_one(setting, owner, mailboxes, errors, canonical)
     principals = frozenset(m.principal for m in mailboxes)
     return PushedMailboxes(tuple(mailboxes), tuple(errors), principals)
 
@@ -127,6 +131,7 @@ def _resolve_one(
     owner: User | None,
     mailboxes: list[PushedMailbox],
     errors: list[str],
+    canonical: Callable[[str], str | None],
 ) -> None:
     where = f"Exchange setting {setting.name!r}"
     if owner is None:
@@ -138,7 +143,7 @@ def _resolve_one(
     except ValueError as exc:
         errors.append(f"{where}: {exc}")
         return
-    principal, _ = canonical_principal(user_name)
+    principal = canonical(user_name)
     if not principal:
         errors.append(f"{where}: user name {user_name!r} names no account")
         return

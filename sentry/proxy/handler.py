@@ -118,7 +118,8 @@ async def _serve(
     ctx: ProxyContext, request: web.Request, record: dict[str, Any]
 ) -> web.StreamResponse:
     try:
-        eas = parse_request(request.method, request.query_string, request.headers)
+        realms = ctx.state.snapshot.realms
+        eas = parse_request(request.method, request.query_string, request.headers, realms)
     except EasError as exc:
         return _bad_request(ctx, record, exc, "query")
     _describe(record, eas)
@@ -217,7 +218,7 @@ async def _options(
     """OPTIONS: ask the user's pool (or the default pool), else answer ourselves."""
     record["decision"] = "options"
     snapshot = ctx.state.snapshot
-    route = snapshot.pool_for(eas.user.key, eas.user.domain) if eas.user else None
+    route = snapshot.pool_for(snapshot.principal_of(eas.user.key)) if eas.user else None
     name = route.name if route is not None else snapshot.routing.default
     pool = ctx.upstreams.pools.get(name) if name else None
     if pool is None:
@@ -245,15 +246,22 @@ async def _forward(
         prefix = request.get(PREFIX, b"")
         body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
     if eas.command is Command.Provision:
-        return await _send(ctx, request, decision.pool, None, body, None, record, policy_of=key)
-    if not inspected.long_poll:
-        return await _send(ctx, request, decision.pool, None, body, None, record)
-    hold = min(
-        inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
-        ctx.settings.max_heartbeat_seconds,
-    )
-    read_timeout = hold + ctx.settings.long_poll_margin_seconds
-    return await _send(ctx, request, decision.pool, key, body, read_timeout, record, eas=eas)
+        response = await _send(ctx, request, decision.pool, None, body, None, record, policy_of=key)
+    elif not inspected.long_poll:
+        response = await _send(ctx, request, decision.pool, None, body, None, record)
+    else:
+        hold = min(
+            inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
+            ctx.settings.max_heartbeat_seconds,
+        )
+        read_timeout = hold + ctx.settings.long_poll_margin_seconds
+        response = await _send(
+            ctx, request, decision.pool, key, body, read_timeout, record, eas=eas
+        )
+    # The backend's own answer (not ours, e.g. a revoked poll) verifies the row.
+    if "upstream_status" in record:
+        await ctx.state.backend_answered(key, record["upstream_status"])
+    return response
 
 
 async def _send(

@@ -1,4 +1,4 @@
-"""The SQLite schema as numbered migrations, applied in one transaction at open.
+r"""The SQLite schema as numbered migrations, applied in one transaction at open.
 
 Approach. ``MIGRATIONS[n - 1]`` holds the statements that bring the schema
 from version n-1 to n. ``migrate`` creates ``schema_version`` if needed,
@@ -10,6 +10,18 @@ edit a released migration: append a new one.
 Associations are flat columns (fast bulk load); registry and configuration
 values are JSON documents keyed by name (new optional fields need no
 migration); history and audit are append-only tables.
+
+Migration 2 (realms, verification, established backend types): the user
+part of a key keeps its realm. Version 1 keyed a row by the bare account
+name and kept the domain the client last sent in ``domain``; the migration
+writes that domain back into the key (``john`` + ``corp.example`` ->
+``john@corp.example``; a dotless domain was a NetBIOS name -> ``corp\john``),
+moves the history with it, and clears ``domain`` (no longer used: the route
+follows from the key). At the next start the gateway re-keys these names
+under the configured realms (``policy.rekey.realm_changes``). Rows from
+version 1 are taken as verified (the gateway cannot know) since their first
+sight; their devices' established backend types are derived at that start
+(``policy.established.missing_types``).
 """
 
 from __future__ import annotations
@@ -22,6 +34,11 @@ from .base import SchemaError
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 _DOCUMENT_TABLES = ("users", "devices", "pools", "exchange_settings", "labels", "config")
+_V1_KEY = (
+    "CASE WHEN domain IS NULL OR domain = '' THEN user "
+    "WHEN instr(domain, '.') > 0 THEN user || '@' || domain "
+    "ELSE domain || '\\' || user END"
+)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema.
@@ -74,6 +91,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             before TEXT,
             after TEXT
         )""",
+    ),
+    # 2: realms kept in keys, verification, established backend types.
+    (
+        "ALTER TABLE associations ADD COLUMN verified_at REAL",
+        "UPDATE associations SET verified_at = first_seen",
+        f"""UPDATE history SET user = (
+            SELECT {_V1_KEY} FROM associations a
+            WHERE a.device_id = history.device_id AND a.user = history.user)
+        WHERE EXISTS (
+            SELECT 1 FROM associations a
+            WHERE a.device_id = history.device_id AND a.user = history.user
+            AND a.domain IS NOT NULL AND a.domain != '')""",
+        f"UPDATE OR IGNORE associations SET user = {_V1_KEY}, domain = NULL "
+        "WHERE domain IS NOT NULL",
+        "CREATE TABLE established_types (scope TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

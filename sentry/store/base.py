@@ -82,6 +82,8 @@ class AssociationFilter:
     reason: Reason | None = None
     linked: bool | None = None
     pool: str | None = None
+    verified: bool | None = None
+    throwaway: bool | None = None
 
     def matches(self, row: Association) -> bool:
         """Whether ``row`` passes every filter (the reference semantics)."""
@@ -93,6 +95,8 @@ class AssociationFilter:
             self.reason is None or self.reason in row.reasons,
             self.linked is None or (row.device is not None) == self.linked,
             self.pool is None or row.pool == self.pool,
+            self.verified is None or (row.verified_at is not None) == self.verified,
+            self.throwaway is None or row.throwaway == self.throwaway,
         )
         return all(checks)
 
