@@ -36,7 +36,7 @@ from .audit import audited, require_actor, require_note
 from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssociation
 from .decide import decision_detail, with_assessment
 from .errors import NotFoundError, TransitionError, ValidationError
-from .established import backend_scope, release_scopes
+from .established import backend_scope, carried_type, release_scopes
 from .rules import assess
 from .snapshot import DEVICE_SCOPE, Snapshot
 from .transitions import Action, state_of, transition
@@ -122,9 +122,14 @@ def link_to(
     if device.retired:
         raise ValidationError(f"managed device {device_id!r} is retired")
     new = replace(row, manual_link=device_id)
-    moved = backend_scope(row, snapshot) != DEVICE_SCOPE + device_id
-    released = release_scopes(snapshot, [key]) if moved else ()
-    return (*released, *_finish(snapshot, row, new, Action.LINK_TO, note, actor, now))
+    target = DEVICE_SCOPE + device_id
+    if backend_scope(row, snapshot) == target:
+        return _finish(snapshot, row, new, Action.LINK_TO, note, actor, now)
+    # The row leaves its device: that device may be left empty; the target may
+    # take the row's type (its own type: the assessment is the same either way).
+    released = release_scopes(snapshot, [key])
+    carried = carried_type(snapshot, row, target, now)
+    return (*released, *carried, *_finish(snapshot, row, new, Action.LINK_TO, note, actor, now))
 
 
 def _override(

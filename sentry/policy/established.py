@@ -20,7 +20,9 @@ not derived from the rows, so that:
 - registering a device folds its DeviceIds' records into one for the device
   (the oldest wins: the others' rows become MIXED_BACKEND), and a DeviceId
   that leaves a device (retire, DeviceIds changed) keeps the device's type
-  (``device_changes``).
+  (``device_changes``); a verified row an admin links to a device that has
+  no type yet brings its type along (``carried_type``). So a device with a
+  verified, allowed mailbox always has an established type.
 
 Every function is pure: it reads the snapshot and returns changes; the shell
 applies them, ends held polls of rows that became MIXED_BACKEND
@@ -59,6 +61,7 @@ from .snapshot import DEVICE_SCOPE, EAS_SCOPE, Snapshot
 __all__ = [
     "backend_accepted",
     "backend_scope",
+    "carried_type",
     "device_changes",
     "missing_types",
     "release_scopes",
@@ -117,6 +120,17 @@ def backend_accepted(snapshot: Snapshot, key: AssociationKey, now: float) -> Cha
 
 def _may_establish(row: Association) -> bool:
     return row.counted and row.verdict is Verdict.FORWARD and row.backend_type is not None
+
+
+def carried_type(snapshot: Snapshot, row: Association, scope: str, now: float) -> Changes:
+    """A verified row moves into ``scope`` (Link To): it establishes the
+    scope's type if the scope has none."""
+    if not row.counted or snapshot.established(scope) is not None:
+        return ()
+    pool = snapshot.pool_for(row.key.user)
+    if pool is None:
+        return ()
+    return (PutEstablished(EstablishedType(scope, pool.type, now, row.key)),)
 
 
 def release_scopes(snapshot: Snapshot, removed: Iterable[AssociationKey]) -> Changes:
@@ -216,6 +230,8 @@ def device_changes(snapshot: Snapshot, old: Device | None, new: Device) -> Chang
     record = snapshot.established(scope)
     before = set() if old is None or old.retired else set(old.eas_ids)
     staying = set() if new.retired else set(new.eas_ids)
+    if new.retired:  # rows an admin linked to the device fall back to their DeviceId
+        before |= {k.device_id for k in snapshot.manually_linked(new.id)}
     joined = [e for i in sorted(staying) if (e := snapshot.established(EAS_SCOPE + i))]
     if record is None and joined and staying:
         record = replace(min(joined, key=lambda e: (e.at, e.scope)), scope=scope)

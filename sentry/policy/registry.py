@@ -21,7 +21,7 @@ DeviceIds (``established.device_changes``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +32,7 @@ from sentry.model import (
     Label,
     Pool,
     Preferences,
+    Realms,
     Routing,
     User,
     canonical_device_id,
@@ -58,6 +59,7 @@ from .rekey import rekey_rows
 from .snapshot import Snapshot, known_names
 
 __all__ = [
+    "canonical_routing",
     "delete_label",
     "delete_setting",
     "put_label",
@@ -219,10 +221,7 @@ def set_routing(
     missing = sorted({n for n in named if n is not None and n not in snapshot.pools})
     if missing:
         raise ValidationError(f"routing names unknown pools: {', '.join(missing)}")
-    realms = snapshot.realms
-    users = _keys(routing.users, "routing user", lambda k: canonical_principal(k, realms))
-    domains = _keys(routing.domains, "routing domain", realms.domain_key)
-    routing = Routing(users=users, domains=domains, default=routing.default)
+    routing = canonical_routing(routing, snapshot.realms)
     old = snapshot.routing
     return _put(PutRouting(routing), "set_routing", "routing", old, routing, actor, note, now)
 
@@ -270,7 +269,17 @@ def delete_label(
     return _put(DeleteLabel(name), "delete_label", f"label:{name}", old, None, actor, note, now)
 
 
-def _keys(table: Any, what: str, canonical: Any) -> dict[str, str]:
+def canonical_routing(routing: Routing, realms: Realms) -> Routing:
+    """``routing`` with canonical user keys (the one rule) and domain keys mapped
+    to their realm; ``ValidationError`` when two keys name one principal or realm."""
+    users = _keys(routing.users, "routing user", lambda k: canonical_principal(k, realms))
+    domains = _keys(routing.domains, "routing domain", realms.domain_key)
+    return Routing(users=users, domains=domains, default=routing.default)
+
+
+def _keys(
+    table: Mapping[str, str], what: str, canonical: Callable[[str], str | None]
+) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, pool in table.items():
         name = canonical(key)

@@ -222,7 +222,7 @@ class Conversation:
         self.transcript: list[str] = []
         self.log: list[Changes] = []  # every change list committed, in order
         seed: list[Change] = [PutRealms(realms), *(PutPool(p) for p in pools)]
-        seed.append(PutRouting(routing))
+        seed.append(PutRouting(registry.canonical_routing(routing, realms)))
         self._commit((*seed, PutPreferences(prefs or Preferences())))
 
     # --- Requests ---
