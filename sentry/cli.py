@@ -22,8 +22,8 @@ from sentry.admin.cli import add_admin
 from sentry.eas.errors import EasError
 from sentry.eas.request import EasRequest, parse_request
 from sentry.eas.wbxml import decode, encode
-from sentry.model import NO_REALMS
 from sentry.eas.xmlform import from_xml, to_xml
+from sentry.model import NO_REALMS
 
 __all__ = ["CliError", "main"]
 

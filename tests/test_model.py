@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 import sentry.model as model
 from sentry.model import (
     Device,

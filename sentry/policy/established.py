@@ -197,7 +197,10 @@ def _checked_scope(snapshot: Snapshot, scope: str) -> str:
         raise ValidationError(
             f"DeviceId {device_id} belongs to managed device {holder.id!r}: reset the device"
         )
-    return EAS_SCOPE + device_id
+    scope = EAS_SCOPE + device_id
+    if snapshot.established(scope) is None and not snapshot.mailbox_count(device_id):
+        raise NotFoundError(f"no association and no backend type for DeviceId {device_id}")
+    return scope
 
 
 def _reset_record(

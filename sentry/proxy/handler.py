@@ -246,22 +246,19 @@ async def _forward(
         prefix = request.get(PREFIX, b"")
         body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
     if eas.command is Command.Provision:
-        response = await _send(ctx, request, decision.pool, None, body, None, record, policy_of=key)
-    elif not inspected.long_poll:
-        response = await _send(ctx, request, decision.pool, None, body, None, record)
-    else:
-        hold = min(
-            inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
-            ctx.settings.max_heartbeat_seconds,
+        return await _send(
+            ctx, request, decision.pool, None, body, None, record, policy_of=key, verify=key
         )
-        read_timeout = hold + ctx.settings.long_poll_margin_seconds
-        response = await _send(
-            ctx, request, decision.pool, key, body, read_timeout, record, eas=eas
-        )
-    # The backend's own answer (not ours, e.g. a revoked poll) verifies the row.
-    if "upstream_status" in record:
-        await ctx.state.backend_answered(key, record["upstream_status"])
-    return response
+    if not inspected.long_poll:
+        return await _send(ctx, request, decision.pool, None, body, None, record, verify=key)
+    hold = min(
+        inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
+        ctx.settings.max_heartbeat_seconds,
+    )
+    read_timeout = hold + ctx.settings.long_poll_margin_seconds
+    return await _send(
+        ctx, request, decision.pool, key, body, read_timeout, record, eas=eas, verify=key
+    )
 
 
 async def _send(
@@ -275,6 +272,7 @@ async def _send(
     *,
     eas: EasRequest | None = None,
     policy_of: AssociationKey | None = None,
+    verify: AssociationKey | None = None,
 ) -> web.StreamResponse:
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
@@ -317,6 +315,8 @@ async def _send(
             held.dec()
     record["server"] = server.label
     record["upstream_status"] = upstream.status
+    if verify is not None:  # before relaying: the client never sees an answer the state lacks
+        await ctx.state.backend_answered(verify, upstream.status)
     try:
         keep = INSPECT_LIMIT if policy_of is not None and upstream.status == 200 else 0
         response, size, kept = await relay_response(request, upstream, keep=keep)

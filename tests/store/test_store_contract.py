@@ -103,7 +103,11 @@ async def test_a_failing_change_list_leaves_nothing_applied(store):
     await replay(store, conv)
     before = await store.load()
     audit_before = await store.audit()
-    bad = (PutUser(User("zed")), Touch(AssociationKey("TAB", "bob@corp.example"), 9e9), "not a change")
+    bad = (
+        PutUser(User("zed")),
+        Touch(AssociationKey("TAB", "bob@corp.example"), 9e9),
+        "not a change",
+    )
     with pytest.raises(TypeError):
         await store.apply(bad)  # type: ignore[arg-type]
     assert await store.load() == before
