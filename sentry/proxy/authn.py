@@ -109,10 +109,11 @@ class Authenticator:
     ) -> EasRequest | web.Response:
         """``eas`` with its user replaced by the authenticated identity, or the
         answer to send instead (400/401/403/503)."""
-        scheme = Scheme.NONE
+        values = request.headers.getall("Authorization", ())
+        scheme = "multiple" if len(values) > 1 else Scheme.NONE.value
         try:
-            auth = read_authorization(request.headers.getall("Authorization", ()))
-            scheme = auth.scheme
+            auth = read_authorization(values)
+            scheme = auth.scheme.value
             identity = await self._identity(auth, eas)
             if identity is None:
                 return eas
@@ -125,7 +126,7 @@ class Authenticator:
         except AuthRefused as exc:
             self._refused(record, scheme, exc.reason, exc.status, exc.message)
             return web.Response(status=exc.status, headers=exc.headers, text=exc.message + "\n")
-        record["auth"] = scheme.value
+        record["auth"] = scheme
         return replace(eas, user=identity)
 
     async def _identity(self, auth: Authorization, eas: EasRequest) -> Identity | None:
@@ -180,16 +181,16 @@ class Authenticator:
         return {"WWW-Authenticate": f'Bearer {self._realm}, error="invalid_token"'}
 
     def _refused(
-        self, record: dict[str, Any], scheme: Scheme, reason: str, status: int, message: str
+        self, record: dict[str, Any], scheme: str, reason: str, status: int, message: str
     ) -> None:
-        self.metrics.auth_refusals.labels(scheme.value, reason).inc()
+        self.metrics.auth_refusals.labels(scheme, reason).inc()
         record["decision"] = "auth_refused" if status != 400 else "bad_request"
-        record["auth"] = scheme.value
+        record["auth"] = scheme
         record["error"] = message
         log.info(
             "auth_refused",
             request_id=record.get("request_id"),
-            scheme=scheme.value,
+            scheme=scheme,
             reason=reason,
             status=status,
             device_id=record.get("device_id"),

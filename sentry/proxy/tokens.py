@@ -200,8 +200,10 @@ def verify_token(token: str, keys: KeySet, rules: OAuthSettings, now: float) -> 
     """Check ``token`` against ``keys`` and ``rules`` at time ``now`` (Unix seconds)."""
     header = _header(token)
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in rules.algorithms:
-        raise TokenNotAccepted(TokenReason.ALGORITHM, f"algorithm {str(alg)[:16]!r} not accepted")
+    if not isinstance(alg, str):
+        raise InvalidToken(TokenReason.MALFORMED, "no alg in the token header")
+    if alg not in rules.algorithms:
+        raise TokenNotAccepted(TokenReason.ALGORITHM, f"algorithm {alg[:16]!r} not accepted")
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise InvalidToken(TokenReason.MALFORMED, "kid is not a string")
