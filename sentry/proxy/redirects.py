@@ -58,6 +58,7 @@ __all__ = [
     "Redirector",
     "Target",
     "allowed_target",
+    "parse_location",
 ]
 
 log = structlog.get_logger("sentry.redirects")
@@ -149,9 +150,12 @@ class RedirectCache:
 
     def get(self, user: str, now: float) -> CachedRedirect | None:
         entry = self._entries.get(user)
-        if entry is not None and entry.expires <= now:
+        if entry is None:
+            return None
+        if entry.expires <= now:
             self.drop(user)
             return None
+        self._entries.move_to_end(user)  # least recently used goes first
         return entry
 
     def put(self, mailbox: Mailbox, home_pool: str, target: Target, now: float) -> CachedRedirect:
@@ -210,8 +214,9 @@ def _base(url: URL) -> URL:
     return URL.build(scheme=url.scheme, host=url.host or "", port=url.explicit_port)
 
 
-def _location(value: str | None) -> URL | None:
-    """The X-MS-Location URL when it is an absolute ActiveSync endpoint URL."""
+def parse_location(value: str | None) -> URL | None:
+    """The X-MS-Location URL when it is an absolute http(s) URL of an ActiveSync
+    endpoint (path ``/Microsoft-Server-ActiveSync`` or none); else None."""
     if value is None or not value.strip() or len(value) > 2048:
         return None
     try:
@@ -309,7 +314,7 @@ class Redirector:
         return entry
 
     def _target(self, pool: BackendPool, server: Server, location: str | None, hop: int) -> Target:
-        url = _location(location)
+        url = parse_location(location)
         outcome: Outcome | None = None
         target = None if url is None else allowed_target(url, pool, self.pools.values())
         if hop > self.settings.max_hops:

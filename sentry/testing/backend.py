@@ -131,7 +131,8 @@ async def _eas(request: web.Request) -> web.StreamResponse:
     if moved is not None:
         state.stats.redirected[mailbox.user] += 1
         state.stats.responses[451] += 1
-        return web.Response(status=451, headers=headers | {"X-MS-Location": moved})
+        location = {"X-MS-Location": moved} if moved else {}
+        return web.Response(status=451, headers=headers | location)
     try:
         call = await _call_of(state, request, mailbox)
     except EasError as exc:
@@ -304,7 +305,8 @@ class RunningBackend:
 
     def move(self, user: str, location: str | None) -> None:
         """Answer ``user``'s requests with 451 + ``X-MS-Location: location``
-        (the mailbox moved to another server); None: serve them again."""
+        (the mailbox moved to another server; "" sends no X-MS-Location);
+        None: serve them again."""
         box = self.mailbox(user)
         if location is None:
             self.state.moved.pop(box.user, None)
