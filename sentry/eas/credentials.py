@@ -11,7 +11,7 @@ token. Neither the header value nor the token appears in ``repr``.
 
 ``check_query_user`` enforces that a query ``User`` (plain form, or tag 8 of
 the base64 form) names the same principal as the credentials. Both names go
-through the one identity rule (``identity_from_name``) and their keys are
+through the one principal rule (``principal``) and their keys are
 compared, so ``CORP\\john`` in the query and ``john@corp.example`` in the
 credentials agree when the rule says they are one principal, and
 ``User=shared`` with alice's password does not.
@@ -35,6 +35,7 @@ __all__ = [
     "UserMismatch",
     "basic_identity",
     "check_query_user",
+    "principal",
     "read_authorization",
 ]
 
@@ -80,6 +81,15 @@ class UserMismatch(RequestError):
     eas_status = CommonStatus.AccessDenied
 
 
+def principal(name: str, source: str) -> Identity | None:
+    """The identity ``name`` is, by the one principal rule (None: names no one).
+
+    Every name this module and the proxy's identity step compare (Basic user,
+    token claim, query User) goes through here, so they agree with the keys of
+    the association list."""
+    return identity_from_name(name, source)
+
+
 def read_authorization(values: Sequence[str]) -> Authorization:
     """The request's ``Authorization`` from all its header values.
 
@@ -97,7 +107,7 @@ def read_authorization(values: Sequence[str]) -> Authorization:
     match scheme.lower():
         case "basic":
             name = basic_user(header)
-            if name is None or identity_from_name(name, "authorization") is None:
+            if name is None or principal(name, "authorization") is None:
                 raise MalformedAuthorization(
                     "Authorization: Basic is not base64 of user:password naming a user"
                 )
@@ -114,7 +124,7 @@ def read_authorization(values: Sequence[str]) -> Authorization:
 def basic_identity(auth: Authorization) -> Identity:
     """The identity named by Basic credentials (``read_authorization`` checked it)."""
     assert auth.scheme is Scheme.BASIC and auth.user is not None
-    identity = identity_from_name(auth.user, "authorization")
+    identity = principal(auth.user, "authorization")
     if identity is None:  # pragma: no cover - read_authorization refuses these
         raise MalformedAuthorization("Authorization: Basic names no user")
     return identity
@@ -124,7 +134,7 @@ def check_query_user(identity: Identity, query_user: str | None) -> None:
     """``UserMismatch`` when ``query_user`` names another principal than ``identity``."""
     if query_user is None:
         return
-    named = identity_from_name(query_user, "query")
+    named = principal(query_user, "query")
     if named is None or named.key != identity.key:
         raise UserMismatch(
             "the query User names another principal than the Authorization credentials"

@@ -47,10 +47,11 @@ from sentry.eas.credentials import (
     Scheme,
     basic_identity,
     check_query_user,
+    principal,
     read_authorization,
 )
 from sentry.eas.errors import RequestError
-from sentry.eas.identity import Identity, identity_from_name
+from sentry.eas.identity import Identity
 from sentry.eas.request import EasRequest
 from sentry.observability import Metrics
 from sentry.settings import IdentitySettings
@@ -125,7 +126,7 @@ class Authenticator:
             return _to_web(responses.bad_request(exc))
         except AuthRefused as exc:
             self._refused(record, scheme, exc.reason, exc.status, exc.message)
-            return web.Response(status=exc.status, headers=exc.headers, text=exc.message + "\n")
+            return _answer(exc)
         record["auth"] = scheme
         return replace(eas, user=identity)
 
@@ -149,7 +150,7 @@ class Authenticator:
             raise AuthRefused(401, exc.reason.value, exc.message, self._invalid_token()) from None
         except TokenError as exc:
             raise AuthRefused(exc.http_status, exc.reason.value, exc.message) from None
-        identity = identity_from_name(verified.user, "token")
+        identity = principal(verified.user, "token")
         if identity is None:
             raise AuthRefused(403, "token_no_user_claim", "the user claim names no user")
         return identity
@@ -200,6 +201,11 @@ class Authenticator:
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _answer(exc: AuthRefused) -> web.Response:
+    """The device-facing answer of a refusal: status, challenge or Retry-After, one line."""
+    return web.Response(status=exc.status, headers=exc.headers, text=exc.message + "\n")
 
 
 def _to_web(resp: responses.Response) -> web.Response:

@@ -15,10 +15,10 @@ from sentry.eas.credentials import (
     UserMismatch,
     basic_identity,
     check_query_user,
+    principal,
     read_authorization,
 )
 from sentry.eas.errors import RequestError
-from sentry.eas.identity import identity_from_name
 
 
 def basic(credentials: str) -> str:
@@ -93,14 +93,14 @@ def test_other_schemes_are_reported_not_guessed(value: str) -> None:
 def test_query_user_naming_the_same_principal_is_fine(
     query_user: str | None, credentials: str
 ) -> None:
-    identity = identity_from_name(credentials, "authorization")
+    identity = principal(credentials, "authorization")
     assert identity is not None
     check_query_user(identity, query_user)
 
 
 @pytest.mark.parametrize("query_user", ["shared", "bob@example.com", "CORP\\bob", "\\"])
 def test_query_user_naming_another_principal_is_a_bad_request(query_user: str) -> None:
-    identity = identity_from_name("alice", "authorization")
+    identity = principal("alice", "authorization")
     assert identity is not None
     with pytest.raises(UserMismatch) as caught:
         check_query_user(identity, query_user)
