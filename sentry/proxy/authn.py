@@ -14,6 +14,11 @@ keyed on nothing a client can claim without authenticating:
   gateway cannot check (NTLM, Negotiate...): 401 with the challenges it
   accepts; OPTIONS may come without credentials (capability discovery).
 
+A verified token is remembered (bounded, least recently used out) with the key
+set that verified it: the same token again skips the signature check (a
+public-key operation per request) but never the expiry check, and a new key
+set forgets everything.
+
 The header is not rewritten: what the backend receives is exactly the one
 value this step read. Every refusal is answered here (never forwarded),
 counted in ``sentry_auth_refusals{scheme,reason}`` and logged as
@@ -33,6 +38,7 @@ Refusal answers (README "Authentication" explains the choice):
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -57,12 +63,21 @@ from sentry.observability import Metrics
 from sentry.settings import IdentitySettings
 
 from .oauth import JwksSource
-from .tokens import InvalidToken, TokenError, UnknownKey, VerifiedToken, verify_token
+from .tokens import (
+    InvalidToken,
+    KeySet,
+    TokenError,
+    TokenReason,
+    UnknownKey,
+    VerifiedToken,
+    verify_token,
+)
 
 __all__ = ["AuthRefused", "Authenticator"]
 
 log = structlog.get_logger("sentry.authn")
 KEYS_RETRY_AFTER = 30
+VERIFIED_TOKENS = 4096  # remembered verified tokens
 
 
 class AuthRefused(Exception):
@@ -95,6 +110,7 @@ class Authenticator:
         self.clock = clock
         self.jwks = None if self.oauth is None else JwksSource(self.oauth, metrics, root=root)
         self._realm = f'realm="{fqdn}"'
+        self._verified: OrderedDict[str, tuple[KeySet, VerifiedToken]] = OrderedDict()
 
     async def start(self) -> None:
         """Load the signing keys (``JwksError`` when a key file cannot be read)."""
@@ -162,14 +178,37 @@ class Authenticator:
                 503, "keys_unavailable", "token signing keys are not available",
                 {"Retry-After": str(KEYS_RETRY_AFTER)},
             )  # fmt: skip
-        keys = self.jwks.keys
+        keys, now = self.jwks.keys, self.clock()
         assert keys is not None
+        known = self._remembered(token, keys, now)
+        if known is not None:
+            return known
         try:
-            return verify_token(token, keys, self.oauth, self.clock())
+            verified = verify_token(token, keys, self.oauth, now)
         except UnknownKey:
             if not await self.jwks.refresh() or self.jwks.keys is None:
                 raise
-            return verify_token(token, self.jwks.keys, self.oauth, self.clock())
+            keys = self.jwks.keys
+            verified = verify_token(token, keys, self.oauth, self.clock())
+        self._verified[token] = (keys, verified)
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return verified
+
+    def _remembered(self, token: str, keys: KeySet, now: float) -> VerifiedToken | None:
+        """A token verified before with the current keys; expiry is checked again."""
+        assert self.oauth is not None
+        hit = self._verified.get(token)
+        if hit is None:
+            return None
+        if hit[0] is not keys:
+            del self._verified[token]
+            return None
+        if now > hit[1].expires + self.oauth.leeway_seconds:
+            del self._verified[token]
+            raise InvalidToken(TokenReason.EXPIRED, "token expired")
+        self._verified.move_to_end(token)
+        return hit[1]
 
     def _challenges(self) -> dict[str, str]:
         # One header; RFC 9110 §11.6.1 allows several challenges in one field.

@@ -353,3 +353,68 @@ async def test_without_signing_keys_bearer_requests_wait(
         server.fail = False
         status, _, _ = await post(session, gw, [f"Bearer {issuer.token('bob')}"], user="bob")
         assert status == 200
+
+
+# --- the Authenticator alone: remembered tokens ---
+
+
+async def test_a_verified_token_is_remembered_but_its_expiry_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiohttp.test_utils import make_mocked_request
+    from prometheus_client import CollectorRegistry
+
+    import sentry.proxy.authn as authn_module
+    from sentry.eas.request import EasRequest, parse_request
+    from sentry.observability import Metrics
+    from sentry.settings import IdentitySettings, OAuthSettings
+
+    issuer = TokenIssuer()
+    (tmp_path / "k.json").write_bytes(issuer.jwks_bytes())
+    now = [time.time()]
+    oauth = OAuthSettings(
+        issuer=issuer.issuer,
+        audience=(issuer.audience,),
+        jwks_file="k.json",
+        jwks_min_refresh_seconds=0,
+    )
+    authn = authn_module.Authenticator(
+        "gw.example", IdentitySettings(oauth), Metrics(CollectorRegistry()),
+        root=tmp_path, clock=lambda: now[0],
+    )  # fmt: skip
+    verifications: list[str] = []
+    real = authn_module.verify_token
+
+    def counting(token: str, *args: Any) -> Any:
+        verifications.append(token)
+        return real(token, *args)
+
+    monkeypatch.setattr(authn_module, "verify_token", counting)
+    await authn.start()
+    try:
+        token = issuer.token("alice@example.com", now=now[0], lifetime=600)
+        headers = {"Authorization": f"Bearer {token}"}
+        query = "Cmd=Sync&DeviceId=D1&DeviceType=T"
+        eas = parse_request("POST", query, headers)
+
+        async def check() -> Any:
+            request = make_mocked_request("POST", f"/Microsoft-Server-ActiveSync?{query}", headers)
+            return await authn.check(request, eas, {})
+
+        for _ in range(3):
+            out = await check()
+            assert isinstance(out, EasRequest) and out.user is not None
+            assert out.user.key == "alice"
+        assert len(verifications) == 1  # one signature check for three requests
+        assert authn.jwks is not None
+        assert await authn.jwks.refresh(force=True)  # new keys forget what old ones verified
+        assert isinstance(await check(), EasRequest)
+        assert len(verifications) == 2
+        now[0] += 600 + 61  # past exp + leeway: remembered or not, it is expired
+        refused = await check()
+        assert (
+            refused.status == 401 and 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+        )
+        assert len(verifications) == 2
+    finally:
+        await authn.close()
