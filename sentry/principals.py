@@ -125,10 +125,10 @@ def canonical_principal(raw: str, realms: Realms = NO_REALMS) -> str | None:
     netbios, _, text = text.rpartition("\\")
     text, at, suffix = text.rpartition("@") if "@" in text else ("", "", text)
     local = (text if at else suffix).strip().casefold()
-    netbios = netbios.strip().casefold()
-    if not local or "\\" in netbios or "@" in netbios:
-        return None
-    where = _realm(netbios, _domain(suffix) if at else "", realms)
+    netbios, domain = netbios.strip().casefold(), _domain(suffix) if at else ""
+    if not local or "\\" in netbios or "@" in netbios or ("@" in local and not domain):
+        return None  # (an "@" in the name needs a domain after it to stay one name)
+    where = _realm(netbios, domain, realms)
     if where is None:
         return None
     kind, name = where

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sentry.model import NO_REALMS, Realms, canonical_principal, principal_domain
 
-__all__ = ["Identity", "basic_user", "resolve_identity"]
+__all__ = ["Identity", "basic_user", "identity_of", "resolve_identity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +49,8 @@ def resolve_identity(
     """
     basic = basic_user(authorization)
     if basic is not None:
-        return _identity(basic, "authorization", realms)
-    return None if query_user is None else _identity(query_user, "query", realms)
+        return identity_of(basic, "authorization", realms)
+    return None if query_user is None else identity_of(query_user, "query", realms)
 
 
 def basic_user(authorization: str | None) -> str | None:
@@ -76,7 +76,9 @@ def basic_user(authorization: str | None) -> str | None:
     return name if colon else None
 
 
-def _identity(raw: str, source: str, realms: Realms) -> Identity | None:
+def identity_of(raw: str, source: str, realms: Realms = NO_REALMS) -> Identity | None:
+    """The ``Identity`` a name stands for: its key is ``canonical_principal(raw,
+    realms)`` (the one rule; this only wraps it); None when it names no one."""
     key = canonical_principal(raw, realms)
     if key is None:
         return None

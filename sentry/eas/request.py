@@ -16,7 +16,9 @@ here, in one place, so nothing downstream knows which one a client used:
    ``Authorization: Basic`` name wins over the query ``User``; either is
    reduced to its canonical principal under the configured realms
    (``identity.py``, ``sentry.model.canonical_principal``). The password is
-   never kept.
+   never kept. This is the parser's view only: the gateway keys its decision
+   on the identity its authentication step (``sentry.proxy.authn``) takes
+   from the one Authorization header, Basic or a validated Bearer token.
 
 Every malformed input raises a ``RequestError`` subclass carrying its wire
 status; no other exception escapes ``parse_request``.
@@ -104,7 +106,7 @@ class EasRequest:
 
     method: str  # "POST" or "OPTIONS"
     command: Command | None  # None only for OPTIONS
-    user: Identity | None  # None only for an OPTIONS without credentials/query
+    user: Identity | None  # None: OPTIONS without credentials/query, or Bearer without User
     device_id: str  # canonical, upper-cased (§6.2); "" for an OPTIONS without one
     device_id_raw: str
     device_type: str
@@ -208,8 +210,8 @@ def parse_request(
     if "AcceptMultiPart" not in q.params and "ms-asacceptmultipart" in hdrs:
         q.params["AcceptMultiPart"] = hdrs["ms-asacceptmultipart"].strip()
     user = resolve_identity(hdrs.get("authorization"), q.user, realms)
-    if user is None and not options:
-        raise UserError("no user: neither Authorization: Basic nor a query User names one")
+    if user is None and not options and "authorization" not in hdrs:
+        raise UserError("no user: neither Authorization nor a query User names one")
     return _build(verb, q, user, hdrs)
 
 

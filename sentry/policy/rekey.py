@@ -175,7 +175,7 @@ def realm_changes(snapshot: Snapshot, realms: Realms, now: float) -> Changes:
     scratch.apply(out)  # the users re-keyed and the alias index under the new realms
     _check_names(scratch)
     out += _owner_changes(snapshot, scratch)
-    principals = {key.user for key in snapshot.keys()}
+    principals = {row.key.user for row in snapshot.associations()}
     mapping = {p: _new_principal(scratch, p) for p in principals}
     note = "the configured realms changed"
     out += rekey_rows(scratch, mapping, now=now, actor=SYSTEM, note=note)

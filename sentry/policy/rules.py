@@ -168,8 +168,7 @@ def assess(
     if unlinked is not None or not reachable:
         _registration(reasons, unlinked, prefs, new=new, reachable=reachable)
     if prefs.max_devices_per_mailbox is not None or prefs.max_mailboxes_per_device is not None:
-        if row.key.device_id not in THROWAWAY_DEVICE_IDS:
-            _limits(reasons, row, snap, prefs, new)
+        _limits(reasons, row, snap, prefs, new)
     found = frozenset(reasons) if reasons else _NO_REASONS
     linked = device.id if device is not None and unlinked is None else None
     verdict = _conclude(row.wipe, override, found)
@@ -232,8 +231,11 @@ def _counts_before(peers: list[Association], row: Row, mine: tuple[float, str], 
 
 
 def _limits(reasons: list[Reason], row: Row, snap: Snapshot, prefs: Preferences, new: bool) -> None:
-    """Rank ``row`` among its mailbox's devices and its device's mailboxes."""
+    """Rank ``row`` among its mailbox's devices and its device's mailboxes
+    (a throwaway DeviceId is never limited)."""
     key, others = row.key, 0 if new else 1
+    if key.device_id in THROWAWAY_DEVICE_IDS:
+        return
     limit = prefs.max_devices_per_mailbox
     if limit is not None and snap.device_count(key.user) - others >= limit:
         mine = _rank(row, key.device_id)

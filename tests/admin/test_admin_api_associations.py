@@ -122,12 +122,12 @@ async def test_one_association_shows_its_decision_reasons_and_history(
     assert row["override"]["kind"] == "block" and row["override"]["note"] == "check"
     assert row["device_information"]["model"] == "TestPhone 1"
     assert row["managed_device"] is None
-    # provisioning recorded the backend's policy; the backend's acceptance verified
-    # the row and established the device's backend type; then the admin blocked
-    kinds = ["first_seen", "policy", "verified", "established", "admin"]
+    # the backend's acceptance verified the row and established the device's
+    # backend type, provisioning recorded the backend's policy, then the admin blocked
+    kinds = ["first_seen", "verified", "established", "policy", "admin"]
     assert [e["kind"] for e in row["history"]] == kinds
-    assert row["history"][1]["detail"]["fingerprint"]
-    assert row["history"][3]["detail"] == {"scope": "eas:PHONE1", "backend_type": "exchange"}
+    assert row["history"][3]["detail"]["fingerprint"]
+    assert row["history"][2]["detail"] == {"scope": "eas:PHONE1", "backend_type": "exchange"}
     assert row["history"][4]["detail"]["note"] == "check"
     assert row["verified"] and not row["throwaway"]
     assert row["backend_scope"] == "eas:PHONE1"
