@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from sentry.model import Realm, Realms, canonical_principal
+from sentry.model import Realm, Realms
 
 __all__ = [
     "SIGNATURE_ALGORITHMS",
@@ -257,7 +256,7 @@ def settings_from_mapping(data: Any, source: str = "<settings>") -> Settings:
     try:
         settings: Settings = _build(Settings, data, "")
         _check_references(settings)
-        settings = _canonical_routing(settings)
+        settings = settings_identity.canonical_routing(settings)
     except SettingsError as exc:
         raise SettingsError(f"{source}: {exc}") from None
     return settings
@@ -361,9 +360,9 @@ def _validate(obj: Any, path: str) -> None:
             _join(path, "unverified_expiry_seconds"), obj.unverified_expiry_seconds, allow_zero=True
         )
     if isinstance(obj, RealmSettings):
-        _validate_realm(obj, path)
+        settings_identity.validate_realm(obj, path)
     if isinstance(obj, IdentitySettings):
-        _validate_identity(obj, path)
+        settings_identity.validate_identity(obj, path)
     if isinstance(obj, RedirectSettings):
         _validate_redirects(obj, path)
     if isinstance(obj, OAuthSettings):
@@ -458,80 +457,4 @@ def _check_references(s: Settings) -> None:
             raise SettingsError(f"{where}: no pool named {pool_name!r}")
 
 
-# --- Realms and the canonical routing keys ---
-
-_REALM_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?", re.ASCII)
-_SUFFIX = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?", re.ASCII)
-_NETBIOS = re.compile(r"[A-Za-z0-9!#$%&'()^_{}~-]{1,15}", re.ASCII)
-
-
-def _validate_realm(r: RealmSettings, path: str) -> None:
-    if not _REALM_NAME.fullmatch(r.name):
-        raise SettingsError(
-            f"{_join(path, 'name')}: {r.name!r} is not lower-case letters, digits, '.' and '-'"
-        )
-    for i, suffix in enumerate(r.suffixes):
-        if not _SUFFIX.fullmatch(suffix):
-            raise SettingsError(f"{_join(path, 'suffixes')}[{i}]: {suffix!r} is not a domain name")
-    for i, name in enumerate(r.netbios):
-        if not _NETBIOS.fullmatch(name):
-            raise SettingsError(
-                f"{_join(path, 'netbios')}[{i}]: {name!r} is not a NetBIOS domain name "
-                "(1-15 characters, no dots, blanks, '\\', '/', ':' or '@')"
-            )
-
-
-def _validate_identity(ident: IdentitySettings, path: str) -> None:
-    """Realm names are unique, every suffix and NetBIOS name names one realm,
-    and the default realm exists."""
-    owners: dict[str, tuple[str, str]] = {}  # name -> (realm, key path)
-    names: set[str] = set()
-    for i, realm in enumerate(ident.realms):
-        where = f"{_join(path, 'realms')}[{i}]"
-        if realm.name in names:
-            raise SettingsError(f"{where}.name: duplicate realm {realm.name!r}")
-        names.add(realm.name)
-        claims = [(f"{where}.name", realm.name)]
-        claims += [(f"{where}.suffixes[{j}]", s) for j, s in enumerate(realm.suffixes)]
-        claims += [(f"{where}.netbios[{j}]", n) for j, n in enumerate(realm.netbios)]
-        for key_path, text in claims:
-            held = owners.setdefault(_lower(text), (realm.name, key_path))
-            if held[0] != realm.name:
-                raise SettingsError(
-                    f"{key_path}: {text!r} already names realm {held[0]!r} ({held[1]})"
-                )
-    if ident.default_realm is not None and ident.default_realm not in names:
-        raise SettingsError(
-            f"{_join(path, 'default_realm')}: no realm named {ident.default_realm!r}"
-        )
-
-
-def _canonical_routing(s: Settings) -> Settings:
-    """``routing.users`` keys as canonical principals, ``routing.domains`` keys
-    as realms; two keys that name one principal or realm are an error."""
-    realms = s.identity.to_realms()
-    users = _canonical_keys(
-        s.routing.users, "routing.users", lambda k: canonical_principal(k, realms)
-    )
-    domains = _canonical_keys(s.routing.domains, "routing.domains", realms.domain_key)
-    routing = dataclasses.replace(s.routing, users=users, domains=domains)
-    return dataclasses.replace(s, routing=routing)
-
-
-def _canonical_keys(
-    table: Mapping[str, str], path: str, canonical: typing.Callable[[str], str | None]
-) -> dict[str, str]:
-    out: dict[str, str] = {}
-    seen: dict[str, str] = {}
-    for key, value in table.items():
-        name = canonical(key)
-        if not name:
-            raise SettingsError(f"{path}.{key}: names no principal")
-        if name in seen:
-            raise SettingsError(
-                f"{path}.{key}: names {name!r}, as {path}.{seen[name]} does "
-                "(one principal, one route)"
-            )
-        seen[name] = key
-        out[name] = value
-    return out
+from sentry import settings_identity  # noqa: E402  (it uses SettingsError, defined above)

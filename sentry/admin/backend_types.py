@@ -16,7 +16,7 @@ from typing import Any
 
 from sentry.model import canonical_device_id
 from sentry.policy import Changes, Snapshot, reset_backend_type
-from sentry.policy.snapshot import DEVICE_SCOPE, EAS_SCOPE
+from sentry.policy.indexes import DEVICE_SCOPE, EAS_SCOPE
 
 from .schema import Call, Field, Route
 from .views import established_view

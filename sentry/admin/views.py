@@ -25,8 +25,8 @@ from sentry.model import (
     principal_domain,
 )
 from sentry.policy import Decision, Forward, Refuse, Snapshot, Wipe, state_of
+from sentry.policy.indexes import DEVICE_SCOPE
 from sentry.policy.reasons import ordered
-from sentry.policy.snapshot import DEVICE_SCOPE
 from sentry.store.base import AssociationState, association_state
 
 from .context import iso

@@ -37,8 +37,9 @@ from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssoc
 from .decide import decision_detail, with_assessment
 from .errors import NotFoundError, TransitionError, ValidationError
 from .established import backend_scope, carried_type, release_scopes
+from .indexes import DEVICE_SCOPE
 from .rules import assess
-from .snapshot import DEVICE_SCOPE, Snapshot
+from .snapshot import Snapshot
 from .transitions import Action, state_of, transition
 
 __all__ = ["allow", "block", "link_to", "remove", "wipe"]

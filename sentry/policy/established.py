@@ -55,8 +55,9 @@ from .changes import (
     PutEstablished,
 )
 from .errors import NotFoundError, ValidationError
+from .indexes import DEVICE_SCOPE, EAS_SCOPE
 from .rules import managed_device
-from .snapshot import DEVICE_SCOPE, EAS_SCOPE, Snapshot
+from .snapshot import Snapshot
 
 __all__ = [
     "backend_accepted",

@@ -55,8 +55,9 @@ from .changes import (
 )
 from .errors import ConflictError, NotFoundError, ValidationError
 from .established import device_changes
+from .indexes import known_names
 from .rekey import rekey_rows
-from .snapshot import Snapshot, known_names
+from .snapshot import Snapshot
 
 __all__ = [
     "canonical_routing",

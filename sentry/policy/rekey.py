@@ -51,7 +51,8 @@ from .changes import (
     PutUser,
 )
 from .errors import ConflictError
-from .snapshot import Snapshot, known_names
+from .indexes import known_names
+from .snapshot import Snapshot
 
 __all__ = ["merge_rows", "realm_changes", "rekey_rows"]
 

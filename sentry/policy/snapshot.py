@@ -48,25 +48,11 @@ from sentry.model import (
 
 from . import changes as ch
 from ._fast import fast_setter
+from .indexes import EstablishedIndex, NameIndex, known_names
 from .table import AssociationTable
 from .templates import PushedMailboxes, resolve_pushed_mailboxes
 
-__all__ = ["DEVICE_SCOPE", "EAS_SCOPE", "Snapshot", "known_names"]
-
-DEVICE_SCOPE = "device:"
-"""Scope prefix of a managed device's established backend type (``device:<id>``)."""
-EAS_SCOPE = "eas:"
-"""Scope prefix of an unregistered DeviceId's established backend type (``eas:<DeviceId>``)."""
-
-
-def known_names(user: User, realms: Realms) -> frozenset[str]:
-    """The user's other names, canonical under ``realms``: email and aliases."""
-    names = {canonical_principal(a, realms) for a in user.aliases}
-    if user.email:
-        names.add(canonical_principal(user.email, realms))
-    names.discard(user.principal)
-    return frozenset(n for n in names if n)
-
+__all__ = ["Snapshot"]
 
 _NO_PUSH = PushedMailboxes()
 _with_last_seen = fast_setter(Association, "last_seen")  # a Touch per request: keep it cheap
@@ -76,10 +62,8 @@ class Snapshot:
     """Everything the gateway knows, indexed for the request path."""
 
     __slots__ = (
-        "_aliases",
         "_eas_index",
-        "_est_device",
-        "_est_eas",
+        "_established",
         "_names",
         "_owned",
         "_pushed",
@@ -109,10 +93,8 @@ class Snapshot:
         self._pushed: dict[str, PushedMailboxes] = {}
         self._types: frozenset[str] = frozenset()
         self.realms: Realms = NO_REALMS
-        self._aliases: dict[str, str] = {}  # known name -> principal
-        self._names: dict[str, frozenset[str]] = {}  # principal -> its known names
-        self._est_device: dict[str, EstablishedType] = {}  # managed device id -> type
-        self._est_eas: dict[str, EstablishedType] = {}  # unregistered DeviceId -> type
+        self._names = NameIndex()
+        self._established = EstablishedIndex()
 
     @classmethod
     def build(
@@ -201,42 +183,35 @@ class Snapshot:
     def principal_of(self, user: str) -> str:
         """The principal a canonical name stands for: the user whose known name
         (email, alias) it is, else the name itself."""
-        return self._aliases.get(user, user)
+        return self._names.resolve(user)
 
     def canonical(self, raw: str) -> str | None:
         """THE rule for any name given to the gateway (``canonical_principal``
         under ``realms``), then resolved through the alias index."""
         key = canonical_principal(raw, self.realms)
-        return None if key is None else self._aliases.get(key, key)
+        return None if key is None else self._names.resolve(key)
 
     def names_of(self, principal: str) -> frozenset[str]:
         """A registered user's other known names (canonical)."""
-        return self._names.get(principal, frozenset())
+        return self._names.names_of(principal)
 
     def alias_owner(self, name: str) -> str | None:
         """The user whose known name ``name`` is (None: no one's alias)."""
-        return self._aliases.get(name)
+        return self._names.owner(name)
 
     # --- Established backend types ---
 
     def established(self, scope: str) -> EstablishedType | None:
         """The established backend type of a scope (``device:<id>``/``eas:<DeviceId>``)."""
-        if scope.startswith(DEVICE_SCOPE):
-            return self._est_device.get(scope[len(DEVICE_SCOPE) :])
-        if scope.startswith(EAS_SCOPE):
-            return self._est_eas.get(scope[len(EAS_SCOPE) :])
-        return None
+        return self._established.get(scope)
 
     def established_for(self, device: Device | None, device_id: str) -> EstablishedType | None:
         """The established type that binds a row: its managed device's, else its DeviceId's."""
-        if device is not None:
-            return self._est_device.get(device.id)
-        return self._est_eas.get(device_id)
+        return self._established.binding(device, device_id)
 
     def established_types(self) -> list[EstablishedType]:
         """Every established type, ordered by scope."""
-        found = [*self._est_device.values(), *self._est_eas.values()]
-        return sorted(found, key=lambda e: e.scope)
+        return self._established.all()
 
     def pushed(self, device_id: str) -> PushedMailboxes:
         """Mailboxes pushed to a managed device, with errors; cached."""
@@ -306,8 +281,7 @@ class Snapshot:
         other._types = self._types
         other._table = self._table.copy()
         other.routing, other.prefs, other.realms = self.routing, self.prefs, self.realms
-        other._aliases, other._names = dict(self._aliases), dict(self._names)
-        other._est_device, other._est_eas = dict(self._est_device), dict(self._est_eas)
+        other._names, other._established = self._names.copy(), self._established.copy()
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -330,8 +304,7 @@ class Snapshot:
             self.labels,
             {row.key: row for row in self._table},
             self.realms,
-            self._est_device,
-            self._est_eas,
+            self._established.state(),
         )
 
     def __repr__(self) -> str:
@@ -357,46 +330,25 @@ class Snapshot:
         user = change.user
         self.users[user.principal] = user
         self._forget_pushed(self._owned.get(user.principal, ()))
-        names = known_names(user, self.realms)
-        if names != self._names.get(user.principal, frozenset()):
-            self._index_names(user.principal, names)
+        if self._names.set(user.principal, known_names(user, self.realms)):
+            self._pushed.clear()  # pushed principals resolve through the known names
 
     def _delete_user(self, change: ch.DeleteUser) -> None:
         self.users.pop(change.principal, None)
         self._forget_pushed(self._owned.get(change.principal, ()))
-        if change.principal in self._names:
-            self._index_names(change.principal, frozenset())
-
-    def _index_names(self, principal: str, names: frozenset[str]) -> None:
-        for name in self._names.pop(principal, ()):
-            if self._aliases.get(name) == principal:
-                del self._aliases[name]
-        if names:
-            self._names[principal] = names
-            self._aliases.update(dict.fromkeys(names, principal))
-        self._pushed.clear()  # pushed principals resolve through the aliases
+        if self._names.set(change.principal, frozenset()):
+            self._pushed.clear()
 
     def _put_realms(self, change: ch.PutRealms) -> None:
         self.realms = change.realms
-        self._aliases.clear()
-        self._names.clear()
-        for user in self.users.values():
-            self._index_names(user.principal, known_names(user, self.realms))
+        self._names.rebuild(self.users.values(), self.realms)
         self._pushed.clear()
 
     def _put_established(self, change: ch.PutEstablished) -> None:
-        e = change.established
-        if e.scope.startswith(DEVICE_SCOPE):
-            self._est_device[e.scope[len(DEVICE_SCOPE) :]] = e
-        elif e.scope.startswith(EAS_SCOPE):
-            self._est_eas[e.scope[len(EAS_SCOPE) :]] = e
+        self._established.put(change.established)
 
     def _delete_established(self, change: ch.DeleteEstablished) -> None:
-        scope = change.scope
-        if scope.startswith(DEVICE_SCOPE):
-            self._est_device.pop(scope[len(DEVICE_SCOPE) :], None)
-        elif scope.startswith(EAS_SCOPE):
-            self._est_eas.pop(scope[len(EAS_SCOPE) :], None)
+        self._established.delete(change.scope)
 
     def _put_device(self, change: ch.PutDevice) -> None:
         self._unindex_device(change.device.id)
