@@ -352,8 +352,12 @@ def demo_banner(gw: Gateway) -> str:
     lines += [
         "  try (syncs alice's Inbox through the gateway):",
         f"    {cmd} {gw.proxy_url} --user alice --password alice-pw",
+        "  the same mailbox, spelled as its realm allows (one association: alice@example.com):",
+        f"    {cmd} {gw.proxy_url} --user 'EXAMPLE\\alice' --password alice-pw",
         "  then a gmail-type mailbox on the same phone (fails closed: one backend type a device):",
-        f"    {cmd} {gw.proxy_url} --user carol --password carol-pw",
+        f"    {cmd} {gw.proxy_url} --user carol@gmail.example --password carol-pw",
+        "  the admin list shows both, with their realms (token in the file above):",
+        "    .venv/bin/sentry admin list",
         "",
     ]
     return "\n".join(lines)
