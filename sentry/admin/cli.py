@@ -14,6 +14,8 @@ This module holds the association commands; ``cli_registry`` the others.
     sentry admin allow DEVICEID bob --note "verified by phone"
     sentry admin bulk block --user bob --note "lost phones" --dry-run
     sentry admin devices compliance iphone-7 --violation compromised
+    sentry admin list --verified no            # strangers' rows: never counted
+    sentry admin reset-backend-type DEVICEID --note "phone handed over"
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ from .cli_registry import add_registry_commands
 __all__ = ["add_admin"]
 
 _STATES = ("allowed", "blocked", "wipe_pending", "wiped")
-_FILTERS = ("user", "device_id", "device_type", "state", "reason", "linked", "pool")
+_FILTERS = (
+    *("user", "device_id", "device_type", "state", "reason", "linked", "pool"),
+    *("verified", "throwaway"),
+)
 
 
 def add_admin(subparsers: Any) -> None:
@@ -85,12 +90,15 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", choices=[r.value for r in Reason])
     p.add_argument("--linked", choices=("yes", "no"))
     p.add_argument("--pool")
+    p.add_argument("--verified", choices=("yes", "no"), help="no: only strangers' rows")
+    p.add_argument("--throwaway", choices=("yes", "no"), help="DeviceIds validate/webservice")
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     values = {name: getattr(args, name) for name in _FILTERS}
-    if values["linked"] is not None:
-        values["linked"] = values["linked"] == "yes"
+    for flag in ("linked", "verified", "throwaway"):
+        if values[flag] is not None:
+            values[flag] = values[flag] == "yes"
     return {k: v for k, v in values.items() if v is not None}
 
 

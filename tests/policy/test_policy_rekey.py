@@ -69,7 +69,7 @@ def test_two_users_collapsing_into_one_principal_stop_the_change():
     conv = Conversation()
     conv.add_user("alice")
     conv.add_user("CORP\\alice", email="")
-    with pytest.raises(ConflictError, match="would both be 'alice@example.com'"):
+    with pytest.raises(ConflictError, match=r"would both be 'alice@example\.com'"):
         realm_changes(conv.snapshot, EXAMPLE, NOW)
 
 

@@ -83,7 +83,11 @@ def api(gw: DemoGateway, session: aiohttp.ClientSession) -> Any:
 
 
 def phone(
-    gw: DemoGateway, session: aiohttp.ClientSession, user: str, device: str, password: str = "secret"
+    gw: DemoGateway,
+    session: aiohttp.ClientSession,
+    user: str,
+    device: str,
+    password: str = "secret",
 ) -> EasTestClient:
     return EasTestClient(session, gw.url + EAS, user, password, device_id=device)
 

@@ -29,6 +29,7 @@ _V1_COLUMNS = (
     "device_id, user, domain, device_type, first_seen, last_seen, unlinked, override, "
     "verdict, pool, backend_type, wipe, ambiguous_policy"
 )
+_FORWARDED = ("forward", "exchange", "exchange", "none")
 _BLOCK = json.dumps(
     {"kind": "block", "note": "lost", "actor": "admin", "at": 5.0, "account_only": False}
 )
@@ -50,8 +51,7 @@ def version_1_database(path: Path) -> None:
     for device_id, user, domain, kind, first, last, unlinked, override in rows:
         conn.execute(
             f"INSERT INTO associations ({_V1_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0)",
-            (device_id, user, domain, kind, first, last, unlinked, override)
-            + ("forward", "exchange", "exchange", "none"),
+            (device_id, user, domain, kind, first, last, unlinked, override, *_FORWARDED),
         )
     conn.execute(
         "INSERT INTO history (device_id, user, at, kind, detail) VALUES "
