@@ -154,7 +154,9 @@ async def _reconcile_identity(store: Store, snapshot: Snapshot, realms: Realms, 
         for change in rekey:
             if isinstance(change, AppendHistory) and change.event.detail.get("merged"):
                 log.warning("associations_merged", key=list(change.key), merged=change.event.detail)
-        log.info("principals_rekeyed", realms=[r.name for r in realms.realms], rows=len(rows))
+        if len(rekey) > 1:  # more than recording the realms: something moved
+            names = [r.name for r in realms.realms]
+            log.info("principals_rekeyed", realms=names, rows=len(rows))
     derived = missing_types(snapshot, now)
     if derived:
         await _apply_and_refresh(store, snapshot, derived, now)

@@ -94,6 +94,9 @@ class Realms:
         """The routing key of a domain: its realm's name when a realm claims it
         (suffix, NetBIOS name or the realm's own name), else the domain itself
         case-folded (an unknown domain is its own realm)."""
+        realm = self._suffix.get(domain)  # the usual case: already normal (no string work)
+        if realm is not None:
+            return realm
         d = _domain(domain)
         return self._suffix.get(d) or self._netbios.get(d) or d
 

@@ -36,21 +36,22 @@ def known_names(user: User, realms: Realms) -> frozenset[str]:
 
 
 class NameIndex:
-    """Known name -> principal, and each principal's known names."""
+    """Known name -> principal (``owners``, read directly on the request
+    path), and each principal's known names."""
 
-    __slots__ = ("_names", "_owner")
+    __slots__ = ("_names", "owners")
 
     def __init__(self) -> None:
-        self._owner: dict[str, str] = {}
+        self.owners: dict[str, str] = {}
         self._names: dict[str, frozenset[str]] = {}
 
     def resolve(self, name: str) -> str:
         """The principal ``name`` stands for (``name`` itself when it is no one's)."""
-        return self._owner.get(name, name)
+        return self.owners.get(name, name)
 
     def owner(self, name: str) -> str | None:
         """The principal whose known name ``name`` is, or None."""
-        return self._owner.get(name)
+        return self.owners.get(name)
 
     def names_of(self, principal: str) -> frozenset[str]:
         """The known names of ``principal`` (empty for an unknown one)."""
@@ -61,34 +62,35 @@ class NameIndex:
         if names == self._names.get(principal, frozenset()):
             return False
         for name in self._names.pop(principal, ()):
-            if self._owner.get(name) == principal:
-                del self._owner[name]
+            if self.owners.get(name) == principal:
+                del self.owners[name]
         if names:
             self._names[principal] = names
-            self._owner.update(dict.fromkeys(names, principal))
+            self.owners.update(dict.fromkeys(names, principal))
         return True
 
     def rebuild(self, users: Iterable[User], realms: Realms) -> None:
         """Index every user's names afresh (the realms changed)."""
-        self._owner.clear()
+        self.owners.clear()
         self._names.clear()
         for user in users:
             self.set(user.principal, known_names(user, realms))
 
     def copy(self) -> NameIndex:
         other = NameIndex()
-        other._owner, other._names = dict(self._owner), dict(self._names)
+        other.owners, other._names = dict(self.owners), dict(self._names)
         return other
 
 
 class EstablishedIndex:
-    """Established backend types by managed device id and by DeviceId."""
+    """Established backend types by managed device id (``by_device``) and by
+    DeviceId (``by_eas``); read directly on the request path."""
 
-    __slots__ = ("_device", "_eas")
+    __slots__ = ("by_device", "by_eas")
 
     def __init__(self) -> None:
-        self._device: dict[str, EstablishedType] = {}
-        self._eas: dict[str, EstablishedType] = {}
+        self.by_device: dict[str, EstablishedType] = {}
+        self.by_eas: dict[str, EstablishedType] = {}
 
     def get(self, scope: str) -> EstablishedType | None:
         """The type of a scope (``device:<id>``/``eas:<DeviceId>``), or None."""
@@ -98,12 +100,12 @@ class EstablishedIndex:
     def binding(self, device: Device | None, device_id: str) -> EstablishedType | None:
         """The type binding a row: its managed device's, else its DeviceId's."""
         if device is not None:
-            return self._device.get(device.id)
-        return self._eas.get(device_id)
+            return self.by_device.get(device.id)
+        return self.by_eas.get(device_id)
 
     def all(self) -> list[EstablishedType]:
         """Every established type, ordered by scope."""
-        return sorted([*self._device.values(), *self._eas.values()], key=lambda e: e.scope)
+        return sorted([*self.by_device.values(), *self.by_eas.values()], key=lambda e: e.scope)
 
     def put(self, established: EstablishedType) -> None:
         table, key = self._where(established.scope)
@@ -117,16 +119,16 @@ class EstablishedIndex:
 
     def copy(self) -> EstablishedIndex:
         other = EstablishedIndex()
-        other._device, other._eas = dict(self._device), dict(self._eas)
+        other.by_device, other.by_eas = dict(self.by_device), dict(self.by_eas)
         return other
 
     def state(self) -> tuple[dict[str, EstablishedType], dict[str, EstablishedType]]:
         """The contents, for equality of snapshots."""
-        return self._device, self._eas
+        return self.by_device, self.by_eas
 
     def _where(self, scope: str) -> tuple[dict[str, EstablishedType] | None, str]:
         if scope.startswith(DEVICE_SCOPE):
-            return self._device, scope[len(DEVICE_SCOPE) :]
+            return self.by_device, scope[len(DEVICE_SCOPE) :]
         if scope.startswith(EAS_SCOPE):
-            return self._eas, scope[len(EAS_SCOPE) :]
+            return self.by_eas, scope[len(EAS_SCOPE) :]
         return None, scope

@@ -183,7 +183,7 @@ class Snapshot:
     def principal_of(self, user: str) -> str:
         """The principal a canonical name stands for: the user whose known name
         (email, alias) it is, else the name itself."""
-        return self._names.resolve(user)
+        return self._names.owners.get(user, user)
 
     def canonical(self, raw: str) -> str | None:
         """THE rule for any name given to the gateway (``canonical_principal``
@@ -207,7 +207,9 @@ class Snapshot:
 
     def established_for(self, device: Device | None, device_id: str) -> EstablishedType | None:
         """The established type that binds a row: its managed device's, else its DeviceId's."""
-        return self._established.binding(device, device_id)
+        if device is not None:
+            return self._established.by_device.get(device.id)
+        return self._established.by_eas.get(device_id)
 
     def established_types(self) -> list[EstablishedType]:
         """Every established type, ordered by scope."""
@@ -239,19 +241,22 @@ class Snapshot:
         or one of its known names), then ``routing.domains`` by the realm of the
         user's email when registered with one, else the principal's realm, then
         the default. None: no route. Nothing a request says changes it."""
-        known = self.users.get(user)
-        domain = principal_domain(user)
-        if known is not None and known.mail_domain is not None:
-            domain = known.mail_domain
-        routing = self.routing
-        name = routing.users.get(user)
-        if name is None and known is not None and routing.users:
-            name = next(
-                (routing.users[n] for n in sorted(self.names_of(user)) if n in routing.users), None
-            )
-        if name is None and domain is not None:
-            name = routing.domains.get(self.realms.domain_key(domain))
-        name = routing.default if name is None else name
+        routing, known = self.routing, self.users.get(user)
+        name = None
+        if routing.users:
+            name = routing.users.get(user)
+            if name is None and known is not None:
+                name = next(
+                    (routing.users[n] for n in sorted(self.names_of(user)) if n in routing.users),
+                    None,
+                )
+        if name is None and routing.domains:
+            mail = None if known is None else known.mail_domain
+            # a principal's domain is already its realm; an email's is mapped to one
+            domain = principal_domain(user) if mail is None else self.realms.domain_key(mail)
+            name = None if domain is None else routing.domains.get(domain)
+        if name is None:
+            name = routing.default
         return None if name is None else self.pools.get(name)
 
     # --- Writes ---
