@@ -222,5 +222,5 @@ def test_bad_identity_settings_name_the_key_path(
 
 def test_unverified_expiry_may_be_zero_but_not_negative() -> None:
     assert settings_from_mapping({"store": {"unverified_expiry_seconds": 0}}).store
-    with pytest.raises(SettingsError, match="store.unverified_expiry_seconds"):
+    with pytest.raises(SettingsError, match=r"store\.unverified_expiry_seconds"):
         settings_from_mapping({"store": {"unverified_expiry_seconds": -1}})
