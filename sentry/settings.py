@@ -77,6 +77,7 @@ class GatewaySettings:
 class AdminSettings:
     listen: ListenSettings = ListenSettings(port=9090)
     token_file: str = "var/admin-token"
+    tls: TlsSettings = TlsSettings(enabled=False)  # same files as the device listener
 
 
 @dataclass(frozen=True)

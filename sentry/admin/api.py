@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from importlib import metadata
 from typing import Any
 
 import structlog
@@ -23,6 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
 from aiohttp.typedefs import Middleware
 
+from sentry.buildinfo import version
 from sentry.policy import PolicyError
 
 from . import associations, audit, directory, prefs, push
@@ -30,6 +30,7 @@ from .auth import bearer_auth, is_api_path
 from .context import AdminContext
 from .errors import ApiError, BadRequest, from_policy
 from .schema import Call, Fields, Route, openapi_document, parse_body, parse_path, parse_query
+from .token import TokenFile
 from .views import SCHEMAS
 
 __all__ = ["ADMIN_CONTEXT", "ROUTES", "add_api", "api_middlewares", "openapi"]
@@ -66,17 +67,10 @@ ROUTES: tuple[Route, ...] = (
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3 document of ``ROUTES``."""
-    return openapi_document(ROUTES, SCHEMAS, title="Sentry admin API", version=_version())
+    return openapi_document(ROUTES, SCHEMAS, title="Sentry admin API", version=version())
 
 
-def _version() -> str:
-    try:
-        return metadata.version("eas-sentry")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
-def api_middlewares(token: str) -> list[Middleware]:
+def api_middlewares(token: str | TokenFile) -> list[Middleware]:
     """Authentication first, then JSON error answers (both for ``/api/`` only)."""
     return [bearer_auth(token), _errors]
 
