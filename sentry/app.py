@@ -45,7 +45,7 @@ from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
 from sentry.policy import PutPool, PutPreferences, PutRouting
 from sentry.policy.changes import Change
-from sentry.preflight import check_log_file, preflight, resolve
+from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
@@ -335,7 +335,7 @@ async def run(settings: Settings, *, root: Path = Path("."), config: Path | None
     from sentry.reload import reload_gateway
     from sentry.settings import load_settings
 
-    check_log_file(settings.logging, root)
+    preflight(settings, root, create=False).raise_first()  # before logs leave the terminal
     try:
         log_file = configure_logging(settings.logging)
     except OSError as exc:

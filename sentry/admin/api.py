@@ -91,13 +91,20 @@ def _endpoint(route: Route) -> AiohttpHandler:
         call = Call(ctx, path, query, body, _actor(request))
         result = await route.handler(call)
         if route.changes:
-            log.info(
-                "admin_change", actor=call.actor, method=route.method, route=route.path, **path
-            )
+            _log_change(route, call, result)
         return web.json_response(result, status=route.status)
 
     endpoint.__name__ = route.handler.__name__
     return endpoint
+
+
+def _log_change(route: Route, call: Call, result: Any) -> None:
+    """One event per changing call; a dry run says so and how many rows it would change."""
+    fields = {"actor": call.actor, "method": route.method, "route": route.path, **call.path}
+    if isinstance(result, dict) and result.get("dry_run") is True:
+        log.info("admin_dry_run", dry_run=True, would_change=len(result["changed"]), **fields)
+    else:
+        log.info("admin_change", **fields)
 
 
 async def _body(request: web.Request, spec: Fields | None) -> dict[str, Any]:
