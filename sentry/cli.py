@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from sentry import cli_ops
 from sentry.admin.cli import add_admin
+from sentry.admin.cli_tools import add_store
 from sentry.buildinfo import version_text
 from sentry.eas.errors import EasError
 from sentry.eas.request import EasRequest, parse_request
@@ -253,6 +254,7 @@ _GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     _add_eas,
     cli_ops.add_run,
     cli_ops.add_certs,
+    add_store,
     cli_ops.add_demo_backend,
     cli_ops.add_demo_client,
     add_admin,

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Middleware
 from sentry.buildinfo import version
 from sentry.policy import PolicyError
 
-from . import associations, audit, directory, prefs, push
+from . import associations, audit, directory, exports, prefs, push
 from .auth import bearer_auth, is_api_path
 from .context import AdminContext
 from .errors import ApiError, BadRequest, from_policy
@@ -55,6 +55,7 @@ _OPENAPI = Route(
 )
 
 ROUTES: tuple[Route, ...] = (
+    *exports.ROUTES,
     *associations.ROUTES,
     *directory.ROUTES,
     *push.ROUTES,
@@ -92,10 +93,25 @@ def _endpoint(route: Route) -> AiohttpHandler:
         result = await route.handler(call)
         if route.changes:
             _log_change(route, call, result)
+        if isinstance(result, exports.Stream):
+            return await _stream(request, result)
         return web.json_response(result, status=route.status)
 
     endpoint.__name__ = route.handler.__name__
     return endpoint
+
+
+async def _stream(request: web.Request, stream: exports.Stream) -> web.StreamResponse:
+    """Write a streamed answer chunk by chunk."""
+    disposition = f'attachment; filename="{stream.filename}"'
+    headers = {"Content-Type": stream.media_type, "Content-Disposition": disposition}
+    response = web.StreamResponse(headers=headers)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    async for chunk in stream.chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def _log_change(route: Route, call: Call, result: Any) -> None:

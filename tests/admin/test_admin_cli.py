@@ -81,7 +81,11 @@ async def test_associations_list_show_actions_and_bulk(
     code, out, _ = await cli.run("show", "CLIDEV1", "bob")
     assert "decision:" in out and "status: 129" in out and "history:" in out
     code, out, _ = await cli.run("bulk", "allow", "--user", "bob", "--note", "back", "--dry-run")
-    assert out.strip() == "matched 2, changed 2, skipped 0 (dry run: nothing changed)"
+    assert out.splitlines() == [
+        "matched 2, would change 2, skipped 0 (dry run: nothing changed)",
+        "  would allow CLIDEV1 / bob",
+        "  would allow CLIDEV2 / bob",
+    ]
     answer = await cli.json("bulk", "block", "--device-id", "clidev2", "--note", "x")
     assert answer["changed"] == [{"device_id": "CLIDEV2", "user": "bob"}]
     code, out, _ = await cli.run("wipe", "CLIDEV2", "bob", "--note", "x", "--account-only")
@@ -113,7 +117,9 @@ async def test_directory_push_and_prefs_commands(cli: Cli) -> None:
     code, out, _ = await cli.run("devices", "compliance", "ph1", "--violation", "passcode")
     assert code == 0 and "compliant: no" in out
     assert (await cli.json("devices", "compliance", "ph1"))["device"]["compliant"] is True
-    assert (await cli.json("devices", "labels", "ph1"))["device"]["labels"] == []
+    code, _, err = await cli.run("devices", "labels", "ph1")
+    assert code == 2 and "give --add or --remove" in err  # never replaced as a whole
+    assert (await cli.json("devices", "labels", "ph1", "--remove", "two"))["device"]["labels"] == []
     assert (await cli.json("devices", "retire", "ph1", "--note", "old"))["device"]["retired"]
     code, out, _ = await cli.run("devices", "list", "--owner", "alice")
     assert "ph1" in out and "rows 1-1 of 1" in out
