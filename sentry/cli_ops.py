@@ -49,10 +49,16 @@ def _load(config: Path) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from sentry.app import run
 
+    from sentry.cli import CliError
+    from sentry.settings import SettingsError
+
     settings = _load(args.config)
     if args.check:
         return _check(args.config, settings)
-    asyncio.run(run(settings, config=args.config))
+    try:
+        asyncio.run(run(settings, config=args.config))
+    except SettingsError as exc:  # a setting only checked when used (e.g. a key file's content)
+        raise CliError(str(exc)) from None
     return 0
 
 

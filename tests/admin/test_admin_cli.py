@@ -164,3 +164,33 @@ async def test_errors_exit_1_for_refusals_and_2_for_usage(cli: Cli, tmp_path: Pa
     assert code == 2 and "'many'" in err
     code, _, err = await cli.run("block", "DEV", "bob")  # --note is required
     assert code == 2 and "--note" in err
+
+
+async def test_label_membership_changes_only_when_asked(cli: Cli) -> None:
+    for device_id in ("m1", "m2", "m3"):
+        assert (await cli.run("devices", "register", device_id, "--owner", "alice"))[0] == 0
+    await cli.run("exchange-settings", "set", "s1", "--user-name", "$USERID$", "--email", "$EMAIL$")
+    label = await cli.json("labels", "set", "team", "--setting", "s1", "--add", "m1", "--add", "m2")
+    assert (label["settings"], label["devices"]) == (["s1"], ["m1", "m2"])
+    label = await cli.json("labels", "set", "team")  # nothing given: nothing replaced
+    assert (label["settings"], label["devices"]) == (["s1"], ["m1", "m2"])
+    label = await cli.json("labels", "add-device", "team", "m3", "--note", "joined")
+    assert label["devices"] == ["m1", "m2", "m3"]
+    label = await cli.json("labels", "remove-device", "team", "m1")
+    assert label["devices"] == ["m2", "m3"]
+    answer = await cli.json("devices", "labels", "m1", "--add", "team")
+    assert answer["device"]["labels"] == ["team"]  # one membership, the same on both sides
+    code, out, _ = await cli.run("labels", "list")
+    assert out.splitlines()[1].split() == ["team", "s1", "m1,m2,m3"]
+    assert "labels: team" in (await cli.run("devices", "show", "m2"))[1]
+    code, _, err = await cli.run("labels", "add-device", "team", "nope")
+    assert code == 1 and "no such managed device: nope" in err
+
+
+async def test_bulk_needs_a_filter_or_all(cli: Cli) -> None:
+    code, _, err = await cli.run("bulk", "block", "--note", "x")
+    assert code == 2 and "--all" in err
+    code, _, err = await cli.run("bulk", "block", "--note", "x", "--all", "--user", "bob")
+    assert code == 2
+    code, out, _ = await cli.run("bulk", "block", "--note", "x", "--all", "--dry-run")
+    assert code == 0 and out.startswith("matched 0, would change 0")
