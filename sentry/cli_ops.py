@@ -48,7 +48,6 @@ def _load(config: Path) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from sentry.app import run
-
     from sentry.cli import CliError
     from sentry.settings import SettingsError
 
