@@ -1,20 +1,23 @@
 """SIGHUP: reopen the log file, then reload what can change without a restart.
 
 Approach. The log file is reopened first, whatever the configuration says
-(logrotate's ``postrotate`` sends SIGHUP). The configuration reload is all or
-nothing: the file is read and validated (``load_settings``) and every file it
-points at checked before anything changes; any problem is logged as
-``reload_failed`` (naming the key path) and the running configuration stays.
-Then, in this order:
+(logrotate's ``postrotate`` sends SIGHUP). The file is then read and
+validated (``load_settings``) and every file it points at checked before
+anything changes; any problem is logged as ``reload_failed`` (naming the key
+path) and the running configuration stays. Then, in this order:
 
-1. pools: ``Upstreams.reconfigure`` (a new pool is served before routing can
-   name it; requests in flight and held Pings keep their connections);
+1. pools added or changed: ``Upstreams.reconfigure`` (a new pool is served
+   before routing can name it; requests in flight and held Pings keep their
+   connections);
 2. the snapshot: the pools, routing and file preferences that differ from it,
    as ONE change list through ``AccessState.apply`` (one transaction; held
-   polls that lose access are answered at once, all others are untouched);
-3. TLS: the certificate and key are loaded again into the running contexts
+   polls that lose access are answered at once, all others are untouched).
+   If the store refuses it, the reload stops here (``reload_failed``): routing
+   and preferences stay, and removed pools are still served;
+3. pools removed from the file are retired, now that nothing routes to them;
+4. TLS: the certificate and key are loaded again into the running contexts
    (new connections get them; a certificate is rotated without a restart);
-4. the admin token file is read again.
+5. the admin token file is read again.
 
 Preferences follow the start rule: the file's values apply unless an
 administrator set them through the API. What cannot change while running
@@ -26,6 +29,7 @@ warning.
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -77,6 +81,8 @@ async def reload_gateway(gw: Gateway, load: Callable[[], Settings]) -> ReloadRes
             log.error("reload_failed", error=str(exc), kept="the running configuration")
             return ReloadResult(ok=False, error=str(exc))
         result = await _apply(gw, new)
+    if not result.ok:
+        return result
     if result.needs_restart:
         log.warning("reload_needs_restart", keys=result.needs_restart)
     log.info("config_reloaded", changed=result.changed, held_polls_ended=result.polls_ended)
@@ -115,14 +121,23 @@ async def _apply(gw: Gateway, new: Settings) -> ReloadResult:
         preferences=new.preferences,
     )
     result = ReloadResult(ok=True, needs_restart=needs_restart(old, new))
-    result.changed += gw.upstreams.reconfigure(effective.pools)
+    wanted = {p.name for p in effective.pools}
+    leaving = tuple(p for p in old.pools if p.name not in wanted)
+    result.changed += gw.upstreams.reconfigure(effective.pools + leaving)  # add and change first
     changes = snapshot_changes(effective, old, gw.state.snapshot)
-    if changes:
-        result.polls_ended = await gw.state.apply(changes)
-        result.changed += [_describe(c) for c in changes]
+    try:
+        result.polls_ended = await gw.state.apply(changes) if changes else 0
+    except Exception as exc:  # the store refused: routing and preferences stay as they were
+        log.error("reload_failed", error=f"store: {exc}", kept="routing and preferences")
+        return ReloadResult(ok=False, error=f"store: {exc}", changed=result.changed)
+    result.changed += [_describe(c) for c in changes]
+    result.changed += gw.upstreams.reconfigure(effective.pools)  # then remove, once unrouted
     for prefix, ctx in gw.tls.items():
         tls = effective.gateway.tls if prefix == "gateway.tls" else effective.admin.tls
-        ctx.load_cert_chain(resolve(gw.root, tls.cert), resolve(gw.root, tls.key))
+        try:
+            ctx.load_cert_chain(resolve(gw.root, tls.cert), resolve(gw.root, tls.key))
+        except (OSError, ssl.SSLError) as exc:  # changed since the check: keep the loaded pair
+            log.error("reload_failed", error=f"{prefix}: {exc}", kept="the loaded certificate")
     if gw.token is not None and gw.token.reload():
         result.changed.append("admin token")
     gw.settings = effective

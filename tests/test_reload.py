@@ -205,3 +205,21 @@ async def _served_certificate(url: str):  # type: ignore[no-untyped-def]
 
 def test_settings_error_type_is_what_reload_reports() -> None:
     assert issubclass(SettingsError, ValueError)
+
+
+async def test_a_store_that_refuses_keeps_routing_and_removed_pools(
+    gateway: DemoGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = gateway.gateway
+
+    async def refuse(changes: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gw.store, "apply", refuse)
+    new = _with(gw.settings, pools=gw.settings.pools[:1], routing=RoutingSettings("exchange"))
+    with capture_logs() as logs:
+        result = await reload_gateway(gw, lambda: new)
+    assert not result.ok and result.error == "store: disk full"
+    assert [e["event"] for e in logs] == ["reload_failed"]
+    assert list(gw.upstreams.pools) == ["exchange", "gmail"]  # still served: still routed
+    assert gw.state.snapshot.routing.users == {"carol": "gmail"}
