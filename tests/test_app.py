@@ -90,3 +90,20 @@ async def test_build_process_and_state_metrics(tmp_path: Path) -> None:
         assert families[name].samples[0].value > 0, name
     states = {s.labels["state"]: s.value for s in families["sentry_associations"].samples}
     assert states == {"allowed": 1, "blocked": 0, "wipe_pending": 0, "wiped": 0}
+
+
+async def test_a_certificate_for_another_name_is_a_warning_at_start(tmp_path: Path) -> None:
+    from sentry.certs import make_self_signed, write_pair
+
+    write_pair(
+        make_self_signed("old.example"),
+        tmp_path / "certs/sentry.pem",
+        tmp_path / "certs/sentry.key",
+    )
+    with capture_logs() as logs:
+        async with demo_gateway(tmp_path, gateway={"fqdn": "mail.example"}):
+            pass
+    (warning,) = [e for e in logs if e["event"] == "startup_warning"]
+    assert warning["log_level"] == "warning"
+    assert "do not include gateway.fqdn 'mail.example'" in warning["problem"]
+    assert not [e for e in logs if e["event"] == "certificate_generated"]  # nothing replaced
