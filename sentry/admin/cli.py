@@ -41,6 +41,7 @@ from .cli_base import (
 )
 from .cli_client import AdminTarget
 from .cli_format import cell, record
+from .cli_redirects import add_redirect_commands
 from .cli_registry import add_registry_commands
 from .cli_tools import add_tool_commands, create_output
 
@@ -57,6 +58,7 @@ def add_admin(subparsers: Any) -> None:
     _add_associations(b)
     add_registry_commands(b)
     add_tool_commands(b)
+    add_redirect_commands(b)
 
 
 # --- associations ---
