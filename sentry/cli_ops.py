@@ -115,6 +115,7 @@ class _Target:
     fqdn: str
     cert: Path
     key: Path
+    configured_key: Path  # gateway.tls.key of the configuration (or its default)
 
 
 def _target(args: argparse.Namespace) -> _Target:
@@ -130,7 +131,8 @@ def _target(args: argparse.Namespace) -> _Target:
     fqdn = args.fqdn or (g.fqdn if settings is not None else None)
     if not fqdn:
         raise CliError("give --fqdn (or --config with gateway.fqdn)")
-    return _Target(fqdn, args.cert or Path(g.tls.cert), args.key or Path(g.tls.key))
+    key = Path(g.tls.key)
+    return _Target(fqdn, args.cert or Path(g.tls.cert), args.key or key, key)
 
 
 def _refuse_existing(*paths: Path) -> None:
@@ -187,7 +189,10 @@ def _certs_csr(args: argparse.Namespace) -> int:
         write_private(t.key, pair.key_pem, overwrite=args.force)
     write_file(out, pair.cert_pem, 0o644, overwrite=args.force)
     print(f"certificate signing request for {t.fqdn}: {out}; key: {t.key} (mode 0600)")
-    print(f"send {out} to your CA, save the certificate it returns as {t.cert}, then SIGHUP")
+    step = f"send {out} to your CA, save the certificate it returns as {t.cert}"
+    if t.key != t.configured_key:
+        step += f", set gateway.tls.key to {t.key}"
+    print(step + ", then send SIGHUP (systemctl reload sentry)")
     return 0
 
 

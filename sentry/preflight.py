@@ -3,7 +3,7 @@
 Approach. ``sentry run`` and ``sentry run --check`` run the same checks, so
 ``--check`` passing means the start will not fail on them. Each check looks
 at one configured file (the device and admin certificates and keys, the log
-file, the store, the admin token) and reports problems as ``StartupError``
+file, the store, the admin token, the OAuth key file) and reports problems as ``StartupError``
 (the setting's key path and what is wrong) and warnings as text. ``Preflight``
 collects them all rather than stopping at the first, so ``--check`` shows
 every problem at once; ``raise_first`` is what a start does.
@@ -62,6 +62,7 @@ def preflight(settings: Settings, root: Path, *, create: bool) -> Preflight:
         lambda: check_log_file(settings.logging, root),
         lambda: check_store_path(settings.store, root),
         lambda: _check_token_file(resolve(root, settings.admin.token_file)),
+        lambda: _check_jwks_file(settings, root),
     ]
     for check in checks:
         try:
@@ -153,3 +154,16 @@ def _check_token_file(path: Path) -> None:
         raise StartupError("admin.token_file", f"{path} is a directory")
     if path.exists() and not os.access(path, os.R_OK):
         raise StartupError("admin.token_file", f"{path}: not readable")
+
+
+def _check_jwks_file(settings: Settings, root: Path) -> None:
+    """``identity.oauth.jwks_file``, when set, is a readable file (its keys are
+    parsed at start by the OAuth validator, which names the same setting)."""
+    oauth = settings.identity.oauth
+    if oauth is None or oauth.jwks_file is None:
+        return
+    path = resolve(root, oauth.jwks_file)
+    if not path.is_file():
+        raise StartupError("identity.oauth.jwks_file", f"{path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise StartupError("identity.oauth.jwks_file", f"{path}: not readable")

@@ -162,6 +162,17 @@ def test_run_check_validates_without_creating_anything(
     assert lines[1:] == ["sentry: error: store.path: var/s.db is not an SQLite database"]
 
 
+def test_run_check_names_a_missing_oauth_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    oauth = "{oauth: {issuer: https://idp.example, audience: [eas], jwks_file: keys.json}}"
+    _write_config(tmp_path, identity=oauth)
+    assert main(["run", "--config", "sentry.yaml", "--check"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "sentry: error: identity.oauth.jwks_file: keys.json is not a file"
+
+
 def test_run_check_reports_a_bad_configuration(tmp_path: Path, capsys: object) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("gateway: {tls: {cert: 5}}\n")
