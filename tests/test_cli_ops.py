@@ -125,14 +125,21 @@ def test_a_missing_key_stops_the_start_and_keeps_the_certificate(tmp_path: Path)
             "logging.file: directory nowhere does not exist",
         ),
         ({}, "store.path: var/s.db is a directory"),
+        ({"cert": "garbage"}, "gateway.tls.cert: certs/s.pem: not a PEM certificate"),
     ],
 )
 def test_bad_files_are_one_line_errors(
     tmp_path: Path, extra: dict[str, str], expected: str
 ) -> None:
+    extra = dict(extra)  # the parameter is shared between runs
+    cert = extra.pop("cert", None)
     _write_config(tmp_path, **extra)
-    if not extra:
+    if "logging" not in extra and cert is None:
         (tmp_path / "var" / "s.db").mkdir(parents=True)
+    if cert is not None:  # a certificate file that cannot be used
+        (tmp_path / "certs").mkdir()
+        (tmp_path / "certs" / "s.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n")
+        (tmp_path / "certs" / "s.key").write_text("")
     done = _sentry("run", "--config", "sentry.yaml", cwd=tmp_path)
     assert done.returncode == 2
     _one_line_error(done.stderr, expected)
