@@ -114,7 +114,9 @@ def check_log_file(settings: LoggingSettings, root: Path) -> None:
 def check_store_path(settings: StoreSettings, root: Path) -> None:
     """``store.path`` (SQLite): not a directory, a database if it exists, and
     its directory can be created or written. The file is not opened as a
-    database (a running gateway holds it)."""
+    database (a running gateway holds it). Never call this in a process that
+    has the store open: closing any descriptor of the file drops the POSIX
+    locks SQLite holds on it."""
     if settings.kind != "sqlite":
         return
     path = resolve(root, settings.path)

@@ -42,7 +42,7 @@ from sentry.errors import StartupError
 from sentry.model import Preferences
 from sentry.policy import DeletePool, PutPool, PutPreferences, PutRouting, Snapshot
 from sentry.policy.changes import Change
-from sentry.preflight import check_log_file, check_store_path, resolve
+from sentry.preflight import check_log_file, resolve
 from sentry.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -107,7 +107,9 @@ def _check(gw: Gateway, new: Settings) -> None:
             except CertFileError as exc:
                 raise StartupError(f"{prefix}.{exc.role}", str(exc)) from None
     check_log_file(new.logging, gw.root)
-    check_store_path(new.store, gw.root)
+    # Not check_store_path: the store is open in this process, and opening and closing
+    # its file here would drop the POSIX locks SQLite holds on it (a store change needs
+    # a restart anyway).
 
 
 async def _apply(gw: Gateway, new: Settings) -> ReloadResult:

@@ -97,7 +97,7 @@ def add_store(subparsers: Any) -> None:
     p.add_argument(
         "--offline",
         action="store_true",
-        help="copy store.path of --config directly (only while the gateway is stopped)",
+        help="copy store.path of --config directly, without the admin API (e.g. gateway stopped)",
     )
     online = as_handler(_backup_online)
     p.set_defaults(handler=lambda args: _backup_offline(args) if args.offline else online(args))

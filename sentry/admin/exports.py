@@ -132,7 +132,7 @@ async def _export(call: Call) -> Stream:
 
 
 async def _backup(call: Call) -> Stream:
-    store = call.ctx.store
+    store = getattr(call.ctx.store, "inner", call.ctx.store)  # past a wrapper (WatchedStore)
     backup = getattr(store, "backup", None)
     folder = getattr(store, "path", None)
     if backup is None or not isinstance(folder, Path):
