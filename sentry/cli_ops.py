@@ -58,6 +58,8 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(run(settings, config=args.config))
     except SettingsError as exc:  # a setting only checked when used (e.g. a key file's content)
         raise CliError(str(exc)) from None
+    except OSError as exc:  # anything the checks did not foresee: still one line, no traceback
+        raise CliError(f"cannot start: {exc}") from None
     return 0
 
 
