@@ -30,6 +30,7 @@ from sentry.policy.reasons import ordered
 from sentry.store.base import AssociationState, association_state
 
 from .context import iso
+from .membership import labels_of, members_of
 
 __all__ = [
     "SCHEMAS",
@@ -157,8 +158,7 @@ def user_view(user: User) -> dict[str, Any]:
 
 
 def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
-    """A managed device, with the labels that list it."""
-    listed = sorted(lb.name for lb in snapshot.labels.values() if device.id in lb.devices)
+    """A managed device; ``labels`` are the labels it is in (``membership``)."""
     established = snapshot.established(DEVICE_SCOPE + device.id)
     return {
         "id": device.id,
@@ -167,8 +167,7 @@ def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
         "eas_device_ids": sorted(device.eas_ids),
         "compliant": device.compliant,
         "violations": sorted(device.violations),
-        "labels": sorted(device.labels),
-        "listed_in_labels": listed,
+        "labels": sorted(labels_of(snapshot, device.id)),
         "retired": device.retired,
         "backend_type": established_view(established),
     }
@@ -183,11 +182,12 @@ def setting_view(setting: ExchangeSetting) -> dict[str, Any]:
     }
 
 
-def label_view(label: Label) -> dict[str, Any]:
+def label_view(label: Label, snapshot: Snapshot) -> dict[str, Any]:
+    """A label; ``devices`` are the devices in it (``membership``)."""
     return {
         "name": label.name,
         "settings": sorted(label.settings),
-        "devices": sorted(label.devices),
+        "devices": sorted(members_of(snapshot, label.name)),
     }
 
 
@@ -286,7 +286,6 @@ _DEVICE = {
     "compliant": _B,
     "violations": _TEXTS,
     "labels": _TEXTS,
-    "listed_in_labels": _TEXTS,
     "retired": _B,
     "backend_type": _ESTABLISHED,
 }

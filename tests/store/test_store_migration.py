@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from sentry.app import start_gateway
+from sentry.errors import StartupError
 from sentry.model import AssociationKey, OverrideKind
-from sentry.settings import SettingsError, settings_from_mapping
+from sentry.settings import settings_from_mapping
 from sentry.store._sqlite_schema import MIGRATIONS
 from sentry.store.sqlite import SqliteStore
 from sentry.testing.conversation import Conversation
@@ -191,5 +192,5 @@ async def test_users_that_would_collapse_stop_the_start_with_the_key_path(tmp_pa
             },
         }
     )
-    with pytest.raises(SettingsError, match=r"^identity.realms: users .* would both be"):
+    with pytest.raises(StartupError, match=r"^identity\.realms: users .* would both be"):
         await start_gateway(settings, registry=CollectorRegistry(), root=tmp_path)
