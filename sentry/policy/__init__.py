@@ -6,7 +6,7 @@ seconds). The shell's loop, per request::
     outcome = decide(request, facts, snapshot, prefs, now)
     await store.apply(outcome.changes)      # one transaction; Touches batched
     snapshot.apply(outcome.changes)         # memory follows the store
-    ... answer per outcome.decision (Forward / Refuse / Wipe)
+    ... forward, or send answer(outcome.decision, command, version, ...)
 
 and per admin, registry or preference change::
 
@@ -21,7 +21,8 @@ Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
 ``admin`` (Allow/Block/Wipe/Remove/Link To), ``registry`` (devices,
 compliance, users, configuration), ``transitions`` (the one table of admin
 states), ``snapshot`` (in-memory state and indexes), ``changes``,
-``decisions``, ``affected``, ``ambiguity``, ``templates``, ``audit``,
+``decisions``, ``answers`` (decision -> wire answer), ``affected``,
+``ambiguity``, ``templates``, ``audit``,
 ``reasons``, ``errors``.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 from .admin import allow, block, link_to, remove, wipe
 from .affected import affected_keys
 from .ambiguity import record_policy_fingerprint
+from .answers import answer
 from .changes import (
     AppendAudit,
     AppendHistory,
@@ -120,6 +122,7 @@ __all__ = [
     "Wipe",
     "affected_keys",
     "allow",
+    "answer",
     "block",
     "decide",
     "delete_label",

@@ -106,6 +106,8 @@ def describe(decision: Decision) -> str:
         head = f"Refuse {int(decision.status)}"
     else:
         head = f"Wipe account_only={decision.account_only}"
+        if decision.acknowledged is not None:
+            head += f" acknowledged={decision.acknowledged.name}"
     return f"{head} [{reasons}]" if reasons else head
 
 
@@ -131,9 +133,26 @@ class Reply:
         return self._check(ok, f"Refuse {status} {sorted(reasons or ())}")
 
     def expect_wipe(self, account_only: bool | None = None) -> Reply:
-        """Answered with the wipe (account-only when asked)."""
-        ok = isinstance(self.decision, Wipe) and account_only in (None, self.decision.account_only)
+        """Answered with the wipe directive (account-only when asked)."""
+        d = self.decision
+        ok = (
+            isinstance(d, Wipe)
+            and d.acknowledged is None
+            and account_only in (None, d.account_only)
+        )
         return self._check(ok, f"Wipe account_only={account_only}")
+
+    def expect_wipe_ack(self, succeeded: bool, account_only: bool | None = None) -> Reply:
+        """Answered as a wipe acknowledgement: Provision Status 1 (``succeeded``),
+        or Status 2 with the directive again (MS-ASPROV 3.2.5.1.2.2)."""
+        wanted = WipeAckStatus.Succeeded if succeeded else WipeAckStatus.Failed
+        d = self.decision
+        ok = (
+            isinstance(d, Wipe)
+            and d.acknowledged is wanted
+            and account_only in (None, d.account_only)
+        )
+        return self._check(ok, f"Wipe acknowledged={wanted.name}")
 
     def expect_linked(self, device: str | None = None) -> Reply:
         """The row is linked (to managed device ``device`` when given)."""

@@ -177,6 +177,8 @@ def test_admin_actions_need_a_note():
 
 
 # 6. Wipe: next request gets it; ack -> Wiped; only Remove then; a fresh row after.
+# The acknowledgement itself is answered per MS-ASPROV 3.2.5.1.2.2: failure ->
+# Status 2 and the directive again; success -> Status 1 (was a 129 refusal).
 def test_wipe_lifecycle():
     conv = Conversation()
     conv.request("alice", "DEV1").expect_forward()
@@ -186,10 +188,12 @@ def test_wipe_lifecycle():
     assert isinstance(conv.revoked[-1][1], Wipe)
     conv.request("alice", "DEV1", "Ping").expect_wipe(account_only=False)
     conv.request("bob", "DEV1").expect_forward()  # the other mailbox is its own row
-    conv.wipe_ack("alice", "DEV1", status=2).expect_wipe()  # failed: repeat
+    conv.wipe_ack("alice", "DEV1", status=2).expect_wipe_ack(succeeded=False)  # repeat
     assert conv.row("alice", "DEV1").wipe is WipeStatus.FAILED
-    conv.wipe_ack("alice", "DEV1", status=1).expect_refuse(BLOCKED, reasons={"WIPE"})
+    conv.request("alice", "DEV1", "Provision").expect_wipe()  # the directive, again
+    conv.wipe_ack("alice", "DEV1", status=1).expect_wipe_ack(succeeded=True)
     assert conv.row("alice", "DEV1").wipe is WipeStatus.WIPED
+    conv.wipe_ack("alice", "DEV1", status=1).expect_wipe_ack(succeeded=True)  # a retry
     conv.request("alice", "DEV1").expect_refuse(BLOCKED, reasons={"WIPE"})
     for action in (conv.allow, conv.block, conv.wipe):
         with pytest.raises(TransitionError):
@@ -237,7 +241,8 @@ def test_per_mailbox_and_per_device_limits():
     conv.request("alice", "D1").expect_forward()
     conv.request("alice", "D2").expect_forward()
     conv.request("alice", "D3").expect_refuse(LIMIT, reasons={"PER_MAILBOX_LIMIT"})
-    conv.request("bob", "D1").expect_refuse(LIMIT, reasons={"PER_DEVICE_LIMIT"})
+    # Too many mailboxes on one device is 129, not 177 (177 = too many devices for the user).
+    conv.request("bob", "D1").expect_refuse(BLOCKED, reasons={"PER_DEVICE_LIMIT"})
     conv.request("alice", "D1").expect_forward()  # the oldest keeps its slot
     conv.remove("alice", "D1", note="old phone")
     conv.request("alice", "D3").expect_forward()
@@ -300,7 +305,9 @@ def test_registry_unreachable_still_processes_a_wipe():
     conv.wipe("alice", "DEV1", note="stolen")
     conv.registry_reachable = False
     conv.request("alice", "DEV1").expect_wipe()
-    conv.wipe_ack("alice", "DEV1").expect_refuse(BLOCKED, reasons={"WIPE"})
+    conv.wipe_ack("alice", "DEV1").expect_wipe_ack(succeeded=True)
+    assert conv.row("alice", "DEV1").wipe is WipeStatus.WIPED
+    conv.request("alice", "DEV1").expect_refuse(BLOCKED, reasons={"WIPE"})
 
 
 # 10. Several ActiveSync policies on one device are flagged (not refused).
