@@ -126,6 +126,7 @@ def preferences_of(p: PreferenceSettings) -> Preferences:
         max_mailboxes_per_device=p.max_mailboxes_per_device,
         refusal_style=RefusalStyle(p.refusal_style),
         new_device_access_when_registry_unreachable=NewDeviceAccess(p.new_device_access),
+        compliance_overrides_allow=p.compliance_overrides_allow,
     )
 
 

@@ -238,11 +238,19 @@ class Routing:
 
 @dataclass(frozen=True, slots=True)
 class Preferences:
+    """The operator's switches (design.md §3).
+
+    ``compliance_overrides_allow``: a non-compliant managed device is refused
+    even where an admin allowed the association (off: Allow wins, as on
+    Ivanti).
+    """
+
     auto_block_unregistered: bool = False
     max_devices_per_mailbox: int | None = None
     max_mailboxes_per_device: int | None = None
     refusal_style: RefusalStyle = RefusalStyle.STATUS
     new_device_access_when_registry_unreachable: NewDeviceAccess = NewDeviceAccess.ALLOW
+    compliance_overrides_allow: bool = False
 
     def __post_init__(self) -> None:
         # Accept the settings file's plain strings ("http403", "block") as well.
@@ -302,13 +310,18 @@ def _attr_getter(source: object) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Override:
-    """An administrator's decision on one association."""
+    """An administrator's decision on one association.
+
+    ``pre_approved``: an Allow given before the device's first request (the
+    association was created by the admin; Exchange's personal exemption).
+    """
 
     kind: OverrideKind
     note: str
     actor: str
     at: float
     account_only: bool = False  # wipe only: AccountOnlyRemoteWipe where possible
+    pre_approved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +331,9 @@ class Association:
     ``device``/``unlinked``: the linked managed device, or why there is none.
     ``verdict``/``reasons``/``violations``/``pool``/``backend_type``: the last
     decision. ``domain`` is the mailbox domain the client sent, for routing.
+    A row an admin pre-approved has not been seen yet: ``last_seen`` is 0.0
+    (``never_seen``) and ``first_seen`` is the time of the approval, which
+    holds its place for the limits.
     """
 
     key: AssociationKey
@@ -340,6 +356,11 @@ class Association:
     wipe: WipeStatus = WipeStatus.NONE
     policy_fingerprint: str | None = None
     ambiguous_policy: bool = False
+
+    @property
+    def never_seen(self) -> bool:
+        """Pre-approved by an admin, no request from the device yet."""
+        return self.last_seen == 0.0
 
 
 # --- Append-only records ---

@@ -118,6 +118,7 @@ class PreferenceSettings:
     max_mailboxes_per_device: int | None = None
     refusal_style: Literal["status", "http403"] = "status"
     new_device_access: Literal["allow", "block"] = "allow"
+    compliance_overrides_allow: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ This module holds the association commands; ``cli_registry`` the others.
 
     sentry admin list --user bob --state blocked
     sentry admin allow DEVICEID bob --note "verified by phone"
+    sentry admin reset DEVICEID bob --note "exception over"
+    sentry admin preapprove NEWPHONE01 bob@corp.example --note "new starter"
     sentry admin bulk block --user bob --note "lost phones" --dry-run
     sentry admin devices compliance iphone-7 --violation compromised
 """
@@ -39,7 +41,16 @@ from .cli_registry import add_registry_commands
 __all__ = ["add_admin"]
 
 _STATES = ("allowed", "blocked", "wipe_pending", "wiped")
-_FILTERS = ("user", "device_id", "device_type", "state", "reason", "linked", "pool")
+_FILTERS = ("user", "device_id", "device_type", "state", "reason", "linked", "pool", "never_seen")
+_ACTION_HELP = {
+    "allow": "allow one association (wins over compliance, auto-block and limits)",
+    "block": "block one association",
+    "reset": "reset one association to automatic (clears its Allow or Block)",
+    "wipe": "wipe one association (the next request gets the wipe)",
+    "remove": "remove one association (its next request makes a fresh row)",
+    "link": "link one association to a managed device",
+    "preapprove": "create an association, allowed, before the device's first request",
+}
 
 
 def add_admin(subparsers: Any) -> None:
@@ -59,8 +70,8 @@ def _add_associations(b: Builder) -> None:
     add_paging(p)
     p = b.leaf(b.top, "show", "one association: decision, reasons, history", _show)
     _key_args(p)
-    for action in ("allow", "block", "wipe", "remove", "link"):
-        p = b.leaf(b.top, action, f"{action} one association", _act(action))
+    for action, text in _ACTION_HELP.items():
+        p = b.leaf(b.top, action, text, _act(action))
         _key_args(p)
         add_note(p, required=True)
         if action == "wipe":
@@ -68,7 +79,7 @@ def _add_associations(b: Builder) -> None:
         if action == "link":
             p.add_argument("--device", required=True, help="the managed device id")
     p = b.leaf(b.top, "bulk", "one action on every association matching filters", _bulk)
-    p.add_argument("action", choices=("allow", "block", "wipe", "remove"))
+    p.add_argument("action", choices=("allow", "block", "reset", "wipe", "remove"))
     _filter_args(p)
     add_note(p, required=True)
     p.add_argument("--dry-run", action="store_true", help="show what would change")
@@ -83,12 +94,16 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", choices=[r.value for r in Reason])
     p.add_argument("--linked", choices=("yes", "no"))
     p.add_argument("--pool")
+    p.add_argument(
+        "--never-seen", choices=("yes", "no"), help="pre-approved rows no device has used yet"
+    )
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     values = {name: getattr(args, name) for name in _FILTERS}
-    if values["linked"] is not None:
-        values["linked"] = values["linked"] == "yes"
+    for name in ("linked", "never_seen"):
+        if values[name] is not None:
+            values[name] = values[name] == "yes"
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -128,6 +143,8 @@ def _action_text(action: str, args: argparse.Namespace, answer: Any) -> str:
     done = f"{action}: {args.device_id} / {args.user}"
     if row is None:
         return f"{done}: removed"
+    if row["never_seen"]:
+        done += " (pre-approved, never seen)"
     reasons = cell(row["reasons"])
     return f"{done}: {row['state']} (reasons {reasons}); held polls ended: {answer['polls_ended']}"
 

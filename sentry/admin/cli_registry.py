@@ -205,6 +205,11 @@ def _add_prefs(b: Builder, subs: Any) -> None:
     p.add_argument("--max-mailboxes-per-device", metavar="N|none")
     p.add_argument("--refusal-style", choices=[s.value for s in RefusalStyle])
     p.add_argument("--new-device-access", choices=[a.value for a in NewDeviceAccess])
+    p.add_argument(
+        "--compliance-overrides-allow",
+        choices=("on", "off"),
+        help="a non-compliant device is refused even where an admin allowed it",
+    )
     add_note(p)
 
 
@@ -229,6 +234,8 @@ def _prefs_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
         body["refusal_style"] = args.refusal_style
     if args.new_device_access is not None:
         body["new_device_access_when_registry_unreachable"] = args.new_device_access
+    if args.compliance_overrides_allow is not None:
+        body["compliance_overrides_allow"] = args.compliance_overrides_allow == "on"
     return t.call("PUT", "/api/preferences", with_note(args, body)), record
 
 

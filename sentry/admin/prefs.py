@@ -29,6 +29,9 @@ _PREFS_BODY = {
     "new_device_access_when_registry_unreachable": Field(
         "string", choices=tuple(a.value for a in NewDeviceAccess)
     ),
+    "compliance_overrides_allow": Field(
+        "boolean", "a non-compliant device is refused even where an admin allowed it"
+    ),
     "note": Field("string", "why (kept in the audit log)"),
 }
 

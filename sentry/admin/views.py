@@ -57,6 +57,7 @@ def override_view(override: Override | None) -> dict[str, Any] | None:
         "actor": override.actor,
         "at": iso(override.at),
         "account_only": override.account_only,
+        "pre_approved": override.pre_approved,
     }
 
 
@@ -81,7 +82,8 @@ def association_item(row: Association) -> dict[str, Any]:
         "pool": row.pool,
         "backend_type": row.backend_type,
         "first_seen": iso(row.first_seen),
-        "last_seen": iso(row.last_seen),
+        "last_seen": None if row.never_seen else iso(row.last_seen),
+        "never_seen": row.never_seen,
         "ambiguous_policy": row.ambiguous_policy,
     }
 
@@ -176,6 +178,7 @@ def prefs_view(prefs: Preferences) -> dict[str, Any]:
         "new_device_access_when_registry_unreachable": (
             prefs.new_device_access_when_registry_unreachable.value
         ),
+        "compliance_overrides_allow": prefs.compliance_overrides_allow,
     }
 
 
@@ -209,7 +212,9 @@ def _page(item: str) -> dict[str, Any]:
 
 
 _KEY = {"device_id": _S, "user": _S}
-_OVERRIDE = _object({"kind": _S, "note": _S, "actor": _S, "at": _S, "account_only": _B})
+_OVERRIDE = _object(
+    {"kind": _S, "note": _S, "actor": _S, "at": _S, "account_only": _B, "pre_approved": _B}
+)
 _ASSOCIATION = {
     **_KEY,
     "domain": _NS,
@@ -229,7 +234,8 @@ _ASSOCIATION = {
     "pool": _NS,
     "backend_type": _NS,
     "first_seen": _S,
-    "last_seen": _S,
+    "last_seen": _NS,
+    "never_seen": _B,
     "ambiguous_policy": _B,
 }
 _DECISION = _object(
@@ -309,6 +315,7 @@ SCHEMAS: dict[str, Any] = {
             "max_mailboxes_per_device": _NI,
             "refusal_style": _S,
             "new_device_access_when_registry_unreachable": _S,
+            "compliance_overrides_allow": _B,
         }
     ),
     "Server": _SERVER,

@@ -18,7 +18,7 @@ and per admin, registry or preference change::
     await store.apply(more); snapshot.apply(more)
 
 Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
-``admin`` (Allow/Block/Wipe/Remove/Link To), ``registry`` (devices,
+``admin`` (Allow/Block/Reset/Wipe/Remove/Link To/Pre-approve), ``registry`` (devices,
 compliance, users, configuration), ``transitions`` (the one table of admin
 states), ``snapshot`` (in-memory state and indexes), ``changes``,
 ``decisions``, ``answers`` (decision -> wire answer), ``affected``,
@@ -28,7 +28,7 @@ states), ``snapshot`` (in-memory state and indexes), ``changes``,
 
 from __future__ import annotations
 
-from .admin import allow, block, link_to, remove, wipe
+from .admin import allow, block, link_to, preapprove, remove, reset, wipe
 from .affected import affected_keys
 from .ambiguity import record_policy_fingerprint
 from .answers import answer
@@ -129,6 +129,7 @@ __all__ = [
     "delete_setting",
     "evaluate",
     "link_to",
+    "preapprove",
     "put_label",
     "put_pool",
     "put_setting",
@@ -138,6 +139,7 @@ __all__ = [
     "register_device",
     "remove",
     "request_key",
+    "reset",
     "resolve_pushed_mailboxes",
     "retire_device",
     "set_compliance",

@@ -17,7 +17,10 @@ The changes describe exactly what differs from the stored row:
 - otherwise: ``PutAssociation`` + history events for a new decision, a new
   link or a wipe acknowledgement.
 
-A throw-away DeviceId is decided but never stored (no changes). During a
+A row an admin pre-approved is found by the device's first request like any
+stored row; that request fills in what it shows and records a
+``first_request`` event. A throw-away DeviceId is decided but never stored
+(no changes). During a
 registry outage a known row keeps its last decision; a new row follows the
 ``new_device_access_when_registry_unreachable`` preference.
 
@@ -106,6 +109,8 @@ def decide(
         return Outcome(decision, (), row)
     if row is old:  # the hot path: nothing but last-seen moved
         return Outcome(decision, (Touch(old.key, now),), row)
+    if old.never_seen:  # pre-approved by an admin: the device's first request
+        events += (HistoryEvent(now, "first_request", decision_detail(row)),)
     return Outcome(decision, _changes(old, row, now, events), row)
 
 

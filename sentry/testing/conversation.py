@@ -252,6 +252,16 @@ class Conversation:
         key = self.key(user, device)
         return self._admin("block", admin.block(self.snapshot, key, **self._who(note)))
 
+    def reset(self, user: str, device: str, note: str = "reset in test") -> Changes:
+        key = self.key(user, device)
+        return self._admin("reset", admin.reset(self.snapshot, key, **self._who(note)))
+
+    def preapprove(self, user: str, device: str, note: str = "pre-approved in test") -> Changes:
+        """Pre-approve ``user`` (any spelling; its domain is kept) on ``device``."""
+        key, (_, domain) = self.key(user, device), canonical_principal(user)
+        changes = admin.preapprove(self.snapshot, key, domain, **self._who(note))
+        return self._admin("preapprove", changes)
+
     def wipe(
         self, user: str, device: str, note: str = "wipe in test", *, account_only: bool = False
     ) -> Changes:

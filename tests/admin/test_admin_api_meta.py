@@ -66,6 +66,7 @@ async def test_preferences_take_effect_at_once(
         "max_mailboxes_per_device": None,
         "refusal_style": "status",
         "new_device_access_when_registry_unreachable": "allow",
+        "compliance_overrides_allow": False,
     }
     _, ping = await held_ping(gateway, session, "alice", "PREFDEV1")
     body = {"auto_block_unregistered": True, "max_devices_per_mailbox": 3, "note": "lockdown"}

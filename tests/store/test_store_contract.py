@@ -63,6 +63,7 @@ def busy_conversation() -> Conversation:
     conv.record_policy("alice", "PHONE", "P1")
     conv.record_policy("sales", "PHONE", "P2")
     conv.request("bob@corp.example", "TAB")  # a Touch
+    conv.preapprove("frank@corp.example", "NEWPHONE", note="new starter")  # never seen
     return conv
 
 
@@ -123,6 +124,8 @@ FILTERS = [
     AssociationFilter(linked=False),
     AssociationFilter(pool="exchange"),
     AssociationFilter(pool="gmail", device_id="PHONE"),
+    AssociationFilter(never_seen=True),
+    AssociationFilter(never_seen=False, pool="exchange"),
     AssociationFilter(user="nobody"),
 ]
 
