@@ -242,7 +242,8 @@ class Preferences:
 
     ``compliance_overrides_allow``: a non-compliant managed device is refused
     even where an admin allowed the association (off: Allow wins, as on
-    Ivanti).
+    Ivanti). ``admin_set``: the names of the preferences an administrator set;
+    those win over the configuration file at start (``sentry.policy.prefs``).
     """
 
     auto_block_unregistered: bool = False
@@ -251,8 +252,10 @@ class Preferences:
     refusal_style: RefusalStyle = RefusalStyle.STATUS
     new_device_access_when_registry_unreachable: NewDeviceAccess = NewDeviceAccess.ALLOW
     compliance_overrides_allow: bool = False
+    admin_set: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "admin_set", frozenset(self.admin_set))
         # Accept the settings file's plain strings ("http403", "block") as well.
         object.__setattr__(self, "refusal_style", RefusalStyle(self.refusal_style))
         access = NewDeviceAccess(self.new_device_access_when_registry_unreachable)

@@ -210,6 +210,13 @@ def _add_prefs(b: Builder, subs: Any) -> None:
         choices=("on", "off"),
         help="a non-compliant device is refused even where an admin allowed it",
     )
+    p.add_argument(
+        "--use-file",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="hand a preference back to the configuration file (repeat)",
+    )
     add_note(p)
 
 
@@ -236,6 +243,8 @@ def _prefs_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
         body["new_device_access_when_registry_unreachable"] = args.new_device_access
     if args.compliance_overrides_allow is not None:
         body["compliance_overrides_allow"] = args.compliance_overrides_allow == "on"
+    if args.use_file:
+        body["use_file"] = args.use_file
     return t.call("PUT", "/api/preferences", with_note(args, body)), record
 
 

@@ -316,6 +316,11 @@ SCHEMAS: dict[str, Any] = {
             "refusal_style": _S,
             "new_device_access_when_registry_unreachable": _S,
             "compliance_overrides_allow": _B,
+            "sources": {
+                "type": "object",
+                "description": "where each value comes from: admin, file or default",
+                "additionalProperties": {"type": "string", "enum": ["admin", "file", "default"]},
+            },
         }
     ),
     "Server": _SERVER,

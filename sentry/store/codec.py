@@ -120,6 +120,7 @@ def _prefs(d: Mapping[str, Any]) -> Preferences:
             d["new_device_access_when_registry_unreachable"]
         ),
         compliance_overrides_allow=d.get("compliance_overrides_allow", False),
+        admin_set=frozenset(d.get("admin_set", ())),  # migration 2 writes it for old rows
     )
 
 

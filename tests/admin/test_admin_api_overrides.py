@@ -134,3 +134,8 @@ async def test_cli_preapprove_reset_and_preference(cli: Cli) -> None:
     assert out.strip() == "matched 1, changed 1, skipped 0 (dry run: nothing changed)"
     code, out, _ = await cli.run("prefs", "set", "--compliance-overrides-allow", "on")
     assert code == 0 and "compliance_overrides_allow: yes" in out
+    assert "compliance_overrides_allow: admin" in out  # its source
+    code, out, _ = await cli.run("prefs", "set", "--use-file", "compliance_overrides_allow")
+    assert code == 0 and "compliance_overrides_allow: no" in out
+    code, _, err = await cli.run("prefs", "set", "--use-file", "nope")
+    assert code == 1 and "use_file" in err
