@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "BACKEND_TYPES",
+    "DEFAULT_SETTING_PRIORITY",
     "Association",
     "AssociationKey",
     "AuditEntry",
@@ -151,6 +152,9 @@ class NewDeviceAccess(StrEnum):
 BACKEND_TYPES: tuple[str, ...] = ("exchange", "office365", "gmail", "traveler", "other")
 """Backend types the gateway knows; ``Pool.type`` may name others."""
 
+DEFAULT_SETTING_PRIORITY = 100
+"""An Exchange setting's priority when none is given (1 applies first)."""
+
 
 # --- Registry side ---
 
@@ -194,12 +198,17 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeSetting:
-    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s."""
+    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s.
+
+    ``priority`` is EPMM's Exchange App Priority: where a device can take only
+    some settings (Android), the lower numbers apply first (then the name).
+    """
 
     name: str
     user_name: str
     email: str
     server: str = ""
+    priority: int = DEFAULT_SETTING_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)

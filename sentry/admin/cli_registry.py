@@ -168,6 +168,12 @@ def _add_push(b: Builder, subs: Any, kind: str) -> None:
         p.add_argument("--user-name", required=True, help="template, e.g. $USER_CUSTOM1$")
         p.add_argument("--email", required=True, help="template, e.g. $USER_CUSTOM2$")
         p.add_argument("--server", help="default: the gateway's FQDN")
+        p.add_argument(
+            "--priority",
+            type=int,
+            help="Exchange App Priority, 1 first (Android takes the first); "
+            "default: after the others",
+        )
     else:
         p.add_argument("--setting", action="append", default=[], help="Exchange setting (repeat)")
         p.add_argument("--device", action="append", default=[], help="managed device (repeat)")
@@ -182,6 +188,7 @@ def _push_set(base: str, kind: str) -> Command:
         if kind == "settings":
             body = {"user_name": args.user_name, "email": args.email}
             body |= {} if args.server is None else {"server": args.server}
+            body |= {} if args.priority is None else {"priority": args.priority}
         else:
             body = {"settings": args.setting, "devices": args.device}
         return t.call("PUT", f"{base}/{quote_path(args.name)}", with_note(args, body)), record

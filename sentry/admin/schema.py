@@ -319,6 +319,20 @@ _ERROR_SCHEMA: dict[str, Any] = {
     "properties": {
         "error": {"type": "string"},
         "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+        "problems": {
+            "type": "array",
+            "description": "409 of a configuration write: each push that could not work",
+            "items": {
+                "type": "object",
+                "required": ["device", "setting", "reason", "message"],
+                "properties": {
+                    "device": {"type": "string"},
+                    "setting": {"type": "string"},
+                    "reason": {"type": "string", "enum": ["MIXED_BACKEND", "ANDROID_LIMIT"]},
+                    "message": {"type": "string"},
+                },
+            },
+        },
     },
 }
 

@@ -158,6 +158,7 @@ def setting_view(setting: ExchangeSetting) -> dict[str, Any]:
         "user_name": setting.user_name,
         "email": setting.email,
         "server": setting.server,
+        "priority": setting.priority,
     }
 
 
@@ -289,6 +290,11 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "User": _object(_USER),
+    "PushProblem": _object({"device": _S, "setting": _S, "reason": _S, "message": _S}),
+    "UserChange": _object({**_USER, "push_problems": _array("PushProblem")}),
+    "UserDeleted": _object(
+        {"deleted": _S, "polls_ended": _I, "push_problems": _array("PushProblem")}
+    ),
     "UserDetail": _object({**_USER, "devices": _TEXTS, "associations": _array("Key")}),
     "UserPage": _page("User"),
     "Device": _object(_DEVICE),
@@ -299,11 +305,14 @@ SCHEMAS: dict[str, Any] = {
             **_DEVICE,
             "pushed": _array("PushedAccount"),
             "push_errors": _TEXTS,
+            "push_problems": _array("PushProblem"),
             "associations": _array("Association"),
         }
     ),
     "DeviceChange": _object({"device": _ref("Device"), "polls_ended": _I}),
-    "ExchangeSetting": _object({"name": _S, "user_name": _S, "email": _S, "server": _S}),
+    "ExchangeSetting": _object(
+        {"name": _S, "user_name": _S, "email": _S, "server": _S, "priority": _I}
+    ),
     "ExchangeSettingList": _object({"items": _array("ExchangeSetting")}),
     "Label": _object({"name": _S, "settings": _TEXTS, "devices": _TEXTS}),
     "LabelList": _object({"items": _array("Label")}),

@@ -22,7 +22,8 @@ Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
 compliance, users, configuration), ``transitions`` (the one table of admin
 states), ``snapshot`` (in-memory state and indexes), ``changes``,
 ``decisions``, ``answers`` (decision -> wire answer), ``affected``,
-``ambiguity``, ``templates``, ``audit``,
+``ambiguity``, ``templates``, ``pushcheck`` (pushes checked at configuration
+time), ``prefs`` (where each preference comes from), ``audit``,
 ``reasons``, ``errors``.
 """
 
@@ -59,10 +60,12 @@ from .errors import (
     AdminError,
     NotFoundError,
     PolicyError,
+    PushConflictError,
     TransitionError,
     UndecidableRequest,
     ValidationError,
 )
+from .pushcheck import PushProblem, check_pushes, new_push_problems, push_problems
 from .reasons import refusal_status
 from .registry import (
     delete_label,
@@ -102,6 +105,8 @@ __all__ = [
     "Outcome",
     "PolicyError",
     "ProvisionKind",
+    "PushConflictError",
+    "PushProblem",
     "PushedMailbox",
     "PushedMailboxes",
     "PutAssociation",
@@ -124,12 +129,15 @@ __all__ = [
     "allow",
     "answer",
     "block",
+    "check_pushes",
     "decide",
     "delete_label",
     "delete_setting",
     "evaluate",
     "link_to",
+    "new_push_problems",
     "preapprove",
+    "push_problems",
     "put_label",
     "put_pool",
     "put_setting",

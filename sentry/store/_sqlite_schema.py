@@ -105,6 +105,15 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     ),
     # 2: preferences record which ones an administrator set (they win over the file).
     (_admin_set_preferences,),
+    # 3: Exchange settings get a priority; existing ones keep the order they applied
+    # in before (by name: 1, 2, 3, ... in the names' code point order).
+    (
+        """UPDATE exchange_settings SET data = json_set(data, '$.priority', (
+            SELECT ranked.n FROM (
+                SELECT name, row_number() OVER (ORDER BY name) AS n FROM exchange_settings
+            ) AS ranked WHERE ranked.name = exchange_settings.name
+        )) WHERE json_extract(data, '$.priority') IS NULL""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

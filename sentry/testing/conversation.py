@@ -27,6 +27,7 @@ from typing import Any
 from sentry.eas.request import Command, EasRequest, Identity
 from sentry.eas.status import WipeAckStatus
 from sentry.model import (
+    DEFAULT_SETTING_PRIORITY,
     Association,
     AssociationKey,
     Device,
@@ -316,8 +317,10 @@ class Conversation:
     def set_routing(self, routing: Routing) -> Changes:
         return self._admin("routing", registry.set_routing(self.snapshot, routing, **self._who()))
 
-    def add_setting(self, name: str, user_name: str, email: str) -> Changes:
-        setting = ExchangeSetting(name, user_name, email, "sentry.test")
+    def add_setting(
+        self, name: str, user_name: str, email: str, priority: int = DEFAULT_SETTING_PRIORITY
+    ) -> Changes:
+        setting = ExchangeSetting(name, user_name, email, "sentry.test", priority)
         return self._admin("setting", registry.put_setting(self.snapshot, setting, **self._who()))
 
     def add_label(self, name: str, settings: Iterable[str], devices: Iterable[str] = ()) -> Changes:

@@ -82,25 +82,35 @@ def test_manually_added_mailbox_refused_then_allowed():
     conv.request("bob", "APPL1").expect_forward(reasons={"MANUAL", "AUTO_BLOCK"})
 
 
-def test_android_takes_at_most_two_exchange_settings():
+def test_android_takes_at_most_two_exchange_accounts_by_priority():
+    # EPMM: an Android device holds two Exchange accounts, the owner's own among
+    # them; the settings' priority (not their names) decides which one applies.
     conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
     conv.add_user("alice", custom1="one", custom2="two", custom3="three")
     for user in ("one", "two", "three"):
         conv.add_user(user)
     conv.register_device("MDM-A", "alice", ["ANDROID1"], platform=Platform.ANDROID)
-    conv.add_setting("A", "$USER_CUSTOM1$", "$EMAIL$")
-    conv.add_setting("B", "$USER_CUSTOM2$", "$EMAIL$")
-    conv.add_setting("C", "$USER_CUSTOM3$", "$EMAIL$")
+    conv.add_setting("A", "$USER_CUSTOM1$", "$EMAIL$", priority=3)
+    conv.add_setting("B", "$USER_CUSTOM2$", "$EMAIL$", priority=1)
+    conv.add_setting("C", "$USER_CUSTOM3$", "$EMAIL$", priority=2)
     conv.add_label("android", ["A", "B", "C"], ["MDM-A"])
     pushed = conv.snapshot.pushed("MDM-A")
-    assert [m.setting for m in pushed.mailboxes] == ["A", "B"]
-    assert pushed.errors == (
-        "Exchange setting 'C': not applied, an Android device takes at most 2 Exchange settings",
+    assert [m.setting for m in pushed.mailboxes] == ["B"]
+    assert pushed.capped == ("C", "A")
+    assert pushed.errors[0] == (
+        "Exchange setting 'C': not applied, an Android device takes at most 2 Exchange "
+        "accounts (its owner's included)"
     )
     conv.request("two", "ANDROID1", device_type="Android").expect_forward().expect_linked()
-    conv.request("three", "ANDROID1", device_type="Android").expect_refuse(
+    conv.request("one", "ANDROID1", device_type="Android").expect_refuse(
         BLOCKED, reasons={"AUTO_BLOCK"}
     ).expect_unlinked("not_entitled")
+    # The owner's own account pushed by a setting is that account, not a third one.
+    conv.add_setting("Own", "$USERID$", "$EMAIL$", priority=1)
+    conv.add_label("android", ["Own", "A", "B", "C"], ["MDM-A"])
+    pushed = conv.snapshot.pushed("MDM-A")
+    assert [m.setting for m in pushed.mailboxes] == ["B", "Own"]
+    assert pushed.capped == ("C", "A")
 
 
 def test_unresolved_template_variable_is_reported_not_pushed_as_empty():

@@ -248,6 +248,25 @@ async def test_migration_records_which_preferences_an_admin_set(tmp_path):
     assert prefs.max_devices_per_mailbox is None and prefs.refusal_style == "http403"
 
 
+async def test_migration_gives_existing_settings_priorities_in_their_old_order(tmp_path):
+    _version_1_database(tmp_path / "old.db", plain(Preferences()), [])
+    docs = {
+        name: {"name": name, "user_name": "$USERID$", "email": "$EMAIL$", "server": "s"}
+        for name in ("zulu", "Alpha", "bravo", "ünï")
+    }
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        for name, doc in docs.items():
+            conn.execute("INSERT INTO exchange_settings VALUES (?, ?)", (name, json.dumps(doc)))
+    store = await SqliteStore.open(tmp_path / "old.db")
+    try:
+        settings = (await store.load()).settings
+    finally:
+        await store.close()
+    ranked = sorted(settings.values(), key=lambda s: s.priority)
+    assert [s.name for s in ranked] == sorted(docs)  # the order the names gave before
+    assert [s.priority for s in ranked] == [1, 2, 3, 4]
+
+
 async def test_migration_without_stored_preferences_changes_nothing(tmp_path):
     _version_1_database(tmp_path / "empty.db", None, [])
     with sqlite3.connect(tmp_path / "empty.db") as conn:
