@@ -4,6 +4,7 @@ line and body of every answer the gateway makes itself."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
@@ -202,3 +203,24 @@ async def test_no_healthy_server_is_503_with_retry_after(
                     _assert_own(r, 503, "Service Unavailable")
         assert status == 503 and headers["Retry-After"] == "9"
         assert body.count("\n") == 1
+
+
+async def test_a_poll_ended_by_shutdown_carries_the_server_headers(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    ping = (
+        '<Ping xmlns="Ping"><HeartbeatInterval>600</HeartbeatInterval><Folders><Folder>'
+        "<Id>1</Id><Class>Email</Class></Folder></Folders></Ping>"
+    )
+    async with demo_gateway(tmp_path, demo_pools(), routing=DEMO_ROUTING) as gw:
+        phone = client(gw, session, "bob", "ENDED0001")
+        await phone.provision()
+        held = asyncio.ensure_future(phone.post("Ping", ping, timeout=30))
+        async with asyncio.timeout(10):
+            while gw.gateway.state.longpolls.count() == 0:
+                await asyncio.sleep(0.01)
+        stopping = asyncio.ensure_future(gw.gateway.stop())
+        r = await asyncio.wait_for(held, 5)
+        await stopping
+    assert (r.status, r.text("Status")) == (200, "1")
+    assert r.headers["MS-Server-ActiveSync"] == "15.1"
