@@ -39,8 +39,10 @@ from sentry.policy.audit import plain
 from sentry.policy.changes import Change
 from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.proxy.app import build_proxy_app
+from sentry.proxy.authn import Authenticator
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
+from sentry.proxy.redirects import RedirectCache, Redirector
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import PreferenceSettings, Settings
 from sentry.store.base import Store
@@ -74,6 +76,8 @@ class Gateway:
     runners: list[web.AppRunner] = field(default_factory=list)
     demo: list[Any] = field(default_factory=list)
     admin_app: web.Application | None = None
+    authn: Authenticator | None = None
+    redirect_cache: RedirectCache = field(default_factory=RedirectCache)
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, end held polls, flush state."""
@@ -84,6 +88,8 @@ class Gateway:
         for runner in self.runners:
             await runner.cleanup()
         await self.upstreams.close()
+        if self.authn is not None:
+            await self.authn.close()
         await self.state.close()
         await self.store.close()
         for backend in self.demo:
@@ -191,7 +197,11 @@ async def start_gateway(
         touch_flush_seconds=settings.store.touch_flush_seconds,
     )
     upstreams = Upstreams(settings.pools, metrics)
-    gw = Gateway(settings, metrics, store, state, upstreams)
+    r = settings.gateway.redirects
+    cache = RedirectCache(
+        r.cache_ttl_seconds, r.cache_max_entries, on_change=metrics.redirect_cache_entries.set
+    )
+    gw = Gateway(settings, metrics, store, state, upstreams, redirect_cache=cache)
     try:
         await _start_parts(settings, gw, root)
     except BaseException:
@@ -206,6 +216,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     await gw.upstreams.start()
     gw.state.start()
     g = settings.gateway
+    gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)
+    await gw.authn.start()
     ssl_ctx = None
     if g.tls.enabled:
         _small_tls_buffers()
@@ -220,6 +232,10 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         metrics=gw.metrics,
         addresses=ClientAddress(g.trusted_proxies),
         proto="https" if g.tls.enabled else "http",
+        authn=gw.authn,
+        redirects=Redirector(
+            g.redirects, gw.upstreams.pools, gw.redirect_cache, gw.metrics, clock=gw.state.clock
+        ),
         access_log=settings.logging.access_log,
     )
     proxy_runner = web.AppRunner(
@@ -273,7 +289,7 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 def _admin_app(gw: Gateway) -> web.Application:
     app = web.Application(middlewares=api_middlewares(gw.admin_token))
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
-    add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings))
+    add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache))
     return app
 
 

@@ -38,6 +38,8 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(run(settings))
     except OSError as exc:  # e.g. the port is taken
         raise CliError(f"cannot start: {exc}") from None
+    except SettingsError as exc:  # e.g. identity.oauth.jwks_file cannot be loaded
+        raise CliError(str(exc)) from None
     return 0
 
 

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Middleware
 
 from sentry.policy import PolicyError
 
-from . import associations, audit, directory, prefs, push
+from . import associations, audit, directory, prefs, push, redirects
 from .auth import bearer_auth, is_api_path
 from .context import AdminContext
 from .errors import ApiError, BadRequest, from_policy
@@ -59,6 +59,7 @@ ROUTES: tuple[Route, ...] = (
     *push.ROUTES,
     *prefs.ROUTES,
     *audit.ROUTES,
+    *redirects.ROUTES,
     _OPENAPI,
 )
 """Every admin API route: what is served is what is documented."""
@@ -66,7 +67,8 @@ ROUTES: tuple[Route, ...] = (
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3 document of ``ROUTES``."""
-    return openapi_document(ROUTES, SCHEMAS, title="Sentry admin API", version=_version())
+    schemas = {**SCHEMAS, **redirects.SCHEMAS}
+    return openapi_document(ROUTES, schemas, title="Sentry admin API", version=_version())
 
 
 def _version() -> str:

@@ -126,3 +126,29 @@ class Metrics:
         self.store_errors = Counter(
             "sentry_store_errors", "Failed writes to the state store", registry=registry
         )
+        self.auth_refusals = Counter(
+            "sentry_auth_refusals",
+            "Requests the identity step refused, by scheme and reason (never forwarded)",
+            ["scheme", "reason"],
+            registry=registry,
+        )
+        self.jwks_refreshes = Counter(
+            "sentry_jwks_refreshes",
+            "Loads of the OAuth signing keys, by result (ok, error, rate_limited)",
+            ["result"],
+            registry=registry,
+        )
+        self.jwks_keys = Gauge(
+            "sentry_jwks_keys", "OAuth signing keys currently loaded", registry=registry
+        )
+        self.redirects = Counter(
+            "sentry_redirects",
+            "Backend 451 redirects by the pool routed to and outcome",
+            ["pool", "outcome"],
+            registry=registry,
+        )
+        self.redirect_cache_entries = Gauge(
+            "sentry_redirect_cache_entries",
+            "Mailboxes with a cached redirect target",
+            registry=registry,
+        )

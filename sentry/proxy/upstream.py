@@ -98,19 +98,9 @@ class BackendPool:
 
         When every server refuses the connection the pool has no healthy
         server left: ``NoHealthyServer`` (503 + Retry-After)."""
-        assert self.session is not None, "pool not started"
         for server in self.candidates():
             try:
-                with map_client_errors(server.label):
-                    resp = await self.session.request(
-                        method,
-                        server.url.join(URL(path_qs)),
-                        headers=headers,
-                        data=body,
-                        timeout=timeout,
-                        allow_redirects=False,
-                        skip_auto_headers=("User-Agent",),
-                    )
+                resp = await self.request(server.url, method, path_qs, headers, body, timeout)
             except UpstreamConnectError as exc:
                 self.metrics.upstream_errors.labels(self.name, exc.kind).inc()
                 self.mark(server, ok=False)
@@ -119,6 +109,29 @@ class BackendPool:
                 continue
             return server, resp
         raise NoHealthyServer(self.name, self.settings.retry_after_seconds)
+
+    async def request(
+        self,
+        url: URL,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str] | CIMultiDict[str],
+        body: object,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """One request to ``url`` (a server of this pool, or a redirect target
+        reached with this pool's session and TLS settings); errors mapped."""
+        assert self.session is not None, "pool not started"
+        with map_client_errors(str(url)):
+            return await self.session.request(
+                method,
+                url.join(URL(path_qs)),
+                headers=headers,
+                data=body,
+                timeout=timeout,
+                allow_redirects=False,
+                skip_auto_headers=("User-Agent",),
+            )
 
     async def probe(self, server: Server) -> bool:
         """Active health check: an OPTIONS request to the EAS endpoint."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from admin_support import Api, device, folder_sync_status, held_ping
 from sentry.admin import auth
 from sentry.admin.api import ROUTES
 from sentry.policy.prefs import PREFERENCE_NAMES
+from sentry.proxy.redirects import Mailbox, Target
 from sentry.testing.gateway import DemoGateway
 
 
@@ -228,7 +230,10 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         ("POST", "/api/associations/actions/allow", {"filter": {"user": "bob"}, "note": "n"}),
         ("POST", "/api/associations/DOCDEV2/bob/remove", {"note": "n"}),
         ("POST", "/api/devices/d1/retire", {}),
+        ("DELETE", "/api/redirects/alice", {"note": "mailbox moved back"}),
+        ("DELETE", "/api/redirects", {}),
     ]
+    _cache_a_redirect(gateway, "alice")
     changed_routes = set()
     for method, path, body in calls:
         before = (await api.ok("GET", "/api/audit"))["total"]
@@ -253,6 +258,7 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         "/api/labels",
         "/api/preferences",
         "/api/pools",
+        "/api/redirects",
         "/api/audit",
         "/api/openapi.json",
         "/api/users/nobody",
@@ -263,6 +269,13 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         _, op = operation(doc, "GET", path)
         assert str(status) in op["responses"], (path, status)
         conforms(answer, op["responses"][str(status)]["content"]["application/json"]["schema"], doc)
+
+
+def _cache_a_redirect(gateway: DemoGateway, user: str) -> None:
+    """A cached 451 redirect for ``user`` (the demo pools have one server each)."""
+    server = gateway.gateway.upstreams.pools["exchange"].servers[0]
+    target = Target(server.url, "exchange")
+    gateway.gateway.redirect_cache.put(Mailbox(user, None), "exchange", target, time.time())
 
 
 # --- Every endpoint: 401, 400 and 404 paths, generated from the route table ---

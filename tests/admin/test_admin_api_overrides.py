@@ -106,7 +106,11 @@ async def test_compliance_overrides_allow_preference(
 
 class Cli:
     def __init__(self, gw: DemoGateway, capsys: pytest.CaptureFixture[str]) -> None:
-        self.flags = ["--url", gw.admin_url, "--token", gw.gateway.admin_token]
+        self.flags = [
+            "--url",
+            gw.admin_url,
+            f"--token={gw.gateway.admin_token}",
+        ]  # may start with -
         self.capsys = capsys
 
     async def run(self, *argv: str) -> tuple[int, str, str]:

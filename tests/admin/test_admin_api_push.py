@@ -186,7 +186,7 @@ EMAIL = {"email": "$EMAIL$"}
 async def test_cli_priority_and_refused_push(
     api: Api, gateway: DemoGateway, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    flags = ["--url", gateway.admin_url, "--token", gateway.gateway.admin_token]
+    flags = ["--url", gateway.admin_url, f"--token={gateway.gateway.admin_token}"]
 
     async def run(*argv: str) -> tuple[int, str, str]:
         code = await asyncio.to_thread(main, ["admin", *argv, *flags])

@@ -224,3 +224,15 @@ async def test_a_poll_ended_by_shutdown_carries_the_server_headers(
         await stopping
     assert (r.status, r.text("Status")) == (200, "1")
     assert r.headers["MS-Server-ActiveSync"] == "15.1"
+
+
+async def test_authentication_refusals_carry_the_server_headers(
+    gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    url = f"{gateway.url}{EAS}?Cmd=FolderSync&User=alice&DeviceId=NOAUTH01&DeviceType=T"
+    async with session.post(url, headers={"MS-ASProtocolVersion": "14.1"}) as r:
+        _assert_own(r, 401, "Unauthorized")
+        assert r.headers["WWW-Authenticate"].startswith("Basic")
+    doubled = [("Authorization", basic_auth("alice", "secret"))] * 2
+    async with session.post(url, headers=[*doubled, ("MS-ASProtocolVersion", "14.1")]) as r:
+        _assert_own(r, 400, "Bad Request")
