@@ -219,19 +219,26 @@ def _touched(
     for c in changes:
         if isinstance(c, ch.PutDevice):
             out.add(c.device.id)
-        elif isinstance(c, ch.PutLabel | ch.DeleteLabel):
-            labels.add(c.label.name if isinstance(c, ch.PutLabel) else c.name)
-        elif isinstance(c, ch.PutSetting | ch.DeleteSetting):
-            name = c.setting.name if isinstance(c, ch.PutSetting) else c.name
-            labels |= {lb.name for reg in (before, after) for lb in reg.labels.values()
-                       if name in lb.settings}  # fmt: skip
-        elif isinstance(c, ch.PutUser | ch.DeleteUser):
-            out |= _user_devices(
-                snap, before, c.user.principal if isinstance(c, ch.PutUser) else c.principal
-            )
+        elif isinstance(c, ch.PutLabel):
+            labels.add(c.label.name)
+        elif isinstance(c, ch.DeleteLabel):
+            labels.add(c.name)
+        elif isinstance(c, ch.PutSetting):
+            labels |= _applying(before, c.setting.name) | _applying(after, c.setting.name)
+        elif isinstance(c, ch.DeleteSetting):
+            labels |= _applying(before, c.name) | _applying(after, c.name)
+        elif isinstance(c, ch.PutUser):
+            out |= _user_devices(snap, before, c.user.principal)
+        elif isinstance(c, ch.DeleteUser):
+            out |= _user_devices(snap, before, c.principal)
     if labels:
         out |= _carrying(before, labels) | _carrying(after, labels)
     return out
+
+
+def _applying(reg: _Registry, setting: str) -> set[str]:
+    """The labels that apply an Exchange setting."""
+    return {lb.name for lb in reg.labels.values() if setting in lb.settings}
 
 
 def _carrying(reg: _Registry, labels: set[str]) -> set[str]:
