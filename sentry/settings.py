@@ -95,6 +95,7 @@ class GatewaySettings:
 class AdminSettings:
     listen: ListenSettings = ListenSettings(port=9090)
     token_file: str = "var/admin-token"
+    tls: TlsSettings = TlsSettings(enabled=False)  # same files as the device listener
 
 
 @dataclass(frozen=True)
@@ -215,10 +216,31 @@ def load_settings(path: str | Path) -> Settings:
     except OSError as exc:
         raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    except _DuplicateKey as exc:
+        raise SettingsError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML: {exc}") from None
     return settings_from_mapping({} if data is None else data, source=str(path))
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (YAML would
+    silently keep the last one: a typo that changes a setting unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise _DuplicateKey(f"line {line}: key {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def settings_from_mapping(data: Any, source: str = "<settings>") -> Settings:

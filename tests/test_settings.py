@@ -121,6 +121,17 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.yaml")
 
 
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("gateway:\n  fqdn: a.example\n  listen: {port: 1}\n  fqdn: b.example\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    assert str(caught.value) == f"{path}: line 4: key 'fqdn' is given twice"
+    path.write_text("admin: {tls: {enabled: true}}\n")
+    loaded = load_settings(path).admin.tls
+    assert loaded.enabled and loaded.cert == "certs/sentry.pem"  # the device listener's files
+
+
 _scalars = (
     st.none()
     | st.booleans()

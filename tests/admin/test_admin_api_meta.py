@@ -222,6 +222,8 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         ("PUT", "/api/labels/l1", {"settings": ["s1"], "devices": ["d1"]}),
         ("PUT", "/api/labels/l2", {}),
         ("PUT", "/api/devices/d1/labels", {"labels": ["l2"]}),
+        ("POST", "/api/devices/d1/labels", {"add": ["l1"]}),
+        ("POST", "/api/labels/l1/devices", {"remove": ["d1"]}),
         ("DELETE", "/api/labels/l2", {}),
         ("PUT", "/api/devices/d1/compliance", {"violations": ["compromised"]}),
         ("PUT", "/api/preferences", {"max_devices_per_mailbox": 5}),
@@ -309,7 +311,7 @@ async def test_every_route_answers_401_400_and_404(api: Api, route: Any) -> None
         status, body = await api.call(route.method, path + "?unknown_param=1")
         assert status == 400 and body["fields"]["unknown_param"] == "unknown query parameter"
     if route.params and (route.method, route.path) not in UPSERTS:
-        payload = {"note": "n", "violations": [], "labels": [], "filter": {}}
+        payload = {"note": "n", "violations": [], "labels": [], "all": True}
         fields = route.body or {}
         status, body = await api.call(
             route.method, path, {k: payload[k] for k in fields if k in payload}

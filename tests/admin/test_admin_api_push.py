@@ -65,7 +65,8 @@ async def test_labels_crud_and_references(api: Api) -> None:
     await api.ok("PUT", "/api/devices/ph2/labels", {"labels": ["two"]})
     assert [lb["name"] for lb in (await api.ok("GET", "/api/labels"))["items"]] == ["two"]
     ph1 = await api.ok("GET", "/api/devices/ph1")
-    assert ph1["listed_in_labels"] == ["two"]
+    assert ph1["labels"] == ["two"]  # one membership, shown the same way on both sides
+    assert (await api.ok("GET", "/api/labels"))["items"][0]["devices"] == ["ph1", "ph2"]
     await api.ok("DELETE", "/api/labels/two", {"note": "reorg"})
     assert (await api.ok("GET", "/api/devices/ph2"))["labels"] == []  # taken off the device
     assert (await api.ok("GET", "/api/labels"))["items"] == []
@@ -134,10 +135,14 @@ async def test_android_cap_is_checked_by_priority_when_the_push_is_configured(ap
     await api.ok("POST", "/api/devices", {"id": "ipad", "owner": "alice"}, status=201)
     await api.ok("PUT", "/api/labels/three", {"settings": ["own", "b", "shared"]})
     await api.ok("PUT", "/api/devices/ipad/labels", {"labels": ["three"]})
+    audited = (await api.ok("GET", "/api/audit?limit=1"))["total"]
     status, body = await api.put("/api/devices/droid/labels", {"labels": ["three"]})
     assert status == 409 and body["problems"][0]["device"] == "droid"
-    audit = [e["action"] for e in (await api.ok("GET", "/api/audit?limit=1"))["items"]]
-    assert audit == ["register_device"]  # the refused writes left nothing behind
+    status, body = await api.post("/api/devices/droid/labels", {"add": ["three"]})
+    assert status == 409 and body["problems"][0]["device"] == "droid"
+    status, body = await api.post("/api/labels/three/devices", {"add": ["droid"]})
+    assert status == 409 and body["problems"][0]["device"] == "droid"
+    assert (await api.ok("GET", "/api/audit?limit=1"))["total"] == audited  # nothing written
 
 
 async def test_a_push_of_another_backend_type_is_refused_when_configured(api: Api) -> None:
@@ -204,6 +209,6 @@ async def test_cli_priority_and_refused_push(
         code, out, _ = await run("exchange-settings", "list")
         assert out.splitlines()[0].split()[:2] == ["PRIORITY", "NAME"]
         await api.ok("POST", "/api/devices", {"id": "ph", "owner": "alice"}, status=201)
-        code, _, err = await run("labels", "set", "l", "--setting", "c", "--device", "ph")
+        code, _, err = await run("labels", "set", "l", "--setting", "c", "--add", "ph")
     assert code == 1 and "HTTP 409" in err
     assert "'carol' (backend type gmail) to a device of backend type exchange" in err
