@@ -5,10 +5,11 @@ and by bench/. It first checks every file the configuration points at
 (``preflight``: certificates, log file, store path, token; a problem is a
 ``StartupError`` naming its key), then opens the store and loads the snapshot,
 makes the pools and routing of the configuration current in it (the
-configuration is the source of truth for backends; preferences set by an
-admin survive restarts), re-keys the stored principals when the configured
-realms changed (rows that collapse into one key are merged and logged; users
-that would collapse stop the start with a ``StartupError`` on
+configuration is the source of truth for backends; each preference an admin
+set survives restarts, the others follow the file; the ``preferences`` start
+event says which came from where), re-keys the stored principals when the
+configured realms changed (rows that collapse into one key are merged and
+logged; users that would collapse stop the start with a ``StartupError`` on
 ``identity.realms``) and derives the established backend types rows from
 before they were recorded lack (``_reconcile_identity``), starts the upstream
 sessions and health checks, the optional demo backends, the device listener
@@ -44,7 +45,7 @@ from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
 from sentry.errors import StartupError
-from sentry.model import NewDeviceAccess, Pool, Preferences, Realms, RefusalStyle, Routing
+from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
 from sentry.policy import (
@@ -60,8 +61,10 @@ from sentry.policy import (
     realm_changes,
     refresh,
 )
+from sentry.policy.audit import plain
 from sentry.policy.changes import Change
 from sentry.policy.established import missing_types
+from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.authn import Authenticator
@@ -127,9 +130,10 @@ class Gateway:
 
 
 def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
-    """Pools and routing from the configuration, as changes to the snapshot;
-    and the file's preferences while the stored ones are still the defaults
-    (once an administrator has set preferences, the stored values win)."""
+    """Pools and routing from the configuration, as changes to the snapshot; and
+    the preferences that apply (``sentry.policy.prefs.effective``): each one an
+    administrator set keeps its stored value, every other one takes the file's
+    (the built-in default where the file is silent)."""
     changes: list[Change] = [
         PutPool(Pool(p.name, p.type, tuple(p.servers))) for p in settings.pools
     ]
@@ -137,8 +141,8 @@ def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
     changes.append(
         PutRouting(Routing(users=dict(r.users), domains=dict(r.domains), default=r.default))
     )
-    wanted = preferences_of(settings.preferences)
-    if stored == Preferences() and wanted != stored:
+    wanted = effective(stored, preferences_of(settings.preferences))
+    if wanted != stored:
         changes.append(PutPreferences(wanted))
     return changes
 
@@ -178,12 +182,19 @@ async def _apply_and_refresh(
 
 def preferences_of(p: PreferenceSettings) -> Preferences:
     """The model's preferences from the configuration section."""
-    return Preferences(
-        auto_block_unregistered=p.auto_block_unregistered,
-        max_devices_per_mailbox=p.max_devices_per_mailbox,
-        max_mailboxes_per_device=p.max_mailboxes_per_device,
-        refusal_style=RefusalStyle(p.refusal_style),
-        new_device_access_when_registry_unreachable=NewDeviceAccess(p.new_device_access),
+    return file_preferences(p)[0]
+
+
+def _log_preferences(settings: Settings, prefs: Preferences) -> None:
+    """One start event: every preference's value and where it came from."""
+    _, given = file_preferences(settings.preferences)
+    values = plain(prefs)
+    log.info(
+        "preferences",
+        **{
+            name: {"value": values[name], "source": source.value}
+            for name, source in sources(prefs, given).items()
+        },
     )
 
 
@@ -249,6 +260,7 @@ async def start_gateway(
     except BaseException:
         await store.close()
         raise
+    _log_preferences(settings, snapshot.prefs)
     state = AccessState(
         store,
         snapshot,

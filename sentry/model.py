@@ -33,6 +33,7 @@ from .principals import NO_REALMS, Realm, Realms, canonical_principal, principal
 
 __all__ = [
     "BACKEND_TYPES",
+    "DEFAULT_SETTING_PRIORITY",
     "NO_REALMS",
     "THROWAWAY_DEVICE_IDS",
     "Association",
@@ -148,6 +149,9 @@ class NewDeviceAccess(StrEnum):
 BACKEND_TYPES: tuple[str, ...] = ("exchange", "office365", "gmail", "traveler", "other")
 """Backend types the gateway knows; ``Pool.type`` may name others."""
 
+DEFAULT_SETTING_PRIORITY = 100
+"""An Exchange setting's priority when none is given (1 applies first)."""
+
 
 # --- Registry side ---
 
@@ -199,12 +203,17 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeSetting:
-    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s."""
+    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s.
+
+    ``priority`` is EPMM's Exchange App Priority: where a device can take only
+    some settings (Android), the lower numbers apply first (then the name).
+    """
 
     name: str
     user_name: str
     email: str
     server: str = ""
+    priority: int = DEFAULT_SETTING_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,13 +252,24 @@ class Routing:
 
 @dataclass(frozen=True, slots=True)
 class Preferences:
+    """The operator's switches (design.md §3).
+
+    ``compliance_overrides_allow``: a non-compliant managed device is refused
+    even where an admin allowed the association (off: Allow wins, as on
+    Ivanti). ``admin_set``: the names of the preferences an administrator set;
+    those win over the configuration file at start (``sentry.policy.prefs``).
+    """
+
     auto_block_unregistered: bool = False
     max_devices_per_mailbox: int | None = None
     max_mailboxes_per_device: int | None = None
     refusal_style: RefusalStyle = RefusalStyle.STATUS
     new_device_access_when_registry_unreachable: NewDeviceAccess = NewDeviceAccess.ALLOW
+    compliance_overrides_allow: bool = False
+    admin_set: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "admin_set", frozenset(self.admin_set))
         # Accept the settings file's plain strings ("http403", "block") as well.
         object.__setattr__(self, "refusal_style", RefusalStyle(self.refusal_style))
         access = NewDeviceAccess(self.new_device_access_when_registry_unreachable)
@@ -307,13 +327,18 @@ def _attr_getter(source: object) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Override:
-    """An administrator's decision on one association."""
+    """An administrator's decision on one association.
+
+    ``pre_approved``: an Allow given before the device's first request (the
+    association was created by the admin; Exchange's personal exemption).
+    """
 
     kind: OverrideKind
     note: str
     actor: str
     at: float
     account_only: bool = False  # wipe only: AccountOnlyRemoteWipe where possible
+    pre_approved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +351,9 @@ class Association:
     no request can change it. ``verified_at``: when the backend first accepted
     a forwarded request of this row; None while it is *unverified* (only 401s
     so far, or never forwarded), which is never counted for limits nor
-    establishing a device's backend type.
+    establishing a device's backend type. A row an admin pre-approved has not
+    been seen yet: ``last_seen`` is 0.0 (``never_seen``) and ``first_seen`` is
+    the time of the approval.
     """
 
     key: AssociationKey
@@ -359,6 +386,11 @@ class Association:
     def counted(self) -> bool:
         """Whether the row counts for the limits (verified, not a throwaway DeviceId)."""
         return self.verified_at is not None and self.key.device_id not in THROWAWAY_DEVICE_IDS
+
+    @property
+    def never_seen(self) -> bool:
+        """Pre-approved by an admin, no request from the device yet."""
+        return self.last_seen == 0.0
 
 
 @dataclass(frozen=True, slots=True)

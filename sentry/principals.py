@@ -108,7 +108,7 @@ def _claim(index: dict[str, str], name: str, realm: str, what: str) -> None:
 
 
 def _domain(text: str) -> str:
-    return text.strip().casefold().rstrip(".")
+    return text.strip().casefold().rstrip(".").rstrip()
 
 
 NO_REALMS = Realms()
@@ -131,6 +131,8 @@ def canonical_principal(raw: str, realms: Realms = NO_REALMS) -> str | None:
     netbios, domain = netbios.strip().casefold(), _domain(suffix) if at else ""
     if not local or "\\" in netbios or "@" in netbios or ("@" in local and not domain):
         return None  # (an "@" in the name needs a domain after it to stay one name)
+    if any(c.isspace() for c in domain):
+        return None  # not a domain name
     where = _realm(netbios, domain, realms)
     if where is None:
         return None

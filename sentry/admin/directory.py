@@ -12,12 +12,26 @@ in a path or an owner may be written any way the one rule accepts (bare,
 ``CORP\\bob``, a UPN, the user's email or an alias): reads and deletes
 resolve it to the user; a PUT names the principal itself (a known name of
 another user is a 409).
+
+Pushed mailboxes are checked when a write changes them
+(``sentry.policy.pushcheck``). Registering a device or setting its labels
+is refused (409, each device and setting named) when it would push a mailbox
+of another backend type or one Exchange account too many to an Android
+device: the administrator chose that device's labels now. A user's
+attributes (custom fields, email) are the directory's data, often synced
+from LDAP, and one user may be pushed to many devices: refusing would leave
+the gateway's copy of the directory wrong and block the sync. So that write
+is accepted and *flagged*: the answer lists every new problem
+(``push_problems``), a ``push_problems`` warning is logged, the device view
+shows them, and the affected mailboxes fail closed at their requests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+import structlog
 
 from sentry.model import (
     Device,
@@ -27,7 +41,16 @@ from sentry.model import (
     canonical_device_id,
     canonical_principal,
 )
-from sentry.policy import Changes, DeleteUser, Snapshot, registry
+from sentry.policy import (
+    Changes,
+    DeleteUser,
+    PushProblem,
+    Snapshot,
+    check_pushes,
+    new_push_problems,
+    push_problems,
+    registry,
+)
 from sentry.policy.audit import audited
 
 from .context import Build
@@ -40,6 +63,7 @@ from .views import association_item, device_view, key_view, user_view
 __all__ = ["ROUTES"]
 
 T = TypeVar("T")
+log = structlog.get_logger("sentry.admin")
 
 _NOTE = Field("string", "why (kept in the audit log)")
 _CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
@@ -129,16 +153,21 @@ def _user(principal: str, body: dict[str, Any]) -> User:
 async def _put_user(call: Call) -> dict[str, Any]:
     principal = _principal(call, resolve=False)
     user = _user(principal, dict(call.body))
-    await call.ctx.commit(
-        lambda snap, now: registry.upsert_user(
-            snap, user, actor=call.actor, now=now, note=call.note
-        )
-    )
-    return user_view(call.ctx.snapshot.users[principal])
+    flagged: list[PushProblem] = []
+
+    def build(snap: Snapshot, now: float) -> Changes:
+        changes = registry.upsert_user(snap, user, actor=call.actor, now=now, note=call.note)
+        flagged[:] = _flag(snap, changes, "put_user", principal)
+        return changes
+
+    await call.ctx.commit(build)
+    view = user_view(call.ctx.snapshot.users[principal])
+    return {**view, "push_problems": [p.view() for p in flagged]}
 
 
 async def _delete_user(call: Call) -> dict[str, Any]:
     principal = _principal(call)
+    flagged: list[PushProblem] = []
 
     def build(snap: Snapshot, now: float) -> Changes:
         old = snap.users.get(principal)
@@ -153,10 +182,23 @@ async def _delete_user(call: Call) -> dict[str, Any]:
             before=old,
             after=None,
         )
-        return (DeleteUser(principal), entry)
+        changes = (DeleteUser(principal), entry)
+        flagged[:] = _flag(snap, changes, "delete_user", principal)
+        return changes
 
     ended = await call.ctx.commit(build)
-    return {"deleted": principal, "polls_ended": ended}
+    problems = [p.view() for p in flagged]
+    return {"deleted": principal, "polls_ended": ended, "push_problems": problems}
+
+
+def _flag(snap: Snapshot, changes: Changes, action: str, principal: str) -> list[PushProblem]:
+    """The push problems a directory write introduces: accepted, but never silently."""
+    found = new_push_problems(snap, changes)
+    if found:
+        log.warning(
+            "push_problems", action=action, user=principal, problems=[p.view() for p in found]
+        )
+    return found
 
 
 # --- Devices ---
@@ -206,7 +248,9 @@ async def _register_device(call: Call) -> dict[str, Any]:
 
     def build(snap: Snapshot, now: float) -> Changes:
         _check_new_device(snap, device)
-        return registry.register_device(snap, device, actor=call.actor, now=now, note=call.note)
+        changes = registry.register_device(snap, device, actor=call.actor, now=now, note=call.note)
+        check_pushes(snap, changes)
+        return changes
 
     return await _device_change(call, device.id, build)
 
@@ -233,6 +277,7 @@ async def _get_device(call: Call) -> dict[str, Any]:
             for m in pushed.mailboxes
         ],
         "push_errors": list(pushed.errors),
+        "push_problems": [p.view() for p in push_problems(snap, [device.id])],
         "associations": [association_item(r) for r in rows],
     }
 
@@ -267,7 +312,9 @@ async def _set_device_labels(call: Call) -> dict[str, Any]:
         _check_labels(snap, labels)
         current = {(name, device_id) for name in labels_of(snap, device_id)}
         add, remove = replace_pairs(current, {(name, device_id) for name in labels})
-        return membership_changes(snap, add, remove, actor=call.actor, now=now, note=call.note)
+        changes = membership_changes(snap, add, remove, actor=call.actor, now=now, note=call.note)
+        check_pushes(snap, changes)
+        return changes
 
     return await _device_change(call, device_id, build)
 
@@ -285,7 +332,9 @@ async def _move_device_labels(call: Call) -> dict[str, Any]:
             raise BadRequest("nothing to change", {"add": "give labels to add or remove"})
         _check_labels(snap, add | remove)
         pairs = {(name, device_id) for name in add}, {(name, device_id) for name in remove}
-        return membership_changes(snap, *pairs, actor=call.actor, now=now, note=call.note)
+        changes = membership_changes(snap, *pairs, actor=call.actor, now=now, note=call.note)
+        check_pushes(snap, changes)
+        return changes
 
     return await _device_change(call, device_id, build)
 
@@ -319,8 +368,11 @@ ROUTES = (
         "Create or replace a user",
         "users",
         body=_USER_BODY,
-        response="User",
+        response="UserChange",
         changes=True,
+        description="Accepted even when the change makes a device's pushed mailbox unable to "
+        "work (another backend type, one account too many on Android): those are listed in "
+        "`push_problems` and logged, never refused (the directory's data wins).",
     ),
     Route(
         "DELETE",
@@ -329,7 +381,7 @@ ROUTES = (
         "Delete a user",
         "users",
         body=_NOTE_BODY,
-        response="Deleted",
+        response="UserDeleted",
         changes=True,
     ),
     Route(
@@ -352,7 +404,9 @@ ROUTES = (
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 when the id or one of its EAS DeviceIds is taken.",
+        description="409 when the id or one of its EAS DeviceIds is taken, or (with "
+        "`problems`) when its labels would push a mailbox of another backend type or one "
+        "Exchange account too many to an Android device.",
     ),
     Route(
         "GET",
@@ -393,7 +447,10 @@ ROUTES = (
         "devices",
         body={"labels": Field("strings", "label names", required=True), "note": _NOTE},
         response="DeviceChange",
+        conflict=True,
         changes=True,
+        description="409 with `problems` when the labels would push a mailbox of another "
+        "backend type or one Exchange account too many to an Android device.",
     ),
     Route(
         "POST",
@@ -407,6 +464,9 @@ ROUTES = (
             "note": _NOTE,
         },
         response="DeviceChange",
+        conflict=True,
         changes=True,
+        description="409 with `problems` when the labels would push a mailbox of another "
+        "backend type or one Exchange account too many to an Android device.",
     ),
 )

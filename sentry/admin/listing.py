@@ -54,6 +54,7 @@ FILTER_FIELDS: Fields = {
     "pool": Field("string", "the backend pool of the last decision"),
     "verified": Field("boolean", "the backend accepted the association (false: unverified)"),
     "throwaway": Field("boolean", "on a DeviceId many phones share (validate, webservice)"),
+    "never_seen": Field("boolean", "pre-approved rows no request has used yet (true) or not"),
 }
 """The filter keys, as list query parameters and as the bulk actions' ``filter``."""
 
@@ -91,6 +92,7 @@ class Query:
             pool=given.get("pool"),
             verified=given.get("verified"),
             throwaway=given.get("throwaway"),
+            never_seen=given.get("never_seen"),
         )
         user = given.get("user")
         if user is None:
@@ -111,6 +113,7 @@ class Query:
             "pool": f.pool,
             "verified": f.verified,
             "throwaway": f.throwaway,
+            "never_seen": f.never_seen,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -179,6 +182,8 @@ def predicate(f: AssociationFilter) -> Predicate:
         checks.append(lambda r: (r.verified_at is not None) is f.verified)
     if f.throwaway is not None:
         checks.append(lambda r: r.throwaway is f.throwaway)
+    if f.never_seen is not None:
+        checks.append(lambda r: r.never_seen is f.never_seen)
     if len(checks) == 1:
         return checks[0]
     return lambda r: all(check(r) for check in checks)

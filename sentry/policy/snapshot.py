@@ -25,7 +25,7 @@ and audit records are not kept here (they are store queries).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sentry.model import (
@@ -236,12 +236,13 @@ class Snapshot:
         """The backend types of the configured pools."""
         return self._types
 
-    def pool_for(self, user: str) -> Pool | None:
+    def pool_for(self, user: str, users: Mapping[str, User] | None = None) -> Pool | None:
         """The pool routing principal ``user``: ``routing.users`` (the principal
         or one of its known names), then ``routing.domains`` by the realm of the
         user's email when registered with one, else the principal's realm, then
-        the default. None: no route. Nothing a request says changes it."""
-        routing, known = self.routing, self.users.get(user)
+        the default. None: no route. Nothing a request says changes it.
+        ``users`` stands for the directory (a write being checked) if given."""
+        routing, known = self.routing, (self.users if users is None else users).get(user)
         name = None
         if routing.users:
             name = routing.users.get(user)

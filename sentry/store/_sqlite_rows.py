@@ -181,6 +181,8 @@ def where_clause(f: AssociationFilter | None) -> tuple[str, list[Any]]:
     if f.throwaway is not None:
         ids = ", ".join(f"'{i}'" for i in sorted(THROWAWAY_DEVICE_IDS))  # constants, not input
         tests.append((f"device_id {'' if f.throwaway else 'NOT '}IN ({ids})", None))
+    if f.never_seen is not None:
+        tests.append(("last_seen = 0" if f.never_seen else "last_seen <> 0", None))
     if not tests:
         return "", []
     where = "WHERE " + " AND ".join(sql for sql, _ in tests)

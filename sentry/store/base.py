@@ -85,6 +85,7 @@ class AssociationFilter:
     pool: str | None = None
     verified: bool | None = None
     throwaway: bool | None = None
+    never_seen: bool | None = None  # pre-approved rows no device has used yet
 
     def matches(self, row: Association) -> bool:
         """Whether ``row`` passes every filter (the reference semantics)."""
@@ -98,6 +99,7 @@ class AssociationFilter:
             self.pool is None or row.pool == self.pool,
             self.verified is None or (row.verified_at is not None) == self.verified,
             self.throwaway is None or row.throwaway == self.throwaway,
+            self.never_seen is None or row.never_seen == self.never_seen,
         )
         return all(checks)
 

@@ -19,8 +19,13 @@ ALICE = {
 async def test_users_crud(api: Api) -> None:
     assert await api.ok("GET", "/api/users") == {"items": [], "total": 0, "offset": 0, "limit": 100}
     user = await api.ok("PUT", "/api/users/Alice", ALICE | {"note": "from LDAP"})
-    assert user == {"principal": "alice", **ALICE, "custom3": None, "custom4": None} | {
-        "aliases": []
+    assert user == {
+        "principal": "alice",
+        **ALICE,
+        "custom3": None,
+        "custom4": None,
+        "aliases": [],
+        "push_problems": [],
     }
     await api.ok("PUT", "/api/users/bob", {"email": "bob@example.com"})
     page = await api.ok("GET", "/api/users")
@@ -34,6 +39,7 @@ async def test_users_crud(api: Api) -> None:
     assert await api.ok("DELETE", "/api/users/bob", {"note": "left"}) == {
         "deleted": "bob",
         "polls_ended": 0,
+        "push_problems": [],
     }
     assert (await api.get("/api/users/bob"))[0] == 404
     assert (await api.delete("/api/users/bob"))[0] == 404

@@ -1,4 +1,4 @@
-"""Schema 1 -> 2: keys get their realm back; the next start re-keys under the realms.
+"""Schema 1 -> 4: keys get their realm back; the next start re-keys under the realms.
 
 A version-1 database keyed every row by the bare account name and kept the
 domain the client last sent in ``domain``. The migration writes the domain
@@ -82,7 +82,7 @@ async def test_the_migration_gives_keys_their_domain_back(tmp_path: Path) -> Non
         await store.close()
     with sqlite3.connect(path) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
-        assert versions == [1, 2]
+        assert versions == [1, 2, 3, 4]
         assert conn.execute("SELECT COUNT(*) FROM associations WHERE domain IS NOT NULL").fetchone()
         assert conn.execute("SELECT domain FROM associations").fetchall() == [(None,)] * 4
 
