@@ -179,9 +179,10 @@ class PolicyMachine(RuleBasedStateMachine):
         assert row.override is not None and row.override.pre_approved
 
     def _would_mix(self, user: str, device: str) -> bool:
-        routed = [p for p in self.conv.snapshot.on_device(device) if ROUTES.get(p.key.user)]
-        oldest = min(routed, key=lambda p: (p.first_seen, p.key.user), default=None)
-        return oldest is not None and ROUTES[oldest.key.user] != ROUTES[user]
+        """The device (managed, else the DeviceId) is established on another type."""
+        fresh = Association(self.conv.key(user, device))
+        established = _established(fresh, self.conv.snapshot)
+        return established is not None and established != ROUTES[user]
 
     @rule(pick=st.integers(0, 99), user=users, device=devices, managed=st.sampled_from(MANAGED))
     def link(self, pick: int, user: str, device: str, managed: str) -> None:
