@@ -29,7 +29,15 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 def build_proxy_app(ctx: ProxyContext) -> web.Application:
     """The device listener's application; ``ctx`` carries every dependency."""
-    app = web.Application(handler_args={"max_field_size": 16 * 1024})
+    limits = ctx.settings.header_limits
+    app = web.Application(
+        handler_args={
+            "auto_decompress": False,
+            "max_line_size": limits.request_line_bytes,
+            "max_field_size": limits.field_bytes + 8,
+            "max_headers": limits.fields + 2,
+        }
+    )
     app[PROXY] = ctx
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app

@@ -5,7 +5,8 @@ index.php follows, without its statics):
 
 1. parse the method, query and headers into an ``EasRequest`` (400/405 on bad
    input, with a log event);
-2. check the declared size (413 above ``max_request_bytes``);
+2. check the head's framing and sizes (``framing.py``: 400/414/415/431/501,
+   never forwarded) and the declared size (413 above ``max_request_bytes``);
 3. read and decode the body only for the commands whose body access control
    needs (Provision, Settings, Ping, Sync) and only up to ``INSPECT_LIMIT``;
    a larger Sync body is streamed uninspected, anything else that large is 413;
@@ -45,8 +46,9 @@ from sentry.observability.metrics import command_label, status_class
 from sentry.policy import Decision, Forward, Refuse, Wipe, record_policy_fingerprint
 from sentry.settings import GatewaySettings
 
-from .errors import NoHealthyServer, RequestTooLarge, UpstreamError
+from .errors import FramingError, NoHealthyServer, RequestTooLarge, UpstreamError
 from .forward import BodyStream, relay_response
+from .framing import check_request, frame_upstream
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
 from .upstream import Upstreams
@@ -122,15 +124,21 @@ async def _serve(
     except EasError as exc:
         return _bad_request(ctx, record, exc, "query")
     _describe(record, eas)
+    try:
+        framing = check_request(request, ctx.settings.header_limits)
+    except FramingError as exc:
+        return _bad_framing(ctx, record, exc)
     if eas.command is None:
         return await _options(ctx, request, eas, record)
     declared = request.content_length
     if declared is not None and declared > ctx.settings.max_request_bytes:
         return _too_large(ctx, record, ctx.settings.max_request_bytes)
     try:
-        inspected = await inspect(request, eas)
+        inspected = await inspect(request, eas, framing.content_encoding)
     except RequestTooLarge as exc:
         return _too_large(ctx, record, exc.limit)
+    except FramingError as exc:
+        return _bad_framing(ctx, record, exc)
     except EasError as exc:
         return _bad_request(ctx, record, exc, "body")
     outcome = await ctx.state.decide(eas, inspected.facts)
@@ -172,6 +180,17 @@ def _bad_request(
     record["decision"] = "bad_request"
     record["error"] = exc.message
     return _to_web(responses.bad_request(exc))
+
+
+def _bad_framing(ctx: ProxyContext, record: dict[str, Any], exc: FramingError) -> web.Response:
+    """A head or body that cannot be forwarded exactly: refused, and the
+    connection closed (what follows on it cannot be trusted to be framed)."""
+    ctx.metrics.bad_requests.labels(f"framing:{exc.kind}").inc()
+    record["decision"] = "bad_request"
+    record["error"] = exc.message
+    response = web.Response(status=exc.http_status, text=f"{exc.public_text}\n")
+    response.force_close()
+    return response
 
 
 def _too_large(ctx: ProxyContext, record: dict[str, Any], limit: int) -> web.Response:
@@ -243,7 +262,8 @@ async def _forward(
         body = inspected.body
     else:
         prefix = request.get(PREFIX, b"")
-        body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
+        limit = ctx.settings.max_request_bytes
+        body = BodyStream(prefix, request.content, limit, expected=request.content_length)
     if eas.command is Command.Provision:
         return await _send(ctx, request, decision.pool, None, body, None, record, policy_of=key)
     if not inspected.long_poll:
@@ -276,6 +296,7 @@ async def _send(
     )
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
+    data = frame_upstream(headers, request.method, body)
     poll = ctx.state.longpolls.hold(key, record["command"]) if key is not None else None
     held = ctx.metrics.held_long_polls.labels(record["command"]) if poll else None
     if held is not None:
@@ -283,7 +304,7 @@ async def _send(
     try:
         try:
             server, upstream = await pool.send(
-                request.method, request.path_qs, headers, body, timeout
+                request.method, request.path_qs, headers, data, timeout
             )
         except asyncio.CancelledError:
             if poll is None or eas is None or eas.command is None:
@@ -369,4 +390,5 @@ def _upstream_failed(
     headers = {}
     if isinstance(exc, NoHealthyServer):
         headers["Retry-After"] = str(exc.retry_after)
-    return web.Response(status=exc.http_status, headers=headers, text=f"{exc.message}\n")
+    # The device gets a fixed text; what went wrong (server, cause) is in the log.
+    return web.Response(status=exc.http_status, headers=headers, text=f"{exc.public_text}\n")
