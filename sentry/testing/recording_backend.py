@@ -42,6 +42,7 @@ __all__ = [
     "Responder",
     "StrictParser",
     "default_responder",
+    "parse_head",
     "start_recording_backend",
 ]
 
