@@ -36,6 +36,8 @@ from sentry.observability import Metrics, configure_logging
 from sentry.policy import PutPool, PutPreferences, PutRouting
 from sentry.policy.changes import Change
 from sentry.proxy.app import build_proxy_app
+from sentry.proxy.connections import GatedSite, admin_listener, device_listener
+from sentry.proxy.guard import track_phases
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.upstream import Upstreams
@@ -145,16 +147,12 @@ async def _start_demo(settings: Settings, gw: Gateway) -> None:
         gw.demo.append(await start_backend(config, "127.0.0.1", b.port, access_log=False))
 
 
-async def _site(runner: web.AppRunner, host: str, port: int, ssl_ctx: Any = None) -> str:
+async def _site(runner: web.AppRunner, host: str, port: int, **gate: Any) -> str:
+    """Start a listener behind a connection gate (caps, timeouts, TLS); its URL."""
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    site = GatedSite(runner, host, port, **gate)
     await site.start()
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    scheme = "https" if ssl_ctx is not None else "http"
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{bound}"
+    return site.name
 
 
 async def start_gateway(
@@ -217,7 +215,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         shutdown_timeout=g.shutdown_grace_seconds,
     )
     gw.runners.append(proxy_runner)
-    gw.proxy_url = await _site(proxy_runner, g.listen.host, g.listen.port, ssl_ctx)
+    gate = device_listener(g, gw.metrics, ssl_ctx)
+    gw.proxy_url = await _site(proxy_runner, g.listen.host, g.listen.port, **gate)
     gw.admin_token = ensure_token(root / settings.admin.token_file)
     gw.admin_app = _admin_app(gw)
     admin_runner = web.AppRunner(
@@ -225,7 +224,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     )
     gw.runners.append(admin_runner)
     a = settings.admin.listen
-    gw.admin_url = await _site(admin_runner, a.host, a.port)
+    gw.admin_url = await _site(admin_runner, a.host, a.port, **admin_listener(g, gw.metrics))
 
 
 TLS_READ_BUFFER = 16 * 1024
@@ -259,7 +258,7 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=api_middlewares(gw.admin_token))
+    app = web.Application(middlewares=[track_phases, *api_middlewares(gw.admin_token)])
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
     add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings))
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .guard import track_phases
 from .handler import PROXY, ProxyContext, eas_handler
 
 __all__ = ["EAS_PATH", "PROXY", "build_proxy_app"]
@@ -29,15 +30,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 def build_proxy_app(ctx: ProxyContext) -> web.Application:
     """The device listener's application; ``ctx`` carries every dependency."""
-    limits = ctx.settings.header_limits
-    app = web.Application(
-        handler_args={
-            "auto_decompress": False,
-            "max_line_size": limits.request_line_bytes,
-            "max_field_size": limits.field_bytes + 8,
-            "max_headers": limits.fields + 2,
-        }
-    )
+    app = web.Application(middlewares=[track_phases])  # parser limits: connections.py
     app[PROXY] = ctx
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app
