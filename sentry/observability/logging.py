@@ -28,16 +28,23 @@ or a ``repr`` of one) or a ``password=``-style pair. A raw request head that a
 parser quotes in its error message — bare LF endings, a NUL after the
 credential — is therefore masked too. Request context (request id, command,
 device, user) is bound once per request in contextvars.
+
+A log file is written through ``LogFile``, which ``reopen`` swaps for a fresh
+handle on the same path (SIGHUP after logrotate moved the old file away); the
+file is created with mode 0600 (it holds user names and DeviceIds).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
@@ -49,6 +56,7 @@ from .ratelimit import RateLimiter
 __all__ = [
     "LIBRARY_LOGGERS",
     "REDACTED",
+    "LogFile",
     "RateLimitFilter",
     "configure_logging",
     "redact_secrets",
@@ -149,19 +157,50 @@ def _library_fields(
     return event_dict
 
 
-def _open(settings: LoggingSettings, stream: TextIO | None) -> TextIO:
-    if stream is not None:
-        return stream
-    if settings.file:
-        return open(settings.file, "a", encoding="utf-8", buffering=1)
-    return sys.stdout
+class LogFile:
+    """An append-only log file that can be reopened in place (after rotation).
+
+    structlog and the stdlib handler write to this object; ``reopen`` swaps
+    the handle under a lock, so no line is split or lost."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._fh = self._open()
+
+    def _open(self) -> TextIO:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            return self._fh.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._fh.flush()
+
+    def reopen(self) -> None:
+        """Open the path again (a new file if it was moved away), then close the old handle."""
+        new = self._open()
+        with self._lock:
+            old, self._fh = self._fh, new
+        old.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
 
 
-def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
+def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> LogFile | None:
     """Configure structlog, and route the standard library's loggers through
-    the same redaction and renderer (see the module comment)."""
+    the same redaction and renderer (see the module comment).
+
+    Returns the ``LogFile`` when logs go to ``settings.file`` (reopen it on
+    SIGHUP), else None. Opening the file may raise ``OSError``."""
     level = getattr(logging, settings.level.upper())
-    out = _open(settings, stream)
+    log_file = LogFile(settings.file) if settings.file and stream is None else None
+    out: Any = stream or log_file or sys.stdout
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if settings.format == "json"
@@ -180,9 +219,10 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         cache_logger_on_first_use=False,
     )
     _route_standard_library(out, tail, max(level, logging.WARNING))
+    return log_file
 
 
-def _route_standard_library(out: TextIO, tail: list[Any], level: int) -> None:
+def _route_standard_library(out: Any, tail: list[Any], level: int) -> None:
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

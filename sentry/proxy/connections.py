@@ -94,10 +94,8 @@ def connection_cap(configured: int | None, reserve: int = FD_RESERVE) -> tuple[i
     return (safe if configured is None else min(configured, safe)), safe
 
 
-def device_listener(
-    g: GatewaySettings, metrics: Metrics, ssl_context: ssl.SSLContext | None
-) -> dict[str, Any]:
-    """``GatedSite`` arguments of the device listener."""
+def device_listener(g: GatewaySettings, metrics: Metrics) -> dict[str, Any]:
+    """``GatedSite`` arguments of the device listener (TLS context apart)."""
     cap, safe = connection_cap(g.connections.max)
     if g.connections.max is not None and g.connections.max > safe:
         log.warning("connections_max_lowered", configured=g.connections.max, max=cap)
@@ -106,7 +104,6 @@ def device_listener(
         "max_connections": cap,
         "metrics": metrics,
         "listener": "devices",
-        "ssl_context": ssl_context,
         "handler_args": {**parser_limits(g.header_limits), "auto_decompress": False},
     }
 

@@ -20,7 +20,7 @@ one byte stream. The gateway closes that gap in three places:
    Transfer-Encoding are dropped from what is copied and set again from the
    body actually sent: a read body gets its length; a streamed body keeps
    the declared length (the server reads exactly that many raw bytes) or goes
-   chunked when it came chunked; an empty OPTIONS has no framing at all.
+   chunked when it came chunked.
 3. **Raw bytes only**: the device listener runs with ``auto_decompress``
    off, so a ``Content-Encoding: gzip`` body is forwarded as the compressed
    bytes with its header and its compressed length. Access control still
@@ -170,18 +170,14 @@ def decoded_for_inspection(body: bytes, coding: str | None, limit: int) -> bytes
     return plain
 
 
-def frame_upstream(
-    headers: CIMultiDict[str], method: str, body: bytes | BodyStream
-) -> bytes | BodyStream | None:
-    """Set the framing of the forwarded request from the body actually sent;
-    return what to hand to the client session (None: no body at all)."""
+def frame_upstream(headers: CIMultiDict[str], body: bytes | BodyStream) -> bytes | BodyStream:
+    """Set the framing of the forwarded request from the body actually sent
+    (an empty OPTIONS says ``Content-Length: 0``); return what to send."""
     headers.popall("Content-Length", None)
     headers.popall("Transfer-Encoding", None)
     if isinstance(body, BodyStream):
         if body.expected is not None:
             headers["Content-Length"] = str(body.expected)
         return body  # without a length the client session sends it chunked
-    if not body and method in BODYLESS_METHODS:
-        return None
     headers["Content-Length"] = str(len(body))
     return body

@@ -4,7 +4,8 @@ One explicit processing order for every request (the order grommunio-sync's
 index.php follows, without its statics):
 
 1. parse the method, query and headers into an ``EasRequest`` (400/405 on bad
-   input, with a log event);
+   input, with a log event), then key it on the one authenticated identity
+   of its one Authorization header (``authn.py``: 400/401/403/503 otherwise);
 2. check the head's framing and sizes (``framing.py``: 400/414/415/431/501,
    never forwarded) and the declared size (413 above ``max_request_bytes``);
 3. read and decode the body only for the commands whose body access control
@@ -12,7 +13,9 @@ index.php follows, without its statics):
    a larger Sync body is streamed uninspected, anything else that large is 413;
 4. ask ``AccessState`` for the decision (it persists what changed first);
 5. answer a refusal or a wipe with the bytes of ``sentry.eas.responses``, or
-   forward to a server of the decided pool and stream the answer back.
+   forward to a server of the decided pool and stream the answer back; a
+   backend's 451 redirect is followed by the gateway or refused, never
+   relayed (``redirects.py``).
 
 Long polls (Ping, Sync with Wait/HeartbeatInterval or an empty Sync body) are
 registered in the long-poll registry while they wait upstream, so an admin
@@ -46,11 +49,13 @@ from sentry.observability.metrics import command_label, status_class
 from sentry.policy import Decision, Forward, Refuse, Wipe, record_policy_fingerprint
 from sentry.settings import GatewaySettings
 
-from .errors import FramingError, NoHealthyServer, RequestTooLarge, UpstreamError
+from .authn import Authenticator
+from .errors import FramingError, RequestTooLarge, UpstreamError
 from .forward import BodyStream, relay_response
 from .framing import check_request, frame_upstream
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
+from .redirects import Mailbox, Redirector
 from .upstream import Upstreams
 
 __all__ = ["PROXY", "ProxyContext", "eas_handler"]
@@ -76,6 +81,8 @@ class ProxyContext:
     metrics: Metrics
     addresses: ClientAddress
     proto: str
+    authn: Authenticator
+    redirects: Redirector
     access_log: bool = True
 
 
@@ -128,6 +135,11 @@ async def _serve(
         framing = check_request(request, ctx.settings.header_limits)
     except FramingError as exc:
         return _bad_framing(ctx, record, exc)
+    checked = await ctx.authn.check(request, eas, record)  # one authenticated identity
+    if isinstance(checked, web.StreamResponse):
+        return checked
+    eas = checked
+    _describe(record, eas)
     if eas.command is None:
         return await _options(ctx, request, eas, record)
     declared = request.content_length
@@ -264,16 +276,21 @@ async def _forward(
         prefix = request.get(PREFIX, b"")
         limit = ctx.settings.max_request_bytes
         body = BodyStream(prefix, request.content, limit, expected=request.content_length)
+    mailbox = Mailbox(key.user, eas.user.domain if eas.user else None)
     if eas.command is Command.Provision:
-        return await _send(ctx, request, decision.pool, None, body, None, record, policy_of=key)
+        return await _send(
+            ctx, request, decision.pool, None, body, None, record, policy_of=key, mailbox=mailbox
+        )
     if not inspected.long_poll:
-        return await _send(ctx, request, decision.pool, None, body, None, record)
+        return await _send(ctx, request, decision.pool, None, body, None, record, mailbox=mailbox)
     hold = min(
         inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
         ctx.settings.max_heartbeat_seconds,
     )
     read_timeout = hold + ctx.settings.long_poll_margin_seconds
-    return await _send(ctx, request, decision.pool, key, body, read_timeout, record, eas=eas)
+    return await _send(
+        ctx, request, decision.pool, key, body, read_timeout, record, eas=eas, mailbox=mailbox
+    )
 
 
 async def _send(
@@ -287,6 +304,7 @@ async def _send(
     *,
     eas: EasRequest | None = None,
     policy_of: AssociationKey | None = None,
+    mailbox: Mailbox | None = None,
 ) -> web.StreamResponse:
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
@@ -296,15 +314,15 @@ async def _send(
     )
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
-    data = frame_upstream(headers, request.method, body)
+    data = frame_upstream(headers, body)
     poll = ctx.state.longpolls.hold(key, record["command"]) if key is not None else None
     held = ctx.metrics.held_long_polls.labels(record["command"]) if poll else None
     if held is not None:
         held.inc()
     try:
         try:
-            server, upstream = await pool.send(
-                request.method, request.path_qs, headers, data, timeout
+            server, upstream = await ctx.redirects.send(
+                pool, mailbox, request.method, request.path_qs, headers, data, timeout
             )
         except asyncio.CancelledError:
             if poll is None or eas is None or eas.command is None:
@@ -388,7 +406,7 @@ def _upstream_failed(
     if exc.server:
         record["server"] = exc.server
     headers = {}
-    if isinstance(exc, NoHealthyServer):
+    if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     # The device gets a fixed text; what went wrong (server, cause) is in the log.
     return web.Response(status=exc.http_status, headers=headers, text=f"{exc.public_text}\n")

@@ -119,14 +119,14 @@ def test_unknown_coding_is_415() -> None:
 
 def test_frame_upstream_sets_the_length_of_what_is_sent() -> None:
     h = CIMultiDict({"Content-Length": "999", "Transfer-Encoding": "chunked", "X": "1"})
-    assert frame_upstream(h, "POST", b"abc") == b"abc"
+    assert frame_upstream(h, b"abc") == b"abc"
     assert h.getall("Content-Length") == ["3"] and "Transfer-Encoding" not in h
     h = CIMultiDict({"Content-Length": "5"})
-    assert frame_upstream(h, "OPTIONS", b"") is None and "Content-Length" not in h
+    assert frame_upstream(h, b"") == b"" and h.getall("Content-Length") == ["0"]
     stream = BodyStream(b"", None, 100, expected=7)
-    assert frame_upstream(h, "POST", stream) is stream and h["Content-Length"] == "7"
+    assert frame_upstream(h, stream) is stream and h["Content-Length"] == "7"
     h = CIMultiDict({"Content-Length": "5"})
-    frame_upstream(h, "POST", BodyStream(b"", None, 100))
+    frame_upstream(h, BodyStream(b"", None, 100))
     assert "Content-Length" not in h  # sent chunked
 
 
