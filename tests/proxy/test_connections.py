@@ -19,6 +19,7 @@ import pytest
 from sentry.proxy.connections import connection_cap
 from sentry.testing.eas_client import EasTestClient, basic_auth
 from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
+from sentry.testing.logs import captured_log_output
 from sentry.testing.raw_client import RawConnection, request_bytes
 from sentry.testing.recording_backend import RecordingBackend, start_recording_backend
 
@@ -226,3 +227,22 @@ def test_the_cap_stays_below_the_descriptor_limit() -> None:
     assert cap == safe and 2 * cap + 100 <= soft
     assert connection_cap(10**9, reserve=100)[0] == safe
     assert connection_cap(5, reserve=100)[0] == 5
+
+
+async def test_a_flood_of_refusals_is_a_few_log_lines_that_count_the_rest(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    relaxed = {"header_timeout_seconds": 60, "idle_timeout_seconds": 60, "max": 1}
+    with captured_log_output() as log:
+        async with gateway_with(tmp_path, backend, **relaxed) as gw:
+            held = await RawConnection.open(gw.url)
+            await until(lambda: sample(gw, "sentry_connections_open", listener="devices") == 1)
+            for _ in range(50):
+                async with await RawConnection.open(gw.url) as extra:
+                    assert (await extra.response()).status == 503
+            assert sample(gw, "sentry_connections_refused_total", listener="devices") == 50
+            await held.close()
+    refused = [e for e in log.events() if e.get("event") == "connections_refused"]
+    assert 1 <= len(refused) <= 5
+    assert refused[0]["level"] == "warning"
+    assert log.not_json() == []
