@@ -60,7 +60,7 @@ T = TypeVar("T")
 FUZZ_GATEWAY = {
     "tls": {"enabled": False},
     "connections": {
-        "header_timeout_seconds": 0.5,
+        "header_timeout_seconds": 1.0,
         "idle_timeout_seconds": 0.1,
         "body_timeout_seconds": 0.3,
         "body_min_bytes_per_second": 0,

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -62,12 +62,14 @@ class CapturedLog:
 
 
 @contextmanager
-def captured_log_output(level: str = "info") -> Iterator[CapturedLog]:
+def captured_log_output(
+    level: Literal["debug", "info", "warning", "error"] = "info",
+) -> Iterator[CapturedLog]:
     """Log as the gateway does, into memory, for the duration of the block."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, structlog.get_config())
     stream = io.StringIO()
-    configure_logging(LoggingSettings(level=level, format="json"), stream=stream)  # type: ignore[arg-type]
+    configure_logging(LoggingSettings(level=level, format="json"), stream=stream)
     try:
         yield CapturedLog(stream)
     finally:

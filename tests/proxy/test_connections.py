@@ -27,12 +27,15 @@ EAS = "/Microsoft-Server-ActiveSync"
 FOLDERSYNC_Q = f"{EAS}?Cmd=FolderSync&User=alice&DeviceId=SLOW0001&DeviceType=iPhone"
 PING_Q = f"{EAS}?Cmd=Ping&User=alice&DeviceId=SLOW0002&DeviceType=iPhone"
 HEADERS = [("Authorization", basic_auth("alice", "secret")), ("MS-ASProtocolVersion", "14.1")]
-TINY = {
-    "header_timeout_seconds": 0.3,
-    "idle_timeout_seconds": 0.3,
-    "body_timeout_seconds": 0.3,
-    "send_timeout_seconds": 0.3,
+# Every clock generous, so only the one a test makes tiny can close a connection
+# (a loaded machine never cuts a request the test means to succeed).
+RELAXED = {
+    "header_timeout_seconds": 5.0,
+    "idle_timeout_seconds": 5.0,
+    "body_timeout_seconds": 5.0,
+    "send_timeout_seconds": 5.0,
 }
+TINY = 0.3
 
 
 def sample(gw: DemoGateway, name: str, **labels: str) -> float:
@@ -57,14 +60,17 @@ async def backend() -> AsyncIterator[RecordingBackend]:
 
 def gateway_with(tmp_path: Path, backend: RecordingBackend, **connections: Any) -> Any:
     pools = {"exchange": PoolSpec("exchange", extra={"servers": [backend.url]})}
-    gateway = {"tls": {"enabled": False}, "connections": {**TINY, **connections}}
+    gateway = {"tls": {"enabled": False}, "connections": {**RELAXED, **connections}}
     return demo_gateway(tmp_path, pools, gateway=gateway)
 
 
 async def test_a_head_sent_a_byte_at_a_time_is_cut_off_with_408(
     tmp_path: Path, backend: RecordingBackend
 ) -> None:
-    async with gateway_with(tmp_path, backend) as gw, await RawConnection.open(gw.url) as conn:
+    async with (
+        gateway_with(tmp_path, backend, header_timeout_seconds=TINY) as gw,
+        await RawConnection.open(gw.url) as conn,
+    ):
         trickle = asyncio.ensure_future(
             conn.trickle(request_bytes("POST", FOLDERSYNC_Q, HEADERS), pause=0.02)
         )
@@ -79,7 +85,10 @@ async def test_a_head_sent_a_byte_at_a_time_is_cut_off_with_408(
 async def test_a_connection_that_never_sends_is_closed_silently(
     tmp_path: Path, backend: RecordingBackend
 ) -> None:
-    async with gateway_with(tmp_path, backend) as gw, await RawConnection.open(gw.url) as conn:
+    async with (
+        gateway_with(tmp_path, backend, header_timeout_seconds=TINY) as gw,
+        await RawConnection.open(gw.url) as conn,
+    ):
         assert await conn.closed_by_peer()
         assert conn.reader.at_eof()
         assert timeouts(gw, "head") == 1
@@ -88,7 +97,10 @@ async def test_a_connection_that_never_sends_is_closed_silently(
 async def test_an_idle_keep_alive_connection_is_closed(
     tmp_path: Path, backend: RecordingBackend
 ) -> None:
-    async with gateway_with(tmp_path, backend) as gw, await RawConnection.open(gw.url) as conn:
+    async with (
+        gateway_with(tmp_path, backend, idle_timeout_seconds=TINY) as gw,
+        await RawConnection.open(gw.url) as conn,
+    ):
         await conn.send(request_bytes("POST", FOLDERSYNC_Q, HEADERS))
         assert (await conn.response()).status == 200
         assert await conn.closed_by_peer()
@@ -98,7 +110,7 @@ async def test_an_idle_keep_alive_connection_is_closed(
 async def test_a_body_that_stops_is_cut_off_and_never_forwarded(
     tmp_path: Path, backend: RecordingBackend
 ) -> None:
-    async with gateway_with(tmp_path, backend) as gw:
+    async with gateway_with(tmp_path, backend, body_timeout_seconds=TINY) as gw:
         for query in (PING_Q, FOLDERSYNC_Q):  # inspected (read whole) and streamed
             async with await RawConnection.open(gw.url) as conn:
                 head = request_bytes("POST", query, [*HEADERS, ("Content-Length", "1000")])
@@ -129,7 +141,7 @@ async def test_a_device_that_stops_reading_its_answer_is_cut_off(tmp_path: Path)
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 16777216\r\n\r\n" + b"m" * 16_777_216
     empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
     backend = await start_recording_backend(lambda r: big if r.method == "POST" else empty)
-    async with backend, gateway_with(tmp_path, backend) as gw:
+    async with backend, gateway_with(tmp_path, backend, send_timeout_seconds=TINY) as gw:
         loop = asyncio.get_running_loop()
         with socket.socket() as sock:  # a small receive window, and never a read
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -143,11 +155,17 @@ async def test_a_device_that_stops_reading_its_answer_is_cut_off(tmp_path: Path)
 async def test_a_held_ping_outlives_every_client_clock(
     tmp_path: Path,
 ) -> None:
-    """With clocks of 0.3 s a Ping is held until the backend answers: the
-    proof that time passed is another connection's header timeout."""
+    """With clocks of a second or less a Ping is held until the backend
+    answers: the proof that time passed is other connections' timeouts."""
     connector = aiohttp.TCPConnector(force_close=True)
+    clocks = {
+        "header_timeout_seconds": 1.0,  # the Ping's own head must arrive within it
+        "idle_timeout_seconds": TINY,
+        "body_timeout_seconds": TINY,
+        "send_timeout_seconds": TINY,
+    }
     async with (
-        demo_gateway(tmp_path, gateway={"tls": {"enabled": False}, "connections": TINY}) as gw,
+        demo_gateway(tmp_path, gateway={"tls": {"enabled": False}, "connections": clocks}) as gw,
         aiohttp.ClientSession(connector=connector) as session,
     ):
         client = EasTestClient(session, f"{gw.url}{EAS}", "alice", "secret", device_id="HELD0001")
