@@ -5,10 +5,11 @@ and by bench/. It first checks every file the configuration points at
 (``preflight``: certificates, log file, store path, token; a problem is a
 ``StartupError`` naming its key), then opens the store and loads the snapshot,
 makes the pools and routing of the configuration current in it (the
-configuration is the source of truth for backends; preferences set by an
-admin survive restarts), starts the upstream sessions and health checks, the
-optional demo backends, the device listener (TLS unless disabled) and the
-admin listener (TLS optional; a warning when it is not on loopback).
+configuration is the source of truth for backends; each preference an admin
+set survives restarts, the others follow the file; the ``preferences`` start
+event says which came from where), starts the upstream sessions and health
+checks, the optional demo backends, the device listener (TLS unless disabled)
+and the admin listener (TLS optional; a warning when it is not on loopback).
 ``Gateway.stop`` shuts down gracefully: stop accepting, end held polls
 cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and reloads on
 SIGHUP (``sentry.reload``).
@@ -40,11 +41,13 @@ from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
 from sentry.errors import StartupError
-from sentry.model import NewDeviceAccess, Pool, Preferences, RefusalStyle, Routing
+from sentry.model import Pool, Preferences, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
 from sentry.policy import PutPool, PutPreferences, PutRouting
+from sentry.policy.audit import plain
 from sentry.policy.changes import Change
+from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.authn import Authenticator
@@ -112,9 +115,10 @@ class Gateway:
 
 
 def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
-    """Pools and routing from the configuration, as changes to the snapshot;
-    and the file's preferences while the stored ones are still the defaults
-    (once an administrator has set preferences, the stored values win)."""
+    """Pools and routing from the configuration, as changes to the snapshot; and
+    the preferences that apply (``sentry.policy.prefs.effective``): each one an
+    administrator set keeps its stored value, every other one takes the file's
+    (the built-in default where the file is silent)."""
     changes: list[Change] = [
         PutPool(Pool(p.name, p.type, tuple(p.servers))) for p in settings.pools
     ]
@@ -122,20 +126,27 @@ def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
     changes.append(
         PutRouting(Routing(users=dict(r.users), domains=dict(r.domains), default=r.default))
     )
-    wanted = preferences_of(settings.preferences)
-    if stored == Preferences() and wanted != stored:
+    wanted = effective(stored, preferences_of(settings.preferences))
+    if wanted != stored:
         changes.append(PutPreferences(wanted))
     return changes
 
 
 def preferences_of(p: PreferenceSettings) -> Preferences:
     """The model's preferences from the configuration section."""
-    return Preferences(
-        auto_block_unregistered=p.auto_block_unregistered,
-        max_devices_per_mailbox=p.max_devices_per_mailbox,
-        max_mailboxes_per_device=p.max_mailboxes_per_device,
-        refusal_style=RefusalStyle(p.refusal_style),
-        new_device_access_when_registry_unreachable=NewDeviceAccess(p.new_device_access),
+    return file_preferences(p)[0]
+
+
+def _log_preferences(settings: Settings, prefs: Preferences) -> None:
+    """One start event: every preference's value and where it came from."""
+    _, given = file_preferences(settings.preferences)
+    values = plain(prefs)
+    log.info(
+        "preferences",
+        **{
+            name: {"value": values[name], "source": source.value}
+            for name, source in sources(prefs, given).items()
+        },
     )
 
 
@@ -192,6 +203,7 @@ async def start_gateway(
     changes = config_changes(settings, snapshot.prefs)
     await store.apply(changes)
     snapshot.apply(changes)
+    _log_preferences(settings, snapshot.prefs)
     state = AccessState(
         store,
         snapshot,

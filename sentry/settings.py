@@ -53,6 +53,9 @@ class SettingsError(ValueError):
     """The configuration is invalid; the message names the key path."""
 
 
+_GIVEN = "sentry.given_keys"  # field metadata: filled with the keys the file gave
+
+
 @dataclass(frozen=True)
 class ListenSettings:
     host: str = "127.0.0.1"
@@ -160,6 +163,10 @@ class PreferenceSettings:
     max_mailboxes_per_device: int | None = None
     refusal_style: Literal["status", "http403"] = "status"
     new_device_access: Literal["allow", "block"] = "allow"
+    compliance_overrides_allow: bool = False
+    given: frozenset[str] = field(default=frozenset(), metadata={_GIVEN: True})
+    """The keys the file gave (not a key itself): a preference the file sets
+    is applied at start unless an administrator set it."""
 
 
 SIGNATURE_ALGORITHMS = (
@@ -279,11 +286,14 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
     if not isinstance(data, Mapping):
         raise SettingsError(f"{_where(path)}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    known = {f.name: f for f in fields if not f.metadata.get(_GIVEN)}
     unknown = sorted(set(map(str, data)) - set(known))
     if unknown:
         raise SettingsError(f"{_join(path, unknown[0])}: unknown key")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {
+        f.name: frozenset(map(str, data)) for f in fields if f.metadata.get(_GIVEN)
+    }
     for name, f in known.items():
         if name in data:
             kwargs[name] = _value(hints[name], data[name], _join(path, name))

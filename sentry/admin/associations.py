@@ -94,7 +94,8 @@ def _options(action: str, call: Call) -> ActionOptions:
     if problems:
         raise BadRequest(f"invalid options for {action}", problems)
     only, device = bool(body.get("account_only", False)), str(body.get("device", "")).strip()
-    return ActionOptions(action, call.note, call.actor, only, device)
+    _, domain = canonical_principal(call.path.get("user", ""))
+    return ActionOptions(action, call.note, call.actor, only, device, domain)
 
 
 async def _act_on_association(call: Call) -> dict[str, Any]:
@@ -161,15 +162,19 @@ ROUTES = (
         "POST",
         _ROW + "/{action}",
         _act_on_association,
-        "Allow, Block, Wipe, Remove or Link an association",
+        "Allow, Block, Reset, Wipe, Remove, Link or Pre-approve an association",
         _TAG,
         body=_ACTION_BODY,
         path_fields={"action": Field("string", choices=ACTIONS)},
         response="ActionResult",
         conflict=True,
         changes=True,
-        description="409 when the transition is not allowed: a wiped row takes only remove; "
-        "link to a missing or retired device; an account-only wipe of a client older than 16.1.",
+        description="`reset` clears an Allow or Block (back to automatic). `preapprove` "
+        "creates the row, allowed, before the device's first request (listed `never_seen`). "
+        "409 when the transition is not allowed: a wiped row takes only remove; reset of a "
+        "wipe; preapprove of an existing row, or of one that would be refused even allowed "
+        "(no route, another backend type on the device); link to a missing or retired device; "
+        "an account-only wipe of a client older than 16.1.",
     ),
     Route(
         "POST",

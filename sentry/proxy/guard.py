@@ -50,6 +50,8 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
+from sentry.eas import responses
+
 if TYPE_CHECKING:
     from .connections import ConnectionGate
 
@@ -262,7 +264,10 @@ class GuardedHandler(web.RequestHandler):
             log.error("unhandled_error", status=status, exc_info=exc)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error answer")
-        resp = web.Response(status=status, text=f"{_TEXTS.get(status, 'error')}\n")
+        answer = responses.error(status, _TEXTS.get(status, "error"))
+        resp = web.Response(
+            status=answer.status, reason=answer.reason, headers=answer.headers, body=answer.body
+        )
         resp.force_close()
         return resp
 

@@ -41,12 +41,11 @@ from sentry.eas import responses
 from sentry.eas.commands import policy_fingerprint
 from sentry.eas.errors import EasError
 from sentry.eas.request import Command, EasRequest, parse_request
-from sentry.eas.status import CommonStatus
 from sentry.eas.wbxml import Limits, decode
-from sentry.model import AssociationKey, RefusalStyle
+from sentry.model import AssociationKey
 from sentry.observability import Metrics
 from sentry.observability.metrics import command_label, status_class
-from sentry.policy import Decision, Forward, Refuse, Wipe, record_policy_fingerprint
+from sentry.policy import Decision, Forward, answer, record_policy_fingerprint
 from sentry.settings import GatewaySettings
 
 from .authn import Authenticator
@@ -61,14 +60,12 @@ from .upstream import Upstreams
 __all__ = ["PROXY", "ProxyContext", "eas_handler"]
 
 access_log = structlog.get_logger("sentry.access_log")
-_BLOCKED = CommonStatus.DeviceIsBlockedForThisUser
 _POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
 # Request ids: a random per-process prefix and a counter (no syscall per request).
 _ID_PREFIX = secrets.token_hex(3) + "-"
 _ids = itertools.count(1)
-# Refusal bodies depend only on (command, version, status, MIME): build each once.
-_refusal = functools.lru_cache(maxsize=1024)(responses.refusal)
-_wipe_requested = functools.lru_cache(maxsize=256)(responses.wipe_requested)
+# Answers depend only on (decision, command, version, MIME, style): build each once.
+_answer_for = functools.lru_cache(maxsize=2048)(answer)
 
 
 @dataclass
@@ -200,7 +197,7 @@ def _bad_framing(ctx: ProxyContext, record: dict[str, Any], exc: FramingError) -
     ctx.metrics.bad_requests.labels(f"framing:{exc.kind}").inc()
     record["decision"] = "bad_request"
     record["error"] = exc.message
-    response = web.Response(status=exc.http_status, text=f"{exc.public_text}\n")
+    response = _to_web(responses.error(exc.http_status, exc.public_text))
     response.force_close()
     return response
 
@@ -209,33 +206,26 @@ def _too_large(ctx: ProxyContext, record: dict[str, Any], limit: int) -> web.Res
     ctx.metrics.bad_requests.labels("body:RequestTooLarge").inc()
     record["decision"] = "bad_request"
     record["error"] = f"request body exceeds {limit} bytes"
-    return web.Response(status=413, text=f"request body exceeds {limit} bytes\n")
+    return _to_web(responses.error(413, record["error"]))
 
 
 def _to_web(resp: responses.Response) -> web.Response:
-    return web.Response(status=resp.status, headers=resp.headers, body=resp.body)
+    return web.Response(
+        status=resp.status, reason=resp.reason, headers=resp.headers, body=resp.body
+    )
 
 
 # -- step 5: answers ---------------------------------------------------------------
 
 
 def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Response:
-    """The refusal or wipe for ``decision`` (not a Forward)."""
-    assert eas.command is not None
-    mime = _is_mime(eas)
-    if isinstance(decision, Wipe):
-        if decision.account_only and not eas.at_least(16, 1):
-            # AccountOnlyRemoteWipe exists only at 16.1; never escalate to a full
-            # wipe of the whole device: refuse until the client speaks 16.1.
-            return _to_web(_refusal(eas.command, eas.protocol_version, _BLOCKED))
-        resp = _wipe_requested(
-            eas.command, eas.protocol_version, account_only=decision.account_only, mime_body=mime
-        )
-        return _to_web(resp)
-    assert isinstance(decision, Refuse)
-    if ctx.state.snapshot.prefs.refusal_style is RefusalStyle.HTTP403:
-        return web.Response(status=403)
-    return _to_web(_refusal(eas.command, eas.protocol_version, decision.status, mime_body=mime))
+    """The refusal or wipe for ``decision`` (not a Forward): ``policy.answer``."""
+    assert eas.command is not None and not isinstance(decision, Forward)
+    style = ctx.state.snapshot.prefs.refusal_style
+    resp = _answer_for(
+        decision, eas.command, eas.protocol_version, mime_body=_is_mime(eas), style=style
+    )
+    return _to_web(resp)
 
 
 def _is_mime(eas: EasRequest) -> bool:
@@ -405,8 +395,8 @@ def _upstream_failed(
     record["error"] = exc.message
     if exc.server:
         record["server"] = exc.server
-    headers = {}
+    extra: tuple[tuple[str, str], ...] = ()
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
+        extra = (("Retry-After", str(exc.retry_after)),)
     # The device gets a fixed text; what went wrong (server, cause) is in the log.
-    return web.Response(status=exc.http_status, headers=headers, text=f"{exc.public_text}\n")
+    return _to_web(responses.error(exc.http_status, exc.public_text, extra))
