@@ -68,6 +68,8 @@ from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.authn import Authenticator
+from sentry.proxy.connections import GatedSite, admin_listener, device_listener
+from sentry.proxy.guard import track_phases
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.redirects import RedirectCache, Redirector
@@ -215,22 +217,18 @@ async def _start_demo(settings: Settings, gw: Gateway) -> None:
 
 
 async def _site(
-    runner: web.AppRunner, key: str, listen: ListenSettings, ssl_ctx: Any = None
+    runner: web.AppRunner, key: str, listen: ListenSettings, ssl_ctx: Any = None, **gate: Any
 ) -> str:
-    """Start ``runner`` on ``listen``; a bind failure is a ``StartupError`` naming ``key``."""
+    """Start ``runner`` on ``listen`` behind a connection gate (caps, timeouts, TLS;
+    ``proxy/connections.py``); a bind failure is a ``StartupError`` naming ``key``."""
     host, port = listen.host, listen.port
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    site = GatedSite(runner, host, port, ssl_context=ssl_ctx, **gate)
     try:
         await site.start()
     except OSError as exc:
         raise StartupError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    scheme = "https" if ssl_ctx is not None else "http"
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{bound}"
+    return site.name
 
 
 async def start_gateway(
@@ -312,7 +310,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         shutdown_timeout=g.shutdown_grace_seconds,
     )
     gw.runners.append(proxy_runner)
-    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx)
+    gate = device_listener(g, gw.metrics)
+    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, **gate)
     gw.token = TokenFile(resolve(root, settings.admin.token_file))
     gw.admin_token = gw.token.token
     gw.admin_app = _admin_app(gw)
@@ -321,7 +320,9 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     )
     gw.runners.append(admin_runner)
     a = settings.admin
-    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, _tls(gw, "admin.tls", a.tls))
+    admin_tls = _tls(gw, "admin.tls", a.tls)
+    gate = admin_listener(g, gw.metrics)
+    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, admin_tls, **gate)
     if not is_loopback(a.listen.host):
         log.warning(
             "admin_listen_not_loopback",
@@ -383,7 +384,7 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=api_middlewares(gw.token or gw.admin_token))
+    app = web.Application(middlewares=[track_phases, *api_middlewares(gw.token or gw.admin_token)])
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
     add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache))
     return app

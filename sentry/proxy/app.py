@@ -11,6 +11,7 @@ from aiohttp import web
 
 from sentry.eas import responses
 
+from .guard import track_phases
 from .handler import PROXY, ProxyContext, eas_handler
 
 __all__ = ["EAS_PATH", "PROXY", "build_proxy_app"]
@@ -36,7 +37,7 @@ def _to_web(resp: responses.Response) -> web.Response:
 
 def build_proxy_app(ctx: ProxyContext) -> web.Application:
     """The device listener's application; ``ctx`` carries every dependency."""
-    app = web.Application(handler_args={"max_field_size": 16 * 1024})
+    app = web.Application(middlewares=[track_phases])  # parser limits: connections.py
     app[PROXY] = ctx
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app

@@ -6,7 +6,8 @@ index.php follows, without its statics):
 1. parse the method, query and headers into an ``EasRequest`` (400/405 on bad
    input, with a log event), then key it on the one authenticated identity
    of its one Authorization header (``authn.py``: 400/401/403/503 otherwise);
-2. check the declared size (413 above ``max_request_bytes``);
+2. check the head's framing and sizes (``framing.py``: 400/414/415/431/501,
+   never forwarded) and the declared size (413 above ``max_request_bytes``);
 3. read and decode the body only for the commands whose body access control
    needs (Provision, Settings, Ping, Sync) and only up to ``INSPECT_LIMIT``;
    a larger Sync body is streamed uninspected, anything else that large is 413;
@@ -48,8 +49,9 @@ from sentry.policy import Decision, Forward, answer, record_policy_fingerprint
 from sentry.settings import GatewaySettings
 
 from .authn import Authenticator
-from .errors import RequestTooLarge, UpstreamError
+from .errors import FramingError, RequestTooLarge, UpstreamError
 from .forward import BodyStream, relay_response
+from .framing import check_request, frame_upstream
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
 from .redirects import Mailbox, Redirector
@@ -127,6 +129,10 @@ async def _serve(
     except EasError as exc:
         return _bad_request(ctx, record, exc, "query")
     _describe(record, eas)
+    try:
+        framing = check_request(request, ctx.settings.header_limits)
+    except FramingError as exc:
+        return _bad_framing(ctx, record, exc)
     checked = await ctx.authn.check(request, eas, record, ctx.state.snapshot)  # one identity
     if isinstance(checked, web.StreamResponse):
         return checked
@@ -138,9 +144,11 @@ async def _serve(
     if declared is not None and declared > ctx.settings.max_request_bytes:
         return _too_large(ctx, record, ctx.settings.max_request_bytes)
     try:
-        inspected = await inspect(request, eas)
+        inspected = await inspect(request, eas, framing.content_encoding)
     except RequestTooLarge as exc:
         return _too_large(ctx, record, exc.limit)
+    except FramingError as exc:
+        return _bad_framing(ctx, record, exc)
     except EasError as exc:
         return _bad_request(ctx, record, exc, "body")
     outcome = await ctx.state.decide(eas, inspected.facts)
@@ -182,6 +190,17 @@ def _bad_request(
     record["decision"] = "bad_request"
     record["error"] = exc.message
     return _to_web(responses.bad_request(exc))
+
+
+def _bad_framing(ctx: ProxyContext, record: dict[str, Any], exc: FramingError) -> web.Response:
+    """A head or body that cannot be forwarded exactly: refused, and the
+    connection closed (what follows on it cannot be trusted to be framed)."""
+    ctx.metrics.bad_requests.labels(f"framing:{exc.kind}").inc()
+    record["decision"] = "bad_request"
+    record["error"] = exc.message
+    response = _to_web(responses.error(exc.http_status, exc.public_text))
+    response.force_close()
+    return response
 
 
 def _too_large(ctx: ProxyContext, record: dict[str, Any], limit: int) -> web.Response:
@@ -246,7 +265,8 @@ async def _forward(
         body = inspected.body
     else:
         prefix = request.get(PREFIX, b"")
-        body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
+        limit = ctx.settings.max_request_bytes
+        body = BodyStream(prefix, request.content, limit, expected=request.content_length)
     mailbox = Mailbox(key.user, principal_domain(key.user))
     if eas.command is Command.Provision:
         return await _send(
@@ -290,6 +310,7 @@ async def _send(
     )
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
+    data = frame_upstream(headers, body)
     poll = ctx.state.longpolls.hold(key, record["command"]) if key is not None else None
     held = ctx.metrics.held_long_polls.labels(record["command"]) if poll else None
     if held is not None:
@@ -297,7 +318,7 @@ async def _send(
     try:
         try:
             server, upstream = await ctx.redirects.send(
-                pool, mailbox, request.method, request.path_qs, headers, body, timeout
+                pool, mailbox, request.method, request.path_qs, headers, data, timeout
             )
         except asyncio.CancelledError:
             if poll is None or eas is None or eas.command is None:
@@ -323,9 +344,9 @@ async def _send(
             held.dec()
     record["server"] = server.label
     record["upstream_status"] = upstream.status
-    if verify is not None:  # before relaying: the client never sees an answer the state lacks
-        await ctx.state.backend_answered(verify, upstream.status)
     try:
+        if verify is not None:  # before relaying: the client never sees an answer the state lacks
+            await ctx.state.backend_answered(verify, upstream.status)
         keep = INSPECT_LIMIT if policy_of is not None and upstream.status == 200 else 0
         response, size, kept = await relay_response(request, upstream, keep=keep)
     except (TimeoutError, aiohttp.ClientError) as exc:
@@ -385,4 +406,5 @@ def _upstream_failed(
     extra: tuple[tuple[str, str], ...] = ()
     if exc.retry_after is not None:
         extra = (("Retry-After", str(exc.retry_after)),)
-    return _to_web(responses.error(exc.http_status, exc.message, extra))
+    # The device gets a fixed text; what went wrong (server, cause) is in the log.
+    return _to_web(responses.error(exc.http_status, exc.public_text, extra))
