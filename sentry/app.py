@@ -7,12 +7,16 @@ and by bench/. It first checks every file the configuration points at
 makes the pools and routing of the configuration current in it (the
 configuration is the source of truth for backends; each preference an admin
 set survives restarts, the others follow the file; the ``preferences`` start
-event says which came from where), starts the upstream sessions and health
-checks, the optional demo backends, the device listener (TLS unless disabled)
-and the admin listener (TLS optional; a warning when it is not on loopback).
-``Gateway.stop`` shuts down gracefully: stop accepting, end held polls
-cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and reloads on
-SIGHUP (``sentry.reload``).
+event says which came from where), re-keys the stored principals when the
+configured realms changed (rows that collapse into one key are merged and
+logged; users that would collapse stop the start with a ``StartupError`` on
+``identity.realms``) and derives the established backend types rows from
+before they were recorded lack (``_reconcile_identity``), starts the upstream
+sessions and health checks, the optional demo backends, the device listener
+(TLS unless disabled) and the admin listener (TLS optional; a warning when it
+is not on loopback). ``Gateway.stop`` shuts down gracefully: stop accepting,
+end held polls cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and
+reloads on SIGHUP (``sentry.reload``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import ipaddress
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +45,25 @@ from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
 from sentry.errors import StartupError
-from sentry.model import Pool, Preferences, Routing
+from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
-from sentry.policy import PutPool, PutPreferences, PutRouting
+from sentry.policy import (
+    AppendHistory,
+    ConflictError,
+    PutAssociation,
+    PutPool,
+    PutPreferences,
+    PutRealms,
+    PutRouting,
+    Snapshot,
+    affected_keys,
+    realm_changes,
+    refresh,
+)
 from sentry.policy.audit import plain
 from sentry.policy.changes import Change
+from sentry.policy.established import missing_types
 from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
@@ -132,6 +149,39 @@ def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
     return changes
 
 
+async def _reconcile_identity(store: Store, snapshot: Snapshot, realms: Realms, now: float) -> None:
+    """Re-key under the configured realms, then derive missing backend types;
+    each step is one transaction followed by the decisions it moved."""
+    try:
+        rekey = realm_changes(snapshot, realms, now)
+    except ConflictError as exc:
+        raise StartupError("identity.realms", exc.message) from None
+    if rekey:
+        await _apply_and_refresh(store, snapshot, rekey, now)
+        rows = [c.association.key for c in rekey if isinstance(c, PutAssociation)]
+        for change in rekey:
+            if isinstance(change, AppendHistory) and change.event.detail.get("merged"):
+                log.warning("associations_merged", key=list(change.key), merged=change.event.detail)
+        if len(rekey) > 1:  # more than recording the realms: something moved
+            names = [r.name for r in realms.realms]
+            log.info("principals_rekeyed", realms=names, rows=len(rows))
+    derived = missing_types(snapshot, now)
+    if derived:
+        await _apply_and_refresh(store, snapshot, derived, now)
+        log.info("backend_types_derived", scopes=len(derived))
+
+
+async def _apply_and_refresh(
+    store: Store, snapshot: Snapshot, changes: Sequence[Change], now: float
+) -> None:
+    keys = affected_keys([c for c in changes if not isinstance(c, PutRealms)], snapshot)
+    await store.apply(changes)
+    snapshot.apply(changes)
+    moved = refresh(keys, snapshot, snapshot.prefs, now)
+    await store.apply(moved)
+    snapshot.apply(moved)
+
+
 def preferences_of(p: PreferenceSettings) -> Preferences:
     """The model's preferences from the configuration section."""
     return file_preferences(p)[0]
@@ -203,6 +253,11 @@ async def start_gateway(
     changes = config_changes(settings, snapshot.prefs)
     await store.apply(changes)
     snapshot.apply(changes)
+    try:
+        await _reconcile_identity(store, snapshot, settings.identity.to_realms(), clock())
+    except BaseException:
+        await store.close()
+        raise
     _log_preferences(settings, snapshot.prefs)
     state = AccessState(
         store,
@@ -210,6 +265,7 @@ async def start_gateway(
         metrics,
         clock=clock,
         touch_flush_seconds=settings.store.touch_flush_seconds,
+        unverified_expiry_seconds=settings.store.unverified_expiry_seconds,
     )
     upstreams = Upstreams(settings.pools, metrics)
     r = settings.gateway.redirects
@@ -351,8 +407,12 @@ def demo_banner(gw: Gateway) -> str:
     lines += [
         "  try (syncs alice's Inbox through the gateway):",
         f"    {cmd} {gw.proxy_url} --user alice --password alice-pw",
+        "  the same mailbox, spelled as its realm allows (one association: alice@example.com):",
+        f"    {cmd} {gw.proxy_url} --user 'EXAMPLE\\alice' --password alice-pw",
         "  then a gmail-type mailbox on the same phone (fails closed: one backend type a device):",
-        f"    {cmd} {gw.proxy_url} --user carol --password carol-pw",
+        f"    {cmd} {gw.proxy_url} --user carol@gmail.example --password carol-pw",
+        "  the admin list shows both, with their realms (token in the file above):",
+        "    .venv/bin/sentry admin list",
         "",
     ]
     return "\n".join(lines)

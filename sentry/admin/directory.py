@@ -7,7 +7,11 @@ registry function of the policy (``upsert_user``, ``register_device``,
 ``AdminContext.commit``: checks that depend on the current state (the device
 id is free, its EAS DeviceIds belong to no other device, the labels exist)
 run inside the build, under the admin lock. A compliance change reaches
-every association of the device at once, held Pings included.
+every association of the device at once, held Pings included. A principal
+in a path or an owner may be written any way the one rule accepts (bare,
+``CORP\\bob``, a UPN, the user's email or an alias): reads and deletes
+resolve it to the user; a PUT names the principal itself (a known name of
+another user is a 409).
 
 Pushed mailboxes are checked when a write changes them
 (``sentry.policy.pushcheck``). Registering a device or setting its labels
@@ -70,6 +74,7 @@ _USER_BODY = {
         "string", "where the entry comes from", choices=tuple(s.value for s in UserSource)
     ),
     **_CUSTOM,
+    "aliases": Field("strings", "other names of the user (any spelling; canonicalised)"),
     "note": _NOTE,
 }
 _REGISTER_BODY = {
@@ -83,8 +88,11 @@ _REGISTER_BODY = {
 _NOTE_BODY = {"note": _NOTE}
 
 
-def _principal(call: Call) -> str:
-    key, _ = canonical_principal(call.path["principal"])
+def _principal(call: Call, *, resolve: bool = True) -> str:
+    """The path's principal under the realms; resolved through the aliases
+    unless ``resolve`` is False (a PUT names the principal itself)."""
+    snap, raw = call.ctx.snapshot, call.path["principal"]
+    key = snap.canonical(raw) if resolve else canonical_principal(raw, snap.realms)
     if not key:
         raise BadRequest("not a user principal", {"principal": "names no account"})
     return key
@@ -134,12 +142,16 @@ def _user(principal: str, body: dict[str, Any]) -> User:
         email=email,
         display_name=str(body.get("display_name", "")).strip(),
         source=UserSource(body.get("source", "local")),
-        **customs,
+        custom1=customs["custom1"],
+        custom2=customs["custom2"],
+        custom3=customs["custom3"],
+        custom4=customs["custom4"],
+        aliases=frozenset(a.strip() for a in body.get("aliases", ()) if a.strip()),
     )
 
 
 async def _put_user(call: Call) -> dict[str, Any]:
-    principal = _principal(call)
+    principal = _principal(call, resolve=False)
     user = _user(principal, dict(call.body))
     flagged: list[PushProblem] = []
 
@@ -219,7 +231,7 @@ async def _list_devices(call: Call) -> dict[str, Any]:
     snap, owner = call.ctx.snapshot, call.query.get("owner")
     devices = sorted(snap.devices.values(), key=lambda d: d.id)
     if owner:
-        key, _ = canonical_principal(owner)
+        key = snap.canonical(owner)
         devices = [d for d in devices if d.owner == key]
     return _page(devices, call, lambda d: device_view(d, snap))
 

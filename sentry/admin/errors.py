@@ -71,6 +71,8 @@ def from_policy(exc: PolicyError) -> ApiError:
         return Conflict(exc.message)
     if isinstance(exc, NotFoundError):
         return NotFound(exc.message)
+    if exc.http_status == 409:
+        return Conflict(exc.message)
     if exc.http_status == 400:
         return BadRequest(exc.message)
     return ApiError(exc.message)
