@@ -1,7 +1,10 @@
 """Composition root: build every component from the settings and run the sites.
 
 ``start_gateway`` is used by ``sentry run``, by the tests (port 0, read back)
-and by bench/. It opens the store and loads the snapshot, makes the pools and
+and by bench/. It opens the store (a ``StoreOpenError`` naming ``store.path``
+when the file cannot be used), puts it under watch (``store_watch``: a store
+that stops keeping changes durably makes the gateway "registry unreachable"
+and not ready) and loads the snapshot, makes the pools and
 routing of the configuration current in it (the configuration is the source of
 truth for backends; preferences set by an admin survive restarts), starts the
 upstream sessions and health checks, the optional demo backends, the device
@@ -31,6 +34,7 @@ from sentry.admin.api import add_api, api_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.certs import ensure_certificate, server_ssl_context
+from sentry.files import loose_mode
 from sentry.model import NewDeviceAccess, Pool, Preferences, RefusalStyle, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.policy import PutPool, PutPreferences, PutRouting
@@ -40,8 +44,9 @@ from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import PreferenceSettings, Settings
-from sentry.store.base import Store
-from sentry.store.factory import open_store
+from sentry.store.base import Store, StoreOpenError, StoreUnavailable
+from sentry.store.factory import open_and_load, store_path
+from sentry.store_watch import WatchedStore
 
 __all__ = [
     "Gateway",
@@ -62,7 +67,7 @@ class Gateway:
 
     settings: Settings
     metrics: Metrics
-    store: Store
+    store: WatchedStore
     state: AccessState
     upstreams: Upstreams
     proxy_url: str = ""
@@ -166,11 +171,13 @@ async def start_gateway(
 ) -> Gateway:
     """Build and start everything; ports 0 in the settings are read back."""
     metrics = Metrics(registry or CollectorRegistry())
-    store = await open_store(settings.store, root=root)
-    snapshot = await store.load()
+    opened, snapshot = await open_and_load(settings.store, root=root)
     changes = config_changes(settings, snapshot.prefs)
-    await store.apply(changes)
+    await _apply_at_start(opened, changes, settings, root)
     snapshot.apply(changes)
+    store = WatchedStore(
+        opened, metrics, interval=settings.store.check_interval_seconds, clock=clock
+    )
     state = AccessState(
         store,
         snapshot,
@@ -188,10 +195,32 @@ async def start_gateway(
     return gw
 
 
+async def _apply_at_start(
+    store: Store, changes: list[Change], settings: Settings, root: Path
+) -> None:
+    """The configuration's changes; a store that cannot take them cannot start."""
+    try:
+        await store.apply(changes)
+    except StoreUnavailable as exc:
+        await store.close()
+        where = store_path(settings.store, root=root)
+        raise StoreOpenError(f"{where} cannot be written: {exc.problem.detail}") from None
+    if settings.store.kind == "sqlite":
+        _warn_loose_mode(store_path(settings.store, root=root))
+
+
+def _warn_loose_mode(path: Path) -> None:
+    """A state file others may read (made before files were created 0600)."""
+    mode = loose_mode(path)
+    if mode is not None:
+        log.warning("file_mode_loose", path=str(path), mode=f"{mode:04o}", fix=f"chmod 600 {path}")
+
+
 async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     if settings.demo.enabled:
         await _start_demo(settings, gw)
     await gw.upstreams.start()
+    gw.store.start()
     gw.state.start()
     g = settings.gateway
     ssl_ctx = None
@@ -248,6 +277,9 @@ def _small_tls_buffers() -> None:
 def _readiness(gw: Gateway) -> Callable[[], list[str]]:
     def problems() -> list[str]:
         out = []
+        status = gw.store.status
+        if status.problem is not None:
+            out.append(f"store {status.problem.fault.value}: {status.problem.detail}")
         for pool in gw.upstreams.pools.values():
             if not any(s.healthy for s in pool.servers):
                 out.append(f"pool {pool.name}: no healthy server")

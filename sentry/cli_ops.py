@@ -34,8 +34,12 @@ def _run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
     except SettingsError as exc:
         raise CliError(str(exc)) from None
+    from sentry.store.base import StoreOpenError
+
     try:
         asyncio.run(run(settings))
+    except StoreOpenError as exc:  # the database cannot be used
+        raise CliError(f"{exc.key_path}: {exc}") from None
     except OSError as exc:  # e.g. the port is taken
         raise CliError(f"cannot start: {exc}") from None
     return 0

@@ -84,6 +84,7 @@ class StoreSettings:
     kind: Literal["sqlite", "memory"] = "sqlite"
     path: str = "var/sentry.db"
     touch_flush_seconds: float = 5.0
+    check_interval_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,7 @@ def _validate(obj: Any, path: str) -> None:
         _positive(_join(path, "failures_to_down"), obj.failures_to_down)
     if isinstance(obj, StoreSettings):
         _positive(_join(path, "touch_flush_seconds"), obj.touch_flush_seconds)
+        _positive(_join(path, "check_interval_seconds"), obj.check_interval_seconds)
 
 
 def _validate_gateway(g: GatewaySettings, path: str) -> None:

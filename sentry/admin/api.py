@@ -5,10 +5,11 @@ document itself; ``add_api`` registers exactly those, each behind one
 pipeline: check the path, query and body against the route's specs
 (``schema.py``), take the actor from ``X-Sentry-Actor`` (default
 ``"admin"``), call the handler with a ``Call``, answer JSON. The error
-middleware is the one place where ``ApiError``, the policy's ``AdminError``
-and aiohttp's own 404/405/413 become ``{"error": ..., "fields": ...}``
-answers; the auth middleware runs before it, so nothing under ``/api/``
-answers without the token, not even a 404.
+middleware is the one place where ``ApiError``, the policy's ``AdminError``,
+the store's ``StoreUnavailable`` (503: nothing was changed) and aiohttp's own
+404/405/413 become ``{"error": ..., "fields": ...}`` answers; the auth
+middleware runs before it, so nothing under ``/api/`` answers without the
+token, not even a 404.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 from aiohttp.typedefs import Middleware
 
 from sentry.policy import PolicyError
+from sentry.store.base import StoreUnavailable
 
-from . import associations, audit, directory, prefs, push
+from . import associations, audit, directory, prefs, push, storeview
 from .auth import bearer_auth, is_api_path
 from .context import AdminContext
-from .errors import ApiError, BadRequest, from_policy
+from .errors import ApiError, BadRequest, Unavailable, from_policy
 from .schema import Call, Fields, Route, openapi_document, parse_body, parse_path, parse_query
 from .views import SCHEMAS
 
@@ -59,6 +61,7 @@ ROUTES: tuple[Route, ...] = (
     *push.ROUTES,
     *prefs.ROUTES,
     *audit.ROUTES,
+    *storeview.ROUTES,
     _OPENAPI,
 )
 """Every admin API route: what is served is what is documented."""
@@ -130,6 +133,16 @@ def _actor(request: web.Request) -> str:
     return actor
 
 
+def _unavailable(request: web.Request, exc: StoreUnavailable) -> Unavailable:
+    status = request.app[ADMIN_CONTEXT].store.status
+    advice = f" {status.advice}" if status.advice else ""
+    return Unavailable(
+        f"the state store cannot keep changes ({exc.problem}): nothing was changed; "
+        f"devices already known keep their access and new ones follow "
+        f"new_device_access_when_registry_unreachable.{advice}"
+    )
+
+
 def _answer(exc: ApiError) -> web.Response:
     return web.json_response(exc.body(), status=exc.status)
 
@@ -144,6 +157,8 @@ async def _errors(request: web.Request, handler: AiohttpHandler) -> web.StreamRe
         return _answer(exc)
     except PolicyError as exc:
         return _answer(from_policy(exc))
+    except StoreUnavailable as exc:
+        return _answer(_unavailable(request, exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -132,6 +132,7 @@ ROUTES = (
         _TAG,
         query={**FILTER_FIELDS, **PAGE_FIELDS},
         response="AssociationPage",
+        uses_store=True,
     ),
     Route(
         "GET",
@@ -140,6 +141,7 @@ ROUTES = (
         "One association: its decision now, every reason, DeviceInformation, history",
         _TAG,
         response="AssociationDetail",
+        uses_store=True,
     ),
     Route(
         "POST",

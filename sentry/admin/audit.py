@@ -32,5 +32,6 @@ ROUTES = (
         "audit",
         query=PAGE_FIELDS,
         response="AuditPage",
+        uses_store=True,
     ),
 )

@@ -22,7 +22,7 @@ from sentry.access import AccessState
 from sentry.policy import Change, Snapshot
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import Settings
-from sentry.store.base import Store
+from sentry.store_watch import WatchedStore
 
 __all__ = ["AdminContext", "Build", "iso"]
 
@@ -35,7 +35,7 @@ class AdminContext:
     """The gateway's parts the admin API reads and changes."""
 
     state: AccessState
-    store: Store
+    store: WatchedStore
     upstreams: Upstreams
     settings: Settings
 

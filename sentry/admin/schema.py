@@ -264,6 +264,7 @@ class Route:
     response: str | None = None  # a component schema name
     conflict: bool = False  # may answer 409
     changes: bool = False  # writes (and audits) something
+    uses_store: bool = False  # reads the store itself, not only the memory (may answer 503)
     description: str = ""
 
     @property
@@ -359,6 +360,8 @@ def _responses(route: Route) -> dict[str, Any]:
         errors["404"] = "no such resource"
     if route.conflict:
         errors["409"] = "not allowed in the current state"
+    if route.changes or route.uses_store:
+        errors["503"] = "the state store cannot keep changes now (nothing was changed)"
     out: dict[str, Any] = {str(route.status): _json("success", ok)}
     ref = {"$ref": "#/components/schemas/Error"}
     out.update({code: _json(text, ref) for code, text in sorted(errors.items())})

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from sentry.files import open_private
 from sentry.settings import LoggingSettings
 
 __all__ = ["REDACTED", "configure_logging", "redact_secrets"]
@@ -72,9 +73,7 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
     """Configure structlog (and stdlib logging, for aiohttp's own messages)."""
     level = getattr(logging, settings.level.upper())
     out: TextIO = stream or (
-        open(settings.file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        if settings.file
-        else sys.stdout
+        open_private(settings.file, "a") if settings.file else sys.stdout  # created 0600
     )
     renderer: Any = (
         structlog.processors.JSONRenderer()

@@ -16,7 +16,7 @@ from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
 from sentry.policy.changes import CHANGE_TYPES, AppendAudit, AppendHistory, Change
 from sentry.policy.snapshot import Snapshot
 
-from .base import AssociationFilter, StoreError
+from .base import AssociationFilter, StoreError, StoreProblem
 
 __all__ = ["MemoryStore"]
 
@@ -85,6 +85,11 @@ class MemoryStore:
         self._check_open()
         newest_first = self._audit[::-1]
         return newest_first[offset : offset + limit], len(newest_first)
+
+    async def check(self, *, integrity: bool = False, probe: bool = False) -> StoreProblem | None:
+        """Memory never fails (nothing survives a restart either)."""
+        self._check_open()
+        return None
 
     async def close(self) -> None:
         self._closed = True

@@ -246,6 +246,7 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         "/api/preferences",
         "/api/pools",
         "/api/audit",
+        "/api/store",
         "/api/openapi.json",
         "/api/users/nobody",
         "/api/associations?limit=-1",
