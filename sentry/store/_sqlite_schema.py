@@ -90,10 +90,11 @@ def migrate(conn: sqlite3.Connection) -> int:
             for statement in MIGRATIONS[version - 1]:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself after some errors
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return found
 
 

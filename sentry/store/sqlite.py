@@ -285,10 +285,13 @@ def _apply(conn: sqlite3.Connection, changes: Sequence[Change]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         write_changes(conn, changes)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite itself rolls back after some errors (full, I/O, busy): a
+        # second ROLLBACK would fail and hide the error that matters.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 @contextlib.contextmanager
