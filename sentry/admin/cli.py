@@ -35,6 +35,7 @@ from .cli_base import (
 from .cli_client import AdminTarget
 from .cli_format import cell, record
 from .cli_registry import add_registry_commands
+from .cli_store import add_store_commands
 
 __all__ = ["add_admin"]
 
@@ -48,6 +49,7 @@ def add_admin(subparsers: Any) -> None:
     b = Builder(group.add_subparsers(title="commands", metavar="COMMAND", required=True))
     _add_associations(b)
     add_registry_commands(b)
+    add_store_commands(b)
 
 
 # --- associations ---

@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 from admin_support import Api, device, folder_sync_status
+from structlog.testing import capture_logs
 
+from sentry.cli import main
 from sentry.testing.files import CannotMakeReadOnly, damage_database, read_only
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, demo_gateway, demo_pools
 
@@ -150,3 +152,27 @@ async def test_a_damaged_database_answers_503_not_500(
         assert any(p.startswith("store corrupt:") for p in problems), problems
         status, answer = await api.post("/api/store/recover", {})
         assert status == 409, answer  # damage is not something recover can undo
+
+
+async def test_admin_cli_store_show_and_recover(
+    tmp_path: Path, session: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with gateway_at(tmp_path) as gw:
+        flags = ["--url", gw.admin_url, "--token", gw.gateway.admin_token]
+
+        async def cli(*argv: str) -> tuple[int, str, str]:
+            code = await asyncio.to_thread(main, ["admin", "store", *argv, *flags])
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        with capture_logs():
+            code, out, _ = await cli("show")
+            assert code == 0 and "healthy: yes" in out
+            code, _, err = await cli("recover")
+            assert code == 1 and "HTTP 409" in err and "deleted or replaced" in err
+            delete_state(tmp_path)
+            await readiness(api_of(gw, session), ready=False)
+            code, out, _ = await cli("show")
+            assert code == 0 and "fault: deleted" in out
+            code, out, _ = await cli("recover", "--note", "restored")
+            assert code == 0 and "healthy: yes" in out, out
