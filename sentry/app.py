@@ -30,7 +30,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState
-from sentry.admin.api import add_api, api_middlewares
+from sentry.admin.api import SERVER_LIMITS, add_api, api_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.certs import ensure_certificate, server_ssl_context
@@ -250,7 +250,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     gw.admin_token = ensure_token(root / settings.admin.token_file)
     gw.admin_app = _admin_app(gw)
     admin_runner = web.AppRunner(
-        gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0, **SERVER_LIMITS
     )
     gw.runners.append(admin_runner)
     a = settings.admin.listen

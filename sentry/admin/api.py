@@ -34,12 +34,33 @@ from .errors import ApiError, BadRequest, Unavailable, from_policy
 from .schema import Call, Fields, Route, openapi_document, parse_body, parse_path, parse_query
 from .views import SCHEMAS
 
-__all__ = ["ADMIN_CONTEXT", "ROUTES", "add_api", "api_middlewares", "openapi"]
+__all__ = [
+    "ADMIN_CONTEXT",
+    "MAX_BODY_BYTES",
+    "MAX_DEPTH",
+    "MAX_LINE_BYTES",
+    "ROUTES",
+    "SERVER_LIMITS",
+    "add_api",
+    "api_middlewares",
+    "openapi",
+]
 
 log = structlog.get_logger("sentry.admin")
 ADMIN_CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
 ACTOR_HEADER = "X-Sentry-Actor"
 _MAX_ACTOR = 128
+MAX_BODY_BYTES = 1024**2
+"""The largest request body (aiohttp's ``client_max_size``, its default): 413 beyond."""
+MAX_DEPTH = 32
+"""The deepest nesting of arrays and objects a JSON body may have."""
+MAX_LINE_BYTES = 64 * 1024
+"""The longest request line the admin listener reads (aiohttp's default is 8190):
+long enough for every URL the document allows (a test checks it), so a valid
+request never meets the HTTP parser's plain-text 400."""
+SERVER_LIMITS: dict[str, Any] = {"max_line_size": MAX_LINE_BYTES}
+"""Keyword arguments for the admin listener's ``web.AppRunner``."""
+_TOO_DEEP = object()
 
 
 async def _get_openapi(call: Call) -> dict[str, Any]:
@@ -85,10 +106,33 @@ def api_middlewares(token: str) -> list[Middleware]:
 
 
 def add_api(app: web.Application, ctx: AdminContext, routes: Sequence[Route] = ROUTES) -> None:
-    """Register ``routes`` on ``app`` (which must use ``api_middlewares``)."""
+    """Register ``routes`` on ``app`` (which must use ``api_middlewares``).
+
+    Paths are registered most specific first (more fixed segments), each with
+    a catch-all answering 405 and its documented methods in ``Allow``: a URL
+    two templates match (``/api/associations/actions/block`` against
+    ``/api/associations/{device_id}/{user}``) belongs to the more specific
+    one, for every method, so ``Allow`` is what its document says."""
     app[ADMIN_CONTEXT] = ctx
+    by_path: dict[str, list[Route]] = {}
     for route in routes:
-        app.router.add_route(route.method, route.path, _endpoint(route))
+        by_path.setdefault(route.path, []).append(route)
+    for path in sorted(by_path, key=_specificity):
+        for route in by_path[path]:
+            app.router.add_route(route.method, path, _endpoint(route))
+        app.router.add_route("*", path, _not_allowed(sorted(r.method for r in by_path[path])))
+
+
+def _specificity(path: str) -> tuple[int, str]:
+    fixed = sum(1 for part in path.split("/") if part and not part.startswith("{"))
+    return -fixed, path
+
+
+def _not_allowed(methods: list[str]) -> AiohttpHandler:
+    async def not_allowed(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMethodNotAllowed(request.method, methods)
+
+    return not_allowed
 
 
 def _endpoint(route: Route) -> AiohttpHandler:
@@ -112,14 +156,31 @@ def _endpoint(route: Route) -> AiohttpHandler:
 async def _body(request: web.Request, spec: Fields | None) -> dict[str, Any]:
     if spec is None:
         return {}
-    raw = await request.read()
+    raw = await request.read()  # at most MAX_BODY_BYTES: aiohttp answers 413 beyond
     if not raw.strip():
         return parse_body({}, spec)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest("malformed JSON", {"body": f"not valid JSON: {exc}"}) from None
+    except RecursionError:  # nested beyond the parser's own limit
+        data = _TOO_DEEP
+    if data is _TOO_DEEP or _depth(data) > MAX_DEPTH:
+        problem = f"nested deeper than {MAX_DEPTH} levels"
+        raise BadRequest("the body is nested too deeply", {"body": problem})
     return parse_body(data, spec)
+
+
+def _depth(data: Any) -> int:
+    """How deeply arrays and objects nest in ``data`` (iterative; stops past the limit)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack and deepest <= MAX_DEPTH:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _actor(request: web.Request) -> str:

@@ -4,7 +4,10 @@ Approach. Reads come from the store (a list page, a row's history) and the
 in-memory snapshot (the row as decided now). Every action builds its whole
 change list first (``actions.py``) and applies it with one
 ``AccessState.apply``, so a refused action changes nothing and an accepted
-one reaches held long polls at once. Path users may be given in any form
+one reaches held long polls at once. Each action is a route of its own (the
+URLs are ``.../{allow|block|wipe|remove|link}``), so the document states
+exactly the body each takes: ``account_only`` for wipe only, ``device``
+(required) for link only. Path users may be given in any form
 (``CORP\\bob``, ``bob@corp.example``): they are canonicalised.
 """
 
@@ -18,9 +21,9 @@ from sentry.policy.audit import plain
 from sentry.policy.rules import managed_device
 
 from .actions import ACTIONS, BULK_ACTIONS, ActionOptions, build_action, plan_bulk
-from .errors import BadRequest, NotFound
+from .errors import NotFound
 from .listing import FILTER_FIELDS, PAGE_FIELDS, Query, list_page, matching
-from .schema import Call, Field, Route
+from .schema import Call, Field, Fields, Handler, Route
 from .views import (
     association_item,
     decision_view,
@@ -34,19 +37,26 @@ __all__ = ["ROUTES", "association_key"]
 _NOTE = Field(
     "string", "why (kept with the action and in the audit log)", required=True, blank=False
 )
-_ACTION_BODY = {
-    "note": _NOTE,
-    "account_only": Field(
-        "boolean", "wipe only: AccountOnlyRemoteWipe where the device supports it"
-    ),
-    "device": Field("string", "link only: the managed device id to link the row to", blank=False),
+_ACCOUNT_ONLY = Field("boolean", "AccountOnlyRemoteWipe where the device supports it")
+_OPTIONS: dict[str, Fields] = {
+    "wipe": {"account_only": _ACCOUNT_ONLY},
+    "link": {
+        "device": Field("string", "the managed device id to link the row to", True, blank=False)
+    },
 }
 _BULK_BODY = {
     "filter": Field("object", "the list filters; {} matches every row", True, fields=FILTER_FIELDS),
     "note": _NOTE,
     "dry_run": Field("boolean", "list what would change and change nothing"),
-    "account_only": Field("boolean", "wipe only: AccountOnlyRemoteWipe"),
 }
+
+
+def _action_body(action: str) -> Fields:
+    return {"note": _NOTE, **_OPTIONS.get(action, {})}
+
+
+def _bulk_body(action: str) -> Fields:
+    return {**_BULK_BODY, **_OPTIONS.get(action, {})}
 
 
 def association_key(call: Call) -> AssociationKey:
@@ -81,29 +91,34 @@ async def _get_association(call: Call) -> dict[str, Any]:
 
 
 def _options(action: str, call: Call) -> ActionOptions:
-    """The action's options; a field that does not belong to it is a 400."""
-    body, problems = call.body, {}
-    if "account_only" in body and action != "wipe":
-        problems["account_only"] = "only for wipe"
-    if "device" in body and action != "link":
-        problems["device"] = "only for link"
-    if action == "link" and "device" not in body:
-        problems["device"] = "required for link"
-    if problems:
-        raise BadRequest(f"invalid options for {action}", problems)
+    """The action's options (its route's body spec lets only its own through)."""
+    body = call.body
     only, device = bool(body.get("account_only", False)), str(body.get("device", "")).strip()
     return ActionOptions(action, call.note, call.actor, only, device)
 
 
-async def _act_on_association(call: Call) -> dict[str, Any]:
-    key, opts = association_key(call), _options(call.path["action"], call)
-    ended = await call.ctx.commit(lambda snap, now: build_action(snap, key, opts, now))
-    row = call.ctx.snapshot.get(key)
-    return {"association": None if row is None else association_item(row), "polls_ended": ended}
+def _act(action: str) -> Handler:
+    async def act(call: Call) -> dict[str, Any]:
+        key, opts = association_key(call), _options(action, call)
+        ended = await call.ctx.commit(lambda snap, now: build_action(snap, key, opts, now))
+        row = call.ctx.snapshot.get(key)
+        item = None if row is None else association_item(row)
+        return {"association": item, "polls_ended": ended}
+
+    act.__name__ = f"{action}_association"
+    return act
 
 
-async def _bulk_action(call: Call) -> dict[str, Any]:
-    opts, ctx = _options(call.path["action"], call), call.ctx
+def _bulk(action: str) -> Handler:
+    async def bulk(call: Call) -> dict[str, Any]:
+        return await _bulk_action(action, call)
+
+    bulk.__name__ = f"bulk_{action}"
+    return bulk
+
+
+async def _bulk_action(action: str, call: Call) -> dict[str, Any]:
+    opts, ctx = _options(action, call), call.ctx
     query = Query.of(call.body["filter"])
     dry_run = bool(call.body.get("dry_run", False))
     async with ctx.lock:
@@ -143,31 +158,36 @@ ROUTES = (
         response="AssociationDetail",
         uses_store=True,
     ),
-    Route(
-        "POST",
-        _ROW + "/{action}",
-        _act_on_association,
-        "Allow, Block, Wipe, Remove or Link an association",
-        _TAG,
-        body=_ACTION_BODY,
-        path_fields={"action": Field("string", choices=ACTIONS)},
-        response="ActionResult",
-        conflict=True,
-        changes=True,
-        description="409 when the transition is not allowed: a wiped row takes only remove; "
-        "link to a missing or retired device; an account-only wipe of a client older than 16.1.",
+    *(
+        Route(
+            "POST",
+            f"{_ROW}/{action}",
+            _act(action),
+            f"{action.capitalize()} an association",
+            _TAG,
+            body=_action_body(action),
+            response="ActionResult",
+            conflict=True,
+            changes=True,
+            description="409 when the transition is not allowed: a wiped row takes only "
+            "remove; link to a missing or retired device; an account-only wipe of a client "
+            "older than 16.1.",
+        )
+        for action in ACTIONS
     ),
-    Route(
-        "POST",
-        "/api/associations/actions/{action}",
-        _bulk_action,
-        "Apply an action to every association matching a filter, in one transaction",
-        _TAG,
-        body=_BULK_BODY,
-        path_fields={"action": Field("string", choices=BULK_ACTIONS)},
-        response="BulkResult",
-        changes=True,
-        description="Rows the action cannot apply to are listed in `skipped`; the others "
-        "change together. `dry_run` lists what would change and changes nothing.",
+    *(
+        Route(
+            "POST",
+            f"/api/associations/actions/{action}",
+            _bulk(action),
+            f"{action.capitalize()} every association matching a filter, in one transaction",
+            _TAG,
+            body=_bulk_body(action),
+            response="BulkResult",
+            changes=True,
+            description="Rows the action cannot apply to are listed in `skipped`; the others "
+            "change together. `dry_run` lists what would change and changes nothing.",
+        )
+        for action in BULK_ACTIONS
     ),
 )

@@ -30,7 +30,7 @@ from sentry.policy.audit import audited
 from .context import Build
 from .errors import BadRequest, Conflict, NotFound
 from .listing import PAGE_FIELDS
-from .schema import Call, Field, Route
+from .schema import BLANK, Call, Field, Route
 from .views import association_item, device_view, key_view, user_view
 
 __all__ = ["ROUTES"]
@@ -40,7 +40,12 @@ T = TypeVar("T")
 _NOTE = Field("string", "why (kept in the audit log)")
 _CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
 _USER_BODY = {
-    "email": Field("string", "the user's email address"),
+    "email": Field(
+        "string",
+        "the user's email address (or blank: none)",
+        pattern=f"@|{BLANK}",
+        mismatch="must be an email address",
+    ),
     "display_name": Field("string"),
     "source": Field(
         "string", "where the entry comes from", choices=tuple(s.value for s in UserSource)
@@ -101,9 +106,7 @@ async def _get_user(call: Call) -> dict[str, Any]:
 
 
 def _user(principal: str, body: dict[str, Any]) -> User:
-    email = str(body.get("email", "")).strip()
-    if email and "@" not in email:
-        raise BadRequest("invalid user", {"email": "must be an email address"})
+    email = str(body.get("email", "")).strip()  # checked by its field: blank or with an @
     customs = {name: (body.get(name) or "").strip() or None for name in _CUSTOM}
     return User(
         principal,
@@ -160,7 +163,7 @@ def _device(snap: Snapshot, device_id: str) -> Device:
 def _check_labels(snap: Snapshot, labels: frozenset[str]) -> None:
     unknown = sorted(labels - snap.labels.keys())
     if unknown:
-        raise BadRequest("unknown labels", {"labels": f"no such label: {', '.join(unknown)}"})
+        raise Conflict("unknown labels", {"labels": f"no such label: {', '.join(unknown)}"})
 
 
 def _check_new_device(snap: Snapshot, device: Device) -> None:
@@ -321,7 +324,8 @@ ROUTES = (
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 when the id or one of its EAS DeviceIds is taken.",
+        description="409 when the id or one of its EAS DeviceIds is taken, or a label does "
+        "not exist.",
     ),
     Route(
         "GET",
@@ -362,6 +366,8 @@ ROUTES = (
         "devices",
         body={"labels": Field("strings", "label names", required=True), "note": _NOTE},
         response="DeviceChange",
+        conflict=True,
         changes=True,
+        description="409 naming the labels that do not exist.",
     ),
 )

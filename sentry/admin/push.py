@@ -5,10 +5,12 @@ templates (``$USER_CUSTOM1$`` for the user name, ``$USER_CUSTOM2$`` for the
 email, ...) resolved per device from its owner's attributes; a label applies
 settings to devices. Templates are checked here, when the setting is saved:
 an unknown ``$VARIABLE$`` is a 400 naming it (a known variable that has no
-value for some owner is reported per device, in the device's pushed accounts).
-A label may name only settings and devices that exist; a setting still
-applied by a label cannot be deleted (409); deleting a label also takes it
-off the devices that carry it, in the same transaction.
+value for some owner is reported per device, in the device's pushed accounts);
+``TEMPLATE_PATTERN`` states the same rule in the API document. A label may
+name only settings and devices that exist (409 otherwise: the request is
+well-formed, the state does not allow it); a setting still applied by a label
+cannot be deleted (409); deleting a label also takes it off the devices that
+carry it, in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from sentry.model import ExchangeSetting, Label
 from sentry.policy import Change, Changes, Snapshot, registry
 
 from .errors import BadRequest, Conflict
-from .schema import Call, Field, Route
+from .schema import NOT_BLANK, WHITESPACE, Call, Field, Route
 from .views import label_view, setting_view
 
-__all__ = ["ROUTES", "TEMPLATE_VARIABLES", "template_problem"]
+__all__ = ["ROUTES", "TEMPLATE_PATTERN", "TEMPLATE_VARIABLES", "template_problem"]
 
 TEMPLATE_VARIABLES = (
     "USERID",
@@ -35,11 +37,45 @@ TEMPLATE_VARIABLES = (
     "USER_CUSTOM4",
 )
 _VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)\$")  # as sentry.policy.templates resolves them
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+def _template_pattern() -> str:
+    """A template as a regular expression (ECMA and Python, no lookaround):
+    not blank, and every ``$NAME$`` that ``_VARIABLE`` finds (left to right)
+    a known variable. Tokens: a character other than ``$``; a run of ``$``
+    whose last one opens a known variable (both ``$`` consumed); a run of
+    ``$`` followed by a name that does not end in ``$``; at the end, a run of
+    ``$`` and a name. A run of ``$`` is never split, as ``findall`` only
+    starts a variable at its last ``$``."""
+    known = "|".join(_any_case(v) for v in TEMPLATE_VARIABLES)
+    word = "[A-Za-z0-9_]"
+    var, loose, tail = f"\\$+(?:{known})\\$", f"\\$+{word}*[^A-Za-z0-9_$]", f"\\$+{word}*"
+    token = f"(?:[^$]|{var}|{loose})"
+    first = f"(?:[^{WHITESPACE}$]|{var}|{loose})"  # the first that is not white space
+    return f"^[{WHITESPACE}]*(?:{first}{token}*(?:{tail})?|{tail})$"
+
+
+TEMPLATE_PATTERN = _template_pattern()
 _NOTE = Field("string", "why (kept in the audit log)")
 _TEMPLATE_DOC = "a template; variables: " + ", ".join(f"${v}$" for v in TEMPLATE_VARIABLES)
+
+
+def _template_mismatch(template: str) -> str:
+    if not re.search(NOT_BLANK, template):
+        return "must not be blank"
+    return template_problem(template) or "has the wrong form"
+
+
+_TEMPLATE = Field(
+    "string", _TEMPLATE_DOC, required=True, pattern=TEMPLATE_PATTERN, mismatch=_template_mismatch
+)
 _SETTING_BODY = {
-    "user_name": Field("string", _TEMPLATE_DOC, required=True, blank=False),
-    "email": Field("string", _TEMPLATE_DOC, required=True, blank=False),
+    "user_name": _TEMPLATE,
+    "email": _TEMPLATE,
     "server": Field("string", "the server devices use (default: the gateway's FQDN)"),
     "note": _NOTE,
 }
@@ -112,7 +148,7 @@ def _check_label(snap: Snapshot, label: Label) -> None:
     if devices:
         problems["devices"] = f"no such managed device: {', '.join(devices)}"
     if problems:
-        raise BadRequest("invalid label", problems)
+        raise Conflict("the label names what does not exist", problems)
 
 
 async def _put_label(call: Call) -> dict[str, Any]:
@@ -187,7 +223,9 @@ ROUTES = (
         "push",
         body=_LABEL_BODY,
         response="Label",
+        conflict=True,
         changes=True,
+        description="409 naming the Exchange settings or managed devices that do not exist.",
     ),
     Route(
         "DELETE",

@@ -1,0 +1,71 @@
+"""Schemathesis over ``/api/openapi.json`` against a real running gateway, with its token.
+
+Every check schemathesis has (no 5xx; status codes, content types, headers and
+bodies as documented; schema-valid input accepted and schema-violating input
+refused; ``Allow`` on 405; the stateful phase's create/read/delete links) must
+pass: the document states every limit the API applies. Bounded and
+deterministic: schemathesis' deterministic mode and a few examples per
+operation. The CLI runs as a subprocess while this test's event loop serves
+the gateway. (Its warning that the row routes mostly meet 404 stays: a row
+exists only once a device has spoken EAS, which random paths never name.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import aiohttp
+from admin_support import device
+
+from sentry.admin.api import MAX_LINE_BYTES, ROUTES
+from sentry.admin.schema import PATH_FIELD, Field
+from sentry.testing.gateway import DemoGateway
+
+EXAMPLES = 5
+
+
+async def test_schemathesis_finds_nothing(
+    gateway: DemoGateway, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    for user, device_id in (("alice", "FUZZ1"), ("bob", "FUZZ2")):  # rows to list and act on
+        await device(gateway, session, user, device_id).provision()
+    token = gateway.gateway.admin_token
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
+        "run", f"{gateway.admin_url}/api/openapi.json",
+        "--header", f"Authorization: Bearer {token}",
+        "--checks", "all",
+        "--max-examples", str(EXAMPLES),
+        "--generation-deterministic",
+        "--workers", "1",
+        "--no-color",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 300)
+    report = out.decode(errors="replace")
+    assert proc.returncode == 0, report[-8000:]
+    assert "Failures:" not in report and " passed" in report, report[-8000:]
+
+
+def longest(f: Field) -> int:
+    """The most bytes a value of ``f`` takes in a URL: a free string at its
+    maximum length, each character a 4-byte UTF-8 sequence percent-encoded."""
+    if f.choices:
+        return 3 * max(len(c) for c in f.choices)
+    if f.kind == "integer":
+        return 3 * len(str(f.low))  # the longest is the most negative
+    return 5 if f.kind == "boolean" else 12 * f.max_length
+
+
+def test_every_documented_url_fits_the_admin_request_line() -> None:
+    """The longest URL the document allows fits in the admin listener's request line."""
+    for route in ROUTES:
+        fields = [route.path_fields.get(name, PATH_FIELD) for name in route.params]
+        path = len(route.path) + sum(longest(f) for f in fields)
+        query = sum(len(name) + 2 + longest(f) for name, f in route.query.items())
+        line = len(f"{route.method}  HTTP/1.1") + path + query
+        assert line < MAX_LINE_BYTES, (route.method, route.path, line)
