@@ -48,6 +48,7 @@ from sentry.observability import Metrics
 from sentry.policy import Change, Snapshot
 from sentry.store.base import (
     AssociationFilter,
+    AuditFilter,
     Store,
     StoreError,
     StoreFault,
@@ -276,8 +277,10 @@ class WatchedStore:
     async def history(self, key: AssociationKey) -> list[HistoryEvent]:
         return await self._guarded("read", lambda: self.inner.history(key))
 
-    async def audit(self, offset: int = 0, limit: int = 100) -> tuple[list[AuditEntry], int]:
-        return await self._guarded("read", lambda: self.inner.audit(offset, limit))
+    async def audit(
+        self, offset: int = 0, limit: int = 100, filter: AuditFilter | None = None
+    ) -> tuple[list[AuditEntry], int]:
+        return await self._guarded("read", lambda: self.inner.audit(offset, limit, filter))
 
     async def check(self, *, integrity: bool = False, probe: bool = False) -> StoreProblem | None:
         return await self.inner.check(integrity=integrity, probe=probe)

@@ -132,7 +132,7 @@ def test_a_read_only_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
             code, err = run_to_exit(tmp_path)
     except CannotMakeReadOnly as exc:
         pytest.skip(str(exc))
-    assert_one_line_error(code, err, "var/s.db is read-only")
+    assert_one_line_error(code, err, "var/s.db", "not writable")
 
 
 def test_a_directory_that_refuses_files_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_a_directory_that_refuses_files_is_one_line_and_exit_2(tmp_path: Path) -
             code, err = run_to_exit(tmp_path)
     except CannotMakeReadOnly as exc:
         pytest.skip(str(exc))
-    assert_one_line_error(code, err, "directory var is not writable")
+    assert_one_line_error(code, err, "var is not writable")
 
 
 def test_a_second_gateway_on_the_same_file_refuses_to_start(tmp_path: Path) -> None:
@@ -166,11 +166,11 @@ def test_a_second_gateway_on_the_same_file_refuses_to_start(tmp_path: Path) -> N
 
 def test_state_and_log_files_are_private_and_backups_work_while_running(tmp_path: Path) -> None:
     config = CONFIG.replace("logging: {format: json}", "logging: {format: json, file: log/s.log}")
+    (tmp_path / "log").mkdir()  # the log directory must exist; var/ the gateway makes
     with running_with_log(tmp_path, config):
         for name in ("var/s.db", "var/s.db-wal", "var/s.db-shm", "var/token", "log/s.log"):
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
-        for name in ("var", "log"):
-            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o700, name
+        assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
         # another process (this one) reads and backs up the locked database
         src, dst = sqlite3.connect(tmp_path / "var" / "s.db"), sqlite3.connect(tmp_path / "b.db")
         try:

@@ -13,6 +13,8 @@ exactly the body each takes: ``account_only`` for wipe only, ``device``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from sentry.model import AssociationKey, canonical_device_id, canonical_principal
@@ -21,7 +23,7 @@ from sentry.policy.audit import plain
 from sentry.policy.rules import managed_device
 
 from .actions import ACTIONS, BULK_ACTIONS, ActionOptions, build_action, plan_bulk
-from .errors import NotFound
+from .errors import BadRequest, NotFound
 from .listing import FILTER_FIELDS, PAGE_FIELDS, Query, list_page, matching
 from .schema import Call, Field, Fields, Handler, Route
 from .views import (
@@ -44,11 +46,30 @@ _OPTIONS: dict[str, Fields] = {
         "device": Field("string", "the managed device id to link the row to", True, blank=False)
     },
 }
+_BULK_FILTER = {  # in a bulk action a filter value given is a value: never blank
+    name: replace(f, blank=False) if f.kind == "string" else f for name, f in FILTER_FIELDS.items()
+}
 _BULK_BODY = {
-    "filter": Field("object", "the list filters; {} matches every row", True, fields=FILTER_FIELDS),
+    "filter": Field("object", "the list filters (at least one, or `all`)", fields=_BULK_FILTER),
+    "all": Field("boolean", "true: act on every row (instead of a filter)"),
     "note": _NOTE,
     "dry_run": Field("boolean", "list what would change and change nothing"),
 }
+
+
+_BULK_RULES: dict[str, Any] = {
+    "anyOf": [
+        {
+            "required": ["filter"],
+            "properties": {"filter": {"minProperties": 1}, "all": {"enum": [False]}},
+        },
+        {
+            "required": ["all"],
+            "properties": {"all": {"enum": [True]}, "filter": {"maxProperties": 0}},
+        },
+    ]
+}
+"""A filter with a value, or ``"all": true`` and no filter value (``_bulk_query``)."""
 
 
 def _action_body(action: str) -> Fields:
@@ -117,9 +138,24 @@ def _bulk(action: str) -> Handler:
     return bulk
 
 
+def _bulk_query(body: Mapping[str, Any]) -> Query:
+    """The rows a bulk action is for: a filter with at least one value, or
+    ``"all": true`` (never both, never neither: an empty filter is a mistake,
+    not a way to say "everything"). ``_BULK_RULES`` says the same in the
+    document (filter strings are not blank here, so a value given is a value)."""
+    query = Query.of(body.get("filter") or {})
+    every = body.get("all") is True
+    if every and query.describe():
+        raise BadRequest("invalid bulk action", {"all": "not together with a filter"})
+    if not every and not query.describe():
+        problem = 'give at least one filter, or "all": true to act on every row'
+        raise BadRequest("no filter", {"filter": problem})
+    return query
+
+
 async def _bulk_action(action: str, call: Call) -> dict[str, Any]:
     opts, ctx = _options(action, call), call.ctx
-    query = Query.of(call.body["filter"])
+    query = _bulk_query(call.body)
     dry_run = bool(call.body.get("dry_run", False))
     async with ctx.lock:
         now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]
@@ -183,10 +219,12 @@ ROUTES = (
             f"{action.capitalize()} every association matching a filter, in one transaction",
             _TAG,
             body=_bulk_body(action),
+            body_rules=_BULK_RULES,
             response="BulkResult",
             changes=True,
             description="Rows the action cannot apply to are listed in `skipped`; the others "
-            "change together. `dry_run` lists what would change and changes nothing.",
+            "change together. `dry_run` lists what would change and changes nothing. Without a "
+            'filter value the body must say `"all": true` (an empty filter alone is a 400).',
         )
         for action in BULK_ACTIONS
     ),

@@ -30,6 +30,7 @@ from .context import AdminContext
 from .errors import BadRequest, NotFound
 
 __all__ = [
+    "ADD_OR_REMOVE",
     "BLANK",
     "EMPTY",
     "INT_MAX",
@@ -83,6 +84,8 @@ class Field:
     max_length: int = 1024
     fields: Mapping[str, Field] | None = None  # kind "object": its fields
     pattern: str | None = None  # strings: a regular expression found in the value
+    formats: tuple[str, ...] = ()  # strings: documented formats, one of which the handler
+    # checks (e.g. "date", "date-time")
     mismatch: str | Callable[[str], str] = "has the wrong form"  # when it is not
 
     def __post_init__(self) -> None:
@@ -139,6 +142,10 @@ def _limits(f: Field, out: dict[str, Any]) -> None:
             out["pattern"] = NOT_BLANK
         if f.pattern is not None:
             out["pattern"] = f.pattern
+        if len(f.formats) == 1:
+            out["format"] = f.formats[0]
+        elif f.formats:
+            out["anyOf"] = [{"format": name} for name in f.formats]
 
 
 def _unicode_problem(value: str) -> str | None:
@@ -274,6 +281,17 @@ def _from_text(f: Field, text: str) -> tuple[Any, str | None]:
     return text, None
 
 
+ADD_OR_REMOVE: Mapping[str, Any] = MappingProxyType(
+    {
+        "anyOf": [
+            {"required": ["add"], "properties": {"add": {"minItems": 1}}},
+            {"required": ["remove"], "properties": {"remove": {"minItems": 1}}},
+        ]
+    }
+)
+"""``Route.body_rules`` of a membership change: something to add or to remove.
+(That the two lists do not share a name cannot be said in JSON Schema.)"""
+
 PATH_FIELD = Field("string", blank=False)
 """A path parameter without a spec of its own."""
 
@@ -334,7 +352,10 @@ class Route:
     conflict: bool = False  # may answer 409
     changes: bool = False  # writes (and audits) something
     uses_store: bool = False  # reads the store itself, not only the memory (may answer 503)
+    body_rules: Mapping[str, Any] | None = None  # more JSON Schema for the body (documented
+    # rules across fields that the handler checks, e.g. "a filter or all")
     description: str = ""
+    produces: tuple[str, ...] = ()  # a streamed (non-JSON-object) answer: its media types
 
     @property
     def params(self) -> list[str]:
@@ -403,7 +424,8 @@ def _operation(route: Route) -> dict[str, Any]:
         op["description"] = route.description
     if route.body is not None:
         required = any(f.required for f in route.body.values())
-        content = {"application/json": {"schema": object_schema(route.body)}}
+        schema = {**object_schema(route.body), **(route.body_rules or {})}
+        content = {"application/json": {"schema": schema}}
         op["requestBody"] = {"required": required, "content": content}
     return op
 
@@ -432,6 +454,13 @@ def _responses(route: Route) -> dict[str, Any]:
     if route.changes or route.uses_store:
         errors["503"] = "the state store cannot keep changes now (nothing was changed)"
     out: dict[str, Any] = {str(route.status): _json("success", ok)}
+    if route.produces:
+        binary: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
+        content = {media: binary for media in route.produces}
+        if "application/json" in content and route.response is not None:  # a streamed array
+            items = {"$ref": f"#/components/schemas/{route.response}"}
+            content["application/json"] = {"schema": {"type": "array", "items": items}}
+        out[str(route.status)] = {"description": "success (streamed)", "content": content}
     ref = {"$ref": "#/components/schemas/Error"}
     out.update({code: _json(text, ref) for code, text in sorted(errors.items())})
     return out

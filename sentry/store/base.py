@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from sentry.errors import StartupError
 from sentry.model import (
     Association,
     AssociationKey,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AssociationFilter",
     "AssociationState",
+    "AuditFilter",
     "SchemaError",
     "Store",
     "StoreError",
@@ -56,11 +58,12 @@ class StoreError(Exception):
     """The store cannot carry out the operation."""
 
 
-class StoreOpenError(StoreError):
-    """The store cannot be opened and used; the message names the file and the
-    problem, ``key_path`` the setting to fix."""
+class StoreOpenError(StoreError, StartupError):
+    """The store cannot be opened and used: a ``StartupError`` for the setting
+    ``store.path`` (one line, exit 2), ``problem`` naming the file and what is wrong."""
 
-    key_path = "store.path"
+    def __init__(self, problem: str) -> None:
+        StartupError.__init__(self, "store.path", problem)
 
 
 class SchemaError(StoreOpenError):
@@ -151,6 +154,27 @@ class AssociationFilter:
         return all(checks)
 
 
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Audit log filters; None means "any". ``actor`` is exact, ``target`` a
+    case-insensitive part of the target (``DEVICE1`` finds ``association:DEVICE1/bob``),
+    ``since`` inclusive and ``until`` exclusive (Unix seconds)."""
+
+    actor: str | None = None
+    target: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def matches(self, entry: AuditEntry) -> bool:
+        """Whether ``entry`` passes every filter (the reference semantics)."""
+        return (
+            (self.actor is None or entry.actor == self.actor)
+            and (self.target is None or self.target.casefold() in entry.target.casefold())
+            and (self.since is None or entry.at >= self.since)
+            and (self.until is None or entry.at < self.until)
+        )
+
+
 class Store(Protocol):
     """Persistence for the gateway's state. Lists are ordered by (user, device_id);
     the audit log newest first; a history oldest first."""
@@ -177,8 +201,11 @@ class Store(Protocol):
         """What happened to one association (kept after Remove)."""
         ...
 
-    async def audit(self, offset: int = 0, limit: int = 100) -> tuple[list[AuditEntry], int]:
-        """One page of the audit log (newest first) and its total length."""
+    async def audit(
+        self, offset: int = 0, limit: int = 100, filter: AuditFilter | None = None
+    ) -> tuple[list[AuditEntry], int]:
+        """One page of the audit log (newest first, matching ``filter``) and the
+        number of matching entries."""
         ...
 
     async def check(self, *, integrity: bool = False, probe: bool = False) -> StoreProblem | None:

@@ -28,6 +28,10 @@ Approach.
   problem becomes one ``StoreOpenError`` naming the file.
 - The probe write is ``PRAGMA user_version`` (a counter in the header that
   nothing else uses): a real page write through the write-ahead log.
+- Backup: ``backup(dest)`` copies the database with SQLite's online backup
+  API on the store's own connection and thread, so it is serialised with
+  writes: the copy is one consistent state, taken while the gateway runs
+  (writes wait for the copy; it runs at disk speed). The copy is created 0600.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +65,7 @@ from ._sqlite_schema import migrate
 from ._sqlite_writes import write_changes
 from .base import (
     AssociationFilter,
+    AuditFilter,
     SchemaError,
     StoreError,
     StoreFault,
@@ -122,7 +128,7 @@ def _open_files(path: Path, synchronous: str) -> tuple[sqlite3.Connection, FileG
 
 def _open_error(path: Path, exc: Exception) -> StoreOpenError:
     if isinstance(exc, SchemaError):
-        return SchemaError(f"{path}: {exc}")
+        return SchemaError(f"{path}: {exc.problem}")
     if isinstance(exc, StoreOpenError):
         return exc
     if isinstance(exc, StoreUnavailable):
@@ -180,13 +186,17 @@ class SqliteStore:
             raise
         return cls(conn, executor, guard, synchronous)
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, watched: bool = True) -> T:
+        """Run ``fn`` on the store's thread; ``watched``: its SQLite errors about
+        the store's files become ``StoreUnavailable``."""
         conn = self._conn
         if conn is None:
             if self._lost is not None:
                 raise StoreUnavailable(self._lost)
             raise StoreError("the store is closed")
         loop = asyncio.get_running_loop()
+        if not watched:
+            return await loop.run_in_executor(self._executor, fn, conn)
         return await loop.run_in_executor(self._executor, self._watched, fn, conn)
 
     def _watched(self, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
@@ -194,7 +204,7 @@ class SqliteStore:
         (what the file checks see first: they name the cause better)."""
         try:
             return fn(conn)
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
             fault = classify(exc)
             if fault is None:
                 raise
@@ -228,8 +238,16 @@ class SqliteStore:
     async def history(self, key: AssociationKey) -> list[HistoryEvent]:
         return await self._run(lambda conn: _history(conn, key))
 
-    async def audit(self, offset: int = 0, limit: int = 100) -> tuple[list[AuditEntry], int]:
-        return await self._run(lambda conn: _audit(conn, offset, limit))
+    async def audit(
+        self, offset: int = 0, limit: int = 100, filter: AuditFilter | None = None
+    ) -> tuple[list[AuditEntry], int]:
+        return await self._run(lambda conn: _audit(conn, offset, limit, filter))
+
+    async def backup(self, dest: Path) -> None:
+        """A consistent copy of the database at ``dest`` (which must not exist), mode 0600.
+
+        Errors are the copy's (``dest``), not the store's: they are not faults."""
+        await self._run(lambda conn: _backup(conn, dest), watched=False)
 
     async def check(self, *, integrity: bool = False, probe: bool = False) -> StoreProblem | None:
         """The files' problem now, or None; ``integrity`` adds ``PRAGMA
@@ -260,12 +278,17 @@ class SqliteStore:
         await self._run(self._recover)
 
     def _recover(self, conn: sqlite3.Connection) -> None:
-        recover_files(conn, self._guard)
+        try:
+            recover_files(conn, self._guard)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._conn = None
         try:
             self._conn, self._guard = _open_files(self.path, self._synchronous)
         except StoreOpenError as exc:
-            detail = f"the state was written back to {self.path} but cannot be opened: {exc}"
+            detail = (
+                f"the state was written back to {self.path} but cannot be opened: {exc.problem}"
+            )
             self._lost = StoreProblem(StoreFault.IO_ERROR, detail)
             raise StoreUnavailable(self._lost) from None
 
@@ -369,18 +392,49 @@ def _history(conn: sqlite3.Connection, key: AssociationKey) -> list[HistoryEvent
     return [HistoryEvent(at, kind, json.loads(detail)) for at, kind, detail in rows]
 
 
-def _audit(conn: sqlite3.Connection, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
-    total = conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+def _audit_where(f: AuditFilter | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if f is not None and f.actor is not None:
+        clauses.append("actor = ?")
+        params.append(f.actor)
+    if f is not None and f.target is not None:
+        clauses.append("instr(lower(target), lower(?)) > 0")
+        params.append(f.target)
+    if f is not None and f.since is not None:
+        clauses.append("at >= ?")
+        params.append(f.since)
+    if f is not None and f.until is not None:
+        clauses.append("at < ?")
+        params.append(f.until)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _audit(
+    conn: sqlite3.Connection, offset: int, limit: int, f: AuditFilter | None
+) -> tuple[list[AuditEntry], int]:
+    where, params = _audit_where(f)
+    total = conn.execute(f"SELECT COUNT(*) FROM audit {where}", params).fetchone()[0]
     sql = (
-        "SELECT at, actor, action, target, note, before, after FROM audit "
+        f"SELECT at, actor, action, target, note, before, after FROM audit {where} "
         "ORDER BY id DESC LIMIT ? OFFSET ?"
     )
-    rows = conn.execute(sql, (max(limit, 0), max(offset, 0))).fetchall()
+    rows = conn.execute(sql, [*params, max(limit, 0), max(offset, 0)]).fetchall()
     entries = [
         AuditEntry(at, actor, action, target, note, _json(before), _json(after))
         for at, actor, action, target, note, before, after in rows
     ]
     return entries, int(total)
+
+
+def _backup(conn: sqlite3.Connection, dest: Path) -> None:
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over a file
+    os.close(fd)
+    target = sqlite3.connect(dest)
+    try:
+        conn.backup(target)
+    finally:
+        target.close()
 
 
 def _json(text: str | None) -> Any:
