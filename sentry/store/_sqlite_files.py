@@ -153,9 +153,10 @@ class FileGuard:
 
     def problem(self) -> StoreProblem | None:
         """Deleted, replaced or unwritable files, or None (a few ``stat`` calls)."""
-        return self._identity_problem() or self._access_problem()
+        return self.identity_problem() or self._access_problem()
 
-    def _identity_problem(self) -> StoreProblem | None:
+    def identity_problem(self) -> StoreProblem | None:
+        """Deleted or replaced files, or None (``fstat`` and two ``stat`` calls)."""
         if self._fd is None:
             return None
         expected = [(self.path, _identity(os.fstat(self._fd)), "the database")]

@@ -214,8 +214,8 @@ class SqliteStore:
     def _write(self, fn: Callable[[sqlite3.Connection], None], conn: sqlite3.Connection) -> None:
         """A write, then the check that it went to the file at the path."""
         fn(conn)
-        problem = self._guard.problem()
-        if problem is not None and problem.fault in (StoreFault.DELETED, StoreFault.REPLACED):
+        problem = self._guard.identity_problem()
+        if problem is not None:
             raise StoreUnavailable(problem)
 
     # --- Store protocol ---

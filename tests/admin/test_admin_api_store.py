@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -85,6 +86,14 @@ async def test_deleted_state_files_refuse_admin_changes_until_recovered(
         store = await api.ok("GET", "/api/store")
         assert (store["healthy"], store["fault"], store["kind"]) == (False, "deleted", "sqlite")
         assert "/api/store/recover" in store["advice"]
+
+        backup = tmp_path / "while-degraded.db"  # a backup still copies the open file
+        headers = {"Authorization": f"Bearer {api.token}"}
+        async with session.get(api.base + "/api/store/backup", headers=headers) as resp:
+            assert resp.status == 200
+            backup.write_bytes(await resp.read())
+        with sqlite3.connect(backup) as copy:
+            assert copy.execute("SELECT COUNT(*) FROM associations").fetchone() == (2,)
 
         recovered = await api.ok("POST", "/api/store/recover", {"note": "rm by mistake"})
         assert recovered["healthy"] is True and recovered["fault"] is None
