@@ -9,10 +9,11 @@ locked by another gateway, damaged, read-only...), puts it under watch
 (``store_watch``: a store that stops keeping changes durably makes the gateway
 "registry unreachable" and not ready) and loads the snapshot,
 makes the pools and routing of the configuration current in it (the
-configuration is the source of truth for backends; preferences set by an
-admin survive restarts), starts the upstream sessions and health checks, the
-optional demo backends, the device listener (TLS unless disabled) and the
-admin listener (TLS optional; a warning when it is not on loopback).
+configuration is the source of truth for backends; each preference an admin
+set survives restarts, the others follow the file; the ``preferences`` start
+event says which came from where), starts the upstream sessions and health
+checks, the optional demo backends, the device listener (TLS unless disabled)
+and the admin listener (TLS optional; a warning when it is not on loopback).
 ``Gateway.stop`` shuts down gracefully: stop accepting, end held polls
 cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and reloads on
 SIGHUP (``sentry.reload``).
@@ -45,14 +46,18 @@ from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
 from sentry.errors import StartupError
 from sentry.files import loose_mode
-from sentry.model import NewDeviceAccess, Pool, Preferences, RefusalStyle, Routing
+from sentry.model import Pool, Preferences, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
 from sentry.policy import PutPool, PutPreferences, PutRouting
+from sentry.policy.audit import plain
 from sentry.policy.changes import Change
+from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.authn import Authenticator
+from sentry.proxy.connections import GatedSite, admin_listener, device_listener
+from sentry.proxy.guard import track_phases
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.redirects import RedirectCache, Redirector
@@ -116,9 +121,10 @@ class Gateway:
 
 
 def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
-    """Pools and routing from the configuration, as changes to the snapshot;
-    and the file's preferences while the stored ones are still the defaults
-    (once an administrator has set preferences, the stored values win)."""
+    """Pools and routing from the configuration, as changes to the snapshot; and
+    the preferences that apply (``sentry.policy.prefs.effective``): each one an
+    administrator set keeps its stored value, every other one takes the file's
+    (the built-in default where the file is silent)."""
     changes: list[Change] = [
         PutPool(Pool(p.name, p.type, tuple(p.servers))) for p in settings.pools
     ]
@@ -126,20 +132,27 @@ def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
     changes.append(
         PutRouting(Routing(users=dict(r.users), domains=dict(r.domains), default=r.default))
     )
-    wanted = preferences_of(settings.preferences)
-    if stored == Preferences() and wanted != stored:
+    wanted = effective(stored, preferences_of(settings.preferences))
+    if wanted != stored:
         changes.append(PutPreferences(wanted))
     return changes
 
 
 def preferences_of(p: PreferenceSettings) -> Preferences:
     """The model's preferences from the configuration section."""
-    return Preferences(
-        auto_block_unregistered=p.auto_block_unregistered,
-        max_devices_per_mailbox=p.max_devices_per_mailbox,
-        max_mailboxes_per_device=p.max_mailboxes_per_device,
-        refusal_style=RefusalStyle(p.refusal_style),
-        new_device_access_when_registry_unreachable=NewDeviceAccess(p.new_device_access),
+    return file_preferences(p)[0]
+
+
+def _log_preferences(settings: Settings, prefs: Preferences) -> None:
+    """One start event: every preference's value and where it came from."""
+    _, given = file_preferences(settings.preferences)
+    values = plain(prefs)
+    log.info(
+        "preferences",
+        **{
+            name: {"value": values[name], "source": source.value}
+            for name, source in sources(prefs, given).items()
+        },
     )
 
 
@@ -160,22 +173,18 @@ async def _start_demo(settings: Settings, gw: Gateway) -> None:
 
 
 async def _site(
-    runner: web.AppRunner, key: str, listen: ListenSettings, ssl_ctx: Any = None
+    runner: web.AppRunner, key: str, listen: ListenSettings, ssl_ctx: Any = None, **gate: Any
 ) -> str:
-    """Start ``runner`` on ``listen``; a bind failure is a ``StartupError`` naming ``key``."""
+    """Start ``runner`` on ``listen`` behind a connection gate (caps, timeouts, TLS;
+    ``proxy/connections.py``); a bind failure is a ``StartupError`` naming ``key``."""
     host, port = listen.host, listen.port
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    site = GatedSite(runner, host, port, ssl_context=ssl_ctx, **gate)
     try:
         await site.start()
     except OSError as exc:
         raise StartupError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    scheme = "https" if ssl_ctx is not None else "http"
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{bound}"
+    return site.name
 
 
 async def start_gateway(
@@ -199,6 +208,7 @@ async def start_gateway(
     changes = config_changes(settings, snapshot.prefs)
     await _apply_at_start(opened, changes, settings, root)
     snapshot.apply(changes)
+    _log_preferences(settings, snapshot.prefs)
     store = WatchedStore(
         opened, metrics, interval=settings.store.check_interval_seconds, clock=clock
     )
@@ -274,7 +284,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         shutdown_timeout=g.shutdown_grace_seconds,
     )
     gw.runners.append(proxy_runner)
-    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx)
+    gate = device_listener(g, gw.metrics)
+    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, **gate)
     gw.token = TokenFile(resolve(root, settings.admin.token_file))
     gw.admin_token = gw.token.token
     gw.admin_app = _admin_app(gw)
@@ -283,7 +294,9 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     )
     gw.runners.append(admin_runner)
     a = settings.admin
-    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, _tls(gw, "admin.tls", a.tls))
+    admin_tls = _tls(gw, "admin.tls", a.tls)
+    gate = admin_listener(g, gw.metrics)
+    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, admin_tls, **gate)
     if not is_loopback(a.listen.host):
         log.warning(
             "admin_listen_not_loopback",
@@ -348,7 +361,7 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=api_middlewares(gw.token or gw.admin_token))
+    app = web.Application(middlewares=[track_phases, *api_middlewares(gw.token or gw.admin_token)])
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
     add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache))
     return app

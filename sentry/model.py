@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "BACKEND_TYPES",
+    "DEFAULT_SETTING_PRIORITY",
     "Association",
     "AssociationKey",
     "AuditEntry",
@@ -151,6 +152,9 @@ class NewDeviceAccess(StrEnum):
 BACKEND_TYPES: tuple[str, ...] = ("exchange", "office365", "gmail", "traveler", "other")
 """Backend types the gateway knows; ``Pool.type`` may name others."""
 
+DEFAULT_SETTING_PRIORITY = 100
+"""An Exchange setting's priority when none is given (1 applies first)."""
+
 
 # --- Registry side ---
 
@@ -194,12 +198,17 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeSetting:
-    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s."""
+    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s.
+
+    ``priority`` is EPMM's Exchange App Priority: where a device can take only
+    some settings (Android), the lower numbers apply first (then the name).
+    """
 
     name: str
     user_name: str
     email: str
     server: str = ""
+    priority: int = DEFAULT_SETTING_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,13 +247,24 @@ class Routing:
 
 @dataclass(frozen=True, slots=True)
 class Preferences:
+    """The operator's switches (design.md §3).
+
+    ``compliance_overrides_allow``: a non-compliant managed device is refused
+    even where an admin allowed the association (off: Allow wins, as on
+    Ivanti). ``admin_set``: the names of the preferences an administrator set;
+    those win over the configuration file at start (``sentry.policy.prefs``).
+    """
+
     auto_block_unregistered: bool = False
     max_devices_per_mailbox: int | None = None
     max_mailboxes_per_device: int | None = None
     refusal_style: RefusalStyle = RefusalStyle.STATUS
     new_device_access_when_registry_unreachable: NewDeviceAccess = NewDeviceAccess.ALLOW
+    compliance_overrides_allow: bool = False
+    admin_set: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "admin_set", frozenset(self.admin_set))
         # Accept the settings file's plain strings ("http403", "block") as well.
         object.__setattr__(self, "refusal_style", RefusalStyle(self.refusal_style))
         access = NewDeviceAccess(self.new_device_access_when_registry_unreachable)
@@ -302,13 +322,18 @@ def _attr_getter(source: object) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Override:
-    """An administrator's decision on one association."""
+    """An administrator's decision on one association.
+
+    ``pre_approved``: an Allow given before the device's first request (the
+    association was created by the admin; Exchange's personal exemption).
+    """
 
     kind: OverrideKind
     note: str
     actor: str
     at: float
     account_only: bool = False  # wipe only: AccountOnlyRemoteWipe where possible
+    pre_approved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +343,9 @@ class Association:
     ``device``/``unlinked``: the linked managed device, or why there is none.
     ``verdict``/``reasons``/``violations``/``pool``/``backend_type``: the last
     decision. ``domain`` is the mailbox domain the client sent, for routing.
+    A row an admin pre-approved has not been seen yet: ``last_seen`` is 0.0
+    (``never_seen``) and ``first_seen`` is the time of the approval, which
+    holds its place for the limits.
     """
 
     key: AssociationKey
@@ -340,6 +368,11 @@ class Association:
     wipe: WipeStatus = WipeStatus.NONE
     policy_fingerprint: str | None = None
     ambiguous_policy: bool = False
+
+    @property
+    def never_seen(self) -> bool:
+        """Pre-approved by an admin, no request from the device yet."""
+        return self.last_seen == 0.0
 
 
 # --- Append-only records ---

@@ -58,6 +58,28 @@ def test_shipped_config_loads() -> None:
         ({"store": {"kind": "oracle"}}, "store.kind: must be one of sqlite, memory"),
         ({"logging": "loud"}, "logging: expected a mapping"),
         ({"gateway": {"redirects": {"max_hops": 0}}}, "gateway.redirects.max_hops: must be 1-10"),
+        ({"gateway": {"connections": {"max": 0}}}, "gateway.connections.max: must be > 0"),
+        (
+            {"gateway": {"connections": {"header_timeout_seconds": 0}}},
+            "gateway.connections.header_timeout_seconds: must be > 0",
+        ),
+        (
+            {"gateway": {"connections": {"body_min_bytes_per_second": -1}}},
+            "gateway.connections.body_min_bytes_per_second: must be ≥ 0",
+        ),
+        ({"gateway": {"connections": {"idle": 5}}}, "gateway.connections.idle: unknown key"),
+        (
+            {"gateway": {"header_limits": {"field_bytes": 100}}},
+            "gateway.header_limits.field_bytes: must be 256-262144",
+        ),
+        (
+            {"gateway": {"header_limits": {"request_line_bytes": 10**6}}},
+            "gateway.header_limits.request_line_bytes: must be 64-65536",
+        ),
+        (
+            {"gateway": {"header_limits": {"fields": 2}}},
+            "gateway.header_limits.fields: must be 8-1000",
+        ),
         (
             {"pools": [{**POOL, "redirect_allow": ["ftp://x"]}]},
             "pools[0].redirect_allow[0]: not an http(s) URL",

@@ -72,6 +72,28 @@ _BULK_RULES: dict[str, Any] = {
 """A filter with a value, or ``"all": true`` and no filter value (``_bulk_query``)."""
 
 
+_SUMMARIES = {
+    "allow": "Allow an association",
+    "block": "Block an association",
+    "reset": "Reset an association to automatic (clear its Allow or Block)",
+    "wipe": "Wipe the device of an association",
+    "remove": "Remove an association",
+    "link": "Link an association to a managed device",
+    "preapprove": "Pre-approve a (device, mailbox) pair before its first request",
+}
+_ACTION_DOCS = {
+    "reset": "`reset` clears an Allow or Block (back to automatic). ",
+    "preapprove": "`preapprove` creates the row, allowed, before the device's first request "
+    "(listed `never_seen`). ",
+}
+_CONFLICTS = (
+    "409 when the transition is not allowed: a wiped row takes only remove; reset of a wipe; "
+    "preapprove of an existing row, or of one that would be refused even allowed (no route, "
+    "another backend type on the device); link to a missing or retired device; an "
+    "account-only wipe of a client older than 16.1."
+)
+
+
 def _action_body(action: str) -> Fields:
     return {"note": _NOTE, **_OPTIONS.get(action, {})}
 
@@ -115,7 +137,8 @@ def _options(action: str, call: Call) -> ActionOptions:
     """The action's options (its route's body spec lets only its own through)."""
     body = call.body
     only, device = bool(body.get("account_only", False)), str(body.get("device", "")).strip()
-    return ActionOptions(action, call.note, call.actor, only, device)
+    _, domain = canonical_principal(call.path.get("user", ""))
+    return ActionOptions(action, call.note, call.actor, only, device, domain)
 
 
 def _act(action: str) -> Handler:
@@ -199,15 +222,13 @@ ROUTES = (
             "POST",
             f"{_ROW}/{action}",
             _act(action),
-            f"{action.capitalize()} an association",
+            _SUMMARIES[action],
             _TAG,
             body=_action_body(action),
             response="ActionResult",
             conflict=True,
             changes=True,
-            description="409 when the transition is not allowed: a wiped row takes only "
-            "remove; link to a missing or retired device; an account-only wipe of a client "
-            "older than 16.1.",
+            description=_ACTION_DOCS.get(action, "") + _CONFLICTS,
         )
         for action in ACTIONS
     ),

@@ -12,6 +12,8 @@ This module holds the association commands; ``cli_registry`` the others.
 
     sentry admin list --user bob --state blocked
     sentry admin allow DEVICEID bob --note "verified by phone"
+    sentry admin reset DEVICEID bob --note "exception over"
+    sentry admin preapprove NEWPHONE01 bob@corp.example --note "new starter"
     sentry admin bulk block --user bob --note "lost phones" --dry-run
     sentry admin export --state blocked --format csv --output blocked.csv
     sentry admin devices compliance iphone-7 --violation compromised
@@ -49,7 +51,7 @@ from .cli_tools import add_tool_commands, create_output
 __all__ = ["add_admin"]
 
 _STATES = ("allowed", "blocked", "wipe_pending", "wiped")
-_FILTERS = ("user", "device_id", "device_type", "state", "reason", "linked", "pool")
+_FILTERS = ("user", "device_id", "device_type", "state", "reason", "linked", "pool", "never_seen")
 
 
 def add_admin(subparsers: Any) -> None:
@@ -81,7 +83,9 @@ def _add_associations(b: Builder) -> None:
         if action == "link":
             p.add_argument("--device", required=True, help="the managed device id")
     p = b.leaf(b.top, "bulk", "one action on every association matching filters", _bulk)
-    p.add_argument("action", choices=("allow", "block", "wipe", "remove"), help="the action")
+    p.add_argument(
+        "action", choices=("allow", "block", "reset", "wipe", "remove"), help="the action"
+    )
     _filter_args(p)
     p.add_argument("--all", action="store_true", help="act on every row (instead of filters)")
     add_note(p, required=True)
@@ -97,9 +101,11 @@ def _add_associations(b: Builder) -> None:
 _ACTIONS = {
     "allow": "allow one association (wins over auto-block, compliance, limits)",
     "block": "block one association",
+    "reset": "reset one association to automatic (clears its Allow or Block)",
     "wipe": "wipe the device of one association at its next request",
     "remove": "remove one association from the list (its history is kept)",
     "link": "link one association to a managed device",
+    "preapprove": "create an association, allowed, before the device's first request",
 }
 
 
@@ -111,12 +117,16 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", choices=[r.value for r in Reason], help="a reason of the decision")
     p.add_argument("--linked", choices=("yes", "no"), help="linked to a managed device or not")
     p.add_argument("--pool", help="the backend pool of the decision")
+    p.add_argument(
+        "--never-seen", choices=("yes", "no"), help="pre-approved rows no device has used yet"
+    )
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     values = {name: getattr(args, name) for name in _FILTERS}
-    if values["linked"] is not None:
-        values["linked"] = values["linked"] == "yes"
+    for name in ("linked", "never_seen"):
+        if values[name] is not None:
+            values[name] = values[name] == "yes"
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -156,6 +166,8 @@ def _action_text(action: str, args: argparse.Namespace, answer: Any) -> str:
     done = f"{action}: {args.device_id} / {args.user}"
     if row is None:
         return f"{done}: removed"
+    if row["never_seen"]:
+        done += " (pre-approved, never seen)"
     reasons = cell(row["reasons"])
     return f"{done}: {row['state']} (reasons {reasons}); held polls ended: {answer['polls_ended']}"
 

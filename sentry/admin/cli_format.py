@@ -103,6 +103,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("RETIRED", _get("retired")),
     ],
     "settings": [
+        ("PRIORITY", _get("priority")),
         ("NAME", _get("name")),
         ("USER NAME", _get("user_name")),
         ("EMAIL", _get("email")),

@@ -191,6 +191,12 @@ def _add_settings(b: Builder, subs: Any) -> None:
     p.add_argument("--user-name", required=True, help="template, e.g. $USER_CUSTOM1$")
     p.add_argument("--email", required=True, help="template, e.g. $USER_CUSTOM2$")
     p.add_argument("--server", help="the server devices use (default: the gateway's FQDN)")
+    p.add_argument(
+        "--priority",
+        type=int,
+        help="Exchange App Priority, 1 first (an Android device takes the first ones); "
+        "default: after the others (a replaced setting keeps its own)",
+    )
     add_note(p)
     p = b.leaf(
         subs, "delete", "delete an Exchange setting (not while a label applies it)", _delete(base)
@@ -202,6 +208,7 @@ def _add_settings(b: Builder, subs: Any) -> None:
 def _setting_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
     body = {"user_name": args.user_name, "email": args.email}
     body |= {} if args.server is None else {"server": args.server}
+    body |= {} if args.priority is None else {"priority": args.priority}
     path = f"/api/exchange-settings/{quote_path(args.name)}"
     return t.call("PUT", path, with_note(args, body)), record
 
@@ -280,6 +287,18 @@ def _add_prefs(b: Builder, subs: Any) -> None:
         choices=[a.value for a in NewDeviceAccess],
         help="new devices while the store cannot be written",
     )
+    p.add_argument(
+        "--compliance-overrides-allow",
+        choices=("on", "off"),
+        help="a non-compliant device is refused even where an admin allowed it",
+    )
+    p.add_argument(
+        "--use-file",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="hand a preference back to the configuration file (repeat)",
+    )
     add_note(p)
 
 
@@ -304,6 +323,10 @@ def _prefs_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
         body["refusal_style"] = args.refusal_style
     if args.new_device_access is not None:
         body["new_device_access_when_registry_unreachable"] = args.new_device_access
+    if args.compliance_overrides_allow is not None:
+        body["compliance_overrides_allow"] = args.compliance_overrides_allow == "on"
+    if args.use_file:
+        body["use_file"] = args.use_file
     return t.call("PUT", "/api/preferences", with_note(args, body)), record
 
 

@@ -50,6 +50,7 @@ FILTER_FIELDS: Fields = {
     ),
     "linked": Field("boolean", "linked to a managed device (true) or not (false)"),
     "pool": Field("string", "the backend pool of the last decision"),
+    "never_seen": Field("boolean", "pre-approved rows no request has used yet (true) or not"),
 }
 """The filter keys, as list query parameters and as the bulk actions' ``filter``."""
 
@@ -83,6 +84,7 @@ class Query:
             reason=None if reason is None else Reason(reason),
             linked=given.get("linked"),
             pool=given.get("pool"),
+            never_seen=given.get("never_seen"),
         )
         user = given.get("user")
         return cls(f, None if user is None else _needle(user))
@@ -98,6 +100,7 @@ class Query:
             "reason": None if f.reason is None else f.reason.value,
             "linked": f.linked,
             "pool": f.pool,
+            "never_seen": f.never_seen,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -164,6 +167,8 @@ def predicate(f: AssociationFilter) -> Predicate:
         checks.append(lambda r: (r.device is not None) is f.linked)
     if f.pool is not None:
         checks.append(lambda r: r.pool == f.pool)
+    if f.never_seen is not None:
+        checks.append(lambda r: r.never_seen is f.never_seen)
     if len(checks) == 1:
         return checks[0]
     return lambda r: all(check(r) for check in checks)

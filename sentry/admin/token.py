@@ -26,8 +26,15 @@ __all__ = ["TokenFile", "ensure_token", "new_token", "read_token", "write_token"
 
 
 def new_token() -> str:
-    """A fresh random token (256 bits, URL-safe)."""
-    return secrets.token_urlsafe(32)
+    """A fresh random token (256 bits, URL-safe).
+
+    Never starts with ``-``: ``sentry admin --token TOKEN`` would otherwise read
+    it as an option (argparse), about one token in 64.
+    """
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def read_token(path: Path) -> str | None:

@@ -58,6 +58,7 @@ def override_view(override: Override | None) -> dict[str, Any] | None:
         "actor": override.actor,
         "at": iso(override.at),
         "account_only": override.account_only,
+        "pre_approved": override.pre_approved,
     }
 
 
@@ -82,7 +83,8 @@ def association_item(row: Association) -> dict[str, Any]:
         "pool": row.pool,
         "backend_type": row.backend_type,
         "first_seen": iso(row.first_seen),
-        "last_seen": iso(row.last_seen),
+        "last_seen": None if row.never_seen else iso(row.last_seen),
+        "never_seen": row.never_seen,
         "ambiguous_policy": row.ambiguous_policy,
     }
 
@@ -155,6 +157,7 @@ def setting_view(setting: ExchangeSetting) -> dict[str, Any]:
         "user_name": setting.user_name,
         "email": setting.email,
         "server": setting.server,
+        "priority": setting.priority,
     }
 
 
@@ -176,6 +179,7 @@ def prefs_view(prefs: Preferences) -> dict[str, Any]:
         "new_device_access_when_registry_unreachable": (
             prefs.new_device_access_when_registry_unreachable.value
         ),
+        "compliance_overrides_allow": prefs.compliance_overrides_allow,
     }
 
 
@@ -210,7 +214,9 @@ def _page(item: str) -> dict[str, Any]:
 
 
 _KEY = {"device_id": _S, "user": _S}
-_OVERRIDE = _object({"kind": _S, "note": _S, "actor": _S, "at": _S, "account_only": _B})
+_OVERRIDE = _object(
+    {"kind": _S, "note": _S, "actor": _S, "at": _S, "account_only": _B, "pre_approved": _B}
+)
 _ASSOCIATION = {
     **_KEY,
     "domain": _NS,
@@ -230,7 +236,8 @@ _ASSOCIATION = {
     "pool": _NS,
     "backend_type": _NS,
     "first_seen": _S,
-    "last_seen": _S,
+    "last_seen": _NS,
+    "never_seen": _B,
     "ambiguous_policy": _B,
 }
 _DECISION = _object(
@@ -283,6 +290,11 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "User": _object(_USER),
+    "PushProblem": _object({"device": _S, "setting": _S, "reason": _S, "message": _S}),
+    "UserChange": _object({**_USER, "push_problems": _array("PushProblem")}),
+    "UserDeleted": _object(
+        {"deleted": _S, "polls_ended": _I, "push_problems": _array("PushProblem")}
+    ),
     "UserDetail": _object({**_USER, "devices": _TEXTS, "associations": _array("Key")}),
     "UserPage": _page("User"),
     "Device": _object(_DEVICE),
@@ -293,11 +305,14 @@ SCHEMAS: dict[str, Any] = {
             **_DEVICE,
             "pushed": _array("PushedAccount"),
             "push_errors": _TEXTS,
+            "push_problems": _array("PushProblem"),
             "associations": _array("Association"),
         }
     ),
     "DeviceChange": _object({"device": _ref("Device"), "polls_ended": _I}),
-    "ExchangeSetting": _object({"name": _S, "user_name": _S, "email": _S, "server": _S}),
+    "ExchangeSetting": _object(
+        {"name": _S, "user_name": _S, "email": _S, "server": _S, "priority": _I}
+    ),
     "ExchangeSettingList": _object({"items": _array("ExchangeSetting")}),
     "Label": _object({"name": _S, "settings": _TEXTS, "devices": _TEXTS}),
     "LabelList": _object({"items": _array("Label")}),
@@ -309,6 +324,12 @@ SCHEMAS: dict[str, Any] = {
             "max_mailboxes_per_device": _NI,
             "refusal_style": _S,
             "new_device_access_when_registry_unreachable": _S,
+            "compliance_overrides_allow": _B,
+            "sources": {
+                "type": "object",
+                "description": "where each value comes from: admin, file or default",
+                "additionalProperties": {"type": "string", "enum": ["admin", "file", "default"]},
+            },
         }
     ),
     "Server": _SERVER,

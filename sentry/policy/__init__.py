@@ -6,7 +6,7 @@ seconds). The shell's loop, per request::
     outcome = decide(request, facts, snapshot, prefs, now)
     await store.apply(outcome.changes)      # one transaction; Touches batched
     snapshot.apply(outcome.changes)         # memory follows the store
-    ... answer per outcome.decision (Forward / Refuse / Wipe)
+    ... forward, or send answer(outcome.decision, command, version, ...)
 
 and per admin, registry or preference change::
 
@@ -18,18 +18,21 @@ and per admin, registry or preference change::
     await store.apply(more); snapshot.apply(more)
 
 Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
-``admin`` (Allow/Block/Wipe/Remove/Link To), ``registry`` (devices,
+``admin`` (Allow/Block/Reset/Wipe/Remove/Link To/Pre-approve), ``registry`` (devices,
 compliance, users, configuration), ``transitions`` (the one table of admin
 states), ``snapshot`` (in-memory state and indexes), ``changes``,
-``decisions``, ``affected``, ``ambiguity``, ``templates``, ``audit``,
+``decisions``, ``answers`` (decision -> wire answer), ``affected``,
+``ambiguity``, ``templates``, ``pushcheck`` (pushes checked at configuration
+time), ``prefs`` (where each preference comes from), ``audit``,
 ``reasons``, ``errors``.
 """
 
 from __future__ import annotations
 
-from .admin import allow, block, link_to, remove, wipe
+from .admin import allow, block, link_to, preapprove, remove, reset, wipe
 from .affected import affected_keys
 from .ambiguity import record_policy_fingerprint
+from .answers import answer
 from .changes import (
     AppendAudit,
     AppendHistory,
@@ -57,10 +60,12 @@ from .errors import (
     AdminError,
     NotFoundError,
     PolicyError,
+    PushConflictError,
     TransitionError,
     UndecidableRequest,
     ValidationError,
 )
+from .pushcheck import PushProblem, check_pushes, new_push_problems, push_problems
 from .reasons import refusal_status
 from .registry import (
     delete_label,
@@ -100,6 +105,8 @@ __all__ = [
     "Outcome",
     "PolicyError",
     "ProvisionKind",
+    "PushConflictError",
+    "PushProblem",
     "PushedMailbox",
     "PushedMailboxes",
     "PutAssociation",
@@ -120,12 +127,17 @@ __all__ = [
     "Wipe",
     "affected_keys",
     "allow",
+    "answer",
     "block",
+    "check_pushes",
     "decide",
     "delete_label",
     "delete_setting",
     "evaluate",
     "link_to",
+    "new_push_problems",
+    "preapprove",
+    "push_problems",
     "put_label",
     "put_pool",
     "put_setting",
@@ -135,6 +147,7 @@ __all__ = [
     "register_device",
     "remove",
     "request_key",
+    "reset",
     "resolve_pushed_mailboxes",
     "retire_device",
     "set_compliance",

@@ -1,4 +1,5 @@
-"""Admin actions on one association: Allow, Block, Wipe, Remove, Link To.
+"""Admin actions on one association: Allow, Block, Reset, Wipe, Remove, Link To,
+and Pre-approve (an Allow for a row before its first request).
 
 Approach. Each action is a pure function of the snapshot returning changes;
 nothing is applied here. It checks its input (a non-empty note and an actor),
@@ -10,15 +11,25 @@ touches only its (device, user) row, plus a history event and an audit entry
 with the note, the actor, the time and the state before -> after. (Remove
 also re-flags the device's remaining rows for ambiguous policies.)
 
+Pre-approve creates the row: key and mailbox domain from the admin's input,
+first seen now (so it holds its place for the limits from now on), never seen
+(``last_seen`` 0.0), an Allow marked ``pre_approved``. The device's first
+request finds it and fills in what the request shows. It is refused (409)
+when the table would refuse it even with the Allow (no route for the
+mailbox, or the device already established another backend type): an
+approval that can never forward would only mislead.
+
 After applying, the shell calls ``affected_keys``/``evaluate`` to end held
 long polls that the action revoked.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
+from sentry.eas.request import THROWAWAY_DEVICE_IDS
 from sentry.eas.versions import at_least
 from sentry.model import (
     Association,
@@ -26,6 +37,7 @@ from sentry.model import (
     HistoryEvent,
     Override,
     OverrideKind,
+    Reason,
     WipeStatus,
 )
 
@@ -34,11 +46,16 @@ from .audit import audited, require_actor, require_note
 from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssociation
 from .decide import decision_detail, with_assessment
 from .errors import NotFoundError, TransitionError, ValidationError
-from .rules import assess
+from .reasons import ordered
+from .rules import Candidate, assess
 from .snapshot import Snapshot
-from .transitions import Action, state_of, transition
+from .transitions import Action, AdminState, state_of, transition
 
-__all__ = ["allow", "block", "link_to", "remove", "wipe"]
+__all__ = ["allow", "block", "link_to", "preapprove", "remove", "reset", "wipe"]
+
+# A canonical EAS DeviceId: plain (1-64 of these) or the hex of a base64 form's bytes.
+_DEVICE_ID = re.compile(r"[A-Z0-9_-]{1,510}", re.ASCII)
+_NEVER = (Reason.NO_BACKEND, Reason.MIXED_BACKEND)  # what even an Allow cannot beat
 
 
 def allow(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float) -> Changes:
@@ -53,6 +70,59 @@ def allow(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now
 def block(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float) -> Changes:
     """Admin Block: refuse this row (129) until an admin allows or removes it."""
     return _override(snapshot, key, Action.BLOCK, OverrideKind.BLOCK, note, actor, now)
+
+
+def reset(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float) -> Changes:
+    """Admin Reset: clear the Allow or Block; the decision table alone decides again.
+
+    Not on a wipe (cancel it with Allow or Block first) nor on a wiped row.
+    """
+    note, actor = require_note(note), require_actor(actor)
+    row = _existing(snapshot, key)
+    transition(state_of(row), Action.RESET)
+    new = replace(row, override=None)
+    return _finish(snapshot, row, new, Action.RESET, note, actor, now)
+
+
+def preapprove(
+    snapshot: Snapshot,
+    key: AssociationKey,
+    domain: str | None = None,
+    *,
+    note: str,
+    actor: str,
+    now: float,
+) -> Changes:
+    """Admin Pre-approve: create the (device, mailbox) row, allowed, before the
+    device's first request (see the module comment); ``domain`` is the mailbox
+    domain the admin gave (``bob@corp.example``), used for routing."""
+    note, actor = require_note(note), require_actor(actor)
+    _check_new_key(key)
+    transition(state_of(snapshot.get(key)), Action.PREAPPROVE)
+    override = Override(OverrideKind.ALLOW, note, actor, now, pre_approved=True)
+    candidate = Candidate(key, domain, now, override=override)
+    a = assess(candidate, snapshot, snapshot.prefs, new=True)
+    never = [r for r in _NEVER if r in a.reasons]
+    if never:
+        raise TransitionError(
+            f"cannot pre-approve: even allowed, this association would be refused "
+            f"({', '.join(r.value for r in ordered(never))})",
+            AdminState.REMOVED.value,
+            Action.PREAPPROVE.value,
+        )
+    row = Association(key, domain, first_seen=now, last_seen=0.0, override=override)
+    return _finish(snapshot, None, row, Action.PREAPPROVE, note, actor, now, created=True)
+
+
+def _check_new_key(key: AssociationKey) -> None:
+    if not key.user:
+        raise ValidationError("a pre-approval needs a mailbox user")
+    if not _DEVICE_ID.fullmatch(key.device_id):
+        raise ValidationError(
+            f"DeviceId {key.device_id[:80]!r} is not an EAS DeviceId (letters, digits, '-', '_')"
+        )
+    if key.device_id in THROWAWAY_DEVICE_IDS:
+        raise ValidationError(f"DeviceId {key.device_id} is a throw-away id, never a device")
 
 
 def wipe(
@@ -94,7 +164,7 @@ def remove(
     rest = [r for r in snapshot.on_device(key.device_id) if r.key != key]
     out: list[Change] = [DeleteAssociation(key), *ambiguity_changes(rest)]
     out.append(AppendHistory(key, HistoryEvent(now, "admin", {"action": "remove", "note": note})))
-    out.append(_audit(row, None, Action.REMOVE, note, actor, now))
+    out.append(_audit(key, row, None, Action.REMOVE, note, actor, now))
     return tuple(out)
 
 
@@ -146,34 +216,42 @@ def _existing(snapshot: Snapshot, key: AssociationKey) -> Association:
 
 def _finish(
     snapshot: Snapshot,
-    old: Association,
+    old: Association | None,
     new: Association,
     action: Action,
     note: str,
     actor: str,
     now: float,
+    *,
+    created: bool = False,
 ) -> Changes:
-    """Record the table's decision on ``new``; add history and audit."""
-    new = with_assessment(new, assess(new, snapshot, snapshot.prefs))
-    detail = {"action": action.value, "note": note, "actor": actor, **decision_detail(new)}
+    """Record the table's decision on ``new``; add history and audit.
+    ``created``: ``new`` is not in the snapshot yet (pre-approve)."""
+    row = with_assessment(new, assess(new, snapshot, snapshot.prefs, new=created))
+    detail = {"action": action.value, "note": note, "actor": actor, **decision_detail(row)}
     return (
-        PutAssociation(new),
-        AppendHistory(new.key, HistoryEvent(now, "admin", detail)),
-        _audit(old, new, action, note, actor, now),
+        PutAssociation(row),
+        AppendHistory(row.key, HistoryEvent(now, "admin", detail)),
+        _audit(row.key, old, row, action, note, actor, now),
     )
 
 
 def _audit(
-    old: Association, new: Association | None, action: Action, note: str, actor: str, now: float
+    key: AssociationKey,
+    old: Association | None,
+    new: Association | None,
+    action: Action,
+    note: str,
+    actor: str,
+    now: float,
 ) -> Change:
-    target = f"association:{old.key.device_id}/{old.key.user}"
     return audited(
         at=now,
         actor=actor,
         action=action.value,
-        target=target,
+        target=f"association:{key.device_id}/{key.user}",
         note=note,
-        before=_summary(old),
+        before=None if old is None else _summary(old),
         after=None if new is None else _summary(new),
     )
 

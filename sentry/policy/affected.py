@@ -50,6 +50,7 @@ def _prefs_matter(change: ch.Change, old: Preferences) -> bool:
         or new.max_mailboxes_per_device != old.max_mailboxes_per_device
         or new.new_device_access_when_registry_unreachable
         != old.new_device_access_when_registry_unreachable
+        or new.compliance_overrides_allow != old.compliance_overrides_allow
     )
 
 

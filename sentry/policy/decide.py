@@ -5,7 +5,9 @@ is *observed* first: created on first sight (so it is listed whatever the
 decision), or updated when the request shows a new DeviceType, User-Agent,
 protocol version, domain or DeviceInformation; a wipe acknowledgement moves
 the wipe state through the transition table. The table (``rules.assess``)
-then decides, and the row records the decision.
+then decides, and the row records the decision. A wipe acknowledgement of a
+row with a wipe (pending, failed or done) is answered as such: ``Wipe`` with
+``acknowledged`` set (Provision Status 1, or 2 and the directive again).
 
 The changes describe exactly what differs from the stored row:
 
@@ -15,7 +17,10 @@ The changes describe exactly what differs from the stored row:
 - otherwise: ``PutAssociation`` + history events for a new decision, a new
   link or a wipe acknowledgement.
 
-A throw-away DeviceId is decided but never stored (no changes). During a
+A row an admin pre-approved is found by the device's first request like any
+stored row; that request fills in what it shows and records a
+``first_request`` event. A throw-away DeviceId is decided but never stored
+(no changes). During a
 registry outage a known row keeps its last decision; a new row follows the
 ``new_device_access_when_registry_unreachable`` preference.
 
@@ -32,12 +37,19 @@ from typing import Any
 
 from sentry.eas.request import EasRequest
 from sentry.eas.status import WipeAckStatus
-from sentry.model import Association, AssociationKey, HistoryEvent, Preferences, WipeStatus
+from sentry.model import (
+    Association,
+    AssociationKey,
+    HistoryEvent,
+    Preferences,
+    Reason,
+    WipeStatus,
+)
 
 from ._fast import fast_constructor
 from .ambiguity import device_ambiguous
 from .changes import AppendHistory, Change, Changes, PutAssociation, Touch
-from .decisions import Decision, Outcome, ProvisionKind, RequestFacts
+from .decisions import Decision, Outcome, ProvisionKind, RequestFacts, Wipe
 from .errors import UndecidableRequest
 from .reasons import ordered
 from .rules import Assessment, Candidate, assess, decision_of, stored_decision, verdict_of
@@ -91,10 +103,14 @@ def decide(
     else:
         decision = stored_decision(row)
         row = _recorded(row, decision)
+    if facts.provision is ProvisionKind.WIPE_ACK and old.wipe is not WipeStatus.NONE:
+        decision = _acknowledged(decision, row, facts)
     if request.is_throwaway_device:
         return Outcome(decision, (), row)
     if row is old:  # the hot path: nothing but last-seen moved
         return Outcome(decision, (Touch(old.key, now),), row)
+    if old.never_seen:  # pre-approved by an admin: the device's first request
+        events += (HistoryEvent(now, "first_request", decision_detail(row)),)
     return Outcome(decision, _changes(old, row, now, events), row)
 
 
@@ -231,6 +247,15 @@ def _wipe_ack(
     status = None if facts.wipe_status is None else int(facts.wipe_status)
     event = HistoryEvent(now, "wipe_ack", {"status": status, "wipe": wipe.value})
     return replace(row, wipe=wipe), (event,)
+
+
+def _acknowledged(decision: Decision, row: Association, facts: RequestFacts) -> Wipe:
+    """The answer to a wipe acknowledgement (MS-ASPROV 3.2.5.1.2.2); a status
+    other than 1 counts as a failure, so the directive is repeated."""
+    ok = facts.wipe_status == WipeAckStatus.Succeeded
+    status = WipeAckStatus.Succeeded if ok else WipeAckStatus.Failed
+    only = row.override is not None and row.override.account_only
+    return Wipe(only, decision.reasons | {Reason.WIPE}, decision.violations, status)
 
 
 def _changes(

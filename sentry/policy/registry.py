@@ -14,7 +14,7 @@ optional here.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from sentry.model import (
@@ -124,14 +124,31 @@ def upsert_user(
 
 
 def set_preferences(
-    snapshot: Snapshot, prefs: Preferences, *, actor: str, now: float, note: str = ""
+    snapshot: Snapshot,
+    prefs: Preferences,
+    *,
+    actor: str,
+    now: float,
+    note: str = "",
+    exact: bool = False,
 ) -> Changes:
-    """Replace the preferences; limits must be None or at least 1."""
+    """Replace the preferences (an administrator's write); limits must be None
+    or at least 1. Every preference whose value changes becomes admin-set (it
+    wins over the configuration file from now on), besides those
+    ``prefs.admin_set`` names; with ``exact``, ``prefs.admin_set`` is taken as
+    it is (``sentry.policy.prefs.update_preferences``)."""
     for name in ("max_devices_per_mailbox", "max_mailboxes_per_device"):
         value = getattr(prefs, name)
         if value is not None and value < 1:
             raise ValidationError(f"{name} must be at least 1 or unset, not {value}")
     old = snapshot.prefs
+    changed = {
+        f.name
+        for f in fields(Preferences)
+        if f.name != "admin_set" and getattr(old, f.name) != getattr(prefs, f.name)
+    }
+    if not exact:
+        prefs = replace(prefs, admin_set=prefs.admin_set | changed)
     return _put(
         PutPreferences(prefs), "set_preferences", "preferences", old, prefs, actor, note, now
     )

@@ -6,7 +6,8 @@ the registry-outage rule), then ``_conclude`` reads them in table order:
 1. wipe pending/failed -> answer with the wipe; wiped -> refuse   WIPE
 2. no pool routes the mailbox -> refuse, always                      NO_BACKEND
 3. the device's established backend type differs -> refuse, always   MIXED_BACKEND
-4. admin Block -> refuse; 5. admin Allow -> forward (beats 6-8)     MANUAL
+4. admin Block -> refuse; 5. admin Allow -> forward (beats 6-8;    MANUAL
+   with the preference ``compliance_overrides_allow``, 6 beats it)
 6. the device is managed and non-compliant -> refuse                 COMPLIANCE
 7. unlinked and auto-block on -> refuse                              AUTO_BLOCK
 8. over max devices per mailbox / mailboxes per device -> refuse     *_LIMIT (177)
@@ -162,7 +163,7 @@ def assess(
         _limits(reasons, row, snap, prefs, new)
     found = frozenset(reasons) if reasons else _NO_REASONS
     linked = device.id if device is not None and unlinked is None else None
-    verdict = _conclude(row.wipe, override, found)
+    verdict = _conclude(row.wipe, override, found, prefs.compliance_overrides_allow)
     return Assessment(verdict, found, violations, linked, unlinked, pool)
 
 
@@ -183,7 +184,10 @@ def _registration(
 
 
 def _conclude(
-    wipe: WipeStatus, override: OverrideKind | None, reasons: frozenset[Reason]
+    wipe: WipeStatus,
+    override: OverrideKind | None,
+    reasons: frozenset[Reason],
+    compliance_first: bool = False,
 ) -> Verdict:
     if wipe in _WIPE_ANSWER:
         return Verdict.WIPE
@@ -192,6 +196,8 @@ def _conclude(
     if override is OverrideKind.BLOCK:
         return Verdict.REFUSE
     if override is OverrideKind.ALLOW:
+        if compliance_first and Reason.COMPLIANCE in reasons:
+            return Verdict.REFUSE  # compliance_overrides_allow: row 6 beats row 5
         return Verdict.FORWARD
     return Verdict.REFUSE if reasons & _REFUSING else Verdict.FORWARD
 

@@ -243,9 +243,12 @@ def _snake(name: str) -> str:
 
 
 def _answer(exc: AuthRefused) -> web.Response:
-    """The device-facing answer of a refusal: status, challenge or Retry-After, one line."""
-    return web.Response(status=exc.status, headers=exc.headers, text=exc.message + "\n")
+    """The device-facing answer of a refusal: status, challenge or Retry-After, one
+    line, with the server headers every gateway answer carries (``responses.error``)."""
+    return _to_web(responses.error(exc.status, exc.message, tuple(exc.headers.items())))
 
 
 def _to_web(resp: responses.Response) -> web.Response:
-    return web.Response(status=resp.status, headers=resp.headers, body=resp.body)
+    return web.Response(
+        status=resp.status, reason=resp.reason, headers=resp.headers, body=resp.body
+    )

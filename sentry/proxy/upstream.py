@@ -42,6 +42,10 @@ from .errors import NoHealthyServer, UpstreamConnectError, map_client_errors
 __all__ = ["BackendPool", "PoolMap", "Server", "Upstreams"]
 
 EAS_PATH = "/Microsoft-Server-ActiveSync"
+# The client session adds none of its own headers: the backend sees the
+# device's (an added Accept-Encoding would let the backend compress an answer
+# the device never asked to be compressed; it is relayed raw).
+_NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
 @dataclass(eq=False)
@@ -139,7 +143,7 @@ class BackendPool:
                 data=body,
                 timeout=timeout,
                 allow_redirects=False,
-                skip_auto_headers=("User-Agent",),
+                skip_auto_headers=_NO_AUTO_HEADERS,
             )
 
     async def probe(self, server: Server) -> bool:

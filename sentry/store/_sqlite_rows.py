@@ -175,6 +175,8 @@ def where_clause(f: AssociationFilter | None) -> tuple[str, list[Any]]:
         tests.append(("device IS NOT NULL" if f.linked else "device IS NULL", None))
     if f.pool is not None:
         tests.append(("pool = ?", f.pool))
+    if f.never_seen is not None:
+        tests.append(("last_seen = 0" if f.never_seen else "last_seen <> 0", None))
     if not tests:
         return "", []
     where = "WHERE " + " AND ".join(sql for sql, _ in tests)

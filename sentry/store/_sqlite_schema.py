@@ -1,7 +1,8 @@
 """The SQLite schema as numbered migrations, applied in one transaction at open.
 
-Approach. ``MIGRATIONS[n - 1]`` holds the statements that bring the schema
-from version n-1 to n. ``migrate`` creates ``schema_version`` if needed,
+Approach. ``MIGRATIONS[n - 1]`` holds the steps that bring the schema
+from version n-1 to n: SQL statements, or functions of the connection for a
+data migration that SQL alone says badly. ``migrate`` creates ``schema_version`` if needed,
 reads the highest applied version, refuses a database newer than this code,
 and applies the missing migrations inside ``BEGIN IMMEDIATE .. COMMIT``
 (SQLite DDL is transactional), recording each in ``schema_version``. Never
@@ -14,16 +15,43 @@ migration); history and audit are append-only tables.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections.abc import Callable
 
 from .base import SchemaError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
+Step = str | Callable[[sqlite3.Connection], None]
+
+
+def _admin_set_preferences(conn: sqlite3.Connection) -> None:
+    """Record which stored preferences an administrator set (``admin_set``).
+
+    Before, stored preferences won over the file as a whole once they differed
+    from the defaults, although the file's own values were stored too. The
+    audit log tells them apart: every administrator's ``set_preferences`` is in
+    it with its before and after; the file's values never are.
+    """
+    row = conn.execute("SELECT data FROM config WHERE name = 'preferences'").fetchone()
+    if row is None:
+        return
+    doc = json.loads(row[0])
+    names: set[str] = set()
+    audit = conn.execute("SELECT before, after FROM audit WHERE action = 'set_preferences'")
+    for before, after in audit:
+        old, new = json.loads(before or "{}"), json.loads(after or "{}")
+        names |= {k for k in new if old.get(k) != new.get(k)}
+    doc["admin_set"] = sorted((names & doc.keys()) - {"admin_set"})
+    text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+    conn.execute("UPDATE config SET data = ? WHERE name = 'preferences'", (text,))
+
+
 _DOCUMENT_TABLES = ("users", "devices", "pools", "exchange_settings", "labels", "config")
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     # 1: the initial schema.
     (
         """CREATE TABLE associations (
@@ -75,6 +103,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             after TEXT
         )""",
     ),
+    # 2: preferences record which ones an administrator set (they win over the file).
+    (_admin_set_preferences,),
+    # 3: Exchange settings get a priority; existing ones keep the order they applied
+    # in before (by name: 1, 2, 3, ... in the names' code point order).
+    (
+        """UPDATE exchange_settings SET data = json_set(data, '$.priority', (
+            SELECT ranked.n FROM (
+                SELECT name, row_number() OVER (ORDER BY name) AS n FROM exchange_settings
+            ) AS ranked WHERE ranked.name = exchange_settings.name
+        )) WHERE json_extract(data, '$.priority') IS NULL""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -87,8 +126,11 @@ def migrate(conn: sqlite3.Connection) -> int:
         if found > SCHEMA_VERSION:
             raise SchemaError(f"database schema {found} is newer than this code ({SCHEMA_VERSION})")
         for version in range(found + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version - 1]:
-                conn.execute(statement)
+            for step in MIGRATIONS[version - 1]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
         conn.execute("COMMIT")
     except BaseException:

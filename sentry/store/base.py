@@ -139,6 +139,7 @@ class AssociationFilter:
     reason: Reason | None = None
     linked: bool | None = None
     pool: str | None = None
+    never_seen: bool | None = None  # pre-approved rows no device has used yet
 
     def matches(self, row: Association) -> bool:
         """Whether ``row`` passes every filter (the reference semantics)."""
@@ -150,6 +151,7 @@ class AssociationFilter:
             self.reason is None or self.reason in row.reasons,
             self.linked is None or (row.device is not None) == self.linked,
             self.pool is None or row.pool == self.pool,
+            self.never_seen is None or row.never_seen == self.never_seen,
         )
         return all(checks)
 

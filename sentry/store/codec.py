@@ -66,7 +66,14 @@ def decode_override(text: str | None) -> Override | None:
     if text is None:
         return None
     d = json.loads(text)
-    return Override(OverrideKind(d["kind"]), d["note"], d["actor"], d["at"], d["account_only"])
+    return Override(
+        OverrideKind(d["kind"]),
+        d["note"],
+        d["actor"],
+        d["at"],
+        d["account_only"],
+        d.get("pre_approved", False),  # absent in rows written before it existed
+    )
 
 
 _SOURCES = {s.value: s for s in UserSource}
@@ -112,6 +119,8 @@ def _prefs(d: Mapping[str, Any]) -> Preferences:
         new_device_access_when_registry_unreachable=NewDeviceAccess(
             d["new_device_access_when_registry_unreachable"]
         ),
+        compliance_overrides_allow=d.get("compliance_overrides_allow", False),
+        admin_set=frozenset(d.get("admin_set", ())),  # migration 2 writes it for old rows
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from sentry.eas.request import Command, EasRequest, Identity
 from sentry.eas.status import WipeAckStatus
 from sentry.model import (
+    DEFAULT_SETTING_PRIORITY,
     Association,
     AssociationKey,
     Device,
@@ -106,6 +107,8 @@ def describe(decision: Decision) -> str:
         head = f"Refuse {int(decision.status)}"
     else:
         head = f"Wipe account_only={decision.account_only}"
+        if decision.acknowledged is not None:
+            head += f" acknowledged={decision.acknowledged.name}"
     return f"{head} [{reasons}]" if reasons else head
 
 
@@ -131,9 +134,26 @@ class Reply:
         return self._check(ok, f"Refuse {status} {sorted(reasons or ())}")
 
     def expect_wipe(self, account_only: bool | None = None) -> Reply:
-        """Answered with the wipe (account-only when asked)."""
-        ok = isinstance(self.decision, Wipe) and account_only in (None, self.decision.account_only)
+        """Answered with the wipe directive (account-only when asked)."""
+        d = self.decision
+        ok = (
+            isinstance(d, Wipe)
+            and d.acknowledged is None
+            and account_only in (None, d.account_only)
+        )
         return self._check(ok, f"Wipe account_only={account_only}")
+
+    def expect_wipe_ack(self, succeeded: bool, account_only: bool | None = None) -> Reply:
+        """Answered as a wipe acknowledgement: Provision Status 1 (``succeeded``),
+        or Status 2 with the directive again (MS-ASPROV 3.2.5.1.2.2)."""
+        wanted = WipeAckStatus.Succeeded if succeeded else WipeAckStatus.Failed
+        d = self.decision
+        ok = (
+            isinstance(d, Wipe)
+            and d.acknowledged is wanted
+            and account_only in (None, d.account_only)
+        )
+        return self._check(ok, f"Wipe acknowledged={wanted.name}")
 
     def expect_linked(self, device: str | None = None) -> Reply:
         """The row is linked (to managed device ``device`` when given)."""
@@ -233,6 +253,16 @@ class Conversation:
         key = self.key(user, device)
         return self._admin("block", admin.block(self.snapshot, key, **self._who(note)))
 
+    def reset(self, user: str, device: str, note: str = "reset in test") -> Changes:
+        key = self.key(user, device)
+        return self._admin("reset", admin.reset(self.snapshot, key, **self._who(note)))
+
+    def preapprove(self, user: str, device: str, note: str = "pre-approved in test") -> Changes:
+        """Pre-approve ``user`` (any spelling; its domain is kept) on ``device``."""
+        key, (_, domain) = self.key(user, device), canonical_principal(user)
+        changes = admin.preapprove(self.snapshot, key, domain, **self._who(note))
+        return self._admin("preapprove", changes)
+
     def wipe(
         self, user: str, device: str, note: str = "wipe in test", *, account_only: bool = False
     ) -> Changes:
@@ -287,8 +317,10 @@ class Conversation:
     def set_routing(self, routing: Routing) -> Changes:
         return self._admin("routing", registry.set_routing(self.snapshot, routing, **self._who()))
 
-    def add_setting(self, name: str, user_name: str, email: str) -> Changes:
-        setting = ExchangeSetting(name, user_name, email, "sentry.test")
+    def add_setting(
+        self, name: str, user_name: str, email: str, priority: int = DEFAULT_SETTING_PRIORITY
+    ) -> Changes:
+        setting = ExchangeSetting(name, user_name, email, "sentry.test", priority)
         return self._admin("setting", registry.put_setting(self.snapshot, setting, **self._who()))
 
     def add_label(self, name: str, settings: Iterable[str], devices: Iterable[str] = ()) -> Changes:

@@ -15,6 +15,7 @@ from admin_support import Api, device, folder_sync_status, held_ping
 
 from sentry.admin import auth
 from sentry.admin.api import ROUTES
+from sentry.policy.prefs import PREFERENCE_NAMES
 from sentry.proxy.redirects import Mailbox, Target
 from sentry.testing.gateway import DemoGateway
 
@@ -68,11 +69,18 @@ async def test_preferences_take_effect_at_once(
         "max_mailboxes_per_device": None,
         "refusal_style": "status",
         "new_device_access_when_registry_unreachable": "allow",
+        "compliance_overrides_allow": False,
+        "sources": dict.fromkeys(PREFERENCE_NAMES, "default"),
     }
     _, ping = await held_ping(gateway, session, "alice", "PREFDEV1")
     body = {"auto_block_unregistered": True, "max_devices_per_mailbox": 3, "note": "lockdown"}
     changed = await api.ok("PUT", "/api/preferences", body)
-    assert changed == prefs | {"auto_block_unregistered": True, "max_devices_per_mailbox": 3}
+    assert changed == prefs | {
+        "auto_block_unregistered": True,
+        "max_devices_per_mailbox": 3,
+        "sources": prefs["sources"]
+        | {"auto_block_unregistered": "admin", "max_devices_per_mailbox": "admin"},
+    }
     r = await asyncio.wait_for(ping, 1.0)  # the unlinked row's held Ping ends at once
     assert r.text("Status") == "129"
     assert await folder_sync_status(device(gateway, session, "bob", "PREFDEV2")) == "129"
@@ -224,6 +232,10 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         ("POST", "/api/associations/DOCDEV2/bob/link", {"note": "n", "device": "d1"}),
         ("POST", "/api/associations/actions/allow", {"filter": {"user": "bob"}, "note": "n"}),
         ("POST", "/api/associations/actions/block", {"filter": {"user": "bob"}, "note": "n"}),
+        ("POST", "/api/associations/actions/reset", {"filter": {"user": "bob"}, "note": "n"}),
+        ("POST", "/api/associations/DOCDEV2/bob/block", {"note": "n"}),
+        ("POST", "/api/associations/DOCDEV2/bob/reset", {"note": "n"}),
+        ("POST", "/api/associations/DOCDEV9/alice/preapprove", {"note": "n"}),
         ("POST", "/api/associations/DOCDEV2/bob/wipe", {"note": "n", "account_only": False}),
         ("POST", "/api/associations/DOCDEV2/bob/remove", {"note": "n"}),
         ("POST", "/api/associations/actions/wipe", {"filter": {"user": "alice"}, "note": "n"}),
@@ -291,6 +303,7 @@ UPSERTS = {
     ("PUT", "/api/users/{principal}"),
     ("PUT", "/api/exchange-settings/{name}"),
     ("PUT", "/api/labels/{name}"),
+    ("POST", "/api/associations/{device_id}/{user}/preapprove"),  # creates the row
 }
 
 

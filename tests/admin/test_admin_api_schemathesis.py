@@ -4,7 +4,7 @@ Every check schemathesis has (all are on by default: no 5xx; status codes,
 content types, headers and bodies as documented; schema-valid input accepted
 and schema-violating input refused; ``Allow`` on 405; the stateful phase's
 create/read/delete links) must pass: the document states every limit the API
-applies (``CONFIG`` names the one rule it cannot). Bounded and
+applies (``CONFIG`` names the two rules it cannot). Bounded and
 deterministic: schemathesis' deterministic mode and a few examples per
 operation. The CLI runs as a subprocess while this test's event loop serves
 the gateway. (Its warning that the row routes mostly meet 404 stays: a row
@@ -26,12 +26,13 @@ from sentry.testing.gateway import DemoGateway
 
 EXAMPLES = 5
 CONFIG = """
-# One rule JSON Schema cannot state: a membership change must not name the same
-# label or device in both "add" and "remove" (a 400). Schema-valid input that breaks
-# it is refused, so "schema-valid input is accepted" cannot hold for these three
-# operations; every other check still runs on them.
+# Two rules OpenAPI 3.0's JSON Schema cannot state (it has no "contains"): a membership
+# change must not name the same label or device in both "add" and "remove", and
+# PUT /api/preferences must not both set a preference and hand it back to the file
+# ("use_file"). Schema-valid input that breaks them is refused (400), so "schema-valid
+# input is accepted" cannot hold for these four operations; every other check still runs.
 [[operations]]
-include-operation-id-regex = "^(put_label|label_members|move_device_labels)$"
+include-operation-id-regex = "^(put_label|label_members|move_device_labels|put_preferences)$"
 checks.positive_data_acceptance.enabled = false
 """
 

@@ -177,6 +177,7 @@ ROWS = st.builds(
     reasons=st.frozensets(st.sampled_from(list(Reason)), max_size=3),
     device=_maybe(["m1"]),
     pool=_maybe(["p1", "p2"]),
+    last_seen=st.sampled_from([0.0, 5.0]),
 )
 FILTERS = st.builds(
     AssociationFilter,
@@ -187,6 +188,7 @@ FILTERS = st.builds(
     reason=_maybe(list(Reason)),
     linked=_maybe([True, False]),
     pool=_maybe(["p1", "p2"]),
+    never_seen=_maybe([True, False]),
 )
 
 

@@ -106,6 +106,9 @@ class PolicyMachine(RuleBasedStateMachine):
             assert before is None or before.wipe is WipeStatus.NONE, "wipe state forwarded"
             override = None if before is None or before.override is None else before.override.kind
             assert override is not OverrideKind.BLOCK, "blocked row forwarded"
+            if self.conv.snapshot.prefs.compliance_overrides_allow:
+                device = managed_device(row, self.conv.snapshot)
+                assert device is None or device.compliant, "non-compliant forwarded over Allow"
         if before is not None and before.wipe in (WipeStatus.PENDING, WipeStatus.FAILED):
             assert isinstance(decision, Wipe) or row.wipe is WipeStatus.WIPED
 
@@ -142,7 +145,7 @@ class PolicyMachine(RuleBasedStateMachine):
     # --- Admin actions: succeed or raise the typed error ---
 
     @rule(
-        action=st.sampled_from(["allow", "block", "wipe", "remove"]),
+        action=st.sampled_from(["allow", "block", "reset", "wipe", "remove"]),
         pick=st.integers(0, 99),
         user=users,
         device=devices,
@@ -151,6 +154,24 @@ class PolicyMachine(RuleBasedStateMachine):
         user, device = self._target(pick, user, device)
         with contextlib.suppress(TransitionError, NotFoundError):
             getattr(self.conv, action)(user, device, f"{action} by the machine")
+
+    @rule(user=users, device=devices)
+    def preapprove(self, user: str, device: str) -> None:
+        key = self.conv.key(user, device)
+        existed = self.conv.snapshot.get(key) is not None
+        try:
+            self.conv.preapprove(user, device)
+        except TransitionError:  # the row exists, or it could never forward (no route, mixed)
+            assert existed or ROUTES.get(user) is None or self._would_mix(user, device)
+            return
+        row = self.conv.snapshot.get(key)
+        assert not existed and row is not None and row.never_seen
+        assert row.override is not None and row.override.pre_approved
+
+    def _would_mix(self, user: str, device: str) -> bool:
+        routed = [p for p in self.conv.snapshot.on_device(device) if ROUTES.get(p.key.user)]
+        oldest = min(routed, key=lambda p: (p.first_seen, p.key.user), default=None)
+        return oldest is not None and ROUTES[oldest.key.user] != ROUTES[user]
 
     @rule(pick=st.integers(0, 99), user=users, device=devices, managed=st.sampled_from(MANAGED))
     def link(self, pick: int, user: str, device: str, managed: str) -> None:
@@ -176,6 +197,7 @@ class PolicyMachine(RuleBasedStateMachine):
         per_mailbox=st.sampled_from([None, 1, 2]),
         per_device=st.sampled_from([None, 1, 2]),
         access=st.sampled_from(list(NewDeviceAccess)),
+        compliance_first=st.booleans(),
     )
     def preferences(
         self,
@@ -183,12 +205,14 @@ class PolicyMachine(RuleBasedStateMachine):
         per_mailbox: int | None,
         per_device: int | None,
         access: NewDeviceAccess,
+        compliance_first: bool,
     ) -> None:
         self.conv.set_prefs(
             auto_block_unregistered=auto_block,
             max_devices_per_mailbox=per_mailbox,
             max_mailboxes_per_device=per_device,
             new_device_access_when_registry_unreachable=access,
+            compliance_overrides_allow=compliance_first,
         )
 
     @rule(reachable=st.booleans())
@@ -231,7 +255,15 @@ TestPolicyMachine.settings = settings(
 
 # --- The transition table, every (state, action) pair ---
 
-ADMIN_ACTIONS = (Action.ALLOW, Action.BLOCK, Action.WIPE, Action.REMOVE, Action.LINK_TO)
+ADMIN_ACTIONS = (
+    Action.ALLOW,
+    Action.BLOCK,
+    Action.RESET,
+    Action.WIPE,
+    Action.REMOVE,
+    Action.LINK_TO,
+    Action.PREAPPROVE,
+)
 CLIENT_EVENTS = {Action.WIPE_ACK_OK: 1, Action.WIPE_ACK_FAILED: 2}
 
 
@@ -266,8 +298,8 @@ def _admin(conv: Conversation, action: Action) -> None:
 def test_every_admin_action_in_every_state_follows_the_table(state, action):
     conv = _in_state(state)
     target = TRANSITIONS[state].get(action)
-    if state is AdminState.REMOVED:
-        with pytest.raises(NotFoundError):
+    if state is AdminState.REMOVED and action is not Action.PREAPPROVE:
+        with pytest.raises(NotFoundError):  # only a pre-approval creates a row
             _admin(conv, action)
     elif target is None:
         with pytest.raises(TransitionError) as caught:
@@ -292,6 +324,10 @@ def test_every_wipe_acknowledgement_in_every_state_follows_the_table(state, even
         assert after is AdminState.NONE  # the acknowledgement created a fresh row
     else:
         assert after is state  # an unexpected acknowledgement changes nothing
+
+
+def test_every_action_and_client_event_is_tried():
+    assert set(ADMIN_ACTIONS) | set(CLIENT_EVENTS) == set(Action)
 
 
 def test_the_table_lists_every_state():

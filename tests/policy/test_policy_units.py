@@ -174,13 +174,17 @@ def test_revocation_reaches_held_polls_on_block_and_preferences():
 # --- Refusal status, exports ---
 
 
-def test_refusal_status_is_177_only_for_limits_alone():
+def test_refusal_status_is_177_only_for_the_per_mailbox_limit_alone():
+    # 177 MaximumDevicesReached means too many devices for the user (MS-ASCMD 2.2.2):
+    # the per-mailbox limit. Too many mailboxes on one device is a plain 129.
     assert (
         refusal_status(frozenset({Reason.PER_MAILBOX_LIMIT})) is CommonStatus.MaximumDevicesReached
     )
-    assert refusal_status(frozenset({Reason.PER_DEVICE_LIMIT, Reason.PER_MAILBOX_LIMIT})) == 177
+    blocked = CommonStatus.DeviceIsBlockedForThisUser
+    assert refusal_status(frozenset({Reason.PER_DEVICE_LIMIT})) is blocked
+    assert refusal_status(frozenset({Reason.PER_DEVICE_LIMIT, Reason.PER_MAILBOX_LIMIT})) == 129
     mixed = frozenset({Reason.PER_MAILBOX_LIMIT, Reason.COMPLIANCE})
-    assert refusal_status(mixed) is CommonStatus.DeviceIsBlockedForThisUser
+    assert refusal_status(mixed) is blocked
 
 
 def test_exported_members():
