@@ -185,3 +185,15 @@ async def test_admin_cli_store_show_and_recover(
             assert code == 0 and "fault: deleted" in out
             code, out, _ = await cli("recover", "--note", "restored")
             assert code == 0 and "healthy: yes" in out, out
+
+
+async def test_a_state_file_others_can_read_is_reported_at_start(tmp_path: Path) -> None:
+    async with gateway_at(tmp_path):
+        pass
+    (tmp_path / "sentry.db").chmod(0o644)  # as gateways before 0600 made it
+    with capture_logs() as logs:
+        async with gateway_at(tmp_path):
+            pass
+    loose = [e for e in logs if e["event"] == "file_mode_loose"]
+    assert len(loose) == 1 and loose[0]["mode"] == "0644", loose
+    assert loose[0]["fix"] == f"chmod 600 {tmp_path / 'sentry.db'}"
