@@ -1,4 +1,5 @@
-"""The contract every ``Store`` passes: one suite, parametrised over memory and SQLite.
+"""The contract every ``Store`` passes: one suite, parametrised over memory, SQLite and
+PostgreSQL (a real server: ``sentry.testing.pgfixtures``).
 
 The reference for every answer is computed from the change lists a scripted
 conversation produced (``conv.log``), so both stores are held to the same data.
@@ -29,16 +30,22 @@ from sentry.store import AssociationFilter, AssociationState, SchemaError, Store
 from sentry.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from sentry.store.base import AuditFilter
 from sentry.store.memory import MemoryStore
+from sentry.store.postgres import PostgresStore
 from sentry.store.sqlite import SqliteStore
 from sentry.testing.conversation import Conversation
 
+AnyStore = MemoryStore | SqliteStore | PostgresStore
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path) -> AsyncIterator[MemoryStore | SqliteStore]:
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def store(request, tmp_path) -> AsyncIterator[AnyStore]:
+    opened: AnyStore
     if request.param == "memory":
-        opened: MemoryStore | SqliteStore = MemoryStore()
-    else:
+        opened = MemoryStore()
+    elif request.param == "sqlite":
         opened = await SqliteStore.open(tmp_path / "contract.db")
+    else:
+        opened = await PostgresStore.open(request.getfixturevalue("pg_dsn"))
     yield opened
     await opened.close()
 
@@ -85,7 +92,7 @@ def busy_conversation() -> Conversation:
     return conv
 
 
-async def replay(store: MemoryStore | SqliteStore, conv: Conversation) -> None:
+async def replay(store: AnyStore, conv: Conversation) -> None:
     for changes in conv.log:
         await store.apply(changes)
 
