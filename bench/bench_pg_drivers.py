@@ -39,8 +39,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_store import associations  # noqa: E402
-from sentry.store._pg_schema import FEED_LOCK, migrate  # noqa: E402
+from bench.bench_store import associations
+from sentry.store._pg_schema import FEED_LOCK, migrate
 
 DSN = os.environ.get("SENTRY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -141,11 +141,13 @@ class Ops:
         else:
             rows = []
             binary = os.environ.get("PSYCOPG_BINARY") == "1"
-            async with self.conn.transaction():
-                async with self.conn.cursor(name="load", binary=binary) as cur:
-                    await cur.execute(self.sql["select"])
-                    while batch := await cur.fetchmany(20_000):
-                        rows.extend(map(decode, batch))
+            async with (
+                self.conn.transaction(),
+                self.conn.cursor(name="load", binary=binary) as cur,
+            ):
+                await cur.execute(self.sql["select"])
+                while batch := await cur.fetchmany(20_000):
+                    rows.extend(map(decode, batch))
         return len(Snapshot.build(associations=rows))
 
 
@@ -175,9 +177,7 @@ async def _fill(dsn: str, rows: int) -> None:
         async with conn.transaction():
             await migrate(conn)
         records = (_params(a) for a in islice(associations(Random(1)), rows))
-        await conn.copy_records_to_table(
-            "associations", records=records, columns=_COLS.split(", ")
-        )
+        await conn.copy_records_to_table("associations", records=records, columns=_COLS.split(", "))
         await conn.execute("VACUUM ANALYZE associations")
     finally:
         await conn.close()
@@ -222,9 +222,7 @@ def _bulk(base: int, n: int = 1000) -> list[tuple[str, Sequence[Any]]]:
 
 
 def _touches(rows: int, n: int = 10_000) -> list[tuple[str, Sequence[Any]]]:
-    keys = [
-        (a.key.device_id, a.key.user) for a in islice(associations(Random(1)), min(rows, n))
-    ]
+    keys = [(a.key.device_id, a.key.user) for a in islice(associations(Random(1)), min(rows, n))]
     now = time.time()
     return [("touch", ([k[0] for k in keys], [k[1] for k in keys], [now] * len(keys)))]
 
@@ -265,7 +263,7 @@ def _peak_mib() -> float:
 def child(driver: str, dsn: str) -> None:
     """In a fresh process: one load, printed as JSON."""
 
-    import sentry.policy.snapshot  # noqa: F401  (imports are not the load)
+    import sentry.policy.snapshot
     import sentry.store._sqlite_rows  # noqa: F401
 
     async def run() -> int:

@@ -15,6 +15,7 @@ token, not even a 404.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -225,17 +226,20 @@ def _actor(request: web.Request) -> str:
 
 
 def _unavailable(request: web.Request, exc: StoreUnavailable) -> Unavailable:
-    status = request.app[ADMIN_CONTEXT].store.status
+    store = request.app[ADMIN_CONTEXT].store
+    status = store.status
     advice = f" {status.advice}" if status.advice else ""
     return Unavailable(
         f"the state store cannot keep changes ({exc.problem}): nothing was changed; "
         f"devices already known keep their access and new ones follow "
-        f"new_device_access_when_registry_unreachable.{advice}"
+        f"new_device_access_when_registry_unreachable.{advice}",
+        retry_after=math.ceil(store.interval),
     )
 
 
 def _answer(exc: ApiError) -> web.Response:
-    return web.json_response(exc.body(), status=exc.status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    return web.json_response(exc.body(), status=exc.status, headers=headers)
 
 
 @web.middleware

@@ -484,4 +484,10 @@ def _responses(route: Route) -> dict[str, Any]:
         out[str(route.status)] = {"description": "success (streamed)", "content": content}
     ref = {"$ref": "#/components/schemas/Error"}
     out.update({code: _json(text, ref) for code, text in sorted(errors.items())})
+    if "503" in out:
+        retry = {"description": "seconds until the store is checked again", "schema": _RETRY}
+        out["503"]["headers"] = {"Retry-After": retry}
     return out
+
+
+_RETRY = {"type": "integer", "minimum": 1, "maximum": 3600}

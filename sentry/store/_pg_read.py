@@ -62,7 +62,9 @@ async def load(conn: Any) -> tuple[Snapshot, int]:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             head = int(await conn.fetchval(HEAD))
             objects = {t: await _documents(conn, t, k) for t, k in OBJECT_TABLES.items()}
-            config = {r[0]: json.loads(r[1]) for r in await conn.fetch("SELECT name, data FROM config")}
+            config = {
+                r[0]: json.loads(r[1]) for r in await conn.fetch("SELECT name, data FROM config")
+            }
             established = await _documents(conn, "established_types", EstablishedType)
             rows = await _associations(conn)
         snapshot = Snapshot.build(
@@ -81,7 +83,9 @@ async def load(conn: Any) -> tuple[Snapshot, int]:
 
 
 async def _documents(conn: Any, table: str, kind: type[Any]) -> list[Any]:
-    text = await conn.fetchval(f"SELECT '[' || COALESCE(string_agg(data, ','), '') || ']' FROM {table}")
+    text = await conn.fetchval(
+        f"SELECT '[' || COALESCE(string_agg(data, ','), '') || ']' FROM {table}"
+    )
     decode = DECODERS[kind]
     return [decode(doc) for doc in json.loads(text)]
 
@@ -124,10 +128,7 @@ async def association(conn: Any, key: AssociationKey) -> Association | None:
 
 
 async def history(conn: Any, key: AssociationKey) -> list[HistoryEvent]:
-    sql = (
-        "SELECT at, kind, detail FROM history WHERE device_id = $1 AND principal = $2 "
-        "ORDER BY id"
-    )
+    sql = "SELECT at, kind, detail FROM history WHERE device_id = $1 AND principal = $2 ORDER BY id"
     rows = await conn.fetch(sql, key.device_id, key.user)
     return [HistoryEvent(r[0], r[1], json.loads(r[2])) for r in rows]
 
@@ -161,9 +162,7 @@ async def audit(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         total = await conn.fetchval(f"SELECT count(*) FROM audit {where}", *params)
         rows = await conn.fetch(sql, *params, max(limit, 0), max(offset, 0))
-    entries = [
-        AuditEntry(r[0], r[1], r[2], r[3], r[4], _json(r[5]), _json(r[6])) for r in rows
-    ]
+    entries = [AuditEntry(r[0], r[1], r[2], r[3], r[4], _json(r[5]), _json(r[6])) for r in rows]
     return entries, int(total)
 
 

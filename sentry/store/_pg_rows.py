@@ -22,7 +22,15 @@ from ._pg_schema import STATE_SQL
 from ._sqlite_rows import association_params
 from .base import AssociationFilter
 
-__all__ = ["COLUMNS", "COLUMN_NAMES", "UPSERT", "column_arrays", "row_params", "where_clause"]
+__all__ = [
+    "COLUMNS",
+    "COLUMN_NAMES",
+    "UPSERT",
+    "column_arrays",
+    "key_arrays",
+    "row_params",
+    "where_clause",
+]
 
 COLUMN_NAMES = (
     *("device_id", "principal", "device_type", "user_agent", "protocol_version"),

@@ -25,14 +25,14 @@ the writing node, the server's time, and the serialised change list
 (``sentry.store.feed``); ``change_feed_pruned.through`` is the highest
 ``seq`` pruning may have removed (a reader that is behind it must reload).
 The key columns sort as code points (``COLLATE "C"``), like Python and
-SQLite, whatever the database's default collation. ``store_probe`` holds one row per node: the health
-probe's small real write.
+SQLite, whatever the database's default collation. ``store_probe`` holds
+one row per node: the health probe's small real write.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from .base import SchemaError
 
@@ -140,7 +140,7 @@ class Executor(Protocol):
 
     async def execute(self, query: str, *args: object) -> str: ...
 
-    async def fetchval(self, query: str, *args: object) -> object: ...
+    async def fetchval(self, query: str, *args: object) -> Any: ...
 
 
 async def migrate(conn: Executor) -> int:

@@ -137,8 +137,7 @@ async def _delete_established(conn: Connection, c: ch.DeleteEstablished) -> None
 
 async def _move_history(conn: Connection, c: ch.MoveHistory) -> None:
     await conn.execute(
-        "UPDATE history SET device_id = $1, principal = $2 "
-        "WHERE device_id = $3 AND principal = $4",
+        "UPDATE history SET device_id = $1, principal = $2 WHERE device_id = $3 AND principal = $4",
         *c.new,
         *c.old,
     )

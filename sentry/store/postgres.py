@@ -65,7 +65,7 @@ from .base import (
 )
 from .feed import FeedEntry, encode_changes
 
-__all__ = ["CHANNEL", "RETRY_DELAYS", "FeedGap", "PostgresOptions", "PostgresStore"]
+__all__ = ["CHANNEL", "RETRY_DELAYS", "FeedGap", "PostgresOptions", "PostgresStore", "default_node"]
 
 T = TypeVar("T")
 CHANNEL = "sentry_changes"
@@ -232,9 +232,8 @@ class PostgresStore:
                 fault = classify(exc)
                 if fault is None:
                     raise
-                if state.committing:
-                    if await self._committed(state, exc, fault):
-                        return state.seq
+                if state.committing and await self._committed(state, exc, fault):
+                    return state.seq
                 if delay is None or not retryable(fault) or self._closed:
                     raise StoreUnavailable(problem_of(exc, fault, self.where)) from exc
             await asyncio.sleep(delay)

@@ -19,6 +19,7 @@ recreate the ``public`` schema: far cheaper than a new database).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -109,10 +110,8 @@ class ThrowawayServer:
 
     def remove(self) -> None:
         if self.running:
-            try:
+            with contextlib.suppress(subprocess.CalledProcessError):
                 self.stop("immediate")
-            except subprocess.CalledProcessError:
-                pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _pg_ctl(self, *args: str) -> None:
