@@ -42,6 +42,10 @@ _BY_CLASS = {
     "58": StoreFault.IO_ERROR,  # system error
 }
 _CLOSED = ("connection is closed", "connection was closed", "connection has been released")
+# A termination notice that arrives while a query starts leaves asyncpg's protocol
+# out of step ("cannot switch to state ...; another operation is in progress"):
+# the connection is unusable, the pool discards it, a retry gets a fresh one.
+_OUT_OF_STEP = ("another operation", "cannot switch to state")
 _RETRYABLE = frozenset({StoreFault.UNREACHABLE})
 
 
@@ -49,6 +53,8 @@ def _driver_closed(exc: BaseException) -> bool:
     """The driver's own "this connection is gone" errors (no SQLSTATE)."""
     name = type(exc).__name__
     text = str(exc).lower()
+    if name == "InternalClientError":
+        return any(m in text for m in _OUT_OF_STEP)
     return name in ("InterfaceError", "ConnectionDoesNotExistError") and any(
         m in text for m in _CLOSED
     )
@@ -75,7 +81,9 @@ def problem_of(exc: BaseException, fault: StoreFault, where: str) -> StoreProble
     """A ``StoreProblem`` naming the server (``where``, already redacted) and the error."""
     code = getattr(exc, "sqlstate", None)
     what = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError) and not str(exc):
-        what = "timed out"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        what = f"timed out{': ' + str(exc) if str(exc) else ''}"
+    elif isinstance(exc, OSError):
+        what = f"no connection: {exc.strerror or exc}"
     detail = f"{where}: {what}" + (f" (SQLSTATE {code})" if code else "")
     return StoreProblem(fault, detail)

@@ -292,19 +292,18 @@ class PostgresStore:
         """The server's problem now, or None: a round trip (``SELECT 1``);
         ``probe`` makes it a small committed write (a read-only standby, a full
         disk show). ``integrity`` adds nothing here: the server checks its pages."""
-        self._check_open()
         timeout = self.options.connect_timeout
+
+        async def run(conn: Any) -> None:
+            if probe:
+                await conn.execute(_PROBE, self.node, timeout=timeout)
+            else:
+                await conn.fetchval("SELECT 1", timeout=timeout)
+
         try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                if probe:
-                    await conn.execute(_PROBE, self.node, timeout=timeout)
-                else:
-                    await conn.fetchval("SELECT 1", timeout=timeout)
-        except Exception as exc:
-            fault = classify(exc)
-            if fault is None:
-                raise
-            return problem_of(exc, fault, self.where)
+            await self._call(run)
+        except StoreUnavailable as exc:
+            return exc.problem
         return None
 
     # --- the change feed ---

@@ -18,9 +18,28 @@ from typing import Any, TypeVar
 
 import pytest
 
-from .postgres import ENV_DSN, ENV_REQUIRE, Databases, ThrowawayServer, unavailable_reason
+from .postgres import (
+    ENV_DSN,
+    ENV_REQUIRE,
+    Databases,
+    ThrowawayServer,
+    find_binary,
+    unavailable_reason,
+)
 
-__all__ = ["pg_database", "pg_dsn", "pg_server_dsn", "require_postgres", "run_sync"]
+__all__ = [
+    "THROWAWAY_PASSWORD",
+    "pg_database",
+    "pg_dsn",
+    "pg_server_dsn",
+    "pg_throwaway",
+    "require_postgres",
+    "require_binaries",
+    "run_sync",
+]
+
+THROWAWAY_PASSWORD = "s3cret-for-tests"
+"""The superuser's password on ``pg_throwaway`` (SCRAM: passwords are checked)."""
 
 T = TypeVar("T")
 
@@ -53,6 +72,38 @@ def require_postgres() -> None:
     if os.environ.get(ENV_REQUIRE) == "1":
         pytest.fail(f"{ENV_REQUIRE}=1 but {reason}")
     pytest.skip(reason)
+
+
+def require_binaries() -> None:
+    """Skip (or fail, as above) without ``initdb``/``pg_ctl``: the tests that stop
+    and start a server need one of their own."""
+    missing = [b for b in ("initdb", "pg_ctl") if find_binary(b) is None]
+    if not missing:
+        return
+    reason = f"no throwaway PostgreSQL server: {', '.join(missing)} not found"
+    if os.environ.get(ENV_REQUIRE) == "1":
+        pytest.fail(f"{ENV_REQUIRE}=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def _throwaway_cluster() -> Iterator[ThrowawayServer]:
+    require_binaries()
+    server = ThrowawayServer(password=THROWAWAY_PASSWORD).init()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_throwaway(_throwaway_cluster: ThrowawayServer) -> ThrowawayServer:
+    """A server of the run's own that a test may stop and start (running at the
+    start of each test; password authentication with ``THROWAWAY_PASSWORD``)."""
+    if not _throwaway_cluster.running:
+        _throwaway_cluster.start()
+    return _throwaway_cluster
 
 
 @pytest.fixture(scope="session")
