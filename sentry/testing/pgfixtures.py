@@ -33,8 +33,8 @@ __all__ = [
     "pg_dsn",
     "pg_server_dsn",
     "pg_throwaway",
-    "require_postgres",
     "require_binaries",
+    "require_postgres",
     "run_sync",
 ]
 

@@ -100,7 +100,10 @@ devices = st.builds(
 )
 pools = st.builds(Pool, text, text, st.lists(text, max_size=3).map(tuple))
 routings = st.builds(
-    Routing, st.dictionaries(text, text, max_size=3), st.dictionaries(text, text, max_size=3), opt_text
+    Routing,
+    st.dictionaries(text, text, max_size=3),
+    st.dictionaries(text, text, max_size=3),
+    opt_text,
 )
 counts = st.none() | st.integers(min_value=1, max_value=10**6)
 prefs = st.builds(
@@ -125,7 +128,9 @@ realms = st.sampled_from(
     ]
 )
 established = st.builds(EstablishedType, text, text, times, st.none() | keys, opt_text, text)
-audit = st.builds(AuditEntry, times, text, text, text, text, st.none() | json_docs, st.none() | json_docs)
+audit = st.builds(
+    AuditEntry, times, text, text, text, text, st.none() | json_docs, st.none() | json_docs
+)
 events = st.builds(HistoryEvent, times, text, json_docs)
 
 STRATEGIES: dict[type, st.SearchStrategy] = {
@@ -246,9 +251,7 @@ async def test_load_with_seq_is_the_feed_up_to_its_head(pg: PostgresStore) -> No
 
 async def test_concurrent_applies_commit_in_seq_order(pg: PostgresStore) -> None:
     """Many writers at once: every row is visible in seq order, none skipped."""
-    seqs = await asyncio.gather(
-        *(pg.apply_seq((ch.PutAssociation(_row(i)),)) for i in range(40))
-    )
+    seqs = await asyncio.gather(*(pg.apply_seq((ch.PutAssociation(_row(i)),)) for i in range(40)))
     rows = await pg.changes_since(0)
     assert [r.seq for r in rows] == sorted(s for s in seqs if s is not None)
     assert len(rows) == 40
