@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_store import associations  # noqa: E402
-from sentry.model import (  # noqa: E402
+from bench.bench_store import associations
+from sentry.model import (
     AssociationKey,
     AuditEntry,
     HistoryEvent,
@@ -42,11 +42,11 @@ from sentry.model import (  # noqa: E402
     Verdict,
     WipeStatus,
 )
-from sentry.policy import changes as ch  # noqa: E402
-from sentry.store.base import AssociationFilter, AssociationState, AuditFilter  # noqa: E402
-from sentry.store.postgres import PostgresStore  # noqa: E402
-from sentry.store.sqlite import SqliteStore  # noqa: E402
-from sentry.testing.postgres import Databases  # noqa: E402
+from sentry.policy import changes as ch
+from sentry.store.base import AssociationFilter, AssociationState, AuditFilter
+from sentry.store.postgres import PostgresStore
+from sentry.store.sqlite import SqliteStore
+from sentry.testing.postgres import Databases
 
 DSN = os.environ.get("SENTRY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 RESULTS = Path(__file__).resolve().parent / "results"

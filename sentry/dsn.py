@@ -30,6 +30,11 @@ def dsn_problem(dsn: str) -> str | None:
         return f"not a valid URI ({_clean(str(exc), dsn)})"
     if parts.scheme not in SCHEMES:
         return "must be a URI starting with postgresql:// (libpq key=value strings are not read)"
+    if _stray_at(parts.path, parts.query, parts.fragment):
+        return (
+            "has an '@' after the host: percent-encode '/', '?', '#' and '@' in the user "
+            "name and password (%2F, %3F, %23, %40)"
+        )
     if parts.fragment:
         return "must not have a #fragment"
     for name, _ in parse_qsl(parts.query, keep_blank_values=True):
@@ -49,16 +54,24 @@ def redact_dsn(dsn: str) -> str:
     """``dsn`` with every password replaced by ``***`` (safe to log)."""
     try:
         parts = urlsplit(dsn)
+        if _stray_at(parts.path, parts.query, parts.fragment):
+            return f"{parts.scheme}://{_SECRET}"  # a password may have spilled past the host
         netloc = parts.netloc
         if parts.password is not None:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user = userinfo.partition(":")[0]
-            netloc = f"{user}:{_SECRET}@{hostport}"
+            at = netloc.rindex("@")  # userinfo ends at the last "@" (RFC 3986 authority)
+            user = netloc[:at].partition(":")[0]
+            netloc = f"{user}:{_SECRET}{netloc[at:]}"
         params = parse_qsl(parts.query, keep_blank_values=True)
-        query = urlencode([(k, _SECRET if k in _SECRET_PARAMS else v) for k, v in params])
+        query = urlencode([(k, _SECRET if k in _SECRET_PARAMS else v) for k, v in params], safe="*")
         return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
     except ValueError:
         return "<unreadable DSN>"
+
+
+def _stray_at(*parts: str) -> bool:
+    """An "@" past the authority: an unencoded "/", "?" or "#" in the user part
+    cut it short, so what follows may be (part of) a password."""
+    return any("@" in p for p in parts)
 
 
 def _clean(message: str, dsn: str) -> str:
