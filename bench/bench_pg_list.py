@@ -82,12 +82,14 @@ def _changes(rows: int) -> list[list[ch.Change]]:
     return out
 
 
+BLOCKED = AssociationState.BLOCKED
+KEY = AssociationKey("000000000000002A", "user42@corp.example")
 QUERIES: dict[str, Callable[[Any], Awaitable[Any]]] = {
     "page 1, no filter": lambda s: s.list_associations(None, 0, 100),
     "page at offset 50,000": lambda s: s.list_associations(None, 50_000, 100),
     "user": lambda s: s.list_associations(AssociationFilter(user="user42@corp.example")),
     "device_id": lambda s: s.list_associations(AssociationFilter(device_id="000000000000002A")),
-    "state blocked": lambda s: s.list_associations(AssociationFilter(state=AssociationState.BLOCKED)),
+    "state blocked": lambda s: s.list_associations(AssociationFilter(state=BLOCKED)),
     "state wipe_pending": lambda s: s.list_associations(
         AssociationFilter(state=AssociationState.WIPE_PENDING)
     ),
@@ -98,8 +100,8 @@ QUERIES: dict[str, Callable[[Any], Awaitable[Any]]] = {
     "unverified": lambda s: s.list_associations(AssociationFilter(verified=False)),
     "never seen": lambda s: s.list_associations(AssociationFilter(never_seen=True)),
     "linked + pool": lambda s: s.list_associations(AssociationFilter(linked=True, pool="exchange")),
-    "one row": lambda s: s.get_association(AssociationKey("000000000000002A", "user42@corp.example")),
-    "history": lambda s: s.history(AssociationKey("000000000000002A", "user42@corp.example")),
+    "one row": lambda s: s.get_association(KEY),
+    "history": lambda s: s.history(KEY),
     "audit page 1": lambda s: s.audit(0, 100),
     "audit by actor": lambda s: s.audit(0, 100, AuditFilter(actor="admin3@corp.example")),
     "audit by target part": lambda s: s.audit(0, 100, AuditFilter(target="00000000000A")),
