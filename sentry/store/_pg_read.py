@@ -97,7 +97,7 @@ def _config(config: dict[str, Any], name: str, kind: type[Any], default: Any) ->
 
 async def _associations(conn: Any) -> list[Association]:
     decode = association_decoder()
-    cursor = await conn.cursor(f"SELECT {COLUMNS} FROM associations ORDER BY device_id")
+    cursor = await conn.cursor(f"SELECT {COLUMNS} FROM associations")
     out: list[Association] = []
     while batch := await cursor.fetch(_BATCH):
         out.extend(map(decode, batch))
