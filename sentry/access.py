@@ -65,7 +65,7 @@ class AccessState:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
-        touch_flush_seconds: float = 5.0,
+        touch_flush_seconds: float | None = 5.0,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
@@ -181,9 +181,9 @@ class AccessState:
             return 0
         return len(batch)
 
-    async def _flush_loop(self) -> None:
+    async def _flush_loop(self, every: float) -> None:
         while True:
-            await asyncio.sleep(self._flush_every)
+            await asyncio.sleep(every)
             await self.flush_touches()
             self.publish_counts()
 
@@ -193,9 +193,13 @@ class AccessState:
             self.metrics.associations.labels(verdict.value).set(n)
 
     def start(self) -> None:
-        """Start the periodic last-seen flush."""
+        """Start the periodic last-seen flush (none when ``touch_flush_seconds``
+        is None: the test harness flushes on demand with ``flush_touches``)."""
         self.publish_counts()
-        self._flusher = create_task(self._flush_loop(), name="access:flush-touches")
+        if self._flush_every is not None:
+            self._flusher = create_task(
+                self._flush_loop(self._flush_every), name="access:flush-touches"
+            )
 
     async def close(self) -> None:
         """Stop the flush loop and write what is pending."""

@@ -163,8 +163,12 @@ async def start_gateway(
     registry: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.time,
     root: Path = Path("."),
+    touch_flush: bool = True,
 ) -> Gateway:
-    """Build and start everything; ports 0 in the settings are read back."""
+    """Build and start everything; ports 0 in the settings are read back.
+
+    ``touch_flush=False`` starts no periodic last-seen flush (the test harness
+    writes them on demand with ``state.flush_touches()``; ``stop`` still does)."""
     metrics = Metrics(registry or CollectorRegistry())
     store = await open_store(settings.store, root=root)
     snapshot = await store.load()
@@ -176,7 +180,7 @@ async def start_gateway(
         snapshot,
         metrics,
         clock=clock,
-        touch_flush_seconds=settings.store.touch_flush_seconds,
+        touch_flush_seconds=settings.store.touch_flush_seconds if touch_flush else None,
     )
     upstreams = Upstreams(settings.pools, metrics)
     gw = Gateway(settings, metrics, store, state, upstreams)

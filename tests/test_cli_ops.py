@@ -37,7 +37,7 @@ async def test_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         try:
             url = None
             while url is None:
-                line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+                line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
                 assert line, "sentry run exited early"
                 if m := re.search(r'"devices": "(https://[^"]+)"', line):
                     url = m.group(1)
@@ -47,7 +47,7 @@ async def test_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert backend.stats.requests[("alice", "Sync")] == 2
         finally:
             proc.send_signal(signal.SIGTERM)
-            rest = (await asyncio.wait_for(proc.stdout.read(), 20)).decode()
+            rest = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
             code = await proc.wait()
         assert code == 0
         assert '"event": "stopped"' in rest

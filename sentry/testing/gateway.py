@@ -4,10 +4,16 @@
 settings that point the pools at them (gateway and admin on free ports too,
 TLS with a fresh self-signed certificate unless disabled), starts the gateway
 and yields handles to all of it; on exit it stops everything it started.
+
+The periodic last-seen flush is off unless a test asks for it
+(``touch_flush_seconds``; a test writes pending last-seen times with
+``gateway.state.flush_touches()``), so a store write a test observes is one
+the test caused, however slowly the machine runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -61,6 +67,13 @@ class DemoGateway:
     def backend(self, pool: str, index: int = 0) -> RunningBackend:
         return self.backends[pool][index]
 
+    async def wait_held(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until the gateway holds at least ``count`` long polls upstream
+        (TimeoutError after ``timeout`` seconds: a hang guard, not a speed check)."""
+        async with asyncio.timeout(timeout):
+            while self.gateway.state.longpolls.count() < count:
+                await asyncio.sleep(0.005)
+
 
 def demo_pools(exchange_servers: int = 1) -> dict[str, PoolSpec]:
     """The demo layout: an exchange pool (alice, bob, shared) and a gmail-type
@@ -106,10 +119,13 @@ def _settings(
 async def demo_gateway(
     root: Path,
     pools: Mapping[str, PoolSpec] | None = None,
+    *,
+    touch_flush_seconds: float | None = None,
     **overrides: Any,
 ) -> AsyncIterator[DemoGateway]:
     """Start backends and a gateway under ``root``; keyword sections override
-    settings (e.g. ``routing={...}``, ``preferences={...}``, ``gateway={...}``)."""
+    settings (e.g. ``routing={...}``, ``preferences={...}``, ``gateway={...}``).
+    ``touch_flush_seconds`` turns the periodic last-seen flush on (off: None)."""
     pools = pools or {"exchange": PoolSpec("exchange", (BackendConfig(),))}
     started: dict[str, list[RunningBackend]] = {}
     try:
@@ -117,9 +133,14 @@ async def demo_gateway(
             default = () if "servers" in spec.extra else (BackendConfig(backend_type=spec.type),)
             configs = spec.backends or default
             started[name] = [await start_backend(c) for c in configs]
+        if touch_flush_seconds is not None:
+            store = {**overrides.get("store", {}), "touch_flush_seconds": touch_flush_seconds}
+            overrides = {**overrides, "store": store}
         settings = settings_from_mapping(_settings(root, started, pools, overrides))
         registry = CollectorRegistry()
-        gw = await start_gateway(settings, registry=registry, root=root)
+        gw = await start_gateway(
+            settings, registry=registry, root=root, touch_flush=touch_flush_seconds is not None
+        )
         try:
             yield DemoGateway(gw, started, registry)
         finally:
