@@ -30,7 +30,7 @@ from dataclasses import replace
 
 import structlog
 
-from sentry.aio import create_task
+from sentry.aio import create_task, uncancellable
 from sentry.eas.request import EasRequest
 from sentry.model import AssociationKey
 from sentry.observability import Metrics
@@ -108,9 +108,13 @@ class AccessState:
 
         Revocation comes right after the write that causes it, before the
         refreshed decisions (derived data) are written: a block reaches a held
-        Ping one transaction sooner."""
+        Ping one transaction sooner. A caller cancelled meanwhile (a device
+        that hangs up) waits until the snapshot matches the store."""
         if not changes:
             return set()
+        return await uncancellable(self._write(changes), name="access:commit")
+
+    async def _write(self, changes: Sequence[Change]) -> set[AssociationKey]:
         keys = affected_keys(changes, self.snapshot)
         await self.store.apply(changes)
         self.snapshot.apply(changes)

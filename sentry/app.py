@@ -219,6 +219,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         access_log=None,
         handle_signals=False,
         shutdown_timeout=g.shutdown_grace_seconds,
+        handler_cancellation=True,  # a device that hangs up ends its upstream request at once
     )
     gw.runners.append(proxy_runner)
     gw.proxy_url = await _site(proxy_runner, g.listen.host, g.listen.port, ssl_ctx)

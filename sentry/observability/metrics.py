@@ -99,6 +99,13 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+        self.client_disconnects = Counter(
+            "sentry_client_disconnects",
+            "Requests whose device closed the connection before the answer was complete"
+            " (the backend request, if any, is cancelled), by command",
+            ["command"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "sentry_upstream_errors",
             "Errors talking to backend servers, by pool and kind",

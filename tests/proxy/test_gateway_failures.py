@@ -105,9 +105,19 @@ async def test_backend_killed_mid_poll_gives_an_error_not_a_hang(
         client = eas(gw, session, "alice", "KILLED0001")
         ping = asyncio.ensure_future(client.post("Ping", PING.format(hb=300, folder="1")))
         await gw.wait_held()
-        os.killpg(proc.pid, signal.SIGKILL)
-        r = await asyncio.wait_for(ping, 30)
+        with capture_logs() as logs:
+            os.killpg(proc.pid, signal.SIGKILL)
+            r = await asyncio.wait_for(ping, 30)
         assert r.status == 502
+        # the backend broke, the device did not go away: blamed on the backend
+        (line,) = [e for e in logs if e["event"] == "request"]
+        assert (line["status"], line["error_kind"]) == (502, "broken")
+        labels = {"pool": "exchange", "kind": "broken"}
+        assert gw.registry.get_sample_value("sentry_upstream_errors_total", labels) == 1
+        assert (
+            gw.registry.get_sample_value("sentry_client_disconnects_total", {"command": "Ping"})
+            is None
+        )
 
 
 async def test_oversized_body_is_413(tmp_path: Path, session: aiohttp.ClientSession) -> None:
