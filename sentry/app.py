@@ -182,7 +182,7 @@ async def start_gateway(
         clock=clock,
         touch_flush_seconds=settings.store.touch_flush_seconds if touch_flush else None,
     )
-    upstreams = Upstreams(settings.pools, metrics)
+    upstreams = Upstreams(settings.pools, metrics, clock=clock)
     gw = Gateway(settings, metrics, store, state, upstreams)
     try:
         await _start_parts(settings, gw, root)
@@ -254,8 +254,7 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
     def problems() -> list[str]:
         out = []
         for pool in gw.upstreams.pools.values():
-            if not any(s.healthy for s in pool.servers):
-                out.append(f"pool {pool.name}: no healthy server")
+            out.extend(pool.not_ready())
         if not gw.proxy_url:
             out.append("device listener not started")
         return out

@@ -240,7 +240,11 @@ def _pools_text(answer: Any) -> str:
     rows = [
         {"pool": p["name"], "type": p["type"], **s} for p in answer["items"] for s in p["servers"]
     ]
-    return table(rows, COLUMNS["servers"]) + "\nrouting: " + cell(answer["routing"])
+    waiting = [p["name"] for p in answer["items"] if not p.get("ready", True)]
+    lines = [table(rows, COLUMNS["servers"]), "routing: " + cell(answer["routing"])]
+    if waiting:
+        lines.append("not ready (no server up yet): " + ", ".join(waiting))
+    return "\n".join(lines)
 
 
 def _audit(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:

@@ -5,7 +5,8 @@ fields not given keep their value. The new value is checked by the policy
 (limits at least 1) and applied like every other change: at once, to held
 long polls too (turning auto-block on ends the Pings of unlinked rows). The
 pools view joins the configured pools with the health the upstream checks
-last saw, and shows the routing.
+last saw (state, the reason and since when, the last check), and shows the
+routing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 
 from sentry.model import NewDeviceAccess, RefusalStyle
 from sentry.policy import registry
+from sentry.proxy.upstream import Server
 
+from .context import iso
 from .schema import Call, Field, Route
 from .views import prefs_view
 
@@ -47,14 +50,33 @@ async def _put_preferences(call: Call) -> dict[str, Any]:
     return prefs_view(call.ctx.snapshot.prefs)
 
 
+def _server_view(server: Server) -> dict[str, Any]:
+    health = server.health
+    failure = health.failure
+    return {
+        "url": server.label,
+        "state": health.state.value,
+        "healthy": server.healthy,
+        "failures": health.failures,
+        "reason": failure.kind if failure else None,
+        "detail": failure.detail if failure else None,
+        "since": iso(health.since),
+        "last_check": iso(health.last_check),
+    }
+
+
 async def _get_pools(call: Call) -> dict[str, Any]:
     items = []
     for pool in call.ctx.upstreams.pools.values():
-        servers = [
-            {"url": s.label, "healthy": s.healthy, "failures": s.failures} for s in pool.servers
-        ]
-        healthy = sum(s.healthy for s in pool.servers)
-        items.append({"name": pool.name, "type": pool.type, "healthy": healthy, "servers": servers})
+        items.append(
+            {
+                "name": pool.name,
+                "type": pool.type,
+                "healthy": sum(s.healthy for s in pool.servers),
+                "ready": not pool.not_ready(),
+                "servers": [_server_view(s) for s in pool.servers],
+            }
+        )
     routing = call.ctx.snapshot.routing
     return {
         "items": items,

@@ -252,8 +252,19 @@ _DEVICE = {
 _PUSHED = _object({"setting": _S, "user_name": _S, "email": _S, "principal": _S})
 _CUSTOM = {f"custom{i}": _NS for i in range(1, 5)}
 _USER = {"principal": _S, "email": _S, "display_name": _S, "source": _S, **_CUSTOM}
-_SERVER = _object({"url": _S, "healthy": _B, "failures": _I})
-_POOL = _object({"name": _S, "type": _S, "healthy": _I, "servers": _array("Server")})
+_SERVER = _object(
+    {
+        "url": _S,
+        "state": _S,
+        "healthy": _B,
+        "failures": _I,
+        "reason": _NS,
+        "detail": _NS,
+        "since": _NS,
+        "last_check": _NS,
+    }
+)
+_POOL = _object({"name": _S, "type": _S, "healthy": _I, "ready": _B, "servers": _array("Server")})
 
 SCHEMAS: dict[str, Any] = {
     "Key": _object(_KEY),

@@ -124,6 +124,18 @@ class Metrics:
             ["pool"],
             registry=registry,
         )
+        self.check_failures = Counter(
+            "sentry_backend_check_failures",
+            "Failed active health checks of backend servers, by pool and reason",
+            ["pool", "reason"],
+            registry=registry,
+        )
+        self.marked_down = Counter(
+            "sentry_backend_marked_down",
+            "Backend servers marked down (active check or failed connection), by pool and reason",
+            ["pool", "reason"],
+            registry=registry,
+        )
         self.associations = Gauge(
             "sentry_associations",
             "ActiveSync associations by state",

@@ -67,6 +67,14 @@ class DemoGateway:
     def backend(self, pool: str, index: int = 0) -> RunningBackend:
         return self.backends[pool][index]
 
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until every pool has a server that passed a health check
+        (what ``/readyz`` waits for; TimeoutError after ``timeout`` seconds)."""
+        pools = self.gateway.upstreams.pools.values()
+        async with asyncio.timeout(timeout):
+            while any(p.not_ready() for p in pools):
+                await asyncio.sleep(0.005)
+
     async def wait_held(self, count: int = 1, timeout: float = 10.0) -> None:
         """Wait until the gateway holds at least ``count`` long polls upstream
         (TimeoutError after ``timeout`` seconds: a hang guard, not a speed check)."""

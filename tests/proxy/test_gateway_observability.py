@@ -105,6 +105,7 @@ async def test_metrics_after_a_scripted_run(
 async def test_health_endpoints(gateway: DemoGateway, session: aiohttp.ClientSession) -> None:
     async with session.get(f"{gateway.admin_url}/healthz") as r:
         assert r.status == 200
+    await gateway.wait_ready()  # ready once every pool passed a first health check
     async with session.get(f"{gateway.admin_url}/readyz") as r:
         assert r.status == 200
 
