@@ -135,7 +135,7 @@ async def test_directory_push_and_prefs_commands(cli: Cli) -> None:
 
 async def test_errors_exit_1_for_refusals_and_2_for_usage(cli: Cli, tmp_path: Path) -> None:
     code, out, err = await cli.run("block", "NODEVICE", "bob", "--note", "x")
-    assert (code, out) == (1, "")
+    assert (code, out) == (1, ""), err
     assert err.startswith("sentry: error: HTTP 404: no association")
     bad = ["exchange-settings", "set", "bad", "--user-name", "$NOPE$", "--email", "x"]
     code, out, err = await cli.run(*bad, "--json")
