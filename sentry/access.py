@@ -192,9 +192,9 @@ class AccessState:
             self.publish_counts()
 
     def publish_counts(self) -> None:
-        """Associations by state, for the metrics gauge (kept by the snapshot)."""
-        for verdict, n in self.snapshot.verdict_counts().items():
-            self.metrics.associations.labels(verdict.value).set(n)
+        """Associations by list state, for the metrics gauge (kept by the snapshot)."""
+        for state, n in self.snapshot.state_counts().items():
+            self.metrics.associations.labels(state.value).set(n)
 
     def start(self) -> None:
         """Start the periodic last-seen flush (none when ``touch_flush_seconds``

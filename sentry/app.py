@@ -1,21 +1,26 @@
 """Composition root: build every component from the settings and run the sites.
 
 ``start_gateway`` is used by ``sentry run``, by the tests (port 0, read back)
-and by bench/. It opens the store and loads the snapshot, makes the pools and
-routing of the configuration current in it (the configuration is the source of
-truth for backends; preferences set by an admin survive restarts), starts the
-upstream sessions and health checks, the optional demo backends, the device
-listener (TLS unless disabled) and the admin listener. ``Gateway.stop`` shuts
-down gracefully: stop accepting, end held polls cleanly, flush state.
+and by bench/. It first checks every file the configuration points at
+(``preflight``: certificates, log file, store path, token; a problem is a
+``StartupError`` naming its key), then opens the store and loads the snapshot,
+makes the pools and routing of the configuration current in it (the
+configuration is the source of truth for backends; preferences set by an
+admin survive restarts), starts the upstream sessions and health checks, the
+optional demo backends, the device listener (TLS unless disabled) and the
+admin listener (TLS optional; a warning when it is not on loopback).
+``Gateway.stop`` shuts down gracefully: stop accepting, end held polls
+cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and reloads on
+SIGHUP (``sentry.reload``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
+import ipaddress
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,16 +35,24 @@ from sentry.access import AccessState
 from sentry.admin.api import add_api, api_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
-from sentry.certs import ensure_certificate, server_ssl_context
+from sentry.admin.token import TokenFile
+from sentry.aio import create_task
+from sentry.buildinfo import version
+from sentry.certs import server_ssl_context
+from sentry.errors import StartupError
 from sentry.model import NewDeviceAccess, Pool, Preferences, RefusalStyle, Routing
 from sentry.observability import Metrics, configure_logging
+from sentry.observability.logging import LogFile
 from sentry.policy import PutPool, PutPreferences, PutRouting
 from sentry.policy.changes import Change
+from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
+from sentry.proxy.authn import Authenticator
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
+from sentry.proxy.redirects import RedirectCache, Redirector
 from sentry.proxy.upstream import Upstreams
-from sentry.settings import PreferenceSettings, Settings
+from sentry.settings import ListenSettings, PreferenceSettings, Settings, TlsSettings
 from sentry.store.base import Store
 from sentry.store.factory import open_store
 
@@ -47,7 +60,7 @@ __all__ = [
     "Gateway",
     "config_changes",
     "demo_banner",
-    "ensure_token",
+    "is_loopback",
     "preferences_of",
     "run",
     "start_gateway",
@@ -71,6 +84,13 @@ class Gateway:
     runners: list[web.AppRunner] = field(default_factory=list)
     demo: list[Any] = field(default_factory=list)
     admin_app: web.Application | None = None
+    root: Path = Path(".")
+    token: TokenFile | None = None
+    tls: dict[str, ssl.SSLContext] = field(default_factory=dict)  # "gateway.tls"/"admin.tls"
+    log_file: LogFile | None = None
+    reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    authn: Authenticator | None = None
+    redirect_cache: RedirectCache = field(default_factory=RedirectCache)
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, end held polls, flush state."""
@@ -81,24 +101,12 @@ class Gateway:
         for runner in self.runners:
             await runner.cleanup()
         await self.upstreams.close()
+        if self.authn is not None:
+            await self.authn.close()
         await self.state.close()
         await self.store.close()
         for backend in self.demo:
             await backend.stop()
-
-
-def ensure_token(path: Path) -> str:
-    """Read the admin token, creating it (mode 0600) on first run."""
-    if path.exists():
-        token = path.read_text(encoding="utf-8").strip()
-        if token:
-            return token
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    return token
 
 
 def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
@@ -145,10 +153,17 @@ async def _start_demo(settings: Settings, gw: Gateway) -> None:
         gw.demo.append(await start_backend(config, "127.0.0.1", b.port, access_log=False))
 
 
-async def _site(runner: web.AppRunner, host: str, port: int, ssl_ctx: Any = None) -> str:
+async def _site(
+    runner: web.AppRunner, key: str, listen: ListenSettings, ssl_ctx: Any = None
+) -> str:
+    """Start ``runner`` on ``listen``; a bind failure is a ``StartupError`` naming ``key``."""
+    host, port = listen.host, listen.port
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        raise StartupError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server = getattr(site, "_server", None)
     sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else port
@@ -168,7 +183,14 @@ async def start_gateway(
     """Build and start everything; ports 0 in the settings are read back.
 
     ``touch_flush=False`` starts no periodic last-seen flush (the test harness
-    writes them on demand with ``state.flush_touches()``; ``stop`` still does)."""
+    writes them on demand with ``state.flush_touches()``; ``stop`` still does).
+    A problem with a configured file or listener raises ``StartupError``."""
+    report = preflight(settings, root, create=True)
+    report.raise_first()
+    for made in report.generated:
+        log.info("certificate_generated", file=made, fqdn=settings.gateway.fqdn)
+    for warning in report.warnings:
+        log.warning("startup_warning", problem=warning)
     metrics = Metrics(registry or CollectorRegistry())
     store = await open_store(settings.store, root=root)
     snapshot = await store.load()
@@ -183,7 +205,11 @@ async def start_gateway(
         touch_flush_seconds=settings.store.touch_flush_seconds if touch_flush else None,
     )
     upstreams = Upstreams(settings.pools, metrics, clock=clock)
-    gw = Gateway(settings, metrics, store, state, upstreams)
+    r = settings.gateway.redirects
+    cache = RedirectCache(
+        r.cache_ttl_seconds, r.cache_max_entries, on_change=metrics.redirect_cache_entries.set
+    )
+    gw = Gateway(settings, metrics, store, state, upstreams, redirect_cache=cache, root=root)
     try:
         await _start_parts(settings, gw, root)
     except BaseException:
@@ -198,13 +224,9 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     await gw.upstreams.start()
     gw.state.start()
     g = settings.gateway
-    ssl_ctx = None
-    if g.tls.enabled:
-        _small_tls_buffers()
-        cert, key = root / g.tls.cert, root / g.tls.key
-        if ensure_certificate(cert, key, g.fqdn):
-            log.info("certificate_generated", cert=str(cert), fqdn=g.fqdn)
-        ssl_ctx = server_ssl_context(cert, key)
+    gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)
+    await gw.authn.start()
+    ssl_ctx = _tls(gw, "gateway.tls", g.tls)
     ctx = ProxyContext(
         settings=g,
         state=gw.state,
@@ -212,6 +234,10 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         metrics=gw.metrics,
         addresses=ClientAddress(g.trusted_proxies),
         proto="https" if g.tls.enabled else "http",
+        authn=gw.authn,
+        redirects=Redirector(
+            g.redirects, gw.upstreams.pools, gw.redirect_cache, gw.metrics, clock=gw.state.clock
+        ),
         access_log=settings.logging.access_log,
     )
     proxy_runner = web.AppRunner(
@@ -222,15 +248,44 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         handler_cancellation=True,  # a device that hangs up ends its upstream request at once
     )
     gw.runners.append(proxy_runner)
-    gw.proxy_url = await _site(proxy_runner, g.listen.host, g.listen.port, ssl_ctx)
-    gw.admin_token = ensure_token(root / settings.admin.token_file)
+    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx)
+    gw.token = TokenFile(resolve(root, settings.admin.token_file))
+    gw.admin_token = gw.token.token
     gw.admin_app = _admin_app(gw)
     admin_runner = web.AppRunner(
         gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0
     )
     gw.runners.append(admin_runner)
-    a = settings.admin.listen
-    gw.admin_url = await _site(admin_runner, a.host, a.port)
+    a = settings.admin
+    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, _tls(gw, "admin.tls", a.tls))
+    if not is_loopback(a.listen.host):
+        log.warning(
+            "admin_listen_not_loopback",
+            host=a.listen.host,
+            tls=a.tls.enabled,
+            problem="the admin API is reachable from the network"
+            + ("" if a.tls.enabled else " and its token travels in clear (set admin.tls)"),
+        )
+
+
+def _tls(gw: Gateway, key: str, tls: TlsSettings) -> ssl.SSLContext | None:
+    """The server context of a listener (files checked by ``preflight``)."""
+    if not tls.enabled:
+        return None
+    _small_tls_buffers()
+    ctx = server_ssl_context(resolve(gw.root, tls.cert), resolve(gw.root, tls.key))
+    gw.tls[key] = ctx
+    return ctx
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address only accepts local connections."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 TLS_READ_BUFFER = 16 * 1024
@@ -263,9 +318,9 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=api_middlewares(gw.admin_token))
+    app = web.Application(middlewares=api_middlewares(gw.token or gw.admin_token))
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
-    add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings))
+    add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache))
     return app
 
 
@@ -293,11 +348,20 @@ def demo_banner(gw: Gateway) -> str:
     return "\n".join(lines)
 
 
-async def run(settings: Settings, *, root: Path = Path(".")) -> None:
-    """``sentry run``: start, print where, serve until SIGTERM/SIGINT."""
-    configure_logging(settings.logging)
+async def run(settings: Settings, *, root: Path = Path("."), config: Path | None = None) -> None:
+    """``sentry run``: start, print where, serve until SIGTERM/SIGINT; on SIGHUP
+    reopen the log file and reload ``config`` (see ``sentry.reload``)."""
+    from sentry.reload import reload_gateway
+    from sentry.settings import load_settings
+
+    preflight(settings, root, create=False).raise_first()  # before logs leave the terminal
+    try:
+        log_file = configure_logging(settings.logging)
+    except OSError as exc:
+        raise StartupError("logging.file", f"{settings.logging.file}: {exc.strerror}") from None
     gw = await start_gateway(settings, root=root)
-    log.info("started", devices=gw.proxy_url, admin=gw.admin_url)
+    gw.log_file = log_file
+    log.info("started", devices=gw.proxy_url, admin=gw.admin_url, version=version())
     if settings.demo.enabled:
         print(demo_banner(gw), flush=True)
     stop = asyncio.Event()
@@ -305,8 +369,18 @@ async def run(settings: Settings, *, root: Path = Path(".")) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if config is not None:
+        path = config
+
+        def hup() -> None:
+            create_task(reload_gateway(gw, lambda: load_settings(path)), name="reload")
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, hup)
     try:
         await stop.wait()
     finally:
         await gw.stop()
         log.info("stopped")
+        if log_file is not None:
+            log_file.close()

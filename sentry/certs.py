@@ -1,11 +1,19 @@
-"""TLS material: self-signed certificates and a small test CA, made with ``cryptography``.
+"""TLS material: make certificates, keys and CSRs; write them without destroying any.
 
-The gateway's device listener needs a certificate for its FQDN. When the
-configured files are missing, ``ensure_certificate`` makes a self-signed one on
-first start; ``sentry certs init`` regenerates it, and ``--ca`` makes a small CA
-plus a server certificate signed by it (for clients that must trust a root).
-Private keys are written with mode 0600. Everything returns PEM bytes; writing
-files is a separate, explicit step.
+Approach. Everything that *makes* material returns PEM bytes (``CertPair``,
+``make_csr``); writing is a separate, explicit step (``write_pair``,
+``write_private``) that never replaces an existing file unless told to
+(``overwrite=True``), writes through a temporary file and a rename so a crash
+never leaves half a PEM, and creates private keys with mode 0600.
+
+On first start the gateway makes a self-signed pair when *neither* file
+exists (``ensure_certificate``); when only one exists that is a mistake to
+report (``CertFileError`` naming the missing file), never a reason to replace
+the other. ``load_pair`` reads both files and checks that the key belongs to
+the certificate; ``cert_warnings`` says what an operator should know but that
+does not stop the gateway (the names do not cover the FQDN, expiry).
+``sentry certs init`` makes a self-signed pair or a small test CA;
+``sentry certs csr`` a key and a certificate signing request for a real CA.
 """
 
 from __future__ import annotations
@@ -14,22 +22,34 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
+    "CertFileError",
     "CertPair",
+    "LoadedPair",
+    "cert_warnings",
+    "certificate_names",
     "ensure_certificate",
+    "load_pair",
     "make_ca",
+    "make_csr",
     "make_self_signed",
     "make_signed",
+    "name_matches",
     "server_ssl_context",
+    "write_file",
     "write_pair",
+    "write_private",
 ]
 
 _VALIDITY = dt.timedelta(days=825)
@@ -141,26 +161,189 @@ def make_signed(fqdn: str, ca: CertPair) -> CertPair:
     return CertPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def write_pair(pair: CertPair, cert_path: Path, key_path: Path) -> None:
-    """Write the pair; the key file is created with mode 0600."""
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    cert_path.write_bytes(pair.cert_pem)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pair.key_pem)
-    os.chmod(key_path, 0o600)
+def make_csr(
+    fqdn: str, extra_names: tuple[str, ...] = (), key_pem: bytes | None = None
+) -> CertPair:
+    """A certificate signing request for ``fqdn`` (and ``extra_names``) and its key.
+
+    With ``key_pem`` the request is signed by that existing key (returned
+    unchanged); otherwise a new key is made. ``cert_pem`` holds the CSR."""
+    key = _new_key() if key_pem is None else _private_key(key_pem)
+    names = list(dict.fromkeys([fqdn, *extra_names]))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fqdn)]))
+        .add_extension(_san(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CertPair(csr.public_bytes(serialization.Encoding.PEM), key_pem or _key_pem(key))
+
+
+def _private_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("only EC keys are supported for a CSR")
+    return key
+
+
+# --- Writing: never over an existing file unless told ---
+
+
+def write_file(path: Path, data: bytes, mode: int, *, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory.
+
+    Without ``overwrite`` the final step is ``os.link``, which fails when
+    ``path`` exists (``FileExistsError``), so nothing is ever replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write a secret (a private key) with mode 0600; ``FileExistsError`` when
+    ``path`` exists and ``overwrite`` is false."""
+    write_file(path, data, 0o600, overwrite=overwrite)
+
+
+def write_pair(pair: CertPair, cert_path: Path, key_path: Path, *, overwrite: bool = False) -> None:
+    """Write the pair (key mode 0600, certificate 0644). Without ``overwrite``
+    neither file may exist (``FileExistsError`` before anything is written)."""
+    if not overwrite:
+        for path in (cert_path, key_path):
+            if os.path.lexists(path):
+                raise FileExistsError(f"{path} exists")
+    write_private(key_path, pair.key_pem, overwrite=overwrite)
+    write_file(cert_path, pair.cert_pem, 0o644, overwrite=overwrite)
+
+
+# --- Reading and checking what is on disk ---
+
+
+class CertFileError(Exception):
+    """A certificate or key file is missing, unreadable or unusable.
+
+    ``role`` is ``"cert"`` or ``"key"`` (the caller maps it to a setting),
+    ``path`` the file, ``problem`` what is wrong."""
+
+    def __init__(self, role: Literal["cert", "key"], path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.role = role
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPair:
+    """A certificate (the first of the file's chain) whose key was checked to match."""
+
+    cert: x509.Certificate
+    chain_length: int
 
 
 def ensure_certificate(cert_path: Path, key_path: Path, fqdn: str) -> bool:
-    """Make a self-signed pair for ``fqdn`` unless both files exist.
-
-    Returns True when it generated new files.
-    """
-    if cert_path.exists() and key_path.exists():
+    """Make a self-signed pair for ``fqdn`` when neither file exists; return
+    True when it did. One file without the other is a ``CertFileError`` naming
+    the missing one: the existing file is never replaced."""
+    has_cert, has_key = os.path.lexists(cert_path), os.path.lexists(key_path)
+    if has_cert and has_key:
         return False
-    write_pair(make_self_signed(fqdn), cert_path, key_path)
-    return True
+    if not has_cert and not has_key:
+        write_pair(make_self_signed(fqdn), cert_path, key_path)
+        return True
+    missing, present = (key_path, cert_path) if has_cert else (cert_path, key_path)
+    role: Literal["cert", "key"] = "key" if has_cert else "cert"
+    raise CertFileError(
+        role,
+        missing,
+        f"missing, but {present} exists (nothing was replaced): restore the file, "
+        "or move both away to have a new self-signed pair made",
+    )
+
+
+def _read(role: Literal["cert", "key"], path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CertFileError(role, path, "does not exist") from None
+    except IsADirectoryError:
+        raise CertFileError(role, path, "is a directory, not a PEM file") from None
+    except OSError as exc:
+        raise CertFileError(role, path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def load_pair(cert_path: Path, key_path: Path) -> LoadedPair:
+    """Read and parse both files and check that the key belongs to the certificate."""
+    try:
+        chain = x509.load_pem_x509_certificates(_read("cert", cert_path))
+    except ValueError:
+        raise CertFileError("cert", cert_path, "not a PEM certificate") from None
+    key_pem = _read("key", key_path)
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise CertFileError(
+            "key", key_path, "is encrypted (a passphrase is not supported)"
+        ) from None
+    except ValueError:
+        raise CertFileError("key", key_path, "not a PEM private key") from None
+    if _public(key.public_key()) != _public(chain[0].public_key()):
+        raise CertFileError("key", key_path, f"does not belong to the certificate {cert_path}")
+    return LoadedPair(chain[0], len(chain))
+
+
+def _public(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def certificate_names(cert: x509.Certificate) -> list[str]:
+    """The names a certificate is valid for: its SAN DNS names and IP
+    addresses, or its common name when it has no SAN extension."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return [str(a.value) for a in cns]
+    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return [*san.get_values_for_type(x509.DNSName), *ips]
+
+
+def name_matches(fqdn: str, names: list[str]) -> bool:
+    """Whether ``fqdn`` is covered by ``names`` (one ``*.`` wildcard label allowed)."""
+    want = fqdn.rstrip(".").lower()
+    for name in (n.rstrip(".").lower() for n in names):
+        if name == want:
+            return True
+        if name.startswith("*.") and "." in want and want.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+def cert_warnings(cert: x509.Certificate, fqdn: str, now: dt.datetime) -> list[str]:
+    """What an operator should fix that does not stop the gateway."""
+    out = []
+    names = certificate_names(cert)
+    if not name_matches(fqdn, names):
+        shown = ", ".join(names) or "none"
+        out.append(f"the certificate's names ({shown}) do not include gateway.fqdn {fqdn!r}")
+    if now > cert.not_valid_after_utc:
+        out.append(f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+    elif now < cert.not_valid_before_utc:
+        out.append(f"the certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d}")
+    return out
 
 
 def server_ssl_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:

@@ -1,17 +1,26 @@
 """The ``sentry`` command line: one argparse parser, subcommand groups plugged in.
 
-Approach. Each group (``wbxml``, ``eas``; later ``run``, ``certs``, ``admin``,
-``demo-backend``) registers itself from one ``_add_<group>(subparsers)``
-function listed in ``_GROUPS`` and sets ``handler`` on its leaf parsers; a
-handler takes the parsed arguments and returns the exit status. ``main`` turns
-every expected failure (bad input, unreadable file, usage error) into one line
-``sentry: error: ...`` on stderr and exit status 2, never a traceback.
+Approach. Each group (``wbxml``, ``eas``, ``run``, ``certs``, ``store``,
+``admin``, ``demo-backend``, ``demo-client``) registers itself from one
+``_add_<group>(subparsers)`` function listed in ``_GROUPS`` and sets
+``handler`` on its leaf parsers; a handler takes the parsed arguments and
+returns the exit status. After the tree is built, ``_document`` gives every
+parser its help as its description and one help formatter that shows
+defaults, so ``sentry X --help`` always says what X does.
+
+``main`` turns every expected failure into one line on stderr and exit
+status 2, never a traceback: bad input and usage errors (``CliError``),
+protocol errors, and start-up problems (``StartupError``, printed as
+``sentry: error: <key path>: <problem>``). Output cut short by a closed pipe
+(``sentry admin list | head``) ends quietly with status 141, as a process
+killed by SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,19 +28,36 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from sentry import cli_ops
 from sentry.admin.cli import add_admin
+from sentry.admin.cli_tools import add_store
+from sentry.buildinfo import version_text
 from sentry.eas.errors import EasError
 from sentry.eas.request import EasRequest, parse_request
 from sentry.eas.wbxml import decode, encode
 from sentry.eas.xmlform import from_xml, to_xml
+from sentry.errors import StartupError
 
-__all__ = ["CliError", "main"]
+__all__ = ["CliError", "HelpFormatter", "StartupError", "build_parser", "main"]
 
 PROG = "sentry"
+EPIPE_STATUS = 128 + 13  # as if killed by SIGPIPE, like other Unix tools
 Handler = Callable[[argparse.Namespace], int]
 
 
 class CliError(Exception):
     """An expected failure: reported as one ``sentry: error:`` line, exit 2."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows an option's default when it has a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, [], argparse.SUPPRESS):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,15 +73,20 @@ if TYPE_CHECKING:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    parser = _build_parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
         handler: Handler = args.handler
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
-    except (CliError, EasError) as exc:
+    except (CliError, EasError, StartupError) as exc:
         return _fail(str(exc))
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EPIPE_STATUS
 
 
 def _fail(message: str) -> int:
@@ -63,12 +94,42 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _stdout_to_devnull() -> None:
+    """Nothing more can reach the reader: point stdout at /dev/null so the
+    interpreter's final flush does not complain about the pipe."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (tests capture stdout)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree, every parser documented (see ``_document``)."""
     parser = _Parser(prog=PROG, description="Sentry, an Exchange ActiveSync gateway.")
+    parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add_group in _GROUPS:
         add_group(subparsers)
+    _document(parser)
     return parser
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Give each parser of the tree the defaults-showing formatter and, as its
+    description, the help its parent lists it with."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, child in action.choices.items():
+            if not child.description and helps.get(name):
+                text = str(helps[name])
+                child.description = text[:1].upper() + text[1:] + "."
+            _document(child)
 
 
 # --- sentry wbxml decode|encode ---
@@ -193,6 +254,7 @@ _GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     _add_eas,
     cli_ops.add_run,
     cli_ops.add_certs,
+    add_store,
     cli_ops.add_demo_backend,
     cli_ops.add_demo_client,
     add_admin,

@@ -24,15 +24,19 @@ from urllib.parse import urlsplit
 import yaml
 
 __all__ = [
+    "SIGNATURE_ALGORITHMS",
     "AdminSettings",
     "BackendPoolSettings",
     "DemoBackendSettings",
     "DemoSettings",
     "GatewaySettings",
     "HealthCheckSettings",
+    "IdentitySettings",
     "ListenSettings",
     "LoggingSettings",
+    "OAuthSettings",
     "PreferenceSettings",
+    "RedirectSettings",
     "RoutingSettings",
     "Settings",
     "SettingsError",
@@ -61,6 +65,16 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class RedirectSettings:
+    """How the gateway follows a backend's 451 redirect (README "Redirects")."""
+
+    max_hops: int = 2
+    cache_ttl_seconds: float = 86400.0
+    cache_max_entries: int = 100_000
+    retry_after_seconds: int = 5
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     fqdn: str = "localhost"
     listen: ListenSettings = ListenSettings()
@@ -71,12 +85,14 @@ class GatewaySettings:
     long_poll_margin_seconds: float = 90.0
     max_heartbeat_seconds: int = 3540
     shutdown_grace_seconds: float = 5.0
+    redirects: RedirectSettings = RedirectSettings()
 
 
 @dataclass(frozen=True)
 class AdminSettings:
     listen: ListenSettings = ListenSettings(port=9090)
     token_file: str = "var/admin-token"
+    tls: TlsSettings = TlsSettings(enabled=False)  # same files as the device listener
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,7 @@ class BackendPoolSettings:
     tls_verify: bool = True
     connect_timeout_seconds: float = 5.0
     retry_after_seconds: int = 30
+    redirect_allow: tuple[str, ...] = ()  # origins this pool may redirect to (451)
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,35 @@ class PreferenceSettings:
     max_mailboxes_per_device: int | None = None
     refusal_style: Literal["status", "http403"] = "status"
     new_device_access: Literal["allow", "block"] = "allow"
+
+
+SIGNATURE_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+"""The JWS algorithms OAuth tokens may use: asymmetric only (never ``none``, never HMAC)."""
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """Validation of ``Authorization: Bearer`` tokens (README "Authentication")."""
+
+    issuer: str
+    audience: tuple[str, ...]
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    jwks_refresh_seconds: float = 3600.0
+    jwks_min_refresh_seconds: float = 60.0
+    jwks_timeout_seconds: float = 10.0
+    user_claim: str = "upn"
+    algorithms: tuple[str, ...] = ("RS256",)
+    leeway_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """Who a request is for: OAuth token validation (None: Bearer is refused)."""
+
+    oauth: OAuthSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +196,7 @@ class Settings:
     store: StoreSettings = StoreSettings()
     pools: tuple[BackendPoolSettings, ...] = ()
     routing: RoutingSettings = RoutingSettings()
+    identity: IdentitySettings = IdentitySettings()
     preferences: PreferenceSettings = PreferenceSettings()
     logging: LoggingSettings = LoggingSettings()
     demo: DemoSettings = DemoSettings()
@@ -162,10 +209,31 @@ def load_settings(path: str | Path) -> Settings:
     except OSError as exc:
         raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    except _DuplicateKey as exc:
+        raise SettingsError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML: {exc}") from None
     return settings_from_mapping({} if data is None else data, source=str(path))
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (YAML would
+    silently keep the last one: a typo that changes a setting unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise _DuplicateKey(f"line {line}: key {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def settings_from_mapping(data: Any, source: str = "<settings>") -> Settings:
@@ -272,6 +340,10 @@ def _validate(obj: Any, path: str) -> None:
         _positive(_join(path, "failures_to_down"), obj.failures_to_down)
     if isinstance(obj, StoreSettings):
         _positive(_join(path, "touch_flush_seconds"), obj.touch_flush_seconds)
+    if isinstance(obj, RedirectSettings):
+        _validate_redirects(obj, path)
+    if isinstance(obj, OAuthSettings):
+        _validate_oauth(obj, path)
 
 
 def _validate_gateway(g: GatewaySettings, path: str) -> None:
@@ -297,6 +369,53 @@ def _validate_pool(p: BackendPoolSettings, path: str) -> None:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError(f"{_join(path, 'servers')}[{i}]: not an http(s) URL: {url!r}")
     _positive(_join(path, "retry_after_seconds"), p.retry_after_seconds)
+    for i, url in enumerate(p.redirect_allow):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problem = f"not an http(s) URL: {url!r}"
+        elif parts.path.rstrip("/").lower() not in ("", "/microsoft-server-activesync"):
+            problem = "only scheme://host[:port] (the ActiveSync path is implied)"
+        elif parts.query or parts.fragment or parts.username or parts.password:
+            problem = "no query, fragment or credentials"
+        else:
+            continue
+        raise SettingsError(f"{_join(path, 'redirect_allow')}[{i}]: {problem}")
+
+
+def _validate_redirects(r: RedirectSettings, path: str) -> None:
+    if not 1 <= r.max_hops <= 10:
+        raise SettingsError(f"{_join(path, 'max_hops')}: must be 1-10")
+    _positive(_join(path, "cache_ttl_seconds"), r.cache_ttl_seconds)
+    _positive(_join(path, "cache_max_entries"), r.cache_max_entries)
+    _positive(_join(path, "retry_after_seconds"), r.retry_after_seconds)
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _validate_oauth(o: OAuthSettings, path: str) -> None:
+    if not o.audience:
+        raise SettingsError(f"{_join(path, 'audience')}: at least one audience is required")
+    if (o.jwks_file is None) == (o.jwks_url is None):
+        raise SettingsError(f"{_join(path, 'jwks_file')}: give exactly one of jwks_file, jwks_url")
+    if o.jwks_url is not None:
+        parts = urlsplit(o.jwks_url)
+        loopback = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+        if not parts.hostname or not (parts.scheme == "https" or loopback):
+            problem = "must be an https URL (plain http only on loopback, for tests)"
+            raise SettingsError(f"{_join(path, 'jwks_url')}: {problem}")
+    if not o.algorithms:
+        raise SettingsError(f"{_join(path, 'algorithms')}: at least one algorithm is required")
+    for i, alg in enumerate(o.algorithms):
+        if alg not in SIGNATURE_ALGORITHMS:
+            allowed = ", ".join(SIGNATURE_ALGORITHMS)
+            problem = f"{alg!r} is not allowed (asymmetric signatures only: {allowed})"
+            raise SettingsError(f"{_join(path, 'algorithms')}[{i}]: {problem}")
+    _positive(_join(path, "jwks_refresh_seconds"), o.jwks_refresh_seconds)
+    _positive(_join(path, "jwks_min_refresh_seconds"), o.jwks_min_refresh_seconds, allow_zero=True)
+    _positive(_join(path, "jwks_timeout_seconds"), o.jwks_timeout_seconds)
+    if not 0 <= o.leeway_seconds <= 600:
+        raise SettingsError(f"{_join(path, 'leeway_seconds')}: must be 0-600")
 
 
 def _check_references(s: Settings) -> None:

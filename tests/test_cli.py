@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -161,3 +164,70 @@ def test_python_m_sentry_error() -> None:
     )
     assert result.returncode == 2
     assert_one_line_error(result.stderr.decode(), "sentry: error:")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from sentry.buildinfo import python_version, version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"sentry {version()} (Python {python_version()})\n"
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def _all_parsers() -> list[argparse.ArgumentParser]:
+    from sentry.cli import build_parser
+    from sentry.testing.demo_cli import backend_parser
+    from sentry.testing.demo_client import client_parser
+
+    return [*_parsers(build_parser()), backend_parser(), client_parser()]
+
+
+def test_every_command_says_what_it_does_and_every_option_has_help() -> None:
+    parsers = _all_parsers()
+    assert len(parsers) > 50
+    for parser in parsers:
+        assert parser.description and parser.description.strip(), parser.prog
+        for action in parser._actions:
+            if isinstance(
+                action, argparse._HelpAction | argparse._VersionAction | argparse._SubParsersAction
+            ):
+                continue  # a subcommand's help is its parser's description, checked above
+            assert action.help and action.help.strip(), (parser.prog, action.dest)
+
+
+def test_every_meaningful_default_is_shown() -> None:
+    for parser in _all_parsers():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+                continue
+            shown = formatter._expand_help(action)  # type: ignore[attr-defined]
+            assert "default" in shown, (parser.prog, action.dest, shown)
+
+
+def test_admin_help_shows_the_default_page_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["admin", "list", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "The ActiveSync association list (one page)." in out
+    assert "rows per page (at most 1000) (default: 100)" in " ".join(out.split())
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written (like `| head` after a line)
+    with os.fdopen(write, "wb") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "sentry", "eas", "query", VECTOR_2],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            check=False,
+            timeout=60,
+        )
+    assert (result.returncode, result.stderr) == (141, b"")

@@ -12,6 +12,8 @@ from sentry.settings import Settings, SettingsError, load_settings, settings_fro
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = {"name": "ex", "type": "exchange", "servers": ["http://127.0.0.1:1"]}
+OAUTH = {"issuer": "https://login.example/t/v2.0", "audience": ["a"], "jwks_file": "k.json"}
+OAUTH_URL = {"issuer": "https://login.example/t/v2.0", "audience": ["a"]}
 
 
 def test_defaults_are_safe() -> None:
@@ -55,6 +57,34 @@ def test_shipped_config_loads() -> None:
         ({"preferences": {"max_devices_per_mailbox": 0}}, "preferences.max_devices_per_mailbox"),
         ({"store": {"kind": "oracle"}}, "store.kind: must be one of sqlite, memory"),
         ({"logging": "loud"}, "logging: expected a mapping"),
+        ({"gateway": {"redirects": {"max_hops": 0}}}, "gateway.redirects.max_hops: must be 1-10"),
+        (
+            {"pools": [{**POOL, "redirect_allow": ["ftp://x"]}]},
+            "pools[0].redirect_allow[0]: not an http(s) URL",
+        ),
+        (
+            {"pools": [{**POOL, "redirect_allow": ["https://x.example/owa"]}]},
+            "pools[0].redirect_allow[0]: only scheme://host[:port]",
+        ),
+        ({"identity": {"oauth": {"audience": ["a"]}}}, "identity.oauth.issuer: required key"),
+        ({"identity": {"oauth": {**OAUTH, "audience": []}}}, "identity.oauth.audience: at least"),
+        (
+            {"identity": {"oauth": {**OAUTH, "jwks_url": "https://k.example/keys"}}},
+            "identity.oauth.jwks_file: give exactly one of jwks_file, jwks_url",
+        ),
+        (
+            {"identity": {"oauth": {**OAUTH, "algorithms": ["HS256"]}}},
+            "identity.oauth.algorithms[0]: 'HS256' is not allowed",
+        ),
+        (
+            {"identity": {"oauth": {**OAUTH, "algorithms": ["RS256", "none"]}}},
+            "identity.oauth.algorithms[1]: 'none' is not allowed",
+        ),
+        (
+            {"identity": {"oauth": {**OAUTH_URL, "jwks_url": "http://idp.example/keys"}}},
+            "identity.oauth.jwks_url: must be an https URL",
+        ),
+        ({"identity": {"oauth": {**OAUTH, "leeway_seconds": -1}}}, "identity.oauth.leeway"),
         ([1, 2], "(top level): expected a mapping"),
     ],
 )
@@ -64,6 +94,24 @@ def test_bad_values_name_the_key_path(data: object, message: str) -> None:
     assert message in str(caught.value)
 
 
+def test_oauth_and_redirect_settings() -> None:
+    s = settings_from_mapping(
+        {
+            "identity": {"oauth": {**OAUTH_URL, "jwks_url": "https://login.example/keys"}},
+            "gateway": {"redirects": {"max_hops": 3}},
+            "pools": [{**POOL, "redirect_allow": ["https://dr.example:8443"]}],
+        }
+    )
+    oauth = s.identity.oauth
+    assert oauth is not None and oauth.user_claim == "upn" and oauth.algorithms == ("RS256",)
+    assert s.gateway.redirects.max_hops == 3 and s.pools[0].redirect_allow == (
+        "https://dr.example:8443",
+    )
+    assert Settings().identity.oauth is None  # Bearer is refused until configured
+    loopback = {**OAUTH_URL, "jwks_url": "http://127.0.0.1:8080/keys"}  # tests only
+    assert settings_from_mapping({"identity": {"oauth": loopback}}).identity.oauth is not None
+
+
 def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("gateway: [unclosed\n")
@@ -71,6 +119,17 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_settings(bad)
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("gateway:\n  fqdn: a.example\n  listen: {port: 1}\n  fqdn: b.example\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    assert str(caught.value) == f"{path}: line 4: key 'fqdn' is given twice"
+    path.write_text("admin: {tls: {enabled: true}}\n")
+    loaded = load_settings(path).admin.tls
+    assert loaded.enabled and loaded.cert == "certs/sentry.pem"  # the device listener's files
 
 
 _scalars = (

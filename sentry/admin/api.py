@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from importlib import metadata
 from typing import Any
 
 import structlog
@@ -23,13 +22,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
 from aiohttp.typedefs import Middleware
 
+from sentry.buildinfo import version
 from sentry.policy import PolicyError
 
-from . import associations, audit, directory, prefs, push
+from . import associations, audit, directory, exports, prefs, push, redirects
 from .auth import bearer_auth, is_api_path
 from .context import AdminContext
 from .errors import ApiError, BadRequest, from_policy
 from .schema import Call, Fields, Route, openapi_document, parse_body, parse_path, parse_query
+from .token import TokenFile
 from .views import SCHEMAS
 
 __all__ = ["ADMIN_CONTEXT", "ROUTES", "add_api", "api_middlewares", "openapi"]
@@ -54,11 +55,13 @@ _OPENAPI = Route(
 )
 
 ROUTES: tuple[Route, ...] = (
+    *exports.ROUTES,
     *associations.ROUTES,
     *directory.ROUTES,
     *push.ROUTES,
     *prefs.ROUTES,
     *audit.ROUTES,
+    *redirects.ROUTES,
     _OPENAPI,
 )
 """Every admin API route: what is served is what is documented."""
@@ -66,17 +69,11 @@ ROUTES: tuple[Route, ...] = (
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3 document of ``ROUTES``."""
-    return openapi_document(ROUTES, SCHEMAS, title="Sentry admin API", version=_version())
+    schemas = {**SCHEMAS, **redirects.SCHEMAS}
+    return openapi_document(ROUTES, schemas, title="Sentry admin API", version=version())
 
 
-def _version() -> str:
-    try:
-        return metadata.version("eas-sentry")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
-def api_middlewares(token: str) -> list[Middleware]:
+def api_middlewares(token: str | TokenFile) -> list[Middleware]:
     """Authentication first, then JSON error answers (both for ``/api/`` only)."""
     return [bearer_auth(token), _errors]
 
@@ -97,13 +94,35 @@ def _endpoint(route: Route) -> AiohttpHandler:
         call = Call(ctx, path, query, body, _actor(request))
         result = await route.handler(call)
         if route.changes:
-            log.info(
-                "admin_change", actor=call.actor, method=route.method, route=route.path, **path
-            )
+            _log_change(route, call, result)
+        if isinstance(result, exports.Stream):
+            return await _stream(request, result)
         return web.json_response(result, status=route.status)
 
     endpoint.__name__ = route.handler.__name__
     return endpoint
+
+
+async def _stream(request: web.Request, stream: exports.Stream) -> web.StreamResponse:
+    """Write a streamed answer chunk by chunk."""
+    disposition = f'attachment; filename="{stream.filename}"'
+    headers = {"Content-Type": stream.media_type, "Content-Disposition": disposition}
+    response = web.StreamResponse(headers=headers)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    async for chunk in stream.chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def _log_change(route: Route, call: Call, result: Any) -> None:
+    """One event per changing call; a dry run says so and how many rows it would change."""
+    fields = {"actor": call.actor, "method": route.method, "route": route.path, **call.path}
+    if isinstance(result, dict) and result.get("dry_run") is True:
+        log.info("admin_dry_run", dry_run=True, would_change=len(result["changed"]), **fields)
+    else:
+        log.info("admin_change", **fields)
 
 
 async def _body(request: web.Request, spec: Fields | None) -> dict[str, Any]:

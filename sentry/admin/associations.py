@@ -10,6 +10,7 @@ one reaches held long polls at once. Path users may be given in any form
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sentry.model import AssociationKey, canonical_device_id, canonical_principal
@@ -42,7 +43,8 @@ _ACTION_BODY = {
     "device": Field("string", "link only: the managed device id to link the row to", blank=False),
 }
 _BULK_BODY = {
-    "filter": Field("object", "the list filters; {} matches every row", True, fields=FILTER_FIELDS),
+    "filter": Field("object", "the list filters (at least one, or `all`)", fields=FILTER_FIELDS),
+    "all": Field("boolean", "true: act on every row (instead of a filter)"),
     "note": _NOTE,
     "dry_run": Field("boolean", "list what would change and change nothing"),
     "account_only": Field("boolean", "wipe only: AccountOnlyRemoteWipe"),
@@ -102,9 +104,23 @@ async def _act_on_association(call: Call) -> dict[str, Any]:
     return {"association": None if row is None else association_item(row), "polls_ended": ended}
 
 
+def _bulk_query(body: Mapping[str, Any]) -> Query:
+    """The rows a bulk action is for: a filter with at least one value, or
+    ``"all": true`` (never both, never neither: an empty filter is a mistake,
+    not a way to say "everything")."""
+    query = Query.of(body.get("filter") or {})
+    every = body.get("all") is True
+    if every and query.describe():
+        raise BadRequest("invalid bulk action", {"all": "not together with a filter"})
+    if not every and not query.describe():
+        problem = 'give at least one filter, or "all": true to act on every row'
+        raise BadRequest("no filter", {"filter": problem})
+    return query
+
+
 async def _bulk_action(call: Call) -> dict[str, Any]:
     opts, ctx = _options(call.path["action"], call), call.ctx
-    query = Query.of(call.body["filter"])
+    query = _bulk_query(call.body)
     dry_run = bool(call.body.get("dry_run", False))
     async with ctx.lock:
         now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]
@@ -166,6 +182,7 @@ ROUTES = (
         response="BulkResult",
         changes=True,
         description="Rows the action cannot apply to are listed in `skipped`; the others "
-        "change together. `dry_run` lists what would change and changes nothing.",
+        "change together. `dry_run` lists what would change and changes nothing. Without a "
+        'filter value the body must say `"all": true` (an empty filter alone is a 400).',
     ),
 )

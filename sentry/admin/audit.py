@@ -2,23 +2,65 @@
 
 Every change the API makes carries its audit entry in the same change list
 (the policy builds it), so the entry and the change are written in one
-transaction: neither exists without the other. The log is read newest first.
+transaction: neither exists without the other. The log is read newest first,
+filtered by actor (exact), target (a part of it: a DeviceId, a user, a label)
+and time range (``since`` inclusive, ``until`` exclusive; ISO 8601, a date
+alone meaning its midnight UTC). The store filters and counts, so a page of a
+long log costs one query.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from sentry.store.base import AuditFilter
+
+from .errors import BadRequest
 from .listing import PAGE_FIELDS
-from .schema import Call, Route
+from .schema import Call, Field, Route
 from .views import audit_view
 
-__all__ = ["ROUTES"]
+__all__ = ["AUDIT_FIELDS", "ROUTES", "audit_filter", "parse_time"]
+
+_TIME = "ISO 8601 UTC time, e.g. 2026-12-01T08:00:00Z (a date alone: its midnight UTC)"
+AUDIT_FIELDS = {
+    "actor": Field("string", "only entries by this actor (exact)", blank=False),
+    "target": Field("string", "only entries whose target contains this text", blank=False),
+    "since": Field("string", f"only entries at or after this {_TIME}", blank=False),
+    "until": Field("string", f"only entries before this {_TIME}", blank=False),
+}
+
+
+def parse_time(text: str) -> float:
+    """ISO 8601 (``Z`` or an offset; naive means UTC) as Unix seconds; ValueError if not."""
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def audit_filter(query: dict[str, Any]) -> AuditFilter:
+    """The store filter of the audit query parameters; 400 naming a bad time."""
+    times: dict[str, float | None] = {"since": None, "until": None}
+    problems = {}
+    for name in times:
+        if name in query:
+            try:
+                times[name] = parse_time(query[name])
+            except ValueError:
+                problems[name] = f"not an {_TIME}"
+    if problems:
+        raise BadRequest("invalid query parameters", problems)
+    since, until = times["since"], times["until"]
+    if since is not None and until is not None and until <= since:
+        raise BadRequest("invalid query parameters", {"until": "must be after since"})
+    return AuditFilter(query.get("actor"), query.get("target"), since, until)
 
 
 async def _get_audit(call: Call) -> dict[str, Any]:
     offset, limit = call.query.get("offset", 0), call.query.get("limit", 100)
-    entries, total = await call.ctx.store.audit(offset, limit)
+    entries, total = await call.ctx.store.audit(offset, limit, audit_filter(dict(call.query)))
     items = [audit_view(e) for e in entries]
     return {"items": items, "total": total, "offset": offset, "limit": limit}
 
@@ -28,9 +70,9 @@ ROUTES = (
         "GET",
         "/api/audit",
         _get_audit,
-        "The audit log, newest first",
+        "The audit log, newest first (filtered by actor, target, time range)",
         "audit",
-        query=PAGE_FIELDS,
+        query={**AUDIT_FIELDS, **PAGE_FIELDS},
         response="AuditPage",
     ),
 )

@@ -13,12 +13,19 @@ This module holds the association commands; ``cli_registry`` the others.
     sentry admin list --user bob --state blocked
     sentry admin allow DEVICEID bob --note "verified by phone"
     sentry admin bulk block --user bob --note "lost phones" --dry-run
+    sentry admin export --state blocked --format csv --output blocked.csv
     sentry admin devices compliance iphone-7 --violation compromised
+
+A bulk action needs a filter or ``--all``: nothing acts on every row by
+omission. ``cli_tools`` holds the commands that are not API calls (token
+rotation) and ``sentry store backup``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from sentry.model import Reason
@@ -34,7 +41,9 @@ from .cli_base import (
 )
 from .cli_client import AdminTarget
 from .cli_format import cell, record
+from .cli_redirects import add_redirect_commands
 from .cli_registry import add_registry_commands
+from .cli_tools import add_tool_commands, create_output
 
 __all__ = ["add_admin"]
 
@@ -48,19 +57,21 @@ def add_admin(subparsers: Any) -> None:
     b = Builder(group.add_subparsers(title="commands", metavar="COMMAND", required=True))
     _add_associations(b)
     add_registry_commands(b)
+    add_tool_commands(b)
+    add_redirect_commands(b)
 
 
 # --- associations ---
 
 
 def _add_associations(b: Builder) -> None:
-    p = b.leaf(b.top, "list", "the ActiveSync association list", _list)
+    p = b.leaf(b.top, "list", "the ActiveSync association list (one page)", _list)
     _filter_args(p)
     add_paging(p)
     p = b.leaf(b.top, "show", "one association: decision, reasons, history", _show)
     _key_args(p)
-    for action in ("allow", "block", "wipe", "remove", "link"):
-        p = b.leaf(b.top, action, f"{action} one association", _act(action))
+    for action, text in _ACTIONS.items():
+        p = b.leaf(b.top, action, text, _act(action))
         _key_args(p)
         add_note(p, required=True)
         if action == "wipe":
@@ -68,21 +79,36 @@ def _add_associations(b: Builder) -> None:
         if action == "link":
             p.add_argument("--device", required=True, help="the managed device id")
     p = b.leaf(b.top, "bulk", "one action on every association matching filters", _bulk)
-    p.add_argument("action", choices=("allow", "block", "wipe", "remove"))
+    p.add_argument("action", choices=("allow", "block", "wipe", "remove"), help="the action")
     _filter_args(p)
+    p.add_argument("--all", action="store_true", help="act on every row (instead of filters)")
     add_note(p, required=True)
-    p.add_argument("--dry-run", action="store_true", help="show what would change")
+    p.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     p.add_argument("--account-only", action="store_true", help="wipe: AccountOnlyRemoteWipe")
+    p = b.leaf(b.top, "export", "every matching association as CSV or JSON (all pages)", _export)
+    _filter_args(p)
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="the file format")
+    p.add_argument("--output", type=Path, help="write to this file (mode 0600) instead of stdout")
+    p.add_argument("--force", action="store_true", help="replace an existing --output file")
+
+
+_ACTIONS = {
+    "allow": "allow one association (wins over auto-block, compliance, limits)",
+    "block": "block one association",
+    "wipe": "wipe the device of one association at its next request",
+    "remove": "remove one association from the list (its history is kept)",
+    "link": "link one association to a managed device",
+}
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", help="principal or a part of it")
-    p.add_argument("--device-id")
-    p.add_argument("--device-type")
-    p.add_argument("--state", choices=_STATES)
-    p.add_argument("--reason", choices=[r.value for r in Reason])
-    p.add_argument("--linked", choices=("yes", "no"))
-    p.add_argument("--pool")
+    p.add_argument("--device-id", help="an EAS DeviceId (any case)")
+    p.add_argument("--device-type", help="the EAS DeviceType, exactly")
+    p.add_argument("--state", choices=_STATES, help="the list state")
+    p.add_argument("--reason", choices=[r.value for r in Reason], help="a reason of the decision")
+    p.add_argument("--linked", choices=("yes", "no"), help="linked to a managed device or not")
+    p.add_argument("--pool", help="the backend pool of the decision")
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,17 +159,41 @@ def _action_text(action: str, args: argparse.Namespace, answer: Any) -> str:
 
 
 def _bulk(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
-    body: dict[str, Any] = {"filter": _filters(args), "note": args.note, "dry_run": args.dry_run}
+    from sentry.cli import CliError
+
+    filters = _filters(args)
+    if bool(filters) == bool(args.all):
+        raise CliError("give filters (--user, --state, ...) or --all, not both and not neither")
+    body: dict[str, Any] = {"note": args.note, "dry_run": args.dry_run}
+    body |= {"all": True} if args.all else {"filter": filters}
     if args.account_only:
         body["account_only"] = True
-    return t.call("POST", f"/api/associations/actions/{args.action}", body), _bulk_text
+    answer = t.call("POST", f"/api/associations/actions/{args.action}", body)
+    return answer, lambda a: _bulk_text(args.action, a)
 
 
-def _bulk_text(a: Any) -> str:
-    head = f"matched {a['matched']}, changed {len(a['changed'])}, skipped {len(a['skipped'])}"
-    lines = [head + (" (dry run: nothing changed)" if a["dry_run"] else "")]
+def _bulk_text(action: str, a: Any) -> str:
+    dry = a["dry_run"]
+    head = f"matched {a['matched']}, {'would change' if dry else 'changed'} {len(a['changed'])}"
+    lines = [
+        head + f", skipped {len(a['skipped'])}" + (" (dry run: nothing changed)" if dry else "")
+    ]
+    verb = f"would {action}" if dry else action
+    lines += [f"  {verb} {k['device_id']} / {k['user']}" for k in a["changed"]]
     lines += [
         f"  skipped {s['key']['device_id']} / {s['key']['user']}: {s['error']}"
         for s in a["skipped"]
     ]
     return "\n".join(lines)
+
+
+def _export(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    query = {**_filters(args), "format": args.format}
+    if args.output is None:
+        t.download("/api/associations/export", sys.stdout.buffer, query)
+        sys.stdout.buffer.flush()
+        return None, str
+    with create_output(args.output, force=args.force) as out:
+        size = t.download("/api/associations/export", out, query)
+    answer = {"file": str(args.output), "bytes": size, "format": args.format}
+    return answer, lambda a: f"wrote {a['bytes']} bytes of {a['format']} to {a['file']}"

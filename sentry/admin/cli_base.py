@@ -28,6 +28,7 @@ __all__ = [
     "Render",
     "add_note",
     "add_paging",
+    "as_handler",
     "get_command",
     "items_render",
     "page_render",
@@ -46,10 +47,20 @@ class Builder:
         self.top = top
         self.common = argparse.ArgumentParser(add_help=False)
         c = self.common.add_argument_group("connection")
-        c.add_argument("--config", type=Path, help="config file (admin.listen, admin.token_file)")
+        c.add_argument(
+            "--config",
+            type=Path,
+            help="config file giving admin.listen, admin.tls, admin.token_file "
+            "(default: config/sentry.yaml)",
+        )
         c.add_argument("--url", help="admin API base URL, e.g. http://127.0.0.1:9090")
         c.add_argument("--token", help="the admin bearer token")
         c.add_argument("--token-file", type=Path, help="a file holding the admin token")
+        c.add_argument(
+            "--cacert",
+            type=Path,
+            help="CA or certificate to trust for https (default: admin.tls.cert)",
+        )
         c.add_argument("--actor", help="who is acting (X-Sentry-Actor; default: admin)")
         c.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
@@ -59,8 +70,13 @@ class Builder:
 
     def leaf(self, subs: Any, name: str, help: str, command: Command) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = subs.add_parser(name, help=help, parents=[self.common])
-        parser.set_defaults(handler=_handler(command))
+        parser.set_defaults(handler=as_handler(command))
         return parser
+
+
+def as_handler(command: Command) -> Callable[[argparse.Namespace], int]:
+    """The argparse handler running ``command`` against the resolved target."""
+    return _handler(command)
 
 
 def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
@@ -72,6 +88,7 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
                 token_file=args.token_file,
                 config=args.config,
                 actor=args.actor,
+                cafile=args.cacert,
             )
             answer, render = command(target, args)
         except ApiFailure as exc:
@@ -80,7 +97,8 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
             from sentry.cli import CliError
 
             raise CliError(str(exc)) from None
-        print(json.dumps(answer, indent=2) if args.json else render(answer))
+        if answer is not None:  # None: the command wrote its own output (a download)
+            print(json.dumps(answer, indent=2) if args.json else render(answer))
         return 0
 
     return handle
@@ -102,7 +120,8 @@ def quote_path(text: str) -> str:
 
 def add_note(parser: argparse.ArgumentParser, required: bool = False) -> None:
     """Add ``--note``."""
-    parser.add_argument("--note", required=required, default=None, help="why (audit log)")
+    text = "why (kept in the audit log)" + ("; required" if required else "")
+    parser.add_argument("--note", required=required, default=None, help=text)
 
 
 def with_note(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
@@ -112,8 +131,8 @@ def with_note(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
 
 def add_paging(parser: argparse.ArgumentParser) -> None:
     """Add ``--offset`` and ``--limit``."""
-    parser.add_argument("--offset", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--offset", type=int, default=0, help="rows to skip")
+    parser.add_argument("--limit", type=int, default=100, help="rows per page (at most 1000)")
 
 
 def page_render(kind: str) -> Render:

@@ -2,25 +2,30 @@
 
 Approach. The CLI is a thin client of the REST API (it never opens the
 store), so it works against a running gateway, local or remote. The target
-comes from flags first (``--url``, ``--token``, ``--token-file``), else from
-the configuration file (``admin.listen`` and ``admin.token_file``, relative
-paths resolved against the working directory as ``sentry run`` does). Calls
-use the standard library's ``urllib``; an HTTP error answer becomes
-``ApiFailure`` with the API's JSON body, a connection problem ``TargetError``.
+comes from flags first (``--url``, ``--token``, ``--token-file``,
+``--cacert``), else from the configuration file (``admin.listen``,
+``admin.tls`` and ``admin.token_file``, relative paths resolved against the
+working directory as ``sentry run`` does). An ``https`` URL is verified
+against ``--cacert`` (default: the configured ``admin.tls.cert``, trusted as
+is: a self-signed certificate works). Calls use the standard library's
+``urllib``; an HTTP error answer becomes ``ApiFailure`` with the API's JSON
+body, a connection problem ``TargetError``. ``download`` streams a non-JSON
+answer (an export, a backup) into a file.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["AdminTarget", "ApiFailure", "TargetError", "resolve_target"]
+__all__ = ["AdminTarget", "ApiFailure", "TargetError", "resolve_target", "token_path"]
 
 DEFAULT_CONFIG = Path("config/sentry.yaml")
 _TIMEOUT = 60.0
@@ -57,6 +62,7 @@ class AdminTarget:
     url: str
     token: str
     actor: str | None = None
+    cafile: Path | None = None
 
     def call(
         self,
@@ -72,14 +78,39 @@ class AdminTarget:
             method=method,
             headers=self._headers(body is not None),
         )
+        with self._open(request) as resp:
+            return _decode(resp.read())
+
+    def download(self, path: str, out: BinaryIO, query: Mapping[str, Any] | None = None) -> int:
+        """GET a streamed answer into ``out``; return the number of bytes."""
+        url = self.url.rstrip("/") + path + _query_string(query)
+        request = urllib.request.Request(url, headers=self._headers(False))
+        size = 0
+        with self._open(request) as resp:
+            while chunk := resp.read(1 << 16):
+                out.write(chunk)
+                size += len(chunk)
+        return size
+
+    def _open(self, request: urllib.request.Request) -> Any:
         try:
-            with urllib.request.urlopen(request, timeout=_TIMEOUT) as resp:
-                return _decode(resp.read())
+            return urllib.request.urlopen(request, timeout=_TIMEOUT, context=self._tls())
         except urllib.error.HTTPError as exc:
             raise ApiFailure(exc.code, _decode(exc.read())) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TargetError(f"cannot reach the admin API at {self.url}: {reason}") from None
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """For https: trust ``cafile`` (a CA or the server's own certificate)."""
+        if not self.url.startswith("https:"):
+            return None
+        try:
+            ctx = ssl.create_default_context(cafile=self.cafile)
+        except OSError as exc:
+            raise TargetError(f"cannot read {self.cafile}: {exc.strerror or exc}") from None
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a pinned leaf is a trust anchor
+        return ctx
 
     def _headers(self, has_body: bool) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
@@ -117,20 +148,31 @@ def resolve_target(
     token_file: Path | None,
     config: Path | None,
     actor: str | None = None,
+    cafile: Path | None = None,
 ) -> AdminTarget:
     """The target from flags, falling back to the configuration file."""
     settings = None
-    if url is None or (token is None and token_file is None):
+    if url is None or (token is None and token_file is None) or config is not None:
         settings = _settings(config)
     if url is None:
         assert settings is not None
-        url = _listen_url(settings.admin.listen.host, settings.admin.listen.port)
+        a = settings.admin
+        url = _listen_url(a.listen.host, a.listen.port, a.tls.enabled)
+    if cafile is None and settings is not None and settings.admin.tls.enabled:
+        cafile = Path(settings.admin.tls.cert)
     if token is None:
         if token_file is None:
             assert settings is not None
             token_file = Path(settings.admin.token_file)
         token = _read_token(token_file)
-    return AdminTarget(url, token, actor)
+    return AdminTarget(url, token, actor, cafile)
+
+
+def token_path(token_file: Path | None, config: Path | None) -> Path:
+    """The admin token file: ``--token-file``, else ``admin.token_file`` of the config."""
+    if token_file is not None:
+        return token_file
+    return Path(_settings(config).admin.token_file)
 
 
 def _settings(config: Path | None) -> Any:
@@ -146,10 +188,10 @@ def _settings(config: Path | None) -> Any:
         raise TargetError(str(exc)) from None
 
 
-def _listen_url(host: str, port: int) -> str:
+def _listen_url(host: str, port: int, tls: bool = False) -> str:
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def _read_token(path: Path) -> str:

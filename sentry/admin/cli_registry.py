@@ -2,7 +2,9 @@
 
 Users, managed devices, Exchange settings, labels, preferences, pools and the
 audit log: one leaf command per API route (see ``cli_base`` for the shape of
-a command). ``users set`` and ``prefs set`` keep the fields not given.
+a command). ``users set``, ``prefs set`` and ``labels set`` keep what is not
+given; label membership changes only through explicit ``--add``/``--remove``
+or ``labels add-device``/``remove-device`` (and ``devices labels --add``).
 """
 
 from __future__ import annotations
@@ -34,11 +36,16 @@ def add_registry_commands(b: Builder) -> None:
     """Register the users, devices, push, prefs, pools and audit commands."""
     _add_users(b, b.group("users", "directory users"))
     _add_devices(b, b.group("devices", "managed devices"))
-    _add_push(b, b.group("exchange-settings", "Exchange settings (push method)"), "settings")
-    _add_push(b, b.group("labels", "labels (apply settings to devices)"), "labels")
+    _add_settings(b, b.group("exchange-settings", "Exchange settings (push method)"))
+    _add_labels(b, b.group("labels", "labels (apply Exchange settings to devices)"))
     _add_prefs(b, b.group("prefs", "preferences"))
     b.leaf(b.top, "pools", "backend pools and server health", _pools)
-    add_paging(b.leaf(b.top, "audit", "the audit log, newest first", _audit))
+    p = b.leaf(b.top, "audit", "the audit log, newest first (filtered)", _audit)
+    p.add_argument("--by", metavar="ACTOR", help="only entries by this actor (exact)")
+    p.add_argument("--target", help="only entries whose target contains this (a DeviceId, a user)")
+    p.add_argument("--since", help="from this time on (ISO 8601, e.g. 2026-12-01 or ...T08:00Z)")
+    p.add_argument("--until", help="before this time (ISO 8601)")
+    add_paging(p)
 
 
 # --- users and devices ---
@@ -48,18 +55,25 @@ def _add_users(b: Builder, subs: Any) -> None:
     p = b.leaf(subs, "list", "list users", _users_list)
     p.add_argument("--q", help="a part of the principal, email or name")
     add_paging(p)
-    b.leaf(subs, "show", "one user", _users_show).add_argument("principal")
+    p = b.leaf(subs, "show", "one user, with devices and associations", _users_show)
+    p.add_argument("principal", help=_PRINCIPAL)
     p = b.leaf(subs, "set", "create or change a user (fields not given are kept)", _users_set)
-    p.add_argument("principal")
-    p.add_argument("--email")
-    p.add_argument("--display-name")
-    p.add_argument("--source", choices=[s.value for s in UserSource])
+    p.add_argument("principal", help=_PRINCIPAL)
+    p.add_argument("--email", help="the user's email address")
+    p.add_argument("--display-name", help="the user's display name")
+    p.add_argument(
+        "--source", choices=[s.value for s in UserSource], help="where the entry is from"
+    )
     for i in range(1, 5):
         p.add_argument(f"--custom{i}", help=f"$USER_CUSTOM{i}$ ('' clears it)")
     add_note(p)
     p = b.leaf(subs, "delete", "delete a user", _users_delete)
-    p.add_argument("principal")
+    p.add_argument("principal", help=_PRINCIPAL)
     add_note(p)
+
+
+_PRINCIPAL = "the user (bob, bob@corp.example, CORP\\bob)"
+_DEVICE = "the managed device id"
 
 
 def _users_list(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
@@ -94,28 +108,30 @@ def _users_delete(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render
 
 def _add_devices(b: Builder, subs: Any) -> None:
     p = b.leaf(subs, "list", "list managed devices", _devices_list)
-    p.add_argument("--owner")
+    p.add_argument("--owner", help="only devices of this owner")
     add_paging(p)
-    b.leaf(
-        subs, "show", "one device, its pushed accounts and associations", _devices_show
-    ).add_argument("id")
+    p = b.leaf(
+        subs, "show", "one device, its labels, pushed accounts and associations", _devices_show
+    )
+    p.add_argument("id", help=_DEVICE)
     p = b.leaf(subs, "register", "register a managed device", _devices_register)
-    p.add_argument("id")
-    p.add_argument("--owner", required=True)
-    p.add_argument("--platform", choices=[x.value for x in Platform], default="other")
+    p.add_argument("id", help=_DEVICE)
+    p.add_argument("--owner", required=True, help="the owner's principal")
+    p.add_argument("--platform", choices=[x.value for x in Platform], default="other", help="OS")
     p.add_argument("--eas-id", action="append", default=[], help="an EAS DeviceId (repeat)")
-    p.add_argument("--label", action="append", default=[], help="a label (repeat)")
+    p.add_argument("--label", action="append", default=[], help="a label it is in (repeat)")
     add_note(p)
     p = b.leaf(subs, "compliance", "set violations (none given: compliant)", _devices_compliance)
-    p.add_argument("id")
+    p.add_argument("id", help=_DEVICE)
     p.add_argument("--violation", action="append", default=[], help="e.g. compromised (repeat)")
     add_note(p)
     p = b.leaf(subs, "retire", "retire a device", _devices_post("retire"))
-    p.add_argument("id")
+    p.add_argument("id", help=_DEVICE)
     add_note(p)
-    p = b.leaf(subs, "labels", "set the labels a device carries", _devices_labels)
-    p.add_argument("id")
-    p.add_argument("labels", nargs="*")
+    p = b.leaf(subs, "labels", "put a device in labels or take it out", _devices_labels)
+    p.add_argument("id", help=_DEVICE)
+    p.add_argument("--add", action="append", default=[], help="a label to put it in (repeat)")
+    p.add_argument("--remove", action="append", default=[], help="a label to take it out of")
     add_note(p)
 
 
@@ -152,44 +168,97 @@ def _devices_post(action: str) -> Command:
 
 
 def _devices_labels(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
-    body = with_note(args, {"labels": args.labels})
-    return t.call("PUT", f"/api/devices/{quote_path(args.id)}/labels", body), _device_text
+    body = with_note(args, _moves(args))
+    return t.call("POST", f"/api/devices/{quote_path(args.id)}/labels", body), _device_text
+
+
+def _moves(args: argparse.Namespace) -> dict[str, list[str]]:
+    from sentry.cli import CliError
+
+    if not args.add and not args.remove:
+        raise CliError("give --add or --remove (membership is never replaced as a whole)")
+    return {"add": args.add, "remove": args.remove}
 
 
 # --- push method, preferences, pools, audit ---
 
 
-def _add_push(b: Builder, subs: Any, kind: str) -> None:
-    base = "/api/exchange-settings" if kind == "settings" else "/api/labels"
-    b.leaf(subs, "list", f"list {kind}", get_command(base, items_render(kind)))
-    p = b.leaf(subs, "set", "create or replace", _push_set(base, kind))
-    p.add_argument("name")
-    if kind == "settings":
-        p.add_argument("--user-name", required=True, help="template, e.g. $USER_CUSTOM1$")
-        p.add_argument("--email", required=True, help="template, e.g. $USER_CUSTOM2$")
-        p.add_argument("--server", help="default: the gateway's FQDN")
+def _add_settings(b: Builder, subs: Any) -> None:
+    base = "/api/exchange-settings"
+    b.leaf(subs, "list", "list Exchange settings", get_command(base, items_render("settings")))
+    p = b.leaf(subs, "set", "create or replace an Exchange setting", _setting_set)
+    p.add_argument("name", help="the setting's name")
+    p.add_argument("--user-name", required=True, help="template, e.g. $USER_CUSTOM1$")
+    p.add_argument("--email", required=True, help="template, e.g. $USER_CUSTOM2$")
+    p.add_argument("--server", help="the server devices use (default: the gateway's FQDN)")
+    add_note(p)
+    p = b.leaf(
+        subs, "delete", "delete an Exchange setting (not while a label applies it)", _delete(base)
+    )
+    p.add_argument("name", help="the setting's name")
+    add_note(p)
+
+
+def _setting_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    body = {"user_name": args.user_name, "email": args.email}
+    body |= {} if args.server is None else {"server": args.server}
+    path = f"/api/exchange-settings/{quote_path(args.name)}"
+    return t.call("PUT", path, with_note(args, body)), record
+
+
+def _add_labels(b: Builder, subs: Any) -> None:
+    base = "/api/labels"
+    b.leaf(
+        subs,
+        "list",
+        "list labels, their settings and devices",
+        get_command(base, items_render("labels")),
+    )
+    p = b.leaf(subs, "set", "create a label or change its settings (devices are kept)", _label_set)
+    p.add_argument("name", help="the label's name")
+    p.add_argument(
+        "--setting",
+        action="append",
+        help="an Exchange setting it applies (repeat; replaces the list)",
+    )
+    p.add_argument("--add", action="append", default=[], help="a device to put in it (repeat)")
+    p.add_argument("--remove", action="append", default=[], help="a device to take out (repeat)")
+    add_note(p)
+    for name, field, text in (
+        ("add-device", "add", "put devices in a label"),
+        ("remove-device", "remove", "take devices out of a label"),
+    ):
+        p = b.leaf(subs, name, text, _label_members(field))
+        p.add_argument("name", help="the label's name")
+        p.add_argument("devices", nargs="+", metavar="DEVICE", help="managed device ids")
+        add_note(p)
+    p = b.leaf(subs, "delete", "delete a label (and take it off its devices)", _delete(base))
+    p.add_argument("name", help="the label's name")
+    add_note(p)
+
+
+def _label_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
+    path = f"/api/labels/{quote_path(args.name)}"
+    body: dict[str, Any] = {"add": args.add, "remove": args.remove}
+    if args.setting is None:
+        current = next(
+            (lb for lb in t.call("GET", "/api/labels")["items"] if lb["name"] == args.name), None
+        )
+        body["settings"] = current["settings"] if current is not None else []
     else:
-        p.add_argument("--setting", action="append", default=[], help="Exchange setting (repeat)")
-        p.add_argument("--device", action="append", default=[], help="managed device (repeat)")
-    add_note(p)
-    p = b.leaf(subs, "delete", "delete", _push_delete(base))
-    p.add_argument("name")
-    add_note(p)
+        body["settings"] = args.setting
+    return t.call("PUT", path, with_note(args, body)), record
 
 
-def _push_set(base: str, kind: str) -> Command:
+def _label_members(field: str) -> Command:
     def run(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
-        if kind == "settings":
-            body = {"user_name": args.user_name, "email": args.email}
-            body |= {} if args.server is None else {"server": args.server}
-        else:
-            body = {"settings": args.setting, "devices": args.device}
-        return t.call("PUT", f"{base}/{quote_path(args.name)}", with_note(args, body)), record
+        body = with_note(args, {field: args.devices})
+        return t.call("POST", f"/api/labels/{quote_path(args.name)}/devices", body), record
 
     return run
 
 
-def _push_delete(base: str) -> Command:
+def _delete(base: str) -> Command:
     def run(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
         answer = t.call("DELETE", f"{base}/{quote_path(args.name)}", with_note(args, {}))
         return answer, lambda a: f"deleted {a['deleted']}"
@@ -201,10 +270,16 @@ def _add_prefs(b: Builder, subs: Any) -> None:
     b.leaf(subs, "show", "show the preferences", get_command("/api/preferences", record))
     p = b.leaf(subs, "set", "change preferences (others are kept)", _prefs_set)
     p.add_argument("--auto-block", choices=("on", "off"), help="auto-block unregistered devices")
-    p.add_argument("--max-devices-per-mailbox", metavar="N|none")
-    p.add_argument("--max-mailboxes-per-device", metavar="N|none")
-    p.add_argument("--refusal-style", choices=[s.value for s in RefusalStyle])
-    p.add_argument("--new-device-access", choices=[a.value for a in NewDeviceAccess])
+    p.add_argument("--max-devices-per-mailbox", metavar="N|none", help="the newest over it: 177")
+    p.add_argument("--max-mailboxes-per-device", metavar="N|none", help="a limit, or none")
+    p.add_argument(
+        "--refusal-style", choices=[s.value for s in RefusalStyle], help="how refusals look"
+    )
+    p.add_argument(
+        "--new-device-access",
+        choices=[a.value for a in NewDeviceAccess],
+        help="new devices while the store cannot be written",
+    )
     add_note(p)
 
 
@@ -248,5 +323,6 @@ def _pools_text(answer: Any) -> str:
 
 
 def _audit(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
-    query = {"offset": args.offset, "limit": args.limit}
+    query = {"offset": args.offset, "limit": args.limit, "actor": args.by, "target": args.target}
+    query |= {"since": args.since, "until": args.until}
     return t.call("GET", "/api/audit", query=query), page_render("audit")

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sentry.access import AccessState
 from sentry.policy import Change, Snapshot
+from sentry.proxy.redirects import RedirectCache
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import Settings
 from sentry.store.base import Store
@@ -38,6 +39,7 @@ class AdminContext:
     store: Store
     upstreams: Upstreams
     settings: Settings
+    redirects: RedirectCache = field(default_factory=RedirectCache)
 
     @property
     def lock(self) -> asyncio.Lock:

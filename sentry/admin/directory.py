@@ -13,7 +13,6 @@ every association of the device at once, held Pings included.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from sentry.model import (
@@ -30,6 +29,7 @@ from sentry.policy.audit import audited
 from .context import Build
 from .errors import BadRequest, Conflict, NotFound
 from .listing import PAGE_FIELDS
+from .membership import labels_of, membership_changes, replace_pairs
 from .schema import Call, Field, Route
 from .views import association_item, device_view, key_view, user_view
 
@@ -251,10 +251,29 @@ async def _set_device_labels(call: Call) -> dict[str, Any]:
     device_id, labels = call.path["id"], frozenset(v.strip() for v in call.body["labels"])
 
     def build(snap: Snapshot, now: float) -> Changes:
-        device = _device(snap, device_id)
+        _device(snap, device_id)
         _check_labels(snap, labels)
-        new = replace(device, labels=labels)
-        return registry.register_device(snap, new, actor=call.actor, now=now, note=call.note)
+        current = {(name, device_id) for name in labels_of(snap, device_id)}
+        add, remove = replace_pairs(current, {(name, device_id) for name in labels})
+        return membership_changes(snap, add, remove, actor=call.actor, now=now, note=call.note)
+
+    return await _device_change(call, device_id, build)
+
+
+async def _move_device_labels(call: Call) -> dict[str, Any]:
+    device_id = call.path["id"]
+    add = frozenset(v.strip() for v in call.body.get("add", ()))
+    remove = frozenset(v.strip() for v in call.body.get("remove", ()))
+    if add & remove:
+        raise BadRequest("invalid membership", {"remove": "also in add"})
+
+    def build(snap: Snapshot, now: float) -> Changes:
+        _device(snap, device_id)
+        if not add and not remove:
+            raise BadRequest("nothing to change", {"add": "give labels to add or remove"})
+        _check_labels(snap, add | remove)
+        pairs = {(name, device_id) for name in add}, {(name, device_id) for name in remove}
+        return membership_changes(snap, *pairs, actor=call.actor, now=now, note=call.note)
 
     return await _device_change(call, device_id, build)
 
@@ -358,9 +377,23 @@ ROUTES = (
         "PUT",
         _DEVICE_PATH + "/labels",
         _set_device_labels,
-        "Set the labels a device carries",
+        "Set exactly the labels a device is in",
         "devices",
         body={"labels": Field("strings", "label names", required=True), "note": _NOTE},
+        response="DeviceChange",
+        changes=True,
+    ),
+    Route(
+        "POST",
+        _DEVICE_PATH + "/labels",
+        _move_device_labels,
+        "Put a device in labels or take it out",
+        "devices",
+        body={
+            "add": Field("strings", "labels to put the device in"),
+            "remove": Field("strings", "labels to take the device out of"),
+            "note": _NOTE,
+        },
         response="DeviceChange",
         changes=True,
     ),

@@ -19,7 +19,7 @@ user search is the store's ``AssociationFilter``, with its exact meaning.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,16 @@ from sentry.store.base import AssociationFilter, AssociationState, Store, associ
 
 from .schema import Field, Fields
 
-__all__ = ["FILTER_FIELDS", "PAGE_FIELDS", "Query", "list_page", "matching", "predicate"]
+__all__ = [
+    "FILTER_FIELDS",
+    "PAGE_FIELDS",
+    "Query",
+    "collect",
+    "list_page",
+    "matching",
+    "predicate",
+    "row_order",
+]
 
 FILTER_FIELDS: Fields = {
     "user": Field("string", "the canonical principal or a part of it (search by user name)"),
@@ -117,15 +126,23 @@ async def list_page(
 
 def matching(snapshot: Snapshot, query: Query) -> list[Association]:
     """Every row matching ``query``, ordered by (user, device_id)."""
+    return sorted(collect(snapshot, query), key=row_order)
+
+
+def row_order(row: Association) -> tuple[str, str]:
+    """The list's order: by user, then DeviceId."""
+    return (row.key.user, row.key.device_id)
+
+
+def collect(snapshot: Snapshot, query: Query) -> list[Association]:
+    """Every row matching ``query``, in no particular order (one pass, no sort:
+    the caller may sort elsewhere, e.g. off the event loop)."""
     keep, f, needle = predicate(query.filter), query.filter, query.user
-    rows: Iterable[Association]
     if needle is not None:
-        rows = (r for r in snapshot.associations() if needle in r.key.user and keep(r))
-    elif f.device_id is not None:
-        rows = filter(keep, snapshot.on_device(canonical_device_id(f.device_id)))
-    else:
-        rows = filter(keep, snapshot.associations())
-    return sorted(rows, key=lambda row: (row.key.user, row.key.device_id))
+        return [r for r in snapshot.associations() if needle in r.key.user and keep(r)]
+    if f.device_id is not None:
+        return list(filter(keep, snapshot.on_device(canonical_device_id(f.device_id))))
+    return list(filter(keep, snapshot.associations()))
 
 
 def predicate(f: AssociationFilter) -> Predicate:

@@ -9,18 +9,25 @@ value for some owner is reported per device, in the device's pushed accounts).
 A label may name only settings and devices that exist; a setting still
 applied by a label cannot be deleted (409); deleting a label also takes it
 off the devices that carry it, in the same transaction.
+
+Membership is never replaced by accident (``membership.py``): ``PUT`` of a
+label changes its settings and keeps its devices unless the body says
+``devices`` (exactly these) or ``add``/``remove``; ``POST
+/api/labels/{name}/devices`` adds and removes devices explicitly.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from sentry.model import ExchangeSetting, Label
 from sentry.policy import Change, Changes, Snapshot, registry
 
-from .errors import BadRequest, Conflict
+from .errors import BadRequest, Conflict, NotFound
+from .membership import members_of, membership_changes, replace_pairs
 from .schema import Call, Field, Route
 from .views import label_view, setting_view
 
@@ -45,7 +52,14 @@ _SETTING_BODY = {
 }
 _LABEL_BODY = {
     "settings": Field("strings", "Exchange settings the label applies"),
-    "devices": Field("strings", "managed devices in the label"),
+    "devices": Field("strings", "exactly the devices in the label (absent: membership kept)"),
+    "add": Field("strings", "devices to add to the label"),
+    "remove": Field("strings", "devices to take out of the label"),
+    "note": _NOTE,
+}
+_MEMBERS_BODY = {
+    "add": Field("strings", "devices to add to the label"),
+    "remove": Field("strings", "devices to take out of the label"),
     "note": _NOTE,
 }
 
@@ -99,33 +113,76 @@ async def _delete_setting(call: Call) -> dict[str, Any]:
 
 
 async def _list_labels(call: Call) -> dict[str, Any]:
-    labels = sorted(call.ctx.snapshot.labels.values(), key=lambda lb: lb.name)
-    return {"items": [label_view(lb) for lb in labels]}
+    snap = call.ctx.snapshot
+    labels = sorted(snap.labels.values(), key=lambda lb: lb.name)
+    return {"items": [label_view(lb, snap) for lb in labels]}
 
 
-def _check_label(snap: Snapshot, label: Label) -> None:
+def _check_label(snap: Snapshot, settings: frozenset[str], devices: frozenset[str]) -> None:
+    """Every setting and device a label body names exists (all problems at once)."""
     problems = {}
-    settings = sorted(label.settings - snap.settings.keys())
-    if settings:
-        problems["settings"] = f"no such Exchange setting: {', '.join(settings)}"
-    devices = sorted(label.devices - snap.devices.keys())
-    if devices:
-        problems["devices"] = f"no such managed device: {', '.join(devices)}"
+    missing = sorted(settings - snap.settings.keys())
+    if missing:
+        problems["settings"] = f"no such Exchange setting: {', '.join(missing)}"
+    missing = sorted(devices - snap.devices.keys())
+    if missing:
+        problems["devices"] = f"no such managed device: {', '.join(missing)}"
     if problems:
         raise BadRequest("invalid label", problems)
 
 
+def _names(body: Mapping[str, Any], field: str) -> frozenset[str]:
+    return frozenset(v.strip() for v in body.get(field, ()))
+
+
+def _moves(body: Mapping[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """The ``add`` and ``remove`` device lists, checked to be distinct."""
+    add, remove = _names(body, "add"), _names(body, "remove")
+    both = sorted(add & remove)
+    if both:
+        raise BadRequest("invalid membership", {"remove": f"also in add: {', '.join(both)}"})
+    return add, remove
+
+
 async def _put_label(call: Call) -> dict[str, Any]:
     name, body = call.path["name"], call.body
-    settings = frozenset(s.strip() for s in body.get("settings", ()))
-    label = Label(name, settings, frozenset(d.strip() for d in body.get("devices", ())))
+    if "devices" in body and ("add" in body or "remove" in body):
+        raise BadRequest("invalid label", {"devices": "not with add or remove"})
+    settings, (add, remove) = _names(body, "settings"), _moves(body)
 
     def build(snap: Snapshot, now: float) -> Changes:
-        _check_label(snap, label)
-        return registry.put_label(snap, label, actor=call.actor, now=now, note=call.note)
+        _check_label(snap, settings, _names(body, "devices") | add | remove)
+        old = snap.labels.get(name)
+        label = Label(name, settings, old.devices if old is not None else frozenset())
+        if "devices" in body:
+            wanted = {(name, d) for d in _names(body, "devices")}
+            current = {(name, d) for d in members_of(snap, name)}
+            add_pairs, remove_pairs = replace_pairs(current, wanted)
+        else:
+            add_pairs, remove_pairs = {(name, d) for d in add}, {(name, d) for d in remove}
+        actor, note = call.actor, call.note
+        return membership_changes(
+            snap, add_pairs, remove_pairs, actor=actor, now=now, note=note, base={name: label}
+        )
 
     await call.ctx.commit(build)
-    return label_view(call.ctx.snapshot.labels[name])
+    return label_view(call.ctx.snapshot.labels[name], call.ctx.snapshot)
+
+
+async def _label_members(call: Call) -> dict[str, Any]:
+    name = call.path["name"]
+    add, remove = _moves(call.body)
+
+    def build(snap: Snapshot, now: float) -> Changes:
+        if name not in snap.labels:
+            raise NotFound(f"no label {name!r}")
+        if not add and not remove:
+            raise BadRequest("nothing to change", {"add": "give devices to add or remove"})
+        pairs = {(name, d) for d in add}, {(name, d) for d in remove}
+        return membership_changes(snap, *pairs, actor=call.actor, now=now, note=call.note)
+
+    await call.ctx.commit(build)
+    return label_view(call.ctx.snapshot.labels[name], call.ctx.snapshot)
 
 
 async def _delete_label(call: Call) -> dict[str, Any]:
@@ -183,9 +240,21 @@ ROUTES = (
         "PUT",
         _LABEL,
         _put_label,
-        "Create or replace a label (its settings and devices)",
+        "Create a label or change its settings (devices kept unless given)",
         "push",
         body=_LABEL_BODY,
+        response="Label",
+        changes=True,
+        description="`devices` sets exactly the devices in the label; `add`/`remove` change "
+        "them; with neither, the label's membership is kept.",
+    ),
+    Route(
+        "POST",
+        _LABEL + "/devices",
+        _label_members,
+        "Add devices to a label or take them out",
+        "push",
+        body=_MEMBERS_BODY,
         response="Label",
         changes=True,
     ),

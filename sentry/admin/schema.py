@@ -265,6 +265,7 @@ class Route:
     conflict: bool = False  # may answer 409
     changes: bool = False  # writes (and audits) something
     description: str = ""
+    produces: tuple[str, ...] = ()  # a streamed (non-JSON-object) answer: its media types
 
     @property
     def params(self) -> list[str]:
@@ -360,6 +361,10 @@ def _responses(route: Route) -> dict[str, Any]:
     if route.conflict:
         errors["409"] = "not allowed in the current state"
     out: dict[str, Any] = {str(route.status): _json("success", ok)}
+    if route.produces:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        content = {media: binary for media in route.produces}
+        out[str(route.status)] = {"description": "success (streamed)", "content": content}
     ref = {"$ref": "#/components/schemas/Error"}
     out.update({code: _json(text, ref) for code, text in sorted(errors.items())})
     return out

@@ -27,6 +27,7 @@ from sentry.policy.reasons import ordered
 from sentry.store.base import AssociationState, association_state
 
 from .context import iso
+from .membership import labels_of, members_of
 
 __all__ = [
     "SCHEMAS",
@@ -135,8 +136,7 @@ def user_view(user: User) -> dict[str, Any]:
 
 
 def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
-    """A managed device, with the labels that list it."""
-    listed = sorted(lb.name for lb in snapshot.labels.values() if device.id in lb.devices)
+    """A managed device; ``labels`` are the labels it is in (``membership``)."""
     return {
         "id": device.id,
         "owner": device.owner,
@@ -144,8 +144,7 @@ def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
         "eas_device_ids": sorted(device.eas_ids),
         "compliant": device.compliant,
         "violations": sorted(device.violations),
-        "labels": sorted(device.labels),
-        "listed_in_labels": listed,
+        "labels": sorted(labels_of(snapshot, device.id)),
         "retired": device.retired,
     }
 
@@ -159,11 +158,12 @@ def setting_view(setting: ExchangeSetting) -> dict[str, Any]:
     }
 
 
-def label_view(label: Label) -> dict[str, Any]:
+def label_view(label: Label, snapshot: Snapshot) -> dict[str, Any]:
+    """A label; ``devices`` are the devices in it (``membership``)."""
     return {
         "name": label.name,
         "settings": sorted(label.settings),
-        "devices": sorted(label.devices),
+        "devices": sorted(members_of(snapshot, label.name)),
     }
 
 
@@ -246,7 +246,6 @@ _DEVICE = {
     "compliant": _B,
     "violations": _TEXTS,
     "labels": _TEXTS,
-    "listed_in_labels": _TEXTS,
     "retired": _B,
 }
 _PUSHED = _object({"setting": _S, "user_name": _S, "email": _S, "principal": _S})

@@ -15,6 +15,9 @@ here, in one place, so nothing downstream knows which one a client used:
 4. The DeviceId is canonicalised (§6.2) and the user resolved (§6.1): the
    ``Authorization: Basic`` name wins over the query ``User``; both are reduced
    to one case-folded key (``identity.py``). The password is never kept.
+   This is the parser's view only: the gateway keys its decision on the
+   identity its authentication step (``sentry.proxy.authn``) takes from the
+   one Authorization header, Basic or a validated Bearer token.
 
 Every malformed input raises a ``RequestError`` subclass carrying its wire
 status; no other exception escapes ``parse_request``.
@@ -100,7 +103,7 @@ class EasRequest:
 
     method: str  # "POST" or "OPTIONS"
     command: Command | None  # None only for OPTIONS
-    user: Identity | None  # None only for an OPTIONS without credentials/query
+    user: Identity | None  # None: OPTIONS without credentials/query, or Bearer without User
     device_id: str  # canonical, upper-cased (§6.2); "" for an OPTIONS without one
     device_id_raw: str
     device_type: str
@@ -203,8 +206,8 @@ def parse_request(method: str, query: str, headers: Mapping[str, str]) -> EasReq
     if "AcceptMultiPart" not in q.params and "ms-asacceptmultipart" in hdrs:
         q.params["AcceptMultiPart"] = hdrs["ms-asacceptmultipart"].strip()
     user = resolve_identity(hdrs.get("authorization"), q.user)
-    if user is None and not options:
-        raise UserError("no user: neither Authorization: Basic nor a query User names one")
+    if user is None and not options and "authorization" not in hdrs:
+        raise UserError("no user: neither Authorization nor a query User names one")
     return _build(verb, q, user, hdrs)
 
 

@@ -5,22 +5,29 @@ that can carry credentials (Authorization, passwords, tokens, cookies) are
 replaced, at any nesting depth, and a Basic/Bearer credential that slipped into
 a free-text value is masked too. Request context (request id, command, device,
 user) is bound once per request in contextvars by the proxy's middleware.
+
+A log file is written through ``LogFile``, which ``reopen`` swaps for a fresh
+handle on the same path (SIGHUP after logrotate moved the old file away); the
+file is created with mode 0600 (it holds user names and DeviceIds).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 
 from sentry.settings import LoggingSettings
 
-__all__ = ["REDACTED", "configure_logging", "redact_secrets"]
+__all__ = ["REDACTED", "LogFile", "configure_logging", "redact_secrets"]
 
 REDACTED = "[redacted]"
 _SECRET_KEYS = re.compile(
@@ -68,14 +75,49 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
-    """Configure structlog (and stdlib logging, for aiohttp's own messages)."""
+class LogFile:
+    """An append-only log file that can be reopened in place (after rotation).
+
+    structlog and the stdlib handler write to this object; ``reopen`` swaps
+    the handle under a lock, so no line is split or lost."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._fh = self._open()
+
+    def _open(self) -> TextIO:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            return self._fh.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._fh.flush()
+
+    def reopen(self) -> None:
+        """Open the path again (a new file if it was moved away), then close the old handle."""
+        new = self._open()
+        with self._lock:
+            old, self._fh = self._fh, new
+        old.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> LogFile | None:
+    """Configure structlog (and stdlib logging, for aiohttp's own messages).
+
+    Returns the ``LogFile`` when logs go to ``settings.file`` (reopen it on
+    SIGHUP), else None. Opening the file may raise ``OSError``."""
     level = getattr(logging, settings.level.upper())
-    out: TextIO = stream or (
-        open(settings.file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        if settings.file
-        else sys.stdout
-    )
+    log_file = LogFile(settings.file) if settings.file and stream is None else None
+    out: Any = stream or log_file or sys.stdout
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if settings.format == "json"
@@ -95,3 +137,4 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=out, force=True)
+    return log_file

@@ -4,12 +4,19 @@ Labels are bounded by construction: command names come from the EAS command
 enum (anything else is counted as "unknown"), decisions and reasons from the
 policy's enums, pools and servers from the configuration. Never a DeviceId or
 a user. Tests build ``Metrics(CollectorRegistry())`` for a fresh registry.
+
+Besides the gateway's own metrics the registry carries ``sentry_build_info``
+(always 1, the version in its labels) and prometheus_client's process
+collector (``process_resident_memory_bytes``, ``process_open_fds``,
+``process_max_fds``, ``process_cpu_seconds_total``, ...: file descriptors are
+what held Pings consume).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from sentry.buildinfo import python_version, version
 from sentry.eas.request import Command
 
 __all__ = ["KNOWN_COMMANDS", "Metrics", "command_label", "status_class"]
@@ -138,10 +145,44 @@ class Metrics:
         )
         self.associations = Gauge(
             "sentry_associations",
-            "ActiveSync associations by state",
+            "ActiveSync associations by list state (allowed, blocked, wipe_pending, wiped)",
             ["state"],
             registry=registry,
         )
         self.store_errors = Counter(
             "sentry_store_errors", "Failed writes to the state store", registry=registry
         )
+        self.auth_refusals = Counter(
+            "sentry_auth_refusals",
+            "Requests the identity step refused, by scheme and reason (never forwarded)",
+            ["scheme", "reason"],
+            registry=registry,
+        )
+        self.jwks_refreshes = Counter(
+            "sentry_jwks_refreshes",
+            "Loads of the OAuth signing keys, by result (ok, error, rate_limited)",
+            ["result"],
+            registry=registry,
+        )
+        self.jwks_keys = Gauge(
+            "sentry_jwks_keys", "OAuth signing keys currently loaded", registry=registry
+        )
+        self.redirects = Counter(
+            "sentry_redirects",
+            "Backend 451 redirects by the pool routed to and outcome",
+            ["pool", "outcome"],
+            registry=registry,
+        )
+        self.redirect_cache_entries = Gauge(
+            "sentry_redirect_cache_entries",
+            "Mailboxes with a cached redirect target",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "sentry_build_info",
+            "Always 1: the gateway's version and Python in the labels",
+            ["version", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(version(), python_version()).set(1)
+        ProcessCollector(registry=registry)

@@ -33,8 +33,8 @@ from sentry.model import (
     Preferences,
     Routing,
     User,
-    Verdict,
 )
+from sentry.store.base import AssociationState
 
 from . import changes as ch
 from ._fast import fast_setter
@@ -192,9 +192,10 @@ class Snapshot:
                 raise TypeError(f"not a change: {change!r}")
             handler(self, change)
 
-    def verdict_counts(self) -> dict[Verdict, int]:
-        """Associations by last verdict, maintained incrementally (no scan)."""
-        return self._table.verdict_counts()
+    def state_counts(self) -> dict[AssociationState, int]:
+        """Associations by list state (``allowed``, ``blocked``, ``wipe_pending``,
+        ``wiped``), maintained incrementally (no scan)."""
+        return self._table.state_counts()
 
     def add_associations(self, rows: Iterable[Association]) -> None:
         """Bulk insert for loading: ``PutAssociation`` for each row, without the changes."""

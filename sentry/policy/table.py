@@ -9,14 +9,17 @@ by key is one dict probe plus a scan of that device's few rows
 same way (the id itself, or a tuple of ids). Compared with a key dict plus
 two dicts of lists, this saves about a hundred bytes per association and a
 dict insert per row at load. Rows an admin linked to a managed device
-(Link To) are indexed by that device.
+(Link To) are indexed by that device. The number of rows in each list state
+(``allowed``, ``blocked``, ``wipe_pending``, ``wiped``: the admin API's names)
+is kept as rows change, for the metrics gauge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from sentry.model import Association, AssociationKey, Verdict
+from sentry.model import Association, AssociationKey
+from sentry.store.base import AssociationState, association_state
 
 __all__ = ["AssociationTable"]
 
@@ -27,14 +30,14 @@ _Ids = str | tuple[str, ...]
 class AssociationTable:
     """Associations by DeviceId, DeviceIds by mailbox, Link To rows by device."""
 
-    __slots__ = ("_by_device", "_by_user", "_count", "_manual", "_verdicts")
+    __slots__ = ("_by_device", "_by_user", "_count", "_manual", "_states")
 
     def __init__(self) -> None:
         self._by_device: dict[str, _Rows] = {}
         self._by_user: dict[str, _Ids] = {}
         self._manual: dict[str, set[AssociationKey]] = {}
         self._count = 0
-        self._verdicts: dict[Verdict, int] = dict.fromkeys(Verdict, 0)  # kept as rows change
+        self._states = dict.fromkeys(AssociationState, 0)  # kept as rows change
 
     # --- Reads ---
 
@@ -84,9 +87,9 @@ class AssociationTable:
         ids = self._by_user.get(user)
         return 0 if ids is None else len(ids) if isinstance(ids, tuple) else 1
 
-    def verdict_counts(self) -> dict[Verdict, int]:
-        """How many rows have each last verdict (kept up to date, no scan)."""
-        return dict(self._verdicts)
+    def state_counts(self) -> dict[AssociationState, int]:
+        """How many rows are in each list state (kept up to date, no scan)."""
+        return dict(self._states)
 
     def manually_linked(self, device: str) -> set[AssociationKey]:
         """Keys an admin linked to managed device ``device``."""
@@ -98,8 +101,8 @@ class AssociationTable:
         """Insert or replace ``row``; return the row it replaced."""
         old = self._store(row)
         if old is not None:
-            self._verdicts[old.verdict] -= 1
-        self._verdicts[row.verdict] += 1
+            self._states[association_state(old)] -= 1
+        self._states[association_state(row)] += 1
         if old is None:
             self._count += 1
             user, device_id = row.key.user, row.key.device_id
@@ -113,14 +116,14 @@ class AssociationTable:
         """``put`` each row; the common case (first row of its DeviceId, no Link To)
         is inlined, as a load does it a million times."""
         by_device, by_user, put, added = self._by_device, self._by_user, self.put, 0
-        verdicts = self._verdicts
+        states = self._states
         for row in rows:
             device_id, user = row.key
             if row.manual_link is not None or device_id in by_device:
                 put(row)
                 continue
             by_device[device_id] = row
-            verdicts[row.verdict] += 1
+            states[association_state(row)] += 1
             ids = by_user.get(user)
             by_user[user] = device_id if ids is None else _plus(ids, device_id)
             added += 1
@@ -136,7 +139,7 @@ class AssociationTable:
         ids = tuple(d for d in self.device_ids(user) if d != device_id)
         _set_ids(self._by_user, user, ids)
         self._count -= 1
-        self._verdicts[old.verdict] -= 1
+        self._states[association_state(old)] -= 1
         self._relink(old, old.key, None)
         return old
 
@@ -147,7 +150,7 @@ class AssociationTable:
         other._by_user = dict(self._by_user)
         other._manual = {k: set(v) for k, v in self._manual.items()}
         other._count = self._count
-        other._verdicts = dict(self._verdicts)
+        other._states = dict(self._states)
         return other
 
     def _store(self, row: Association) -> Association | None:

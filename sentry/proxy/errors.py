@@ -34,6 +34,7 @@ class UpstreamError(Exception):
 
     http_status = 502
     kind = "error"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str, server: str | None = None) -> None:
         super().__init__(message)

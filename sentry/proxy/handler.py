@@ -4,14 +4,17 @@ One explicit processing order for every request (the order grommunio-sync's
 index.php follows, without its statics):
 
 1. parse the method, query and headers into an ``EasRequest`` (400/405 on bad
-   input, with a log event);
+   input, with a log event), then key it on the one authenticated identity
+   of its one Authorization header (``authn.py``: 400/401/403/503 otherwise);
 2. check the declared size (413 above ``max_request_bytes``);
 3. read and decode the body only for the commands whose body access control
    needs (Provision, Settings, Ping, Sync) and only up to ``INSPECT_LIMIT``;
    a larger Sync body is streamed uninspected, anything else that large is 413;
 4. ask ``AccessState`` for the decision (it persists what changed first);
 5. answer a refusal or a wipe with the bytes of ``sentry.eas.responses``, or
-   forward to a server of the decided pool and stream the answer back.
+   forward to a server of the decided pool and stream the answer back; a
+   backend's 451 redirect is followed by the gateway or refused, never
+   relayed (``redirects.py``).
 
 Long polls (Ping, Sync with Wait/HeartbeatInterval or an empty Sync body) are
 registered in the long-poll registry while they wait upstream, so an admin
@@ -54,10 +57,12 @@ from sentry.observability.metrics import command_label, status_class
 from sentry.policy import Decision, Forward, Refuse, Wipe, record_policy_fingerprint
 from sentry.settings import GatewaySettings
 
-from .errors import NoHealthyServer, RequestTooLarge, UpstreamError
+from .authn import Authenticator
+from .errors import RequestTooLarge, UpstreamError
 from .forward import BodyStream, relay_response
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
+from .redirects import Mailbox, Redirector
 from .upstream import Upstreams
 
 __all__ = ["PROXY", "ProxyContext", "eas_handler"]
@@ -83,6 +88,8 @@ class ProxyContext:
     metrics: Metrics
     addresses: ClientAddress
     proto: str
+    authn: Authenticator
+    redirects: Redirector
     access_log: bool = True
 
 
@@ -151,6 +158,11 @@ async def _serve(
         eas = parse_request(request.method, request.query_string, request.headers)
     except EasError as exc:
         return _bad_request(ctx, record, exc, "query")
+    _describe(record, eas)
+    checked = await ctx.authn.check(request, eas, record)  # one authenticated identity
+    if isinstance(checked, web.StreamResponse):
+        return checked
+    eas = checked
     _describe(record, eas)
     if eas.command is None:
         return await _options(ctx, request, eas, record)
@@ -274,16 +286,21 @@ async def _forward(
     else:
         prefix = request.get(PREFIX, b"")
         body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
+    mailbox = Mailbox(key.user, eas.user.domain if eas.user else None)
     if eas.command is Command.Provision:
-        return await _send(ctx, request, decision.pool, None, body, None, record, policy_of=key)
+        return await _send(
+            ctx, request, decision.pool, None, body, None, record, policy_of=key, mailbox=mailbox
+        )
     if not inspected.long_poll:
-        return await _send(ctx, request, decision.pool, None, body, None, record)
+        return await _send(ctx, request, decision.pool, None, body, None, record, mailbox=mailbox)
     hold = min(
         inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
         ctx.settings.max_heartbeat_seconds,
     )
     read_timeout = hold + ctx.settings.long_poll_margin_seconds
-    return await _send(ctx, request, decision.pool, key, body, read_timeout, record, eas=eas)
+    return await _send(
+        ctx, request, decision.pool, key, body, read_timeout, record, eas=eas, mailbox=mailbox
+    )
 
 
 async def _send(
@@ -297,6 +314,7 @@ async def _send(
     *,
     eas: EasRequest | None = None,
     policy_of: AssociationKey | None = None,
+    mailbox: Mailbox | None = None,
 ) -> web.StreamResponse:
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
@@ -312,8 +330,8 @@ async def _send(
         held.inc()
     try:
         try:
-            server, upstream = await pool.send(
-                request.method, request.path_qs, headers, body, timeout
+            server, upstream = await ctx.redirects.send(
+                pool, mailbox, request.method, request.path_qs, headers, body, timeout
             )
         except asyncio.CancelledError:
             record["upstream_cancelled"] = True  # the backend request is abandoned
@@ -404,6 +422,6 @@ def _upstream_failed(
     if exc.server:
         record["server"] = exc.server
     headers = {}
-    if isinstance(exc, NoHealthyServer):
+    if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     return web.Response(status=exc.http_status, headers=headers, text=f"{exc.message}\n")

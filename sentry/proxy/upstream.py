@@ -14,11 +14,20 @@ a check). No healthy server -> ``NoHealthyServer`` (503 with Retry-After).
 Sessions are created with ``auto_decompress=False`` so bodies pass through
 byte for byte, and with no total timeout: long polls set a per-request read
 timeout above the requested heartbeat instead.
+
+``Upstreams.reconfigure`` applies a reloaded pool list (SIGHUP) without
+touching requests in flight: a new pool gets a session and a health check; a
+changed pool is replaced by a new ``BackendPool`` (servers it keeps keep
+their health, its session too unless ``tls_verify`` changed); a removed pool
+is no longer listed, but a request decided before the reload still finds it
+by name, and its session is closed at shutdown (idle connections expire on
+their own). A held Ping keeps the connection it has.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Mapping
@@ -36,7 +45,7 @@ from sentry.settings import BackendPoolSettings
 from .errors import NoHealthyServer, UpstreamConnectError, map_client_errors
 from .health import Failure, ServerHealth, State, Transition, bad_status, classify
 
-__all__ = ["BackendPool", "Server", "Upstreams"]
+__all__ = ["BackendPool", "PoolMap", "Server", "Upstreams"]
 
 EAS_PATH = "/Microsoft-Server-ActiveSync"
 log = structlog.get_logger("sentry.upstream")
@@ -52,7 +61,7 @@ class Server:
     @property
     def label(self) -> str:
         """The URL as shown in logs, metrics and the API: never with credentials."""
-        return str(self.url.with_user(None))
+        return _shown(self.url)
 
     @property
     def healthy(self) -> bool:
@@ -62,6 +71,10 @@ class Server:
     @property
     def failures(self) -> int:
         return self.health.failures
+
+
+def _shown(url: URL) -> str:
+    return str(url.with_user(None))
 
 
 @dataclass(eq=False)
@@ -150,19 +163,9 @@ class BackendPool:
 
         When every server refuses the connection the pool has no healthy
         server left: ``NoHealthyServer`` (503 + Retry-After)."""
-        assert self.session is not None, "pool not started"
         for server in self.candidates():
             try:
-                with map_client_errors(server.label):
-                    resp = await self.session.request(
-                        method,
-                        server.url.join(URL(path_qs)),
-                        headers=headers,
-                        data=body,
-                        timeout=timeout,
-                        allow_redirects=False,
-                        skip_auto_headers=("User-Agent",),
-                    )
+                resp = await self.request(server.url, method, path_qs, headers, body, timeout)
             except UpstreamConnectError as exc:
                 self.metrics.upstream_errors.labels(self.name, exc.kind).inc()
                 cause = exc.__cause__ or exc
@@ -172,6 +175,29 @@ class BackendPool:
                 continue
             return server, resp
         raise NoHealthyServer(self.name, self.settings.retry_after_seconds)
+
+    async def request(
+        self,
+        url: URL,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str] | CIMultiDict[str],
+        body: object,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """One request to ``url`` (a server of this pool, or a redirect target
+        reached with this pool's session and TLS settings); errors mapped."""
+        assert self.session is not None, "pool not started"
+        with map_client_errors(_shown(url)):
+            return await self.session.request(
+                method,
+                url.join(URL(path_qs)),
+                headers=headers,
+                data=body,
+                timeout=timeout,
+                allow_redirects=False,
+                skip_auto_headers=("User-Agent",),
+            )
 
     async def probe(self, server: Server) -> Failure | None:
         """Active health check: an OPTIONS request to the EAS endpoint (any
@@ -197,6 +223,28 @@ class BackendPool:
             await asyncio.sleep(self.settings.health_check.interval_seconds)
 
 
+class PoolMap(dict[str, BackendPool]):
+    """The current pools by name; a pool a reload removed is not listed, but
+    ``[name]`` still finds it (a request decided before the reload names it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retired: dict[str, BackendPool] = {}
+
+    def __missing__(self, name: str) -> BackendPool:
+        return self.retired[name]
+
+
+def _session(settings: BackendPoolSettings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, ssl=settings.tls_verify, keepalive_timeout=30)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
 class Upstreams:
     """All backend pools, their sessions and health-check tasks."""
 
@@ -207,40 +255,83 @@ class Upstreams:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.pools: dict[str, BackendPool] = {}
+        self.metrics = metrics
+        self.clock = clock
+        self.pools = PoolMap()
         for p in pools:
             servers = [Server(URL(u)) for u in p.servers]
             self.pools[p.name] = BackendPool(p, metrics, servers, clock=clock)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sessions: list[aiohttp.ClientSession] = []
+        self._health_checks = True
 
     async def start(self, *, health_checks: bool = True) -> None:
         """Open one session per pool and start the active health checks
         (without them every server is taken as up)."""
+        self._health_checks = health_checks
         for pool in self.pools.values():
-            connector = aiohttp.TCPConnector(
-                limit=0,
-                ssl=pool.settings.tls_verify,
-                keepalive_timeout=30,
-            )
-            pool.session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-            for server in pool.servers:
-                if not health_checks:
-                    server.health.observe(None, pool.clock(), failures_to_down=1, active=False)
-                pool.publish(server)
-            if health_checks:
-                self._tasks.append(create_task(pool.health_loop(), name=f"health:{pool.name}"))
+            self._open(pool, None)
+
+    def _open(self, pool: BackendPool, session: aiohttp.ClientSession | None) -> None:
+        """Give ``pool`` a session (a new one unless given) and its health check."""
+        if session is None:
+            session = _session(pool.settings)
+            self._sessions.append(session)
+        pool.session = session
+        for server in pool.servers:
+            if not self._health_checks:
+                server.health.observe(None, pool.clock(), failures_to_down=1, active=False)
+            pool.publish(server)
+        old = self._tasks.pop(pool.name, None)
+        if old is not None:
+            old.cancel()
+        if self._health_checks:
+            self._tasks[pool.name] = create_task(pool.health_loop(), name=f"health:{pool.name}")
+
+    def reconfigure(self, pools: tuple[BackendPoolSettings, ...]) -> list[str]:
+        """Apply a reloaded pool list (see the module comment); return what changed."""
+        wanted = {p.name: p for p in pools}
+        done = [self._remove(name) for name in list(self.pools) if name not in wanted]
+        for p in pools:
+            old = self.pools.get(p.name)
+            if old is None or old.settings != p:
+                done.append(self._replace(old, p))
+        return done
+
+    def _replace(self, old: BackendPool | None, settings: BackendPoolSettings) -> str:
+        known = {s.url: s for s in old.servers} if old is not None else {}
+        servers = [known.get(URL(u)) or Server(URL(u)) for u in settings.servers]
+        pool = BackendPool(settings, self.metrics, servers, clock=self.clock)
+        self.pools[settings.name] = pool
+        keep = old is not None and old.settings.tls_verify == settings.tls_verify
+        if old is not None:
+            self._forget_servers(old, {s.label for s in servers})
+        self._open(pool, old.session if keep and old is not None else None)
+        return f"{'changed' if old is not None else 'added'} pool {settings.name}"
+
+    def _remove(self, name: str) -> str:
+        pool = self.pools.pop(name)
+        self.pools.retired[name] = pool
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+        self._forget_servers(pool, set())
+        with contextlib.suppress(KeyError):
+            self.metrics.pool_healthy.remove(name)
+        return f"removed pool {name}"
+
+    def _forget_servers(self, pool: BackendPool, kept: set[str]) -> None:
+        for server in pool.servers:
+            if server.label not in kept:
+                with contextlib.suppress(KeyError):
+                    self.metrics.server_up.remove(pool.name, server.label)
 
     async def close(self) -> None:
         """Stop the health checks and close every session."""
-        for task in self._tasks:
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
-        for pool in self.pools.values():
-            if pool.session is not None:
-                await pool.session.close()
+        for session in self._sessions:
+            await session.close()

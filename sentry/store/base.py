@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AssociationFilter",
     "AssociationState",
+    "AuditFilter",
     "SchemaError",
     "Store",
     "StoreError",
@@ -97,6 +98,27 @@ class AssociationFilter:
         return all(checks)
 
 
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Audit log filters; None means "any". ``actor`` is exact, ``target`` a
+    case-insensitive part of the target (``DEVICE1`` finds ``association:DEVICE1/bob``),
+    ``since`` inclusive and ``until`` exclusive (Unix seconds)."""
+
+    actor: str | None = None
+    target: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def matches(self, entry: AuditEntry) -> bool:
+        """Whether ``entry`` passes every filter (the reference semantics)."""
+        return (
+            (self.actor is None or entry.actor == self.actor)
+            and (self.target is None or self.target.casefold() in entry.target.casefold())
+            and (self.since is None or entry.at >= self.since)
+            and (self.until is None or entry.at < self.until)
+        )
+
+
 class Store(Protocol):
     """Persistence for the gateway's state. Lists are ordered by (user, device_id);
     the audit log newest first; a history oldest first."""
@@ -123,8 +145,11 @@ class Store(Protocol):
         """What happened to one association (kept after Remove)."""
         ...
 
-    async def audit(self, offset: int = 0, limit: int = 100) -> tuple[list[AuditEntry], int]:
-        """One page of the audit log (newest first) and its total length."""
+    async def audit(
+        self, offset: int = 0, limit: int = 100, filter: AuditFilter | None = None
+    ) -> tuple[list[AuditEntry], int]:
+        """One page of the audit log (newest first, matching ``filter``) and the
+        number of matching entries."""
         ...
 
     async def close(self) -> None:

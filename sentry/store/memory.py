@@ -16,7 +16,7 @@ from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
 from sentry.policy.changes import CHANGE_TYPES, AppendAudit, AppendHistory, Change
 from sentry.policy.snapshot import Snapshot
 
-from .base import AssociationFilter, StoreError
+from .base import AssociationFilter, AuditFilter, StoreError
 
 __all__ = ["MemoryStore"]
 
@@ -81,9 +81,11 @@ class MemoryStore:
         self._check_open()
         return list(self._history.get(key, ()))
 
-    async def audit(self, offset: int = 0, limit: int = 100) -> tuple[list[AuditEntry], int]:
+    async def audit(
+        self, offset: int = 0, limit: int = 100, filter: AuditFilter | None = None
+    ) -> tuple[list[AuditEntry], int]:
         self._check_open()
-        newest_first = self._audit[::-1]
+        newest_first = [e for e in self._audit[::-1] if filter is None or filter.matches(e)]
         return newest_first[offset : offset + limit], len(newest_first)
 
     async def close(self) -> None:

@@ -19,6 +19,10 @@ Approach.
   the rare override), read with one ``SELECT`` and ``fetchmany``; repeated
   values are shared through ``codec.Interner``. Registry and configuration
   values are JSON documents (``codec``).
+- Backup: ``backup(dest)`` copies the database with SQLite's online backup
+  API on the store's own connection and thread, so it is serialised with
+  writes: the copy is one consistent state, taken while the gateway runs
+  (writes wait for the copy; it runs at disk speed). The copy is created 0600.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +52,7 @@ from sentry.policy.snapshot import Snapshot
 from ._sqlite_rows import ASSOCIATION_COLUMNS, association_decoder, load_objects, where_clause
 from ._sqlite_schema import migrate
 from ._sqlite_writes import write_changes
-from .base import AssociationFilter, StoreError
+from .base import AssociationFilter, AuditFilter, StoreError
 from .codec import DECODERS
 
 __all__ = ["SqliteStore"]
@@ -68,9 +73,12 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
 class SqliteStore:
     """A ``Store`` in one SQLite file; open it with ``await SqliteStore.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, path: Path | None = None
+    ) -> None:
         self._conn: sqlite3.Connection | None = conn
         self._executor = executor
+        self.path = path  # the database file (None: built by hand, e.g. in tests)
 
     @classmethod
     async def open(
@@ -86,7 +94,7 @@ class SqliteStore:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(conn, executor)
+        return cls(conn, executor, Path(path))
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -115,8 +123,14 @@ class SqliteStore:
     async def history(self, key: AssociationKey) -> list[HistoryEvent]:
         return await self._run(lambda conn: _history(conn, key))
 
-    async def audit(self, offset: int = 0, limit: int = 100) -> tuple[list[AuditEntry], int]:
-        return await self._run(lambda conn: _audit(conn, offset, limit))
+    async def audit(
+        self, offset: int = 0, limit: int = 100, filter: AuditFilter | None = None
+    ) -> tuple[list[AuditEntry], int]:
+        return await self._run(lambda conn: _audit(conn, offset, limit, filter))
+
+    async def backup(self, dest: Path) -> None:
+        """A consistent copy of the database at ``dest`` (which must not exist), mode 0600."""
+        await self._run(lambda conn: _backup(conn, dest))
 
     async def close(self) -> None:
         if self._conn is None:
@@ -214,18 +228,49 @@ def _history(conn: sqlite3.Connection, key: AssociationKey) -> list[HistoryEvent
     return [HistoryEvent(at, kind, json.loads(detail)) for at, kind, detail in rows]
 
 
-def _audit(conn: sqlite3.Connection, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
-    total = conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+def _audit_where(f: AuditFilter | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if f is not None and f.actor is not None:
+        clauses.append("actor = ?")
+        params.append(f.actor)
+    if f is not None and f.target is not None:
+        clauses.append("instr(lower(target), lower(?)) > 0")
+        params.append(f.target)
+    if f is not None and f.since is not None:
+        clauses.append("at >= ?")
+        params.append(f.since)
+    if f is not None and f.until is not None:
+        clauses.append("at < ?")
+        params.append(f.until)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _audit(
+    conn: sqlite3.Connection, offset: int, limit: int, f: AuditFilter | None
+) -> tuple[list[AuditEntry], int]:
+    where, params = _audit_where(f)
+    total = conn.execute(f"SELECT COUNT(*) FROM audit {where}", params).fetchone()[0]
     sql = (
-        "SELECT at, actor, action, target, note, before, after FROM audit "
+        f"SELECT at, actor, action, target, note, before, after FROM audit {where} "
         "ORDER BY id DESC LIMIT ? OFFSET ?"
     )
-    rows = conn.execute(sql, (max(limit, 0), max(offset, 0))).fetchall()
+    rows = conn.execute(sql, [*params, max(limit, 0), max(offset, 0)]).fetchall()
     entries = [
         AuditEntry(at, actor, action, target, note, _json(before), _json(after))
         for at, actor, action, target, note, before, after in rows
     ]
     return entries, int(total)
+
+
+def _backup(conn: sqlite3.Connection, dest: Path) -> None:
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over a file
+    os.close(fd)
+    target = sqlite3.connect(dest)
+    try:
+        conn.backup(target)
+    finally:
+        target.close()
 
 
 def _json(text: str | None) -> Any:

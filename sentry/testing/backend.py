@@ -8,7 +8,10 @@ HTTP shell around the sans-aiohttp handlers of ``eas_*.py``, in this order:
 1. OPTIONS needs no credentials and lists versions and commands (MS-ASHTTP 4.3);
    other methods but POST get 501, as Exchange answers a browser.
 2. ``Authorization: Basic`` must name a configured mailbox (user name or
-   email), else 401 with ``WWW-Authenticate: Basic``.
+   email), else 401 with ``WWW-Authenticate: Basic``; ``Bearer`` is accepted
+   when the config has a ``bearer`` check (token -> mailbox name). A mailbox
+   marked as moved (``RunningBackend.move``) gets 451 with ``X-MS-Location``
+   and its request is not processed (MS-ASHTTP 3.1.5.2.2).
 3. ``sentry.eas.request.parse_request`` reads the query (plain or base64) and
    headers; a request it rejects, one without a protocol version or with a
    body that is not WBXML gets its 4xx. SendMail/SmartReply/SmartForward
@@ -120,10 +123,17 @@ async def _eas(request: web.Request) -> web.StreamResponse:
         return _options(state.config)
     if request.method != "POST":
         return web.Response(status=501, headers=headers)
+    state.stats.last_authorization = tuple(request.headers.getall("Authorization", ()))
     mailbox = _authenticate(state, request)
     if mailbox is None:
         headers["WWW-Authenticate"] = 'Basic realm="Demo ActiveSync"'
         return web.Response(status=401, headers=headers)
+    moved = state.moved.get(mailbox.user)
+    if moved is not None:
+        state.stats.redirected[mailbox.user] += 1
+        state.stats.responses[451] += 1
+        location = {"X-MS-Location": moved} if moved else {}
+        return web.Response(status=451, headers=headers | location)
     try:
         call = await _call_of(state, request, mailbox)
     except EasError as exc:
@@ -145,7 +155,14 @@ def _options(config: BackendConfig) -> web.Response:
 
 
 def _authenticate(state: BackendState, request: web.Request) -> Mailbox | None:
-    credentials = _basic_credentials(request.headers.get("Authorization", ""))
+    """The mailbox the (first) Authorization header proves, as a server reads it."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.casefold() == "bearer":
+        check = state.config.bearer
+        name = None if check is None else check(token.strip())
+        return None if name is None else state.find(name)
+    credentials = _basic_credentials(header)
     return None if credentials is None else state.authenticate(*credentials)
 
 
@@ -293,6 +310,16 @@ class RunningBackend:
     ) -> str:
         """Add a message to ``user``'s Inbox, wake its held requests; return its ServerId."""
         return inject(self.state, self.mailbox(user), subject, body, sender=sender).server_id
+
+    def move(self, user: str, location: str | None) -> None:
+        """Answer ``user``'s requests with 451 + ``X-MS-Location: location``
+        (the mailbox moved to another server; "" sends no X-MS-Location);
+        None: serve them again."""
+        box = self.mailbox(user)
+        if location is None:
+            self.state.moved.pop(box.user, None)
+        else:
+            self.state.moved[box.user] = location
 
     def device_info(self, user: str, device_id: str) -> dict[str, str] | None:
         """The last DeviceInformation seen for (user, DeviceId), if any."""

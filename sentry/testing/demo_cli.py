@@ -24,7 +24,7 @@ from sentry.certs import server_ssl_context
 from .backend import RunningBackend, start_backend
 from .state import BackendConfig, MailboxSpec
 
-__all__ = ["demo_backend_main", "parse_users", "serve_forever"]
+__all__ = ["backend_parser", "demo_backend_main", "parse_users", "serve_forever"]
 
 DEFAULT_DOMAIN = "example.com"
 
@@ -66,18 +66,23 @@ async def serve_forever(
         await stop.wait()
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sentry demo-backend", description="Run the demo EAS backend.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8081)
+def backend_parser() -> argparse.ArgumentParser:
+    """The options of ``sentry demo-backend``."""
+    p = argparse.ArgumentParser(
+        prog="sentry demo-backend",
+        description="Run the demo EAS backend.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8081, help="port to listen on (0: any free port)")
     p.add_argument("--type", dest="backend_type", default="exchange", help="backend type label")
     p.add_argument("--users", default="alice:secret,bob:secret", help="name:password[@domain],...")
     p.add_argument("--messages", type=int, default=3, help="seeded Inbox messages per user")
-    p.add_argument("--min-heartbeat", type=int, default=60)
-    p.add_argument("--max-heartbeat", type=int, default=3540)
+    p.add_argument("--min-heartbeat", type=int, default=60, help="shortest Ping heartbeat accepted")
+    p.add_argument("--max-heartbeat", type=int, default=3540, help="longest Ping heartbeat")
     p.add_argument("--no-provisioning", action="store_true", help="do not require Provision")
-    p.add_argument("--tls-cert", type=Path)
-    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     return p
 
 
@@ -92,7 +97,7 @@ async def _run(config: BackendConfig, args: argparse.Namespace, tls: ssl.SSLCont
 
 def demo_backend_main(argv: list[str]) -> int:
     """Entry point of ``sentry demo-backend``; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = backend_parser().parse_args(argv)
     try:
         config = BackendConfig(
             backend_type=args.backend_type,

@@ -18,7 +18,7 @@ from sentry.eas.status import CommonStatus
 
 from .eas_client import EasResponse, EasTestClient, ProvisionFailed
 
-__all__ = ["demo_client_main"]
+__all__ = ["client_parser", "demo_client_main"]
 
 FOLDERSYNC = '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
 SYNC = (
@@ -28,14 +28,19 @@ SYNC = (
 INBOX_TYPE = "2"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sentry demo-client", description=__doc__.splitlines()[0])
+def client_parser() -> argparse.ArgumentParser:
+    """The options of ``sentry demo-client``."""
+    p = argparse.ArgumentParser(
+        prog="sentry demo-client",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--url", default="https://127.0.0.1:8443", help="the gateway")
-    p.add_argument("--user", required=True)
-    p.add_argument("--password", required=True)
-    p.add_argument("--device-id", default="DEMOPHONE0001")
-    p.add_argument("--device-type", default="iPhone")
-    p.add_argument("--version", default="16.1")
+    p.add_argument("--user", required=True, help="the mailbox user")
+    p.add_argument("--password", required=True, help="the mailbox password")
+    p.add_argument("--device-id", default="DEMOPHONE0001", help="the EAS DeviceId to send")
+    p.add_argument("--device-type", default="iPhone", help="the EAS DeviceType to send")
+    p.add_argument("--version", default="16.1", help="the EAS protocol version to speak")
     p.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
     return p
 
@@ -110,7 +115,7 @@ def _subjects(r: EasResponse) -> list[str]:
 def demo_client_main(argv: list[str]) -> int:
     """Entry point of ``sentry demo-client``."""
     try:
-        args = _parser().parse_args(argv)
+        args = client_parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     try:

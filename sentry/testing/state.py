@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -72,6 +73,9 @@ class BackendConfig:
     server_version: str | None = None  # MS-Server-ActiveSync; None: by backend_type
     protocol_versions: tuple[str, ...] = PROTOCOL_VERSIONS
     policy: tuple[tuple[str, str], ...] = ()  # EASProvisionDoc settings over the default
+    # Authorization: Bearer <token> -> the mailbox name it proves (None: not accepted).
+    # None: Bearer is not accepted at all (401), as a Basic-only server.
+    bearer: Callable[[str], str | None] | None = None
 
     def __post_init__(self) -> None:
         specs = tuple(MailboxSpec(*m) for m in self.mailboxes)
@@ -98,6 +102,10 @@ class BackendStats:
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (user, command)
     responses: Counter[int] = field(default_factory=Counter)  # HTTP status of EAS answers
     device_info: dict[Owner, dict[str, str]] = field(default_factory=dict)
+    redirected: Counter[str] = field(default_factory=Counter)  # 451s answered, by user
+    # Every Authorization value of the last EAS request, as received (tests check
+    # that exactly one reaches the backend); never in ``as_json``.
+    last_authorization: tuple[str, ...] = ()
 
     @property
     def by_command(self) -> Counter[str]:
@@ -169,6 +177,7 @@ class BackendState:
         self.sync_cache: dict[Owner, Element] = {}
         self.held_pings: dict[Owner, Waiter] = {}
         self.oof_enabled: dict[str, bool] = {}
+        self.moved: dict[str, str] = {}  # user -> X-MS-Location: answered with 451
 
     def authenticate(self, username: str, password: str) -> Mailbox | None:
         """The mailbox for Basic credentials: user name or email, ``DOMAIN\\`` ignored."""

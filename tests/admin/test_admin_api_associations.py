@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 from admin_support import Api, device, folder_sync_status, held_ping
+from structlog.testing import capture_logs
 
 from sentry.policy import Touch
 from sentry.testing.gateway import DemoGateway
@@ -211,7 +212,14 @@ async def test_bulk_action_dry_run_skips_and_audit(
 ) -> None:
     await seed(gateway, session)
     body = {"filter": {"user": "bob"}, "note": "travel", "dry_run": True}
-    answer = await api.ok("POST", "/api/associations/actions/block", body)
+    with capture_logs() as logs:
+        answer = await api.ok("POST", "/api/associations/actions/block", body)
+    events = [e for e in logs if e["event"].startswith("admin_")]
+    assert events == [
+        {"event": "admin_dry_run", "dry_run": True, "would_change": 2, "actor": "admin"}
+        | {"method": "POST", "route": "/api/associations/actions/{action}", "action": "block"}
+        | {"log_level": "info"}
+    ]
     assert answer["matched"] == 2 and answer["dry_run"] is True
     assert answer["changed"] == [
         {"device_id": "PHONE2", "user": "bob"},
@@ -239,8 +247,18 @@ async def test_bulk_action_dry_run_skips_and_audit(
 
 async def test_bulk_action_input_errors(api: Api) -> None:
     url = "/api/associations/actions/"
-    status, body = await api.post(url + "block", {"note": "x"})
-    assert (status, body["fields"]) == (400, {"filter": "required"})
+    no_filter = {"filter": 'give at least one filter, or "all": true to act on every row'}
+    for body in (
+        {"note": "x"},
+        {"filter": {}, "note": "x"},
+        {"filter": {"user": " "}, "note": "x"},
+    ):
+        status, answer = await api.post(url + "block", body)
+        assert (status, answer["fields"]) == (400, no_filter)
+    status, body = await api.post(
+        url + "block", {"filter": {"user": "b"}, "all": True, "note": "x"}
+    )
+    assert (status, body["fields"]) == (400, {"all": "not together with a filter"})
     status, body = await api.post(url + "block", {"filter": {"state": "x", "age": 3}, "note": "x"})
     assert status == 400
     assert body["fields"] == {"filter.state": body["fields"]["filter.state"]} | {
@@ -249,7 +267,7 @@ async def test_bulk_action_input_errors(api: Api) -> None:
     status, body = await api.post(url + "block", {"filter": {}, "note": "x", "account_only": True})
     assert (status, body["fields"]) == (400, {"account_only": "only for wipe"})
     assert (await api.post(url + "link", {"filter": {}, "note": "x"}))[0] == 404
-    answer = await api.ok("POST", url + "remove", {"filter": {}, "note": "nothing there"})
+    answer = await api.ok("POST", url + "remove", {"all": True, "note": "nothing there"})
     assert answer == {"matched": 0, "changed": [], "skipped": []} | {
         "dry_run": False,
         "polls_ended": 0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ from admin_support import Api, device, folder_sync_status, held_ping
 
 from sentry.admin import auth
 from sentry.admin.api import ROUTES
+from sentry.proxy.redirects import Mailbox, Target
 from sentry.testing.gateway import DemoGateway
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -226,6 +228,8 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         ("PUT", "/api/labels/l1", {"settings": ["s1"], "devices": ["d1"]}),
         ("PUT", "/api/labels/l2", {}),
         ("PUT", "/api/devices/d1/labels", {"labels": ["l2"]}),
+        ("POST", "/api/devices/d1/labels", {"add": ["l1"]}),
+        ("POST", "/api/labels/l1/devices", {"remove": ["d1"]}),
         ("DELETE", "/api/labels/l2", {}),
         ("PUT", "/api/devices/d1/compliance", {"violations": ["compromised"]}),
         ("PUT", "/api/preferences", {"max_devices_per_mailbox": 5}),
@@ -234,7 +238,10 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         ("POST", "/api/associations/actions/allow", {"filter": {"user": "bob"}, "note": "n"}),
         ("POST", "/api/associations/DOCDEV2/bob/remove", {"note": "n"}),
         ("POST", "/api/devices/d1/retire", {}),
+        ("DELETE", "/api/redirects/alice", {"note": "mailbox moved back"}),
+        ("DELETE", "/api/redirects", {}),
     ]
+    _cache_a_redirect(gateway, "alice")
     changed_routes = set()
     for method, path, body in calls:
         before = (await api.ok("GET", "/api/audit"))["total"]
@@ -259,6 +266,7 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         "/api/labels",
         "/api/preferences",
         "/api/pools",
+        "/api/redirects",
         "/api/audit",
         "/api/openapi.json",
         "/api/users/nobody",
@@ -269,6 +277,13 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         _, op = operation(doc, "GET", path)
         assert str(status) in op["responses"], (path, status)
         conforms(answer, op["responses"][str(status)]["content"]["application/json"]["schema"], doc)
+
+
+def _cache_a_redirect(gateway: DemoGateway, user: str) -> None:
+    """A cached 451 redirect for ``user`` (the demo pools have one server each)."""
+    server = gateway.gateway.upstreams.pools["exchange"].servers[0]
+    target = Target(server.url, "exchange")
+    gateway.gateway.redirect_cache.put(Mailbox(user, None), "exchange", target, time.time())
 
 
 # --- Every endpoint: 401, 400 and 404 paths, generated from the route table ---
@@ -302,7 +317,7 @@ async def test_every_route_answers_401_400_and_404(api: Api, route: Any) -> None
         status, body = await api.call(route.method, path + "?unknown_param=1")
         assert status == 400 and body["fields"]["unknown_param"] == "unknown query parameter"
     if route.params and (route.method, route.path) not in UPSERTS:
-        payload = {"note": "n", "violations": [], "labels": [], "filter": {}}
+        payload = {"note": "n", "violations": [], "labels": [], "all": True}
         fields = route.body or {}
         status, body = await api.call(
             route.method, path, {k: payload[k] for k in fields if k in payload}

@@ -49,7 +49,8 @@ async def test_labels_crud_and_references(api: Api) -> None:
     await api.ok("PUT", "/api/devices/ph2/labels", {"labels": ["two"]})
     assert [lb["name"] for lb in (await api.ok("GET", "/api/labels"))["items"]] == ["two"]
     ph1 = await api.ok("GET", "/api/devices/ph1")
-    assert ph1["listed_in_labels"] == ["two"]
+    assert ph1["labels"] == ["two"]  # one membership, shown the same way on both sides
+    assert (await api.ok("GET", "/api/labels"))["items"][0]["devices"] == ["ph1", "ph2"]
     await api.ok("DELETE", "/api/labels/two", {"note": "reorg"})
     assert (await api.ok("GET", "/api/devices/ph2"))["labels"] == []  # taken off the device
     assert (await api.ok("GET", "/api/labels"))["items"] == []

@@ -81,7 +81,11 @@ async def test_associations_list_show_actions_and_bulk(
     code, out, _ = await cli.run("show", "CLIDEV1", "bob")
     assert "decision:" in out and "status: 129" in out and "history:" in out
     code, out, _ = await cli.run("bulk", "allow", "--user", "bob", "--note", "back", "--dry-run")
-    assert out.strip() == "matched 2, changed 2, skipped 0 (dry run: nothing changed)"
+    assert out.splitlines() == [
+        "matched 2, would change 2, skipped 0 (dry run: nothing changed)",
+        "  would allow CLIDEV1 / bob",
+        "  would allow CLIDEV2 / bob",
+    ]
     answer = await cli.json("bulk", "block", "--device-id", "clidev2", "--note", "x")
     assert answer["changed"] == [{"device_id": "CLIDEV2", "user": "bob"}]
     code, out, _ = await cli.run("wipe", "CLIDEV2", "bob", "--note", "x", "--account-only")
@@ -113,7 +117,9 @@ async def test_directory_push_and_prefs_commands(cli: Cli) -> None:
     code, out, _ = await cli.run("devices", "compliance", "ph1", "--violation", "passcode")
     assert code == 0 and "compliant: no" in out
     assert (await cli.json("devices", "compliance", "ph1"))["device"]["compliant"] is True
-    assert (await cli.json("devices", "labels", "ph1"))["device"]["labels"] == []
+    code, _, err = await cli.run("devices", "labels", "ph1")
+    assert code == 2 and "give --add or --remove" in err  # never replaced as a whole
+    assert (await cli.json("devices", "labels", "ph1", "--remove", "two"))["device"]["labels"] == []
     assert (await cli.json("devices", "retire", "ph1", "--note", "old"))["device"]["retired"]
     code, out, _ = await cli.run("devices", "list", "--owner", "alice")
     assert "ph1" in out and "rows 1-1 of 1" in out
@@ -158,3 +164,33 @@ async def test_errors_exit_1_for_refusals_and_2_for_usage(cli: Cli, tmp_path: Pa
     assert code == 2 and "'many'" in err
     code, _, err = await cli.run("block", "DEV", "bob")  # --note is required
     assert code == 2 and "--note" in err
+
+
+async def test_label_membership_changes_only_when_asked(cli: Cli) -> None:
+    for device_id in ("m1", "m2", "m3"):
+        assert (await cli.run("devices", "register", device_id, "--owner", "alice"))[0] == 0
+    await cli.run("exchange-settings", "set", "s1", "--user-name", "$USERID$", "--email", "$EMAIL$")
+    label = await cli.json("labels", "set", "team", "--setting", "s1", "--add", "m1", "--add", "m2")
+    assert (label["settings"], label["devices"]) == (["s1"], ["m1", "m2"])
+    label = await cli.json("labels", "set", "team")  # nothing given: nothing replaced
+    assert (label["settings"], label["devices"]) == (["s1"], ["m1", "m2"])
+    label = await cli.json("labels", "add-device", "team", "m3", "--note", "joined")
+    assert label["devices"] == ["m1", "m2", "m3"]
+    label = await cli.json("labels", "remove-device", "team", "m1")
+    assert label["devices"] == ["m2", "m3"]
+    answer = await cli.json("devices", "labels", "m1", "--add", "team")
+    assert answer["device"]["labels"] == ["team"]  # one membership, the same on both sides
+    code, out, _ = await cli.run("labels", "list")
+    assert out.splitlines()[1].split() == ["team", "s1", "m1,m2,m3"]
+    assert "labels: team" in (await cli.run("devices", "show", "m2"))[1]
+    code, _, err = await cli.run("labels", "add-device", "team", "nope")
+    assert code == 1 and "no such managed device: nope" in err
+
+
+async def test_bulk_needs_a_filter_or_all(cli: Cli) -> None:
+    code, _, err = await cli.run("bulk", "block", "--note", "x")
+    assert code == 2 and "--all" in err
+    code, _, err = await cli.run("bulk", "block", "--note", "x", "--all", "--user", "bob")
+    assert code == 2
+    code, out, _ = await cli.run("bulk", "block", "--note", "x", "--all", "--dry-run")
+    assert code == 0 and out.startswith("matched 0, would change 0")

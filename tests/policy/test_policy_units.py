@@ -235,10 +235,10 @@ def test_fast_constructor_builds_equal_values_and_refuses_non_slots():
         fast_constructor(NoSlots)
 
 
-def test_verdict_counts_follow_every_change():
+def test_state_counts_follow_every_change():
     from collections import Counter
 
-    from sentry.model import Verdict
+    from sentry.store.base import AssociationState, association_state
 
     conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
     conv.request("alice", "DEV1").expect_refuse(129)
@@ -246,8 +246,9 @@ def test_verdict_counts_follow_every_change():
     conv.allow("alice", "DEV1")
     conv.request("alice", "DEV1").expect_forward("exchange", reasons={"MANUAL", "AUTO_BLOCK"})
     conv.remove("bob", "DEV2")
-    expected = Counter(r.verdict for r in conv.snapshot.associations())
-    counts = conv.snapshot.verdict_counts()
-    assert {v: counts[v] for v in Verdict if counts[v]} == dict(expected)
-    assert counts[Verdict.FORWARD] == 1 and sum(counts.values()) == 1
-    assert conv.snapshot.copy().verdict_counts() == counts
+    conv.wipe("alice", "DEV1")
+    expected = Counter(association_state(r) for r in conv.snapshot.associations())
+    counts = conv.snapshot.state_counts()
+    assert {s: counts[s] for s in AssociationState if counts[s]} == dict(expected)
+    assert counts[AssociationState.WIPE_PENDING] == 1 and sum(counts.values()) == 1
+    assert conv.snapshot.copy().state_counts() == counts

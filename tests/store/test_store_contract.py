@@ -22,6 +22,7 @@ from sentry.model import (
 )
 from sentry.policy import AppendAudit, AppendHistory, PutUser, Snapshot, Touch
 from sentry.store import AssociationFilter, AssociationState, SchemaError, StoreError
+from sentry.store.base import AuditFilter
 from sentry.store.memory import MemoryStore
 from sentry.store.sqlite import SqliteStore
 from sentry.testing.conversation import Conversation
@@ -181,6 +182,30 @@ async def test_history_and_audit(store):
     assert await store.audit(1, 2) == (audit[1:3], len(audit))
     wipe = next(e for e in audit if e.action == "wipe" and e.note == "lost")
     assert (wipe.actor, wipe.note, wipe.after["state"]) == ("admin@test", "lost", "wipe_pending")
+
+
+async def test_audit_filters_match_the_reference_semantics(store):
+    conv = busy_conversation()
+    await replay(store, conv)
+    logged = [c.entry for changes in conv.log for c in changes if isinstance(c, AppendAudit)]
+    newest = logged[::-1]
+    times = sorted({e.at for e in logged})
+    filters = [
+        AuditFilter(actor="admin@test"),
+        AuditFilter(actor="nobody"),
+        AuditFilter(target="lost"),  # a part of a target, any case
+        AuditFilter(target="CAROL"),
+        AuditFilter(since=times[len(times) // 2]),
+        AuditFilter(until=times[len(times) // 2]),
+        AuditFilter(actor="admin@test", target="carol", since=times[0], until=times[-1] + 1),
+    ]
+    narrowed = 0
+    for f in filters:
+        expected = [e for e in newest if f.matches(e)]
+        assert await store.audit(0, 1000, f) == (expected, len(expected)), f
+        assert await store.audit(1, 1, f) == (expected[1:2], len(expected)), f
+        narrowed += 0 < len(expected) < len(newest)
+    assert narrowed >= 4  # the filters are not trivially all or nothing on this log
 
 
 async def test_a_closed_store_refuses_calls(store):
