@@ -26,8 +26,12 @@ __all__ = ["TokenFile", "ensure_token", "new_token", "read_token", "write_token"
 
 
 def new_token() -> str:
-    """A fresh random token (256 bits, URL-safe)."""
-    return secrets.token_urlsafe(32)
+    """A fresh random token (256 bits, URL-safe) that never starts with ``-``:
+    one in 64 would, and ``--token TOKEN`` would then read as an option."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def read_token(path: Path) -> str | None:

@@ -11,9 +11,16 @@ import pytest
 from admin_support import Api
 from structlog.testing import capture_logs
 
-from sentry.admin.token import TokenFile, ensure_token, read_token, write_token
+from sentry.admin import token as token_module
+from sentry.admin.token import TokenFile, ensure_token, new_token, read_token, write_token
 from sentry.cli import main
 from sentry.testing.gateway import DemoGateway
+
+
+def test_a_new_token_never_reads_as_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = iter(["-looks-like-a-flag", "--also", "fine-token"])
+    monkeypatch.setattr(token_module.secrets, "token_urlsafe", lambda n: next(made))
+    assert new_token() == "fine-token"
 
 
 def test_token_file_follows_a_rotation(tmp_path: Path) -> None:
