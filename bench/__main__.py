@@ -11,8 +11,10 @@ when it ends, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from bench.held import (
 from bench.micro import MICRO, micro_markdown, run_micro
 from bench.proc import ROOT, BenchError, raise_nofile, stop_all
 from bench.report import header, plot, write
+from bench.slowclients import SlowClientOptions, run_slow_clients, slow_clients_markdown
 from bench.throughput import TARGETS, ThroughputOptions, markdown, run_throughput
 
 RESULTS = ROOT / "bench" / "results"
@@ -144,12 +147,60 @@ def cmd_micro(args: argparse.Namespace) -> str:
     return md
 
 
+def cmd_slow(args: argparse.Namespace) -> str:
+    opts = SlowClientOptions(
+        attackers=args.attackers,
+        devices=args.devices,
+        level=args.level,
+        duration=args.duration,
+        interval=args.interval,
+        ramp_rate=args.ramp_rate,
+        tls=args.tls,
+    )
+    r = run_slow_clients(opts, args.out / "work" / "slow-clients")
+    md = f"## slow clients\n\n{slow_clients_markdown(r)}"
+    write(args.out, "slow-clients", r, md)
+    return md
+
+
+def cmd_fuzz(args: argparse.Namespace) -> str:
+    from sentry.testing.fuzz import run_fuzz  # Hypothesis: a test dependency
+
+    work = args.out / "work" / "fuzz"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    report = run_fuzz(work, args.examples, seed_value=args.seed)
+    seconds = time.monotonic() - started
+    r = {
+        "scenario": "fuzz",
+        "options": {"examples": args.examples, "seed": args.seed},
+        "inputs": report.inputs,
+        "statuses": dict(report.statuses),
+        "forwarded": report.forwarded,
+        "problems": report.problems,
+        "ambiguous_identity": [a.decode("latin-1") for a in report.ambiguous],
+        "seconds": seconds,
+    }
+    statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(report.statuses.items()))
+    md = (
+        f"## fuzz (request path)\n\n{report.inputs:,} inputs in {seconds:.0f} s; answers "
+        f"{statuses}; {report.forwarded:,} forwarded, every one matched by a forward decision; "
+        f"problems: {len(report.problems)}; forwarded with two Authorization headers "
+        f"(decided on the first): {len(report.ambiguous)}"
+    )
+    write(args.out, "fuzz", r, md)
+    return md
+
+
 def cmd_all(args: argparse.Namespace) -> str:
     """Every scenario with the make-bench defaults."""
     steps: list[tuple[Callable[[argparse.Namespace], str], dict[str, Any]]] = [
         (cmd_throughput, _defaults("throughput")),
         (cmd_held, {**_defaults("held-pings"), "pings": 2000, "heartbeat": 60}),
         (cmd_block, _defaults("block")),
+        (cmd_slow, _defaults("slow-clients")),
+        (cmd_fuzz, _defaults("fuzz")),
         (cmd_micro, _defaults("micro")),
     ]
     parts = []
@@ -194,6 +245,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--tls", action="store_true")
     b.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     b.set_defaults(func=cmd_block)
+    sc = sub.add_parser("slow-clients", help="normal devices while 5,000 slow connections attack")
+    sc.add_argument("--attackers", type=int, default=5000)
+    sc.add_argument("--devices", type=int, default=200)
+    sc.add_argument("--level", type=int, default=4, help="normal load: connections")
+    sc.add_argument("--duration", type=float, default=20.0, help="seconds per window")
+    sc.add_argument("--interval", type=float, default=1.0, help="seconds between slow bytes")
+    sc.add_argument("--ramp-rate", type=float, default=2000.0, help="new slow connections/s")
+    sc.add_argument("--tls", action="store_true")
+    sc.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    sc.set_defaults(func=cmd_slow)
+    f = sub.add_parser("fuzz", help="the request-path fuzz target, long profile")
+    f.add_argument("--examples", type=int, default=2000)
+    f.add_argument("--seed", type=int, default=None, help="fixed Hypothesis seed")
+    f.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    f.set_defaults(func=cmd_fuzz)
     m = sub.add_parser("micro", help="bench_wbxml, bench_request, bench_policy, bench_store")
     m.add_argument("names", nargs="*", help=f"some of {', '.join(MICRO)} (default all)")
     m.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")

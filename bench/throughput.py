@@ -34,7 +34,7 @@ from bench.proc import BenchError, Proc, start
 from bench.servers import GatewayProc, ServerProc, metric, start_backend, start_bare, start_gateway
 from bench.stats import fmt, percentile
 
-__all__ = ["TARGETS", "ThroughputOptions", "markdown", "run_throughput"]
+__all__ = ["TARGETS", "ThroughputOptions", "markdown", "measure_window", "run_throughput"]
 
 TARGETS = ("direct", "bare", "gateway", "gateway-tls")
 LABELS = {
@@ -104,9 +104,10 @@ def _latencies(results: list[dict[str, Any]]) -> tuple[list[float], dict[str, li
     return sorted(lat), {c: sorted(v) for c, v in by_cmd.items() if v}
 
 
-def _window(
+def measure_window(
     name: str, level: int, gens: list[Proc], server: Proc, backend: Proc, opts: ThroughputOptions
 ) -> dict[str, Any]:
+    """One measured window: wait for the generators' ``ready``, ``go``, collect."""
     readies = [g.receive(opts.warmup_timeout + 60) for g in gens]
     warm_failures: Counter[str] = Counter()
     for r in readies:
@@ -166,7 +167,7 @@ def _run_target(
     rows = []
     try:
         for level in opts.levels:
-            row = _window(name, level, gens, server, backend.proc, opts)
+            row = measure_window(name, level, gens, server, backend.proc, opts)
             if isinstance(target, GatewayProc):
                 text = target.metrics_text()
                 row["gateway_metric_requests"] = metric(text, "sentry_requests_total")

@@ -18,6 +18,13 @@ admin API hands it the changes of an admin action. Rules it keeps:
   by accident because a write failed.
 * After every applied change, held long polls of the affected associations
   are re-evaluated and those no longer allowed are ended at once.
+* The proxy reports each forwarded request's upstream status
+  (``backend_answered``). The first one the backend *accepts* (2xx, 449 or
+  451: it authenticated the user; a 401 or any other answer is not
+  acceptance) makes the association verified and may establish its device's
+  backend type; that is one write, once per association. Unverified rows
+  not seen for ``unverified_expiry_seconds`` are removed by the periodic
+  loop (``expire_unverified``).
 """
 
 from __future__ import annotations
@@ -37,22 +44,36 @@ from sentry.observability import Metrics
 from sentry.policy import (
     Change,
     Decision,
+    DeleteAssociation,
     Forward,
     Outcome,
     RequestFacts,
     Snapshot,
     Touch,
     affected_keys,
+    backend_accepted,
     decide,
     evaluate,
+    expire_unverified,
     refresh,
 )
 from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store
 
-__all__ = ["AccessState"]
+__all__ = ["ACCEPTED_STATUSES", "AccessState", "backend_accepts"]
 
 log = structlog.get_logger("sentry.access")
+
+ACCEPTED_STATUSES = frozenset({449, 451})
+"""Non-2xx answers that still prove the backend authenticated the user:
+provisioning required, and a redirect to the mailbox's server."""
+
+
+def backend_accepts(http_status: int) -> bool:
+    """Whether an upstream answer shows the backend accepted the credentials
+    (2xx, 449, 451). A 401 is the backend refusing them; 5xx, 403 and the
+    rest prove nothing, so they never verify an association."""
+    return 200 <= http_status < 300 or http_status in ACCEPTED_STATUSES
 
 
 class AccessState:
@@ -66,6 +87,7 @@ class AccessState:
         *,
         clock: Callable[[], float] = time.time,
         touch_flush_seconds: float | None = 5.0,
+        unverified_expiry_seconds: float = 86400.0,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
@@ -75,6 +97,7 @@ class AccessState:
         self._lock = asyncio.Lock()
         self._touches: dict[AssociationKey, Touch] = {}
         self._flush_every = touch_flush_seconds
+        self._expiry = unverified_expiry_seconds
         self._flusher: asyncio.Task[None] | None = None
         self._ended = 0  # held polls ended by revocation, ever
 
@@ -131,6 +154,35 @@ class AccessState:
             self.snapshot.apply(touches)
             for t in touches:
                 self._touches[t.key] = t
+
+    async def backend_answered(self, key: AssociationKey, http_status: int) -> None:
+        """The backend answered a request forwarded for ``key``: the first
+        accepted answer verifies the row (and may establish its device's
+        backend type, ending held polls of rows that thereby mix types)."""
+        if not backend_accepts(http_status):
+            return
+        row = self.snapshot.get(key)
+        if row is None or row.verified_at is not None:
+            return  # the usual case: no write
+        async with self._lock:
+            changes = backend_accepted(self.snapshot, key, self.clock())
+            try:
+                await self._commit(changes)
+            except Exception:
+                self.metrics.store_errors.inc()
+                log.exception("store_write_failed", during="verification")
+
+    async def expire_unverified(self) -> int:
+        """Remove unverified rows not seen for the configured time; return how many."""
+        if self._expiry <= 0 or not self.snapshot.unverified():
+            return 0
+        async with self._lock:
+            changes = expire_unverified(self.snapshot, self.clock(), self._expiry)
+            await self._commit(changes)
+        expired = sum(1 for c in changes if isinstance(c, DeleteAssociation))
+        if expired:
+            log.info("unverified_expired", count=expired, max_age_seconds=self._expiry)
+        return expired
 
     # -- admin ------------------------------------------------------------------
 
@@ -189,6 +241,11 @@ class AccessState:
         while True:
             await asyncio.sleep(every)
             await self.flush_touches()
+            try:
+                await self.expire_unverified()
+            except Exception:
+                self.metrics.store_errors.inc()
+                log.exception("store_write_failed", during="expire_unverified")
             self.publish_counts()
 
     def publish_counts(self) -> None:

@@ -5,13 +5,18 @@ and by bench/. It first checks every file the configuration points at
 (``preflight``: certificates, log file, store path, token; a problem is a
 ``StartupError`` naming its key), then opens the store and loads the snapshot,
 makes the pools and routing of the configuration current in it (the
-configuration is the source of truth for backends; preferences set by an
-admin survive restarts), starts the upstream sessions and health checks, the
-optional demo backends, the device listener (TLS unless disabled) and the
-admin listener (TLS optional; a warning when it is not on loopback).
-``Gateway.stop`` shuts down gracefully: stop accepting, end held polls
-cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and reloads on
-SIGHUP (``sentry.reload``).
+configuration is the source of truth for backends; each preference an admin
+set survives restarts, the others follow the file; the ``preferences`` start
+event says which came from where), re-keys the stored principals when the
+configured realms changed (rows that collapse into one key are merged and
+logged; users that would collapse stop the start with a ``StartupError`` on
+``identity.realms``) and derives the established backend types rows from
+before they were recorded lack (``_reconcile_identity``), starts the upstream
+sessions and health checks, the optional demo backends, the device listener
+(TLS unless disabled) and the admin listener (TLS optional; a warning when it
+is not on loopback). ``Gateway.stop`` shuts down gracefully: stop accepting,
+end held polls cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and
+reloads on SIGHUP (``sentry.reload``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import ipaddress
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,14 +45,31 @@ from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
 from sentry.errors import StartupError
-from sentry.model import NewDeviceAccess, Pool, Preferences, RefusalStyle, Routing
+from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
-from sentry.policy import PutPool, PutPreferences, PutRouting
+from sentry.policy import (
+    AppendHistory,
+    ConflictError,
+    PutAssociation,
+    PutPool,
+    PutPreferences,
+    PutRealms,
+    PutRouting,
+    Snapshot,
+    affected_keys,
+    realm_changes,
+    refresh,
+)
+from sentry.policy.audit import plain
 from sentry.policy.changes import Change
+from sentry.policy.established import missing_types
+from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.authn import Authenticator
+from sentry.proxy.connections import GatedSite, admin_listener, device_listener
+from sentry.proxy.guard import track_phases
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.redirects import RedirectCache, Redirector
@@ -110,9 +132,10 @@ class Gateway:
 
 
 def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
-    """Pools and routing from the configuration, as changes to the snapshot;
-    and the file's preferences while the stored ones are still the defaults
-    (once an administrator has set preferences, the stored values win)."""
+    """Pools and routing from the configuration, as changes to the snapshot; and
+    the preferences that apply (``sentry.policy.prefs.effective``): each one an
+    administrator set keeps its stored value, every other one takes the file's
+    (the built-in default where the file is silent)."""
     changes: list[Change] = [
         PutPool(Pool(p.name, p.type, tuple(p.servers))) for p in settings.pools
     ]
@@ -120,20 +143,60 @@ def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
     changes.append(
         PutRouting(Routing(users=dict(r.users), domains=dict(r.domains), default=r.default))
     )
-    wanted = preferences_of(settings.preferences)
-    if stored == Preferences() and wanted != stored:
+    wanted = effective(stored, preferences_of(settings.preferences))
+    if wanted != stored:
         changes.append(PutPreferences(wanted))
     return changes
 
 
+async def _reconcile_identity(store: Store, snapshot: Snapshot, realms: Realms, now: float) -> None:
+    """Re-key under the configured realms, then derive missing backend types;
+    each step is one transaction followed by the decisions it moved."""
+    try:
+        rekey = realm_changes(snapshot, realms, now)
+    except ConflictError as exc:
+        raise StartupError("identity.realms", exc.message) from None
+    if rekey:
+        await _apply_and_refresh(store, snapshot, rekey, now)
+        rows = [c.association.key for c in rekey if isinstance(c, PutAssociation)]
+        for change in rekey:
+            if isinstance(change, AppendHistory) and change.event.detail.get("merged"):
+                log.warning("associations_merged", key=list(change.key), merged=change.event.detail)
+        if len(rekey) > 1:  # more than recording the realms: something moved
+            names = [r.name for r in realms.realms]
+            log.info("principals_rekeyed", realms=names, rows=len(rows))
+    derived = missing_types(snapshot, now)
+    if derived:
+        await _apply_and_refresh(store, snapshot, derived, now)
+        log.info("backend_types_derived", scopes=len(derived))
+
+
+async def _apply_and_refresh(
+    store: Store, snapshot: Snapshot, changes: Sequence[Change], now: float
+) -> None:
+    keys = affected_keys([c for c in changes if not isinstance(c, PutRealms)], snapshot)
+    await store.apply(changes)
+    snapshot.apply(changes)
+    moved = refresh(keys, snapshot, snapshot.prefs, now)
+    await store.apply(moved)
+    snapshot.apply(moved)
+
+
 def preferences_of(p: PreferenceSettings) -> Preferences:
     """The model's preferences from the configuration section."""
-    return Preferences(
-        auto_block_unregistered=p.auto_block_unregistered,
-        max_devices_per_mailbox=p.max_devices_per_mailbox,
-        max_mailboxes_per_device=p.max_mailboxes_per_device,
-        refusal_style=RefusalStyle(p.refusal_style),
-        new_device_access_when_registry_unreachable=NewDeviceAccess(p.new_device_access),
+    return file_preferences(p)[0]
+
+
+def _log_preferences(settings: Settings, prefs: Preferences) -> None:
+    """One start event: every preference's value and where it came from."""
+    _, given = file_preferences(settings.preferences)
+    values = plain(prefs)
+    log.info(
+        "preferences",
+        **{
+            name: {"value": values[name], "source": source.value}
+            for name, source in sources(prefs, given).items()
+        },
     )
 
 
@@ -154,22 +217,18 @@ async def _start_demo(settings: Settings, gw: Gateway) -> None:
 
 
 async def _site(
-    runner: web.AppRunner, key: str, listen: ListenSettings, ssl_ctx: Any = None
+    runner: web.AppRunner, key: str, listen: ListenSettings, ssl_ctx: Any = None, **gate: Any
 ) -> str:
-    """Start ``runner`` on ``listen``; a bind failure is a ``StartupError`` naming ``key``."""
+    """Start ``runner`` on ``listen`` behind a connection gate (caps, timeouts, TLS;
+    ``proxy/connections.py``); a bind failure is a ``StartupError`` naming ``key``."""
     host, port = listen.host, listen.port
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    site = GatedSite(runner, host, port, ssl_context=ssl_ctx, **gate)
     try:
         await site.start()
     except OSError as exc:
         raise StartupError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    scheme = "https" if ssl_ctx is not None else "http"
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{bound}"
+    return site.name
 
 
 async def start_gateway(
@@ -197,12 +256,19 @@ async def start_gateway(
     changes = config_changes(settings, snapshot.prefs)
     await store.apply(changes)
     snapshot.apply(changes)
+    try:
+        await _reconcile_identity(store, snapshot, settings.identity.to_realms(), clock())
+    except BaseException:
+        await store.close()
+        raise
+    _log_preferences(settings, snapshot.prefs)
     state = AccessState(
         store,
         snapshot,
         metrics,
         clock=clock,
         touch_flush_seconds=settings.store.touch_flush_seconds if touch_flush else None,
+        unverified_expiry_seconds=settings.store.unverified_expiry_seconds,
     )
     upstreams = Upstreams(settings.pools, metrics, clock=clock)
     r = settings.gateway.redirects
@@ -248,7 +314,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         handler_cancellation=True,  # a device that hangs up ends its upstream request at once
     )
     gw.runners.append(proxy_runner)
-    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx)
+    gate = device_listener(g, gw.metrics)
+    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, **gate)
     gw.token = TokenFile(resolve(root, settings.admin.token_file))
     gw.admin_token = gw.token.token
     gw.admin_app = _admin_app(gw)
@@ -257,7 +324,9 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     )
     gw.runners.append(admin_runner)
     a = settings.admin
-    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, _tls(gw, "admin.tls", a.tls))
+    admin_tls = _tls(gw, "admin.tls", a.tls)
+    gate = admin_listener(g, gw.metrics)
+    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, admin_tls, **gate)
     if not is_loopback(a.listen.host):
         log.warning(
             "admin_listen_not_loopback",
@@ -318,7 +387,7 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=api_middlewares(gw.token or gw.admin_token))
+    app = web.Application(middlewares=[track_phases, *api_middlewares(gw.token or gw.admin_token)])
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
     add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache))
     return app
@@ -341,8 +410,12 @@ def demo_banner(gw: Gateway) -> str:
     lines += [
         "  try (syncs alice's Inbox through the gateway):",
         f"    {cmd} {gw.proxy_url} --user alice --password alice-pw",
+        "  the same mailbox, spelled as its realm allows (one association: alice@example.com):",
+        f"    {cmd} {gw.proxy_url} --user 'EXAMPLE\\alice' --password alice-pw",
         "  then a gmail-type mailbox on the same phone (fails closed: one backend type a device):",
-        f"    {cmd} {gw.proxy_url} --user carol --password carol-pw",
+        f"    {cmd} {gw.proxy_url} --user carol@gmail.example --password carol-pw",
+        "  the admin list shows both, with their realms (token in the file above):",
+        "    .venv/bin/sentry admin list",
         "",
     ]
     return "\n".join(lines)

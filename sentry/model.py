@@ -7,9 +7,11 @@ the policy can compare "before" and "after" and emit only what changed.
 - ``User`` and ``Device`` are the registry side (EPMM, LDAP, local entries).
 - ``Association`` is one row of the ActiveSync list, keyed by
   ``AssociationKey(device_id, user)``: the canonical EAS DeviceId (upper-case)
-  and the canonical mailbox principal (``canonical_principal``). It is built
-  to be held a million times in memory: slotted, no per-row dicts, the rare
-  parts (override, DeviceInformation) as optional sub-values.
+  and the canonical mailbox principal (``canonical_principal`` under the
+  configured ``Realms``, see ``sentry.principals``). It is built to be held a
+  million times in memory: slotted, no per-row dicts, the rare parts
+  (override, DeviceInformation) as optional sub-values.
+- ``EstablishedType`` records the one backend type a device is on.
 - ``Pool``/``Routing`` route a mailbox to a backend; ``Preferences`` are the
   operator's switches; ``ExchangeSetting``/``Label`` push extra mailboxes to
   devices (resolved by ``sentry.policy.templates.resolve_pushed_mailboxes``).
@@ -27,13 +29,19 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from .principals import NO_REALMS, Realm, Realms, canonical_principal, principal_domain
+
 __all__ = [
     "BACKEND_TYPES",
+    "DEFAULT_SETTING_PRIORITY",
+    "NO_REALMS",
+    "THROWAWAY_DEVICE_IDS",
     "Association",
     "AssociationKey",
     "AuditEntry",
     "Device",
     "DeviceInformation",
+    "EstablishedType",
     "ExchangeSetting",
     "HistoryEvent",
     "Label",
@@ -43,6 +51,8 @@ __all__ = [
     "Platform",
     "Pool",
     "Preferences",
+    "Realm",
+    "Realms",
     "Reason",
     "RefusalStyle",
     "Routing",
@@ -53,31 +63,19 @@ __all__ = [
     "WipeStatus",
     "canonical_device_id",
     "canonical_principal",
+    "principal_domain",
 ]
-
-
-def canonical_principal(raw: str) -> tuple[str, str | None]:
-    """``DOMAIN\\user``, ``user@domain`` or ``user`` -> ``(key, domain)``.
-
-    The key is the account name case-folded, without the NetBIOS domain (split
-    at the last backslash) or the UPN/SMTP suffix (split at the last ``@``).
-    The domain is the NetBIOS domain when present, else the suffix, lower-cased,
-    or None. The key is ``""`` when no account name is left (``"CORP\\"``).
-    This is the one rule for request users, admin input and pushed mailboxes.
-    """
-    name, domain = raw.strip(), None
-    if "\\" in name:
-        netbios, _, name = name.rpartition("\\")
-        domain = netbios.strip().lower() or None
-    if "@" in name:
-        name, _, suffix = name.rpartition("@")
-        domain = domain or suffix.strip().lower() or None
-    return name.strip().casefold(), domain
 
 
 def canonical_device_id(raw: str) -> str:
     """An EAS DeviceId in its canonical form: stripped and upper-cased."""
     return raw.strip().upper()
+
+
+THROWAWAY_DEVICE_IDS: frozenset[str] = frozenset({"VALIDATE", "WEBSERVICE"})
+"""Canonical DeviceIds that many phones share (account validation, eas-protocol.md
+§6.2): their associations are listed and blockable, but never counted for limits
+nor establishing a backend type."""
 
 
 # --- Vocabulary ---
@@ -151,13 +149,21 @@ class NewDeviceAccess(StrEnum):
 BACKEND_TYPES: tuple[str, ...] = ("exchange", "office365", "gmail", "traveler", "other")
 """Backend types the gateway knows; ``Pool.type`` may name others."""
 
+DEFAULT_SETTING_PRIORITY = 100
+"""An Exchange setting's priority when none is given (1 applies first)."""
+
 
 # --- Registry side ---
 
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A directory entry; ``principal`` is canonical (see ``canonical_principal``)."""
+    """A directory entry; ``principal`` is canonical (see ``canonical_principal``).
+
+    The user's known names are the principal, the email address and ``aliases``
+    (canonical principals): a request or an admin naming any of them means this
+    user (``Snapshot.principal_of``).
+    """
 
     principal: str
     email: str = ""
@@ -167,12 +173,15 @@ class User:
     custom2: str | None = None
     custom3: str | None = None
     custom4: str | None = None
+    aliases: frozenset[str] = frozenset()
     mail_domain: str | None = field(default=None, init=False, repr=False, compare=False)
     """The domain of ``email``, lower-cased (derived; routing reads it per request)."""
 
     def __post_init__(self) -> None:
-        _, at, domain = self.email.rpartition("@")
-        object.__setattr__(self, "mail_domain", (domain.strip().lower() or None) if at else None)
+        address = canonical_principal(self.email) if self.email else None
+        object.__setattr__(
+            self, "mail_domain", None if address is None else principal_domain(address)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,12 +203,17 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeSetting:
-    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s."""
+    """An Exchange account pushed to devices; templates use ``$VARIABLE$``s.
+
+    ``priority`` is EPMM's Exchange App Priority: where a device can take only
+    some settings (Android), the lower numbers apply first (then the name).
+    """
 
     name: str
     user_name: str
     email: str
     server: str = ""
+    priority: int = DEFAULT_SETTING_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,13 +252,24 @@ class Routing:
 
 @dataclass(frozen=True, slots=True)
 class Preferences:
+    """The operator's switches (design.md §3).
+
+    ``compliance_overrides_allow``: a non-compliant managed device is refused
+    even where an admin allowed the association (off: Allow wins, as on
+    Ivanti). ``admin_set``: the names of the preferences an administrator set;
+    those win over the configuration file at start (``sentry.policy.prefs``).
+    """
+
     auto_block_unregistered: bool = False
     max_devices_per_mailbox: int | None = None
     max_mailboxes_per_device: int | None = None
     refusal_style: RefusalStyle = RefusalStyle.STATUS
     new_device_access_when_registry_unreachable: NewDeviceAccess = NewDeviceAccess.ALLOW
+    compliance_overrides_allow: bool = False
+    admin_set: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "admin_set", frozenset(self.admin_set))
         # Accept the settings file's plain strings ("http403", "block") as well.
         object.__setattr__(self, "refusal_style", RefusalStyle(self.refusal_style))
         access = NewDeviceAccess(self.new_device_access_when_registry_unreachable)
@@ -302,13 +327,18 @@ def _attr_getter(source: object) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Override:
-    """An administrator's decision on one association."""
+    """An administrator's decision on one association.
+
+    ``pre_approved``: an Allow given before the device's first request (the
+    association was created by the admin; Exchange's personal exemption).
+    """
 
     kind: OverrideKind
     note: str
     actor: str
     at: float
     account_only: bool = False  # wipe only: AccountOnlyRemoteWipe where possible
+    pre_approved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,11 +347,16 @@ class Association:
 
     ``device``/``unlinked``: the linked managed device, or why there is none.
     ``verdict``/``reasons``/``violations``/``pool``/``backend_type``: the last
-    decision. ``domain`` is the mailbox domain the client sent, for routing.
+    decision. The routing domain follows from the key (``principal_domain``):
+    no request can change it. ``verified_at``: when the backend first accepted
+    a forwarded request of this row; None while it is *unverified* (only 401s
+    so far, or never forwarded), which is never counted for limits nor
+    establishing a device's backend type. A row an admin pre-approved has not
+    been seen yet: ``last_seen`` is 0.0 (``never_seen``) and ``first_seen`` is
+    the time of the approval.
     """
 
     key: AssociationKey
-    domain: str | None = None
     device_type: str = ""
     user_agent: str | None = None
     protocol_version: str | None = None
@@ -340,6 +375,42 @@ class Association:
     wipe: WipeStatus = WipeStatus.NONE
     policy_fingerprint: str | None = None
     ambiguous_policy: bool = False
+    verified_at: float | None = None
+
+    @property
+    def throwaway(self) -> bool:
+        """Whether the DeviceId is one many phones share (``THROWAWAY_DEVICE_IDS``)."""
+        return self.key.device_id in THROWAWAY_DEVICE_IDS
+
+    @property
+    def counted(self) -> bool:
+        """Whether the row counts for the limits (verified, not a throwaway DeviceId)."""
+        return self.verified_at is not None and self.key.device_id not in THROWAWAY_DEVICE_IDS
+
+    @property
+    def never_seen(self) -> bool:
+        """Pre-approved by an admin, no request from the device yet."""
+        return self.last_seen == 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EstablishedType:
+    """The backend type a device is established on (design.md §4 row 3).
+
+    ``scope`` is ``device:<managed device id>`` for a registered device (all
+    its EAS DeviceIds) or ``eas:<DeviceId>`` for an unregistered DeviceId.
+    ``key`` is the association whose first accepted request set it (None when
+    an administrator set it, with ``actor`` and ``note``). It stays when that
+    association is removed; it goes when the device has no association left
+    or an administrator resets it.
+    """
+
+    scope: str
+    backend_type: str
+    at: float
+    key: AssociationKey | None = None
+    actor: str | None = None
+    note: str = ""
 
 
 # --- Append-only records ---

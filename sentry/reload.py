@@ -39,7 +39,6 @@ import structlog
 from sentry.admin.api import ADMIN_CONTEXT
 from sentry.certs import CertFileError, load_pair
 from sentry.errors import StartupError
-from sentry.model import Preferences
 from sentry.policy import DeletePool, PutPool, PutPreferences, PutRouting, Snapshot
 from sentry.policy.changes import Change
 from sentry.preflight import check_log_file, resolve
@@ -157,12 +156,11 @@ def _with_tls(old: Any, new: Any) -> Any:
 def snapshot_changes(new: Settings, old: Settings, snapshot: Snapshot) -> list[Change]:
     """The pool, routing and preference changes that make ``snapshot`` match
     ``new``; only what differs (an unchanged reload changes nothing)."""
-    from sentry.app import config_changes, preferences_of
+    from sentry.app import config_changes
 
-    stored = snapshot.prefs
-    if stored == preferences_of(old.preferences):
-        stored = Preferences()  # what the file set last time: the file still owns it
-    changes = [c for c in config_changes(new, stored) if _differs(c, snapshot)]
+    # Preferences: each one an administrator set keeps its value, every other one
+    # follows the new file (``sentry.policy.prefs.effective``).
+    changes = [c for c in config_changes(new, snapshot.prefs) if _differs(c, snapshot)]
     wanted = {p.name for p in new.pools}
     changes += [DeletePool(name) for name in sorted(snapshot.pools) if name not in wanted]
     return changes

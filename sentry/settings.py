@@ -7,6 +7,12 @@ start-up with a ``SettingsError`` naming the key path (``pools[1].servers[0]:
 not an http(s) URL``); unknown keys are errors too, so a typo never passes
 silently. Only this module reads configuration files; components receive their
 own section.
+
+Principals in the file (``routing.users`` keys) are canonicalised by the one
+rule (``sentry.model.canonical_principal``) under ``identity``'s realms, and
+``routing.domains`` keys are mapped to their realm, when the file is read: the
+settings hold canonical keys, and two keys naming one principal (or realm) are
+an error naming both key paths.
 """
 
 from __future__ import annotations
@@ -23,19 +29,24 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from sentry.model import Realm, Realms
+
 __all__ = [
     "SIGNATURE_ALGORITHMS",
     "AdminSettings",
     "BackendPoolSettings",
+    "ConnectionSettings",
     "DemoBackendSettings",
     "DemoSettings",
     "GatewaySettings",
+    "HeaderLimitSettings",
     "HealthCheckSettings",
     "IdentitySettings",
     "ListenSettings",
     "LoggingSettings",
     "OAuthSettings",
     "PreferenceSettings",
+    "RealmSettings",
     "RedirectSettings",
     "RoutingSettings",
     "Settings",
@@ -51,6 +62,9 @@ class SettingsError(ValueError):
     """The configuration is invalid; the message names the key path."""
 
 
+_GIVEN = "sentry.given_keys"  # field metadata: filled with the keys the file gave
+
+
 @dataclass(frozen=True)
 class ListenSettings:
     host: str = "127.0.0.1"
@@ -62,6 +76,27 @@ class TlsSettings:
     enabled: bool = True
     cert: str = "certs/sentry.pem"
     key: str = "certs/sentry.key"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Bounds on every device connection (see ``sentry.proxy.connections``)."""
+
+    header_timeout_seconds: float = 20.0  # accept or first byte -> end of the head
+    idle_timeout_seconds: float = 75.0  # keep-alive: end of a response -> next first byte
+    body_timeout_seconds: float = 20.0  # no body byte for this long -> closed
+    body_min_bytes_per_second: int = 500  # average body rate after the first timeout
+    send_timeout_seconds: float = 60.0  # the device reads nothing of a response this long
+    max: int | None = None  # concurrent connections; None: from RLIMIT_NOFILE
+
+
+@dataclass(frozen=True)
+class HeaderLimitSettings:
+    """Request head limits, applied to aiohttp's parser and checked exactly."""
+
+    request_line_bytes: int = 8192  # method, target and version (without CRLF)
+    field_bytes: int = 16384  # one header field: name plus value
+    fields: int = 100  # number of header fields
 
 
 @dataclass(frozen=True)
@@ -85,6 +120,8 @@ class GatewaySettings:
     long_poll_margin_seconds: float = 90.0
     max_heartbeat_seconds: int = 3540
     shutdown_grace_seconds: float = 5.0
+    connections: ConnectionSettings = ConnectionSettings()
+    header_limits: HeaderLimitSettings = HeaderLimitSettings()
     redirects: RedirectSettings = RedirectSettings()
 
 
@@ -100,6 +137,21 @@ class StoreSettings:
     kind: Literal["sqlite", "memory"] = "sqlite"
     path: str = "var/sentry.db"
     touch_flush_seconds: float = 5.0
+    unverified_expiry_seconds: float = 86400.0  # 0: unverified associations never expire
+
+
+@dataclass(frozen=True)
+class RealmSettings:
+    """One realm: how its principals are written (``name``), its UPN/SMTP
+    suffixes and its NetBIOS domain names."""
+
+    name: str
+    suffixes: tuple[str, ...] = ()
+    netbios: tuple[str, ...] = ()
+
+
+def _lower(text: str) -> str:
+    return text.strip().casefold().rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -135,6 +187,10 @@ class PreferenceSettings:
     max_mailboxes_per_device: int | None = None
     refusal_style: Literal["status", "http403"] = "status"
     new_device_access: Literal["allow", "block"] = "allow"
+    compliance_overrides_allow: bool = False
+    given: frozenset[str] = field(default=frozenset(), metadata={_GIVEN: True})
+    """The keys the file gave (not a key itself): a preference the file sets
+    is applied at start unless an administrator set it."""
 
 
 SIGNATURE_ALGORITHMS = (
@@ -161,9 +217,22 @@ class OAuthSettings:
 
 @dataclass(frozen=True)
 class IdentitySettings:
-    """Who a request is for: OAuth token validation (None: Bearer is refused)."""
+    """Who a request is for: the realms principals are canonical under (the
+    realm of bare names), and OAuth token validation (None: Bearer is refused)."""
 
     oauth: OAuthSettings | None = None
+    realms: tuple[RealmSettings, ...] = ()
+    default_realm: str | None = None  # the realm of bare names
+
+    def to_realms(self) -> Realms:
+        """The model's ``Realms`` (the settings were validated: this cannot fail)."""
+        return Realms(
+            tuple(
+                Realm(r.name, frozenset(map(_lower, r.suffixes)), frozenset(map(_lower, r.netbios)))
+                for r in self.realms
+            ),
+            self.default_realm,
+        )
 
 
 @dataclass(frozen=True)
@@ -241,6 +310,7 @@ def settings_from_mapping(data: Any, source: str = "<settings>") -> Settings:
     try:
         settings: Settings = _build(Settings, data, "")
         _check_references(settings)
+        settings = settings_identity.canonical_routing(settings)
     except SettingsError as exc:
         raise SettingsError(f"{source}: {exc}") from None
     return settings
@@ -254,11 +324,14 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
     if not isinstance(data, Mapping):
         raise SettingsError(f"{_where(path)}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    known = {f.name: f for f in fields if not f.metadata.get(_GIVEN)}
     unknown = sorted(set(map(str, data)) - set(known))
     if unknown:
         raise SettingsError(f"{_join(path, unknown[0])}: unknown key")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {
+        f.name: frozenset(map(str, data)) for f in fields if f.metadata.get(_GIVEN)
+    }
     for name, f in known.items():
         if name in data:
             kwargs[name] = _value(hints[name], data[name], _join(path, name))
@@ -338,8 +411,19 @@ def _validate(obj: Any, path: str) -> None:
         _positive(_join(path, "interval_seconds"), obj.interval_seconds)
         _positive(_join(path, "timeout_seconds"), obj.timeout_seconds)
         _positive(_join(path, "failures_to_down"), obj.failures_to_down)
+    if isinstance(obj, ConnectionSettings):
+        _validate_connections(obj, path)
+    if isinstance(obj, HeaderLimitSettings):
+        _validate_header_limits(obj, path)
     if isinstance(obj, StoreSettings):
         _positive(_join(path, "touch_flush_seconds"), obj.touch_flush_seconds)
+        _positive(
+            _join(path, "unverified_expiry_seconds"), obj.unverified_expiry_seconds, allow_zero=True
+        )
+    if isinstance(obj, RealmSettings):
+        settings_identity.validate_realm(obj, path)
+    if isinstance(obj, IdentitySettings):
+        settings_identity.validate_identity(obj, path)
     if isinstance(obj, RedirectSettings):
         _validate_redirects(obj, path)
     if isinstance(obj, OAuthSettings):
@@ -359,6 +443,24 @@ def _validate_gateway(g: GatewaySettings, path: str) -> None:
     _positive(_join(path, "long_poll_margin_seconds"), g.long_poll_margin_seconds, allow_zero=True)
     if not 60 <= g.max_heartbeat_seconds <= 3540:
         raise SettingsError(f"{_join(path, 'max_heartbeat_seconds')}: must be 60-3540")
+
+
+def _validate_connections(c: ConnectionSettings, path: str) -> None:
+    for name in ("header", "idle", "body", "send"):
+        key = f"{name}_timeout_seconds"
+        _positive(_join(path, key), getattr(c, key))
+    rate = c.body_min_bytes_per_second
+    _positive(_join(path, "body_min_bytes_per_second"), rate, allow_zero=True)
+    _positive(_join(path, "max"), c.max)
+
+
+def _validate_header_limits(h: HeaderLimitSettings, path: str) -> None:
+    if not 64 <= h.request_line_bytes <= 65536:
+        raise SettingsError(f"{_join(path, 'request_line_bytes')}: must be 64-65536")
+    if not 256 <= h.field_bytes <= 262144:
+        raise SettingsError(f"{_join(path, 'field_bytes')}: must be 256-262144")
+    if not 8 <= h.fields <= 1000:
+        raise SettingsError(f"{_join(path, 'fields')}: must be 8-1000")
 
 
 def _validate_pool(p: BackendPoolSettings, path: str) -> None:
@@ -432,3 +534,6 @@ def _check_references(s: Settings) -> None:
     for where, pool_name in routes:
         if pool_name is not None and pool_name not in names:
             raise SettingsError(f"{where}: no pool named {pool_name!r}")
+
+
+from sentry import settings_identity  # noqa: E402  (it uses SettingsError, defined above)

@@ -160,6 +160,25 @@ async def test_file_preferences_reload_unless_an_admin_set_them(gateway: DemoGat
     assert gw.state.snapshot.prefs.max_devices_per_mailbox == 7  # the admin's value wins
 
 
+async def test_reload_follows_the_file_for_every_preference_the_admin_did_not_set(
+    gateway: DemoGateway,
+) -> None:
+    gw = gateway.gateway
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {gw.admin_token}"}
+        body = {"max_devices_per_mailbox": None, "note": "the default, on purpose"}
+        async with http.put(f"{gw.admin_url}/api/preferences", json=body, headers=headers) as r:
+            assert r.status == 200
+    prefs = dataclasses.replace(
+        gw.settings.preferences, max_devices_per_mailbox=5, refusal_style="http403"
+    )
+    result = await reload_gateway(gw, lambda: _with(gw.settings, preferences=prefs))
+    assert result.ok and "preferences" in result.changed
+    stored = gw.state.snapshot.prefs
+    assert stored.max_devices_per_mailbox is None  # admin-set, even at the default
+    assert stored.refusal_style == "http403"  # not admin-set: the file's
+
+
 async def test_what_needs_a_restart_is_named_and_kept(gateway: DemoGateway) -> None:
     gw = gateway.gateway
     listen = dataclasses.replace(gw.settings.gateway.listen, port=1)

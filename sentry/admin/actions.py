@@ -1,8 +1,9 @@
 """Admin actions on associations, one row or many, as change lists.
 
-Approach. ``build_action`` turns one action (allow, block, wipe, remove,
-link) on one row into the policy's change list; the policy checks the note,
-the row and the transition table. Link To a managed device that does not
+Approach. ``build_action`` turns one action (allow, block, reset, wipe,
+remove, link, preapprove) on one row into the policy's change list; the
+policy checks the note, the row and the transition table (preapprove is the
+one action that creates its row). Link To a managed device that does not
 exist or is retired is a conflict (409) here, checked before the policy.
 
 ``plan_bulk`` runs the same builder over many rows against a scratch copy of
@@ -28,8 +29,8 @@ from .errors import Conflict, NotFound
 
 __all__ = ["ACTIONS", "BULK_ACTIONS", "ActionOptions", "BulkPlan", "build_action", "plan_bulk"]
 
-ACTIONS = ("allow", "block", "wipe", "remove", "link")
-BULK_ACTIONS = ("allow", "block", "wipe", "remove")
+ACTIONS = ("allow", "block", "reset", "wipe", "remove", "link", "preapprove")
+BULK_ACTIONS = ("allow", "block", "reset", "wipe", "remove")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,10 @@ def build_action(
         return policy.allow(snapshot, key, note=note, actor=actor, now=now)
     if opts.action == "block":
         return policy.block(snapshot, key, note=note, actor=actor, now=now)
+    if opts.action == "reset":
+        return policy.reset(snapshot, key, note=note, actor=actor, now=now)
+    if opts.action == "preapprove":
+        return policy.preapprove(snapshot, key, note=note, actor=actor, now=now)
     if opts.action == "wipe":
         only = opts.account_only
         return policy.wipe(snapshot, key, account_only=only, note=note, actor=actor, now=now)

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Middleware
 from sentry.buildinfo import version
 from sentry.policy import PolicyError
 
-from . import associations, audit, directory, exports, prefs, push, redirects
+from . import associations, audit, backend_types, directory, exports, prefs, push, redirects
 from .auth import bearer_auth, is_api_path
 from .context import AdminContext
 from .errors import ApiError, BadRequest, from_policy
@@ -58,6 +58,7 @@ ROUTES: tuple[Route, ...] = (
     *exports.ROUTES,
     *associations.ROUTES,
     *directory.ROUTES,
+    *backend_types.ROUTES,
     *push.ROUTES,
     *prefs.ROUTES,
     *audit.ROUTES,

@@ -5,7 +5,9 @@ in-memory snapshot (the row as decided now). Every action builds its whole
 change list first (``actions.py``) and applies it with one
 ``AccessState.apply``, so a refused action changes nothing and an accepted
 one reaches held long polls at once. Path users may be given in any form
-(``CORP\\bob``, ``bob@corp.example``): they are canonicalised.
+(``CORP\\bob``, ``bob@corp.example``, a user's email or alias): they go
+through the one principal rule under the configured realms and the alias
+index (``Snapshot.canonical``), as the request path does.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sentry.model import AssociationKey, canonical_device_id, canonical_principal
-from sentry.policy import evaluate
+from sentry.model import AssociationKey, canonical_device_id
+from sentry.policy import Snapshot, backend_scope, evaluate
 from sentry.policy.audit import plain
 from sentry.policy.rules import managed_device
 
@@ -26,6 +28,7 @@ from .views import (
     association_item,
     decision_view,
     device_view,
+    established_view,
     history_view,
     key_view,
 )
@@ -53,13 +56,15 @@ _BULK_BODY = {
 
 def association_key(call: Call) -> AssociationKey:
     """The row named by the path (DeviceId and user canonicalised)."""
-    user, _ = canonical_principal(call.path["user"])
+    user = call.ctx.snapshot.canonical(call.path["user"])
+    if user is None:
+        raise BadRequest("not a user principal", {"user": "names no account"})
     return AssociationKey(canonical_device_id(call.path["device_id"]), user)
 
 
 async def _list_associations(call: Call) -> dict[str, Any]:
     offset, limit = call.query.get("offset", 0), call.query.get("limit", 100)
-    query = Query.of(call.query)
+    query = Query.of(call.query, call.ctx.snapshot)
     rows, total = await list_page(call.ctx.store, call.ctx.snapshot, query, offset, limit)
     items = [association_item(r) for r in rows]
     return {"items": items, "total": total, "offset": offset, "limit": limit}
@@ -73,8 +78,11 @@ async def _get_association(call: Call) -> dict[str, Any]:
     decision = evaluate(key, snap, snap.prefs, call.ctx.now())
     device = managed_device(row, snap)
     history = await call.ctx.store.history(key)
+    scope = backend_scope(row, snap)
     return {
         **association_item(row),
+        "backend_scope": scope,
+        "established_backend_type": established_view(snap.established(scope)),
         "decision": decision_view(decision),
         "device_information": None if row.device_info is None else plain(row.device_info),
         "managed_device": None if device is None else device_view(device, snap),
@@ -104,11 +112,11 @@ async def _act_on_association(call: Call) -> dict[str, Any]:
     return {"association": None if row is None else association_item(row), "polls_ended": ended}
 
 
-def _bulk_query(body: Mapping[str, Any]) -> Query:
+def _bulk_query(body: Mapping[str, Any], snapshot: Snapshot) -> Query:
     """The rows a bulk action is for: a filter with at least one value, or
     ``"all": true`` (never both, never neither: an empty filter is a mistake,
     not a way to say "everything")."""
-    query = Query.of(body.get("filter") or {})
+    query = Query.of(body.get("filter") or {}, snapshot)
     every = body.get("all") is True
     if every and query.describe():
         raise BadRequest("invalid bulk action", {"all": "not together with a filter"})
@@ -120,7 +128,7 @@ def _bulk_query(body: Mapping[str, Any]) -> Query:
 
 async def _bulk_action(call: Call) -> dict[str, Any]:
     opts, ctx = _options(call.path["action"], call), call.ctx
-    query = _bulk_query(call.body)
+    query = _bulk_query(call.body, call.ctx.snapshot)
     dry_run = bool(call.body.get("dry_run", False))
     async with ctx.lock:
         now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]
@@ -161,15 +169,19 @@ ROUTES = (
         "POST",
         _ROW + "/{action}",
         _act_on_association,
-        "Allow, Block, Wipe, Remove or Link an association",
+        "Allow, Block, Reset, Wipe, Remove, Link or Pre-approve an association",
         _TAG,
         body=_ACTION_BODY,
         path_fields={"action": Field("string", choices=ACTIONS)},
         response="ActionResult",
         conflict=True,
         changes=True,
-        description="409 when the transition is not allowed: a wiped row takes only remove; "
-        "link to a missing or retired device; an account-only wipe of a client older than 16.1.",
+        description="`reset` clears an Allow or Block (back to automatic). `preapprove` "
+        "creates the row, allowed, before the device's first request (listed `never_seen`). "
+        "409 when the transition is not allowed: a wiped row takes only remove; reset of a "
+        "wipe; preapprove of an existing row, or of one that would be refused even allowed "
+        "(no route, another backend type on the device); link to a missing or retired device; "
+        "an account-only wipe of a client older than 16.1.",
     ),
     Route(
         "POST",

@@ -12,9 +12,13 @@ This module holds the association commands; ``cli_registry`` the others.
 
     sentry admin list --user bob --state blocked
     sentry admin allow DEVICEID bob --note "verified by phone"
+    sentry admin reset DEVICEID bob --note "exception over"
+    sentry admin preapprove NEWPHONE01 bob@corp.example --note "new starter"
     sentry admin bulk block --user bob --note "lost phones" --dry-run
     sentry admin export --state blocked --format csv --output blocked.csv
     sentry admin devices compliance iphone-7 --violation compromised
+    sentry admin list --verified no            # strangers' rows: never counted
+    sentry admin reset-backend-type DEVICEID --note "phone handed over"
 
 A bulk action needs a filter or ``--all``: nothing acts on every row by
 omission. ``cli_tools`` holds the commands that are not API calls (token
@@ -48,7 +52,10 @@ from .cli_tools import add_tool_commands, create_output
 __all__ = ["add_admin"]
 
 _STATES = ("allowed", "blocked", "wipe_pending", "wiped")
-_FILTERS = ("user", "device_id", "device_type", "state", "reason", "linked", "pool")
+_FILTERS = (
+    *("user", "device_id", "device_type", "state", "reason", "linked", "pool"),
+    *("verified", "throwaway", "never_seen"),
+)
 
 
 def add_admin(subparsers: Any) -> None:
@@ -79,7 +86,9 @@ def _add_associations(b: Builder) -> None:
         if action == "link":
             p.add_argument("--device", required=True, help="the managed device id")
     p = b.leaf(b.top, "bulk", "one action on every association matching filters", _bulk)
-    p.add_argument("action", choices=("allow", "block", "wipe", "remove"), help="the action")
+    p.add_argument(
+        "action", choices=("allow", "block", "reset", "wipe", "remove"), help="the action"
+    )
     _filter_args(p)
     p.add_argument("--all", action="store_true", help="act on every row (instead of filters)")
     add_note(p, required=True)
@@ -95,9 +104,11 @@ def _add_associations(b: Builder) -> None:
 _ACTIONS = {
     "allow": "allow one association (wins over auto-block, compliance, limits)",
     "block": "block one association",
+    "reset": "reset one association to automatic (clears its Allow or Block)",
     "wipe": "wipe the device of one association at its next request",
     "remove": "remove one association from the list (its history is kept)",
     "link": "link one association to a managed device",
+    "preapprove": "create an association, allowed, before the device's first request",
 }
 
 
@@ -109,12 +120,18 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", choices=[r.value for r in Reason], help="a reason of the decision")
     p.add_argument("--linked", choices=("yes", "no"), help="linked to a managed device or not")
     p.add_argument("--pool", help="the backend pool of the decision")
+    p.add_argument("--verified", choices=("yes", "no"), help="no: rows the backend never accepted")
+    p.add_argument("--throwaway", choices=("yes", "no"), help="DeviceIds validate/webservice")
+    p.add_argument(
+        "--never-seen", choices=("yes", "no"), help="pre-approved rows no device has used yet"
+    )
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     values = {name: getattr(args, name) for name in _FILTERS}
-    if values["linked"] is not None:
-        values["linked"] = values["linked"] == "yes"
+    for flag in ("linked", "verified", "throwaway", "never_seen"):
+        if values[flag] is not None:
+            values[flag] = values[flag] == "yes"
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -154,6 +171,8 @@ def _action_text(action: str, args: argparse.Namespace, answer: Any) -> str:
     done = f"{action}: {args.device_id} / {args.user}"
     if row is None:
         return f"{done}: removed"
+    if row["never_seen"]:
+        done += " (pre-approved, never seen)"
     reasons = cell(row["reasons"])
     return f"{done}: {row['state']} (reasons {reasons}); held polls ended: {answer['polls_ended']}"
 

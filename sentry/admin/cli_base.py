@@ -110,6 +110,8 @@ def _refused(exc: ApiFailure, as_json: bool) -> int:
     print(f"sentry: error: HTTP {exc.status}: {exc.message}", file=sys.stderr)
     for name, problem in exc.fields.items():
         print(f"  {name}: {problem}", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
     return 1
 
 

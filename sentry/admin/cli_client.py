@@ -54,6 +54,12 @@ class ApiFailure(Exception):
         fields = self.body.get("fields") if isinstance(self.body, dict) else None
         return {str(k): str(v) for k, v in (fields or {}).items()}
 
+    @property
+    def problems(self) -> list[str]:
+        """The messages of a configuration write's push problems (409)."""
+        found = self.body.get("problems") if isinstance(self.body, dict) else None
+        return [str(p.get("message", p)) for p in found or () if isinstance(p, dict)]
+
 
 @dataclass(frozen=True)
 class AdminTarget:

@@ -28,6 +28,7 @@ from .cli_base import (
 )
 from .cli_client import AdminTarget, ApiFailure
 from .cli_format import COLUMNS, cell, record, table
+from .cli_identity import add_backend_type_commands, add_device_reset
 
 __all__ = ["add_registry_commands"]
 
@@ -35,7 +36,10 @@ __all__ = ["add_registry_commands"]
 def add_registry_commands(b: Builder) -> None:
     """Register the users, devices, push, prefs, pools and audit commands."""
     _add_users(b, b.group("users", "directory users"))
-    _add_devices(b, b.group("devices", "managed devices"))
+    devices = b.group("devices", "managed devices")
+    _add_devices(b, devices)
+    add_device_reset(b, devices)
+    add_backend_type_commands(b)
     _add_settings(b, b.group("exchange-settings", "Exchange settings (push method)"))
     _add_labels(b, b.group("labels", "labels (apply Exchange settings to devices)"))
     _add_prefs(b, b.group("prefs", "preferences"))
@@ -66,6 +70,9 @@ def _add_users(b: Builder, subs: Any) -> None:
     )
     for i in range(1, 5):
         p.add_argument(f"--custom{i}", help=f"$USER_CUSTOM{i}$ ('' clears it)")
+    p.add_argument(
+        "--alias", action="append", default=None, help="another name of the user (repeat; replaces)"
+    )
     add_note(p)
     p = b.leaf(subs, "delete", "delete a user", _users_delete)
     p.add_argument("principal", help=_PRINCIPAL)
@@ -85,7 +92,10 @@ def _users_show(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
     return t.call("GET", f"/api/users/{quote_path(args.principal)}"), record
 
 
-_USER_FIELDS = ("email", "display_name", "source", "custom1", "custom2", "custom3", "custom4")
+_USER_FIELDS = (
+    *("email", "display_name", "source", "custom1", "custom2", "custom3", "custom4"),
+    "aliases",
+)
 
 
 def _users_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
@@ -97,7 +107,8 @@ def _users_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
             raise
         current = {}
     body = {k: current[k] for k in _USER_FIELDS if k in current}
-    body |= {k: getattr(args, k) for k in _USER_FIELDS if getattr(args, k) is not None}
+    given = {k: getattr(args, "alias" if k == "aliases" else k) for k in _USER_FIELDS}
+    body |= {k: v for k, v in given.items() if v is not None}
     return t.call("PUT", path, with_note(args, body)), record
 
 
@@ -191,6 +202,12 @@ def _add_settings(b: Builder, subs: Any) -> None:
     p.add_argument("--user-name", required=True, help="template, e.g. $USER_CUSTOM1$")
     p.add_argument("--email", required=True, help="template, e.g. $USER_CUSTOM2$")
     p.add_argument("--server", help="the server devices use (default: the gateway's FQDN)")
+    p.add_argument(
+        "--priority",
+        type=int,
+        help="Exchange App Priority, 1 first (an Android device takes the first ones); "
+        "default: after the others (a replaced setting keeps its own)",
+    )
     add_note(p)
     p = b.leaf(
         subs, "delete", "delete an Exchange setting (not while a label applies it)", _delete(base)
@@ -202,6 +219,7 @@ def _add_settings(b: Builder, subs: Any) -> None:
 def _setting_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
     body = {"user_name": args.user_name, "email": args.email}
     body |= {} if args.server is None else {"server": args.server}
+    body |= {} if args.priority is None else {"priority": args.priority}
     path = f"/api/exchange-settings/{quote_path(args.name)}"
     return t.call("PUT", path, with_note(args, body)), record
 
@@ -280,6 +298,18 @@ def _add_prefs(b: Builder, subs: Any) -> None:
         choices=[a.value for a in NewDeviceAccess],
         help="new devices while the store cannot be written",
     )
+    p.add_argument(
+        "--compliance-overrides-allow",
+        choices=("on", "off"),
+        help="a non-compliant device is refused even where an admin allowed it",
+    )
+    p.add_argument(
+        "--use-file",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="hand a preference back to the configuration file (repeat)",
+    )
     add_note(p)
 
 
@@ -304,6 +334,10 @@ def _prefs_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
         body["refusal_style"] = args.refusal_style
     if args.new_device_access is not None:
         body["new_device_access_when_registry_unreachable"] = args.new_device_access
+    if args.compliance_overrides_allow is not None:
+        body["compliance_overrides_allow"] = args.compliance_overrides_allow == "on"
+    if args.use_file:
+        body["use_file"] = args.use_file
     return t.call("PUT", "/api/preferences", with_note(args, body)), record
 
 

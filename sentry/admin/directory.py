@@ -7,13 +7,31 @@ registry function of the policy (``upsert_user``, ``register_device``,
 ``AdminContext.commit``: checks that depend on the current state (the device
 id is free, its EAS DeviceIds belong to no other device, the labels exist)
 run inside the build, under the admin lock. A compliance change reaches
-every association of the device at once, held Pings included.
+every association of the device at once, held Pings included. A principal
+in a path or an owner may be written any way the one rule accepts (bare,
+``CORP\\bob``, a UPN, the user's email or an alias): reads and deletes
+resolve it to the user; a PUT names the principal itself (a known name of
+another user is a 409).
+
+Pushed mailboxes are checked when a write changes them
+(``sentry.policy.pushcheck``). Registering a device or setting its labels
+is refused (409, each device and setting named) when it would push a mailbox
+of another backend type or one Exchange account too many to an Android
+device: the administrator chose that device's labels now. A user's
+attributes (custom fields, email) are the directory's data, often synced
+from LDAP, and one user may be pushed to many devices: refusing would leave
+the gateway's copy of the directory wrong and block the sync. So that write
+is accepted and *flagged*: the answer lists every new problem
+(``push_problems``), a ``push_problems`` warning is logged, the device view
+shows them, and the affected mailboxes fail closed at their requests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+import structlog
 
 from sentry.model import (
     Device,
@@ -23,7 +41,16 @@ from sentry.model import (
     canonical_device_id,
     canonical_principal,
 )
-from sentry.policy import Changes, DeleteUser, Snapshot, registry
+from sentry.policy import (
+    Changes,
+    DeleteUser,
+    PushProblem,
+    Snapshot,
+    check_pushes,
+    new_push_problems,
+    push_problems,
+    registry,
+)
 from sentry.policy.audit import audited
 
 from .context import Build
@@ -36,6 +63,7 @@ from .views import association_item, device_view, key_view, user_view
 __all__ = ["ROUTES"]
 
 T = TypeVar("T")
+log = structlog.get_logger("sentry.admin")
 
 _NOTE = Field("string", "why (kept in the audit log)")
 _CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
@@ -46,6 +74,7 @@ _USER_BODY = {
         "string", "where the entry comes from", choices=tuple(s.value for s in UserSource)
     ),
     **_CUSTOM,
+    "aliases": Field("strings", "other names of the user (any spelling; canonicalised)"),
     "note": _NOTE,
 }
 _REGISTER_BODY = {
@@ -59,8 +88,11 @@ _REGISTER_BODY = {
 _NOTE_BODY = {"note": _NOTE}
 
 
-def _principal(call: Call) -> str:
-    key, _ = canonical_principal(call.path["principal"])
+def _principal(call: Call, *, resolve: bool = True) -> str:
+    """The path's principal under the realms; resolved through the aliases
+    unless ``resolve`` is False (a PUT names the principal itself)."""
+    snap, raw = call.ctx.snapshot, call.path["principal"]
+    key = snap.canonical(raw) if resolve else canonical_principal(raw, snap.realms)
     if not key:
         raise BadRequest("not a user principal", {"principal": "names no account"})
     return key
@@ -110,23 +142,32 @@ def _user(principal: str, body: dict[str, Any]) -> User:
         email=email,
         display_name=str(body.get("display_name", "")).strip(),
         source=UserSource(body.get("source", "local")),
-        **customs,
+        custom1=customs["custom1"],
+        custom2=customs["custom2"],
+        custom3=customs["custom3"],
+        custom4=customs["custom4"],
+        aliases=frozenset(a.strip() for a in body.get("aliases", ()) if a.strip()),
     )
 
 
 async def _put_user(call: Call) -> dict[str, Any]:
-    principal = _principal(call)
+    principal = _principal(call, resolve=False)
     user = _user(principal, dict(call.body))
-    await call.ctx.commit(
-        lambda snap, now: registry.upsert_user(
-            snap, user, actor=call.actor, now=now, note=call.note
-        )
-    )
-    return user_view(call.ctx.snapshot.users[principal])
+    flagged: list[PushProblem] = []
+
+    def build(snap: Snapshot, now: float) -> Changes:
+        changes = registry.upsert_user(snap, user, actor=call.actor, now=now, note=call.note)
+        flagged[:] = _flag(snap, changes, "put_user", principal)
+        return changes
+
+    await call.ctx.commit(build)
+    view = user_view(call.ctx.snapshot.users[principal])
+    return {**view, "push_problems": [p.view() for p in flagged]}
 
 
 async def _delete_user(call: Call) -> dict[str, Any]:
     principal = _principal(call)
+    flagged: list[PushProblem] = []
 
     def build(snap: Snapshot, now: float) -> Changes:
         old = snap.users.get(principal)
@@ -141,10 +182,23 @@ async def _delete_user(call: Call) -> dict[str, Any]:
             before=old,
             after=None,
         )
-        return (DeleteUser(principal), entry)
+        changes = (DeleteUser(principal), entry)
+        flagged[:] = _flag(snap, changes, "delete_user", principal)
+        return changes
 
     ended = await call.ctx.commit(build)
-    return {"deleted": principal, "polls_ended": ended}
+    problems = [p.view() for p in flagged]
+    return {"deleted": principal, "polls_ended": ended, "push_problems": problems}
+
+
+def _flag(snap: Snapshot, changes: Changes, action: str, principal: str) -> list[PushProblem]:
+    """The push problems a directory write introduces: accepted, but never silently."""
+    found = new_push_problems(snap, changes)
+    if found:
+        log.warning(
+            "push_problems", action=action, user=principal, problems=[p.view() for p in found]
+        )
+    return found
 
 
 # --- Devices ---
@@ -177,7 +231,7 @@ async def _list_devices(call: Call) -> dict[str, Any]:
     snap, owner = call.ctx.snapshot, call.query.get("owner")
     devices = sorted(snap.devices.values(), key=lambda d: d.id)
     if owner:
-        key, _ = canonical_principal(owner)
+        key = snap.canonical(owner)
         devices = [d for d in devices if d.owner == key]
     return _page(devices, call, lambda d: device_view(d, snap))
 
@@ -194,7 +248,9 @@ async def _register_device(call: Call) -> dict[str, Any]:
 
     def build(snap: Snapshot, now: float) -> Changes:
         _check_new_device(snap, device)
-        return registry.register_device(snap, device, actor=call.actor, now=now, note=call.note)
+        changes = registry.register_device(snap, device, actor=call.actor, now=now, note=call.note)
+        check_pushes(snap, changes)
+        return changes
 
     return await _device_change(call, device.id, build)
 
@@ -221,6 +277,7 @@ async def _get_device(call: Call) -> dict[str, Any]:
             for m in pushed.mailboxes
         ],
         "push_errors": list(pushed.errors),
+        "push_problems": [p.view() for p in push_problems(snap, [device.id])],
         "associations": [association_item(r) for r in rows],
     }
 
@@ -255,7 +312,9 @@ async def _set_device_labels(call: Call) -> dict[str, Any]:
         _check_labels(snap, labels)
         current = {(name, device_id) for name in labels_of(snap, device_id)}
         add, remove = replace_pairs(current, {(name, device_id) for name in labels})
-        return membership_changes(snap, add, remove, actor=call.actor, now=now, note=call.note)
+        changes = membership_changes(snap, add, remove, actor=call.actor, now=now, note=call.note)
+        check_pushes(snap, changes)
+        return changes
 
     return await _device_change(call, device_id, build)
 
@@ -273,7 +332,9 @@ async def _move_device_labels(call: Call) -> dict[str, Any]:
             raise BadRequest("nothing to change", {"add": "give labels to add or remove"})
         _check_labels(snap, add | remove)
         pairs = {(name, device_id) for name in add}, {(name, device_id) for name in remove}
-        return membership_changes(snap, *pairs, actor=call.actor, now=now, note=call.note)
+        changes = membership_changes(snap, *pairs, actor=call.actor, now=now, note=call.note)
+        check_pushes(snap, changes)
+        return changes
 
     return await _device_change(call, device_id, build)
 
@@ -307,8 +368,11 @@ ROUTES = (
         "Create or replace a user",
         "users",
         body=_USER_BODY,
-        response="User",
+        response="UserChange",
         changes=True,
+        description="Accepted even when the change makes a device's pushed mailbox unable to "
+        "work (another backend type, one account too many on Android): those are listed in "
+        "`push_problems` and logged, never refused (the directory's data wins).",
     ),
     Route(
         "DELETE",
@@ -317,7 +381,7 @@ ROUTES = (
         "Delete a user",
         "users",
         body=_NOTE_BODY,
-        response="Deleted",
+        response="UserDeleted",
         changes=True,
     ),
     Route(
@@ -340,7 +404,9 @@ ROUTES = (
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 when the id or one of its EAS DeviceIds is taken.",
+        description="409 when the id or one of its EAS DeviceIds is taken, or (with "
+        "`problems`) when its labels would push a mailbox of another backend type or one "
+        "Exchange account too many to an Android device.",
     ),
     Route(
         "GET",
@@ -381,7 +447,10 @@ ROUTES = (
         "devices",
         body={"labels": Field("strings", "label names", required=True), "note": _NOTE},
         response="DeviceChange",
+        conflict=True,
         changes=True,
+        description="409 with `problems` when the labels would push a mailbox of another "
+        "backend type or one Exchange account too many to an Android device.",
     ),
     Route(
         "POST",
@@ -395,6 +464,9 @@ ROUTES = (
             "note": _NOTE,
         },
         response="DeviceChange",
+        conflict=True,
         changes=True,
+        description="409 with `problems` when the labels would push a mailbox of another "
+        "backend type or one Exchange account too many to an Android device.",
     ),
 )

@@ -13,10 +13,10 @@ middleware in ``api.py`` is the one place that turns either into a JSON answer
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sentry.policy import NotFoundError, PolicyError, TransitionError
+from sentry.policy import NotFoundError, PolicyError, PushConflictError, TransitionError
 
 __all__ = ["ApiError", "BadRequest", "Conflict", "NotFound", "Unauthorized", "from_policy"]
 
@@ -26,16 +26,24 @@ class ApiError(Exception):
 
     status: int = 500
 
-    def __init__(self, message: str, fields: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        fields: Mapping[str, str] | None = None,
+        problems: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.fields = dict(fields or {})
+        self.problems = [dict(p) for p in problems]
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the answer."""
         out: dict[str, Any] = {"error": self.message}
         if self.fields:
             out["fields"] = self.fields
+        if self.problems:
+            out["problems"] = self.problems
         return out
 
 
@@ -57,10 +65,14 @@ class Conflict(ApiError):
 
 def from_policy(exc: PolicyError) -> ApiError:
     """The API error for a policy exception (its ``http_status`` decides)."""
+    if isinstance(exc, PushConflictError):
+        return Conflict(exc.message, problems=[p.view() for p in exc.problems])
     if isinstance(exc, TransitionError):
         return Conflict(exc.message)
     if isinstance(exc, NotFoundError):
         return NotFound(exc.message)
+    if exc.http_status == 409:
+        return Conflict(exc.message)
     if exc.http_status == 400:
         return BadRequest(exc.message)
     return ApiError(exc.message)

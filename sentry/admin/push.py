@@ -8,12 +8,20 @@ an unknown ``$VARIABLE$`` is a 400 naming it (a known variable that has no
 value for some owner is reported per device, in the device's pushed accounts).
 A label may name only settings and devices that exist; a setting still
 applied by a label cannot be deleted (409); deleting a label also takes it
-off the devices that carry it, in the same transaction.
+off the devices that carry it, in the same transaction. A setting's
+``priority`` (EPMM's Exchange App Priority, 1 first) decides which settings an
+Android device takes; a new setting without one goes after every other.
 
 Membership is never replaced by accident (``membership.py``): ``PUT`` of a
 label changes its settings and keeps its devices unless the body says
 ``devices`` (exactly these) or ``add``/``remove``; ``POST
 /api/labels/{name}/devices`` adds and removes devices explicitly.
+
+Every write here that would push something that cannot work — a mailbox of
+another backend type than the device's, one Exchange account too many on an
+Android device — is refused with 409 naming each device and setting
+(``sentry.policy.check_pushes``): the administrator is composing the push
+right now, so the mistake is stopped before any device sees it.
 """
 
 from __future__ import annotations
@@ -24,14 +32,16 @@ from dataclasses import replace
 from typing import Any
 
 from sentry.model import ExchangeSetting, Label
-from sentry.policy import Change, Changes, Snapshot, registry
+from sentry.policy import Change, Changes, Snapshot, check_pushes, registry
 
 from .errors import BadRequest, Conflict, NotFound
 from .membership import members_of, membership_changes, replace_pairs
 from .schema import Call, Field, Route
 from .views import label_view, setting_view
 
-__all__ = ["ROUTES", "TEMPLATE_VARIABLES", "template_problem"]
+__all__ = ["MAX_PRIORITY", "ROUTES", "TEMPLATE_VARIABLES", "template_problem"]
+
+MAX_PRIORITY = 9999
 
 TEMPLATE_VARIABLES = (
     "USERID",
@@ -48,6 +58,13 @@ _SETTING_BODY = {
     "user_name": Field("string", _TEMPLATE_DOC, required=True, blank=False),
     "email": Field("string", _TEMPLATE_DOC, required=True, blank=False),
     "server": Field("string", "the server devices use (default: the gateway's FQDN)"),
+    "priority": Field(
+        "integer",
+        "EPMM's Exchange App Priority: 1 applies first where a device takes only some "
+        "(Android); default: after every other setting (a replaced setting keeps its own)",
+        minimum=1,
+        maximum=MAX_PRIORITY,
+    ),
     "note": _NOTE,
 }
 _LABEL_BODY = {
@@ -77,7 +94,7 @@ def template_problem(template: str) -> str | None:
 
 
 async def _list_settings(call: Call) -> dict[str, Any]:
-    settings = sorted(call.ctx.snapshot.settings.values(), key=lambda s: s.name)
+    settings = sorted(call.ctx.snapshot.settings.values(), key=lambda s: (s.priority, s.name))
     return {"items": [setting_view(s) for s in settings]}
 
 
@@ -87,13 +104,25 @@ async def _put_setting(call: Call) -> dict[str, Any]:
     if problems:
         raise BadRequest("invalid template", problems)
     server = str(body.get("server") or "").strip() or call.ctx.settings.gateway.fqdn
-    setting = ExchangeSetting(name, body["user_name"].strip(), body["email"].strip(), server)
-    await call.ctx.commit(
-        lambda snap, now: registry.put_setting(
-            snap, setting, actor=call.actor, now=now, note=call.note
-        )
-    )
+
+    def build(snap: Snapshot, now: float) -> Changes:
+        priority = body.get("priority") or _priority_for(snap, name)
+        user_name, email = body["user_name"].strip(), body["email"].strip()
+        setting = ExchangeSetting(name, user_name, email, server, priority)
+        changes = registry.put_setting(snap, setting, actor=call.actor, now=now, note=call.note)
+        check_pushes(snap, changes)
+        return changes
+
+    await call.ctx.commit(build)
     return setting_view(call.ctx.snapshot.settings[name])
+
+
+def _priority_for(snap: Snapshot, name: str) -> int:
+    """A replaced setting keeps its priority; a new one goes after every other."""
+    old = snap.settings.get(name)
+    if old is not None:
+        return old.priority
+    return min(max((s.priority for s in snap.settings.values()), default=0) + 1, MAX_PRIORITY)
 
 
 async def _delete_setting(call: Call) -> dict[str, Any]:
@@ -161,9 +190,11 @@ async def _put_label(call: Call) -> dict[str, Any]:
         else:
             add_pairs, remove_pairs = {(name, d) for d in add}, {(name, d) for d in remove}
         actor, note = call.actor, call.note
-        return membership_changes(
+        changes = membership_changes(
             snap, add_pairs, remove_pairs, actor=actor, now=now, note=note, base={name: label}
         )
+        check_pushes(snap, changes)
+        return changes
 
     await call.ctx.commit(build)
     return label_view(call.ctx.snapshot.labels[name], call.ctx.snapshot)
@@ -179,7 +210,9 @@ async def _label_members(call: Call) -> dict[str, Any]:
         if not add and not remove:
             raise BadRequest("nothing to change", {"add": "give devices to add or remove"})
         pairs = {(name, d) for d in add}, {(name, d) for d in remove}
-        return membership_changes(snap, *pairs, actor=call.actor, now=now, note=call.note)
+        changes = membership_changes(snap, *pairs, actor=call.actor, now=now, note=call.note)
+        check_pushes(snap, changes)
+        return changes
 
     await call.ctx.commit(build)
     return label_view(call.ctx.snapshot.labels[name], call.ctx.snapshot)
@@ -195,6 +228,7 @@ async def _delete_label(call: Call) -> dict[str, Any]:
             if name in device.labels:
                 new = replace(device, labels=device.labels - {name})
                 out += registry.register_device(snap, new, actor=actor, now=now, note=note)
+        check_pushes(snap, out)  # a freed Android slot may let another setting in
         return tuple(out)
 
     ended = await call.ctx.commit(build)
@@ -208,7 +242,7 @@ ROUTES = (
         "GET",
         "/api/exchange-settings",
         _list_settings,
-        "Exchange settings",
+        "Exchange settings, in priority order",
         "push",
         response="ExchangeSettingList",
     ),
@@ -220,8 +254,11 @@ ROUTES = (
         "push",
         body=_SETTING_BODY,
         response="ExchangeSetting",
+        conflict=True,
         changes=True,
-        description="400 naming an unknown $VARIABLE$ in a template.",
+        description="400 naming an unknown $VARIABLE$ in a template. 409 with `problems` "
+        "when the setting would push a mailbox of another backend type than a device's, or "
+        "one Exchange account too many to an Android device.",
     ),
     Route(
         "DELETE",
@@ -244,9 +281,12 @@ ROUTES = (
         "push",
         body=_LABEL_BODY,
         response="Label",
+        conflict=True,
         changes=True,
         description="`devices` sets exactly the devices in the label; `add`/`remove` change "
-        "them; with neither, the label's membership is kept.",
+        "them; with neither, the label's membership is kept. 409 with `problems` when the "
+        "label would push a mailbox of another backend type than a device's, or one "
+        "Exchange account too many to an Android device.",
     ),
     Route(
         "POST",
@@ -256,7 +296,10 @@ ROUTES = (
         "push",
         body=_MEMBERS_BODY,
         response="Label",
+        conflict=True,
         changes=True,
+        description="409 with `problems` when a device added would be pushed a mailbox of "
+        "another backend type or one Exchange account too many (Android).",
     ),
     Route(
         "DELETE",
@@ -266,6 +309,9 @@ ROUTES = (
         "push",
         body={"note": _NOTE},
         response="Deleted",
+        conflict=True,
         changes=True,
+        description="409 with `problems` when an Android device's freed slot would let in "
+        "a setting that cannot work there.",
     ),
 )

@@ -68,7 +68,10 @@ class Field:
         if self.kind == "object":
             out = object_schema(self.fields or {})
         elif self.kind == "strings":
-            out = {"type": "array", "items": {"type": "string", "maxLength": self.max_length}}
+            items: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
+            if self.choices:
+                items["enum"] = list(self.choices)
+            out = {"type": "array", "items": items}
         else:
             out = {"type": _JSON_TYPES[self.kind]}
         _limits(self, out)
@@ -84,7 +87,7 @@ def _limits(f: Field, out: dict[str, Any]) -> None:
         out["description"] = f.doc
     if f.nullable:
         out["nullable"] = True
-    if f.choices:
+    if f.choices and f.kind != "strings":  # a list's choices are its items' (schema())
         out["enum"] = list(f.choices)
     if f.minimum is not None:
         out["minimum"] = f.minimum
@@ -129,6 +132,9 @@ def _check_strings(f: Field, value: Any) -> str | None:
         return "must not contain blank strings"
     if any(len(v) > f.max_length for v in value):
         return f"items must be at most {f.max_length} characters"
+    wrong = sorted({v for v in value if f.choices and v.strip() not in f.choices})
+    if wrong:
+        return f"{wrong[0][:80]!r} is not one of: {', '.join(f.choices)}"
     return None
 
 
@@ -314,6 +320,20 @@ _ERROR_SCHEMA: dict[str, Any] = {
     "properties": {
         "error": {"type": "string"},
         "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+        "problems": {
+            "type": "array",
+            "description": "409 of a configuration write: each push that could not work",
+            "items": {
+                "type": "object",
+                "required": ["device", "setting", "reason", "message"],
+                "properties": {
+                    "device": {"type": "string"},
+                    "setting": {"type": "string"},
+                    "reason": {"type": "string", "enum": ["MIXED_BACKEND", "ANDROID_LIMIT"]},
+                    "message": {"type": "string"},
+                },
+            },
+        },
     },
 }
 

@@ -26,8 +26,11 @@ __all__ = ["TokenFile", "ensure_token", "new_token", "read_token", "write_token"
 
 
 def new_token() -> str:
-    """A fresh random token (256 bits, URL-safe) that never starts with ``-``:
-    one in 64 would, and ``--token TOKEN`` would then read as an option."""
+    """A fresh random token (256 bits, URL-safe).
+
+    Never starts with ``-``: ``sentry admin --token TOKEN`` would otherwise read
+    it as an option (argparse), about one token in 64.
+    """
     while True:
         token = secrets.token_urlsafe(32)
         if not token.startswith("-"):

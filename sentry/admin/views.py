@@ -15,14 +15,17 @@ from sentry.model import (
     AssociationKey,
     AuditEntry,
     Device,
+    EstablishedType,
     ExchangeSetting,
     HistoryEvent,
     Label,
     Override,
     Preferences,
     User,
+    principal_domain,
 )
 from sentry.policy import Decision, Forward, Refuse, Snapshot, Wipe, state_of
+from sentry.policy.indexes import DEVICE_SCOPE
 from sentry.policy.reasons import ordered
 from sentry.store.base import AssociationState, association_state
 
@@ -35,6 +38,7 @@ __all__ = [
     "audit_view",
     "decision_view",
     "device_view",
+    "established_view",
     "history_view",
     "key_view",
     "label_view",
@@ -58,6 +62,7 @@ def override_view(override: Override | None) -> dict[str, Any] | None:
         "actor": override.actor,
         "at": iso(override.at),
         "account_only": override.account_only,
+        "pre_approved": override.pre_approved,
     }
 
 
@@ -65,7 +70,10 @@ def association_item(row: Association) -> dict[str, Any]:
     """One row of the ActiveSync association list."""
     return {
         **key_view(row.key),
-        "domain": row.domain,
+        "domain": principal_domain(row.key.user),
+        "throwaway": row.throwaway,
+        "verified": row.verified_at is not None,
+        "verified_at": iso(row.verified_at),
         "device_type": row.device_type,
         "user_agent": row.user_agent,
         "protocol_version": row.protocol_version,
@@ -82,8 +90,23 @@ def association_item(row: Association) -> dict[str, Any]:
         "pool": row.pool,
         "backend_type": row.backend_type,
         "first_seen": iso(row.first_seen),
-        "last_seen": iso(row.last_seen),
+        "last_seen": None if row.never_seen else iso(row.last_seen),
+        "never_seen": row.never_seen,
         "ambiguous_policy": row.ambiguous_policy,
+    }
+
+
+def established_view(e: EstablishedType | None) -> dict[str, Any] | None:
+    """A device's established backend type: what, since when, set by whom."""
+    if e is None:
+        return None
+    return {
+        "scope": e.scope,
+        "backend_type": e.backend_type,
+        "at": iso(e.at),
+        "set_by": None if e.key is None else key_view(e.key),
+        "actor": e.actor,
+        "note": e.note,
     }
 
 
@@ -132,11 +155,13 @@ def user_view(user: User) -> dict[str, Any]:
         "custom2": user.custom2,
         "custom3": user.custom3,
         "custom4": user.custom4,
+        "aliases": sorted(user.aliases),
     }
 
 
 def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
     """A managed device; ``labels`` are the labels it is in (``membership``)."""
+    established = snapshot.established(DEVICE_SCOPE + device.id)
     return {
         "id": device.id,
         "owner": device.owner,
@@ -146,6 +171,7 @@ def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
         "violations": sorted(device.violations),
         "labels": sorted(labels_of(snapshot, device.id)),
         "retired": device.retired,
+        "backend_type": established_view(established),
     }
 
 
@@ -155,6 +181,7 @@ def setting_view(setting: ExchangeSetting) -> dict[str, Any]:
         "user_name": setting.user_name,
         "email": setting.email,
         "server": setting.server,
+        "priority": setting.priority,
     }
 
 
@@ -176,6 +203,7 @@ def prefs_view(prefs: Preferences) -> dict[str, Any]:
         "new_device_access_when_registry_unreachable": (
             prefs.new_device_access_when_registry_unreachable.value
         ),
+        "compliance_overrides_allow": prefs.compliance_overrides_allow,
     }
 
 
@@ -209,10 +237,28 @@ def _page(item: str) -> dict[str, Any]:
 
 
 _KEY = {"device_id": _S, "user": _S}
-_OVERRIDE = _object({"kind": _S, "note": _S, "actor": _S, "at": _S, "account_only": _B})
+_ESTABLISHED = {
+    **_object(
+        {
+            "scope": _S,
+            "backend_type": _S,
+            "at": _S,
+            "set_by": {**_object(_KEY), "nullable": True},
+            "actor": _NS,
+            "note": _S,
+        }
+    ),
+    "nullable": True,
+}
+_OVERRIDE = _object(
+    {"kind": _S, "note": _S, "actor": _S, "at": _S, "account_only": _B, "pre_approved": _B}
+)
 _ASSOCIATION = {
     **_KEY,
     "domain": _NS,
+    "throwaway": _B,
+    "verified": _B,
+    "verified_at": _NS,
     "device_type": _S,
     "user_agent": _NS,
     "protocol_version": _NS,
@@ -229,7 +275,8 @@ _ASSOCIATION = {
     "pool": _NS,
     "backend_type": _NS,
     "first_seen": _S,
-    "last_seen": _S,
+    "last_seen": _NS,
+    "never_seen": _B,
     "ambiguous_policy": _B,
 }
 _DECISION = _object(
@@ -247,10 +294,18 @@ _DEVICE = {
     "violations": _TEXTS,
     "labels": _TEXTS,
     "retired": _B,
+    "backend_type": _ESTABLISHED,
 }
 _PUSHED = _object({"setting": _S, "user_name": _S, "email": _S, "principal": _S})
 _CUSTOM = {f"custom{i}": _NS for i in range(1, 5)}
-_USER = {"principal": _S, "email": _S, "display_name": _S, "source": _S, **_CUSTOM}
+_USER = {
+    "principal": _S,
+    "email": _S,
+    "display_name": _S,
+    "source": _S,
+    **_CUSTOM,
+    "aliases": _TEXTS,
+}
 _SERVER = _object(
     {
         "url": _S,
@@ -274,6 +329,8 @@ SCHEMAS: dict[str, Any] = {
     "AssociationDetail": _object(
         {
             **_ASSOCIATION,
+            "backend_scope": _S,
+            "established_backend_type": _ESTABLISHED,
             "decision": _ref("Decision"),
             "device_information": _NOBJ,
             "managed_device": {**_object(_DEVICE), "nullable": True},
@@ -293,6 +350,11 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "User": _object(_USER),
+    "PushProblem": _object({"device": _S, "setting": _S, "reason": _S, "message": _S}),
+    "UserChange": _object({**_USER, "push_problems": _array("PushProblem")}),
+    "UserDeleted": _object(
+        {"deleted": _S, "polls_ended": _I, "push_problems": _array("PushProblem")}
+    ),
     "UserDetail": _object({**_USER, "devices": _TEXTS, "associations": _array("Key")}),
     "UserPage": _page("User"),
     "Device": _object(_DEVICE),
@@ -303,11 +365,16 @@ SCHEMAS: dict[str, Any] = {
             **_DEVICE,
             "pushed": _array("PushedAccount"),
             "push_errors": _TEXTS,
+            "push_problems": _array("PushProblem"),
             "associations": _array("Association"),
         }
     ),
     "DeviceChange": _object({"device": _ref("Device"), "polls_ended": _I}),
-    "ExchangeSetting": _object({"name": _S, "user_name": _S, "email": _S, "server": _S}),
+    "EstablishedTypeList": _object({"items": {"type": "array", "items": _ESTABLISHED}}),
+    "BackendTypeReset": _object({"scope": _S, "established": _ESTABLISHED, "polls_ended": _I}),
+    "ExchangeSetting": _object(
+        {"name": _S, "user_name": _S, "email": _S, "server": _S, "priority": _I}
+    ),
     "ExchangeSettingList": _object({"items": _array("ExchangeSetting")}),
     "Label": _object({"name": _S, "settings": _TEXTS, "devices": _TEXTS}),
     "LabelList": _object({"items": _array("Label")}),
@@ -319,6 +386,12 @@ SCHEMAS: dict[str, Any] = {
             "max_mailboxes_per_device": _NI,
             "refusal_style": _S,
             "new_device_access_when_registry_unreachable": _S,
+            "compliance_overrides_allow": _B,
+            "sources": {
+                "type": "object",
+                "description": "where each value comes from: admin, file or default",
+                "additionalProperties": {"type": "string", "enum": ["admin", "file", "default"]},
+            },
         }
     ),
     "Server": _SERVER,

@@ -152,6 +152,7 @@ class ProvisionStatus(IntEnum):
     Success = 1
     ProtocolError = 2
     ServerError = 3
+    WipeFailed = 2  # alias: the answer to a failed wipe acknowledgement (3.2.5.1.2.2)
 
 
 class PolicyStatus(IntEnum):

@@ -1,10 +1,33 @@
-"""structlog configured once, JSON by default, with secrets removed.
+"""structlog configured once, JSON by default, with secrets removed from every line.
 
-Every event passes ``redact_secrets`` last before rendering: values under keys
-that can carry credentials (Authorization, passwords, tokens, cookies) are
-replaced, at any nesting depth, and a Basic/Bearer credential that slipped into
-a free-text value is masked too. Request context (request id, command, device,
-user) is bound once per request in contextvars by the proxy's middleware.
+Approach. There are two sources of log lines and one way out:
+
+* the gateway's own events go through structlog (``structlog.get_logger``);
+* everything that logs through the standard library — aiohttp's server,
+  access, web and client loggers, asyncio's loop exception handler ("socket
+  accept out of system resources", "Task exception was never retrieved") —
+  reaches the root logger, whose one handler formats each record with
+  ``structlog.stdlib.ProcessorFormatter`` through the *same* tail of
+  processors: the traceback becomes an ``exception`` string field, then
+  ``redact_secrets`` runs, then the renderer. So a record from any library is
+  one JSON object on one line, and redaction sees exception messages and
+  tracebacks, not just event fields. No library message reaches the output
+  any other way: ``force=True`` replaces every root handler and the library
+  loggers keep none of their own.
+
+Library records are also rate-limited per (logger, message template, level)
+(``RateLimiter``): a flood of one error — a descriptor shortage repeated by
+every accept — becomes a few lines per interval, each carrying how many were
+``suppressed`` since the last.
+
+``redact_secrets`` replaces values under keys that can carry credentials
+(Authorization, passwords, tokens, cookies) at any nesting depth, and in
+free text masks what follows an authentication scheme (Basic, Bearer, Digest,
+NTLM, Negotiate), a credential header (``Authorization: …`` in a header dump
+or a ``repr`` of one) or a ``password=``-style pair. A raw request head that a
+parser quotes in its error message — bare LF endings, a NUL after the
+credential — is therefore masked too. Request context (request id, command,
+device, user) is bound once per request in contextvars.
 
 A log file is written through ``LogFile``, which ``reopen`` swaps for a fresh
 handle on the same path (SIGHUP after logrotate moved the old file away); the
@@ -19,7 +42,8 @@ import os
 import re
 import sys
 import threading
-from collections.abc import MutableMapping
+import time
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,13 +51,36 @@ import structlog
 
 from sentry.settings import LoggingSettings
 
-__all__ = ["REDACTED", "LogFile", "configure_logging", "redact_secrets"]
+from .ratelimit import RateLimiter
+
+__all__ = [
+    "LIBRARY_LOGGERS",
+    "REDACTED",
+    "LogFile",
+    "RateLimitFilter",
+    "configure_logging",
+    "redact_secrets",
+    "redact_text",
+]
 
 REDACTED = "[redacted]"
+LIBRARY_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.client", "asyncio")
 _SECRET_KEYS = re.compile(
     r"authorization|password|passwd|secret|token|cookie|credential|api[-_]?key", re.I
 )
-_CREDENTIAL_IN_TEXT = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]+", re.I)
+_HINT = re.compile(
+    r"basic|bearer|digest|ntlm|negotiate|authoriz|cookie|passw|secret|token|key", re.I
+)
+_SCHEME = re.compile(r"\b(Basic|Bearer|Digest|NTLM|Negotiate)(\s+)[^\s'\"\\,;]+", re.I)
+_HEADER = re.compile(
+    r"\b((?:proxy-)?authorization|(?:set-)?cookie|x-api-key)(['\"]?\s*:\s*['\"]?)[^\r\n'\"\\]+",
+    re.I,
+)
+_PAIR = re.compile(
+    r"\b(password|passwd|pwd|secret|token|access_token|refresh_token|api[-_]?key)"
+    r"(=|['\"]?\s*:\s*['\"])[^&\s'\"\\,;]+",
+    re.I,
+)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -41,24 +88,33 @@ def _secret_key(key: str) -> bool:
     return _SECRET_KEYS.search(key) is not None
 
 
-def _scrub_text(value: str) -> str:
-    lowered = value.lower()  # cheap pre-check: most values carry no credential
-    if "basic" not in lowered and "bearer" not in lowered:
+def redact_text(value: str) -> str:
+    """``value`` with every credential-looking part masked."""
+    if _HINT.search(value) is None:  # cheap pre-check: most values carry no credential
         return value
-    return _CREDENTIAL_IN_TEXT.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
+    value = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", value)
+    value = _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", value)
+    return _PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", value)
+
+
+_PLAIN = (int, float, bool, type(None))
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return _scrub_text(value)
-    if depth > 8 or not isinstance(value, dict | list | tuple):
+        return redact_text(value)
+    if isinstance(value, _PLAIN):
         return value
-    if isinstance(value, dict):
+    if depth > 8:
+        return REDACTED
+    if isinstance(value, Mapping):  # dict, CIMultiDict, headers proxies
         return {
-            k: REDACTED if isinstance(k, str) and _secret_key(k) else _scrub(v, depth + 1)
+            str(k): REDACTED if _secret_key(str(k)) else _scrub(v, depth + 1)
             for k, v in value.items()
         }
-    return type(value)(_scrub(v, depth + 1) for v in value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v, depth + 1) for v in value]
+    return redact_text(repr(value))  # bytes, exceptions, any object: as the renderer would show it
 
 
 def redact_secrets(
@@ -69,9 +125,35 @@ def redact_secrets(
         if _secret_key(key):
             event_dict[key] = REDACTED
         elif isinstance(value, str):
-            event_dict[key] = _scrub_text(value)
-        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = redact_text(value)
+        elif not isinstance(value, _PLAIN) and key != "exc_info":
             event_dict[key] = _scrub(value)
+    return event_dict
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets each (logger, template, level) through ``burst`` times, then once
+    per ``interval`` seconds; the record let through carries ``suppressed``."""
+
+    def __init__(self, interval: float = 10.0, burst: int = 5) -> None:
+        super().__init__()
+        self._limiter = RateLimiter(interval, burst)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:200], record.levelno)
+        allowed, suppressed = self._limiter.allow(key, time.monotonic())
+        if suppressed:
+            record.suppressed = suppressed
+        return allowed
+
+
+def _library_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    record = event_dict.get("_record")
+    suppressed = getattr(record, "suppressed", 0)
+    if suppressed:
+        event_dict["suppressed"] = suppressed
     return event_dict
 
 
@@ -111,7 +193,8 @@ class LogFile:
 
 
 def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> LogFile | None:
-    """Configure structlog (and stdlib logging, for aiohttp's own messages).
+    """Configure structlog, and route the standard library's loggers through
+    the same redaction and renderer (see the module comment).
 
     Returns the ``LogFile`` when logs go to ``settings.file`` (reopen it on
     SIGHUP), else None. Opening the file may raise ``OSError``."""
@@ -123,18 +206,39 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         if settings.format == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    tail = [structlog.processors.format_exc_info, redact_secrets, renderer]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            renderer,
+            *tail,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=out, force=True)
+    _route_standard_library(out, tail, max(level, logging.WARNING))
     return log_file
+
+
+def _route_standard_library(out: Any, tail: list[Any], level: int) -> None:
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _library_fields,
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+        )
+    )
+    handler.addFilter(RateLimitFilter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for name in LIBRARY_LOGGERS:  # nothing of theirs may bypass the root handler
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+        library.setLevel(logging.NOTSET)

@@ -186,3 +186,29 @@ class Metrics:
         )
         self.build_info.labels(version(), python_version()).set(1)
         ProcessCollector(registry=registry)
+        self._connection_metrics(registry)
+
+    def _connection_metrics(self, registry: CollectorRegistry) -> None:
+        """Listener connections (``proxy/connections.py``); ``listener`` is
+        ``devices`` or ``admin``."""
+        self.connections_open = Gauge(
+            "sentry_connections_open", "Open connections", ["listener"], registry=registry
+        )
+        self.connections_max = Gauge(
+            "sentry_connections_max",
+            "The connection cap in force (from the configuration and RLIMIT_NOFILE)",
+            ["listener"],
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "sentry_connections_refused",
+            "Connections refused at accept because the listener was at its cap",
+            ["listener"],
+            registry=registry,
+        )
+        self.connection_timeouts = Counter(
+            "sentry_connection_timeouts",
+            "Connections closed by a client-side timeout, by phase (head, idle, body, send)",
+            ["listener", "phase"],
+            registry=registry,
+        )

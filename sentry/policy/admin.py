@@ -1,4 +1,5 @@
-"""Admin actions on one association: Allow, Block, Wipe, Remove, Link To.
+"""Admin actions on one association: Allow, Block, Reset, Wipe, Remove, Link To,
+and Pre-approve (an Allow for a row before its first request).
 
 Approach. Each action is a pure function of the snapshot returning changes;
 nothing is applied here. It checks its input (a non-empty note and an actor),
@@ -8,7 +9,17 @@ row keeps every other field and records the decision the table now gives it,
 so the admin list shows at once why it is allowed or blocked. Each action
 touches only its (device, user) row, plus a history event and an audit entry
 with the note, the actor, the time and the state before -> after. (Remove
-also re-flags the device's remaining rows for ambiguous policies.)
+also re-flags the device's remaining rows for ambiguous policies, and Remove
+or a Link To that moves the row to another device drops the established
+backend type of a device left with no association.)
+
+Pre-approve creates the row: the key from the admin's input (the route
+follows from its principal), first seen now, never seen
+(``last_seen`` 0.0), an Allow marked ``pre_approved``. The device's first
+request finds it and fills in what the request shows. It is refused (409)
+when the table would refuse it even with the Allow (no route for the
+mailbox, or the device already established another backend type): an
+approval that can never forward would only mislead.
 
 After applying, the shell calls ``affected_keys``/``evaluate`` to end held
 long polls that the action revoked.
@@ -16,9 +27,11 @@ long polls that the action revoked.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
+from sentry.eas.request import THROWAWAY_DEVICE_IDS
 from sentry.eas.versions import at_least
 from sentry.model import (
     Association,
@@ -26,6 +39,7 @@ from sentry.model import (
     HistoryEvent,
     Override,
     OverrideKind,
+    Reason,
     WipeStatus,
 )
 
@@ -34,11 +48,18 @@ from .audit import audited, require_actor, require_note
 from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssociation
 from .decide import decision_detail, with_assessment
 from .errors import NotFoundError, TransitionError, ValidationError
-from .rules import assess
+from .established import backend_scope, carried_type, release_scopes
+from .indexes import DEVICE_SCOPE
+from .reasons import ordered
+from .rules import Candidate, assess
 from .snapshot import Snapshot
-from .transitions import Action, state_of, transition
+from .transitions import Action, AdminState, state_of, transition
 
-__all__ = ["allow", "block", "link_to", "remove", "wipe"]
+__all__ = ["allow", "block", "link_to", "preapprove", "remove", "reset", "wipe"]
+
+# A canonical EAS DeviceId: plain (1-64 of these) or the hex of a base64 form's bytes.
+_DEVICE_ID = re.compile(r"[A-Z0-9_-]{1,510}", re.ASCII)
+_NEVER = (Reason.NO_BACKEND, Reason.MIXED_BACKEND)  # what even an Allow cannot beat
 
 
 def allow(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float) -> Changes:
@@ -53,6 +74,58 @@ def allow(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now
 def block(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float) -> Changes:
     """Admin Block: refuse this row (129) until an admin allows or removes it."""
     return _override(snapshot, key, Action.BLOCK, OverrideKind.BLOCK, note, actor, now)
+
+
+def reset(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now: float) -> Changes:
+    """Admin Reset: clear the Allow or Block; the decision table alone decides again.
+
+    Not on a wipe (cancel it with Allow or Block first) nor on a wiped row.
+    """
+    note, actor = require_note(note), require_actor(actor)
+    row = _existing(snapshot, key)
+    transition(state_of(row), Action.RESET)
+    new = replace(row, override=None)
+    return _finish(snapshot, row, new, Action.RESET, note, actor, now)
+
+
+def preapprove(
+    snapshot: Snapshot,
+    key: AssociationKey,
+    *,
+    note: str,
+    actor: str,
+    now: float,
+) -> Changes:
+    """Admin Pre-approve: create the (device, mailbox) row, allowed, before the
+    device's first request (see the module comment). Like every new row it is
+    unverified (not counted for the limits) until the backend accepts it."""
+    note, actor = require_note(note), require_actor(actor)
+    _check_new_key(key)
+    transition(state_of(snapshot.get(key)), Action.PREAPPROVE)
+    override = Override(OverrideKind.ALLOW, note, actor, now, pre_approved=True)
+    candidate = Candidate(key, now, override=override)
+    a = assess(candidate, snapshot, snapshot.prefs, new=True)
+    never = [r for r in _NEVER if r in a.reasons]
+    if never:
+        raise TransitionError(
+            f"cannot pre-approve: even allowed, this association would be refused "
+            f"({', '.join(r.value for r in ordered(never))})",
+            AdminState.REMOVED.value,
+            Action.PREAPPROVE.value,
+        )
+    row = Association(key, first_seen=now, last_seen=0.0, override=override)
+    return _finish(snapshot, None, row, Action.PREAPPROVE, note, actor, now, created=True)
+
+
+def _check_new_key(key: AssociationKey) -> None:
+    if not key.user:
+        raise ValidationError("a pre-approval needs a mailbox user")
+    if not _DEVICE_ID.fullmatch(key.device_id):
+        raise ValidationError(
+            f"DeviceId {key.device_id[:80]!r} is not an EAS DeviceId (letters, digits, '-', '_')"
+        )
+    if key.device_id in THROWAWAY_DEVICE_IDS:
+        raise ValidationError(f"DeviceId {key.device_id} is a throw-away id, never a device")
 
 
 def wipe(
@@ -93,8 +166,9 @@ def remove(
     transition(state_of(row), Action.REMOVE)
     rest = [r for r in snapshot.on_device(key.device_id) if r.key != key]
     out: list[Change] = [DeleteAssociation(key), *ambiguity_changes(rest)]
+    out.extend(release_scopes(snapshot, [key]))
     out.append(AppendHistory(key, HistoryEvent(now, "admin", {"action": "remove", "note": note})))
-    out.append(_audit(row, None, Action.REMOVE, note, actor, now))
+    out.append(_audit(key, row, None, Action.REMOVE, note, actor, now))
     return tuple(out)
 
 
@@ -118,7 +192,14 @@ def link_to(
     if device.retired:
         raise ValidationError(f"managed device {device_id!r} is retired")
     new = replace(row, manual_link=device_id)
-    return _finish(snapshot, row, new, Action.LINK_TO, note, actor, now)
+    target = DEVICE_SCOPE + device_id
+    if backend_scope(row, snapshot) == target:
+        return _finish(snapshot, row, new, Action.LINK_TO, note, actor, now)
+    # The row leaves its device: that device may be left empty; the target may
+    # take the row's type (its own type: the assessment is the same either way).
+    released = release_scopes(snapshot, [key])
+    carried = carried_type(snapshot, row, target, now)
+    return (*released, *carried, *_finish(snapshot, row, new, Action.LINK_TO, note, actor, now))
 
 
 def _override(
@@ -146,34 +227,42 @@ def _existing(snapshot: Snapshot, key: AssociationKey) -> Association:
 
 def _finish(
     snapshot: Snapshot,
-    old: Association,
+    old: Association | None,
     new: Association,
     action: Action,
     note: str,
     actor: str,
     now: float,
+    *,
+    created: bool = False,
 ) -> Changes:
-    """Record the table's decision on ``new``; add history and audit."""
-    new = with_assessment(new, assess(new, snapshot, snapshot.prefs))
-    detail = {"action": action.value, "note": note, "actor": actor, **decision_detail(new)}
+    """Record the table's decision on ``new``; add history and audit.
+    ``created``: ``new`` is not in the snapshot yet (pre-approve)."""
+    row = with_assessment(new, assess(new, snapshot, snapshot.prefs, new=created))
+    detail = {"action": action.value, "note": note, "actor": actor, **decision_detail(row)}
     return (
-        PutAssociation(new),
-        AppendHistory(new.key, HistoryEvent(now, "admin", detail)),
-        _audit(old, new, action, note, actor, now),
+        PutAssociation(row),
+        AppendHistory(row.key, HistoryEvent(now, "admin", detail)),
+        _audit(row.key, old, row, action, note, actor, now),
     )
 
 
 def _audit(
-    old: Association, new: Association | None, action: Action, note: str, actor: str, now: float
+    key: AssociationKey,
+    old: Association | None,
+    new: Association | None,
+    action: Action,
+    note: str,
+    actor: str,
+    now: float,
 ) -> Change:
-    target = f"association:{old.key.device_id}/{old.key.user}"
     return audited(
         at=now,
         actor=actor,
         action=action.value,
-        target=target,
+        target=f"association:{key.device_id}/{key.user}",
         note=note,
-        before=_summary(old),
+        before=None if old is None else _summary(old),
         after=None if new is None else _summary(new),
     )
 

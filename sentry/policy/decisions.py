@@ -9,7 +9,10 @@ registry is reachable. A decision is one of three frozen values, all data:
   limit is the only refusing reason); the shell picks body status or 403;
 - ``Wipe(account_only)``: answer with the wipe: Provision gets RemoteWipe
   (AccountOnlyRemoteWipe only at 16.1, else the full wipe), any other command
-  status 140 RemoteWipeRequested.
+  status 140 RemoteWipeRequested. With ``acknowledged`` set, the request was
+  the client's wipe acknowledgement and the answer is Provision Status 1
+  (succeeded) or Status 2 with the directive again (failed), MS-ASPROV
+  3.2.5.1.2.2 (``sentry.policy.answers`` turns a decision into bytes).
 
 Each carries every reason that applied (``reasons``) and the compliance
 ``violations``, for logs and the admin list. ``Outcome`` adds the changes to
@@ -80,6 +83,7 @@ class Wipe:
     account_only: bool
     reasons: frozenset[Reason] = frozenset({Reason.WIPE})
     violations: frozenset[str] = frozenset()
+    acknowledged: WipeAckStatus | None = None  # this request acknowledged the wipe
 
 
 Decision = Forward | Refuse | Wipe

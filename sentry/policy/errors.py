@@ -10,16 +10,24 @@ only store fields.
     ├── AdminError             an admin operation was rejected             (400)
     │   ├── ValidationError        missing note/actor, bad value            (400)
     │   ├── NotFoundError          no such association / device / user      (404)
-    │   └── TransitionError        action not allowed in the current state  (409)
+    │   ├── TransitionError        action not allowed in the current state  (409)
+    │   ├── ConflictError          would make one name mean two users       (409)
+    │   └── PushConflictError      a configuration write would push what    (409)
+    │                              cannot work (``problems`` names each)
     └── UndecidableRequest     OPTIONS, or no user/DeviceId: not decided   (500, a shell bug)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "AdminError",
+    "ConflictError",
     "NotFoundError",
     "PolicyError",
+    "PushConflictError",
     "TransitionError",
     "UndecidableRequest",
     "ValidationError",
@@ -59,6 +67,23 @@ class TransitionError(AdminError):
         super().__init__(message)
         self.state = state
         self.action = action
+
+
+class ConflictError(AdminError):
+    """The write would make one name (principal, email, alias) mean two users."""
+
+    http_status = 409
+
+
+class PushConflictError(AdminError):
+    """A configuration write would push a mailbox that cannot work on a device
+    (``problems``: ``sentry.policy.pushcheck.PushProblem`` values)."""
+
+    http_status = 409
+
+    def __init__(self, message: str, problems: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
 class UndecidableRequest(PolicyError):

@@ -1,10 +1,13 @@
 """Reason codes: which refuse, which status a refusal carries, display order.
 
 The codes themselves are ``sentry.model.Reason`` (the association stores
-them). A refusal carries 177 MaximumDevicesReached when a device limit is the
-only refusing reason, else 129 DeviceIsBlockedForThisUser. Because of the
-table's order, a refused row whose reasons are all limits was refused by a
-limit, so the status can be recomputed from a stored reason set alone.
+them). A refusal carries 177 MaximumDevicesReached when the per-mailbox limit
+is its only reason: 177 means "too many devices for this user" (MS-ASCMD
+2.2.2), which is exactly that limit. Everything else, the per-device limit
+(too many mailboxes on one device) included, carries 129
+DeviceIsBlockedForThisUser. Because of the table's order, a refused row whose
+only reason is the per-mailbox limit was refused by it, so the status can be
+recomputed from a stored reason set alone.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ LIMIT_REASONS: frozenset[Reason] = frozenset({Reason.PER_MAILBOX_LIMIT, Reason.P
 REASON_ORDER: dict[Reason, int] = {reason: i for i, reason in enumerate(Reason)}
 
 
+_MAILBOX_LIMIT_ONLY = frozenset({Reason.PER_MAILBOX_LIMIT})
+
+
 def refusal_status(reasons: frozenset[Reason]) -> CommonStatus:
-    """129, or 177 when the only reasons are device limits."""
-    if reasons and reasons <= LIMIT_REASONS:
+    """177 when the per-mailbox limit is the only reason, else 129."""
+    if reasons == _MAILBOX_LIMIT_ONLY:
         return CommonStatus.MaximumDevicesReached
     return CommonStatus.DeviceIsBlockedForThisUser
 

@@ -12,6 +12,11 @@ Rules encoded below:
   action updates its note (idempotent).
 - Allow or Block on a pending or failed wipe cancels the wipe (as Exchange's
   "cancel wipe"): nothing has been erased yet.
+- Reset returns an allowed or blocked row to automatic (NONE: the decision
+  table alone decides). It does not apply to a wipe: a pending wipe is
+  cancelled by Allow or Block first, so a reset never cancels one by accident.
+- Pre-approve creates a row that does not exist yet (REMOVED) with an Allow
+  (Exchange's personal exemption); an existing row is allowed with Allow.
 - A wiped row accepts only Remove. Remove deletes the row (``REMOVED``).
 - The client's wipe acknowledgement moves a pending or failed wipe to WIPED
   (status 1) or WIPE_FAILED (status 2: the wipe is repeated).
@@ -45,6 +50,8 @@ class Action(StrEnum):
     WIPE = "wipe"
     REMOVE = "remove"
     LINK_TO = "link_to"
+    RESET = "reset"  # back to automatic: clears Allow/Block
+    PREAPPROVE = "preapprove"  # create the row, allowed, before its first request
     WIPE_ACK_OK = "wipe_ack_ok"  # client event: RemoteWipe Status 1
     WIPE_ACK_FAILED = "wipe_ack_failed"  # client event: RemoteWipe Status 2
 
@@ -59,13 +66,13 @@ _LIVE = {
 _ACKS = {_A.WIPE_ACK_OK: _S.WIPED, _A.WIPE_ACK_FAILED: _S.WIPE_FAILED}
 
 TRANSITIONS: Mapping[AdminState, Mapping[Action, AdminState]] = {
-    _S.NONE: {**_LIVE, _A.LINK_TO: _S.NONE},
-    _S.ALLOWED: {**_LIVE, _A.LINK_TO: _S.ALLOWED},
-    _S.BLOCKED: {**_LIVE, _A.LINK_TO: _S.BLOCKED},
+    _S.NONE: {**_LIVE, _A.LINK_TO: _S.NONE, _A.RESET: _S.NONE},
+    _S.ALLOWED: {**_LIVE, _A.LINK_TO: _S.ALLOWED, _A.RESET: _S.NONE},
+    _S.BLOCKED: {**_LIVE, _A.LINK_TO: _S.BLOCKED, _A.RESET: _S.NONE},
     _S.WIPE_PENDING: {**_LIVE, _A.LINK_TO: _S.WIPE_PENDING, **_ACKS},
     _S.WIPE_FAILED: {**_LIVE, _A.LINK_TO: _S.WIPE_FAILED, **_ACKS},
     _S.WIPED: {_A.REMOVE: _S.REMOVED},
-    _S.REMOVED: {},
+    _S.REMOVED: {_A.PREAPPROVE: _S.ALLOWED},
 }
 """state -> action -> next state. Anything not listed is refused."""
 

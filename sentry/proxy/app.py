@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sentry.eas import responses
+
+from .guard import track_phases
 from .handler import PROXY, ProxyContext, eas_handler
 
 __all__ = ["EAS_PATH", "PROXY", "build_proxy_app"]
@@ -19,17 +22,22 @@ _METHODS = ("POST", "OPTIONS")
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     if request.path.rstrip("/").lower() != EAS_PATH:
-        return web.Response(status=404, text="not found\n")
+        return _to_web(responses.error(404, "not found"))
     if request.method not in _METHODS:
-        return web.Response(
-            status=405, headers={"Allow": ", ".join(_METHODS)}, text="method not allowed\n"
-        )
+        allow = (("Allow", responses.ALLOW),)
+        return _to_web(responses.error(405, "method not allowed", allow))
     return await eas_handler(request)
+
+
+def _to_web(resp: responses.Response) -> web.Response:
+    return web.Response(
+        status=resp.status, reason=resp.reason, headers=resp.headers, body=resp.body
+    )
 
 
 def build_proxy_app(ctx: ProxyContext) -> web.Application:
     """The device listener's application; ``ctx`` carries every dependency."""
-    app = web.Application(handler_args={"max_field_size": 16 * 1024})
+    app = web.Application(middlewares=[track_phases])  # parser limits: connections.py
     app[PROXY] = ctx
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app

@@ -6,6 +6,15 @@
     ├── UpstreamTimeout           the backend did not answer in time (504)
     └── UpstreamBroken            the connection broke mid-exchange (502)
     RequestTooLarge               the client's body is over the limit (413)
+    FramingError                  the request's framing is ambiguous or unsupported (400)
+    ├── RequestLineTooLong        over gateway.header_limits.request_line_bytes (414)
+    ├── HeaderTooLarge            a field or the field count over the limits (431)
+    ├── UnsupportedContentCoding  an inspected body in a coding we cannot read (415)
+    └── UnsupportedTransferCoding a transfer coding other than chunked (501)
+
+Each class carries the wire status (``http_status``) and the short fixed text
+the device gets (``public_text``): an answer never contains a backend URL, a
+header or an exception text; those go to the log (redacted) and the metrics.
 
 aiohttp's client exceptions are translated into these in one place,
 ``map_client_errors``; nothing else in the gateway catches aiohttp errors.
@@ -19,8 +28,13 @@ from contextlib import contextmanager
 import aiohttp
 
 __all__ = [
+    "FramingError",
+    "HeaderTooLarge",
     "NoHealthyServer",
+    "RequestLineTooLong",
     "RequestTooLarge",
+    "UnsupportedContentCoding",
+    "UnsupportedTransferCoding",
     "UpstreamBroken",
     "UpstreamConnectError",
     "UpstreamError",
@@ -34,6 +48,7 @@ class UpstreamError(Exception):
 
     http_status = 502
     kind = "error"
+    public_text = "bad gateway"
     retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str, server: str | None = None) -> None:
@@ -45,6 +60,7 @@ class UpstreamError(Exception):
 class NoHealthyServer(UpstreamError):
     http_status = 503
     kind = "no_healthy_server"
+    public_text = "service unavailable"
 
     def __init__(self, pool: str, retry_after: int) -> None:
         super().__init__(f"no healthy server in pool {pool!r}")
@@ -58,6 +74,7 @@ class UpstreamConnectError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     http_status = 504
     kind = "timeout"
+    public_text = "gateway timeout"
 
 
 class UpstreamBroken(UpstreamError):
@@ -72,6 +89,42 @@ class RequestTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds {limit} bytes")
         self.limit = limit
+
+
+class FramingError(Exception):
+    """The request head cannot be forwarded as sent; ``kind`` is the metric label."""
+
+    http_status = 400
+    kind = "framing"
+    public_text = "bad request framing"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RequestLineTooLong(FramingError):
+    http_status = 414
+    kind = "request_line_too_long"
+    public_text = "request line too long"
+
+
+class HeaderTooLarge(FramingError):
+    http_status = 431
+    kind = "header_too_large"
+    public_text = "request header fields too large"
+
+
+class UnsupportedContentCoding(FramingError):
+    http_status = 415
+    kind = "content_coding"
+    public_text = "unsupported content coding"
+
+
+class UnsupportedTransferCoding(FramingError):
+    http_status = 501
+    kind = "transfer_coding"
+    public_text = "unsupported transfer coding"
 
 
 @contextmanager

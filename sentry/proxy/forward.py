@@ -3,7 +3,10 @@
 ``BodyStream`` wraps the device's request body as an async iterator for the
 client session, counting bytes against the size limit (a chunked body has no
 Content-Length to check up front) and remembering whether it started, because
-a body that began to flow must never be replayed to another server.
+a body that began to flow must never be replayed to another server. When the
+device declared a length (``expected``) the stream is forwarded with exactly
+that Content-Length and ends in an error rather than short or long, so the
+backend connection is dropped instead of desynchronised.
 ``relay_response`` copies the backend's status, headers and body to the device
 chunk by chunk.
 """
@@ -26,10 +29,17 @@ CHUNK = 64 * 1024
 class BodyStream:
     """The rest of a request body, optionally after an already-read prefix."""
 
-    def __init__(self, prefix: bytes, content: aiohttp.StreamReader | None, limit: int) -> None:
+    def __init__(
+        self,
+        prefix: bytes,
+        content: aiohttp.StreamReader | None,
+        limit: int,
+        expected: int | None = None,
+    ) -> None:
         self.prefix = prefix
         self.content = content
         self.limit = limit
+        self.expected = expected
         self.started = False
         self.sent = 0
 
@@ -41,13 +51,16 @@ class BodyStream:
         if self.prefix:
             self.sent += len(self.prefix)
             yield self.prefix
-        if self.content is None:
-            return
-        async for chunk in self.content.iter_chunked(CHUNK):
-            self.sent += len(chunk)
-            if self.sent > self.limit:
-                raise RequestTooLarge(self.limit)
-            yield chunk
+        if self.content is not None:
+            async for chunk in self.content.iter_chunked(CHUNK):
+                self.sent += len(chunk)
+                if self.sent > self.limit:
+                    raise RequestTooLarge(self.limit)
+                yield chunk
+        if self.expected is not None and self.sent != self.expected:
+            raise ConnectionResetError(
+                f"request body of {self.sent} bytes where {self.expected} were declared"
+            )
 
 
 async def relay_response(

@@ -6,7 +6,8 @@ index.php follows, without its statics):
 1. parse the method, query and headers into an ``EasRequest`` (400/405 on bad
    input, with a log event), then key it on the one authenticated identity
    of its one Authorization header (``authn.py``: 400/401/403/503 otherwise);
-2. check the declared size (413 above ``max_request_bytes``);
+2. check the head's framing and sizes (``framing.py``: 400/414/415/431/501,
+   never forwarded) and the declared size (413 above ``max_request_bytes``);
 3. read and decode the body only for the commands whose body access control
    needs (Provision, Settings, Ping, Sync) and only up to ``INSPECT_LIMIT``;
    a larger Sync body is streamed uninspected, anything else that large is 413;
@@ -49,17 +50,17 @@ from sentry.eas import responses
 from sentry.eas.commands import policy_fingerprint
 from sentry.eas.errors import EasError
 from sentry.eas.request import Command, EasRequest, parse_request
-from sentry.eas.status import CommonStatus
 from sentry.eas.wbxml import Limits, decode
-from sentry.model import AssociationKey, RefusalStyle
+from sentry.model import AssociationKey, principal_domain
 from sentry.observability import Metrics
 from sentry.observability.metrics import command_label, status_class
-from sentry.policy import Decision, Forward, Refuse, Wipe, record_policy_fingerprint
+from sentry.policy import Decision, Forward, answer, record_policy_fingerprint
 from sentry.settings import GatewaySettings
 
 from .authn import Authenticator
-from .errors import RequestTooLarge, UpstreamError
+from .errors import FramingError, RequestTooLarge, UpstreamError
 from .forward import BodyStream, relay_response
+from .framing import check_request, frame_upstream
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
 from .redirects import Mailbox, Redirector
@@ -68,14 +69,12 @@ from .upstream import Upstreams
 __all__ = ["PROXY", "ProxyContext", "eas_handler"]
 
 access_log = structlog.get_logger("sentry.access_log")
-_BLOCKED = CommonStatus.DeviceIsBlockedForThisUser
 _POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
 # Request ids: a random per-process prefix and a counter (no syscall per request).
 _ID_PREFIX = secrets.token_hex(3) + "-"
 _ids = itertools.count(1)
-# Refusal bodies depend only on (command, version, status, MIME): build each once.
-_refusal = functools.lru_cache(maxsize=1024)(responses.refusal)
-_wipe_requested = functools.lru_cache(maxsize=256)(responses.wipe_requested)
+# Answers depend only on (decision, command, version, MIME, style): build each once.
+_answer_for = functools.lru_cache(maxsize=2048)(answer)
 
 
 @dataclass
@@ -155,11 +154,16 @@ async def _serve(
     ctx: ProxyContext, request: web.Request, record: dict[str, Any]
 ) -> web.StreamResponse:
     try:
-        eas = parse_request(request.method, request.query_string, request.headers)
+        realms = ctx.state.snapshot.realms
+        eas = parse_request(request.method, request.query_string, request.headers, realms)
     except EasError as exc:
         return _bad_request(ctx, record, exc, "query")
     _describe(record, eas)
-    checked = await ctx.authn.check(request, eas, record)  # one authenticated identity
+    try:
+        framing = check_request(request, ctx.settings.header_limits)
+    except FramingError as exc:
+        return _bad_framing(ctx, record, exc)
+    checked = await ctx.authn.check(request, eas, record, ctx.state.snapshot)  # one identity
     if isinstance(checked, web.StreamResponse):
         return checked
     eas = checked
@@ -170,9 +174,11 @@ async def _serve(
     if declared is not None and declared > ctx.settings.max_request_bytes:
         return _too_large(ctx, record, ctx.settings.max_request_bytes)
     try:
-        inspected = await inspect(request, eas)
+        inspected = await inspect(request, eas, framing.content_encoding)
     except RequestTooLarge as exc:
         return _too_large(ctx, record, exc.limit)
+    except FramingError as exc:
+        return _bad_framing(ctx, record, exc)
     except EasError as exc:
         return _bad_request(ctx, record, exc, "body")
     outcome = await ctx.state.decide(eas, inspected.facts)
@@ -216,37 +222,41 @@ def _bad_request(
     return _to_web(responses.bad_request(exc))
 
 
+def _bad_framing(ctx: ProxyContext, record: dict[str, Any], exc: FramingError) -> web.Response:
+    """A head or body that cannot be forwarded exactly: refused, and the
+    connection closed (what follows on it cannot be trusted to be framed)."""
+    ctx.metrics.bad_requests.labels(f"framing:{exc.kind}").inc()
+    record["decision"] = "bad_request"
+    record["error"] = exc.message
+    response = _to_web(responses.error(exc.http_status, exc.public_text))
+    response.force_close()
+    return response
+
+
 def _too_large(ctx: ProxyContext, record: dict[str, Any], limit: int) -> web.Response:
     ctx.metrics.bad_requests.labels("body:RequestTooLarge").inc()
     record["decision"] = "bad_request"
     record["error"] = f"request body exceeds {limit} bytes"
-    return web.Response(status=413, text=f"request body exceeds {limit} bytes\n")
+    return _to_web(responses.error(413, record["error"]))
 
 
 def _to_web(resp: responses.Response) -> web.Response:
-    return web.Response(status=resp.status, headers=resp.headers, body=resp.body)
+    return web.Response(
+        status=resp.status, reason=resp.reason, headers=resp.headers, body=resp.body
+    )
 
 
 # -- step 5: answers ---------------------------------------------------------------
 
 
 def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Response:
-    """The refusal or wipe for ``decision`` (not a Forward)."""
-    assert eas.command is not None
-    mime = _is_mime(eas)
-    if isinstance(decision, Wipe):
-        if decision.account_only and not eas.at_least(16, 1):
-            # AccountOnlyRemoteWipe exists only at 16.1; never escalate to a full
-            # wipe of the whole device: refuse until the client speaks 16.1.
-            return _to_web(_refusal(eas.command, eas.protocol_version, _BLOCKED))
-        resp = _wipe_requested(
-            eas.command, eas.protocol_version, account_only=decision.account_only, mime_body=mime
-        )
-        return _to_web(resp)
-    assert isinstance(decision, Refuse)
-    if ctx.state.snapshot.prefs.refusal_style is RefusalStyle.HTTP403:
-        return web.Response(status=403)
-    return _to_web(_refusal(eas.command, eas.protocol_version, decision.status, mime_body=mime))
+    """The refusal or wipe for ``decision`` (not a Forward): ``policy.answer``."""
+    assert eas.command is not None and not isinstance(decision, Forward)
+    style = ctx.state.snapshot.prefs.refusal_style
+    resp = _answer_for(
+        decision, eas.command, eas.protocol_version, mime_body=_is_mime(eas), style=style
+    )
+    return _to_web(resp)
 
 
 def _is_mime(eas: EasRequest) -> bool:
@@ -259,7 +269,7 @@ async def _options(
     """OPTIONS: ask the user's pool (or the default pool), else answer ourselves."""
     record["decision"] = "options"
     snapshot = ctx.state.snapshot
-    route = snapshot.pool_for(eas.user.key, eas.user.domain) if eas.user else None
+    route = snapshot.pool_for(snapshot.principal_of(eas.user.key)) if eas.user else None
     name = route.name if route is not None else snapshot.routing.default
     pool = ctx.upstreams.pools.get(name) if name else None
     if pool is None:
@@ -285,22 +295,27 @@ async def _forward(
         body = inspected.body
     else:
         prefix = request.get(PREFIX, b"")
-        body = BodyStream(prefix, request.content, ctx.settings.max_request_bytes)
-    mailbox = Mailbox(key.user, eas.user.domain if eas.user else None)
+        limit = ctx.settings.max_request_bytes
+        body = BodyStream(prefix, request.content, limit, expected=request.content_length)
+    mailbox = Mailbox(key.user, principal_domain(key.user))
     if eas.command is Command.Provision:
         return await _send(
-            ctx, request, decision.pool, None, body, None, record, policy_of=key, mailbox=mailbox
-        )
+            ctx, request, decision.pool, None, body, None, record,
+            policy_of=key, mailbox=mailbox, verify=key,
+        )  # fmt: skip
     if not inspected.long_poll:
-        return await _send(ctx, request, decision.pool, None, body, None, record, mailbox=mailbox)
+        return await _send(
+            ctx, request, decision.pool, None, body, None, record, mailbox=mailbox, verify=key
+        )
     hold = min(
         inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
         ctx.settings.max_heartbeat_seconds,
     )
     read_timeout = hold + ctx.settings.long_poll_margin_seconds
     return await _send(
-        ctx, request, decision.pool, key, body, read_timeout, record, eas=eas, mailbox=mailbox
-    )
+        ctx, request, decision.pool, key, body, read_timeout, record,
+        eas=eas, mailbox=mailbox, verify=key,
+    )  # fmt: skip
 
 
 async def _send(
@@ -315,6 +330,7 @@ async def _send(
     eas: EasRequest | None = None,
     policy_of: AssociationKey | None = None,
     mailbox: Mailbox | None = None,
+    verify: AssociationKey | None = None,
 ) -> web.StreamResponse:
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
@@ -324,6 +340,7 @@ async def _send(
     )
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
+    data = frame_upstream(headers, body)
     poll = ctx.state.longpolls.hold(key, record["command"]) if key is not None else None
     held = ctx.metrics.held_long_polls.labels(record["command"]) if poll else None
     if held is not None:
@@ -331,7 +348,7 @@ async def _send(
     try:
         try:
             server, upstream = await ctx.redirects.send(
-                pool, mailbox, request.method, request.path_qs, headers, body, timeout
+                pool, mailbox, request.method, request.path_qs, headers, data, timeout
             )
         except asyncio.CancelledError:
             record["upstream_cancelled"] = True  # the backend request is abandoned
@@ -361,6 +378,8 @@ async def _send(
     record["server"] = server.label
     record["upstream_status"] = upstream.status
     try:
+        if verify is not None:  # before relaying: the client never sees an answer the state lacks
+            await ctx.state.backend_answered(verify, upstream.status)
         keep = INSPECT_LIMIT if policy_of is not None and upstream.status == 200 else 0
         response, size, kept = await relay_response(request, upstream, keep=keep)
     except (TimeoutError, aiohttp.ClientError) as exc:
@@ -421,7 +440,8 @@ def _upstream_failed(
     record["error"] = exc.message
     if exc.server:
         record["server"] = exc.server
-    headers = {}
+    extra: tuple[tuple[str, str], ...] = ()
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
-    return web.Response(status=exc.http_status, headers=headers, text=f"{exc.message}\n")
+        extra = (("Retry-After", str(exc.retry_after)),)
+    # The device gets a fixed text; what went wrong (server, cause) is in the log.
+    return _to_web(responses.error(exc.http_status, exc.public_text, extra))

@@ -3,9 +3,10 @@
 Hop-by-hop headers, and any header the Connection header names, are dropped in
 both directions; ``Host`` is set by the client session for the backend. EAS
 headers (Authorization, MS-ASProtocolVersion, X-MS-PolicyKey, User-Agent, ...)
-pass unchanged. X-Forwarded-For is trusted only when the peer is a configured
-trusted proxy; otherwise a device's own X-Forwarded-For is discarded, so a
-device cannot forge its address in the backend's logs.
+pass unchanged; Content-Length and Expect never do (see ``framing.py``).
+X-Forwarded-For is trusted only when the peer is a configured trusted proxy;
+otherwise a device's own X-Forwarded-For is discarded, so a device cannot
+forge its address in the backend's logs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ HOP_BY_HOP = frozenset(
     )
 )  # fmt: skip
 _FORWARDING = frozenset(("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"))
+# Set again from the body actually forwarded (framing.py), or answered by the
+# gateway itself (100-continue): never copied to the backend.
+_UPSTREAM_ONLY = frozenset(("content-length", "expect"))
 
 
 class ClientAddress:
@@ -65,7 +69,7 @@ def upstream_headers(
     headers: CIMultiDictProxy[str], chain: list[str], proto: str
 ) -> CIMultiDict[str]:
     """Headers to send to the backend."""
-    drop = HOP_BY_HOP | _connection_tokens(headers) | _FORWARDING
+    drop = HOP_BY_HOP | _connection_tokens(headers) | _FORWARDING | _UPSTREAM_ONLY
     out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
     if chain:
         out["X-Forwarded-For"] = ", ".join(chain)

@@ -27,6 +27,7 @@ from sentry.policy import ProvisionKind as Step
 from sentry.policy import RequestFacts
 
 from .errors import RequestTooLarge
+from .framing import decoded_for_inspection
 
 __all__ = ["INSPECT_LIMIT", "PREFIX", "Inspected", "inspect"]
 
@@ -67,8 +68,10 @@ async def _read_prefix(request: web.Request, limit: int) -> tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
-async def inspect(request: web.Request, eas: EasRequest) -> Inspected:
-    """Read what the policy needs from the body (EasError/RequestTooLarge when bad)."""
+async def inspect(request: web.Request, eas: EasRequest, coding: str | None = None) -> Inspected:
+    """Read what the policy needs from the body (EasError/RequestTooLarge when
+    bad). A body in a content ``coding`` is inspected decompressed and kept
+    (and forwarded) as the raw bytes (FramingError when it cannot be read)."""
     command = eas.command
     long_poll = command in _LONG_POLLS
     if command not in _INSPECTED:
@@ -79,7 +82,8 @@ async def inspect(request: web.Request, eas: EasRequest) -> Inspected:
             raise RequestTooLarge(INSPECT_LIMIT)
         request[PREFIX] = body  # streamed on uninspected
         return Inspected(None, RequestFacts(), None, long_poll=True)
-    root = _decode(body, request.headers.get("Content-Type"))
+    plain = decoded_for_inspection(body, coding, INSPECT_LIMIT)
+    root = _decode(plain, request.headers.get("Content-Type"))
     hold = long_poll_seconds(command, root)
     if command is Command.Sync and root is not None and hold is None:
         long_poll = False  # a Sync with a body and no Wait/HeartbeatInterval

@@ -101,6 +101,7 @@ class RedirectNotReplayable(UpstreamError):
 
     http_status = 503
     kind = "redirect_not_replayable"
+    public_text = "service unavailable, retry"
 
     def __init__(self, retry_after: int, server: str) -> None:
         super().__init__("the mailbox moved to another server: retry", server)

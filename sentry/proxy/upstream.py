@@ -49,6 +49,10 @@ __all__ = ["BackendPool", "PoolMap", "Server", "Upstreams"]
 
 EAS_PATH = "/Microsoft-Server-ActiveSync"
 log = structlog.get_logger("sentry.upstream")
+# The client session adds none of its own headers: the backend sees the
+# device's (an added Accept-Encoding would let the backend compress an answer
+# the device never asked to be compressed; it is relayed raw).
+_NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
 @dataclass(eq=False)
@@ -196,7 +200,7 @@ class BackendPool:
                 data=body,
                 timeout=timeout,
                 allow_redirects=False,
-                skip_auto_headers=("User-Agent",),
+                skip_auto_headers=_NO_AUTO_HEADERS,
             )
 
     async def probe(self, server: Server) -> Failure | None:

@@ -1,7 +1,8 @@
-"""The SQLite schema as numbered migrations, applied in one transaction at open.
+r"""The SQLite schema as numbered migrations, applied in one transaction at open.
 
-Approach. ``MIGRATIONS[n - 1]`` holds the statements that bring the schema
-from version n-1 to n. ``migrate`` creates ``schema_version`` if needed,
+Approach. ``MIGRATIONS[n - 1]`` holds the steps that bring the schema
+from version n-1 to n: SQL statements, or functions of the connection for a
+data migration that SQL alone says badly. ``migrate`` creates ``schema_version`` if needed,
 reads the highest applied version, refuses a database newer than this code,
 and applies the missing migrations inside ``BEGIN IMMEDIATE .. COMMIT``
 (SQLite DDL is transactional), recording each in ``schema_version``. Never
@@ -10,20 +11,64 @@ edit a released migration: append a new one.
 Associations are flat columns (fast bulk load); registry and configuration
 values are JSON documents keyed by name (new optional fields need no
 migration); history and audit are append-only tables.
+
+Migration 4 (realms, verification, established backend types): the user
+part of a key keeps its realm. Versions 1-3 keyed a row by the bare account
+name and kept the domain the client last sent in ``domain``; the migration
+writes that domain back into the key (``john`` + ``corp.example`` ->
+``john@corp.example``; a dotless domain was a NetBIOS name -> ``corp\john``),
+moves the history with it, and clears ``domain`` (no longer used: the route
+follows from the key). At the next start the gateway re-keys these names
+under the configured realms (``policy.rekey.realm_changes``). Rows from
+before are taken as verified (the gateway cannot know) since their first
+sight; their devices' established backend types are derived at that start
+(``policy.established.missing_types``).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections.abc import Callable
 
 from .base import SchemaError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
-_DOCUMENT_TABLES = ("users", "devices", "pools", "exchange_settings", "labels", "config")
+Step = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+
+def _admin_set_preferences(conn: sqlite3.Connection) -> None:
+    """Record which stored preferences an administrator set (``admin_set``).
+
+    Before, stored preferences won over the file as a whole once they differed
+    from the defaults, although the file's own values were stored too. The
+    audit log tells them apart: every administrator's ``set_preferences`` is in
+    it with its before and after; the file's values never are.
+    """
+    row = conn.execute("SELECT data FROM config WHERE name = 'preferences'").fetchone()
+    if row is None:
+        return
+    doc = json.loads(row[0])
+    names: set[str] = set()
+    audit = conn.execute("SELECT before, after FROM audit WHERE action = 'set_preferences'")
+    for before, after in audit:
+        old, new = json.loads(before or "{}"), json.loads(after or "{}")
+        names |= {k for k in new if old.get(k) != new.get(k)}
+    doc["admin_set"] = sorted((names & doc.keys()) - {"admin_set"})
+    text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+    conn.execute("UPDATE config SET data = ? WHERE name = 'preferences'", (text,))
+
+
+_DOCUMENT_TABLES = ("users", "devices", "pools", "exchange_settings", "labels", "config")
+_V1_KEY = (
+    "CASE WHEN domain IS NULL OR domain = '' THEN user "
+    "WHEN instr(domain, '.') > 0 THEN user || '@' || domain "
+    "ELSE domain || '\\' || user END"
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     # 1: the initial schema.
     (
         """CREATE TABLE associations (
@@ -75,6 +120,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             after TEXT
         )""",
     ),
+    # 2: preferences record which ones an administrator set (they win over the file).
+    (_admin_set_preferences,),
+    # 3: Exchange settings get a priority; existing ones keep the order they applied
+    # in before (by name: 1, 2, 3, ... in the names' code point order).
+    (
+        """UPDATE exchange_settings SET data = json_set(data, '$.priority', (
+            SELECT ranked.n FROM (
+                SELECT name, row_number() OVER (ORDER BY name) AS n FROM exchange_settings
+            ) AS ranked WHERE ranked.name = exchange_settings.name
+        )) WHERE json_extract(data, '$.priority') IS NULL""",
+    ),
+    # 4: realms kept in keys, verification, established backend types.
+    (
+        "ALTER TABLE associations ADD COLUMN verified_at REAL",
+        "UPDATE associations SET verified_at = first_seen",
+        f"""UPDATE history SET user = (
+            SELECT {_V1_KEY} FROM associations a
+            WHERE a.device_id = history.device_id AND a.user = history.user)
+        WHERE EXISTS (
+            SELECT 1 FROM associations a
+            WHERE a.device_id = history.device_id AND a.user = history.user
+            AND a.domain IS NOT NULL AND a.domain != '')""",
+        f"UPDATE OR IGNORE associations SET user = {_V1_KEY}, domain = NULL "
+        "WHERE domain IS NOT NULL",
+        "CREATE TABLE established_types (scope TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -87,8 +158,11 @@ def migrate(conn: sqlite3.Connection) -> int:
         if found > SCHEMA_VERSION:
             raise SchemaError(f"database schema {found} is newer than this code ({SCHEMA_VERSION})")
         for version in range(found + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version - 1]:
-                conn.execute(statement)
+            for step in MIGRATIONS[version - 1]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
     except BaseException:
         conn.execute("ROLLBACK")

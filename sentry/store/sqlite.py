@@ -39,11 +39,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from sentry.model import (
+    NO_REALMS,
     Association,
     AssociationKey,
     AuditEntry,
+    EstablishedType,
     HistoryEvent,
     Preferences,
+    Realms,
     Routing,
 )
 from sentry.policy.changes import Change
@@ -186,8 +189,15 @@ def _load_all(conn: sqlite3.Connection) -> Snapshot:
         routing=_config(config, "routing", Routing, Routing()),
         prefs=_config(config, "preferences", Preferences, Preferences()),
         associations=_associations(conn),
+        realms=_config(config, "realms", Realms, NO_REALMS),
+        established=_established(conn),
     )
     return snapshot
+
+
+def _established(conn: sqlite3.Connection) -> list[EstablishedType]:
+    rows = conn.execute("SELECT data FROM established_types").fetchall()
+    return [DECODERS[EstablishedType](json.loads(data)) for (data,) in rows]
 
 
 def _config(config: dict[str, str], name: str, kind: type[T], default: T) -> T:

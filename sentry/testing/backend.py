@@ -94,7 +94,10 @@ _MIME_COMMANDS = frozenset({"SendMail", "SmartReply", "SmartForward"})
 
 def build_backend_app(config: BackendConfig) -> web.Application:
     """The demo backend as an aiohttp application (state at ``app[BACKEND_STATE]``)."""
-    app = web.Application(client_max_size=MAX_BODY)
+    # Head limits above the gateway's defaults (gateway.header_limits), so what
+    # the gateway accepts reaches the demo backend (a 16 KB Bearer token).
+    limits = {"max_line_size": 65536, "max_field_size": 65536}
+    app = web.Application(client_max_size=MAX_BODY, handler_args=limits)
     app[BACKEND_STATE] = BackendState(config)
     app.on_shutdown.append(_close_hub)
     app.router.add_get("/_demo/stats", _demo_stats)

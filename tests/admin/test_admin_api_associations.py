@@ -57,8 +57,9 @@ async def test_list_filters_search_and_paging(
     await api.ok("POST", "/api/associations/PHONE2/bob/block", {"note": "lost"})
     cases = {
         "?user=bob": [("PHONE2", "bob"), ("TABLET3", "bob")],
-        "?user=CORP%5CBob": [("PHONE2", "bob"), ("TABLET3", "bob")],
-        "?user=bob@example.com": [("PHONE2", "bob"), ("TABLET3", "bob")],
+        "?user=BOB": [("PHONE2", "bob"), ("TABLET3", "bob")],
+        "?user=CORP%5CBob": [],  # no realm configured: corp\\bob is another principal
+        "?user=bob@example.com": [],  # no realm, no user record: another principal
         "?user=a": [("PHONE1", "alice"), ("PHONE1", "shared")],  # a part of the name
         "?user=zed": [],
         "?user=b&state=blocked": [("PHONE2", "bob")],
@@ -122,10 +123,17 @@ async def test_one_association_shows_its_decision_reasons_and_history(
     assert row["override"]["kind"] == "block" and row["override"]["note"] == "check"
     assert row["device_information"]["model"] == "TestPhone 1"
     assert row["managed_device"] is None
-    # provisioning recorded the backend's policy, then the admin blocked
-    assert [e["kind"] for e in row["history"]] == ["first_seen", "policy", "admin"]
-    assert row["history"][1]["detail"]["fingerprint"]
-    assert row["history"][2]["detail"]["note"] == "check"
+    # the backend's acceptance verified the row and established the device's
+    # backend type, provisioning recorded the backend's policy, then the admin blocked
+    kinds = ["first_seen", "verified", "established", "policy", "admin"]
+    assert [e["kind"] for e in row["history"]] == kinds
+    assert row["history"][3]["detail"]["fingerprint"]
+    assert row["history"][2]["detail"] == {"scope": "eas:PHONE1", "backend_type": "exchange"}
+    assert row["history"][4]["detail"]["note"] == "check"
+    assert row["verified"] and not row["throwaway"]
+    assert row["backend_scope"] == "eas:PHONE1"
+    assert row["established_backend_type"]["backend_type"] == "exchange"
+    assert row["established_backend_type"]["set_by"] == {"device_id": "PHONE1", "user": "alice"}
     status, body = await api.get("/api/associations/NOPE/alice")
     assert status == 404 and "NOPE" in body["error"]
 

@@ -18,8 +18,15 @@ ALICE = {
 
 async def test_users_crud(api: Api) -> None:
     assert await api.ok("GET", "/api/users") == {"items": [], "total": 0, "offset": 0, "limit": 100}
-    user = await api.ok("PUT", "/api/users/CORP%5CAlice", ALICE | {"note": "from LDAP"})
-    assert user == {"principal": "alice", **ALICE, "custom3": None, "custom4": None}
+    user = await api.ok("PUT", "/api/users/Alice", ALICE | {"note": "from LDAP"})
+    assert user == {
+        "principal": "alice",
+        **ALICE,
+        "custom3": None,
+        "custom4": None,
+        "aliases": [],
+        "push_problems": [],
+    }
     await api.ok("PUT", "/api/users/bob", {"email": "bob@example.com"})
     page = await api.ok("GET", "/api/users")
     assert [u["principal"] for u in page["items"]] == ["alice", "bob"]
@@ -32,6 +39,7 @@ async def test_users_crud(api: Api) -> None:
     assert await api.ok("DELETE", "/api/users/bob", {"note": "left"}) == {
         "deleted": "bob",
         "polls_ended": 0,
+        "push_problems": [],
     }
     assert (await api.get("/api/users/bob"))[0] == 404
     assert (await api.delete("/api/users/bob"))[0] == 404
@@ -79,6 +87,7 @@ async def test_devices_register_show_compliance_labels_retire(
         "violations": [],
         "labels": [],
         "retired": False,
+        "backend_type": None,
     }
     phone = device(gateway, session, "alice", "DEV1A")
     await phone.provision()

@@ -15,6 +15,7 @@ from admin_support import Api, device, folder_sync_status, held_ping
 
 from sentry.admin import auth
 from sentry.admin.api import ROUTES
+from sentry.policy.prefs import PREFERENCE_NAMES
 from sentry.proxy.redirects import Mailbox, Target
 from sentry.testing.gateway import DemoGateway
 
@@ -73,11 +74,18 @@ async def test_preferences_take_effect_at_once(
         "max_mailboxes_per_device": None,
         "refusal_style": "status",
         "new_device_access_when_registry_unreachable": "allow",
+        "compliance_overrides_allow": False,
+        "sources": dict.fromkeys(PREFERENCE_NAMES, "default"),
     }
     _, ping = await held_ping(gateway, session, "alice", "PREFDEV1")
     body = {"auto_block_unregistered": True, "max_devices_per_mailbox": 3, "note": "lockdown"}
     changed = await api.ok("PUT", "/api/preferences", body)
-    assert changed == prefs | {"auto_block_unregistered": True, "max_devices_per_mailbox": 3}
+    assert changed == prefs | {
+        "auto_block_unregistered": True,
+        "max_devices_per_mailbox": 3,
+        "sources": prefs["sources"]
+        | {"auto_block_unregistered": "admin", "max_devices_per_mailbox": "admin"},
+    }
     r = await asyncio.wait_for(ping, 30)  # the unlinked row's held Ping ends (900 s heartbeat)
     assert r.text("Status") == "129"
     assert await folder_sync_status(device(gateway, session, "bob", "PREFDEV2")) == "129"
@@ -234,6 +242,8 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         ("PUT", "/api/devices/d1/compliance", {"violations": ["compromised"]}),
         ("PUT", "/api/preferences", {"max_devices_per_mailbox": 5}),
         ("POST", "/api/associations/DOCDEV2/bob/block", {"note": "n"}),
+        ("POST", "/api/device-ids/docdev2/reset-backend-type", {"note": "n"}),
+        ("POST", "/api/devices/d1/reset-backend-type", {"note": "n", "backend_type": "exchange"}),
         ("POST", "/api/associations/DOCDEV2/bob/link", {"note": "n", "device": "d1"}),
         ("POST", "/api/associations/actions/allow", {"filter": {"user": "bob"}, "note": "n"}),
         ("POST", "/api/associations/DOCDEV2/bob/remove", {"note": "n"}),
@@ -262,6 +272,7 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         "/api/users/alice",
         "/api/devices",
         "/api/devices/d1",
+        "/api/backend-types",
         "/api/exchange-settings",
         "/api/labels",
         "/api/preferences",

@@ -4,7 +4,7 @@ It starts the real processes (demo backend, bare forwarder, ``sentry run``,
 load generators) exactly as ``python -m bench`` does, so a change that breaks
 the bench fails CI. It checks that each scenario completes and reports what
 it measured, never how fast: numbers on a shared CI machine mean nothing.
-The three scenarios run at the same time to stay within seconds.
+The scenarios run at the same time to stay within seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ SCENARIOS = {
     ],
     "held-pings": ["held-pings", "--pings", "10", "--heartbeat", "2", "--ramp-rate", "200"],
     "block": ["block", "--pings", "10", "--blocked", "4"],
+    "slow-clients": [
+        "slow-clients", "--attackers", "30", "--devices", "8", "--duration", "0.5",
+    ],
+    "fuzz": ["fuzz", "--examples", "5", "--seed", "1"],
 }  # fmt: skip
 
 
@@ -62,3 +66,10 @@ def test_every_load_scenario_runs(tmp_path: Path) -> None:
     block = json.loads((tmp_path / "block" / "block.json").read_text())
     assert block["status_129"] == 4
     assert block["unblocked_still_held"] == 6
+
+    slow = json.loads((tmp_path / "slow-clients" / "slow-clients.json").read_text())
+    assert slow["attacker_ready"]["open"] >= 1
+    assert slow["baseline"]["requests"] > 0 and slow["attacked"]["requests"] > 0
+
+    fuzz = json.loads((tmp_path / "fuzz" / "fuzz.json").read_text())
+    assert fuzz["inputs"] == 5 and fuzz["problems"] == []

@@ -32,7 +32,8 @@ def test_two_accounts_on_one_device_are_two_associations():
     conv.request("alice", "DEV1").expect_forward("exchange")
     conv.request("CORP\\Bob", "dev1").expect_forward("exchange")
     rows = conv.snapshot.on_device("DEV1")
-    assert sorted(r.key.user for r in rows) == ["alice", "bob"]
+    # No realm is configured: the NetBIOS domain stays in the principal.
+    assert sorted(r.key.user for r in rows) == ["alice", "corp\\bob"]
     assert {r.key.device_id for r in rows} == {"DEV1"}
 
 
@@ -82,25 +83,35 @@ def test_manually_added_mailbox_refused_then_allowed():
     conv.request("bob", "APPL1").expect_forward(reasons={"MANUAL", "AUTO_BLOCK"})
 
 
-def test_android_takes_at_most_two_exchange_settings():
+def test_android_takes_at_most_two_exchange_accounts_by_priority():
+    # EPMM: an Android device holds two Exchange accounts, the owner's own among
+    # them; the settings' priority (not their names) decides which one applies.
     conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
     conv.add_user("alice", custom1="one", custom2="two", custom3="three")
     for user in ("one", "two", "three"):
         conv.add_user(user)
     conv.register_device("MDM-A", "alice", ["ANDROID1"], platform=Platform.ANDROID)
-    conv.add_setting("A", "$USER_CUSTOM1$", "$EMAIL$")
-    conv.add_setting("B", "$USER_CUSTOM2$", "$EMAIL$")
-    conv.add_setting("C", "$USER_CUSTOM3$", "$EMAIL$")
+    conv.add_setting("A", "$USER_CUSTOM1$", "$EMAIL$", priority=3)
+    conv.add_setting("B", "$USER_CUSTOM2$", "$EMAIL$", priority=1)
+    conv.add_setting("C", "$USER_CUSTOM3$", "$EMAIL$", priority=2)
     conv.add_label("android", ["A", "B", "C"], ["MDM-A"])
     pushed = conv.snapshot.pushed("MDM-A")
-    assert [m.setting for m in pushed.mailboxes] == ["A", "B"]
-    assert pushed.errors == (
-        "Exchange setting 'C': not applied, an Android device takes at most 2 Exchange settings",
+    assert [m.setting for m in pushed.mailboxes] == ["B"]
+    assert pushed.capped == ("C", "A")
+    assert pushed.errors[0] == (
+        "Exchange setting 'C': not applied, an Android device takes at most 2 Exchange "
+        "accounts (its owner's included)"
     )
     conv.request("two", "ANDROID1", device_type="Android").expect_forward().expect_linked()
-    conv.request("three", "ANDROID1", device_type="Android").expect_refuse(
+    conv.request("one", "ANDROID1", device_type="Android").expect_refuse(
         BLOCKED, reasons={"AUTO_BLOCK"}
     ).expect_unlinked("not_entitled")
+    # The owner's own account pushed by a setting is that account, not a third one.
+    conv.add_setting("Own", "$USERID$", "$EMAIL$", priority=1)
+    conv.add_label("android", ["Own", "A", "B", "C"], ["MDM-A"])
+    pushed = conv.snapshot.pushed("MDM-A")
+    assert [m.setting for m in pushed.mailboxes] == ["B", "Own"]
+    assert pushed.capped == ("C", "A")
 
 
 def test_unresolved_template_variable_is_reported_not_pushed_as_empty():
@@ -177,6 +188,8 @@ def test_admin_actions_need_a_note():
 
 
 # 6. Wipe: next request gets it; ack -> Wiped; only Remove then; a fresh row after.
+# The acknowledgement itself is answered per MS-ASPROV 3.2.5.1.2.2: failure ->
+# Status 2 and the directive again; success -> Status 1 (was a 129 refusal).
 def test_wipe_lifecycle():
     conv = Conversation()
     conv.request("alice", "DEV1").expect_forward()
@@ -186,10 +199,12 @@ def test_wipe_lifecycle():
     assert isinstance(conv.revoked[-1][1], Wipe)
     conv.request("alice", "DEV1", "Ping").expect_wipe(account_only=False)
     conv.request("bob", "DEV1").expect_forward()  # the other mailbox is its own row
-    conv.wipe_ack("alice", "DEV1", status=2).expect_wipe()  # failed: repeat
+    conv.wipe_ack("alice", "DEV1", status=2).expect_wipe_ack(succeeded=False)  # repeat
     assert conv.row("alice", "DEV1").wipe is WipeStatus.FAILED
-    conv.wipe_ack("alice", "DEV1", status=1).expect_refuse(BLOCKED, reasons={"WIPE"})
+    conv.request("alice", "DEV1", "Provision").expect_wipe()  # the directive, again
+    conv.wipe_ack("alice", "DEV1", status=1).expect_wipe_ack(succeeded=True)
     assert conv.row("alice", "DEV1").wipe is WipeStatus.WIPED
+    conv.wipe_ack("alice", "DEV1", status=1).expect_wipe_ack(succeeded=True)  # a retry
     conv.request("alice", "DEV1").expect_refuse(BLOCKED, reasons={"WIPE"})
     for action in (conv.allow, conv.block, conv.wipe):
         with pytest.raises(TransitionError):
@@ -226,7 +241,7 @@ def test_mailbox_without_route_is_refused_even_when_allowed():
     conv = Conversation(routing=Routing(domains={"corp.example": "exchange"}))
     conv.request("alice@corp.example", "DEV1").expect_forward("exchange")
     conv.request("eve@elsewhere.example", "DEV2").expect_refuse(BLOCKED, reasons={"NO_BACKEND"})
-    conv.allow("eve", "DEV2", note="try")
+    conv.allow("eve@elsewhere.example", "DEV2", note="try")
     conv.request("eve@elsewhere.example", "DEV2").expect_refuse(
         BLOCKED, reasons={"NO_BACKEND", "MANUAL"}
     )
@@ -237,7 +252,8 @@ def test_per_mailbox_and_per_device_limits():
     conv.request("alice", "D1").expect_forward()
     conv.request("alice", "D2").expect_forward()
     conv.request("alice", "D3").expect_refuse(LIMIT, reasons={"PER_MAILBOX_LIMIT"})
-    conv.request("bob", "D1").expect_refuse(LIMIT, reasons={"PER_DEVICE_LIMIT"})
+    # Too many mailboxes on one device is 129, not 177 (177 = too many devices for the user).
+    conv.request("bob", "D1").expect_refuse(BLOCKED, reasons={"PER_DEVICE_LIMIT"})
     conv.request("alice", "D1").expect_forward()  # the oldest keeps its slot
     conv.remove("alice", "D1", note="old phone")
     conv.request("alice", "D3").expect_forward()
@@ -300,7 +316,9 @@ def test_registry_unreachable_still_processes_a_wipe():
     conv.wipe("alice", "DEV1", note="stolen")
     conv.registry_reachable = False
     conv.request("alice", "DEV1").expect_wipe()
-    conv.wipe_ack("alice", "DEV1").expect_refuse(BLOCKED, reasons={"WIPE"})
+    conv.wipe_ack("alice", "DEV1").expect_wipe_ack(succeeded=True)
+    assert conv.row("alice", "DEV1").wipe is WipeStatus.WIPED
+    conv.request("alice", "DEV1").expect_refuse(BLOCKED, reasons={"WIPE"})
 
 
 # 10. Several ActiveSync policies on one device are flagged (not refused).
@@ -321,10 +339,14 @@ def test_several_policies_on_one_device_are_flagged_ambiguous():
 
 
 # Edges of decide itself.
-def test_throwaway_device_id_is_decided_but_never_stored():
+def test_throwaway_device_id_is_stored_listed_and_refused_with_auto_block():
+    # (This test replaces "decided but never stored": issue 9 item 5.)
     conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
-    conv.request("alice", "validate", device_type="Android").expect_refuse(BLOCKED)
-    assert len(conv.snapshot) == 0
+    conv.request("alice", "validate", device_type="Android").expect_refuse(
+        BLOCKED, reasons={"AUTO_BLOCK"}
+    )
+    row = conv.row("alice", "validate")
+    assert row is not None and row.throwaway and not row.counted
 
 
 def test_options_is_not_decided():

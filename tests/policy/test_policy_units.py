@@ -14,8 +14,11 @@ from sentry.model import (
     Label,
     Platform,
     Preferences,
+    Realm,
+    Realms,
     Reason,
     User,
+    canonical_principal,
 )
 from sentry.policy import (
     DeleteAssociation,
@@ -64,8 +67,14 @@ def test_pushed_mailboxes_follow_labels_from_either_side():
         Label("other", frozenset({"S2"}), frozenset({"M2"})),
     ]
     pushed = resolve_pushed_mailboxes(device, ALICE, labels, settings)
-    assert [m.principal for m in pushed.mailboxes] == ["shared", "alice"]
-    assert pushed.principals == {"shared", "alice"}
+    # No realms given: the NetBIOS domain stays in the principal.
+    assert [m.principal for m in pushed.mailboxes] == ["corp\\shared", "alice"]
+    assert pushed.principals == {"corp\\shared", "alice"}
+    realms = Realms((Realm("corp.example", netbios=frozenset({"corp"})),), "corp.example")
+    pushed = resolve_pushed_mailboxes(
+        device, ALICE, labels, settings, lambda name: canonical_principal(name, realms)
+    )
+    assert pushed.principals == {"shared@corp.example", "alice@corp.example"}
     assert pushed.errors == ("Exchange setting 'S9': no such setting",)
 
 
@@ -174,13 +183,17 @@ def test_revocation_reaches_held_polls_on_block_and_preferences():
 # --- Refusal status, exports ---
 
 
-def test_refusal_status_is_177_only_for_limits_alone():
+def test_refusal_status_is_177_only_for_the_per_mailbox_limit_alone():
+    # 177 MaximumDevicesReached means too many devices for the user (MS-ASCMD 2.2.2):
+    # the per-mailbox limit. Too many mailboxes on one device is a plain 129.
     assert (
         refusal_status(frozenset({Reason.PER_MAILBOX_LIMIT})) is CommonStatus.MaximumDevicesReached
     )
-    assert refusal_status(frozenset({Reason.PER_DEVICE_LIMIT, Reason.PER_MAILBOX_LIMIT})) == 177
+    blocked = CommonStatus.DeviceIsBlockedForThisUser
+    assert refusal_status(frozenset({Reason.PER_DEVICE_LIMIT})) is blocked
+    assert refusal_status(frozenset({Reason.PER_DEVICE_LIMIT, Reason.PER_MAILBOX_LIMIT})) == 129
     mixed = frozenset({Reason.PER_MAILBOX_LIMIT, Reason.COMPLIANCE})
-    assert refusal_status(mixed) is CommonStatus.DeviceIsBlockedForThisUser
+    assert refusal_status(mixed) is blocked
 
 
 def test_exported_members():

@@ -6,6 +6,7 @@ conversation produced (``conv.log``), so both stores are held to the same data.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 
@@ -16,12 +17,16 @@ from sentry.model import (
     DeviceInformation,
     Platform,
     Preferences,
+    Realm,
+    Realms,
     Reason,
     Routing,
     User,
 )
 from sentry.policy import AppendAudit, AppendHistory, PutUser, Snapshot, Touch
+from sentry.policy.audit import plain
 from sentry.store import AssociationFilter, AssociationState, SchemaError, StoreError
+from sentry.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from sentry.store.base import AuditFilter
 from sentry.store.memory import MemoryStore
 from sentry.store.sqlite import SqliteStore
@@ -38,11 +43,21 @@ async def store(request, tmp_path) -> AsyncIterator[MemoryStore | SqliteStore]:
     await opened.close()
 
 
+REALMS = Realms((Realm("corp.example", netbios=frozenset({"corp"})),), default="corp.example")
+
+
 def busy_conversation() -> Conversation:
     """A state touching every kind of value a store keeps."""
     routing = Routing(users={"gus": "gmail"}, domains={"corp.example": "exchange"})
-    conv = Conversation(prefs=Preferences(auto_block_unregistered=True), routing=routing)
-    conv.add_user("alice", custom1="sales", custom2="sales@corp.example", display_name="Alice")
+    prefs = Preferences(auto_block_unregistered=True)
+    conv = Conversation(prefs=prefs, routing=routing, realms=REALMS)
+    conv.add_user(
+        "alice",
+        custom1="sales",
+        custom2="sales@corp.example",
+        display_name="Alice",
+        aliases=["a.smith@corp.example"],
+    )
     conv.add_user("sales")
     conv.register_device("MDM-1", "alice", ["PHONE"], platform=Platform.ANDROID, labels=["l"])
     conv.add_setting("Shared", "$USER_CUSTOM1$", "$USER_CUSTOM2$")
@@ -64,6 +79,9 @@ def busy_conversation() -> Conversation:
     conv.record_policy("alice", "PHONE", "P1")
     conv.record_policy("sales", "PHONE", "P2")
     conv.request("bob@corp.example", "TAB")  # a Touch
+    conv.request("CORP\\mallory", "TAB", accept=False)  # unverified
+    conv.request("bob", "validate", device_type="Android")  # a throwaway DeviceId
+    conv.preapprove("frank@corp.example", "NEWPHONE", note="new starter")  # never seen
     return conv
 
 
@@ -82,7 +100,7 @@ async def test_apply_then_load_gives_the_same_snapshot(store):
     loaded = await store.load()
     assert loaded == conv.snapshot
     assert loaded.pushed("MDM-1") == conv.snapshot.pushed("MDM-1")
-    assert loaded.get(AssociationKey("PHONE", "alice")).device_info.model == "SM-G991B"
+    assert loaded.get(AssociationKey("PHONE", "alice@corp.example")).device_info.model == "SM-G991B"
 
 
 async def test_a_failing_change_list_leaves_nothing_applied(store):
@@ -90,7 +108,11 @@ async def test_a_failing_change_list_leaves_nothing_applied(store):
     await replay(store, conv)
     before = await store.load()
     audit_before = await store.audit()
-    bad = (PutUser(User("zed")), Touch(AssociationKey("TAB", "bob"), 9e9), "not a change")
+    bad = (
+        PutUser(User("zed")),
+        Touch(AssociationKey("TAB", "bob@corp.example"), 9e9),
+        "not a change",
+    )
     with pytest.raises(TypeError):
         await store.apply(bad)  # type: ignore[arg-type]
     assert await store.load() == before
@@ -100,7 +122,7 @@ async def test_a_failing_change_list_leaves_nothing_applied(store):
 async def test_touch_moves_last_seen_forward_only(store):
     conv = busy_conversation()
     await replay(store, conv)
-    key = AssociationKey("TAB", "bob")
+    key = AssociationKey("TAB", "bob@corp.example")
     seen = (await store.get_association(key)).last_seen
     await store.apply((Touch(key, seen - 100),))
     assert (await store.get_association(key)).last_seen == seen
@@ -110,7 +132,7 @@ async def test_touch_moves_last_seen_forward_only(store):
 
 FILTERS = [
     AssociationFilter(),
-    AssociationFilter(user="alice"),
+    AssociationFilter(user="alice@corp.example"),
     AssociationFilter(device_id="phone"),
     AssociationFilter(device_type="Android"),
     AssociationFilter(state=AssociationState.ALLOWED),
@@ -124,6 +146,8 @@ FILTERS = [
     AssociationFilter(linked=False),
     AssociationFilter(pool="exchange"),
     AssociationFilter(pool="gmail", device_id="PHONE"),
+    AssociationFilter(never_seen=True),
+    AssociationFilter(never_seen=False, pool="exchange"),
     AssociationFilter(user="nobody"),
 ]
 
@@ -164,7 +188,7 @@ async def test_pagination_covers_every_row_once(store):
 async def test_get_association(store):
     conv = busy_conversation()
     await replay(store, conv)
-    key = AssociationKey("LOST", "carol")
+    key = AssociationKey("LOST", "carol@corp.example")
     assert await store.get_association(key) == conv.snapshot.get(key)
     assert await store.get_association(AssociationKey("LOST", "nobody")) is None
 
@@ -172,7 +196,7 @@ async def test_get_association(store):
 async def test_history_and_audit(store):
     conv = busy_conversation()
     await replay(store, conv)
-    key = AssociationKey("LOST", "carol")
+    key = AssociationKey("LOST", "carol@corp.example")
     logged = [c for changes in conv.log for c in changes]
     history = [c.event for c in logged if isinstance(c, AppendHistory) and c.key == key]
     assert [e.kind for e in history][:2] == ["first_seen", "admin"]
@@ -229,8 +253,72 @@ async def test_schema_version_is_recorded_and_migrations_are_idempotent(tmp_path
     with sqlite3.connect(path) as conn:
         versions = conn.execute("SELECT version FROM schema_version").fetchall()
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    assert versions == [(1,)]
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
     assert mode == "wal"
+
+
+def _version_1_database(path, prefs_doc, audit_rows):  # type: ignore[no-untyped-def]
+    """A database as the first release wrote it: schema 1, a preferences document
+    and ``set_preferences`` audit entries (before, after) as that code wrote them."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+        conn.execute("INSERT INTO config VALUES ('preferences', ?)", (json.dumps(prefs_doc),))
+        for i, (before, after) in enumerate(audit_rows):
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, target, note, before, after) "
+                "VALUES (?, 'admin', 'set_preferences', 'preferences', '', ?, ?)",
+                (float(i), json.dumps(before), json.dumps(after)),
+            )
+
+
+async def test_migration_records_which_preferences_an_admin_set(tmp_path):
+    defaults = plain(Preferences())
+    file_values = {**defaults, "refusal_style": "http403"}  # stored at start from the file
+    admin = {**file_values, "max_devices_per_mailbox": None}  # admin set it back to default
+    first = {**file_values, "max_devices_per_mailbox": 3}
+    _version_1_database(tmp_path / "old.db", admin, [(file_values, first), (first, admin)])
+    store = await SqliteStore.open(tmp_path / "old.db")
+    try:
+        prefs = (await store.load()).prefs
+    finally:
+        await store.close()
+    # the admin touched only max_devices_per_mailbox (to 3, then back to None): it
+    # is admin-set; refusal_style came from the file and follows the file again.
+    assert prefs.admin_set == {"max_devices_per_mailbox"}
+    assert prefs.max_devices_per_mailbox is None and prefs.refusal_style == "http403"
+
+
+async def test_migration_gives_existing_settings_priorities_in_their_old_order(tmp_path):
+    _version_1_database(tmp_path / "old.db", plain(Preferences()), [])
+    docs = {
+        name: {"name": name, "user_name": "$USERID$", "email": "$EMAIL$", "server": "s"}
+        for name in ("zulu", "Alpha", "bravo", "ünï")
+    }
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        for name, doc in docs.items():
+            conn.execute("INSERT INTO exchange_settings VALUES (?, ?)", (name, json.dumps(doc)))
+    store = await SqliteStore.open(tmp_path / "old.db")
+    try:
+        settings = (await store.load()).settings
+    finally:
+        await store.close()
+    ranked = sorted(settings.values(), key=lambda s: s.priority)
+    assert [s.name for s in ranked] == sorted(docs)  # the order the names gave before
+    assert [s.priority for s in ranked] == [1, 2, 3, 4]
+
+
+async def test_migration_without_stored_preferences_changes_nothing(tmp_path):
+    _version_1_database(tmp_path / "empty.db", None, [])
+    with sqlite3.connect(tmp_path / "empty.db") as conn:
+        conn.execute("DELETE FROM config")
+    store = await SqliteStore.open(tmp_path / "empty.db")
+    try:
+        assert (await store.load()).prefs == Preferences()
+    finally:
+        await store.close()
 
 
 async def test_a_newer_schema_is_refused(tmp_path):
