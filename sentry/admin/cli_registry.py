@@ -43,7 +43,7 @@ def add_registry_commands(b: Builder) -> None:
     _add_settings(b, b.group("exchange-settings", "Exchange settings (push method)"))
     _add_labels(b, b.group("labels", "labels (apply Exchange settings to devices)"))
     _add_prefs(b, b.group("prefs", "preferences"))
-    b.leaf(b.top, "pools", "backend pools and server health", _pools)
+    b.leaf(b.top, "pools", "backend pools: each server's state, why it is down, last check", _pools)
     p = b.leaf(b.top, "audit", "the audit log, newest first (filtered)", _audit)
     p.add_argument("--by", metavar="ACTOR", help="only entries by this actor (exact)")
     p.add_argument("--target", help="only entries whose target contains this (a DeviceId, a user)")
