@@ -15,7 +15,10 @@ admin API hands it the changes of an admin action. Rules it keeps:
 * When the store cannot be written, the request is decided again as "registry
   unreachable": known associations keep their last state and new ones follow
   the new-device-access preference (design §5.9). The gateway never forwards
-  by accident because a write failed.
+  by accident because a write failed. A store that knows it is failing
+  (``StoreUnavailable``, see ``store_watch``) refuses at once; it has logged
+  and counted the failure itself, so the request path does not, once per
+  request.
 * After every applied change, held long polls of the affected associations
   are re-evaluated and those no longer allowed are ended at once.
 * The proxy reports each forwarded request's upstream status
@@ -58,7 +61,7 @@ from sentry.policy import (
     refresh,
 )
 from sentry.proxy.longpolls import LongPolls
-from sentry.store.base import Store
+from sentry.store.base import Store, StoreUnavailable
 
 __all__ = ["ACCEPTED_STATUSES", "AccessState", "backend_accepts"]
 
@@ -114,9 +117,9 @@ class AccessState:
             durable = _durable(outcome.changes)
             try:
                 await self._commit(durable)
-            except Exception:
-                self.metrics.store_errors.inc()
-                log.exception("store_write_failed", during="request")
+            except Exception as exc:
+                if not isinstance(exc, StoreUnavailable):
+                    log.exception("store_write_failed", during="request")
                 unreachable = replace(facts, registry_reachable=False)
                 return decide(
                     request, unreachable, self.snapshot, self.snapshot.prefs, self.clock()
@@ -131,8 +134,13 @@ class AccessState:
 
         Revocation comes right after the write that causes it, before the
         refreshed decisions (derived data) are written: a block reaches a held
-        Ping one transaction sooner. A caller cancelled meanwhile (a device
-        that hangs up) waits until the snapshot matches the store."""
+        Ping one transaction sooner. Only the first write decides success: if
+        the store fails on the second, the refreshed decisions are still
+        recorded in memory (they follow from what is durable and are derived
+        again at the next request), so the "registry unreachable" decisions
+        that follow, which use the recorded decision, agree with the change.
+        A caller cancelled meanwhile (a device that hangs up) waits until the
+        snapshot matches the store."""
         if not changes:
             return set()
         return await uncancellable(self._write(changes), name="access:commit")
@@ -144,7 +152,8 @@ class AccessState:
         self._revoke(keys)
         moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
         if moved:
-            await self.store.apply(moved)
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.apply(moved)
             self.snapshot.apply(moved)
         return keys
 
@@ -229,9 +238,9 @@ class AccessState:
         batch, self._touches = list(self._touches.values()), {}
         try:
             await self.store.apply(batch)
-        except Exception:
-            self.metrics.store_errors.inc()
-            log.exception("store_write_failed", during="touch_flush")
+        except Exception as exc:
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("store_write_failed", during="touch_flush")
             for t in batch:
                 self._touches.setdefault(t.key, t)
             return 0

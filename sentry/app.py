@@ -3,7 +3,11 @@
 ``start_gateway`` is used by ``sentry run``, by the tests (port 0, read back)
 and by bench/. It first checks every file the configuration points at
 (``preflight``: certificates, log file, store path, token; a problem is a
-``StartupError`` naming its key), then opens the store and loads the snapshot,
+``StartupError`` naming its key), then opens the store (a ``StoreOpenError``,
+also a ``StartupError`` naming ``store.path``, when the file cannot be used:
+locked by another gateway, damaged, read-only...), puts it under watch
+(``store_watch``: a store that stops keeping changes durably makes the gateway
+"registry unreachable" and not ready) and loads the snapshot,
 makes the pools and routing of the configuration current in it (the
 configuration is the source of truth for backends; each preference an admin
 set survives restarts, the others follow the file; the ``preferences`` start
@@ -37,7 +41,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState
-from sentry.admin.api import add_api, api_middlewares
+from sentry.admin.api import SERVER_LIMITS, add_api, api_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.admin.token import TokenFile
@@ -45,6 +49,7 @@ from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
 from sentry.errors import StartupError
+from sentry.files import loose_mode
 from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
@@ -75,8 +80,9 @@ from sentry.proxy.headers import ClientAddress
 from sentry.proxy.redirects import RedirectCache, Redirector
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import ListenSettings, PreferenceSettings, Settings, TlsSettings
-from sentry.store.base import Store
-from sentry.store.factory import open_store
+from sentry.store.base import Store, StoreOpenError, StoreUnavailable
+from sentry.store.factory import open_and_load, store_path
+from sentry.store_watch import WatchedStore
 
 __all__ = [
     "Gateway",
@@ -97,7 +103,7 @@ class Gateway:
 
     settings: Settings
     metrics: Metrics
-    store: Store
+    store: WatchedStore
     state: AccessState
     upstreams: Upstreams
     proxy_url: str = ""
@@ -251,17 +257,19 @@ async def start_gateway(
     for warning in report.warnings:
         log.warning("startup_warning", problem=warning)
     metrics = Metrics(registry or CollectorRegistry())
-    store = await open_store(settings.store, root=root)
-    snapshot = await store.load()
+    opened, snapshot = await open_and_load(settings.store, root=root)
     changes = config_changes(settings, snapshot.prefs)
-    await store.apply(changes)
+    await _apply_at_start(opened, changes, settings, root)
     snapshot.apply(changes)
     try:
-        await _reconcile_identity(store, snapshot, settings.identity.to_realms(), clock())
+        await _reconcile_identity(opened, snapshot, settings.identity.to_realms(), clock())
     except BaseException:
-        await store.close()
+        await opened.close()
         raise
     _log_preferences(settings, snapshot.prefs)
+    store = WatchedStore(
+        opened, metrics, interval=settings.store.check_interval_seconds, clock=clock
+    )
     state = AccessState(
         store,
         snapshot,
@@ -284,10 +292,32 @@ async def start_gateway(
     return gw
 
 
+async def _apply_at_start(
+    store: Store, changes: list[Change], settings: Settings, root: Path
+) -> None:
+    """The configuration's changes; a store that cannot take them cannot start."""
+    try:
+        await store.apply(changes)
+    except StoreUnavailable as exc:
+        await store.close()
+        where = store_path(settings.store, root=root)
+        raise StoreOpenError(f"{where} cannot be written: {exc.problem.detail}") from None
+    if settings.store.kind == "sqlite":
+        _warn_loose_mode(store_path(settings.store, root=root))
+
+
+def _warn_loose_mode(path: Path) -> None:
+    """A state file others may read (made before files were created 0600)."""
+    mode = loose_mode(path)
+    if mode is not None:
+        log.warning("file_mode_loose", path=str(path), mode=f"{mode:04o}", fix=f"chmod 600 {path}")
+
+
 async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     if settings.demo.enabled:
         await _start_demo(settings, gw)
     await gw.upstreams.start()
+    gw.store.start()
     gw.state.start()
     g = settings.gateway
     gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)
@@ -320,7 +350,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     gw.admin_token = gw.token.token
     gw.admin_app = _admin_app(gw)
     admin_runner = web.AppRunner(
-        gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0, **SERVER_LIMITS
     )
     gw.runners.append(admin_runner)
     a = settings.admin
@@ -377,6 +407,9 @@ def _small_tls_buffers() -> None:
 def _readiness(gw: Gateway) -> Callable[[], list[str]]:
     def problems() -> list[str]:
         out = []
+        status = gw.store.status
+        if status.problem is not None:
+            out.append(f"store {status.problem.fault.value}: {status.problem.detail}")
         for pool in gw.upstreams.pools.values():
             out.extend(pool.not_ready())
         if not gw.proxy_url:

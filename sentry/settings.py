@@ -138,6 +138,7 @@ class StoreSettings:
     path: str = "var/sentry.db"
     touch_flush_seconds: float = 5.0
     unverified_expiry_seconds: float = 86400.0  # 0: unverified associations never expire
+    check_interval_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -420,6 +421,7 @@ def _validate(obj: Any, path: str) -> None:
         _positive(
             _join(path, "unverified_expiry_seconds"), obj.unverified_expiry_seconds, allow_zero=True
         )
+        _positive(_join(path, "check_interval_seconds"), obj.check_interval_seconds)
     if isinstance(obj, RealmSettings):
         settings_identity.validate_realm(obj, path)
     if isinstance(obj, IdentitySettings):

@@ -63,8 +63,9 @@ async def _reset_device_id(call: Call) -> dict[str, Any]:
 
 _TAG = "backend types"
 _DOC = (
-    "400 without a note, for an unknown backend type, a retired device, a DeviceId of a "
-    "managed device (reset the device) or a throwaway DeviceId; 404 for an unknown device."
+    "400 without a note or for a throwaway DeviceId; 404 for an unknown device; 409 for a "
+    "backend type no pool has, a retired device or a DeviceId of a managed device (reset "
+    "the device)."
 )
 
 ROUTES = (
@@ -85,6 +86,7 @@ ROUTES = (
         body=_RESET_BODY,
         response="BackendTypeReset",
         changes=True,
+        conflict=True,
         description=_DOC,
     ),
     Route(
@@ -96,6 +98,7 @@ ROUTES = (
         body=_RESET_BODY,
         response="BackendTypeReset",
         changes=True,
+        conflict=True,
         description=_DOC,
     ),
 )

@@ -47,6 +47,7 @@ from .cli_client import AdminTarget
 from .cli_format import cell, record
 from .cli_redirects import add_redirect_commands
 from .cli_registry import add_registry_commands
+from .cli_store import add_store_commands
 from .cli_tools import add_tool_commands, create_output
 
 __all__ = ["add_admin"]
@@ -66,6 +67,7 @@ def add_admin(subparsers: Any) -> None:
     add_registry_commands(b)
     add_tool_commands(b)
     add_redirect_commands(b)
+    add_store_commands(b)
 
 
 # --- associations ---

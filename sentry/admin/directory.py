@@ -57,7 +57,7 @@ from .context import Build
 from .errors import BadRequest, Conflict, NotFound
 from .listing import PAGE_FIELDS
 from .membership import labels_of, membership_changes, replace_pairs
-from .schema import Call, Field, Route
+from .schema import ADD_OR_REMOVE, BLANK, Call, Field, Route
 from .views import association_item, device_view, key_view, user_view
 
 __all__ = ["ROUTES"]
@@ -68,7 +68,12 @@ log = structlog.get_logger("sentry.admin")
 _NOTE = Field("string", "why (kept in the audit log)")
 _CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
 _USER_BODY = {
-    "email": Field("string", "the user's email address"),
+    "email": Field(
+        "string",
+        "the user's email address (or blank: none)",
+        pattern=f"@|{BLANK}",
+        mismatch="must be an email address",
+    ),
     "display_name": Field("string"),
     "source": Field(
         "string", "where the entry comes from", choices=tuple(s.value for s in UserSource)
@@ -94,7 +99,9 @@ def _principal(call: Call, *, resolve: bool = True) -> str:
     snap, raw = call.ctx.snapshot, call.path["principal"]
     key = snap.canonical(raw) if resolve else canonical_principal(raw, snap.realms)
     if not key:
-        raise BadRequest("not a user principal", {"principal": "names no account"})
+        if not resolve:  # a PUT names the principal to create
+            raise BadRequest("not a user principal", {"principal": "names no account"})
+        raise NotFound(f"no user: {raw!r} names no account")
     return key
 
 
@@ -133,9 +140,7 @@ async def _get_user(call: Call) -> dict[str, Any]:
 
 
 def _user(principal: str, body: dict[str, Any]) -> User:
-    email = str(body.get("email", "")).strip()
-    if email and "@" not in email:
-        raise BadRequest("invalid user", {"email": "must be an email address"})
+    email = str(body.get("email", "")).strip()  # checked by its field: blank or with an @
     customs = {name: (body.get(name) or "").strip() or None for name in _CUSTOM}
     return User(
         principal,
@@ -214,7 +219,7 @@ def _device(snap: Snapshot, device_id: str) -> Device:
 def _check_labels(snap: Snapshot, labels: frozenset[str]) -> None:
     unknown = sorted(labels - snap.labels.keys())
     if unknown:
-        raise BadRequest("unknown labels", {"labels": f"no such label: {', '.join(unknown)}"})
+        raise Conflict("unknown labels", {"labels": f"no such label: {', '.join(unknown)}"})
 
 
 def _check_new_device(snap: Snapshot, device: Device) -> None:
@@ -404,9 +409,9 @@ ROUTES = (
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 when the id or one of its EAS DeviceIds is taken, or (with "
-        "`problems`) when its labels would push a mailbox of another backend type or one "
-        "Exchange account too many to an Android device.",
+        description="409 when the id or one of its EAS DeviceIds is taken, a label does not "
+        "exist, or (with `problems`) when its labels would push a mailbox of another backend "
+        "type or one Exchange account too many to an Android device.",
     ),
     Route(
         "GET",
@@ -449,8 +454,9 @@ ROUTES = (
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 with `problems` when the labels would push a mailbox of another "
-        "backend type or one Exchange account too many to an Android device.",
+        description="409 naming the labels that do not exist, or with `problems` when the "
+        "labels would push a mailbox of another backend type or one Exchange account too many "
+        "to an Android device.",
     ),
     Route(
         "POST",
@@ -463,10 +469,12 @@ ROUTES = (
             "remove": Field("strings", "labels to take the device out of"),
             "note": _NOTE,
         },
+        body_rules=ADD_OR_REMOVE,
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 with `problems` when the labels would push a mailbox of another "
-        "backend type or one Exchange account too many to an Android device.",
+        description="409 naming the labels that do not exist, or with `problems` when the "
+        "labels would push a mailbox of another backend type or one Exchange account too many "
+        "to an Android device.",
     ),
 )

@@ -8,7 +8,8 @@ middleware in ``api.py`` is the one place that turns either into a JSON answer
     ├── BadRequest                  malformed JSON, bad field values        (400)
     ├── Unauthorized                no or wrong bearer token                (401)
     ├── NotFound                    no such association / user / device     (404)
-    └── Conflict                    not allowed in the current state        (409)
+    ├── Conflict                    not allowed in the current state        (409)
+    └── Unavailable                 the state store cannot keep changes     (503)
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from typing import Any
 
 from sentry.policy import NotFoundError, PolicyError, PushConflictError, TransitionError
 
-__all__ = ["ApiError", "BadRequest", "Conflict", "NotFound", "Unauthorized", "from_policy"]
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "NotFound",
+    "Unauthorized",
+    "Unavailable",
+    "from_policy",
+]
 
 
 class ApiError(Exception):
@@ -61,6 +70,10 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status = 409
+
+
+class Unavailable(ApiError):
+    status = 503
 
 
 def from_policy(exc: PolicyError) -> ApiError:

@@ -21,7 +21,7 @@ from sentry.policy import AppendAudit
 from sentry.proxy.redirects import CachedRedirect, allowed_target
 
 from .context import AdminContext, iso
-from .errors import BadRequest, NotFound
+from .errors import NotFound
 from .schema import Call, Field, Route
 
 __all__ = ["ROUTES", "SCHEMAS", "redirect_view"]
@@ -101,7 +101,7 @@ async def _clear_redirects(call: Call) -> dict[str, Any]:
 async def _clear_redirect(call: Call) -> dict[str, Any]:
     user = call.ctx.snapshot.canonical(call.path["user"])
     if user is None:
-        raise BadRequest("not a user principal", {"user": "names no account"})
+        raise NotFound(f"no redirect: {call.path['user']!r} names no account")
     return await _clear(call, user)
 
 

@@ -27,7 +27,7 @@ from sentry.model import (
 from sentry.policy import Decision, Forward, Refuse, Snapshot, Wipe, state_of
 from sentry.policy.indexes import DEVICE_SCOPE
 from sentry.policy.reasons import ordered
-from sentry.store.base import AssociationState, association_state
+from sentry.store.base import AssociationState, StoreFault, association_state
 
 from .context import iso
 from .membership import labels_of, members_of
@@ -217,6 +217,7 @@ _NI: dict[str, Any] = {"type": "integer", "nullable": True}
 _OBJ: dict[str, Any] = {"type": "object"}
 _NOBJ: dict[str, Any] = {"type": "object", "nullable": True}
 _TEXTS: dict[str, Any] = {"type": "array", "items": _S}
+_FAULTS = [f.value for f in StoreFault]
 
 
 def _object(props: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -402,6 +403,17 @@ SCHEMAS: dict[str, Any] = {
         | {"before": _NOBJ, "after": _NOBJ}
     ),
     "AuditPage": _page("AuditEntry"),
+    "StoreStatus": _object(
+        {
+            "kind": {"type": "string", "enum": ["sqlite", "memory"]},
+            "path": _NS,
+            "healthy": _B,
+            "fault": {"type": "string", "nullable": True, "enum": [*_FAULTS, None]},
+            "detail": _NS,
+            "since": _NS,
+            "advice": _NS,
+        }
+    ),
     "OpenApi": _OBJ,
 }
 """Component schemas of the answers, by name (``Route.response``)."""

@@ -54,7 +54,7 @@ from .changes import (
     PutAssociation,
     PutEstablished,
 )
-from .errors import NotFoundError, ValidationError
+from .errors import ConflictError, NotFoundError, ValidationError
 from .indexes import DEVICE_SCOPE, EAS_SCOPE
 from .rules import managed_device
 from .snapshot import Snapshot
@@ -162,7 +162,7 @@ def reset_backend_type(
     scope = _checked_scope(snapshot, scope)
     if backend_type is not None and backend_type not in snapshot.backend_types:
         known = ", ".join(sorted(snapshot.backend_types)) or "none"
-        raise ValidationError(f"no pool has backend type {backend_type!r} (configured: {known})")
+        raise ConflictError(f"no pool has backend type {backend_type!r} (configured: {known})")
     old = snapshot.established(scope)
     new = _reset_record(snapshot, scope, backend_type, actor, note, now)
     change: Change = DeleteEstablished(scope) if new is None else PutEstablished(new)
@@ -184,7 +184,7 @@ def _checked_scope(snapshot: Snapshot, scope: str) -> str:
         if device is None:
             raise NotFoundError(f"no managed device {scope[len(DEVICE_SCOPE) :]!r}")
         if device.retired:
-            raise ValidationError(f"managed device {device.id!r} is retired")
+            raise ConflictError(f"managed device {device.id!r} is retired")
         return scope
     if not scope.startswith(EAS_SCOPE) or not scope[len(EAS_SCOPE) :].strip():
         raise ValidationError(f"not a backend-type scope: {scope!r}")
@@ -195,7 +195,7 @@ def _checked_scope(snapshot: Snapshot, scope: str) -> str:
         )
     holder = snapshot.device_for_eas(device_id)
     if holder is not None:
-        raise ValidationError(
+        raise ConflictError(
             f"DeviceId {device_id} belongs to managed device {holder.id!r}: reset the device"
         )
     scope = EAS_SCOPE + device_id

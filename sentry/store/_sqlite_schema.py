@@ -164,10 +164,11 @@ def migrate(conn: sqlite3.Connection) -> int:
                 else:
                     step(conn)
             conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself after some errors
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return found
 
 

@@ -16,7 +16,7 @@ from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
 from sentry.policy.changes import CHANGE_TYPES, AppendAudit, AppendHistory, Change, MoveHistory
 from sentry.policy.snapshot import Snapshot
 
-from .base import AssociationFilter, AuditFilter, StoreError
+from .base import AssociationFilter, AuditFilter, StoreError, StoreProblem
 
 __all__ = ["MemoryStore"]
 
@@ -92,6 +92,11 @@ class MemoryStore:
         self._check_open()
         newest_first = [e for e in self._audit[::-1] if filter is None or filter.matches(e)]
         return newest_first[offset : offset + limit], len(newest_first)
+
+    async def check(self, *, integrity: bool = False, probe: bool = False) -> StoreProblem | None:
+        """Memory never fails (nothing survives a restart either)."""
+        self._check_open()
+        return None
 
     async def close(self) -> None:
         self._closed = True

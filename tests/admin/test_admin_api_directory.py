@@ -144,7 +144,7 @@ async def test_device_errors(api: Api) -> None:
     )
     assert status == 409 and "E1" in body["error"] and "d1" in body["error"]
     status, body = await api.post("/api/devices", {"id": "d3", "owner": "bob", "labels": ["nope"]})
-    assert (status, body["fields"]) == (400, {"labels": "no such label: nope"})
+    assert (status, body["fields"]) == (409, {"labels": "no such label: nope"})
     for method, path, payload in (
         ("GET", "/api/devices/zz", None),
         ("PUT", "/api/devices/zz/compliance", {"violations": []}),
@@ -160,6 +160,6 @@ async def test_device_errors(api: Api) -> None:
     status, body = await api.put("/api/devices/d1/compliance", {})
     assert (status, body["fields"]) == (400, {"violations": "required"})
     status, body = await api.put("/api/devices/d1/labels", {"labels": ["nope"]})
-    assert (status, body["fields"]) == (400, {"labels": "no such label: nope"})
+    assert (status, body["fields"]) == (409, {"labels": "no such label: nope"})
     page = await api.ok("GET", "/api/devices")
     assert page["total"] == 1 and page["items"][0]["labels"] == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sentry.model import AssociationKey, Preferences, Routing
-from sentry.policy import NotFoundError, ValidationError
+from sentry.policy import ConflictError, NotFoundError, ValidationError
 from sentry.testing.conversation import Conversation
 
 BLOCKED, LIMIT = 129, 177
@@ -133,9 +133,9 @@ def test_a_reset_without_a_type_takes_the_oldest_verified_rows_type():
     [
         ("device:NOPE", None, NotFoundError),
         ("eas:NEVERSEEN", None, NotFoundError),
-        ("eas:APP1", "lotus", ValidationError),  # no pool of that type
+        ("eas:APP1", "lotus", ConflictError),  # no pool of that type (a reference: 409)
         ("eas:validate", None, ValidationError),  # shared by many phones
-        ("eas:MDMAPP", None, ValidationError),  # a DeviceId of a managed device
+        ("eas:MDMAPP", None, ConflictError),  # a DeviceId of a managed device (state: 409)
         ("somewhere", None, ValidationError),
     ],
 )
