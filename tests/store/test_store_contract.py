@@ -350,3 +350,16 @@ async def test_open_store_builds_the_configured_kind(tmp_path):
     assert isinstance(sqlite, SqliteStore)
     await sqlite.close()
     assert (tmp_path / "var" / "x.db").exists()
+
+
+async def test_open_store_builds_postgresql(pg_dsn: str, tmp_path) -> None:
+    from sentry.settings import StoreSettings
+    from sentry.store.factory import open_store
+
+    settings = StoreSettings(kind="postgresql", dsn=pg_dsn, pool_size=2, feed_retention_seconds=60)
+    opened = await open_store(settings, root=tmp_path)
+    try:
+        assert isinstance(opened, PostgresStore)
+        assert (opened.options.pool_size, opened.options.feed_retention) == (2, 60)
+    finally:
+        await opened.close()
