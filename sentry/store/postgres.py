@@ -12,7 +12,9 @@ Approach.
   become ``StoreUnavailable`` with a ``StoreFault``, which ``WatchedStore``
   turns into degraded mode; other errors propagate. Reads, and writes whose
   ``COMMIT`` was never sent, are retried on a fresh connection with backoff
-  (``RETRY_DELAYS``). A connection lost *during* ``COMMIT`` leaves the outcome
+  (``RETRY_DELAYS``; never after a timeout, and never past ``connect_timeout``
+  in all, so a request waits at most about that long for a dead server). A
+  connection lost *during* ``COMMIT`` leaves the outcome
   unknown: the store waits for the old backend to end and looks for the
   transaction's change-feed row, so it reports exactly what happened.
 - ``apply``: the whole change list in one transaction (``_pg_writes``), then,
@@ -36,6 +38,7 @@ import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -185,6 +188,7 @@ class PostgresStore:
         """Run ``fn`` on a pool connection; retry a lost connection; faults
         become ``StoreUnavailable``."""
         self._check_open()
+        started = time.monotonic()
         for delay in (*RETRY_DELAYS, None):
             try:
                 async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
@@ -193,10 +197,23 @@ class PostgresStore:
                 fault = classify(exc)
                 if fault is None:
                     raise
-                if delay is None or not retryable(fault) or self._closed:
+                if not self._retry(exc, fault, delay, started):
                     raise StoreUnavailable(problem_of(exc, fault, self.where)) from exc
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay or 0.0)  # _retry said yes: delay is a number
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry(
+        self, exc: BaseException, fault: StoreFault, delay: float | None, started: float
+    ) -> bool:
+        """Whether to try a lost call again: only a connection that was lost or
+        refused at once (a timeout means the server does not answer: waiting
+        again would only hold the request), and only within
+        ``connect_timeout`` of the first attempt."""
+        if delay is None or self._closed or not retryable(fault):
+            return False
+        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            return False
+        return time.monotonic() - started + delay < self.options.connect_timeout
 
     @property
     def _acquire_timeout(self) -> float:
@@ -223,6 +240,7 @@ class PostgresStore:
             return None
         check_changes(changes)
         text = encode_changes(changes)
+        started = time.monotonic()
         for delay in (*RETRY_DELAYS, None):
             state = _Write()
             try:
@@ -234,9 +252,9 @@ class PostgresStore:
                     raise
                 if state.committing and await self._committed(state, exc, fault):
                     return state.seq
-                if delay is None or not retryable(fault) or self._closed:
+                if not self._retry(exc, fault, delay, started):
                     raise StoreUnavailable(problem_of(exc, fault, self.where)) from exc
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay or 0.0)  # _retry said yes: delay is a number
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(self, conn: Any, changes: Sequence[Change], text: str, state: _Write) -> int:
