@@ -229,3 +229,23 @@ def test_with_database_keeps_the_query() -> None:
     assert with_database(dsn, "db1") == "postgresql://u@/db1?host=/tmp/x&port=5432"
     assert with_database("postgresql://u@h:5/a", "b") == "postgresql://u@h:5/b"
     assert run_sync(asyncio.sleep(0, result=3)) == 3
+
+
+async def test_a_server_that_never_answers_is_one_timeout_not_four() -> None:
+    """A cut-off server: the start fails after connect_timeout, as 'unreachable'."""
+    from urllib.parse import urlsplit
+
+    from sentry.testing.faulty import refusing_port, silent_backend
+
+    async with silent_backend() as silent:
+        where = urlsplit(silent.url)
+        dsn = f"postgresql://sentry:{THROWAWAY_PASSWORD}@{where.hostname}:{where.port}/x"
+        options = PostgresOptions(connect_timeout=0.3)
+        with pytest.raises(StoreOpenError) as caught:
+            await PostgresStore.open(dsn, options=options)
+        assert "cannot connect to" in str(caught.value) and "timed out" in str(caught.value)
+        assert THROWAWAY_PASSWORD not in str(caught.value)
+    with refusing_port() as sock:
+        host, port = sock.getsockname()[:2]
+        with pytest.raises(StoreOpenError, match="cannot connect to .*no connection"):
+            await PostgresStore.open(f"postgresql://sentry@{host}:{port}/x", options=options)
