@@ -34,6 +34,8 @@ from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState
 from sentry.admin.api import add_api, api_middlewares
+from sentry.admin.auth import AdminTokens
+from sentry.admin.console import add_console, console_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.admin.token import TokenFile
@@ -91,6 +93,7 @@ class Gateway:
     admin_app: web.Application | None = None
     root: Path = Path(".")
     token: TokenFile | None = None
+    readonly_token: TokenFile | None = None  # admin.readonly_token_file
     tls: dict[str, ssl.SSLContext] = field(default_factory=dict)  # "gateway.tls"/"admin.tls"
     log_file: LogFile | None = None
     reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -258,6 +261,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, **gate)
     gw.token = TokenFile(resolve(root, settings.admin.token_file))
     gw.admin_token = gw.token.token
+    if settings.admin.readonly_token_file is not None:
+        gw.readonly_token = TokenFile(resolve(root, settings.admin.readonly_token_file))
     gw.admin_app = _admin_app(gw)
     admin_runner = web.AppRunner(
         gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0
@@ -328,9 +333,20 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=[track_phases, *api_middlewares(gw.token or gw.admin_token)])
+    tokens = AdminTokens(gw.token or gw.admin_token, gw.readonly_token)
+    console = gw.settings.admin.console
+    app = web.Application(
+        middlewares=[
+            track_phases,
+            *api_middlewares(tokens),
+            *(console_middlewares() if console.enabled else ()),
+        ]
+    )
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
-    add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache))
+    ctx = AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache)
+    add_api(app, ctx)
+    if console.enabled:
+        add_console(app, ctx, tokens, console, secure=gw.settings.admin.tls.enabled)
     return app
 
 
