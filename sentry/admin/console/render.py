@@ -65,6 +65,15 @@ def _compact(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
 
 
+def _changes(before: Any, after: Any) -> str:
+    """An audit entry's before -> after, only what differs (``state: none -> allowed``)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return " → ".join(_compact(v) for v in (before, after) if v is not None)
+    keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    parts = [f"{k}: {_compact(before.get(k))} → {_compact(after.get(k))}" for k in keys]
+    return "; ".join(parts) or "(no difference)"
+
+
 def _words(values: Any) -> str:
     if not values:
         return "—"
@@ -80,7 +89,9 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(seg=_seg, qs=_qs, when=_when, compact=_compact, words=_words)
+    env.filters.update(
+        seg=_seg, qs=_qs, when=_when, compact=_compact, words=_words, changes=_changes
+    )
     return env
 
 
