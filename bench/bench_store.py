@@ -72,8 +72,7 @@ def associations(rng: random.Random) -> Iterator[Association]:
         seen = NOW - rng.randint(0, 30_000_000)
         linked = device < REGISTRY and user == device % MAILBOXES
         yield Association(
-            AssociationKey(f"{device:016X}", f"user{user}"),
-            domain="corp.example",
+            AssociationKey(f"{device:016X}", f"user{user}@corp.example"),
             device_type=rng.choice(TYPES),
             user_agent=rng.choice(AGENTS),
             protocol_version=rng.choice(("14.1", "16.1")),
@@ -88,6 +87,7 @@ def associations(rng: random.Random) -> Iterator[Association]:
             pool="exchange",
             backend_type="exchange",
             policy_fingerprint=rng.choice(("P1", "P2", None)),
+            verified_at=seen if rng.random() < 0.97 else None,
         )
 
 

@@ -15,9 +15,19 @@ admin API hands it the changes of an admin action. Rules it keeps:
 * When the store cannot be written, the request is decided again as "registry
   unreachable": known associations keep their last state and new ones follow
   the new-device-access preference (design §5.9). The gateway never forwards
-  by accident because a write failed.
+  by accident because a write failed. A store that knows it is failing
+  (``StoreUnavailable``, see ``store_watch``) refuses at once; it has logged
+  and counted the failure itself, so the request path does not, once per
+  request.
 * After every applied change, held long polls of the affected associations
   are re-evaluated and those no longer allowed are ended at once.
+* The proxy reports each forwarded request's upstream status
+  (``backend_answered``). The first one the backend *accepts* (2xx, 449 or
+  451: it authenticated the user; a 401 or any other answer is not
+  acceptance) makes the association verified and may establish its device's
+  backend type; that is one write, once per association. Unverified rows
+  not seen for ``unverified_expiry_seconds`` are removed by the periodic
+  loop (``expire_unverified``).
 """
 
 from __future__ import annotations
@@ -37,22 +47,36 @@ from sentry.observability import Metrics
 from sentry.policy import (
     Change,
     Decision,
+    DeleteAssociation,
     Forward,
     Outcome,
     RequestFacts,
     Snapshot,
     Touch,
     affected_keys,
+    backend_accepted,
     decide,
     evaluate,
+    expire_unverified,
     refresh,
 )
 from sentry.proxy.longpolls import LongPolls
-from sentry.store.base import Store
+from sentry.store.base import Store, StoreUnavailable
 
-__all__ = ["AccessState"]
+__all__ = ["ACCEPTED_STATUSES", "AccessState", "backend_accepts"]
 
 log = structlog.get_logger("sentry.access")
+
+ACCEPTED_STATUSES = frozenset({449, 451})
+"""Non-2xx answers that still prove the backend authenticated the user:
+provisioning required, and a redirect to the mailbox's server."""
+
+
+def backend_accepts(http_status: int) -> bool:
+    """Whether an upstream answer shows the backend accepted the credentials
+    (2xx, 449, 451). A 401 is the backend refusing them; 5xx, 403 and the
+    rest prove nothing, so they never verify an association."""
+    return 200 <= http_status < 300 or http_status in ACCEPTED_STATUSES
 
 
 class AccessState:
@@ -66,6 +90,7 @@ class AccessState:
         *,
         clock: Callable[[], float] = time.time,
         touch_flush_seconds: float = 5.0,
+        unverified_expiry_seconds: float = 86400.0,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
@@ -75,6 +100,7 @@ class AccessState:
         self._lock = asyncio.Lock()
         self._touches: dict[AssociationKey, Touch] = {}
         self._flush_every = touch_flush_seconds
+        self._expiry = unverified_expiry_seconds
         self._flusher: asyncio.Task[None] | None = None
         self._ended = 0  # held polls ended by revocation, ever
 
@@ -91,9 +117,9 @@ class AccessState:
             durable = _durable(outcome.changes)
             try:
                 await self._commit(durable)
-            except Exception:
-                self.metrics.store_errors.inc()
-                log.exception("store_write_failed", during="request")
+            except Exception as exc:
+                if not isinstance(exc, StoreUnavailable):
+                    log.exception("store_write_failed", during="request")
                 unreachable = replace(facts, registry_reachable=False)
                 return decide(
                     request, unreachable, self.snapshot, self.snapshot.prefs, self.clock()
@@ -108,7 +134,11 @@ class AccessState:
 
         Revocation comes right after the write that causes it, before the
         refreshed decisions (derived data) are written: a block reaches a held
-        Ping one transaction sooner."""
+        Ping one transaction sooner. Only the first write decides success: if
+        the store fails on the second, the refreshed decisions are still
+        recorded in memory (they follow from what is durable and are derived
+        again at the next request), so the "registry unreachable" decisions
+        that follow, which use the recorded decision, agree with the change."""
         if not changes:
             return set()
         keys = affected_keys(changes, self.snapshot)
@@ -117,7 +147,8 @@ class AccessState:
         self._revoke(keys)
         moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
         if moved:
-            await self.store.apply(moved)
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.apply(moved)
             self.snapshot.apply(moved)
         return keys
 
@@ -127,6 +158,35 @@ class AccessState:
             self.snapshot.apply(touches)
             for t in touches:
                 self._touches[t.key] = t
+
+    async def backend_answered(self, key: AssociationKey, http_status: int) -> None:
+        """The backend answered a request forwarded for ``key``: the first
+        accepted answer verifies the row (and may establish its device's
+        backend type, ending held polls of rows that thereby mix types)."""
+        if not backend_accepts(http_status):
+            return
+        row = self.snapshot.get(key)
+        if row is None or row.verified_at is not None:
+            return  # the usual case: no write
+        async with self._lock:
+            changes = backend_accepted(self.snapshot, key, self.clock())
+            try:
+                await self._commit(changes)
+            except Exception:
+                self.metrics.store_errors.inc()
+                log.exception("store_write_failed", during="verification")
+
+    async def expire_unverified(self) -> int:
+        """Remove unverified rows not seen for the configured time; return how many."""
+        if self._expiry <= 0 or not self.snapshot.unverified():
+            return 0
+        async with self._lock:
+            changes = expire_unverified(self.snapshot, self.clock(), self._expiry)
+            await self._commit(changes)
+        expired = sum(1 for c in changes if isinstance(c, DeleteAssociation))
+        if expired:
+            log.info("unverified_expired", count=expired, max_age_seconds=self._expiry)
+        return expired
 
     # -- admin ------------------------------------------------------------------
 
@@ -173,9 +233,9 @@ class AccessState:
         batch, self._touches = list(self._touches.values()), {}
         try:
             await self.store.apply(batch)
-        except Exception:
-            self.metrics.store_errors.inc()
-            log.exception("store_write_failed", during="touch_flush")
+        except Exception as exc:
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("store_write_failed", during="touch_flush")
             for t in batch:
                 self._touches.setdefault(t.key, t)
             return 0
@@ -185,6 +245,11 @@ class AccessState:
         while True:
             await asyncio.sleep(self._flush_every)
             await self.flush_touches()
+            try:
+                await self.expire_unverified()
+            except Exception:
+                self.metrics.store_errors.inc()
+                log.exception("store_write_failed", during="expire_unverified")
             self.publish_counts()
 
     def publish_counts(self) -> None:

@@ -3,16 +3,24 @@
 ``start_gateway`` is used by ``sentry run``, by the tests (port 0, read back)
 and by bench/. It first checks every file the configuration points at
 (``preflight``: certificates, log file, store path, token; a problem is a
-``StartupError`` naming its key), then opens the store and loads the snapshot,
+``StartupError`` naming its key), then opens the store (a ``StoreOpenError``,
+also a ``StartupError`` naming ``store.path``, when the file cannot be used:
+locked by another gateway, damaged, read-only...), puts it under watch
+(``store_watch``: a store that stops keeping changes durably makes the gateway
+"registry unreachable" and not ready) and loads the snapshot,
 makes the pools and routing of the configuration current in it (the
 configuration is the source of truth for backends; each preference an admin
 set survives restarts, the others follow the file; the ``preferences`` start
-event says which came from where), starts the upstream sessions and health
-checks, the optional demo backends, the device listener (TLS unless disabled)
-and the admin listener (TLS optional; a warning when it is not on loopback).
-``Gateway.stop`` shuts down gracefully: stop accepting, end held polls
-cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and reloads on
-SIGHUP (``sentry.reload``).
+event says which came from where), re-keys the stored principals when the
+configured realms changed (rows that collapse into one key are merged and
+logged; users that would collapse stop the start with a ``StartupError`` on
+``identity.realms``) and derives the established backend types rows from
+before they were recorded lack (``_reconcile_identity``), starts the upstream
+sessions and health checks, the optional demo backends, the device listener
+(TLS unless disabled) and the admin listener (TLS optional; a warning when it
+is not on loopback). ``Gateway.stop`` shuts down gracefully: stop accepting,
+end held polls cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and
+reloads on SIGHUP (``sentry.reload``).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import ipaddress
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +41,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState
-from sentry.admin.api import add_api, api_middlewares
+from sentry.admin.api import SERVER_LIMITS, add_api, api_middlewares
 from sentry.admin.auth import AdminTokens
 from sentry.admin.console import add_console, console_middlewares
 from sentry.admin.context import AdminContext
@@ -43,12 +51,26 @@ from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
 from sentry.errors import StartupError
-from sentry.model import Pool, Preferences, Routing
+from sentry.files import loose_mode
+from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
-from sentry.policy import PutPool, PutPreferences, PutRouting
+from sentry.policy import (
+    AppendHistory,
+    ConflictError,
+    PutAssociation,
+    PutPool,
+    PutPreferences,
+    PutRealms,
+    PutRouting,
+    Snapshot,
+    affected_keys,
+    realm_changes,
+    refresh,
+)
 from sentry.policy.audit import plain
 from sentry.policy.changes import Change
+from sentry.policy.established import missing_types
 from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
@@ -60,8 +82,9 @@ from sentry.proxy.headers import ClientAddress
 from sentry.proxy.redirects import RedirectCache, Redirector
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import ListenSettings, PreferenceSettings, Settings, TlsSettings
-from sentry.store.base import Store
-from sentry.store.factory import open_store
+from sentry.store.base import Store, StoreOpenError, StoreUnavailable
+from sentry.store.factory import open_and_load, store_path
+from sentry.store_watch import WatchedStore
 
 __all__ = [
     "Gateway",
@@ -82,7 +105,7 @@ class Gateway:
 
     settings: Settings
     metrics: Metrics
-    store: Store
+    store: WatchedStore
     state: AccessState
     upstreams: Upstreams
     proxy_url: str = ""
@@ -133,6 +156,39 @@ def config_changes(settings: Settings, stored: Preferences) -> list[Change]:
     if wanted != stored:
         changes.append(PutPreferences(wanted))
     return changes
+
+
+async def _reconcile_identity(store: Store, snapshot: Snapshot, realms: Realms, now: float) -> None:
+    """Re-key under the configured realms, then derive missing backend types;
+    each step is one transaction followed by the decisions it moved."""
+    try:
+        rekey = realm_changes(snapshot, realms, now)
+    except ConflictError as exc:
+        raise StartupError("identity.realms", exc.message) from None
+    if rekey:
+        await _apply_and_refresh(store, snapshot, rekey, now)
+        rows = [c.association.key for c in rekey if isinstance(c, PutAssociation)]
+        for change in rekey:
+            if isinstance(change, AppendHistory) and change.event.detail.get("merged"):
+                log.warning("associations_merged", key=list(change.key), merged=change.event.detail)
+        if len(rekey) > 1:  # more than recording the realms: something moved
+            names = [r.name for r in realms.realms]
+            log.info("principals_rekeyed", realms=names, rows=len(rows))
+    derived = missing_types(snapshot, now)
+    if derived:
+        await _apply_and_refresh(store, snapshot, derived, now)
+        log.info("backend_types_derived", scopes=len(derived))
+
+
+async def _apply_and_refresh(
+    store: Store, snapshot: Snapshot, changes: Sequence[Change], now: float
+) -> None:
+    keys = affected_keys([c for c in changes if not isinstance(c, PutRealms)], snapshot)
+    await store.apply(changes)
+    snapshot.apply(changes)
+    moved = refresh(keys, snapshot, snapshot.prefs, now)
+    await store.apply(moved)
+    snapshot.apply(moved)
 
 
 def preferences_of(p: PreferenceSettings) -> Preferences:
@@ -201,18 +257,26 @@ async def start_gateway(
     for warning in report.warnings:
         log.warning("startup_warning", problem=warning)
     metrics = Metrics(registry or CollectorRegistry())
-    store = await open_store(settings.store, root=root)
-    snapshot = await store.load()
+    opened, snapshot = await open_and_load(settings.store, root=root)
     changes = config_changes(settings, snapshot.prefs)
-    await store.apply(changes)
+    await _apply_at_start(opened, changes, settings, root)
     snapshot.apply(changes)
+    try:
+        await _reconcile_identity(opened, snapshot, settings.identity.to_realms(), clock())
+    except BaseException:
+        await opened.close()
+        raise
     _log_preferences(settings, snapshot.prefs)
+    store = WatchedStore(
+        opened, metrics, interval=settings.store.check_interval_seconds, clock=clock
+    )
     state = AccessState(
         store,
         snapshot,
         metrics,
         clock=clock,
         touch_flush_seconds=settings.store.touch_flush_seconds,
+        unverified_expiry_seconds=settings.store.unverified_expiry_seconds,
     )
     upstreams = Upstreams(settings.pools, metrics)
     r = settings.gateway.redirects
@@ -228,10 +292,32 @@ async def start_gateway(
     return gw
 
 
+async def _apply_at_start(
+    store: Store, changes: list[Change], settings: Settings, root: Path
+) -> None:
+    """The configuration's changes; a store that cannot take them cannot start."""
+    try:
+        await store.apply(changes)
+    except StoreUnavailable as exc:
+        await store.close()
+        where = store_path(settings.store, root=root)
+        raise StoreOpenError(f"{where} cannot be written: {exc.problem.detail}") from None
+    if settings.store.kind == "sqlite":
+        _warn_loose_mode(store_path(settings.store, root=root))
+
+
+def _warn_loose_mode(path: Path) -> None:
+    """A state file others may read (made before files were created 0600)."""
+    mode = loose_mode(path)
+    if mode is not None:
+        log.warning("file_mode_loose", path=str(path), mode=f"{mode:04o}", fix=f"chmod 600 {path}")
+
+
 async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     if settings.demo.enabled:
         await _start_demo(settings, gw)
     await gw.upstreams.start()
+    gw.store.start()
     gw.state.start()
     g = settings.gateway
     gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)
@@ -265,7 +351,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         gw.readonly_token = TokenFile(resolve(root, settings.admin.readonly_token_file))
     gw.admin_app = _admin_app(gw)
     admin_runner = web.AppRunner(
-        gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0, **SERVER_LIMITS
     )
     gw.runners.append(admin_runner)
     a = settings.admin
@@ -322,6 +408,9 @@ def _small_tls_buffers() -> None:
 def _readiness(gw: Gateway) -> Callable[[], list[str]]:
     def problems() -> list[str]:
         out = []
+        status = gw.store.status
+        if status.problem is not None:
+            out.append(f"store {status.problem.fault.value}: {status.problem.detail}")
         for pool in gw.upstreams.pools.values():
             if not any(s.healthy for s in pool.servers):
                 out.append(f"pool {pool.name}: no healthy server")
@@ -367,8 +456,12 @@ def demo_banner(gw: Gateway) -> str:
     lines += [
         "  try (syncs alice's Inbox through the gateway):",
         f"    {cmd} {gw.proxy_url} --user alice --password alice-pw",
+        "  the same mailbox, spelled as its realm allows (one association: alice@example.com):",
+        f"    {cmd} {gw.proxy_url} --user 'EXAMPLE\\alice' --password alice-pw",
         "  then a gmail-type mailbox on the same phone (fails closed: one backend type a device):",
-        f"    {cmd} {gw.proxy_url} --user carol --password carol-pw",
+        f"    {cmd} {gw.proxy_url} --user carol@gmail.example --password carol-pw",
+        "  the admin list shows both, with their realms (token in the file above):",
+        "    .venv/bin/sentry admin list",
         "",
     ]
     return "\n".join(lines)

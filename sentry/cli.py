@@ -35,6 +35,7 @@ from sentry.eas.request import EasRequest, parse_request
 from sentry.eas.wbxml import decode, encode
 from sentry.eas.xmlform import from_xml, to_xml
 from sentry.errors import StartupError
+from sentry.model import NO_REALMS
 
 __all__ = ["CliError", "HelpFormatter", "StartupError", "build_parser", "main"]
 
@@ -189,6 +190,9 @@ def _add_eas(subparsers: Subparsers) -> None:
     )
     query.add_argument("--method", default="POST", help="HTTP method (default POST)")
     query.add_argument("--json", action="store_true", help="print JSON instead of key: value")
+    query.add_argument(
+        "--config", metavar="FILE", help="key the user under this configuration's identity.realms"
+    )
     query.set_defaults(handler=_eas_query)
 
 
@@ -203,7 +207,15 @@ def _parse_headers(lines: Sequence[str]) -> dict[str, str]:
 
 
 def _eas_query(args: argparse.Namespace) -> int:
-    request = parse_request(args.method, args.query, _parse_headers(args.header))
+    realms = NO_REALMS
+    if args.config is not None:
+        from sentry.settings import SettingsError, load_settings
+
+        try:
+            realms = load_settings(args.config).identity.to_realms()
+        except SettingsError as exc:
+            raise CliError(str(exc)) from None
+    request = parse_request(args.method, args.query, _parse_headers(args.header), realms)
     fields = _request_fields(request)
     if args.json:
         print(json.dumps(fields, indent=2))

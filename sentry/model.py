@@ -7,9 +7,11 @@ the policy can compare "before" and "after" and emit only what changed.
 - ``User`` and ``Device`` are the registry side (EPMM, LDAP, local entries).
 - ``Association`` is one row of the ActiveSync list, keyed by
   ``AssociationKey(device_id, user)``: the canonical EAS DeviceId (upper-case)
-  and the canonical mailbox principal (``canonical_principal``). It is built
-  to be held a million times in memory: slotted, no per-row dicts, the rare
-  parts (override, DeviceInformation) as optional sub-values.
+  and the canonical mailbox principal (``canonical_principal`` under the
+  configured ``Realms``, see ``sentry.principals``). It is built to be held a
+  million times in memory: slotted, no per-row dicts, the rare parts
+  (override, DeviceInformation) as optional sub-values.
+- ``EstablishedType`` records the one backend type a device is on.
 - ``Pool``/``Routing`` route a mailbox to a backend; ``Preferences`` are the
   operator's switches; ``ExchangeSetting``/``Label`` push extra mailboxes to
   devices (resolved by ``sentry.policy.templates.resolve_pushed_mailboxes``).
@@ -27,14 +29,19 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from .principals import NO_REALMS, Realm, Realms, canonical_principal, principal_domain
+
 __all__ = [
     "BACKEND_TYPES",
     "DEFAULT_SETTING_PRIORITY",
+    "NO_REALMS",
+    "THROWAWAY_DEVICE_IDS",
     "Association",
     "AssociationKey",
     "AuditEntry",
     "Device",
     "DeviceInformation",
+    "EstablishedType",
     "ExchangeSetting",
     "HistoryEvent",
     "Label",
@@ -44,6 +51,8 @@ __all__ = [
     "Platform",
     "Pool",
     "Preferences",
+    "Realm",
+    "Realms",
     "Reason",
     "RefusalStyle",
     "Routing",
@@ -54,31 +63,19 @@ __all__ = [
     "WipeStatus",
     "canonical_device_id",
     "canonical_principal",
+    "principal_domain",
 ]
-
-
-def canonical_principal(raw: str) -> tuple[str, str | None]:
-    """``DOMAIN\\user``, ``user@domain`` or ``user`` -> ``(key, domain)``.
-
-    The key is the account name case-folded, without the NetBIOS domain (split
-    at the last backslash) or the UPN/SMTP suffix (split at the last ``@``).
-    The domain is the NetBIOS domain when present, else the suffix, lower-cased,
-    or None. The key is ``""`` when no account name is left (``"CORP\\"``).
-    This is the one rule for request users, admin input and pushed mailboxes.
-    """
-    name, domain = raw.strip(), None
-    if "\\" in name:
-        netbios, _, name = name.rpartition("\\")
-        domain = netbios.strip().lower() or None
-    if "@" in name:
-        name, _, suffix = name.rpartition("@")
-        domain = domain or suffix.strip().lower() or None
-    return name.strip().casefold(), domain
 
 
 def canonical_device_id(raw: str) -> str:
     """An EAS DeviceId in its canonical form: stripped and upper-cased."""
     return raw.strip().upper()
+
+
+THROWAWAY_DEVICE_IDS: frozenset[str] = frozenset({"VALIDATE", "WEBSERVICE"})
+"""Canonical DeviceIds that many phones share (account validation, eas-protocol.md
+§6.2): their associations are listed and blockable, but never counted for limits
+nor establishing a backend type."""
 
 
 # --- Vocabulary ---
@@ -161,7 +158,12 @@ DEFAULT_SETTING_PRIORITY = 100
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A directory entry; ``principal`` is canonical (see ``canonical_principal``)."""
+    """A directory entry; ``principal`` is canonical (see ``canonical_principal``).
+
+    The user's known names are the principal, the email address and ``aliases``
+    (canonical principals): a request or an admin naming any of them means this
+    user (``Snapshot.principal_of``).
+    """
 
     principal: str
     email: str = ""
@@ -171,12 +173,15 @@ class User:
     custom2: str | None = None
     custom3: str | None = None
     custom4: str | None = None
+    aliases: frozenset[str] = frozenset()
     mail_domain: str | None = field(default=None, init=False, repr=False, compare=False)
     """The domain of ``email``, lower-cased (derived; routing reads it per request)."""
 
     def __post_init__(self) -> None:
-        _, at, domain = self.email.rpartition("@")
-        object.__setattr__(self, "mail_domain", (domain.strip().lower() or None) if at else None)
+        address = canonical_principal(self.email) if self.email else None
+        object.__setattr__(
+            self, "mail_domain", None if address is None else principal_domain(address)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,14 +347,16 @@ class Association:
 
     ``device``/``unlinked``: the linked managed device, or why there is none.
     ``verdict``/``reasons``/``violations``/``pool``/``backend_type``: the last
-    decision. ``domain`` is the mailbox domain the client sent, for routing.
-    A row an admin pre-approved has not been seen yet: ``last_seen`` is 0.0
-    (``never_seen``) and ``first_seen`` is the time of the approval, which
-    holds its place for the limits.
+    decision. The routing domain follows from the key (``principal_domain``):
+    no request can change it. ``verified_at``: when the backend first accepted
+    a forwarded request of this row; None while it is *unverified* (only 401s
+    so far, or never forwarded), which is never counted for limits nor
+    establishing a device's backend type. A row an admin pre-approved has not
+    been seen yet: ``last_seen`` is 0.0 (``never_seen``) and ``first_seen`` is
+    the time of the approval.
     """
 
     key: AssociationKey
-    domain: str | None = None
     device_type: str = ""
     user_agent: str | None = None
     protocol_version: str | None = None
@@ -368,11 +375,42 @@ class Association:
     wipe: WipeStatus = WipeStatus.NONE
     policy_fingerprint: str | None = None
     ambiguous_policy: bool = False
+    verified_at: float | None = None
+
+    @property
+    def throwaway(self) -> bool:
+        """Whether the DeviceId is one many phones share (``THROWAWAY_DEVICE_IDS``)."""
+        return self.key.device_id in THROWAWAY_DEVICE_IDS
+
+    @property
+    def counted(self) -> bool:
+        """Whether the row counts for the limits (verified, not a throwaway DeviceId)."""
+        return self.verified_at is not None and self.key.device_id not in THROWAWAY_DEVICE_IDS
 
     @property
     def never_seen(self) -> bool:
         """Pre-approved by an admin, no request from the device yet."""
         return self.last_seen == 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EstablishedType:
+    """The backend type a device is established on (design.md §4 row 3).
+
+    ``scope`` is ``device:<managed device id>`` for a registered device (all
+    its EAS DeviceIds) or ``eas:<DeviceId>`` for an unregistered DeviceId.
+    ``key`` is the association whose first accepted request set it (None when
+    an administrator set it, with ``actor`` and ``note``). It stays when that
+    association is removed; it goes when the device has no association left
+    or an administrator resets it.
+    """
+
+    scope: str
+    backend_type: str
+    at: float
+    key: AssociationKey | None = None
+    actor: str | None = None
+    note: str = ""
 
 
 # --- Append-only records ---

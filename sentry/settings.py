@@ -7,6 +7,12 @@ start-up with a ``SettingsError`` naming the key path (``pools[1].servers[0]:
 not an http(s) URL``); unknown keys are errors too, so a typo never passes
 silently. Only this module reads configuration files; components receive their
 own section.
+
+Principals in the file (``routing.users`` keys) are canonicalised by the one
+rule (``sentry.model.canonical_principal``) under ``identity``'s realms, and
+``routing.domains`` keys are mapped to their realm, when the file is read: the
+settings hold canonical keys, and two keys naming one principal (or realm) are
+an error naming both key paths.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
+
+from sentry.model import Realm, Realms
 
 __all__ = [
     "SIGNATURE_ALGORITHMS",
@@ -39,6 +47,7 @@ __all__ = [
     "LoggingSettings",
     "OAuthSettings",
     "PreferenceSettings",
+    "RealmSettings",
     "RedirectSettings",
     "RoutingSettings",
     "Settings",
@@ -141,6 +150,22 @@ class StoreSettings:
     kind: Literal["sqlite", "memory"] = "sqlite"
     path: str = "var/sentry.db"
     touch_flush_seconds: float = 5.0
+    unverified_expiry_seconds: float = 86400.0  # 0: unverified associations never expire
+    check_interval_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class RealmSettings:
+    """One realm: how its principals are written (``name``), its UPN/SMTP
+    suffixes and its NetBIOS domain names."""
+
+    name: str
+    suffixes: tuple[str, ...] = ()
+    netbios: tuple[str, ...] = ()
+
+
+def _lower(text: str) -> str:
+    return text.strip().casefold().rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -206,9 +231,22 @@ class OAuthSettings:
 
 @dataclass(frozen=True)
 class IdentitySettings:
-    """Who a request is for: OAuth token validation (None: Bearer is refused)."""
+    """Who a request is for: the realms principals are canonical under (the
+    realm of bare names), and OAuth token validation (None: Bearer is refused)."""
 
     oauth: OAuthSettings | None = None
+    realms: tuple[RealmSettings, ...] = ()
+    default_realm: str | None = None  # the realm of bare names
+
+    def to_realms(self) -> Realms:
+        """The model's ``Realms`` (the settings were validated: this cannot fail)."""
+        return Realms(
+            tuple(
+                Realm(r.name, frozenset(map(_lower, r.suffixes)), frozenset(map(_lower, r.netbios)))
+                for r in self.realms
+            ),
+            self.default_realm,
+        )
 
 
 @dataclass(frozen=True)
@@ -286,6 +324,7 @@ def settings_from_mapping(data: Any, source: str = "<settings>") -> Settings:
     try:
         settings: Settings = _build(Settings, data, "")
         _check_references(settings)
+        settings = settings_identity.canonical_routing(settings)
     except SettingsError as exc:
         raise SettingsError(f"{source}: {exc}") from None
     return settings
@@ -392,6 +431,14 @@ def _validate(obj: Any, path: str) -> None:
         _validate_header_limits(obj, path)
     if isinstance(obj, StoreSettings):
         _positive(_join(path, "touch_flush_seconds"), obj.touch_flush_seconds)
+        _positive(
+            _join(path, "unverified_expiry_seconds"), obj.unverified_expiry_seconds, allow_zero=True
+        )
+        _positive(_join(path, "check_interval_seconds"), obj.check_interval_seconds)
+    if isinstance(obj, RealmSettings):
+        settings_identity.validate_realm(obj, path)
+    if isinstance(obj, IdentitySettings):
+        settings_identity.validate_identity(obj, path)
     if isinstance(obj, RedirectSettings):
         _validate_redirects(obj, path)
     if isinstance(obj, OAuthSettings):
@@ -521,3 +568,6 @@ def _check_references(s: Settings) -> None:
     for where, pool_name in routes:
         if pool_name is not None and pool_name not in names:
             raise SettingsError(f"{where}: no pool named {pool_name!r}")
+
+
+from sentry import settings_identity  # noqa: E402  (it uses SettingsError, defined above)

@@ -105,7 +105,7 @@ def test_eas_query_listing(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines["protocol_version"] == "14.1"
     assert lines["device_id"] == "ABC123"
     assert lines["policy_key"] == "1234567890"
-    assert lines["user_key"] == "jdoe"
+    assert lines["user_key"] == "jdoe@example.com"  # no realm configured: the UPN as sent
     assert lines["params"] == "SaveInSent=T"
     assert lines["user_agent"] == "-"
 
@@ -124,11 +124,27 @@ def test_eas_query_json_with_headers(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     fields = json.loads(out)
     assert fields["protocol_version"] == "14.0"
-    assert fields["user_key"] == "jdoe"
+    assert fields["user_key"] == "corp\\jdoe"  # no realm configured: NetBIOS domain kept
     assert fields["user_domain"] == "corp"
     assert fields["user_source"] == "authorization"
     assert fields["is_throwaway_device"] is True
     assert "secret" not in out
+
+
+def test_eas_query_keys_the_user_under_the_configured_realms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "sentry.yaml"
+    config.write_text(
+        "identity:\n"
+        "  realms: [{name: example.com, netbios: [CORP]}]\n"
+        "  default_realm: example.com\n"
+    )
+    basic = "Authorization: Basic Q09SUFxKRG9lOnNlY3JldA=="  # CORP\JDoe:secret
+    argv = ["eas", "query", "?Cmd=Sync&DeviceId=d1&DeviceType=x", "--header", basic]
+    assert main([*argv, "--config", str(config), "--json"]) == 0
+    fields = json.loads(capsys.readouterr().out)
+    assert (fields["user_key"], fields["user_domain"]) == ("jdoe@example.com", "example.com")
 
 
 def test_eas_query_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,15 +1,14 @@
-"""The domain model: canonical keys, routing order, coercions, immutability, exports."""
+"""The domain model: canonical keys, routing order, coercions, immutability, exports.
+
+(The principal rule has its own tests: ``tests/test_principals.py``.)"""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import sentry.model as model
-from sentry.eas.identity import identity_from_name
 from sentry.model import (
     Device,
     DeviceInformation,
@@ -20,36 +19,7 @@ from sentry.model import (
     Routing,
     User,
     canonical_device_id,
-    canonical_principal,
 )
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("jdoe", ("jdoe", None)),
-        ("CORP\\JDoe", ("jdoe", "corp")),
-        ("JDoe@Corp.Example", ("jdoe", "corp.example")),
-        ("CORP\\jdoe@corp.example", ("jdoe", "corp")),
-        ("a\\b\\Carl", ("carl", "a\\b")),
-        ("first.last@sub@corp.example", ("first.last@sub", "corp.example")),
-        ("  Straße@X  ", ("strasse", "x")),
-        ("CORP\\", ("", "corp")),
-        ("@corp.example", ("", "corp.example")),
-    ],
-)
-def test_canonical_principal(raw, expected):
-    assert canonical_principal(raw) == expected
-
-
-@given(st.text(alphabet=st.sampled_from("aB\\@ .Éß_-"), max_size=12))
-def test_canonical_principal_agrees_with_the_request_parser(raw):
-    identity = identity_from_name(raw)
-    key, domain = canonical_principal(raw)
-    if identity is None:
-        assert key == ""
-    else:
-        assert (identity.key, identity.domain) == (key, domain)
 
 
 def test_canonical_device_id():
@@ -116,3 +86,14 @@ def test_device_information_cleans_client_text():
     assert info.model is None
     assert info.friendly_name == "Bob\ufffds\ufffdphone"
     assert info.os == "iOS 17"
+
+
+def test_throwaway_and_counted_rows():
+    from sentry.model import Association, AssociationKey
+
+    row = Association(AssociationKey("VALIDATE", "alice"))
+    assert row.throwaway and not row.counted
+    assert not Association(AssociationKey("DEV1", "alice")).counted  # unverified
+    verified = Association(AssociationKey("DEV1", "alice"), verified_at=1.0)
+    assert verified.counted and not verified.throwaway
+    assert not dataclasses.replace(row, verified_at=1.0).counted  # throwaway: never counted

@@ -178,3 +178,82 @@ def test_any_document_gives_settings_or_a_settings_error(doc: object) -> None:
         settings_from_mapping(doc)
     except SettingsError as exc:
         assert str(exc).startswith("<settings>: ") or "no pool named" in str(exc)
+
+
+# --- identity.realms and the canonical routing keys ---
+
+REALMS = {
+    "realms": [
+        {"name": "example.com", "suffixes": ["Corp.Example.com"], "netbios": ["CORP"]},
+        {"name": "gmail.example"},
+    ],
+    "default_realm": "example.com",
+}
+POOLS = [
+    {"name": "exchange", "type": "exchange", "servers": ["http://a"]},
+    {"name": "gmail", "type": "gmail", "servers": ["http://b"]},
+]
+
+
+def test_realms_and_canonical_routing_keys() -> None:
+    s = settings_from_mapping(
+        {
+            "identity": REALMS,
+            "pools": POOLS,
+            "routing": {
+                "users": {"CORP\\Vip": "gmail", "carol@Gmail.Example": "gmail"},
+                "domains": {"CORP": "exchange", "gmail.example": "gmail", "Other.Example": "gmail"},
+            },
+        }
+    )
+    realms = s.identity.to_realms()
+    assert realms.default == "example.com" and realms.by_suffix("corp.example.com") == "example.com"
+    assert s.routing.users == {"vip@example.com": "gmail", "carol@gmail.example": "gmail"}
+    assert s.routing.domains == {
+        "example.com": "exchange",
+        "gmail.example": "gmail",
+        "other.example": "gmail",
+    }
+    assert s.store.unverified_expiry_seconds == 86400.0
+
+
+def test_without_realms_routing_keys_stay_as_written_but_lower_case() -> None:
+    s = settings_from_mapping({"pools": POOLS, "routing": {"users": {"CORP\\Vip": "gmail"}}})
+    assert s.routing.users == {"corp\\vip": "gmail"}
+
+
+@pytest.mark.parametrize(
+    ("identity", "routing", "message"),
+    [
+        (REALMS, {"users": {"CORP\\john": "gmail", "john": "exchange"}}, "routing.users.john: "),
+        (REALMS, {"users": {"CORP\\": "gmail"}}, "routing.users.CORP\\: names no principal"),
+        (REALMS, {"domains": {"corp": "gmail", "example.com": "exchange"}}, "routing.domains."),
+        ({"realms": [{"name": "Example.com"}]}, {}, "identity.realms[0].name: 'Example.com'"),
+        ({"realms": [{"name": "a", "suffixes": ["b c"]}]}, {}, "identity.realms[0].suffixes[0]"),
+        ({"realms": [{"name": "a", "netbios": ["C.D"]}]}, {}, "identity.realms[0].netbios[0]"),
+        (
+            {"realms": [{"name": "a", "suffixes": ["x.example"]}, {"name": "x.example"}]},
+            {},
+            "identity.realms[1].name: 'x.example' already names realm 'a'",
+        ),
+        (
+            {"realms": [{"name": "a", "netbios": ["CORP"]}, {"name": "b", "netbios": ["corp"]}]},
+            {},
+            "identity.realms[1].netbios[0]",
+        ),
+        ({"realms": [{"name": "a"}, {"name": "a"}]}, {}, "identity.realms[1].name: duplicate"),
+        ({"realms": [{"name": "a"}], "default_realm": "b"}, {}, "identity.default_realm: no realm"),
+    ],
+)
+def test_bad_identity_settings_name_the_key_path(
+    identity: dict[str, object], routing: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_mapping({"identity": identity, "pools": POOLS, "routing": routing})
+    assert message in str(caught.value)
+
+
+def test_unverified_expiry_may_be_zero_but_not_negative() -> None:
+    assert settings_from_mapping({"store": {"unverified_expiry_seconds": 0}}).store
+    with pytest.raises(SettingsError, match=r"store\.unverified_expiry_seconds"):
+        settings_from_mapping({"store": {"unverified_expiry_seconds": -1}})

@@ -42,7 +42,6 @@ class ActionOptions:
     actor: str
     account_only: bool = False  # wipe
     device: str = ""  # link: the managed device id
-    domain: str | None = None  # preapprove: the mailbox domain the admin gave
 
 
 def build_action(
@@ -57,7 +56,7 @@ def build_action(
     if opts.action == "reset":
         return policy.reset(snapshot, key, note=note, actor=actor, now=now)
     if opts.action == "preapprove":
-        return policy.preapprove(snapshot, key, opts.domain, note=note, actor=actor, now=now)
+        return policy.preapprove(snapshot, key, note=note, actor=actor, now=now)
     if opts.action == "wipe":
         only = opts.account_only
         return policy.wipe(snapshot, key, account_only=only, note=note, actor=actor, now=now)

@@ -5,11 +5,12 @@ document itself; ``add_api`` registers exactly those, each behind one
 pipeline: check the path, query and body against the route's specs
 (``schema.py``), take the actor from ``X-Sentry-Actor`` (default
 ``"admin"``), call the handler with a ``Call``, answer JSON. The error
-middleware is the one place where ``ApiError``, the policy's ``AdminError``
-and aiohttp's own 404/405/413 become ``{"error": ..., "fields": ...}``
-answers; the auth middleware runs before it, so nothing under ``/api/``
-answers without the token, not even a 404. A changing route called with the
-read-only token is refused (403) before its handler runs.
+middleware is the one place where ``ApiError``, the policy's ``AdminError``,
+the store's ``StoreUnavailable`` (503: nothing was changed) and aiohttp's own
+404/405/413 become ``{"error": ..., "fields": ...}`` answers; the auth
+middleware runs before it, so nothing under ``/api/`` answers without the
+token, not even a 404. A changing route called with the read-only token is
+refused (403) before its handler runs.
 
 ``invoke`` is the same pipeline without HTTP: the web console
 (``sentry.admin.console``) calls the API through it, by method and URL, so a
@@ -32,18 +33,33 @@ from aiohttp.typedefs import Middleware
 
 from sentry.buildinfo import version
 from sentry.policy import PolicyError
+from sentry.store.base import StoreUnavailable
 
-from . import associations, audit, directory, exports, prefs, push, redirects
+from . import (
+    associations,
+    audit,
+    backend_types,
+    directory,
+    exports,
+    prefs,
+    push,
+    redirects,
+    storeview,
+)
 from .auth import AdminTokens, Role, bearer_auth, is_api_path, role_of_request
 from .context import AdminContext
-from .errors import ApiError, BadRequest, Forbidden, NotFound, from_policy
+from .errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable, from_policy
 from .schema import Call, Fields, Route, openapi_document, parse_body, parse_path, parse_query
 from .token import TokenFile
 from .views import SCHEMAS
 
 __all__ = [
     "ADMIN_CONTEXT",
+    "MAX_BODY_BYTES",
+    "MAX_DEPTH",
+    "MAX_LINE_BYTES",
     "ROUTES",
+    "SERVER_LIMITS",
     "add_api",
     "api_error",
     "api_middlewares",
@@ -58,6 +74,17 @@ log = structlog.get_logger("sentry.admin")
 ADMIN_CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
 ACTOR_HEADER = "X-Sentry-Actor"
 _MAX_ACTOR = 128
+MAX_BODY_BYTES = 1024**2
+"""The largest request body (aiohttp's ``client_max_size``, its default): 413 beyond."""
+MAX_DEPTH = 32
+"""The deepest nesting of arrays and objects a JSON body may have."""
+MAX_LINE_BYTES = 64 * 1024
+"""The longest request line the admin listener reads (aiohttp's default is 8190):
+long enough for every URL the document allows (a test checks it), so a valid
+request never meets the HTTP parser's plain-text 400."""
+SERVER_LIMITS: dict[str, Any] = {"max_line_size": MAX_LINE_BYTES}
+"""Keyword arguments for the admin listener's ``web.AppRunner``."""
+_TOO_DEEP = object()
 
 
 async def _get_openapi(call: Call) -> dict[str, Any]:
@@ -77,10 +104,12 @@ ROUTES: tuple[Route, ...] = (
     *exports.ROUTES,
     *associations.ROUTES,
     *directory.ROUTES,
+    *backend_types.ROUTES,
     *push.ROUTES,
     *prefs.ROUTES,
     *audit.ROUTES,
     *redirects.ROUTES,
+    *storeview.ROUTES,
     _OPENAPI,
 )
 """Every admin API route: what is served is what is documented."""
@@ -98,10 +127,33 @@ def api_middlewares(token: str | TokenFile | AdminTokens) -> list[Middleware]:
 
 
 def add_api(app: web.Application, ctx: AdminContext, routes: Sequence[Route] = ROUTES) -> None:
-    """Register ``routes`` on ``app`` (which must use ``api_middlewares``)."""
+    """Register ``routes`` on ``app`` (which must use ``api_middlewares``).
+
+    Paths are registered most specific first (more fixed segments), each with
+    a catch-all answering 405 and its documented methods in ``Allow``: a URL
+    two templates match (``/api/associations/actions/block`` against
+    ``/api/associations/{device_id}/{user}``) belongs to the more specific
+    one, for every method, so ``Allow`` is what its document says."""
     app[ADMIN_CONTEXT] = ctx
+    by_path: dict[str, list[Route]] = {}
     for route in routes:
-        app.router.add_route(route.method, route.path, _endpoint(route))
+        by_path.setdefault(route.path, []).append(route)
+    for path in sorted(by_path, key=_specificity):
+        for route in by_path[path]:
+            app.router.add_route(route.method, path, _endpoint(route))
+        app.router.add_route("*", path, _not_allowed(sorted(r.method for r in by_path[path])))
+
+
+def _specificity(path: str) -> tuple[int, str]:
+    fixed = sum(1 for part in path.split("/") if part and not part.startswith("{"))
+    return -fixed, path
+
+
+def _not_allowed(methods: list[str]) -> AiohttpHandler:
+    async def not_allowed(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMethodNotAllowed(request.method, methods)
+
+    return not_allowed
 
 
 def check_role(route: Route, role: Role) -> None:
@@ -210,14 +262,31 @@ def _log_change(route: Route, call: Call, result: Any) -> None:
 async def _body(request: web.Request, spec: Fields | None) -> dict[str, Any]:
     if spec is None:
         return {}
-    raw = await request.read()
+    raw = await request.read()  # at most MAX_BODY_BYTES: aiohttp answers 413 beyond
     if not raw.strip():
         return parse_body({}, spec)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest("malformed JSON", {"body": f"not valid JSON: {exc}"}) from None
+    except RecursionError:  # nested beyond the parser's own limit
+        data = _TOO_DEEP
+    if data is _TOO_DEEP or _depth(data) > MAX_DEPTH:
+        problem = f"nested deeper than {MAX_DEPTH} levels"
+        raise BadRequest("the body is nested too deeply", {"body": problem})
     return parse_body(data, spec)
+
+
+def _depth(data: Any) -> int:
+    """How deeply arrays and objects nest in ``data`` (iterative; stops past the limit)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack and deepest <= MAX_DEPTH:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _actor(request: web.Request) -> str:
@@ -236,13 +305,25 @@ def check_actor(raw: str, field: str) -> str:
     return actor
 
 
-def api_error(exc: Exception) -> ApiError | None:
+def api_error(exc: Exception, ctx: AdminContext) -> ApiError | None:
     """The API's answer to an exception of a route (None: not an expected one)."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, PolicyError):
         return from_policy(exc)
+    if isinstance(exc, StoreUnavailable):
+        return _unavailable(ctx, exc)
     return None
+
+
+def _unavailable(ctx: AdminContext, exc: StoreUnavailable) -> Unavailable:
+    status = ctx.store.status
+    advice = f" {status.advice}" if status.advice else ""
+    return Unavailable(
+        f"the state store cannot keep changes ({exc.problem}): nothing was changed; "
+        f"devices already known keep their access and new ones follow "
+        f"new_device_access_when_registry_unreachable.{advice}"
+    )
 
 
 def _answer(exc: ApiError) -> web.Response:
@@ -255,8 +336,8 @@ async def _errors(request: web.Request, handler: AiohttpHandler) -> web.StreamRe
         return await handler(request)
     try:
         return await handler(request)
-    except (ApiError, PolicyError) as exc:
-        answer = api_error(exc)
+    except (ApiError, PolicyError, StoreUnavailable) as exc:
+        answer = api_error(exc, request.app[ADMIN_CONTEXT])
         assert answer is not None
         return _answer(answer)
     except web.HTTPException as exc:

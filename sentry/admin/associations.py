@@ -4,28 +4,35 @@ Approach. Reads come from the store (a list page, a row's history) and the
 in-memory snapshot (the row as decided now). Every action builds its whole
 change list first (``actions.py``) and applies it with one
 ``AccessState.apply``, so a refused action changes nothing and an accepted
-one reaches held long polls at once. Path users may be given in any form
-(``CORP\\bob``, ``bob@corp.example``): they are canonicalised.
+one reaches held long polls at once. Each action is a route of its own (the
+URLs are ``.../{allow|block|wipe|remove|link}``), so the document states
+exactly the body each takes: ``account_only`` for wipe only, ``device``
+(required) for link only. Path users may be given in any form
+(``CORP\\bob``, ``bob@corp.example``, a user's email or alias): they go
+through the one principal rule under the configured realms and the alias
+index (``Snapshot.canonical``), as the request path does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from sentry.model import AssociationKey, canonical_device_id, canonical_principal
-from sentry.policy import evaluate
+from sentry.model import AssociationKey, canonical_device_id
+from sentry.policy import Snapshot, backend_scope, evaluate
 from sentry.policy.audit import plain
 from sentry.policy.rules import managed_device
 
 from .actions import ACTIONS, BULK_ACTIONS, ActionOptions, build_action, plan_bulk
 from .errors import BadRequest, NotFound
 from .listing import FILTER_FIELDS, PAGE_FIELDS, Query, list_page, matching
-from .schema import Call, Field, Route
+from .schema import Call, Field, Fields, Handler, Route
 from .views import (
     association_item,
     decision_view,
     device_view,
+    established_view,
     history_view,
     key_view,
 )
@@ -35,31 +42,85 @@ __all__ = ["ROUTES", "association_key"]
 _NOTE = Field(
     "string", "why (kept with the action and in the audit log)", required=True, blank=False
 )
-_ACTION_BODY = {
-    "note": _NOTE,
-    "account_only": Field(
-        "boolean", "wipe only: AccountOnlyRemoteWipe where the device supports it"
-    ),
-    "device": Field("string", "link only: the managed device id to link the row to", blank=False),
+_ACCOUNT_ONLY = Field("boolean", "AccountOnlyRemoteWipe where the device supports it")
+_OPTIONS: dict[str, Fields] = {
+    "wipe": {"account_only": _ACCOUNT_ONLY},
+    "link": {
+        "device": Field("string", "the managed device id to link the row to", True, blank=False)
+    },
+}
+_BULK_FILTER = {  # in a bulk action a filter value given is a value: never blank
+    name: replace(f, blank=False) if f.kind == "string" else f for name, f in FILTER_FIELDS.items()
 }
 _BULK_BODY = {
-    "filter": Field("object", "the list filters (at least one, or `all`)", fields=FILTER_FIELDS),
+    "filter": Field("object", "the list filters (at least one, or `all`)", fields=_BULK_FILTER),
     "all": Field("boolean", "true: act on every row (instead of a filter)"),
     "note": _NOTE,
     "dry_run": Field("boolean", "list what would change and change nothing"),
-    "account_only": Field("boolean", "wipe only: AccountOnlyRemoteWipe"),
 }
 
 
-def association_key(call: Call) -> AssociationKey:
-    """The row named by the path (DeviceId and user canonicalised)."""
-    user, _ = canonical_principal(call.path["user"])
+_BULK_RULES: dict[str, Any] = {
+    "anyOf": [
+        {
+            "required": ["filter"],
+            "properties": {"filter": {"minProperties": 1}, "all": {"enum": [False]}},
+        },
+        {
+            "required": ["all"],
+            "properties": {"all": {"enum": [True]}, "filter": {"maxProperties": 0}},
+        },
+    ]
+}
+"""A filter with a value, or ``"all": true`` and no filter value (``_bulk_query``)."""
+
+
+_SUMMARIES = {
+    "allow": "Allow an association",
+    "block": "Block an association",
+    "reset": "Reset an association to automatic (clear its Allow or Block)",
+    "wipe": "Wipe the device of an association",
+    "remove": "Remove an association",
+    "link": "Link an association to a managed device",
+    "preapprove": "Pre-approve a (device, mailbox) pair before its first request",
+}
+_ACTION_DOCS = {
+    "reset": "`reset` clears an Allow or Block (back to automatic). ",
+    "preapprove": "`preapprove` creates the row, allowed, before the device's first request "
+    "(listed `never_seen`). ",
+}
+_CONFLICTS = (
+    "409 when the transition is not allowed: a wiped row takes only remove; reset of a wipe; "
+    "preapprove of an existing row, or of one that would be refused even allowed (no route, "
+    "another backend type on the device); link to a missing or retired device; an "
+    "account-only wipe of a client older than 16.1."
+)
+
+
+def _action_body(action: str) -> Fields:
+    return {"note": _NOTE, **_OPTIONS.get(action, {})}
+
+
+def _bulk_body(action: str) -> Fields:
+    return {**_BULK_BODY, **_OPTIONS.get(action, {})}
+
+
+def association_key(call: Call, *, creating: bool = False) -> AssociationKey:
+    """The row named by the path (DeviceId and user canonicalised).
+
+    A user text that names no account names no row: 404, except for an
+    action that creates the row (``creating``: pre-approve), where it is a 400."""
+    user = call.ctx.snapshot.canonical(call.path["user"])
+    if user is None:
+        if creating:
+            raise BadRequest("not a user principal", {"user": "names no account"})
+        raise NotFound(f"no association: {call.path['user']!r} names no account")
     return AssociationKey(canonical_device_id(call.path["device_id"]), user)
 
 
 async def _list_associations(call: Call) -> dict[str, Any]:
     offset, limit = call.query.get("offset", 0), call.query.get("limit", 100)
-    query = Query.of(call.query)
+    query = Query.of(call.query, call.ctx.snapshot)
     rows, total = await list_page(call.ctx.store, call.ctx.snapshot, query, offset, limit)
     items = [association_item(r) for r in rows]
     return {"items": items, "total": total, "offset": offset, "limit": limit}
@@ -73,8 +134,11 @@ async def _get_association(call: Call) -> dict[str, Any]:
     decision = evaluate(key, snap, snap.prefs, call.ctx.now())
     device = managed_device(row, snap)
     history = await call.ctx.store.history(key)
+    scope = backend_scope(row, snap)
     return {
         **association_item(row),
+        "backend_scope": scope,
+        "established_backend_type": established_view(snap.established(scope)),
         "decision": decision_view(decision),
         "device_information": None if row.device_info is None else plain(row.device_info),
         "managed_device": None if device is None else device_view(device, snap),
@@ -83,33 +147,39 @@ async def _get_association(call: Call) -> dict[str, Any]:
 
 
 def _options(action: str, call: Call) -> ActionOptions:
-    """The action's options; a field that does not belong to it is a 400."""
-    body, problems = call.body, {}
-    if "account_only" in body and action != "wipe":
-        problems["account_only"] = "only for wipe"
-    if "device" in body and action != "link":
-        problems["device"] = "only for link"
-    if action == "link" and "device" not in body:
-        problems["device"] = "required for link"
-    if problems:
-        raise BadRequest(f"invalid options for {action}", problems)
+    """The action's options (its route's body spec lets only its own through)."""
+    body = call.body
     only, device = bool(body.get("account_only", False)), str(body.get("device", "")).strip()
-    _, domain = canonical_principal(call.path.get("user", ""))
-    return ActionOptions(action, call.note, call.actor, only, device, domain)
+    return ActionOptions(action, call.note, call.actor, only, device)
 
 
-async def _act_on_association(call: Call) -> dict[str, Any]:
-    key, opts = association_key(call), _options(call.path["action"], call)
-    ended = await call.ctx.commit(lambda snap, now: build_action(snap, key, opts, now))
-    row = call.ctx.snapshot.get(key)
-    return {"association": None if row is None else association_item(row), "polls_ended": ended}
+def _act(action: str) -> Handler:
+    async def act(call: Call) -> dict[str, Any]:
+        key = association_key(call, creating=action == "preapprove")
+        opts = _options(action, call)
+        ended = await call.ctx.commit(lambda snap, now: build_action(snap, key, opts, now))
+        row = call.ctx.snapshot.get(key)
+        item = None if row is None else association_item(row)
+        return {"association": item, "polls_ended": ended}
+
+    act.__name__ = f"{action}_association"
+    return act
 
 
-def _bulk_query(body: Mapping[str, Any]) -> Query:
+def _bulk(action: str) -> Handler:
+    async def bulk(call: Call) -> dict[str, Any]:
+        return await _bulk_action(action, call)
+
+    bulk.__name__ = f"bulk_{action}"
+    return bulk
+
+
+def _bulk_query(body: Mapping[str, Any], snapshot: Snapshot) -> Query:
     """The rows a bulk action is for: a filter with at least one value, or
     ``"all": true`` (never both, never neither: an empty filter is a mistake,
-    not a way to say "everything")."""
-    query = Query.of(body.get("filter") or {})
+    not a way to say "everything"). ``_BULK_RULES`` says the same in the
+    document (filter strings are not blank here, so a value given is a value)."""
+    query = Query.of(body.get("filter") or {}, snapshot)
     every = body.get("all") is True
     if every and query.describe():
         raise BadRequest("invalid bulk action", {"all": "not together with a filter"})
@@ -119,9 +189,9 @@ def _bulk_query(body: Mapping[str, Any]) -> Query:
     return query
 
 
-async def _bulk_action(call: Call) -> dict[str, Any]:
-    opts, ctx = _options(call.path["action"], call), call.ctx
-    query = _bulk_query(call.body)
+async def _bulk_action(action: str, call: Call) -> dict[str, Any]:
+    opts, ctx = _options(action, call), call.ctx
+    query = _bulk_query(call.body, call.ctx.snapshot)
     dry_run = bool(call.body.get("dry_run", False))
     async with ctx.lock:
         now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]
@@ -149,6 +219,7 @@ ROUTES = (
         _TAG,
         query={**FILTER_FIELDS, **PAGE_FIELDS},
         response="AssociationPage",
+        uses_store=True,
     ),
     Route(
         "GET",
@@ -157,37 +228,38 @@ ROUTES = (
         "One association: its decision now, every reason, DeviceInformation, history",
         _TAG,
         response="AssociationDetail",
+        uses_store=True,
     ),
-    Route(
-        "POST",
-        _ROW + "/{action}",
-        _act_on_association,
-        "Allow, Block, Reset, Wipe, Remove, Link or Pre-approve an association",
-        _TAG,
-        body=_ACTION_BODY,
-        path_fields={"action": Field("string", choices=ACTIONS)},
-        response="ActionResult",
-        conflict=True,
-        changes=True,
-        description="`reset` clears an Allow or Block (back to automatic). `preapprove` "
-        "creates the row, allowed, before the device's first request (listed `never_seen`). "
-        "409 when the transition is not allowed: a wiped row takes only remove; reset of a "
-        "wipe; preapprove of an existing row, or of one that would be refused even allowed "
-        "(no route, another backend type on the device); link to a missing or retired device; "
-        "an account-only wipe of a client older than 16.1.",
+    *(
+        Route(
+            "POST",
+            f"{_ROW}/{action}",
+            _act(action),
+            _SUMMARIES[action],
+            _TAG,
+            body=_action_body(action),
+            response="ActionResult",
+            conflict=True,
+            changes=True,
+            description=_ACTION_DOCS.get(action, "") + _CONFLICTS,
+        )
+        for action in ACTIONS
     ),
-    Route(
-        "POST",
-        "/api/associations/actions/{action}",
-        _bulk_action,
-        "Apply an action to every association matching a filter, in one transaction",
-        _TAG,
-        body=_BULK_BODY,
-        path_fields={"action": Field("string", choices=BULK_ACTIONS)},
-        response="BulkResult",
-        changes=True,
-        description="Rows the action cannot apply to are listed in `skipped`; the others "
-        "change together. `dry_run` lists what would change and changes nothing. Without a "
-        'filter value the body must say `"all": true` (an empty filter alone is a 400).',
+    *(
+        Route(
+            "POST",
+            f"/api/associations/actions/{action}",
+            _bulk(action),
+            f"{action.capitalize()} every association matching a filter, in one transaction",
+            _TAG,
+            body=_bulk_body(action),
+            body_rules=_BULK_RULES,
+            response="BulkResult",
+            changes=True,
+            description="Rows the action cannot apply to are listed in `skipped`; the others "
+            "change together. `dry_run` lists what would change and changes nothing. Without a "
+            'filter value the body must say `"all": true` (an empty filter alone is a 400).',
+        )
+        for action in BULK_ACTIONS
     ),
 )

@@ -17,6 +17,8 @@ This module holds the association commands; ``cli_registry`` the others.
     sentry admin bulk block --user bob --note "lost phones" --dry-run
     sentry admin export --state blocked --format csv --output blocked.csv
     sentry admin devices compliance iphone-7 --violation compromised
+    sentry admin list --verified no            # strangers' rows: never counted
+    sentry admin reset-backend-type DEVICEID --note "phone handed over"
 
 A bulk action needs a filter or ``--all``: nothing acts on every row by
 omission. ``cli_tools`` holds the commands that are not API calls (token
@@ -45,12 +47,16 @@ from .cli_client import AdminTarget
 from .cli_format import cell, record
 from .cli_redirects import add_redirect_commands
 from .cli_registry import add_registry_commands
+from .cli_store import add_store_commands
 from .cli_tools import add_tool_commands, create_output
 
 __all__ = ["add_admin"]
 
 _STATES = ("allowed", "blocked", "wipe_pending", "wiped")
-_FILTERS = ("user", "device_id", "device_type", "state", "reason", "linked", "pool", "never_seen")
+_FILTERS = (
+    *("user", "device_id", "device_type", "state", "reason", "linked", "pool"),
+    *("verified", "throwaway", "never_seen"),
+)
 
 
 def add_admin(subparsers: Any) -> None:
@@ -61,6 +67,7 @@ def add_admin(subparsers: Any) -> None:
     add_registry_commands(b)
     add_tool_commands(b)
     add_redirect_commands(b)
+    add_store_commands(b)
 
 
 # --- associations ---
@@ -115,6 +122,8 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", choices=[r.value for r in Reason], help="a reason of the decision")
     p.add_argument("--linked", choices=("yes", "no"), help="linked to a managed device or not")
     p.add_argument("--pool", help="the backend pool of the decision")
+    p.add_argument("--verified", choices=("yes", "no"), help="no: rows the backend never accepted")
+    p.add_argument("--throwaway", choices=("yes", "no"), help="DeviceIds validate/webservice")
     p.add_argument(
         "--never-seen", choices=("yes", "no"), help="pre-approved rows no device has used yet"
     )
@@ -122,9 +131,9 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     values = {name: getattr(args, name) for name in _FILTERS}
-    for name in ("linked", "never_seen"):
-        if values[name] is not None:
-            values[name] = values[name] == "yes"
+    for flag in ("linked", "verified", "throwaway", "never_seen"):
+        if values[flag] is not None:
+            values[flag] = values[flag] == "yes"
     return {k: v for k, v in values.items() if v is not None}
 
 

@@ -73,6 +73,11 @@ def _link(row: Mapping[str, Any]) -> Any:
     return row.get("device") or row.get("unlinked")
 
 
+def _flags(row: Mapping[str, Any]) -> Any:
+    flags = ["unverified"] if row.get("verified") is False else []
+    return flags + (["throwaway"] if row.get("throwaway") else [])
+
+
 COLUMNS: dict[str, list[Column]] = {
     "associations": [
         ("DEVICE ID", _get("device_id")),
@@ -82,6 +87,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("REASONS", _get("reasons")),
         ("LINK", _link),
         ("POOL", _get("pool")),
+        ("FLAGS", _flags),
         ("LAST SEEN", _get("last_seen")),
     ],
     "users": [

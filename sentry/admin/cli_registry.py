@@ -28,6 +28,7 @@ from .cli_base import (
 )
 from .cli_client import AdminTarget, ApiFailure
 from .cli_format import COLUMNS, cell, record, table
+from .cli_identity import add_backend_type_commands, add_device_reset
 
 __all__ = ["add_registry_commands"]
 
@@ -35,7 +36,10 @@ __all__ = ["add_registry_commands"]
 def add_registry_commands(b: Builder) -> None:
     """Register the users, devices, push, prefs, pools and audit commands."""
     _add_users(b, b.group("users", "directory users"))
-    _add_devices(b, b.group("devices", "managed devices"))
+    devices = b.group("devices", "managed devices")
+    _add_devices(b, devices)
+    add_device_reset(b, devices)
+    add_backend_type_commands(b)
     _add_settings(b, b.group("exchange-settings", "Exchange settings (push method)"))
     _add_labels(b, b.group("labels", "labels (apply Exchange settings to devices)"))
     _add_prefs(b, b.group("prefs", "preferences"))
@@ -66,6 +70,9 @@ def _add_users(b: Builder, subs: Any) -> None:
     )
     for i in range(1, 5):
         p.add_argument(f"--custom{i}", help=f"$USER_CUSTOM{i}$ ('' clears it)")
+    p.add_argument(
+        "--alias", action="append", default=None, help="another name of the user (repeat; replaces)"
+    )
     add_note(p)
     p = b.leaf(subs, "delete", "delete a user", _users_delete)
     p.add_argument("principal", help=_PRINCIPAL)
@@ -85,7 +92,10 @@ def _users_show(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
     return t.call("GET", f"/api/users/{quote_path(args.principal)}"), record
 
 
-_USER_FIELDS = ("email", "display_name", "source", "custom1", "custom2", "custom3", "custom4")
+_USER_FIELDS = (
+    *("email", "display_name", "source", "custom1", "custom2", "custom3", "custom4"),
+    "aliases",
+)
 
 
 def _users_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
@@ -97,7 +107,8 @@ def _users_set(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
             raise
         current = {}
     body = {k: current[k] for k in _USER_FIELDS if k in current}
-    body |= {k: getattr(args, k) for k in _USER_FIELDS if getattr(args, k) is not None}
+    given = {k: getattr(args, "alias" if k == "aliases" else k) for k in _USER_FIELDS}
+    body |= {k: v for k, v in given.items() if v is not None}
     return t.call("PUT", path, with_note(args, body)), record
 
 

@@ -23,7 +23,7 @@ from sentry.policy import Change, Snapshot
 from sentry.proxy.redirects import RedirectCache
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import Settings
-from sentry.store.base import Store
+from sentry.store_watch import WatchedStore
 
 __all__ = ["AdminContext", "Build", "iso"]
 
@@ -36,7 +36,7 @@ class AdminContext:
     """The gateway's parts the admin API reads and changes."""
 
     state: AccessState
-    store: Store
+    store: WatchedStore
     upstreams: Upstreams
     settings: Settings
     redirects: RedirectCache = field(default_factory=RedirectCache)

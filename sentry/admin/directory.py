@@ -7,7 +7,11 @@ registry function of the policy (``upsert_user``, ``register_device``,
 ``AdminContext.commit``: checks that depend on the current state (the device
 id is free, its EAS DeviceIds belong to no other device, the labels exist)
 run inside the build, under the admin lock. A compliance change reaches
-every association of the device at once, held Pings included.
+every association of the device at once, held Pings included. A principal
+in a path or an owner may be written any way the one rule accepts (bare,
+``CORP\\bob``, a UPN, the user's email or an alias): reads and deletes
+resolve it to the user; a PUT names the principal itself (a known name of
+another user is a 409).
 
 Pushed mailboxes are checked when a write changes them
 (``sentry.policy.pushcheck``). Registering a device or setting its labels
@@ -53,7 +57,7 @@ from .context import Build
 from .errors import BadRequest, Conflict, NotFound
 from .listing import PAGE_FIELDS
 from .membership import labels_of, membership_changes, replace_pairs
-from .schema import Call, Field, Route
+from .schema import ADD_OR_REMOVE, BLANK, Call, Field, Route
 from .views import association_item, device_view, key_view, user_view
 
 __all__ = ["ROUTES"]
@@ -64,12 +68,18 @@ log = structlog.get_logger("sentry.admin")
 _NOTE = Field("string", "why (kept in the audit log)")
 _CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
 _USER_BODY = {
-    "email": Field("string", "the user's email address"),
+    "email": Field(
+        "string",
+        "the user's email address (or blank: none)",
+        pattern=f"@|{BLANK}",
+        mismatch="must be an email address",
+    ),
     "display_name": Field("string"),
     "source": Field(
         "string", "where the entry comes from", choices=tuple(s.value for s in UserSource)
     ),
     **_CUSTOM,
+    "aliases": Field("strings", "other names of the user (any spelling; canonicalised)"),
     "note": _NOTE,
 }
 _REGISTER_BODY = {
@@ -83,10 +93,15 @@ _REGISTER_BODY = {
 _NOTE_BODY = {"note": _NOTE}
 
 
-def _principal(call: Call) -> str:
-    key, _ = canonical_principal(call.path["principal"])
+def _principal(call: Call, *, resolve: bool = True) -> str:
+    """The path's principal under the realms; resolved through the aliases
+    unless ``resolve`` is False (a PUT names the principal itself)."""
+    snap, raw = call.ctx.snapshot, call.path["principal"]
+    key = snap.canonical(raw) if resolve else canonical_principal(raw, snap.realms)
     if not key:
-        raise BadRequest("not a user principal", {"principal": "names no account"})
+        if not resolve:  # a PUT names the principal to create
+            raise BadRequest("not a user principal", {"principal": "names no account"})
+        raise NotFound(f"no user: {raw!r} names no account")
     return key
 
 
@@ -125,21 +140,23 @@ async def _get_user(call: Call) -> dict[str, Any]:
 
 
 def _user(principal: str, body: dict[str, Any]) -> User:
-    email = str(body.get("email", "")).strip()
-    if email and "@" not in email:
-        raise BadRequest("invalid user", {"email": "must be an email address"})
+    email = str(body.get("email", "")).strip()  # checked by its field: blank or with an @
     customs = {name: (body.get(name) or "").strip() or None for name in _CUSTOM}
     return User(
         principal,
         email=email,
         display_name=str(body.get("display_name", "")).strip(),
         source=UserSource(body.get("source", "local")),
-        **customs,
+        custom1=customs["custom1"],
+        custom2=customs["custom2"],
+        custom3=customs["custom3"],
+        custom4=customs["custom4"],
+        aliases=frozenset(a.strip() for a in body.get("aliases", ()) if a.strip()),
     )
 
 
 async def _put_user(call: Call) -> dict[str, Any]:
-    principal = _principal(call)
+    principal = _principal(call, resolve=False)
     user = _user(principal, dict(call.body))
     flagged: list[PushProblem] = []
 
@@ -202,7 +219,7 @@ def _device(snap: Snapshot, device_id: str) -> Device:
 def _check_labels(snap: Snapshot, labels: frozenset[str]) -> None:
     unknown = sorted(labels - snap.labels.keys())
     if unknown:
-        raise BadRequest("unknown labels", {"labels": f"no such label: {', '.join(unknown)}"})
+        raise Conflict("unknown labels", {"labels": f"no such label: {', '.join(unknown)}"})
 
 
 def _check_new_device(snap: Snapshot, device: Device) -> None:
@@ -219,7 +236,7 @@ async def _list_devices(call: Call) -> dict[str, Any]:
     snap, owner = call.ctx.snapshot, call.query.get("owner")
     devices = sorted(snap.devices.values(), key=lambda d: d.id)
     if owner:
-        key, _ = canonical_principal(owner)
+        key = snap.canonical(owner)
         devices = [d for d in devices if d.owner == key]
     return _page(devices, call, lambda d: device_view(d, snap))
 
@@ -392,9 +409,9 @@ ROUTES = (
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 when the id or one of its EAS DeviceIds is taken, or (with "
-        "`problems`) when its labels would push a mailbox of another backend type or one "
-        "Exchange account too many to an Android device.",
+        description="409 when the id or one of its EAS DeviceIds is taken, a label does not "
+        "exist, or (with `problems`) when its labels would push a mailbox of another backend "
+        "type or one Exchange account too many to an Android device.",
     ),
     Route(
         "GET",
@@ -437,8 +454,9 @@ ROUTES = (
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 with `problems` when the labels would push a mailbox of another "
-        "backend type or one Exchange account too many to an Android device.",
+        description="409 naming the labels that do not exist, or with `problems` when the "
+        "labels would push a mailbox of another backend type or one Exchange account too many "
+        "to an Android device.",
     ),
     Route(
         "POST",
@@ -451,10 +469,12 @@ ROUTES = (
             "remove": Field("strings", "labels to take the device out of"),
             "note": _NOTE,
         },
+        body_rules=ADD_OR_REMOVE,
         response="DeviceChange",
         conflict=True,
         changes=True,
-        description="409 with `problems` when the labels would push a mailbox of another "
-        "backend type or one Exchange account too many to an Android device.",
+        description="409 naming the labels that do not exist, or with `problems` when the "
+        "labels would push a mailbox of another backend type or one Exchange account too many "
+        "to an Android device.",
     ),
 )

@@ -9,7 +9,8 @@ middleware in ``api.py`` is the one place that turns either into a JSON answer
     ├── Unauthorized                no or wrong bearer token                (401)
     ├── Forbidden                   a change asked with the read-only token (403)
     ├── NotFound                    no such association / user / device     (404)
-    └── Conflict                    not allowed in the current state        (409)
+    ├── Conflict                    not allowed in the current state        (409)
+    └── Unavailable                 the state store cannot keep changes     (503)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "Unauthorized",
+    "Unavailable",
     "from_policy",
 ]
 
@@ -76,6 +78,10 @@ class Conflict(ApiError):
     status = 409
 
 
+class Unavailable(ApiError):
+    status = 503
+
+
 def from_policy(exc: PolicyError) -> ApiError:
     """The API error for a policy exception (its ``http_status`` decides)."""
     if isinstance(exc, PushConflictError):
@@ -84,6 +90,8 @@ def from_policy(exc: PolicyError) -> ApiError:
         return Conflict(exc.message)
     if isinstance(exc, NotFoundError):
         return NotFound(exc.message)
+    if exc.http_status == 409:
+        return Conflict(exc.message)
     if exc.http_status == 400:
         return BadRequest(exc.message)
     return ApiError(exc.message)

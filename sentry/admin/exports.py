@@ -175,6 +175,7 @@ ROUTES = (
         "associations",
         query={**FILTER_FIELDS, "format": _FORMAT},
         produces=("text/csv", "application/json"),
+        response="Association",  # the JSON answer is an array of these
         description="All rows at one point in time, in list order (user, DeviceId); no paging. "
         "CSV cells starting with = + - @ are prefixed with ' (spreadsheet formulas).",
     ),

@@ -6,7 +6,9 @@ user search is the store's ``AssociationFilter``, with its exact meaning.
 
 - A page without a user search is one ``Store.list_associations`` call: the
   store filters, counts and pages in SQL, in (user, device_id) order.
-- The user search matches the canonical principal or any part of it, which
+- The user search matches any part of the canonical principal, or the
+  principal the typed text names (the one rule under the realms, then the
+  alias index: ``bob``, ``CORP\\bob`` or bob's email find bob's rows), which
   the store's filter (exact user) cannot express, so it is served from the
   in-memory snapshot (which mirrors the store: every change is applied to
   both). With nothing else to filter, the matching principals are found in
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sentry.model import Association, Reason, canonical_device_id, canonical_principal
+from sentry.model import Association, Reason, canonical_device_id
 from sentry.policy import Snapshot
 from sentry.store.base import AssociationFilter, AssociationState, Store, association_state
 
@@ -50,6 +52,8 @@ FILTER_FIELDS: Fields = {
     ),
     "linked": Field("boolean", "linked to a managed device (true) or not (false)"),
     "pool": Field("string", "the backend pool of the last decision"),
+    "verified": Field("boolean", "the backend accepted the association (false: unverified)"),
+    "throwaway": Field("boolean", "on a DeviceId many phones share (validate, webservice)"),
     "never_seen": Field("boolean", "pre-approved rows no request has used yet (true) or not"),
 }
 """The filter keys, as list query parameters and as the bulk actions' ``filter``."""
@@ -66,13 +70,15 @@ _ANY = AssociationFilter()
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """The store filter (without the user) and the user search text."""
+    """The store filter (without the user), the user search text (case-folded)
+    and the principal that text names (``exact``)."""
 
     filter: AssociationFilter
     user: str | None = None
+    exact: str | None = None
 
     @classmethod
-    def of(cls, values: Mapping[str, Any]) -> Query:
+    def of(cls, values: Mapping[str, Any], snapshot: Snapshot | None = None) -> Query:
         """A query from checked filter values; blank strings mean "any"."""
         given = {k: v for k, v in values.items() if k in FILTER_FIELDS and _given(v)}
         state = given.get("state")
@@ -84,10 +90,15 @@ class Query:
             reason=None if reason is None else Reason(reason),
             linked=given.get("linked"),
             pool=given.get("pool"),
+            verified=given.get("verified"),
+            throwaway=given.get("throwaway"),
             never_seen=given.get("never_seen"),
         )
         user = given.get("user")
-        return cls(f, None if user is None else _needle(user))
+        if user is None:
+            return cls(f)
+        exact = None if snapshot is None else snapshot.canonical(user)
+        return cls(f, user.strip().casefold(), exact)
 
     def describe(self) -> dict[str, Any]:
         """The query as plain data (for the audit log)."""
@@ -100,6 +111,8 @@ class Query:
             "reason": None if f.reason is None else f.reason.value,
             "linked": f.linked,
             "pool": f.pool,
+            "verified": f.verified,
+            "throwaway": f.throwaway,
             "never_seen": f.never_seen,
         }
         return {k: v for k, v in values.items() if v is not None}
@@ -109,12 +122,6 @@ def _given(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
-def _needle(text: str) -> str:
-    """What a user search looks for: the canonical form of what was typed."""
-    key, _ = canonical_principal(text)
-    return key or text.strip().casefold()
-
-
 async def list_page(
     store: Store, snapshot: Snapshot, query: Query, offset: int, limit: int
 ) -> tuple[list[Association], int]:
@@ -122,7 +129,7 @@ async def list_page(
     if query.user is None:
         return await store.list_associations(query.filter, offset, limit)
     if query.filter == _ANY:
-        return _walk(snapshot, _users_like(snapshot, query.user), offset, limit)
+        return _walk(snapshot, _users_like(snapshot, query), offset, limit)
     rows = matching(snapshot, query)
     return rows[offset : offset + limit], len(rows)
 
@@ -140,9 +147,13 @@ def row_order(row: Association) -> tuple[str, str]:
 def collect(snapshot: Snapshot, query: Query) -> list[Association]:
     """Every row matching ``query``, in no particular order (one pass, no sort:
     the caller may sort elsewhere, e.g. off the event loop)."""
-    keep, f, needle = predicate(query.filter), query.filter, query.user
+    keep, f, needle, exact = predicate(query.filter), query.filter, query.user, query.exact
     if needle is not None:
-        return [r for r in snapshot.associations() if needle in r.key.user and keep(r)]
+        return [
+            r
+            for r in snapshot.associations()
+            if (needle in r.key.user or r.key.user == exact) and keep(r)
+        ]
     if f.device_id is not None:
         return list(filter(keep, snapshot.on_device(canonical_device_id(f.device_id))))
     return list(filter(keep, snapshot.associations()))
@@ -167,6 +178,10 @@ def predicate(f: AssociationFilter) -> Predicate:
         checks.append(lambda r: (r.device is not None) is f.linked)
     if f.pool is not None:
         checks.append(lambda r: r.pool == f.pool)
+    if f.verified is not None:
+        checks.append(lambda r: (r.verified_at is not None) is f.verified)
+    if f.throwaway is not None:
+        checks.append(lambda r: r.throwaway is f.throwaway)
     if f.never_seen is not None:
         checks.append(lambda r: r.never_seen is f.never_seen)
     if len(checks) == 1:
@@ -174,10 +189,12 @@ def predicate(f: AssociationFilter) -> Predicate:
     return lambda r: all(check(r) for check in checks)
 
 
-def _users_like(snapshot: Snapshot, needle: str) -> list[str]:
-    """The mailbox principals containing ``needle``, sorted."""
+def _users_like(snapshot: Snapshot, query: Query) -> list[str]:
+    """The mailbox principals containing the search text or equal to the
+    principal it names, sorted."""
+    needle, exact = query.user or "", query.exact
     keys = snapshot.keys()  # Snapshot has no __iter__
-    return sorted({key.user for key in keys if needle in key.user})
+    return sorted({key.user for key in keys if needle in key.user or key.user == exact})
 
 
 def _by_device(rows: list[Association]) -> list[Association]:

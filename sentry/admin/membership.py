@@ -23,7 +23,7 @@ from dataclasses import replace
 from sentry.model import Label
 from sentry.policy import Change, Changes, Snapshot, registry
 
-from .errors import BadRequest, NotFound
+from .errors import Conflict, NotFound
 
 __all__ = ["Pair", "labels_of", "members_of", "membership_changes", "replace_pairs"]
 
@@ -96,4 +96,4 @@ def _check(snapshot: Snapshot, pairs: set[Pair], base: Mapping[str, Label]) -> N
     missing = sorted({d for _, d in pairs} - snapshot.devices.keys())
     if missing:
         problem = f"no such managed device: {', '.join(missing)}"
-        raise BadRequest("unknown devices", {"devices": problem})
+        raise Conflict("unknown devices", {"devices": problem})

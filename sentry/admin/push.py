@@ -5,12 +5,14 @@ templates (``$USER_CUSTOM1$`` for the user name, ``$USER_CUSTOM2$`` for the
 email, ...) resolved per device from its owner's attributes; a label applies
 settings to devices. Templates are checked here, when the setting is saved:
 an unknown ``$VARIABLE$`` is a 400 naming it (a known variable that has no
-value for some owner is reported per device, in the device's pushed accounts).
-A label may name only settings and devices that exist; a setting still
-applied by a label cannot be deleted (409); deleting a label also takes it
-off the devices that carry it, in the same transaction. A setting's
-``priority`` (EPMM's Exchange App Priority, 1 first) decides which settings an
-Android device takes; a new setting without one goes after every other.
+value for some owner is reported per device, in the device's pushed accounts);
+``TEMPLATE_PATTERN`` states the same rule in the API document. A label may
+name only settings and devices that exist (409 otherwise: the request is
+well-formed, the state does not allow it); a setting still applied by a label
+cannot be deleted (409); deleting a label also takes it off the devices that
+carry it, in the same transaction. A setting's ``priority`` (EPMM's Exchange
+App Priority, 1 first) decides which settings an Android device takes; a new
+setting without one goes after every other.
 
 Membership is never replaced by accident (``membership.py``): ``PUT`` of a
 label changes its settings and keeps its devices unless the body says
@@ -36,10 +38,10 @@ from sentry.policy import Change, Changes, Snapshot, check_pushes, registry
 
 from .errors import BadRequest, Conflict, NotFound
 from .membership import members_of, membership_changes, replace_pairs
-from .schema import Call, Field, Route
+from .schema import ADD_OR_REMOVE, NOT_BLANK, WHITESPACE, Call, Field, Route
 from .views import label_view, setting_view
 
-__all__ = ["MAX_PRIORITY", "ROUTES", "TEMPLATE_VARIABLES", "template_problem"]
+__all__ = ["MAX_PRIORITY", "ROUTES", "TEMPLATE_PATTERN", "TEMPLATE_VARIABLES", "template_problem"]
 
 MAX_PRIORITY = 9999
 
@@ -52,11 +54,45 @@ TEMPLATE_VARIABLES = (
     "USER_CUSTOM4",
 )
 _VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)\$")  # as sentry.policy.templates resolves them
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+def _template_pattern() -> str:
+    """A template as a regular expression (ECMA and Python, no lookaround):
+    not blank, and every ``$NAME$`` that ``_VARIABLE`` finds (left to right)
+    a known variable. Tokens: a character other than ``$``; a run of ``$``
+    whose last one opens a known variable (both ``$`` consumed); a run of
+    ``$`` followed by a name that does not end in ``$``; at the end, a run of
+    ``$`` and a name. A run of ``$`` is never split, as ``findall`` only
+    starts a variable at its last ``$``."""
+    known = "|".join(_any_case(v) for v in TEMPLATE_VARIABLES)
+    word = "[A-Za-z0-9_]"
+    var, loose, tail = f"\\$+(?:{known})\\$", f"\\$+{word}*[^A-Za-z0-9_$]", f"\\$+{word}*"
+    token = f"(?:[^$]|{var}|{loose})"
+    first = f"(?:[^{WHITESPACE}$]|{var}|{loose})"  # the first that is not white space
+    return f"^[{WHITESPACE}]*(?:{first}{token}*(?:{tail})?|{tail})$"
+
+
+TEMPLATE_PATTERN = _template_pattern()
 _NOTE = Field("string", "why (kept in the audit log)")
 _TEMPLATE_DOC = "a template; variables: " + ", ".join(f"${v}$" for v in TEMPLATE_VARIABLES)
+
+
+def _template_mismatch(template: str) -> str:
+    if not re.search(NOT_BLANK, template):
+        return "must not be blank"
+    return template_problem(template) or "has the wrong form"
+
+
+_TEMPLATE = Field(
+    "string", _TEMPLATE_DOC, required=True, pattern=TEMPLATE_PATTERN, mismatch=_template_mismatch
+)
 _SETTING_BODY = {
-    "user_name": Field("string", _TEMPLATE_DOC, required=True, blank=False),
-    "email": Field("string", _TEMPLATE_DOC, required=True, blank=False),
+    "user_name": _TEMPLATE,
+    "email": _TEMPLATE,
     "server": Field("string", "the server devices use (default: the gateway's FQDN)"),
     "priority": Field(
         "integer",
@@ -73,6 +109,9 @@ _LABEL_BODY = {
     "add": Field("strings", "devices to add to the label"),
     "remove": Field("strings", "devices to take out of the label"),
     "note": _NOTE,
+}
+_DEVICES_OR_MOVES = {  # "devices" says exactly which; never together with add/remove
+    "not": {"required": ["devices"], "anyOf": [{"required": ["add"]}, {"required": ["remove"]}]}
 }
 _MEMBERS_BODY = {
     "add": Field("strings", "devices to add to the label"),
@@ -157,7 +196,7 @@ def _check_label(snap: Snapshot, settings: frozenset[str], devices: frozenset[st
     if missing:
         problems["devices"] = f"no such managed device: {', '.join(missing)}"
     if problems:
-        raise BadRequest("invalid label", problems)
+        raise Conflict("the label names what does not exist", problems)
 
 
 def _names(body: Mapping[str, Any], field: str) -> frozenset[str]:
@@ -280,13 +319,15 @@ ROUTES = (
         "Create a label or change its settings (devices kept unless given)",
         "push",
         body=_LABEL_BODY,
+        body_rules=_DEVICES_OR_MOVES,
         response="Label",
         conflict=True,
         changes=True,
         description="`devices` sets exactly the devices in the label; `add`/`remove` change "
-        "them; with neither, the label's membership is kept. 409 with `problems` when the "
-        "label would push a mailbox of another backend type than a device's, or one "
-        "Exchange account too many to an Android device.",
+        "them; with neither, the label's membership is kept. 409 naming the Exchange "
+        "settings or managed devices that do not exist, or with `problems` when the label "
+        "would push a mailbox of another backend type than a device's, or one Exchange "
+        "account too many to an Android device.",
     ),
     Route(
         "POST",
@@ -295,11 +336,13 @@ ROUTES = (
         "Add devices to a label or take them out",
         "push",
         body=_MEMBERS_BODY,
+        body_rules=ADD_OR_REMOVE,
         response="Label",
         conflict=True,
         changes=True,
-        description="409 with `problems` when a device added would be pushed a mailbox of "
-        "another backend type or one Exchange account too many (Android).",
+        description="409 naming the managed devices that do not exist, or with `problems` "
+        "when a device added would be pushed a mailbox of another backend type or one "
+        "Exchange account too many (Android).",
     ),
     Route(
         "DELETE",

@@ -6,7 +6,8 @@ listing, entries that requests would no longer use are dropped: the mailbox
 now routes to another pool, or the target is no longer a server of a pool of
 the same type nor in the pool's ``redirect_allow``. Clearing is an admin
 action like any other: it takes a note and is written to the audit log.
-Path users may be given in any form; they are canonicalised.
+Path users may be given in any form; they are canonicalised (the one rule
+under the configured realms, then the user's known names).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from sentry.model import AuditEntry, canonical_principal
+from sentry.model import AuditEntry
 from sentry.policy import AppendAudit
 from sentry.proxy.redirects import CachedRedirect, allowed_target
 
@@ -47,7 +48,7 @@ def _prune(ctx: AdminContext) -> list[CachedRedirect]:
     """The entries requests would still use; the others are dropped."""
     pools, snap, live = ctx.upstreams.pools, ctx.snapshot, []
     for entry in ctx.redirects.entries(ctx.now()):
-        route = snap.pool_for(entry.mailbox.user, entry.mailbox.domain)
+        route = snap.pool_for(entry.mailbox.user)
         home = pools.get(entry.home_pool)
         still = (
             route is not None
@@ -65,7 +66,7 @@ def _prune(ctx: AdminContext) -> list[CachedRedirect]:
 async def _list_redirects(call: Call) -> dict[str, Any]:
     entries = _prune(call.ctx)
     if "user" in call.query:
-        user, _ = canonical_principal(call.query["user"])
+        user = call.ctx.snapshot.canonical(call.query["user"])
         entries = [e for e in entries if e.mailbox.user == user]
     return {"items": [redirect_view(e) for e in entries], "total": len(entries)}
 
@@ -98,7 +99,9 @@ async def _clear_redirects(call: Call) -> dict[str, Any]:
 
 
 async def _clear_redirect(call: Call) -> dict[str, Any]:
-    user, _ = canonical_principal(call.path["user"])
+    user = call.ctx.snapshot.canonical(call.path["user"])
+    if user is None:
+        raise NotFound(f"no redirect: {call.path['user']!r} names no account")
     return await _clear(call, user)
 
 

@@ -8,6 +8,14 @@ problem is reported per field, ``{"note": "required"}``, and unknown fields
 are errors), and ``openapi_document`` renders the same specs as OpenAPI 3.
 So the document cannot drift from what is served, and a test checks that the
 served routes and the documented ones are the same set.
+
+Every limit a check applies is one the document states, in a form a client
+(or a fuzzer such as schemathesis) can read: integers always carry a minimum
+and a maximum (at most the 64-bit range the store keeps), strings a maximum
+length, "not blank" is the ``pattern`` ``NOT_BLANK`` (the same character class
+is used for the check, so the two cannot disagree), and text must be valid
+Unicode (a lone surrogate, possible through a JSON ``\ud800`` escape, is
+refused: it cannot be stored).
 """
 
 from __future__ import annotations
@@ -22,7 +30,14 @@ from .context import AdminContext
 from .errors import BadRequest, NotFound
 
 __all__ = [
+    "ADD_OR_REMOVE",
+    "BLANK",
     "EMPTY",
+    "INT_MAX",
+    "INT_MIN",
+    "NOT_BLANK",
+    "PATH_FIELD",
+    "WHITESPACE",
     "Call",
     "Field",
     "Fields",
@@ -39,6 +54,19 @@ Kind = Literal["string", "boolean", "integer", "strings", "object"]
 _JSON_TYPES = {"string": "string", "boolean": "boolean", "integer": "integer"}
 _TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""The integers the API takes: what SQLite stores (64-bit signed)."""
+WHITESPACE = (
+    "\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff\\u001c-\\u001f"
+)
+"""White space as the inside of a character class (ECMA and Python alike)."""
+NOT_BLANK = f"[^{WHITESPACE}]"
+"""A regular expression (ECMA and Python alike) found in every non-blank string."""
+BLANK = f"^[{WHITESPACE}]*$"
+"""A regular expression matching the blank strings (empty or only white space)."""
+_NOT_BLANK = re.compile(NOT_BLANK)
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +83,24 @@ class Field:
     maximum: int | None = None
     max_length: int = 1024
     fields: Mapping[str, Field] | None = None  # kind "object": its fields
+    pattern: str | None = None  # strings: a regular expression found in the value
+    formats: tuple[str, ...] = ()  # strings: documented formats, one of which the handler
+    # checks (e.g. "date", "date-time")
+    mismatch: str | Callable[[str], str] = "has the wrong form"  # when it is not
+
+    def __post_init__(self) -> None:
+        if self.pattern is not None and not self.blank:
+            raise ValueError("a pattern must say itself that the value is not blank")
+
+    @property
+    def low(self) -> int:
+        """The smallest integer allowed."""
+        return INT_MIN if self.minimum is None else self.minimum
+
+    @property
+    def high(self) -> int:
+        """The largest integer allowed."""
+        return INT_MAX if self.maximum is None else self.maximum
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` (None: nothing)."""
@@ -71,6 +117,8 @@ class Field:
             items: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
             if self.choices:
                 items["enum"] = list(self.choices)
+            else:
+                items |= {"minLength": 1, "pattern": NOT_BLANK}
             out = {"type": "array", "items": items}
         else:
             out = {"type": _JSON_TYPES[self.kind]}
@@ -89,14 +137,27 @@ def _limits(f: Field, out: dict[str, Any]) -> None:
         out["nullable"] = True
     if f.choices and f.kind != "strings":  # a list's choices are its items' (schema())
         out["enum"] = list(f.choices)
-    if f.minimum is not None:
-        out["minimum"] = f.minimum
-    if f.maximum is not None:
-        out["maximum"] = f.maximum
+    if f.kind == "integer":
+        out["minimum"], out["maximum"] = f.low, f.high
     if f.kind == "string":
         out["maxLength"] = f.max_length
         if not f.blank:
             out["minLength"] = 1
+            out["pattern"] = NOT_BLANK
+        if f.pattern is not None:
+            out["pattern"] = f.pattern
+        if len(f.formats) == 1:
+            out["format"] = f.formats[0]
+        elif f.formats:
+            out["anyOf"] = [{"format": name} for name in f.formats]
+
+
+def _unicode_problem(value: str) -> str | None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
 
 
 def _check_string(f: Field, value: Any) -> str | None:
@@ -104,8 +165,12 @@ def _check_string(f: Field, value: Any) -> str | None:
         return "must be a string"
     if len(value) > f.max_length:
         return f"must be at most {f.max_length} characters"
-    if not f.blank and not value.strip():
+    if not f.blank and not _NOT_BLANK.search(value):
         return "must not be blank"
+    if f.pattern is not None and re.search(f.pattern, value) is None:
+        return f.mismatch(value) if callable(f.mismatch) else f.mismatch
+    if problem := _unicode_problem(value):
+        return problem
     if f.choices and value not in f.choices:
         return f"must be one of: {', '.join(f.choices)}"
     return None
@@ -118,23 +183,26 @@ def _check_boolean(f: Field, value: Any) -> str | None:
 def _check_integer(f: Field, value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return "must be an integer"
-    if f.minimum is not None and value < f.minimum:
-        return f"must be at least {f.minimum}"
-    if f.maximum is not None and value > f.maximum:
-        return f"must be at most {f.maximum}"
+    if value < f.low:
+        return f"must be at least {f.low}"
+    if value > f.high:
+        return f"must be at most {f.high}"
     return None
 
 
 def _check_strings(f: Field, value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return "must be a list of strings"
-    if any(not v.strip() for v in value):
+    if any(not _NOT_BLANK.search(v) for v in value):
         return "must not contain blank strings"
     if any(len(v) > f.max_length for v in value):
         return f"items must be at most {f.max_length} characters"
     wrong = sorted({v for v in value if f.choices and v.strip() not in f.choices})
     if wrong:
         return f"{wrong[0][:80]!r} is not one of: {', '.join(f.choices)}"
+    for v in value:
+        if problem := _unicode_problem(v):
+            return problem
     return None
 
 
@@ -213,20 +281,40 @@ def _from_text(f: Field, text: str) -> tuple[Any, str | None]:
         if low in _TRUE or low in _FALSE:
             return low in _TRUE, None
         return None, "must be true or false"
-    if f.kind == "integer":
-        try:
-            return int(text), None
-        except ValueError:
+    if f.kind == "integer":  # digits only: no "1_000", " 7", "١٢"; int64 range
+        if not _INTEGER_TEXT.fullmatch(text):
             return None, "must be an integer"
+        return int(text), None
     return text, None
 
 
+ADD_OR_REMOVE: Mapping[str, Any] = MappingProxyType(
+    {
+        "anyOf": [
+            {"required": ["add"], "properties": {"add": {"minItems": 1}}},
+            {"required": ["remove"], "properties": {"remove": {"minItems": 1}}},
+        ]
+    }
+)
+"""``Route.body_rules`` of a membership change: something to add or to remove.
+(That the two lists do not share a name cannot be said in JSON Schema.)"""
+
+PATH_FIELD = Field("string", blank=False)
+"""A path parameter without a spec of its own."""
+
+
 def parse_path(params: Mapping[str, str], spec: Fields) -> dict[str, str]:
-    """Path parameters; one outside its choices is an unknown resource (404)."""
-    for name, f in spec.items():
-        value = params.get(name, "")
+    """Path parameters; one outside its choices is an unknown resource (404),
+    one too long or blank is a bad request (400)."""
+    problems: dict[str, str] = {}
+    for name, value in params.items():
+        f = spec.get(name, PATH_FIELD)
         if f.choices and value not in f.choices:
             raise NotFound(f"unknown {name} {value!r} (one of: {', '.join(f.choices)})")
+        if problem := f.problem(value):
+            problems[name] = problem
+    if problems:
+        raise BadRequest("invalid path", problems)
     return dict(params)
 
 
@@ -270,6 +358,9 @@ class Route:
     response: str | None = None  # a component schema name
     conflict: bool = False  # may answer 409
     changes: bool = False  # writes (and audits) something
+    uses_store: bool = False  # reads the store itself, not only the memory (may answer 503)
+    body_rules: Mapping[str, Any] | None = None  # more JSON Schema for the body (documented
+    # rules across fields that the handler checks, e.g. "a filter or all")
     description: str = ""
     produces: tuple[str, ...] = ()  # a streamed (non-JSON-object) answer: its media types
 
@@ -354,7 +445,8 @@ def _operation(route: Route) -> dict[str, Any]:
         op["description"] = route.description
     if route.body is not None:
         required = any(f.required for f in route.body.values())
-        content = {"application/json": {"schema": object_schema(route.body)}}
+        schema = {**object_schema(route.body), **(route.body_rules or {})}
+        content = {"application/json": {"schema": schema}}
         op["requestBody"] = {"required": required, "content": content}
     return op
 
@@ -362,7 +454,7 @@ def _operation(route: Route) -> dict[str, Any]:
 def _parameters(route: Route) -> list[dict[str, Any]]:
     out = []
     for name in route.params:
-        f = route.path_fields.get(name, Field("string"))
+        f = route.path_fields.get(name, PATH_FIELD)
         out.append({"name": name, "in": "path", "required": True, "schema": f.schema()})
     for name, f in route.query.items():
         out.append({"name": name, "in": "query", "required": f.required, "schema": f.schema()})
@@ -382,10 +474,15 @@ def _responses(route: Route) -> dict[str, Any]:
         errors["404"] = "no such resource"
     if route.conflict:
         errors["409"] = "not allowed in the current state"
+    if route.changes or route.uses_store:
+        errors["503"] = "the state store cannot keep changes now (nothing was changed)"
     out: dict[str, Any] = {str(route.status): _json("success", ok)}
     if route.produces:
-        binary = {"schema": {"type": "string", "format": "binary"}}
+        binary: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
         content = {media: binary for media in route.produces}
+        if "application/json" in content and route.response is not None:  # a streamed array
+            items = {"$ref": f"#/components/schemas/{route.response}"}
+            content["application/json"] = {"schema": {"type": "array", "items": items}}
         out[str(route.status)] = {"description": "success (streamed)", "content": content}
     ref = {"$ref": "#/components/schemas/Error"}
     out.update({code: _json(text, ref) for code, text in sorted(errors.items())})

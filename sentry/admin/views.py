@@ -15,16 +15,19 @@ from sentry.model import (
     AssociationKey,
     AuditEntry,
     Device,
+    EstablishedType,
     ExchangeSetting,
     HistoryEvent,
     Label,
     Override,
     Preferences,
     User,
+    principal_domain,
 )
 from sentry.policy import Decision, Forward, Refuse, Snapshot, Wipe, state_of
+from sentry.policy.indexes import DEVICE_SCOPE
 from sentry.policy.reasons import ordered
-from sentry.store.base import AssociationState, association_state
+from sentry.store.base import AssociationState, StoreFault, association_state
 
 from .context import iso
 from .membership import labels_of, members_of
@@ -35,6 +38,7 @@ __all__ = [
     "audit_view",
     "decision_view",
     "device_view",
+    "established_view",
     "history_view",
     "key_view",
     "label_view",
@@ -66,7 +70,10 @@ def association_item(row: Association) -> dict[str, Any]:
     """One row of the ActiveSync association list."""
     return {
         **key_view(row.key),
-        "domain": row.domain,
+        "domain": principal_domain(row.key.user),
+        "throwaway": row.throwaway,
+        "verified": row.verified_at is not None,
+        "verified_at": iso(row.verified_at),
         "device_type": row.device_type,
         "user_agent": row.user_agent,
         "protocol_version": row.protocol_version,
@@ -86,6 +93,20 @@ def association_item(row: Association) -> dict[str, Any]:
         "last_seen": None if row.never_seen else iso(row.last_seen),
         "never_seen": row.never_seen,
         "ambiguous_policy": row.ambiguous_policy,
+    }
+
+
+def established_view(e: EstablishedType | None) -> dict[str, Any] | None:
+    """A device's established backend type: what, since when, set by whom."""
+    if e is None:
+        return None
+    return {
+        "scope": e.scope,
+        "backend_type": e.backend_type,
+        "at": iso(e.at),
+        "set_by": None if e.key is None else key_view(e.key),
+        "actor": e.actor,
+        "note": e.note,
     }
 
 
@@ -134,11 +155,13 @@ def user_view(user: User) -> dict[str, Any]:
         "custom2": user.custom2,
         "custom3": user.custom3,
         "custom4": user.custom4,
+        "aliases": sorted(user.aliases),
     }
 
 
 def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
     """A managed device; ``labels`` are the labels it is in (``membership``)."""
+    established = snapshot.established(DEVICE_SCOPE + device.id)
     return {
         "id": device.id,
         "owner": device.owner,
@@ -148,6 +171,7 @@ def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
         "violations": sorted(device.violations),
         "labels": sorted(labels_of(snapshot, device.id)),
         "retired": device.retired,
+        "backend_type": established_view(established),
     }
 
 
@@ -193,6 +217,7 @@ _NI: dict[str, Any] = {"type": "integer", "nullable": True}
 _OBJ: dict[str, Any] = {"type": "object"}
 _NOBJ: dict[str, Any] = {"type": "object", "nullable": True}
 _TEXTS: dict[str, Any] = {"type": "array", "items": _S}
+_FAULTS = [f.value for f in StoreFault]
 
 
 def _object(props: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -213,12 +238,28 @@ def _page(item: str) -> dict[str, Any]:
 
 
 _KEY = {"device_id": _S, "user": _S}
+_ESTABLISHED = {
+    **_object(
+        {
+            "scope": _S,
+            "backend_type": _S,
+            "at": _S,
+            "set_by": {**_object(_KEY), "nullable": True},
+            "actor": _NS,
+            "note": _S,
+        }
+    ),
+    "nullable": True,
+}
 _OVERRIDE = _object(
     {"kind": _S, "note": _S, "actor": _S, "at": _S, "account_only": _B, "pre_approved": _B}
 )
 _ASSOCIATION = {
     **_KEY,
     "domain": _NS,
+    "throwaway": _B,
+    "verified": _B,
+    "verified_at": _NS,
     "device_type": _S,
     "user_agent": _NS,
     "protocol_version": _NS,
@@ -254,10 +295,18 @@ _DEVICE = {
     "violations": _TEXTS,
     "labels": _TEXTS,
     "retired": _B,
+    "backend_type": _ESTABLISHED,
 }
 _PUSHED = _object({"setting": _S, "user_name": _S, "email": _S, "principal": _S})
 _CUSTOM = {f"custom{i}": _NS for i in range(1, 5)}
-_USER = {"principal": _S, "email": _S, "display_name": _S, "source": _S, **_CUSTOM}
+_USER = {
+    "principal": _S,
+    "email": _S,
+    "display_name": _S,
+    "source": _S,
+    **_CUSTOM,
+    "aliases": _TEXTS,
+}
 _SERVER = _object({"url": _S, "healthy": _B, "failures": _I})
 _POOL = _object({"name": _S, "type": _S, "healthy": _I, "servers": _array("Server")})
 
@@ -270,6 +319,8 @@ SCHEMAS: dict[str, Any] = {
     "AssociationDetail": _object(
         {
             **_ASSOCIATION,
+            "backend_scope": _S,
+            "established_backend_type": _ESTABLISHED,
             "decision": _ref("Decision"),
             "device_information": _NOBJ,
             "managed_device": {**_object(_DEVICE), "nullable": True},
@@ -309,6 +360,8 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "DeviceChange": _object({"device": _ref("Device"), "polls_ended": _I}),
+    "EstablishedTypeList": _object({"items": {"type": "array", "items": _ESTABLISHED}}),
+    "BackendTypeReset": _object({"scope": _S, "established": _ESTABLISHED, "polls_ended": _I}),
     "ExchangeSetting": _object(
         {"name": _S, "user_name": _S, "email": _S, "server": _S, "priority": _I}
     ),
@@ -339,6 +392,17 @@ SCHEMAS: dict[str, Any] = {
         | {"before": _NOBJ, "after": _NOBJ}
     ),
     "AuditPage": _page("AuditEntry"),
+    "StoreStatus": _object(
+        {
+            "kind": {"type": "string", "enum": ["sqlite", "memory"]},
+            "path": _NS,
+            "healthy": _B,
+            "fault": {"type": "string", "nullable": True, "enum": [*_FAULTS, None]},
+            "detail": _NS,
+            "since": _NS,
+            "advice": _NS,
+        }
+    ),
     "OpenApi": _OBJ,
 }
 """Component schemas of the answers, by name (``Route.response``)."""

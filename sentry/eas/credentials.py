@@ -11,20 +11,24 @@ token. Neither the header value nor the token appears in ``repr``.
 
 ``check_query_user`` enforces that a query ``User`` (plain form, or tag 8 of
 the base64 form) names the same principal as the credentials. Both names go
-through the one principal rule (``principal``) and their keys are
-compared, so ``CORP\\john`` in the query and ``john@corp.example`` in the
-credentials agree when the rule says they are one principal, and
-``User=shared`` with alice's password does not.
+through the one principal rule (``principal``: ``canonical_principal`` under
+the configured realms) and, when the caller passes the directory's alias
+resolution, through the user's known names; their keys are compared, so
+``CORP\\john`` in the query and ``john@corp.example`` in the credentials agree
+when the realms say they are one principal, and ``User=shared`` with
+alice's password does not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sentry.model import NO_REALMS, Realms
+
 from .errors import RequestError
-from .identity import Identity, basic_user, identity_from_name
+from .identity import Identity, basic_user, identity_of
 from .status import CommonStatus
 
 __all__ = [
@@ -81,16 +85,17 @@ class UserMismatch(RequestError):
     eas_status = CommonStatus.AccessDenied
 
 
-def principal(name: str, source: str) -> Identity | None:
-    """The identity ``name`` is, by the one principal rule (None: names no one).
+def principal(name: str, source: str, realms: Realms = NO_REALMS) -> Identity | None:
+    """The identity ``name`` is, by the one principal rule under ``realms``
+    (None: names no one).
 
     Every name this module and the proxy's identity step compare (Basic user,
     token claim, query User) goes through here, so they agree with the keys of
     the association list."""
-    return identity_from_name(name, source)
+    return identity_of(name, source, realms)
 
 
-def read_authorization(values: Sequence[str]) -> Authorization:
+def read_authorization(values: Sequence[str], realms: Realms = NO_REALMS) -> Authorization:
     """The request's ``Authorization`` from all its header values.
 
     Raises ``DuplicateAuthorization`` for more than one value and
@@ -107,7 +112,7 @@ def read_authorization(values: Sequence[str]) -> Authorization:
     match scheme.lower():
         case "basic":
             name = basic_user(header)
-            if name is None or principal(name, "authorization") is None:
+            if name is None or principal(name, "authorization", realms) is None:
                 raise MalformedAuthorization(
                     "Authorization: Basic is not base64 of user:password naming a user"
                 )
@@ -121,21 +126,32 @@ def read_authorization(values: Sequence[str]) -> Authorization:
             return Authorization(Scheme.OTHER, header=header)
 
 
-def basic_identity(auth: Authorization) -> Identity:
+def basic_identity(auth: Authorization, realms: Realms = NO_REALMS) -> Identity:
     """The identity named by Basic credentials (``read_authorization`` checked it)."""
     assert auth.scheme is Scheme.BASIC and auth.user is not None
-    identity = principal(auth.user, "authorization")
+    identity = principal(auth.user, "authorization", realms)
     if identity is None:  # pragma: no cover - read_authorization refuses these
         raise MalformedAuthorization("Authorization: Basic names no user")
     return identity
 
 
-def check_query_user(identity: Identity, query_user: str | None) -> None:
-    """``UserMismatch`` when ``query_user`` names another principal than ``identity``."""
+def check_query_user(
+    identity: Identity,
+    query_user: str | None,
+    realms: Realms = NO_REALMS,
+    resolve: Callable[[str], str] | None = None,
+) -> None:
+    """``UserMismatch`` when ``query_user`` names another principal than
+    ``identity``; ``resolve`` maps a key to the user it is a known name of."""
     if query_user is None:
         return
-    named = principal(query_user, "query")
-    if named is None or named.key != identity.key:
+    named = principal(query_user, "query", realms)
+    same = resolve or _itself
+    if named is None or same(named.key) != same(identity.key):
         raise UserMismatch(
             "the query User names another principal than the Authorization credentials"
         )
+
+
+def _itself(key: str) -> str:
+    return key

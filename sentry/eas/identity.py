@@ -1,15 +1,14 @@
-"""Who a request is for (eas-protocol.md §6.1): one canonical user key.
+"""Who a request is for (eas-protocol.md §6.1): one canonical principal.
 
 Approach. The name a client authenticates with (``Authorization: Basic``)
 wins over the free-form query ``User``, which is only a hint; a Bearer token
 carries no name, so the query user is then the only one. Whatever the source,
-``DOMAIN\\user`` (split at the last backslash), ``user@domain`` (UPN or SMTP,
-split at the last ``@``) and ``user`` reduce to the same case-folded key, so
-the association list has one row per mailbox however the client spells it.
-The password in a Basic header is dropped the moment it is decoded.
-
-``identity_from_name`` is public so that names typed by an administrator are
-keyed by exactly the same rule.
+the name is reduced by THE one rule, ``sentry.model.canonical_principal``,
+under the configured realms: ``CORP\\john``, ``john@corp.example.com`` and a
+bare ``john`` are one principal exactly when the realms say so, so the
+association list has one row per mailbox however the client spells it, and
+two mailboxes of two realms are never one row. The password in a Basic
+header is dropped the moment it is decoded.
 """
 
 from __future__ import annotations
@@ -18,18 +17,19 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-__all__ = ["Identity", "basic_user", "identity_from_name", "resolve_identity"]
+from sentry.model import NO_REALMS, Realms, canonical_principal, principal_domain
+
+__all__ = ["Identity", "basic_user", "identity_of", "resolve_identity"]
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who a request is for.
 
-    ``key`` is the canonical principal used in association keys: the account
-    name case-folded, without ``DOMAIN\\`` or ``@domain`` (so ``CORP\\JDoe``,
-    ``jdoe@corp.example`` and ``jdoe`` are one user). ``domain`` is what the
-    raw form carried (NetBIOS domain or UPN suffix, lower-cased) and ``raw`` the
-    name exactly as sent, kept for logs. ``source`` says where it came from.
+    ``key`` is the canonical principal (``canonical_principal``) used in
+    association keys; ``domain`` its realm (``principal_domain``: the routing
+    domain, None for a bare name); ``raw`` the name exactly as sent, kept for
+    logs. ``source`` says where it came from.
     """
 
     key: str
@@ -38,14 +38,19 @@ class Identity:
     source: str = "query"  # "authorization" | "query"
 
 
-def resolve_identity(authorization: str | None, query_user: str | None) -> Identity | None:
-    """The Basic-auth name when there is a usable one, else the query User."""
+def resolve_identity(
+    authorization: str | None, query_user: str | None, realms: Realms = NO_REALMS
+) -> Identity | None:
+    """The Basic-auth name when a Basic header carries one, else the query User.
+
+    A Basic name that names no principal gives None (the request is refused as
+    malformed), never the query User: the decision must not be keyed on
+    another name than the one the backend authenticates.
+    """
     basic = basic_user(authorization)
     if basic is not None:
-        identity = identity_from_name(basic, "authorization")
-        if identity is not None:
-            return identity
-    return None if query_user is None else identity_from_name(query_user, "query")
+        return identity_of(basic, "authorization", realms)
+    return None if query_user is None else identity_of(query_user, "query", realms)
 
 
 def basic_user(authorization: str | None) -> str | None:
@@ -71,20 +76,10 @@ def basic_user(authorization: str | None) -> str | None:
     return name if colon else None
 
 
-def identity_from_name(raw: str, source: str = "query") -> Identity | None:
-    """``DOMAIN\\user``, ``user@domain`` or ``user`` -> an ``Identity``.
-
-    The NetBIOS domain, when present, is the recorded domain; the UPN suffix is
-    recorded otherwise. None when no account name is left (``"CORP\\"``, ``"@x"``).
-    """
-    name, domain = raw.strip(), None
-    if "\\" in name:
-        netbios, _, name = name.rpartition("\\")
-        domain = netbios.strip().lower() or None
-    if "@" in name:
-        name, _, suffix = name.rpartition("@")
-        domain = domain or suffix.strip().lower() or None
-    key = name.strip().casefold()
-    if not key:
+def identity_of(raw: str, source: str, realms: Realms = NO_REALMS) -> Identity | None:
+    """The ``Identity`` a name stands for: its key is ``canonical_principal(raw,
+    realms)`` (the one rule; this only wraps it); None when it names no one."""
+    key = canonical_principal(raw, realms)
+    if key is None:
         return None
-    return Identity(key=key, raw=raw, domain=domain, source=source)
+    return Identity(key=key, raw=raw, domain=principal_domain(key), source=source)

@@ -13,11 +13,12 @@ here, in one place, so nothing downstream knows which one a client used:
 3. Version and policy key come from the blob in the base64 form and from the
    ``MS-ASProtocolVersion`` / ``X-MS-PolicyKey`` headers otherwise.
 4. The DeviceId is canonicalised (§6.2) and the user resolved (§6.1): the
-   ``Authorization: Basic`` name wins over the query ``User``; both are reduced
-   to one case-folded key (``identity.py``). The password is never kept.
-   This is the parser's view only: the gateway keys its decision on the
-   identity its authentication step (``sentry.proxy.authn``) takes from the
-   one Authorization header, Basic or a validated Bearer token.
+   ``Authorization: Basic`` name wins over the query ``User``; either is
+   reduced to its canonical principal under the configured realms
+   (``identity.py``, ``sentry.model.canonical_principal``). The password is
+   never kept. This is the parser's view only: the gateway keys its decision
+   on the identity its authentication step (``sentry.proxy.authn``) takes
+   from the one Authorization header, Basic or a validated Bearer token.
 
 Every malformed input raises a ``RequestError`` subclass carrying its wire
 status; no other exception escapes ``parse_request``.
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 from urllib.parse import parse_qsl
+
+from sentry.model import NO_REALMS, THROWAWAY_DEVICE_IDS, Realms
 
 from ._b64query import OPTION_BITS, PARAM_BY_TAG, decode_base64_query
 from .errors import (
@@ -115,7 +118,7 @@ class EasRequest:
     query_user: str | None = None  # the query's User value as sent, for logs
     user_agent: str | None = None
     content_type: str | None = None
-    is_throwaway_device: bool = False  # DeviceId "validate" etc.: no association
+    is_throwaway_device: bool = False  # DeviceId "validate" etc. (THROWAWAY_DEVICE_IDS)
 
     @property
     def version_tuple(self) -> tuple[int, int] | None:
@@ -165,8 +168,6 @@ _PLAIN_MARKER = re.compile(r"(?:^|&)(?:cmd|deviceid|devicetype|user)=", re.IGNOR
 _PLAIN_DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 _POLICY_KEY = re.compile(r"[0-9]{1,10}", re.ASCII)
 MAX_DEVICE_TYPE = 64
-THROWAWAY_DEVICE_IDS = frozenset({"VALIDATE", "WEBSERVICE"})
-"""Canonical DeviceIds that never form an association (§6.2)."""
 
 
 @dataclass(slots=True)
@@ -188,11 +189,14 @@ class _Query:
 # --- The entry point ---
 
 
-def parse_request(method: str, query: str, headers: Mapping[str, str]) -> EasRequest:
+def parse_request(
+    method: str, query: str, headers: Mapping[str, str], realms: Realms = NO_REALMS
+) -> EasRequest:
     """Parse one EAS request line into an ``EasRequest``.
 
     ``query`` is the raw query string (without or with the leading ``?``);
-    ``headers`` any mapping, looked up case-insensitively. Raises a
+    ``headers`` any mapping, looked up case-insensitively; ``realms`` the
+    configured realms the user is canonicalised under. Raises a
     ``RequestError`` subclass for anything malformed.
     """
     verb = _parse_method(method)
@@ -205,7 +209,7 @@ def parse_request(method: str, query: str, headers: Mapping[str, str]) -> EasReq
         q.policy_key = _header_policy_key(hdrs.get("x-ms-policykey"))
     if "AcceptMultiPart" not in q.params and "ms-asacceptmultipart" in hdrs:
         q.params["AcceptMultiPart"] = hdrs["ms-asacceptmultipart"].strip()
-    user = resolve_identity(hdrs.get("authorization"), q.user)
+    user = resolve_identity(hdrs.get("authorization"), q.user, realms)
     if user is None and not options and "authorization" not in hdrs:
         raise UserError("no user: neither Authorization nor a query User names one")
     return _build(verb, q, user, hdrs)

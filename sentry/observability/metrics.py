@@ -2,7 +2,8 @@
 
 Labels are bounded by construction: command names come from the EAS command
 enum (anything else is counted as "unknown"), decisions and reasons from the
-policy's enums, pools and servers from the configuration. Never a DeviceId or
+policy's enums, store faults from ``StoreFault``, pools and servers from the
+configuration. Never a DeviceId or
 a user. Tests build ``Metrics(CollectorRegistry())`` for a fresh registry.
 
 Besides the gateway's own metrics the registry carries ``sentry_build_info``
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from sentry.buildinfo import python_version, version
 from sentry.eas.request import Command
+from sentry.store.base import StoreFault
 
 __all__ = ["KNOWN_COMMANDS", "Metrics", "command_label", "status_class"]
 
@@ -131,8 +133,26 @@ class Metrics:
             registry=registry,
         )
         self.store_errors = Counter(
-            "sentry_store_errors", "Failed writes to the state store", registry=registry
+            "sentry_store_errors",
+            "State store operations that failed and problems its checks found, by fault",
+            ["kind"],
+            registry=registry,
         )
+        self.store_healthy = Gauge(
+            "sentry_store_healthy",
+            "1 while the state store keeps changes durably; 0 while it is degraded",
+            registry=registry,
+        )
+        self.store_fault = Gauge(
+            "sentry_store_fault",
+            "1 for the state store's current fault (all 0 while healthy)",
+            ["kind"],
+            registry=registry,
+        )
+        self.store_healthy.set(1)
+        for fault in StoreFault:
+            self.store_errors.labels(fault.value)
+            self.store_fault.labels(fault.value).set(0)
         self.auth_refusals = Counter(
             "sentry_auth_refusals",
             "Requests the identity step refused, by scheme and reason (never forwarded)",

@@ -17,14 +17,19 @@ and per admin, registry or preference change::
     more = refresh(keys, snapshot, prefs, now)          # record the new decisions
     await store.apply(more); snapshot.apply(more)
 
+and when the backend answers a forwarded request (accepted: not a 401)::
+
+    changes = backend_accepted(snapshot, key, now)      # verified; may establish the type
+
 Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
 ``admin`` (Allow/Block/Reset/Wipe/Remove/Link To/Pre-approve), ``registry`` (devices,
-compliance, users, configuration), ``transitions`` (the one table of admin
-states), ``snapshot`` (in-memory state and indexes), ``changes``,
-``decisions``, ``answers`` (decision -> wire answer), ``affected``,
-``ambiguity``, ``templates``, ``pushcheck`` (pushes checked at configuration
-time), ``prefs`` (where each preference comes from), ``audit``,
-``reasons``, ``errors``.
+compliance, users, configuration), ``established`` (one backend type per
+device), ``expiry`` (unverified rows), ``rekey`` (realm and alias changes),
+``transitions`` (the one table of admin states), ``snapshot`` (in-memory
+state and indexes), ``changes``, ``decisions``, ``answers`` (decision -> wire
+answer), ``affected``, ``ambiguity``, ``templates``, ``pushcheck`` (pushes
+checked at configuration time), ``prefs`` (where each preference comes
+from), ``audit``, ``reasons``, ``errors``.
 """
 
 from __future__ import annotations
@@ -40,15 +45,19 @@ from .changes import (
     Changes,
     DeleteAssociation,
     DeleteDevice,
+    DeleteEstablished,
     DeleteLabel,
     DeletePool,
     DeleteSetting,
     DeleteUser,
+    MoveHistory,
     PutAssociation,
     PutDevice,
+    PutEstablished,
     PutLabel,
     PutPool,
     PutPreferences,
+    PutRealms,
     PutRouting,
     PutSetting,
     PutUser,
@@ -58,6 +67,7 @@ from .decide import decide, evaluate, refresh, request_key
 from .decisions import Decision, Forward, Outcome, ProvisionKind, Refuse, RequestFacts, Wipe
 from .errors import (
     AdminError,
+    ConflictError,
     NotFoundError,
     PolicyError,
     PushConflictError,
@@ -65,6 +75,8 @@ from .errors import (
     UndecidableRequest,
     ValidationError,
 )
+from .established import backend_accepted, backend_scope, reset_backend_type
+from .expiry import expire_unverified
 from .pushcheck import PushProblem, check_pushes, new_push_problems, push_problems
 from .reasons import refusal_status
 from .registry import (
@@ -80,6 +92,7 @@ from .registry import (
     set_routing,
     upsert_user,
 )
+from .rekey import realm_changes
 from .snapshot import Snapshot
 from .templates import PushedMailbox, PushedMailboxes, resolve_pushed_mailboxes
 from .transitions import TRANSITIONS, Action, AdminState, state_of
@@ -93,14 +106,17 @@ __all__ = [
     "AppendHistory",
     "Change",
     "Changes",
+    "ConflictError",
     "Decision",
     "DeleteAssociation",
     "DeleteDevice",
+    "DeleteEstablished",
     "DeleteLabel",
     "DeletePool",
     "DeleteSetting",
     "DeleteUser",
     "Forward",
+    "MoveHistory",
     "NotFoundError",
     "Outcome",
     "PolicyError",
@@ -111,9 +127,11 @@ __all__ = [
     "PushedMailboxes",
     "PutAssociation",
     "PutDevice",
+    "PutEstablished",
     "PutLabel",
     "PutPool",
     "PutPreferences",
+    "PutRealms",
     "PutRouting",
     "PutSetting",
     "PutUser",
@@ -128,12 +146,15 @@ __all__ = [
     "affected_keys",
     "allow",
     "answer",
+    "backend_accepted",
+    "backend_scope",
     "block",
     "check_pushes",
     "decide",
     "delete_label",
     "delete_setting",
     "evaluate",
+    "expire_unverified",
     "link_to",
     "new_push_problems",
     "preapprove",
@@ -141,6 +162,7 @@ __all__ = [
     "put_label",
     "put_pool",
     "put_setting",
+    "realm_changes",
     "record_policy_fingerprint",
     "refresh",
     "refusal_status",
@@ -148,6 +170,7 @@ __all__ = [
     "remove",
     "request_key",
     "reset",
+    "reset_backend_type",
     "resolve_pushed_mailboxes",
     "retire_device",
     "set_compliance",

@@ -9,10 +9,12 @@ row keeps every other field and records the decision the table now gives it,
 so the admin list shows at once why it is allowed or blocked. Each action
 touches only its (device, user) row, plus a history event and an audit entry
 with the note, the actor, the time and the state before -> after. (Remove
-also re-flags the device's remaining rows for ambiguous policies.)
+also re-flags the device's remaining rows for ambiguous policies, and Remove
+or a Link To that moves the row to another device drops the established
+backend type of a device left with no association.)
 
-Pre-approve creates the row: key and mailbox domain from the admin's input,
-first seen now (so it holds its place for the limits from now on), never seen
+Pre-approve creates the row: the key from the admin's input (the route
+follows from its principal), first seen now, never seen
 (``last_seen`` 0.0), an Allow marked ``pre_approved``. The device's first
 request finds it and fills in what the request shows. It is refused (409)
 when the table would refuse it even with the Allow (no route for the
@@ -46,6 +48,8 @@ from .audit import audited, require_actor, require_note
 from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssociation
 from .decide import decision_detail, with_assessment
 from .errors import NotFoundError, TransitionError, ValidationError
+from .established import backend_scope, carried_type, release_scopes
+from .indexes import DEVICE_SCOPE
 from .reasons import ordered
 from .rules import Candidate, assess
 from .snapshot import Snapshot
@@ -87,20 +91,19 @@ def reset(snapshot: Snapshot, key: AssociationKey, *, note: str, actor: str, now
 def preapprove(
     snapshot: Snapshot,
     key: AssociationKey,
-    domain: str | None = None,
     *,
     note: str,
     actor: str,
     now: float,
 ) -> Changes:
     """Admin Pre-approve: create the (device, mailbox) row, allowed, before the
-    device's first request (see the module comment); ``domain`` is the mailbox
-    domain the admin gave (``bob@corp.example``), used for routing."""
+    device's first request (see the module comment). Like every new row it is
+    unverified (not counted for the limits) until the backend accepts it."""
     note, actor = require_note(note), require_actor(actor)
     _check_new_key(key)
     transition(state_of(snapshot.get(key)), Action.PREAPPROVE)
     override = Override(OverrideKind.ALLOW, note, actor, now, pre_approved=True)
-    candidate = Candidate(key, domain, now, override=override)
+    candidate = Candidate(key, now, override=override)
     a = assess(candidate, snapshot, snapshot.prefs, new=True)
     never = [r for r in _NEVER if r in a.reasons]
     if never:
@@ -110,7 +113,7 @@ def preapprove(
             AdminState.REMOVED.value,
             Action.PREAPPROVE.value,
         )
-    row = Association(key, domain, first_seen=now, last_seen=0.0, override=override)
+    row = Association(key, first_seen=now, last_seen=0.0, override=override)
     return _finish(snapshot, None, row, Action.PREAPPROVE, note, actor, now, created=True)
 
 
@@ -163,6 +166,7 @@ def remove(
     transition(state_of(row), Action.REMOVE)
     rest = [r for r in snapshot.on_device(key.device_id) if r.key != key]
     out: list[Change] = [DeleteAssociation(key), *ambiguity_changes(rest)]
+    out.extend(release_scopes(snapshot, [key]))
     out.append(AppendHistory(key, HistoryEvent(now, "admin", {"action": "remove", "note": note})))
     out.append(_audit(key, row, None, Action.REMOVE, note, actor, now))
     return tuple(out)
@@ -188,7 +192,14 @@ def link_to(
     if device.retired:
         raise ValidationError(f"managed device {device_id!r} is retired")
     new = replace(row, manual_link=device_id)
-    return _finish(snapshot, row, new, Action.LINK_TO, note, actor, now)
+    target = DEVICE_SCOPE + device_id
+    if backend_scope(row, snapshot) == target:
+        return _finish(snapshot, row, new, Action.LINK_TO, note, actor, now)
+    # The row leaves its device: that device may be left empty; the target may
+    # take the row's type (its own type: the assessment is the same either way).
+    released = release_scopes(snapshot, [key])
+    carried = carried_type(snapshot, row, target, now)
+    return (*released, *carried, *_finish(snapshot, row, new, Action.LINK_TO, note, actor, now))
 
 
 def _override(

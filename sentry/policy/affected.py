@@ -11,8 +11,10 @@ A decision depends on the row itself, its managed device, its user, and —
 through the mixed-backend rule and the limits — on the other rows of the same
 DeviceId or the same mailbox. So the keys directly touched are widened by one
 step to their device and mailbox neighbours (one step suffices: a decision
-never depends on another row's decision). Changes that reach every row
-(routing, pools, limits and registration preferences) return every key.
+never depends on another row's decision). A device's established backend
+type reaches every row of its scope (the managed device's DeviceIds, or the
+DeviceId). Changes that reach every row (routing, pools, realms, limits and
+registration preferences) return every key.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from collections.abc import Iterable
 from sentry.model import AssociationKey, Device, Preferences
 
 from . import changes as ch
+from .established import scope_keys
 from .snapshot import Snapshot
 
 __all__ = ["affected_keys"]
 
-_EVERYTHING = (ch.PutPool, ch.DeletePool, ch.PutRouting)
+_EVERYTHING = (ch.PutPool, ch.DeletePool, ch.PutRouting, ch.PutRealms)
 
 
 def affected_keys(changes: Iterable[ch.Change], snapshot: Snapshot) -> set[AssociationKey]:
@@ -69,6 +72,10 @@ def _direct(change: ch.Change, snapshot: Snapshot) -> set[AssociationKey]:
         return _user_keys(snapshot, change.principal)
     if isinstance(change, ch.PutLabel | ch.DeleteLabel | ch.PutSetting | ch.DeleteSetting):
         return _labelled_keys(snapshot, change)
+    if isinstance(change, ch.PutEstablished):
+        return scope_keys(snapshot, change.established.scope)
+    if isinstance(change, ch.DeleteEstablished):
+        return scope_keys(snapshot, change.scope)
     return set()
 
 

@@ -18,11 +18,13 @@ from sentry.model import (
     AssociationKey,
     AuditEntry,
     Device,
+    EstablishedType,
     ExchangeSetting,
     HistoryEvent,
     Label,
     Pool,
     Preferences,
+    Realms,
     Routing,
     User,
 )
@@ -35,15 +37,19 @@ __all__ = [
     "Changes",
     "DeleteAssociation",
     "DeleteDevice",
+    "DeleteEstablished",
     "DeleteLabel",
     "DeletePool",
     "DeleteSetting",
     "DeleteUser",
+    "MoveHistory",
     "PutAssociation",
     "PutDevice",
+    "PutEstablished",
     "PutLabel",
     "PutPool",
     "PutPreferences",
+    "PutRealms",
     "PutRouting",
     "PutSetting",
     "PutUser",
@@ -130,6 +136,32 @@ class DeleteLabel:
 
 
 @dataclass(frozen=True, slots=True)
+class PutRealms:
+    """The realms the stored principals are canonical under (re-keyed at start
+    when the configuration changes them)."""
+
+    realms: Realms
+
+
+@dataclass(frozen=True, slots=True)
+class PutEstablished:
+    established: EstablishedType
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteEstablished:
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoveHistory:
+    """Re-key one association's history (its row was re-keyed or merged)."""
+
+    old: AssociationKey
+    new: AssociationKey
+
+
+@dataclass(frozen=True, slots=True)
 class AppendAudit:
     entry: AuditEntry
 
@@ -156,6 +188,10 @@ Change = (
     | DeleteSetting
     | PutLabel
     | DeleteLabel
+    | PutRealms
+    | PutEstablished
+    | DeleteEstablished
+    | MoveHistory
     | AppendAudit
     | AppendHistory
 )

@@ -1,13 +1,18 @@
 """``decide``: one request in, one decision and the changes out.
 
-Approach. The request's key is (canonical DeviceId, canonical user). The row
-is *observed* first: created on first sight (so it is listed whatever the
+Approach. The request's key is (canonical DeviceId, principal): the parser
+canonicalised the user under the configured realms, and the snapshot's alias
+index resolves a known name of a user (email, alias) to that user's
+principal, so every spelling of one mailbox meets one row. The row is
+*observed* first: created on first sight (so it is listed whatever the
 decision), or updated when the request shows a new DeviceType, User-Agent,
-protocol version, domain or DeviceInformation; a wipe acknowledgement moves
-the wipe state through the transition table. The table (``rules.assess``)
-then decides, and the row records the decision. A wipe acknowledgement of a
-row with a wipe (pending, failed or done) is answered as such: ``Wipe`` with
-``acknowledged`` set (Provision Status 1, or 2 and the directive again).
+protocol version or DeviceInformation; a wipe acknowledgement moves the wipe
+state through the transition table. The table (``rules.assess``) then
+decides, and the row records the decision. Nothing a request carries changes
+a row's route (it follows from the key), so a refused request never changes
+another row's decision or pool. A wipe acknowledgement of a row with a wipe
+(pending, failed or done) is answered as such: ``Wipe`` with ``acknowledged``
+set (Provision Status 1, or 2 and the directive again).
 
 The changes describe exactly what differs from the stored row:
 
@@ -19,8 +24,11 @@ The changes describe exactly what differs from the stored row:
 
 A row an admin pre-approved is found by the device's first request like any
 stored row; that request fills in what it shows and records a
-``first_request`` event. A throw-away DeviceId is decided but never stored
-(no changes). During a
+``first_request`` event. A throwaway DeviceId (``validate``, ``webservice``)
+is stored like any other (listed, blockable); the table never counts it for
+limits and it never establishes a backend type. A new row is *unverified*
+until the backend accepts one of its requests
+(``established.backend_accepted``). During a
 registry outage a known row keeps its last decision; a new row follows the
 ``new_device_access_when_registry_unreachable`` preference.
 
@@ -61,7 +69,7 @@ _new_association = fast_constructor(Association)  # ~2x a frozen __init__ (see _
 __all__ = ["decide", "decision_detail", "evaluate", "refresh", "request_key", "with_assessment"]
 
 
-def request_key(request: EasRequest) -> AssociationKey:
+def request_key(request: EasRequest, snapshot: Snapshot) -> AssociationKey:
     """The association key of a POST; ``UndecidableRequest`` for anything else."""
     if request.method != "POST" or request.command is None:
         raise UndecidableRequest("OPTIONS is not decided: the shell forwards it")
@@ -69,15 +77,15 @@ def request_key(request: EasRequest) -> AssociationKey:
         raise UndecidableRequest("a request without a user cannot be decided")
     if not request.device_id:
         raise UndecidableRequest("a request without a DeviceId cannot be decided")
-    return AssociationKey(request.device_id, request.user.key)
+    return AssociationKey(request.device_id, snapshot.principal_of(request.user.key))
 
 
-def _lookup_key(request: EasRequest) -> tuple[str, str]:
+def _lookup_key(request: EasRequest, snapshot: Snapshot) -> tuple[str, str]:
     """A plain pair equal to the request's key (cheaper than an ``AssociationKey``)."""
     user = request.user
     if user is None or not user.key or not request.device_id or request.command is None:
         raise UndecidableRequest("OPTIONS, or a request without user or DeviceId, is not decided")
-    return request.device_id, user.key
+    return request.device_id, snapshot.principal_of(user.key)
 
 
 def decide(
@@ -88,7 +96,7 @@ def decide(
     now: float,
 ) -> Outcome:
     """Decide one EAS request (design.md §4); ``now`` is Unix seconds."""
-    pair = _lookup_key(request)
+    pair = _lookup_key(request, snapshot)
     old = snapshot.get(pair)
     if old is None:
         return _first_sight(pair, request, facts, snapshot, prefs, now)
@@ -105,8 +113,6 @@ def decide(
         row = _recorded(row, decision)
     if facts.provision is ProvisionKind.WIPE_ACK and old.wipe is not WipeStatus.NONE:
         decision = _acknowledged(decision, row, facts)
-    if request.is_throwaway_device:
-        return Outcome(decision, (), row)
     if row is old:  # the hot path: nothing but last-seen moved
         return Outcome(decision, (Touch(old.key, now),), row)
     if old.never_seen:  # pre-approved by an admin: the device's first request
@@ -124,19 +130,15 @@ def _first_sight(
 ) -> Outcome:
     """A new association: listed at once, whatever the decision."""
     key = AssociationKey(*pair)
-    domain = None if request.user is None else request.user.domain
-    a = assess(
-        Candidate(key, domain, now), snapshot, prefs, new=True, reachable=facts.registry_reachable
-    )
+    a = assess(Candidate(key, now), snapshot, prefs, new=True, reachable=facts.registry_reachable)
     pool, backend = (None, None) if a.pool is None else (a.pool.name, a.pool.type)
     row = _new_association(  # every field, in Association's order (no override, no wipe)
-        key, domain, request.device_type, request.user_agent, request.protocol_version,
+        key, request.device_type, request.user_agent, request.protocol_version,
         facts.device_info, now, now, a.device, a.unlinked, None, None, a.verdict, a.reasons,
         a.violations, pool, backend, WipeStatus.NONE, None, _joins_ambiguous(key, snapshot),
+        None,
     )  # fmt: skip
     decision = decision_of(a, row)
-    if request.is_throwaway_device:
-        return Outcome(decision, (), row)
     event = HistoryEvent(now, "first_seen", decision_detail(row))
     return Outcome(decision, (PutAssociation(row), AppendHistory(key, event)), row)
 
@@ -150,12 +152,15 @@ def _joins_ambiguous(key: AssociationKey, snapshot: Snapshot) -> bool:
 def evaluate(key: AssociationKey, snapshot: Snapshot, prefs: Preferences, now: float) -> Decision:
     """The decision the association would get now, without a request.
 
-    A key with no row is evaluated as the fresh row the device's next request
-    would create (no override, first seen ``now``).
+    The key's user is resolved through the alias index first (a held poll
+    keyed by a name that has since become a user's alias is decided as that
+    user's row). A key with no row is evaluated as the fresh row the device's
+    next request would create (no override, unverified, first seen ``now``).
     """
+    key = AssociationKey(key.device_id, snapshot.principal_of(key.user))
     row = snapshot.get(key)
     if row is None:
-        candidate = Candidate(key, None, now)
+        candidate = Candidate(key, now)
         return decision_of(assess(candidate, snapshot, prefs, new=True), candidate)
     return decision_of(assess(row, snapshot, prefs), row)
 
@@ -211,12 +216,12 @@ def _recorded(row: Association, decision: Decision) -> Association:
 
 
 def _observe(old: Association, request: EasRequest, facts: RequestFacts) -> Association:
-    """The row with what this request shows about the device; ``old`` if nothing new."""
-    domain = None if request.user is None else request.user.domain
+    """The row with what this request shows about the device; ``old`` if nothing new.
+
+    Only descriptive fields move: the route follows from the key."""
     agent, version, info = request.user_agent, request.protocol_version, facts.device_info
     if (
-        (domain is None or domain == old.domain)
-        and request.device_type == old.device_type
+        request.device_type == old.device_type
         and (agent is None or agent == old.user_agent)
         and (version is None or version == old.protocol_version)
         and (info is None or info == old.device_info)
@@ -224,7 +229,6 @@ def _observe(old: Association, request: EasRequest, facts: RequestFacts) -> Asso
         return old
     return replace(
         old,
-        domain=domain or old.domain,
         device_type=request.device_type,
         user_agent=agent or old.user_agent,
         protocol_version=version or old.protocol_version,

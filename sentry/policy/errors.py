@@ -11,6 +11,7 @@ only store fields.
     │   ├── ValidationError        missing note/actor, bad value            (400)
     │   ├── NotFoundError          no such association / device / user      (404)
     │   ├── TransitionError        action not allowed in the current state  (409)
+    │   ├── ConflictError          would make one name mean two users       (409)
     │   └── PushConflictError      a configuration write would push what    (409)
     │                              cannot work (``problems`` names each)
     └── UndecidableRequest     OPTIONS, or no user/DeviceId: not decided   (500, a shell bug)
@@ -23,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "AdminError",
+    "ConflictError",
     "NotFoundError",
     "PolicyError",
     "PushConflictError",
@@ -65,6 +67,12 @@ class TransitionError(AdminError):
         super().__init__(message)
         self.state = state
         self.action = action
+
+
+class ConflictError(AdminError):
+    """The write would make one name (principal, email, alias) mean two users."""
+
+    http_status = 409
 
 
 class PushConflictError(AdminError):

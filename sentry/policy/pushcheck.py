@@ -9,9 +9,11 @@ with the changes laid on top; the snapshot itself is not touched), and
 returns the problems the changes would introduce:
 
 - ``MIXED_BACKEND``: a pushed mailbox routes to a backend type other than the
-  device's: the type its associations established (the oldest routed one of
-  its EAS DeviceIds), else its owner's mailbox type. At the device's first
-  request that mailbox would be refused (design.md §4 row 3);
+  device's: its established type (recorded on the device, or on one of its
+  EAS DeviceIds before registration: the oldest), else its owner's mailbox
+  type. At the device's first request that mailbox would be refused
+  (design.md §4 row 3). Mailboxes are named and routed by the one principal
+  rule (``Snapshot.canonical``, ``Snapshot.pool_for``);
 - ``ANDROID_LIMIT``: an Android device would be pushed more Exchange
   accounts than it holds (two, the owner's own included); the setting that
   does not fit is named, after the priorities.
@@ -30,10 +32,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sentry.model import Device, ExchangeSetting, Label, User, canonical_principal
+from sentry.model import Device, ExchangeSetting, Label, User
 
 from . import changes as ch
 from .errors import PushConflictError
+from .indexes import DEVICE_SCOPE, EAS_SCOPE
 from .snapshot import Snapshot
 from .templates import ANDROID_MAX_SETTINGS, PushedMailbox, resolve_pushed_mailboxes
 
@@ -124,7 +127,9 @@ def _problems(snap: Snapshot, reg: _Registry, device_ids: Iterable[str]) -> set[
 
 def _device_problems(snap: Snapshot, reg: _Registry, device: Device) -> set[PushProblem]:
     owner = reg.users.get(device.owner)
-    pushed = resolve_pushed_mailboxes(device, owner, reg.labels.values(), reg.settings)
+    pushed = resolve_pushed_mailboxes(
+        device, owner, reg.labels.values(), reg.settings, snap.canonical
+    )
     out = {
         PushProblem(
             device.id,
@@ -139,7 +144,7 @@ def _device_problems(snap: Snapshot, reg: _Registry, device: Device) -> set[Push
     if expected is None:
         return out
     for mailbox in pushed.mailboxes:
-        kind = _mailbox_type(snap, reg, mailbox.principal, _domain_of(mailbox))
+        kind = _mailbox_type(snap, reg, mailbox.principal)
         if kind is not None and kind != expected:
             out.add(_mixed(device, mailbox, kind, expected))
     return out
@@ -153,33 +158,23 @@ def _mixed(device: Device, mailbox: PushedMailbox, kind: str, expected: str) -> 
     return PushProblem(device.id, mailbox.setting, PushProblemKind.MIXED_BACKEND, message)
 
 
-def _domain_of(mailbox: PushedMailbox) -> str | None:
-    _, domain = canonical_principal(mailbox.user_name)
-    if domain is None:
-        _, at, rest = mailbox.email.rpartition("@")
-        domain = rest.strip().lower() or None if at else None
-    return domain
-
-
-def _mailbox_type(snap: Snapshot, reg: _Registry, principal: str, domain: str | None) -> str | None:
-    """The backend type routing gives a mailbox (``Snapshot.pool_for`` over ``reg``)."""
-    known = reg.users.get(principal)
-    if known is not None and known.mail_domain is not None:
-        domain = known.mail_domain
-    name = snap.routing.pool_name(principal, domain)
-    pool = None if name is None else snap.pools.get(name)
+def _mailbox_type(snap: Snapshot, reg: _Registry, principal: str) -> str | None:
+    """The backend type routing gives a mailbox (``Snapshot.pool_for`` over ``reg``'s users)."""
+    pool = snap.pool_for(principal, reg.users)
     return None if pool is None else pool.type
 
 
 def _device_type(snap: Snapshot, reg: _Registry, device: Device) -> str | None:
-    """The device's backend type: what its oldest routed association established,
-    else its owner's mailbox type; None when neither is known."""
-    rows = [row for eas_id in device.eas_ids for row in snap.on_device(eas_id)]
-    for row in sorted(rows, key=lambda r: (r.first_seen, r.key.user, r.key.device_id)):
-        kind = _mailbox_type(snap, reg, row.key.user, row.domain)
-        if kind is not None:
-            return kind
-    return _mailbox_type(snap, reg, device.owner, None)
+    """The device's backend type: its established type (the device's record,
+    else the oldest of its DeviceIds' records, which registering folds into
+    one), else its owner's mailbox type; None when neither is known."""
+    record = snap.established(DEVICE_SCOPE + device.id)
+    if record is None:
+        found = [e for i in device.eas_ids if (e := snap.established(EAS_SCOPE + i))]
+        record = min(found, key=lambda e: (e.at, e.scope), default=None)
+    if record is not None:
+        return record.backend_type
+    return _mailbox_type(snap, reg, device.owner)
 
 
 # --- The registry after the changes, and the devices they touch -----------------------

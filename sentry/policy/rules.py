@@ -15,11 +15,19 @@ the registry-outage rule), then ``_conclude`` reads them in table order:
 
 Compliance is a property of the physical device: it applies to every row
 whose DeviceId belongs to (or was linked to) a non-compliant managed device,
-whether or not that mailbox is entitled there. The *established* backend
-type of a device is the type of its oldest association (by first_seen, then
-user) that has a route. The limits rank rows by (first_seen, other key part):
-rank >= max means this row is the excess. Every row counts toward a limit
-(Remove frees a slot).
+whether or not that mailbox is entitled there. So is the backend type: the
+*established* type is recorded per managed device (all its DeviceIds) or per
+unregistered DeviceId (``EstablishedType``, set by the first association the
+backend accepted, see ``established.py``), and a row whose pool is of
+another type is MIXED_BACKEND. The mailbox is routed by its principal alone
+(``Snapshot.pool_for``): nothing a request carries moves a row's pool.
+
+Only *counted* rows occupy a slot of a limit: verified (the backend accepted
+them) and not on a throwaway DeviceId. Counted rows rank by (verified_at,
+other key part); rank >= max means this row is the excess. An unverified row
+ranks after every counted one (it is refused while the counted rows fill the
+limit, and never displaces one); a throwaway row is never limited. Remove
+frees a slot.
 
 The row is a ``Candidate`` not yet in the snapshot (``new=True``: first
 sight) or a stored row, possibly carrying the change an admin action is
@@ -36,6 +44,7 @@ from typing import NamedTuple, Protocol
 
 from sentry.eas.status import CommonStatus
 from sentry.model import (
+    THROWAWAY_DEVICE_IDS,
     Association,
     AssociationKey,
     Device,
@@ -79,9 +88,9 @@ class Row(Protocol):
     @property
     def key(self) -> AssociationKey: ...
     @property
-    def domain(self) -> str | None: ...
-    @property
     def first_seen(self) -> float: ...
+    @property
+    def verified_at(self) -> float | None: ...
     @property
     def wipe(self) -> WipeStatus: ...
     @property
@@ -94,11 +103,11 @@ class Candidate(NamedTuple):
     """A row not stored yet (first sight): cheap to build, read like a ``Row``."""
 
     key: AssociationKey
-    domain: str | None
     first_seen: float
     wipe: WipeStatus = WipeStatus.NONE
     override: Override | None = None
     manual_link: str | None = None
+    verified_at: float | None = None
 
 
 class Assessment(NamedTuple):
@@ -144,11 +153,11 @@ def assess(
     """Apply the decision table to ``row``; ``new``: the row is not in ``snap`` yet."""
     device = managed_device(row, snap)
     unlinked = link_of(row, snap, device)
-    pool = snap.pool_for(row.key.user, row.domain)
+    pool = snap.pool_for(row.key.user)
     reasons: list[Reason] = [Reason.WIPE] if row.wipe is not WipeStatus.NONE else []
     if pool is None:
         reasons.append(Reason.NO_BACKEND)
-    elif _mixes_backend(row, pool, snap, new):
+    elif _mixes_backend(row, pool, device, snap):
         reasons.append(Reason.MIXED_BACKEND)
     override = None if row.override is None else row.override.kind
     if override is OverrideKind.ALLOW or override is OverrideKind.BLOCK:
@@ -202,54 +211,46 @@ def _conclude(
     return Verdict.REFUSE if reasons & _REFUSING else Verdict.FORWARD
 
 
-def _mixes_backend(row: Row, pool: Pool, snap: Snapshot, new: bool) -> bool:
-    """Whether the device's established backend type differs from ``pool``'s.
-
-    Only older rows can have established another type; the oldest routed one did.
-    """
-    key = row.key
+def _mixes_backend(row: Row, pool: Pool, device: Device | None, snap: Snapshot) -> bool:
+    """Whether the established type of the row's device (managed device, else
+    DeviceId) differs from ``pool``'s type."""
     if len(snap.backend_types) < 2:
         return False  # one backend type configured: nothing to mix
-    if snap.mailbox_count(key.device_id) - (0 if new else 1) <= 0:
-        return False  # no other association on the device: this one establishes
-    seen, user = row.first_seen, key.user
-    older = [
-        p
-        for p in snap.on_device(key.device_id)
-        if p.first_seen < seen or (p.first_seen == seen and p.key.user < user)
-    ]
-    if len(older) > 1:
-        older.sort(key=_device_rank)
-    for peer in older:
-        peer_pool = snap.pool_for(peer.key.user, peer.domain)
-        if peer_pool is not None:
-            return peer_pool.type != pool.type
-    return False
+    established = snap.established_for(device, row.key.device_id)
+    return established is not None and established.backend_type != pool.type
 
 
-def _device_rank(row: Row) -> tuple[float, str]:
-    return row.first_seen, row.key.user
+def _rank(row: Row, other: str) -> tuple[float, str]:
+    """Counted rows by when the backend first accepted them; unverified last."""
+    verified = row.verified_at
+    return (_UNVERIFIED if verified is None else verified), other
 
 
-def _mailbox_rank(row: Row) -> tuple[float, str]:
-    return row.first_seen, row.key.device_id
+_UNVERIFIED = float("inf")
+
+
+def _counts_before(peers: list[Association], row: Row, mine: tuple[float, str], side: int) -> int:
+    """How many counted peers (not ``row``) rank before ``mine``; ``side`` picks
+    the other key part (0: DeviceId, 1: user)."""
+    key = row.key
+    return sum(1 for p in peers if p.key != key and p.counted and _rank(p, p.key[side]) < mine)
 
 
 def _limits(reasons: list[Reason], row: Row, snap: Snapshot, prefs: Preferences, new: bool) -> None:
-    """Rank ``row`` among its mailbox's devices and its device's mailboxes."""
+    """Rank ``row`` among its mailbox's devices and its device's mailboxes
+    (a throwaway DeviceId is never limited)."""
     key, others = row.key, 0 if new else 1
+    if key.device_id in THROWAWAY_DEVICE_IDS:
+        return
     limit = prefs.max_devices_per_mailbox
     if limit is not None and snap.device_count(key.user) - others >= limit:
-        mine = _mailbox_rank(row)
-        ahead = sum(1 for p in snap.of_user(key.user) if p.key != key and _mailbox_rank(p) < mine)
-        if ahead >= limit:
+        mine = _rank(row, key.device_id)
+        if _counts_before(snap.of_user(key.user), row, mine, 0) >= limit:
             reasons.append(Reason.PER_MAILBOX_LIMIT)
     limit = prefs.max_mailboxes_per_device
     if limit is not None and snap.mailbox_count(key.device_id) - others >= limit:
-        mine = _device_rank(row)
-        peers = snap.on_device(key.device_id)
-        ahead = sum(1 for p in peers if p.key != key and _device_rank(p) < mine)
-        if ahead >= limit:
+        mine = _rank(row, key.user)
+        if _counts_before(snap.on_device(key.device_id), row, mine, 1) >= limit:
             reasons.append(Reason.PER_DEVICE_LIMIT)
 
 

@@ -11,7 +11,12 @@ O(mailboxes on the device), never a scan:
 - the managed device of each EAS DeviceId (non-retired devices only), the
   devices of each owner, the associations an admin linked to each device;
 - pushed mailboxes per device, computed on first use and dropped whenever a
-  device, its owner, a label or an Exchange setting changes.
+  device, its owner, a label or an Exchange setting changes;
+- the alias index: every known name of a user (email, aliases; canonical
+  under ``realms``) -> the user's principal, so ``principal_of`` is one dict
+  probe on the request path;
+- the established backend type of each managed device and each unregistered
+  DeviceId (``established_for``: one dict probe).
 
 It changes only through ``apply(changes)``, the same change list the store
 writes in one transaction, so memory and disk cannot drift apart. History
@@ -20,24 +25,30 @@ and audit records are not kept here (they are store queries).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sentry.model import (
+    NO_REALMS,
     Association,
     AssociationKey,
     Device,
+    EstablishedType,
     ExchangeSetting,
     Label,
     Pool,
     Preferences,
+    Realms,
     Routing,
     User,
+    canonical_principal,
+    principal_domain,
 )
 from sentry.store.base import AssociationState
 
 from . import changes as ch
 from ._fast import fast_setter
+from .indexes import EstablishedIndex, NameIndex, known_names
 from .table import AssociationTable
 from .templates import PushedMailboxes, resolve_pushed_mailboxes
 
@@ -52,6 +63,8 @@ class Snapshot:
 
     __slots__ = (
         "_eas_index",
+        "_established",
+        "_names",
         "_owned",
         "_pushed",
         "_table",
@@ -60,6 +73,7 @@ class Snapshot:
         "labels",
         "pools",
         "prefs",
+        "realms",
         "routing",
         "settings",
         "users",
@@ -78,6 +92,9 @@ class Snapshot:
         self._owned: dict[str, set[str]] = {}
         self._pushed: dict[str, PushedMailboxes] = {}
         self._types: frozenset[str] = frozenset()
+        self.realms: Realms = NO_REALMS
+        self._names = NameIndex()
+        self._established = EstablishedIndex()
 
     @classmethod
     def build(
@@ -91,9 +108,12 @@ class Snapshot:
         settings: Iterable[ExchangeSetting] = (),
         labels: Iterable[Label] = (),
         associations: Iterable[Association] = (),
+        realms: Realms = NO_REALMS,
+        established: Iterable[EstablishedType] = (),
     ) -> Snapshot:
         """A snapshot holding the given values (tests, the store's ``load``)."""
         snap = cls()
+        snap.realms = realms
         snap.apply(ch.PutUser(u) for u in users)
         snap.apply(ch.PutDevice(d) for d in devices)
         snap.apply(ch.PutPool(p) for p in pools)
@@ -101,6 +121,7 @@ class Snapshot:
         snap.apply(ch.PutLabel(lb) for lb in labels)
         snap.routing = routing or Routing()
         snap.prefs = prefs or Preferences()
+        snap.apply(ch.PutEstablished(e) for e in established)
         snap.add_associations(associations)
         return snap
 
@@ -153,6 +174,47 @@ class Snapshot:
         """Keys an admin linked to managed device ``device_id`` (Link To)."""
         return self._table.manually_linked(device_id)
 
+    def unverified(self) -> set[AssociationKey]:
+        """Keys of the associations the backend never accepted."""
+        return self._table.unverified()
+
+    # --- Principals ---
+
+    def principal_of(self, user: str) -> str:
+        """The principal a canonical name stands for: the user whose known name
+        (email, alias) it is, else the name itself."""
+        return self._names.owners.get(user, user)
+
+    def canonical(self, raw: str) -> str | None:
+        """THE rule for any name given to the gateway (``canonical_principal``
+        under ``realms``), then resolved through the alias index."""
+        key = canonical_principal(raw, self.realms)
+        return None if key is None else self._names.resolve(key)
+
+    def names_of(self, principal: str) -> frozenset[str]:
+        """A registered user's other known names (canonical)."""
+        return self._names.names_of(principal)
+
+    def alias_owner(self, name: str) -> str | None:
+        """The user whose known name ``name`` is (None: no one's alias)."""
+        return self._names.owner(name)
+
+    # --- Established backend types ---
+
+    def established(self, scope: str) -> EstablishedType | None:
+        """The established backend type of a scope (``device:<id>``/``eas:<DeviceId>``)."""
+        return self._established.get(scope)
+
+    def established_for(self, device: Device | None, device_id: str) -> EstablishedType | None:
+        """The established type that binds a row: its managed device's, else its DeviceId's."""
+        if device is not None:
+            return self._established.by_device.get(device.id)
+        return self._established.by_eas.get(device_id)
+
+    def established_types(self) -> list[EstablishedType]:
+        """Every established type, ordered by scope."""
+        return self._established.all()
+
     def pushed(self, device_id: str) -> PushedMailboxes:
         """Mailboxes pushed to a managed device, with errors; cached."""
         cached = self._pushed.get(device_id)
@@ -166,20 +228,36 @@ class Snapshot:
         if device is None:
             return _NO_PUSH
         owner = self.users.get(device.owner)
-        return resolve_pushed_mailboxes(device, owner, self.labels.values(), self.settings)
+        labels, settings = self.labels.values(), self.settings
+        return resolve_pushed_mailboxes(device, owner, labels, settings, self.canonical)
 
     @property
     def backend_types(self) -> frozenset[str]:
         """The backend types of the configured pools."""
         return self._types
 
-    def pool_for(self, user: str, domain: str | None) -> Pool | None:
-        """The pool routing mailbox ``user``; ``domain`` is used when the user
-        is not registered with an email address. None: no route."""
-        known = self.users.get(user)
-        if known is not None and known.mail_domain is not None:
-            domain = known.mail_domain
-        name = self.routing.pool_name(user, domain)
+    def pool_for(self, user: str, users: Mapping[str, User] | None = None) -> Pool | None:
+        """The pool routing principal ``user``: ``routing.users`` (the principal
+        or one of its known names), then ``routing.domains`` by the realm of the
+        user's email when registered with one, else the principal's realm, then
+        the default. None: no route. Nothing a request says changes it.
+        ``users`` stands for the directory (a write being checked) if given."""
+        routing, known = self.routing, (self.users if users is None else users).get(user)
+        name = None
+        if routing.users:
+            name = routing.users.get(user)
+            if name is None and known is not None:
+                name = next(
+                    (routing.users[n] for n in sorted(self.names_of(user)) if n in routing.users),
+                    None,
+                )
+        if name is None and routing.domains:
+            mail = None if known is None else known.mail_domain
+            # a principal's domain is already its realm; an email's is mapped to one
+            domain = principal_domain(user) if mail is None else self.realms.domain_key(mail)
+            name = None if domain is None else routing.domains.get(domain)
+        if name is None:
+            name = routing.default
         return None if name is None else self.pools.get(name)
 
     # --- Writes ---
@@ -209,7 +287,8 @@ class Snapshot:
         other._owned = {k: set(v) for k, v in self._owned.items()}
         other._types = self._types
         other._table = self._table.copy()
-        other.routing, other.prefs = self.routing, self.prefs
+        other.routing, other.prefs, other.realms = self.routing, self.prefs, self.realms
+        other._names, other._established = self._names.copy(), self._established.copy()
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -231,6 +310,8 @@ class Snapshot:
             self.settings,
             self.labels,
             {row.key: row for row in self._table},
+            self.realms,
+            self._established.state(),
         )
 
     def __repr__(self) -> str:
@@ -253,12 +334,28 @@ class Snapshot:
             self._table.put(_with_last_seen(old, change.last_seen))
 
     def _put_user(self, change: ch.PutUser) -> None:
-        self.users[change.user.principal] = change.user
-        self._forget_pushed(self._owned.get(change.user.principal, ()))
+        user = change.user
+        self.users[user.principal] = user
+        self._forget_pushed(self._owned.get(user.principal, ()))
+        if self._names.set(user.principal, known_names(user, self.realms)):
+            self._pushed.clear()  # pushed principals resolve through the known names
 
     def _delete_user(self, change: ch.DeleteUser) -> None:
         self.users.pop(change.principal, None)
         self._forget_pushed(self._owned.get(change.principal, ()))
+        if self._names.set(change.principal, frozenset()):
+            self._pushed.clear()
+
+    def _put_realms(self, change: ch.PutRealms) -> None:
+        self.realms = change.realms
+        self._names.rebuild(self.users.values(), self.realms)
+        self._pushed.clear()
+
+    def _put_established(self, change: ch.PutEstablished) -> None:
+        self._established.put(change.established)
+
+    def _delete_established(self, change: ch.DeleteEstablished) -> None:
+        self._established.delete(change.scope)
 
     def _put_device(self, change: ch.PutDevice) -> None:
         self._unindex_device(change.device.id)
@@ -313,7 +410,7 @@ class Snapshot:
         self.labels.pop(change.name, None)
         self._pushed.clear()
 
-    def _record(self, change: ch.AppendAudit | ch.AppendHistory) -> None:
+    def _record(self, change: ch.AppendAudit | ch.AppendHistory | ch.MoveHistory) -> None:
         """History and audit live in the store only."""
 
     def _forget_pushed(self, device_ids: Iterable[str]) -> None:
@@ -346,6 +443,10 @@ _APPLY: dict[type[Any], Callable[[Snapshot, Any], None]] = {
     ch.DeleteSetting: Snapshot._delete_setting,
     ch.PutLabel: Snapshot._put_label,
     ch.DeleteLabel: Snapshot._delete_label,
+    ch.PutRealms: Snapshot._put_realms,
+    ch.PutEstablished: Snapshot._put_established,
+    ch.DeleteEstablished: Snapshot._delete_established,
+    ch.MoveHistory: Snapshot._record,
     ch.AppendAudit: Snapshot._record,
     ch.AppendHistory: Snapshot._record,
 }

@@ -11,7 +11,8 @@ two dicts of lists, this saves about a hundred bytes per association and a
 dict insert per row at load. Rows an admin linked to a managed device
 (Link To) are indexed by that device. The number of rows in each list state
 (``allowed``, ``blocked``, ``wipe_pending``, ``wiped``: the admin API's names)
-is kept as rows change, for the metrics gauge.
+is kept as rows change, for the metrics gauge, and unverified rows
+(``verified_at`` None) are kept in a set, so expiring them never scans the table.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _Ids = str | tuple[str, ...]
 class AssociationTable:
     """Associations by DeviceId, DeviceIds by mailbox, Link To rows by device."""
 
-    __slots__ = ("_by_device", "_by_user", "_count", "_manual", "_states")
+    __slots__ = ("_by_device", "_by_user", "_count", "_manual", "_states", "_unverified")
 
     def __init__(self) -> None:
         self._by_device: dict[str, _Rows] = {}
@@ -38,6 +39,7 @@ class AssociationTable:
         self._manual: dict[str, set[AssociationKey]] = {}
         self._count = 0
         self._states = dict.fromkeys(AssociationState, 0)  # kept as rows change
+        self._unverified: set[AssociationKey] = set()
 
     # --- Reads ---
 
@@ -95,6 +97,10 @@ class AssociationTable:
         """Keys an admin linked to managed device ``device``."""
         return set(self._manual.get(device, ()))
 
+    def unverified(self) -> set[AssociationKey]:
+        """Keys of the rows the backend never accepted (``verified_at`` None)."""
+        return set(self._unverified)
+
     # --- Writes ---
 
     def put(self, row: Association) -> Association | None:
@@ -110,6 +116,10 @@ class AssociationTable:
             self._by_user[user] = device_id if ids is None else _plus(ids, device_id)
         if old is None or old.manual_link != row.manual_link:
             self._relink(old, row.key, row.manual_link)
+        if row.verified_at is None:
+            self._unverified.add(row.key)
+        elif old is not None and old.verified_at is None:
+            self._unverified.discard(row.key)
         return old
 
     def put_all(self, rows: Iterable[Association]) -> None:
@@ -124,6 +134,8 @@ class AssociationTable:
                 continue
             by_device[device_id] = row
             states[association_state(row)] += 1
+            if row.verified_at is None:
+                self._unverified.add(row.key)
             ids = by_user.get(user)
             by_user[user] = device_id if ids is None else _plus(ids, device_id)
             added += 1
@@ -141,6 +153,7 @@ class AssociationTable:
         self._count -= 1
         self._states[association_state(old)] -= 1
         self._relink(old, old.key, None)
+        self._unverified.discard(old.key)
         return old
 
     def copy(self) -> AssociationTable:
@@ -151,6 +164,7 @@ class AssociationTable:
         other._manual = {k: set(v) for k, v in self._manual.items()}
         other._count = self._count
         other._states = dict(self._states)
+        other._unverified = set(self._unverified)
         return other
 
     def _store(self, row: Association) -> Association | None:

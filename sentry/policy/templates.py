@@ -14,13 +14,15 @@ remaining slot in priority order, and each further one is an error naming the
 setting (listed in ``capped``).
 
 The result's ``principals`` are the canonical mailbox keys the device is
-entitled to besides its owner's.
+entitled to besides its owner's: each resolved user name goes through the
+``canonical`` function the caller passes (the snapshot's: the one principal
+rule under the configured realms, then the alias index).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from sentry.model import Device, ExchangeSetting, Label, Platform, User, canonical_principal
@@ -96,10 +98,12 @@ def resolve_pushed_mailboxes(
     owner: User | None,
     labels: Iterable[Label],
     settings: Mapping[str, ExchangeSetting],
+    canonical: Callable[[str], str | None] = canonical_principal,
 ) -> PushedMailboxes:
     """The mailboxes pushed to ``device`` by the labels it carries.
 
     ``labels`` may be all labels: only those carried by the device count.
+    ``canonical`` maps a resolved user name to its principal (None: no account).
     """
     mailboxes: list[PushedMailbox] = []
     errors: list[str] = []
@@ -110,7 +114,7 @@ def resolve_pushed_mailboxes(
         if setting is None:
             errors.append(f"Exchange setting {name!r}: no such setting")
             continue
-        pushed = _resolve_one(setting, owner, errors)
+        pushed = _resolve_one(setting, owner, errors, canonical)
         if owner is not None and pushed is not None and pushed.principal == owner.principal:
             mailboxes.append(pushed)  # the owner's own account: it has its slot
         elif slots is not None and slots <= 0:
@@ -146,7 +150,10 @@ def _android_error(name: str) -> str:
 
 
 def _resolve_one(
-    setting: ExchangeSetting, owner: User | None, errors: list[str]
+    setting: ExchangeSetting,
+    owner: User | None,
+    errors: list[str],
+    canonical: Callable[[str], str | None],
 ) -> PushedMailbox | None:
     where = f"Exchange setting {setting.name!r}"
     if owner is None:
@@ -158,7 +165,7 @@ def _resolve_one(
     except ValueError as exc:
         errors.append(f"{where}: {exc}")
         return None
-    principal, _ = canonical_principal(user_name)
+    principal = canonical(user_name)
     if not principal:
         errors.append(f"{where}: user name {user_name!r} names no account")
         return None

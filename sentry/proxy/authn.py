@@ -59,7 +59,9 @@ from sentry.eas.credentials import (
 from sentry.eas.errors import RequestError
 from sentry.eas.identity import Identity
 from sentry.eas.request import EasRequest
+from sentry.model import NO_REALMS, Realms
 from sentry.observability import Metrics
+from sentry.policy import Snapshot
 from sentry.settings import IdentitySettings
 
 from .oauth import JwksSource
@@ -122,19 +124,27 @@ class Authenticator:
             await self.jwks.close()
 
     async def check(
-        self, request: web.Request, eas: EasRequest, record: dict[str, Any]
+        self,
+        request: web.Request,
+        eas: EasRequest,
+        record: dict[str, Any],
+        names: Snapshot | None = None,
     ) -> EasRequest | web.Response:
         """``eas`` with its user replaced by the authenticated identity, or the
-        answer to send instead (400/401/403/503)."""
+        answer to send instead (400/401/403/503). ``names`` (the live snapshot)
+        gives the realms every name is canonical under and the directory's
+        known names, so a query ``User`` that is the user's email or alias agrees."""
+        realms = NO_REALMS if names is None else names.realms
+        resolve = None if names is None else names.principal_of
         values = request.headers.getall("Authorization", ())
         scheme = "multiple" if len(values) > 1 else Scheme.NONE.value
         try:
-            auth = read_authorization(values)
+            auth = read_authorization(values, realms)
             scheme = auth.scheme.value
-            identity = await self._identity(auth, eas)
+            identity = await self._identity(auth, eas, realms)
             if identity is None:
                 return eas
-            check_query_user(identity, eas.query_user)
+            check_query_user(identity, eas.query_user, realms, resolve)
         except RequestError as exc:
             reason = type(exc).__name__
             self.metrics.bad_requests.labels(f"auth:{reason}").inc()
@@ -146,17 +156,19 @@ class Authenticator:
         record["auth"] = scheme
         return replace(eas, user=identity)
 
-    async def _identity(self, auth: Authorization, eas: EasRequest) -> Identity | None:
+    async def _identity(
+        self, auth: Authorization, eas: EasRequest, realms: Realms
+    ) -> Identity | None:
         if auth.scheme is Scheme.BASIC:
-            return basic_identity(auth)
+            return basic_identity(auth, realms)
         if auth.scheme is Scheme.BEARER:
-            return await self._bearer(auth)
+            return await self._bearer(auth, realms)
         if auth.scheme is Scheme.NONE and eas.command is None:
             return None  # OPTIONS: capability discovery needs no credentials
         reason = "missing_credentials" if auth.scheme is Scheme.NONE else "unsupported_scheme"
         raise AuthRefused(401, reason, "authentication required", self._challenges())
 
-    async def _bearer(self, auth: Authorization) -> Identity:
+    async def _bearer(self, auth: Authorization, realms: Realms) -> Identity:
         if self.oauth is None or self.jwks is None:
             raise AuthRefused(403, "oauth_not_configured", "Bearer tokens are not accepted here")
         assert auth.token is not None
@@ -166,7 +178,7 @@ class Authenticator:
             raise AuthRefused(401, exc.reason.value, exc.message, self._invalid_token()) from None
         except TokenError as exc:
             raise AuthRefused(exc.http_status, exc.reason.value, exc.message) from None
-        identity = principal(verified.user, "token")
+        identity = principal(verified.user, "token", realms)
         if identity is None:
             raise AuthRefused(403, "token_no_user_claim", "the user claim names no user")
         return identity

@@ -42,7 +42,7 @@ from sentry.eas.commands import policy_fingerprint
 from sentry.eas.errors import EasError
 from sentry.eas.request import Command, EasRequest, parse_request
 from sentry.eas.wbxml import Limits, decode
-from sentry.model import AssociationKey
+from sentry.model import AssociationKey, principal_domain
 from sentry.observability import Metrics
 from sentry.observability.metrics import command_label, status_class
 from sentry.policy import Decision, Forward, answer, record_policy_fingerprint
@@ -124,7 +124,8 @@ async def _serve(
     ctx: ProxyContext, request: web.Request, record: dict[str, Any]
 ) -> web.StreamResponse:
     try:
-        eas = parse_request(request.method, request.query_string, request.headers)
+        realms = ctx.state.snapshot.realms
+        eas = parse_request(request.method, request.query_string, request.headers, realms)
     except EasError as exc:
         return _bad_request(ctx, record, exc, "query")
     _describe(record, eas)
@@ -132,7 +133,7 @@ async def _serve(
         framing = check_request(request, ctx.settings.header_limits)
     except FramingError as exc:
         return _bad_framing(ctx, record, exc)
-    checked = await ctx.authn.check(request, eas, record)  # one authenticated identity
+    checked = await ctx.authn.check(request, eas, record, ctx.state.snapshot)  # one identity
     if isinstance(checked, web.StreamResponse):
         return checked
     eas = checked
@@ -238,7 +239,7 @@ async def _options(
     """OPTIONS: ask the user's pool (or the default pool), else answer ourselves."""
     record["decision"] = "options"
     snapshot = ctx.state.snapshot
-    route = snapshot.pool_for(eas.user.key, eas.user.domain) if eas.user else None
+    route = snapshot.pool_for(snapshot.principal_of(eas.user.key)) if eas.user else None
     name = route.name if route is not None else snapshot.routing.default
     pool = ctx.upstreams.pools.get(name) if name else None
     if pool is None:
@@ -266,21 +267,25 @@ async def _forward(
         prefix = request.get(PREFIX, b"")
         limit = ctx.settings.max_request_bytes
         body = BodyStream(prefix, request.content, limit, expected=request.content_length)
-    mailbox = Mailbox(key.user, eas.user.domain if eas.user else None)
+    mailbox = Mailbox(key.user, principal_domain(key.user))
     if eas.command is Command.Provision:
         return await _send(
-            ctx, request, decision.pool, None, body, None, record, policy_of=key, mailbox=mailbox
-        )
+            ctx, request, decision.pool, None, body, None, record,
+            policy_of=key, mailbox=mailbox, verify=key,
+        )  # fmt: skip
     if not inspected.long_poll:
-        return await _send(ctx, request, decision.pool, None, body, None, record, mailbox=mailbox)
+        return await _send(
+            ctx, request, decision.pool, None, body, None, record, mailbox=mailbox, verify=key
+        )
     hold = min(
         inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
         ctx.settings.max_heartbeat_seconds,
     )
     read_timeout = hold + ctx.settings.long_poll_margin_seconds
     return await _send(
-        ctx, request, decision.pool, key, body, read_timeout, record, eas=eas, mailbox=mailbox
-    )
+        ctx, request, decision.pool, key, body, read_timeout, record,
+        eas=eas, mailbox=mailbox, verify=key,
+    )  # fmt: skip
 
 
 async def _send(
@@ -295,6 +300,7 @@ async def _send(
     eas: EasRequest | None = None,
     policy_of: AssociationKey | None = None,
     mailbox: Mailbox | None = None,
+    verify: AssociationKey | None = None,
 ) -> web.StreamResponse:
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
@@ -339,6 +345,8 @@ async def _send(
     record["server"] = server.label
     record["upstream_status"] = upstream.status
     try:
+        if verify is not None:  # before relaying: the client never sees an answer the state lacks
+            await ctx.state.backend_answered(verify, upstream.status)
         keep = INSPECT_LIMIT if policy_of is not None and upstream.status == 200 else 0
         response, size, kept = await relay_response(request, upstream, keep=keep)
     except (TimeoutError, aiohttp.ClientError) as exc:

@@ -14,6 +14,10 @@ from .base import (
     SchemaError,
     Store,
     StoreError,
+    StoreFault,
+    StoreOpenError,
+    StoreProblem,
+    StoreUnavailable,
     association_state,
 )
 
@@ -23,5 +27,9 @@ __all__ = [
     "SchemaError",
     "Store",
     "StoreError",
+    "StoreFault",
+    "StoreOpenError",
+    "StoreProblem",
+    "StoreUnavailable",
     "association_state",
 ]

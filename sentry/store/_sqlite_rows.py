@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sentry.model import (
+    THROWAWAY_DEVICE_IDS,
     Association,
     AssociationKey,
     Device,
@@ -50,11 +51,11 @@ __all__ = [
     "where_clause",
 ]
 
-_COLUMNS = (
-    *("device_id", "user", "domain", "device_type", "user_agent", "protocol_version"),
+_COLUMNS = (  # the column ``domain`` (schema 1) is no longer read or written
+    *("device_id", "user", "device_type", "user_agent", "protocol_version"),
     *("device_info", "first_seen", "last_seen", "device", "unlinked", "manual_link"),
     *("override", "verdict", "reasons", "violations", "pool", "backend_type", "wipe"),
-    *("policy_fingerprint", "ambiguous_policy"),
+    *("policy_fingerprint", "ambiguous_policy", "verified_at"),
 )
 ASSOCIATION_COLUMNS = ", ".join(_COLUMNS)
 PLACEHOLDERS = ", ".join("?" * len(_COLUMNS))
@@ -76,12 +77,12 @@ OBJECT_TABLES: Mapping[str, type[Any]] = {
 def association_params(row: Association) -> tuple[Any, ...]:
     """The column values of ``row``, in ``ASSOCIATION_COLUMNS`` order."""
     return (
-        *(row.key.device_id, row.key.user, row.domain, row.device_type),
+        *(row.key.device_id, row.key.user, row.device_type),
         *(row.user_agent, row.protocol_version, encode_info(row.device_info)),
         *(row.first_seen, row.last_seen, row.device, _value(row.unlinked), row.manual_link),
         *(encode_override(row.override), row.verdict.value, encode_set(row.reasons)),
         *(encode_set(row.violations), row.pool, row.backend_type, row.wipe.value),
-        *(row.policy_fingerprint, int(row.ambiguous_policy)),
+        *(row.policy_fingerprint, int(row.ambiguous_policy), row.verified_at),
     )
 
 
@@ -127,11 +128,11 @@ def association_decoder() -> Callable[[tuple[Any, ...]], Association]:
             last[0] = device_id
         return new(
             new_key(device_id, r[1]), share(r[2], r[2]), share(r[3], r[3]),
-            share(r[4], r[4]), share(r[5], r[5]), None if r[6] is None else info(r[6]),
-            r[7], r[8], r[9], unlinked[r[10]], r[11],
-            None if r[12] is None else decode_override(r[12]),
-            verdicts[r[13]], reasons[r[14]], violations[r[15]], share(r[16], r[16]),
-            share(r[17], r[17]), wipes[r[18]], share(r[19], r[19]), r[20] == 1,
+            share(r[4], r[4]), None if r[5] is None else info(r[5]),
+            r[6], r[7], r[8], unlinked[r[9]], r[10],
+            None if r[11] is None else decode_override(r[11]),
+            verdicts[r[12]], reasons[r[13]], violations[r[14]], share(r[15], r[15]),
+            share(r[16], r[16]), wipes[r[17]], share(r[18], r[18]), r[19] == 1, r[20],
         )  # fmt: skip
 
     return decode
@@ -175,6 +176,11 @@ def where_clause(f: AssociationFilter | None) -> tuple[str, list[Any]]:
         tests.append(("device IS NOT NULL" if f.linked else "device IS NULL", None))
     if f.pool is not None:
         tests.append(("pool = ?", f.pool))
+    if f.verified is not None:
+        tests.append(("verified_at IS NOT NULL" if f.verified else "verified_at IS NULL", None))
+    if f.throwaway is not None:
+        ids = ", ".join(f"'{i}'" for i in sorted(THROWAWAY_DEVICE_IDS))  # constants, not input
+        tests.append((f"device_id {'' if f.throwaway else 'NOT '}IN ({ids})", None))
     if f.never_seen is not None:
         tests.append(("last_seen = 0" if f.never_seen else "last_seen <> 0", None))
     if not tests:

@@ -1,4 +1,4 @@
-"""The SQLite schema as numbered migrations, applied in one transaction at open.
+r"""The SQLite schema as numbered migrations, applied in one transaction at open.
 
 Approach. ``MIGRATIONS[n - 1]`` holds the steps that bring the schema
 from version n-1 to n: SQL statements, or functions of the connection for a
@@ -11,6 +11,18 @@ edit a released migration: append a new one.
 Associations are flat columns (fast bulk load); registry and configuration
 values are JSON documents keyed by name (new optional fields need no
 migration); history and audit are append-only tables.
+
+Migration 4 (realms, verification, established backend types): the user
+part of a key keeps its realm. Versions 1-3 keyed a row by the bare account
+name and kept the domain the client last sent in ``domain``; the migration
+writes that domain back into the key (``john`` + ``corp.example`` ->
+``john@corp.example``; a dotless domain was a NetBIOS name -> ``corp\john``),
+moves the history with it, and clears ``domain`` (no longer used: the route
+follows from the key). At the next start the gateway re-keys these names
+under the configured realms (``policy.rekey.realm_changes``). Rows from
+before are taken as verified (the gateway cannot know) since their first
+sight; their devices' established backend types are derived at that start
+(``policy.established.missing_types``).
 """
 
 from __future__ import annotations
@@ -50,6 +62,11 @@ def _admin_set_preferences(conn: sqlite3.Connection) -> None:
 
 
 _DOCUMENT_TABLES = ("users", "devices", "pools", "exchange_settings", "labels", "config")
+_V1_KEY = (
+    "CASE WHEN domain IS NULL OR domain = '' THEN user "
+    "WHEN instr(domain, '.') > 0 THEN user || '@' || domain "
+    "ELSE domain || '\\' || user END"
+)
 
 MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     # 1: the initial schema.
@@ -114,6 +131,21 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             ) AS ranked WHERE ranked.name = exchange_settings.name
         )) WHERE json_extract(data, '$.priority') IS NULL""",
     ),
+    # 4: realms kept in keys, verification, established backend types.
+    (
+        "ALTER TABLE associations ADD COLUMN verified_at REAL",
+        "UPDATE associations SET verified_at = first_seen",
+        f"""UPDATE history SET user = (
+            SELECT {_V1_KEY} FROM associations a
+            WHERE a.device_id = history.device_id AND a.user = history.user)
+        WHERE EXISTS (
+            SELECT 1 FROM associations a
+            WHERE a.device_id = history.device_id AND a.user = history.user
+            AND a.domain IS NOT NULL AND a.domain != '')""",
+        f"UPDATE OR IGNORE associations SET user = {_V1_KEY}, domain = NULL "
+        "WHERE domain IS NOT NULL",
+        "CREATE TABLE established_types (scope TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -132,10 +164,11 @@ def migrate(conn: sqlite3.Connection) -> int:
                 else:
                     step(conn)
             conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself after some errors
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return found
 
 

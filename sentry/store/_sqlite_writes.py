@@ -69,6 +69,20 @@ def _delete(table: str, name: str, conn: sqlite3.Connection) -> None:
     conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
 
 
+def _put_established(conn: sqlite3.Connection, c: ch.PutEstablished) -> None:
+    sql = "INSERT OR REPLACE INTO established_types (scope, data) VALUES (?, ?)"
+    conn.execute(sql, (c.established.scope, dumps(c.established)))
+
+
+def _delete_established(conn: sqlite3.Connection, c: ch.DeleteEstablished) -> None:
+    conn.execute("DELETE FROM established_types WHERE scope = ?", (c.scope,))
+
+
+def _move_history(conn: sqlite3.Connection, c: ch.MoveHistory) -> None:
+    sql = "UPDATE history SET device_id = ?, user = ? WHERE device_id = ? AND user = ?"
+    conn.execute(sql, (*c.new, *c.old))
+
+
 def _append_history(conn: sqlite3.Connection, c: ch.AppendHistory) -> None:
     sql = "INSERT INTO history (device_id, user, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
     detail = json.dumps(plain(c.event.detail), separators=(",", ":"))
@@ -102,6 +116,10 @@ _WRITERS: dict[type[Any], _Writer] = {
     ch.DeleteLabel: lambda conn, c: _delete("labels", c.name, conn),
     ch.PutRouting: lambda conn, c: _put("config", "routing", c.routing, conn),
     ch.PutPreferences: lambda conn, c: _put("config", "preferences", c.prefs, conn),
+    ch.PutRealms: lambda conn, c: _put("config", "realms", c.realms, conn),
+    ch.PutEstablished: lambda conn, c: _put_established(conn, c),
+    ch.DeleteEstablished: lambda conn, c: _delete_established(conn, c),
+    ch.MoveHistory: _move_history,
     ch.AppendHistory: _append_history,
     ch.AppendAudit: _append_audit,
 }

@@ -10,7 +10,10 @@ suite. The policy types are imported for typing only, so this module stays
 below the policy layer at run time (design.md §2).
 
     StoreError                  the store cannot do what was asked
-    └── SchemaError             the database's schema is newer than this code
+    ├── StoreOpenError          the store cannot be used at all (start-up)
+    │   └── SchemaError         the database's schema is newer than this code
+    └── StoreUnavailable        the store can no longer keep changes durably
+                                (``problem``: a ``StoreFault`` and what happened)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from sentry.errors import StartupError
 from sentry.model import (
     Association,
     AssociationKey,
@@ -42,6 +46,10 @@ __all__ = [
     "SchemaError",
     "Store",
     "StoreError",
+    "StoreFault",
+    "StoreOpenError",
+    "StoreProblem",
+    "StoreUnavailable",
     "association_state",
 ]
 
@@ -50,8 +58,56 @@ class StoreError(Exception):
     """The store cannot carry out the operation."""
 
 
-class SchemaError(StoreError):
+class StoreOpenError(StoreError, StartupError):
+    """The store cannot be opened and used: a ``StartupError`` for the setting
+    ``store.path`` (one line, exit 2), ``problem`` naming the file and what is wrong."""
+
+    def __init__(self, problem: str) -> None:
+        StartupError.__init__(self, "store.path", problem)
+
+
+class SchemaError(StoreOpenError):
     """The database was written by a newer version (unknown schema version)."""
+
+
+class StoreFault(StrEnum):
+    """Why a store cannot keep changes durably (a bounded metric label)."""
+
+    DELETED = "deleted"  # the database (or its write-ahead log) is gone from its path
+    REPLACED = "replaced"  # another file is at the database's path now
+    CORRUPT = "corrupt"  # the integrity check or a read found damage
+    READ_ONLY = "read_only"  # the file, its directory or the filesystem refuses writes
+    FULL = "full"  # no space left (disk, quota, file size limit)
+    IO_ERROR = "io_error"  # the operating system reported an I/O error
+    BUSY = "busy"  # another process held the database locked for too long
+
+    @property
+    def permanent(self) -> bool:
+        """True when the running gateway cannot recover by itself: the file it
+        holds open is no longer the one at the path, or its content is damaged."""
+        return self in _PERMANENT
+
+
+_PERMANENT = frozenset({StoreFault.DELETED, StoreFault.REPLACED, StoreFault.CORRUPT})
+
+
+@dataclass(frozen=True, slots=True)
+class StoreProblem:
+    """A store fault and what was seen (for the log, ``/readyz`` and the API)."""
+
+    fault: StoreFault
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.fault.value}: {self.detail}"
+
+
+class StoreUnavailable(StoreError):
+    """The store failed or is known to be failing: nothing was written."""
+
+    def __init__(self, problem: StoreProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
 
 
 class AssociationState(StrEnum):
@@ -83,6 +139,8 @@ class AssociationFilter:
     reason: Reason | None = None
     linked: bool | None = None
     pool: str | None = None
+    verified: bool | None = None
+    throwaway: bool | None = None
     never_seen: bool | None = None  # pre-approved rows no device has used yet
 
     def matches(self, row: Association) -> bool:
@@ -95,6 +153,8 @@ class AssociationFilter:
             self.reason is None or self.reason in row.reasons,
             self.linked is None or (row.device is not None) == self.linked,
             self.pool is None or row.pool == self.pool,
+            self.verified is None or (row.verified_at is not None) == self.verified,
+            self.throwaway is None or row.throwaway == self.throwaway,
             self.never_seen is None or row.never_seen == self.never_seen,
         )
         return all(checks)
@@ -152,6 +212,13 @@ class Store(Protocol):
     ) -> tuple[list[AuditEntry], int]:
         """One page of the audit log (newest first, matching ``filter``) and the
         number of matching entries."""
+        ...
+
+    async def check(self, *, integrity: bool = False, probe: bool = False) -> StoreProblem | None:
+        """What stops the store from keeping changes durably now, or None.
+
+        Always cheap checks (is the file still the one opened, still writable);
+        ``integrity`` adds a full integrity check, ``probe`` a small real write."""
         ...
 
     async def close(self) -> None:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from sentry.model import (
+    AssociationKey,
     Device,
+    EstablishedType,
     ExchangeSetting,
     Label,
     NewDeviceAccess,
@@ -25,6 +27,8 @@ from sentry.model import (
     Platform,
     Pool,
     Preferences,
+    Realm,
+    Realms,
     Reason,
     RefusalStyle,
     Routing,
@@ -82,7 +86,8 @@ _new_device = fast_constructor(Device)  # devices may number 100k+: skip re-vali
 
 
 def _user(d: Mapping[str, Any]) -> User:
-    return User(**{**d, "source": _SOURCES[d["source"]]})
+    aliases = frozenset(d.get("aliases", ()))  # written before aliases existed: none
+    return User(**{**d, "source": _SOURCES[d["source"]], "aliases": aliases})
 
 
 def _device(d: Mapping[str, Any]) -> Device:
@@ -124,6 +129,18 @@ def _prefs(d: Mapping[str, Any]) -> Preferences:
     )
 
 
+def _realms(d: Mapping[str, Any]) -> Realms:
+    realms = tuple(
+        Realm(r["name"], frozenset(r["suffixes"]), frozenset(r["netbios"])) for r in d["realms"]
+    )
+    return Realms(realms, d["default"])
+
+
+def _established(d: Mapping[str, Any]) -> EstablishedType:
+    key = None if d["key"] is None else AssociationKey(*d["key"])
+    return EstablishedType(d["scope"], d["backend_type"], d["at"], key, d["actor"], d["note"])
+
+
 DECODERS: Mapping[type[Any], Callable[[Mapping[str, Any]], Any]] = {
     User: _user,
     Device: _device,
@@ -132,6 +149,8 @@ DECODERS: Mapping[type[Any], Callable[[Mapping[str, Any]], Any]] = {
     Label: _label,
     Routing: _routing,
     Preferences: _prefs,
+    Realms: _realms,
+    EstablishedType: _established,
 }
 """Model type -> decoder of its ``dumps`` JSON (already parsed)."""
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
-from sentry.policy.changes import CHANGE_TYPES, AppendAudit, AppendHistory, Change
+from sentry.policy.changes import CHANGE_TYPES, AppendAudit, AppendHistory, Change, MoveHistory
 from sentry.policy.snapshot import Snapshot
 
-from .base import AssociationFilter, AuditFilter, StoreError
+from .base import AssociationFilter, AuditFilter, StoreError, StoreProblem
 
 __all__ = ["MemoryStore"]
 
@@ -49,6 +49,11 @@ class MemoryStore:
                 self._history.setdefault(change.key, []).append(change.event)
             elif isinstance(change, AppendAudit):
                 self._audit.append(change.entry)
+            elif isinstance(change, MoveHistory):
+                moved = self._history.pop(change.old, [])
+                merged = [*self._history.get(change.new, []), *moved]
+                if merged:
+                    self._history[change.new] = sorted(merged, key=lambda e: e.at)
 
     def list_now(
         self, filter: AssociationFilter | None = None, offset: int = 0, limit: int = 100
@@ -87,6 +92,11 @@ class MemoryStore:
         self._check_open()
         newest_first = [e for e in self._audit[::-1] if filter is None or filter.matches(e)]
         return newest_first[offset : offset + limit], len(newest_first)
+
+    async def check(self, *, integrity: bool = False, probe: bool = False) -> StoreProblem | None:
+        """Memory never fails (nothing survives a restart either)."""
+        self._check_open()
+        return None
 
     async def close(self) -> None:
         self._closed = True

@@ -7,7 +7,12 @@ through ``decide`` and its changes are applied to the store and the
 snapshot; each admin, registry or preference event is applied the same way,
 followed by live revocation (``affected_keys`` -> ``evaluate`` for held polls)
 and ``refresh``. Time advances by ``step`` seconds per event, so first-seen
-order is the order of the script. Every step is appended to ``transcript``,
+order is the order of the script. A forwarded request is answered by a
+simulated backend that ACCEPTS it unless told otherwise (``accept=False``:
+a 401, wrong password), as the proxy reports the upstream status: the first
+accepted request verifies the row and may establish its device's backend
+type. Names go through the one principal rule under ``realms`` and the
+alias index, as in the gateway. Every step is appended to ``transcript``,
 which failed expectations print::
 
     conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
@@ -28,6 +33,8 @@ from sentry.eas.request import Command, EasRequest, Identity
 from sentry.eas.status import WipeAckStatus
 from sentry.model import (
     DEFAULT_SETTING_PRIORITY,
+    NO_REALMS,
+    THROWAWAY_DEVICE_IDS,
     Association,
     AssociationKey,
     Device,
@@ -37,16 +44,26 @@ from sentry.model import (
     Platform,
     Pool,
     Preferences,
+    Realms,
     Routing,
     UnlinkCause,
     User,
     canonical_device_id,
     canonical_principal,
+    principal_domain,
 )
 from sentry.policy import admin, registry
 from sentry.policy.affected import affected_keys
 from sentry.policy.ambiguity import record_policy_fingerprint
-from sentry.policy.changes import Change, Changes, PutPool, PutPreferences, PutRouting, Touch
+from sentry.policy.changes import (
+    Change,
+    Changes,
+    PutPool,
+    PutPreferences,
+    PutRealms,
+    PutRouting,
+    Touch,
+)
 from sentry.policy.decide import decide, evaluate, refresh
 from sentry.policy.decisions import (
     Decision,
@@ -57,6 +74,8 @@ from sentry.policy.decisions import (
     RequestFacts,
     Wipe,
 )
+from sentry.policy.established import backend_accepted, reset_backend_type
+from sentry.policy.expiry import expire_unverified
 from sentry.policy.reasons import ordered
 from sentry.policy.snapshot import Snapshot
 from sentry.store.memory import MemoryStore
@@ -67,7 +86,6 @@ DEFAULT_POOLS = (
     Pool("exchange", "exchange", ("https://exchange.test",)),
     Pool("gmail", "gmail", ("https://gmail.test",)),
 )
-_THROWAWAY = frozenset({"VALIDATE", "WEBSERVICE"})
 
 
 def req(
@@ -79,10 +97,14 @@ def req(
     *,
     user_agent: str | None = None,
     policy_key: int | None = None,
+    realms: Realms = NO_REALMS,
 ) -> EasRequest:
     """An ``EasRequest`` as the parser would produce it (Basic-auth user)."""
-    key, domain = canonical_principal(user)
+    key = canonical_principal(user, realms)
+    if key is None:
+        raise ValueError(f"{user!r} names no principal")
     cmd = command if isinstance(command, Command) else Command(command)
+    domain = principal_domain(key)
     return EasRequest(
         method="POST",
         command=cmd,
@@ -94,8 +116,15 @@ def req(
         policy_key=policy_key,
         locale=None,
         user_agent=user_agent,
-        is_throwaway_device=canonical_device_id(device) in _THROWAWAY,
+        is_throwaway_device=canonical_device_id(device) in THROWAWAY_DEVICE_IDS,
     )
+
+
+def _default_email(principal: str) -> str:
+    """``alice`` -> alice@corp.example; a qualified principal is its own address."""
+    if "\\" in principal:
+        return ""
+    return principal if "@" in principal else f"{principal}@corp.example"
 
 
 def describe(decision: Decision) -> str:
@@ -164,6 +193,12 @@ class Reply:
         """The row is unlinked for ``cause`` (device_unknown, user_unknown, not_entitled)."""
         return self._check(self.row.unlinked is UnlinkCause(cause), f"unlinked ({cause})")
 
+    def expect_verified(self, verified: bool = True) -> Reply:
+        """The stored row is verified (the backend accepted it) or not."""
+        row = self.conv.row_by_key(self.row.key)
+        ok = row is not None and (row.verified_at is not None) is verified
+        return self._check(ok, "verified" if verified else "unverified")
+
     def expect_touch_only(self) -> Reply:
         """Nothing but last-seen changed: the changes are one ``Touch``."""
         changes = self.outcome.changes
@@ -195,6 +230,7 @@ class Conversation:
         start: float = 1_700_000_000.0,
         step: float = 1.0,
         actor: str = "admin@test",
+        realms: Realms = NO_REALMS,
     ) -> None:
         routing = Routing(default="exchange") if routing is None else routing
         self.store = MemoryStore()
@@ -205,7 +241,8 @@ class Conversation:
         self.revoked: list[tuple[AssociationKey, Decision]] = []
         self.transcript: list[str] = []
         self.log: list[Changes] = []  # every change list committed, in order
-        seed: list[Change] = [*(PutPool(p) for p in pools), PutRouting(routing)]
+        seed: list[Change] = [PutRealms(realms), *(PutPool(p) for p in pools)]
+        seed.append(PutRouting(registry.canonical_routing(routing, realms)))
         self._commit((*seed, PutPreferences(prefs or Preferences())))
 
     # --- Requests ---
@@ -222,16 +259,29 @@ class Conversation:
         provision: ProvisionKind = ProvisionKind.NONE,
         wipe_status: int | None = None,
         device_info: DeviceInformation | None = None,
+        accept: bool = True,
     ) -> Reply:
-        """Send one request through ``decide`` and apply its changes."""
-        request = req(user, device, command, device_type, version, user_agent=user_agent)
+        """Send one request through ``decide`` and apply its changes; a
+        forwarded one is then answered by the backend: accepted, or a 401
+        (``accept=False``)."""
+        request = req(
+            user, device, command, device_type, version, user_agent=user_agent, realms=self.realms
+        )
         status = None if wipe_status is None else WipeAckStatus(wipe_status)
         facts = RequestFacts(provision, status, device_info, self.registry_reachable)
         outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self._tick())
         self._commit(outcome.changes)
         line = f"{self.now:.0f} {user}@{device} {command} -> {describe(outcome.decision)}"
+        if isinstance(outcome.decision, Forward):
+            line += " (backend: accepted)" if accept else " (backend: 401)"
+            if accept:
+                self._shell(backend_accepted(self.snapshot, outcome.association.key, self.now))
         self.transcript.append(line)
         return Reply(self, outcome, line)
+
+    @property
+    def realms(self) -> Realms:
+        return self.snapshot.realms
 
     def hold(self, user: str, device: str) -> None:
         """Pretend the association holds a long poll (for revocation checks)."""
@@ -258,9 +308,8 @@ class Conversation:
         return self._admin("reset", admin.reset(self.snapshot, key, **self._who(note)))
 
     def preapprove(self, user: str, device: str, note: str = "pre-approved in test") -> Changes:
-        """Pre-approve ``user`` (any spelling; its domain is kept) on ``device``."""
-        key, (_, domain) = self.key(user, device), canonical_principal(user)
-        changes = admin.preapprove(self.snapshot, key, domain, **self._who(note))
+        """Pre-approve ``user`` (any spelling: the one rule and the aliases) on ``device``."""
+        changes = admin.preapprove(self.snapshot, self.key(user, device), **self._who(note))
         return self._admin("preapprove", changes)
 
     def wipe(
@@ -281,9 +330,14 @@ class Conversation:
 
     # --- Registry and configuration ---
 
-    def add_user(self, principal: str, email: str | None = None, **attrs: Any) -> Changes:
-        key, _ = canonical_principal(principal)
-        user = User(key, email=email or f"{key}@corp.example", **attrs)
+    def add_user(
+        self, principal: str, email: str | None = None, *, aliases: Iterable[str] = (), **attrs: Any
+    ) -> Changes:
+        key = canonical_principal(principal, self.realms)
+        if key is None:
+            raise ValueError(f"{principal!r} names no principal")
+        mail = email if email is not None else _default_email(key)
+        user = User(key, email=mail, aliases=frozenset(aliases), **attrs)
         return self._admin("user", registry.upsert_user(self.snapshot, user, **self._who()))
 
     def register_device(
@@ -327,6 +381,22 @@ class Conversation:
         label = Label(name, frozenset(settings), frozenset(devices))
         return self._admin("label", registry.put_label(self.snapshot, label, **self._who()))
 
+    def reset_backend_type(
+        self, scope: str, note: str = "reset in test", backend_type: str | None = None
+    ) -> Changes:
+        changes = reset_backend_type(
+            self.snapshot, scope, backend_type=backend_type, **self._who(note)
+        )
+        return self._admin("reset_backend_type", changes)
+
+    def expire(self, max_age: float) -> Changes:
+        """The periodic sweep of unverified rows (time does not advance)."""
+        return self._admin("expire", expire_unverified(self.snapshot, self.now, max_age))
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass without any event."""
+        self.now += seconds
+
     def record_policy(self, user: str, device: str, fingerprint: str | None) -> Changes:
         changes = record_policy_fingerprint(
             self.snapshot, self.key(user, device), fingerprint, self._tick()
@@ -336,12 +406,19 @@ class Conversation:
     # --- Reading ---
 
     def key(self, user: str, device: str) -> AssociationKey:
-        """The association key of ``user`` on ``device`` (canonicalised)."""
-        return AssociationKey(canonical_device_id(device), canonical_principal(user)[0])
+        """The association key of ``user`` on ``device`` (the one rule, then aliases)."""
+        principal = self.snapshot.canonical(user)
+        if principal is None:
+            raise ValueError(f"{user!r} names no principal")
+        return AssociationKey(canonical_device_id(device), principal)
 
     def row(self, user: str, device: str) -> Association | None:
         """The stored row of ``user`` on ``device`` (from the store, not memory)."""
-        return self.store.load_now().get(self.key(user, device))
+        return self.row_by_key(self.key(user, device))
+
+    def row_by_key(self, key: AssociationKey) -> Association | None:
+        """The stored row with ``key`` (from the store, not memory)."""
+        return self.store.load_now().get(key)
 
     def render(self) -> str:
         """The transcript so far, one event per line."""
@@ -364,6 +441,12 @@ class Conversation:
 
     def _admin(self, what: str, changes: Changes) -> Changes:
         """Apply, revoke held polls that lost access, record new decisions."""
+        self._shell(changes)
+        self.transcript.append(f"{self.now:.0f} admin {what} ({len(changes)} changes)")
+        return changes
+
+    def _shell(self, changes: Changes) -> None:
+        """What ``AccessState`` does with a change list: apply, revoke, refresh."""
         keys = affected_keys(changes, self.snapshot)
         self._commit(changes)
         prefs = self.snapshot.prefs
@@ -372,5 +455,3 @@ class Conversation:
             if not isinstance(decision, Forward):
                 self.revoked.append((key, decision))
         self._commit(refresh(keys, self.snapshot, prefs, self.now))
-        self.transcript.append(f"{self.now:.0f} admin {what} ({len(changes)} changes)")
-        return changes

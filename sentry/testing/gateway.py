@@ -4,6 +4,14 @@
 settings that point the pools at them (gateway and admin on free ports too,
 TLS with a fresh self-signed certificate unless disabled), starts the gateway
 and yields handles to all of it; on exit it stops everything it started.
+
+The demo layout (``demo_pools``): alice, bob and shared on the exchange pool,
+carol on the gmail-type pool. With ``DEMO_IDENTITY`` and
+``DEMO_REALM_ROUTING`` (what ``make run`` uses) alice, bob and shared are in
+the realm example.com (NetBIOS EXAMPLE, the realm of bare names: ``alice``,
+``EXAMPLE\\alice`` and ``alice@example.com`` are one principal) and carol is
+``carol@gmail.example``, in the realm gmail.example routed to the gmail pool.
+``DEMO_ROUTING`` is the realm-less routing (carol by her bare name).
 """
 
 from __future__ import annotations
@@ -22,7 +30,15 @@ from sentry.settings import settings_from_mapping
 from .backend import RunningBackend, start_backend
 from .state import BackendConfig, MailboxSpec
 
-__all__ = ["DEMO_ROUTING", "DemoGateway", "PoolSpec", "demo_gateway", "demo_pools"]
+__all__ = [
+    "DEMO_IDENTITY",
+    "DEMO_REALM_ROUTING",
+    "DEMO_ROUTING",
+    "DemoGateway",
+    "PoolSpec",
+    "demo_gateway",
+    "demo_pools",
+]
 
 EXCHANGE_MAILBOXES = (
     MailboxSpec("alice", "secret", "alice@example.com", "Alice"),
@@ -31,6 +47,14 @@ EXCHANGE_MAILBOXES = (
 )
 GMAIL_MAILBOXES = (MailboxSpec("carol", "secret", "carol@gmail.example", "Carol"),)
 DEMO_ROUTING = {"default": "exchange", "users": {"carol": "gmail"}}
+DEMO_IDENTITY = {
+    "realms": [
+        {"name": "example.com", "netbios": ["EXAMPLE"]},
+        {"name": "gmail.example"},
+    ],
+    "default_realm": "example.com",
+}
+DEMO_REALM_ROUTING = {"default": "exchange", "domains": {"gmail.example": "gmail"}}
 
 
 @dataclass(frozen=True)

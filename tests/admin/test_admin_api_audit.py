@@ -49,8 +49,8 @@ async def test_filters_by_actor_target_and_time(api: Api) -> None:
 async def test_bad_times_are_400(api: Api) -> None:
     status, body = await api.get("/api/audit?since=yesterday&until=2020-13-01")
     assert status == 400 and set(body["fields"]) == {"since", "until"}
-    status, body = await api.get("/api/audit?since=2026-01-02&until=2026-01-01")
-    assert (status, body["fields"]) == (400, {"until": "must be after since"})
+    empty = await api.ok("GET", "/api/audit?since=2026-01-02&until=2026-01-01")
+    assert (empty["items"], empty["total"]) == ([], 0)  # an empty window, not an error
     status, body = await api.get("/api/audit?actor=")
     assert status == 400 and "actor" in body["fields"]
 

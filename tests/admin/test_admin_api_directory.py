@@ -18,12 +18,13 @@ ALICE = {
 
 async def test_users_crud(api: Api) -> None:
     assert await api.ok("GET", "/api/users") == {"items": [], "total": 0, "offset": 0, "limit": 100}
-    user = await api.ok("PUT", "/api/users/CORP%5CAlice", ALICE | {"note": "from LDAP"})
+    user = await api.ok("PUT", "/api/users/Alice", ALICE | {"note": "from LDAP"})
     assert user == {
         "principal": "alice",
         **ALICE,
         "custom3": None,
         "custom4": None,
+        "aliases": [],
         "push_problems": [],
     }
     await api.ok("PUT", "/api/users/bob", {"email": "bob@example.com"})
@@ -86,6 +87,7 @@ async def test_devices_register_show_compliance_labels_retire(
         "violations": [],
         "labels": [],
         "retired": False,
+        "backend_type": None,
     }
     phone = device(gateway, session, "alice", "DEV1A")
     await phone.provision()
@@ -142,7 +144,7 @@ async def test_device_errors(api: Api) -> None:
     )
     assert status == 409 and "E1" in body["error"] and "d1" in body["error"]
     status, body = await api.post("/api/devices", {"id": "d3", "owner": "bob", "labels": ["nope"]})
-    assert (status, body["fields"]) == (400, {"labels": "no such label: nope"})
+    assert (status, body["fields"]) == (409, {"labels": "no such label: nope"})
     for method, path, payload in (
         ("GET", "/api/devices/zz", None),
         ("PUT", "/api/devices/zz/compliance", {"violations": []}),
@@ -158,6 +160,6 @@ async def test_device_errors(api: Api) -> None:
     status, body = await api.put("/api/devices/d1/compliance", {})
     assert (status, body["fields"]) == (400, {"violations": "required"})
     status, body = await api.put("/api/devices/d1/labels", {"labels": ["nope"]})
-    assert (status, body["fields"]) == (400, {"labels": "no such label: nope"})
+    assert (status, body["fields"]) == (409, {"labels": "no such label: nope"})
     page = await api.ok("GET", "/api/devices")
     assert page["total"] == 1 and page["items"][0]["labels"] == []

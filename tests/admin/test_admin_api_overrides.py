@@ -20,10 +20,12 @@ async def test_preapproved_pair_is_listed_then_found_by_the_first_request(
 ) -> None:
     await api.ok("PUT", "/api/preferences", {"auto_block_unregistered": True, "note": "lock"})
     answer = await api.ok(
-        "POST", "/api/associations/newphone01/bob@example.com/preapprove", {"note": "starter"}
+        "POST", "/api/associations/newphone01/BOB/preapprove", {"note": "starter"}
     )
     row = answer["association"]
-    assert (row["device_id"], row["user"], row["domain"]) == ("NEWPHONE01", "bob", "example.com")
+    # (no realm configured here: bob is a bare principal, without a domain)
+    assert (row["device_id"], row["user"], row["domain"]) == ("NEWPHONE01", "bob", None)
+    assert row["verified"] is False  # until the backend accepts the device
     assert row["never_seen"] is True and row["last_seen"] is None and row["state"] == "allowed"
     assert row["override"]["pre_approved"] is True and row["override"]["note"] == "starter"
     page = await api.ok("GET", "/api/associations?never_seen=true")
@@ -33,19 +35,23 @@ async def test_preapproved_pair_is_listed_then_found_by_the_first_request(
     assert await folder_sync_status(device(gateway, session, "bob", "NEWPHONE01")) != "129"
     detail = await api.ok("GET", "/api/associations/NEWPHONE01/bob")
     assert detail["never_seen"] is False and detail["device_type"] == "TestPhone"
-    assert [e["kind"] for e in detail["history"]] == ["admin", "first_request"]
+    kinds = ["admin", "first_request", "verified", "established"]  # the backend accepted it
+    assert [e["kind"] for e in detail["history"]] == kinds
     assert (await api.ok("GET", "/api/associations?never_seen=true"))["total"] == 0
     # A second pre-approval of the same pair is a conflict (use allow).
     status, body = await api.post("/api/associations/NEWPHONE01/bob/preapprove", {"note": "again"})
     assert status == 409 and "preapprove" in body["error"]
 
 
-async def test_preapproval_refusals(api: Api, gateway: DemoGateway) -> None:
+async def test_preapproval_refusals(
+    api: Api, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
     status, body = await api.post("/api/associations/validate/bob/preapprove", {"note": "x"})
     assert status == 400 and "throw-away" in body["error"]
     status, body = await api.post("/api/associations/NEWPHONE02/bob/preapprove", {})
     assert status == 400 and body["fields"] == {"note": "required"}
     await api.ok("POST", "/api/associations/NEWPHONE02/bob/preapprove", {"note": "x"})
+    await device(gateway, session, "bob", "NEWPHONE02").provision()  # accepted: exchange
     status, body = await api.post(  # carol routes to the gmail pool: never on this device
         "/api/associations/NEWPHONE02/carol/preapprove", {"note": "x"}
     )

@@ -57,7 +57,7 @@ async def test_labels_crud_and_references(api: Api) -> None:
     assert label == {"name": "two", "settings": ["second"], "devices": ["ph1"]}
     status, body = await api.put("/api/labels/x", {"settings": ["nope"], "devices": ["ph9"]})
     assert (status, body["fields"]) == (
-        400,
+        409,
         {"settings": "no such Exchange setting: nope", "devices": "no such managed device: ph9"},
     )
     status, body = await api.delete("/api/exchange-settings/second")

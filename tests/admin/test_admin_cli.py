@@ -166,6 +166,44 @@ async def test_errors_exit_1_for_refusals_and_2_for_usage(cli: Cli, tmp_path: Pa
     assert code == 2 and "--note" in err
 
 
+async def test_backend_types_aliases_and_identity_filters(
+    cli: Cli, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    bob = device(gateway, session, "bob", "CLIDEV3")
+    await bob.provision()
+    stranger = device(gateway, session, "bob", "CLIDEV4")
+    stranger.password = "wrong"
+    assert (await stranger.post("Sync", b"")).status == 401
+    await device(gateway, session, "bob", "validate").provision()
+    code, out, _ = await cli.run("list", "--user", "bob")
+    flags = {line.split()[0]: line for line in out.splitlines()[1:-1]}
+    assert "unverified" in flags["CLIDEV4"] and "throwaway" in flags["VALIDATE"]
+    page = await cli.json("list", "--verified", "no")
+    assert [r["device_id"] for r in page["items"]] == ["CLIDEV4"]
+    page = await cli.json("list", "--throwaway", "yes")
+    assert [r["device_id"] for r in page["items"]] == ["VALIDATE"]
+    code, out, _ = await cli.run("backend-types")
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["SCOPE", "TYPE", "SET"]
+    assert "eas:CLIDEV3  exchange  CLIDEV3/bob" in out
+    code, out, err = await cli.run("reset-backend-type", "clidev3")
+    assert code == 2 and "--note" in err  # the note is mandatory
+    code, out, _ = await cli.run(
+        "reset-backend-type", "clidev3", "--backend-type", "gmail", "--note", "moved"
+    )
+    assert code == 0 and out.strip() == "eas:CLIDEV3: gmail; held polls ended: 0"
+    code, out, err = await cli.run("reset-backend-type", "validate", "--note", "x")
+    assert code == 1 and "many phones" in err
+    await cli.run("users", "set", "bob", "--email", "bob@example.com", "--alias", "robert")
+    user = await cli.json("users", "set", "bob", "--display-name", "Bob")
+    assert user["aliases"] == ["robert"]  # kept when not given
+    assert (await cli.json("users", "show", "ROBERT"))["principal"] == "bob"
+    code, _, err = await cli.run("users", "set", "rob", "--alias", "robert")
+    assert code == 1 and "already names user 'bob'" in err
+    await cli.run("devices", "register", "bobphone", "--owner", "bob", "--eas-id", "CLIDEV3")
+    answer = await cli.json("devices", "reset-backend-type", "bobphone", "--note", "fresh")
+    assert answer["established"]["backend_type"] == "exchange"  # bob's verified mailbox
+
+
 async def test_label_membership_changes_only_when_asked(cli: Cli) -> None:
     for device_id in ("m1", "m2", "m3"):
         assert (await cli.run("devices", "register", device_id, "--owner", "alice"))[0] == 0

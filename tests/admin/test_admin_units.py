@@ -24,7 +24,16 @@ from sentry.admin.schema import (
     parse_path,
     parse_query,
 )
-from sentry.model import Association, AssociationKey, Reason, Verdict, WipeStatus
+from sentry.model import (
+    Association,
+    AssociationKey,
+    Realm,
+    Realms,
+    Reason,
+    User,
+    Verdict,
+    WipeStatus,
+)
 from sentry.policy import NotFoundError, Snapshot, TransitionError, ValidationError
 from sentry.store.base import AssociationFilter, AssociationState
 
@@ -148,18 +157,32 @@ def rows(*specs: tuple[str, str, str | None, bool]) -> Snapshot:
     )
 
 
-def test_user_search_matches_a_part_of_the_canonical_principal() -> None:
-    snap = rows(
-        ("D1", "alice", None, False), ("D2", "alicia", None, False), ("D1", "bob", None, False)
+def test_user_search_matches_a_part_of_the_principal_or_the_principal_it_names() -> None:
+    realms = Realms((Realm("corp.example", netbios=frozenset({"corp"})),), "corp.example")
+    snap = Snapshot.build(
+        realms=realms,
+        users=[User("bob@corp.example", email="robert@other.example")],
+        associations=[
+            Association(AssociationKey(d, u))
+            for d, u in (
+                ("D1", "alice@corp.example"),
+                ("D2", "alicia@corp.example"),
+                ("D1", "bob@corp.example"),
+            )
+        ],
     )
 
     def found(**values: Any) -> list[tuple[str, str]]:
-        return [(r.key.device_id, r.key.user) for r in matching(snap, Query.of(values))]
+        query = Query.of(values, snap)
+        return [(r.key.device_id, r.key.user) for r in matching(snap, query)]
 
-    assert found(user="ALI") == [("D1", "alice"), ("D2", "alicia")]
-    assert found(user="CORP\\bob") == [("D1", "bob")]
-    assert found(user="alice@corp.example", device_id="d1") == [("D1", "alice")]
-    assert found(device_id="d1") == [("D1", "alice"), ("D1", "bob")]
+    alice, alicia = ("D1", "alice@corp.example"), ("D2", "alicia@corp.example")
+    bob = ("D1", "bob@corp.example")
+    assert found(user="ALI") == [alice, alicia]
+    assert found(user="CORP\\bob") == [bob]  # the one rule under the realms
+    assert found(user="robert@other.example") == [bob]  # bob's email: a known name
+    assert found(user="alice@corp.example", device_id="d1") == [alice]
+    assert found(device_id="d1") == [alice, bob]
     assert found(user="  ") == found()  # blank means any
     assert Query.of({"user": "Bob", "linked": False}).describe() == {"user": "bob", "linked": False}
 

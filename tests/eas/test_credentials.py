@@ -19,6 +19,10 @@ from sentry.eas.credentials import (
     read_authorization,
 )
 from sentry.eas.errors import RequestError
+from sentry.model import Realm, Realms
+
+# alice's realm: the suffix example.com, NetBIOS name CORP, the realm of bare names
+EXAMPLE = Realms((Realm("example.com", netbios=frozenset({"corp"})),), default="example.com")
 
 
 def basic(credentials: str) -> str:
@@ -45,7 +49,8 @@ def test_basic_keeps_the_exact_header_and_drops_nothing_else() -> None:
     assert auth.header == value  # byte for byte what the backend will see
     assert auth.user == "CORP\\alice"
     assert "s3cret" not in repr(auth)
-    assert basic_identity(auth).key == "alice"
+    assert basic_identity(auth).key == "corp\\alice"  # no realm: the NetBIOS domain stays
+    assert basic_identity(auth, EXAMPLE).key == "alice@example.com"
     assert basic_identity(auth).source == "authorization"
 
 
@@ -93,17 +98,39 @@ def test_other_schemes_are_reported_not_guessed(value: str) -> None:
 def test_query_user_naming_the_same_principal_is_fine(
     query_user: str | None, credentials: str
 ) -> None:
-    identity = principal(credentials, "authorization")
+    identity = principal(credentials, "authorization", EXAMPLE)
     assert identity is not None
-    check_query_user(identity, query_user)
+    check_query_user(identity, query_user, EXAMPLE)
+
+
+def test_without_a_realm_two_spellings_are_two_principals() -> None:
+    identity = principal("CORP\\alice", "authorization")
+    assert identity is not None
+    with pytest.raises(UserMismatch):
+        check_query_user(identity, "alice@example.com")
+
+
+def test_a_known_name_of_the_user_agrees_through_the_resolver() -> None:
+    identity = principal("jdoe", "authorization", EXAMPLE)
+    assert identity is not None
+    aliases = {"john.doe@example.com": "jdoe@example.com"}
+    check_query_user(identity, "john.doe@example.com", EXAMPLE, lambda k: aliases.get(k, k))
+    with pytest.raises(UserMismatch):
+        check_query_user(identity, "john.doe@example.com", EXAMPLE)
+
+
+@pytest.mark.parametrize("name", ["A\\B\\alice", "CORP\\alice@gmail.example", "x\x00y"])
+def test_basic_naming_no_principal_under_the_realms_is_malformed(name: str) -> None:
+    with pytest.raises(MalformedAuthorization):
+        read_authorization([basic(f"{name}:pw")], EXAMPLE)
 
 
 @pytest.mark.parametrize("query_user", ["shared", "bob@example.com", "CORP\\bob", "\\"])
 def test_query_user_naming_another_principal_is_a_bad_request(query_user: str) -> None:
-    identity = principal("alice", "authorization")
+    identity = principal("alice", "authorization", EXAMPLE)
     assert identity is not None
     with pytest.raises(UserMismatch) as caught:
-        check_query_user(identity, query_user)
+        check_query_user(identity, query_user, EXAMPLE)
     assert caught.value.http_status == 400
     assert "alice" not in caught.value.message  # no names echoed to the client
 

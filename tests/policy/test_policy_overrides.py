@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sentry.model import AssociationKey, Preferences, Routing
+from sentry.model import AssociationKey, Preferences, Realm, Realms, Routing
 from sentry.policy import Refuse, TransitionError, ValidationError, evaluate
 from sentry.policy.audit import plain
 from sentry.testing.conversation import Conversation
@@ -59,12 +59,14 @@ def test_reset_needs_a_note_and_never_cancels_a_wipe():
 
 
 def test_preapproved_row_is_listed_never_seen_and_the_first_request_finds_it():
-    conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
+    realms = Realms((Realm("corp.example", netbios=frozenset({"corp"})),), "corp.example")
+    conv = Conversation(prefs=Preferences(auto_block_unregistered=True), realms=realms)
     conv.preapprove("CORP\\Bob", "newphone1", note="new starter, phone ordered")
     row = conv.row("bob", "NEWPHONE1")
     assert row is not None and row.never_seen and row.device_type == ""
     assert row.override is not None and row.override.pre_approved
-    assert (row.domain, row.verdict.value) == ("corp", "forward")
+    assert (row.key.user, row.verdict.value) == ("bob@corp.example", "forward")
+    assert row.verified_at is None  # until the backend accepts the device
     first_seen = row.first_seen
     # The device's first request: allowed (auto-block on) without any other admin action.
     conv.request("bob", "NEWPHONE1").expect_forward(reasons={"MANUAL", "AUTO_BLOCK"})
@@ -72,7 +74,7 @@ def test_preapproved_row_is_listed_never_seen_and_the_first_request_finds_it():
     assert row is not None and not row.never_seen and row.device_type == "iPhone"
     assert row.first_seen == first_seen  # its place for the limits is the approval's
     kinds = [e.kind for e in conv.store._history[row.key]]
-    assert kinds == ["admin", "first_request"]
+    assert kinds == ["admin", "first_request", "verified", "established"]
     conv.request("bob", "NEWPHONE1").expect_touch_only()
 
 

@@ -32,7 +32,8 @@ def test_two_accounts_on_one_device_are_two_associations():
     conv.request("alice", "DEV1").expect_forward("exchange")
     conv.request("CORP\\Bob", "dev1").expect_forward("exchange")
     rows = conv.snapshot.on_device("DEV1")
-    assert sorted(r.key.user for r in rows) == ["alice", "bob"]
+    # No realm is configured: the NetBIOS domain stays in the principal.
+    assert sorted(r.key.user for r in rows) == ["alice", "corp\\bob"]
     assert {r.key.device_id for r in rows} == {"DEV1"}
 
 
@@ -240,7 +241,7 @@ def test_mailbox_without_route_is_refused_even_when_allowed():
     conv = Conversation(routing=Routing(domains={"corp.example": "exchange"}))
     conv.request("alice@corp.example", "DEV1").expect_forward("exchange")
     conv.request("eve@elsewhere.example", "DEV2").expect_refuse(BLOCKED, reasons={"NO_BACKEND"})
-    conv.allow("eve", "DEV2", note="try")
+    conv.allow("eve@elsewhere.example", "DEV2", note="try")
     conv.request("eve@elsewhere.example", "DEV2").expect_refuse(
         BLOCKED, reasons={"NO_BACKEND", "MANUAL"}
     )
@@ -338,10 +339,14 @@ def test_several_policies_on_one_device_are_flagged_ambiguous():
 
 
 # Edges of decide itself.
-def test_throwaway_device_id_is_decided_but_never_stored():
+def test_throwaway_device_id_is_stored_listed_and_refused_with_auto_block():
+    # (This test replaces "decided but never stored": issue 9 item 5.)
     conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
-    conv.request("alice", "validate", device_type="Android").expect_refuse(BLOCKED)
-    assert len(conv.snapshot) == 0
+    conv.request("alice", "validate", device_type="Android").expect_refuse(
+        BLOCKED, reasons={"AUTO_BLOCK"}
+    )
+    row = conv.row("alice", "validate")
+    assert row is not None and row.throwaway and not row.counted
 
 
 def test_options_is_not_decided():

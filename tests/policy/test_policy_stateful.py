@@ -1,11 +1,13 @@
 """Random request/admin/registry sequences through the policy, and the transition table.
 
 The state machine plays a gateway (``Conversation``) with users routed to an
-exchange pool, a gmail pool or nowhere, and checks after every request that
-the fail-closed rules hold, that decisions are deterministic, and that every
+exchange pool, a gmail pool or nowhere, whose backend accepts or refuses
+(401) each forwarded request, and checks after every request that the
+fail-closed rules hold, that decisions are deterministic, and that every
 recorded reason is one that applies (computed here independently of
-``rules.py``). Every (state, action) pair of the transition table is then
-tried exhaustively.
+``rules.py``); and after every step that no device (managed device, or
+unregistered DeviceId) has verified, allowed mailboxes of two backend types.
+Every (state, action) pair of the transition table is then tried exhaustively.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sentry.model import (
     OverrideKind,
     Reason,
     Routing,
+    Verdict,
     WipeStatus,
 )
 from sentry.policy import (
@@ -81,8 +84,11 @@ class PolicyMachine(RuleBasedStateMachine):
         device=devices,
         command=st.sampled_from(["Sync", "Ping", "Provision", "FolderSync"]),
         ack=st.sampled_from([None, 1, 2]),
+        accept=st.sampled_from([True, True, False]),
     )
-    def request(self, pick: int, user: str, device: str, command: str, ack: int | None) -> None:
+    def request(
+        self, pick: int, user: str, device: str, command: str, ack: int | None, accept: bool
+    ) -> None:
         conv = self.conv
         user, device = self._target(pick, user, device)
         request = req(user, device, command)
@@ -90,19 +96,22 @@ class PolicyMachine(RuleBasedStateMachine):
         status = None if ack is None else WipeAckStatus(ack)
         facts = RequestFacts(provision, status, None, conv.registry_reachable)
         before = conv.snapshot.get(conv.key(user, device))
-        twin = decide(request, facts, conv.snapshot.copy(), conv.snapshot.prefs, conv.now + 1)
-        reply = conv.request(user, device, command, provision=provision, wipe_status=ack)
+        prior = conv.snapshot.copy()
+        twin = decide(request, facts, prior.copy(), conv.snapshot.prefs, conv.now + 1)
+        reply = conv.request(
+            user, device, command, provision=provision, wipe_status=ack, accept=accept
+        )
         assert reply.outcome == twin, "decide is not deterministic"
-        self._check_fail_closed(reply.decision, reply.row, before)
+        self._check_fail_closed(reply.decision, reply.row, before, prior)
         if conv.registry_reachable or before is None:
-            self._check_reasons(reply.decision.reasons, reply.row, before is None, facts)
+            self._check_reasons(reply.decision.reasons, reply.row, before is None, facts, prior)
 
     def _check_fail_closed(
-        self, decision: object, row: Association, before: Association | None
+        self, decision: object, row: Association, before: Association | None, prior: Snapshot
     ) -> None:
         if isinstance(decision, Forward):
             assert ROUTES.get(row.key.user) is not None, "forwarded without a route"
-            assert self._established(row) in (None, ROUTES[row.key.user]), "mixed backends"
+            assert _established(row, prior) in (None, ROUTES[row.key.user]), "mixed backends"
             assert before is None or before.wipe is WipeStatus.NONE, "wipe state forwarded"
             override = None if before is None or before.override is None else before.override.kind
             assert override is not OverrideKind.BLOCK, "blocked row forwarded"
@@ -112,23 +121,24 @@ class PolicyMachine(RuleBasedStateMachine):
         if before is not None and before.wipe in (WipeStatus.PENDING, WipeStatus.FAILED):
             assert isinstance(decision, Wipe) or row.wipe is WipeStatus.WIPED
 
-    def _established(self, row: Association) -> str | None:
-        peers = {p.key: p for p in self.conv.snapshot.on_device(row.key.device_id)}
-        peers[row.key] = row
-        routed = [p for p in peers.values() if ROUTES.get(p.key.user)]
-        oldest = min(routed, key=lambda p: (p.first_seen, p.key.user), default=None)
-        return None if oldest is None else ROUTES[oldest.key.user]
-
     def _check_reasons(
-        self, reasons: frozenset[Reason], row: Association, new: bool, facts: RequestFacts
+        self,
+        reasons: frozenset[Reason],
+        row: Association,
+        new: bool,
+        facts: RequestFacts,
+        prior: Snapshot,
     ) -> None:
-        snap, prefs = self.conv.snapshot, self.conv.snapshot.prefs
+        snap, prefs = prior, prior.prefs
         route = ROUTES.get(row.key.user)
         device = managed_device(row, snap)
+        established = _established(row, prior)
         applies = {
             Reason.WIPE: row.wipe is not WipeStatus.NONE,
             Reason.NO_BACKEND: route is None,
-            Reason.MIXED_BACKEND: route is not None and self._established(row) != route,
+            Reason.MIXED_BACKEND: route is not None
+            and established is not None
+            and established != route,
             Reason.MANUAL: row.override is not None
             and row.override.kind in (OverrideKind.ALLOW, OverrideKind.BLOCK),
             Reason.COMPLIANCE: device is not None and not device.compliant,
@@ -169,9 +179,10 @@ class PolicyMachine(RuleBasedStateMachine):
         assert row.override is not None and row.override.pre_approved
 
     def _would_mix(self, user: str, device: str) -> bool:
-        routed = [p for p in self.conv.snapshot.on_device(device) if ROUTES.get(p.key.user)]
-        oldest = min(routed, key=lambda p: (p.first_seen, p.key.user), default=None)
-        return oldest is not None and ROUTES[oldest.key.user] != ROUTES[user]
+        """The device (managed, else the DeviceId) is established on another type."""
+        fresh = Association(self.conv.key(user, device))
+        established = _established(fresh, self.conv.snapshot)
+        return established is not None and established != ROUTES[user]
 
     @rule(pick=st.integers(0, 99), user=users, device=devices, managed=st.sampled_from(MANAGED))
     def link(self, pick: int, user: str, device: str, managed: str) -> None:
@@ -225,22 +236,51 @@ class PolicyMachine(RuleBasedStateMachine):
         if self.conv.snapshot.get(self.conv.key(user, device)) is not None:
             self.conv.record_policy(user, device, fingerprint)
 
+    @rule(managed=st.sampled_from(MANAGED), device=devices, scope_kind=st.booleans())
+    def reset_type(self, managed: str, device: str, scope_kind: bool) -> None:
+        scope = f"device:{managed}" if scope_kind else f"eas:{device}"
+        with contextlib.suppress(PolicyError):
+            self.conv.reset_backend_type(scope, "reset by the machine")
+
+    @rule(age=st.sampled_from([0.0, 5.0, 50.0]))
+    def expire(self, age: float) -> None:
+        self.conv.expire(age)
+
     @invariant()
     def memory_matches_the_store(self) -> None:
         assert self.conv.snapshot == self.conv.store.load_now()
 
+    @invariant()
+    def one_backend_type_per_device(self) -> None:
+        """Every verified, allowed mailbox of a device is on the device's
+        established type (so a device never mixes backend types)."""
+        snap = self.conv.snapshot
+        for row in snap.associations():
+            if row.verdict is not Verdict.FORWARD or row.verified_at is None:
+                continue
+            established = _established(row, snap)
+            assert established == ROUTES.get(row.key.user), f"{row.key}: {established}"
+
+
+def _established(row: Association, snap: Snapshot) -> str | None:
+    """The established type of the row's device: its managed device (the Link
+    To target, else the DeviceId's owner device) or its DeviceId."""
+    device = managed_device(row, snap)
+    scope = f"device:{device.id}" if device is not None else f"eas:{row.key.device_id}"
+    record = snap.established(scope)
+    return None if record is None else record.backend_type
+
 
 def _over(limit: int | None, row: Association, snap: Snapshot, by: str) -> bool:
+    """Over the limit: counted peers (verified) ranked by verification; an
+    unverified row ranks after all of them."""
     if limit is None:
         return False
-    if by == "user":
-        others = [p for p in snap.of_user(row.key.user) if p.key != row.key]
-        rank = sum(
-            (p.first_seen, p.key.device_id) < (row.first_seen, row.key.device_id) for p in others
-        )
-    else:
-        others = [p for p in snap.on_device(row.key.device_id) if p.key != row.key]
-        rank = sum((p.first_seen, p.key.user) < (row.first_seen, row.key.user) for p in others)
+    peers = snap.of_user(row.key.user) if by == "user" else snap.on_device(row.key.device_id)
+    part = 0 if by == "user" else 1
+    others = [p for p in peers if p.key != row.key and p.verified_at is not None]
+    mine = (row.verified_at if row.verified_at is not None else float("inf"), row.key[part])
+    rank = sum((p.verified_at, p.key[part]) < mine for p in others)
     return rank >= limit
 
 

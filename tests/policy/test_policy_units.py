@@ -14,8 +14,11 @@ from sentry.model import (
     Label,
     Platform,
     Preferences,
+    Realm,
+    Realms,
     Reason,
     User,
+    canonical_principal,
 )
 from sentry.policy import (
     DeleteAssociation,
@@ -64,8 +67,14 @@ def test_pushed_mailboxes_follow_labels_from_either_side():
         Label("other", frozenset({"S2"}), frozenset({"M2"})),
     ]
     pushed = resolve_pushed_mailboxes(device, ALICE, labels, settings)
-    assert [m.principal for m in pushed.mailboxes] == ["shared", "alice"]
-    assert pushed.principals == {"shared", "alice"}
+    # No realms given: the NetBIOS domain stays in the principal.
+    assert [m.principal for m in pushed.mailboxes] == ["corp\\shared", "alice"]
+    assert pushed.principals == {"corp\\shared", "alice"}
+    realms = Realms((Realm("corp.example", netbios=frozenset({"corp"})),), "corp.example")
+    pushed = resolve_pushed_mailboxes(
+        device, ALICE, labels, settings, lambda name: canonical_principal(name, realms)
+    )
+    assert pushed.principals == {"shared@corp.example", "alice@corp.example"}
     assert pushed.errors == ("Exchange setting 'S9': no such setting",)
 
 

@@ -31,6 +31,11 @@ FOLDERSYNC = bytes.fromhex("03016a000007565203300001 01".replace(" ", ""))
 WBXML = "application/vnd.ms-sync.wbxml"
 MAILBOXES = (*DEFAULT_MAILBOXES, MailboxSpec("shared", "secret", "shared@example.com", "Shared"))
 ISSUER = TokenIssuer()
+# alice's realm: example.com, NetBIOS EXAMPLE or CORP; bare names are in it
+REALMS = {
+    "realms": [{"name": "example.com", "netbios": ["EXAMPLE", "CORP"]}],
+    "default_realm": "example.com",
+}
 
 
 def sample(gw: DemoGateway, name: str, **labels: str) -> float:
@@ -55,14 +60,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def basic_gw(tmp_path: Path) -> AsyncIterator[DemoGateway]:
-    async with demo_gateway(tmp_path, pools()) as gw:
+    async with demo_gateway(tmp_path, pools(), identity=REALMS) as gw:
         yield gw
 
 
 @pytest.fixture
 async def oauth_gw(tmp_path: Path) -> AsyncIterator[DemoGateway]:
     (tmp_path / "jwks.json").write_bytes(ISSUER.jwks_bytes())
-    identity = {"oauth": ISSUER.settings(jwks_file="jwks.json")}
+    identity = {"oauth": ISSUER.settings(jwks_file="jwks.json"), **REALMS}
     async with demo_gateway(tmp_path, pools(bearer=True), identity=identity) as gw:
         yield gw
 
@@ -96,7 +101,7 @@ def backend_total(gw: DemoGateway) -> int:
 
 async def block_row(gw: DemoGateway, device: str, user: str) -> None:
     state = gw.gateway.state
-    key = AssociationKey(device, user)
+    key = AssociationKey(device, f"{user}@example.com")
     await state.apply(block(state.snapshot, key, note="lost", actor="test", now=time.time()))
 
 
@@ -138,7 +143,7 @@ async def test_the_backend_sees_exactly_the_one_header_the_decision_used(
     status, _, _ = await post(session, basic_gw, [value], user="alice@example.com")
     assert status == 200
     assert basic_gw.backend("exchange").stats.last_authorization == (value,)
-    assert AssociationKey("AUTHDEV1", "alice") in basic_gw.gateway.state.snapshot
+    assert AssociationKey("AUTHDEV1", "alice@example.com") in basic_gw.gateway.state.snapshot
 
 
 async def test_basic_and_query_user_must_name_one_principal(
@@ -201,12 +206,12 @@ async def test_a_valid_token_is_keyed_on_its_claim_and_forwarded_unchanged(
     stats = oauth_gw.backend("exchange").stats
     assert stats.requests[("alice", "FolderSync")] == 1  # the backend accepted the token
     assert stats.last_authorization == (f"Bearer {token}",)
-    assert AssociationKey("AUTHDEV1", "alice") in oauth_gw.gateway.state.snapshot
+    assert AssociationKey("AUTHDEV1", "alice@example.com") in oauth_gw.gateway.state.snapshot
     # The base64 query form may carry no User at all: the token names the mailbox.
     blob = _b64_query("AUTHDEV2")
     status, _, _ = await post(session, oauth_gw, [f"Bearer {token}"], query=blob)
     assert status == 200
-    assert AssociationKey("AUTHDEV2", "alice") in oauth_gw.gateway.state.snapshot
+    assert AssociationKey("AUTHDEV2", "alice@example.com") in oauth_gw.gateway.state.snapshot
 
 
 def _b64_query(device: str) -> str:
@@ -404,7 +409,7 @@ async def test_a_verified_token_is_remembered_but_its_expiry_is_not(
         for _ in range(3):
             out = await check()
             assert isinstance(out, EasRequest) and out.user is not None
-            assert out.user.key == "alice"
+            assert out.user.key == "alice@example.com"  # no realm: the UPN as the claim says
         assert len(verifications) == 1  # one signature check for three requests
         assert authn.jwks is not None
         assert await authn.jwks.refresh(force=True)  # new keys forget what old ones verified

@@ -177,13 +177,16 @@ async def test_malformed_wbxml_body_is_400(
     assert gateway.backend("exchange").stats.total == 0
 
 
-async def test_validate_device_is_decided_but_not_listed(
+async def test_validate_device_is_listed_as_throwaway_and_never_counted(
     gateway: DemoGateway, session: aiohttp.ClientSession
 ) -> None:
+    # (Replaces "decided but not listed": throwaway DeviceIds are listed now, issue 9.)
     client = eas(gateway, session, "alice", "validate")
     r = await client.post("FolderSync", FOLDERSYNC)
     assert r.status == 200
-    assert len(gateway.gateway.state.snapshot) == 0
+    (row,) = gateway.gateway.state.snapshot.associations()
+    assert row.throwaway and row.verified_at is not None and not row.counted
+    assert gateway.gateway.state.snapshot.established("eas:VALIDATE") is None
 
 
 def test_backend_config_default_is_usable() -> None:

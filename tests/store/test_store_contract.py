@@ -17,6 +17,8 @@ from sentry.model import (
     DeviceInformation,
     Platform,
     Preferences,
+    Realm,
+    Realms,
     Reason,
     Routing,
     User,
@@ -41,11 +43,21 @@ async def store(request, tmp_path) -> AsyncIterator[MemoryStore | SqliteStore]:
     await opened.close()
 
 
+REALMS = Realms((Realm("corp.example", netbios=frozenset({"corp"})),), default="corp.example")
+
+
 def busy_conversation() -> Conversation:
     """A state touching every kind of value a store keeps."""
     routing = Routing(users={"gus": "gmail"}, domains={"corp.example": "exchange"})
-    conv = Conversation(prefs=Preferences(auto_block_unregistered=True), routing=routing)
-    conv.add_user("alice", custom1="sales", custom2="sales@corp.example", display_name="Alice")
+    prefs = Preferences(auto_block_unregistered=True)
+    conv = Conversation(prefs=prefs, routing=routing, realms=REALMS)
+    conv.add_user(
+        "alice",
+        custom1="sales",
+        custom2="sales@corp.example",
+        display_name="Alice",
+        aliases=["a.smith@corp.example"],
+    )
     conv.add_user("sales")
     conv.register_device("MDM-1", "alice", ["PHONE"], platform=Platform.ANDROID, labels=["l"])
     conv.add_setting("Shared", "$USER_CUSTOM1$", "$USER_CUSTOM2$")
@@ -67,6 +79,8 @@ def busy_conversation() -> Conversation:
     conv.record_policy("alice", "PHONE", "P1")
     conv.record_policy("sales", "PHONE", "P2")
     conv.request("bob@corp.example", "TAB")  # a Touch
+    conv.request("CORP\\mallory", "TAB", accept=False)  # unverified
+    conv.request("bob", "validate", device_type="Android")  # a throwaway DeviceId
     conv.preapprove("frank@corp.example", "NEWPHONE", note="new starter")  # never seen
     return conv
 
@@ -86,7 +100,7 @@ async def test_apply_then_load_gives_the_same_snapshot(store):
     loaded = await store.load()
     assert loaded == conv.snapshot
     assert loaded.pushed("MDM-1") == conv.snapshot.pushed("MDM-1")
-    assert loaded.get(AssociationKey("PHONE", "alice")).device_info.model == "SM-G991B"
+    assert loaded.get(AssociationKey("PHONE", "alice@corp.example")).device_info.model == "SM-G991B"
 
 
 async def test_a_failing_change_list_leaves_nothing_applied(store):
@@ -94,7 +108,11 @@ async def test_a_failing_change_list_leaves_nothing_applied(store):
     await replay(store, conv)
     before = await store.load()
     audit_before = await store.audit()
-    bad = (PutUser(User("zed")), Touch(AssociationKey("TAB", "bob"), 9e9), "not a change")
+    bad = (
+        PutUser(User("zed")),
+        Touch(AssociationKey("TAB", "bob@corp.example"), 9e9),
+        "not a change",
+    )
     with pytest.raises(TypeError):
         await store.apply(bad)  # type: ignore[arg-type]
     assert await store.load() == before
@@ -104,7 +122,7 @@ async def test_a_failing_change_list_leaves_nothing_applied(store):
 async def test_touch_moves_last_seen_forward_only(store):
     conv = busy_conversation()
     await replay(store, conv)
-    key = AssociationKey("TAB", "bob")
+    key = AssociationKey("TAB", "bob@corp.example")
     seen = (await store.get_association(key)).last_seen
     await store.apply((Touch(key, seen - 100),))
     assert (await store.get_association(key)).last_seen == seen
@@ -114,7 +132,7 @@ async def test_touch_moves_last_seen_forward_only(store):
 
 FILTERS = [
     AssociationFilter(),
-    AssociationFilter(user="alice"),
+    AssociationFilter(user="alice@corp.example"),
     AssociationFilter(device_id="phone"),
     AssociationFilter(device_type="Android"),
     AssociationFilter(state=AssociationState.ALLOWED),
@@ -170,7 +188,7 @@ async def test_pagination_covers_every_row_once(store):
 async def test_get_association(store):
     conv = busy_conversation()
     await replay(store, conv)
-    key = AssociationKey("LOST", "carol")
+    key = AssociationKey("LOST", "carol@corp.example")
     assert await store.get_association(key) == conv.snapshot.get(key)
     assert await store.get_association(AssociationKey("LOST", "nobody")) is None
 
@@ -178,7 +196,7 @@ async def test_get_association(store):
 async def test_history_and_audit(store):
     conv = busy_conversation()
     await replay(store, conv)
-    key = AssociationKey("LOST", "carol")
+    key = AssociationKey("LOST", "carol@corp.example")
     logged = [c for changes in conv.log for c in changes]
     history = [c.event for c in logged if isinstance(c, AppendHistory) and c.key == key]
     assert [e.kind for e in history][:2] == ["first_seen", "admin"]

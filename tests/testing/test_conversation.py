@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sentry.eas.request import Command
-from sentry.model import AssociationKey, Preferences
+from sentry.model import AssociationKey, Preferences, Realm, Realms
 from sentry.policy import Forward, Refuse
 from sentry.store.memory import MemoryStore
 from sentry.testing.conversation import Conversation, describe, req
@@ -15,10 +15,12 @@ def test_req_builds_a_parsed_request():
     request = req("CORP\\Alice", "appl1", "Ping", device_type="iPad", version="14.1")
     assert request.command is Command.Ping
     assert (request.user.key, request.user.domain, request.user.raw) == (
-        "alice",
+        "corp\\alice",
         "corp",
         "CORP\\Alice",
     )
+    realms = Realms((Realm("corp.example", netbios=frozenset({"CORP"})),))
+    assert req("CORP\\Alice", "appl1", realms=realms).user.key == "alice@corp.example"
     assert (request.device_id, request.device_id_raw) == ("APPL1", "appl1")
     assert (request.device_type, request.protocol_version) == ("iPad", "14.1")
     assert not request.is_throwaway_device

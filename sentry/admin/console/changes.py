@@ -31,7 +31,8 @@ from sentry.admin.errors import ApiError, Forbidden
 from .forms import FILTER_PREFIX, ActionForm, action_form, bulk_form, changed_preferences
 from .pages import explain, seg
 from .render import redirect, render
-from .state import call_api, form_fields, session_of
+from .signin import local_next
+from .state import call_api, console_of, form_fields, session_of
 
 __all__ = ["PREVIEW_ROWS", "ROUTES"]
 
@@ -55,7 +56,7 @@ async def _change(
     try:
         return await call_api(request, method, url, body=body), None
     except Exception as exc:
-        error = api_error(exc)
+        error = api_error(exc, console_of(request).ctx)
         if error is None:
             raise
         return None, _refused(request, error, back)
@@ -192,8 +193,49 @@ async def _save_preferences(request: web.Request) -> web.StreamResponse:
     return redirect("/preferences")
 
 
+def _scope_url(scope: str) -> str | None:
+    """The API route resetting ``scope``'s established backend type."""
+    kind, _, name = scope.partition(":")
+    if not name:
+        return None
+    base = {"device": "/api/devices", "eas": "/api/device-ids"}.get(kind)
+    return None if base is None else f"{base}/{seg(name)}/reset-backend-type"
+
+
+async def _reset_backend_type(request: web.Request) -> web.StreamResponse:
+    form = await form_fields(request)
+    back = local_next(form.get("back"))
+    url = _scope_url(form.get("scope", ""))
+    if url is None:
+        session_of(request).flash("error", "Nothing to reset: no device scope given.")
+        return redirect(back)
+    body: dict[str, Any] = {"note": form.get("note", "")}
+    if form.get("backend_type", "").strip():
+        body["backend_type"] = form["backend_type"].strip()
+    answer, refused = await _change(request, "POST", url, body, back)
+    if refused is not None:
+        return refused
+    now = answer["established"]
+    text = now["backend_type"] if now else "none until the next accepted mailbox"
+    session_of(request).flash("ok", f"Backend type of {answer['scope']} reset: {text}.")
+    return redirect(back)
+
+
+async def _recover_store(request: web.Request) -> web.StreamResponse:
+    form = await form_fields(request)
+    body = {"note": form["note"]} if form.get("note", "").strip() else {}
+    answer, refused = await _change(request, "POST", "/api/store/recover", body, "/pools")
+    if refused is not None:
+        return refused
+    state = "healthy" if answer["healthy"] else f"still {answer['fault']}"
+    session_of(request).flash("ok", f"State store recovered: {state}.")
+    return redirect("/pools")
+
+
 ROUTES = [
     web.post("/associations/{device_id}/{user}/act", _act),
+    web.post("/reset-backend-type", _reset_backend_type),
+    web.post("/store/recover", _recover_store),
     web.post("/preapprove", _preapprove),
     web.post("/bulk/preview", _bulk_preview),
     web.post("/bulk/apply", _bulk_apply),

@@ -27,7 +27,7 @@ from sentry.admin.schema import Fields
 
 from .forms import PAGE_SIZES, list_query
 from .render import render
-from .state import call_api
+from .state import call_api, console_of
 
 __all__ = ["ROUTES", "explain", "filter_controls", "pager", "preference_controls", "seg"]
 
@@ -101,7 +101,7 @@ async def _read(
     try:
         return await call_api(request, "GET", url, query=query), None
     except Exception as exc:
-        error = api_error(exc)
+        error = api_error(exc, console_of(request).ctx)
         if error is None:
             raise
         return None, error
@@ -141,7 +141,19 @@ async def _association(request: web.Request) -> web.StreamResponse:
         return _failed(request, error)
     owned, _ = await _read(request, "/api/devices", {"owner": row["user"], "limit": "100"})
     candidates = [d["id"] for d in (owned or {"items": []})["items"] if not d["retired"]]
-    return render(request, "association.html", row=row, link_candidates=candidates)
+    return render(
+        request,
+        "association.html",
+        row=row,
+        link_candidates=candidates,
+        backend_types=await _backend_types(request),
+    )
+
+
+async def _backend_types(request: web.Request) -> list[str]:
+    """The backend types of the configured pools (what a reset may set)."""
+    pools, _ = await _read(request, "/api/pools")
+    return sorted({p["type"] for p in (pools or {"items": []})["items"]})
 
 
 async def _devices(request: web.Request) -> web.StreamResponse:
@@ -158,7 +170,8 @@ async def _device(request: web.Request) -> web.StreamResponse:
     device, error = await _read(request, f"/api/devices/{seg(request.match_info['id'])}")
     if error is not None:
         return _failed(request, error)
-    return render(request, "device.html", device=device)
+    types = await _backend_types(request)
+    return render(request, "device.html", device=device, backend_types=types)
 
 
 async def _users(request: web.Request) -> web.StreamResponse:
@@ -196,7 +209,8 @@ async def _pools(request: web.Request) -> web.StreamResponse:
     if error is not None:
         return _failed(request, error)
     redirects, _ = await _read(request, "/api/redirects")
-    return render(request, "pools.html", pools=pools, redirects=redirects)
+    store, _ = await _read(request, "/api/store")
+    return render(request, "pools.html", pools=pools, redirects=redirects, store=store)
 
 
 def preference_controls(answer: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -137,6 +137,8 @@ async def test_a_read_only_session_cannot_change_anything(seeded, session, brows
         ("/bulk/apply", {"action": "block", "note": "n", "all": "true"}),
         ("/preferences", {"auto_block_unregistered": "false", "note": "n"}),
         ("/preapprove", {"device_id": "NEWPHONE", "user": "bob", "note": "n"}),
+        ("/reset-backend-type", {"scope": "eas:ALICEPHONE1", "note": "n"}),
+        ("/store/recover", {"note": "n"}),
     ):
         assert (await reader.post(path, fields)).status == 403, path
     assert await _state(seeded, session) == "blocked"
