@@ -59,13 +59,13 @@ async def _change(
         error = api_error(exc, console_of(request).ctx)
         if error is None:
             raise
-        return None, _refused(request, error, back)
+        return None, await _refused(request, error, back)
 
 
-def _refused(request: web.Request, error: ApiError, back: str) -> web.StreamResponse:
+async def _refused(request: web.Request, error: ApiError, back: str) -> web.StreamResponse:
     if isinstance(error, Forbidden):
         message = f"{error.message}: this session is read-only."
-        return render(request, "error.html", status=403, title="Forbidden", message=message)
+        return await render(request, "error.html", status=403, title="Forbidden", message=message)
     session_of(request).flash("error", f"Refused ({error.status}): {explain(error)}")
     return redirect(back)
 
@@ -148,7 +148,7 @@ async def _bulk_preview(request: web.Request) -> web.StreamResponse:
     if not isinstance(run, _Bulk):
         return run
     answer = run.answer
-    return render(
+    return await render(
         request,
         "bulk_preview.html",
         answer=answer,

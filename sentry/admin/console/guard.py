@@ -63,10 +63,10 @@ def same_site(request: web.Request, console: Console) -> bool:
     return origin == f"{scheme}://{request.host}"
 
 
-def refuse(request: web.Request, reason: str, message: str) -> web.Response:
+async def refuse(request: web.Request, reason: str, message: str) -> web.Response:
     """403 for a change the gate refuses, with a log event saying why."""
     log.warning("console_refused", reason=reason, method=request.method, path=request.path)
-    return render(request, "error.html", status=403, title="Refused", message=message)
+    return await render(request, "error.html", status=403, title="Refused", message=message)
 
 
 def find_session(request: web.Request, console: Console) -> Session | None:
@@ -89,13 +89,13 @@ async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             return redirect("/signin?" + _next(request))
     else:
         if not same_site(request, console):
-            return refuse(request, "cross_site", "This change came from another site.")
+            return await refuse(request, "cross_site", "This change came from another site.")
         if session is None:
-            return refuse(request, "no_session", "Sign in first: this change has no session.")
+            return await refuse(request, "no_session", "Sign in first: this change has no session.")
         form = await request.post()
         given = form.get("csrf")
         if not session.csrf_ok(given if isinstance(given, str) else None):
-            return refuse(request, "csrf", "The form's CSRF token is missing or wrong.")
+            return await refuse(request, "csrf", "The form's CSRF token is missing or wrong.")
     request[SESSION] = session
     return await handler(request)
 
@@ -117,11 +117,15 @@ def console_guard() -> Middleware:
             if exc.status < 400:
                 raise
             title = exc.reason or "Error"
-            response = render(request, "error.html", status=exc.status, title=title, message="")
+            response = await render(
+                request, "error.html", status=exc.status, title=title, message=""
+            )
         except Exception:
             log.exception("console_failed", method=request.method, path=request.path)
             message = "Internal error (see the gateway log)."
-            response = render(request, "error.html", status=500, title="Error", message=message)
+            response = await render(
+                request, "error.html", status=500, title="Error", message=message
+            )
         response.headers.update(SECURITY_HEADERS)
         return response
 

@@ -107,9 +107,11 @@ async def _read(
         return None, error
 
 
-def _failed(request: web.Request, error: ApiError) -> web.Response:
+async def _failed(request: web.Request, error: ApiError) -> web.Response:
     title = {400: "Bad request", 403: "Forbidden", 404: "Not found"}.get(error.status, "Error")
-    return render(request, "error.html", status=error.status, title=title, message=explain(error))
+    return await render(
+        request, "error.html", status=error.status, title=title, message=explain(error)
+    )
 
 
 async def _associations(request: web.Request) -> web.StreamResponse:
@@ -121,7 +123,7 @@ async def _associations(request: web.Request) -> web.StreamResponse:
     else:
         status, message = 200, None
     filters = {k: v for k, v in query.items() if k in FILTER_FIELDS}
-    return render(
+    return await render(
         request,
         "associations.html",
         status=status,
@@ -138,10 +140,10 @@ async def _association(request: web.Request) -> web.StreamResponse:
     device_id, user = request.match_info["device_id"], request.match_info["user"]
     row, error = await _read(request, f"/api/associations/{seg(device_id)}/{seg(user)}")
     if error is not None:
-        return _failed(request, error)
+        return await _failed(request, error)
     owned, _ = await _read(request, "/api/devices", {"owner": row["user"], "limit": "100"})
     candidates = [d["id"] for d in (owned or {"items": []})["items"] if not d["retired"]]
-    return render(
+    return await render(
         request,
         "association.html",
         row=row,
@@ -160,8 +162,8 @@ async def _devices(request: web.Request) -> web.StreamResponse:
     query = list_query(request.query, {"owner": FILTER_FIELDS["user"]})
     answer, error = await _read(request, "/api/devices", query)
     if error is not None:
-        return _failed(request, error)
-    return render(
+        return await _failed(request, error)
+    return await render(
         request, "devices.html", page=answer, pager=pager(answer, query), owner=query.get("owner")
     )
 
@@ -169,48 +171,50 @@ async def _devices(request: web.Request) -> web.StreamResponse:
 async def _device(request: web.Request) -> web.StreamResponse:
     device, error = await _read(request, f"/api/devices/{seg(request.match_info['id'])}")
     if error is not None:
-        return _failed(request, error)
+        return await _failed(request, error)
     types = await _backend_types(request)
-    return render(request, "device.html", device=device, backend_types=types)
+    return await render(request, "device.html", device=device, backend_types=types)
 
 
 async def _users(request: web.Request) -> web.StreamResponse:
     query = list_query(request.query, {"q": FILTER_FIELDS["user"]})
     answer, error = await _read(request, "/api/users", query)
     if error is not None:
-        return _failed(request, error)
-    return render(request, "users.html", page=answer, pager=pager(answer, query), q=query.get("q"))
+        return await _failed(request, error)
+    return await render(
+        request, "users.html", page=answer, pager=pager(answer, query), q=query.get("q")
+    )
 
 
 async def _user(request: web.Request) -> web.StreamResponse:
     user, error = await _read(request, f"/api/users/{seg(request.match_info['principal'])}")
     if error is not None:
-        return _failed(request, error)
-    return render(request, "user.html", user=user)
+        return await _failed(request, error)
+    return await render(request, "user.html", user=user)
 
 
 async def _labels(request: web.Request) -> web.StreamResponse:
     labels, error = await _read(request, "/api/labels")
     if error is not None:
-        return _failed(request, error)
+        return await _failed(request, error)
     settings, _ = await _read(request, "/api/exchange-settings")
-    return render(request, "labels.html", labels=labels["items"], settings=settings["items"])
+    return await render(request, "labels.html", labels=labels["items"], settings=settings["items"])
 
 
 async def _exchange_settings(request: web.Request) -> web.StreamResponse:
     settings, error = await _read(request, "/api/exchange-settings")
     if error is not None:
-        return _failed(request, error)
-    return render(request, "exchange_settings.html", settings=settings["items"])
+        return await _failed(request, error)
+    return await render(request, "exchange_settings.html", settings=settings["items"])
 
 
 async def _pools(request: web.Request) -> web.StreamResponse:
     pools, error = await _read(request, "/api/pools")
     if error is not None:
-        return _failed(request, error)
+        return await _failed(request, error)
     redirects, _ = await _read(request, "/api/redirects")
     store, _ = await _read(request, "/api/store")
-    return render(request, "pools.html", pools=pools, redirects=redirects, store=store)
+    return await render(request, "pools.html", pools=pools, redirects=redirects, store=store)
 
 
 def preference_controls(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -241,8 +245,8 @@ def preference_controls(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
 async def _preferences(request: web.Request) -> web.StreamResponse:
     prefs, error = await _read(request, "/api/preferences")
     if error is not None:
-        return _failed(request, error)
-    return render(request, "preferences.html", controls=preference_controls(prefs))
+        return await _failed(request, error)
+    return await render(request, "preferences.html", controls=preference_controls(prefs))
 
 
 _AUDIT_FILTERS = ("actor", "target", "since", "until")
@@ -257,7 +261,7 @@ async def _audit(request: web.Request) -> web.StreamResponse:
         message = explain(error)
         answer = {"items": [], "total": 0, "offset": 0, "limit": 100}
     values = {k: query.get(k, "") for k in _AUDIT_FILTERS}
-    return render(
+    return await render(
         request,
         "audit.html",
         status=200 if error is None else error.status,

@@ -47,12 +47,12 @@ def _nonce_cookie(console: Console) -> str:
     return "__Host-sentry_signin" if console.secure else "sentry_signin"
 
 
-def _form(
+async def _form(
     request: web.Request, *, next_path: str, error: str | None = None, status: int = 200
 ) -> web.Response:
     console = console_of(request)
     nonce = secrets.token_urlsafe(32)
-    response = render(
+    response = await render(
         request,
         "signin.html",
         status=status,
@@ -76,7 +76,7 @@ def _form(
 async def _signin_page(request: web.Request) -> web.StreamResponse:
     if find_session(request, console_of(request)) is not None:
         return redirect(local_next(request.query.get("next")))
-    return _form(request, next_path=local_next(request.query.get("next")))
+    return await _form(request, next_path=local_next(request.query.get("next")))
 
 
 def _forget(response: web.StreamResponse, console: Console, name: str) -> None:
@@ -92,20 +92,20 @@ async def _signin(request: web.Request) -> web.StreamResponse:
     nonce = request.cookies.get(_nonce_cookie(console), "")
     given = form.get("nonce", "")
     if not same_site(request, console):
-        return refuse(request, "cross_site", "This sign-in came from another site.")
+        return await refuse(request, "cross_site", "This sign-in came from another site.")
     if not nonce or not hmac.compare_digest(given.encode(), nonce.encode()):
         log.warning("console_refused", reason="signin_form", method="POST", path=request.path)
         expired = "The sign-in form expired or was not this console's: sign in again."
-        return _form(request, next_path=next_path, error=expired, status=403)
+        return await _form(request, next_path=next_path, error=expired, status=403)
     try:
         actor = check_actor(form.get("name", ""), "name")
     except BadRequest:
         problem = "Give your name (1 to 128 printable characters): the audit log shows it."
-        return _form(request, next_path=next_path, error=problem, status=400)
+        return await _form(request, next_path=next_path, error=problem, status=400)
     role = console.tokens.role_of(form.get("token", "").strip())
     if role is None:
         log.warning("console_signin_refused", actor=actor, client=request.remote)
-        return _form(request, next_path=next_path, error="Wrong token.", status=401)
+        return await _form(request, next_path=next_path, error="Wrong token.", status=401)
     session = console.sessions.create(role, actor, console.tokens.generation(role), console.clock())
     log.info("console_signin", actor=actor, role=role.value, client=request.remote)
     response = redirect(next_path)
