@@ -124,3 +124,22 @@ async def test_invoke_applies_the_role_rule(gateway):
     assert "auto_block_unregistered" in prefs
     with pytest.raises(Forbidden):
         await invoke(ctx, "PUT", "/api/preferences", body={}, actor="t", role=Role.READ_ONLY)
+
+
+def test_rotate_the_readonly_token(tmp_path: Path, monkeypatch, capsys):
+    from sentry.admin.token import read_token, write_token
+    from sentry.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = "admin: {listen: {port: 1}, token_file: var/admin, readonly_token_file: var/ro}\n"
+    (tmp_path / "sentry.yaml").write_text(config)
+    write_token(tmp_path / "var" / "admin", "the-admin-token-0123456789")
+    argv = ["admin", "token", "rotate", "--readonly", "--config", "sentry.yaml", "--url", "x:"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("new read-only token written to var/ro (mode 0600)")
+    assert read_token(tmp_path / "var" / "ro")
+    assert read_token(tmp_path / "var" / "admin") == "the-admin-token-0123456789"
+    (tmp_path / "plain.yaml").write_text("admin: {token_file: var/admin}\n")
+    assert main(["admin", "token", "rotate", "--readonly", "--config", "plain.yaml"]) == 2
+    assert "admin.readonly_token_file is not set" in capsys.readouterr().err
