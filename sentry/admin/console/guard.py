@@ -36,7 +36,15 @@ from .render import SECURITY_HEADERS, redirect, render
 from .sessions import Session
 from .state import SESSION, Console, console_of
 
-__all__ = ["OPEN_PATHS", "STATIC_PREFIX", "console_guard", "is_console_path", "same_site"]
+__all__ = [
+    "OPEN_PATHS",
+    "STATIC_PREFIX",
+    "console_guard",
+    "find_session",
+    "is_console_path",
+    "refuse",
+    "same_site",
+]
 
 log = structlog.get_logger("sentry.admin")
 
