@@ -53,6 +53,21 @@ async def _sign_in(page, gateway: DemoGateway, token: str, name: str) -> None:
     await page.wait_for_url(gateway.admin_url + "/")
 
 
+async def _no_script_runs(page, gateway: DemoGateway) -> None:
+    """Script in device-controlled text (DeviceType, User-Agent, DeviceInformation
+    of EVILPHONE4) is shown as text and never runs."""
+    response = await page.goto(gateway.admin_url + "/associations/EVILPHONE4/shared")
+    assert "script-src" not in response.headers["content-security-policy"]
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    text = await page.locator("main").inner_text()
+    assert text.count(XSS) >= 3  # DeviceType, User-Agent, DeviceInformation: shown as text
+    assert await page.locator("img[src='x']").count() == 0
+    await page.goto(gateway.admin_url + "/")
+    assert await page.locator("img[src='x']").count() == 0
+    assert XSS in await page.locator("#associations").inner_text()
+    assert page.dialogs == []
+
+
 async def test_allow_a_blocked_device_and_it_syncs(gateway, session, browser):
     page = browser
     await seed(gateway, session)
@@ -101,6 +116,7 @@ async def test_allow_a_blocked_device_and_it_syncs(gateway, session, browser):
     assert row["override"]["note"] == "ticket 4711: new phone, checked"
     assert row["override"]["actor"] == "Ada Admin"
 
+    await _no_script_runs(page, gateway)
     await page.goto(gateway.admin_url + "/")
     await screenshot(page, "associations")
     for name in ("devices", "users", "pools", "preferences", "audit"):
@@ -146,22 +162,6 @@ async def test_bulk_block_with_a_preview(gateway, session, browser):
     assert bob["state"] == "blocked" and bob["override"] is None  # untouched (auto-block)
 
 
-async def test_a_wrong_csrf_token_is_refused(gateway, session, browser):
-    page = browser
-    await seed(gateway, session)
-    await _sign_in(page, gateway, gateway.gateway.admin_token, "Ada Admin")
-    await page.goto(gateway.admin_url + "/associations/ALICEPHONE1/alice")
-    await page.locator("#actions input[name=csrf]").evaluate("e => e.value = 'forged'")
-    await page.fill("#actions input[name=note]", "should not happen")
-    async with page.expect_navigation() as nav:
-        await page.click("#actions button[value=allow]")
-    response = await nav.value
-    assert response.status == 403
-    assert "CSRF token is missing or wrong" in await page.locator("main").inner_text()
-    row = await _api(gateway, session, "GET", "/api/associations/ALICEPHONE1/alice")
-    assert row["state"] == "blocked"
-
-
 @dataclass
 class Attacker:
     """Another site's server and where its form points."""
@@ -197,35 +197,30 @@ async def attacker() -> AsyncIterator[Attacker]:
         await runner.cleanup()
 
 
-async def test_a_form_from_another_site_is_refused(gateway, session, browser, attacker):
+async def test_forged_changes_are_refused(gateway, session, browser, attacker):
+    """A wrong CSRF token in the console's own form, and a form from another
+    site (``localhost``) aimed at the console: both 403, nothing changed."""
     page = browser
     await seed(gateway, session)
     await _sign_in(page, gateway, gateway.gateway.admin_token, "Ada Admin")
+    await page.goto(gateway.admin_url + "/associations/ALICEPHONE1/alice")
+    await page.locator("#actions input[name=csrf]").evaluate("e => e.value = 'forged'")
+    await page.fill("#actions input[name=note]", "should not happen")
+    async with page.expect_navigation() as nav:
+        await page.click("#actions button[value=allow]")
+    assert (await nav.value).status == 403
+    assert "CSRF token is missing or wrong" in await page.locator("main").inner_text()
+
     attacker.target["url"] = gateway.admin_url + "/associations/ALICEPHONE1/alice/act"
     await page.goto(f"http://localhost:{attacker.port}/")
     async with page.expect_navigation() as nav:
         await page.click("#go")
-    response = await nav.value
-    assert response.status == 403
+    assert (await nav.value).status == 403
     assert "another site" in await page.locator("main").inner_text()
     row = await _api(gateway, session, "GET", "/api/associations/ALICEPHONE1/alice")
     assert row["state"] == "blocked" and row["override"] is None
-
-
-async def test_device_text_cannot_run_script(gateway, session, browser):
-    page = browser
-    await seed(gateway, session)
-    await _sign_in(page, gateway, gateway.gateway.admin_token, "Ada Admin")
-    response = await page.goto(gateway.admin_url + "/associations/EVILPHONE4/shared")
-    assert "script-src" not in response.headers["content-security-policy"]
-    assert "default-src 'none'" in response.headers["content-security-policy"]
-    text = await page.locator("main").inner_text()
-    assert text.count(XSS) >= 3  # DeviceType, User-Agent, DeviceInformation: shown as text
-    assert await page.locator("img[src='x']").count() == 0
-    await page.goto(gateway.admin_url + "/")
-    assert await page.locator("img[src='x']").count() == 0
-    assert XSS in await page.locator("#associations").inner_text()
-    assert page.dialogs == []
+    audit = await _api(gateway, session, "GET", "/api/audit")
+    assert audit["total"] == 0
 
 
 async def test_a_read_only_session_sees_but_cannot_act(gateway, session, browser):
