@@ -130,3 +130,29 @@ async def test_the_console_can_be_switched_off(tmp_path: Path, browser_session):
         assert (await client.get("/signin")).status == 404
         async with browser_session.get(gw.admin_url + "/healthz") as r:
             assert r.status == 200
+
+
+async def test_under_admin_tls_the_cookie_is_secure_and_host_bound(tmp_path: Path):
+    async with (
+        demo_gateway(tmp_path, admin={"tls": {"enabled": True}}) as gw,
+        console_session() as jar,
+    ):
+        assert gw.admin_url.startswith("https://")
+        client = ConsoleClient(jar, gw.admin_url)
+        form = await client.get("/signin")
+        assert form.headers["Set-Cookie"].startswith("__Host-sentry_signin=")
+        page = await client.sign_in(gw.gateway.admin_token, "Ada")
+        cookie = page.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-sentry_console=")
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert (await client.get("/")).status == 200
+        await client.get("/associations/NOPE/x")
+        origin = {"Origin": gw.admin_url}
+        assert (await client.post("/signout", {}, headers=origin)).status == 303
+        assert (await client.get("/")).status == 303
+
+
+async def test_the_session_cookie_never_opens_the_api(gateway, console: ConsoleClient):
+    page = await console.get("/api/associations")
+    assert page.status == 401
+    assert "Bearer" in page.headers["WWW-Authenticate"]
