@@ -154,6 +154,7 @@ async def _bulk_preview(request: web.Request) -> web.StreamResponse:
         answer=answer,
         button=run.form.get("action", ""),
         hidden={k: v for k, v in run.form.items() if k not in ("csrf", "expect_changed")},
+        where=run.asked.body.get("filter", {}),
         changed=answer["changed"][:PREVIEW_ROWS],
         skipped=answer["skipped"][:PREVIEW_ROWS],
         back=_list_url(run.form),

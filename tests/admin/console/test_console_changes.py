@@ -109,6 +109,7 @@ async def test_bulk_preview_lists_the_rows_and_changes_nothing(seeded, session, 
     assert preview.status == 200
     assert "3 rows match" not in preview.text
     assert "2 would change" in preview.text and "Nothing has changed yet." in preview.text
+    assert "Rows: user = <strong>alice</strong>" in preview.text
     changed = preview.text.split('id="would-change"', 1)[1].split("</table>", 1)[0]
     assert "ALICEPHONE1" in changed and "ALICETAB3" in changed and "BOBPHONE2" not in changed
     assert 'name="filter.user" value="alice"' in preview.text  # carried to the confirmation
