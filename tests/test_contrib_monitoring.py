@@ -278,3 +278,16 @@ def test_exported_names_include_metrics_without_samples():
     names = exported_names(text)
     assert {"a_total", "lag_seconds", "d_seconds_bucket", "d_seconds_sum"} <= names
     assert "b_total" not in names
+
+
+def test_without_promtool_its_tests_skip_unless_required(monkeypatch):
+    from _pytest.outcomes import Failed, Skipped
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("SENTRY_REQUIRE_PROMTOOL", raising=False)
+    with pytest.raises(Skipped, match="promtool is not installed"):
+        _promtool()
+    monkeypatch.setenv("SENTRY_REQUIRE_PROMTOOL", "1")
+    with pytest.raises(Failed, match="promtool required"):
+        _promtool()
