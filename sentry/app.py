@@ -246,9 +246,12 @@ async def start_gateway(
     registry: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.time,
     root: Path = Path("."),
+    touch_flush: bool = True,
 ) -> Gateway:
     """Build and start everything; ports 0 in the settings are read back.
 
+    ``touch_flush=False`` starts no periodic last-seen flush (the test harness
+    writes them on demand with ``state.flush_touches()``; ``stop`` still does).
     A problem with a configured file or listener raises ``StartupError``."""
     report = preflight(settings, root, create=True)
     report.raise_first()
@@ -275,10 +278,10 @@ async def start_gateway(
         snapshot,
         metrics,
         clock=clock,
-        touch_flush_seconds=settings.store.touch_flush_seconds,
+        touch_flush_seconds=settings.store.touch_flush_seconds if touch_flush else None,
         unverified_expiry_seconds=settings.store.unverified_expiry_seconds,
     )
-    upstreams = Upstreams(settings.pools, metrics)
+    upstreams = Upstreams(settings.pools, metrics, clock=clock)
     r = settings.gateway.redirects
     cache = RedirectCache(
         r.cache_ttl_seconds, r.cache_max_entries, on_change=metrics.redirect_cache_entries.set
@@ -341,6 +344,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         access_log=None,
         handle_signals=False,
         shutdown_timeout=g.shutdown_grace_seconds,
+        handler_cancellation=True,  # a device that hangs up ends its upstream request at once
     )
     gw.runners.append(proxy_runner)
     gate = device_listener(g, gw.metrics)
@@ -412,8 +416,7 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
         if status.problem is not None:
             out.append(f"store {status.problem.fault.value}: {status.problem.detail}")
         for pool in gw.upstreams.pools.values():
-            if not any(s.healthy for s in pool.servers):
-                out.append(f"pool {pool.name}: no healthy server")
+            out.extend(pool.not_ready())
         if not gw.proxy_url:
             out.append("device listener not started")
         return out

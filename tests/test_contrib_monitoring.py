@@ -176,6 +176,9 @@ def test_the_dashboard_covers_the_gateway():
         "sentry_connections_refused_total",
         "sentry_connection_timeouts_total",
         "sentry_cluster_lag_seconds",
+        "sentry_backend_check_failures_total",
+        "sentry_backend_marked_down_total",
+        "sentry_client_disconnects_total",
     ):
         assert name in used, name
 

@@ -108,6 +108,13 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+        self.client_disconnects = Counter(
+            "sentry_client_disconnects",
+            "Requests whose device closed the connection before the answer was complete"
+            " (the backend request, if any, is cancelled), by command",
+            ["command"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "sentry_upstream_errors",
             "Errors talking to backend servers, by pool and kind",
@@ -124,6 +131,18 @@ class Metrics:
             "sentry_backend_pool_healthy_servers",
             "Healthy servers per pool",
             ["pool"],
+            registry=registry,
+        )
+        self.check_failures = Counter(
+            "sentry_backend_check_failures",
+            "Failed active health checks of backend servers, by pool and reason",
+            ["pool", "reason"],
+            registry=registry,
+        )
+        self.marked_down = Counter(
+            "sentry_backend_marked_down",
+            "Backend servers marked down (active check or failed connection), by pool and reason",
+            ["pool", "reason"],
             registry=registry,
         )
         self.associations = Gauge(
