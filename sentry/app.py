@@ -451,6 +451,12 @@ def demo_banner(gw: Gateway) -> str:
         f"  devices (EAS):  {gw.proxy_url}/Microsoft-Server-ActiveSync",
         f"  admin:          {gw.admin_url}  (/metrics, /healthz, /readyz; /api/ with the token in "
         f"{s.admin.token_file})",
+    ]
+    if s.admin.console.enabled:
+        readonly = s.admin.readonly_token_file
+        also = f" (read-only: {readonly})" if readonly else ""
+        lines.append(f"  web console:    {gw.admin_url}/  (sign in with that token{also})")
+    lines += [
         "  demo mailboxes (user:password@domain -> pool):",
     ]
     for b in s.demo.backends:
