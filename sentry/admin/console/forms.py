@@ -13,11 +13,11 @@ the bulk forms, next to the action's own fields.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sentry.admin.listing import FILTER_FIELDS, PAGE_FIELDS
+from sentry.admin.listing import FILTER_FIELDS
 from sentry.admin.schema import Field, Fields
 
 __all__ = [
@@ -56,10 +56,11 @@ def typed(f: Field, text: str) -> Any:
     return value
 
 
-def list_query(query: Mapping[str, str], fields: Fields = FILTER_FIELDS) -> dict[str, str]:
-    """The list's filter and paging parameters that were given (blank = any)."""
-    names = {**fields, **PAGE_FIELDS}
-    return {k: v.strip() for k, v in query.items() if k in names and v.strip()}
+def list_query(query: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """The query parameters among ``names`` (an API route's) that were given
+    (blank = any; anything else a browser sent is dropped)."""
+    wanted = set(names)
+    return {k: v.strip() for k, v in query.items() if k in wanted and v.strip()}
 
 
 def _filter_of(form: Mapping[str, str]) -> dict[str, Any]:

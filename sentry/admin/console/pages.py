@@ -94,6 +94,12 @@ def pager(answer: Mapping[str, Any], query: Mapping[str, str]) -> dict[str, Any]
     }
 
 
+def _query(request: web.Request, url: str) -> dict[str, str]:
+    """The request's query parameters that the API route ``GET url`` takes."""
+    route, _ = find_route("GET", url)
+    return list_query(request.query, route.query)
+
+
 async def _read(
     request: web.Request, url: str, query: Mapping[str, str] | None = None
 ) -> tuple[Any, ApiError | None]:
@@ -115,7 +121,7 @@ async def _failed(request: web.Request, error: ApiError) -> web.Response:
 
 
 async def _associations(request: web.Request) -> web.StreamResponse:
-    query = list_query(request.query)
+    query = _query(request, "/api/associations")
     answer, error = await _read(request, "/api/associations", query)
     if error is not None:
         empty = {"items": [], "total": 0, "offset": 0, "limit": 100}
@@ -159,7 +165,7 @@ async def _backend_types(request: web.Request) -> list[str]:
 
 
 async def _devices(request: web.Request) -> web.StreamResponse:
-    query = list_query(request.query, {"owner": FILTER_FIELDS["user"]})
+    query = _query(request, "/api/devices")
     answer, error = await _read(request, "/api/devices", query)
     if error is not None:
         return await _failed(request, error)
@@ -177,7 +183,7 @@ async def _device(request: web.Request) -> web.StreamResponse:
 
 
 async def _users(request: web.Request) -> web.StreamResponse:
-    query = list_query(request.query, {"q": FILTER_FIELDS["user"]})
+    query = _query(request, "/api/users")
     answer, error = await _read(request, "/api/users", query)
     if error is not None:
         return await _failed(request, error)
@@ -253,8 +259,7 @@ _AUDIT_FILTERS = ("actor", "target", "since", "until")
 
 
 async def _audit(request: web.Request) -> web.StreamResponse:
-    route, _ = find_route("GET", "/api/audit")
-    query = list_query(request.query, {k: route.query[k] for k in _AUDIT_FILTERS})
+    query = _query(request, "/api/audit")
     answer, error = await _read(request, "/api/audit", query)
     message = None
     if error is not None:
