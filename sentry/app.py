@@ -42,6 +42,8 @@ from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState
 from sentry.admin.api import SERVER_LIMITS, add_api, api_middlewares
+from sentry.admin.auth import AdminTokens
+from sentry.admin.console import add_console, console_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.admin.token import TokenFile
@@ -114,6 +116,7 @@ class Gateway:
     admin_app: web.Application | None = None
     root: Path = Path(".")
     token: TokenFile | None = None
+    readonly_token: TokenFile | None = None  # admin.readonly_token_file
     tls: dict[str, ssl.SSLContext] = field(default_factory=dict)  # "gateway.tls"/"admin.tls"
     log_file: LogFile | None = None
     reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -349,6 +352,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, **gate)
     gw.token = TokenFile(resolve(root, settings.admin.token_file))
     gw.admin_token = gw.token.token
+    if settings.admin.readonly_token_file is not None:
+        gw.readonly_token = TokenFile(resolve(root, settings.admin.readonly_token_file))
     gw.admin_app = _admin_app(gw)
     admin_runner = web.AppRunner(
         gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0, **SERVER_LIMITS
@@ -421,9 +426,20 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=[track_phases, *api_middlewares(gw.token or gw.admin_token)])
+    tokens = AdminTokens(gw.token or gw.admin_token, gw.readonly_token)
+    console = gw.settings.admin.console
+    app = web.Application(
+        middlewares=[
+            track_phases,
+            *api_middlewares(tokens),
+            *(console_middlewares() if console.enabled else ()),
+        ]
+    )
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
-    add_api(app, AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache))
+    ctx = AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache)
+    add_api(app, ctx)
+    if console.enabled:
+        add_console(app, ctx, tokens, console, secure=gw.settings.admin.tls.enabled)
     return app
 
 
@@ -436,6 +452,12 @@ def demo_banner(gw: Gateway) -> str:
         f"  devices (EAS):  {gw.proxy_url}/Microsoft-Server-ActiveSync",
         f"  admin:          {gw.admin_url}  (/metrics, /healthz, /readyz; /api/ with the token in "
         f"{s.admin.token_file})",
+    ]
+    if s.admin.console.enabled:
+        readonly = s.admin.readonly_token_file
+        also = f" (read-only: {readonly})" if readonly else ""
+        lines.append(f"  web console:    {gw.admin_url}/  (sign in with that token{also})")
+    lines += [
         "  demo mailboxes (user:password@domain -> pool):",
     ]
     for b in s.demo.backends:

@@ -207,6 +207,13 @@ class Metrics:
         self.build_info.labels(version(), python_version()).set(1)
         ProcessCollector(registry=registry)
         self._connection_metrics(registry)
+        self.cluster_lag = Gauge(
+            "sentry_cluster_lag_seconds",
+            "How far this node's view of the shared state is behind, per peer (the "
+            "PostgreSQL scale-out sets it; a single node has no sample)",
+            ["peer"],
+            registry=registry,
+        )
 
     def _connection_metrics(self, registry: CollectorRegistry) -> None:
         """Listener connections (``proxy/connections.py``); ``listener`` is
