@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sentry.model import Reason
+from sentry.model import Reason, ViolationKind
 
 from .cli_base import (
     Builder,
@@ -55,7 +55,7 @@ __all__ = ["add_admin"]
 _STATES = ("allowed", "blocked", "wipe_pending", "wiped")
 _FILTERS = (
     *("user", "device_id", "device_type", "state", "reason", "linked", "pool"),
-    *("verified", "throwaway", "never_seen"),
+    *("verified", "throwaway", "never_seen", "violation"),
 )
 
 
@@ -126,6 +126,11 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--throwaway", choices=("yes", "no"), help="DeviceIds validate/webservice")
     p.add_argument(
         "--never-seen", choices=("yes", "no"), help="pre-approved rows no device has used yet"
+    )
+    p.add_argument(
+        "--violation",
+        choices=[k.value for k in ViolationKind],
+        help="a compliance violation the decision recorded",
     )
 
 

@@ -28,16 +28,19 @@ shows them, and the affected mailboxes fail closed at their requests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import structlog
 
+from sentry.compliance import MAX_VIOLATION_DETAIL
 from sentry.model import (
     Device,
     Platform,
     User,
     UserSource,
+    Violation,
+    ViolationKind,
     canonical_device_id,
     canonical_principal,
 )
@@ -66,6 +69,7 @@ T = TypeVar("T")
 log = structlog.get_logger("sentry.admin")
 
 _NOTE = Field("string", "why (kept in the audit log)")
+_KINDS = tuple(k.value for k in ViolationKind)
 _CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
 _USER_BODY = {
     "email": Field(
@@ -287,8 +291,16 @@ async def _get_device(call: Call) -> dict[str, Any]:
     }
 
 
+def _violations(body: Mapping[str, Any]) -> frozenset[Violation]:
+    """The body's violations: each kind listed or given a detail, once (checked
+    against the vocabulary by the fields)."""
+    details = {k: str(v).strip() for k, v in (body.get("details") or {}).items()}
+    kinds = {v.strip() for v in body["violations"]} | details.keys()
+    return frozenset(Violation(ViolationKind(k), details.get(k, "")) for k in kinds)
+
+
 async def _set_compliance(call: Call) -> dict[str, Any]:
-    device_id, violations = call.path["id"], [v.strip() for v in call.body["violations"]]
+    device_id, violations = call.path["id"], _violations(call.body)
     return await _device_change(
         call,
         device_id,
@@ -428,11 +440,24 @@ ROUTES = (
         "Set compliance: the violations, [] for compliant",
         "devices",
         body={
-            "violations": Field("strings", "e.g. compromised, passcode", required=True),
+            "violations": Field(
+                "strings",
+                "the kinds of violation ([] and no details: compliant)",
+                required=True,
+                choices=_KINDS,
+            ),
+            "details": Field(
+                "object",
+                "free text per kind (a kind given here counts as listed)",
+                fields={k: Field("string", max_length=MAX_VIOLATION_DETAIL) for k in _KINDS},
+            ),
             "note": _NOTE,
         },
         response="DeviceChange",
         changes=True,
+        description="The violations are a vocabulary (what EPMM and Workspace ONE report): "
+        + ", ".join(f"`{k}`" for k in _KINDS)
+        + "; anything else is a 400. `other` with a detail keeps what fits none of them.",
     ),
     Route(
         "POST",
