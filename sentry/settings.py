@@ -30,6 +30,12 @@ from urllib.parse import urlsplit
 import yaml
 
 from sentry.model import Realm, Realms
+from sentry.settings_directory import (
+    DirectorySettings,
+    LdapAttributeSettings,
+    LdapSettings,
+    ldap_problems,
+)
 
 __all__ = [
     "SIGNATURE_ALGORITHMS",
@@ -38,10 +44,13 @@ __all__ = [
     "ConnectionSettings",
     "DemoBackendSettings",
     "DemoSettings",
+    "DirectorySettings",
     "GatewaySettings",
     "HeaderLimitSettings",
     "HealthCheckSettings",
     "IdentitySettings",
+    "LdapAttributeSettings",
+    "LdapSettings",
     "ListenSettings",
     "LoggingSettings",
     "OAuthSettings",
@@ -267,6 +276,7 @@ class Settings:
     pools: tuple[BackendPoolSettings, ...] = ()
     routing: RoutingSettings = RoutingSettings()
     identity: IdentitySettings = IdentitySettings()
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
     preferences: PreferenceSettings = PreferenceSettings()
     logging: LoggingSettings = LoggingSettings()
     demo: DemoSettings = DemoSettings()
@@ -430,6 +440,9 @@ def _validate(obj: Any, path: str) -> None:
         _validate_redirects(obj, path)
     if isinstance(obj, OAuthSettings):
         _validate_oauth(obj, path)
+    if isinstance(obj, LdapSettings):
+        for where, problem in ldap_problems(obj, path):
+            raise SettingsError(f"{where}: {problem}")
 
 
 def _validate_gateway(g: GatewaySettings, path: str) -> None:

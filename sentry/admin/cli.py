@@ -44,6 +44,7 @@ from .cli_base import (
     quote_path,
 )
 from .cli_client import AdminTarget
+from .cli_directory import add_directory_commands
 from .cli_format import cell, record
 from .cli_redirects import add_redirect_commands
 from .cli_registry import add_registry_commands
@@ -68,6 +69,7 @@ def add_admin(subparsers: Any) -> None:
     add_tool_commands(b)
     add_redirect_commands(b)
     add_store_commands(b)
+    add_directory_commands(b)
 
 
 # --- associations ---

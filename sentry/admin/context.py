@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sentry.access import AccessState
+from sentry.directory.service import DirectorySync
 from sentry.policy import Change, Snapshot
 from sentry.proxy.redirects import RedirectCache
 from sentry.proxy.upstream import Upstreams
@@ -40,6 +41,7 @@ class AdminContext:
     upstreams: Upstreams
     settings: Settings
     redirects: RedirectCache = field(default_factory=RedirectCache)
+    directory: DirectorySync | None = None  # the LDAP sync, when directory.ldap is set
 
     @property
     def lock(self) -> asyncio.Lock:

@@ -159,12 +159,31 @@ def _user(principal: str, body: dict[str, Any]) -> User:
     )
 
 
+def _check_synced(call: Call, old: User | None, new: User | None) -> None:
+    """While a directory is configured only its sync writes LDAP users (409):
+    a hand edit would be lost at the next sync. ``source: local`` takes a user
+    out of the sync (it is then never touched by it)."""
+    if call.ctx.settings.directory.ldap is None:
+        return
+    if new is not None and new.source is UserSource.LDAP:
+        raise Conflict(
+            "LDAP users are written by the directory sync only: change the entry in the "
+            "directory (or give source local to take the user out of the sync)"
+        )
+    if new is None and old is not None and old.source is UserSource.LDAP:
+        raise Conflict(
+            f"user {old.principal!r} comes from the directory: remove the entry there "
+            "(the next sync applies the removal action)"
+        )
+
+
 async def _put_user(call: Call) -> dict[str, Any]:
     principal = _principal(call, resolve=False)
     user = _user(principal, dict(call.body))
     flagged: list[PushProblem] = []
 
     def build(snap: Snapshot, now: float) -> Changes:
+        _check_synced(call, snap.users.get(principal), user)
         changes = registry.upsert_user(snap, user, actor=call.actor, now=now, note=call.note)
         flagged[:] = _flag(snap, changes, "put_user", principal)
         return changes
@@ -182,6 +201,7 @@ async def _delete_user(call: Call) -> dict[str, Any]:
         old = snap.users.get(principal)
         if old is None:
             raise NotFound(f"no user {principal!r}")
+        _check_synced(call, old, None)
         entry = audited(
             at=now,
             actor=call.actor,
@@ -386,10 +406,13 @@ ROUTES = (
         "users",
         body=_USER_BODY,
         response="UserChange",
+        conflict=True,
         changes=True,
         description="Accepted even when the change makes a device's pushed mailbox unable to "
         "work (another backend type, one account too many on Android): those are listed in "
-        "`push_problems` and logged, never refused (the directory's data wins).",
+        "`push_problems` and logged, never refused (the directory's data wins). While a "
+        "directory is configured (`directory.ldap`), 409 for `source: ldap`: only the sync "
+        "writes LDAP users (`source: local` takes a user out of the sync).",
     ),
     Route(
         "DELETE",
@@ -399,7 +422,10 @@ ROUTES = (
         "users",
         body=_NOTE_BODY,
         response="UserDeleted",
+        conflict=True,
         changes=True,
+        description="409 for an LDAP user while a directory is configured: remove the entry "
+        "in the directory (the sync's removal action applies).",
     ),
     Route(
         "GET",
