@@ -11,8 +11,9 @@ then runs ``slapd -d none`` in the foreground listening on a unix socket
 prints ``slapd starting`` once every listener is bound, or ``bind(...)
 failed errno=98`` when a port is taken, and then exits; the latter is
 retried with new ports (the former is followed by connecting to each
-listener until it accepts: slapd calls listen() just after). No port is bound and released beforehand, so
-there is no window for another process to take it.
+listener until it accepts: slapd calls listen() just after). No port is
+bound and released beforehand, so there is no window for another process to
+take it.
 
 The server enforces a size limit of ``SIZE_LIMIT`` entries on a plain
 search but none on a paged one, as Active Directory's MaxPageSize does: a

@@ -12,8 +12,13 @@ from typing import Any
 import aiohttp
 
 from sentry.testing.eas_client import EasTestClient
-from sentry.testing.gateway import DEMO_IDENTITY, DEMO_REALM_ROUTING, DemoGateway, demo_gateway
-from sentry.testing.gateway import demo_pools
+from sentry.testing.gateway import (
+    DEMO_IDENTITY,
+    DEMO_REALM_ROUTING,
+    DemoGateway,
+    demo_gateway,
+    demo_pools,
+)
 from sentry.testing.slapd import Slapd, person_ldif
 
 PEOPLE = "".join(
