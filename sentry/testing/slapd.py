@@ -218,19 +218,9 @@ class Slapd:
         """Until every listener accepts: slapd binds them before it says
         "slapd starting" but calls listen() just after (they are ours: bound)."""
         async with asyncio.timeout(timeout):
-            for open_one in (
-                lambda: asyncio.open_unix_connection(str(self.ldapi_path)),
-                lambda: asyncio.open_connection("127.0.0.1", self.port),
-                lambda: asyncio.open_connection("127.0.0.1", self.tls_port),
-            ):
-                while True:
-                    try:
-                        _, writer = await open_one()
-                    except OSError:
-                        await asyncio.sleep(0.01)
-                        continue
-                    writer.close()
-                    break
+            for target in (str(self.ldapi_path), self.port, self.tls_port):
+                while not await _accepts(target):
+                    await asyncio.sleep(0.01)
 
     # --- changing entries (blocking; the directory manager over the unix socket) ---
 
@@ -263,6 +253,20 @@ class Slapd:
                 conn.add(dn, attributes=attrs)
         finally:
             conn.unbind()
+
+
+async def _accepts(target: str | int) -> bool:
+    """Whether a unix socket path or a loopback port accepts a connection now."""
+    try:
+        if isinstance(target, str):
+            _, writer = await asyncio.open_unix_connection(target)
+        else:
+            _, writer = await asyncio.open_connection("127.0.0.1", target)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
 
 
 async def _drain(stream: asyncio.StreamReader, into: list[str]) -> None:
