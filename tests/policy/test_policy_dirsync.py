@@ -125,8 +125,8 @@ def test_a_name_that_would_name_two_users_is_not_applied() -> None:
 def test_a_reverted_entry_keeps_its_names_and_reverts_the_taker() -> None:
     """Bob's entry is unusable (kept at its last value, with sales@); alice's new
     value also claims sales@: not applied either, nothing names two users."""
-    snap = Snapshot.build(realms=REALMS, users=[ldap_user("alice"),
-                                                 ldap_user("bob", "sales@example.com")])  # fmt: skip
+    users = [ldap_user("alice"), ldap_user("bob", "sales@example.com")]
+    snap = Snapshot.build(realms=REALMS, users=users)
     bob = entry("bob", extensionAttribute1="x" * 5000)
     out = plan(snap, [entry("alice", "smtp:sales@example.com"), bob])
     assert out.changed == () and {e.principal for e in out.errors} == {
