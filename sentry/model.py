@@ -185,6 +185,12 @@ class User:
     missing_since: float | None = None
     mail_domain: str | None = field(default=None, init=False, repr=False, compare=False)
     """The domain of ``email``, lower-cased (derived; routing reads it per request)."""
+    known_cache: tuple[Realms, frozenset[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """Memo of ``policy.indexes.known_names`` (the realms it was computed under and
+    the names): a directory sync computes them in its worker thread, the snapshot
+    reuses them (not data: never stored or compared)."""
 
     def __post_init__(self) -> None:
         address = canonical_principal(self.email) if self.email else None

@@ -21,6 +21,9 @@ service runs it in the worker thread beside the search, off the event loop.
 - ``custom1..4`` and the display name are the first value, stripped (None
   when absent); a custom value longer than the API allows is a problem
   (pushed mailboxes read it: better the last good value than a cut one).
+
+Each user's known names (``indexes.known_names``) are computed here too, so
+the planning and the snapshot, on the event loop, find them memoised.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from typing import Protocol
 
 from sentry.model import Realms, User, UserSource, canonical_principal
 from sentry.settings_directory import LdapAttributeSettings
+
+from .indexes import known_names
 
 __all__ = ["MAX_CUSTOM", "EntryLike", "Mapped", "map_entries", "map_entry"]
 
@@ -102,6 +107,7 @@ def map_entry(entry: EntryLike, attrs: LdapAttributeSettings, realms: Realms) ->
         custom4=customs["custom4"],
         aliases=_aliases(entry, attrs, realms, principal, warnings),
     )
+    known_names(user, realms)  # computed here, in the worker thread; the snapshot reuses it
     return Mapped(entry.dn, principal, user, None, tuple(warnings))
 
 

@@ -21,7 +21,8 @@ Rules:
   entry whose email, alias or principal would name another user is not
   applied (an error naming both) and the user keeps its last value. This is
   repeated until no new value conflicts (an entry reverted may make its old
-  names conflict with another new value, which is then reverted too).
+  names conflict with another new value, which is then reverted too). Only
+  the new values are checked, so a sync that changes little costs little.
 - LDAP users the search no longer finds follow ``removed``: ``keep`` (left
   as they are), ``mark`` (flagged ``missing_since``), ``block`` (flagged,
   and every association of theirs blocked by ``DIRECTORY_ACTOR`` with the
@@ -156,12 +157,15 @@ def plan_sync(
         counts = (len(ldap), len(mapped), len(fresh_gone))
         _check_limit(*counts, max_removed_percent, allow_mass_removal)
     deleted = set(gone) if removed == "delete" else set()
-    wanted = _resolve_names(snapshot, ldap, wanted, deleted, errors)
+    fresh = {p: u for p, u in wanted.items() if u != ldap.get(p)}  # added or changed
+    applied = _resolve_names(snapshot, fresh, deleted, errors)
+    dropped, fresh = fresh.keys() - applied.keys(), applied
     b = _Builder(snapshot, actor, now)
-    added, changed, returned, unchanged = b.users(ldap, wanted, removed)
+    added, changed, returned = b.users(ldap, fresh)
+    unchanged = sum(1 for p in wanted if p in ldap and p not in fresh and p not in dropped)
     removals = fresh_gone if removed != "keep" else []
     b.removals(ldap, removals, removed)
-    b.rekey(ldap, wanted)
+    b.rekey(fresh)
     outcome = SyncOutcome(
         action=removed,
         entries=len(mapped),
@@ -236,55 +240,47 @@ def _check_limit(
 
 
 def _resolve_names(
-    snapshot: Snapshot,
-    ldap: Mapping[str, User],
-    wanted: dict[str, User],
-    deleted: set[str],
-    errors: list[SyncIssue],
+    snapshot: Snapshot, fresh: Mapping[str, User], deleted: set[str], errors: list[SyncIssue]
 ) -> dict[str, User]:
-    """``wanted`` without the new values whose names conflict in the result:
-    local users, the LDAP users kept at their last value (unusable entries,
-    users no longer found unless ``deleted``) and the new values."""
-    realms, wanted = snapshot.realms, dict(wanted)
-    cache: dict[int, frozenset[str]] = {}
+    """``fresh`` (the new values: added or changed users) without those whose
+    names conflict in the result.
 
-    def names(u: User) -> frozenset[str]:
-        found = cache.get(id(u))
-        if found is None:
-            found = cache[id(u)] = known_names(u, realms) | {u.principal}
-        return found
-
+    Only new values can conflict: every other user keeps names the snapshot
+    already holds without conflict. A name a new value claims is taken when
+    another new value claims it too, or when a user that keeps its value
+    holds it (the snapshot's principals and alias index; a holder that is
+    changing or deleted does not count). Cost: the new values, not the
+    directory."""
+    realms, fresh = snapshot.realms, dict(fresh)
+    names = {p: known_names(u, realms) | {p} for p, u in fresh.items()}
     while True:
-        final = [u for p, u in snapshot.users.items() if p not in wanted and p not in deleted]
-        owners: dict[str, set[str]] = {}
-        for u in (*final, *wanted.values()):
-            for name in names(u):
-                owners.setdefault(name, set()).add(u.principal)
-        if not _revert(wanted, ldap, owners, errors):
-            return wanted
+        claims: dict[str, list[str]] = {}
+        for p, claimed in names.items():
+            for name in claimed:
+                claims.setdefault(name, []).append(p)
+        taken: dict[str, tuple[str, set[str]]] = {}
+        for name, who in claims.items():
+            holder = _holder(snapshot, name, names, deleted)
+            others = set(who) | ({holder} if holder is not None else set())
+            if len(others) > 1:
+                for p in who:
+                    taken.setdefault(p, (name, others - {p}))
+        if not taken:
+            return fresh
+        for p, (name, others) in sorted(taken.items()):
+            problem = f"{name!r} would also name user {', '.join(sorted(others))}: not applied"
+            errors.append(SyncIssue("", p, problem))
+            del fresh[p], names[p]
 
 
-def _revert(
-    wanted: dict[str, User],
-    ldap: Mapping[str, User],
-    owners: Mapping[str, set[str]],
-    errors: list[SyncIssue],
-) -> bool:
-    """Drop (back to their last value) the new values that share a name with
-    another user; whether any was dropped."""
-    dropped = False
-    for name, who in sorted(owners.items()):
-        if len(who) < 2:
-            continue
-        for p in sorted(who):
-            new = wanted.get(p)
-            if new is None or new == ldap.get(p):
-                continue  # the last value: consistent before, kept
-            others = ", ".join(sorted(who - {p}))
-            errors.append(SyncIssue("", p, f"{name!r} would also name user {others}: not applied"))
-            del wanted[p]
-            dropped = True
-    return dropped
+def _holder(
+    snapshot: Snapshot, name: str, changing: Mapping[str, object], deleted: set[str]
+) -> str | None:
+    """The user keeping its value that holds ``name`` (principal or known name)."""
+    for owner in (name if name in snapshot.users else None, snapshot.alias_owner(name)):
+        if owner is not None and owner not in changing and owner not in deleted:
+            return owner
+    return None
 
 
 class _Builder:
@@ -296,23 +292,21 @@ class _Builder:
         self.blocked: list[AssociationKey] = []
 
     def users(
-        self, ldap: Mapping[str, User], wanted: Mapping[str, User], removed: str
-    ) -> tuple[list[str], list[str], list[str], int]:
-        added, changed, returned, unchanged = [], [], [], 0
-        for p in sorted(wanted):
-            new, old = wanted[p], ldap.get(p)
+        self, ldap: Mapping[str, User], fresh: Mapping[str, User]
+    ) -> tuple[list[str], list[str], list[str]]:
+        """``PutUser`` for every new value: who was added, changed, returned."""
+        added, changed, returned = [], [], []
+        for p in sorted(fresh):
+            old = ldap.get(p)
             if old is None:
                 added.append(p)
-            elif new == old:
-                unchanged += 1
-                continue
             else:
                 changed.append(p)
                 if old.missing_since is not None:
                     returned.append(p)
                     self._lift(p)
-            self.changes.append(PutUser(new))
-        return added, changed, returned, unchanged
+            self.changes.append(PutUser(fresh[p]))
+        return added, changed, returned
 
     def removals(self, ldap: Mapping[str, User], gone: Iterable[str], removed: str) -> None:
         for p in gone:
@@ -323,10 +317,10 @@ class _Builder:
             if removed == "block":
                 self._block(p)
 
-    def rekey(self, ldap: Mapping[str, User], wanted: Mapping[str, User]) -> None:
+    def rekey(self, fresh: Mapping[str, User]) -> None:
         """Rows keyed under a name that becomes a user's join the user's rows."""
         mapping: dict[str, str] = {}
-        for p, user in wanted.items():
+        for p, user in fresh.items():
             added = known_names(user, self.snap.realms) - self.snap.names_of(p)
             mapping |= {n: p for n in added if self.snap.device_count(n)}
         if mapping:
