@@ -11,8 +11,9 @@ a probe task on the gateway's event loop sleeps 1 ms at a time and records
 how late it wakes: its worst lateness is the longest the loop was held (a
 request arriving then would have waited that long). The report gives each
 sync's wall time, its read (LDAP search and mapping, in the worker thread)
-and apply (plan, one SQLite transaction, snapshot, revocation) parts as the
-sync reports them, and the probe's worst and 99th-percentile lateness.
+and apply (the plan, also in the worker thread under the writer lock, then
+one SQLite transaction, the snapshot and revocation on the loop) parts as
+the sync reports them, and the probe's worst and 99th-percentile lateness.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def run_ldap_sync(users: int, work: Path) -> dict[str, Any]:
 
 
 def ldap_sync_markdown(r: dict[str, Any]) -> str:
-    head = "| sync | wall | read (thread) | apply (loop + SQLite) | pages | added / changed / "
+    head = "| sync | wall | read (thread) | plan (thread) + apply | pages | added / changed / "
     head += "unchanged | loop lateness max / p99 |"
     lines = [
         f"{r['options']['users']:,} users (slapadd {r['slapadd_s']:.1f} s)",

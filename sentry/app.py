@@ -352,7 +352,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     if settings.directory.ldap is not None:
         gw.directory = admin.directory = DirectorySync(
             settings.directory.ldap,
-            commit=admin.commit,
+            commit=admin.commit_in_thread,
             snapshot=lambda: gw.state.snapshot,
             metrics=gw.metrics,
             root=root,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -63,6 +64,18 @@ class AdminContext:
         nothing."""
         async with self.lock:
             changes = build(self.snapshot, self.now())
+            return await self.apply(changes)
+
+    async def commit_in_thread(self, build: Build, executor: Executor | None = None) -> int:
+        """``commit`` with ``build`` run in a worker thread: for a large pure
+        plan (a directory sync of thousands of users) that would otherwise hold
+        the event loop. The writer lock is held meanwhile, so nothing the plan
+        reads changes under it (requests of known associations only move
+        last-seen times, which no plan reads); the changes are then applied
+        on the loop exactly as ``commit`` applies them."""
+        async with self.lock:
+            loop = asyncio.get_running_loop()
+            changes = await loop.run_in_executor(executor, build, self.snapshot, self.now())
             return await self.apply(changes)
 
     async def apply(self, changes: Sequence[Change]) -> int:

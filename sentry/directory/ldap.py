@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import ldap3
@@ -58,6 +58,7 @@ MAX_ENTRIES = 1_000_000
 MAX_VALUE_BYTES = 64 * 1024
 MAX_VALUES = 1000
 _PAGED = "1.2.840.113556.1.4.319"  # the simple paged results control
+T = TypeVar("T")
 
 
 class DirectoryError(Exception):
@@ -84,10 +85,10 @@ class DirectoryEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class Fetched:
-    """What one read of the directory found."""
+class Fetched(Generic[T]):
+    """What one read of the directory found: each entry as ``convert`` made it."""
 
-    entries: tuple[DirectoryEntry, ...]
+    entries: tuple[T, ...]
     server: str
     pages: int
     seconds: float
@@ -244,9 +245,17 @@ def _result(conn: Any) -> str:
 
 
 def fetch(
-    settings: LdapSettings, root: Path, *, clock: Callable[[], float] = time.monotonic
-) -> Fetched:
-    """Read every entry the search finds (see the module comment). Blocking."""
+    settings: LdapSettings,
+    root: Path,
+    convert: Callable[[DirectoryEntry], T],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Fetched[T]:
+    """Read every entry the search finds (see the module comment); each is
+    passed to ``convert`` as its page arrives and only the result is kept (a
+    page's raw answer is dropped before the next: few objects stay alive, so
+    the garbage collector has little to walk while the event loop waits on
+    it). Blocking."""
     started = clock()
     password = read_password(_resolve(root, settings.bind_password_file))
     ctx = _context(settings, root)
@@ -260,7 +269,7 @@ def fetch(
             failures.append(exc)
             continue
         try:
-            entries, pages = _search(conn, settings, url)
+            entries, pages = _search(conn, settings, url, convert)
         finally:
             _close(conn)
         return Fetched(tuple(entries), url, pages, clock() - started)
@@ -273,10 +282,12 @@ def _all_failed(failures: list[DirectoryError]) -> DirectoryError:
     return DirectoryError(kind, "; ".join(f.message for f in failures))
 
 
-def _search(conn: Any, settings: LdapSettings, url: str) -> tuple[list[DirectoryEntry], int]:
+def _search(
+    conn: Any, settings: LdapSettings, url: str, convert: Callable[[DirectoryEntry], T]
+) -> tuple[list[T], int]:
     attributes = settings.attributes.requested()
     scope = ldap3.SUBTREE if settings.scope == "subtree" else ldap3.LEVEL
-    entries: list[DirectoryEntry] = []
+    entries: list[T] = []
     cookie: Any = None
     pages = 0
     while True:
@@ -295,7 +306,8 @@ def _search(conn: Any, settings: LdapSettings, url: str) -> tuple[list[Directory
         if (conn.result or {}).get("result") != 0:
             raise DirectoryError("search", f"{url}: search failed: {_result(conn)}")
         found = conn.response or ()
-        entries += [_entry(item) for item in found if item["type"] == "searchResEntry"]
+        entries += [convert(_entry(item)) for item in found if item["type"] == "searchResEntry"]
+        conn.response = None  # the page's raw answer (many objects): gone before the next
         if len(entries) > MAX_ENTRIES:
             raise DirectoryError("search", f"{url}: more than {MAX_ENTRIES} entries")
         controls = (conn.result or {}).get("controls") or {}

@@ -11,9 +11,10 @@ while another runs waits and then runs afresh.
    and a directory of 10,000 users must not stall the event loop.
 2. Plan and apply: ``policy.dirsync.plan_sync`` against the live snapshot
    and the resulting ONE change list go through the admin commit path
-   (``AdminContext.commit``: under the writer lock, one store transaction,
-   then the snapshot, then live revocation: a held Ping of a mailbox that a
-   custom attribute no longer pushes ends at once). Push problems the
+   (``AdminContext.commit_in_thread``: under the writer lock the plan runs in
+   the worker thread too, then one store transaction, the snapshot, and live
+   revocation: a held Ping of a mailbox that a custom attribute no longer
+   pushes ends at once). Push problems the
    changes introduce are flagged (``push_problems`` warning and the report),
    never refused: the directory's data wins, as for a user written through
    the API.
@@ -36,9 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ from sentry.aio import create_task
 from sentry.model import Realms, UserSource
 from sentry.observability import Metrics
 from sentry.policy import Change, ConflictError, Snapshot, new_push_problems
-from sentry.policy.dirmap import Mapped, map_entries
+from sentry.policy.dirmap import Mapped, map_entry
 from sentry.policy.dirsync import RemovalLimitError, SyncOutcome, plan_sync
 from sentry.settings_directory import LdapSettings
 from sentry.store.base import StoreUnavailable
@@ -60,8 +62,9 @@ __all__ = ["Commit", "DirectoryStatus", "DirectorySync", "SyncReport"]
 
 log = structlog.get_logger("sentry.directory")
 
-Commit = Callable[[Callable[[Snapshot, float], Sequence[Change]]], Awaitable[int]]
-"""``AdminContext.commit``: build a change list under the writer lock, apply it."""
+Commit = Callable[[Callable[[Snapshot, float], Sequence[Change]], Executor], Awaitable[int]]
+"""``AdminContext.commit_in_thread``: under the writer lock, build a change list
+in the executor's thread, then apply it (the admin commit path)."""
 SCHEDULE_ACTOR = "directory"
 ERRORS_LISTED = 100
 
@@ -172,6 +175,10 @@ class DirectorySync:
         flagged: list[dict[str, Any]] = []
 
         def build(snap: Snapshot, now: float) -> Sequence[Change]:
+            with _few_full_collections():  # (in the worker thread, as the read)
+                return plan(snap, now)
+
+        def plan(snap: Snapshot, now: float) -> Sequence[Change]:
             outcome = plan_sync(
                 snap,
                 mapped,
@@ -187,7 +194,7 @@ class DirectorySync:
             return outcome.changes
 
         try:
-            ended = await self._commit(build)
+            ended = await self._commit(build, self._executor)
         except RemovalLimitError as exc:
             raise DirectoryError("removal_limit", exc.message) from None
         except ConflictError as exc:  # pragma: no cover - the plan avoids conflicts
@@ -202,10 +209,12 @@ class DirectorySync:
             ended, t1 - t0, t2 - t1, t2 - t0,
         )  # fmt: skip
 
-    def _read(self, realms: Realms) -> tuple[Fetched, list[Mapped]]:
-        """In the worker thread: the search and the attribute mapping."""
-        fetched = fetch(self.settings, self._root)
-        return fetched, map_entries(fetched.entries, self.settings.attributes, realms)
+    def _read(self, realms: Realms) -> tuple[Fetched[Mapped], list[Mapped]]:
+        """In the worker thread: the search, each entry mapped as its page comes."""
+        attrs = self.settings.attributes
+        with _few_full_collections():
+            fetched = fetch(self.settings, self._root, lambda e: map_entry(e, attrs, realms))
+            return fetched, sorted(fetched.entries, key=lambda m: m.dn)
 
     # --- state, metrics, logs ---
 
@@ -304,6 +313,25 @@ class DirectorySync:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _few_full_collections() -> Iterator[None]:
+    """While the worker thread reads or plans: no full (oldest generation) collection.
+
+    Reading 10,000 entries keeps many objects alive for a few seconds; every
+    full collection the allocations trigger walks them all while holding the
+    GIL, which stops the event loop (measured: 100-170 ms each, two or three
+    per sync). The youngest generations still run; the oldest is due again
+    when the read is over, when what it walks is only what stays (the users).
+    The gateway's state loaded at start is frozen (``store.sqlite``), so this
+    is the collector's whole work on a sync."""
+    first, second, third = gc.get_threshold()
+    gc.set_threshold(first, second, max(third, 1_000_000))
+    try:
+        yield
+    finally:
+        gc.set_threshold(first, second, third)
 
 
 def _iso(ts: float | None) -> str:
