@@ -81,14 +81,22 @@ async def test_a_custom_attribute_change_ends_a_held_ping_of_a_mailbox_no_longer
         state = gw.gateway.state
         ping = asyncio.ensure_future(shared.post("Ping", PING, timeout=60))
         await gw.backend("exchange").wait_held(1)
-        await asyncio.to_thread(slapd.modify, "alice", {"extensionAttribute1": ["bob"]})
-        report = await api.sync(note="alice moved")
+        # alice's second mailbox is now a gmail one: shared is no longer pushed, and
+        # the new push cannot work on an exchange phone (flagged, not refused)
+        moved = {"extensionAttribute1": ["carol@gmail.example"]}
+        await asyncio.to_thread(slapd.modify, "alice", moved)
+        with capture_logs() as logs:
+            report = await api.sync(note="alice moved")
         assert report["changed"] == ["alice@example.com"] and report["polls_ended"] == 1
         answer = await asyncio.wait_for(ping, 5)
         assert answer.text("Status") == "129"
         row = state.snapshot.get(AssociationKey("PUSH0001", "shared@example.com"))
         assert row is not None and row.unlinked is not None and "AUTO_BLOCK" in row.reasons
-        assert (await api.ok("GET", "/api/users/alice"))["custom1"] == "bob"
+        assert (await api.ok("GET", "/api/users/alice"))["custom1"] == "carol@gmail.example"
+        (problem,) = report["push_problems"]
+        assert (problem["device"], problem["reason"]) == ("alice-phone", "MIXED_BACKEND")
+        flagged = [e for e in logs if e["event"] == "push_problems"]
+        assert flagged and flagged[0]["action"] == "directory_sync"
 
 
 @pytest.mark.parametrize("action", ["mark", "block", "delete", "keep"])
