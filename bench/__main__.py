@@ -277,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=None, help="fixed Hypothesis seed")
     f.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     f.set_defaults(func=cmd_fuzz)
-    m = sub.add_parser("micro", help="bench_wbxml, bench_request, bench_policy, bench_store")
+    m = sub.add_parser("micro", help=", ".join(MICRO))
     m.add_argument("names", nargs="*", help=f"some of {', '.join(MICRO)} (default all)")
     m.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     m.set_defaults(func=cmd_micro)

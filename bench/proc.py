@@ -35,7 +35,6 @@ __all__ = [
     "LineReader",
     "Proc",
     "cpu_seconds",
-    "free_port",
     "machine_info",
     "raise_nofile",
     "rss_bytes",
@@ -81,13 +80,6 @@ def cpu_seconds(pid: int) -> float:
 def rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` in bytes."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(host: str, port: int, timeout: float, proc: Proc | None = None) -> None:

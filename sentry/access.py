@@ -41,7 +41,7 @@ from dataclasses import replace
 
 import structlog
 
-from sentry.aio import create_task
+from sentry.aio import create_task, uncancellable
 from sentry.eas.request import EasRequest
 from sentry.model import AssociationKey, UserSource
 from sentry.observability import Metrics
@@ -90,7 +90,7 @@ class AccessState:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
-        touch_flush_seconds: float = 5.0,
+        touch_flush_seconds: float | None = 5.0,
         unverified_expiry_seconds: float = 86400.0,
     ) -> None:
         self.store = store
@@ -139,9 +139,14 @@ class AccessState:
         the store fails on the second, the refreshed decisions are still
         recorded in memory (they follow from what is durable and are derived
         again at the next request), so the "registry unreachable" decisions
-        that follow, which use the recorded decision, agree with the change."""
+        that follow, which use the recorded decision, agree with the change.
+        A caller cancelled meanwhile (a device that hangs up) waits until the
+        snapshot matches the store."""
         if not changes:
             return set()
+        return await uncancellable(self._write(changes), name="access:commit")
+
+    async def _write(self, changes: Sequence[Change]) -> set[AssociationKey]:
         keys = affected_keys(changes, self.snapshot)
         await self.store.apply(changes)
         self.snapshot.apply(changes)
@@ -242,9 +247,9 @@ class AccessState:
             return 0
         return len(batch)
 
-    async def _flush_loop(self) -> None:
+    async def _flush_loop(self, every: float) -> None:
         while True:
-            await asyncio.sleep(self._flush_every)
+            await asyncio.sleep(every)
             await self.flush_touches()
             try:
                 await self.expire_unverified()
@@ -263,9 +268,13 @@ class AccessState:
             self.metrics.directory_users.labels(source.value).set(sources[source])
 
     def start(self) -> None:
-        """Start the periodic last-seen flush."""
+        """Start the periodic last-seen flush (none when ``touch_flush_seconds``
+        is None: the test harness flushes on demand with ``flush_touches``)."""
         self.publish_counts()
-        self._flusher = create_task(self._flush_loop(), name="access:flush-touches")
+        if self._flush_every is not None:
+            self._flusher = create_task(
+                self._flush_loop(self._flush_every), name="access:flush-touches"
+            )
 
     async def close(self) -> None:
         """Stop the flush loop and write what is pending."""

@@ -3,15 +3,21 @@
 ``create_task`` names every task and keeps a strong reference until it ends, so
 a background task can never be garbage-collected mid-flight (the asyncio docs'
 warning); a bare ``asyncio.create_task`` is banned by the lint configuration.
+
+``uncancellable`` runs a step that must not stop half-way (a store write and
+the in-memory change that follows it) to its end even when the task awaiting
+it is cancelled, e.g. because the device hung up; the cancellation is
+re-raised once the step is done, so the caller still stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["create_task"]
+__all__ = ["create_task", "uncancellable"]
 
 T = TypeVar("T")
 _background: set[asyncio.Task[Any]] = set()
@@ -23,3 +29,18 @@ def create_task(coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
     _background.add(task)
     task.add_done_callback(_background.discard)
     return task
+
+
+async def uncancellable(coro: Coroutine[Any, Any, T], *, name: str) -> T:
+    """Await ``coro`` in its own task; if the caller is cancelled meanwhile,
+    wait for that task to finish, then re-raise the cancellation."""
+    task = create_task(coro, name=name)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller's cancellation is what propagates
+        raise

@@ -42,6 +42,8 @@ from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState
 from sentry.admin.api import SERVER_LIMITS, add_api, api_middlewares
+from sentry.admin.auth import AdminTokens
+from sentry.admin.console import add_console, console_middlewares
 from sentry.admin.context import AdminContext
 from sentry.admin.health import health_routes
 from sentry.admin.token import TokenFile
@@ -115,6 +117,7 @@ class Gateway:
     admin_app: web.Application | None = None
     root: Path = Path(".")
     token: TokenFile | None = None
+    readonly_token: TokenFile | None = None  # admin.readonly_token_file
     tls: dict[str, ssl.SSLContext] = field(default_factory=dict)  # "gateway.tls"/"admin.tls"
     log_file: LogFile | None = None
     reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -247,9 +250,12 @@ async def start_gateway(
     registry: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.time,
     root: Path = Path("."),
+    touch_flush: bool = True,
 ) -> Gateway:
     """Build and start everything; ports 0 in the settings are read back.
 
+    ``touch_flush=False`` starts no periodic last-seen flush (the test harness
+    writes them on demand with ``state.flush_touches()``; ``stop`` still does).
     A problem with a configured file or listener raises ``StartupError``."""
     report = preflight(settings, root, create=True)
     report.raise_first()
@@ -276,10 +282,10 @@ async def start_gateway(
         snapshot,
         metrics,
         clock=clock,
-        touch_flush_seconds=settings.store.touch_flush_seconds,
+        touch_flush_seconds=settings.store.touch_flush_seconds if touch_flush else None,
         unverified_expiry_seconds=settings.store.unverified_expiry_seconds,
     )
-    upstreams = Upstreams(settings.pools, metrics)
+    upstreams = Upstreams(settings.pools, metrics, clock=clock)
     r = settings.gateway.redirects
     cache = RedirectCache(
         r.cache_ttl_seconds, r.cache_max_entries, on_change=metrics.redirect_cache_entries.set
@@ -342,12 +348,15 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         access_log=None,
         handle_signals=False,
         shutdown_timeout=g.shutdown_grace_seconds,
+        handler_cancellation=True,  # a device that hangs up ends its upstream request at once
     )
     gw.runners.append(proxy_runner)
     gate = device_listener(g, gw.metrics)
     gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, **gate)
     gw.token = TokenFile(resolve(root, settings.admin.token_file))
     gw.admin_token = gw.token.token
+    if settings.admin.readonly_token_file is not None:
+        gw.readonly_token = TokenFile(resolve(root, settings.admin.readonly_token_file))
     admin = AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache)
     if settings.directory.ldap is not None:
         gw.directory = admin.directory = DirectorySync(
@@ -423,8 +432,7 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
         if status.problem is not None:
             out.append(f"store {status.problem.fault.value}: {status.problem.detail}")
         for pool in gw.upstreams.pools.values():
-            if not any(s.healthy for s in pool.servers):
-                out.append(f"pool {pool.name}: no healthy server")
+            out.extend(pool.not_ready())
         if not gw.proxy_url:
             out.append("device listener not started")
         return out
@@ -439,9 +447,19 @@ def _notes(gw: Gateway) -> Callable[[], list[str]]:
 
 
 def _admin_app(gw: Gateway, ctx: AdminContext) -> web.Application:
-    app = web.Application(middlewares=[track_phases, *api_middlewares(gw.token or gw.admin_token)])
+    tokens = AdminTokens(gw.token or gw.admin_token, gw.readonly_token)
+    console = gw.settings.admin.console
+    app = web.Application(
+        middlewares=[
+            track_phases,
+            *api_middlewares(tokens),
+            *(console_middlewares() if console.enabled else ()),
+        ]
+    )
     app.add_routes(health_routes(gw.metrics.registry, _readiness(gw), _notes(gw)))
     add_api(app, ctx)
+    if console.enabled:
+        add_console(app, ctx, tokens, console, secure=gw.settings.admin.tls.enabled)
     return app
 
 
@@ -454,6 +472,12 @@ def demo_banner(gw: Gateway) -> str:
         f"  devices (EAS):  {gw.proxy_url}/Microsoft-Server-ActiveSync",
         f"  admin:          {gw.admin_url}  (/metrics, /healthz, /readyz; /api/ with the token in "
         f"{s.admin.token_file})",
+    ]
+    if s.admin.console.enabled:
+        readonly = s.admin.readonly_token_file
+        also = f" (read-only: {readonly})" if readonly else ""
+        lines.append(f"  web console:    {gw.admin_url}/  (sign in with that token{also})")
+    lines += [
         "  demo mailboxes (user:password@domain -> pool):",
     ]
     for b in s.demo.backends:

@@ -62,6 +62,7 @@ def preflight(settings: Settings, root: Path, *, create: bool) -> Preflight:
         lambda: check_log_file(settings.logging, root),
         lambda: check_store_path(settings.store, root),
         lambda: _check_token_file(resolve(root, settings.admin.token_file)),
+        lambda: _check_readonly_token_file(settings, root),
         lambda: _check_jwks_file(settings, root),
         lambda: _check_directory(settings, root),
     ]
@@ -152,11 +153,18 @@ def _existing_parent(path: Path) -> Path:
     return parent
 
 
-def _check_token_file(path: Path) -> None:
+def _check_token_file(path: Path, key: str = "admin.token_file") -> None:
     if path.is_dir():
-        raise StartupError("admin.token_file", f"{path} is a directory")
+        raise StartupError(key, f"{path} is a directory")
     if path.exists() and not os.access(path, os.R_OK):
-        raise StartupError("admin.token_file", f"{path}: not readable")
+        raise StartupError(key, f"{path}: not readable")
+
+
+def _check_readonly_token_file(settings: Settings, root: Path) -> None:
+    """``admin.readonly_token_file``, when set: like the admin token's file."""
+    name = settings.admin.readonly_token_file
+    if name is not None:
+        _check_token_file(resolve(root, name), "admin.readonly_token_file")
 
 
 def _check_jwks_file(settings: Settings, root: Path) -> None:

@@ -17,7 +17,7 @@ path) and the running configuration stays. Then, in this order:
 3. pools removed from the file are retired, now that nothing routes to them;
 4. TLS: the certificate and key are loaded again into the running contexts
    (new connections get them; a certificate is rotated without a restart);
-5. the admin token file is read again.
+5. the admin token file (and the read-only token file) is read again.
 
 Preferences follow the start rule: the file's values apply unless an
 administrator set them through the API. What cannot change while running
@@ -141,6 +141,8 @@ async def _apply(gw: Gateway, new: Settings) -> ReloadResult:
             log.error("reload_failed", error=f"{prefix}: {exc}", kept="the loaded certificate")
     if gw.token is not None and gw.token.reload():
         result.changed.append("admin token")
+    if gw.readonly_token is not None and gw.readonly_token.reload():
+        result.changed.append("read-only token")
     gw.settings = effective
     if gw.admin_app is not None:
         gw.admin_app[ADMIN_CONTEXT].settings = effective

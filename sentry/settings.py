@@ -42,6 +42,7 @@ __all__ = [
     "AdminSettings",
     "BackendPoolSettings",
     "ConnectionSettings",
+    "ConsoleSettings",
     "DemoBackendSettings",
     "DemoSettings",
     "DirectorySettings",
@@ -135,10 +136,22 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The admin web console on the admin listener (``sentry.admin.console``)."""
+
+    enabled: bool = True
+    session_idle_seconds: float = 1800.0  # a session unused this long is signed out
+    session_max_seconds: float = 43200.0  # and every session ends this long after sign-in
+    max_sessions: int = 1000  # beyond: the oldest session ends
+
+
+@dataclass(frozen=True)
 class AdminSettings:
     listen: ListenSettings = ListenSettings(port=9090)
     token_file: str = "var/admin-token"
+    readonly_token_file: str | None = None  # a second token that can read, never change
     tls: TlsSettings = TlsSettings(enabled=False)  # same files as the device listener
+    console: ConsoleSettings = ConsoleSettings()
 
 
 @dataclass(frozen=True)
@@ -440,9 +453,28 @@ def _validate(obj: Any, path: str) -> None:
         _validate_redirects(obj, path)
     if isinstance(obj, OAuthSettings):
         _validate_oauth(obj, path)
+    if isinstance(obj, ConsoleSettings):
+        _validate_console(obj, path)
+    if isinstance(obj, AdminSettings) and obj.readonly_token_file is not None:
+        _validate_readonly_token(obj, path)
     if isinstance(obj, LdapSettings):
         for where, problem in ldap_problems(obj, path):
             raise SettingsError(f"{where}: {problem}")
+
+
+def _validate_console(c: ConsoleSettings, path: str) -> None:
+    _positive(_join(path, "session_idle_seconds"), c.session_idle_seconds)
+    _positive(_join(path, "session_max_seconds"), c.session_max_seconds)
+    _positive(_join(path, "max_sessions"), c.max_sessions)
+
+
+def _validate_readonly_token(a: AdminSettings, path: str) -> None:
+    key = _join(path, "readonly_token_file")
+    readonly = (a.readonly_token_file or "").strip()
+    if not readonly:
+        raise SettingsError(f"{key}: must not be empty (leave it out for no read-only token)")
+    if Path(readonly) == Path(a.token_file):
+        raise SettingsError(f"{key}: must not be admin.token_file (a second, separate file)")
 
 
 def _validate_gateway(g: GatewaySettings, path: str) -> None:

@@ -39,7 +39,7 @@ async def test_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         try:
             url = None
             while url is None:
-                line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+                line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
                 assert line, "sentry run exited early"
                 if m := re.search(r'"devices": "(https://[^"]+)"', line):
                     url = m.group(1)
@@ -49,7 +49,7 @@ async def test_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert backend.stats.requests[("alice", "Sync")] == 2
         finally:
             proc.send_signal(signal.SIGTERM)
-            rest = (await asyncio.wait_for(proc.stdout.read(), 20)).decode()
+            rest = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
             code = await proc.wait()
         assert code == 0
         assert '"event": "stopped"' in rest
@@ -244,7 +244,7 @@ def test_certs_csr_new_key_then_reuse(
 # --- SIGHUP on a real process ---
 
 
-async def _wait_for_line(path: Path, text: str, timeout: float = 20) -> str:
+async def _wait_for_line(path: Path, text: str, timeout: float = 60) -> str:
     async with asyncio.timeout(timeout):
         while True:
             if path.exists():
@@ -275,7 +275,7 @@ async def test_sighup_reopens_the_log_and_reloads_the_configuration(tmp_path: Pa
             assert "bogus: unknown key" in line
         finally:
             proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), 20)
+            code = await asyncio.wait_for(proc.wait(), 60)
         assert code == 0
         assert '"event": "stopped"' in log.read_text()
         assert '"event": "started"' not in log.read_text()

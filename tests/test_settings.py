@@ -171,7 +171,7 @@ _docs = st.recursive(
 )  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(_docs)
 def test_any_document_gives_settings_or_a_settings_error(doc: object) -> None:
     try:

@@ -9,14 +9,22 @@ middleware is the one place where ``ApiError``, the policy's ``AdminError``,
 the store's ``StoreUnavailable`` (503: nothing was changed) and aiohttp's own
 404/405/413 become ``{"error": ..., "fields": ...}`` answers; the auth
 middleware runs before it, so nothing under ``/api/`` answers without the
-token, not even a 404.
+token, not even a 404. A changing route called with the read-only token is
+refused (403) before its handler runs.
+
+``invoke`` is the same pipeline without HTTP: the web console
+(``sentry.admin.console``) calls the API through it, by method and URL, so a
+page shows and changes exactly what the API does (same checks, same
+handlers, same role rule, same change log), with no second code path.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
 from aiohttp import web
@@ -39,9 +47,9 @@ from . import (
     redirects,
     storeview,
 )
-from .auth import bearer_auth, is_api_path
+from .auth import AdminTokens, Role, bearer_auth, is_api_path, role_of_request
 from .context import AdminContext
-from .errors import ApiError, BadRequest, Unavailable, from_policy
+from .errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable, from_policy
 from .schema import Call, Fields, Route, openapi_document, parse_body, parse_path, parse_query
 from .token import TokenFile
 from .views import SCHEMAS
@@ -54,7 +62,12 @@ __all__ = [
     "ROUTES",
     "SERVER_LIMITS",
     "add_api",
+    "api_error",
     "api_middlewares",
+    "check_actor",
+    "check_role",
+    "find_route",
+    "invoke",
     "openapi",
 ]
 
@@ -110,7 +123,7 @@ def openapi() -> dict[str, Any]:
     return openapi_document(ROUTES, schemas, title="Sentry admin API", version=version())
 
 
-def api_middlewares(token: str | TokenFile) -> list[Middleware]:
+def api_middlewares(token: str | TokenFile | AdminTokens) -> list[Middleware]:
     """Authentication first, then JSON error answers (both for ``/api/`` only)."""
     return [bearer_auth(token), _errors]
 
@@ -145,22 +158,85 @@ def _not_allowed(methods: list[str]) -> AiohttpHandler:
     return not_allowed
 
 
+def check_role(route: Route, role: Role) -> None:
+    """The one role rule: the read-only role calls only routes that change nothing."""
+    if role is Role.READ_ONLY and (route.changes or route.method != "GET"):
+        raise Forbidden("the read-only token cannot change anything")
+
+
 def _endpoint(route: Route) -> AiohttpHandler:
     async def endpoint(request: web.Request) -> web.StreamResponse:
+        check_role(route, role_of_request(request))
         ctx = request.app[ADMIN_CONTEXT]
         path = parse_path(request.match_info, route.path_fields)
         query = parse_query(request.query, route.query)
         body = await _body(request, route.body)
-        call = Call(ctx, path, query, body, _actor(request))
-        result = await route.handler(call)
-        if route.changes:
-            _log_change(route, call, result)
+        result = await _run(route, Call(ctx, path, query, body, _actor(request)))
         if isinstance(result, exports.Stream):
             return await _stream(request, result)
         return web.json_response(result, status=route.status)
 
     endpoint.__name__ = route.handler.__name__
     return endpoint
+
+
+async def _run(route: Route, call: Call) -> Any:
+    result = await route.handler(call)
+    if route.changes:
+        _log_change(route, call, result)
+    return result
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    """``/api/users/{principal}`` as ``^/api/users/(?P<principal>[^/]+)$``."""
+    parts = [
+        f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part)
+        for part in path.split("/")
+    ]
+    return re.compile("^" + "/".join(parts) + "$")
+
+
+_MATCHERS = [(r, _pattern(r.path)) for r in ROUTES]
+
+
+def _fixed_segments(route: Route) -> int:
+    return sum(1 for part in route.path.split("/") if part and not part.startswith("{"))
+
+
+def find_route(method: str, url: str) -> tuple[Route, dict[str, str]]:
+    """The route serving ``method url`` (most fixed segments first, as the
+    router does) and its path parameters, percent-decoded; ``NotFound``."""
+    found = [
+        (route, m)
+        for route, pattern in _MATCHERS
+        if route.method == method and (m := pattern.match(url)) is not None
+    ]
+    if not found:
+        raise NotFound(f"no admin API route {method} {url}")
+    route, m = max(found, key=lambda rm: _fixed_segments(rm[0]))
+    return route, {k: unquote(v) for k, v in m.groupdict().items()}
+
+
+async def invoke(
+    ctx: AdminContext,
+    method: str,
+    url: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: Mapping[str, Any] | None = None,
+    actor: str,
+    role: Role,
+) -> Any:
+    """Call an API route in-process: the route ``method url`` finds, the same
+    checks (role, path, query, body), handler and change log as over HTTP.
+    Raises what the handler raises (``ApiError``, ``PolicyError``, ...):
+    ``api_error`` turns any of them into the answer the API would give."""
+    route, params = find_route(method, url)
+    check_role(route, role)
+    path = parse_path(params, route.path_fields)
+    checked_query = parse_query(query or {}, route.query)
+    checked_body = {} if route.body is None else parse_body(dict(body or {}), route.body)
+    return await _run(route, Call(ctx, path, checked_query, checked_body, actor))
 
 
 async def _stream(request: web.Request, stream: exports.Stream) -> web.StreamResponse:
@@ -219,15 +295,31 @@ def _actor(request: web.Request) -> str:
     raw = request.headers.get(ACTOR_HEADER)
     if raw is None:
         return "admin"
+    return check_actor(raw, ACTOR_HEADER)
+
+
+def check_actor(raw: str, field: str) -> str:
+    """An actor name as the audit log keeps it: 1 to 128 printable characters."""
     actor = raw.strip()
     if not actor or len(actor) > _MAX_ACTOR or not actor.isprintable():
         problem = f"must be 1 to {_MAX_ACTOR} printable characters"
-        raise BadRequest("invalid actor", {ACTOR_HEADER: problem})
+        raise BadRequest("invalid actor", {field: problem})
     return actor
 
 
-def _unavailable(request: web.Request, exc: StoreUnavailable) -> Unavailable:
-    status = request.app[ADMIN_CONTEXT].store.status
+def api_error(exc: Exception, ctx: AdminContext) -> ApiError | None:
+    """The API's answer to an exception of a route (None: not an expected one)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, PolicyError):
+        return from_policy(exc)
+    if isinstance(exc, StoreUnavailable):
+        return _unavailable(ctx, exc)
+    return None
+
+
+def _unavailable(ctx: AdminContext, exc: StoreUnavailable) -> Unavailable:
+    status = ctx.store.status
     advice = f" {status.advice}" if status.advice else ""
     return Unavailable(
         f"the state store cannot keep changes ({exc.problem}): nothing was changed; "
@@ -246,12 +338,10 @@ async def _errors(request: web.Request, handler: AiohttpHandler) -> web.StreamRe
         return await handler(request)
     try:
         return await handler(request)
-    except ApiError as exc:
-        return _answer(exc)
-    except PolicyError as exc:
-        return _answer(from_policy(exc))
-    except StoreUnavailable as exc:
-        return _answer(_unavailable(request, exc))
+    except (ApiError, PolicyError, StoreUnavailable) as exc:
+        answer = api_error(exc, request.app[ADMIN_CONTEXT])
+        assert answer is not None
+        return _answer(answer)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

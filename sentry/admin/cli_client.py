@@ -174,11 +174,17 @@ def resolve_target(
     return AdminTarget(url, token, actor, cafile)
 
 
-def token_path(token_file: Path | None, config: Path | None) -> Path:
-    """The admin token file: ``--token-file``, else ``admin.token_file`` of the config."""
+def token_path(token_file: Path | None, config: Path | None, *, readonly: bool = False) -> Path:
+    """The admin token file: ``--token-file``, else ``admin.token_file`` of the
+    config (``admin.readonly_token_file`` for the read-only token)."""
     if token_file is not None:
         return token_file
-    return Path(_settings(config).admin.token_file)
+    admin = _settings(config).admin
+    if not readonly:
+        return Path(admin.token_file)
+    if admin.readonly_token_file is None:
+        raise TargetError("admin.readonly_token_file is not set: there is no read-only token")
+    return Path(admin.readonly_token_file)
 
 
 def _settings(config: Path | None) -> Any:

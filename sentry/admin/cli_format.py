@@ -131,8 +131,11 @@ COLUMNS: dict[str, list[Column]] = {
         ("POOL", _get("pool")),
         ("TYPE", _get("type")),
         ("SERVER", _get("url")),
-        ("HEALTHY", _get("healthy")),
+        ("STATE", _get("state")),
+        ("SINCE", _get("since")),
+        ("LAST CHECK", _get("last_check")),
         ("FAILURES", _get("failures")),
+        ("REASON", _get("detail")),
     ],
 }
 """The columns of each list view."""

@@ -43,7 +43,7 @@ def add_registry_commands(b: Builder) -> None:
     _add_settings(b, b.group("exchange-settings", "Exchange settings (push method)"))
     _add_labels(b, b.group("labels", "labels (apply Exchange settings to devices)"))
     _add_prefs(b, b.group("prefs", "preferences"))
-    b.leaf(b.top, "pools", "backend pools and server health", _pools)
+    b.leaf(b.top, "pools", "backend pools: each server's state, why it is down, last check", _pools)
     p = b.leaf(b.top, "audit", "the audit log, newest first (filtered)", _audit)
     p.add_argument("--by", metavar="ACTOR", help="only entries by this actor (exact)")
     p.add_argument("--target", help="only entries whose target contains this (a DeviceId, a user)")
@@ -363,7 +363,11 @@ def _pools_text(answer: Any) -> str:
     rows = [
         {"pool": p["name"], "type": p["type"], **s} for p in answer["items"] for s in p["servers"]
     ]
-    return table(rows, COLUMNS["servers"]) + "\nrouting: " + cell(answer["routing"])
+    waiting = [p["name"] for p in answer["items"] if not p.get("ready", True)]
+    lines = [table(rows, COLUMNS["servers"]), "routing: " + cell(answer["routing"])]
+    if waiting:
+        lines.append("not ready (no server up yet): " + ", ".join(waiting))
+    return "\n".join(lines)
 
 
 def _audit(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:

@@ -44,6 +44,12 @@ def add_tool_commands(b: Builder) -> None:
         "--config", type=Path, help="config giving admin.token_file (default: config/sentry.yaml)"
     )
     p.add_argument("--token-file", type=Path, help="the token file (default: admin.token_file)")
+    p.add_argument(
+        "--readonly",
+        action="store_true",
+        help="rotate the read-only token (admin.readonly_token_file) instead; its console "
+        "sessions end too",
+    )
     p.add_argument("--url", help="the admin API to check the new token against")
     p.set_defaults(handler=_rotate)
 
@@ -52,7 +58,7 @@ def _rotate(args: argparse.Namespace) -> int:
     from sentry.cli import CliError
 
     try:
-        path = token_path(args.token_file, args.config)
+        path = token_path(args.token_file, args.config, readonly=args.readonly)
     except TargetError as exc:
         raise CliError(str(exc)) from None
     token = new_token()
@@ -60,7 +66,11 @@ def _rotate(args: argparse.Namespace) -> int:
         write_token(path, token)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
-    print(f"new admin token written to {path} (mode 0600); the old token is refused from now on")
+    which = "read-only" if args.readonly else "admin"
+    print(
+        f"new {which} token written to {path} (mode 0600); the old token is refused from now on "
+        "and the console sessions signed in with it end"
+    )
     return _confirm(args, token)
 
 

@@ -7,6 +7,7 @@ middleware in ``api.py`` is the one place that turns either into a JSON answer
     ApiError                        an admin request was not carried out   (500)
     ├── BadRequest                  malformed JSON, bad field values        (400)
     ├── Unauthorized                no or wrong bearer token                (401)
+    ├── Forbidden                   a change asked with the read-only token (403)
     ├── NotFound                    no such association / user / device     (404)
     ├── Conflict                    not allowed in the current state        (409)
     ├── BadGateway                  the directory could not be read         (502)
@@ -25,6 +26,7 @@ __all__ = [
     "BadGateway",
     "BadRequest",
     "Conflict",
+    "Forbidden",
     "NotFound",
     "Unauthorized",
     "Unavailable",
@@ -64,6 +66,10 @@ class BadRequest(ApiError):
 
 class Unauthorized(ApiError):
     status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
 
 
 class NotFound(ApiError):

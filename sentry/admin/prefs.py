@@ -8,8 +8,8 @@ preference given becomes *admin-set*: it wins over the configuration file
 across restarts, even when equal to the default; ``use_file`` hands named
 preferences back to the file. Both answers show ``sources``: where each
 value comes from (``admin``, ``file`` or ``default``). The pools view joins
-the configured pools with the health the upstream checks last saw, and shows
-the routing.
+the configured pools with the health the upstream checks last saw (state,
+the reason and since when, the last check), and shows the routing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 
 from sentry.model import NewDeviceAccess, RefusalStyle
 from sentry.policy.prefs import PREFERENCE_NAMES, file_preferences, sources, update_preferences
+from sentry.proxy.upstream import Server
 
+from .context import iso
 from .schema import Call, Field, Route
 from .views import prefs_view
 
@@ -66,14 +68,33 @@ async def _put_preferences(call: Call) -> dict[str, Any]:
     return _view(call)
 
 
+def _server_view(server: Server) -> dict[str, Any]:
+    health = server.health
+    failure = health.failure
+    return {
+        "url": server.label,
+        "state": health.state.value,
+        "healthy": server.healthy,
+        "failures": health.failures,
+        "reason": failure.kind if failure else None,
+        "detail": failure.detail if failure else None,
+        "since": iso(health.since),
+        "last_check": iso(health.last_check),
+    }
+
+
 async def _get_pools(call: Call) -> dict[str, Any]:
     items = []
     for pool in call.ctx.upstreams.pools.values():
-        servers = [
-            {"url": s.label, "healthy": s.healthy, "failures": s.failures} for s in pool.servers
-        ]
-        healthy = sum(s.healthy for s in pool.servers)
-        items.append({"name": pool.name, "type": pool.type, "healthy": healthy, "servers": servers})
+        items.append(
+            {
+                "name": pool.name,
+                "type": pool.type,
+                "healthy": sum(s.healthy for s in pool.servers),
+                "ready": not pool.not_ready(),
+                "servers": [_server_view(s) for s in pool.servers],
+            }
+        )
     routing = call.ctx.snapshot.routing
     return {
         "items": items,

@@ -468,6 +468,8 @@ def _responses(route: Route) -> dict[str, Any]:
     if route.response is not None:
         ok = {"$ref": f"#/components/schemas/{route.response}"}
     errors = {"401": "missing or wrong bearer token"}
+    if route.changes or route.method != "GET":
+        errors["403"] = "the read-only token cannot change anything"
     if route.body is not None or route.query or route.params:
         errors["400"] = "invalid input (per-field messages in `fields`)"
     if route.params:

@@ -92,6 +92,12 @@ class TokenFile:
         """The token currently accepted."""
         return self._token
 
+    def current(self) -> str:
+        """The token now in the file (re-read when the file changed; one ``stat``)."""
+        if _signature(self.path) != self._seen:
+            self.reload()
+        return self._token
+
     def matches(self, given: str) -> bool:
         """Whether ``given`` is the token (constant-time), re-reading a changed file."""
         if self._equal(given):

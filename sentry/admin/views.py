@@ -326,8 +326,19 @@ _USER = {
     "aliases": _TEXTS,
     "missing_since": _NS,
 }
-_SERVER = _object({"url": _S, "healthy": _B, "failures": _I})
-_POOL = _object({"name": _S, "type": _S, "healthy": _I, "servers": _array("Server")})
+_SERVER = _object(
+    {
+        "url": _S,
+        "state": _S,
+        "healthy": _B,
+        "failures": _I,
+        "reason": _NS,
+        "detail": _NS,
+        "since": _NS,
+        "last_check": _NS,
+    }
+)
+_POOL = _object({"name": _S, "type": _S, "healthy": _I, "ready": _B, "servers": _array("Server")})
 
 SCHEMAS: dict[str, Any] = {
     "Key": _object(_KEY),

@@ -110,6 +110,13 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+        self.client_disconnects = Counter(
+            "sentry_client_disconnects",
+            "Requests whose device closed the connection before the answer was complete"
+            " (the backend request, if any, is cancelled), by command",
+            ["command"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "sentry_upstream_errors",
             "Errors talking to backend servers, by pool and kind",
@@ -126,6 +133,18 @@ class Metrics:
             "sentry_backend_pool_healthy_servers",
             "Healthy servers per pool",
             ["pool"],
+            registry=registry,
+        )
+        self.check_failures = Counter(
+            "sentry_backend_check_failures",
+            "Failed active health checks of backend servers, by pool and reason",
+            ["pool", "reason"],
+            registry=registry,
+        )
+        self.marked_down = Counter(
+            "sentry_backend_marked_down",
+            "Backend servers marked down (active check or failed connection), by pool and reason",
+            ["pool", "reason"],
             registry=registry,
         )
         self.associations = Gauge(
@@ -190,6 +209,13 @@ class Metrics:
         self.build_info.labels(version(), python_version()).set(1)
         ProcessCollector(registry=registry)
         self._connection_metrics(registry)
+        self.cluster_lag = Gauge(
+            "sentry_cluster_lag_seconds",
+            "How far this node's view of the shared state is behind, per peer (the "
+            "PostgreSQL scale-out sets it; a single node has no sample)",
+            ["peer"],
+            registry=registry,
+        )
         self._directory_metrics(registry)
 
     def _directory_metrics(self, registry: CollectorRegistry) -> None:

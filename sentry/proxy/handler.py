@@ -20,6 +20,15 @@ index.php follows, without its statics):
 Long polls (Ping, Sync with Wait/HeartbeatInterval or an empty Sync body) are
 registered in the long-poll registry while they wait upstream, so an admin
 action can end them at once (see ``longpolls.py``).
+
+A device that hangs up ends its request at once: the listener runs with
+aiohttp's ``handler_cancellation``, so losing the connection cancels the
+handler wherever it waits, and a cancelled wait on the backend closes the
+upstream connection too (a held Ping no longer sits on the backend until its
+heartbeat). Such a request is logged with status 499 and
+``error_kind="client_gone"`` and counted in ``sentry_client_disconnects_total``,
+never as a backend error; a write to a device that has just gone away is
+classified the same way.
 """
 
 from __future__ import annotations
@@ -96,6 +105,9 @@ async def eas_handler(request: web.Request) -> web.StreamResponse:
     try:
         response = await _serve(ctx, request, record)
         return response
+    except asyncio.CancelledError:
+        _note_cancelled(ctx, request, record)
+        raise
     finally:
         ctx.metrics.in_flight.dec()
         _finish(ctx, request, record, response, time.perf_counter() - started)
@@ -118,6 +130,24 @@ def _finish(
         access_log.info(
             "request", status=status, duration_ms=round(elapsed * 1000, 3), client=client, **record
         )
+
+
+def _client_gone(request: web.Request) -> bool:
+    """The device's connection is closed or closing."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _note_cancelled(ctx: ProxyContext, request: web.Request, record: dict[str, Any]) -> None:
+    """Classify a request that ended without an answer: the device hung up
+    (``client_gone``), or the gateway itself cancelled it (``cancelled``)."""
+    if _client_gone(request):
+        record["error_kind"] = "client_gone"
+        record["error"] = "the device closed the connection before the answer was complete"
+        ctx.metrics.client_disconnects.labels(command_label(record.get("command"))).inc()
+    else:
+        record["error_kind"] = "cancelled"
+        record["error"] = "the request was cancelled by the gateway"
 
 
 async def _serve(
@@ -321,6 +351,7 @@ async def _send(
                 pool, mailbox, request.method, request.path_qs, headers, data, timeout
             )
         except asyncio.CancelledError:
+            record["upstream_cancelled"] = True  # the backend request is abandoned
             if poll is None or eas is None or eas.command is None:
                 raise
             if poll.shutdown:
@@ -336,6 +367,8 @@ async def _send(
     except RequestTooLarge as exc:
         return _too_large(ctx, record, exc.limit)
     except UpstreamError as exc:
+        if _client_gone(request):  # e.g. the device's body stopped mid-stream
+            raise asyncio.CancelledError from exc
         return _upstream_failed(ctx, pool_name, exc, record)
     finally:
         if poll is not None:
@@ -350,7 +383,10 @@ async def _send(
         keep = INSPECT_LIMIT if policy_of is not None and upstream.status == 200 else 0
         response, size, kept = await relay_response(request, upstream, keep=keep)
     except (TimeoutError, aiohttp.ClientError) as exc:
+        if _client_gone(request):  # the write to the device failed, not the backend
+            raise asyncio.CancelledError from exc
         ctx.metrics.upstream_errors.labels(pool_name, "broken").inc()
+        record["error_kind"] = "broken"
         record["error"] = f"backend broke mid-response: {exc!r}"
         if request.transport is not None:
             request.transport.close()
@@ -400,6 +436,7 @@ def _upstream_failed(
     ctx: ProxyContext, pool: str, exc: UpstreamError, record: dict[str, Any]
 ) -> web.Response:
     ctx.metrics.upstream_errors.labels(pool, exc.kind).inc()
+    record["error_kind"] = exc.kind
     record["error"] = exc.message
     if exc.server:
         record["server"] = exc.server

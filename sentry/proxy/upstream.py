@@ -5,8 +5,11 @@ next healthy server round-robin; ``send`` tries servers in turn and fails over
 only on errors raised *before* the request was sent (connect errors), since a
 request the backend may have seen must never be replayed. A connect failure
 marks the server down at once (passive check); a periodic OPTIONS probe
-(active check) marks it up again, or down after ``failures_to_down`` misses.
-No healthy server -> ``NoHealthyServer`` (503 with Retry-After).
+(active check) marks it up again, or down after ``failures_to_down`` misses
+(the rules and the reasons are in ``health.py``). Each change of a server's
+state is logged once (``backend_down`` with the reason, ``backend_up``) and
+counted; ``not_ready`` says why a pool cannot serve yet (no server has passed
+a check). No healthy server -> ``NoHealthyServer`` (503 with Retry-After).
 
 Sessions are created with ``auto_decompress=False`` so bodies pass through
 byte for byte, and with no total timeout: long polls set a per-request read
@@ -26,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -38,10 +43,12 @@ from sentry.observability import Metrics
 from sentry.settings import BackendPoolSettings
 
 from .errors import NoHealthyServer, UpstreamConnectError, map_client_errors
+from .health import Failure, ServerHealth, State, Transition, bad_status, classify
 
 __all__ = ["BackendPool", "PoolMap", "Server", "Upstreams"]
 
 EAS_PATH = "/Microsoft-Server-ActiveSync"
+log = structlog.get_logger("sentry.upstream")
 # The client session adds none of its own headers: the backend sees the
 # device's (an added Accept-Encoding would let the backend compress an answer
 # the device never asked to be compressed; it is relayed raw).
@@ -53,12 +60,25 @@ class Server:
     """One backend server of a pool and what the gateway believes of its health."""
 
     url: URL
-    healthy: bool = True
-    failures: int = 0
+    health: ServerHealth = field(default_factory=ServerHealth)
 
     @property
     def label(self) -> str:
-        return str(self.url)
+        """The URL as shown in logs, metrics and the API: never with credentials."""
+        return _shown(self.url)
+
+    @property
+    def healthy(self) -> bool:
+        """Requests may go to it (up, or not checked yet)."""
+        return self.health.routable
+
+    @property
+    def failures(self) -> int:
+        return self.health.failures
+
+
+def _shown(url: URL) -> str:
+    return str(url.with_user(None))
 
 
 @dataclass(eq=False)
@@ -69,6 +89,7 @@ class BackendPool:
     metrics: Metrics
     servers: list[Server] = field(default_factory=list)
     session: aiohttp.ClientSession | None = None
+    clock: Callable[[], float] = time.time
     _rr: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
@@ -87,16 +108,51 @@ class BackendPool:
         start = next(self._rr) % len(healthy)
         return healthy[start:] + healthy[:start]
 
-    def mark(self, server: Server, ok: bool) -> None:
-        """Record a health observation and publish it."""
-        if ok:
-            server.failures = 0
-            server.healthy = True
-        else:
-            server.failures += 1
-            server.healthy = False
+    def observe(self, server: Server, failure: Failure | None, *, active: bool = True) -> None:
+        """Record a health observation (``failure`` None: it worked); log and
+        count a change of state, and publish the gauges."""
+        if failure is not None and active:
+            self.metrics.check_failures.labels(self.name, failure.kind).inc()
+        hc = self.settings.health_check
+        change = server.health.observe(
+            failure, self.clock(), failures_to_down=hc.failures_to_down, active=active
+        )
+        if change is not None:
+            self._announce(server, change, active)
+        self.publish(server)
+
+    def _announce(self, server: Server, change: Transition, active: bool) -> None:
+        where = {"pool": self.name, "server": server.label, "previous": change.before.value}
+        if change.after is State.DOWN and change.failure is not None:
+            self.metrics.marked_down.labels(self.name, change.failure.kind).inc()
+            log.warning(
+                "backend_down",
+                **where,
+                reason=change.failure.kind,
+                detail=change.failure.detail,
+                failures=server.failures,
+                check="active" if active else "passive",
+            )
+        elif change.after is State.UP:
+            down = change.seconds_before if change.before is State.DOWN else None
+            log.info("backend_up", **where, down_seconds=down)
+
+    def publish(self, server: Server) -> None:
+        """Set the server's and the pool's health gauges."""
         self.metrics.server_up.labels(self.name, server.label).set(1 if server.healthy else 0)
         self.metrics.pool_healthy.labels(self.name).set(sum(s.healthy for s in self.servers))
+
+    def not_ready(self) -> list[str]:
+        """Why the pool cannot serve yet: no server has passed a check (empty: ready)."""
+        if any(s.health.state is State.UP for s in self.servers):
+            return []
+        if any(s.health.state is State.UNKNOWN for s in self.servers):
+            return [f"pool {self.name}: waiting for the first health check"]
+        why = "; ".join(
+            f"{s.label}: {s.health.failure.detail if s.health.failure else 'down'}"
+            for s in self.servers
+        )
+        return [f"pool {self.name}: no healthy server ({why})"]
 
     async def send(
         self,
@@ -116,7 +172,8 @@ class BackendPool:
                 resp = await self.request(server.url, method, path_qs, headers, body, timeout)
             except UpstreamConnectError as exc:
                 self.metrics.upstream_errors.labels(self.name, exc.kind).inc()
-                self.mark(server, ok=False)
+                cause = exc.__cause__ or exc
+                self.observe(server, classify(cause), active=False)
                 if getattr(body, "started", False):
                     raise
                 continue
@@ -135,7 +192,7 @@ class BackendPool:
         """One request to ``url`` (a server of this pool, or a redirect target
         reached with this pool's session and TLS settings); errors mapped."""
         assert self.session is not None, "pool not started"
-        with map_client_errors(str(url)):
+        with map_client_errors(_shown(url)):
             return await self.session.request(
                 method,
                 url.join(URL(path_qs)),
@@ -146,8 +203,9 @@ class BackendPool:
                 skip_auto_headers=_NO_AUTO_HEADERS,
             )
 
-    async def probe(self, server: Server) -> bool:
-        """Active health check: an OPTIONS request to the EAS endpoint."""
+    async def probe(self, server: Server) -> Failure | None:
+        """Active health check: an OPTIONS request to the EAS endpoint (any
+        answer below 500 is a live server; None: it passed)."""
         assert self.session is not None
         hc = self.settings.health_check
         try:
@@ -155,23 +213,18 @@ class BackendPool:
                 server.url.join(URL(EAS_PATH)),
                 timeout=aiohttp.ClientTimeout(total=hc.timeout_seconds),
             ) as resp:
-                return resp.status < 500
-        except (TimeoutError, aiohttp.ClientError):
-            return False
+                return bad_status(resp.status) if resp.status >= 500 else None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return classify(exc)
 
     async def health_loop(self) -> None:
-        """Probe every server each interval; up on success, down after N misses."""
-        hc = self.settings.health_check
+        """Probe every server each interval (the first round at once)."""
         while True:
-            results = await asyncio.gather(*(self.probe(s) for s in self.servers))
-            for server, ok in zip(self.servers, results, strict=True):
-                if ok:
-                    self.mark(server, ok=True)
-                elif server.failures + 1 >= hc.failures_to_down or not server.healthy:
-                    self.mark(server, ok=False)
-                else:
-                    server.failures += 1
-            await asyncio.sleep(hc.interval_seconds)
+            servers = list(self.servers)
+            results = await asyncio.gather(*(self.probe(s) for s in servers))
+            for server, failure in zip(servers, results, strict=True):
+                self.observe(server, failure)
+            await asyncio.sleep(self.settings.health_check.interval_seconds)
 
 
 class PoolMap(dict[str, BackendPool]):
@@ -199,17 +252,26 @@ def _session(settings: BackendPoolSettings) -> aiohttp.ClientSession:
 class Upstreams:
     """All backend pools, their sessions and health-check tasks."""
 
-    def __init__(self, pools: tuple[BackendPoolSettings, ...], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pools: tuple[BackendPoolSettings, ...],
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.metrics = metrics
+        self.clock = clock
         self.pools = PoolMap()
         for p in pools:
-            self.pools[p.name] = BackendPool(p, metrics, [Server(URL(u)) for u in p.servers])
+            servers = [Server(URL(u)) for u in p.servers]
+            self.pools[p.name] = BackendPool(p, metrics, servers, clock=clock)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sessions: list[aiohttp.ClientSession] = []
         self._health_checks = True
 
     async def start(self, *, health_checks: bool = True) -> None:
-        """Open one session per pool and start the active health checks."""
+        """Open one session per pool and start the active health checks
+        (without them every server is taken as up)."""
         self._health_checks = health_checks
         for pool in self.pools.values():
             self._open(pool, None)
@@ -221,8 +283,9 @@ class Upstreams:
             self._sessions.append(session)
         pool.session = session
         for server in pool.servers:
-            self.metrics.server_up.labels(pool.name, server.label).set(int(server.healthy))
-        self.metrics.pool_healthy.labels(pool.name).set(sum(s.healthy for s in pool.servers))
+            if not self._health_checks:
+                server.health.observe(None, pool.clock(), failures_to_down=1, active=False)
+            pool.publish(server)
         old = self._tasks.pop(pool.name, None)
         if old is not None:
             old.cancel()
@@ -240,9 +303,9 @@ class Upstreams:
         return done
 
     def _replace(self, old: BackendPool | None, settings: BackendPoolSettings) -> str:
-        known = {s.label: s for s in old.servers} if old is not None else {}
-        servers = [known.get(str(URL(u))) or Server(URL(u)) for u in settings.servers]
-        pool = BackendPool(settings, self.metrics, servers)
+        known = {s.url: s for s in old.servers} if old is not None else {}
+        servers = [known.get(URL(u)) or Server(URL(u)) for u in settings.servers]
+        pool = BackendPool(settings, self.metrics, servers, clock=self.clock)
         self.pools[settings.name] = pool
         keep = old is not None and old.settings.tls_verify == settings.tls_verify
         if old is not None:

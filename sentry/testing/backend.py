@@ -36,6 +36,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import socket
 import ssl
 from collections.abc import Generator
 from types import TracebackType
@@ -240,7 +241,9 @@ def _response(reply: Reply, headers: dict[str, str]) -> web.Response:
 
 async def _demo_stats(request: web.Request) -> web.Response:
     state = request.app[BACKEND_STATE]
-    return web.json_response(state.stats.as_json(held=state.hub.held))
+    return web.json_response(
+        state.stats.as_json(held=state.hub.held, abandoned=state.hub.abandoned)
+    )
 
 
 async def _demo_inject(request: web.Request) -> web.Response:
@@ -296,6 +299,11 @@ class RunningBackend:
         """Requests (Ping, Sync with Wait) held right now."""
         return self.state.hub.held
 
+    @property
+    def abandoned(self) -> int:
+        """Held requests that ended because their client closed the connection."""
+        return self.state.hub.abandoned
+
     def mailbox(self, user: str) -> Mailbox:
         """A mailbox by user name or email (KeyError when unknown)."""
         return self.state.mailbox(user)
@@ -321,7 +329,7 @@ class RunningBackend:
         key = (self.mailbox(user).user, device_id.upper())
         return self.stats.device_info.get(key)
 
-    async def wait_held(self, count: int = 1, timeout: float = 5.0) -> None:
+    async def wait_held(self, count: int = 1, timeout: float = 10.0) -> None:
         """Wait until at least ``count`` requests are held (TimeoutError after ``timeout``)."""
         async with asyncio.timeout(timeout):
             while self.held < count:
@@ -377,14 +385,16 @@ def start_backend(
     ssl_context: ssl.SSLContext | None = None,
     *,
     access_log: bool = False,
+    sock: socket.socket | None = None,
 ) -> _StartingBackend:
-    """Start the backend on ``host:port`` (0: a free port, read back).
+    """Start the backend on ``host:port`` (0: a free port, read back), or on
+    an already bound ``sock`` (see ``faulty.refusing_port``).
 
     ``backend = await start_backend(cfg)`` (then ``await backend.stop()``) or
     ``async with start_backend(cfg) as backend: ...``.
     """
     return _StartingBackend(
-        config, host=host, port=port, ssl_context=ssl_context, access_log=access_log
+        config, host=host, port=port, ssl_context=ssl_context, access_log=access_log, sock=sock
     )
 
 
@@ -395,13 +405,19 @@ async def _start(
     port: int,
     ssl_context: ssl.SSLContext | None,
     access_log: bool,
+    sock: socket.socket | None,
 ) -> RunningBackend:
     app = build_backend_app(config)
     options: dict[str, Any] = {} if access_log else {"access_log": None}
     runner = web.AppRunner(app, shutdown_timeout=5.0, handler_cancellation=True, **options)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site: web.BaseSite
+        if sock is not None:
+            host = sock.getsockname()[0]
+            site = web.SockSite(runner, sock, ssl_context=ssl_context)
+        else:
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
     except BaseException:
         with contextlib.suppress(Exception):

@@ -18,7 +18,7 @@ from sentry.eas.status import CommonStatus
 
 from .eas_client import EasResponse, EasTestClient, ProvisionFailed
 
-__all__ = ["client_parser", "demo_client_main"]
+__all__ = ["SyncRefused", "client_parser", "demo_client_main", "sync_inbox"]
 
 FOLDERSYNC = '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
 SYNC = (
@@ -56,6 +56,26 @@ def _refused(step: str, r: EasResponse) -> str | None:
             name = "command status"
         return f"{step}: refused with Status {status} ({name})"
     return None
+
+
+class SyncRefused(Exception):
+    """A step of ``sync_inbox`` was refused; the message says which and how."""
+
+
+async def sync_inbox(c: EasTestClient) -> list[str]:
+    """FolderSync, then Sync of the Inbox (key 0, then the items), as an
+    already provisioned phone does; the subjects of the Inbox's items."""
+    folders = await c.post("FolderSync", FOLDERSYNC)
+    if problem := _refused("FolderSync", folders):
+        raise SyncRefused(problem)
+    inbox = _inbox_id(folders)
+    first = await c.post("Sync", SYNC.format(key="0", folder=inbox))
+    if problem := _refused("Sync", first):
+        raise SyncRefused(problem)
+    items = await c.post("Sync", SYNC.format(key=_sync_key(first), folder=inbox))
+    if problem := _refused("Sync", items):
+        raise SyncRefused(problem)
+    return _subjects(items)
 
 
 async def _run(args: argparse.Namespace) -> int:

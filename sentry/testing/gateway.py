@@ -12,10 +12,16 @@ the realm example.com (NetBIOS EXAMPLE, the realm of bare names: ``alice``,
 ``EXAMPLE\\alice`` and ``alice@example.com`` are one principal) and carol is
 ``carol@gmail.example``, in the realm gmail.example routed to the gmail pool.
 ``DEMO_ROUTING`` is the realm-less routing (carol by her bare name).
+
+The periodic last-seen flush is off unless a test asks for it
+(``touch_flush_seconds``; a test writes pending last-seen times with
+``gateway.state.flush_touches()``), so a store write a test observes is one
+the test caused, however slowly the machine runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -85,6 +91,21 @@ class DemoGateway:
     def backend(self, pool: str, index: int = 0) -> RunningBackend:
         return self.backends[pool][index]
 
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until every pool has a server that passed a health check
+        (what ``/readyz`` waits for; TimeoutError after ``timeout`` seconds)."""
+        pools = self.gateway.upstreams.pools.values()
+        async with asyncio.timeout(timeout):
+            while any(p.not_ready() for p in pools):
+                await asyncio.sleep(0.005)
+
+    async def wait_held(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until the gateway holds at least ``count`` long polls upstream
+        (TimeoutError after ``timeout`` seconds: a hang guard, not a speed check)."""
+        async with asyncio.timeout(timeout):
+            while self.gateway.state.longpolls.count() < count:
+                await asyncio.sleep(0.005)
+
 
 def demo_pools(exchange_servers: int = 1) -> dict[str, PoolSpec]:
     """The demo layout: an exchange pool (alice, bob, shared) and a gmail-type
@@ -130,10 +151,13 @@ def _settings(
 async def demo_gateway(
     root: Path,
     pools: Mapping[str, PoolSpec] | None = None,
+    *,
+    touch_flush_seconds: float | None = None,
     **overrides: Any,
 ) -> AsyncIterator[DemoGateway]:
     """Start backends and a gateway under ``root``; keyword sections override
-    settings (e.g. ``routing={...}``, ``preferences={...}``, ``gateway={...}``)."""
+    settings (e.g. ``routing={...}``, ``preferences={...}``, ``gateway={...}``).
+    ``touch_flush_seconds`` turns the periodic last-seen flush on (off: None)."""
     pools = pools or {"exchange": PoolSpec("exchange", (BackendConfig(),))}
     started: dict[str, list[RunningBackend]] = {}
     try:
@@ -141,9 +165,14 @@ async def demo_gateway(
             default = () if "servers" in spec.extra else (BackendConfig(backend_type=spec.type),)
             configs = spec.backends or default
             started[name] = [await start_backend(c) for c in configs]
+        if touch_flush_seconds is not None:
+            store = {**overrides.get("store", {}), "touch_flush_seconds": touch_flush_seconds}
+            overrides = {**overrides, "store": store}
         settings = settings_from_mapping(_settings(root, started, pools, overrides))
         registry = CollectorRegistry()
-        gw = await start_gateway(settings, registry=registry, root=root)
+        gw = await start_gateway(
+            settings, registry=registry, root=root, touch_flush=touch_flush_seconds is not None
+        )
         try:
             yield DemoGateway(gw, started, registry)
         finally:

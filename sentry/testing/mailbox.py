@@ -281,6 +281,7 @@ class ChangeHub:
     def __init__(self) -> None:
         self._waiters: dict[str, set[Waiter]] = {}
         self.closed = False
+        self.abandoned = 0  # held requests whose client went away (handler cancelled)
 
     @property
     def held(self) -> int:
@@ -297,6 +298,9 @@ class ChangeHub:
         self._waiters.setdefault(user, set()).add(waiter)
         try:
             yield waiter
+        except asyncio.CancelledError:
+            self.abandoned += 1
+            raise
         finally:
             self._waiters[user].discard(waiter)
 

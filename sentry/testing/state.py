@@ -125,11 +125,12 @@ class BackendStats:
     def total(self) -> int:
         return sum(self.requests.values())
 
-    def as_json(self, held: int) -> dict[str, Any]:
+    def as_json(self, held: int, abandoned: int = 0) -> dict[str, Any]:
         return {
             "backend_type": self.backend_type,
             "total": self.total,
             "held": held,
+            "abandoned": abandoned,
             "by_command": dict(self.by_command),
             "by_user": dict(self.by_user),
             "requests": [

@@ -97,7 +97,5 @@ async def held_ping(
     await client.provision()
     held = gw.gateway.state.longpolls.count()
     ping = asyncio.ensure_future(client.post("Ping", PING, timeout=60))
-    async with asyncio.timeout(5):
-        while gw.gateway.state.longpolls.count() <= held:
-            await asyncio.sleep(0.005)
+    await gw.wait_held(held + 1)
     return client, ping

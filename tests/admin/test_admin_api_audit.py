@@ -79,8 +79,8 @@ async def test_cli_audit_filters(
         capsys.readouterr()  # drop the gateway's log lines so far
         with capture_logs():
             code = await asyncio.to_thread(main, ["admin", "audit", *argv, *target, "--json"])
-        out = capsys.readouterr().out
-        assert code == 0, out
+        out, err = capsys.readouterr()
+        assert code == 0, (out, err)
         return json.loads(out)
 
     assert (await run("--by", "jane"))["total"] == 2

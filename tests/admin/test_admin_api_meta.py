@@ -19,8 +19,12 @@ from sentry.policy.prefs import PREFERENCE_NAMES
 from sentry.proxy.redirects import Mailbox, Target
 from sentry.testing.gateway import DemoGateway
 
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
-async def test_api_needs_the_bearer_token(api: Api, session: aiohttp.ClientSession) -> None:
+
+async def test_api_needs_the_bearer_token(
+    api: Api, session: aiohttp.ClientSession, gateway: DemoGateway
+) -> None:
     for token, error in ((None, "authentication required"), ("wrong", "invalid token")):
         for path in ("/api/associations", "/api/openapi.json", "/api/nowhere", "/api"):
             status, body = await api.get(path, token=token)
@@ -31,6 +35,7 @@ async def test_api_needs_the_bearer_token(api: Api, session: aiohttp.ClientSessi
         "/api/users", headers={"Authorization": f"Basic {api.token}"}, token=None
     )
     assert status == 401
+    await gateway.wait_ready()  # /readyz answers 200 once the pools passed a first check
     for path in ("/healthz", "/readyz", "/metrics"):  # open for probes and scrapers
         async with session.get(api.base + path) as resp:
             assert resp.status == 200, path
@@ -81,7 +86,7 @@ async def test_preferences_take_effect_at_once(
         "sources": prefs["sources"]
         | {"auto_block_unregistered": "admin", "max_devices_per_mailbox": "admin"},
     }
-    r = await asyncio.wait_for(ping, 1.0)  # the unlinked row's held Ping ends at once
+    r = await asyncio.wait_for(ping, 30)  # the unlinked row's held Ping ends (900 s heartbeat)
     assert r.text("Status") == "129"
     assert await folder_sync_status(device(gateway, session, "bob", "PREFDEV2")) == "129"
     row = await api.ok("GET", "/api/associations/PREFDEV2/bob")
@@ -100,13 +105,22 @@ async def test_preferences_take_effect_at_once(
 
 
 async def test_pools_show_servers_health_and_routing(api: Api, gateway: DemoGateway) -> None:
+    await gateway.wait_ready()
     pools = await api.ok("GET", "/api/pools")
-    assert [(p["name"], p["type"], p["healthy"]) for p in pools["items"]] == [
-        ("exchange", "exchange", 1),
-        ("gmail", "gmail", 1),
+    assert [(p["name"], p["type"], p["healthy"], p["ready"]) for p in pools["items"]] == [
+        ("exchange", "exchange", 1, True),
+        ("gmail", "gmail", 1, True),
     ]
     server = pools["items"][0]["servers"][0]
-    assert server == {"url": gateway.backend("exchange").url, "healthy": True, "failures": 0}
+    assert ISO.match(server.pop("since")) and ISO.match(server.pop("last_check"))
+    assert server == {
+        "url": gateway.backend("exchange").url,
+        "state": "up",
+        "healthy": True,
+        "failures": 0,
+        "reason": None,
+        "detail": None,
+    }
     assert pools["routing"] == {"default": "exchange", "domains": {}, "users": {"carol": "gmail"}}
 
 

@@ -16,6 +16,7 @@ from admin_support import device
 from structlog.testing import capture_logs
 
 from sentry.cli import main
+from sentry.testing.faulty import refusing_port, url_of
 from sentry.testing.gateway import DemoGateway
 
 
@@ -141,7 +142,7 @@ async def test_directory_push_and_prefs_commands(cli: Cli) -> None:
 
 async def test_errors_exit_1_for_refusals_and_2_for_usage(cli: Cli, tmp_path: Path) -> None:
     code, out, err = await cli.run("block", "NODEVICE", "bob", "--note", "x")
-    assert (code, out) == (1, "")
+    assert (code, out) == (1, ""), err
     assert err.startswith("sentry: error: HTTP 404: no association")
     bad = ["exchange-settings", "set", "bad", "--user-name", "$NOPE$", "--email", "x"]
     code, out, err = await cli.run(*bad, "--json")
@@ -151,9 +152,8 @@ async def test_errors_exit_1_for_refusals_and_2_for_usage(cli: Cli, tmp_path: Pa
         "prefs", "show", "--url", cli.url, "--token", "wrong", target=False
     )
     assert code == 1 and "HTTP 401" in err
-    code, _, err = await cli.run(
-        "pools", "--url", "http://127.0.0.1:9", "--token", "t", target=False
-    )
+    with refusing_port() as closed:  # not a port assumed unused: one held, never listening
+        code, _, err = await cli.run("pools", "--url", url_of(closed), "--token", "t", target=False)
     assert code == 2 and "cannot reach the admin API" in err
     code, _, err = await cli.run("pools", "--config", str(tmp_path / "none.yaml"), target=False)
     assert code == 2 and "not found" in err

@@ -1,19 +1,20 @@
 """Compliance through the admin API: a device marked non-compliant loses every
-mailbox at once (held Pings answered 129 within a second), the same mailbox on
-another, compliant device keeps syncing, and compliance restores access."""
+mailbox at once (held 900 s Pings answered 129 by the gateway, ended by the
+API call itself), the same mailbox on another, compliant device keeps syncing,
+and compliance restores access."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 from admin_support import Api, folder_sync_status, held_ping
 
+from sentry.model import AssociationKey
 from sentry.testing.gateway import DemoGateway
 
 
-async def test_non_compliant_device_loses_every_mailbox_within_a_second(
+async def test_non_compliant_device_loses_every_mailbox_at_once(
     api: Api, gateway: DemoGateway, session: aiohttp.ClientSession
 ) -> None:
     await api.ok("PUT", "/api/users/alice", {"email": "alice@example.com"})
@@ -23,12 +24,9 @@ async def test_non_compliant_device_loses_every_mailbox_within_a_second(
     shared, shared_ping = await held_ping(gateway, session, "shared", "FLIP01")
     tablet, tablet_ping = await held_ping(gateway, session, "alice", "FLIP02")  # compliant
 
-    started = time.monotonic()
     body = {"violations": ["compromised", "os_version"], "note": "jailbreak detected"}
     answer = await api.ok("PUT", "/api/devices/alice-phone/compliance", body)
-    answers = await asyncio.wait_for(asyncio.gather(alice_ping, shared_ping), 1.0)
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0, elapsed
+    answers = await asyncio.wait_for(asyncio.gather(alice_ping, shared_ping), 30)
     assert answer["polls_ended"] == 2
     assert [(r.status, r.text("Status")) for r in answers] == [(200, "129"), (200, "129")]
     assert await folder_sync_status(alice) == "129"
@@ -42,7 +40,9 @@ async def test_non_compliant_device_loses_every_mailbox_within_a_second(
         ("FLIP01", "shared"),
     ]
 
-    assert not tablet_ping.done()  # the same mailbox on a compliant device is unaffected
+    # the same mailbox on a compliant device is unaffected: its Ping is still held
+    assert set(gateway.gateway.state.longpolls.keys()) == {AssociationKey("FLIP02", "alice")}
+    assert not tablet_ping.done()
     assert await folder_sync_status(tablet) == "1"
 
     answer = await api.ok("PUT", "/api/devices/alice-phone/compliance", {"violations": []})

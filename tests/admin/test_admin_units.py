@@ -126,7 +126,7 @@ def test_openapi_renders_routes_fields_and_errors() -> None:
     body = op["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["note"] and body["additionalProperties"] is False
     assert body["properties"]["note"]["minLength"] == 1
-    assert sorted(op["responses"]) == ["201", "400", "401", "404", "409"]
+    assert sorted(op["responses"]) == ["201", "400", "401", "403", "404", "409"]
     assert op["responses"]["201"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Thing"
     }

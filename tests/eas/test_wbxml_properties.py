@@ -12,7 +12,7 @@ a tree that re-encodes exactly or raises ``WbxmlError``, and nothing else.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentry.eas.codepages import PAGES, CodePage
@@ -21,7 +21,7 @@ from sentry.eas.wbxml import DEFAULT_LIMITS, Content, Element, Limits, decode, e
 from sentry.eas.xmlform import WBXML_NS, from_xml, to_xml
 
 HEADER = b"\x03\x01\x6a\x00"
-PROPERTY = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=300)
 
 
 def tags_of(page: CodePage) -> st.SearchStrategy[tuple[str, str]]:
@@ -105,13 +105,13 @@ def check_decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
     assert encode(decode(again)) == again
 
 
-@settings(max_examples=500, deadline=2000)
+@settings(max_examples=500)
 @given(st.binary(max_size=300))
 def test_random_bytes_only_raise_wbxml_error(data):
     check_decode(data)
 
 
-@settings(max_examples=500, deadline=2000)
+@settings(max_examples=500)
 @given(st.binary(max_size=300), st.booleans())
 def test_random_bodies_after_a_valid_header_only_raise_wbxml_error(body, strict):
     check_decode(HEADER + body, Limits(allow_unknown=not strict))
@@ -137,7 +137,7 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=500, deadline=2000)
+@settings(max_examples=500)
 @given(mutated(), st.booleans())
 def test_mutated_encodings_only_raise_wbxml_error(data, strict):
     check_decode(data, Limits(allow_unknown=not strict, max_depth=4, max_string=10))

@@ -114,7 +114,7 @@ def trees(draw: st.DrawFn) -> Element:
     return draw(_LEVELS)
 
 
-DIFFERENTIAL = settings(max_examples=300, deadline=2000)
+DIFFERENTIAL = settings(max_examples=300)
 
 
 @DIFFERENTIAL

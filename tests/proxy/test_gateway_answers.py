@@ -5,7 +5,6 @@ line and body of every answer the gateway makes itself."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sentry.eas.wbxml import decode
 from sentry.model import AssociationKey, WipeStatus
 from sentry.policy import wipe
 from sentry.testing.eas_client import EasTestClient, basic_auth
+from sentry.testing.faulty import refusing_port, url_of
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, PoolSpec, demo_gateway, demo_pools
 
 FOLDERSYNC = '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
@@ -190,9 +190,11 @@ def _auth(user: str) -> dict[str, str]:
 async def test_no_healthy_server_is_503_with_retry_after(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with refusing_port() as closed:  # held for the whole test: nobody else can take the port
+        await _no_healthy_server(tmp_path, session, url_of(closed))
+
+
+async def _no_healthy_server(tmp_path: Path, session: aiohttp.ClientSession, dead: str) -> None:
     pools = {"exchange": PoolSpec("exchange", extra={"servers": [dead], "retry_after_seconds": 9})}
     async with demo_gateway(tmp_path, pools) as gw:
         url = f"{gw.url}{EAS}?Cmd=FolderSync&User=alice&DeviceId=DOWN0002&DeviceType=T"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from yarl import URL
 from sentry.proxy.upstream import Server
 from sentry.testing.backend import BackendConfig
 from sentry.testing.eas_client import EasTestClient
+from sentry.testing.faulty import refusing_port, url_of
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, PoolSpec, demo_gateway, demo_pools
 
 FOLDERSYNC = '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
@@ -31,12 +31,6 @@ def eas(gw: DemoGateway, session: aiohttp.ClientSession, user: str, device: str)
     return EasTestClient(
         session, f"{gw.url}/Microsoft-Server-ActiveSync", user, "secret", device_id=device
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_mailbox_without_route_fails_closed(
@@ -55,27 +49,31 @@ async def test_mailbox_without_route_fails_closed(
 async def test_every_server_down_gives_503_with_retry_after(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    pools = {"exchange": PoolSpec("exchange", extra={"servers": [dead], "retry_after_seconds": 42})}
-    async with demo_gateway(tmp_path, pools) as gw:
-        for _ in range(2):  # the first discovers it, the second finds none healthy
-            r = await eas(gw, session, "alice", "DOWN0001").post("FolderSync", FOLDERSYNC)
-            assert r.status == 503
-            assert r.headers["Retry-After"] == "42"
+    with refusing_port() as dead:
+        servers = [url_of(dead)]
+        pools = {
+            "exchange": PoolSpec("exchange", extra={"servers": servers, "retry_after_seconds": 42})
+        }
+        async with demo_gateway(tmp_path, pools) as gw:
+            for _ in range(2):  # the first discovers it, the second finds none healthy
+                r = await eas(gw, session, "alice", "DOWN0001").post("FolderSync", FOLDERSYNC)
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "42"
 
 
 async def test_failover_to_a_second_server(tmp_path: Path, session: aiohttp.ClientSession) -> None:
     pools = demo_pools(exchange_servers=1)
-    async with demo_gateway(tmp_path, pools, routing=DEMO_ROUTING) as gw:
-        live = gw.backend("exchange")
-        pool = gw.gateway.upstreams.pools["exchange"]
-        pool.servers.insert(0, Server(URL(f"http://127.0.0.1:{free_port()}")))
-        client = eas(gw, session, "alice", "FAILOVER01")
-        for _ in range(3):
-            r = await client.post("FolderSync", FOLDERSYNC)
-            assert r.status == 200
-        assert not pool.servers[0].healthy
-        assert live.stats.total >= 3
+    with refusing_port() as dead:
+        async with demo_gateway(tmp_path, pools, routing=DEMO_ROUTING) as gw:
+            live = gw.backend("exchange")
+            pool = gw.gateway.upstreams.pools["exchange"]
+            pool.servers.insert(0, Server(URL(url_of(dead))))
+            client = eas(gw, session, "alice", "FAILOVER01")
+            for _ in range(3):
+                r = await client.post("FolderSync", FOLDERSYNC)
+                assert r.status == 200
+            assert not pool.servers[0].healthy
+            assert live.stats.total >= 3
 
 
 @pytest.fixture
@@ -86,7 +84,7 @@ async def killable_backend(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subpro
         stdout=asyncio.subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+    line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
     url = line.split(" on ")[1].split()[0].removesuffix("/Microsoft-Server-ActiveSync")
     try:
         yield proc, url
@@ -106,11 +104,20 @@ async def test_backend_killed_mid_poll_gives_an_error_not_a_hang(
     async with demo_gateway(tmp_path, pools) as gw:
         client = eas(gw, session, "alice", "KILLED0001")
         ping = asyncio.ensure_future(client.post("Ping", PING.format(hb=300, folder="1")))
-        while gw.gateway.state.longpolls.count() == 0:
-            await asyncio.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-        r = await asyncio.wait_for(ping, 10)
+        await gw.wait_held()
+        with capture_logs() as logs:
+            os.killpg(proc.pid, signal.SIGKILL)
+            r = await asyncio.wait_for(ping, 30)
         assert r.status == 502
+        # the backend broke, the device did not go away: blamed on the backend
+        (line,) = [e for e in logs if e["event"] == "request"]
+        assert (line["status"], line["error_kind"]) == (502, "broken")
+        labels = {"pool": "exchange", "kind": "broken"}
+        assert gw.registry.get_sample_value("sentry_upstream_errors_total", labels) == 1
+        assert (
+            gw.registry.get_sample_value("sentry_client_disconnects_total", {"command": "Ping"})
+            is None
+        )
 
 
 async def test_oversized_body_is_413(tmp_path: Path, session: aiohttp.ClientSession) -> None:

@@ -9,13 +9,13 @@ every line is one JSON object.
 from __future__ import annotations
 
 import base64
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from sentry.testing.eas_client import basic_auth
+from sentry.testing.faulty import refusing_port, url_of
 from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
 from sentry.testing.logs import CapturedLog, captured_log_output
 from sentry.testing.raw_client import RawConnection, request_bytes
@@ -85,25 +85,20 @@ async def test_malformed_requests_never_write_the_credential(
     assert gw.backend("exchange").stats.total == 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_an_upstream_failure_answers_a_fixed_text_and_logs_redacted(
     tmp_path: Path, log: CapturedLog
 ) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    pools = {"exchange": PoolSpec("exchange", extra={"servers": [dead]})}
-    async with demo_gateway(tmp_path, pools, gateway={"tls": {"enabled": False}}) as gw:
-        headers = [
-            ("Authorization", basic_auth("alice", PASSWORD)),
-            ("MS-ASProtocolVersion", "14.1"),
-        ]
-        async with await RawConnection.open(gw.url) as conn:
-            await conn.send(request_bytes("POST", EAS, headers, b""))
-            answer = await conn.response()
+    with refusing_port() as closed:
+        dead = url_of(closed)
+        pools = {"exchange": PoolSpec("exchange", extra={"servers": [dead]})}
+        async with demo_gateway(tmp_path, pools, gateway={"tls": {"enabled": False}}) as gw:
+            headers = [
+                ("Authorization", basic_auth("alice", PASSWORD)),
+                ("MS-ASProtocolVersion", "14.1"),
+            ]
+            async with await RawConnection.open(gw.url) as conn:
+                await conn.send(request_bytes("POST", EAS, headers, b""))
+                answer = await conn.response()
     assert answer.status in (502, 503)
     body = answer.body.decode()
     assert "127.0.0.1" not in body and dead not in body and "Authorization" not in body

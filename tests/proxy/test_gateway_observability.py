@@ -105,6 +105,7 @@ async def test_metrics_after_a_scripted_run(
 async def test_health_endpoints(gateway: DemoGateway, session: aiohttp.ClientSession) -> None:
     async with session.get(f"{gateway.admin_url}/healthz") as r:
         assert r.status == 200
+    await gateway.wait_ready()  # ready once every pool passed a first health check
     async with session.get(f"{gateway.admin_url}/readyz") as r:
         assert r.status == 200
 
@@ -146,11 +147,10 @@ async def test_shutdown_answers_held_pings_cleanly(
         client = EasTestClient(session, f"{gw.url}/Microsoft-Server-ActiveSync", "bob", "secret",
                                device_id="SHUTDOWN01")  # fmt: skip
         await client.provision()
-        ping = asyncio.ensure_future(client.post("Ping", ping_xml, timeout=30))
-        while gw.gateway.state.longpolls.count() == 0:
-            await asyncio.sleep(0.01)
+        ping = asyncio.ensure_future(client.post("Ping", ping_xml, timeout=60))
+        await gw.wait_held()
         stopping = asyncio.ensure_future(gw.gateway.stop())
-        r = await asyncio.wait_for(ping, 5)
+        r = await asyncio.wait_for(ping, 30)  # a 600 s Ping, answered by the stop
         await stopping
         assert (r.status, r.text("Status")) == (200, "1")
     # the association and its last state were flushed to the SQLite file

@@ -80,14 +80,14 @@ async def test_standalone_process_with_tls(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=10)).decode()
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=60)).decode()
         assert "(gmail)" in line and "dave@corp.test" in line
         url = line.split(" on ")[1].split(" for ")[0]
         assert url.startswith("https://127.0.0.1:")
         async with aiohttp.ClientSession() as session, session.options(url, ssl=False) as r:
             assert r.status == 200 and r.headers["X-Demo-Backend-Type"] == "gmail"
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+        assert await asyncio.wait_for(proc.wait(), timeout=60) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
