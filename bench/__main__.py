@@ -27,6 +27,7 @@ from bench.held import (
     run_block,
     run_held_pings,
 )
+from bench.ldapsync import ldap_sync_markdown, run_ldap_sync
 from bench.micro import MICRO, micro_markdown, run_micro
 from bench.proc import ROOT, BenchError, raise_nofile, stop_all
 from bench.report import header, plot, write
@@ -193,6 +194,17 @@ def cmd_fuzz(args: argparse.Namespace) -> str:
     return md
 
 
+def cmd_ldap_sync(args: argparse.Namespace) -> str:
+    from sentry.testing.slapd import slapd_binary
+
+    if slapd_binary() is None:
+        raise BenchError("ldap-sync needs OpenLDAP's slapd (apt-get install slapd ldap-utils)")
+    r = run_ldap_sync(args.users, args.out / "work" / "ldap-sync")
+    md = f"## LDAP directory sync\n\n{ldap_sync_markdown(r)}"
+    write(args.out, "ldap-sync", r, md)
+    return md
+
+
 def cmd_all(args: argparse.Namespace) -> str:
     """Every scenario with the make-bench defaults."""
     steps: list[tuple[Callable[[argparse.Namespace], str], dict[str, Any]]] = [
@@ -201,6 +213,7 @@ def cmd_all(args: argparse.Namespace) -> str:
         (cmd_block, _defaults("block")),
         (cmd_slow, _defaults("slow-clients")),
         (cmd_fuzz, _defaults("fuzz")),
+        (cmd_ldap_sync, _defaults("ldap-sync")),
         (cmd_micro, _defaults("micro")),
     ]
     parts = []
@@ -255,6 +268,10 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--tls", action="store_true")
     sc.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     sc.set_defaults(func=cmd_slow)
+    ls = sub.add_parser("ldap-sync", help="a directory sync of N users from a real slapd")
+    ls.add_argument("--users", type=int, default=10_000)
+    ls.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    ls.set_defaults(func=cmd_ldap_sync)
     f = sub.add_parser("fuzz", help="the request-path fuzz target, long profile")
     f.add_argument("--examples", type=int, default=2000)
     f.add_argument("--seed", type=int, default=None, help="fixed Hypothesis seed")

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -42,7 +43,7 @@ import structlog
 
 from sentry.aio import create_task, uncancellable
 from sentry.eas.request import EasRequest
-from sentry.model import AssociationKey
+from sentry.model import AssociationKey, UserSource
 from sentry.observability import Metrics
 from sentry.policy import (
     Change,
@@ -258,9 +259,13 @@ class AccessState:
             self.publish_counts()
 
     def publish_counts(self) -> None:
-        """Associations by list state, for the metrics gauge (kept by the snapshot)."""
+        """Associations by list state (kept by the snapshot) and directory users
+        by source, for the metrics gauges."""
         for state, n in self.snapshot.state_counts().items():
             self.metrics.associations.labels(state.value).set(n)
+        sources = Counter(u.source for u in self.snapshot.users.values())
+        for source in UserSource:
+            self.metrics.directory_users.labels(source.value).set(sources[source])
 
     def start(self) -> None:
         """Start the periodic last-seen flush (none when ``touch_flush_seconds``

@@ -50,6 +50,7 @@ from sentry.admin.token import TokenFile
 from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
+from sentry.directory.service import DirectorySync
 from sentry.errors import StartupError
 from sentry.files import loose_mode
 from sentry.model import Pool, Preferences, Realms, Routing
@@ -122,9 +123,12 @@ class Gateway:
     reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
     authn: Authenticator | None = None
     redirect_cache: RedirectCache = field(default_factory=RedirectCache)
+    directory: DirectorySync | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, end held polls, flush state."""
+        if self.directory is not None:
+            await self.directory.close()
         ended = self.state.longpolls.cancel_all()
         log.info("shutdown", held_polls_ended=ended)
         for runner in self.runners:
@@ -354,7 +358,17 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     gw.admin_token = gw.token.token
     if settings.admin.readonly_token_file is not None:
         gw.readonly_token = TokenFile(resolve(root, settings.admin.readonly_token_file))
-    gw.admin_app = _admin_app(gw)
+    admin = AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache)
+    if settings.directory.ldap is not None:
+        gw.directory = admin.directory = DirectorySync(
+            settings.directory.ldap,
+            commit=admin.commit_in_thread,
+            snapshot=lambda: gw.state.snapshot,
+            metrics=gw.metrics,
+            root=root,
+            clock=gw.state.clock,
+        )
+    gw.admin_app = _admin_app(gw, admin)
     admin_runner = web.AppRunner(
         gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0, **SERVER_LIMITS
     )
@@ -363,6 +377,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     admin_tls = _tls(gw, "admin.tls", a.tls)
     gate = admin_listener(g, gw.metrics)
     gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, admin_tls, **gate)
+    if gw.directory is not None:
+        gw.directory.start()
     if not is_loopback(a.listen.host):
         log.warning(
             "admin_listen_not_loopback",
@@ -425,7 +441,13 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
     return problems
 
 
-def _admin_app(gw: Gateway) -> web.Application:
+def _notes(gw: Gateway) -> Callable[[], list[str]]:
+    """What ``/readyz`` adds without making the gateway not ready: a directory
+    that cannot be synced (requests are decided from the last sync)."""
+    return lambda: [] if gw.directory is None else gw.directory.notes()
+
+
+def _admin_app(gw: Gateway, ctx: AdminContext) -> web.Application:
     tokens = AdminTokens(gw.token or gw.admin_token, gw.readonly_token)
     console = gw.settings.admin.console
     app = web.Application(
@@ -435,8 +457,7 @@ def _admin_app(gw: Gateway) -> web.Application:
             *(console_middlewares() if console.enabled else ()),
         ]
     )
-    app.add_routes(health_routes(gw.metrics.registry, _readiness(gw)))
-    ctx = AdminContext(gw.state, gw.store, gw.upstreams, gw.settings, gw.redirect_cache)
+    app.add_routes(health_routes(gw.metrics.registry, _readiness(gw), _notes(gw)))
     add_api(app, ctx)
     if console.enabled:
         add_console(app, ctx, tokens, console, secure=gw.settings.admin.tls.enabled)

@@ -4,7 +4,9 @@ Approach. Everything the gateway knows is one of these immutable values; a
 change of state is a new value (``dataclasses.replace``), never a mutation, so
 the policy can compare "before" and "after" and emit only what changed.
 
-- ``User`` and ``Device`` are the registry side (EPMM, LDAP, local entries).
+- ``User`` and ``Device`` are the registry side (EPMM, LDAP, local entries);
+  a device's compliance is a set of ``Violation`` values (a kind of the
+  ``ViolationKind`` vocabulary and a free-text detail, ``sentry.compliance``).
 - ``Association`` is one row of the ActiveSync list, keyed by
   ``AssociationKey(device_id, user)``: the canonical EAS DeviceId (upper-case)
   and the canonical mailbox principal (``canonical_principal`` under the
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from .compliance import Violation, ViolationKind, violation_from_text
 from .principals import NO_REALMS, Realm, Realms, canonical_principal, principal_domain
 
 __all__ = [
@@ -60,10 +63,13 @@ __all__ = [
     "User",
     "UserSource",
     "Verdict",
+    "Violation",
+    "ViolationKind",
     "WipeStatus",
     "canonical_device_id",
     "canonical_principal",
     "principal_domain",
+    "violation_from_text",
 ]
 
 
@@ -162,7 +168,9 @@ class User:
 
     The user's known names are the principal, the email address and ``aliases``
     (canonical principals): a request or an admin naming any of them means this
-    user (``Snapshot.principal_of``).
+    user (``Snapshot.principal_of``). ``missing_since``: an LDAP user the
+    directory sync no longer finds (flagged by the ``mark`` and ``block``
+    removal actions), since when; None for every other user.
     """
 
     principal: str
@@ -174,8 +182,15 @@ class User:
     custom3: str | None = None
     custom4: str | None = None
     aliases: frozenset[str] = frozenset()
+    missing_since: float | None = None
     mail_domain: str | None = field(default=None, init=False, repr=False, compare=False)
     """The domain of ``email``, lower-cased (derived; routing reads it per request)."""
+    known_cache: tuple[Realms, frozenset[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """Memo of ``policy.indexes.known_names`` (the realms it was computed under and
+    the names): a directory sync computes them in its worker thread, the snapshot
+    reuses them (not data: never stored or compared)."""
 
     def __post_init__(self) -> None:
         address = canonical_principal(self.email) if self.email else None
@@ -186,19 +201,34 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class Device:
-    """A managed device; ``eas_ids`` are canonical EAS DeviceIds (upper-case)."""
+    """A managed device; ``eas_ids`` are canonical EAS DeviceIds (upper-case).
+
+    ``violations``: why it is not compliant (a plain string given here is read
+    by ``violation_from_text``: a known spelling, else ``other`` with the text).
+    """
 
     id: str
     owner: str
     platform: Platform = Platform.OTHER
     eas_ids: frozenset[str] = frozenset()
     compliant: bool = True
-    violations: frozenset[str] = frozenset()
+    violations: frozenset[Violation] = frozenset()
     labels: frozenset[str] = frozenset()
     retired: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "platform", Platform(self.platform))
+        if any(not isinstance(v, Violation) for v in self.violations):
+            found = frozenset(
+                v if isinstance(v, Violation) else violation_from_text(str(v))
+                for v in self.violations
+            )
+            object.__setattr__(self, "violations", found)
+
+    @property
+    def violation_kinds(self) -> frozenset[str]:
+        """The kinds of the violations (what a decision records and lists filter on)."""
+        return frozenset(v.kind.value for v in self.violations)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,7 @@ def preflight(settings: Settings, root: Path, *, create: bool) -> Preflight:
         lambda: _check_token_file(resolve(root, settings.admin.token_file)),
         lambda: _check_readonly_token_file(settings, root),
         lambda: _check_jwks_file(settings, root),
+        lambda: _check_directory(settings, root),
     ]
     for check in checks:
         try:
@@ -205,3 +206,22 @@ def _check_jwks_file(settings: Settings, root: Path) -> None:
         raise StartupError("identity.oauth.jwks_file", f"{path} is not a file")
     if not os.access(path, os.R_OK):
         raise StartupError("identity.oauth.jwks_file", f"{path}: not readable")
+
+
+def _check_directory(settings: Settings, root: Path) -> None:
+    """``directory.ldap``: the bind password file is a private, non-empty file
+    (0600 or 0640; read again at every sync), and ``ca_file`` a readable file."""
+    from sentry.directory.ldap import DirectoryError, read_password
+
+    ldap = settings.directory.ldap
+    if ldap is None:
+        return
+    try:
+        read_password(resolve(root, ldap.bind_password_file))
+    except DirectoryError as exc:
+        problem = exc.message.removeprefix("bind_password_file ")
+        raise StartupError("directory.ldap.bind_password_file", problem) from None
+    if ldap.ca_file is not None:
+        path = resolve(root, ldap.ca_file)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise StartupError("directory.ldap.ca_file", f"{path} is not a readable file")

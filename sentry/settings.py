@@ -31,6 +31,12 @@ import yaml
 
 from sentry.dsn import dsn_problem
 from sentry.model import Realm, Realms
+from sentry.settings_directory import (
+    DirectorySettings,
+    LdapAttributeSettings,
+    LdapSettings,
+    ldap_problems,
+)
 
 __all__ = [
     "SIGNATURE_ALGORITHMS",
@@ -40,10 +46,13 @@ __all__ = [
     "ConsoleSettings",
     "DemoBackendSettings",
     "DemoSettings",
+    "DirectorySettings",
     "GatewaySettings",
     "HeaderLimitSettings",
     "HealthCheckSettings",
     "IdentitySettings",
+    "LdapAttributeSettings",
+    "LdapSettings",
     "ListenSettings",
     "LoggingSettings",
     "OAuthSettings",
@@ -287,6 +296,7 @@ class Settings:
     pools: tuple[BackendPoolSettings, ...] = ()
     routing: RoutingSettings = RoutingSettings()
     identity: IdentitySettings = IdentitySettings()
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
     preferences: PreferenceSettings = PreferenceSettings()
     logging: LoggingSettings = LoggingSettings()
     demo: DemoSettings = DemoSettings()
@@ -450,6 +460,9 @@ def _validate(obj: Any, path: str) -> None:
         _validate_console(obj, path)
     if isinstance(obj, AdminSettings) and obj.readonly_token_file is not None:
         _validate_readonly_token(obj, path)
+    if isinstance(obj, LdapSettings):
+        for where, problem in ldap_problems(obj, path):
+            raise SettingsError(f"{where}: {problem}")
 
 
 def _validate_console(c: ConsoleSettings, path: str) -> None:

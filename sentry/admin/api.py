@@ -41,6 +41,7 @@ from . import (
     audit,
     backend_types,
     directory,
+    directory_sync,
     exports,
     prefs,
     push,
@@ -105,6 +106,7 @@ ROUTES: tuple[Route, ...] = (
     *exports.ROUTES,
     *associations.ROUTES,
     *directory.ROUTES,
+    *directory_sync.ROUTES,
     *backend_types.ROUTES,
     *push.ROUTES,
     *prefs.ROUTES,
@@ -118,7 +120,7 @@ ROUTES: tuple[Route, ...] = (
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3 document of ``ROUTES``."""
-    schemas = {**SCHEMAS, **redirects.SCHEMAS}
+    schemas = {**SCHEMAS, **redirects.SCHEMAS, **directory_sync.SCHEMAS}
     return openapi_document(ROUTES, schemas, title="Sentry admin API", version=version())
 
 

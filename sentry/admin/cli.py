@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sentry.model import Reason
+from sentry.model import Reason, ViolationKind
 
 from .cli_base import (
     Builder,
@@ -44,6 +44,7 @@ from .cli_base import (
     quote_path,
 )
 from .cli_client import AdminTarget
+from .cli_directory import add_directory_commands
 from .cli_format import cell, record
 from .cli_redirects import add_redirect_commands
 from .cli_registry import add_registry_commands
@@ -55,7 +56,7 @@ __all__ = ["add_admin"]
 _STATES = ("allowed", "blocked", "wipe_pending", "wiped")
 _FILTERS = (
     *("user", "device_id", "device_type", "state", "reason", "linked", "pool"),
-    *("verified", "throwaway", "never_seen"),
+    *("verified", "throwaway", "never_seen", "violation"),
 )
 
 
@@ -68,6 +69,7 @@ def add_admin(subparsers: Any) -> None:
     add_tool_commands(b)
     add_redirect_commands(b)
     add_store_commands(b)
+    add_directory_commands(b)
 
 
 # --- associations ---
@@ -126,6 +128,11 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--throwaway", choices=("yes", "no"), help="DeviceIds validate/webservice")
     p.add_argument(
         "--never-seen", choices=("yes", "no"), help="pre-approved rows no device has used yet"
+    )
+    p.add_argument(
+        "--violation",
+        choices=[k.value for k in ViolationKind],
+        help="a compliance violation the decision recorded",
     )
 
 

@@ -94,7 +94,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("PRINCIPAL", _get("principal")),
         ("EMAIL", _get("email")),
         ("NAME", _get("display_name")),
-        ("SOURCE", _get("source")),
+        ("SOURCE", lambda u: u["source"] + (" (missing)" if u.get("missing_since") else "")),
         ("CUSTOM1", _get("custom1")),
         ("CUSTOM2", _get("custom2")),
     ],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sentry.model import NewDeviceAccess, Platform, RefusalStyle, UserSource
+from sentry.model import NewDeviceAccess, Platform, RefusalStyle, UserSource, ViolationKind
 
 from .cli_base import (
     Builder,
@@ -134,7 +134,14 @@ def _add_devices(b: Builder, subs: Any) -> None:
     add_note(p)
     p = b.leaf(subs, "compliance", "set violations (none given: compliant)", _devices_compliance)
     p.add_argument("id", help=_DEVICE)
-    p.add_argument("--violation", action="append", default=[], help="e.g. compromised (repeat)")
+    p.add_argument(
+        "--violation",
+        action="append",
+        default=[],
+        metavar="KIND[:DETAIL]",
+        help="a violation, with free text after a colon (repeat); KIND is one of: "
+        + ", ".join(k.value for k in ViolationKind),
+    )
     add_note(p)
     p = b.leaf(subs, "retire", "retire a device", _devices_post("retire"))
     p.add_argument("id", help=_DEVICE)
@@ -166,7 +173,14 @@ def _devices_register(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Re
 
 
 def _devices_compliance(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
-    body = with_note(args, {"violations": args.violation})
+    kinds: list[str] = []
+    details: dict[str, str] = {}
+    for text in args.violation:
+        kind, colon, detail = text.partition(":")
+        kinds.append(kind.strip())
+        if colon and detail.strip():
+            details[kind.strip()] = detail.strip()
+    body = with_note(args, {"violations": kinds} | ({"details": details} if details else {}))
     return t.call("PUT", f"/api/devices/{quote_path(args.id)}/compliance", body), _device_text
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sentry.access import AccessState
+from sentry.directory.service import DirectorySync
 from sentry.policy import Change, Snapshot
 from sentry.proxy.redirects import RedirectCache
 from sentry.proxy.upstream import Upstreams
@@ -40,6 +42,7 @@ class AdminContext:
     upstreams: Upstreams
     settings: Settings
     redirects: RedirectCache = field(default_factory=RedirectCache)
+    directory: DirectorySync | None = None  # the LDAP sync, when directory.ldap is set
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -61,6 +64,18 @@ class AdminContext:
         nothing."""
         async with self.lock:
             changes = build(self.snapshot, self.now())
+            return await self.apply(changes)
+
+    async def commit_in_thread(self, build: Build, executor: Executor | None = None) -> int:
+        """``commit`` with ``build`` run in a worker thread: for a large pure
+        plan (a directory sync of thousands of users) that would otherwise hold
+        the event loop. The writer lock is held meanwhile, so nothing the plan
+        reads changes under it (requests of known associations only move
+        last-seen times, which no plan reads); the changes are then applied
+        on the loop exactly as ``commit`` applies them."""
+        async with self.lock:
+            loop = asyncio.get_running_loop()
+            changes = await loop.run_in_executor(executor, build, self.snapshot, self.now())
             return await self.apply(changes)
 
     async def apply(self, changes: Sequence[Change]) -> int:

@@ -28,16 +28,19 @@ shows them, and the affected mailboxes fail closed at their requests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import structlog
 
+from sentry.compliance import MAX_VIOLATION_DETAIL
 from sentry.model import (
     Device,
     Platform,
     User,
     UserSource,
+    Violation,
+    ViolationKind,
     canonical_device_id,
     canonical_principal,
 )
@@ -66,6 +69,7 @@ T = TypeVar("T")
 log = structlog.get_logger("sentry.admin")
 
 _NOTE = Field("string", "why (kept in the audit log)")
+_KINDS = tuple(k.value for k in ViolationKind)
 _CUSTOM = {f"custom{i}": Field("string", f"$USER_CUSTOM{i}$", nullable=True) for i in range(1, 5)}
 _USER_BODY = {
     "email": Field(
@@ -155,12 +159,31 @@ def _user(principal: str, body: dict[str, Any]) -> User:
     )
 
 
+def _check_synced(call: Call, old: User | None, new: User | None) -> None:
+    """While a directory is configured only its sync writes LDAP users (409):
+    a hand edit would be lost at the next sync. ``source: local`` takes a user
+    out of the sync (it is then never touched by it)."""
+    if call.ctx.settings.directory.ldap is None:
+        return
+    if new is not None and new.source is UserSource.LDAP:
+        raise Conflict(
+            "LDAP users are written by the directory sync only: change the entry in the "
+            "directory (or give source local to take the user out of the sync)"
+        )
+    if new is None and old is not None and old.source is UserSource.LDAP:
+        raise Conflict(
+            f"user {old.principal!r} comes from the directory: remove the entry there "
+            "(the next sync applies the removal action)"
+        )
+
+
 async def _put_user(call: Call) -> dict[str, Any]:
     principal = _principal(call, resolve=False)
     user = _user(principal, dict(call.body))
     flagged: list[PushProblem] = []
 
     def build(snap: Snapshot, now: float) -> Changes:
+        _check_synced(call, snap.users.get(principal), user)
         changes = registry.upsert_user(snap, user, actor=call.actor, now=now, note=call.note)
         flagged[:] = _flag(snap, changes, "put_user", principal)
         return changes
@@ -178,6 +201,7 @@ async def _delete_user(call: Call) -> dict[str, Any]:
         old = snap.users.get(principal)
         if old is None:
             raise NotFound(f"no user {principal!r}")
+        _check_synced(call, old, None)
         entry = audited(
             at=now,
             actor=call.actor,
@@ -287,8 +311,16 @@ async def _get_device(call: Call) -> dict[str, Any]:
     }
 
 
+def _violations(body: Mapping[str, Any]) -> frozenset[Violation]:
+    """The body's violations: each kind listed or given a detail, once (checked
+    against the vocabulary by the fields)."""
+    details = {k: str(v).strip() for k, v in (body.get("details") or {}).items()}
+    kinds = {v.strip() for v in body["violations"]} | details.keys()
+    return frozenset(Violation(ViolationKind(k), details.get(k, "")) for k in kinds)
+
+
 async def _set_compliance(call: Call) -> dict[str, Any]:
-    device_id, violations = call.path["id"], [v.strip() for v in call.body["violations"]]
+    device_id, violations = call.path["id"], _violations(call.body)
     return await _device_change(
         call,
         device_id,
@@ -374,10 +406,13 @@ ROUTES = (
         "users",
         body=_USER_BODY,
         response="UserChange",
+        conflict=True,
         changes=True,
         description="Accepted even when the change makes a device's pushed mailbox unable to "
         "work (another backend type, one account too many on Android): those are listed in "
-        "`push_problems` and logged, never refused (the directory's data wins).",
+        "`push_problems` and logged, never refused (the directory's data wins). While a "
+        "directory is configured (`directory.ldap`), 409 for `source: ldap`: only the sync "
+        "writes LDAP users (`source: local` takes a user out of the sync).",
     ),
     Route(
         "DELETE",
@@ -387,7 +422,10 @@ ROUTES = (
         "users",
         body=_NOTE_BODY,
         response="UserDeleted",
+        conflict=True,
         changes=True,
+        description="409 for an LDAP user while a directory is configured: remove the entry "
+        "in the directory (the sync's removal action applies).",
     ),
     Route(
         "GET",
@@ -428,11 +466,24 @@ ROUTES = (
         "Set compliance: the violations, [] for compliant",
         "devices",
         body={
-            "violations": Field("strings", "e.g. compromised, passcode", required=True),
+            "violations": Field(
+                "strings",
+                "the kinds of violation ([] and no details: compliant)",
+                required=True,
+                choices=_KINDS,
+            ),
+            "details": Field(
+                "object",
+                "free text per kind (a kind given here counts as listed)",
+                fields={k: Field("string", max_length=MAX_VIOLATION_DETAIL) for k in _KINDS},
+            ),
             "note": _NOTE,
         },
         response="DeviceChange",
         changes=True,
+        description="The violations are a vocabulary (what EPMM and Workspace ONE report): "
+        + ", ".join(f"`{k}`" for k in _KINDS)
+        + "; anything else is a 400. `other` with a detail keeps what fits none of them.",
     ),
     Route(
         "POST",

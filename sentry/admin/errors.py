@@ -10,6 +10,7 @@ middleware in ``api.py`` is the one place that turns either into a JSON answer
     ├── Forbidden                   a change asked with the read-only token (403)
     ├── NotFound                    no such association / user / device     (404)
     ├── Conflict                    not allowed in the current state        (409)
+    ├── BadGateway                  the directory could not be read         (502)
     └── Unavailable                 the state store cannot keep changes     (503)
 """
 
@@ -22,6 +23,7 @@ from sentry.policy import NotFoundError, PolicyError, PushConflictError, Transit
 
 __all__ = [
     "ApiError",
+    "BadGateway",
     "BadRequest",
     "Conflict",
     "Forbidden",
@@ -76,6 +78,19 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status = 409
+
+
+class BadGateway(ApiError):
+    """A system the request needed answered wrongly or not at all; ``kind`` says how."""
+
+    status = 502
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "kind": self.kind}
 
 
 class Unavailable(ApiError):

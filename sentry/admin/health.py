@@ -3,6 +3,9 @@
 ``/healthz`` says the process is alive and its event loop turns. ``/readyz``
 says it can serve devices: the state is loaded, the device listener is up and
 at least one server of every pool is healthy; otherwise 503 with the reasons.
+Either way it may carry ``notes``: what does not stop serving but an operator
+should know (a directory sync failing: requests are decided from the last
+sync, so the gateway stays ready).
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ __all__ = ["health_routes"]
 
 
 def health_routes(
-    registry: CollectorRegistry, readiness: Callable[[], list[str]]
+    registry: CollectorRegistry,
+    readiness: Callable[[], list[str]],
+    notes: Callable[[], list[str]] = list,
 ) -> list[web.RouteDef]:
-    """Routes for the admin app; ``readiness`` returns what is not ready (empty = ready)."""
+    """Routes for the admin app; ``readiness`` returns what is not ready (empty =
+    ready), ``notes`` what an operator should know that does not stop serving
+    (``/readyz`` lists them under ``notes``, ready or not)."""
 
     async def metrics(_request: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -28,10 +35,12 @@ def health_routes(
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        problems = readiness()
+        problems, noted = readiness(), notes()
+        extra = {"notes": noted} if noted else {}
         if problems:
-            return web.json_response({"status": "not ready", "problems": problems}, status=503)
-        return web.json_response({"status": "ready"})
+            body = {"status": "not ready", "problems": problems, **extra}
+            return web.json_response(body, status=503)
+        return web.json_response({"status": "ready", **extra})
 
     return [
         web.get("/metrics", metrics),

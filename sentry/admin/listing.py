@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sentry.model import Association, Reason, canonical_device_id
+from sentry.model import Association, Reason, ViolationKind, canonical_device_id
 from sentry.policy import Snapshot
 from sentry.store.base import AssociationFilter, AssociationState, Store, association_state
 
@@ -55,6 +55,11 @@ FILTER_FIELDS: Fields = {
     "verified": Field("boolean", "the backend accepted the association (false: unverified)"),
     "throwaway": Field("boolean", "on a DeviceId many phones share (validate, webservice)"),
     "never_seen": Field("boolean", "pre-approved rows no request has used yet (true) or not"),
+    "violation": Field(
+        "string",
+        "a compliance violation kind the last decision recorded",
+        choices=tuple(k.value for k in ViolationKind),
+    ),
 }
 """The filter keys, as list query parameters and as the bulk actions' ``filter``."""
 
@@ -93,6 +98,7 @@ class Query:
             verified=given.get("verified"),
             throwaway=given.get("throwaway"),
             never_seen=given.get("never_seen"),
+            violation=given.get("violation"),
         )
         user = given.get("user")
         if user is None:
@@ -114,6 +120,7 @@ class Query:
             "verified": f.verified,
             "throwaway": f.throwaway,
             "never_seen": f.never_seen,
+            "violation": f.violation,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -184,6 +191,8 @@ def predicate(f: AssociationFilter) -> Predicate:
         checks.append(lambda r: r.throwaway is f.throwaway)
     if f.never_seen is not None:
         checks.append(lambda r: r.never_seen is f.never_seen)
+    if f.violation is not None:
+        checks.append(lambda r: f.violation in r.violations)
     if len(checks) == 1:
         return checks[0]
     return lambda r: all(check(r) for check in checks)

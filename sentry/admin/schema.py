@@ -362,6 +362,7 @@ class Route:
     conflict: bool = False  # may answer 409
     changes: bool = False  # writes (and audits) something
     uses_store: bool = False  # reads the store itself, not only the memory (may answer 503)
+    upstream: str | None = None  # may answer 502: what could not be read (e.g. "the directory")
     body_rules: Mapping[str, Any] | None = None  # more JSON Schema for the body (documented
     # rules across fields that the handler checks, e.g. "a filter or all")
     description: str = ""
@@ -414,6 +415,7 @@ _ERROR_SCHEMA: dict[str, Any] = {
     "properties": {
         "error": {"type": "string"},
         "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+        "kind": {"type": "string", "description": "502: what went wrong (e.g. connect, bind)"},
         "problems": {
             "type": "array",
             "description": "409 of a configuration write: each push that could not work",
@@ -479,6 +481,8 @@ def _responses(route: Route) -> dict[str, Any]:
         errors["409"] = "not allowed in the current state"
     if route.changes or route.uses_store:
         errors["503"] = "the state store cannot keep changes now (nothing was changed)"
+    if route.upstream is not None:
+        errors["502"] = f"{route.upstream} could not be read (nothing was changed; `kind` says why)"
     out: dict[str, Any] = {str(route.status): _json("success", ok)}
     if route.produces:
         binary: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}

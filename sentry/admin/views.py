@@ -22,6 +22,8 @@ from sentry.model import (
     Override,
     Preferences,
     User,
+    Violation,
+    ViolationKind,
     principal_domain,
 )
 from sentry.policy import Decision, Forward, Refuse, Snapshot, Wipe, state_of
@@ -46,6 +48,7 @@ __all__ = [
     "prefs_view",
     "setting_view",
     "user_view",
+    "violation_view",
 ]
 
 
@@ -156,7 +159,13 @@ def user_view(user: User) -> dict[str, Any]:
         "custom3": user.custom3,
         "custom4": user.custom4,
         "aliases": sorted(user.aliases),
+        "missing_since": iso(user.missing_since),
     }
+
+
+def violation_view(violation: Violation) -> dict[str, Any]:
+    """One compliance violation: its kind (the vocabulary) and its detail ("" for none)."""
+    return {"kind": violation.kind.value, "detail": violation.detail}
 
 
 def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
@@ -168,7 +177,8 @@ def device_view(device: Device, snapshot: Snapshot) -> dict[str, Any]:
         "platform": device.platform.value,
         "eas_device_ids": sorted(device.eas_ids),
         "compliant": device.compliant,
-        "violations": sorted(device.violations),
+        "violations": sorted(device.violation_kinds),
+        "violation_details": [violation_view(v) for v in sorted(device.violations)],
         "labels": sorted(labels_of(snapshot, device.id)),
         "retired": device.retired,
         "backend_type": established_view(established),
@@ -217,6 +227,10 @@ _NI: dict[str, Any] = {"type": "integer", "nullable": True}
 _OBJ: dict[str, Any] = {"type": "object"}
 _NOBJ: dict[str, Any] = {"type": "object", "nullable": True}
 _TEXTS: dict[str, Any] = {"type": "array", "items": _S}
+_KINDS: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "enum": [k.value for k in ViolationKind]},
+}
 _FAULTS = [f.value for f in StoreFault]
 
 
@@ -267,7 +281,7 @@ _ASSOCIATION = {
     "admin_state": _S,
     "verdict": _S,
     "reasons": _TEXTS,
-    "violations": _TEXTS,
+    "violations": _KINDS,
     "linked": _B,
     "device": _NS,
     "unlinked": _NS,
@@ -281,7 +295,7 @@ _ASSOCIATION = {
     "ambiguous_policy": _B,
 }
 _DECISION = _object(
-    {"kind": _S, "reasons": _TEXTS, "violations": _TEXTS, "pool": _S, "backend_type": _S}
+    {"kind": _S, "reasons": _TEXTS, "violations": _KINDS, "pool": _S, "backend_type": _S}
     | {"status": _I, "account_only": _B},
     optional=("pool", "backend_type", "status", "account_only"),
 )
@@ -292,7 +306,11 @@ _DEVICE = {
     "platform": _S,
     "eas_device_ids": _TEXTS,
     "compliant": _B,
-    "violations": _TEXTS,
+    "violations": _KINDS,
+    "violation_details": {
+        "type": "array",
+        "items": _object({"kind": _KINDS["items"], "detail": _S}),
+    },
     "labels": _TEXTS,
     "retired": _B,
     "backend_type": _ESTABLISHED,
@@ -306,6 +324,7 @@ _USER = {
     "source": _S,
     **_CUSTOM,
     "aliases": _TEXTS,
+    "missing_since": _NS,
 }
 _SERVER = _object(
     {

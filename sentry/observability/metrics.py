@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from sentry.buildinfo import python_version, version
 from sentry.eas.request import Command
+from sentry.model import UserSource
+from sentry.policy.dirsync import SYNC_ERROR_KINDS
 from sentry.store.base import StoreFault
 
 __all__ = ["KNOWN_COMMANDS", "Metrics", "command_label", "status_class"]
@@ -214,6 +216,48 @@ class Metrics:
             ["peer"],
             registry=registry,
         )
+        self._directory_metrics(registry)
+
+    def _directory_metrics(self, registry: CollectorRegistry) -> None:
+        """Directory users and the LDAP sync (``sentry.directory``); ``kind`` is
+        one of ``SYNC_ERROR_KINDS``, ``source`` a ``UserSource``."""
+        self.directory_users = Gauge(
+            "sentry_directory_users", "Directory users by source", ["source"], registry=registry
+        )
+        self.directory_missing_users = Gauge(
+            "sentry_directory_missing_users",
+            "LDAP users the last sync no longer found (kept or flagged by the removal action)",
+            registry=registry,
+        )
+        self.directory_last_success = Gauge(
+            "sentry_directory_last_success_timestamp_seconds",
+            "When the last directory sync succeeded (Unix time; 0: never)",
+            registry=registry,
+        )
+        self.directory_up = Gauge(
+            "sentry_directory_up",
+            "1 when the last directory sync reached the directory and applied, 0 when it failed",
+            registry=registry,
+        )
+        self.directory_sync_errors = Counter(
+            "sentry_directory_sync_errors",
+            "Failed directory syncs by kind (nothing was applied; the last sync stays)",
+            ["kind"],
+            registry=registry,
+        )
+        self.directory_syncs = Counter(
+            "sentry_directory_syncs", "Directory syncs by result (ok, error)", ["result"],
+            registry=registry,
+        )  # fmt: skip
+        self.directory_sync_duration = Gauge(
+            "sentry_directory_sync_duration_seconds",
+            "Duration of the last successful directory sync (read, plan and apply)",
+            registry=registry,
+        )
+        for source in UserSource:
+            self.directory_users.labels(source.value).set(0)
+        for kind in SYNC_ERROR_KINDS:
+            self.directory_sync_errors.labels(kind)
 
     def _connection_metrics(self, registry: CollectorRegistry) -> None:
         """Listener connections (``proxy/connections.py``); ``listener`` is

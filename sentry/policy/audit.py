@@ -45,8 +45,8 @@ def plain(value: Any) -> Any:
         return {f.name: plain(getattr(value, f.name)) for f in fields}
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, frozenset | set):
-        return sorted(plain(v) for v in value)
+    if isinstance(value, frozenset | set):  # sorted as values (dataclasses are ordered too)
+        return [plain(v) for v in sorted(value)]
     if isinstance(value, tuple | list):
         return [plain(v) for v in value]
     return value

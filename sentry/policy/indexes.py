@@ -27,12 +27,18 @@ EAS_SCOPE = "eas:"
 
 
 def known_names(user: User, realms: Realms) -> frozenset[str]:
-    """The user's other names, canonical under ``realms``: email and aliases."""
+    """The user's other names, canonical under ``realms``: email and aliases
+    (memoised on the user value for these realms: ``User.known_cache``)."""
+    cached = user.known_cache
+    if cached is not None and cached[0] is realms:
+        return cached[1]
     names = {canonical_principal(a, realms) for a in user.aliases}
     if user.email:
         names.add(canonical_principal(user.email, realms))
     names.discard(user.principal)
-    return frozenset(n for n in names if n)
+    found = frozenset(n for n in names if n)
+    object.__setattr__(user, "known_cache", (realms, found))
+    return found
 
 
 class NameIndex:

@@ -211,6 +211,7 @@ def _touched(
     """The devices whose pushes the changes may alter."""
     out: set[str] = set()
     labels: set[str] = set()
+    users: set[str] = set()
     for c in changes:
         if isinstance(c, ch.PutDevice):
             out.add(c.device.id)
@@ -223,9 +224,11 @@ def _touched(
         elif isinstance(c, ch.DeleteSetting):
             labels |= _applying(before, c.name) | _applying(after, c.name)
         elif isinstance(c, ch.PutUser):
-            out |= _user_devices(snap, before, c.user.principal)
+            users.add(c.user.principal)
         elif isinstance(c, ch.DeleteUser):
-            out |= _user_devices(snap, before, c.principal)
+            users.add(c.principal)
+    if users:
+        out |= _user_devices(snap, before, users)
     if labels:
         out |= _carrying(before, labels) | _carrying(after, labels)
     return out
@@ -241,10 +244,14 @@ def _carrying(reg: _Registry, labels: set[str]) -> set[str]:
     return listed | {d.id for d in reg.devices.values() if d.labels & labels}
 
 
-def _user_devices(snap: Snapshot, reg: _Registry, principal: str) -> set[str]:
-    """Devices the user owns (templates read the owner) or is pushed to (routing
-    reads the user's email)."""
-    out = snap.devices_of(principal)
-    labelled = _carrying(reg, set(reg.labels))
-    out |= {d for d in labelled if principal in snap.pushed(d).principals}
+def _user_devices(snap: Snapshot, reg: _Registry, principals: set[str]) -> set[str]:
+    """Devices the users own (templates read the owner) or are pushed to (routing
+    reads the user's email). The labelled devices' pushes are read once for all
+    the users (a directory sync changes thousands in one list)."""
+    out: set[str] = set()
+    for principal in principals:
+        out |= snap.devices_of(principal)
+    for device_id in _carrying(reg, set(reg.labels)):
+        if not principals.isdisjoint(snap.pushed(device_id).principals):
+            out.add(device_id)
     return out

@@ -35,8 +35,10 @@ from sentry.model import (
     Realms,
     Routing,
     User,
+    Violation,
     canonical_device_id,
     canonical_principal,
+    violation_from_text,
 )
 
 from .audit import audited, require_actor
@@ -118,15 +120,16 @@ def _checked_device(snapshot: Snapshot, device: Device) -> Device:
 def set_compliance(
     snapshot: Snapshot,
     device_id: str,
-    violations: Iterable[str],
+    violations: Iterable[Violation | str],
     *,
     actor: str,
     now: float,
     note: str = "",
 ) -> Changes:
-    """Set a device's compliance: compliant exactly when ``violations`` is empty."""
+    """Set a device's compliance: compliant exactly when ``violations`` is empty
+    (a plain string is read by ``violation_from_text``)."""
     old = _device(snapshot, device_id)
-    found = frozenset(violations)
+    found = frozenset(v if isinstance(v, Violation) else violation_from_text(v) for v in violations)
     new = replace(old, compliant=not found, violations=found)
     return _put(PutDevice(new), "set_compliance", f"device:{device_id}", old, new, actor, note, now)
 

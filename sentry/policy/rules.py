@@ -165,7 +165,7 @@ def assess(
     violations = _NO_VIOLATIONS
     if device is not None and not device.compliant:
         reasons.append(Reason.COMPLIANCE)
-        violations = device.violations
+        violations = device.violation_kinds
     if unlinked is not None or not reachable:
         _registration(reasons, unlinked, prefs, new=new, reachable=reachable)
     if prefs.max_devices_per_mailbox is not None or prefs.max_mailboxes_per_device is not None:

@@ -183,6 +183,8 @@ def where_clause(f: AssociationFilter | None) -> tuple[str, list[Any]]:
         tests.append((f"device_id {'' if f.throwaway else 'NOT '}IN ({ids})", None))
     if f.never_seen is not None:
         tests.append(("last_seen = 0" if f.never_seen else "last_seen <> 0", None))
+    if f.violation is not None:  # a JSON array of kinds: an exact element, not a substring
+        tests.append(("instr(violations, ?) > 0", json.dumps(f.violation)))
     if not tests:
         return "", []
     where = "WHERE " + " AND ".join(sql for sql, _ in tests)

@@ -23,6 +23,11 @@ under the configured realms (``policy.rekey.realm_changes``). Rows from
 before are taken as verified (the gateway cannot know) since their first
 sight; their devices' established backend types are derived at that start
 (``policy.established.missing_types``).
+
+Migration 5 (compliance vocabulary): a device's free-text violations become
+``{"kind", "detail"}`` values of ``sentry.compliance`` (known spellings
+mapped, anything else ``other`` with the text as detail), an association's
+recorded violations their kinds.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+
+from sentry.compliance import violation_from_text
 
 from .base import SchemaError
 
@@ -59,6 +66,33 @@ def _admin_set_preferences(conn: sqlite3.Connection) -> None:
     doc["admin_set"] = sorted((names & doc.keys()) - {"admin_set"})
     text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
     conn.execute("UPDATE config SET data = ? WHERE name = 'preferences'", (text,))
+
+
+def _violation_vocabulary(conn: sqlite3.Connection) -> None:
+    """Free-text violations become the vocabulary (``sentry.compliance``).
+
+    A device's violations were strings; each becomes ``{"kind", "detail"}``
+    through ``violation_from_text`` (a known spelling gives its kind and keeps
+    the text as detail when it said more; anything else is ``other`` with the
+    text). An association's recorded violations become the kinds.
+    """
+    devices = conn.execute("SELECT name, data FROM devices").fetchall()
+    for name, data in devices:
+        doc = json.loads(data)
+        texts = [v for v in doc.get("violations", ()) if isinstance(v, str)]
+        if not texts:
+            continue
+        found = {violation_from_text(t) for t in texts}
+        doc["violations"] = [{"kind": v.kind.value, "detail": v.detail} for v in sorted(found)]
+        text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+        conn.execute("UPDATE devices SET data = ? WHERE name = ?", (text, name))
+    rows = conn.execute(
+        "SELECT DISTINCT violations FROM associations WHERE violations IS NOT NULL"
+    ).fetchall()
+    for (old,) in rows:
+        kinds = sorted({violation_from_text(t).kind.value for t in json.loads(old)})
+        new = json.dumps(kinds, separators=(",", ":")) if kinds else None
+        conn.execute("UPDATE associations SET violations = ? WHERE violations = ?", (new, old))
 
 
 _DOCUMENT_TABLES = ("users", "devices", "pools", "exchange_settings", "labels", "config")
@@ -146,6 +180,8 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         "WHERE domain IS NOT NULL",
         "CREATE TABLE established_types (scope TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
     ),
+    # 5: compliance violations as a vocabulary (kind + detail).
+    (_violation_vocabulary,),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -145,6 +145,7 @@ class AssociationFilter:
     verified: bool | None = None
     throwaway: bool | None = None
     never_seen: bool | None = None  # pre-approved rows no device has used yet
+    violation: str | None = None  # a violation kind the last decision recorded
 
     def matches(self, row: Association) -> bool:
         """Whether ``row`` passes every filter (the reference semantics)."""
@@ -159,6 +160,7 @@ class AssociationFilter:
             self.verified is None or (row.verified_at is not None) == self.verified,
             self.throwaway is None or row.throwaway == self.throwaway,
             self.never_seen is None or row.never_seen == self.never_seen,
+            self.violation is None or self.violation in row.violations,
         )
         return all(checks)
 

@@ -36,6 +36,9 @@ from sentry.model import (
     Routing,
     User,
     UserSource,
+    Violation,
+    ViolationKind,
+    violation_from_text,
 )
 from sentry.policy._fast import fast_constructor
 from sentry.policy.audit import plain
@@ -100,10 +103,21 @@ def _device(d: Mapping[str, Any]) -> Device:
         _PLATFORMS[d["platform"]],
         frozenset(d["eas_ids"]),
         d["compliant"],
-        frozenset(d["violations"]),
+        frozenset(map(_violation, d["violations"])),
         frozenset(d["labels"]),
         d["retired"],
     )
+
+
+_KINDS = {k.value: k for k in ViolationKind}
+
+
+def _violation(item: Any) -> Violation:
+    """``{"kind", "detail"}``; a plain string is free text from before the
+    vocabulary (migration 5 rewrites those; read them the same way here)."""
+    if isinstance(item, str):
+        return violation_from_text(item)
+    return Violation(_KINDS[item["kind"]], item.get("detail", ""))
 
 
 def _pool(d: Mapping[str, Any]) -> Pool:

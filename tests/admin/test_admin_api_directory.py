@@ -25,6 +25,7 @@ async def test_users_crud(api: Api) -> None:
         "custom3": None,
         "custom4": None,
         "aliases": [],
+        "missing_since": None,
         "push_problems": [],
     }
     await api.ok("PUT", "/api/users/bob", {"email": "bob@example.com"})
@@ -85,6 +86,7 @@ async def test_devices_register_show_compliance_labels_retire(
         "eas_device_ids": ["DEV1A"],
         "compliant": True,
         "violations": [],
+        "violation_details": [],
         "labels": [],
         "retired": False,
         "backend_type": None,

@@ -190,7 +190,8 @@ def conforms(value: Any, schema: dict[str, Any], doc: dict[str, Any], where: str
         return None
     for part in schema.get("allOf", ()):
         conforms(value, part, doc, where)
-    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
+    kinds: dict[str, Any] = {"object": dict, "array": list, "string": str, "boolean": bool}
+    kinds |= {"integer": int, "number": (int, float)}
     if "type" in schema:
         assert isinstance(value, kinds[schema["type"]]), f"{where}: not {schema['type']}"
     if "enum" in schema:
@@ -217,6 +218,11 @@ def operation(doc: dict[str, Any], method: str, path: str) -> tuple[str, dict[st
         if re.match(pattern, bare) and method.lower() in ops:
             return template, ops[method.lower()]
     raise AssertionError(f"undocumented: {method} {path}")
+
+
+NEEDS_A_DIRECTORY = {("POST", "/api/directory/sync")}
+"""Changing routes this gateway (no directory.ldap) cannot carry out: covered against a
+real slapd in tests/directory/test_directory_api.py."""
 
 
 async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
@@ -272,7 +278,7 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         assert status < 300, (method, path, answer)
         assert (await api.ok("GET", "/api/audit"))["total"] > before, (method, path)
         changed_routes.add((method, template))
-    changing = {(r.method, r.path) for r in ROUTES if r.changes}
+    changing = {(r.method, r.path) for r in ROUTES if r.changes} - NEEDS_A_DIRECTORY
     assert changing == changed_routes  # the scenario covered every changing route
     reads = [
         "/api/associations?user=o",
@@ -289,6 +295,7 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         "/api/redirects",
         "/api/audit",
         "/api/store",
+        "/api/directory",
         "/api/openapi.json",
         "/api/users/nobody",
         "/api/associations?limit=-1",

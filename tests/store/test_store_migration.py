@@ -84,7 +84,7 @@ async def test_the_migration_gives_keys_their_domain_back(tmp_path: Path) -> Non
         await store.close()
     with sqlite3.connect(path) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
-        assert versions == [1, 2, 3, 4]
+        assert versions == [1, 2, 3, 4, 5]
         assert conn.execute("SELECT COUNT(*) FROM associations WHERE domain IS NOT NULL").fetchone()
         assert conn.execute("SELECT domain FROM associations").fetchall() == [(None,)] * 4
 
