@@ -100,6 +100,8 @@ def where_clause(f: AssociationFilter | None, start: int = 1) -> tuple[str, list
         tests.append(f"{'' if f.throwaway else 'NOT '}(device_id = ANY({_THROWAWAY}))")
     if f.never_seen is not None:
         tests.append("last_seen = 0" if f.never_seen else "last_seen <> 0")
+    if f.violation is not None:  # a JSON array of kinds: an exact element, not a substring
+        tests.append(f"strpos(violations, {param(json.dumps(f.violation))}) > 0")
     return ("WHERE " + " AND ".join(tests) if tests else ""), params
 
 

@@ -155,6 +155,7 @@ FILTERS = [
     AssociationFilter(pool="gmail", device_id="PHONE"),
     AssociationFilter(never_seen=True),
     AssociationFilter(never_seen=False, pool="exchange"),
+    AssociationFilter(violation="passcode"),
     AssociationFilter(user="nobody"),
 ]
 
@@ -176,6 +177,12 @@ async def test_filters_are_meaningful_on_the_busy_state(store):
     await replay(store, conv)
     for filter in FILTERS[1:-1]:
         assert (await store.list_associations(filter))[1] > 0, filter
+
+
+async def test_a_violation_kind_is_matched_whole(store):
+    await replay(store, busy_conversation())
+    assert (await store.list_associations(AssociationFilter(violation="passcode")))[1] > 0
+    assert (await store.list_associations(AssociationFilter(violation="pass")))[1] == 0
 
 
 async def test_pagination_covers_every_row_once(store):

@@ -36,6 +36,8 @@ from sentry.model import (
     User,
     UserSource,
     Verdict,
+    Violation,
+    ViolationKind,
     WipeStatus,
 )
 from sentry.policy import changes as ch
@@ -94,10 +96,13 @@ users = st.builds(
     custom3=opt_text,
     custom4=opt_text,
     aliases=names,
+    missing_since=st.none() | times,
 )
+violations = st.frozensets(st.builds(Violation, st.sampled_from(ViolationKind), text), max_size=3)
 devices = st.builds(
-    Device, text, text, st.sampled_from(Platform), names, st.booleans(), names, names, st.booleans()
-)
+    Device, text, text, st.sampled_from(Platform), names, st.booleans(), violations, names,
+    st.booleans(),
+)  # fmt: skip
 pools = st.builds(Pool, text, text, st.lists(text, max_size=3).map(tuple))
 routings = st.builds(
     Routing,
