@@ -1,9 +1,9 @@
 """Micro-benchmarks: the single-function scripts of bench/, run as subprocesses.
 
 Approach. Each script (``bench_wbxml``, ``bench_request``, ``bench_policy``,
-``bench_store``, ``bench_console``) stays a standalone program owned by its
-module's author; this runs each in its own process with a time limit, keeps
-its printed table and,
+``bench_store``, ``bench_console``, ``bench_pg_list``) stays a standalone program
+owned by its module's author; this runs each in its own process with a time
+limit, keeps its printed table and,
 when the script writes a JSON report under ``bench/results/``, the JSON it
 wrote during this run. A script that is missing (still being written) or
 fails is reported as such and does not stop the others.
@@ -29,6 +29,7 @@ MICRO: dict[str, tuple[str, str | None, float]] = {
     "bench_policy": ("decide() with 100,000 associations", "bench_policy.json", 300),
     "bench_store": ("snapshot load of 1,000,000 associations", "bench_store.json", 900),
     "bench_console": ("web console pages over 100,000 associations", "bench_console.json", 300),
+    "bench_pg_list": ("PostgreSQL admin queries, 100,000 associations", "bench_pg_list.json", 900),
 }
 
 

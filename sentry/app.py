@@ -84,7 +84,7 @@ from sentry.proxy.redirects import RedirectCache, Redirector
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import ListenSettings, PreferenceSettings, Settings, TlsSettings
 from sentry.store.base import Store, StoreOpenError, StoreUnavailable
-from sentry.store.factory import open_and_load, store_path
+from sentry.store.factory import open_and_load, store_key, store_path, store_where
 from sentry.store_watch import WatchedStore
 
 __all__ = [
@@ -307,8 +307,9 @@ async def _apply_at_start(
         await store.apply(changes)
     except StoreUnavailable as exc:
         await store.close()
-        where = store_path(settings.store, root=root)
-        raise StoreOpenError(f"{where} cannot be written: {exc.problem.detail}") from None
+        where = store_where(settings.store, root=root)
+        problem = f"{where} cannot be written: {exc.problem.detail}"
+        raise StoreOpenError(problem, store_key(settings.store)) from None
     if settings.store.kind == "sqlite":
         _warn_loose_mode(store_path(settings.store, root=root))
 

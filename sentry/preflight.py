@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentry.certs import CertFileError, cert_warnings, ensure_certificate, load_pair
+from sentry.dsn import dsn_has_password
 from sentry.errors import StartupError
+from sentry.files import loose_mode
 from sentry.settings import LoggingSettings, Settings, StoreSettings, TlsSettings
 
 __all__ = ["Preflight", "check_log_file", "check_store_path", "preflight", "resolve"]
@@ -61,6 +63,7 @@ def preflight(settings: Settings, root: Path, *, create: bool) -> Preflight:
     checks: list[Callable[[], None]] = [
         lambda: check_log_file(settings.logging, root),
         lambda: check_store_path(settings.store, root),
+        lambda: _check_password_file(settings.store, root, report),
         lambda: _check_token_file(resolve(root, settings.admin.token_file)),
         lambda: _check_readonly_token_file(settings, root),
         lambda: _check_jwks_file(settings, root),
@@ -130,6 +133,31 @@ def check_store_path(settings: StoreSettings, root: Path) -> None:
     parent = _existing_parent(path)
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise StartupError("store.path", f"cannot create {path}: {parent} is not writable")
+
+
+def _check_password_file(settings: StoreSettings, root: Path, report: Preflight) -> None:
+    """``store.password_file`` (PostgreSQL): a readable file, not readable by
+    others (a warning); and a warning when ``store.dsn`` itself holds a password."""
+    if settings.kind != "postgresql":
+        return
+    if settings.dsn is not None and dsn_has_password(settings.dsn):
+        report.warnings.append(
+            "store.dsn: the URI holds a password; keep it out of the file "
+            "(store.password_file, PGPASSWORD or PGPASSFILE / ~/.pgpass)"
+        )
+    if settings.password_file is None:
+        return
+    path = resolve(root, settings.password_file)
+    if path.is_dir() or not path.exists():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise StartupError("store.password_file", f"{path} {what}")
+    if not os.access(path, os.R_OK):
+        raise StartupError("store.password_file", f"{path}: not readable")
+    mode = loose_mode(path)
+    if mode is not None:
+        report.warnings.append(
+            f"store.password_file: {path} is readable by others (mode {mode:04o}): chmod 600 {path}"
+        )
 
 
 def _check_database_file(path: Path) -> None:

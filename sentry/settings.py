@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from sentry.dsn import dsn_problem
 from sentry.model import Realm, Realms
 from sentry.settings_directory import (
     DirectorySettings,
@@ -156,11 +157,17 @@ class AdminSettings:
 
 @dataclass(frozen=True)
 class StoreSettings:
-    kind: Literal["sqlite", "memory"] = "sqlite"
-    path: str = "var/sentry.db"
+    kind: Literal["sqlite", "memory", "postgresql"] = "sqlite"
+    path: str = "var/sentry.db"  # sqlite
     touch_flush_seconds: float = 5.0
     unverified_expiry_seconds: float = 86400.0  # 0: unverified associations never expire
     check_interval_seconds: float = 2.0
+    dsn: str | None = None  # postgresql: a libpq URI (postgresql://user@host:5432/db)
+    password_file: str | None = None  # postgresql: the password, first line of this file
+    pool_size: int = 5  # postgresql: connections in the pool
+    connect_timeout_seconds: float = 5.0  # postgresql: connecting, and the health check
+    command_timeout_seconds: float = 30.0  # postgresql: one statement
+    feed_retention_seconds: float = 3600.0  # postgresql: change-feed rows kept this long
 
 
 @dataclass(frozen=True)
@@ -440,11 +447,7 @@ def _validate(obj: Any, path: str) -> None:
     if isinstance(obj, HeaderLimitSettings):
         _validate_header_limits(obj, path)
     if isinstance(obj, StoreSettings):
-        _positive(_join(path, "touch_flush_seconds"), obj.touch_flush_seconds)
-        _positive(
-            _join(path, "unverified_expiry_seconds"), obj.unverified_expiry_seconds, allow_zero=True
-        )
-        _positive(_join(path, "check_interval_seconds"), obj.check_interval_seconds)
+        _validate_store(obj, path)
     if isinstance(obj, RealmSettings):
         settings_identity.validate_realm(obj, path)
     if isinstance(obj, IdentitySettings):
@@ -490,6 +493,28 @@ def _validate_gateway(g: GatewaySettings, path: str) -> None:
     _positive(_join(path, "long_poll_margin_seconds"), g.long_poll_margin_seconds, allow_zero=True)
     if not 60 <= g.max_heartbeat_seconds <= 3540:
         raise SettingsError(f"{_join(path, 'max_heartbeat_seconds')}: must be 60-3540")
+
+
+def _validate_store(s: StoreSettings, path: str) -> None:
+    _positive(_join(path, "touch_flush_seconds"), s.touch_flush_seconds)
+    _positive(
+        _join(path, "unverified_expiry_seconds"), s.unverified_expiry_seconds, allow_zero=True
+    )
+    _positive(_join(path, "check_interval_seconds"), s.check_interval_seconds)
+    for key in ("connect_timeout_seconds", "command_timeout_seconds", "feed_retention_seconds"):
+        _positive(_join(path, key), getattr(s, key))
+    if not 1 <= s.pool_size <= 100:
+        raise SettingsError(f"{_join(path, 'pool_size')}: must be 1-100")
+    if s.kind != "postgresql":
+        for key in ("dsn", "password_file"):
+            if getattr(s, key) is not None:
+                raise SettingsError(f"{_join(path, key)}: only used with kind: postgresql")
+        return
+    if s.dsn is None:
+        raise SettingsError(f"{_join(path, 'dsn')}: required with kind: postgresql")
+    problem = dsn_problem(s.dsn)  # never repeats the URI: it may hold a password
+    if problem is not None:
+        raise SettingsError(f"{_join(path, 'dsn')}: {problem}")
 
 
 def _validate_connections(c: ConnectionSettings, path: str) -> None:

@@ -87,11 +87,21 @@ _ADVICE = {
 }
 
 
+_FIX = {
+    StoreFault.UNREACHABLE: "start the database server or restore the network path to it",
+    StoreFault.REFUSED: (
+        "fix the credentials (store.password_file, PGPASSWORD, PGPASSFILE), pg_hba.conf "
+        "or the database name"
+    ),
+}
+
+
 def recovery_advice(fault: StoreFault, interval: float) -> str:
     """What an operator should do about ``fault``."""
+    fix = _FIX.get(fault, "fix the permissions, free space or the disk")
     transient = (
         f"retried every {interval:g} s: the store recovers by itself once a write "
-        "succeeds again (fix the permissions, free space or the disk)"
+        f"succeeds again ({fix})"
     )
     return _ADVICE.get(fault, transient)
 

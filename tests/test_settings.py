@@ -257,3 +257,51 @@ def test_unverified_expiry_may_be_zero_but_not_negative() -> None:
     assert settings_from_mapping({"store": {"unverified_expiry_seconds": 0}}).store
     with pytest.raises(SettingsError, match=r"store\.unverified_expiry_seconds"):
         settings_from_mapping({"store": {"unverified_expiry_seconds": -1}})
+
+
+PG = "postgresql://sentry@db.example:5432/sentry"
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ({"kind": "postgresql"}, r"^<settings>: store\.dsn: required with kind: postgresql$"),
+        ({"dsn": PG}, r"^<settings>: store\.dsn: only used with kind: postgresql$"),
+        ({"password_file": "pw"}, r"store\.password_file: only used with kind: postgresql"),
+        ({"kind": "postgresql", "dsn": "host=db dbname=x"}, r"store\.dsn: must be a URI"),
+        ({"kind": "postgresql", "dsn": "mysql://db/x"}, r"store\.dsn: must be a URI"),
+        ({"kind": "postgresql", "dsn": PG, "pool_size": 0}, r"store\.pool_size: must be 1-100"),
+        (
+            {"kind": "postgresql", "dsn": PG, "connect_timeout_seconds": 0},
+            r"store\.connect_timeout_seconds: must be > 0",
+        ),
+        (
+            {"kind": "postgresql", "dsn": PG, "feed_retention_seconds": -1},
+            r"store\.feed_retention_seconds: must be > 0",
+        ),
+    ],
+)
+def test_postgresql_store_settings_name_the_key(store: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        settings_from_mapping({"store": store})
+
+
+def test_a_bad_dsn_is_reported_without_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_mapping(
+            {"store": {"kind": "postgresql", "dsn": "postgresql://u:hunter2@db:99999/x"}}
+        )
+    assert "store.dsn" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_postgresql_store_settings() -> None:
+    store = settings_from_mapping(
+        {"store": {"kind": "postgresql", "dsn": PG, "password_file": "pw", "pool_size": 3}}
+    ).store
+    assert (store.kind, store.dsn, store.password_file, store.pool_size) == (
+        "postgresql",
+        PG,
+        "pw",
+        3,
+    )
+    assert store.feed_retention_seconds == 3600

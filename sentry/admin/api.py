@@ -21,6 +21,7 @@ handlers, same role rule, same change log), with no second code path.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -324,12 +325,14 @@ def _unavailable(ctx: AdminContext, exc: StoreUnavailable) -> Unavailable:
     return Unavailable(
         f"the state store cannot keep changes ({exc.problem}): nothing was changed; "
         f"devices already known keep their access and new ones follow "
-        f"new_device_access_when_registry_unreachable.{advice}"
+        f"new_device_access_when_registry_unreachable.{advice}",
+        retry_after=math.ceil(ctx.store.interval),
     )
 
 
 def _answer(exc: ApiError) -> web.Response:
-    return web.json_response(exc.body(), status=exc.status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    return web.json_response(exc.body(), status=exc.status, headers=headers)
 
 
 @web.middleware

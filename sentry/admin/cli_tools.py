@@ -150,6 +150,8 @@ def _backup_offline(args: argparse.Namespace) -> int:
         settings = load_settings(args.config or Path("config/sentry.yaml"))
     except SettingsError as exc:
         raise CliError(str(exc)) from None
+    if settings.store.kind == "postgresql":
+        raise CliError("store.kind is postgresql: back it up with pg_dump (see README, PostgreSQL)")
     if settings.store.kind != "sqlite":
         raise CliError("store.kind: memory keeps nothing on disk to back up")
     source = Path(settings.store.path)

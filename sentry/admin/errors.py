@@ -94,7 +94,14 @@ class BadGateway(ApiError):
 
 
 class Unavailable(ApiError):
+    """The store cannot keep changes now: ``retry_after`` seconds is when the
+    gateway checks it again (the ``Retry-After`` header)."""
+
     status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
 
 
 def from_policy(exc: PolicyError) -> ApiError:

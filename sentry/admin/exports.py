@@ -132,6 +132,11 @@ async def _export(call: Call) -> Stream:
 
 
 async def _backup(call: Call) -> Stream:
+    if call.ctx.settings.store.kind == "postgresql":
+        raise Conflict(
+            "the state is in PostgreSQL (store.kind: postgresql): back it up with the "
+            "server's tools, e.g. pg_dump --format=custom (see README, PostgreSQL)"
+        )
     store = getattr(call.ctx.store, "inner", call.ctx.store)  # past a wrapper (WatchedStore)
     backup = getattr(store, "backup", None)
     folder = getattr(store, "path", None)
@@ -187,6 +192,7 @@ ROUTES = (
         "store",
         produces=("application/vnd.sqlite3",),
         conflict=True,
-        description="SQLite's online backup API, serialised with writes. 409 for the memory store.",
+        description="SQLite's online backup API, serialised with writes. 409 for the memory "
+        "store and for PostgreSQL (use pg_dump).",
     ),
 )

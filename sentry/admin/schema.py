@@ -15,7 +15,8 @@ and a maximum (at most the 64-bit range the store keeps), strings a maximum
 length, "not blank" is the ``pattern`` ``NOT_BLANK`` (the same character class
 is used for the check, so the two cannot disagree), and text must be valid
 Unicode (a lone surrogate, possible through a JSON ``\ud800`` escape, is
-refused: it cannot be stored).
+refused: it cannot be stored) without U+0000 (PostgreSQL's ``text`` cannot
+hold it, so no store accepts it).
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ def _unicode_problem(value: str) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return "must be valid Unicode text (no lone surrogates)"
+    if "\x00" in value:
+        return "must not contain U+0000 (NUL): it cannot be stored"
     return None
 
 
@@ -490,4 +493,10 @@ def _responses(route: Route) -> dict[str, Any]:
         out[str(route.status)] = {"description": "success (streamed)", "content": content}
     ref = {"$ref": "#/components/schemas/Error"}
     out.update({code: _json(text, ref) for code, text in sorted(errors.items())})
+    if "503" in out:
+        retry = {"description": "seconds until the store is checked again", "schema": _RETRY}
+        out["503"]["headers"] = {"Retry-After": retry}
     return out
+
+
+_RETRY = {"type": "integer", "minimum": 1, "maximum": 3600}

@@ -60,10 +60,11 @@ class StoreError(Exception):
 
 class StoreOpenError(StoreError, StartupError):
     """The store cannot be opened and used: a ``StartupError`` for the setting
-    ``store.path`` (one line, exit 2), ``problem`` naming the file and what is wrong."""
+    ``key`` (``store.path`` for SQLite, ``store.dsn`` for PostgreSQL; one line,
+    exit 2), ``problem`` naming the file or server and what is wrong."""
 
-    def __init__(self, problem: str) -> None:
-        StartupError.__init__(self, "store.path", problem)
+    def __init__(self, problem: str, key: str = "store.path") -> None:
+        StartupError.__init__(self, key, problem)
 
 
 class SchemaError(StoreOpenError):
@@ -80,6 +81,8 @@ class StoreFault(StrEnum):
     FULL = "full"  # no space left (disk, quota, file size limit)
     IO_ERROR = "io_error"  # the operating system reported an I/O error
     BUSY = "busy"  # another process held the database locked for too long
+    UNREACHABLE = "unreachable"  # the database server is down, cut off or dropped the connection
+    REFUSED = "refused"  # the server refuses the gateway (authentication, no such database)
 
     @property
     def permanent(self) -> bool:

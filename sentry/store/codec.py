@@ -11,8 +11,10 @@ text and shared, like every low-cardinality string (``Interner``).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from sentry.model import (
@@ -48,6 +50,7 @@ __all__ = [
     "dumps",
     "encode_override",
     "encode_set",
+    "gc_paused",
 ]
 
 T = TypeVar("T")
@@ -194,3 +197,19 @@ class Interner:
         self.share = self._strings.setdefault
         self.reasons: Mapping[str | None, frozenset[Reason]] = _Parsed(Reason)
         self.violations: Mapping[str | None, frozenset[str]] = _Parsed(str)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC while millions of objects are created (it would traverse
+    them again and again), then ``gc.freeze()``: the loaded state lives as long
+    as the process, so later collections skip it (refcounting still frees
+    whatever is dropped). The previous GC state is restored."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()

@@ -37,8 +37,6 @@ Approach.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import json
 import os
 import sqlite3
@@ -76,7 +74,7 @@ from .base import (
     StoreProblem,
     StoreUnavailable,
 )
-from .codec import DECODERS
+from .codec import DECODERS, gc_paused
 
 __all__ = ["SqliteStore"]
 
@@ -320,24 +318,8 @@ def _apply(conn: sqlite3.Connection, changes: Sequence[Change]) -> None:
         raise
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic GC while millions of objects are created (it would traverse
-    them again and again), then ``gc.freeze()``: the loaded state lives as long
-    as the process, so later collections skip it (refcounting still frees
-    whatever is dropped). The previous GC state is restored."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
 def _load(conn: sqlite3.Connection) -> Snapshot:
-    with _gc_paused():
+    with gc_paused():
         return _load_all(conn)
 
 

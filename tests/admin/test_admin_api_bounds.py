@@ -62,6 +62,17 @@ async def test_text_must_be_valid_unicode(api: Api) -> None:
     assert status == 400 and "Unicode" in body["fields"]["details.other"]
 
 
+async def test_text_never_holds_nul(api: Api) -> None:
+    """U+0000 cannot be stored in PostgreSQL's text: refused for every store alike."""
+    status, body = await api.put("/api/users/alice", {"display_name": "Al\x00ice"})
+    assert (status, body["fields"]) == (
+        400,
+        {"display_name": "must not contain U+0000 (NUL): it cannot be stored"},
+    )
+    status, body = await api.post("/api/associations/PHONE/bob/block", {"note": "lost\x00"})
+    assert status == 400 and "NUL" in body["fields"]["note"]
+
+
 async def test_path_parameters_are_bounded(api: Api) -> None:
     status, body = await api.get("/api/users/" + "a" * 1025)
     assert (status, body["fields"]) == (400, {"principal": "must be at most 1024 characters"})

@@ -220,3 +220,14 @@ async def test_offline_backup_of_a_stopped_gateway(
         assert "offline" in (await store.load()).users
     finally:
         await store.close()
+
+
+async def test_offline_backup_of_postgresql_says_pg_dump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = "store: {kind: postgresql, dsn: 'postgresql://sentry@db.example/sentry'}\n"
+    (tmp_path / "sentry.yaml").write_text(config)
+    monkeypatch.chdir(tmp_path)
+    assert await _cli("store", "backup", "copy.db", "--offline", "--config", "sentry.yaml") == 2
+    assert "pg_dump" in capsys.readouterr().err
+    assert not (tmp_path / "copy.db").exists()

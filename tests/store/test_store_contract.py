@@ -1,4 +1,5 @@
-"""The contract every ``Store`` passes: one suite, parametrised over memory and SQLite.
+"""The contract every ``Store`` passes: one suite, parametrised over memory, SQLite and
+PostgreSQL (a real server: ``sentry.testing.pgfixtures``).
 
 The reference for every answer is computed from the change lists a scripted
 conversation produced (``conv.log``), so both stores are held to the same data.
@@ -29,16 +30,22 @@ from sentry.store import AssociationFilter, AssociationState, SchemaError, Store
 from sentry.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from sentry.store.base import AuditFilter
 from sentry.store.memory import MemoryStore
+from sentry.store.postgres import PostgresStore
 from sentry.store.sqlite import SqliteStore
 from sentry.testing.conversation import Conversation
 
+AnyStore = MemoryStore | SqliteStore | PostgresStore
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path) -> AsyncIterator[MemoryStore | SqliteStore]:
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def store(request, tmp_path) -> AsyncIterator[AnyStore]:
+    opened: AnyStore
     if request.param == "memory":
-        opened: MemoryStore | SqliteStore = MemoryStore()
-    else:
+        opened = MemoryStore()
+    elif request.param == "sqlite":
         opened = await SqliteStore.open(tmp_path / "contract.db")
+    else:
+        opened = await PostgresStore.open(request.getfixturevalue("pg_dsn"))
     yield opened
     await opened.close()
 
@@ -85,7 +92,7 @@ def busy_conversation() -> Conversation:
     return conv
 
 
-async def replay(store: MemoryStore | SqliteStore, conv: Conversation) -> None:
+async def replay(store: AnyStore, conv: Conversation) -> None:
     for changes in conv.log:
         await store.apply(changes)
 
@@ -148,6 +155,7 @@ FILTERS = [
     AssociationFilter(pool="gmail", device_id="PHONE"),
     AssociationFilter(never_seen=True),
     AssociationFilter(never_seen=False, pool="exchange"),
+    AssociationFilter(violation="passcode"),
     AssociationFilter(user="nobody"),
 ]
 
@@ -169,6 +177,12 @@ async def test_filters_are_meaningful_on_the_busy_state(store):
     await replay(store, conv)
     for filter in FILTERS[1:-1]:
         assert (await store.list_associations(filter))[1] > 0, filter
+
+
+async def test_a_violation_kind_is_matched_whole(store):
+    await replay(store, busy_conversation())
+    assert (await store.list_associations(AssociationFilter(violation="passcode")))[1] > 0
+    assert (await store.list_associations(AssociationFilter(violation="pass")))[1] == 0
 
 
 async def test_pagination_covers_every_row_once(store):
@@ -343,3 +357,16 @@ async def test_open_store_builds_the_configured_kind(tmp_path):
     assert isinstance(sqlite, SqliteStore)
     await sqlite.close()
     assert (tmp_path / "var" / "x.db").exists()
+
+
+async def test_open_store_builds_postgresql(pg_dsn: str, tmp_path) -> None:
+    from sentry.settings import StoreSettings
+    from sentry.store.factory import open_store
+
+    settings = StoreSettings(kind="postgresql", dsn=pg_dsn, pool_size=2, feed_retention_seconds=60)
+    opened = await open_store(settings, root=tmp_path)
+    try:
+        assert isinstance(opened, PostgresStore)
+        assert (opened.options.pool_size, opened.options.feed_retention) == (2, 60)
+    finally:
+        await opened.close()

@@ -1,4 +1,5 @@
-"""Schema 1 -> 4: keys get their realm back; the next start re-keys under the realms.
+"""Schema 1 -> 4: keys get their realm back; the next start re-keys under the realms
+(the re-keying at start runs on SQLite and on PostgreSQL).
 
 A version-1 database keyed every row by the bare account name and kept the
 domain the client last sent in ``domain``. The migration writes the domain
@@ -23,6 +24,7 @@ from sentry.errors import StartupError
 from sentry.model import AssociationKey, OverrideKind
 from sentry.settings import settings_from_mapping
 from sentry.store._sqlite_schema import MIGRATIONS
+from sentry.store.postgres import PostgresStore
 from sentry.store.sqlite import SqliteStore
 from sentry.testing.conversation import Conversation
 
@@ -134,21 +136,43 @@ async def test_the_next_start_re_keys_under_the_realms_and_merges(tmp_path: Path
     assert not {"principals_rekeyed", "backend_types_derived"} & {e["event"] for e in logs}
 
 
-async def test_rows_that_collapse_into_one_key_merge_and_are_logged(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def stored(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, conv: Conversation
+) -> dict[str, str]:
+    """The conversation's changes in a store of ``kind``; the settings' store section."""
+    store: SqliteStore | PostgresStore
+    if kind == "sqlite":
+        store = await SqliteStore.open(tmp_path / "sentry.db")
+        section: dict[str, str] = {"path": "sentry.db"}
+    else:
+        dsn = request.getfixturevalue("pg_dsn")
+        store = await PostgresStore.open(dsn, prune=False)
+        section = {"kind": "postgresql", "dsn": dsn}
+    for changes in conv.log:
+        await store.apply(changes)
+    await store.close()
+    return section
+
+
+async def test_rows_that_collapse_into_one_key_merge_and_are_logged(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
     """Rows made with no realm (``alice``, ``CORP\\alice``) meet when a realm joins them."""
     conv = Conversation()
     conv.request("alice", "APP1")
     conv.request("CORP\\alice", "APP1")
     conv.block("CORP\\alice", "APP1", note="lost")
-    store = await SqliteStore.open(tmp_path / "sentry.db")
-    for changes in conv.log:
-        await store.apply(changes)
-    await store.close()
+    section = await stored(kind, tmp_path, request, conv)
     settings = settings_from_mapping(
         {
             "gateway": {"listen": {"port": 0}, "tls": {"enabled": False}},
             "admin": {"listen": {"port": 0}, "token_file": "token"},
-            "store": {"path": "sentry.db"},
+            "store": section,
             "identity": {
                 "realms": [{"name": "example.com", "netbios": ["CORP"]}],
                 "default_realm": "example.com",
@@ -173,19 +197,18 @@ async def test_rows_that_collapse_into_one_key_merge_and_are_logged(tmp_path: Pa
         await gw.stop()
 
 
-async def test_users_that_would_collapse_stop_the_start_with_the_key_path(tmp_path: Path) -> None:
+async def test_users_that_would_collapse_stop_the_start_with_the_key_path(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
     conv = Conversation()
     conv.add_user("alice")
     conv.add_user("CORP\\alice", email="")
-    store = await SqliteStore.open(tmp_path / "sentry.db")
-    for changes in conv.log:
-        await store.apply(changes)
-    await store.close()
+    section = await stored(kind, tmp_path, request, conv)
     settings = settings_from_mapping(
         {
             "gateway": {"listen": {"port": 0}, "tls": {"enabled": False}},
             "admin": {"listen": {"port": 0}, "token_file": "token"},
-            "store": {"path": "sentry.db"},
+            "store": section,
             "identity": {
                 "realms": [{"name": "example.com", "netbios": ["CORP"]}],
                 "default_realm": "example.com",

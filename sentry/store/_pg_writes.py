@@ -1,0 +1,187 @@
+"""SQL writes per change type (called inside ``PostgresStore.apply``'s transaction).
+
+Approach. Like ``_sqlite_writes``: a dict maps each change type to a writer;
+an unknown type raises ``TypeError`` before anything is sent (the whole list
+is checked first), so a bad list never opens a transaction. Runs of
+consecutive changes of one bulk type are written as one statement over
+arrays (``unnest``), which keeps a bulk block of thousands of rows or a
+flush of thousands of Touches at a few round trips:
+
+- ``PutAssociation``: one upsert; within a run the last row per key wins
+  (a run holds only puts, so that is what applying them in order gives);
+- ``Touch``: one ``UPDATE .. FROM unnest``, ``last_seen`` only ever moving
+  forward (the largest per key);
+- ``DeleteAssociation`` and ``AppendHistory``: one statement each (history
+  keeps its order: ``WITH ORDINALITY``).
+
+Everything else is one statement per change; registry and configuration
+values are the same JSON documents as in SQLite (``codec.dumps``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from sentry.policy import changes as ch
+from sentry.policy.audit import plain
+
+from ._pg_rows import UPSERT, column_arrays, key_arrays
+from .codec import dumps
+
+__all__ = ["Connection", "check_changes", "write_changes"]
+
+
+class Connection(Protocol):
+    """What the writers use of a driver connection (asyncpg's names)."""
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+
+def check_changes(changes: Sequence[ch.Change]) -> None:
+    """``TypeError`` unless every item is a change this store writes."""
+    for change in changes:
+        if type(change) not in _WRITERS and type(change) not in _RUNS:
+            raise TypeError(f"not a change: {change!r}")
+
+
+async def write_changes(conn: Connection, changes: Sequence[ch.Change]) -> None:
+    """Write ``changes`` in order (runs of one bulk type as one statement)."""
+    i = 0
+    while i < len(changes):
+        kind = type(changes[i])
+        run = _RUNS.get(kind)
+        if run is None:
+            await _WRITERS[kind](conn, changes[i])
+            i += 1
+            continue
+        j = i
+        while j < len(changes) and type(changes[j]) is kind:
+            j += 1
+        await run(conn, changes[i:j])
+        i = j
+
+
+async def _put_associations(conn: Connection, run: Sequence[Any]) -> None:
+    last = {c.association.key: c.association for c in run}
+    await conn.execute(UPSERT, *column_arrays(last.values()))
+
+
+async def _delete_associations(conn: Connection, run: Sequence[Any]) -> None:
+    devices, users = key_arrays([c.key for c in run])
+    await conn.execute(
+        "DELETE FROM associations a USING unnest($1::text[], $2::text[]) AS k(d, u) "
+        "WHERE a.device_id = k.d AND a.principal = k.u",
+        devices,
+        users,
+    )
+
+
+async def _touch(conn: Connection, run: Sequence[Any]) -> None:
+    latest: dict[Any, float] = {}
+    for t in run:
+        if t.last_seen > latest.get(t.key, float("-inf")):
+            latest[t.key] = t.last_seen
+    devices, users = key_arrays(list(latest))
+    await conn.execute(
+        "UPDATE associations a SET last_seen = t.s "
+        "FROM unnest($1::text[], $2::text[], $3::float8[]) AS t(d, u, s) "
+        "WHERE a.device_id = t.d AND a.principal = t.u AND a.last_seen < t.s",
+        devices,
+        users,
+        list(latest.values()),
+    )
+
+
+async def _append_history(conn: Connection, run: Sequence[Any]) -> None:
+    devices, users = key_arrays([c.key for c in run])
+    details = [json.dumps(plain(c.event.detail), separators=(",", ":")) for c in run]
+    await conn.execute(
+        "INSERT INTO history (device_id, principal, at, kind, detail) "
+        "SELECT d, u, a, k, x FROM unnest($1::text[], $2::text[], $3::float8[], "
+        "$4::text[], $5::text[]) WITH ORDINALITY AS h(d, u, a, k, x, n) ORDER BY n",
+        devices,
+        users,
+        [c.event.at for c in run],
+        [c.event.kind for c in run],
+        details,
+    )
+
+
+def _put(table: str, name: Callable[[Any], str], value: Callable[[Any], Any]) -> _Writer:
+    sql = (
+        f"INSERT INTO {table} (name, data) VALUES ($1, $2) "
+        "ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data"
+    )
+    return lambda conn, c: conn.execute(sql, name(c), dumps(value(c)))
+
+
+def _delete(table: str, name: Callable[[Any], str]) -> _Writer:
+    sql = f"DELETE FROM {table} WHERE name = $1"
+    return lambda conn, c: conn.execute(sql, name(c))
+
+
+async def _put_established(conn: Connection, c: ch.PutEstablished) -> None:
+    await conn.execute(
+        "INSERT INTO established_types (scope, data) VALUES ($1, $2) "
+        "ON CONFLICT (scope) DO UPDATE SET data = EXCLUDED.data",
+        c.established.scope,
+        dumps(c.established),
+    )
+
+
+async def _delete_established(conn: Connection, c: ch.DeleteEstablished) -> None:
+    await conn.execute("DELETE FROM established_types WHERE scope = $1", c.scope)
+
+
+async def _move_history(conn: Connection, c: ch.MoveHistory) -> None:
+    await conn.execute(
+        "UPDATE history SET device_id = $1, principal = $2 WHERE device_id = $3 AND principal = $4",
+        *c.new,
+        *c.old,
+    )
+
+
+async def _append_audit(conn: Connection, c: ch.AppendAudit) -> None:
+    e = c.entry
+    await conn.execute(
+        "INSERT INTO audit (at, actor, action, target, note, before, after) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        e.at,
+        e.actor,
+        e.action,
+        e.target,
+        e.note,
+        None if e.before is None else dumps(e.before),
+        None if e.after is None else dumps(e.after),
+    )
+
+
+_Writer = Callable[[Connection, Any], Awaitable[Any]]
+_Run = Callable[[Connection, Sequence[Any]], Awaitable[None]]
+_RUNS: dict[type[Any], _Run] = {
+    ch.PutAssociation: _put_associations,
+    ch.DeleteAssociation: _delete_associations,
+    ch.Touch: _touch,
+    ch.AppendHistory: _append_history,
+}
+_WRITERS: dict[type[Any], _Writer] = {
+    ch.PutUser: _put("users", lambda c: c.user.principal, lambda c: c.user),
+    ch.DeleteUser: _delete("users", lambda c: c.principal),
+    ch.PutDevice: _put("devices", lambda c: c.device.id, lambda c: c.device),
+    ch.DeleteDevice: _delete("devices", lambda c: c.device_id),
+    ch.PutPool: _put("pools", lambda c: c.pool.name, lambda c: c.pool),
+    ch.DeletePool: _delete("pools", lambda c: c.name),
+    ch.PutSetting: _put("exchange_settings", lambda c: c.setting.name, lambda c: c.setting),
+    ch.DeleteSetting: _delete("exchange_settings", lambda c: c.name),
+    ch.PutLabel: _put("labels", lambda c: c.label.name, lambda c: c.label),
+    ch.DeleteLabel: _delete("labels", lambda c: c.name),
+    ch.PutRouting: _put("config", lambda c: "routing", lambda c: c.routing),
+    ch.PutPreferences: _put("config", lambda c: "preferences", lambda c: c.prefs),
+    ch.PutRealms: _put("config", lambda c: "realms", lambda c: c.realms),
+    ch.PutEstablished: _put_established,
+    ch.DeleteEstablished: _delete_established,
+    ch.MoveHistory: _move_history,
+    ch.AppendAudit: _append_audit,
+}
