@@ -43,7 +43,8 @@ import structlog
 
 from sentry.aio import create_task, uncancellable
 from sentry.eas.request import EasRequest
-from sentry.model import AssociationKey, UserSource
+from sentry.eas.status import CommonStatus
+from sentry.model import AssociationKey, Reason, UserSource
 from sentry.observability import Metrics
 from sentry.policy import (
     Change,
@@ -51,6 +52,7 @@ from sentry.policy import (
     DeleteAssociation,
     Forward,
     Outcome,
+    Refuse,
     RequestFacts,
     Snapshot,
     Touch,
@@ -65,6 +67,12 @@ from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store, StoreUnavailable
 
 __all__ = ["ACCEPTED_STATUSES", "AccessState", "backend_accepts"]
+
+_CANNOT_DECIDE = Refuse(
+    CommonStatus.DeviceIsBlockedForThisUser, frozenset({Reason.REGISTRY_UNREACHABLE})
+)
+"""The refusal when a state change could not be written for another reason than
+the store being unavailable: the state is unknown, so the gateway fails closed."""
 
 log = structlog.get_logger("sentry.access")
 
@@ -118,13 +126,19 @@ class AccessState:
             durable = _durable(outcome.changes)
             try:
                 await self._commit(durable)
-            except Exception as exc:
-                if not isinstance(exc, StoreUnavailable):
-                    log.exception("store_write_failed", during="request")
+            except StoreUnavailable:
                 unreachable = replace(facts, registry_reachable=False)
                 return decide(
                     request, unreachable, self.snapshot, self.snapshot.prefs, self.clock()
                 )
+            except Exception:
+                # Not the store being unavailable but a write it refused (a bug,
+                # or data it cannot hold): the gateway cannot know the state, so
+                # it refuses (fail closed). Treating this as "registry
+                # unreachable" would let a new device through whatever
+                # auto-block says, whenever it can make its own write fail.
+                log.exception("store_write_failed", during="request")
+                return Outcome(_CANNOT_DECIDE, (), outcome.association)
         self._remember_touches(outcome.changes)
         return outcome
 

@@ -229,8 +229,8 @@ def _build(verb: str, q: _Query, user: Identity | None, hdrs: Mapping[str, str])
         params=MappingProxyType(q.params),
         query_form=q.form,
         query_user=q.user,
-        user_agent=hdrs.get("user-agent"),
-        content_type=hdrs.get("content-type"),
+        user_agent=_header_text(hdrs.get("user-agent")),
+        content_type=_header_text(hdrs.get("content-type")),
         is_throwaway_device=q.device_id in THROWAWAY_DEVICE_IDS,
     )
 
@@ -357,6 +357,22 @@ def _blob_ascii(raw: bytes) -> str:
 
 
 # --- Headers (MS-ASHTTP 2.2.1.1.2) ---
+
+
+def _header_text(value: str | None) -> str | None:
+    """A header value as text that can be stored and logged.
+
+    HTTP servers (aiohttp among them) hand non-UTF-8 header bytes over as lone
+    surrogates (``surrogateescape``); such a string cannot be encoded again,
+    so a device could make every write of its row fail. Each undecodable byte
+    becomes U+FFFD instead."""
+    if value is None or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
 
 
 def _header_version(value: str | None) -> str | None:

@@ -608,3 +608,24 @@ def test_random_params_after_a_valid_prefix(params: bytes) -> None:
 def test_random_basic_credentials(credentials: bytes) -> None:
     header = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
     parse_or_eas_error("POST", PLAIN, header)
+
+
+def test_undecodable_header_bytes_become_replacement_characters() -> None:
+    # aiohttp passes non-UTF-8 header bytes on as lone surrogates (surrogateescape);
+    # such text could not be stored, so a device could make its own row's write fail.
+    raw = b"Apple\xff\xfe/1".decode("utf-8", "surrogateescape")
+    headers = {
+        "Authorization": "Basic " + base64.b64encode(b"alice:pw").decode(),
+        "MS-ASProtocolVersion": "14.1",
+        "User-Agent": raw,
+        "Content-Type": raw,
+    }
+    request = parse_request("POST", "Cmd=Sync&DeviceId=D1&DeviceType=iPhone", headers)
+    assert request.user_agent == request.content_type == "Apple\ufffd\ufffd/1"
+    request.user_agent.encode("utf-8")  # storable
+    plain = parse_request(
+        "POST",
+        "Cmd=Sync&DeviceId=D1&DeviceType=iPhone",
+        {**headers, "User-Agent": "Outlook-iOS/2.0 é"},
+    )
+    assert plain.user_agent == "Outlook-iOS/2.0 é"  # valid text is kept as sent
