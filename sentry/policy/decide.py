@@ -130,13 +130,17 @@ def _first_sight(
 ) -> Outcome:
     """A new association: listed at once, whatever the decision."""
     key = AssociationKey(*pair)
-    a = assess(Candidate(key, now), snapshot, prefs, new=True, reachable=facts.registry_reachable)
+    seen = Candidate(
+        key, now, device_type=request.device_type, user_agent=request.user_agent,
+        protocol_version=request.protocol_version, device_info=facts.device_info,
+    )  # fmt: skip
+    a = assess(seen, snapshot, prefs, new=True, reachable=facts.registry_reachable)
     pool, backend = (None, None) if a.pool is None else (a.pool.name, a.pool.type)
     row = _new_association(  # every field, in Association's order (no override, no wipe)
         key, request.device_type, request.user_agent, request.protocol_version,
         facts.device_info, now, now, a.device, a.unlinked, None, None, a.verdict, a.reasons,
         a.violations, pool, backend, WipeStatus.NONE, None, _joins_ambiguous(key, snapshot),
-        None,
+        None, a.rule,
     )  # fmt: skip
     decision = decision_of(a, row)
     event = HistoryEvent(now, "first_seen", decision_detail(row))
@@ -193,6 +197,7 @@ def with_assessment(row: Association, a: Assessment) -> Association:
         and row.unlinked is a.unlinked
         and row.pool == pool
         and row.backend_type == backend
+        and row.access_rule == a.rule
     ):
         return row
     return replace(
@@ -204,6 +209,7 @@ def with_assessment(row: Association, a: Assessment) -> Association:
         unlinked=a.unlinked,
         pool=pool,
         backend_type=backend,
+        access_rule=a.rule,
     )
 
 
@@ -259,7 +265,7 @@ def _acknowledged(decision: Decision, row: Association, facts: RequestFacts) -> 
     ok = facts.wipe_status == WipeAckStatus.Succeeded
     status = WipeAckStatus.Succeeded if ok else WipeAckStatus.Failed
     only = row.override is not None and row.override.account_only
-    return Wipe(only, decision.reasons | {Reason.WIPE}, decision.violations, status)
+    return Wipe(only, decision.reasons | {Reason.WIPE}, decision.violations, status, decision.rule)
 
 
 def _changes(
@@ -272,7 +278,11 @@ def _changes(
 
 def _transition_events(old: Association, new: Association, now: float) -> tuple[HistoryEvent, ...]:
     events: list[HistoryEvent] = []
-    if old.verdict is not new.verdict or old.reasons != new.reasons:
+    if (
+        old.verdict is not new.verdict
+        or old.reasons != new.reasons
+        or old.access_rule != new.access_rule
+    ):
         change = {"before": decision_detail(old), "after": decision_detail(new)}
         events.append(HistoryEvent(now, "decision", change))
     if old.device != new.device or old.unlinked is not new.unlinked:
@@ -282,11 +292,12 @@ def _transition_events(old: Association, new: Association, now: float) -> tuple[
 
 
 def decision_detail(row: Association) -> dict[str, Any]:
-    """A small dict describing a row's decision (history and audit records).
+    """A small dict describing a row's decision (history and audit records);
+    ``rule`` names the device access rule that matched, when one did.
 
     Enum members are ``StrEnum``s: they are their own JSON text, no ``.value``.
     """
-    return {
+    detail: dict[str, Any] = {
         "verdict": row.verdict,
         "reasons": ordered(row.reasons) if row.reasons else [],
         "violations": sorted(row.violations) if row.violations else [],
@@ -294,3 +305,6 @@ def decision_detail(row: Association) -> dict[str, Any]:
         "unlinked": row.unlinked,
         "pool": row.pool,
     }
+    if row.access_rule is not None:  # the device access rule that matched
+        detail["rule"] = row.access_rule
+    return detail
