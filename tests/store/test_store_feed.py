@@ -143,16 +143,11 @@ audit = st.builds(
     AuditEntry, times, text, text, text, text, st.none() | json_docs, st.none() | json_docs
 )
 events = st.builds(HistoryEvent, times, text, json_docs)
-access_rules = st.builds(
-    AccessRules,
-    st.lists(
-        st.builds(
-            AccessRule, text, st.sampled_from(RuleField), st.sampled_from(RuleMatch), text,
-            st.sampled_from(RuleAction), text, text, times,
-        ),  # fmt: skip
-        max_size=3,
-    ).map(tuple),
-)
+rules = st.builds(
+    AccessRule, text, st.sampled_from(RuleField), st.sampled_from(RuleMatch), text,
+    st.sampled_from(RuleAction), text, text, times,
+)  # fmt: skip
+access_rules = st.builds(AccessRules, st.lists(rules, max_size=3).map(tuple))
 
 STRATEGIES: dict[type, st.SearchStrategy] = {
     ch.PutAssociation: st.builds(ch.PutAssociation, associations),
