@@ -53,7 +53,7 @@ from .cli_tools import add_tool_commands, create_output
 
 __all__ = ["add_admin"]
 
-_STATES = ("allowed", "blocked", "wipe_pending", "wiped")
+_STATES = ("allowed", "blocked", "quarantined", "wipe_pending", "wiped")
 _FILTERS = (
     *("user", "device_id", "device_type", "state", "reason", "linked", "pool"),
     *("verified", "throwaway", "never_seen", "violation"),

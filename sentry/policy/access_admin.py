@@ -54,17 +54,18 @@ def add_rule(
     now: float,
     position: int | None = None,
 ) -> Changes:
-    """Insert ``rule`` at ``position`` (1 = evaluated first; None: last).
+    """Insert ``rule`` at ``position`` (1 = evaluated first; None or past the
+    end: last).
 
-    ``ValidationError`` for a rule that cannot work, a position out of range
-    or more than ``MAX_RULES``; ``ConflictError`` when the name is taken."""
+    ``ValidationError`` for a rule that cannot work; ``ConflictError`` when
+    the name is taken or there are ``MAX_RULES`` rules already."""
     actor = require_actor(actor)
     rule = replace(check_rule(rule), actor=actor, at=now, note=rule.note.strip())
     rules = snapshot.access_rules.rules
     if snapshot.access_rules.get(rule.name) is not None:
         raise ConflictError(f"a device access rule {rule.name!r} exists already")
     if len(rules) >= MAX_RULES:
-        raise ValidationError(f"at most {MAX_RULES} device access rules")
+        raise ConflictError(f"there are {MAX_RULES} device access rules already (the most)")
     at = _position(position, len(rules) + 1)
     new = AccessRules((*rules[: at - 1], rule, *rules[at - 1 :]))
     entry = audited(
@@ -82,7 +83,8 @@ def add_rule(
 def move_rule(
     snapshot: Snapshot, name: str, position: int, *, actor: str, now: float, note: str = ""
 ) -> Changes:
-    """Move rule ``name`` to ``position`` (1 = first); nothing when it is there."""
+    """Move rule ``name`` to ``position`` (1 = first; past the end: last);
+    nothing when it is there."""
     actor = require_actor(actor)
     rules = list(snapshot.access_rules.rules)
     old = _find(snapshot, name)
@@ -131,8 +133,9 @@ def _find(snapshot: Snapshot, name: str) -> int:
 
 
 def _position(position: int | None, last: int) -> int:
-    if position is None:
+    """A 1-based position; None or one past the end means last."""
+    if position is None or position > last:
         return last
-    if not 1 <= position <= last:
-        raise ValidationError(f"position must be from 1 to {last}, not {position}")
+    if position < 1:
+        raise ValidationError(f"position must be at least 1, not {position}")
     return position

@@ -24,8 +24,8 @@ and total:
 - versions are compared as ``(major, minor)`` integers.
 
 A rule that cannot work (unknown field, a version operator on text, a
-pattern too long or with control characters, a version value that is not
-``major.minor``) is refused when it is created (``check_rule``:
+pattern too long, blank or with control characters, a version value that is
+not ``major.minor``) is refused when it is created (``check_rule``:
 ``ValidationError``, a 400), never at decision time; the admin writes are
 in ``access_admin``. The snapshot keeps a
 ``RuleSet``: the compiled rules and a bounded memo from a device's facts to
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Protocol
 
 from sentry.model import (
@@ -51,11 +50,13 @@ from sentry.model import (
 from .errors import ValidationError
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "MAX_PATTERN",
     "MAX_SUBJECT",
     "NAME_PATTERN",
     "TEXT_MATCHES",
     "VERSION_MATCHES",
+    "VERSION_PATTERN",
     "Facts",
     "RuleSet",
     "check_rule",
@@ -75,8 +76,12 @@ TEXT_MATCHES = frozenset({RuleMatch.EQUALS, RuleMatch.PREFIX, RuleMatch.GLOB})
 VERSION_MATCHES = frozenset(
     {RuleMatch.EQUALS, RuleMatch.LT, RuleMatch.LE, RuleMatch.GT, RuleMatch.GE}
 )
+VERSION_PATTERN = r"^[0-9]{1,4}\.[0-9]{1,4}$"
+"""A rule's version value: ``major.minor``."""
 _VERSION = re.compile(r"([0-9]{1,4})\.([0-9]{1,4})")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTERS = "\\u0000-\\u001f\\u007f-\\u009f"
+"""Control characters, as the inside of a character class (ECMA and Python alike)."""
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 
 Facts = tuple[str | None, str | None, str | None, str | None, str | None]
 """(DeviceType, model, OS, User-Agent, protocol version) of one device."""
@@ -101,17 +106,17 @@ def parse_version(text: str | None) -> tuple[int, int] | None:
 
 
 def check_rule(rule: AccessRule) -> AccessRule:
-    """``rule`` with its name and value stripped; ``ValidationError`` naming
-    what cannot work."""
-    name, value = rule.name.strip(), rule.value.strip()
+    """``rule`` if it can work (its name and value are taken as given);
+    ``ValidationError`` naming what cannot."""
+    name, value = rule.name, rule.value
     if not _NAME.fullmatch(name):
         raise ValidationError(
             f"rule name {name[:80]!r}: 1 to 64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
-    if not value or len(value) > MAX_PATTERN or _CONTROL.search(value):
+    if not value.strip() or len(value) > MAX_PATTERN or _CONTROL.search(value):
         raise ValidationError(
-            f"rule value: 1 to {MAX_PATTERN} characters without control characters"
+            f"rule value: 1 to {MAX_PATTERN} characters, not blank, without control characters"
         )
     if rule.field is RuleField.PROTOCOL_VERSION:
         if rule.match not in VERSION_MATCHES:
@@ -119,14 +124,14 @@ def check_rule(rule: AccessRule) -> AccessRule:
                 f"match {rule.match.value!r} does not compare versions "
                 f"(one of: {', '.join(sorted(m.value for m in VERSION_MATCHES))})"
             )
-        if parse_version(value) is None:
+        if not _VERSION.fullmatch(value):
             raise ValidationError(f"rule value {value[:80]!r} is not a version 'major.minor'")
     elif rule.match not in TEXT_MATCHES:
         raise ValidationError(
             f"match {rule.match.value!r} compares versions: field "
             f"{rule.field.value!r} is text (one of: equals, glob, prefix)"
         )
-    return replace(rule, name=name, value=value)
+    return rule
 
 
 # --- Matching ---

@@ -209,6 +209,8 @@ def _describe_outcome(record: dict[str, Any], decision: Decision) -> None:
     record["reasons"] = sorted(r.value for r in decision.reasons)
     if decision.violations:
         record["violations"] = sorted(decision.violations)
+    if decision.rule is not None:  # the device access rule that matched
+        record["rule"] = decision.rule
     if isinstance(decision, Forward):
         record["pool"] = decision.pool
 
