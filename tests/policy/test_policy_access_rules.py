@@ -49,8 +49,9 @@ def rule(name: str, field: RuleField, match: RuleMatch, value: str, action: Rule
 
 
 def add(conv: Conversation, r: AccessRule, position: int | None = None):
-    return conv._admin("rule", add_rule(conv.snapshot, r, actor="admin", now=conv._tick(),
-                                        position=position))  # fmt: skip
+    return conv._admin(
+        "rule", lambda snap, now: add_rule(snap, r, actor="admin", now=now, position=position)
+    )
 
 
 def facts(device_type=None, model=None, os=None, agent=None, version=None):
@@ -192,7 +193,7 @@ def test_the_first_matching_rule_decides():
     add(conv, rule("apple-ok", F.DEVICE_TYPE, M.PREFIX, "i", A.ALLOW))
     conv.request("a", "T1", device_type="iPad").expect_refuse(BLOCKED, reasons={"RULE_BLOCK"})
     conv.request("a", "P1", device_type="iPhone").expect_forward(reasons={"RULE_ALLOW"})
-    conv._admin("move", move_rule(conv.snapshot, "apple-ok", 1, actor="a", now=conv._tick()))
+    conv._admin("move", lambda snap, now: move_rule(snap, "apple-ok", 1, actor="a", now=now))
     assert [r.name for r in conv.snapshot.access_rules.rules] == ["apple-ok", "no-ipads"]
     row = conv.row("a", "T1")  # re-decided at once by the move
     assert row is not None and row.reasons == {Reason.RULE_ALLOW} and row.access_rule == "apple-ok"
@@ -249,7 +250,7 @@ def test_a_new_rule_ends_held_polls_it_refuses_and_only_rows_it_changes_are_touc
     kinds = [e.kind for e in conv.store._history[row.key]]
     assert kinds[-1] == "decision"
     assert conv.store._history[row.key][-1].detail["after"]["rule"] == "old-eas"
-    conv._admin("rm", remove_rule(conv.snapshot, "old-eas", actor="a", now=conv._tick()))
+    conv._admin("rm", lambda snap, now: remove_rule(snap, "old-eas", actor="a", now=now))
     row = conv.row("a", "OLD")
     assert row is not None and row.access_rule is None and row.reasons == frozenset()
 

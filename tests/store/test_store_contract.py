@@ -63,7 +63,7 @@ def busy_conversation() -> Conversation:
     prefs = Preferences(auto_block_unregistered=True)
     conv = Conversation(prefs=prefs, routing=routing, realms=REALMS)
     for rule in RULES:  # device access rules: a config document, the matched rule on rows
-        conv._admin("rule", add_rule(conv.snapshot, rule, actor="admin@test", now=conv._tick()))
+        conv._admin("rule", lambda snap, now, r=rule: add_rule(snap, r, actor="admin", now=now))
     conv.add_user(
         "alice",
         custom1="sales",
