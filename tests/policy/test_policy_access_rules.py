@@ -12,17 +12,27 @@ from hypothesis import strategies as st
 from sentry.model import (
     AccessRule,
     AccessRules,
+    Association,
+    AssociationKey,
+    Device,
     DeviceInformation,
+    Override,
+    OverrideKind,
+    Pool,
     Preferences,
     Reason,
+    Routing,
     RuleAction,
     RuleField,
     RuleMatch,
+    User,
+    Verdict,
 )
 from sentry.policy import (
     ConflictError,
     NotFoundError,
     PutAccessRules,
+    Snapshot,
     ValidationError,
     add_rule,
     affected_keys,
@@ -37,6 +47,7 @@ from sentry.policy.access_rules import (
     facts_of,
     parse_version,
 )
+from sentry.policy.rules import assess
 from sentry.store.base import AssociationState, association_state
 from sentry.testing.conversation import Conversation
 
@@ -275,3 +286,55 @@ def test_rule_changes_are_audited_with_position_and_note():
         "first",
     )
     assert move_rule(conv.snapshot, "old-eas", 1, actor="a", now=1.0) == ()  # already there
+
+
+# --- The order as a property: every combination against a reference ---
+
+_OVERRIDES = (None, OverrideKind.ALLOW, OverrideKind.BLOCK)
+
+
+@given(
+    override=st.sampled_from(_OVERRIDES),
+    action=st.sampled_from((None, *RuleAction)),
+    managed=st.sampled_from(("none", "compliant", "noncompliant")),
+    auto_block=st.booleans(),
+)
+def test_the_table_order_around_rules_for_every_combination(override, action, managed, auto_block):
+    rules = () if action is None else (rule("r", F.DEVICE_TYPE, M.EQUALS, "T", action),)
+    devices = [] if managed == "none" else [
+        Device("M1", "u", eas_ids=frozenset({"D1"}), compliant=managed == "compliant",
+               violations=frozenset() if managed == "compliant" else frozenset({"passcode"}))
+    ]  # fmt: skip
+    snap = Snapshot.build(
+        users=[User("u")],
+        devices=devices,
+        pools=[Pool("exchange", "exchange")],
+        routing=Routing(default="exchange"),
+        prefs=Preferences(auto_block_unregistered=auto_block),
+        access_rules=AccessRules(rules),
+    )
+    over = None if override is None else Override(override, "n", "a", 1.0)
+    row = Association(AssociationKey("D1", "u"), device_type="T", override=over)
+    got = assess(row, snap, snap.prefs)
+    expected: set[Reason] = set()
+    if override is not None:
+        expected.add(Reason.MANUAL)
+    if action is not None:
+        by_action = {A.ALLOW: Reason.RULE_ALLOW, A.BLOCK: Reason.RULE_BLOCK}
+        expected.add(by_action.get(action, Reason.QUARANTINE))
+    if managed == "noncompliant":
+        expected.add(Reason.COMPLIANCE)
+    if managed == "none" and auto_block and action is not A.ALLOW:
+        expected.add(Reason.AUTO_BLOCK)
+    if override is OverrideKind.BLOCK:
+        verdict = Verdict.REFUSE
+    elif override is OverrideKind.ALLOW:
+        verdict = Verdict.FORWARD  # the personal exemption beats every rule
+    else:
+        refusing = {Reason.RULE_BLOCK, Reason.QUARANTINE, Reason.COMPLIANCE, Reason.AUTO_BLOCK}
+        verdict = Verdict.REFUSE if expected & refusing else Verdict.FORWARD
+    assert (got.verdict, got.reasons, got.rule) == (
+        verdict,
+        expected,
+        None if action is None else "r",
+    )
