@@ -223,12 +223,18 @@ class _Row(Protocol):
 
 
 def facts_of(row: _Row) -> Facts:
-    """What the rules look at in a row (None: the device did not say)."""
+    """What the rules look at in a row (None: the device did not say), each
+    value cut to ``MAX_SUBJECT`` characters (so a memo entry stays small)."""
     info = row.device_info
+    kind, agent, version = row.device_type or None, row.user_agent, row.protocol_version
     if info is None:
-        return (row.device_type or None, None, None, row.user_agent, row.protocol_version)
-    agent = row.user_agent or info.user_agent
-    return (row.device_type or None, info.model, info.os, agent, row.protocol_version)
+        return (_cut(kind), None, None, _cut(agent), _cut(version))
+    agent = agent or info.user_agent
+    return (_cut(kind), _cut(info.model), _cut(info.os), _cut(agent), _cut(version))
+
+
+def _cut(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_SUBJECT else text[:MAX_SUBJECT]
 
 
 _MEMO_LIMIT = 8192
