@@ -123,3 +123,19 @@ async def test_a_rule_that_cannot_work_is_a_400_and_changes_nothing(api: Api) ->
     assert status == 404
     status, _ = await api.call("DELETE", "/api/access-rules/nope", {})
     assert status == 404
+
+
+async def test_the_whole_quarantine_is_released_with_one_bulk_allow(
+    api: Api, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    await api.ok("POST", "/api/access-rules", OLD_EAS, status=201)
+    for user, device_id in (("alice", "PDA1"), ("bob", "PDA2")):
+        r = await device(gateway, session, user, device_id, version="12.1").post("FolderSync")
+        assert r.status == 403
+    body = {"filter": {"state": "quarantined"}, "note": "reviewed: all fine"}
+    preview = await api.ok("POST", "/api/associations/actions/allow", body | {"dry_run": True})
+    assert sorted(k["device_id"] for k in preview["changed"]) == ["PDA1", "PDA2"]
+    await api.ok("POST", "/api/associations/actions/allow", body)
+    assert (await api.ok("GET", "/api/quarantine"))["total"] == 0
+    allowed = await api.ok("GET", "/api/associations?state=allowed&reason=QUARANTINE")
+    assert allowed["total"] == 2
