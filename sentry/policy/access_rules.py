@@ -227,14 +227,23 @@ def facts_of(row: _Row) -> Facts:
     value cut to ``MAX_SUBJECT`` characters (so a memo entry stays small)."""
     info = row.device_info
     kind, agent, version = row.device_type or None, row.user_agent, row.protocol_version
-    if info is None:
-        return (_cut(kind), None, None, _cut(agent), _cut(version))
-    agent = agent or info.user_agent
-    return (_cut(kind), _cut(info.model), _cut(info.os), _cut(agent), _cut(version))
+    model = os = None
+    if info is not None:
+        model, os, agent = info.model, info.os, agent or info.user_agent
+    m = MAX_SUBJECT
+    if (
+        len(kind or "") > m
+        or len(agent or "") > m
+        or len(version or "") > m
+        or len(model or "") > m
+        or len(os or "") > m
+    ):
+        return (_cut(kind), _cut(model), _cut(os), _cut(agent), _cut(version))
+    return (kind, model, os, agent, version)  # the usual case: nothing to cut
 
 
 def _cut(text: str | None) -> str | None:
-    return text if text is None or len(text) <= MAX_SUBJECT else text[:MAX_SUBJECT]
+    return None if text is None else text[:MAX_SUBJECT]
 
 
 _MEMO_LIMIT = 8192

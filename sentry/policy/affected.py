@@ -51,15 +51,14 @@ def affected_keys(changes: Iterable[ch.Change], snapshot: Snapshot) -> set[Assoc
 
 def _rule_keys(snapshot: Snapshot, rules: AccessRules) -> set[AssociationKey]:
     """Rows whose first matching device access rule differs under ``rules``."""
-    old, new = snapshot.access_rules, RuleSet(rules)
-    if not old and not rules:
+    old, new = snapshot.rule_set, RuleSet(rules)
+    if not old.rules and not rules:
         return set()
-    out: set[AssociationKey] = set()
-    for row in snapshot.associations():
-        facts = facts_of(row)
-        if new.first(facts) != (snapshot.rule_for(row) if old else None):
-            out.add(row.key)
-    return out
+    return {
+        row.key
+        for row in snapshot.associations()
+        if new.first(facts := facts_of(row)) != old.first(facts)
+    }
 
 
 def _prefs_matter(change: ch.Change, old: Preferences) -> bool:

@@ -216,6 +216,11 @@ class Snapshot:
         """The device access rules in evaluation order."""
         return self._ruleset.rules
 
+    @property
+    def rule_set(self) -> RuleSet:
+        """The compiled rules with their memo (``access_rules.RuleSet``)."""
+        return self._ruleset
+
     def rule_for(self, row: Any) -> AccessRule | None:
         """The first device access rule matching what ``row``'s device said
         (DeviceType, DeviceInformation, User-Agent, protocol version), or None."""
