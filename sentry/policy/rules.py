@@ -1,6 +1,6 @@
 """The decision table of design.md §4, applied to one association row.
 
-Approach. ``assess`` first collects EVERY reason that applies (rows 1-8 and
+Approach. ``assess`` first collects EVERY reason that applies (rows 1-9 and
 the registry-outage rule), then ``_conclude`` reads them in table order:
 
 1. wipe pending/failed -> answer with the wipe; wiped -> refuse   WIPE
