@@ -40,7 +40,8 @@ changes that record such re-evaluations.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
+from operator import attrgetter
 from typing import Any
 
 from sentry.eas.request import EasRequest
@@ -65,6 +66,9 @@ from .snapshot import Snapshot
 from .transitions import Action, AdminState, state_of, transition
 
 _new_association = fast_constructor(Association)  # ~2x a frozen __init__ (see _fast)
+_FIELD_NAMES = tuple(f.name for f in fields(Association))
+_FIELD_AT = {name: i for i, name in enumerate(_FIELD_NAMES)}
+_row_values = attrgetter(*_FIELD_NAMES)
 
 __all__ = ["decide", "decision_detail", "evaluate", "refresh", "request_key", "with_assessment"]
 
@@ -200,17 +204,14 @@ def with_assessment(row: Association, a: Assessment) -> Association:
         and row.access_rule == a.rule
     ):
         return row
-    return replace(
-        row,
-        verdict=a.verdict,
-        reasons=a.reasons,
-        violations=a.violations,
-        device=a.device,
-        unlinked=a.unlinked,
-        pool=pool,
-        backend_type=backend,
-        access_rule=a.rule,
-    )
+    values = list(_row_values(row))  # ``replace`` without its per-call introspection
+    for name, value in (
+        ("verdict", a.verdict), ("reasons", a.reasons), ("violations", a.violations),
+        ("device", a.device), ("unlinked", a.unlinked), ("pool", pool),
+        ("backend_type", backend), ("access_rule", a.rule),
+    ):  # fmt: skip
+        values[_FIELD_AT[name]] = value
+    return _new_association(*values)
 
 
 def _recorded(row: Association, decision: Decision) -> Association:
