@@ -221,7 +221,7 @@ class AccessState:
 
     async def decide(self, request: EasRequest, facts: RequestFacts) -> Outcome:
         """Decide a request; persist what changed before answering."""
-        outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
+        outcome = decide(request, facts, self.snapshot, self.clock())
         if not _durable(outcome.changes):
             self._remember_touches(outcome.changes)
             return outcome
@@ -230,14 +230,14 @@ class AccessState:
         def build(snapshot: Snapshot, now: float) -> list[Change]:
             # Decided again under the lock: two concurrent first requests
             # cannot both count as "the first device".
-            decided.append(decide(request, facts, snapshot, snapshot.prefs, now))
+            decided.append(decide(request, facts, snapshot, now))
             return _durable(decided[-1].changes)
 
         try:
             await self.commit(build)
         except StoreUnavailable:
             unreachable = replace(facts, registry_reachable=False)
-            return decide(request, unreachable, self.snapshot, self.snapshot.prefs, self.clock())
+            return decide(request, unreachable, self.snapshot, self.clock())
         except Exception:
             # Not the store being unavailable but a write it refused (a bug,
             # or data it cannot hold): the gateway cannot know the state, so
@@ -245,7 +245,8 @@ class AccessState:
             # unreachable" would let a new device through whatever
             # auto-block says, whenever it can make its own write fail.
             log.exception("store_write_failed", during="request")
-            return Outcome(_CANNOT_DECIDE, (), (decided or [outcome])[-1].association)
+            refusal = replace(_CANNOT_DECIDE, style=self.snapshot.prefs.refusal_style)
+            return Outcome(refusal, (), (decided or [outcome])[-1].association)
         outcome = decided[-1]
         self._remember_touches(outcome.changes)
         return outcome

@@ -67,10 +67,10 @@ def absorb(
     revoked: list[tuple[AssociationKey, Decision]] = []
     if held and keys:
         for key in sorted(keys.intersection(held)):
-            decision = evaluate(key, snapshot, snapshot.prefs, now)
+            decision = evaluate(key, snapshot, now)
             if not isinstance(decision, Forward):
                 revoked.append((key, decision))
-    refreshed = refresh(keys, snapshot, snapshot.prefs, now) if keys else ()
+    refreshed = refresh(keys, snapshot, now) if keys else ()
     if refreshed:
         snapshot.apply(refreshed)
     return Absorbed(frozenset(keys), tuple(revoked), refreshed)

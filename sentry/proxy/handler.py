@@ -69,6 +69,7 @@ from sentry.policy import (
     Forward,
     Snapshot,
     answer,
+    options_pool,
     record_policy_fingerprint,
 )
 from sentry.settings import GatewaySettings
@@ -90,7 +91,7 @@ _POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
 # Request ids: a random per-process prefix and a counter (no syscall per request).
 _ID_PREFIX = secrets.token_hex(3) + "-"
 _ids = itertools.count(1)
-# Answers depend only on (decision, command, version, MIME, style): build each once.
+# Answers depend only on (decision, command, version, MIME): build each once.
 _answer_for = functools.lru_cache(maxsize=2048)(answer)
 note = structlog.contextvars.bind_contextvars
 """Add fields to the request's context: every log line of the request, and its
@@ -286,10 +287,7 @@ def _to_web(resp: responses.Response) -> web.Response:
 def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Response:
     """The refusal or wipe for ``decision`` (not a Forward): ``policy.answer``."""
     assert eas.command is not None and not isinstance(decision, Forward)
-    style = ctx.state.snapshot.prefs.refusal_style
-    resp = _answer_for(
-        decision, eas.command, eas.protocol_version, mime_body=_is_mime(eas), style=style
-    )
+    resp = _answer_for(decision, eas.command, eas.protocol_version, mime_body=_is_mime(eas))
     return _to_web(resp)
 
 
@@ -300,9 +298,7 @@ def _is_mime(eas: EasRequest) -> bool:
 async def _options(ctx: ProxyContext, request: web.Request, eas: EasRequest) -> web.StreamResponse:
     """OPTIONS: ask the user's pool (or the default pool), else answer ourselves."""
     note(decision="options")
-    snapshot = ctx.state.snapshot
-    route = snapshot.pool_for(snapshot.principal_of(eas.user.key)) if eas.user else None
-    name = route.name if route is not None else snapshot.routing.default
+    name = options_pool(ctx.state.snapshot, eas.user.key if eas.user else None)
     pool = ctx.upstreams.pools.get(name) if name else None
     if pool is None:
         return _to_web(responses.options_response())
