@@ -11,6 +11,7 @@ from sentry.model import (
     Preferences,
     Reason,
     Routing,
+    Verdict,
     WipeStatus,
 )
 from sentry.policy import Refuse, TransitionError, Wipe, decide, evaluate, options_pool
@@ -306,6 +307,19 @@ def test_registry_unreachable(access):
     else:
         new.expect_refuse(BLOCKED, reasons={"REGISTRY_UNREACHABLE"})
     assert conv.row("carol", "NEW") is not None
+
+
+def test_a_row_decided_during_an_outage_records_what_the_device_got():
+    # The request's commit must not re-record it as what the registry data in
+    # memory says (AUTO_BLOCK): the forwarded row, once the backend accepts it,
+    # establishes its device's type (a later Allow then cannot mix types).
+    conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
+    conv.registry_reachable = False
+    outage = conv.request("bob", "D1").expect_forward(reasons=())
+    assert outage.row.verdict is Verdict.FORWARD
+    outage.expect_verified()
+    established = conv.snapshot.established("eas:D1")
+    assert established is not None and established.backend_type == "exchange"
 
 
 def test_registry_unreachable_still_processes_a_wipe():
