@@ -23,8 +23,8 @@ apply and the association as it now stands (linked device or unlink cause).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from sentry.eas.commands.provision import ProvisionKind
 from sentry.eas.status import CommonStatus, WipeAckStatus
 from sentry.model import Association, DeviceInformation, Reason, RefusalStyle
 
@@ -39,16 +39,6 @@ __all__ = [
     "RequestFacts",
     "Wipe",
 ]
-
-
-class ProvisionKind(StrEnum):
-    """What kind of Provision body the request carried."""
-
-    NONE = "none"  # not a Provision request
-    INITIAL = "initial"  # Policies/Policy/PolicyType, no key
-    ACKNOWLEDGE = "acknowledge"  # the policy acknowledgement (temporary key)
-    WIPE_ACK = "wipe_ack"  # RemoteWipe/AccountOnlyRemoteWipe with a Status
-    EMPTY = "empty"  # <Provision/>, the reaction to status 140
 
 
 @dataclass(frozen=True, slots=True)
