@@ -133,7 +133,7 @@ def settle(snap: Snapshot) -> None:
             version=row.protocol_version,
             realms=REALMS,
         )
-        snap.apply(decide(request, facts, snap, snap.prefs, NOW).changes)
+        snap.apply(decide(request, facts, snap, NOW).changes)
 
 
 def timed(fn: Callable[[EasRequest], object], requests: Sequence[EasRequest]) -> float:
@@ -175,7 +175,7 @@ def rule_change(snap: Snapshot) -> dict[str, float]:
     keys = affected_keys([change], snap)
     planned = time.perf_counter_ns()
     snap.apply([change])
-    moved = refresh(keys, snap, snap.prefs, NOW + 2)
+    moved = refresh(keys, snap, NOW + 2)
     done = time.perf_counter_ns()
     floor_start = time.perf_counter_ns()
     sum(1 for row in snap.associations() if row.protocol_version == "12.1")
@@ -192,7 +192,7 @@ def rule_change(snap: Snapshot) -> dict[str, float]:
 def run() -> dict[str, dict[str, float]]:
     rng = random.Random(7)
     snap = build_snapshot(rng)
-    prefs, facts = snap.prefs, RequestFacts()
+    facts = RequestFacts()
     keys = sorted(snap.keys())
     single = [k for k in keys if len(snap.on_device(k.device_id)) == 1]
     double = [k for k in keys if len(snap.on_device(k.device_id)) == 2]
@@ -207,7 +207,7 @@ def run() -> dict[str, dict[str, float]]:
         return snap.get((r.device_id, r.user.key if r.user else ""))
 
     def decision(r: EasRequest) -> Outcome:
-        return decide(r, facts, snap, prefs, NOW + 1)
+        return decide(r, facts, snap, NOW + 1)
 
     known = cases["known, no change"][:100]
     assert all(isinstance(decision(r).changes[0], Touch) for r in known)  # the hot path

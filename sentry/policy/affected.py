@@ -62,7 +62,8 @@ def _rule_keys(snapshot: Snapshot, rules: AccessRules) -> set[AssociationKey]:
 
 
 def _prefs_matter(change: ch.Change, old: Preferences) -> bool:
-    """Only refusal_style changes nothing a decision depends on."""
+    """Only refusal_style changes nothing a recorded decision or a revocation
+    depends on (it only changes how the next refusal looks on the wire)."""
     if not isinstance(change, ch.PutPreferences):
         return False
     new = change.prefs

@@ -70,6 +70,7 @@ from sentry.model import (
     Pool,
     Preferences,
     Reason,
+    RefusalStyle,
     RuleAction,
     UnlinkCause,
     Verdict,
@@ -160,6 +161,7 @@ class Assessment(NamedTuple):
     device: str | None  # the linked managed device
     unlinked: UnlinkCause | None
     pool: Pool | None
+    style: RefusalStyle = RefusalStyle.STATUS  # of a refusal
     rule: str | None = None  # the device access rule that matched
 
 
@@ -184,15 +186,10 @@ def link_of(row: Row, snap: Snapshot, device: Device | None) -> UnlinkCause | No
     return None if user in snap.pushed(device.id).principals else UnlinkCause.NOT_ENTITLED
 
 
-def assess(
-    row: Row,
-    snap: Snapshot,
-    prefs: Preferences,
-    *,
-    new: bool = False,
-    reachable: bool = True,
-) -> Assessment:
-    """Apply the decision table to ``row``; ``new``: the row is not in ``snap`` yet."""
+def assess(row: Row, snap: Snapshot, *, new: bool = False, reachable: bool = True) -> Assessment:
+    """Apply the decision table to ``row`` under ``snap``'s preferences; ``new``:
+    the row is not in ``snap`` yet."""
+    prefs = snap.prefs
     device = managed_device(row, snap)
     unlinked = link_of(row, snap, device)
     pool = snap.pool_for(row.key.user)
@@ -220,7 +217,8 @@ def assess(
     linked = device.id if device is not None and unlinked is None else None
     verdict = _conclude(row.wipe, override, found, prefs.compliance_overrides_allow)
     name = None if rule is None else rule.name
-    return Assessment(verdict, found, violations, linked, unlinked, pool, name)
+    style = prefs.refusal_style
+    return Assessment(verdict, found, violations, linked, unlinked, pool, style, name)
 
 
 def _registration(
@@ -311,7 +309,7 @@ def decision_of(assessment: Assessment, row: Row) -> Decision:
         return _forward(assessment.pool.name, assessment.pool.type, reasons, violations, rule)
     if verdict is Verdict.WIPE:
         return Wipe(_account_only(row), reasons, violations, rule=rule)
-    return _refuse(refusal_status(reasons), reasons, violations, rule)
+    return _refuse(refusal_status(reasons), reasons, violations, assessment.style, rule)
 
 
 # Decisions are immutable values: equal ones are shared (a bounded memo, no state).
@@ -331,27 +329,29 @@ def _refuse(
     status: CommonStatus,
     reasons: frozenset[Reason],
     violations: frozenset[str],
+    style: RefusalStyle,
     rule: str | None = None,
 ) -> Refuse:
-    return Refuse(status, reasons, violations, rule)
+    return Refuse(status, reasons, violations, style, rule)
 
 
-def stored_decision(row: Association) -> Decision:
-    """The decision recorded on ``row`` (registry outage: keep the last one).
+def stored_decision(row: Association, style: RefusalStyle = RefusalStyle.STATUS) -> Decision:
+    """The decision recorded on ``row`` (registry outage: keep the last one); a
+    refusal in ``style``.
 
     The wipe state is local, not registry data, so it still comes first.
     """
     rule = row.access_rule
     if row.wipe in _WIPE_ANSWER:
         return Wipe(_account_only(row), row.reasons | {Reason.WIPE}, row.violations, rule=rule)
+    blocked = CommonStatus.DeviceIsBlockedForThisUser
     if row.wipe is WipeStatus.WIPED:
-        blocked = CommonStatus.DeviceIsBlockedForThisUser
-        return Refuse(blocked, row.reasons | {Reason.WIPE}, row.violations, rule)
+        return Refuse(blocked, row.reasons | {Reason.WIPE}, style=style, rule=rule)
     if row.verdict is Verdict.FORWARD and row.pool is not None:
         return Forward(row.pool, row.backend_type or "", row.reasons, row.violations, rule)
     if row.verdict is Verdict.REFUSE:
-        return Refuse(refusal_status(row.reasons), row.reasons, row.violations, rule)
-    return Refuse(CommonStatus.DeviceIsBlockedForThisUser, row.reasons, row.violations, rule)
+        return Refuse(refusal_status(row.reasons), row.reasons, row.violations, style, rule)
+    return Refuse(blocked, row.reasons, row.violations, style, rule)
 
 
 def verdict_of(decision: Decision) -> Verdict:

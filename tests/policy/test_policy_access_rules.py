@@ -315,7 +315,7 @@ def test_the_table_order_around_rules_for_every_combination(override, action, ma
     )
     over = None if override is None else Override(override, "n", "a", 1.0)
     row = Association(AssociationKey("D1", "u"), device_type="T", override=over)
-    got = assess(row, snap, snap.prefs)
+    got = assess(row, snap)
     expected: set[Reason] = set()
     if override is not None:
         expected.add(Reason.MANUAL)
