@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 import structlog
@@ -63,10 +63,32 @@ from sentry.policy import (
     expire_unverified,
     refresh,
 )
+from sentry.policy.errors import ConflictError
 from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store, StoreUnavailable
+from sentry.store.feed import FeedBehind
 
-__all__ = ["ACCEPTED_STATUSES", "AccessState", "backend_accepts"]
+__all__ = ["ACCEPTED_STATUSES", "AccessState", "CatchUp", "StaleState", "backend_accepts"]
+
+CatchUp = Callable[[FeedBehind], Awaitable[None]]
+"""Absorbs the feed rows a refused guarded write missed (``sentry.cluster``;
+called with the writer lock held)."""
+
+BEHIND_RETRIES = 10
+"""How often a request is decided again after its write found the node behind
+the shared store, before it is refused (fail closed)."""
+
+
+class StaleState(ConflictError):
+    """An admin change was built on a state another gateway node has changed
+    since: nothing was written, this node has caught up; build it again (409)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the state changed on another gateway node meanwhile: nothing was changed; "
+            "this node has caught up, try again"
+        )
+
 
 _CANNOT_DECIDE = Refuse(
     CommonStatus.DeviceIsBlockedForThisUser, frozenset({Reason.REGISTRY_UNREACHABLE})
@@ -112,6 +134,7 @@ class AccessState:
         self._expiry = unverified_expiry_seconds
         self._flusher: asyncio.Task[None] | None = None
         self._ended = 0  # held polls ended by revocation, ever
+        self.catch_up: CatchUp | None = None  # set by sentry.cluster on a shared store
 
     # -- requests ---------------------------------------------------------------
 
@@ -122,25 +145,50 @@ class AccessState:
             self._remember_touches(outcome.changes)
             return outcome
         async with self._lock:
-            outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
-            durable = _durable(outcome.changes)
-            try:
-                await self._commit(durable)
-            except StoreUnavailable:
-                unreachable = replace(facts, registry_reachable=False)
-                return decide(
-                    request, unreachable, self.snapshot, self.snapshot.prefs, self.clock()
-                )
-            except Exception:
-                # Not the store being unavailable but a write it refused (a bug,
-                # or data it cannot hold): the gateway cannot know the state, so
-                # it refuses (fail closed). Treating this as "registry
-                # unreachable" would let a new device through whatever
-                # auto-block says, whenever it can make its own write fail.
-                log.exception("store_write_failed", during="request")
+            for _ in range(BEHIND_RETRIES):
+                outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
+                durable = _durable(outcome.changes)
+                try:
+                    await self._commit(durable)
+                except FeedBehind as exc:
+                    # Another node wrote first (perhaps this very mailbox's or
+                    # device's first sight): take its changes, decide again.
+                    if await self._caught_up(exc, during="request"):
+                        continue
+                    return Outcome(_CANNOT_DECIDE, (), outcome.association)
+                except StoreUnavailable:
+                    unreachable = replace(facts, registry_reachable=False)
+                    return decide(
+                        request, unreachable, self.snapshot, self.snapshot.prefs, self.clock()
+                    )
+                except Exception:
+                    # Not the store being unavailable but a write it refused (a
+                    # bug, or data it cannot hold): the gateway cannot know the
+                    # state, so it refuses (fail closed). Treating this as
+                    # "registry unreachable" would let a new device through
+                    # whatever auto-block says, whenever it can make its own
+                    # write fail.
+                    log.exception("store_write_failed", during="request")
+                    return Outcome(_CANNOT_DECIDE, (), outcome.association)
+                break
+            else:
+                log.error("store_write_failed", during="request", error="behind the feed")
                 return Outcome(_CANNOT_DECIDE, (), outcome.association)
         self._remember_touches(outcome.changes)
         return outcome
+
+    async def _caught_up(self, exc: FeedBehind, *, during: str) -> bool:
+        """Absorb what a refused guarded write missed (caller holds the lock);
+        False when there is nobody to do it or it failed (fail closed)."""
+        if self.catch_up is None:
+            log.error("store_write_failed", during=during, error=str(exc))
+            return False
+        try:
+            await self.catch_up(exc)
+        except Exception:
+            log.exception("catch_up_failed", during=during)
+            return False
+        return True
 
     async def _commit(self, changes: Sequence[Change]) -> set[AssociationKey]:
         """Write then apply ``changes``, end the held polls they revoke, then
@@ -167,7 +215,7 @@ class AccessState:
         self._revoke(keys)
         moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
         if moved:
-            with contextlib.suppress(StoreUnavailable):
+            with contextlib.suppress(StoreUnavailable, FeedBehind):
                 await self.store.apply(moved)
             self.snapshot.apply(moved)
         return keys
@@ -189,12 +237,18 @@ class AccessState:
         if row is None or row.verified_at is not None:
             return  # the usual case: no write
         async with self._lock:
-            changes = backend_accepted(self.snapshot, key, self.clock())
-            try:
-                await self._commit(changes)
-            except Exception:
-                self.metrics.store_errors.inc()
-                log.exception("store_write_failed", during="verification")
+            for _ in range(BEHIND_RETRIES):
+                changes = backend_accepted(self.snapshot, key, self.clock())
+                try:
+                    await self._commit(changes)
+                except FeedBehind as exc:
+                    if await self._caught_up(exc, during="verification"):
+                        continue
+                    self.metrics.store_errors.inc()
+                except Exception:
+                    self.metrics.store_errors.inc()
+                    log.exception("store_write_failed", during="verification")
+                return
 
     async def expire_unverified(self) -> int:
         """Remove unverified rows not seen for the configured time; return how many."""
@@ -202,7 +256,11 @@ class AccessState:
             return 0
         async with self._lock:
             changes = expire_unverified(self.snapshot, self.clock(), self._expiry)
-            await self._commit(changes)
+            try:
+                await self._commit(changes)
+            except FeedBehind as exc:  # the next round decides on the caught-up state
+                await self._caught_up(exc, during="expire_unverified")
+                return 0
         expired = sum(1 for c in changes if isinstance(c, DeleteAssociation))
         if expired:
             log.info("unverified_expired", count=expired, max_age_seconds=self._expiry)
@@ -225,7 +283,44 @@ class AccessState:
         """``apply`` for a caller that already holds ``writer``."""
         assert self._lock.locked(), "apply_held needs the writer lock"
         before = self._ended
-        await self._commit(changes)
+        try:
+            await self._commit(changes)
+        except FeedBehind as exc:
+            # Built on a state another node changed since: nothing was
+            # written; catch up so that building again sees the change.
+            await self._caught_up(exc, during="admin")
+            raise StaleState() from None
+        return self._ended - before
+
+    # -- changes from other nodes -------------------------------------------------
+
+    def absorb(self, changes: Sequence[Change]) -> int:
+        """Apply changes that are ALREADY durable (another node's, read from the
+        shared store's change feed): the snapshot takes them, held polls they
+        refuse end at once, and the decisions they move are refreshed in
+        memory only (the node that wrote them records those). No store write.
+        Caller holds ``writer``. Returns the held polls ended."""
+        assert self._lock.locked(), "absorb needs the writer lock"
+        if not changes:
+            return 0
+        before = self._ended
+        # Last-seen times move no decision: a peer's batch of them costs no evaluation.
+        keys = affected_keys([c for c in changes if type(c) is not Touch], self.snapshot)
+        self.snapshot.apply(changes)
+        self._revoke(keys)
+        moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
+        if moved:
+            self.snapshot.apply(moved)
+        return self._ended - before
+
+    def replace_snapshot(self, snapshot: Snapshot) -> int:
+        """Take a freshly loaded state (a node too far behind the feed reloads);
+        held polls it refuses end. Caller holds ``writer``. Returns polls ended."""
+        assert self._lock.locked(), "replace_snapshot needs the writer lock"
+        before = self._ended
+        self.snapshot = snapshot
+        self._revoke(set(self.longpolls.keys()))
+        self.publish_counts()
         return self._ended - before
 
     def _revoke(self, keys: set[AssociationKey]) -> int:

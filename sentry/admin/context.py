@@ -8,7 +8,10 @@ validates everything first and raises on any problem, so nothing is
 half-applied) and hands the whole list to ``AccessState.apply_held`` (one
 store transaction, then the snapshot, then live revocation of held long
 polls). Building under that lock means neither another admin call nor a
-request can change a row between the check and the write.
+request can change a row between the check and the write. On a shared store
+(several nodes) a write built on a state another node has changed since is
+refused (``StaleState``); the node has then caught up and ``commit`` builds
+again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sentry.access import AccessState
+from sentry.access import AccessState, StaleState
 from sentry.directory.service import DirectorySync
 from sentry.policy import Change, Snapshot
 from sentry.proxy.redirects import RedirectCache
@@ -28,6 +31,9 @@ from sentry.settings import Settings
 from sentry.store_watch import WatchedStore
 
 __all__ = ["AdminContext", "Build", "iso"]
+
+_STALE_RETRIES = 5
+"""Builds of one admin change when another gateway node keeps writing first."""
 
 Build = Callable[[Snapshot, float], Sequence[Change]]
 """Builds a change list from (snapshot, now); raises to refuse."""
@@ -62,9 +68,15 @@ class AdminContext:
         """Build the changes and apply them in one transaction; return the
         number of held long polls ended. An exception from ``build`` changes
         nothing."""
-        async with self.lock:
-            changes = build(self.snapshot, self.now())
-            return await self.apply(changes)
+        for attempt in range(_STALE_RETRIES):
+            async with self.lock:
+                changes = build(self.snapshot, self.now())
+                try:
+                    return await self.apply(changes)
+                except StaleState:  # another gateway node wrote first: build again
+                    if attempt == _STALE_RETRIES - 1:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def commit_in_thread(self, build: Build, executor: Executor | None = None) -> int:
         """``commit`` with ``build`` run in a worker thread: for a large pure
@@ -73,10 +85,16 @@ class AdminContext:
         reads changes under it (requests of known associations only move
         last-seen times, which no plan reads); the changes are then applied
         on the loop exactly as ``commit`` applies them."""
-        async with self.lock:
-            loop = asyncio.get_running_loop()
-            changes = await loop.run_in_executor(executor, build, self.snapshot, self.now())
-            return await self.apply(changes)
+        for attempt in range(_STALE_RETRIES):
+            async with self.lock:
+                loop = asyncio.get_running_loop()
+                changes = await loop.run_in_executor(executor, build, self.snapshot, self.now())
+                try:
+                    return await self.apply(changes)
+                except StaleState:
+                    if attempt == _STALE_RETRIES - 1:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def apply(self, changes: Sequence[Change]) -> int:
         """Apply changes built under ``lock`` (callers hold it)."""

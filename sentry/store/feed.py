@@ -50,7 +50,14 @@ from ._sqlite_rows import association_decoder, association_params
 from .base import StoreError
 from .codec import DECODERS
 
-__all__ = ["FORMAT", "FeedEntry", "FeedFormatError", "decode_changes", "encode_changes"]
+__all__ = [
+    "FORMAT",
+    "FeedBehind",
+    "FeedEntry",
+    "FeedFormatError",
+    "decode_changes",
+    "encode_changes",
+]
 
 FORMAT = 1
 """The feed document's format number (raise it when a payload's meaning changes)."""
@@ -68,6 +75,19 @@ class FeedEntry:
     node: str
     at: float
     changes: tuple[ch.Change, ...]
+
+
+class FeedBehind(StoreError):
+    """A guarded write found the feed ahead of the node's view: the node's
+    snapshot was not the latest state, so nothing was written. ``missed``
+    are the feed rows after ``view`` (oldest first), or None when they were
+    already pruned (the node must reload). The node absorbs them and decides
+    again (``sentry.cluster``)."""
+
+    def __init__(self, view: int, head: int, missed: Sequence[FeedEntry] | None) -> None:
+        super().__init__(f"the change feed is at {head}, this node has applied {view}")
+        self.view, self.head = view, head
+        self.missed = None if missed is None else tuple(missed)
 
 
 def _doc(value: Any) -> Any:
