@@ -142,6 +142,7 @@ class Follower:
             async for signal in feed:
                 self._set_listening(feed.connected)
                 if signal.resumed:
+                    log.info("cluster_feed_resumed", reconnects=feed.reconnects, view=self.view)
                     await self.catch_up("resumed")
                     continue
                 if signal.node == self.store.node or (
