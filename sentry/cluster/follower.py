@@ -114,6 +114,17 @@ class Follower:
             create_task(self._poll(), name="cluster:poll"),
         ]
 
+    async def stop_following(self) -> None:
+        """Stop listening and polling, keep catching up on this node's own
+        writes (a node that misses every notification; used by tests)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._set_listening(False)
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()

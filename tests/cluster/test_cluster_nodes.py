@@ -96,15 +96,22 @@ def _client(session: aiohttp.ClientSession, node: Node, user: str, device: str) 
     )
 
 
-async def _until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``check`` (run in a thread: it may block) until it is truthy."""
+async def _until(
+    check: Callable[[], Any],
+    what: str,
+    timeout: float = 30.0,
+    also: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll ``check`` (run in a thread: it may block) until it is truthy;
+    on a timeout the failure shows what ``also`` returns."""
     deadline = time.monotonic() + timeout
     while True:
         value = await asyncio.to_thread(check)
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            seen = "" if also is None else f": {await asyncio.to_thread(also)!r}"
+            raise AssertionError(f"timed out waiting for {what}{seen}")
         await asyncio.sleep(0.05)
 
 
@@ -215,7 +222,9 @@ async def test_one_backend_type_per_device_holds_across_nodes(cluster: Cluster) 
         )
         for node in (a, b):
             rows = await _until(
-                lambda node=node: _mixed(node, device), f"one refused mailbox on {node.name}"
+                lambda node=node: _mixed(node, device),
+                f"one refused mailbox on {node.name}",
+                also=lambda node=node: node.admin("GET", f"/api/associations?device_id={device}"),
             )
             assert len(rows) == 1, rows
 
@@ -227,11 +236,14 @@ def _mixed(node: Node, device: str) -> list[dict[str, Any]] | None:
     status, body, _ = node.admin("GET", f"/api/associations?device_id={device}")
     assert status == 200, body
     rows = body["items"]
-    if len(rows) != 2 or not all(r.get("verified") or r.get("verified_at") for r in rows):
+    if len(rows) != 2:
         return None
     refused = [r for r in rows if "MIXED_BACKEND" in r.get("reasons", [])]
     allowed = [r for r in rows if r["state"] == "allowed"]
-    return refused if len(refused) == 1 and len(allowed) == 1 else None
+    if len(refused) != 1 or len(allowed) != 1 or not allowed[0]["verified"]:
+        return None
+    assert allowed[0]["backend_type"] != refused[0]["backend_type"]
+    return refused
 
 
 async def test_a_node_cut_off_from_the_database_degrades_then_catches_up(
