@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from sentry.access import StaleState
 from sentry.model import AssociationKey, canonical_device_id
 from sentry.policy import Snapshot, backend_scope, evaluate
 from sentry.policy.audit import plain
@@ -39,6 +40,7 @@ from .views import (
 
 __all__ = ["ROUTES", "association_key"]
 
+_STALE_RETRIES = 5  # plans of one bulk action while other gateway nodes keep writing first
 _NOTE = Field(
     "string", "why (kept with the action and in the audit log)", required=True, blank=False
 )
@@ -193,10 +195,17 @@ async def _bulk_action(action: str, call: Call) -> dict[str, Any]:
     opts, ctx = _options(action, call), call.ctx
     query = _bulk_query(call.body, call.ctx.snapshot)
     dry_run = bool(call.body.get("dry_run", False))
-    async with ctx.lock:
-        now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]
-        plan = plan_bulk(ctx.snapshot, keys, opts, now, query.describe())
-        ended = 0 if dry_run else await ctx.apply(plan.changes)
+    for attempt in range(_STALE_RETRIES):
+        async with ctx.lock:
+            now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]
+            plan = plan_bulk(ctx.snapshot, keys, opts, now, query.describe())
+            try:
+                ended = 0 if dry_run else await ctx.apply(plan.changes)
+            except StaleState:  # another gateway node wrote first: plan again
+                if attempt == _STALE_RETRIES - 1:
+                    raise
+                continue
+        break
     skipped = [{"key": key_view(k), "error": why} for k, why in plan.skipped]
     return {
         "matched": len(keys),
