@@ -70,9 +70,10 @@ from sentry.store.feed import FeedBehind
 
 __all__ = ["ACCEPTED_STATUSES", "AccessState", "CatchUp", "StaleState", "backend_accepts"]
 
-CatchUp = Callable[[FeedBehind], Awaitable[None]]
+CatchUp = Callable[[FeedBehind], Awaitable[bool]]
 """Absorbs the feed rows a refused guarded write missed (``sentry.cluster``;
-called with the writer lock held)."""
+called with the writer lock held); True when the state changed (not only
+this node's own rows or last-seen times)."""
 
 BEHIND_RETRIES = 10
 """How often a request is decided again after its write found the node behind
@@ -180,15 +181,18 @@ class AccessState:
     async def _caught_up(self, exc: FeedBehind, *, during: str) -> bool:
         """Absorb what a refused guarded write missed (caller holds the lock);
         False when there is nobody to do it or it failed (fail closed)."""
+        return await self._absorb_missed(exc, during=during) is not None
+
+    async def _absorb_missed(self, exc: FeedBehind, *, during: str) -> bool | None:
+        """``catch_up``: whether the state changed; None when it failed."""
         if self.catch_up is None:
             log.error("store_write_failed", during=during, error=str(exc))
-            return False
+            return None
         try:
-            await self.catch_up(exc)
+            return await self.catch_up(exc)
         except Exception:
             log.exception("catch_up_failed", during=during)
-            return False
-        return True
+            return None
 
     async def _commit(self, changes: Sequence[Change]) -> set[AssociationKey]:
         """Write then apply ``changes``, end the held polls they revoke, then
@@ -283,14 +287,19 @@ class AccessState:
         """``apply`` for a caller that already holds ``writer``."""
         assert self._lock.locked(), "apply_held needs the writer lock"
         before = self._ended
-        try:
-            await self._commit(changes)
-        except FeedBehind as exc:
-            # Built on a state another node changed since: nothing was
-            # written; catch up so that building again sees the change.
-            await self._caught_up(exc, during="admin")
-            raise StaleState() from None
-        return self._ended - before
+        for _ in range(BEHIND_RETRIES):
+            try:
+                await self._commit(changes)
+            except FeedBehind as exc:
+                # Built on a state another node may have changed since: nothing
+                # was written; catch up. When only this node's own rows or
+                # last-seen times were missed the changes still hold: write
+                # them again; otherwise they must be built again.
+                if await self._absorb_missed(exc, during="admin") is not False:
+                    raise StaleState() from None
+                continue
+            return self._ended - before
+        raise StaleState()
 
     # -- changes from other nodes -------------------------------------------------
 

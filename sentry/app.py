@@ -342,6 +342,9 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     gw.store.start()
     gw.state.start()
     if gw.follower is not None:
+        # what other nodes wrote since the load (and this node's start-up
+        # writes) before the first request is decided
+        await gw.follower.catch_up("resumed")
         gw.follower.start()
     g = settings.gateway
     gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)

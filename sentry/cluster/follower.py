@@ -48,7 +48,7 @@ import structlog
 from sentry.access import AccessState
 from sentry.aio import create_task
 from sentry.observability import Metrics
-from sentry.policy import Change
+from sentry.policy import Change, Touch
 from sentry.store._pg_listen import FeedListener
 from sentry.store.base import StoreError
 from sentry.store.feed import FeedBehind, FeedEntry, FeedFormatError
@@ -199,22 +199,24 @@ class Follower:
                 self._failed(str(exc))
                 return applied
             self._read_ok()
-            if applied:
+            if applied:  # rows that changed the state (not only last-seen times)
                 self.metrics.cluster_catchups.labels(trigger).inc()
             return applied
 
-    async def _behind(self, exc: FeedBehind) -> None:
+    async def _behind(self, exc: FeedBehind) -> bool:
         """A guarded write of this node found newer rows (writer lock held):
-        apply them so the caller decides again on the latest state."""
+        apply them so the caller decides again on the latest state. True when
+        the state changed (more than this node's own rows or last-seen times)."""
         self.metrics.cluster_catchups.labels("write").inc()
         if exc.missed is None:
             await self._reload_held(f"{exc}; the rows after {exc.view} were pruned")
-            return
-        self._take(exc.missed)
+            return True
+        return self._take(exc.missed) > 0
 
     def _take(self, entries: Sequence[FeedEntry]) -> int:
-        """Apply ``entries`` past ``view`` (writer lock held); return peer rows applied."""
-        applied = 0
+        """Apply ``entries`` past ``view`` (writer lock held); return how many
+        of them changed more than last-seen times."""
+        rows = changed = 0
         now = self.clock()
         for entry in entries:
             if entry.seq <= self.view:
@@ -226,15 +228,16 @@ class Follower:
             self.store.uncertain.discard(entry.seq)
             self._absorb(entry.changes)
             self.store.view = entry.seq
-            applied += 1
+            rows += 1
+            changed += any(type(c) is not Touch for c in entry.changes)
             if not mine:
                 self._peers[entry.node] = now
                 self.metrics.cluster_lag.labels(entry.node).set(max(0.0, now - entry.at))
-        if applied:
-            self.applied += applied
-            self.metrics.cluster_applied.inc(applied)
+        if rows:
+            self.applied += rows
+            self.metrics.cluster_applied.inc(rows)
         self._forget_peers(now)
-        return applied
+        return changed
 
     def _absorb(self, changes: Sequence[Change]) -> None:
         ended = self.state.absorb(changes)
