@@ -236,3 +236,13 @@ async def _stopped_then_back(server: ThrowawayServer, a: DemoGateway, b: DemoGat
         r = await asyncio.wait_for(ping, 30)
         assert (r.status, r.text("Status")) == (200, "129")
     assert AssociationKey("STOP2", "bob") not in a.gateway.state.snapshot
+
+
+def test_the_cluster_example_configuration_is_valid() -> None:
+    from sentry.settings import load_settings
+
+    root = Path(__file__).resolve().parents[2]
+    settings = load_settings(root / "config" / "cluster.example.yaml")
+    assert settings.store.kind == "postgresql"
+    assert settings.store.feed_poll_seconds == 2
+    assert settings.preferences.max_devices_per_mailbox == 5
