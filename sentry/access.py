@@ -66,9 +66,21 @@ from sentry.policy import (
 from sentry.policy.errors import ConflictError
 from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store, StoreUnavailable
-from sentry.store.feed import FeedBehind
+from sentry.store.feed import REBUILD, FeedBehind, Rebuild
 
-__all__ = ["ACCEPTED_STATUSES", "AccessState", "CatchUp", "StaleState", "backend_accepts"]
+__all__ = [
+    "ACCEPTED_STATUSES",
+    "AccessState",
+    "CatchUp",
+    "StaleState",
+    "TakeMissed",
+    "backend_accepts",
+]
+
+TakeMissed = Callable[[FeedBehind], "bool | None"]
+"""Applies the missed rows of a ``FeedBehind`` at once (inside the write's
+transaction, writer lock held): whether the state changed, None when it
+cannot (the rows were pruned)."""
 
 CatchUp = Callable[[FeedBehind], Awaitable[bool]]
 """Absorbs the feed rows a refused guarded write missed (``sentry.cluster``;
@@ -136,6 +148,7 @@ class AccessState:
         self._flusher: asyncio.Task[None] | None = None
         self._ended = 0  # held polls ended by revocation, ever
         self.catch_up: CatchUp | None = None  # set by sentry.cluster on a shared store
+        self.take_missed: TakeMissed | None = None  # likewise
 
     # -- requests ---------------------------------------------------------------
 
@@ -147,10 +160,25 @@ class AccessState:
             return outcome
         async with self._lock:
             for _ in range(BEHIND_RETRIES):
-                outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
+                latest = [decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())]
+
+                def again(
+                    exc: FeedBehind, latest: list[Outcome] = latest
+                ) -> Sequence[Change] | None:
+                    # another node wrote first (perhaps this very mailbox's or
+                    # device's first sight): take its rows, decide again, write
+                    # that in the same transaction
+                    if self._take_missed(exc) is None:
+                        return None
+                    o = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
+                    latest[0] = o
+                    return _durable(o.changes)
+
+                outcome = latest[0]
                 durable = _durable(outcome.changes)
                 try:
-                    await self._commit(durable)
+                    await self._commit(durable, again)
+                    outcome = latest[0]
                 except FeedBehind as exc:
                     # Another node wrote first (perhaps this very mailbox's or
                     # device's first sight): take its changes, decide again.
@@ -178,6 +206,11 @@ class AccessState:
         self._remember_touches(outcome.changes)
         return outcome
 
+    def _take_missed(self, exc: FeedBehind) -> bool | None:
+        if self.take_missed is None:
+            return None
+        return self.take_missed(exc)
+
     async def _caught_up(self, exc: FeedBehind, *, during: str) -> bool:
         """Absorb what a refused guarded write missed (caller holds the lock);
         False when there is nobody to do it or it failed (fail closed)."""
@@ -194,7 +227,9 @@ class AccessState:
             log.exception("catch_up_failed", during=during)
             return None
 
-    async def _commit(self, changes: Sequence[Change]) -> set[AssociationKey]:
+    async def _commit(
+        self, changes: Sequence[Change], rebuild: Rebuild | None = None
+    ) -> set[AssociationKey]:
         """Write then apply ``changes``, end the held polls they revoke, then
         record the decisions they moved; return the keys whose decision may
         have changed. Caller holds the lock.
@@ -207,14 +242,32 @@ class AccessState:
         again at the next request), so the "registry unreachable" decisions
         that follow, which use the recorded decision, agree with the change.
         A caller cancelled meanwhile (a device that hangs up) waits until the
-        snapshot matches the store."""
+        snapshot matches the store. ``rebuild`` (a shared store): when another
+        node wrote first, it takes the missed rows and decides again, and
+        that is written instead, in the same transaction."""
         if not changes:
             return set()
-        return await uncancellable(self._write(changes), name="access:commit")
+        return await uncancellable(self._write(changes, rebuild), name="access:commit")
 
-    async def _write(self, changes: Sequence[Change]) -> set[AssociationKey]:
+    async def _write(
+        self, changes: Sequence[Change], rebuild: Rebuild | None
+    ) -> set[AssociationKey]:
+        final = [changes]
+
+        def again(exc: FeedBehind) -> Sequence[Change] | None:
+            assert rebuild is not None
+            new = rebuild(exc)
+            if new is not None:
+                final[0] = new
+            return new
+
+        token = REBUILD.set(None if rebuild is None else again)
+        try:
+            await self.store.apply(changes)
+        finally:
+            REBUILD.reset(token)
+        changes = final[0]  # decided again on the latest state if another node wrote first
         keys = affected_keys(changes, self.snapshot)
-        await self.store.apply(changes)
         self.snapshot.apply(changes)
         self._revoke(keys)
         moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
@@ -243,8 +296,14 @@ class AccessState:
         async with self._lock:
             for _ in range(BEHIND_RETRIES):
                 changes = backend_accepted(self.snapshot, key, self.clock())
+
+                def again(exc: FeedBehind) -> Sequence[Change] | None:
+                    if self._take_missed(exc) is None:
+                        return None
+                    return backend_accepted(self.snapshot, key, self.clock())
+
                 try:
-                    await self._commit(changes)
+                    await self._commit(changes, again)
                 except FeedBehind as exc:
                     if await self._caught_up(exc, during="verification"):
                         continue
@@ -287,15 +346,23 @@ class AccessState:
         """``apply`` for a caller that already holds ``writer``."""
         assert self._lock.locked(), "apply_held needs the writer lock"
         before = self._ended
+        changed = [False]
+
+        def same(exc: FeedBehind) -> Sequence[Change] | None:
+            # built on a state another node may have changed since: take the
+            # missed rows; when they were only this node's own rows or last-seen
+            # times the changes still hold (written as built), otherwise they
+            # must be built again
+            took = self._take_missed(exc)
+            if took:
+                changed[0] = True
+            return changes if took is False else None
+
         for _ in range(BEHIND_RETRIES):
             try:
-                await self._commit(changes)
+                await self._commit(changes, same)
             except FeedBehind as exc:
-                # Built on a state another node may have changed since: nothing
-                # was written; catch up. When only this node's own rows or
-                # last-seen times were missed the changes still hold: write
-                # them again; otherwise they must be built again.
-                if await self._absorb_missed(exc, during="admin") is not False:
+                if changed[0] or await self._absorb_missed(exc, during="admin") is not False:
                     raise StaleState() from None
                 continue
             return self._ended - before

@@ -88,6 +88,7 @@ class Follower:
         self.clock = clock
         store.view = view
         state.catch_up = self._behind
+        state.take_missed = self._take_missed
         self._reading = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._listener_connected = False
@@ -133,6 +134,7 @@ class Follower:
                 await task
         self._tasks = []
         self.state.catch_up = None
+        self.state.take_missed = None
         self.metrics.cluster_listening.set(0)
 
     def problems(self) -> list[str]:
@@ -211,6 +213,14 @@ class Follower:
         if exc.missed is None:
             await self._reload_held(f"{exc}; the rows after {exc.view} were pruned")
             return True
+        return self._take(exc.missed) > 0
+
+    def _take_missed(self, exc: FeedBehind) -> bool | None:
+        """``_behind`` inside the write's transaction (no reload there: None
+        when the rows were pruned)."""
+        if exc.missed is None:
+            return None
+        self.metrics.cluster_catchups.labels("write").inc()
         return self._take(exc.missed) > 0
 
     def _take(self, entries: Sequence[FeedEntry]) -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +53,11 @@ from .codec import DECODERS
 
 __all__ = [
     "FORMAT",
+    "REBUILD",
     "FeedBehind",
     "FeedEntry",
     "FeedFormatError",
+    "Rebuild",
     "decode_changes",
     "encode_changes",
 ]
@@ -88,6 +91,17 @@ class FeedBehind(StoreError):
         super().__init__(f"the change feed is at {head}, this node has applied {view}")
         self.view, self.head = view, head
         self.missed = None if missed is None else tuple(missed)
+
+
+Rebuild = Callable[[FeedBehind], "Sequence[ch.Change] | None"]
+"""Called by a guarded write that found newer feed rows, inside its
+transaction (the feed lock held, so no other row can commit meanwhile): it
+applies the missed rows to the node's state and returns the change list
+decided again on it (written instead, in the same transaction), or None to
+give up (``FeedBehind`` is raised, nothing written)."""
+
+REBUILD: ContextVar[Rebuild | None] = ContextVar("sentry_feed_rebuild", default=None)
+"""The writer's ``Rebuild`` for the store calls it makes (``AccessState``)."""
 
 
 def _doc(value: Any) -> Any:

@@ -74,7 +74,7 @@ from .base import (
     StoreProblem,
     StoreUnavailable,
 )
-from .feed import FeedBehind, FeedEntry, encode_changes
+from .feed import REBUILD, FeedBehind, FeedEntry, encode_changes
 
 __all__ = ["CHANNEL", "RETRY_DELAYS", "FeedGap", "PostgresOptions", "PostgresStore", "default_node"]
 
@@ -259,13 +259,13 @@ class PostgresStore:
         if not changes:
             return None
         check_changes(changes)
-        text = encode_changes(changes)
+        plan = _Plan(changes, encode_changes(changes))
         started = time.monotonic()
         for delay in (*RETRY_DELAYS, None):
             state = _Write()
             try:
                 async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                    return await self._write(conn, changes, text, state)
+                    return await self._write(conn, plan, state)
             except Exception as exc:
                 fault = classify(exc)
                 if fault is None:
@@ -287,8 +287,8 @@ class PostgresStore:
             await asyncio.sleep(delay or 0.0)  # _retry said yes: delay is a number
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _write(self, conn: Any, changes: Sequence[Change], text: str, state: _Write) -> int:
-        guard = None if self.view is None or _touches_only(changes) else self.view
+    async def _write(self, conn: Any, plan: _Plan, state: _Write) -> int | None:
+        guard = None if self.view is None or _touches_only(plan.changes) else self.view
         tr = conn.transaction()
         await tr.start()
         try:
@@ -297,9 +297,14 @@ class PostgresStore:
             # COMMIT) and never wait for each other's rows in opposite order.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
             if guard is not None:
-                await _check_view(conn, guard)
-            await write_changes(conn, changes)
-            seq = int(await conn.fetchval(_FEED_INSERT, self.node, text, self.options.channel))
+                behind = await _check_view(conn, guard)
+                if behind is not None:
+                    self._rebuild(plan, behind)  # FeedBehind unless the writer decides again
+                    if not plan.changes:  # nothing left to write on the latest state
+                        await tr.rollback()
+                        return None
+            await write_changes(conn, plan.changes)
+            seq = int(await conn.fetchval(_FEED_INSERT, self.node, plan.text, self.options.channel))
         except BaseException:
             with contextlib.suppress(Exception):
                 await tr.rollback()
@@ -310,6 +315,19 @@ class PostgresStore:
         if state.guarded or self.view == seq - 1:  # nothing came between
             self.view = seq
         return seq
+
+    def _rebuild(self, plan: _Plan, behind: FeedBehind) -> None:
+        """Let the writer apply the missed rows and decide again (the feed lock
+        is held: its new list is written on the latest state); ``FeedBehind``
+        when it cannot (no writer hook, pruned rows) or gives up."""
+        rebuild = REBUILD.get()
+        new = None if rebuild is None or behind.missed is None else rebuild(behind)
+        if new is None:
+            raise behind
+        if self.view != behind.head:
+            raise behind  # the writer did not take the missed rows
+        check_changes(new)
+        plan.changes, plan.text = new, encode_changes(new)
 
     async def _committed(self, state: _Write, exc: BaseException, fault: StoreFault) -> bool:
         """After a connection lost during ``COMMIT``: did it commit? Waits for
@@ -434,15 +452,24 @@ def _touches_only(changes: Sequence[Change]) -> bool:
     return all(type(c) is Touch for c in changes)
 
 
-async def _check_view(conn: Any, view: int) -> None:
-    """``FeedBehind`` (with the missed rows) unless the feed's head is ``view``;
-    the caller holds ``FEED_LOCK``, so no row can commit until it is done."""
+async def _check_view(conn: Any, view: int) -> FeedBehind | None:
+    """None when the feed's head is ``view``, else a ``FeedBehind`` with the
+    missed rows; the caller holds ``FEED_LOCK``, so no row can commit until
+    it is done."""
     head = int(await conn.fetchval(read.HEAD))
     if head == view:
-        return
+        return None
     pruned = int(await conn.fetchval("SELECT through FROM change_feed_pruned"))
     missed = None if view < pruned else await read.feed(conn, view, None)
-    raise FeedBehind(view, head, missed)
+    return FeedBehind(view, head, missed)
+
+
+@dataclass
+class _Plan:
+    """What one ``apply`` writes: the writer may decide again (``REBUILD``)."""
+
+    changes: Sequence[Change]
+    text: str
 
 
 def _open_error(exc: BaseException, where: str) -> StoreOpenError:

@@ -17,7 +17,7 @@ import pytest
 from sentry.model import Association, AssociationKey, Verdict
 from sentry.policy import block
 from sentry.policy import changes as ch
-from sentry.store.feed import FeedBehind
+from sentry.store.feed import REBUILD, FeedBehind
 from sentry.store.postgres import PostgresStore
 from sentry.testing.eas_client import EasTestClient, ProvisionFailed
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, demo_gateway, demo_pools
@@ -53,6 +53,34 @@ async def test_a_guarded_write_behind_the_feed_writes_nothing(pg_dsn: str) -> No
         await b.apply((ch.Touch(AssociationKey("G1", "u1"), 5.0),))
         b.view = await b.head()
         assert await b.apply_seq(_put(2)) == b.view
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_writer_decides_again_inside_the_transaction(pg_dsn: str) -> None:
+    a = await PostgresStore.open(pg_dsn, node="a", prune=False)
+    b = await PostgresStore.open(pg_dsn, node="b", prune=False)
+    seen: list[FeedBehind] = []
+
+    def again(exc: FeedBehind) -> tuple[ch.Change, ...]:
+        seen.append(exc)
+        b.view = exc.head  # what the node's follower does when it takes the rows
+        return _put(3)
+
+    try:
+        a.view = b.view = await a.head()
+        first = await a.apply_seq(_put(1))
+        token = REBUILD.set(again)
+        try:
+            second = await b.apply_seq(_put(2))
+        finally:
+            REBUILD.reset(token)
+        assert [e.seq for e in seen[0].missed or ()] == [first]
+        assert second is not None and b.view == second
+        loaded = await a.load()
+        assert sorted(k.device_id for k in loaded.keys()) == ["G1", "G3"]  # noqa: SIM118
+        assert [e.changes for e in await a.changes_since(first)] == [_put(3)]
     finally:
         await a.close()
         await b.close()
