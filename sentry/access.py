@@ -1,8 +1,22 @@
 """The shell around the pure policy: decide, persist, revoke.
 
 ``AccessState`` owns the in-memory ``Snapshot``, the ``Store`` behind it and the
-registry of held long polls. The proxy asks it for a decision per request; the
-admin API hands it the changes of an admin action. Rules it keeps:
+registry of held long polls. Every change to the state goes through ONE path,
+``commit(build)``: the proxy's request decisions, the backend's first
+acceptance, the ActiveSync policy a Provision answer carried, every admin
+action (``AdminContext.commit``), a configuration reload, the expiry sweep,
+and the scripted conversation of the scenario tests
+(``sentry.testing.conversation``). Under the writer lock ``build(snapshot,
+now)`` returns the changes; they are written to the store; then ``absorb``
+(the pure planner ``sentry.policy.planner``) applies them to the snapshot,
+records the decisions they moved and names the held polls to end. Changes
+that are already durable elsewhere (another node's change feed) enter
+through ``absorb`` alone. On a shared store (several nodes, ``sentry.cluster``)
+a write finds out, under the store's feed lock, when another node wrote
+since the state it was built on (``FeedBehind``): the node takes the missed
+rows (``take_missed``) and ``build`` runs again, inside the same
+transaction, so what is written was decided on the latest state. Rules it
+keeps:
 
 * The hot path makes no database round trip: a known association whose state
   did not change yields only a ``Touch``, kept in memory and written in batches
@@ -20,7 +34,9 @@ admin API hands it the changes of an admin action. Rules it keeps:
   and counted the failure itself, so the request path does not, once per
   request.
 * After every applied change, held long polls of the affected associations
-  are re-evaluated and those no longer allowed are ended at once.
+  are re-evaluated and those no longer allowed are ended at once, before the
+  refreshed decisions (derived data) are written: a block reaches a held
+  Ping one transaction sooner.
 * The proxy reports each forwarded request's upstream status
   (``backend_answered``). The first one the backend *accepts* (2xx, 449 or
   451: it authenticated the user; a 401 or any other answer is not
@@ -37,7 +53,8 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -48,59 +65,61 @@ from sentry.model import AssociationKey, Reason, UserSource
 from sentry.observability import Metrics
 from sentry.policy import (
     Change,
+    Changes,
     Decision,
     DeleteAssociation,
-    Forward,
     Outcome,
     Refuse,
     RequestFacts,
     Snapshot,
     Touch,
-    affected_keys,
     backend_accepted,
     decide,
     evaluate,
     expire_unverified,
-    refresh,
 )
-from sentry.policy.errors import ConflictError
+from sentry.policy.decisions import Forward
+from sentry.policy.planner import NOTHING, Absorbed, absorb
 from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store, StoreUnavailable
-from sentry.store.feed import REBUILD, FeedBehind, Rebuild
+from sentry.store.feed import REBUILD, FeedBehind
 
 __all__ = [
     "ACCEPTED_STATUSES",
     "AccessState",
+    "Build",
     "CatchUp",
-    "StaleState",
+    "Committed",
     "TakeMissed",
     "backend_accepts",
 ]
 
+Build = Callable[[Snapshot, float], Sequence[Change]]
+"""Builds a change list from (snapshot, now) under the writer lock; raises to refuse."""
+
 TakeMissed = Callable[[FeedBehind], "bool | None"]
-"""Applies the missed rows of a ``FeedBehind`` at once (inside the write's
-transaction, writer lock held): whether the state changed, None when it
-cannot (the rows were pruned)."""
+"""Applies the rows a write missed at once (inside the write's transaction,
+writer lock held): whether the state changed, None when it cannot (the rows
+were pruned). Set by ``sentry.cluster``."""
 
 CatchUp = Callable[[FeedBehind], Awaitable[bool]]
-"""Absorbs the feed rows a refused guarded write missed (``sentry.cluster``;
-called with the writer lock held); True when the state changed (not only
-this node's own rows or last-seen times)."""
+"""``TakeMissed`` outside a transaction (it may reload the whole state)."""
 
 BEHIND_RETRIES = 10
-"""How often a request is decided again after its write found the node behind
-the shared store, before it is refused (fail closed)."""
+"""Writes of one commit whose missed rows could not be taken inside the
+transaction (caught up outside it, then built again) before it gives up."""
 
 
-class StaleState(ConflictError):
-    """An admin change was built on a state another gateway node has changed
-    since: nothing was written, this node has caught up; build it again (409)."""
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one commit (or absorb) did."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            "the state changed on another gateway node meanwhile: nothing was changed; "
-            "this node has caught up, try again"
-        )
+    changes: Changes
+    """The change list written (or absorbed), as built."""
+    absorbed: Absorbed
+    """The planner's result: affected keys, revocations, refreshed decisions."""
+    ended: int
+    """Held long polls ended."""
 
 
 _CANNOT_DECIDE = Refuse(
@@ -135,20 +154,142 @@ class AccessState:
         clock: Callable[[], float] = time.time,
         touch_flush_seconds: float | None = 5.0,
         unverified_expiry_seconds: float = 86400.0,
+        longpolls: LongPolls[AssociationKey, Decision] | None = None,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
         self.metrics = metrics
         self.clock = clock
-        self.longpolls: LongPolls[AssociationKey, Decision] = LongPolls()
+        self.longpolls: LongPolls[AssociationKey, Decision] = (
+            LongPolls() if longpolls is None else longpolls
+        )
         self._lock = asyncio.Lock()
         self._touches: dict[AssociationKey, Touch] = {}
         self._flush_every = touch_flush_seconds
         self._expiry = unverified_expiry_seconds
         self._flusher: asyncio.Task[None] | None = None
-        self._ended = 0  # held polls ended by revocation, ever
-        self.catch_up: CatchUp | None = None  # set by sentry.cluster on a shared store
-        self.take_missed: TakeMissed | None = None  # likewise
+        self.take_missed: TakeMissed | None = None  # a shared store: sentry.cluster
+        self.catch_up: CatchUp | None = None
+
+    # -- the one commit path ---------------------------------------------------
+
+    async def commit(
+        self, build: Build, *, in_thread: bool = False, executor: Executor | None = None
+    ) -> Committed:
+        """The single write path: under the writer lock, ``build(snapshot, now)``
+        returns the changes (it raises to refuse, and then nothing changes);
+        they are written to the store in one transaction, then absorbed
+        (``absorb``), and the decisions they moved are written too.
+
+        ``in_thread`` runs ``build`` in a worker thread (``executor``), for a
+        large pure plan (a directory sync of thousands of users) that would
+        otherwise hold the event loop; the lock is held meanwhile, so nothing
+        the plan reads changes under it.
+
+        Only the first write decides success: if the store fails on the
+        second, the refreshed decisions stay recorded in memory (they follow
+        from what is durable and are derived again at the next request), so
+        the "registry unreachable" decisions that follow, which use the
+        recorded decision, agree with the change. A caller cancelled meanwhile
+        (a device that hangs up) waits until the snapshot matches the store."""
+        async with self._lock:
+            for _ in range(BEHIND_RETRIES):
+                if in_thread:
+                    loop = asyncio.get_running_loop()
+                    changes = await loop.run_in_executor(
+                        executor, build, self.snapshot, self.clock()
+                    )
+                else:
+                    changes = build(self.snapshot, self.clock())
+                try:
+                    return await self._commit_held(changes, None if in_thread else build)
+                except FeedBehind as exc:
+                    # rows that could not be taken inside the transaction
+                    # (pruned: a reload): catch up, then build again
+                    if self.catch_up is None:
+                        raise
+                    await self.catch_up(exc)
+            raise FeedBehind(0, 0, ())  # pragma: no cover - other nodes never let it write
+
+    @property
+    def writer(self) -> asyncio.Lock:
+        """The one lock every writer holds. Only a step that must exclude all
+        writers around more than a change list (a store recovery) takes it
+        itself, then calls ``commit_held``."""
+        return self._lock
+
+    async def commit_held(self, build: Build) -> Committed:
+        """``commit`` for a caller that already holds ``writer``."""
+        assert self._lock.locked(), "commit_held needs the writer lock"
+        return await self._commit_held(build(self.snapshot, self.clock()), build)
+
+    async def _commit_held(
+        self, changes: Sequence[Change], build: Build | None = None
+    ) -> Committed:
+        if not changes:
+            return Committed((), NOTHING, 0)
+        return await uncancellable(self._write(tuple(changes), build), name="access:commit")
+
+    async def _write(self, changes: Changes, build: Build | None) -> Committed:
+        final = [changes]
+
+        def again(exc: FeedBehind) -> Sequence[Change] | None:
+            # Another node wrote since the state ``changes`` were built on
+            # (perhaps this very mailbox's or device's first sight): take its
+            # rows and build again; that is written, in the same transaction.
+            if build is None or self.take_missed is None or self.take_missed(exc) is None:
+                return None
+            final[0] = tuple(build(self.snapshot, self.clock()))
+            return final[0]
+
+        token = REBUILD.set(again)
+        try:
+            await self.store.apply(changes)
+        finally:
+            REBUILD.reset(token)
+        changes = final[0]
+        absorbed, ended = self._absorb(changes)
+        if absorbed.refreshed:
+            with contextlib.suppress(StoreUnavailable, FeedBehind):
+                await self.store.apply(absorbed.refreshed)
+        return Committed(changes, absorbed, ended)
+
+    def absorb(self, changes: Sequence[Change]) -> Committed:
+        """Take in changes that are ALREADY durable (e.g. read from another
+        node's change feed): the planner applies them to the snapshot and
+        records the decisions they moved, in memory only (no store write),
+        and the held polls they refuse are ended."""
+        absorbed, ended = self._absorb(changes)
+        return Committed(tuple(changes), absorbed, ended)
+
+    def replace_snapshot(self, snapshot: Snapshot) -> int:
+        """Take a freshly loaded state (a node too far behind the shared
+        store's feed reloads); end the held polls it refuses. Caller holds
+        ``writer``. Returns the polls ended."""
+        self.snapshot = snapshot
+        now, ended = self.clock(), 0
+        for key in sorted(self.longpolls.keys()):
+            decision = evaluate(key, snapshot, snapshot.prefs, now)
+            if not isinstance(decision, Forward):
+                ended += self.longpolls.revoke(key, decision)
+        if ended:
+            self.metrics.revocations.inc(ended)
+        self.publish_counts()
+        return ended
+
+    def _absorb(self, changes: Sequence[Change]) -> tuple[Absorbed, int]:
+        absorbed = absorb(changes, self.snapshot, self.longpolls.keys(), self.clock())
+        ended = 0
+        for key, decision in absorbed.revoked:
+            ended += self.longpolls.revoke(key, decision)
+        if ended:
+            self.metrics.revocations.inc(ended)
+        return absorbed, ended
+
+    async def apply(self, changes: Sequence[Change]) -> int:
+        """Commit a change list built beforehand (tests, tools); return the
+        held polls ended. Building under the lock (``commit``) is the rule."""
+        return (await self.commit(lambda _snapshot, _now: changes)).ended
 
     # -- requests ---------------------------------------------------------------
 
@@ -158,124 +299,30 @@ class AccessState:
         if not _durable(outcome.changes):
             self._remember_touches(outcome.changes)
             return outcome
-        async with self._lock:
-            for _ in range(BEHIND_RETRIES):
-                latest = [decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())]
+        decided: list[Outcome] = []
 
-                def again(
-                    exc: FeedBehind, latest: list[Outcome] = latest
-                ) -> Sequence[Change] | None:
-                    # another node wrote first (perhaps this very mailbox's or
-                    # device's first sight): take its rows, decide again, write
-                    # that in the same transaction
-                    if self._take_missed(exc) is None:
-                        return None
-                    o = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
-                    latest[0] = o
-                    return _durable(o.changes)
+        def build(snapshot: Snapshot, now: float) -> list[Change]:
+            # Decided again under the lock: two concurrent first requests
+            # cannot both count as "the first device".
+            decided.append(decide(request, facts, snapshot, snapshot.prefs, now))
+            return _durable(decided[-1].changes)
 
-                outcome = latest[0]
-                durable = _durable(outcome.changes)
-                try:
-                    await self._commit(durable, again)
-                    outcome = latest[0]
-                except FeedBehind as exc:
-                    # Another node wrote first (perhaps this very mailbox's or
-                    # device's first sight): take its changes, decide again.
-                    if await self._caught_up(exc, during="request"):
-                        continue
-                    return Outcome(_CANNOT_DECIDE, (), outcome.association)
-                except StoreUnavailable:
-                    unreachable = replace(facts, registry_reachable=False)
-                    return decide(
-                        request, unreachable, self.snapshot, self.snapshot.prefs, self.clock()
-                    )
-                except Exception:
-                    # Not the store being unavailable but a write it refused (a
-                    # bug, or data it cannot hold): the gateway cannot know the
-                    # state, so it refuses (fail closed). Treating this as
-                    # "registry unreachable" would let a new device through
-                    # whatever auto-block says, whenever it can make its own
-                    # write fail.
-                    log.exception("store_write_failed", during="request")
-                    return Outcome(_CANNOT_DECIDE, (), outcome.association)
-                break
-            else:
-                log.error("store_write_failed", during="request", error="behind the feed")
-                return Outcome(_CANNOT_DECIDE, (), outcome.association)
+        try:
+            await self.commit(build)
+        except StoreUnavailable:
+            unreachable = replace(facts, registry_reachable=False)
+            return decide(request, unreachable, self.snapshot, self.snapshot.prefs, self.clock())
+        except Exception:
+            # Not the store being unavailable but a write it refused (a bug,
+            # or data it cannot hold): the gateway cannot know the state, so
+            # it refuses (fail closed). Treating this as "registry
+            # unreachable" would let a new device through whatever
+            # auto-block says, whenever it can make its own write fail.
+            log.exception("store_write_failed", during="request")
+            return Outcome(_CANNOT_DECIDE, (), (decided or [outcome])[-1].association)
+        outcome = decided[-1]
         self._remember_touches(outcome.changes)
         return outcome
-
-    def _take_missed(self, exc: FeedBehind) -> bool | None:
-        if self.take_missed is None:
-            return None
-        return self.take_missed(exc)
-
-    async def _caught_up(self, exc: FeedBehind, *, during: str) -> bool:
-        """Absorb what a refused guarded write missed (caller holds the lock);
-        False when there is nobody to do it or it failed (fail closed)."""
-        return await self._absorb_missed(exc, during=during) is not None
-
-    async def _absorb_missed(self, exc: FeedBehind, *, during: str) -> bool | None:
-        """``catch_up``: whether the state changed; None when it failed."""
-        if self.catch_up is None:
-            log.error("store_write_failed", during=during, error=str(exc))
-            return None
-        try:
-            return await self.catch_up(exc)
-        except Exception:
-            log.exception("catch_up_failed", during=during)
-            return None
-
-    async def _commit(
-        self, changes: Sequence[Change], rebuild: Rebuild | None = None
-    ) -> set[AssociationKey]:
-        """Write then apply ``changes``, end the held polls they revoke, then
-        record the decisions they moved; return the keys whose decision may
-        have changed. Caller holds the lock.
-
-        Revocation comes right after the write that causes it, before the
-        refreshed decisions (derived data) are written: a block reaches a held
-        Ping one transaction sooner. Only the first write decides success: if
-        the store fails on the second, the refreshed decisions are still
-        recorded in memory (they follow from what is durable and are derived
-        again at the next request), so the "registry unreachable" decisions
-        that follow, which use the recorded decision, agree with the change.
-        A caller cancelled meanwhile (a device that hangs up) waits until the
-        snapshot matches the store. ``rebuild`` (a shared store): when another
-        node wrote first, it takes the missed rows and decides again, and
-        that is written instead, in the same transaction."""
-        if not changes:
-            return set()
-        return await uncancellable(self._write(changes, rebuild), name="access:commit")
-
-    async def _write(
-        self, changes: Sequence[Change], rebuild: Rebuild | None
-    ) -> set[AssociationKey]:
-        final = [changes]
-
-        def again(exc: FeedBehind) -> Sequence[Change] | None:
-            assert rebuild is not None
-            new = rebuild(exc)
-            if new is not None:
-                final[0] = new
-            return new
-
-        token = REBUILD.set(None if rebuild is None else again)
-        try:
-            await self.store.apply(changes)
-        finally:
-            REBUILD.reset(token)
-        changes = final[0]  # decided again on the latest state if another node wrote first
-        keys = affected_keys(changes, self.snapshot)
-        self.snapshot.apply(changes)
-        self._revoke(keys)
-        moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
-        if moved:
-            with contextlib.suppress(StoreUnavailable, FeedBehind):
-                await self.store.apply(moved)
-            self.snapshot.apply(moved)
-        return keys
 
     def _remember_touches(self, changes: Sequence[Change]) -> None:
         touches = [c for c in changes if isinstance(c, Touch)]
@@ -293,127 +340,22 @@ class AccessState:
         row = self.snapshot.get(key)
         if row is None or row.verified_at is not None:
             return  # the usual case: no write
-        async with self._lock:
-            for _ in range(BEHIND_RETRIES):
-                changes = backend_accepted(self.snapshot, key, self.clock())
-
-                def again(exc: FeedBehind) -> Sequence[Change] | None:
-                    if self._take_missed(exc) is None:
-                        return None
-                    return backend_accepted(self.snapshot, key, self.clock())
-
-                try:
-                    await self._commit(changes, again)
-                except FeedBehind as exc:
-                    if await self._caught_up(exc, during="verification"):
-                        continue
-                    self.metrics.store_errors.inc()
-                except Exception:
-                    self.metrics.store_errors.inc()
-                    log.exception("store_write_failed", during="verification")
-                return
+        try:
+            await self.commit(lambda snapshot, now: backend_accepted(snapshot, key, now))
+        except Exception:
+            self.metrics.store_errors.inc()
+            log.exception("store_write_failed", during="verification")
 
     async def expire_unverified(self) -> int:
         """Remove unverified rows not seen for the configured time; return how many."""
         if self._expiry <= 0 or not self.snapshot.unverified():
             return 0
-        async with self._lock:
-            changes = expire_unverified(self.snapshot, self.clock(), self._expiry)
-            try:
-                await self._commit(changes)
-            except FeedBehind as exc:  # the next round decides on the caught-up state
-                await self._caught_up(exc, during="expire_unverified")
-                return 0
-        expired = sum(1 for c in changes if isinstance(c, DeleteAssociation))
+        expiry = self._expiry
+        done = await self.commit(lambda snapshot, now: expire_unverified(snapshot, now, expiry))
+        expired = sum(1 for c in done.changes if isinstance(c, DeleteAssociation))
         if expired:
             log.info("unverified_expired", count=expired, max_age_seconds=self._expiry)
         return expired
-
-    # -- admin ------------------------------------------------------------------
-
-    @property
-    def writer(self) -> asyncio.Lock:
-        """The one lock every writer holds: build admin changes under it (against
-        the current snapshot), then call ``apply_held``."""
-        return self._lock
-
-    async def apply(self, changes: Sequence[Change]) -> int:
-        """Apply an admin change list (durably first); return held polls ended."""
-        async with self._lock:
-            return await self.apply_held(changes)
-
-    async def apply_held(self, changes: Sequence[Change]) -> int:
-        """``apply`` for a caller that already holds ``writer``."""
-        assert self._lock.locked(), "apply_held needs the writer lock"
-        before = self._ended
-        changed = [False]
-
-        def same(exc: FeedBehind) -> Sequence[Change] | None:
-            # built on a state another node may have changed since: take the
-            # missed rows; when they were only this node's own rows or last-seen
-            # times the changes still hold (written as built), otherwise they
-            # must be built again
-            took = self._take_missed(exc)
-            if took:
-                changed[0] = True
-            return changes if took is False else None
-
-        for _ in range(BEHIND_RETRIES):
-            try:
-                await self._commit(changes, same)
-            except FeedBehind as exc:
-                if changed[0] or await self._absorb_missed(exc, during="admin") is not False:
-                    raise StaleState() from None
-                continue
-            return self._ended - before
-        raise StaleState()
-
-    # -- changes from other nodes -------------------------------------------------
-
-    def absorb(self, changes: Sequence[Change]) -> int:
-        """Apply changes that are ALREADY durable (another node's, read from the
-        shared store's change feed): the snapshot takes them, held polls they
-        refuse end at once, and the decisions they move are refreshed in
-        memory only (the node that wrote them records those). No store write.
-        Caller holds ``writer``. Returns the held polls ended."""
-        assert self._lock.locked(), "absorb needs the writer lock"
-        if not changes:
-            return 0
-        before = self._ended
-        # Last-seen times move no decision: a peer's batch of them costs no evaluation.
-        keys = affected_keys([c for c in changes if type(c) is not Touch], self.snapshot)
-        self.snapshot.apply(changes)
-        self._revoke(keys)
-        moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
-        if moved:
-            self.snapshot.apply(moved)
-        return self._ended - before
-
-    def replace_snapshot(self, snapshot: Snapshot) -> int:
-        """Take a freshly loaded state (a node too far behind the feed reloads);
-        held polls it refuses end. Caller holds ``writer``. Returns polls ended."""
-        assert self._lock.locked(), "replace_snapshot needs the writer lock"
-        before = self._ended
-        self.snapshot = snapshot
-        self._revoke(set(self.longpolls.keys()))
-        self.publish_counts()
-        return self._ended - before
-
-    def _revoke(self, keys: set[AssociationKey]) -> int:
-        """End the held polls of associations in ``keys`` that are no longer allowed."""
-        held = self.longpolls.keys()
-        if not held or not keys:
-            return 0
-        ended = 0
-        now = self.clock()
-        for key in keys & set(held):
-            decision = evaluate(key, self.snapshot, self.snapshot.prefs, now)
-            if not isinstance(decision, Forward):
-                ended += self.longpolls.revoke(key, decision)
-        if ended:
-            self.metrics.revocations.inc(ended)
-            self._ended += ended
-        return ended
 
     # -- last-seen batching and lifetime -------------------------------------------
 

@@ -250,7 +250,12 @@ class Follower:
         return changed
 
     def _absorb(self, changes: Sequence[Change]) -> None:
-        ended = self.state.absorb(changes)
+        # last-seen times move no decision: a peer's batch of them costs no evaluation
+        touches = [c for c in changes if type(c) is Touch]
+        if len(touches) == len(changes):
+            self.state.snapshot.apply(touches)
+            return
+        ended = self.state.absorb(changes).ended
         if ended:
             log.info("cluster_polls_ended", ended=ended, view=self.view)
 
