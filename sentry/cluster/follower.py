@@ -20,8 +20,9 @@ The follower makes the other nodes' changes this node's:
 - A write is guarded: the store writes only if the feed's head is ``view``,
   under the feed lock, so every decision that writes (a first sight, a
   verification that establishes a backend type, an admin change) was made on
-  the latest state; otherwise ``FeedBehind`` carries the missed rows, which
-  ``_behind`` applies before the caller decides again (``AccessState``). So
+  the latest state; otherwise ``_take_missed`` applies the missed rows
+  inside that transaction and ``AccessState.commit`` builds the change
+  again (``FeedBehind`` outside it: ``_behind``, which may reload). So
   the limits (devices per mailbox, mailboxes per device) and the one backend
   type per device hold when first requests arrive on two nodes at once.
 - When the rows after ``view`` were pruned (``FeedGap``, a node cut off for

@@ -25,10 +25,13 @@ Approach.
 - The guard (scale-out, ``sentry.cluster``): once ``view`` is set (the feed
   ``seq`` the node's snapshot holds), a write of anything but last-seen
   times first checks under the lock that the feed's head is ``view``; if
-  another node wrote meanwhile, nothing is written and ``FeedBehind``
-  carries the missed rows, so the node absorbs them and decides again. A
-  decision is thus always made on the latest state: limits and the
-  one-backend-type rule hold across nodes (no read-then-write race).
+  another node wrote meanwhile, the writer's ``REBUILD`` hook (set by
+  ``AccessState``) takes the missed rows and returns the change list
+  decided again, which is written instead in the same transaction; without
+  a hook (or when the rows were pruned) nothing is written and
+  ``FeedBehind`` carries them. A decision is thus always made on the latest
+  state: limits and the one-backend-type rule hold across nodes (no
+  read-then-write race).
 - ``load_with_seq``: every table read in one repeatable-read transaction, with
   the feed's head at that instant: the snapshot is exactly the feed up to it.
 - The feed: ``changes_since``, ``head``, ``prune_feed`` (rows older than

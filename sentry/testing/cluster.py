@@ -12,6 +12,7 @@ stopped by ``stop`` (SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +27,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Node", "Proc", "metric_value", "start_backend_process", "start_node"]
+__all__ = [
+    "Node",
+    "Proc",
+    "metric_value",
+    "node_settings",
+    "start_backend_process",
+    "start_node",
+]
 
 
 @dataclass
@@ -103,19 +111,11 @@ class Node:
         out = []
         for line in (self.workdir / "sentry.jsonl").read_text(errors="replace").splitlines():
             if f'"{event}"' in line:
-                with _suppress_value_error():
+                with contextlib.suppress(ValueError):
                     item = json.loads(line)
                     if item.get("event") == event:
                         out.append(item)
         return out
-
-
-class _suppress_value_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, ValueError)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
