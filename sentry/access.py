@@ -174,7 +174,12 @@ class AccessState:
     # -- the one commit path ---------------------------------------------------
 
     async def commit(
-        self, build: Build, *, in_thread: bool = False, executor: Executor | None = None
+        self,
+        build: Build,
+        *,
+        in_thread: bool = False,
+        executor: Executor | None = None,
+        kept: AssociationKey | None = None,
     ) -> Committed:
         """The single write path: under the writer lock, ``build(snapshot, now)``
         returns the changes (it raises to refuse, and then nothing changes);
@@ -184,7 +189,8 @@ class AccessState:
         ``in_thread`` runs ``build`` in a worker thread (``executor``), for a
         large pure plan (a directory sync of thousands of users) that would
         otherwise hold the event loop; the lock is held meanwhile, so nothing
-        the plan reads changes under it.
+        the plan reads changes under it. ``kept``: a row whose recorded
+        decision the refresh leaves as the changes wrote it (``planner.absorb``).
 
         Only the first write decides success: if the store fails on the
         second, the refreshed decisions stay recorded in memory (they follow
@@ -202,7 +208,7 @@ class AccessState:
                 else:
                     changes = build(self.snapshot, self.clock())
                 try:
-                    return await self._commit_held(changes, None if in_thread else build)
+                    return await self._commit_held(changes, kept, None if in_thread else build)
                 except FeedBehind as exc:
                     # rows that could not be taken inside the transaction
                     # (pruned: a reload): catch up, then build again
@@ -221,16 +227,21 @@ class AccessState:
     async def commit_held(self, build: Build) -> Committed:
         """``commit`` for a caller that already holds ``writer``."""
         assert self._lock.locked(), "commit_held needs the writer lock"
-        return await self._commit_held(build(self.snapshot, self.clock()), build)
+        return await self._commit_held(build(self.snapshot, self.clock()), None, build)
 
     async def _commit_held(
-        self, changes: Sequence[Change], build: Build | None = None
+        self,
+        changes: Sequence[Change],
+        kept: AssociationKey | None = None,
+        build: Build | None = None,
     ) -> Committed:
         if not changes:
             return Committed((), NOTHING, 0)
-        return await uncancellable(self._write(tuple(changes), build), name="access:commit")
+        return await uncancellable(self._write(tuple(changes), kept, build), name="access:commit")
 
-    async def _write(self, changes: Changes, build: Build | None) -> Committed:
+    async def _write(
+        self, changes: Changes, kept: AssociationKey | None, build: Build | None
+    ) -> Committed:
         final = [changes]
 
         def again(exc: FeedBehind) -> Sequence[Change] | None:
@@ -248,7 +259,7 @@ class AccessState:
         finally:
             REBUILD.reset(token)
         changes = final[0]
-        absorbed, ended = self._absorb(changes)
+        absorbed, ended = self._absorb(changes, kept)
         if absorbed.refreshed:
             with contextlib.suppress(StoreUnavailable, FeedBehind):
                 await self.store.apply(absorbed.refreshed)
@@ -269,7 +280,7 @@ class AccessState:
         self.snapshot = snapshot
         now, ended = self.clock(), 0
         for key in sorted(self.longpolls.keys()):
-            decision = evaluate(key, snapshot, snapshot.prefs, now)
+            decision = evaluate(key, snapshot, now)
             if not isinstance(decision, Forward):
                 ended += self.longpolls.revoke(key, decision)
         if ended:
@@ -277,8 +288,11 @@ class AccessState:
         self.publish_counts()
         return ended
 
-    def _absorb(self, changes: Sequence[Change]) -> tuple[Absorbed, int]:
-        absorbed = absorb(changes, self.snapshot, self.longpolls.keys(), self.clock())
+    def _absorb(
+        self, changes: Sequence[Change], kept: AssociationKey | None = None
+    ) -> tuple[Absorbed, int]:
+        held = self.longpolls.keys()
+        absorbed = absorb(changes, self.snapshot, held, self.clock(), kept=kept)
         ended = 0
         for key, decision in absorbed.revoked:
             ended += self.longpolls.revoke(key, decision)
@@ -295,7 +309,7 @@ class AccessState:
 
     async def decide(self, request: EasRequest, facts: RequestFacts) -> Outcome:
         """Decide a request; persist what changed before answering."""
-        outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
+        outcome = decide(request, facts, self.snapshot, self.clock())
         if not _durable(outcome.changes):
             self._remember_touches(outcome.changes)
             return outcome
@@ -304,14 +318,16 @@ class AccessState:
         def build(snapshot: Snapshot, now: float) -> list[Change]:
             # Decided again under the lock: two concurrent first requests
             # cannot both count as "the first device".
-            decided.append(decide(request, facts, snapshot, snapshot.prefs, now))
+            decided.append(decide(request, facts, snapshot, now))
             return _durable(decided[-1].changes)
 
+        # During a registry outage the row records the decision the device gets.
+        kept = None if facts.registry_reachable else outcome.association.key
         try:
-            await self.commit(build)
+            await self.commit(build, kept=kept)
         except StoreUnavailable:
             unreachable = replace(facts, registry_reachable=False)
-            return decide(request, unreachable, self.snapshot, self.snapshot.prefs, self.clock())
+            return decide(request, unreachable, self.snapshot, self.clock())
         except Exception:
             # Not the store being unavailable but a write it refused (a bug,
             # or data it cannot hold): the gateway cannot know the state, so
@@ -319,7 +335,8 @@ class AccessState:
             # unreachable" would let a new device through whatever
             # auto-block says, whenever it can make its own write fail.
             log.exception("store_write_failed", during="request")
-            return Outcome(_CANNOT_DECIDE, (), (decided or [outcome])[-1].association)
+            refusal = replace(_CANNOT_DECIDE, style=self.snapshot.prefs.refusal_style)
+            return Outcome(refusal, (), (decided or [outcome])[-1].association)
         outcome = decided[-1]
         self._remember_touches(outcome.changes)
         return outcome
