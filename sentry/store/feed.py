@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,16 @@ from ._sqlite_rows import association_decoder, association_params
 from .base import StoreError
 from .codec import DECODERS
 
-__all__ = ["FORMAT", "FeedEntry", "FeedFormatError", "decode_changes", "encode_changes"]
+__all__ = [
+    "FORMAT",
+    "REBUILD",
+    "FeedBehind",
+    "FeedEntry",
+    "FeedFormatError",
+    "Rebuild",
+    "decode_changes",
+    "encode_changes",
+]
 
 FORMAT = 1
 """The feed document's format number (raise it when a payload's meaning changes)."""
@@ -69,6 +79,30 @@ class FeedEntry:
     node: str
     at: float
     changes: tuple[ch.Change, ...]
+
+
+class FeedBehind(StoreError):
+    """A guarded write found the feed ahead of the node's view: the node's
+    snapshot was not the latest state, so nothing was written. ``missed``
+    are the feed rows after ``view`` (oldest first), or None when they were
+    already pruned (the node must reload). The node absorbs them and decides
+    again (``sentry.cluster``)."""
+
+    def __init__(self, view: int, head: int, missed: Sequence[FeedEntry] | None) -> None:
+        super().__init__(f"the change feed is at {head}, this node has applied {view}")
+        self.view, self.head = view, head
+        self.missed = None if missed is None else tuple(missed)
+
+
+Rebuild = Callable[[FeedBehind], "Sequence[ch.Change] | None"]
+"""Called by a guarded write that found newer feed rows, inside its
+transaction (the feed lock held, so no other row can commit meanwhile): it
+applies the missed rows to the node's state and returns the change list
+decided again on it (written instead, in the same transaction), or None to
+give up (``FeedBehind`` is raised, nothing written)."""
+
+REBUILD: ContextVar[Rebuild | None] = ContextVar("sentry_feed_rebuild", default=None)
+"""The writer's ``Rebuild`` for the store calls it makes (``AccessState``)."""
 
 
 def _doc(value: Any) -> Any:
