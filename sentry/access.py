@@ -56,6 +56,7 @@ import structlog
 from sentry.aio import create_task, uncancellable
 from sentry.eas.request import EasRequest
 from sentry.eas.status import CommonStatus
+from sentry.longpolls import LongPolls
 from sentry.model import AssociationKey, Reason, UserSource
 from sentry.observability import Metrics
 from sentry.policy import (
@@ -73,7 +74,6 @@ from sentry.policy import (
     expire_unverified,
 )
 from sentry.policy.planner import NOTHING, Absorbed, absorb
-from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store, StoreUnavailable
 
 __all__ = ["ACCEPTED_STATUSES", "AccessState", "Build", "Committed", "backend_accepts"]
