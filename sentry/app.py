@@ -53,6 +53,7 @@ from sentry.certs import server_ssl_context
 from sentry.directory.service import DirectorySync
 from sentry.errors import StartupError
 from sentry.files import loose_mode
+from sentry.housekeeping import Housekeeping
 from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
@@ -124,6 +125,7 @@ class Gateway:
     authn: Authenticator | None = None
     redirect_cache: RedirectCache = field(default_factory=RedirectCache)
     directory: DirectorySync | None = None
+    housekeeping: Housekeeping | None = None  # last-seen flush, expiry, state gauges
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, end held polls, flush state."""
@@ -138,7 +140,8 @@ class Gateway:
         await self.upstreams.close()
         if self.authn is not None:
             await self.authn.close()
-        await self.state.close()
+        if self.housekeeping is not None:
+            await self.housekeeping.close()
         await self.store.close()
         for backend in self.demo:
             await backend.stop()
@@ -282,15 +285,16 @@ async def start_gateway(
         snapshot,
         metrics,
         clock=clock,
-        touch_flush_seconds=settings.store.touch_flush_seconds if touch_flush else None,
         unverified_expiry_seconds=settings.store.unverified_expiry_seconds,
     )
+    every = settings.store.touch_flush_seconds if touch_flush else None
     upstreams = Upstreams(settings.pools, metrics, clock=clock)
     r = settings.gateway.redirects
     cache = RedirectCache(
         r.cache_ttl_seconds, r.cache_max_entries, on_change=metrics.redirect_cache_entries.set
     )
     gw = Gateway(settings, metrics, store, state, upstreams, redirect_cache=cache, root=root)
+    gw.housekeeping = Housekeeping(state, metrics, every)
     try:
         await _start_parts(settings, gw, root)
     except BaseException:
@@ -326,7 +330,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         await _start_demo(settings, gw)
     await gw.upstreams.start()
     gw.store.start()
-    gw.state.start()
+    if gw.housekeeping is not None:
+        gw.housekeeping.start()
     g = settings.gateway
     gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)
     await gw.authn.start()

@@ -256,7 +256,6 @@ class Conversation:
             Snapshot(),
             _metrics(),
             clock=lambda: self.now,
-            touch_flush_seconds=None,
             unverified_expiry_seconds=0,
             longpolls=self._polls,
         )
