@@ -155,7 +155,8 @@ class Metrics:
         )
         self.associations = Gauge(
             "sentry_associations",
-            "ActiveSync associations by list state (allowed, blocked, wipe_pending, wiped)",
+            "ActiveSync associations by list state "
+            "(allowed, blocked, quarantined, wipe_pending, wiped)",
             ["state"],
             registry=registry,
         )

@@ -180,6 +180,7 @@ _WRITERS: dict[type[Any], _Writer] = {
     ch.PutRouting: _put("config", lambda c: "routing", lambda c: c.routing),
     ch.PutPreferences: _put("config", lambda c: "preferences", lambda c: c.prefs),
     ch.PutRealms: _put("config", lambda c: "realms", lambda c: c.realms),
+    ch.PutAccessRules: _put("config", lambda c: "access_rules", lambda c: c.rules),
     ch.PutEstablished: _put_established,
     ch.DeleteEstablished: _delete_established,
     ch.MoveHistory: _move_history,

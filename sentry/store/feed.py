@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentry.model import (
+    AccessRules,
     AssociationKey,
     AuditEntry,
     Device,
@@ -100,6 +101,7 @@ _ENCODERS: Mapping[type[Any], tuple[str, _Encoder]] = {
     ch.PutLabel: ("PutLabel", lambda c: _doc(c.label)),
     ch.DeleteLabel: ("DeleteLabel", lambda c: c.name),
     ch.PutRealms: ("PutRealms", lambda c: _doc(c.realms)),
+    ch.PutAccessRules: ("PutAccessRules", lambda c: _doc(c.rules)),
     ch.PutEstablished: ("PutEstablished", lambda c: _doc(c.established)),
     ch.DeleteEstablished: ("DeleteEstablished", lambda c: c.scope),
     ch.MoveHistory: ("MoveHistory", lambda c: [*_key(c.old), *_key(c.new)]),
@@ -149,6 +151,7 @@ def _decoders() -> dict[str, Callable[[Any], ch.Change]]:
         "PutLabel": lambda p: ch.PutLabel(doc(Label)(p)),
         "DeleteLabel": lambda p: ch.DeleteLabel(_text(p)),
         "PutRealms": lambda p: ch.PutRealms(doc(Realms)(p)),
+        "PutAccessRules": lambda p: ch.PutAccessRules(doc(AccessRules)(p)),
         "PutEstablished": lambda p: ch.PutEstablished(doc(EstablishedType)(p)),
         "DeleteEstablished": lambda p: ch.DeleteEstablished(_text(p)),
         "MoveHistory": lambda p: ch.MoveHistory(key(p[:2]), key(p[2:])),
