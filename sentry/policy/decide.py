@@ -173,7 +173,7 @@ def _first_sight(
         policy_fingerprint=None,
         ambiguous_policy=_joins_ambiguous(key, snapshot),
         verified_at=None,
-        rule=a.rule,
+        access_rule=a.rule,
     )
     decision = decision_of(a, row)
     event = HistoryEvent(now, "first_seen", decision_detail(row))
