@@ -20,7 +20,8 @@ keeps:
 
 * The hot path makes no database round trip: a known association whose state
   did not change yields only a ``Touch``, kept in memory and written in batches
-  every ``touch_flush_seconds``.
+  (``sentry.lastseen``; the periodic chores and the state gauges are
+  ``sentry.housekeeping``).
 * A state change (first sight, decision change, wipe acknowledgement, admin
   action) is written to the store *before* it is applied to the snapshot, so
   its effect is never visible before it is durable. Writers are serialised by
@@ -42,8 +43,8 @@ keeps:
   451: it authenticated the user; a 401 or any other answer is not
   acceptance) makes the association verified and may establish its device's
   backend type; that is one write, once per association. Unverified rows
-  not seen for ``unverified_expiry_seconds`` are removed by the periodic
-  loop (``expire_unverified``).
+  not seen for ``unverified_expiry_seconds`` are removed by
+  ``expire_unverified`` (run periodically by ``sentry.housekeeping``).
 """
 
 from __future__ import annotations
@@ -51,17 +52,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
 import structlog
 
-from sentry.aio import create_task, uncancellable
+from sentry.aio import uncancellable
 from sentry.eas.request import EasRequest
 from sentry.eas.status import CommonStatus
-from sentry.model import AssociationKey, Reason, UserSource
+from sentry.lastseen import LastSeen
+from sentry.longpolls import LongPolls
+from sentry.model import AssociationKey, Reason
 from sentry.observability import Metrics
 from sentry.policy import (
     Change,
@@ -80,7 +82,6 @@ from sentry.policy import (
 )
 from sentry.policy.decisions import Forward
 from sentry.policy.planner import NOTHING, Absorbed, absorb
-from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store, StoreUnavailable
 from sentry.store.feed import REBUILD, FeedBehind
 
@@ -152,7 +153,6 @@ class AccessState:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
-        touch_flush_seconds: float | None = 5.0,
         unverified_expiry_seconds: float = 86400.0,
         longpolls: LongPolls[AssociationKey, Decision] | None = None,
     ) -> None:
@@ -164,10 +164,8 @@ class AccessState:
             LongPolls() if longpolls is None else longpolls
         )
         self._lock = asyncio.Lock()
-        self._touches: dict[AssociationKey, Touch] = {}
-        self._flush_every = touch_flush_seconds
+        self.lastseen = LastSeen(store)
         self._expiry = unverified_expiry_seconds
-        self._flusher: asyncio.Task[None] | None = None
         self.take_missed: TakeMissed | None = None  # a shared store: sentry.cluster
         self.catch_up: CatchUp | None = None
 
@@ -285,7 +283,7 @@ class AccessState:
                 ended += self.longpolls.revoke(key, decision)
         if ended:
             self.metrics.revocations.inc(ended)
-        self.publish_counts()
+        self.metrics.publish_state(snapshot)
         return ended
 
     def _absorb(
@@ -345,8 +343,7 @@ class AccessState:
         touches = [c for c in changes if isinstance(c, Touch)]
         if touches:
             self.snapshot.apply(touches)
-            for t in touches:
-                self._touches[t.key] = t
+            self.lastseen.remember(touches)
 
     async def backend_answered(self, key: AssociationKey, http_status: int) -> None:
         """The backend answered a request forwarded for ``key``: the first
@@ -374,59 +371,11 @@ class AccessState:
             log.info("unverified_expired", count=expired, max_age_seconds=self._expiry)
         return expired
 
-    # -- last-seen batching and lifetime -------------------------------------------
+    # -- last-seen batching (sentry.lastseen) ----------------------------------
 
     async def flush_touches(self) -> int:
         """Write the batched last-seen timestamps; return how many."""
-        if not self._touches:
-            return 0
-        batch, self._touches = list(self._touches.values()), {}
-        try:
-            await self.store.apply(batch)
-        except Exception as exc:
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("store_write_failed", during="touch_flush")
-            for t in batch:
-                self._touches.setdefault(t.key, t)
-            return 0
-        return len(batch)
-
-    async def _flush_loop(self, every: float) -> None:
-        while True:
-            await asyncio.sleep(every)
-            await self.flush_touches()
-            try:
-                await self.expire_unverified()
-            except Exception:
-                self.metrics.store_errors.inc()
-                log.exception("store_write_failed", during="expire_unverified")
-            self.publish_counts()
-
-    def publish_counts(self) -> None:
-        """Associations by list state (kept by the snapshot) and directory users
-        by source, for the metrics gauges."""
-        for state, n in self.snapshot.state_counts().items():
-            self.metrics.associations.labels(state.value).set(n)
-        sources = Counter(u.source for u in self.snapshot.users.values())
-        for source in UserSource:
-            self.metrics.directory_users.labels(source.value).set(sources[source])
-
-    def start(self) -> None:
-        """Start the periodic last-seen flush (none when ``touch_flush_seconds``
-        is None: the test harness flushes on demand with ``flush_touches``)."""
-        self.publish_counts()
-        if self._flush_every is not None:
-            self._flusher = create_task(
-                self._flush_loop(self._flush_every), name="access:flush-touches"
-            )
-
-    async def close(self) -> None:
-        """Stop the flush loop and write what is pending."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush_touches()
+        return await self.lastseen.flush()
 
 
 def _durable(changes: Sequence[Change]) -> list[Change]:

@@ -54,6 +54,7 @@ from sentry.cluster import Follower
 from sentry.directory.service import DirectorySync
 from sentry.errors import StartupError
 from sentry.files import loose_mode
+from sentry.housekeeping import Housekeeping
 from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
@@ -127,6 +128,7 @@ class Gateway:
     redirect_cache: RedirectCache = field(default_factory=RedirectCache)
     directory: DirectorySync | None = None
     follower: Follower | None = None  # several nodes on one PostgreSQL (sentry.cluster)
+    housekeeping: Housekeeping | None = None  # last-seen flush, expiry, state gauges
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, end held polls, flush state."""
@@ -143,7 +145,8 @@ class Gateway:
             await self.authn.close()
         if self.follower is not None:
             await self.follower.close()
-        await self.state.close()
+        if self.housekeeping is not None:
+            await self.housekeeping.close()
         await self.store.close()
         for backend in self.demo:
             await backend.stop()
@@ -287,9 +290,9 @@ async def start_gateway(
         snapshot,
         metrics,
         clock=clock,
-        touch_flush_seconds=settings.store.touch_flush_seconds if touch_flush else None,
         unverified_expiry_seconds=settings.store.unverified_expiry_seconds,
     )
+    every = settings.store.touch_flush_seconds if touch_flush else None
     upstreams = Upstreams(settings.pools, metrics, clock=clock)
     r = settings.gateway.redirects
     cache = RedirectCache(
@@ -305,6 +308,7 @@ async def start_gateway(
             poll_interval=settings.store.feed_poll_seconds,
             clock=clock,
         )
+    gw.housekeeping = Housekeeping(state, metrics, every)
     try:
         await _start_parts(settings, gw, root)
     except BaseException:
@@ -340,7 +344,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         await _start_demo(settings, gw)
     await gw.upstreams.start()
     gw.store.start()
-    gw.state.start()
+    if gw.housekeeping is not None:
+        gw.housekeeping.start()
     if gw.follower is not None:
         # what other nodes wrote since the load (and this node's start-up
         # writes) before the first request is decided

@@ -34,7 +34,7 @@ from sentry.eas.errors import EasError
 from sentry.eas.request import EasRequest, parse_request
 from sentry.eas.wbxml import decode, encode
 from sentry.eas.xmlform import from_xml, to_xml
-from sentry.errors import StartupError
+from sentry.errors import CliError, StartupError
 from sentry.model import NO_REALMS
 
 __all__ = ["CliError", "HelpFormatter", "StartupError", "build_parser", "main"]
@@ -42,10 +42,6 @@ __all__ = ["CliError", "HelpFormatter", "StartupError", "build_parser", "main"]
 PROG = "sentry"
 EPIPE_STATUS = 128 + 13  # as if killed by SIGPIPE, like other Unix tools
 Handler = Callable[[argparse.Namespace], int]
-
-
-class CliError(Exception):
-    """An expected failure: reported as one ``sentry: error:`` line, exit 2."""
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -37,7 +37,7 @@ def add_run(subparsers: Any) -> None:
 
 
 def _load(config: Path) -> Any:
-    from sentry.cli import CliError
+    from sentry.errors import CliError
     from sentry.settings import SettingsError, load_settings
 
     try:
@@ -48,7 +48,7 @@ def _load(config: Path) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from sentry.app import run
-    from sentry.cli import CliError
+    from sentry.errors import CliError
     from sentry.settings import SettingsError
 
     settings = _load(args.config)
@@ -122,7 +122,7 @@ class _Target:
 
 def _target(args: argparse.Namespace) -> _Target:
     """FQDN and file paths: flags first, then the configuration, then defaults."""
-    from sentry.cli import CliError
+    from sentry.errors import CliError
     from sentry.settings import Settings
 
     config = args.config
@@ -138,7 +138,7 @@ def _target(args: argparse.Namespace) -> _Target:
 
 
 def _refuse_existing(*paths: Path) -> None:
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     for path in paths:
         if path.exists():
@@ -166,7 +166,7 @@ def _certs_init(args: argparse.Namespace) -> int:
 
 def _certs_csr(args: argparse.Namespace) -> int:
     from sentry.certs import make_csr, write_file, write_private
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     t = _target(args)
     out = args.out or t.cert.with_name(t.cert.name + ".csr")

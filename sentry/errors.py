@@ -14,7 +14,13 @@ raise it without importing the command line.
 
 from __future__ import annotations
 
-__all__ = ["StartupError"]
+__all__ = ["CliError", "StartupError"]
+
+
+class CliError(Exception):
+    """An expected failure of a command: reported as one ``sentry: error:``
+    line, exit 2. Here (not in ``sentry.cli``) so the admin commands raise it
+    without importing the command line that imports them."""
 
 
 class StartupError(Exception):

@@ -4,23 +4,16 @@ asked in the test harness, so a test that counts store writes counts its own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from sentry.policy import Change, Touch
 from sentry.testing.eas_client import EasTestClient
 from sentry.testing.gateway import DemoGateway, demo_gateway
 
 FOLDERSYNC = '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as s:
-        yield s
 
 
 def record_touch_writes(gw: DemoGateway) -> list[int]:

@@ -80,7 +80,7 @@ async def test_build_process_and_state_metrics(tmp_path: Path) -> None:
         )
         async with client.session:
             await client.provision()
-        gw.gateway.state.publish_counts()
+        gw.gateway.metrics.publish_state(gw.gateway.state.snapshot)
         async with http.get(gw.admin_url + "/metrics") as resp:
             text = await resp.text()
     families = {f.name: f for f in text_string_to_metric_families(text)}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -25,37 +24,8 @@ from sentry.settings import (
     load_settings,
 )
 from sentry.testing.backend import BackendConfig, start_backend
-from sentry.testing.eas_client import EasResponse, EasTestClient
-from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, demo_gateway, demo_pools
-
-PING = (
-    '<Ping xmlns="Ping"><HeartbeatInterval>600</HeartbeatInterval><Folders><Folder>'
-    "<Id>1</Id><Class>Email</Class></Folder></Folders></Ping>"
-)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as s:
-        yield s
-
-
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[DemoGateway]:
-    async with demo_gateway(tmp_path, demo_pools(), routing=DEMO_ROUTING) as gw:
-        yield gw
-
-
-async def _held_ping(
-    gw: DemoGateway, session: aiohttp.ClientSession, user: str, device: str
-) -> asyncio.Future[EasResponse]:
-    url = f"{gw.url}/Microsoft-Server-ActiveSync"
-    client = EasTestClient(session, url, user, "secret", device_id=device)
-    await client.provision()
-    before = gw.gateway.state.longpolls.count()
-    ping = asyncio.ensure_future(client.post("Ping", PING, timeout=60))
-    await gw.wait_held(before + 1)
-    return ping
+from sentry.testing.eas_client import EasTestClient
+from sentry.testing.gateway import DemoGateway
 
 
 def _with(settings: Settings, **changes: object) -> Settings:
@@ -66,7 +36,7 @@ async def test_pools_and_routing_reload_without_dropping_a_held_ping(
     gateway: DemoGateway, session: aiohttp.ClientSession
 ) -> None:
     gw = gateway.gateway
-    ping = await _held_ping(gateway, session, "alice", "RELOAD0001")
+    _, ping = await gateway.held_ping(session, "alice", "RELOAD0001")
     async with start_backend(BackendConfig()) as extra:
         old = gw.settings
         exchange = dataclasses.replace(
@@ -110,7 +80,7 @@ async def test_a_held_ping_of_a_removed_route_is_answered(
     gateway: DemoGateway, session: aiohttp.ClientSession
 ) -> None:
     gw = gateway.gateway
-    ping = await _held_ping(gateway, session, "carol", "RELOAD0003")
+    _, ping = await gateway.held_ping(session, "carol", "RELOAD0003")
     new = _with(gw.settings, routing=RoutingSettings(default=None))  # nobody is routed
     result = await reload_gateway(gw, lambda: new)
     assert result.ok and result.polls_ended == 1

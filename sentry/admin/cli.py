@@ -189,7 +189,7 @@ def _action_text(action: str, args: argparse.Namespace, answer: Any) -> str:
 
 
 def _bulk(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Render]:
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     filters = _filters(args)
     if bool(filters) == bool(args.all):

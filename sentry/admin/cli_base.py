@@ -94,7 +94,7 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
         except ApiFailure as exc:
             return _refused(exc, args.json)
         except TargetError as exc:
-            from sentry.cli import CliError
+            from sentry.errors import CliError
 
             raise CliError(str(exc)) from None
         if answer is not None:  # None: the command wrote its own output (a download)

@@ -198,7 +198,7 @@ def _devices_labels(t: AdminTarget, args: argparse.Namespace) -> tuple[Any, Rend
 
 
 def _moves(args: argparse.Namespace) -> dict[str, list[str]]:
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     if not args.add and not args.remove:
         raise CliError("give --add or --remove (membership is never replaced as a whole)")
@@ -331,7 +331,7 @@ def _limit(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None
     if not text.strip().isdigit():
-        from sentry.cli import CliError
+        from sentry.errors import CliError
 
         raise CliError(f"a limit is a number or 'none', not {text!r}")
     return int(text)

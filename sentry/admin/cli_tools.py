@@ -55,7 +55,7 @@ def add_tool_commands(b: Builder) -> None:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     try:
         path = token_path(args.token_file, args.config, readonly=args.readonly)
@@ -114,7 +114,7 @@ def add_store(subparsers: Any) -> None:
 
 
 def _partial(file: Path, force: bool) -> Path:
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     if file.exists() and not force:
         raise CliError(f"{file} exists; nothing was written (--force replaces it)")
@@ -143,7 +143,7 @@ def _backup_text(a: Any) -> str:
 
 
 def _backup_offline(args: argparse.Namespace) -> int:
-    from sentry.cli import CliError
+    from sentry.errors import CliError
     from sentry.settings import SettingsError, load_settings
 
     try:
@@ -168,7 +168,7 @@ def _backup_offline(args: argparse.Namespace) -> int:
 
 
 def _copy(source: Path, dest: Path) -> None:
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     if not source.is_file():
         raise CliError(f"store.path: {source} is not a database file")
@@ -189,7 +189,7 @@ def _copy(source: Path, dest: Path) -> None:
 def check_backup(path: Path) -> int:
     """Open a backup, check it (``quick_check``), make it one self-contained
     file (rollback journal); return its schema version. ``CliError`` if bad."""
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     try:
         conn = sqlite3.connect(path)
@@ -214,7 +214,7 @@ def _place(partial: Path, file: Path, force: bool) -> None:
 @contextlib.contextmanager
 def create_output(path: Path, *, force: bool = False) -> Iterator[BinaryIO]:
     """A new file for private output (mode 0600); an existing one only with ``force``."""
-    from sentry.cli import CliError
+    from sentry.errors import CliError
 
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
     try:

@@ -15,6 +15,9 @@ what held Pings consume).
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from sentry.buildinfo import python_version, version
@@ -22,6 +25,9 @@ from sentry.eas.request import Command
 from sentry.model import UserSource
 from sentry.policy.dirsync import SYNC_ERROR_KINDS
 from sentry.store.base import StoreFault
+
+if TYPE_CHECKING:
+    from sentry.policy.snapshot import Snapshot
 
 __all__ = ["CATCHUP_TRIGGERS", "KNOWN_COMMANDS", "Metrics", "command_label", "status_class"]
 
@@ -322,3 +328,12 @@ class Metrics:
             ["listener", "phase"],
             registry=registry,
         )
+
+    def publish_state(self, snapshot: Snapshot) -> None:
+        """Associations by list state (kept by the snapshot) and directory users
+        by source, for the gauges (``sentry.housekeeping`` calls it)."""
+        for state, n in snapshot.state_counts().items():
+            self.associations.labels(state.value).set(n)
+        sources = Tally(u.source for u in snapshot.users.values())
+        for source in UserSource:
+            self.directory_users.labels(source.value).set(sources[source])

@@ -53,8 +53,8 @@ from sentry.model import (
     Reason,
     WipeStatus,
 )
+from sentry.slots import fast_constructor
 
-from ._fast import fast_constructor
 from .ambiguity import device_ambiguous
 from .changes import AppendHistory, Change, Changes, PutAssociation, Touch
 from .decisions import Decision, Outcome, ProvisionKind, RequestFacts, Wipe
@@ -64,7 +64,10 @@ from .rules import Assessment, Candidate, assess, decision_of, stored_decision, 
 from .snapshot import Snapshot
 from .transitions import Action, AdminState, state_of, transition
 
-_new_association = fast_constructor(Association)  # ~2x a frozen __init__ (see _fast)
+# ~2x a frozen __init__ (sentry.slots): every field named, or all positionally in
+# Association's order (a row rebuilt from its values)
+_named_association = fast_constructor(Association, keywords=True)
+_new_association = fast_constructor(Association)
 _FIELD_NAMES = tuple(f.name for f in fields(Association))
 _FIELD_AT = {name: i for i, name in enumerate(_FIELD_NAMES)}
 _row_values = attrgetter(*_FIELD_NAMES)
@@ -149,12 +152,29 @@ def _first_sight(
     )  # fmt: skip
     a = assess(seen, snapshot, new=True, reachable=facts.registry_reachable)
     pool, backend = (None, None) if a.pool is None else (a.pool.name, a.pool.type)
-    row = _new_association(  # every field, in Association's order (no override, no wipe)
-        key, request.device_type, request.user_agent, request.protocol_version,
-        facts.device_info, now, now, a.device, a.unlinked, None, None, a.verdict, a.reasons,
-        a.violations, pool, backend, WipeStatus.NONE, None, _joins_ambiguous(key, snapshot),
-        None, a.rule,
-    )  # fmt: skip
+    row = _named_association(  # every field named (no override, no wipe, unverified)
+        key=key,
+        device_type=request.device_type,
+        user_agent=request.user_agent,
+        protocol_version=request.protocol_version,
+        device_info=facts.device_info,
+        first_seen=now,
+        last_seen=now,
+        device=a.device,
+        unlinked=a.unlinked,
+        manual_link=None,
+        override=None,
+        verdict=a.verdict,
+        reasons=a.reasons,
+        violations=a.violations,
+        pool=pool,
+        backend_type=backend,
+        wipe=WipeStatus.NONE,
+        policy_fingerprint=None,
+        ambiguous_policy=_joins_ambiguous(key, snapshot),
+        verified_at=None,
+        access_rule=a.rule,
+    )
     decision = decision_of(a, row)
     event = HistoryEvent(now, "first_seen", decision_detail(row))
     return Outcome(decision, (PutAssociation(row), AppendHistory(key, event)), row)

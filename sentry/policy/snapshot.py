@@ -49,10 +49,10 @@ from sentry.model import (
     canonical_principal,
     principal_domain,
 )
+from sentry.slots import fast_setter
 from sentry.store.base import AssociationState
 
 from . import changes as ch
-from ._fast import fast_setter
 from .access_rules import RuleSet, facts_of
 from .indexes import EstablishedIndex, NameIndex, known_names
 from .table import AssociationTable

@@ -20,7 +20,7 @@ index.php follows, without its statics):
 Forwarding is ``_send`` (a plain forward: ask the pool, ``_relay`` the
 answer) or ``_hold`` (a long poll: Ping, Sync with Wait/HeartbeatInterval or
 an empty Sync body), which registers in the long-poll registry while it waits
-upstream, so a change that refuses it ends it at once (see ``longpolls.py``).
+upstream, so a change that refuses it ends it at once (see ``sentry/longpolls.py``).
 Backend errors reach the handler only as ``UpstreamError`` values
 (``errors.map_client_errors``, the one boundary for aiohttp's exceptions).
 

@@ -35,7 +35,7 @@ from sentry.model import (
     WipeStatus,
     canonical_device_id,
 )
-from sentry.policy._fast import fast_constructor
+from sentry.slots import fast_constructor
 
 from .base import AssociationFilter
 from .codec import DECODERS, Interner, decode_override, encode_override, encode_set

@@ -42,8 +42,8 @@ from sentry.model import (
     ViolationKind,
     violation_from_text,
 )
-from sentry.policy._fast import fast_constructor
 from sentry.policy.audit import plain
+from sentry.slots import fast_constructor
 
 __all__ = [
     "DECODERS",

@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry
 from sentry.access import AccessState, Build
 from sentry.eas.request import Command, EasRequest, Identity
 from sentry.eas.status import WipeAckStatus
+from sentry.longpolls import LongPolls
 from sentry.model import (
     DEFAULT_SETTING_PRIORITY,
     NO_REALMS,
@@ -87,7 +88,6 @@ from sentry.policy.established import reset_backend_type
 from sentry.policy.expiry import expire_unverified
 from sentry.policy.reasons import ordered
 from sentry.policy.snapshot import Snapshot
-from sentry.proxy.longpolls import LongPolls
 from sentry.store.memory import MemoryStore
 
 __all__ = ["DEFAULT_POOLS", "Conversation", "Reply", "describe", "req"]
@@ -256,7 +256,6 @@ class Conversation:
             Snapshot(),
             _metrics(),
             clock=lambda: self.now,
-            touch_flush_seconds=None,
             unverified_expiry_seconds=0,
             longpolls=self._polls,
         )

@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 
 from sentry.app import Gateway, start_gateway
 from sentry.settings import settings_from_mapping
 
 from .backend import RunningBackend, start_backend
+from .eas_client import EasResponse, EasTestClient
 from .state import BackendConfig, MailboxSpec
 
 __all__ = [
@@ -98,6 +100,31 @@ class DemoGateway:
         async with asyncio.timeout(timeout):
             while any(p.not_ready() for p in pools):
                 await asyncio.sleep(0.005)
+
+    async def held_ping(
+        self,
+        session: aiohttp.ClientSession,
+        user: str,
+        device_id: str,
+        *,
+        heartbeat: int = 600,
+        password: str = "secret",
+    ) -> tuple[EasTestClient, asyncio.Future[EasResponse]]:
+        """The one held-Ping helper: provision ``user`` on ``device_id``, then
+        leave a Ping (``heartbeat`` seconds, one folder) held through the
+        gateway; return the client and the Ping's answer to come. A test
+        proving "at once" asks for a long heartbeat and waits only for this."""
+        url = f"{self.url}/Microsoft-Server-ActiveSync"
+        client = EasTestClient(session, url, user, password, device_id=device_id)
+        await client.provision()
+        before = self.gateway.state.longpolls.count()
+        xml = (
+            f'<Ping xmlns="Ping"><HeartbeatInterval>{heartbeat}</HeartbeatInterval><Folders>'
+            "<Folder><Id>1</Id><Class>Email</Class></Folder></Folders></Ping>"
+        )
+        ping = asyncio.ensure_future(client.post("Ping", xml, timeout=60))
+        await self.wait_held(before + 1)
+        return client, ping
 
     async def wait_held(self, count: int = 1, timeout: float = 10.0) -> None:
         """Wait until the gateway holds at least ``count`` long polls upstream

@@ -92,10 +92,6 @@ PING = (
 async def held_ping(
     gw: DemoGateway, session: aiohttp.ClientSession, user: str, device_id: str
 ) -> tuple[EasTestClient, asyncio.Future[EasResponse]]:
-    """Provision ``user`` on ``device_id`` and leave a Ping held through the gateway."""
-    client = device(gw, session, user, device_id)
-    await client.provision()
-    held = gw.gateway.state.longpolls.count()
-    ping = asyncio.ensure_future(client.post("Ping", PING, timeout=60))
-    await gw.wait_held(held + 1)
-    return client, ping
+    """Provision ``user`` on ``device_id`` and leave a Ping held through the
+    gateway (``DemoGateway.held_ping``, the one helper)."""
+    return await gw.held_ping(session, user, device_id, heartbeat=900)

@@ -11,7 +11,6 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from directory_support import PEOPLE
 
@@ -36,9 +35,3 @@ async def slapd(tmp_path: Path) -> AsyncIterator[Slapd]:
         yield server
     finally:
         await server.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as s:
-        yield s

@@ -260,7 +260,7 @@ def test_table_moves_between_single_and_tuple_storage():
 def test_fast_constructor_builds_equal_values_and_refuses_non_slots():
     import dataclasses
 
-    from sentry.policy._fast import fast_constructor
+    from sentry.slots import fast_constructor
 
     row = Association(
         key("D1", "a"), "corp", "iPhone", first_seen=3.0, reasons=frozenset({Reason.MANUAL})

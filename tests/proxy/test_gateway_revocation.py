@@ -12,30 +12,13 @@ import aiohttp
 
 from sentry.model import AssociationKey, Device, Platform
 from sentry.policy import block, register_device, set_compliance, wipe
-from sentry.testing.eas_client import EasTestClient
 from sentry.testing.gateway import DemoGateway
-
-PING = (
-    '<Ping xmlns="Ping"><HeartbeatInterval>600</HeartbeatInterval><Folders><Folder>'
-    "<Id>1</Id><Class>Email</Class></Folder></Folders></Ping>"
-)
-
-
-async def _held_ping(gw: DemoGateway, session: aiohttp.ClientSession, user: str, device: str):  # type: ignore[no-untyped-def]
-    client = EasTestClient(
-        session, f"{gw.url}/Microsoft-Server-ActiveSync", user, "secret", device_id=device
-    )
-    await client.provision()
-    held_before = gw.gateway.state.longpolls.count()
-    task = asyncio.ensure_future(client.post("Ping", PING, timeout=60))
-    await gw.wait_held(held_before + 1)
-    return client, task
 
 
 async def test_admin_block_ends_a_held_ping_at_once(
     gateway: DemoGateway, session: aiohttp.ClientSession
 ) -> None:
-    _, ping = await _held_ping(gateway, session, "alice", "REVOKE0001")
+    _, ping = await gateway.held_ping(session, "alice", "REVOKE0001")
     state = gateway.gateway.state
     key = AssociationKey("REVOKE0001", "alice")
     ended = await state.apply(
@@ -51,7 +34,7 @@ async def test_admin_block_ends_a_held_ping_at_once(
 async def test_wipe_ends_a_held_ping_with_status_140(
     gateway: DemoGateway, session: aiohttp.ClientSession
 ) -> None:
-    _, ping = await _held_ping(gateway, session, "bob", "REVOKE0002")
+    _, ping = await gateway.held_ping(session, "bob", "REVOKE0002")
     state = gateway.gateway.state
     key = AssociationKey("REVOKE0002", "bob")
     await state.apply(wipe(state.snapshot, key, note="left", actor="t", now=state.clock()))
@@ -66,9 +49,9 @@ async def test_non_compliance_ends_every_mailbox_of_the_device_only(
     now = state.clock()
     device = Device("dev-1", "alice", Platform.IOS, frozenset({"COMPLY0001"}))
     await state.apply(register_device(state.snapshot, device, actor="t", now=now))
-    _, alice_ping = await _held_ping(gateway, session, "alice", "COMPLY0001")
-    _, shared_ping = await _held_ping(gateway, session, "shared", "COMPLY0001")
-    _, other_ping = await _held_ping(gateway, session, "alice", "COMPLY0002")  # another phone
+    _, alice_ping = await gateway.held_ping(session, "alice", "COMPLY0001")
+    _, shared_ping = await gateway.held_ping(session, "shared", "COMPLY0001")
+    _, other_ping = await gateway.held_ping(session, "alice", "COMPLY0002")  # another phone
     ended = await state.apply(
         set_compliance(state.snapshot, "dev-1", frozenset({"compromised"}), actor="t", now=now)
     )
@@ -88,7 +71,7 @@ async def test_absorbing_changes_durable_elsewhere_ends_a_held_ping_without_a_wr
 ) -> None:
     """``absorb`` takes in a change list already in the store (another node's
     feed): snapshot, revocation and refreshed decisions, no store write."""
-    _, ping = await _held_ping(gateway, session, "carol", "ABSORB0001")
+    _, ping = await gateway.held_ping(session, "carol", "ABSORB0001")
     state = gateway.gateway.state
     key = AssociationKey("ABSORB0001", "carol")
     changes = block(state.snapshot, key, note="elsewhere", actor="t", now=state.clock())

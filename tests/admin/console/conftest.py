@@ -14,13 +14,6 @@ from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, demo_gateway, demo
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(ssl=False, limit=0)
-    async with aiohttp.ClientSession(connector=connector) as s:
-        yield s
-
-
-@pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[DemoGateway]:
     async with demo_gateway(
         tmp_path,

@@ -1,4 +1,4 @@
-"""Positional constructors that fill a frozen, slotted dataclass's slots directly.
+"""Constructors that fill a frozen, slotted dataclass's slots directly (L0, stdlib only).
 
 Approach. A frozen dataclass's ``__init__`` assigns each field through
 ``object.__setattr__`` (about 100 ns a field); loading a million associations
@@ -7,7 +7,10 @@ class, a function that sets every slot through its member descriptor (the
 technique ``dataclasses`` itself uses: generated source, ``exec``), about
 40% faster. It skips ``__init__`` and ``__post_init__``: use it only to
 rebuild values that were validated when first made (rows read back from the
-store). Arguments are positional, in field order.
+store). Arguments are positional, in field order (a store reading a row of
+columns), or keyword-only with ``keywords=True`` (code that names each field).
+Store implementations and the policy both use it, so it lives at the bottom
+layer, not inside ``policy/``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ __all__ = ["fast_constructor", "fast_setter"]
 T = TypeVar("T")
 
 
-def fast_constructor(cls: type[T]) -> Callable[..., T]:
-    """A positional constructor for frozen slotted dataclass ``cls`` (no validation)."""
+def fast_constructor(cls: type[T], *, keywords: bool = False) -> Callable[..., T]:
+    """A constructor for frozen slotted dataclass ``cls`` (no validation):
+    positional in field order, or keyword-only (every field named) with
+    ``keywords``."""
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
     for i, name in enumerate(names):
@@ -31,8 +36,9 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
         if descriptor is None or type(descriptor).__name__ != "member_descriptor":
             raise TypeError(f"{cls.__name__}.{name} is not a slot")
         namespace[f"set{i}"] = descriptor.__set__
-    params = ", ".join(f"v{i}" for i in range(len(names)))
-    body = "".join(f"    set{i}(obj, v{i})\n" for i in range(len(names)))
+    args = names if keywords else [f"v{i}" for i in range(len(names))]
+    params = ("*, " if keywords else "") + ", ".join(args)
+    body = "".join(f"    set{i}(obj, {arg})\n" for i, arg in enumerate(args))
     exec(f"def make({params}):\n    obj = new(cls)\n{body}    return obj\n", namespace)
     make: Callable[..., T] = namespace["make"]
     return make
