@@ -154,10 +154,24 @@ class Slot:
 class Supervisor:
     """The supervising loop (module comment); ``run`` returns the exit status."""
 
-    def __init__(self, settings: Settings, config: Path, run_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: Path,
+        run_dir: Path,
+        *,
+        worker_argv: list[str] | None = None,
+    ) -> None:
+        """``worker_argv``: the command of a worker (default ``sentry run --config``)."""
         self.settings = settings
         self.config = config
         self.run_dir = run_dir
+        self.worker_argv = worker_argv or [
+            sys.executable, "-m", "sentry", "run", "--config", str(config)
+        ]  # fmt: skip
+        self.backoff_first, self.backoff_max = BACKOFF_FIRST, BACKOFF_MAX
+        self.crash_window, self.crash_limit = CRASH_WINDOW, CRASH_LIMIT
+        self._saved: dict[int, Any] = {}
         self.metrics_dir = run_dir / METRICS_DIR
         self.metrics_dir.mkdir(mode=0o700)
         n = settings.gateway.workers
@@ -198,10 +212,14 @@ class Supervisor:
         def hup(_sig: int, _frame: FrameType | None) -> None:
             self.hup = True
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGHUP, hup)
-        signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # only to wake the loop
+        handlers: dict[int, Any] = {
+            signal.SIGTERM: stop,
+            signal.SIGINT: stop,
+            signal.SIGHUP: hup,
+            signal.SIGCHLD: lambda _s, _f: None,  # only to wake the loop
+        }
+        for sig, handler in handlers.items():
+            self._saved[sig] = signal.signal(sig, handler)
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a signal, a worker's "ready" or ``timeout`` seconds."""
@@ -244,10 +262,9 @@ class Supervisor:
             run_dir=str(self.run_dir),
         )
         env = {**os.environ, ENV: spec.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
-        argv = [sys.executable, "-m", "sentry", "run", "--config", str(self.config)]
         try:
             slot.proc = subprocess.Popen(
-                argv, env=env, pass_fds=(spec.device_fd, spec.admin_fd, ready_w, life_r)
+                self.worker_argv, env=env, pass_fds=(spec.device_fd, spec.admin_fd, ready_w, life_r)
             )
         finally:
             os.close(ready_w)
@@ -295,16 +312,16 @@ class Supervisor:
     def _schedule_restart(self, slot: Slot, now: float) -> None:
         """Restart after a backoff, or raise ``StartupError`` for a crash loop."""
         slot.exits.append(now)
-        while slot.exits and now - slot.exits[0] > CRASH_WINDOW:
+        while slot.exits and now - slot.exits[0] > self.crash_window:
             slot.exits.popleft()
-        if len(slot.exits) >= CRASH_LIMIT:
+        if len(slot.exits) >= self.crash_limit:
             problem = (
                 f"worker {slot.index} exited {len(slot.exits)} times within "
-                f"{CRASH_WINDOW:g} s (last: {slot.last_status}); all workers stopped"
+                f"{self.crash_window:g} s (last: {slot.last_status}); all workers stopped"
             )
             log.error("crash_loop", slot=slot.index, exits=len(slot.exits), problem=problem)
             raise StartupError("gateway.workers", problem)
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (len(slot.exits) - 1))
+        delay = min(self.backoff_max, self.backoff_first * 2 ** (len(slot.exits) - 1))
         slot.restart_at = now + delay
         log.warning("worker_restart_scheduled", slot=slot.index, delay_seconds=delay)
 
@@ -429,7 +446,11 @@ class Supervisor:
             slot.admin.close()
             close_quietly(slot.ready_fd)
             close_quietly(slot.lifeline_fd)
-        signal.set_wakeup_fd(-1)
+        if self._saved:
+            signal.set_wakeup_fd(-1)
+            for sig, handler in self._saved.items():
+                signal.signal(sig, handler)
+            self._saved.clear()
         close_quietly(self._wake_r)
         close_quietly(self._wake_w)
 

@@ -143,11 +143,14 @@ def node(tmp_path_factory: pytest.TempPathFactory, module_dsn: str, backend: str
 
 async def _get(url: str) -> tuple[int, Any]:
     """One request on a new connection (the kernel picks the worker per connection)."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
-        async with s.get(url, timeout=aiohttp.ClientTimeout(total=30)) as r:
-            body = await r.read()
-            kind = r.headers.get("Content-Type", "")
-            return r.status, json.loads(body) if "json" in kind else body.decode()
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as s,
+        s.get(url, timeout=aiohttp.ClientTimeout(total=30)) as r,
+    ):
+        body = await r.read()
+        kind = r.headers.get("Content-Type", "")
+        return r.status, json.loads(body) if "json" in kind else body.decode()
 
 
 async def _workers(node: Node, want: int = 2, tries: int = 200) -> dict[int, int]:
@@ -232,7 +235,9 @@ async def test_sigterm_drains_held_pings_of_every_worker(
         async with aiohttp.ClientSession(connector=connector) as session:
             url = node.devices + "/Microsoft-Server-ActiveSync"
             clients = [
-                EasTestClient(session, url, USERS[i % len(USERS)], PASSWORD, device_id=f"DRAIN{i:05d}")
+                EasTestClient(
+                    session, url, USERS[i % len(USERS)], PASSWORD, device_id=f"DRAIN{i:05d}"
+                )
                 for i in range(12)
             ]
             pings = [asyncio.ensure_future(c.post("Ping", PING, timeout=60)) for c in clients]
