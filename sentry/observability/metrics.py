@@ -11,6 +11,11 @@ Besides the gateway's own metrics the registry carries ``sentry_build_info``
 collector (``process_resident_memory_bytes``, ``process_open_fds``,
 ``process_max_fds``, ``process_cpu_seconds_total``, ...: file descriptors are
 what held Pings consume).
+
+Under ``gateway.workers`` every process writes its samples for prometheus_client's
+multiprocess mode (``sentry.worker``): each gauge says how workers combine
+(``multiprocess_mode``: ``livesum`` for what adds up over processes, ``livemin``
+for "up"/"healthy", ``livemax`` for the rest); outside that mode it is ignored.
 """
 
 from __future__ import annotations
