@@ -20,7 +20,10 @@ sessions and health checks, the optional demo backends, the device listener
 (TLS unless disabled) and the admin listener (TLS optional; a warning when it
 is not on loopback). ``Gateway.stop`` shuts down gracefully: stop accepting,
 end held polls cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and
-reloads on SIGHUP (``sentry.reload``).
+reloads on SIGHUP (``sentry.reload``). Under ``gateway.workers`` the same ``run``
+is one worker: it serves the sockets its supervisor bound (``sentry.worker``,
+``sentry.supervisor``) instead of binding its own, and answers ``/metrics`` for
+the whole node.
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ Start. Worker 1 starts alone and the others after it said it is ready (so
 one process runs the store's migrations and the configuration's changes
 first); a worker is ready when it wrote ``ready`` on its pipe, after its
 listeners serve. A worker that exits before it is ready during the start
-stops the whole start: exit status 2 after that worker's own error line.
+stops the whole start: exit status 2 after that worker's own error line. A
+restarted worker not ready within ``START_TIMEOUT`` is killed (an exit like
+any other).
 
 Supervision. A worker that exits while the supervisor is not stopping is
 restarted after a delay that doubles with each exit of the same slot within
@@ -381,6 +383,11 @@ class Supervisor:
             self.hup = False
             self._forward_hup()
         now = time.monotonic()
+        for slot in self.slots:
+            late = slot.proc is not None and not slot.ready and now - slot.started > START_TIMEOUT
+            if late and slot.proc is not None:
+                log.error("worker_start_timeout", slot=slot.index, pid=slot.proc.pid)
+                slot.proc.kill()  # reaped below or at the next turn: an exit like any other
         for slot in self._reap():
             if not self.stopping:
                 self._schedule_restart(slot, now)
