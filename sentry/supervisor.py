@@ -87,6 +87,7 @@ __all__ = [
     "CRASH_WINDOW",
     "DRAIN_MARGIN",
     "START_TIMEOUT",
+    "Slot",
     "Supervisor",
     "bind_listeners",
     "exit_status",
