@@ -38,7 +38,11 @@ drains the other workers and exits with status 2 and one line naming the
 worker, the number of exits and the last exit status. Every exit is logged
 (``worker_exited``) with its status (``exit 1``, ``signal 9``).
 
-Signals. SIGTERM or SIGINT: drain. The supervisor closes its copies of the
+Signals. Each worker runs in a session of its own: a terminal's Ctrl-C or a
+signal to the supervisor's process group reaches the supervisor alone, which
+decides what the workers get (and, where the kernel groups CPU time by session,
+``sched_autogroup``, each worker is scheduled as its own group, as a separate
+node's process would be). SIGTERM or SIGINT: drain. The supervisor closes its copies of the
 listening sockets, sends SIGTERM to every worker (each stops accepting,
 answers its held Pings and finishes what is in flight within
 ``gateway.shutdown_grace_seconds``, as a single gateway does), waits for all
@@ -267,7 +271,10 @@ class Supervisor:
         env = {**os.environ, ENV: spec.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         try:
             slot.proc = subprocess.Popen(
-                self.worker_argv, env=env, pass_fds=(spec.device_fd, spec.admin_fd, ready_w, life_r)
+                self.worker_argv,
+                env=env,
+                pass_fds=(spec.device_fd, spec.admin_fd, ready_w, life_r),
+                start_new_session=True,  # signals come from the supervisor (module comment)
             )
         finally:
             os.close(ready_w)
