@@ -555,19 +555,8 @@ async def run(
         raise StartupError("logging.file", f"{settings.logging.file}: {exc.strerror}") from None
     gw = await start_gateway(settings, root=root, worker=worker)
     gw.log_file = log_file
-    log.info("started", devices=gw.proxy_url, admin=gw.admin_url, version=version())
-    if settings.demo.enabled and worker is None:
-        print(demo_banner(gw), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    if worker is not None:
-
-        def orphaned() -> None:
-            log.warning("supervisor_gone", action="draining")
-            stop.set()
-
-        worker.watch_lifeline(orphaned)
-        worker.announce_ready()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
@@ -579,6 +568,18 @@ async def run(
 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, hup)
+    # "started" (and a worker's "ready") only once every signal has its handler
+    log.info("started", devices=gw.proxy_url, admin=gw.admin_url, version=version())
+    if settings.demo.enabled and worker is None:
+        print(demo_banner(gw), flush=True)
+    if worker is not None:
+
+        def orphaned() -> None:
+            log.warning("supervisor_gone", action="draining")
+            stop.set()
+
+        worker.watch_lifeline(orphaned)
+        worker.announce_ready()
     try:
         await stop.wait()
     finally:

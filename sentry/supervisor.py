@@ -416,8 +416,8 @@ class Supervisor:
             except OSError as exc:
                 log.error("log_reopen_failed", file=str(self.log_file.path), error=exc.strerror)
         pids = []
-        for slot in self.slots:
-            if slot.proc is not None:
+        for slot in self.slots:  # one still starting reads the file anyway
+            if slot.proc is not None and slot.ready:
                 with contextlib.suppress(ProcessLookupError):
                     slot.proc.send_signal(signal.SIGHUP)
                     pids.append(slot.proc.pid)
