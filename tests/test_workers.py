@@ -202,14 +202,22 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(node: N
     _, text = await _get(node.admin + "/metrics")
     restarts = metric(text, "sentry_worker_restarts_total", worker="2")
     os.kill(before[2], signal.SIGKILL)
-    await _options(node, 10)  # connections the kernel gives slot 2 wait for its new worker
+    notes: list[str] = []
+    now: dict[int, int] = {}
+    pending: set[asyncio.Future[tuple[int, Any]]] = set()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = await _workers(node)
-        if now.get(2) not in (None, before[2]):
-            break
-        await asyncio.sleep(0.2)
+    # a request every 50 ms: those the kernel gives slot 2 wait for its new worker,
+    # worker 1 answers the others at once, noting that worker 2 is being restarted
+    while time.monotonic() < deadline and now.get(2) in (None, before[2]):
+        pending.add(asyncio.ensure_future(_get(node.admin + "/readyz")))
+        done, pending = await asyncio.wait(pending, timeout=0.05)
+        for _, body in (t.result() for t in done):
+            now[body["worker"]] = body["pid"]
+            notes += body.get("notes", [])
+    await asyncio.gather(*pending)
     assert now[2] != before[2] and now[1] == before[1]
+    assert "worker 2 is not serving (being restarted)" in notes
+    await _options(node, 10)
     exits = [e for e in node.events("worker_exited") if e["pid"] == before[2]]
     assert exits and exits[0]["status"] == "signal 9" and exits[0]["slot"] == 2
     _, text = await _get(node.admin + "/metrics")
