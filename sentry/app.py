@@ -195,7 +195,7 @@ async def _apply_and_refresh(
     keys = affected_keys([c for c in changes if not isinstance(c, PutRealms)], snapshot)
     await store.apply(changes)
     snapshot.apply(changes)
-    moved = refresh(keys, snapshot, snapshot.prefs, now)
+    moved = refresh(keys, snapshot, now)
     await store.apply(moved)
     snapshot.apply(moved)
 
@@ -568,7 +568,9 @@ async def run(
 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, hup)
-    # "started" (and a worker's "ready") only once every signal has its handler
+    # "started" (and a worker's "ready") only once the signals are handled: a
+    # supervisor (or a test) that sends SIGHUP on seeing it must not kill the
+    # process with the default action.
     log.info("started", devices=gw.proxy_url, admin=gw.admin_url, version=version())
     if settings.demo.enabled and worker is None:
         print(demo_banner(gw), flush=True)
