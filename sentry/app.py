@@ -53,6 +53,7 @@ from sentry.admin.token import TokenFile
 from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
+from sentry.cluster import Follower
 from sentry.directory.service import DirectorySync
 from sentry.errors import StartupError
 from sentry.files import loose_mode
@@ -88,6 +89,7 @@ from sentry.proxy.upstream import Upstreams
 from sentry.settings import ListenSettings, PreferenceSettings, Settings, TlsSettings
 from sentry.store.base import Store, StoreOpenError, StoreUnavailable
 from sentry.store.factory import open_and_load, store_key, store_path, store_where
+from sentry.store.postgres import PostgresStore
 from sentry.store_watch import WatchedStore
 from sentry.worker import WorkerSpec, read_status, scrape_registry
 
@@ -129,6 +131,7 @@ class Gateway:
     redirect_cache: RedirectCache = field(default_factory=RedirectCache)
     directory: DirectorySync | None = None
     worker: WorkerSpec | None = None  # under gateway.workers: this process's part
+    follower: Follower | None = None  # several nodes on one PostgreSQL (sentry.cluster)
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, end held polls, flush state."""
@@ -143,6 +146,8 @@ class Gateway:
         await self.upstreams.close()
         if self.authn is not None:
             await self.authn.close()
+        if self.follower is not None:
+            await self.follower.close()
         await self.state.close()
         await self.store.close()
         for backend in self.demo:
@@ -307,6 +312,15 @@ async def start_gateway(
     gw = Gateway(
         settings, metrics, store, state, upstreams, redirect_cache=cache, root=root, worker=worker
     )
+    if isinstance(opened, PostgresStore):
+        gw.follower = Follower(
+            state,
+            opened,
+            metrics,
+            view=opened.loaded or 0,
+            poll_interval=settings.store.feed_poll_seconds,
+            clock=clock,
+        )
     try:
         await _start_parts(settings, gw, root)
     except BaseException:
@@ -343,6 +357,11 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     await gw.upstreams.start()
     gw.store.start()
     gw.state.start()
+    if gw.follower is not None:
+        # what other nodes wrote since the load (and this node's start-up
+        # writes) before the first request is decided
+        await gw.follower.catch_up("resumed")
+        gw.follower.start()
     g = settings.gateway
     gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)
     await gw.authn.start()
@@ -450,6 +469,8 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
             out.append(f"store {status.problem.fault.value}: {status.problem.detail}")
         for pool in gw.upstreams.pools.values():
             out.extend(pool.not_ready())
+        if gw.follower is not None:
+            out.extend(gw.follower.problems())
         if not gw.proxy_url:
             out.append("device listener not started")
         return out
