@@ -34,6 +34,7 @@ from bench.proc import ROOT, BenchError, raise_nofile, stop_all
 from bench.report import header, plot, write
 from bench.slowclients import SlowClientOptions, run_slow_clients, slow_clients_markdown
 from bench.throughput import TARGETS, ThroughputOptions, markdown, run_throughput
+from bench.workers import WorkersOptions, run_workers, workers_markdown
 
 RESULTS = ROOT / "bench" / "results"
 # Targets of issue #6 (this 2-core machine).
@@ -224,6 +225,34 @@ def cmd_ldap_sync(args: argparse.Namespace) -> str:
     return md
 
 
+TARGET_WORKERS_RATIO = 1.8
+
+
+def cmd_workers(args: argparse.Namespace) -> str:
+    opts = WorkersOptions(
+        dsn=args.dsn,
+        duration=args.duration,
+        connections=args.connections,
+        pings=args.pings,
+        nofile=args.nofile,
+    )
+    r = run_workers(opts, args.out / "work" / "workers")
+    ratio = r["ratios"]["refused"]
+    one_cap = r["held"].get("1", {}).get("cap", 0)
+    held = r["held"].get("2", {}).get("held", 0)
+    beyond = held == opts.pings and held > one_cap and 2 * held > opts.nofile
+    targets = [
+        f"- 2 workers / 1, requests the gateway answers alone: {ratio:.2f}x (target >= "
+        f"{TARGET_WORKERS_RATIO}x on 2 cores shared with the load generator): "
+        f"{_verdict(ratio >= TARGET_WORKERS_RATIO)}",
+        f"- 2 workers hold all {opts.pings:,} Pings (one process can hold {one_cap:,.0f} with "
+        f"{opts.nofile:,} descriptors; each held Ping takes 2): {_verdict(beyond)}",
+    ]
+    md = _section("workers", workers_markdown(r), targets)
+    write(args.out, "workers", r, md)
+    return md
+
+
 def cmd_cluster(args: argparse.Namespace) -> str:
     opts = ClusterOptions(rounds=args.rounds, pings=args.pings, dsn=args.dsn)
     r = run_cluster(opts, args.out / "work" / "cluster")
@@ -310,6 +339,14 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=None, help="fixed Hypothesis seed")
     f.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     f.set_defaults(func=cmd_fuzz)
+    w = sub.add_parser("workers", help="req/s with 1 and 2 workers; held Pings past RLIMIT_NOFILE")
+    w.add_argument("--dsn", default="", help="PostgreSQL superuser URI (a database is made)")
+    w.add_argument("--duration", type=float, default=10.0, help="seconds per case")
+    w.add_argument("--connections", type=int, default=32)
+    w.add_argument("--pings", type=int, default=1500)
+    w.add_argument("--nofile", type=int, default=2048, help="soft RLIMIT_NOFILE of the node")
+    w.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    w.set_defaults(func=cmd_workers)
     m = sub.add_parser("micro", help=", ".join(MICRO))
     m.add_argument("names", nargs="*", help=f"some of {', '.join(MICRO)} (default all)")
     m.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")

@@ -20,7 +20,10 @@ sessions and health checks, the optional demo backends, the device listener
 (TLS unless disabled) and the admin listener (TLS optional; a warning when it
 is not on loopback). ``Gateway.stop`` shuts down gracefully: stop accepting,
 end held polls cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and
-reloads on SIGHUP (``sentry.reload``).
+reloads on SIGHUP (``sentry.reload``). Under ``gateway.workers`` the same ``run``
+is one worker: it serves the sockets its supervisor bound (``sentry.worker``,
+``sentry.supervisor``) instead of binding its own, and answers ``/metrics`` for
+the whole node.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ from sentry.store.base import Store, StoreOpenError, StoreUnavailable
 from sentry.store.factory import open_and_load, store_key, store_path, store_where
 from sentry.store.postgres import PostgresStore
 from sentry.store_watch import WatchedStore
+from sentry.worker import WorkerSpec, read_status, scrape_registry
 
 __all__ = [
     "Gateway",
@@ -127,6 +131,7 @@ class Gateway:
     authn: Authenticator | None = None
     redirect_cache: RedirectCache = field(default_factory=RedirectCache)
     directory: DirectorySync | None = None
+    worker: WorkerSpec | None = None  # under gateway.workers: this process's part
     follower: Follower | None = None  # several nodes on one PostgreSQL (sentry.cluster)
     housekeeping: Housekeeping | None = None  # last-seen flush, expiry, state gauges
 
@@ -238,13 +243,20 @@ async def _start_demo(settings: Settings, gw: Gateway) -> None:
 
 
 async def _site(
-    runner: web.AppRunner, key: str, listen: ListenSettings, ssl_ctx: Any = None, **gate: Any
+    runner: web.AppRunner,
+    key: str,
+    listen: ListenSettings,
+    ssl_ctx: Any = None,
+    worker: WorkerSpec | None = None,
+    **gate: Any,
 ) -> str:
     """Start ``runner`` on ``listen`` behind a connection gate (caps, timeouts, TLS;
-    ``proxy/connections.py``); a bind failure is a ``StartupError`` naming ``key``."""
+    ``proxy/connections.py``); a bind failure is a ``StartupError`` naming ``key``.
+    A worker serves the socket its supervisor bound instead (``sentry.worker``)."""
     host, port = listen.host, listen.port
     await runner.setup()
-    site = GatedSite(runner, host, port, ssl_context=ssl_ctx, **gate)
+    sock = None if worker is None else worker.socket(key)
+    site = GatedSite(runner, host, port, sock=sock, ssl_context=ssl_ctx, **gate)
     try:
         await site.start()
     except OSError as exc:
@@ -259,11 +271,13 @@ async def start_gateway(
     clock: Callable[[], float] = time.time,
     root: Path = Path("."),
     touch_flush: bool = True,
+    worker: WorkerSpec | None = None,
 ) -> Gateway:
     """Build and start everything; ports 0 in the settings are read back.
 
     ``touch_flush=False`` starts no periodic last-seen flush (the test harness
     writes them on demand with ``state.flush_touches()``; ``stop`` still does).
+    ``worker``: this process is one of ``gateway.workers`` (``sentry.worker``).
     A problem with a configured file or listener raises ``StartupError``."""
     report = preflight(settings, root, create=True)
     report.raise_first()
@@ -298,7 +312,9 @@ async def start_gateway(
     cache = RedirectCache(
         r.cache_ttl_seconds, r.cache_max_entries, on_change=metrics.redirect_cache_entries.set
     )
-    gw = Gateway(settings, metrics, store, state, upstreams, redirect_cache=cache, root=root)
+    gw = Gateway(
+        settings, metrics, store, state, upstreams, redirect_cache=cache, root=root, worker=worker
+    )
     if isinstance(opened, PostgresStore):
         gw.follower = Follower(
             state,
@@ -377,7 +393,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     )
     gw.runners.append(proxy_runner)
     gate = device_listener(g, gw.metrics)
-    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, **gate)
+    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, gw.worker, **gate)
     gw.token = TokenFile(resolve(root, settings.admin.token_file))
     gw.admin_token = gw.token.token
     if settings.admin.readonly_token_file is not None:
@@ -400,7 +416,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     a = settings.admin
     admin_tls = _tls(gw, "admin.tls", a.tls)
     gate = admin_listener(g, gw.metrics)
-    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, admin_tls, **gate)
+    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, admin_tls, gw.worker, **gate)
     if gw.directory is not None:
         gw.directory.start()
     if not is_loopback(a.listen.host):
@@ -469,8 +485,22 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
 
 def _notes(gw: Gateway) -> Callable[[], list[str]]:
     """What ``/readyz`` adds without making the gateway not ready: a directory
-    that cannot be synced (requests are decided from the last sync)."""
-    return lambda: [] if gw.directory is None else gw.directory.notes()
+    that cannot be synced (requests are decided from the last sync); under
+    ``gateway.workers``, the other workers that are not serving (restarting:
+    the rest of the node serves)."""
+
+    def notes() -> list[str]:
+        out = [] if gw.directory is None else gw.directory.notes()
+        if gw.worker is not None:
+            status = read_status(Path(gw.worker.run_dir))
+            out += [
+                f"worker {w['index']} is not serving (being restarted)"
+                for w in status.get("workers", [])
+                if not w.get("ready")
+            ]
+        return out
+
+    return notes
 
 
 def _admin_app(gw: Gateway, ctx: AdminContext) -> web.Application:
@@ -483,7 +513,10 @@ def _admin_app(gw: Gateway, ctx: AdminContext) -> web.Application:
             *(console_middlewares() if console.enabled else ()),
         ]
     )
-    app.add_routes(health_routes(gw.metrics.registry, _readiness(gw), _notes(gw)))
+    w = gw.worker
+    registry = gw.metrics.registry if w is None else scrape_registry(Path(w.run_dir))
+    identity = None if w is None else w.identity
+    app.add_routes(health_routes(registry, _readiness(gw), _notes(gw), identity))
     add_api(app, ctx)
     if console.enabled:
         add_console(app, ctx, tokens, console, secure=gw.settings.admin.tls.enabled)
@@ -524,18 +557,29 @@ def demo_banner(gw: Gateway) -> str:
     return "\n".join(lines)
 
 
-async def run(settings: Settings, *, root: Path = Path("."), config: Path | None = None) -> None:
+async def run(
+    settings: Settings,
+    *,
+    root: Path = Path("."),
+    config: Path | None = None,
+    worker: WorkerSpec | None = None,
+) -> None:
     """``sentry run``: start, print where, serve until SIGTERM/SIGINT; on SIGHUP
-    reopen the log file and reload ``config`` (see ``sentry.reload``)."""
+    reopen the log file and reload ``config`` (see ``sentry.reload``).
+
+    ``worker``: this process is one worker of ``gateway.workers`` (started by
+    ``sentry.supervisor``): it serves its inherited sockets, says when it is
+    ready, and also drains when its supervisor is gone."""
     from sentry.reload import reload_gateway
     from sentry.settings import load_settings
 
     preflight(settings, root, create=False).raise_first()  # before logs leave the terminal
+    fields = None if worker is None else {"worker": worker.index}
     try:
-        log_file = configure_logging(settings.logging)
+        log_file = configure_logging(settings.logging, fields=fields)
     except OSError as exc:
         raise StartupError("logging.file", f"{settings.logging.file}: {exc.strerror}") from None
-    gw = await start_gateway(settings, root=root)
+    gw = await start_gateway(settings, root=root, worker=worker)
     gw.log_file = log_file
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -550,11 +594,20 @@ async def run(settings: Settings, *, root: Path = Path("."), config: Path | None
 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, hup)
-    # "started" only once the signals are handled: a supervisor (or a test) that
-    # sends SIGHUP on seeing it must not kill the process with the default action.
+    # "started" (and a worker's "ready") only once the signals are handled: a
+    # supervisor (or a test) that sends SIGHUP on seeing it must not kill the
+    # process with the default action.
     log.info("started", devices=gw.proxy_url, admin=gw.admin_url, version=version())
-    if settings.demo.enabled:
+    if settings.demo.enabled and worker is None:
         print(demo_banner(gw), flush=True)
+    if worker is not None:
+
+        def orphaned() -> None:
+            log.warning("supervisor_gone", action="draining")
+            stop.set()
+
+        worker.watch_lifeline(orphaned)
+        worker.announce_ready()
     try:
         await stop.wait()
     finally:

@@ -50,12 +50,18 @@ def _run(args: argparse.Namespace) -> int:
     from sentry.app import run
     from sentry.errors import CliError
     from sentry.settings import SettingsError
+    from sentry.worker import WorkerSpec
 
+    worker = WorkerSpec.from_env()  # started by a supervisor (gateway.workers)
     settings = _load(args.config)
     if args.check:
         return _check(args.config, settings)
+    if worker is None and settings.gateway.workers > 1:
+        from sentry.supervisor import supervise
+
+        return supervise(settings, args.config)
     try:
-        asyncio.run(run(settings, config=args.config))
+        asyncio.run(run(settings, config=args.config, worker=worker))
     except SettingsError as exc:  # a setting only checked when used (e.g. a key file's content)
         raise CliError(str(exc)) from None
     except OSError as exc:  # anything the checks did not foresee: still one line, no traceback

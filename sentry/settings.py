@@ -131,6 +131,7 @@ class GatewaySettings:
     long_poll_margin_seconds: float = 90.0
     max_heartbeat_seconds: int = 3540
     shutdown_grace_seconds: float = 5.0
+    workers: int = 1  # processes serving the listeners (sentry.supervisor); >1 needs postgresql
     connections: ConnectionSettings = ConnectionSettings()
     header_limits: HeaderLimitSettings = HeaderLimitSettings()
     redirects: RedirectSettings = RedirectSettings()
@@ -342,6 +343,7 @@ def settings_from_mapping(data: Any, source: str = "<settings>") -> Settings:
     try:
         settings: Settings = _build(Settings, data, "")
         _check_references(settings)
+        _check_workers(settings)
         settings = settings_identity.canonical_routing(settings)
     except SettingsError as exc:
         raise SettingsError(f"{source}: {exc}") from None
@@ -494,6 +496,8 @@ def _validate_gateway(g: GatewaySettings, path: str) -> None:
     _positive(_join(path, "long_poll_margin_seconds"), g.long_poll_margin_seconds, allow_zero=True)
     if not 60 <= g.max_heartbeat_seconds <= 3540:
         raise SettingsError(f"{_join(path, 'max_heartbeat_seconds')}: must be 60-3540")
+    if not 1 <= g.workers <= MAX_WORKERS:
+        raise SettingsError(f"{_join(path, 'workers')}: must be 1-{MAX_WORKERS}")
 
 
 def _validate_store(s: StoreSettings, path: str) -> None:
@@ -596,6 +600,38 @@ def _validate_oauth(o: OAuthSettings, path: str) -> None:
     _positive(_join(path, "jwks_timeout_seconds"), o.jwks_timeout_seconds)
     if not 0 <= o.leeway_seconds <= 600:
         raise SettingsError(f"{_join(path, 'leeway_seconds')}: must be 0-600")
+
+
+MAX_WORKERS = 64
+
+
+def _check_workers(s: Settings) -> None:
+    """Several worker processes share one state only through PostgreSQL: a
+    SQLite file has one owner (the gateway holds a lock on it) and a memory
+    store would be one separate state per process. The web console keeps its
+    sign-ins in the process that made them, and the admin port is shared."""
+    if s.gateway.workers == 1:
+        return
+    if s.store.kind != "postgresql":
+        why = {
+            "sqlite": "a SQLite file is owned by one process",
+            "memory": "a memory store would be a separate state in each process",
+        }[s.store.kind]
+        raise SettingsError(
+            f"gateway.workers: must be 1 with store.kind: {s.store.kind} ({why}); "
+            "several workers share their state through store.kind: postgresql"
+        )
+    if s.demo.enabled:
+        raise SettingsError(
+            "demo.enabled: must be false with gateway.workers > 1 (every worker would start "
+            "the demo backends on the same ports)"
+        )
+    if s.admin.console.enabled:
+        raise SettingsError(
+            "admin.console.enabled: must be false with gateway.workers > 1 (console sign-ins "
+            "live in one process and the admin port is shared by all workers; the admin API, "
+            "/metrics and /readyz work on every worker)"
+        )
 
 
 def _check_references(s: Settings) -> None:

@@ -305,3 +305,48 @@ def test_postgresql_store_settings() -> None:
         3,
     )
     assert store.feed_retention_seconds == 3600
+
+
+NO_CONSOLE = {"console": {"enabled": False}}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"gateway": {"workers": 0}}, r"gateway\.workers: must be 1-64$"),
+        ({"gateway": {"workers": 65}}, r"gateway\.workers: must be 1-64$"),
+        (
+            {"gateway": {"workers": 2}},
+            r"gateway\.workers: must be 1 with store\.kind: sqlite \(a SQLite file is owned by "
+            r"one process\); several workers share their state through store\.kind: postgresql",
+        ),
+        (
+            {"gateway": {"workers": 2}, "store": {"kind": "memory"}},
+            r"gateway\.workers: must be 1 with store\.kind: memory",
+        ),
+        (
+            {"gateway": {"workers": 2}, "store": {"kind": "postgresql", "dsn": PG}},
+            r"admin\.console\.enabled: must be false with gateway\.workers > 1",
+        ),
+        (
+            {
+                "gateway": {"workers": 2},
+                "store": {"kind": "postgresql", "dsn": PG},
+                "admin": NO_CONSOLE,
+                "demo": {"enabled": True},
+            },
+            r"demo\.enabled: must be false with gateway\.workers > 1",
+        ),
+    ],
+)
+def test_workers_need_a_shared_store_and_name_the_key(
+    data: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        settings_from_mapping(data)
+
+
+def test_workers_with_postgresql() -> None:
+    data = {"gateway": {"workers": 4}, "store": {"kind": "postgresql", "dsn": PG}}
+    assert settings_from_mapping({**data, "admin": NO_CONSOLE}).gateway.workers == 4
+    assert settings_from_mapping({}).gateway.workers == 1

@@ -10,7 +10,8 @@ sync, so the gateway stays ready).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -22,21 +23,25 @@ def health_routes(
     registry: CollectorRegistry,
     readiness: Callable[[], list[str]],
     notes: Callable[[], list[str]] = list,
+    identity: Mapping[str, Any] | None = None,
 ) -> list[web.RouteDef]:
     """Routes for the admin app; ``readiness`` returns what is not ready (empty =
     ready), ``notes`` what an operator should know that does not stop serving
-    (``/readyz`` lists them under ``notes``, ready or not)."""
+    (``/readyz`` lists them under ``notes``, ready or not). ``identity`` is
+    added to the ``/healthz`` and ``/readyz`` bodies (under ``gateway.workers``:
+    which worker answered, ``sentry.worker``)."""
+    who = dict(identity or {})
 
     async def metrics(_request: web.Request) -> web.Response:
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", **who})
 
     async def readyz(_request: web.Request) -> web.Response:
         problems, noted = readiness(), notes()
-        extra = {"notes": noted} if noted else {}
+        extra = {**({"notes": noted} if noted else {}), **who}
         if problems:
             body = {"status": "not ready", "problems": problems, **extra}
             return web.json_response(body, status=503)

@@ -193,9 +193,16 @@ class LogFile:
             self._fh.close()
 
 
-def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> LogFile | None:
+def configure_logging(
+    settings: LoggingSettings,
+    stream: TextIO | None = None,
+    *,
+    fields: Mapping[str, Any] | None = None,
+) -> LogFile | None:
     """Configure structlog, and route the standard library's loggers through
-    the same redaction and renderer (see the module comment).
+    the same redaction and renderer (see the module comment). ``fields`` are
+    added to every line, library records included (``worker`` under
+    ``gateway.workers``).
 
     Returns the ``LogFile`` when logs go to ``settings.file`` (reopen it on
     SIGHUP), else None. Opening the file may raise ``OSError``."""
@@ -208,6 +215,8 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     tail = [structlog.processors.format_exc_info, redact_secrets, renderer]
+    if fields:
+        tail.insert(0, functools.partial(_add_fields, dict(fields)))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -221,6 +230,14 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
     )
     _route_standard_library(out, tail, max(level, logging.WARNING))
     return log_file
+
+
+def _add_fields(
+    fields: dict[str, Any], _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in fields.items():
+        event.setdefault(key, value)
+    return event
 
 
 def _route_standard_library(out: Any, tail: list[Any], level: int) -> None:

@@ -11,6 +11,11 @@ Besides the gateway's own metrics the registry carries ``sentry_build_info``
 collector (``process_resident_memory_bytes``, ``process_open_fds``,
 ``process_max_fds``, ``process_cpu_seconds_total``, ...: file descriptors are
 what held Pings consume).
+
+Under ``gateway.workers`` every process writes its samples for prometheus_client's
+multiprocess mode (``sentry.worker``): each gauge says how workers combine
+(``multiprocess_mode``: ``livesum`` for what adds up over processes, ``livemin``
+for "up"/"healthy", ``livemax`` for the rest); outside that mode it is ignored.
 """
 
 from __future__ import annotations
@@ -100,12 +105,16 @@ class Metrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            "sentry_requests_in_flight", "Requests being processed", registry=registry
+            "sentry_requests_in_flight",
+            "Requests being processed",
+            multiprocess_mode="livesum",
+            registry=registry,
         )
         self.held_long_polls = Gauge(
             "sentry_held_long_polls",
             "Ping and long-poll Sync requests held open upstream",
             ["command"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.revocations = Counter(
@@ -136,12 +145,14 @@ class Metrics:
             "sentry_backend_server_up",
             "1 when a backend server is considered healthy",
             ["pool", "server"],
+            multiprocess_mode="livemin",
             registry=registry,
         )
         self.pool_healthy = Gauge(
             "sentry_backend_pool_healthy_servers",
             "Healthy servers per pool",
             ["pool"],
+            multiprocess_mode="livemin",
             registry=registry,
         )
         self.check_failures = Counter(
@@ -161,6 +172,7 @@ class Metrics:
             "ActiveSync associations by list state "
             "(allowed, blocked, quarantined, wipe_pending, wiped)",
             ["state"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.store_errors = Counter(
@@ -172,12 +184,14 @@ class Metrics:
         self.store_healthy = Gauge(
             "sentry_store_healthy",
             "1 while the state store keeps changes durably; 0 while it is degraded",
+            multiprocess_mode="livemin",
             registry=registry,
         )
         self.store_fault = Gauge(
             "sentry_store_fault",
             "1 for the state store's current fault (all 0 while healthy)",
             ["kind"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.store_healthy.set(1)
@@ -197,7 +211,10 @@ class Metrics:
             registry=registry,
         )
         self.jwks_keys = Gauge(
-            "sentry_jwks_keys", "OAuth signing keys currently loaded", registry=registry
+            "sentry_jwks_keys",
+            "OAuth signing keys currently loaded",
+            multiprocess_mode="livemin",
+            registry=registry,
         )
         self.redirects = Counter(
             "sentry_redirects",
@@ -208,12 +225,14 @@ class Metrics:
         self.redirect_cache_entries = Gauge(
             "sentry_redirect_cache_entries",
             "Mailboxes with a cached redirect target",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.build_info = Gauge(
             "sentry_build_info",
             "Always 1: the gateway's version and Python in the labels",
             ["version", "python"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.build_info.labels(version(), python_version()).set(1)
@@ -224,6 +243,7 @@ class Metrics:
             "How far this node's view of the shared state is behind, per peer (the "
             "PostgreSQL scale-out sets it; a single node has no sample)",
             ["peer"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self._cluster_metrics(registry)
@@ -267,21 +287,28 @@ class Metrics:
         """Directory users and the LDAP sync (``sentry.directory``); ``kind`` is
         one of ``SYNC_ERROR_KINDS``, ``source`` a ``UserSource``."""
         self.directory_users = Gauge(
-            "sentry_directory_users", "Directory users by source", ["source"], registry=registry
+            "sentry_directory_users",
+            "Directory users by source",
+            ["source"],
+            multiprocess_mode="livemax",
+            registry=registry,
         )
         self.directory_missing_users = Gauge(
             "sentry_directory_missing_users",
             "LDAP users the last sync no longer found (kept or flagged by the removal action)",
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.directory_last_success = Gauge(
             "sentry_directory_last_success_timestamp_seconds",
             "When the last directory sync succeeded (Unix time; 0: never)",
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.directory_up = Gauge(
             "sentry_directory_up",
             "1 when the last directory sync reached the directory and applied, 0 when it failed",
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.directory_sync_errors = Counter(
@@ -297,6 +324,7 @@ class Metrics:
         self.directory_sync_duration = Gauge(
             "sentry_directory_sync_duration_seconds",
             "Duration of the last successful directory sync (read, plan and apply)",
+            multiprocess_mode="livemax",
             registry=registry,
         )
         for source in UserSource:
@@ -308,12 +336,17 @@ class Metrics:
         """Listener connections (``proxy/connections.py``); ``listener`` is
         ``devices`` or ``admin``."""
         self.connections_open = Gauge(
-            "sentry_connections_open", "Open connections", ["listener"], registry=registry
+            "sentry_connections_open",
+            "Open connections",
+            ["listener"],
+            multiprocess_mode="livesum",
+            registry=registry,
         )
         self.connections_max = Gauge(
             "sentry_connections_max",
             "The connection cap in force (from the configuration and RLIMIT_NOFILE)",
             ["listener"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.connections_refused = Counter(

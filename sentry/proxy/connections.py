@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import resource
+import socket
 import ssl
 import time
 from typing import Any
@@ -228,11 +229,21 @@ class ConnectionGate:
 class GatedSite(web.BaseSite):
     """A TCP site whose connections go through a ``ConnectionGate``."""
 
-    __slots__ = ("_gate_args", "_host", "_port", "gate")
+    __slots__ = ("_gate_args", "_host", "_port", "_sock", "gate")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, **gate_args: Any) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        sock: socket.socket | None = None,
+        **gate_args: Any,
+    ) -> None:
+        """``sock``: an already bound socket to serve instead of binding
+        ``host:port`` (a worker's inherited listener, ``sentry.supervisor``)."""
         super().__init__(runner)
-        self._host, self._port = host, port
+        self._host, self._port, self._sock = host, port, sock
         self._gate_args = gate_args
         self.gate: ConnectionGate | None = None
 
@@ -257,6 +268,11 @@ class GatedSite(web.BaseSite):
         assert server is not None, "runner.setup() first"
         self.gate = ConnectionGate(server, **self._gate_args)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.gate, self._host, self._port, backlog=self._backlog
-        )
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                self.gate, sock=self._sock, backlog=self._backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                self.gate, self._host, self._port, backlog=self._backlog
+            )
