@@ -18,12 +18,15 @@ from sentry.model import (
     AssociationKey,
     AuditEntry,
     Device,
+    EasPolicy,
     EstablishedType,
     ExchangeSetting,
     HistoryEvent,
     Label,
+    PolicyAssignments,
     Pool,
     Preferences,
+    ProvisionRecord,
     Realms,
     Routing,
     User,
@@ -37,18 +40,23 @@ __all__ = [
     "Changes",
     "DeleteAssociation",
     "DeleteDevice",
+    "DeleteEasPolicy",
     "DeleteEstablished",
     "DeleteLabel",
     "DeletePool",
+    "DeleteProvision",
     "DeleteSetting",
     "DeleteUser",
     "MoveHistory",
     "PutAssociation",
     "PutDevice",
+    "PutEasPolicy",
     "PutEstablished",
     "PutLabel",
+    "PutPolicyAssignments",
     "PutPool",
     "PutPreferences",
+    "PutProvision",
     "PutRealms",
     "PutRouting",
     "PutSetting",
@@ -154,6 +162,33 @@ class DeleteEstablished:
 
 
 @dataclass(frozen=True, slots=True)
+class PutEasPolicy:
+    policy: EasPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteEasPolicy:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutPolicyAssignments:
+    assignments: PolicyAssignments
+
+
+@dataclass(frozen=True, slots=True)
+class PutProvision:
+    """The provisioning state of one association (keys the gateway issued and holds)."""
+
+    record: ProvisionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteProvision:
+    key: AssociationKey
+
+
+@dataclass(frozen=True, slots=True)
 class MoveHistory:
     """Re-key one association's history (its row was re-keyed or merged)."""
 
@@ -191,6 +226,11 @@ Change = (
     | PutRealms
     | PutEstablished
     | DeleteEstablished
+    | PutEasPolicy
+    | DeleteEasPolicy
+    | PutPolicyAssignments
+    | PutProvision
+    | DeleteProvision
     | MoveHistory
     | AppendAudit
     | AppendHistory

@@ -38,12 +38,14 @@ import functools
 import itertools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 
 from sentry.access import AccessState
 from sentry.eas import responses
@@ -63,6 +65,7 @@ from .forward import BodyStream, relay_response
 from .framing import check_request, frame_upstream
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
+from .provisioning import before_forward, translate
 from .redirects import Mailbox, Redirector
 from .upstream import Upstreams
 
@@ -298,6 +301,17 @@ async def _forward(
         limit = ctx.settings.max_request_bytes
         body = BodyStream(prefix, request.content, limit, expected=request.content_length)
     mailbox = Mailbox(key.user, principal_domain(key.user))
+    try:  # the gateway's own ActiveSync policy (provisioning.py)
+        own = await before_forward(ctx, request, eas, inspected.body, decision.pool, key, mailbox)
+    except UpstreamError as exc:
+        return _upstream_failed(ctx, decision.pool, exc, record)
+    if isinstance(own, web.Response):
+        record["eas_policy"] = "answered"
+        return own
+    rewrite = None
+    if own is not None:
+        record["eas_policy"] = "translated"
+        rewrite = functools.partial(translate, own, eas, request.path, request.query_string)
     if eas.command is Command.Provision:
         return await _send(
             ctx, request, decision.pool, None, body, None, record,
@@ -305,8 +319,9 @@ async def _forward(
         )  # fmt: skip
     if not inspected.long_poll:
         return await _send(
-            ctx, request, decision.pool, None, body, None, record, mailbox=mailbox, verify=key
-        )
+            ctx, request, decision.pool, None, body, None, record,
+            mailbox=mailbox, verify=key, rewrite=rewrite,
+        )  # fmt: skip
     hold = min(
         inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
         ctx.settings.max_heartbeat_seconds,
@@ -314,7 +329,7 @@ async def _forward(
     read_timeout = hold + ctx.settings.long_poll_margin_seconds
     return await _send(
         ctx, request, decision.pool, key, body, read_timeout, record,
-        eas=eas, mailbox=mailbox, verify=key,
+        eas=eas, mailbox=mailbox, verify=key, rewrite=rewrite,
     )  # fmt: skip
 
 
@@ -331,6 +346,7 @@ async def _send(
     policy_of: AssociationKey | None = None,
     mailbox: Mailbox | None = None,
     verify: AssociationKey | None = None,
+    rewrite: Callable[[CIMultiDict[str]], str] | None = None,
 ) -> web.StreamResponse:
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
@@ -340,6 +356,7 @@ async def _send(
     )
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
+    path_qs = request.path_qs if rewrite is None else rewrite(headers)  # policy-key translation
     data = frame_upstream(headers, body)
     poll = ctx.state.longpolls.hold(key, record["command"]) if key is not None else None
     held = ctx.metrics.held_long_polls.labels(record["command"]) if poll else None
@@ -348,7 +365,7 @@ async def _send(
     try:
         try:
             server, upstream = await ctx.redirects.send(
-                pool, mailbox, request.method, request.path_qs, headers, data, timeout
+                pool, mailbox, request.method, path_qs, headers, data, timeout
             )
         except asyncio.CancelledError:
             record["upstream_cancelled"] = True  # the backend request is abandoned

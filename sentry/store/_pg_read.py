@@ -22,6 +22,7 @@ from sentry.model import (
     AuditEntry,
     EstablishedType,
     HistoryEvent,
+    PolicyAssignments,
     Preferences,
     Realms,
     Routing,
@@ -78,6 +79,11 @@ async def load(conn: Any) -> tuple[Snapshot, int]:
             associations=rows,
             realms=_config(config, "realms", Realms, NO_REALMS),
             established=established,
+            eas_policies=objects["eas_policies"],
+            policy_assignments=_config(
+                config, "policy_assignments", PolicyAssignments, PolicyAssignments()
+            ),
+            provisioning=objects["provisioning"],
         )
     return snapshot, head
 

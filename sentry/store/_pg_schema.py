@@ -131,6 +131,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO change_feed_pruned VALUES (true, 0)",
         "CREATE TABLE store_probe (node text PRIMARY KEY, at double precision NOT NULL)",
     ),
+    # 2: ActiveSync policies the gateway enforces itself: named policies and the
+    # provisioning state of each association (``DEVICEID/principal``); the
+    # assignments are the ``config`` document ``policy_assignments``.
+    (
+        "CREATE TABLE eas_policies (name text PRIMARY KEY, data text NOT NULL)",
+        "CREATE TABLE provisioning (name text PRIMARY KEY, data text NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -52,6 +52,7 @@ from sentry.model import (
     AuditEntry,
     EstablishedType,
     HistoryEvent,
+    PolicyAssignments,
     Preferences,
     Realms,
     Routing,
@@ -337,6 +338,11 @@ def _load_all(conn: sqlite3.Connection) -> Snapshot:
         associations=_associations(conn),
         realms=_config(config, "realms", Realms, NO_REALMS),
         established=_established(conn),
+        eas_policies=objects["eas_policies"],
+        policy_assignments=_config(
+            config, "policy_assignments", PolicyAssignments, PolicyAssignments()
+        ),
+        provisioning=objects["provisioning"],
     )
     return snapshot
 
