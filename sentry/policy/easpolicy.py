@@ -270,9 +270,7 @@ def assign(
 _FIELD: Mapping[str, str] = {"user": "users", "label": "labels", "association": "associations"}
 
 
-def _with_table(
-    old: PolicyAssignments, scope: Scope, table: dict[str, str]
-) -> PolicyAssignments:
+def _with_table(old: PolicyAssignments, scope: Scope, table: dict[str, str]) -> PolicyAssignments:
     if scope == "user":
         return replace(old, users=table)
     if scope == "label":

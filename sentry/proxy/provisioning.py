@@ -84,6 +84,15 @@ class ProvisionUpstreamError(UpstreamError):
             self.public_text = "unauthorized" if http_status == 401 else "forbidden"
 
 
+class BackendRefused(Exception):
+    """The backend answered the initial Provision with a top-level Status other
+    than 1 (e.g. 165 DeviceInformationRequired): the device gets that status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the backend answered Provision with Status {status}")
+        self.status = status
+
+
 @dataclass(frozen=True, slots=True)
 class KeyTranslation:
     """Replace the device's policy key by ``key`` (None: send none)."""
@@ -185,7 +194,10 @@ async def _initial(
     if parsed.policy_type != policydoc.POLICY_TYPE:
         status = PolicyStatus.UnknownPolicyType
         return _to_web(policydoc.policy_status(parsed.policy_type, status))
-    backend_key = await provision_upstream(ctx, request, eas, body, pool, mailbox)
+    try:
+        backend_key = await provision_upstream(ctx, request, eas, body, pool, mailbox)
+    except BackendRefused as refused:
+        return _to_web(policydoc.provision_status(refused.status))
     await ctx.state.backend_answered(key, 200)  # the backend accepted this mailbox
     old = ctx.state.snapshot.provisioning.get(key)
     temporary = _new_key(backend_key)
@@ -256,6 +268,9 @@ async def provision_upstream(
     for it); ``ProvisionUpstreamError`` or another ``UpstreamError`` when the
     backend cannot be provisioned."""
     answer = await _upstream_call(ctx, request, eas, initial, pool, mailbox, None)
+    top = answer.child_text("Status")
+    if top is not None and top.isdigit() and top != "1" and len(top) <= 3:
+        raise BackendRefused(int(top))
     policy = answer.find_path("Policies", "Policy")
     status = None if policy is None else policy.child_text("Status")
     if status == str(int(PolicyStatus.NoPolicy)):
