@@ -32,7 +32,7 @@ from .context import iso
 from .errors import NotFound
 from .schema import Call, Field, Route
 
-__all__ = ["ROUTES", "SCHEMAS"]
+__all__ = ["ROUTES", "SCHEMAS", "assignments_view", "policy_view"]
 
 _NOTE = Field("string", "why (kept in the audit log)")
 _SETTINGS = {
@@ -91,20 +91,20 @@ def assignments_view(assignments: PolicyAssignments) -> dict[str, Any]:
     }
 
 
-async def _list(call: Call) -> dict[str, Any]:
+async def _list_eas_policies(call: Call) -> dict[str, Any]:
     snap = call.ctx.snapshot
     items = [policy_view(p) for _, p in sorted(snap.eas_policies.items())]
     return {"items": items, "assignments": assignments_view(snap.policy_assignments)}
 
 
-async def _get(call: Call) -> dict[str, Any]:
+async def _get_eas_policy(call: Call) -> dict[str, Any]:
     policy = call.ctx.snapshot.eas_policies.get(call.path["name"])
     if policy is None:
         raise NotFound(f"no ActiveSync policy {call.path['name']!r}")
     return policy_view(policy)
 
 
-async def _put(call: Call) -> dict[str, Any]:
+async def _put_eas_policy(call: Call) -> dict[str, Any]:
     policy = policy_from(call.path["name"], call.body)
     await call.ctx.commit(
         lambda snap, now: put_policy(snap, policy, actor=call.actor, now=now, note=call.note)
@@ -112,7 +112,7 @@ async def _put(call: Call) -> dict[str, Any]:
     return policy_view(call.ctx.snapshot.eas_policies[policy.name])
 
 
-async def _delete(call: Call) -> dict[str, Any]:
+async def _delete_eas_policy(call: Call) -> dict[str, Any]:
     name = call.path["name"]
     await call.ctx.commit(
         lambda snap, now: delete_policy(snap, name, actor=call.actor, now=now, note=call.note)
@@ -120,7 +120,7 @@ async def _delete(call: Call) -> dict[str, Any]:
     return {"deleted": name, "polls_ended": 0}
 
 
-async def _assign(call: Call) -> dict[str, Any]:
+async def _assign_eas_policy(call: Call) -> dict[str, Any]:
     body = call.body
     scope, target, policy = body["scope"], body.get("target") or "", body["policy"]
     await call.ctx.commit(
@@ -131,10 +131,12 @@ async def _assign(call: Call) -> dict[str, Any]:
     return assignments_view(call.ctx.snapshot.policy_assignments)
 
 
-async def _resolution(call: Call) -> dict[str, Any]:
+async def _eas_policy_of_device(call: Call) -> dict[str, Any]:
     snap = call.ctx.snapshot
     user = snap.canonical(call.path["user"]) or call.path["user"]
     key = AssociationKey(canonical_device_id(call.path["device_id"]), user)
+    if key not in snap:
+        raise NotFound(f"no association {key.device_id}/{key.user}")
     resolved = device_policy(snap, key)
     record = snap.provisioning.get(key)
     provisioned = None
@@ -161,16 +163,18 @@ ROUTES = (
     Route(
         "GET",
         "/api/eas-policies",
-        _list,
+        _list_eas_policies,
         "ActiveSync policies the gateway enforces, and their assignments",
         "eas-policies",
         response="EasPolicyList",
     ),
-    Route("GET", _NAME, _get, "One ActiveSync policy", "eas-policies", response="EasPolicy"),
+    Route(
+        "GET", _NAME, _get_eas_policy, "One ActiveSync policy", "eas-policies", response="EasPolicy"
+    ),
     Route(
         "PUT",
         _NAME,
-        _put,
+        _put_eas_policy,
         "Create or replace an ActiveSync policy",
         "eas-policies",
         body=_POLICY_BODY,
@@ -183,7 +187,7 @@ ROUTES = (
     Route(
         "DELETE",
         _NAME,
-        _delete,
+        _delete_eas_policy,
         "Delete an ActiveSync policy",
         "eas-policies",
         body={"note": _NOTE},
@@ -195,21 +199,23 @@ ROUTES = (
     Route(
         "PUT",
         "/api/eas-policy-assignments",
-        _assign,
+        _assign_eas_policy,
         "Assign an ActiveSync policy (Assign Policy) or revert an assignment (Revert Policy)",
         "eas-policies",
         body=_ASSIGN_BODY,
         response="EasPolicyAssignments",
+        conflict=True,
         changes=True,
         description="Resolution per device: association > user > label > default; every "
         "mailbox of a device gets the policy the most specific assignment on any of them "
-        "names (ties: the policy name first in code-point order). `policy: null` reverts.",
+        "names (ties: the policy name first in code-point order). `policy: null` reverts. "
+        "409 naming a policy or label that does not exist.",
     ),
     Route(
         "GET",
         "/api/eas-policies/devices/{device_id}/{user}",
-        _resolution,
-        "Which ActiveSync policy an association's device gets, and why",
+        _eas_policy_of_device,
+        "Which ActiveSync policy an association's device gets, and why (404: no such row)",
         "eas-policies",
         response="EasPolicyResolution",
     ),

@@ -34,7 +34,8 @@ Provision:
 
 The admin operations (``put_policy`` ... ``assign``) return changes with an
 audit entry, like ``registry.py``. A policy still assigned cannot be deleted
-(409); assigning an unknown policy is a 404.
+(409); an assignment naming a policy or label that does not exist is a 409
+(like every reference to something missing).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "ProvisionRequired",
     "Resolved",
     "assign",
+    "current",
     "delete_policy",
     "device_policy",
     "gate",
@@ -248,7 +250,7 @@ def assign(
     ``target``: a principal (``user``), a label name (``label``), ``DEVICEID/user``
     (``association``), ignored for ``default``."""
     if policy is not None and policy not in snapshot.eas_policies:
-        raise NotFoundError(f"no ActiveSync policy {policy!r}")
+        raise ConflictError(f"no ActiveSync policy {policy!r}")
     old = snapshot.policy_assignments
     if scope == "default":
         new, ref = replace(old, default=policy), "default"
@@ -294,7 +296,7 @@ def _target(snapshot: Snapshot, scope: Scope, target: str) -> str:
         return principal
     if scope == "label":
         if target not in snapshot.labels:
-            raise NotFoundError(f"no label {target!r}")
+            raise ConflictError(f"no label {target!r}")
         return target
     if scope == "association":
         device_id, sep, user = target.partition("/")

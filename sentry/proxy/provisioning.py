@@ -61,7 +61,14 @@ from .framing import frame_upstream
 from .headers import upstream_headers
 from .inspect import INSPECT_LIMIT
 
-__all__ = ["KeyTranslation", "ProvisionUpstreamError", "before_forward", "translate"]
+__all__ = [
+    "BackendRefused",
+    "KeyTranslation",
+    "ProvisionUpstreamError",
+    "before_forward",
+    "provision_upstream",
+    "translate",
+]
 
 _LIMITS = Limits(max_size=INSPECT_LIMIT)
 _POLICY_KEY = "X-MS-PolicyKey"

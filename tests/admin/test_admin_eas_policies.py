@@ -44,7 +44,7 @@ async def test_policy_crud_bounds_and_assignments(
     status, _ = await api.put(
         "/api/eas-policy-assignments", {"scope": "user", "target": "alice", "policy": "nope"}
     )
-    assert status == 404
+    assert status == 409
     status, body = await api.delete("/api/eas-policies/strict", {"note": "gone"})
     assert status == 409 and "assigned" in body["error"]
     phone = EasTestClient(
@@ -70,7 +70,9 @@ async def test_policy_crud_bounds_and_assignments(
     ]
 
 
-async def test_cli_policies(gateway: DemoGateway, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_cli_policies(
+    gateway: DemoGateway, session: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
+) -> None:
     flags = ["--url", gateway.admin_url, "--token", gateway.gateway.admin_token]
 
     async def run(*argv: str) -> tuple[int, str, str]:
@@ -88,6 +90,8 @@ async def test_cli_policies(gateway: DemoGateway, capsys: pytest.CaptureFixture[
         assert code == 1 and "AllowCamera" in err
         code, out, _ = await run("assign", "strict", "--default", "--note", "all phones")
         assert code == 0 and "default: strict" in out
+        url = f"{gateway.url}/Microsoft-Server-ActiveSync"
+        await EasTestClient(session, url, "bob", "secret", device_id="CLIPOL0001").provision()
         code, out, _ = await run("device", "CLIPOL0001", "bob")
         assert code == 0 and "strict (from default)" in out
         code, out, _ = await run("list", "--json")
