@@ -38,7 +38,7 @@ import functools
 import itertools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,7 @@ from .forward import BodyStream, relay_response
 from .framing import check_request, frame_upstream
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
-from .provisioning import before_forward, translate
+from .provisioning import before_forward, reprovision, translate
 from .redirects import Mailbox, Redirector
 from .upstream import Upstreams
 
@@ -308,10 +308,13 @@ async def _forward(
     if isinstance(own, web.Response):
         record["eas_policy"] = "answered"
         return own
-    rewrite = None
+    rewrite = again = None
     if own is not None:
         record["eas_policy"] = "translated"
         rewrite = functools.partial(translate, own, eas, request.path, request.query_string)
+        again = functools.partial(_reprovisioned, ctx, request, eas, decision.pool, key, mailbox)
+        if isinstance(body, BodyStream) and _bufferable(request):
+            body = request.get(PREFIX, b"") + await request.content.read()  # replayable
     if eas.command is Command.Provision:
         return await _send(
             ctx, request, decision.pool, None, body, None, record,
@@ -320,7 +323,7 @@ async def _forward(
     if not inspected.long_poll:
         return await _send(
             ctx, request, decision.pool, None, body, None, record,
-            mailbox=mailbox, verify=key, rewrite=rewrite,
+            mailbox=mailbox, verify=key, rewrite=rewrite, again=again,
         )  # fmt: skip
     hold = min(
         inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
@@ -329,7 +332,7 @@ async def _forward(
     read_timeout = hold + ctx.settings.long_poll_margin_seconds
     return await _send(
         ctx, request, decision.pool, key, body, read_timeout, record,
-        eas=eas, mailbox=mailbox, verify=key, rewrite=rewrite,
+        eas=eas, mailbox=mailbox, verify=key, rewrite=rewrite, again=again,
     )  # fmt: skip
 
 
@@ -347,6 +350,7 @@ async def _send(
     mailbox: Mailbox | None = None,
     verify: AssociationKey | None = None,
     rewrite: Callable[[CIMultiDict[str]], str] | None = None,
+    again: Callable[[], Awaitable[Callable[[CIMultiDict[str]], str] | None]] | None = None,
 ) -> web.StreamResponse:
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
@@ -367,6 +371,17 @@ async def _send(
             server, upstream = await ctx.redirects.send(
                 pool, mailbox, request.method, path_qs, headers, data, timeout
             )
+            if upstream.status == 449 and again is not None and isinstance(body, bytes):
+                # The backend wants its own Provision again (provisioning.py step 4).
+                retry = await again()
+                if retry is not None:
+                    upstream.release()
+                    headers = upstream_headers(request.headers, chain, ctx.proto)
+                    path_qs, data = retry(headers), frame_upstream(headers, body)
+                    record["eas_policy"] = "reprovisioned"
+                    server, upstream = await ctx.redirects.send(
+                        pool, mailbox, request.method, path_qs, headers, data, timeout
+                    )
         except asyncio.CancelledError:
             record["upstream_cancelled"] = True  # the backend request is abandoned
             if poll is None or eas is None or eas.command is None:
@@ -430,6 +445,28 @@ async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) ->
         changes = record_policy_fingerprint(ctx.state.snapshot, key, fingerprint, ctx.state.clock())
         if changes:
             await ctx.state.apply_held(changes)
+
+
+def _bufferable(request: web.Request) -> bool:
+    """A body small enough to hold for a retry (a declared length up to the
+    inspection limit; a chunked or larger one is streamed, never retried)."""
+    length = request.content_length
+    return length is not None and length <= INSPECT_LIMIT
+
+
+async def _reprovisioned(
+    ctx: ProxyContext,
+    request: web.Request,
+    eas: EasRequest,
+    pool: str,
+    key: AssociationKey,
+    mailbox: Mailbox,
+) -> Callable[[CIMultiDict[str]], str] | None:
+    """After a backend 449: provision upstream again; the new key translation."""
+    own = await reprovision(ctx, request, eas, pool, key, mailbox)
+    if own is None:
+        return None
+    return functools.partial(translate, own, eas, request.path, request.query_string)
 
 
 def _uncancel() -> None:

@@ -22,9 +22,15 @@ gateway is the device's provisioning server and the backend's client:
    the key replaced by the backend's (``X-MS-PolicyKey``, or the key field
    of a base64 query; removed when the backend wants none), so the backend
    sees only its own key and the device only the gateway's.
-4. **The backend asks again** (its 449, or its 142/143/144): the answer is
-   relayed as it is; the device provisions again, through the gateway, which
-   provisions upstream again (step 1) and so holds the backend's new key.
+4. **The backend asks again.** Its HTTP 449 on a forwarded request whose body
+   the gateway holds (every request but a large streamed Sync): the gateway
+   provisions upstream again at once (an initial request built from the
+   association's recorded DeviceInformation), stores the new backend key and
+   sends the request once more with it (``reprovision``); the device never
+   notices. When that fails, or the body was streamed, or the backend asked
+   with a WBXML 142/143/144 (which would need reading every answer), the
+   answer reaches the device, which provisions again through the gateway,
+   which provisions upstream again (step 1).
 5. **Revert** (the assignment removed): ``gate`` answers 144 to a request
    carrying a gateway key; the device provisions again, and that Provision
    is forwarded to the backend (the record is deleted when it is), whose
@@ -40,13 +46,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
 from sentry.eas import policydoc, responses
-from sentry.eas._b64query import with_policy_key
+from sentry.eas._b64query import with_command, with_policy_key
 from sentry.eas.commands import ProvisionKind, ProvisionRequest, parse_provision
 from sentry.eas.errors import EasError
 from sentry.eas.request import Command, EasRequest, QueryForm
@@ -66,7 +73,9 @@ __all__ = [
     "KeyTranslation",
     "ProvisionUpstreamError",
     "before_forward",
+    "initial_request",
     "provision_upstream",
+    "reprovision",
     "translate",
 ]
 
@@ -326,7 +335,8 @@ async def _upstream_call(
     )
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
-    path_qs = translate(KeyTranslation(key), eas, request.path, request.query_string, headers)
+    query = _provision_query(eas, request.query_string)
+    path_qs = translate(KeyTranslation(key), eas, request.path, query, headers)
     data = frame_upstream(headers, body)
     _, upstream = await ctx.redirects.send(pool, mailbox, "POST", path_qs, headers, data, timeout)
     try:
@@ -349,7 +359,77 @@ async def _upstream_call(
     return root
 
 
+def _provision_query(eas: EasRequest, query: str) -> str:
+    """The device's query, for a Provision (the same user, DeviceId and form)."""
+    if eas.command is Command.Provision:
+        return query
+    if eas.query_form is QueryForm.BASE64:
+        code = Command.Provision.code
+        return with_command(query, 20 if code is None else code)
+    pairs = [
+        (k, "Provision" if k == "Cmd" else v) for k, v in parse_qsl(query, keep_blank_values=True)
+    ]
+    return urlencode(pairs)
+
+
 def _to_web(resp: responses.Response) -> web.Response:
     return web.Response(
         status=resp.status, reason=resp.reason, headers=resp.headers, body=resp.body
     )
+
+
+# --- the backend asked again (its 449): provision upstream once more ----------------------
+
+_INFO_TAGS = {
+    "model": "Model",
+    "imei": "IMEI",
+    "friendly_name": "FriendlyName",
+    "os": "OS",
+    "os_language": "OSLanguage",
+    "phone_number": "PhoneNumber",
+    "user_agent": "UserAgent",
+    "enable_outbound_sms": "EnableOutboundSMS",
+    "mobile_operator": "MobileOperator",
+}
+
+
+def initial_request(info: Any) -> bytes:
+    """An initial Provision request, with ``settings:DeviceInformation`` from
+    ``info`` (a ``DeviceInformation`` or None)."""
+    head: tuple[Element, ...] = ()
+    if info is not None:
+        fields = tuple(
+            Element("Settings", tag, (value,))
+            for attr, tag in _INFO_TAGS.items()
+            if (value := getattr(info, attr, None))
+        )
+        head = (Element("Settings", "DeviceInformation", (Element("Settings", "Set", fields),)),)
+    policy = Element(
+        "Provision", "Policy", (Element("Provision", "PolicyType", (policydoc.POLICY_TYPE,)),)
+    )
+    return encode(
+        Element("Provision", "Provision", (*head, Element("Provision", "Policies", (policy,))))
+    )
+
+
+async def reprovision(
+    ctx: Any, request: web.Request, eas: EasRequest, pool: str, key: AssociationKey, mailbox: Any
+) -> KeyTranslation | None:
+    """Provision upstream again for ``key`` and store the backend's new key; the
+    translation to retry with, or None when it failed (the backend's answer is
+    then the device's)."""
+    record = ctx.state.snapshot.provisioning.get(key)
+    row = ctx.state.snapshot.get(key)
+    if record is None:
+        return None
+    body = initial_request(None if row is None else row.device_info)
+    try:
+        backend_key = await provision_upstream(ctx, request, eas, body, pool, mailbox)
+    except (UpstreamError, BackendRefused):
+        return None
+    latest = ctx.state.snapshot.provisioning.get(key)
+    if latest is None:
+        return None
+    updated = replace(latest, backend_key=backend_key)
+    await _write(ctx, [PutProvision(updated), _history(ctx, key, "backend_reprovisioned", None)])
+    return KeyTranslation(backend_key)

@@ -177,3 +177,19 @@ async def test_keys_are_durable(gateway: DemoGateway, session: aiohttp.ClientSes
     verdict = gate(loaded, AssociationKey("EASPOL0008", "alice"), key)
     assert verdict == Pass(True, _backend_final(gateway, "alice", "EASPOL0008"))
     assert set(loaded.eas_policies) == {"strict"} and loaded.policy_assignments.default == "strict"
+
+
+async def test_a_backend_449_is_reprovisioned_upstream_and_retried(
+    gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    await _policy(gateway, "strict", STRICT, default="")
+    phone = client(gateway, session, "alice", "EASPOL0009", version="12.1")
+    key = await phone.provision()
+    old = _backend_final(gateway, "alice", "EASPOL0009")
+    gateway.backend("exchange").state.policies.clear()  # the backend forgets: 449 at 12.1
+    synced = await phone.post("FolderSync", FOLDERSYNC)
+    assert (synced.status, synced.text("Status")) == (200, "1")  # the device never noticed
+    new = _backend_final(gateway, "alice", "EASPOL0009")
+    assert new is not None and new != old and phone.policy_key == key
+    record = gateway.gateway.state.snapshot.provisioning[AssociationKey("EASPOL0009", "alice")]
+    assert (record.issued, record.backend_key) == (key, new)
