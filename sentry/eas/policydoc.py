@@ -26,6 +26,7 @@ ProtocolError or 139 DeviceNotFullyProvisionable).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -167,8 +168,11 @@ def _as_int(name: str, raw: object, field: Field) -> int:
     return raw
 
 
+@functools.lru_cache(maxsize=1024)
 def settings_digest(settings: Settings) -> str:
-    """A short stable name of a policy's content (changes when any value does)."""
+    """A short stable name of a policy's content (changes when any value does);
+    memoised: the request path asks for it on every request of a device a
+    policy applies to."""
     text = json.dumps(list(settings), separators=(",", ":"))
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
