@@ -32,9 +32,9 @@ def add_policy_commands(b: Builder) -> None:
     subs = b.group("policies", "ActiveSync policies the gateway enforces (Provision)")
     b.leaf(subs, "list", "the policies and their assignments", _list)
     p = b.leaf(subs, "show", "one policy", _show)
-    p.add_argument("name")
+    p.add_argument("name", help="the policy")
     p = b.leaf(subs, "set", "create or replace a policy", _set)
-    p.add_argument("name")
+    p.add_argument("name", help="the policy")
     p.add_argument(
         "--setting",
         action="append",
@@ -44,28 +44,32 @@ def add_policy_commands(b: Builder) -> None:
         help="an EASProvisionDoc setting (MinDevicePasswordLength=6, AllowCamera=false); "
         "repeatable",
     )
-    p.add_argument("--description", default=None)
-    p.add_argument("--allow-non-provisionable", action="store_true")
+    p.add_argument("--description", default=None, help="free text")
+    p.add_argument(
+        "--allow-non-provisionable",
+        action="store_true",
+        help="accept devices that acknowledge the policy as partially or not applied",
+    )
     add_note(p)
     p = b.leaf(subs, "delete", "delete a policy (not while it is assigned)", _delete)
-    p.add_argument("name")
+    p.add_argument("name", help="the policy")
     add_note(p)
     p = b.leaf(subs, "assign", "assign a policy (Assign Policy)", _assign)
-    p.add_argument("policy")
+    p.add_argument("policy", help="the policy to assign")
     _scope(p)
     p = b.leaf(subs, "revert", "remove an assignment (Revert Policy)", _revert)
     _scope(p)
     p = b.leaf(subs, "device", "which policy an association's device gets, and why", _device)
-    p.add_argument("device_id")
-    p.add_argument("user")
+    p.add_argument("device_id", help="the EAS DeviceId")
+    p.add_argument("user", help="the mailbox (any spelling of the principal)")
 
 
 def _scope(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--user")
-    where.add_argument("--label")
-    where.add_argument("--association", metavar="DEVICEID/USER")
-    where.add_argument("--default", action="store_true")
+    where.add_argument("--user", help="a user (any spelling of the principal)")
+    where.add_argument("--label", help="a label")
+    where.add_argument("--association", metavar="DEVICEID/USER", help="one association")
+    where.add_argument("--default", action="store_true", help="the default policy")
     add_note(p)
 
 

@@ -35,16 +35,11 @@ from .schema import Call, Field, Route
 __all__ = ["ROUTES", "SCHEMAS", "assignments_view", "policy_view"]
 
 _NOTE = Field("string", "why (kept in the audit log)")
-_SETTINGS = {
-    name: Field("boolean", "a boolean setting")
-    if spec.boolean
-    else Field("integer", spec.describe(), minimum=spec.low, maximum=spec.high)
-    for name, spec in FIELDS.items()
-}
+_SETTINGS_DOC = "EASProvisionDoc settings by their MS-ASPROV names (400 naming one out of " + (
+    "its bounds): " + "; ".join(f"{name}: {spec.describe()}" for name, spec in FIELDS.items())
+)
 _POLICY_BODY = {
-    "settings": Field(
-        "object", "EASProvisionDoc settings by their MS-ASPROV names", fields=_SETTINGS
-    ),
+    "settings": Field("object", _SETTINGS_DOC, free_form=True),
     "description": Field("string", "free text", max_length=1000),
     "allow_non_provisionable": Field(
         "boolean", "accept devices that acknowledge the policy as partially or not applied"
