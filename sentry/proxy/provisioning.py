@@ -270,8 +270,7 @@ def _history(ctx: Any, key: AssociationKey, what: str, detail: Any) -> AppendHis
 
 
 async def _write(ctx: Any, changes: list[Change]) -> None:
-    async with ctx.state.writer:
-        await ctx.state.apply_held(changes)
+    await ctx.state.commit(lambda snapshot, now: changes)
 
 
 # --- the backend's Provision, run on the device's behalf ---------------------------------

@@ -5,8 +5,6 @@ every mailbox of a device, and keys that survive a restart."""
 
 from __future__ import annotations
 
-import time
-
 import aiohttp
 
 from sentry.eas.policydoc import decode_provision_doc
@@ -27,20 +25,17 @@ def client(gw: DemoGateway, session: aiohttp.ClientSession, user: str, device: s
 
 async def _policy(gw: DemoGateway, name: str, settings: dict[str, object], **where: str) -> None:
     state = gw.gateway.state
-    async with state.writer:
-        policy = policy_from(name, {"settings": settings})
-        now = time.time()
-        changes = put_policy(state.snapshot, policy, actor="t", now=now)
-        await state.apply_held(changes)
-        for scope, target in where.items():
-            await state.apply_held(assign(state.snapshot, scope, target, name, actor="t", now=now))  # type: ignore[arg-type]
+    policy = policy_from(name, {"settings": settings})
+    await state.commit(lambda snap, now: put_policy(snap, policy, actor="t", now=now))
+    for scope, target in where.items():
+        await state.commit(
+            lambda snap, now, s=scope, t=target: assign(snap, s, t, name, actor="t", now=now)  # type: ignore[misc]
+        )
 
 
 async def _revert(gw: DemoGateway, scope: str, target: str) -> None:
     state = gw.gateway.state
-    async with state.writer:
-        changes = assign(state.snapshot, scope, target, None, actor="t", now=time.time())  # type: ignore[arg-type]
-        await state.apply_held(changes)
+    await state.commit(lambda snap, now: assign(snap, scope, target, None, actor="t", now=now))  # type: ignore[arg-type]
 
 
 def _backend_final(gw: DemoGateway, user: str, device: str) -> int | None:

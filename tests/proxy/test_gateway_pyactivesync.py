@@ -114,13 +114,11 @@ async def test_gateway_policy_with_a_real_client(tls_gateway: DemoGateway) -> No
     the gateway's key (the backend sees its own), and after Revert gets 144, provisions
     again (now with the backend) and syncs with the backend's key."""
     state = tls_gateway.gateway.state
-    now = time.time()
     policy = policy_from("strict", {"settings": {"DevicePasswordEnabled": True}})
-    async with state.writer:
-        await state.apply_held(put_policy(state.snapshot, policy, actor="t", now=now))
-        await state.apply_held(
-            assign(state.snapshot, "user", "alice", "strict", actor="t", now=now)
-        )
+    await state.commit(lambda snap, now: put_policy(snap, policy, actor="t", now=now))
+    await state.commit(
+        lambda snap, now: assign(snap, "user", "alice", "strict", actor="t", now=now)
+    )
     key = AssociationKey("PYASPOLICY01", "alice")
     with _client(tls_gateway, "alice", "PYASPOLICY01") as client:
         granted = int(await asyncio.to_thread(client.provision))
@@ -129,9 +127,9 @@ async def test_gateway_policy_with_a_real_client(tls_gateway: DemoGateway) -> No
         inbox, subjects = await asyncio.to_thread(_inbox_subjects, client)
         assert subjects
         assert await _ping_after_injection(tls_gateway, client, "alice", inbox) == [inbox]
-        async with state.writer:
-            changes = assign(state.snapshot, "user", "alice", None, actor="t", now=time.time())
-            await state.apply_held(changes)
+        await state.commit(
+            lambda snap, now: assign(snap, "user", "alice", None, actor="t", now=now)
+        )
         with pytest.raises(StatusError) as caught:
             await asyncio.to_thread(client.list_folders)
         assert caught.value.code == "144"
