@@ -15,7 +15,8 @@ from sentry.model import (
     PolicyAssignments,
     ProvisionRecord,
 )
-from sentry.policy import Snapshot
+from sentry.policy import Snapshot, remove
+from sentry.policy.changes import DeleteProvision
 from sentry.policy.easpolicy import Pass, ProvisionRequired, device_policy, gate
 
 A, B, C = (EasPolicy(n, (("MinDevicePasswordLength", i),)) for i, n in enumerate("abc", 4))
@@ -74,3 +75,14 @@ def test_gate() -> None:
     assert gate(reverted, key, 99) == Pass()  # the backend's own key goes through unchanged
     changed = snap(PolicyAssignments(default="b"), key, provisioning=[record])
     assert gate(changed, key, 11) == ProvisionRequired(CommonStatus.InvalidPolicyKey)
+
+
+def test_remove_takes_the_issued_keys_with_the_row() -> None:
+    key = AssociationKey("ID1", "alice")
+    record = ProvisionRecord(key, "a", settings_digest(A.settings), 0.0, issued=11)
+    s = snap(PolicyAssignments(default="a"), key, provisioning=[record])
+    changes = remove(s, key, note="lost", actor="t", now=1.0)
+    assert DeleteProvision(key) in changes
+    s.apply(changes)
+    assert key not in s.provisioning
+    assert gate(s, key, 11) == ProvisionRequired(CommonStatus.InvalidPolicyKey)  # a fresh start
