@@ -48,6 +48,7 @@ from sentry.eas.policydoc import check_settings, settings_digest
 from sentry.eas.status import CommonStatus
 from sentry.model import (
     AssociationKey,
+    Device,
     EasPolicy,
     PolicyAssignments,
     ProvisionRecord,
@@ -116,43 +117,51 @@ def device_policy(snapshot: Snapshot, key: AssociationKey) -> Resolved | None:
     if not snapshot.eas_policies:
         return None
     assignments = snapshot.policy_assignments
-    candidates = _mailbox_candidates(snapshot, key, assignments)
-    candidates += _device_candidates(snapshot, key.device_id, assignments)
-    found = sorted(c for c in candidates if c[1] in snapshot.eas_policies)
+    device = snapshot.device_for_eas(key.device_id)
+    candidates = _mailbox_candidates(snapshot, key, device, assignments)
+    candidates += _device_candidates(snapshot, device, assignments)
+    found = [c for c in candidates if c[1] in snapshot.eas_policies]
     if not found:
         return None
-    _, name, source = found[0]
+    _, name, source = min(found)
     policy = snapshot.eas_policies[name]
     return Resolved(policy, settings_digest(policy.settings), source)
 
 
-def _mailboxes(snapshot: Snapshot, key: AssociationKey) -> set[AssociationKey]:
-    device = snapshot.device_for_eas(key.device_id)
-    ids = device.eas_ids if device is not None else frozenset({key.device_id})
+def _mailboxes(
+    snapshot: Snapshot, key: AssociationKey, device: Device | None
+) -> set[AssociationKey]:
+    ids = device.eas_ids if device is not None else (key.device_id,)
     found = {row.key for eas_id in ids for row in snapshot.on_device(eas_id)}
-    return found | {key}
+    found.add(key)
+    return found
 
 
 def _mailbox_candidates(
-    snapshot: Snapshot, key: AssociationKey, assignments: PolicyAssignments
+    snapshot: Snapshot,
+    key: AssociationKey,
+    device: Device | None,
+    assignments: PolicyAssignments,
 ) -> list[tuple[int, str, str]]:
-    if not assignments.associations and not assignments.users:
+    by_row, by_user = assignments.associations, assignments.users
+    if not by_row and not by_user:
         return []
     out: list[tuple[int, str, str]] = []
-    for mailbox in _mailboxes(snapshot, key):
-        ref = association_ref(mailbox)
-        if ref in assignments.associations:
-            out.append((0, assignments.associations[ref], f"association:{ref}"))
-        if mailbox.user in assignments.users:
-            out.append((1, assignments.users[mailbox.user], f"user:{mailbox.user}"))
+    for mailbox in _mailboxes(snapshot, key, device):
+        if by_row:
+            ref = association_ref(mailbox)
+            if ref in by_row:
+                out.append((0, by_row[ref], f"association:{ref}"))
+        name = by_user.get(mailbox.user)
+        if name is not None:
+            out.append((1, name, f"user:{mailbox.user}"))
     return out
 
 
 def _device_candidates(
-    snapshot: Snapshot, device_id: str, assignments: PolicyAssignments
+    snapshot: Snapshot, device: Device | None, assignments: PolicyAssignments
 ) -> list[tuple[int, str, str]]:
     out: list[tuple[int, str, str]] = []
-    device = snapshot.device_for_eas(device_id)
     if device is not None and assignments.labels:
         for label in snapshot.labels.values():
             carried = label.name in device.labels or device.id in label.devices
