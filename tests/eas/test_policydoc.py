@@ -3,11 +3,13 @@ query's policy-key rewrite (sentry.eas.policydoc, sentry.eas._b64query)."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentry.eas._b64query import decode_base64_query, with_policy_key
+from sentry.eas._b64query import decode_base64_query, with_command, with_policy_key
 from sentry.eas.commands import ProvisionKind, parse_provision
 from sentry.eas.errors import BodyError
 from sentry.eas.policydoc import (
@@ -129,4 +131,37 @@ def test_base64_query_key_rewrite_keeps_everything_else(key: int | None) -> None
         before.device_type,
         before.user,
         before.params,
+    )
+
+
+blobs = st.builds(
+    lambda device, key, dtype, user: (
+        bytes([141, 9, 9, 4, len(device)])
+        + device
+        + (b"\x00" if key is None else b"\x04" + key.to_bytes(4, "little"))
+        + bytes([len(dtype)])
+        + dtype
+        + bytes([8, len(user)])
+        + user
+    ),
+    st.binary(min_size=1, max_size=40),
+    st.none() | st.integers(0, 2**32 - 1),
+    st.text("abcXYZ09", min_size=1, max_size=20).map(str.encode),
+    st.text("abc@.", min_size=1, max_size=30).map(str.encode),
+)
+
+
+@given(blobs, st.none() | st.integers(0, 2**32 - 1))
+def test_any_base64_query_gets_its_key_and_command_replaced_and_nothing_else(
+    blob: bytes, key: int | None
+) -> None:
+    query = base64.b64encode(blob).decode("ascii")
+    before = decode_base64_query(query)
+    after = decode_base64_query(with_command(with_policy_key(query, key), 20))
+    assert (after.policy_key, after.command_code) == (key, 20)
+    assert (after.device_id, after.device_type, after.user, after.locale) == (
+        before.device_id,
+        before.device_type,
+        before.user,
+        before.locale,
     )
