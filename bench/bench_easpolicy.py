@@ -72,7 +72,7 @@ def main() -> None:
     users = snapshot(rows, PolicyAssignments(users={k.user: "strict" for k in rows}))
     single = rows[:CALLS]
     paired = rows[-CALLS:]
-    base = best_us(lambda k: evaluate(k, default, default.prefs, 0.0), single)
+    base = best_us(lambda k: evaluate(k, default, 0.0), single)
     cases = {
         "default policy": best_us(lambda k: gate(default, k, 5), single),
         "user policies": best_us(lambda k: gate(users, k, 5), single),
