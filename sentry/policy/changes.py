@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from sentry.model import (
+    AccessRules,
     Association,
     AssociationKey,
     AuditEntry,
@@ -48,6 +49,7 @@ __all__ = [
     "DeleteSetting",
     "DeleteUser",
     "MoveHistory",
+    "PutAccessRules",
     "PutAssociation",
     "PutDevice",
     "PutEasPolicy",
@@ -152,6 +154,13 @@ class PutRealms:
 
 
 @dataclass(frozen=True, slots=True)
+class PutAccessRules:
+    """The device access rules, the whole ordered list (``sentry.policy.access_rules``)."""
+
+    rules: AccessRules
+
+
+@dataclass(frozen=True, slots=True)
 class PutEstablished:
     established: EstablishedType
 
@@ -224,6 +233,7 @@ Change = (
     | PutLabel
     | DeleteLabel
     | PutRealms
+    | PutAccessRules
     | PutEstablished
     | DeleteEstablished
     | PutEasPolicy

@@ -16,7 +16,9 @@ O(mailboxes on the device), never a scan:
   under ``realms``) -> the user's principal, so ``principal_of`` is one dict
   probe on the request path;
 - the established backend type of each managed device and each unregistered
-  DeviceId (``established_for``: one dict probe).
+  DeviceId (``established_for``: one dict probe);
+- the device access rules, compiled, with a memo from a device's facts to
+  the first matching rule (``rule_for``: one dict probe).
 
 It changes only through ``apply(changes)``, the same change list the store
 writes in one transaction, so memory and disk cannot drift apart. History
@@ -30,6 +32,9 @@ from typing import Any
 
 from sentry.model import (
     NO_REALMS,
+    NO_RULES,
+    AccessRule,
+    AccessRules,
     Association,
     AssociationKey,
     Device,
@@ -51,6 +56,7 @@ from sentry.store.base import AssociationState
 
 from . import changes as ch
 from ._fast import fast_setter
+from .access_rules import RuleSet, facts_of
 from .indexes import EstablishedIndex, NameIndex, known_names
 from .table import AssociationTable
 from .templates import PushedMailboxes, resolve_pushed_mailboxes
@@ -70,6 +76,7 @@ class Snapshot:
         "_names",
         "_owned",
         "_pushed",
+        "_ruleset",
         "_table",
         "_types",
         "devices",
@@ -104,6 +111,7 @@ class Snapshot:
         self.realms: Realms = NO_REALMS
         self._names = NameIndex()
         self._established = EstablishedIndex()
+        self._ruleset = RuleSet(NO_RULES)
 
     @classmethod
     def build(
@@ -122,6 +130,7 @@ class Snapshot:
         eas_policies: Iterable[EasPolicy] = (),
         policy_assignments: PolicyAssignments | None = None,
         provisioning: Iterable[ProvisionRecord] = (),
+        access_rules: AccessRules = NO_RULES,
     ) -> Snapshot:
         """A snapshot holding the given values (tests, the store's ``load``)."""
         snap = cls()
@@ -137,6 +146,7 @@ class Snapshot:
         snap.apply(ch.PutEasPolicy(p) for p in eas_policies)
         snap.policy_assignments = policy_assignments or PolicyAssignments()
         snap.apply(ch.PutProvision(r) for r in provisioning)
+        snap._ruleset = RuleSet(access_rules)
         snap.add_associations(associations)
         return snap
 
@@ -213,6 +223,24 @@ class Snapshot:
     def alias_owner(self, name: str) -> str | None:
         """The user whose known name ``name`` is (None: no one's alias)."""
         return self._names.owner(name)
+
+    # --- Device access rules ---
+
+    @property
+    def access_rules(self) -> AccessRules:
+        """The device access rules in evaluation order."""
+        return self._ruleset.rules
+
+    @property
+    def rule_set(self) -> RuleSet:
+        """The compiled rules with their memo (``access_rules.RuleSet``)."""
+        return self._ruleset
+
+    def rule_for(self, row: Any) -> AccessRule | None:
+        """The first device access rule matching what ``row``'s device said
+        (DeviceType, DeviceInformation, User-Agent, protocol version), or None."""
+        ruleset = self._ruleset
+        return ruleset.first(facts_of(row)) if ruleset.rules else None
 
     # --- Established backend types ---
 
@@ -306,6 +334,7 @@ class Snapshot:
         other.routing, other.prefs, other.realms = self.routing, self.prefs, self.realms
         other.policy_assignments = self.policy_assignments
         other._names, other._established = self._names.copy(), self._established.copy()
+        other._ruleset = RuleSet(self._ruleset.rules)
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -332,6 +361,7 @@ class Snapshot:
             self.eas_policies,
             self.policy_assignments,
             self.provisioning,
+            self._ruleset.rules,
         )
 
     def __repr__(self) -> str:
@@ -370,6 +400,9 @@ class Snapshot:
         self.realms = change.realms
         self._names.rebuild(self.users.values(), self.realms)
         self._pushed.clear()
+
+    def _put_access_rules(self, change: ch.PutAccessRules) -> None:
+        self._ruleset = RuleSet(change.rules)
 
     def _put_established(self, change: ch.PutEstablished) -> None:
         self._established.put(change.established)
@@ -479,6 +512,7 @@ _APPLY: dict[type[Any], Callable[[Snapshot, Any], None]] = {
     ch.PutLabel: Snapshot._put_label,
     ch.DeleteLabel: Snapshot._delete_label,
     ch.PutRealms: Snapshot._put_realms,
+    ch.PutAccessRules: Snapshot._put_access_rules,
     ch.PutEstablished: Snapshot._put_established,
     ch.DeleteEstablished: Snapshot._delete_established,
     ch.PutEasPolicy: Snapshot._put_eas_policy,

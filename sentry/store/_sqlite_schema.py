@@ -24,7 +24,7 @@ before are taken as verified (the gateway cannot know) since their first
 sight; their devices' established backend types are derived at that start
 (``policy.established.missing_types``).
 
-Migration 6 (gateway ActiveSync policies): the tables ``eas_policies`` (named
+Migration 7 (gateway ActiveSync policies): the tables ``eas_policies`` (named
 policies) and ``provisioning`` (per association ``DEVICEID/principal``: the
 policy keys the gateway issued and the backend's key it holds); the policy
 assignments are the ``config`` document ``policy_assignments``.
@@ -33,6 +33,11 @@ Migration 5 (compliance vocabulary): a device's free-text violations become
 ``{"kind", "detail"}`` values of ``sentry.compliance`` (known spellings
 mapped, anything else ``other`` with the text as detail), an association's
 recorded violations their kinds.
+
+Migration 6 (device access rules): an association records the name of the
+device access rule that matched its last decision (``access_rule``). The
+rules themselves are a configuration document (``config``, name
+``access_rules``): they need no table.
 """
 
 from __future__ import annotations
@@ -187,7 +192,9 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     ),
     # 5: compliance violations as a vocabulary (kind + detail).
     (_violation_vocabulary,),
-    # 6: ActiveSync policies the gateway enforces itself (named policies; the
+    # 6: the device access rule an association's last decision matched.
+    ("ALTER TABLE associations ADD COLUMN access_rule TEXT",),
+    # 7: ActiveSync policies the gateway enforces itself (named policies; the
     # provisioning state of each association: the keys issued and held). The
     # assignments are one document in ``config`` (no table needed).
     (

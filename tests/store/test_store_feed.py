@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentry.model import (
+    AccessRule,
+    AccessRules,
     Association,
     AssociationKey,
     AuditEntry,
@@ -35,6 +37,9 @@ from sentry.model import (
     Reason,
     RefusalStyle,
     Routing,
+    RuleAction,
+    RuleField,
+    RuleMatch,
     UnlinkCause,
     User,
     UserSource,
@@ -87,6 +92,7 @@ associations = st.builds(
     policy_fingerprint=opt_text,
     ambiguous_policy=st.booleans(),
     verified_at=st.none() | times,
+    access_rule=opt_text,
 )
 users = st.builds(
     User,
@@ -140,6 +146,11 @@ audit = st.builds(
     AuditEntry, times, text, text, text, text, st.none() | json_docs, st.none() | json_docs
 )
 events = st.builds(HistoryEvent, times, text, json_docs)
+rules = st.builds(
+    AccessRule, text, st.sampled_from(RuleField), st.sampled_from(RuleMatch), text,
+    st.sampled_from(RuleAction), text, text, times,
+)  # fmt: skip
+access_rules = st.builds(AccessRules, st.lists(rules, max_size=3).map(tuple))
 
 uint_keys = st.none() | st.integers(min_value=0, max_value=2**32 - 1)
 eas_policies = st.builds(
@@ -179,6 +190,7 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
     ch.PutLabel: st.builds(ch.PutLabel, labels),
     ch.DeleteLabel: st.builds(ch.DeleteLabel, text),
     ch.PutRealms: st.builds(ch.PutRealms, realms),
+    ch.PutAccessRules: st.builds(ch.PutAccessRules, access_rules),
     ch.PutEstablished: st.builds(ch.PutEstablished, established),
     ch.DeleteEstablished: st.builds(ch.DeleteEstablished, text),
     ch.PutEasPolicy: st.builds(ch.PutEasPolicy, eas_policies),
