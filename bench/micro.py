@@ -27,6 +27,11 @@ MICRO: dict[str, tuple[str, str | None, float]] = {
     "bench_wbxml": ("WBXML decode/encode vs pyactivesync", "wbxml.json", 300),
     "bench_request": ("parse_request, plain and base64 query", None, 120),
     "bench_policy": ("decide() with 100,000 associations", "bench_policy.json", 300),
+    "bench_easpolicy": (
+        "gateway ActiveSync policy gate, 100,000 associations",
+        "bench_easpolicy.json",
+        300,
+    ),
     "bench_store": ("snapshot load of 1,000,000 associations", "bench_store.json", 900),
     "bench_console": ("web console pages over 100,000 associations", "bench_console.json", 300),
     "bench_pg_list": ("PostgreSQL admin queries, 100,000 associations", "bench_pg_list.json", 900),

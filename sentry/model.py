@@ -47,6 +47,7 @@ __all__ = [
     "AuditEntry",
     "Device",
     "DeviceInformation",
+    "EasPolicy",
     "EstablishedType",
     "ExchangeSetting",
     "HistoryEvent",
@@ -55,8 +56,10 @@ __all__ = [
     "Override",
     "OverrideKind",
     "Platform",
+    "PolicyAssignments",
     "Pool",
     "Preferences",
+    "ProvisionRecord",
     "Realm",
     "Realms",
     "Reason",
@@ -72,6 +75,7 @@ __all__ = [
     "Violation",
     "ViolationKind",
     "WipeStatus",
+    "association_ref",
     "canonical_device_id",
     "canonical_principal",
     "principal_domain",
@@ -529,6 +533,68 @@ class EstablishedType:
     key: AssociationKey | None = None
     actor: str | None = None
     note: str = ""
+
+
+# --- ActiveSync policies the gateway enforces itself (sentry.policy.easpolicy) ---
+
+
+@dataclass(frozen=True, slots=True)
+class EasPolicy:
+    """A named ActiveSync policy: EASProvisionDoc settings (element name, integer
+    value), sorted by name and validated by ``sentry.eas.policydoc.check_settings``.
+
+    ``allow_non_provisionable``: a device that acknowledges with "partially
+    applied" or "not applied" is accepted (Exchange's AllowNonProvisionableDevices);
+    off, it is answered 139 DeviceNotFullyProvisionable.
+    """
+
+    name: str
+    settings: tuple[tuple[str, int], ...] = ()
+    description: str = ""
+    allow_non_provisionable: bool = False
+
+
+def association_ref(key: AssociationKey) -> str:
+    """``DEVICEID/principal``: an association as one string (DeviceIds have no '/')."""
+    return f"{key.device_id}/{key.user}"
+
+
+@dataclass(frozen=True)
+class PolicyAssignments:
+    """Which named policy applies where: per association (``DEVICEID/principal``),
+    per user (principal), per label, and the default (None: the backend's own).
+    Resolution for a device: ``sentry.policy.easpolicy.device_policy``."""
+
+    default: str | None = None
+    users: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    associations: Mapping[str, str] = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        """Every policy name assigned anywhere."""
+        found = {*self.users.values(), *self.labels.values(), *self.associations.values()}
+        return found | ({self.default} if self.default else set())
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionRecord:
+    """The provisioning state of one association while the gateway enforces a policy.
+
+    ``policy``/``digest``: the policy and content the device was (or is being)
+    provisioned with. ``pending``: the temporary key of an initial answer not
+    yet acknowledged; ``issued``: the final key the device holds. ``backend_key``:
+    the final key of the backend's own Provision, which the gateway ran on the
+    device's behalf (None: the backend asked for none) and substitutes for
+    ``issued`` on every forwarded request.
+    """
+
+    key: AssociationKey
+    policy: str
+    digest: str
+    at: float
+    pending: int | None = None
+    issued: int | None = None
+    backend_key: int | None = None
 
 
 # --- Append-only records ---

@@ -43,6 +43,7 @@ from . import (
     backend_types,
     directory,
     directory_sync,
+    easpolicies,
     exports,
     prefs,
     push,
@@ -114,6 +115,7 @@ ROUTES: tuple[Route, ...] = (
     *prefs.ROUTES,
     *audit.ROUTES,
     *redirects.ROUTES,
+    *easpolicies.ROUTES,
     *storeview.ROUTES,
     _OPENAPI,
 )
@@ -122,7 +124,7 @@ ROUTES: tuple[Route, ...] = (
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3 document of ``ROUTES``."""
-    schemas = {**SCHEMAS, **redirects.SCHEMAS, **directory_sync.SCHEMAS}
+    schemas = {**SCHEMAS, **redirects.SCHEMAS, **directory_sync.SCHEMAS, **easpolicies.SCHEMAS}
     return openapi_document(ROUTES, schemas, title="Sentry admin API", version=version())
 
 

@@ -46,6 +46,7 @@ from .cli_base import (
 from .cli_client import AdminTarget
 from .cli_directory import add_directory_commands
 from .cli_format import cell, record
+from .cli_policies import add_policy_commands
 from .cli_redirects import add_redirect_commands
 from .cli_registry import add_registry_commands
 from .cli_rules import add_rule_commands
@@ -72,6 +73,7 @@ def add_admin(subparsers: Any) -> None:
     add_redirect_commands(b)
     add_store_commands(b)
     add_directory_commands(b)
+    add_policy_commands(b)
 
 
 # --- associations ---

@@ -84,6 +84,8 @@ class Field:
     maximum: int | None = None
     max_length: int = 1024
     fields: Mapping[str, Field] | None = None  # kind "object": its fields
+    free_form: bool = False  # kind "object": any names, integer or boolean values, which
+    # the handler checks (documented in ``doc``)
     pattern: str | None = None  # strings: a regular expression found in the value
     formats: tuple[str, ...] = ()  # strings: documented formats, one of which the handler
     # checks (e.g. "date", "date-time")
@@ -112,7 +114,10 @@ class Field:
 
     def schema(self) -> dict[str, Any]:
         """This field as an OpenAPI 3.0 schema."""
-        if self.kind == "object":
+        if self.kind == "object" and self.free_form:
+            scalar = {"anyOf": [{"type": "integer"}, {"type": "boolean"}]}
+            out = {"type": "object", "additionalProperties": scalar}
+        elif self.kind == "object":
             out = object_schema(self.fields or {})
         elif self.kind == "strings":
             items: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
@@ -210,7 +215,11 @@ def _check_strings(f: Field, value: Any) -> str | None:
 
 
 def _check_object(f: Field, value: Any) -> str | None:
-    return None if isinstance(value, dict) else "must be an object"
+    if not isinstance(value, dict):
+        return "must be an object"
+    if f.free_form and any(not isinstance(v, int) for v in value.values()):
+        return "values must be integers or booleans"
+    return None
 
 
 _CHECKS: dict[str, Callable[[Field, Any], str | None]] = {
@@ -250,7 +259,7 @@ def _check_fields(
         problem = f.problem(data[name])
         if problem is not None:
             problems[prefix + name] = problem
-        elif f.kind == "object" and data[name] is not None:
+        elif f.kind == "object" and data[name] is not None and not f.free_form:
             out[name] = _check_fields(data[name], f.fields or {}, f"{prefix}{name}.", problems)
         else:
             out[name] = data[name]

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 from .errors import QueryError, VersionError
 from .versions import BASE64_VERSION_BYTES
 
-__all__ = ["Base64Query", "decode_base64_query"]
+__all__ = ["Base64Query", "decode_base64_query", "with_command", "with_policy_key"]
 
 PARAM_BY_TAG: Mapping[int, str] = {
     0: "AttachmentName",
@@ -172,3 +172,29 @@ def _text(value: bytes, name: str) -> str:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         raise QueryError(f"base64 query: parameter {name} is not UTF-8") from None
+
+
+def with_policy_key(query: str, key: int | None) -> str:
+    """``query`` (a base64 query) with its policy key replaced by ``key``
+    (None: no key, length 0); everything else byte for byte as it was.
+    ``QueryError`` when the query is malformed (it was parsed before, so only
+    for a caller's mistake)."""
+    raw = _b64decode(query)
+    blob = _Blob(raw)
+    blob.take(4, "header")
+    blob.field("DeviceId")
+    start = blob.pos
+    old = blob.field("policy key")
+    end = start + 1 + len(old)
+    field = b"\x00" if key is None else b"\x04" + key.to_bytes(4, "little")
+    return base64.b64encode(raw[:start] + field + raw[end:]).decode("ascii")
+
+
+def with_command(query: str, code: int) -> str:
+    """``query`` (a base64 query) for command ``code`` (MS-ASHTTP 2.2.1.1.1.1.2);
+    everything else byte for byte as it was."""
+    raw = bytearray(_b64decode(query))
+    if len(raw) < 2:
+        raise QueryError("base64 query truncated: no command code")
+    raw[1] = code
+    return base64.b64encode(bytes(raw)).decode("ascii")

@@ -53,6 +53,7 @@ __all__ = [
     "forbidden",
     "options_response",
     "poll_ended",
+    "provision_required",
     "refusal",
     "remote_wipe",
     "wipe_acknowledged",
@@ -213,6 +214,17 @@ def wipe_requested(
     if not _has_wbxml_status(command, version, mime_body):
         return Response(RETRY_AFTER_PROVISION, _WBXML_HEADERS, b"")
     return refusal(command, version, CommonStatus.RemoteWipeRequested)
+
+
+def provision_required(
+    command: Command, version: str | None, status: CommonStatus, *, mime_body: bool = False
+) -> Response:
+    """Tell a device to provision first (MS-ASPROV 3.1.5; eas-protocol.md §3.1):
+    ``status`` (142 DeviceNotProvisioned, 144 InvalidPolicyKey) as the command's
+    own Status from 14.0 on, HTTP 449 where no WBXML Status is possible."""
+    if not _has_wbxml_status(command, version, mime_body):
+        return Response(RETRY_AFTER_PROVISION, _WBXML_HEADERS, b"")
+    return refusal(command, version, status)
 
 
 def poll_ended(command: Command) -> Response:

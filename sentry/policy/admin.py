@@ -45,7 +45,14 @@ from sentry.model import (
 
 from .ambiguity import ambiguity_changes
 from .audit import audited, require_actor, require_note
-from .changes import AppendHistory, Change, Changes, DeleteAssociation, PutAssociation
+from .changes import (
+    AppendHistory,
+    Change,
+    Changes,
+    DeleteAssociation,
+    DeleteProvision,
+    PutAssociation,
+)
 from .decide import decision_detail, with_assessment
 from .errors import NotFoundError, TransitionError, ValidationError
 from .established import backend_scope, carried_type, release_scopes
@@ -166,6 +173,8 @@ def remove(
     transition(state_of(row), Action.REMOVE)
     rest = [r for r in snapshot.on_device(key.device_id) if r.key != key]
     out: list[Change] = [DeleteAssociation(key), *ambiguity_changes(rest)]
+    if key in snapshot.provisioning:  # the keys the gateway issued go with the row
+        out.append(DeleteProvision(key))
     out.extend(release_scopes(snapshot, [key]))
     out.append(AppendHistory(key, HistoryEvent(now, "admin", {"action": "remove", "note": note})))
     out.append(_audit(key, row, None, Action.REMOVE, note, actor, now))

@@ -19,12 +19,15 @@ from sentry.model import (
     AssociationKey,
     AuditEntry,
     Device,
+    EasPolicy,
     EstablishedType,
     ExchangeSetting,
     HistoryEvent,
     Label,
+    PolicyAssignments,
     Pool,
     Preferences,
+    ProvisionRecord,
     Realms,
     Routing,
     User,
@@ -38,19 +41,24 @@ __all__ = [
     "Changes",
     "DeleteAssociation",
     "DeleteDevice",
+    "DeleteEasPolicy",
     "DeleteEstablished",
     "DeleteLabel",
     "DeletePool",
+    "DeleteProvision",
     "DeleteSetting",
     "DeleteUser",
     "MoveHistory",
     "PutAccessRules",
     "PutAssociation",
     "PutDevice",
+    "PutEasPolicy",
     "PutEstablished",
     "PutLabel",
+    "PutPolicyAssignments",
     "PutPool",
     "PutPreferences",
+    "PutProvision",
     "PutRealms",
     "PutRouting",
     "PutSetting",
@@ -163,6 +171,33 @@ class DeleteEstablished:
 
 
 @dataclass(frozen=True, slots=True)
+class PutEasPolicy:
+    policy: EasPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteEasPolicy:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutPolicyAssignments:
+    assignments: PolicyAssignments
+
+
+@dataclass(frozen=True, slots=True)
+class PutProvision:
+    """The provisioning state of one association (keys the gateway issued and holds)."""
+
+    record: ProvisionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteProvision:
+    key: AssociationKey
+
+
+@dataclass(frozen=True, slots=True)
 class MoveHistory:
     """Re-key one association's history (its row was re-keyed or merged)."""
 
@@ -201,6 +236,11 @@ Change = (
     | PutAccessRules
     | PutEstablished
     | DeleteEstablished
+    | PutEasPolicy
+    | DeleteEasPolicy
+    | PutPolicyAssignments
+    | PutProvision
+    | DeleteProvision
     | MoveHistory
     | AppendAudit
     | AppendHistory

@@ -38,11 +38,14 @@ from sentry.model import (
     Association,
     AssociationKey,
     Device,
+    EasPolicy,
     EstablishedType,
     ExchangeSetting,
     Label,
+    PolicyAssignments,
     Pool,
     Preferences,
+    ProvisionRecord,
     Realms,
     Routing,
     User,
@@ -77,9 +80,12 @@ class Snapshot:
         "_table",
         "_types",
         "devices",
+        "eas_policies",
         "labels",
+        "policy_assignments",
         "pools",
         "prefs",
+        "provisioning",
         "realms",
         "routing",
         "settings",
@@ -94,6 +100,9 @@ class Snapshot:
         self.prefs = Preferences()
         self.settings: dict[str, ExchangeSetting] = {}
         self.labels: dict[str, Label] = {}
+        self.eas_policies: dict[str, EasPolicy] = {}
+        self.policy_assignments = PolicyAssignments()
+        self.provisioning: dict[AssociationKey, ProvisionRecord] = {}
         self._table = AssociationTable()
         self._eas_index: dict[str, Device] = {}
         self._owned: dict[str, set[str]] = {}
@@ -118,6 +127,9 @@ class Snapshot:
         associations: Iterable[Association] = (),
         realms: Realms = NO_REALMS,
         established: Iterable[EstablishedType] = (),
+        eas_policies: Iterable[EasPolicy] = (),
+        policy_assignments: PolicyAssignments | None = None,
+        provisioning: Iterable[ProvisionRecord] = (),
         access_rules: AccessRules = NO_RULES,
     ) -> Snapshot:
         """A snapshot holding the given values (tests, the store's ``load``)."""
@@ -131,6 +143,9 @@ class Snapshot:
         snap.routing = routing or Routing()
         snap.prefs = prefs or Preferences()
         snap.apply(ch.PutEstablished(e) for e in established)
+        snap.apply(ch.PutEasPolicy(p) for p in eas_policies)
+        snap.policy_assignments = policy_assignments or PolicyAssignments()
+        snap.apply(ch.PutProvision(r) for r in provisioning)
         snap._ruleset = RuleSet(access_rules)
         snap.add_associations(associations)
         return snap
@@ -310,12 +325,14 @@ class Snapshot:
     def copy(self) -> Snapshot:
         """An independent copy (values are immutable and shared)."""
         other = Snapshot()
-        for name in ("users", "devices", "pools", "settings", "labels", "_eas_index"):
+        names = ("users", "devices", "pools", "settings", "labels", "_eas_index")
+        for name in (*names, "eas_policies", "provisioning"):
             setattr(other, name, dict(getattr(self, name)))
         other._owned = {k: set(v) for k, v in self._owned.items()}
         other._types = self._types
         other._table = self._table.copy()
         other.routing, other.prefs, other.realms = self.routing, self.prefs, self.realms
+        other.policy_assignments = self.policy_assignments
         other._names, other._established = self._names.copy(), self._established.copy()
         other._ruleset = RuleSet(self._ruleset.rules)
         return other
@@ -341,6 +358,9 @@ class Snapshot:
             {row.key: row for row in self._table},
             self.realms,
             self._established.state(),
+            self.eas_policies,
+            self.policy_assignments,
+            self.provisioning,
             self._ruleset.rules,
         )
 
@@ -443,6 +463,21 @@ class Snapshot:
         self.labels.pop(change.name, None)
         self._pushed.clear()
 
+    def _put_eas_policy(self, change: ch.PutEasPolicy) -> None:
+        self.eas_policies[change.policy.name] = change.policy
+
+    def _delete_eas_policy(self, change: ch.DeleteEasPolicy) -> None:
+        self.eas_policies.pop(change.name, None)
+
+    def _put_policy_assignments(self, change: ch.PutPolicyAssignments) -> None:
+        self.policy_assignments = change.assignments
+
+    def _put_provision(self, change: ch.PutProvision) -> None:
+        self.provisioning[change.record.key] = change.record
+
+    def _delete_provision(self, change: ch.DeleteProvision) -> None:
+        self.provisioning.pop(change.key, None)
+
     def _record(self, change: ch.AppendAudit | ch.AppendHistory | ch.MoveHistory) -> None:
         """History and audit live in the store only."""
 
@@ -480,6 +515,11 @@ _APPLY: dict[type[Any], Callable[[Snapshot, Any], None]] = {
     ch.PutAccessRules: Snapshot._put_access_rules,
     ch.PutEstablished: Snapshot._put_established,
     ch.DeleteEstablished: Snapshot._delete_established,
+    ch.PutEasPolicy: Snapshot._put_eas_policy,
+    ch.DeleteEasPolicy: Snapshot._delete_eas_policy,
+    ch.PutPolicyAssignments: Snapshot._put_policy_assignments,
+    ch.PutProvision: Snapshot._put_provision,
+    ch.DeleteProvision: Snapshot._delete_provision,
     ch.MoveHistory: Snapshot._record,
     ch.AppendAudit: Snapshot._record,
     ch.AppendHistory: Snapshot._record,

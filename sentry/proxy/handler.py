@@ -48,11 +48,13 @@ import functools
 import itertools
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 
 from sentry.access import AccessState
 from sentry.eas import responses
@@ -81,6 +83,7 @@ from .framing import check_request, frame_upstream
 from .guard import Handler
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
+from .provisioning import before_forward, reprovision, translate
 from .redirects import Mailbox, Redirector
 from .upstream import Server, Upstreams
 
@@ -112,6 +115,11 @@ class ProxyContext:
     redirects: Redirector
     access_log: bool = True
 
+
+Rewrite = Callable[[CIMultiDict[str]], str]
+"""Policy-key translation: fills the upstream headers, returns the path and query."""
+Again = Callable[[], Awaitable[Rewrite | None]]
+"""After a backend 449: provision upstream again; the new translation, or None."""
 
 PROXY: web.AppKey[ProxyContext] = web.AppKey("sentry.proxy", ProxyContext)
 
@@ -330,11 +338,31 @@ async def _forward(
         limit = ctx.settings.max_request_bytes
         body = BodyStream(prefix, request.content, limit, expected=request.content_length)
     mailbox = Mailbox(key.user, principal_domain(key.user))
+    try:  # the gateway's own ActiveSync policy (provisioning.py)
+        own = await before_forward(ctx, request, eas, inspected.body, decision.pool, key, mailbox)
+    except UpstreamError as exc:
+        return _upstream_failed(ctx, decision.pool, exc)
+    if isinstance(own, web.Response):
+        note(eas_policy="answered")
+        return own
+    rewrite: Rewrite | None = None
+    again: Again | None = None
+    if own is not None:
+        note(eas_policy="translated")
+        rewrite = functools.partial(translate, own, eas, request.path, request.query_string)
+        again = functools.partial(_reprovisioned, ctx, request, eas, decision.pool, key, mailbox)
+        if isinstance(body, BodyStream) and _bufferable(request):
+            body = request.get(PREFIX, b"") + await request.content.read()  # replayable
     if eas.command is Command.Provision:
         return await _send(ctx, request, decision.pool, body, mailbox, verify=key, policy_of=key)
     if not inspected.long_poll:
-        return await _send(ctx, request, decision.pool, body, mailbox, verify=key)
-    return await _hold(ctx, request, eas, decision.pool, key, body, mailbox, inspected.hold_seconds)
+        return await _send(
+            ctx, request, decision.pool, body, mailbox, verify=key, rewrite=rewrite, again=again
+        )
+    return await _hold(
+        ctx, request, eas, decision.pool, key, body, mailbox, inspected.hold_seconds,
+        rewrite=rewrite, again=again,
+    )  # fmt: skip
 
 
 async def _send(
@@ -346,10 +374,12 @@ async def _send(
     *,
     verify: AssociationKey | None = None,
     policy_of: AssociationKey | None = None,
+    rewrite: Rewrite | None = None,
+    again: Again | None = None,
 ) -> web.StreamResponse:
     """A plain forward: ask the pool, relay its answer."""
     try:
-        server, upstream = await _ask(ctx, request, pool_name, body, mailbox, None)
+        server, upstream = await _ask(ctx, request, pool_name, body, mailbox, None, rewrite, again)
     except (RequestTooLarge, UpstreamError) as exc:
         return _not_sent(ctx, request, pool_name, exc)
     return await _relay(ctx, request, pool_name, server, upstream, verify, policy_of)
@@ -364,6 +394,9 @@ async def _hold(
     body: bytes | BodyStream,
     mailbox: Mailbox,
     hold_seconds: float | None,
+    *,
+    rewrite: Rewrite | None = None,
+    again: Again | None = None,
 ) -> web.StreamResponse:
     """A long poll (Ping, a waiting Sync): registered in the long-poll
     registry while it waits upstream, so a revocation (or the shutdown)
@@ -377,7 +410,9 @@ async def _hold(
     held.inc()
     try:
         try:
-            server, upstream = await _ask(ctx, request, pool_name, body, mailbox, read_timeout)
+            server, upstream = await _ask(
+                ctx, request, pool_name, body, mailbox, read_timeout, rewrite, again
+            )
         except asyncio.CancelledError:
             note(upstream_cancelled=True)  # the backend request is abandoned
             if poll.shutdown:
@@ -404,9 +439,13 @@ async def _ask(
     body: bytes | BodyStream,
     mailbox: Mailbox | None,
     read_timeout: float | None,
+    rewrite: Rewrite | None = None,
+    again: Again | None = None,
 ) -> tuple[Server, aiohttp.ClientResponse]:
     """Send the request to a server of the pool (451 redirects followed);
-    the answer's head is read, its body not yet."""
+    the answer's head is read, its body not yet. ``rewrite`` translates the
+    policy key; after a backend 449, ``again`` provisions upstream once more
+    and the request is sent again with the new key (provisioning.py)."""
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
         total=None,
@@ -415,10 +454,22 @@ async def _ask(
     )
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
+    path_qs = request.path_qs if rewrite is None else rewrite(headers)  # policy-key translation
     data = frame_upstream(headers, body)
-    return await ctx.redirects.send(
-        pool, mailbox, request.method, request.path_qs, headers, data, timeout
+    server, upstream = await ctx.redirects.send(
+        pool, mailbox, request.method, path_qs, headers, data, timeout
     )
+    if upstream.status == 449 and again is not None and isinstance(body, bytes):
+        retry = await again()  # the backend wants its own Provision again
+        if retry is not None:
+            upstream.release()
+            headers = upstream_headers(request.headers, chain, ctx.proto)
+            path_qs, data = retry(headers), frame_upstream(headers, body)
+            note(eas_policy="reprovisioned")
+            server, upstream = await ctx.redirects.send(
+                pool, mailbox, request.method, path_qs, headers, data, timeout
+            )
+    return server, upstream
 
 
 def _not_sent(
@@ -485,6 +536,28 @@ async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) ->
         return record_policy_fingerprint(snapshot, key, fingerprint, now)
 
     await ctx.state.commit(build)
+
+
+def _bufferable(request: web.Request) -> bool:
+    """A body small enough to hold for a retry (a declared length up to the
+    inspection limit; a chunked or larger one is streamed, never retried)."""
+    length = request.content_length
+    return length is not None and length <= INSPECT_LIMIT
+
+
+async def _reprovisioned(
+    ctx: ProxyContext,
+    request: web.Request,
+    eas: EasRequest,
+    pool: str,
+    key: AssociationKey,
+    mailbox: Mailbox,
+) -> Rewrite | None:
+    """After a backend 449: provision upstream again; the new key translation."""
+    own = await reprovision(ctx, request, eas, pool, key, mailbox)
+    if own is None:
+        return None
+    return functools.partial(translate, own, eas, request.path, request.query_string)
 
 
 def _uncancel() -> None:

@@ -24,6 +24,7 @@ from sentry.model import (
     AuditEntry,
     EstablishedType,
     HistoryEvent,
+    PolicyAssignments,
     Preferences,
     Realms,
     Routing,
@@ -81,6 +82,11 @@ async def load(conn: Any) -> tuple[Snapshot, int]:
             realms=_config(config, "realms", Realms, NO_REALMS),
             access_rules=_config(config, "access_rules", AccessRules, NO_RULES),
             established=established,
+            eas_policies=objects["eas_policies"],
+            policy_assignments=_config(
+                config, "policy_assignments", PolicyAssignments, PolicyAssignments()
+            ),
+            provisioning=objects["provisioning"],
         )
     return snapshot, head
 

@@ -146,6 +146,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX associations_by_state",
         f"CREATE INDEX associations_by_state ON associations (({STATE_SQL}), principal, device_id)",
     ),
+    # 3: ActiveSync policies the gateway enforces itself: named policies and the
+    # provisioning state of each association (``DEVICEID/principal``); the
+    # assignments are the ``config`` document ``policy_assignments``.
+    (
+        "CREATE TABLE eas_policies (name text PRIMARY KEY, data text NOT NULL)",
+        "CREATE TABLE provisioning (name text PRIMARY KEY, data text NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

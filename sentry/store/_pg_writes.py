@@ -26,6 +26,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from sentry.model import association_ref
 from sentry.policy import changes as ch
 from sentry.policy.audit import plain
 
@@ -205,5 +206,14 @@ _WRITERS: dict[type[Any], _Writer] = {
     ch.PutAccessRules: _put("config", lambda c: "access_rules", lambda c: c.rules),
     ch.PutEstablished: _put_established,
     ch.DeleteEstablished: _delete_established,
+    ch.PutEasPolicy: _put("eas_policies", lambda c: c.policy.name, lambda c: c.policy),
+    ch.DeleteEasPolicy: _delete("eas_policies", lambda c: c.name),
+    ch.PutPolicyAssignments: _put(
+        "config", lambda c: "policy_assignments", lambda c: c.assignments
+    ),
+    ch.PutProvision: _put(
+        "provisioning", lambda c: association_ref(c.record.key), lambda c: c.record
+    ),
+    ch.DeleteProvision: _delete("provisioning", lambda c: association_ref(c.key)),
     ch.MoveHistory: _move_history,
 }

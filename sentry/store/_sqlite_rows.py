@@ -26,9 +26,11 @@ from sentry.model import (
     AssociationKey,
     Device,
     DeviceInformation,
+    EasPolicy,
     ExchangeSetting,
     Label,
     Pool,
+    ProvisionRecord,
     UnlinkCause,
     User,
     Verdict,
@@ -70,6 +72,8 @@ OBJECT_TABLES: Mapping[str, type[Any]] = {
     "pools": Pool,
     "exchange_settings": ExchangeSetting,
     "labels": Label,
+    "eas_policies": EasPolicy,
+    "provisioning": ProvisionRecord,
 }
 """Document table -> the model type stored in it (keyed by its name/id/principal)."""
 

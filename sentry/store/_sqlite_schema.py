@@ -24,6 +24,11 @@ before are taken as verified (the gateway cannot know) since their first
 sight; their devices' established backend types are derived at that start
 (``policy.established.missing_types``).
 
+Migration 7 (gateway ActiveSync policies): the tables ``eas_policies`` (named
+policies) and ``provisioning`` (per association ``DEVICEID/principal``: the
+policy keys the gateway issued and the backend's key it holds); the policy
+assignments are the ``config`` document ``policy_assignments``.
+
 Migration 5 (compliance vocabulary): a device's free-text violations become
 ``{"kind", "detail"}`` values of ``sentry.compliance`` (known spellings
 mapped, anything else ``other`` with the text as detail), an association's
@@ -189,6 +194,13 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (_violation_vocabulary,),
     # 6: the device access rule an association's last decision matched.
     ("ALTER TABLE associations ADD COLUMN access_rule TEXT",),
+    # 7: ActiveSync policies the gateway enforces itself (named policies; the
+    # provisioning state of each association: the keys issued and held). The
+    # assignments are one document in ``config`` (no table needed).
+    (
+        "CREATE TABLE eas_policies (name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE provisioning (name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sentry.model import association_ref
 from sentry.policy import changes as ch
 from sentry.policy.audit import plain
 
@@ -120,6 +121,15 @@ _WRITERS: dict[type[Any], _Writer] = {
     ch.PutAccessRules: lambda conn, c: _put("config", "access_rules", c.rules, conn),
     ch.PutEstablished: lambda conn, c: _put_established(conn, c),
     ch.DeleteEstablished: lambda conn, c: _delete_established(conn, c),
+    ch.PutEasPolicy: lambda conn, c: _put("eas_policies", c.policy.name, c.policy, conn),
+    ch.DeleteEasPolicy: lambda conn, c: _delete("eas_policies", c.name, conn),
+    ch.PutPolicyAssignments: lambda conn, c: _put(
+        "config", "policy_assignments", c.assignments, conn
+    ),
+    ch.PutProvision: lambda conn, c: _put(
+        "provisioning", association_ref(c.record.key), c.record, conn
+    ),
+    ch.DeleteProvision: lambda conn, c: _delete("provisioning", association_ref(c.key), conn),
     ch.MoveHistory: _move_history,
     ch.AppendHistory: _append_history,
     ch.AppendAudit: _append_audit,

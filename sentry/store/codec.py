@@ -22,6 +22,7 @@ from sentry.model import (
     AccessRules,
     AssociationKey,
     Device,
+    EasPolicy,
     EstablishedType,
     ExchangeSetting,
     Label,
@@ -29,8 +30,10 @@ from sentry.model import (
     Override,
     OverrideKind,
     Platform,
+    PolicyAssignments,
     Pool,
     Preferences,
+    ProvisionRecord,
     Realm,
     Realms,
     Reason,
@@ -164,6 +167,29 @@ def _established(d: Mapping[str, Any]) -> EstablishedType:
     return EstablishedType(d["scope"], d["backend_type"], d["at"], key, d["actor"], d["note"])
 
 
+def _eas_policy(d: Mapping[str, Any]) -> EasPolicy:
+    settings = tuple((str(name), int(value)) for name, value in d["settings"])
+    return EasPolicy(d["name"], settings, d["description"], d["allow_non_provisionable"])
+
+
+def _assignments(d: Mapping[str, Any]) -> PolicyAssignments:
+    return PolicyAssignments(
+        d["default"], dict(d["users"]), dict(d["labels"]), dict(d["associations"])
+    )
+
+
+def _provision(d: Mapping[str, Any]) -> ProvisionRecord:
+    return ProvisionRecord(
+        AssociationKey(*d["key"]),
+        d["policy"],
+        d["digest"],
+        d["at"],
+        d["pending"],
+        d["issued"],
+        d["backend_key"],
+    )
+
+
 DECODERS: Mapping[type[Any], Callable[[Mapping[str, Any]], Any]] = {
     User: _user,
     Device: _device,
@@ -174,6 +200,9 @@ DECODERS: Mapping[type[Any], Callable[[Mapping[str, Any]], Any]] = {
     Preferences: _prefs,
     Realms: _realms,
     EstablishedType: _established,
+    EasPolicy: _eas_policy,
+    PolicyAssignments: _assignments,
+    ProvisionRecord: _provision,
     AccessRules: _access_rules,
 }
 """Model type -> decoder of its ``dumps`` JSON (already parsed)."""

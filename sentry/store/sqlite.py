@@ -54,6 +54,7 @@ from sentry.model import (
     AuditEntry,
     EstablishedType,
     HistoryEvent,
+    PolicyAssignments,
     Preferences,
     Realms,
     Routing,
@@ -340,6 +341,11 @@ def _load_all(conn: sqlite3.Connection) -> Snapshot:
         realms=_config(config, "realms", Realms, NO_REALMS),
         access_rules=_config(config, "access_rules", AccessRules, NO_RULES),
         established=_established(conn),
+        eas_policies=objects["eas_policies"],
+        policy_assignments=_config(
+            config, "policy_assignments", PolicyAssignments, PolicyAssignments()
+        ),
+        provisioning=objects["provisioning"],
     )
     return snapshot
 

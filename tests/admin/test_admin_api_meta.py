@@ -279,6 +279,10 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         ("POST", "/api/devices/d1/retire", {}),
         ("DELETE", "/api/redirects/alice", {"note": "mailbox moved back"}),
         ("DELETE", "/api/redirects", {}),
+        ("PUT", "/api/eas-policies/p1", {"settings": {"AllowCamera": False}}),
+        ("PUT", "/api/eas-policy-assignments", {"scope": "default", "policy": "p1"}),
+        ("PUT", "/api/eas-policy-assignments", {"scope": "default", "policy": None}),
+        ("DELETE", "/api/eas-policies/p1", {"note": "n"}),
     ]
     _cache_a_redirect(gateway, "alice")
     changed_routes = set()
@@ -307,6 +311,7 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         "/api/preferences",
         "/api/pools",
         "/api/redirects",
+        "/api/eas-policies",
         "/api/audit",
         "/api/store",
         "/api/directory",
@@ -341,6 +346,7 @@ UPSERTS = {
     ("PUT", "/api/users/{principal}"),
     ("PUT", "/api/exchange-settings/{name}"),
     ("PUT", "/api/labels/{name}"),
+    ("PUT", "/api/eas-policies/{name}"),
     ("POST", "/api/associations/{device_id}/{user}/preapprove"),  # creates the row
 }
 

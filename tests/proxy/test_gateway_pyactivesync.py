@@ -18,6 +18,7 @@ from pyactivesync.exceptions import EASError, StatusError
 
 from sentry.model import AssociationKey
 from sentry.policy import block
+from sentry.policy.easpolicy import assign, policy_from, put_policy
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, demo_gateway, demo_pools
 
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -106,3 +107,38 @@ async def test_gmail_mailbox_on_an_exchange_device_fails_closed(tls_gateway: Dem
     with _client(tls_gateway, "carol", "PYASMIXED001") as carol, pytest.raises(EASError):
         await asyncio.to_thread(carol.provision)
     assert tls_gateway.backend("gmail").stats.total == 0
+
+
+async def test_gateway_policy_with_a_real_client(tls_gateway: DemoGateway) -> None:
+    """pyactivesync provisions against the gateway's own policy, syncs and pushes with
+    the gateway's key (the backend sees its own), and after Revert gets 144, provisions
+    again (now with the backend) and syncs with the backend's key."""
+    state = tls_gateway.gateway.state
+    policy = policy_from("strict", {"settings": {"DevicePasswordEnabled": True}})
+    await state.commit(lambda snap, now: put_policy(snap, policy, actor="t", now=now))
+    await state.commit(
+        lambda snap, now: assign(snap, "user", "alice", "strict", actor="t", now=now)
+    )
+    key = AssociationKey("PYASPOLICY01", "alice")
+    with _client(tls_gateway, "alice", "PYASPOLICY01") as client:
+        granted = int(await asyncio.to_thread(client.provision))
+        record = state.snapshot.provisioning[key]
+        assert record.issued == granted and record.backend_key not in (None, granted)
+        inbox, subjects = await asyncio.to_thread(_inbox_subjects, client)
+        assert subjects
+        assert await _ping_after_injection(tls_gateway, client, "alice", inbox) == [inbox]
+        await state.commit(
+            lambda snap, now: assign(snap, "user", "alice", None, actor="t", now=now)
+        )
+        with pytest.raises(StatusError) as caught:
+            await asyncio.to_thread(client.list_folders)
+        assert caught.value.code == "144"
+        again = int(await asyncio.to_thread(client.provision))
+        finals = {
+            r.final for (u, d), r in tls_gateway.backend("exchange").state.policies.items()
+            if u == "alice" and d.upper() == "PYASPOLICY01"
+        }  # fmt: skip
+        assert finals == {again} and again != granted  # the backend's own key now
+        assert key not in state.snapshot.provisioning
+        _, subjects = await asyncio.to_thread(_inbox_subjects, client)
+        assert subjects

@@ -19,6 +19,7 @@ from sentry.model import (
     AuditEntry,
     Device,
     DeviceInformation,
+    EasPolicy,
     EstablishedType,
     ExchangeSetting,
     HistoryEvent,
@@ -27,8 +28,10 @@ from sentry.model import (
     Override,
     OverrideKind,
     Platform,
+    PolicyAssignments,
     Pool,
     Preferences,
+    ProvisionRecord,
     Realm,
     Realms,
     Reason,
@@ -149,6 +152,27 @@ rules = st.builds(
 )  # fmt: skip
 access_rules = st.builds(AccessRules, st.lists(rules, max_size=3).map(tuple))
 
+uint_keys = st.none() | st.integers(min_value=0, max_value=2**32 - 1)
+eas_policies = st.builds(
+    EasPolicy,
+    text,
+    st.dictionaries(text, st.integers(-1, 2**31 - 1), max_size=3).map(
+        lambda d: tuple(sorted(d.items()))
+    ),
+    text,
+    st.booleans(),
+)
+assignments = st.builds(
+    PolicyAssignments,
+    opt_text,
+    st.dictionaries(text, text, max_size=3),
+    st.dictionaries(text, text, max_size=3),
+    st.dictionaries(text, text, max_size=3),
+)
+provision_records = st.builds(
+    ProvisionRecord, keys, text, text, times, uint_keys, uint_keys, uint_keys
+)
+
 STRATEGIES: dict[type, st.SearchStrategy] = {
     ch.PutAssociation: st.builds(ch.PutAssociation, associations),
     ch.DeleteAssociation: st.builds(ch.DeleteAssociation, keys),
@@ -169,6 +193,11 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
     ch.PutAccessRules: st.builds(ch.PutAccessRules, access_rules),
     ch.PutEstablished: st.builds(ch.PutEstablished, established),
     ch.DeleteEstablished: st.builds(ch.DeleteEstablished, text),
+    ch.PutEasPolicy: st.builds(ch.PutEasPolicy, eas_policies),
+    ch.DeleteEasPolicy: st.builds(ch.DeleteEasPolicy, text),
+    ch.PutPolicyAssignments: st.builds(ch.PutPolicyAssignments, assignments),
+    ch.PutProvision: st.builds(ch.PutProvision, provision_records),
+    ch.DeleteProvision: st.builds(ch.DeleteProvision, keys),
     ch.MoveHistory: st.builds(ch.MoveHistory, keys, keys),
     ch.AppendAudit: st.builds(ch.AppendAudit, audit),
     ch.AppendHistory: st.builds(ch.AppendHistory, keys, events),

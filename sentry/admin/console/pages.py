@@ -207,6 +207,15 @@ async def _labels(request: web.Request) -> web.StreamResponse:
     return await render(request, "labels.html", labels=labels["items"], settings=settings["items"])
 
 
+async def _eas_policies(request: web.Request) -> web.StreamResponse:
+    answer, error = await _read(request, "/api/eas-policies")
+    if error is not None:
+        return await _failed(request, error)
+    return await render(
+        request, "eas_policies.html", policies=answer["items"], assignments=answer["assignments"]
+    )
+
+
 async def _access_rules(request: web.Request) -> web.StreamResponse:
     rules, error = await _read(request, "/api/access-rules")
     if error is not None:
@@ -295,6 +304,7 @@ ROUTES = [
     web.get("/users/{principal}", _user),
     web.get("/labels", _labels),
     web.get("/exchange-settings", _exchange_settings),
+    web.get("/eas-policies", _eas_policies),
     web.get("/access-rules", _access_rules),
     web.get("/pools", _pools),
     web.get("/preferences", _preferences),

@@ -136,6 +136,13 @@ async def test_directory_push_and_operations_pages(gateway, session, console: Co
     assert "ALICEPHONE1" in device.text and "staff" in device.text
     labels = await console.get("/labels")
     assert "staff" in labels.text and "corp" in labels.text
+    await _api(
+        gateway, session, "PUT", "/api/eas-policies/strict", {"settings": {"AllowCamera": False}}
+    )
+    body = {"scope": "label", "target": "staff", "policy": "strict"}
+    await _api(gateway, session, "PUT", "/api/eas-policy-assignments", body)
+    policies = await console.get("/eas-policies")
+    assert "AllowCamera = false" in policies.text and "staff" in policies.text
     settings = await console.get("/exchange-settings")
     assert "mail.example.com" in settings.text and "$USERID$" in settings.text
     pools = await console.get("/pools")
