@@ -1,0 +1,620 @@
+"""The model-based wire test's driver: steps, their strategies, and the run.
+
+Approach. A run is a ``Config`` (OAuth on or off, the file's preferences) and
+a list of ``Step`` values drawn by Hypothesis: EAS requests (any spelling of
+a principal — ``DOMAIN\\user``, UPN, SMTP, the directory email, any case —
+plain or base64 query, a query ``User`` that agrees or not, several DeviceIds
+of one managed device in any case, Basic with a good or wrong password,
+Bearer tokens, a duplicate Authorization), admin actions on rows (allow,
+block, reset, wipe, remove, pre-approve), preference changes, compliance
+flips, label pushes, backend-type resets and restarts of the gateway on the
+same SQLite file. ``run`` starts two strict recording backends (an
+``exchange`` pool and a ``gmail`` pool), a gateway in front of them in
+``root``, seeds the world of ``sentry.testing.model``, and plays the steps
+against the gateway and the model side by side. After each request it
+compares what each backend received with the model's verdict (forwarded to
+that pool, or to none) and the answer's class; after each admin step the
+status class. The first difference raises ``Mismatch`` with the step and
+the trace so far, which Hypothesis shrinks to a minimal sequence.
+
+The recording backends answer 401 to Basic with a wrong password (the row
+stays unverified) and 200 to everything else, with a header naming the pool
+so a relayed answer is told from the gateway's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from hypothesis import strategies as st
+
+from sentry.app import Gateway, start_gateway
+from sentry.eas.request import Command
+from sentry.eas.wbxml import encode
+from sentry.eas.xmlform import from_xml
+from sentry.settings import settings_from_mapping
+
+from . import model as m
+from .oauth import TokenIssuer
+from .raw_client import RawConnection, request_bytes
+from .recording_backend import RecordedRequest, RecordingBackend, RequestHead
+
+__all__ = [
+    "Admin",
+    "Compliance",
+    "Config",
+    "Mismatch",
+    "Prefs",
+    "Push",
+    "Request",
+    "ResetType",
+    "Restart",
+    "RunStats",
+    "Step",
+    "configs",
+    "run",
+    "steps",
+]
+
+PASSWORD = "pw"
+EAS_PATH = "/Microsoft-Server-ActiveSync"
+FOLDER_SYNC = encode(
+    from_xml('<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>')
+)
+# Spellings of each principal of the world (and of some outside it).
+SPELLINGS: dict[m.Principal, tuple[str, ...]] = {
+    ("alice", "example.com"): (
+        "alice", "ALICE", "EXAMPLE\\alice", "example\\Alice", "alice@example.com",
+        "Alice@Corp.Example.Com", "alice.smith@example.com", "ALICE.SMITH@example.com",
+    ),
+    ("bob", "example.com"): ("bob", "EXAMPLE\\BOB", "bob@corp.example.com"),
+    ("dave", "example.com"): ("dave", "Dave@Example.com"),
+    ("carol", "gmail.example"): ("carol@gmail.example", "GMAIL\\carol", "Carol@GMAIL.example"),
+    ("carol", "example.com"): ("carol", "EXAMPLE\\carol"),  # not carol@gmail: another one
+    ("erin", "example.com"): ("erin", "erin@corp.example.com"),  # not in the directory
+    ("zed", "other.example"): ("zed@other.example", "ZED@Other.Example"),  # no route
+}  # fmt: skip
+ALL_SPELLINGS = tuple(s for names in SPELLINGS.values() for s in names)
+# Requests and admin steps mostly name a few principals and DeviceIds, so rows
+# meet again: the same row blocked, then used from another spelling, and so on.
+_WEIGHTS = {
+    ("alice", "example.com"): 5,
+    ("carol", "gmail.example"): 4,
+    ("bob", "example.com"): 3,
+    ("dave", "example.com"): 1,
+    ("carol", "example.com"): 1,
+    ("erin", "example.com"): 1,
+    ("zed", "other.example"): 1,
+}
+DEVICE_IDS = (
+    ("PHONE1A",) * 3 + ("phone1a", "Phone1b", "PHONE1B", "LOOSE1", "LOOSE1", "loose1")
+    + ("DROID2", "LOOSE2", "validate", "WebService")
+)  # fmt: skip
+ROW_IDS = ("PHONE1A", "PHONE1A", "phone1b", "DROID2", "LOOSE1", "LOOSE1", "LOOSE2", "validate")
+
+
+def spellings() -> st.SearchStrategy[str]:
+    """A spelling of a principal, the principal drawn by weight."""
+    weighted = [p for p, weight in _WEIGHTS.items() for _ in range(weight)]
+    return st.sampled_from(weighted).flatmap(lambda p: st.sampled_from(SPELLINGS[p]))
+
+
+# -- steps ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    device_id: str
+    user: str  # the credentials' user name (Basic) or the token's upn (Bearer)
+    scheme: str = "basic"  # "basic" / "bearer"
+    good_password: bool = True
+    query_user: str | None = None  # the query User, None: not sent
+    base64_query: bool = False
+    duplicate: bool = False  # a second Authorization header (another user)
+
+
+@dataclass(frozen=True)
+class Admin:
+    action: str  # allow / block / reset / wipe / remove / preapprove
+    device_id: str
+    user: str
+
+
+@dataclass(frozen=True)
+class Prefs:
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Compliance:
+    device: str
+    compliant: bool
+
+
+@dataclass(frozen=True)
+class Push:
+    device: str
+    label: str
+    add: bool
+
+
+@dataclass(frozen=True)
+class ResetType:
+    scope: str  # "device:<name>" or "eas:<DeviceId>"
+    backend_type: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    pass
+
+
+Step = Request | Admin | Prefs | Compliance | Push | ResetType | Restart
+
+
+@dataclass(frozen=True)
+class Config:
+    oauth: bool = False
+    auto_block: bool = False
+    max_devices: int | None = None
+    max_mailboxes: int | None = None
+    compliance_overrides_allow: bool = False
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> Request:
+    user = draw(spellings())
+    own = SPELLINGS[m.canonical(user)]
+    query_user = draw(
+        st.sampled_from(("same", "same", "other spelling", "none", "any")).flatmap(
+            lambda how: {
+                "same": st.just(user),
+                "other spelling": st.sampled_from(own),
+                "none": st.none(),
+                "any": spellings(),
+            }[how]
+        )
+    )
+    return Request(
+        device_id=draw(st.sampled_from(DEVICE_IDS)),
+        user=user,
+        scheme=draw(st.sampled_from(("basic",) * 3 + ("bearer",))),
+        good_password=draw(st.sampled_from((True,) * 5 + (False,))),
+        query_user=query_user,
+        base64_query=draw(st.booleans()),
+        duplicate=draw(st.sampled_from((False,) * 15 + (True,))),
+    )
+
+
+def steps() -> st.SearchStrategy[Step]:
+    admin = st.builds(
+        Admin,
+        st.sampled_from(("allow", "block", "reset", "wipe", "remove", "preapprove")),
+        st.sampled_from(ROW_IDS),
+        spellings(),
+    )
+    prefs = st.one_of(
+        st.builds(Prefs, st.just("auto_block_unregistered"), st.booleans()),
+        st.builds(Prefs, st.just("compliance_overrides_allow"), st.booleans()),
+        st.builds(Prefs, st.just("max_devices_per_mailbox"), st.sampled_from((None, 1, 2))),
+        st.builds(Prefs, st.just("max_mailboxes_per_device"), st.sampled_from((None, 1, 2))),
+    )
+    devices = st.sampled_from([d.name for d in m.DEVICES])
+    kinds: dict[str, tuple[int, st.SearchStrategy[Step]]] = {
+        "request": (30, requests()),
+        "admin": (6, admin),
+        "prefs": (3, prefs),
+        "compliance": (2, st.builds(Compliance, devices, st.booleans())),
+        "push": (2, st.builds(Push, devices, st.sampled_from(sorted(m.LABELS)), st.booleans())),
+        "reset": (
+            1,
+            st.builds(
+                ResetType,
+                st.sampled_from(("device:iphone1", "device:droid2", "eas:LOOSE1", "eas:LOOSE2")),
+                st.sampled_from(("exchange", "gmail")),
+            ),
+        ),
+        "restart": (1, st.just(Restart())),
+    }
+    weighted = [name for name, (weight, _) in kinds.items() for _ in range(weight)]
+    return st.sampled_from(weighted).flatmap(lambda name: kinds[name][1])
+
+
+def configs() -> st.SearchStrategy[Config]:
+    return st.builds(
+        Config,
+        oauth=st.sampled_from((True, True, True, False)),
+        auto_block=st.booleans(),
+        max_devices=st.sampled_from((None, 1, 2)),
+        max_mailboxes=st.sampled_from((None, 2)),
+        compliance_overrides_allow=st.booleans(),
+    )
+
+
+# -- the run -------------------------------------------------------------------
+
+
+class Mismatch(AssertionError):
+    """The gateway and the model disagree."""
+
+
+@dataclass
+class RunStats:
+    examples: int = 0
+    steps: int = 0
+    requests: int = 0
+    forwarded: int = 0
+    refused: int = 0
+    restarts: int = 0
+    seconds: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def _responder(pool: str) -> Any:
+    def respond(request: RecordedRequest | RequestHead) -> bytes:
+        if request.method == "OPTIONS":
+            return (
+                b"HTTP/1.1 200 OK\r\nMS-ASProtocolVersions: 14.0,14.1,16.0,16.1\r\n"
+                b"MS-ASProtocolCommands: Sync,FolderSync,Provision,Ping,Settings\r\n"
+                b"Content-Length: 0\r\n\r\n"
+            )
+        auth = next((v for k, v in request.headers if k.lower() == "authorization"), "")
+        status = b"200 OK"
+        if auth.startswith("Basic "):
+            _, _, password = base64.b64decode(auth[6:]).decode("utf-8").partition(":")
+            if password != PASSWORD:
+                status = b"401 Unauthorized"
+        return (
+            b"HTTP/1.1 " + status + b"\r\nMS-Server-ActiveSync: 15.1\r\n"
+            b"X-Model-Backend: " + pool.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+
+    return respond
+
+
+class _World:
+    """The gateway under test, its two backends and an admin client."""
+
+    def __init__(self, root: Path, config: Config, issuer: TokenIssuer) -> None:
+        self.root = root
+        self.config = config
+        self.issuer = issuer
+        self.backends: dict[str, RecordingBackend] = {}
+        self.gateway: Gateway | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.settings: Any = None
+
+    async def start(self) -> None:
+        for pool in ("exchange", "gmail"):
+            self.backends[pool] = await RecordingBackend(_responder(pool)).start()
+        identity: dict[str, Any] = {
+            "realms": [
+                {"name": name, "suffixes": list(sfx), "netbios": list(nb)}
+                for name, (sfx, nb) in m.REALMS.items()
+            ],
+            "default_realm": m.DEFAULT_REALM,
+        }
+        if self.config.oauth:
+            (self.root / "jwks.json").write_bytes(self.issuer.jwks_bytes())
+            identity["oauth"] = self.issuer.settings(jwks_file="jwks.json")
+        data = {
+            "gateway": {"listen": {"host": "127.0.0.1", "port": 0}, "tls": {"enabled": False}},
+            "admin": {"listen": {"host": "127.0.0.1", "port": 0}, "token_file": "admin-token"},
+            "store": {"kind": "sqlite", "path": "sentry.db", "unverified_expiry_seconds": 0},
+            "logging": {"level": "warning", "format": "json"},
+            "identity": identity,
+            "pools": [
+                {"name": pool, "type": m.POOL_TYPES[pool], "servers": [b.url]}
+                for pool, b in self.backends.items()
+            ],
+            "routing": {"domains": dict(m.ROUTES)},
+            "preferences": {
+                "auto_block_unregistered": self.config.auto_block,
+                "max_devices_per_mailbox": self.config.max_devices,
+                "max_mailboxes_per_device": self.config.max_mailboxes,
+                "compliance_overrides_allow": self.config.compliance_overrides_allow,
+            },
+        }
+        self.settings = settings_from_mapping(data)
+        self.session = aiohttp.ClientSession()
+        await self._start_gateway()
+
+    async def _start_gateway(self) -> None:
+        self.gateway = await start_gateway(self.settings, root=self.root, touch_flush=False)
+        pools = self.gateway.upstreams.pools.values()
+        async with asyncio.timeout(10):
+            while any(p.not_ready() for p in pools):
+                await asyncio.sleep(0.005)
+
+    async def restart(self) -> None:
+        assert self.gateway is not None
+        await self.gateway.stop()
+        self.gateway = None
+        await self._start_gateway()
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self.session is not None:
+            await self.session.close()
+        for b in self.backends.values():
+            await b.stop()
+
+    async def api(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        assert self.gateway is not None and self.session is not None
+        headers = {"Authorization": f"Bearer {self.gateway.admin_token}"}
+        url = self.gateway.admin_url + path
+        async with self.session.request(method, url, json=body, headers=headers) as resp:
+            text = await resp.text()
+            return resp.status, (json.loads(text) if text else None)
+
+    async def seed(self) -> None:
+        for (local, realm), email in m.WORLD_USERS.items():
+            await self._ok("PUT", f"/api/users/{local}@{realm}", {"email": email})
+        for label, (local, realm) in m.LABELS.items():
+            setting = {"user_name": f"{local}@{realm}", "email": m.WORLD_USERS[(local, realm)]}
+            await self._ok("PUT", f"/api/exchange-settings/{label}", setting)
+            await self._ok("PUT", f"/api/labels/{label}", {"settings": [label]})
+        for d in m.DEVICES:
+            body = {
+                "id": d.name,
+                "owner": f"{d.owner[0]}@{d.owner[1]}",
+                "platform": d.platform,
+                "eas_device_ids": list(d.eas_ids),
+                "note": "seed",
+            }
+            await self._ok("POST", "/api/devices", body)
+
+    async def _ok(self, method: str, path: str, body: Any) -> None:
+        status, answer = await self.api(method, path, body)
+        if status // 100 != 2:
+            raise RuntimeError(f"seed {method} {path}: {status} {answer}")
+
+    def counts(self) -> dict[str, int]:
+        return {pool: len(b.eas_requests()) for pool, b in self.backends.items()}
+
+    async def send(self, step: Request) -> tuple[int, str | None]:
+        assert self.gateway is not None
+        target = f"{EAS_PATH}?{_query(step)}"
+        headers = [("MS-ASProtocolVersion", "14.1"), ("Authorization", self._auth(step))]
+        if step.duplicate:
+            headers.append(("Authorization", _basic("bob", PASSWORD)))
+        headers += [("Content-Type", "application/vnd.ms-sync.wbxml"), ("Connection", "close")]
+        data = request_bytes("POST", target, headers, FOLDER_SYNC)
+        async with await RawConnection.open(self.gateway.proxy_url) as conn:
+            await conn.send(data)
+            answer = await conn.response(timeout=20)
+        return answer.status, answer.header("X-Model-Backend")
+
+    def _auth(self, step: Request) -> str:
+        if step.scheme == "bearer":
+            return "Bearer " + self.issuer.token(step.user)
+        return _basic(step.user, PASSWORD if step.good_password else "wrong")
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _query(step: Request) -> str:
+    if not step.base64_query:
+        query = f"Cmd=FolderSync&DeviceId={quote(step.device_id)}&DeviceType=iPhone"
+        if step.query_user is not None:
+            query += f"&User={quote(step.query_user, safe='@')}"
+        return query
+    dev = step.device_id.encode()
+    raw = bytes([141, Command.FolderSync.code or 0, 0x09, 0x04, len(dev)]) + dev
+    raw += b"\x00\x06iPhone"
+    if step.query_user is not None:
+        usr = step.query_user.encode()
+        raw += bytes([8, len(usr)]) + usr
+    return quote(base64.b64encode(raw).decode("ascii"), safe="")
+
+
+def _answer_class(status: int, backend: str | None) -> str:
+    if backend is not None:
+        return "forward"
+    if status == 200:
+        return "refuse"
+    if status == 400:
+        return "bad"
+    if status in (401, 403):
+        return "auth"
+    return f"http {status}"
+
+
+class _Runner:
+    def __init__(self, world: _World, model: m.Model, stats: RunStats) -> None:
+        self.world = world
+        self.model = model
+        self.stats = stats
+        self.trace: list[str] = []
+
+    def fail(self, message: str) -> None:
+        trace = "\n  ".join(self.trace)
+        raise Mismatch(f"{message}\nsteps so far:\n  {trace}")
+
+    async def step(self, step: Step) -> None:
+        self.stats.steps += 1
+        self.trace.append(repr(step))
+        if isinstance(step, Request):
+            await self.request(step)
+        elif isinstance(step, Restart):
+            self.stats.restarts += 1
+            await self.world.restart()
+        else:
+            await self.admin(step)
+
+    async def request(self, step: Request) -> None:
+        self.stats.requests += 1
+        device_id = step.device_id.upper()
+        who = self.model.identity(step.scheme, step.user, step.query_user, step.duplicate)
+        verdict = who if isinstance(who, m.Verdict) else self.model.request(device_id, who)
+        before = self.world.counts()
+        status, backend = await self.world.send(step)
+        after = self.world.counts()
+        seen = {pool for pool in after if after[pool] != before[pool]}
+        got = _answer_class(status, backend)
+        self.stats.outcomes[verdict.why or verdict.outcome] = (
+            self.stats.outcomes.get(verdict.why or verdict.outcome, 0) + 1
+        )
+        expected_seen = {verdict.pool} if verdict.outcome == "forward" else set()
+        if seen != expected_seen or any(after[p] - before[p] > 1 for p in after):
+            self.fail(
+                f"backends saw {sorted(seen) or 'nothing'} ({before} -> {after}), the model says "
+                f"{verdict.outcome} {verdict.pool or ''} ({verdict.why}); answer {status}"
+            )
+        if got != verdict.outcome:
+            self.fail(f"answer {status} ({got}), the model says {verdict}")
+        if verdict.outcome == "forward":
+            self.stats.forwarded += 1
+            assert not isinstance(who, m.Verdict)
+            accepted = step.scheme == "bearer" or step.good_password
+            self.model.forwarded(device_id, who, accepted)
+        else:
+            self.stats.refused += 1
+        self.trace[-1] += f"  -> {verdict.outcome} {verdict.pool or verdict.why}"
+
+    async def admin(self, step: Step) -> None:
+        note = {"note": "model"}
+        if isinstance(step, Admin):
+            device_id = step.device_id.upper()
+            expected = self.model.action(step.action, device_id, m.canonical(step.user))
+            path = f"/api/associations/{quote(step.device_id)}/{quote(step.user, safe='@')}"
+            status, body = await self.world.api("POST", f"{path}/{step.action}", note)
+        elif isinstance(step, Prefs):
+            expected = 2
+            setattr(self.model, _PREF_ATTRS[step.name], step.value)
+            status, body = await self.world.api(
+                "PUT", "/api/preferences", {step.name: step.value} | note
+            )
+        elif isinstance(step, Compliance):
+            expected = 2
+            if step.compliant:
+                self.model.noncompliant.discard(step.device)
+            else:
+                self.model.noncompliant.add(step.device)
+            violations = [] if step.compliant else ["os_version"]
+            status, body = await self.world.api(
+                "PUT", f"/api/devices/{step.device}/compliance", {"violations": violations}
+            )
+        elif isinstance(step, Push):
+            expected = self.model.push(step.device, step.label, step.add)
+            change = {"add" if step.add else "remove": [step.device]}
+            status, body = await self.world.api(
+                "POST", f"/api/labels/{step.label}/devices", change | note
+            )
+        else:
+            assert isinstance(step, ResetType)
+            expected = self.model.reset_type(step.scope, step.backend_type)
+            kind, _, name = step.scope.partition(":")
+            base = "/api/devices" if kind == "device" else "/api/device-ids"
+            status, body = await self.world.api(
+                "POST",
+                f"{base}/{name}/reset-backend-type",
+                {"backend_type": step.backend_type} | note,
+            )
+        self.trace[-1] += f"  -> {status}"
+        if status // 100 != expected:
+            self.fail(f"admin answer {status} {body}, the model expects {expected}xx")
+
+
+_PREF_ATTRS = {
+    "auto_block_unregistered": "auto_block",
+    "compliance_overrides_allow": "compliance_overrides_allow",
+    "max_devices_per_mailbox": "max_devices",
+    "max_mailboxes_per_device": "max_mailboxes",
+}
+
+
+async def run(
+    root: Path,
+    config: Config,
+    sequence: Sequence[Step],
+    issuer: TokenIssuer,
+    stats: RunStats | None = None,
+) -> RunStats:
+    """Play ``sequence`` against a fresh gateway in ``root`` and the model; raise
+    ``Mismatch`` at the first disagreement."""
+    stats = stats if stats is not None else RunStats()
+    started = time.perf_counter()
+    model = m.Model(
+        oauth=config.oauth,
+        auto_block=config.auto_block,
+        max_devices=config.max_devices,
+        max_mailboxes=config.max_mailboxes,
+        compliance_overrides_allow=config.compliance_overrides_allow,
+    )
+    world = _World(root, config, issuer)
+    try:
+        await world.start()
+        await world.seed()
+        runner = _Runner(world, model, stats)
+        runner.trace.append(repr(config))
+        for step in sequence:
+            await runner.step(step)
+    finally:
+        await world.stop()
+        stats.examples += 1
+        stats.seconds += time.perf_counter() - started
+    return stats
+
+
+def sequences(min_steps: int, max_steps: int) -> st.SearchStrategy[list[Step]]:
+    """A run's steps: ``min_steps`` to ``max_steps`` of them."""
+    return st.lists(steps(), min_size=min_steps, max_size=max_steps)
+
+
+def run_profile(
+    root: Path,
+    examples: int,
+    max_steps: int,
+    *,
+    min_steps: int = 1,
+    seed_value: int | None = None,
+    derandomize: bool = False,
+) -> RunStats:
+    """Run ``examples`` Hypothesis examples of up to ``max_steps`` steps each,
+    every one against a fresh gateway under ``root``; a mismatch raises (shrunk)."""
+    from hypothesis import HealthCheck, given, seed, settings
+
+    issuer = TokenIssuer()
+    stats = RunStats()
+    counter = iter(range(1 << 62))
+
+    def one(config: Config, sequence: list[Step]) -> None:
+        work = root / f"run-{next(counter)}"
+        work.mkdir(parents=True)
+        try:
+            asyncio.run(run(work, config, sequence, issuer, stats))
+        finally:
+            _remove_tree(work)
+
+    profile = settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=derandomize,
+        suppress_health_check=list(HealthCheck),
+    )
+    test: Any = profile(given(configs(), sequences(min_steps, max_steps))(one))
+    if seed_value is not None:
+        test = seed(seed_value)(test)
+    test()
+    return stats
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
