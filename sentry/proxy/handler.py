@@ -63,7 +63,7 @@ from .forward import BodyStream, relay_response
 from .framing import check_request, frame_upstream
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
-from .redirects import Mailbox, Redirector
+from .redirects import Mailbox, RedirectNotReplayable, Redirector, RedirectRefused
 from .upstream import Upstreams
 
 __all__ = ["PROXY", "ProxyContext", "eas_handler"]
@@ -369,6 +369,8 @@ async def _send(
     except UpstreamError as exc:
         if _client_gone(request):  # e.g. the device's body stopped mid-stream
             raise asyncio.CancelledError from exc
+        if verify is not None and isinstance(exc, RedirectRefused | RedirectNotReplayable):
+            await ctx.state.backend_answered(verify, 451)  # a 451 authenticated the user
         return _upstream_failed(ctx, pool_name, exc, record)
     finally:
         if poll is not None:

@@ -46,8 +46,10 @@ from typing import Literal
 
 __all__ = [
     "DEVICES",
+    "MOVED",
     "REALMS",
     "WORLD_USERS",
+    "Delivery",
     "Model",
     "Principal",
     "Verdict",
@@ -90,6 +92,13 @@ DEVICES = (
     ManagedDevice("droid2", ("dave", "example.com"), "android", ("DROID2",)),
 )
 THROWAWAY = frozenset({"VALIDATE", "WEBSERVICE"})
+# mailboxes the exchange pool's server has moved (it answers 451): bob to a server
+# in the pool's redirect_allow ("moved", same type: followed), dave to the gmail
+# pool's server (another type: refused, 502).
+MOVED: dict[Principal, str] = {("bob", "example.com"): "moved", ("dave", "example.com"): "gmail"}
+# commands whose bodies the gateway keeps (replayed to a redirect's target);
+# others are streamed: a 451 then gets 503 and the retry goes to the cached target.
+BUFFERED = frozenset({"Sync", "Provision", "Settings", "Ping"})
 # labels -> the principal their one Exchange setting pushes
 LABELS: dict[str, Principal] = {
     "push-bob": ("bob", "example.com"),
@@ -145,6 +154,14 @@ class Verdict:
     why: str = ""
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """Where a forwarded request lands: the servers that see it, the device's answer."""
+
+    servers: tuple[str, ...]  # "exchange" (the pool's server), "moved", "gmail"
+    answer: str  # "relayed" (the backend's answer), "redirect refused" (502), "retry" (503)
+
+
 @dataclass
 class Row:
     override: str | None = None  # "allow" / "block"
@@ -163,6 +180,7 @@ class Model:
     established: dict[str, str] = field(default_factory=dict)  # scope -> type
     noncompliant: set[str] = field(default_factory=set)  # managed device names
     labels: dict[str, set[str]] = field(default_factory=dict)  # device -> labels
+    redirects: dict[Principal, str] = field(default_factory=dict)  # the gateway's cache
     clock: int = 0
 
     # -- the world ----------------------------------------------------------
@@ -253,8 +271,29 @@ class Model:
     def _verified_at(self, key: tuple[str, Principal]) -> int:
         return self.rows[key].verified or 0
 
+    def deliver(self, p: Principal, pool: str, command: str, authenticated: bool) -> Delivery:
+        """Where a request forwarded to ``pool`` goes (README "Backend redirects"):
+        a 451 is followed to a server of the same type or the pool's allow-list
+        and cached per mailbox, refused otherwise; never shown to the device. A
+        request the server cannot authenticate gets its 401 before any 451."""
+        cached = self.redirects.get(p)
+        if cached is not None:
+            return Delivery((cached,), "relayed")
+        target = MOVED.get(p) if pool == "exchange" and authenticated else None
+        if target is None:
+            return Delivery((pool,), "relayed")
+        if target != "moved":  # another backend type: fail closed
+            return Delivery((pool,), "redirect refused")
+        self.redirects[p] = target
+        if command not in BUFFERED:
+            return Delivery((pool,), "retry")
+        return Delivery((pool, target), "relayed")
+
+    def restarted(self) -> None:
+        self.redirects.clear()  # the redirect cache is in memory
+
     def forwarded(self, device_id: str, p: Principal, accepted: bool) -> None:
-        """The backend answered a forwarded request (accepted: 2xx)."""
+        """The backend answered a forwarded request (accepted: 2xx, 449 or 451)."""
         if not accepted:
             return
         row = self.rows[(device_id, p)]

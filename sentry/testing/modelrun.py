@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import jwt
 from hypothesis import strategies as st
 
 from sentry.app import Gateway, start_gateway
@@ -67,9 +68,17 @@ __all__ = [
 
 PASSWORD = "pw"
 EAS_PATH = "/Microsoft-Server-ActiveSync"
-FOLDER_SYNC = encode(
-    from_xml('<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>')
-)
+BODIES = {
+    "FolderSync": encode(
+        from_xml('<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>')
+    ),
+    "Sync": encode(
+        from_xml(
+            '<Sync xmlns="AirSync"><Collections><Collection><SyncKey>0</SyncKey>'
+            "<CollectionId>1</CollectionId></Collection></Collections></Sync>"
+        )
+    ),
+}
 # Spellings of each principal of the world (and of some outside it).
 SPELLINGS: dict[m.Principal, tuple[str, ...]] = {
     ("alice", "example.com"): (
@@ -120,6 +129,7 @@ class Request:
     query_user: str | None = None  # the query User, None: not sent
     base64_query: bool = False
     duplicate: bool = False  # a second Authorization header (another user)
+    command: str = "Sync"  # Sync (body kept, replayable) or FolderSync (streamed)
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,7 @@ def requests(draw: st.DrawFn) -> Request:
         query_user=query_user,
         base64_query=draw(st.booleans()),
         duplicate=draw(st.sampled_from((False,) * 15 + (True,))),
+        command=draw(st.sampled_from(("Sync", "FolderSync"))),
     )
 
 
@@ -260,26 +271,49 @@ class RunStats:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
-def _responder(pool: str) -> Any:
-    def respond(request: RecordedRequest | RequestHead) -> bytes:
-        if request.method == "OPTIONS":
-            return (
-                b"HTTP/1.1 200 OK\r\nMS-ASProtocolVersions: 14.0,14.1,16.0,16.1\r\n"
-                b"MS-ASProtocolCommands: Sync,FolderSync,Provision,Ping,Settings\r\n"
-                b"Content-Length: 0\r\n\r\n"
-            )
-        auth = next((v for k, v in request.headers if k.lower() == "authorization"), "")
-        status = b"200 OK"
-        if auth.startswith("Basic "):
-            _, _, password = base64.b64decode(auth[6:]).decode("utf-8").partition(":")
-            if password != PASSWORD:
-                status = b"401 Unauthorized"
-        return (
-            b"HTTP/1.1 " + status + b"\r\nMS-Server-ActiveSync: 15.1\r\n"
-            b"X-Model-Backend: " + pool.encode() + b"\r\nContent-Length: 0\r\n\r\n"
-        )
+_OPTIONS = (
+    b"HTTP/1.1 200 OK\r\nMS-ASProtocolVersions: 14.0,14.1,16.0,16.1\r\n"
+    b"MS-ASProtocolCommands: Sync,FolderSync,Provision,Ping,Settings\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
 
-    return respond
+
+def _user_of(authorization: str) -> tuple[str | None, bool]:
+    """The user name a backend reads from the header, and whether it authenticates."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme == "Basic":
+        user, _, password = base64.b64decode(value).decode("utf-8").partition(":")
+        return user, password == PASSWORD
+    if scheme == "Bearer":  # the gateway validated it; the backend reads its claim
+        claims = jwt.decode(value, options={"verify_signature": False})
+        return str(claims.get("upn")), True
+    return None, False
+
+
+class _Responder:
+    """A backend's answers: 401 to a wrong password, 451 for a moved mailbox
+    (only the exchange pool's server, with ``locations``), else 200; every
+    answer names the server so a relayed answer is told from the gateway's."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.locations: dict[m.Principal, str] = {}
+
+    def __call__(self, request: RecordedRequest | RequestHead) -> bytes:
+        if request.method == "OPTIONS":
+            return _OPTIONS
+        auth = next((v for k, v in request.headers if k.lower() == "authorization"), "")
+        user, authenticated = _user_of(auth)
+        status, extra = b"200 OK", b""
+        if not authenticated:
+            status = b"401 Unauthorized"
+        elif user is not None and m.canonical(user) in self.locations:
+            status = b"451 Redirect"
+            extra = b"X-MS-Location: " + self.locations[m.canonical(user)].encode() + b"\r\n"
+        return (
+            b"HTTP/1.1 " + status + b"\r\nMS-Server-ActiveSync: 15.1\r\n" + extra
+            + b"X-Model-Backend: " + self.name.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+        )  # fmt: skip
 
 
 class _World:
@@ -295,8 +329,12 @@ class _World:
         self.settings: Any = None
 
     async def start(self) -> None:
-        for pool in ("exchange", "gmail"):
-            self.backends[pool] = await RecordingBackend(_responder(pool)).start()
+        responders = {name: _Responder(name) for name in ("exchange", "moved", "gmail")}
+        for name, responder in responders.items():
+            self.backends[name] = await RecordingBackend(responder).start()
+        responders["exchange"].locations = {
+            p: self.backends[server].url + EAS_PATH for p, server in m.MOVED.items()
+        }
         identity: dict[str, Any] = {
             "realms": [
                 {"name": name, "suffixes": list(sfx), "netbios": list(nb)}
@@ -314,8 +352,13 @@ class _World:
             "logging": {"level": "warning", "format": "json"},
             "identity": identity,
             "pools": [
-                {"name": pool, "type": m.POOL_TYPES[pool], "servers": [b.url]}
-                for pool, b in self.backends.items()
+                {
+                    "name": "exchange",
+                    "type": "exchange",
+                    "servers": [self.backends["exchange"].url],
+                    "redirect_allow": [self.backends["moved"].url],
+                },
+                {"name": "gmail", "type": "gmail", "servers": [self.backends["gmail"].url]},
             ],
             "routing": {"domains": dict(m.ROUTES)},
             "preferences": {
@@ -390,7 +433,7 @@ class _World:
         if step.duplicate:
             headers.append(("Authorization", _basic("bob", PASSWORD)))
         headers += [("Content-Type", "application/vnd.ms-sync.wbxml"), ("Connection", "close")]
-        data = request_bytes("POST", target, headers, FOLDER_SYNC)
+        data = request_bytes("POST", target, headers, BODIES[step.command])
         async with await RawConnection.open(self.gateway.proxy_url) as conn:
             await conn.send(data)
             answer = await conn.response(timeout=20)
@@ -408,12 +451,12 @@ def _basic(user: str, password: str) -> str:
 
 def _query(step: Request) -> str:
     if not step.base64_query:
-        query = f"Cmd=FolderSync&DeviceId={quote(step.device_id)}&DeviceType=iPhone"
+        query = f"Cmd={step.command}&DeviceId={quote(step.device_id)}&DeviceType=iPhone"
         if step.query_user is not None:
             query += f"&User={quote(step.query_user, safe='@')}"
         return query
     dev = step.device_id.encode()
-    raw = bytes([141, Command.FolderSync.code or 0, 0x09, 0x04, len(dev)]) + dev
+    raw = bytes([141, Command(step.command).code or 0, 0x09, 0x04, len(dev)]) + dev
     raw += b"\x00\x06iPhone"
     if step.query_user is not None:
         usr = step.query_user.encode()
@@ -423,13 +466,17 @@ def _query(step: Request) -> str:
 
 def _answer_class(status: int, backend: str | None) -> str:
     if backend is not None:
-        return "forward"
+        return "relayed"
     if status == 200:
         return "refuse"
     if status == 400:
         return "bad"
     if status in (401, 403):
         return "auth"
+    if status == 502:
+        return "redirect refused"
+    if status == 503:
+        return "retry"
     return f"http {status}"
 
 
@@ -451,6 +498,7 @@ class _Runner:
             await self.request(step)
         elif isinstance(step, Restart):
             self.stats.restarts += 1
+            self.model.restarted()
             await self.world.restart()
         else:
             await self.admin(step)
@@ -460,30 +508,35 @@ class _Runner:
         device_id = step.device_id.upper()
         who = self.model.identity(step.scheme, step.user, step.query_user, step.duplicate)
         verdict = who if isinstance(who, m.Verdict) else self.model.request(device_id, who)
+        accepted = step.scheme == "bearer" or step.good_password
+        expected: tuple[set[str], str]
+        if verdict.outcome == "forward":
+            assert verdict.pool is not None and not isinstance(who, m.Verdict)
+            delivery = self.model.deliver(who, verdict.pool, step.command, accepted)
+            expected = (set(delivery.servers), delivery.answer)
+        else:
+            expected = (set(), verdict.outcome)
         before = self.world.counts()
         status, backend = await self.world.send(step)
         after = self.world.counts()
-        seen = {pool for pool in after if after[pool] != before[pool]}
+        seen = {name for name in after if after[name] != before[name]}
         got = _answer_class(status, backend)
-        self.stats.outcomes[verdict.why or verdict.outcome] = (
-            self.stats.outcomes.get(verdict.why or verdict.outcome, 0) + 1
-        )
-        expected_seen = {verdict.pool} if verdict.outcome == "forward" else set()
-        if seen != expected_seen or any(after[p] - before[p] > 1 for p in after):
+        why = verdict.why or verdict.outcome
+        self.stats.outcomes[why] = self.stats.outcomes.get(why, 0) + 1
+        if seen != expected[0] or any(after[p] - before[p] > 1 for p in after):
             self.fail(
                 f"backends saw {sorted(seen) or 'nothing'} ({before} -> {after}), the model says "
-                f"{verdict.outcome} {verdict.pool or ''} ({verdict.why}); answer {status}"
+                f"{verdict.outcome} {sorted(expected[0])} ({verdict.why}); answer {status}"
             )
-        if got != verdict.outcome:
-            self.fail(f"answer {status} ({got}), the model says {verdict}")
+        if got != expected[1]:
+            self.fail(f"answer {status} ({got}), the model says {expected[1]} ({verdict})")
         if verdict.outcome == "forward":
             self.stats.forwarded += 1
             assert not isinstance(who, m.Verdict)
-            accepted = step.scheme == "bearer" or step.good_password
             self.model.forwarded(device_id, who, accepted)
         else:
             self.stats.refused += 1
-        self.trace[-1] += f"  -> {verdict.outcome} {verdict.pool or verdict.why}"
+        self.trace[-1] += f"  -> {got} {sorted(seen) or verdict.why}"
 
     async def admin(self, step: Step) -> None:
         note = {"note": "model"}
