@@ -50,11 +50,14 @@ __all__ = [
     "REALMS",
     "WORLD_USERS",
     "Delivery",
+    "ManagedDevice",
     "Model",
     "Principal",
+    "Row",
     "Verdict",
     "canonical",
     "pool_of",
+    "type_of",
 ]
 
 Principal = tuple[str, str]  # (local part, realm); realm "" = none

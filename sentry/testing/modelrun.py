@@ -50,6 +50,7 @@ from .raw_client import RawConnection, request_bytes
 from .recording_backend import RecordedRequest, RecordingBackend, RequestHead
 
 __all__ = [
+    "SUITE_PROFILE",
     "Admin",
     "Compliance",
     "Config",
@@ -63,9 +64,15 @@ __all__ = [
     "Step",
     "configs",
     "run",
+    "run_profile",
+    "sequences",
+    "spellings",
     "steps",
 ]
 
+# The bounded profile ``make test`` runs (tests/proxy/test_modeltest.py, derandomized);
+# ``python -m bench modeltest`` runs it as its baseline, then the long profile.
+SUITE_PROFILE = {"examples": 25, "min_steps": 10, "max_steps": 40}
 PASSWORD = "pw"
 EAS_PATH = "/Microsoft-Server-ActiveSync"
 BODIES = {

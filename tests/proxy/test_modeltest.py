@@ -19,20 +19,20 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 
-from sentry.testing.modelrun import Config, Step, configs, run, sequences
+from sentry.testing.modelrun import SUITE_PROFILE, Config, Step, configs, run, sequences
 from sentry.testing.oauth import TokenIssuer
 
 ISSUER = TokenIssuer()
 
 
 @settings(
-    max_examples=25,
+    max_examples=SUITE_PROFILE["examples"],
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-@given(configs(), sequences(10, 40))
+@given(configs(), sequences(SUITE_PROFILE["min_steps"], SUITE_PROFILE["max_steps"]))
 def test_backends_see_exactly_what_the_model_allows(config: Config, sequence: list[Step]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(Path(tmp), config, sequence, ISSUER))
