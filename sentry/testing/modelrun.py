@@ -63,6 +63,7 @@ __all__ = [
     "RunStats",
     "Step",
     "configs",
+    "requests",
     "run",
     "run_profile",
     "sequences",
