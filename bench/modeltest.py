@@ -50,6 +50,7 @@ def _profile(
         "refused": stats.refused,
         "restarts": stats.restarts,
         "outcomes": dict(sorted(stats.outcomes.items(), key=lambda kv: -kv[1])),
+        "admin": dict(sorted(stats.admin.items())),
         "seconds": seconds,
         "requests_per_second": stats.requests / seconds if seconds else 0.0,
     }
@@ -98,8 +99,10 @@ def modeltest_markdown(r: dict[str, Any]) -> str:
             f"{p['requests_per_second']:.0f} |"
         )
     reasons = ", ".join(f"{k}: {v:,}" for k, v in r["long_profile"]["outcomes"].items())
+    admin = ", ".join(f"{k}: {v:,}" for k, v in r["long_profile"]["admin"].items())
     return (
         "\n".join(rows)
         + f"\n\nThe long profile checked {r['requests_vs_suite']:.1f}x the requests of the "
-        f"suite's profile, with no mismatch. Verdicts of the long profile: {reasons}."
+        f"suite's profile, with no mismatch. Verdicts of the long profile: {reasons}. "
+        f"Admin steps by answer: {admin}."
     )

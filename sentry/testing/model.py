@@ -28,7 +28,12 @@ to bend the model):
   a blocked or wipe-pending verified row still counts. An unverified row ranks
   after every verified one. ``max_mailboxes_per_device`` is the same per
   DeviceId.
-* Rule 3 scopes: a registered device (all its DeviceIds), else the DeviceId.
+* Linked: Link To stands in for "the device's owner or pushed to it" and
+  for the DeviceId belonging to the device; the user must still be
+  registered (design.md's sentence puts "or an admin used Link To" in the
+  clause about the mailbox).
+* Rule 3 scopes: a registered device (all its DeviceIds and the rows an admin
+  linked to it with Link To), else the DeviceId.
   The established type is set by the first request the backend accepts in the
   scope (a throwaway DeviceId never sets one and never has one), stays when
   rows are removed, and is cleared when the scope has no row left; an admin
@@ -170,6 +175,7 @@ class Row:
     override: str | None = None  # "allow" / "block"
     wipe: bool = False
     verified: int | None = None  # order of first acceptance
+    link: str | None = None  # the managed device an admin linked the row to
 
 
 @dataclass
@@ -192,20 +198,23 @@ class Model:
     def device_of(device_id: str) -> ManagedDevice | None:
         return next((d for d in DEVICES if device_id in d.eas_ids), None)
 
-    def scope(self, device_id: str) -> str:
-        device = self.device_of(device_id)
-        return f"device:{device.name}" if device else f"eas:{device_id}"
+    def device_of_row(self, key: tuple[str, Principal]) -> ManagedDevice | None:
+        row = self.rows.get(key)
+        if row is not None and row.link is not None:
+            return next(d for d in DEVICES if d.name == row.link)
+        return self.device_of(key[0])
 
-    def scope_ids(self, scope: str) -> tuple[str, ...]:
-        kind, _, name = scope.partition(":")
-        if kind == "eas":
-            return (name,)
-        return next(d.eas_ids for d in DEVICES if d.name == name)
+    def scope(self, key: tuple[str, Principal]) -> str:
+        device = self.device_of_row(key)
+        return f"device:{device.name}" if device else f"eas:{key[0]}"
 
     def pushed(self, device: ManagedDevice) -> set[Principal]:
         return {LABELS[label] for label in self.labels.get(device.name, set())}
 
     def linked(self, device_id: str, p: Principal) -> bool:
+        row = self.rows.get((device_id, p))
+        if row is not None and row.link is not None:
+            return p in WORLD_USERS  # Link To stands for "owner or pushed" only
         device = self.device_of(device_id)
         if device is None or p not in WORLD_USERS:
             return False
@@ -236,12 +245,12 @@ class Model:
             return Verdict("refuse", why="WIPE")
         if pool is None:
             return Verdict("refuse", why="NO_BACKEND")
-        established = self.established.get(self.scope(device_id))
+        established = self.established.get(self.scope(key))
         if not throwaway and established is not None and established != type_of(p):
             return Verdict("refuse", why="MIXED_BACKEND")
         if row.override == "block":
             return Verdict("refuse", why="MANUAL block")
-        device = self.device_of(device_id)
+        device = self.device_of_row(key)
         noncompliant = device is not None and device.name in self.noncompliant
         if row.override == "allow":
             if noncompliant and self.compliance_overrides_allow:
@@ -304,7 +313,7 @@ class Model:
             self.clock += 1
             row.verified = self.clock
         if device_id not in THROWAWAY:
-            scope = self.scope(device_id)
+            scope = self.scope((device_id, p))
             established = self.established.get(scope)
             self.established[scope] = established or type_of(p) or ""
 
@@ -315,7 +324,7 @@ class Model:
         key = (device_id, p)
         row = self.rows.get(key)
         if action == "preapprove":
-            established = self.established.get(self.scope(device_id))
+            established = self.established.get(self.scope(key))
             mixed = established is not None and established != type_of(p)
             if row is not None or pool_of(p) is None or mixed or device_id in THROWAWAY:
                 return 4
@@ -332,10 +341,18 @@ class Model:
         elif action == "wipe":
             row.wipe = True
         elif action == "remove":
+            scope = self.scope(key)
             del self.rows[key]
-            scope = self.scope(device_id)
-            if not any(k[0] in self.scope_ids(scope) for k in self.rows):
+            if not any(self.scope(k) == scope for k in self.rows):
                 self.established.pop(scope, None)
+        return 2
+
+    def link(self, device_id: str, p: Principal, device_name: str) -> int:
+        """Link To: the row joins a managed device (2), or 4 when there is no row."""
+        row = self.rows.get((device_id, p))
+        if row is None:
+            return 4
+        row.link = device_name
         return 2
 
     def push(self, device_name: str, label: str, add: bool) -> int:

@@ -54,6 +54,7 @@ __all__ = [
     "Admin",
     "Compliance",
     "Config",
+    "Link",
     "Mismatch",
     "Prefs",
     "Push",
@@ -145,6 +146,17 @@ class Admin:
     action: str  # allow / block / reset / wipe / remove / preapprove
     device_id: str
     user: str
+    # When set, the action names an existing row instead (the model's rows in
+    # order, this index modulo their number; the user in a spelling of its own),
+    # so actions meet rows often; with no row yet, device_id and user are used.
+    row: int | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    device_id: str  # a loose DeviceId
+    user: str
+    device: str  # the managed device
 
 
 @dataclass(frozen=True)
@@ -177,7 +189,7 @@ class Restart:
     pass
 
 
-Step = Request | Admin | Prefs | Compliance | Push | ResetType | Restart
+Step = Request | Admin | Link | Prefs | Compliance | Push | ResetType | Restart
 
 
 @dataclass(frozen=True)
@@ -221,6 +233,7 @@ def steps() -> st.SearchStrategy[Step]:
         st.sampled_from(("allow", "block", "reset", "wipe", "remove", "preapprove")),
         st.sampled_from(ROW_IDS),
         spellings(),
+        st.one_of(st.none(), st.integers(0, 63), st.integers(0, 63)),
     )
     prefs = st.one_of(
         st.builds(Prefs, st.just("auto_block_unregistered"), st.booleans()),
@@ -232,6 +245,10 @@ def steps() -> st.SearchStrategy[Step]:
     kinds: dict[str, tuple[int, st.SearchStrategy[Step]]] = {
         "request": (30, requests()),
         "admin": (6, admin),
+        "link": (
+            1,
+            st.builds(Link, st.sampled_from(("LOOSE1", "loose2")), spellings(), devices),
+        ),
         "prefs": (3, prefs),
         "compliance": (2, st.builds(Compliance, devices, st.booleans())),
         "push": (2, st.builds(Push, devices, st.sampled_from(sorted(m.LABELS)), st.booleans())),
@@ -276,7 +293,8 @@ class RunStats:
     refused: int = 0
     restarts: int = 0
     seconds: float = 0.0
-    outcomes: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)  # request verdicts by reason
+    admin: dict[str, int] = field(default_factory=dict)  # admin steps by kind and answer
 
 
 _OPTIONS = (
@@ -546,13 +564,27 @@ class _Runner:
             self.stats.refused += 1
         self.trace[-1] += f"  -> {got} {sorted(seen) or verdict.why}"
 
+    def _target(self, step: Admin) -> tuple[str, str]:
+        rows = sorted(self.model.rows)
+        if step.row is None or not rows:
+            return step.device_id, step.user
+        device_id, p = rows[step.row % len(rows)]
+        names = SPELLINGS.get(p, (f"{p[0]}@{p[1]}",))
+        return device_id, names[step.row % len(names)]
+
     async def admin(self, step: Step) -> None:
         note = {"note": "model"}
         if isinstance(step, Admin):
-            device_id = step.device_id.upper()
-            expected = self.model.action(step.action, device_id, m.canonical(step.user))
-            path = f"/api/associations/{quote(step.device_id)}/{quote(step.user, safe='@')}"
+            device_id, user = self._target(step)
+            expected = self.model.action(step.action, device_id.upper(), m.canonical(user))
+            path = f"/api/associations/{quote(device_id)}/{quote(user, safe='@')}"
             status, body = await self.world.api("POST", f"{path}/{step.action}", note)
+        elif isinstance(step, Link):
+            expected = self.model.link(step.device_id.upper(), m.canonical(step.user), step.device)
+            path = f"/api/associations/{quote(step.device_id)}/{quote(step.user, safe='@')}"
+            status, body = await self.world.api(
+                "POST", f"{path}/link", {"device": step.device} | note
+            )
         elif isinstance(step, Prefs):
             expected = 2
             setattr(self.model, _PREF_ATTRS[step.name], step.value)
@@ -586,6 +618,8 @@ class _Runner:
                 {"backend_type": step.backend_type} | note,
             )
         self.trace[-1] += f"  -> {status}"
+        kind = f"{getattr(step, 'action', type(step).__name__.lower())} {status // 100}xx"
+        self.stats.admin[kind] = self.stats.admin.get(kind, 0) + 1
         if status // 100 != expected:
             self.fail(f"admin answer {status} {body}, the model expects {expected}xx")
 
