@@ -190,6 +190,7 @@ class Model:
     noncompliant: set[str] = field(default_factory=set)  # managed device names
     labels: dict[str, set[str]] = field(default_factory=dict)  # device -> labels
     redirects: dict[Principal, str] = field(default_factory=dict)  # the gateway's cache
+    admin_set: set[str] = field(default_factory=set)  # preferences an admin set: they win
     clock: int = 0
 
     # -- the world ----------------------------------------------------------
@@ -223,13 +224,20 @@ class Model:
     # -- requests -----------------------------------------------------------
 
     def identity(
-        self, scheme: str, cred_user: str, query_user: str | None, duplicate: bool
+        self,
+        scheme: str,
+        cred_user: str,
+        query_user: str | None,
+        duplicate: bool,
+        valid_token: bool = True,
     ) -> Verdict | Principal:
         """The identity step: the principal, or the refusal."""
         if duplicate:
             return Verdict("bad", why="two Authorization headers")
         if scheme == "bearer" and not self.oauth:
             return Verdict("auth", why="Bearer without OAuth")
+        if scheme == "bearer" and not valid_token:
+            return Verdict("auth", why="expired token")
         p = canonical(cred_user)
         if query_user is not None and canonical(query_user) != p:
             return Verdict("bad", why="query User names another principal")

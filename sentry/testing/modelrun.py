@@ -134,7 +134,7 @@ class Request:
     device_id: str
     user: str  # the credentials' user name (Basic) or the token's upn (Bearer)
     scheme: str = "basic"  # "basic" / "bearer"
-    good_password: bool = True
+    good_password: bool = True  # Bearer: False sends an expired token
     query_user: str | None = None  # the query User, None: not sent
     base64_query: bool = False
     duplicate: bool = False  # a second Authorization header (another user)
@@ -186,7 +186,9 @@ class ResetType:
 
 @dataclass(frozen=True)
 class Restart:
-    pass
+    # preferences the configuration file says from now on (changed before the
+    # restart); values an administrator set keep winning over them (issue 9 item 10)
+    file_prefs: tuple[tuple[str, Any], ...] = ()
 
 
 Step = Request | Admin | Link | Prefs | Compliance | Push | ResetType | Restart
@@ -260,7 +262,13 @@ def steps() -> st.SearchStrategy[Step]:
                 st.sampled_from(("exchange", "gmail")),
             ),
         ),
-        "restart": (1, st.just(Restart())),
+        "restart": (
+            1,
+            st.builds(
+                Restart,
+                st.lists(prefs, max_size=2).map(lambda ps: tuple((p.name, p.value) for p in ps)),
+            ),
+        ),
     }
     weighted = [name for name, (weight, _) in kinds.items() for _ in range(weight)]
     return st.sampled_from(weighted).flatmap(lambda name: kinds[name][1])
@@ -353,6 +361,7 @@ class _World:
         self.gateway: Gateway | None = None
         self.session: aiohttp.ClientSession | None = None
         self.settings: Any = None
+        self.data: dict[str, Any] = {}
 
     async def start(self) -> None:
         responders = {name: _Responder(name) for name in ("exchange", "moved", "gmail")}
@@ -394,6 +403,7 @@ class _World:
                 "compliance_overrides_allow": self.config.compliance_overrides_allow,
             },
         }
+        self.data = data
         self.settings = settings_from_mapping(data)
         self.session = aiohttp.ClientSession()
         await self._start_gateway()
@@ -405,10 +415,13 @@ class _World:
             while any(p.not_ready() for p in pools):
                 await asyncio.sleep(0.005)
 
-    async def restart(self) -> None:
+    async def restart(self, file_prefs: tuple[tuple[str, Any], ...] = ()) -> None:
         assert self.gateway is not None
         await self.gateway.stop()
         self.gateway = None
+        if file_prefs:
+            self.data["preferences"] = {**self.data["preferences"], **dict(file_prefs)}
+            self.settings = settings_from_mapping(self.data)
         await self._start_gateway()
 
     async def stop(self) -> None:
@@ -467,7 +480,8 @@ class _World:
 
     def _auth(self, step: Request) -> str:
         if step.scheme == "bearer":
-            return "Bearer " + self.issuer.token(step.user)
+            lifetime = 3600.0 if step.good_password else -600.0  # expired ten minutes ago
+            return "Bearer " + self.issuer.token(step.user, lifetime=lifetime)
         return _basic(step.user, PASSWORD if step.good_password else "wrong")
 
 
@@ -525,16 +539,21 @@ class _Runner:
         elif isinstance(step, Restart):
             self.stats.restarts += 1
             self.model.restarted()
-            await self.world.restart()
+            for name, value in step.file_prefs:
+                if name not in self.model.admin_set:
+                    setattr(self.model, _PREF_ATTRS[name], value)
+            await self.world.restart(step.file_prefs)
         else:
             await self.admin(step)
 
     async def request(self, step: Request) -> None:
         self.stats.requests += 1
         device_id = step.device_id.upper()
-        who = self.model.identity(step.scheme, step.user, step.query_user, step.duplicate)
+        who = self.model.identity(
+            step.scheme, step.user, step.query_user, step.duplicate, step.good_password
+        )
         verdict = who if isinstance(who, m.Verdict) else self.model.request(device_id, who)
-        accepted = step.scheme == "bearer" or step.good_password
+        accepted = step.good_password  # a Bearer request forwarded had a valid token
         expected: tuple[set[str], str]
         if verdict.outcome == "forward":
             assert verdict.pool is not None and not isinstance(who, m.Verdict)
@@ -588,6 +607,7 @@ class _Runner:
         elif isinstance(step, Prefs):
             expected = 2
             setattr(self.model, _PREF_ATTRS[step.name], step.value)
+            self.model.admin_set.add(step.name)
             status, body = await self.world.api(
                 "PUT", "/api/preferences", {step.name: step.value} | note
             )
