@@ -33,7 +33,8 @@ to bend the model):
   registered (design.md's sentence puts "or an admin used Link To" in the
   clause about the mailbox).
 * Rule 3 scopes: a registered device (all its DeviceIds and the rows an admin
-  linked to it with Link To), else the DeviceId.
+  linked to it with Link To), else the DeviceId. Registering a device folds
+  its DeviceIds' established types into one: the one established first wins.
   The established type is set by the first request the backend accepts in the
   scope (a throwaway DeviceId never sets one and never has one), stays when
   rows are removed, and is cleared when the scope has no row left; an admin
@@ -191,18 +192,30 @@ class Model:
     labels: dict[str, set[str]] = field(default_factory=dict)  # device -> labels
     redirects: dict[Principal, str] = field(default_factory=dict)  # the gateway's cache
     admin_set: set[str] = field(default_factory=set)  # preferences an admin set: they win
+    devices: list[ManagedDevice] = field(default_factory=lambda: list(DEVICES))
+    established_at: dict[str, int] = field(default_factory=dict)  # scope -> when
     clock: int = 0
 
     # -- the world ----------------------------------------------------------
 
-    @staticmethod
-    def device_of(device_id: str) -> ManagedDevice | None:
-        return next((d for d in DEVICES if device_id in d.eas_ids), None)
+    def device_of(self, device_id: str) -> ManagedDevice | None:
+        return next((d for d in self.devices if device_id in d.eas_ids), None)
+
+    def device_named(self, name: str) -> ManagedDevice | None:
+        return next((d for d in self.devices if d.name == name), None)
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def _establish(self, scope: str, backend_type: str) -> None:
+        self.established[scope] = backend_type
+        self.established_at[scope] = self._tick()
 
     def device_of_row(self, key: tuple[str, Principal]) -> ManagedDevice | None:
         row = self.rows.get(key)
         if row is not None and row.link is not None:
-            return next(d for d in DEVICES if d.name == row.link)
+            return self.device_named(row.link)
         return self.device_of(key[0])
 
     def scope(self, key: tuple[str, Principal]) -> str:
@@ -318,12 +331,11 @@ class Model:
             return
         row = self.rows[(device_id, p)]
         if row.verified is None:
-            self.clock += 1
-            row.verified = self.clock
+            row.verified = self._tick()
         if device_id not in THROWAWAY:
             scope = self.scope((device_id, p))
-            established = self.established.get(scope)
-            self.established[scope] = established or type_of(p) or ""
+            if scope not in self.established:
+                self._establish(scope, type_of(p) or "")
 
     # -- admin --------------------------------------------------------------
 
@@ -355,17 +367,43 @@ class Model:
                 self.established.pop(scope, None)
         return 2
 
+    def register(self, device: ManagedDevice) -> int:
+        """Register a managed device: its DeviceIds' established types fold into
+        one, the oldest winning (2); 4 when the name or a DeviceId is taken."""
+        taken = self.device_named(device.name) or any(self.device_of(i) for i in device.eas_ids)
+        if taken:
+            return 4
+        scopes = [f"eas:{i}" for i in device.eas_ids]
+        known = [(self.established_at[sc], sc) for sc in scopes if sc in self.established]
+        self.devices.append(device)
+        if known:
+            at, oldest = min(known)
+            self.established[f"device:{device.name}"] = self.established[oldest]
+            self.established_at[f"device:{device.name}"] = at
+        return 2
+
+    def compliance(self, device_name: str, compliant: bool) -> int:
+        if self.device_named(device_name) is None:
+            return 4
+        if compliant:
+            self.noncompliant.discard(device_name)
+        else:
+            self.noncompliant.add(device_name)
+        return 2
+
     def link(self, device_id: str, p: Principal, device_name: str) -> int:
         """Link To: the row joins a managed device (2), or 4 when there is no row."""
         row = self.rows.get((device_id, p))
-        if row is None:
+        if row is None or self.device_named(device_name) is None:
             return 4
         row.link = device_name
         return 2
 
     def push(self, device_name: str, label: str, add: bool) -> int:
         """Put a device in a label (or take it out): 2, or 4 when the push is refused."""
-        device = next(d for d in DEVICES if d.name == device_name)
+        device = self.device_named(device_name)
+        if device is None:
+            return 4
         current = self.labels.setdefault(device_name, set())
         if not add:
             current.discard(label)
@@ -388,5 +426,9 @@ class Model:
             known = scope in self.established or any(k[0] == device_id for k in self.rows)
             if device_id in THROWAWAY or not known:
                 return 4  # a throwaway DeviceId has no type; an unknown one is not found
-        self.established[scope] = backend_type
+            if self.device_of(device_id) is not None:
+                return 4  # a DeviceId of a managed device: reset the device
+        elif self.device_named(scope[7:]) is None:
+            return 4
+        self._establish(scope, backend_type)
         return 2

@@ -58,6 +58,7 @@ __all__ = [
     "Mismatch",
     "Prefs",
     "Push",
+    "Register",
     "Request",
     "ResetType",
     "Restart",
@@ -115,9 +116,12 @@ _WEIGHTS = {
 }
 DEVICE_IDS = (
     ("PHONE1A",) * 3 + ("phone1a", "Phone1b", "PHONE1B", "LOOSE1", "LOOSE1", "loose1")
-    + ("DROID2", "LOOSE2", "validate", "WebService")
+    + ("DROID2", "LOOSE2", "LOOSE3", "validate", "WebService")
 )  # fmt: skip
-ROW_IDS = ("PHONE1A", "PHONE1A", "phone1b", "DROID2", "LOOSE1", "LOOSE1", "LOOSE2", "validate")
+ROW_IDS: tuple[str, ...] = ("PHONE1A", "PHONE1A", "phone1b", "DROID2", "LOOSE1", "LOOSE1")
+ROW_IDS += ("LOOSE2", "LOOSE3", "validate")
+RESET_SCOPES: tuple[str, ...] = ("device:iphone1", "device:droid2", "device:tab3")
+RESET_SCOPES += ("eas:LOOSE1", "eas:LOOSE2", "eas:LOOSE3")
 
 
 def spellings() -> st.SearchStrategy[str]:
@@ -160,6 +164,14 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Register:
+    """Register the managed device ``tab3`` (iOS) with these loose DeviceIds."""
+
+    owner: str
+    eas_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Prefs:
     name: str
     value: Any
@@ -191,7 +203,7 @@ class Restart:
     file_prefs: tuple[tuple[str, Any], ...] = ()
 
 
-Step = Request | Admin | Link | Prefs | Compliance | Push | ResetType | Restart
+Step = Request | Admin | Link | Register | Prefs | Compliance | Push | ResetType | Restart
 
 
 @dataclass(frozen=True)
@@ -243,7 +255,7 @@ def steps() -> st.SearchStrategy[Step]:
         st.builds(Prefs, st.just("max_devices_per_mailbox"), st.sampled_from((None, 1, 2))),
         st.builds(Prefs, st.just("max_mailboxes_per_device"), st.sampled_from((None, 1, 2))),
     )
-    devices = st.sampled_from([d.name for d in m.DEVICES])
+    devices = st.sampled_from([*(d.name for d in m.DEVICES), "tab3"])
     kinds: dict[str, tuple[int, st.SearchStrategy[Step]]] = {
         "request": (30, requests()),
         "admin": (6, admin),
@@ -258,8 +270,16 @@ def steps() -> st.SearchStrategy[Step]:
             1,
             st.builds(
                 ResetType,
-                st.sampled_from(("device:iphone1", "device:droid2", "eas:LOOSE1", "eas:LOOSE2")),
+                st.sampled_from(RESET_SCOPES),
                 st.sampled_from(("exchange", "gmail")),
+            ),
+        ),
+        "register": (
+            1,
+            st.builds(
+                Register,
+                st.sampled_from(("bob", "carol@gmail.example")),
+                st.sampled_from((("LOOSE2",), ("LOOSE2", "LOOSE3"), ("loose3",))),
             ),
         ),
         "restart": (
@@ -604,6 +624,18 @@ class _Runner:
             status, body = await self.world.api(
                 "POST", f"{path}/link", {"device": step.device} | note
             )
+        elif isinstance(step, Register):
+            ids = tuple(i.upper() for i in step.eas_ids)
+            device = m.ManagedDevice("tab3", m.canonical(step.owner), "ios", ids)
+            expected = self.model.register(device)
+            body = {
+                "id": "tab3",
+                "owner": step.owner,
+                "platform": "ios",
+                "eas_device_ids": list(step.eas_ids),
+                "note": "model",
+            }
+            status, body = await self.world.api("POST", "/api/devices", body)
         elif isinstance(step, Prefs):
             expected = 2
             setattr(self.model, _PREF_ATTRS[step.name], step.value)
@@ -612,11 +644,7 @@ class _Runner:
                 "PUT", "/api/preferences", {step.name: step.value} | note
             )
         elif isinstance(step, Compliance):
-            expected = 2
-            if step.compliant:
-                self.model.noncompliant.discard(step.device)
-            else:
-                self.model.noncompliant.add(step.device)
+            expected = self.model.compliance(step.device, step.compliant)
             violations = [] if step.compliant else ["os_version"]
             status, body = await self.world.api(
                 "PUT", f"/api/devices/{step.device}/compliance", {"violations": violations}
