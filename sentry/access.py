@@ -1,8 +1,17 @@
 """The shell around the pure policy: decide, persist, revoke.
 
 ``AccessState`` owns the in-memory ``Snapshot``, the ``Store`` behind it and the
-registry of held long polls. The proxy asks it for a decision per request; the
-admin API hands it the changes of an admin action. Rules it keeps:
+registry of held long polls. Every change to the state goes through ONE path,
+``commit(build)``: the proxy's request decisions, the backend's first
+acceptance, the ActiveSync policy a Provision answer carried, every admin
+action (``AdminContext.commit``), a configuration reload, the expiry sweep,
+and the scripted conversation of the scenario tests
+(``sentry.testing.conversation``). Under the writer lock ``build(snapshot,
+now)`` returns the changes; they are written to the store; then ``absorb``
+(the pure planner ``sentry.policy.planner``) applies them to the snapshot,
+records the decisions they moved and names the held polls to end. Changes
+that are already durable elsewhere (another node's change feed) enter
+through ``absorb`` alone. Rules it keeps:
 
 * The hot path makes no database round trip: a known association whose state
   did not change yields only a ``Touch``, kept in memory and written in batches
@@ -20,7 +29,9 @@ admin API hands it the changes of an admin action. Rules it keeps:
   and counted the failure itself, so the request path does not, once per
   request.
 * After every applied change, held long polls of the affected associations
-  are re-evaluated and those no longer allowed are ended at once.
+  are re-evaluated and those no longer allowed are ended at once, before the
+  refreshed decisions (derived data) are written: a block reaches a held
+  Ping one transaction sooner.
 * The proxy reports each forwarded request's upstream status
   (``backend_answered``). The first one the backend *accepts* (2xx, 449 or
   451: it authenticated the user; a 401 or any other answer is not
@@ -37,7 +48,8 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -48,25 +60,39 @@ from sentry.model import AssociationKey, Reason, UserSource
 from sentry.observability import Metrics
 from sentry.policy import (
     Change,
+    Changes,
     Decision,
     DeleteAssociation,
-    Forward,
     Outcome,
     Refuse,
     RequestFacts,
     Snapshot,
     Touch,
-    affected_keys,
     backend_accepted,
     decide,
-    evaluate,
     expire_unverified,
-    refresh,
 )
+from sentry.policy.planner import NOTHING, Absorbed, absorb
 from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store, StoreUnavailable
 
-__all__ = ["ACCEPTED_STATUSES", "AccessState", "backend_accepts"]
+__all__ = ["ACCEPTED_STATUSES", "AccessState", "Build", "Committed", "backend_accepts"]
+
+Build = Callable[[Snapshot, float], Sequence[Change]]
+"""Builds a change list from (snapshot, now) under the writer lock; raises to refuse."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one commit (or absorb) did."""
+
+    changes: Changes
+    """The change list written (or absorbed), as built."""
+    absorbed: Absorbed
+    """The planner's result: affected keys, revocations, refreshed decisions."""
+    ended: int
+    """Held long polls ended."""
+
 
 _CANNOT_DECIDE = Refuse(
     CommonStatus.DeviceIsBlockedForThisUser, frozenset({Reason.REGISTRY_UNREACHABLE})
@@ -100,18 +126,96 @@ class AccessState:
         clock: Callable[[], float] = time.time,
         touch_flush_seconds: float | None = 5.0,
         unverified_expiry_seconds: float = 86400.0,
+        longpolls: LongPolls[AssociationKey, Decision] | None = None,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
         self.metrics = metrics
         self.clock = clock
-        self.longpolls: LongPolls[AssociationKey, Decision] = LongPolls()
+        self.longpolls: LongPolls[AssociationKey, Decision] = (
+            LongPolls() if longpolls is None else longpolls
+        )
         self._lock = asyncio.Lock()
         self._touches: dict[AssociationKey, Touch] = {}
         self._flush_every = touch_flush_seconds
         self._expiry = unverified_expiry_seconds
         self._flusher: asyncio.Task[None] | None = None
-        self._ended = 0  # held polls ended by revocation, ever
+
+    # -- the one commit path ---------------------------------------------------
+
+    async def commit(
+        self, build: Build, *, in_thread: bool = False, executor: Executor | None = None
+    ) -> Committed:
+        """The single write path: under the writer lock, ``build(snapshot, now)``
+        returns the changes (it raises to refuse, and then nothing changes);
+        they are written to the store in one transaction, then absorbed
+        (``absorb``), and the decisions they moved are written too.
+
+        ``in_thread`` runs ``build`` in a worker thread (``executor``), for a
+        large pure plan (a directory sync of thousands of users) that would
+        otherwise hold the event loop; the lock is held meanwhile, so nothing
+        the plan reads changes under it.
+
+        Only the first write decides success: if the store fails on the
+        second, the refreshed decisions stay recorded in memory (they follow
+        from what is durable and are derived again at the next request), so
+        the "registry unreachable" decisions that follow, which use the
+        recorded decision, agree with the change. A caller cancelled meanwhile
+        (a device that hangs up) waits until the snapshot matches the store."""
+        async with self._lock:
+            if in_thread:
+                loop = asyncio.get_running_loop()
+                changes = await loop.run_in_executor(executor, build, self.snapshot, self.clock())
+            else:
+                changes = build(self.snapshot, self.clock())
+            return await self._commit_held(changes)
+
+    @property
+    def writer(self) -> asyncio.Lock:
+        """The one lock every writer holds. Only a step that must exclude all
+        writers around more than a change list (a store recovery) takes it
+        itself, then calls ``commit_held``."""
+        return self._lock
+
+    async def commit_held(self, build: Build) -> Committed:
+        """``commit`` for a caller that already holds ``writer``."""
+        assert self._lock.locked(), "commit_held needs the writer lock"
+        return await self._commit_held(build(self.snapshot, self.clock()))
+
+    async def _commit_held(self, changes: Sequence[Change]) -> Committed:
+        if not changes:
+            return Committed((), NOTHING, 0)
+        return await uncancellable(self._write(tuple(changes)), name="access:commit")
+
+    async def _write(self, changes: Changes) -> Committed:
+        await self.store.apply(changes)
+        absorbed, ended = self._absorb(changes)
+        if absorbed.refreshed:
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.apply(absorbed.refreshed)
+        return Committed(changes, absorbed, ended)
+
+    def absorb(self, changes: Sequence[Change]) -> Committed:
+        """Take in changes that are ALREADY durable (e.g. read from another
+        node's change feed): the planner applies them to the snapshot and
+        records the decisions they moved, in memory only (no store write),
+        and the held polls they refuse are ended."""
+        absorbed, ended = self._absorb(changes)
+        return Committed(tuple(changes), absorbed, ended)
+
+    def _absorb(self, changes: Sequence[Change]) -> tuple[Absorbed, int]:
+        absorbed = absorb(changes, self.snapshot, self.longpolls.keys(), self.clock())
+        ended = 0
+        for key, decision in absorbed.revoked:
+            ended += self.longpolls.revoke(key, decision)
+        if ended:
+            self.metrics.revocations.inc(ended)
+        return absorbed, ended
+
+    async def apply(self, changes: Sequence[Change]) -> int:
+        """Commit a change list built beforehand (tests, tools); return the
+        held polls ended. Building under the lock (``commit``) is the rule."""
+        return (await self.commit(lambda _snapshot, _now: changes)).ended
 
     # -- requests ---------------------------------------------------------------
 
@@ -121,56 +225,30 @@ class AccessState:
         if not _durable(outcome.changes):
             self._remember_touches(outcome.changes)
             return outcome
-        async with self._lock:
-            outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
-            durable = _durable(outcome.changes)
-            try:
-                await self._commit(durable)
-            except StoreUnavailable:
-                unreachable = replace(facts, registry_reachable=False)
-                return decide(
-                    request, unreachable, self.snapshot, self.snapshot.prefs, self.clock()
-                )
-            except Exception:
-                # Not the store being unavailable but a write it refused (a bug,
-                # or data it cannot hold): the gateway cannot know the state, so
-                # it refuses (fail closed). Treating this as "registry
-                # unreachable" would let a new device through whatever
-                # auto-block says, whenever it can make its own write fail.
-                log.exception("store_write_failed", during="request")
-                return Outcome(_CANNOT_DECIDE, (), outcome.association)
+        decided: list[Outcome] = []
+
+        def build(snapshot: Snapshot, now: float) -> list[Change]:
+            # Decided again under the lock: two concurrent first requests
+            # cannot both count as "the first device".
+            decided.append(decide(request, facts, snapshot, snapshot.prefs, now))
+            return _durable(decided[-1].changes)
+
+        try:
+            await self.commit(build)
+        except StoreUnavailable:
+            unreachable = replace(facts, registry_reachable=False)
+            return decide(request, unreachable, self.snapshot, self.snapshot.prefs, self.clock())
+        except Exception:
+            # Not the store being unavailable but a write it refused (a bug,
+            # or data it cannot hold): the gateway cannot know the state, so
+            # it refuses (fail closed). Treating this as "registry
+            # unreachable" would let a new device through whatever
+            # auto-block says, whenever it can make its own write fail.
+            log.exception("store_write_failed", during="request")
+            return Outcome(_CANNOT_DECIDE, (), (decided or [outcome])[-1].association)
+        outcome = decided[-1]
         self._remember_touches(outcome.changes)
         return outcome
-
-    async def _commit(self, changes: Sequence[Change]) -> set[AssociationKey]:
-        """Write then apply ``changes``, end the held polls they revoke, then
-        record the decisions they moved; return the keys whose decision may
-        have changed. Caller holds the lock.
-
-        Revocation comes right after the write that causes it, before the
-        refreshed decisions (derived data) are written: a block reaches a held
-        Ping one transaction sooner. Only the first write decides success: if
-        the store fails on the second, the refreshed decisions are still
-        recorded in memory (they follow from what is durable and are derived
-        again at the next request), so the "registry unreachable" decisions
-        that follow, which use the recorded decision, agree with the change.
-        A caller cancelled meanwhile (a device that hangs up) waits until the
-        snapshot matches the store."""
-        if not changes:
-            return set()
-        return await uncancellable(self._write(changes), name="access:commit")
-
-    async def _write(self, changes: Sequence[Change]) -> set[AssociationKey]:
-        keys = affected_keys(changes, self.snapshot)
-        await self.store.apply(changes)
-        self.snapshot.apply(changes)
-        self._revoke(keys)
-        moved = refresh(keys, self.snapshot, self.snapshot.prefs, self.clock())
-        if moved:
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.apply(moved)
-            self.snapshot.apply(moved)
-        return keys
 
     def _remember_touches(self, changes: Sequence[Change]) -> None:
         touches = [c for c in changes if isinstance(c, Touch)]
@@ -188,61 +266,22 @@ class AccessState:
         row = self.snapshot.get(key)
         if row is None or row.verified_at is not None:
             return  # the usual case: no write
-        async with self._lock:
-            changes = backend_accepted(self.snapshot, key, self.clock())
-            try:
-                await self._commit(changes)
-            except Exception:
-                self.metrics.store_errors.inc()
-                log.exception("store_write_failed", during="verification")
+        try:
+            await self.commit(lambda snapshot, now: backend_accepted(snapshot, key, now))
+        except Exception:
+            self.metrics.store_errors.inc()
+            log.exception("store_write_failed", during="verification")
 
     async def expire_unverified(self) -> int:
         """Remove unverified rows not seen for the configured time; return how many."""
         if self._expiry <= 0 or not self.snapshot.unverified():
             return 0
-        async with self._lock:
-            changes = expire_unverified(self.snapshot, self.clock(), self._expiry)
-            await self._commit(changes)
-        expired = sum(1 for c in changes if isinstance(c, DeleteAssociation))
+        expiry = self._expiry
+        done = await self.commit(lambda snapshot, now: expire_unverified(snapshot, now, expiry))
+        expired = sum(1 for c in done.changes if isinstance(c, DeleteAssociation))
         if expired:
             log.info("unverified_expired", count=expired, max_age_seconds=self._expiry)
         return expired
-
-    # -- admin ------------------------------------------------------------------
-
-    @property
-    def writer(self) -> asyncio.Lock:
-        """The one lock every writer holds: build admin changes under it (against
-        the current snapshot), then call ``apply_held``."""
-        return self._lock
-
-    async def apply(self, changes: Sequence[Change]) -> int:
-        """Apply an admin change list (durably first); return held polls ended."""
-        async with self._lock:
-            return await self.apply_held(changes)
-
-    async def apply_held(self, changes: Sequence[Change]) -> int:
-        """``apply`` for a caller that already holds ``writer``."""
-        assert self._lock.locked(), "apply_held needs the writer lock"
-        before = self._ended
-        await self._commit(changes)
-        return self._ended - before
-
-    def _revoke(self, keys: set[AssociationKey]) -> int:
-        """End the held polls of associations in ``keys`` that are no longer allowed."""
-        held = self.longpolls.keys()
-        if not held or not keys:
-            return 0
-        ended = 0
-        now = self.clock()
-        for key in keys & set(held):
-            decision = evaluate(key, self.snapshot, self.snapshot.prefs, now)
-            if not isinstance(decision, Forward):
-                ended += self.longpolls.revoke(key, decision)
-        if ended:
-            self.metrics.revocations.inc(ended)
-            self._ended += ended
-        return ended
 
     # -- last-seen batching and lifetime -------------------------------------------
 

@@ -10,7 +10,7 @@ path) and the running configuration stays. Then, in this order:
    before routing can name it; requests in flight and held Pings keep their
    connections);
 2. the snapshot: the pools, routing and file preferences that differ from it,
-   as ONE change list through ``AccessState.apply`` (one transaction; held
+   as ONE change list through ``AccessState.commit`` (one transaction; held
    polls that lose access are answered at once, all others are untouched).
    If the store refuses it, the reload stops here (``reload_failed``): routing
    and preferences stay, and removed pools are still served;
@@ -125,9 +125,11 @@ async def _apply(gw: Gateway, new: Settings) -> ReloadResult:
     wanted = {p.name for p in effective.pools}
     leaving = tuple(p for p in old.pools if p.name not in wanted)
     result.changed += gw.upstreams.reconfigure(effective.pools + leaving)  # add and change first
-    changes = snapshot_changes(effective, old, gw.state.snapshot)
     try:
-        result.polls_ended = await gw.state.apply(changes) if changes else 0
+        done = await gw.state.commit(
+            lambda snapshot, _now: snapshot_changes(effective, old, snapshot)
+        )
+        changes, result.polls_ended = done.changes, done.ended
     except Exception as exc:  # the store refused: routing and preferences stay as they were
         log.error("reload_failed", error=f"store: {exc}", kept="routing and preferences")
         return ReloadResult(ok=False, error=f"store: {exc}", changed=result.changed)

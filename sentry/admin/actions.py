@@ -10,7 +10,7 @@ exist or is retired is a conflict (409) here, checked before the policy.
 the snapshot, applying each row's changes to the copy before building the
 next: the rows are changed one after another, as if applied singly (Remove
 re-flags its device's other rows, which a later row may be), yet the result
-is ONE change list for ONE ``AccessState.apply``: one store transaction, one
+is ONE change list for ONE ``AccessState.commit``: one store transaction, one
 pass of live revocation. A row the action cannot apply to (a wiped row, for
 anything but Remove) is skipped with the reason; the others still change.
 """

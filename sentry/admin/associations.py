@@ -3,7 +3,7 @@
 Approach. Reads come from the store (a list page, a row's history) and the
 in-memory snapshot (the row as decided now). Every action builds its whole
 change list first (``actions.py``) and applies it with one
-``AccessState.apply``, so a refused action changes nothing and an accepted
+``AccessState.commit``, so a refused action changes nothing and an accepted
 one reaches held long polls at once. Each action is a route of its own (the
 URLs are ``.../{allow|block|wipe|remove|link}``), so the document states
 exactly the body each takes: ``account_only`` for wipe only, ``device``
@@ -20,11 +20,11 @@ from dataclasses import replace
 from typing import Any
 
 from sentry.model import AssociationKey, canonical_device_id
-from sentry.policy import Snapshot, backend_scope, evaluate
+from sentry.policy import Change, Snapshot, backend_scope, evaluate
 from sentry.policy.audit import plain
 from sentry.policy.rules import managed_device
 
-from .actions import ACTIONS, BULK_ACTIONS, ActionOptions, build_action, plan_bulk
+from .actions import ACTIONS, BULK_ACTIONS, ActionOptions, BulkPlan, build_action, plan_bulk
 from .errors import BadRequest, NotFound
 from .listing import FILTER_FIELDS, PAGE_FIELDS, Query, list_page, matching
 from .schema import Call, Field, Fields, Handler, Route
@@ -193,10 +193,15 @@ async def _bulk_action(action: str, call: Call) -> dict[str, Any]:
     opts, ctx = _options(action, call), call.ctx
     query = _bulk_query(call.body, call.ctx.snapshot)
     dry_run = bool(call.body.get("dry_run", False))
-    async with ctx.lock:
-        now, keys = ctx.now(), [row.key for row in matching(ctx.snapshot, query)]
-        plan = plan_bulk(ctx.snapshot, keys, opts, now, query.describe())
-        ended = 0 if dry_run else await ctx.apply(plan.changes)
+    planned: list[tuple[list[AssociationKey], BulkPlan]] = []
+
+    def build(snapshot: Snapshot, now: float) -> list[Change]:
+        keys = [row.key for row in matching(snapshot, query)]
+        planned.append((keys, plan_bulk(snapshot, keys, opts, now, query.describe())))
+        return [] if dry_run else planned[-1][1].changes
+
+    ended = await ctx.commit(build)
+    keys, plan = planned[-1]
     skipped = [{"key": key_view(k), "error": why} for k, why in plan.skipped]
     return {
         "matched": len(keys),

@@ -1,36 +1,32 @@
 """What every admin handler works with: the access state, the store, the pools.
 
 Approach. ``AdminContext`` is built once by the composition root. Every change
-the API makes goes through ``AdminContext.commit``: under the access state's
-writer lock (the same lock the request path takes to write) it builds the
-change list from the current snapshot with a pure policy function (which
-validates everything first and raises on any problem, so nothing is
-half-applied) and hands the whole list to ``AccessState.apply_held`` (one
-store transaction, then the snapshot, then live revocation of held long
-polls). Building under that lock means neither another admin call nor a
-request can change a row between the check and the write.
+the API makes goes through ``AdminContext.commit``, which is the gateway's one
+commit path, ``AccessState.commit``: under the writer lock (the same lock the
+request path takes to write) it builds the change list from the current
+snapshot with a pure policy function (which validates everything first and
+raises on any problem, so nothing is half-applied), writes the whole list in
+one store transaction, then applies it to the snapshot with live revocation
+of held long polls. Building under that lock means neither another admin
+call nor a request can change a row between the check and the write.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sentry.access import AccessState
+from sentry.access import AccessState, Build
 from sentry.directory.service import DirectorySync
-from sentry.policy import Change, Snapshot
+from sentry.policy import Snapshot
 from sentry.proxy.redirects import RedirectCache
 from sentry.proxy.upstream import Upstreams
 from sentry.settings import Settings
 from sentry.store_watch import WatchedStore
 
 __all__ = ["AdminContext", "Build", "iso"]
-
-Build = Callable[[Snapshot, float], Sequence[Change]]
-"""Builds a change list from (snapshot, now); raises to refuse."""
 
 
 @dataclass(eq=False)
@@ -59,30 +55,19 @@ class AdminContext:
         return self.state.clock()
 
     async def commit(self, build: Build) -> int:
-        """Build the changes and apply them in one transaction; return the
-        number of held long polls ended. An exception from ``build`` changes
-        nothing."""
-        async with self.lock:
-            changes = build(self.snapshot, self.now())
-            return await self.apply(changes)
+        """Build the changes and apply them in one transaction
+        (``AccessState.commit``); return the number of held long polls ended.
+        An exception from ``build`` changes nothing."""
+        return (await self.state.commit(build)).ended
 
     async def commit_in_thread(self, build: Build, executor: Executor | None = None) -> int:
         """``commit`` with ``build`` run in a worker thread: for a large pure
         plan (a directory sync of thousands of users) that would otherwise hold
         the event loop. The writer lock is held meanwhile, so nothing the plan
         reads changes under it (requests of known associations only move
-        last-seen times, which no plan reads); the changes are then applied
-        on the loop exactly as ``commit`` applies them."""
-        async with self.lock:
-            loop = asyncio.get_running_loop()
-            changes = await loop.run_in_executor(executor, build, self.snapshot, self.now())
-            return await self.apply(changes)
-
-    async def apply(self, changes: Sequence[Change]) -> int:
-        """Apply changes built under ``lock`` (callers hold it)."""
-        if not changes:
-            return 0
-        return await self.state.apply_held(changes)
+        last-seen times, which no plan reads); the changes are then committed
+        on the loop exactly as ``commit`` commits them."""
+        return (await self.state.commit(build, in_thread=True, executor=executor)).ended
 
 
 def iso(ts: float | None) -> str | None:

@@ -70,7 +70,7 @@ async def _recover_store(call: Call) -> dict[str, Any]:
             None if before is None else {"fault": before.fault.value, "detail": before.detail},
             None,
         )  # fmt: skip
-        await call.ctx.apply([AppendAudit(entry)])
+        await call.ctx.state.commit_held(lambda _snapshot, _now: [AppendAudit(entry)])
     log.warning("store_recovered_by_admin", actor=call.actor)
     return _view(call)
 

@@ -8,14 +8,17 @@ seconds). The shell's loop, per request::
     snapshot.apply(outcome.changes)         # memory follows the store
     ... forward, or send answer(outcome.decision, command, version, ...)
 
-and per admin, registry or preference change::
+and per admin, registry or preference change, the one commit path
+(``AccessState.commit``; ``planner.absorb`` is its pure part)::
 
-    changes = admin.block(snapshot, key, note=..., actor=..., now=now)
-    keys = affected_keys(changes, snapshot)             # before applying
-    await store.apply(changes); snapshot.apply(changes)
-    for key in keys & held_poll_keys: revoke if evaluate(key, snapshot, prefs, now) is not Forward
-    more = refresh(keys, snapshot, prefs, now)          # record the new decisions
-    await store.apply(more); snapshot.apply(more)
+    changes = admin.block(snapshot, key, note=..., actor=..., now=now)  # under the writer lock
+    await store.apply(changes)                          # durable first
+    done = absorb(changes, snapshot, held_poll_keys, now)
+    # absorb: keys = affected_keys(changes, snapshot) (before applying); snapshot.apply(changes);
+    #   done.revoked = held keys whose evaluate(...) is no longer Forward;
+    #   done.refreshed = refresh(keys, ...), already applied to the snapshot
+    for key, decision in done.revoked: end the held poll with decision
+    await store.apply(done.refreshed)                   # derived data: best effort
 
 and when the backend answers a forwarded request (accepted: not a 401)::
 
@@ -25,7 +28,8 @@ Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
 ``admin`` (Allow/Block/Reset/Wipe/Remove/Link To/Pre-approve), ``registry`` (devices,
 compliance, users, configuration), ``established`` (one backend type per
 device), ``expiry`` (unverified rows), ``rekey`` (realm and alias changes),
-``transitions`` (the one table of admin states), ``snapshot`` (in-memory
+``transitions`` (the one table of admin states), ``planner`` (what a
+durable change list does in memory: the commit path's pure part), ``snapshot`` (in-memory
 state and indexes), ``changes``, ``decisions``, ``answers`` (decision -> wire
 answer), ``affected``, ``ambiguity``, ``templates``, ``pushcheck`` (pushes
 checked at configuration time), ``prefs`` (where each preference comes
@@ -77,6 +81,7 @@ from .errors import (
 )
 from .established import backend_accepted, backend_scope, reset_backend_type
 from .expiry import expire_unverified
+from .planner import Absorbed, absorb
 from .pushcheck import PushProblem, check_pushes, new_push_problems, push_problems
 from .reasons import refusal_status
 from .registry import (
@@ -99,6 +104,7 @@ from .transitions import TRANSITIONS, Action, AdminState, state_of
 
 __all__ = [
     "TRANSITIONS",
+    "Absorbed",
     "Action",
     "AdminError",
     "AdminState",
@@ -143,6 +149,7 @@ __all__ = [
     "UndecidableRequest",
     "ValidationError",
     "Wipe",
+    "absorb",
     "affected_keys",
     "allow",
     "answer",

@@ -54,7 +54,14 @@ from sentry.eas.wbxml import Limits, decode
 from sentry.model import AssociationKey, principal_domain
 from sentry.observability import Metrics
 from sentry.observability.metrics import command_label, status_class
-from sentry.policy import Decision, Forward, answer, record_policy_fingerprint
+from sentry.policy import (
+    Changes,
+    Decision,
+    Forward,
+    Snapshot,
+    answer,
+    record_policy_fingerprint,
+)
 from sentry.settings import GatewaySettings
 
 from .authn import Authenticator
@@ -409,12 +416,15 @@ async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) ->
         fingerprint = policy_fingerprint(decode(body, _POLICY_LIMITS))
     except EasError:
         return
-    if fingerprint is None or key not in ctx.state.snapshot:
+    if fingerprint is None:
         return
-    async with ctx.state.writer:
-        changes = record_policy_fingerprint(ctx.state.snapshot, key, fingerprint, ctx.state.clock())
-        if changes:
-            await ctx.state.apply_held(changes)
+
+    def build(snapshot: Snapshot, now: float) -> Changes:
+        if key not in snapshot:  # removed meanwhile
+            return ()
+        return record_policy_fingerprint(snapshot, key, fingerprint, now)
+
+    await ctx.state.commit(build)
 
 
 def _uncancel() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Set
 from typing import Generic, TypeVar
 
 __all__ = ["HeldPoll", "LongPolls"]
@@ -78,7 +78,7 @@ class LongPolls(Generic[K, D]):
             ended += 1
         return ended
 
-    def keys(self) -> Iterable[K]:
+    def keys(self) -> Set[K]:
         """Keys that have at least one held poll."""
         return self._by_key.keys()
 

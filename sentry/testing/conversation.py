@@ -1,13 +1,18 @@
 """Scripted conversations: policy tests that read like a transcript.
 
 Approach (style.md habit 8, after mitmproxy's Playbook and h11's
-ConnectionPair). A ``Conversation`` owns a ``MemoryStore`` and the gateway's
-in-memory ``Snapshot`` and plays the shell's part exactly: each request goes
-through ``decide`` and its changes are applied to the store and the
-snapshot; each admin, registry or preference event is applied the same way,
-followed by live revocation (``affected_keys`` -> ``evaluate`` for held polls)
-and ``refresh``. Time advances by ``step`` seconds per event, so first-seen
-order is the order of the script. A forwarded request is answered by a
+ConnectionPair). A ``Conversation`` owns the gateway's real ``AccessState``
+over a ``MemoryStore``, so scenario tests exercise the one commit path the
+proxy and the admin API use, not a copy of it: each request goes through
+``AccessState.decide`` (its last-seen Touch is flushed to the store at
+once), and each admin, registry or preference event through
+``AccessState.commit`` (store write, then the planner: snapshot, live
+revocation of held polls, refreshed decisions). The access state runs on a
+private event loop in a daemon thread, so the script stays synchronous in
+plain and in async tests alike. A held poll (``hold``) stays held: each
+revocation is recorded in ``revoked`` and the device is taken to poll again
+at once. Time advances by ``step`` seconds per event, so first-seen order is
+the order of the script. A forwarded request is answered by a
 simulated backend that ACCEPTS it unless told otherwise (``accept=False``:
 a 401, wrong password), as the proxy reports the upstream status: the first
 accepted request verifies the row and may establish its device's backend
@@ -25,10 +30,15 @@ which failed expectations print::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
+from prometheus_client import CollectorRegistry
+
+from sentry.access import AccessState, Build
 from sentry.eas.request import Command, EasRequest, Identity
 from sentry.eas.status import WipeAckStatus
 from sentry.model import (
@@ -52,8 +62,8 @@ from sentry.model import (
     canonical_principal,
     principal_domain,
 )
+from sentry.observability import Metrics
 from sentry.policy import admin, registry
-from sentry.policy.affected import affected_keys
 from sentry.policy.ambiguity import record_policy_fingerprint
 from sentry.policy.changes import (
     Change,
@@ -64,7 +74,6 @@ from sentry.policy.changes import (
     PutRouting,
     Touch,
 )
-from sentry.policy.decide import decide, evaluate, refresh
 from sentry.policy.decisions import (
     Decision,
     Forward,
@@ -74,13 +83,16 @@ from sentry.policy.decisions import (
     RequestFacts,
     Wipe,
 )
-from sentry.policy.established import backend_accepted, reset_backend_type
+from sentry.policy.established import reset_backend_type
 from sentry.policy.expiry import expire_unverified
 from sentry.policy.reasons import ordered
 from sentry.policy.snapshot import Snapshot
+from sentry.proxy.longpolls import LongPolls
 from sentry.store.memory import MemoryStore
 
 __all__ = ["DEFAULT_POOLS", "Conversation", "Reply", "describe", "req"]
+
+T = TypeVar("T")
 
 DEFAULT_POOLS = (
     Pool("exchange", "exchange", ("https://exchange.test",)),
@@ -233,17 +245,36 @@ class Conversation:
         realms: Realms = NO_REALMS,
     ) -> None:
         routing = Routing(default="exchange") if routing is None else routing
-        self.store = MemoryStore()
-        self.snapshot = Snapshot()
+        self.log: list[Changes] = []  # every change list written to the store, in order
+        self.store = _LoggedStore(self.log)
         self.now, self.step, self.actor = start, step, actor
         self.registry_reachable = True
-        self.held: set[AssociationKey] = set()
         self.revoked: list[tuple[AssociationKey, Decision]] = []
+        self._polls = _HeldPolls(self.revoked)
+        self.state = AccessState(
+            self.store,
+            Snapshot(),
+            _metrics(),
+            clock=lambda: self.now,
+            touch_flush_seconds=None,
+            unverified_expiry_seconds=0,
+            longpolls=self._polls,
+        )
         self.transcript: list[str] = []
-        self.log: list[Changes] = []  # every change list committed, in order
         seed: list[Change] = [PutRealms(realms), *(PutPool(p) for p in pools)]
         seed.append(PutRouting(registry.canonical_routing(routing, realms)))
-        self._commit((*seed, PutPreferences(prefs or Preferences())))
+        seeded = (*seed, PutPreferences(prefs or Preferences()))
+        self._commit(lambda _snapshot, _now: seeded)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The access state's in-memory snapshot."""
+        return self.state.snapshot
+
+    @property
+    def held(self) -> set[AssociationKey]:
+        """The associations that hold a long poll (``hold``)."""
+        return self._polls.held
 
     # --- Requests ---
 
@@ -269,15 +300,23 @@ class Conversation:
         )
         status = None if wipe_status is None else WipeAckStatus(wipe_status)
         facts = RequestFacts(provision, status, device_info, self.registry_reachable)
-        outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self._tick())
-        self._commit(outcome.changes)
+        self._tick()
+        outcome = _run(self._request(request, facts, accept))
         line = f"{self.now:.0f} {user}@{device} {command} -> {describe(outcome.decision)}"
         if isinstance(outcome.decision, Forward):
             line += " (backend: accepted)" if accept else " (backend: 401)"
-            if accept:
-                self._shell(backend_accepted(self.snapshot, outcome.association.key, self.now))
         self.transcript.append(line)
         return Reply(self, outcome, line)
+
+    async def _request(self, request: EasRequest, facts: RequestFacts, accept: bool) -> Outcome:
+        """What the proxy does: decide (committing what changed), report the
+        backend's answer to a forwarded request, and (here at once) write the
+        last-seen Touch."""
+        outcome = await self.state.decide(request, facts)
+        if isinstance(outcome.decision, Forward):
+            await self.state.backend_answered(outcome.association.key, 200 if accept else 401)
+        await self.state.flush_touches()
+        return outcome
 
     @property
     def realms(self) -> Realms:
@@ -296,37 +335,44 @@ class Conversation:
     # --- Admin actions on one association ---
 
     def allow(self, user: str, device: str, note: str = "allowed in test") -> Changes:
-        key = self.key(user, device)
-        return self._admin("allow", admin.allow(self.snapshot, key, **self._who(note)))
+        key, who = self.key(user, device), self._who(note)
+        return self._admin("allow", lambda snap, now: admin.allow(snap, key, now=now, **who))
 
     def block(self, user: str, device: str, note: str = "blocked in test") -> Changes:
-        key = self.key(user, device)
-        return self._admin("block", admin.block(self.snapshot, key, **self._who(note)))
+        key, who = self.key(user, device), self._who(note)
+        return self._admin("block", lambda snap, now: admin.block(snap, key, now=now, **who))
 
     def reset(self, user: str, device: str, note: str = "reset in test") -> Changes:
-        key = self.key(user, device)
-        return self._admin("reset", admin.reset(self.snapshot, key, **self._who(note)))
+        key, who = self.key(user, device), self._who(note)
+        return self._admin("reset", lambda snap, now: admin.reset(snap, key, now=now, **who))
 
     def preapprove(self, user: str, device: str, note: str = "pre-approved in test") -> Changes:
         """Pre-approve ``user`` (any spelling: the one rule and the aliases) on ``device``."""
-        changes = admin.preapprove(self.snapshot, self.key(user, device), **self._who(note))
-        return self._admin("preapprove", changes)
+        key, who = self.key(user, device), self._who(note)
+        return self._admin(
+            "preapprove", lambda snap, now: admin.preapprove(snap, key, now=now, **who)
+        )
 
     def wipe(
         self, user: str, device: str, note: str = "wipe in test", *, account_only: bool = False
     ) -> Changes:
         key, who = self.key(user, device), self._who(note)
-        return self._admin("wipe", admin.wipe(self.snapshot, key, account_only=account_only, **who))
+        return self._admin(
+            "wipe",
+            lambda snap, now: admin.wipe(snap, key, account_only=account_only, now=now, **who),
+        )
 
     def remove(self, user: str, device: str, note: str = "removed in test") -> Changes:
-        key = self.key(user, device)
-        return self._admin("remove", admin.remove(self.snapshot, key, **self._who(note)))
+        key, who = self.key(user, device), self._who(note)
+        return self._admin("remove", lambda snap, now: admin.remove(snap, key, now=now, **who))
 
     def link_to(
         self, user: str, device: str, device_id: str, note: str = "linked in test"
     ) -> Changes:
         key, who = self.key(user, device), self._who(note)
-        return self._admin("link_to", admin.link_to(self.snapshot, key, device_id, **who))
+        return self._admin(
+            "link_to", lambda snap, now: admin.link_to(snap, key, device_id, now=now, **who)
+        )
 
     # --- Registry and configuration ---
 
@@ -338,7 +384,10 @@ class Conversation:
             raise ValueError(f"{principal!r} names no principal")
         mail = email if email is not None else _default_email(key)
         user = User(key, email=mail, aliases=frozenset(aliases), **attrs)
-        return self._admin("user", registry.upsert_user(self.snapshot, user, **self._who()))
+        who = self._who()
+        return self._admin(
+            "user", lambda snap, now: registry.upsert_user(snap, user, now=now, **who)
+        )
 
     def register_device(
         self,
@@ -349,59 +398,87 @@ class Conversation:
         labels: Iterable[str] = (),
     ) -> Changes:
         device = Device(device_id, owner, platform, frozenset(eas_ids), labels=frozenset(labels))
-        return self._admin("device", registry.register_device(self.snapshot, device, **self._who()))
+        who = self._who()
+        return self._admin(
+            "device", lambda snap, now: registry.register_device(snap, device, now=now, **who)
+        )
 
     def set_compliance(self, device_id: str, *violations: str) -> Changes:
-        changes = registry.set_compliance(self.snapshot, device_id, violations, **self._who())
-        return self._admin("compliance", changes)
+        who = self._who()
+        return self._admin(
+            "compliance",
+            lambda snap, now: registry.set_compliance(snap, device_id, violations, now=now, **who),
+        )
 
     def retire_device(self, device_id: str) -> Changes:
+        who = self._who()
         return self._admin(
-            "retire", registry.retire_device(self.snapshot, device_id, **self._who())
+            "retire", lambda snap, now: registry.retire_device(snap, device_id, now=now, **who)
         )
 
     def set_prefs(self, **values: Any) -> Changes:
-        prefs = replace(self.snapshot.prefs, **values)
-        return self._admin("prefs", registry.set_preferences(self.snapshot, prefs, **self._who()))
+        who = self._who()
+
+        def build(snap: Snapshot, now: float) -> Changes:
+            prefs = replace(snap.prefs, **values)
+            return registry.set_preferences(snap, prefs, now=now, **who)
+
+        return self._admin("prefs", build)
 
     def add_pool(self, name: str, type: str) -> Changes:
         pool = Pool(name, type, (f"https://{name}.test",))
-        return self._admin("pool", registry.put_pool(self.snapshot, pool, **self._who()))
+        who = self._who()
+        return self._admin("pool", lambda snap, now: registry.put_pool(snap, pool, now=now, **who))
 
     def set_routing(self, routing: Routing) -> Changes:
-        return self._admin("routing", registry.set_routing(self.snapshot, routing, **self._who()))
+        who = self._who()
+        return self._admin(
+            "routing", lambda snap, now: registry.set_routing(snap, routing, now=now, **who)
+        )
 
     def add_setting(
         self, name: str, user_name: str, email: str, priority: int = DEFAULT_SETTING_PRIORITY
     ) -> Changes:
         setting = ExchangeSetting(name, user_name, email, "sentry.test", priority)
-        return self._admin("setting", registry.put_setting(self.snapshot, setting, **self._who()))
+        who = self._who()
+        return self._admin(
+            "setting", lambda snap, now: registry.put_setting(snap, setting, now=now, **who)
+        )
 
     def add_label(self, name: str, settings: Iterable[str], devices: Iterable[str] = ()) -> Changes:
         label = Label(name, frozenset(settings), frozenset(devices))
-        return self._admin("label", registry.put_label(self.snapshot, label, **self._who()))
+        who = self._who()
+        return self._admin(
+            "label", lambda snap, now: registry.put_label(snap, label, now=now, **who)
+        )
 
     def reset_backend_type(
         self, scope: str, note: str = "reset in test", backend_type: str | None = None
     ) -> Changes:
-        changes = reset_backend_type(
-            self.snapshot, scope, backend_type=backend_type, **self._who(note)
+        who = self._who(note)
+        return self._admin(
+            "reset_backend_type",
+            lambda snap, now: reset_backend_type(
+                snap, scope, backend_type=backend_type, now=now, **who
+            ),
         )
-        return self._admin("reset_backend_type", changes)
 
     def expire(self, max_age: float) -> Changes:
         """The periodic sweep of unverified rows (time does not advance)."""
-        return self._admin("expire", expire_unverified(self.snapshot, self.now, max_age))
+        return self._admin(
+            "expire", lambda snap, now: expire_unverified(snap, now, max_age), tick=False
+        )
 
     def advance(self, seconds: float) -> None:
         """Let time pass without any event."""
         self.now += seconds
 
     def record_policy(self, user: str, device: str, fingerprint: str | None) -> Changes:
-        changes = record_policy_fingerprint(
-            self.snapshot, self.key(user, device), fingerprint, self._tick()
+        """The backend's Provision answer carried ``fingerprint`` (what the proxy records)."""
+        key = self.key(user, device)
+        return self._admin(
+            "policy", lambda snap, now: record_policy_fingerprint(snap, key, fingerprint, now)
         )
-        return self._admin("policy", changes)
 
     # --- Reading ---
 
@@ -431,27 +508,76 @@ class Conversation:
         return self.now
 
     def _who(self, note: str = "") -> dict[str, Any]:
-        return {"note": note, "actor": self.actor, "now": self._tick()}
+        return {"note": note, "actor": self.actor}
 
-    def _commit(self, changes: Changes) -> None:
-        self.store.apply_now(changes)
-        self.snapshot.apply(changes)
-        if changes:
-            self.log.append(changes)
+    def _commit(self, build: Build) -> Changes:
+        """``AccessState.commit``, the gateway's one write path."""
+        return _run(self.state.commit(build)).changes
 
-    def _admin(self, what: str, changes: Changes) -> Changes:
-        """Apply, revoke held polls that lost access, record new decisions."""
-        self._shell(changes)
+    def _admin(self, what: str, build: Build, *, tick: bool = True) -> Changes:
+        """Commit an admin, registry or configuration change (built under the
+        writer lock at the next tick): store, snapshot, revocation, refresh."""
+        if tick:
+            self._tick()
+        changes = self._commit(build)
         self.transcript.append(f"{self.now:.0f} admin {what} ({len(changes)} changes)")
         return changes
 
-    def _shell(self, changes: Changes) -> None:
-        """What ``AccessState`` does with a change list: apply, revoke, refresh."""
-        keys = affected_keys(changes, self.snapshot)
-        self._commit(changes)
-        prefs = self.snapshot.prefs
-        for key in sorted(keys & self.held):
-            decision = evaluate(key, self.snapshot, prefs, self.now)
-            if not isinstance(decision, Forward):
-                self.revoked.append((key, decision))
-        self._commit(refresh(keys, self.snapshot, prefs, self.now))
+
+class _LoggedStore(MemoryStore):
+    """A ``MemoryStore`` that keeps every change list it is given (``Conversation.log``)."""
+
+    def __init__(self, log: list[Changes]) -> None:
+        super().__init__()
+        self._log = log
+
+    def apply_now(self, changes: Sequence[Change]) -> None:
+        super().apply_now(changes)
+        if changes:
+            self._log.append(tuple(changes))
+
+
+class _HeldPolls(LongPolls[AssociationKey, Decision]):
+    """Held polls that stay held: every revocation is recorded, as if the
+    device polled again at once (a poll is revoked at each change that
+    refuses it)."""
+
+    def __init__(self, revoked: list[tuple[AssociationKey, Decision]]) -> None:
+        super().__init__()
+        self.held: set[AssociationKey] = set()
+        self._revoked = revoked
+
+    def keys(self) -> set[AssociationKey]:
+        return self.held
+
+    def revoke(self, key: AssociationKey, decision: Decision) -> int:
+        if key not in self.held:
+            return 0
+        self._revoked.append((key, decision))
+        return 1
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+_shared_metrics: Metrics | None = None
+
+
+def _metrics() -> Metrics:
+    """One metrics registry for every conversation (the counters are not read)."""
+    global _shared_metrics
+    if _shared_metrics is None:
+        _shared_metrics = Metrics(CollectorRegistry())
+    return _shared_metrics
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end on the conversations' event loop (a daemon
+    thread), from synchronous code or from inside another running loop."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=_loop.run_forever, name="sentry-conversation", daemon=True
+            ).start()
+    return asyncio.run_coroutine_threadsafe(coro, _loop).result()

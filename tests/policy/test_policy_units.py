@@ -34,6 +34,7 @@ from sentry.policy import (
     refusal_status,
     resolve_pushed_mailboxes,
 )
+from sentry.policy.planner import absorb
 from sentry.policy.templates import resolve_template
 from sentry.testing.conversation import Conversation
 
@@ -178,6 +179,33 @@ def test_revocation_reaches_held_polls_on_block_and_preferences():
     conv.set_prefs(auto_block_unregistered=True)
     assert [k for k, _ in conv.revoked] == [key("D1", "a"), key("D1", "a"), key("D2", "b")]
     assert conv.row("b", "D2").reasons == {Reason.AUTO_BLOCK}  # refreshed, not only revoked
+
+
+def test_the_planner_applies_revokes_held_keys_only_and_records_moved_decisions():
+    conv = Conversation()
+    conv.request("a", "D1")
+    conv.request("b", "D2")
+    snapshot = conv.snapshot.copy()
+    changes = policy.block(snapshot, key("D1", "a"), note="x", actor="t", now=conv.now)
+    done = absorb(changes, snapshot, {key("D2", "b")}, conv.now)  # only b holds a poll
+    assert key("D1", "a") in done.keys and done.revoked == ()
+    prefs = Preferences(auto_block_unregistered=True)
+    moved = policy.set_preferences(snapshot, prefs, actor="t", now=conv.now)
+    done = absorb(moved, snapshot, (), conv.now)
+    moved_keys = [c.association.key for c in done.refreshed if isinstance(c, PutAssociation)]
+    assert moved_keys == [key("D1", "a"), key("D2", "b")]  # every reason is recorded
+    row = snapshot.get(key("D2", "b"))
+    assert row is not None and row.reasons == {Reason.AUTO_BLOCK}  # recorded in the snapshot
+    snapshot = conv.snapshot.copy()
+    changes = policy.block(snapshot, key("D1", "a"), note="x", actor="t", now=conv.now)
+    absorb(changes, snapshot, (), conv.now)
+    again = policy.reset(snapshot, key("D1", "a"), note="y", actor="t", now=conv.now)
+    held = {key("D1", "a")}
+    assert absorb(again, snapshot, held, conv.now).revoked == ()  # allowed again
+    more = policy.block(snapshot, key("D1", "a"), note="z", actor="t", now=conv.now)
+    ((revoked, decision),) = absorb(more, snapshot, held, conv.now).revoked
+    assert revoked == key("D1", "a") and Reason.MANUAL in decision.reasons
+    assert absorb((), snapshot, held, conv.now).keys == frozenset()
 
 
 # --- Refusal status, exports ---

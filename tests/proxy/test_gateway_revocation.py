@@ -81,3 +81,30 @@ async def test_non_compliance_ends_every_mailbox_of_the_device_only(
     assert set(state.longpolls.keys()) == {AssociationKey("COMPLY0002", "alice")}
     assert not other_ping.done()
     other_ping.cancel()
+
+
+async def test_absorbing_changes_durable_elsewhere_ends_a_held_ping_without_a_write(
+    gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    """``absorb`` takes in a change list already in the store (another node's
+    feed): snapshot, revocation and refreshed decisions, no store write."""
+    _, ping = await _held_ping(gateway, session, "carol", "ABSORB0001")
+    state = gateway.gateway.state
+    key = AssociationKey("ABSORB0001", "carol")
+    changes = block(state.snapshot, key, note="elsewhere", actor="t", now=state.clock())
+    await state.store.apply(changes)  # written by "another node"
+    writes: list[object] = []
+    original = state.store.apply
+
+    async def count(batch):  # type: ignore[no-untyped-def]
+        writes.append(batch)
+        await original(batch)
+
+    state.store.apply = count  # type: ignore[method-assign]
+    done = state.absorb(changes)
+    r = await asyncio.wait_for(ping, 30)
+    assert (done.ended, done.absorbed.revoked[0][0]) == (1, key)
+    assert (r.status, r.text("Status")) == (200, "129")
+    assert writes == []
+    row = state.snapshot.get(key)
+    assert row is not None and "MANUAL" in row.reasons  # the refreshed decision, in memory

@@ -1,0 +1,76 @@
+"""The commit planner: what a durable change list does to the in-memory state.
+
+Approach (design.md §2 and §4, live revocation). Every writer of the gateway
+(a request that changes a row, the backend's first acceptance, an admin
+action, a reload, the expiry sweep, and a change read from another node's
+feed) ends the same way once its changes are durable: the changes reach the
+snapshot, held long polls of associations that lost access are ended, and
+the decisions those changes moved are recorded. ``absorb`` is that one
+sequence, with no I/O::
+
+    keys = affected_keys(changes, snapshot)    # before applying: what is replaced is still seen
+    snapshot.apply(changes)
+    revoked = [(k, evaluate(k)) for k in sorted(keys & held) if not Forward]
+    refreshed = refresh(keys, snapshot, now)   # the moved decisions, recorded in memory
+    snapshot.apply(refreshed)
+
+The shell (``sentry.access.AccessState``) writes the changes first, calls
+this, ends the polls listed in ``revoked`` and writes ``refreshed`` (derived
+data: it follows from what is durable and is derived again at the next
+request, so its write is best effort). ``held`` is the set of keys that hold
+a long poll; revocations come in key order, so a transcript is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sentry.model import AssociationKey
+
+from .affected import affected_keys
+from .changes import Change, Changes
+from .decide import evaluate, refresh
+from .decisions import Decision, Forward
+from .snapshot import Snapshot
+
+__all__ = ["Absorbed", "absorb"]
+
+
+@dataclass(frozen=True, slots=True)
+class Absorbed:
+    """What absorbing one change list did to the snapshot."""
+
+    keys: frozenset[AssociationKey]
+    """The associations whose decision the changes may have altered."""
+    revoked: tuple[tuple[AssociationKey, Decision], ...]
+    """Held keys no longer allowed, with the decision that ends their polls."""
+    refreshed: Changes
+    """The changes recording the decisions that moved (already in the snapshot)."""
+
+
+NOTHING = Absorbed(frozenset(), (), ())
+
+
+def absorb(
+    changes: Collection[Change],
+    snapshot: Snapshot,
+    held: Collection[AssociationKey],
+    now: float,
+) -> Absorbed:
+    """Apply durable ``changes`` to ``snapshot``, record the decisions they moved,
+    and say which held keys lost access."""
+    if not changes:
+        return NOTHING
+    keys = affected_keys(changes, snapshot)
+    snapshot.apply(changes)
+    revoked: list[tuple[AssociationKey, Decision]] = []
+    if held and keys:
+        for key in sorted(keys.intersection(held)):
+            decision = evaluate(key, snapshot, snapshot.prefs, now)
+            if not isinstance(decision, Forward):
+                revoked.append((key, decision))
+    refreshed = refresh(keys, snapshot, snapshot.prefs, now) if keys else ()
+    if refreshed:
+        snapshot.apply(refreshed)
+    return Absorbed(frozenset(keys), tuple(revoked), refreshed)
