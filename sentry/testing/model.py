@@ -3,13 +3,18 @@
 Approach. This is a second statement of the decision table of design.md §4 and
 the README's "How a request is decided", written from those texts and *not*
 from ``sentry/policy/`` (nothing here imports the gateway). It knows one small
-world — the ``WORLD`` below: two realms, four directory users, two managed
-devices (one with two EAS DeviceIds), loose DeviceIds, the throwaway
-``validate``, two pools of different types — and keeps the state the table
-needs: rows (DeviceId, principal) with override, wipe and verified order, the
-established backend type per device scope, compliance, label membership and
-preferences. ``Model.request`` says what must happen to one request
-(``forward`` to a pool, or a refusal class) and ``Model.forwarded`` records
+world, the constants below: two realms (example.com, also spelt
+corp.example.com and NetBIOS ``EXAMPLE``, the realm of bare names; gmail.example),
+routing by realm with no default (any other realm has no route), four
+directory users (alice's email is an alias), two managed devices (one with two
+EAS DeviceIds), loose DeviceIds, the throwaway ``validate``/``webservice``,
+two pools of different types, three labels each pushing one mailbox, and two
+moved mailboxes (451). It keeps the state the table needs: rows (DeviceId,
+principal) with override, wipe, Link To and verified order, the established
+backend type per device scope, compliance, label membership, preferences (and
+which an administrator set) and the gateway's redirect cache.
+``Model.request`` says what must happen to one request (``forward`` to a
+pool, or a refusal class), ``Model.deliver`` where a forward lands, and ``Model.forwarded`` records
 what the backend's acceptance changes; admin methods say whether an action
 succeeds and apply it. ``sentry/testing/modelrun.py`` drives a real gateway
 with the same steps and compares.
@@ -42,7 +47,15 @@ to bend the model):
 * The identity step comes first: duplicate Authorization or a query ``User``
   naming another principal is 400; Bearer without OAuth configured is 403;
   neither creates a row.
-* A forwarded request answered 401 (wrong password) leaves the row unverified.
+* A forwarded request answered 401 (wrong password) leaves the row unverified;
+  a 451 verifies it, also when the gateway refuses the redirect (README: the
+  backend accepted, it authenticated the user). The gateway did not do the
+  latter until the model-based test found it.
+* Redirects (README "Backend redirects"): a 451 to a server in the pool's
+  ``redirect_allow`` is followed and cached per mailbox (replayed when the
+  body was kept, else 503 and the retry goes to the cached target); one to
+  the other type's server is refused (502) and that server sees nothing; the
+  cache does not survive a restart.
 """
 
 from __future__ import annotations

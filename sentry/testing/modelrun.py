@@ -75,7 +75,7 @@ __all__ = [
 
 # The bounded profile ``make test`` runs (tests/proxy/test_modeltest.py, derandomized);
 # ``python -m bench modeltest`` runs it as its baseline, then the long profile.
-SUITE_PROFILE = {"examples": 25, "min_steps": 10, "max_steps": 40}
+SUITE_PROFILE = {"examples": 40, "min_steps": 10, "max_steps": 45}
 PASSWORD = "pw"
 EAS_PATH = "/Microsoft-Server-ActiveSync"
 BODIES = {
