@@ -105,7 +105,7 @@ def settle(snap: Snapshot) -> None:
     facts = RequestFacts()
     for row in list(snap.associations()):
         request = req(row.key.user, row.key.device_id, user_agent=row.user_agent, realms=REALMS)
-        snap.apply(decide(request, facts, snap, snap.prefs, NOW).changes)
+        snap.apply(decide(request, facts, snap, NOW).changes)
 
 
 def timed(fn: Callable[[EasRequest], object], requests: Sequence[EasRequest]) -> float:
@@ -130,7 +130,7 @@ def requests_for(keys: Sequence[AssociationKey]) -> list[EasRequest]:
 def run() -> dict[str, dict[str, float]]:
     rng = random.Random(7)
     snap = build_snapshot(rng)
-    prefs, facts = snap.prefs, RequestFacts()
+    facts = RequestFacts()
     keys = sorted(snap.keys())
     single = [k for k in keys if len(snap.on_device(k.device_id)) == 1]
     double = [k for k in keys if len(snap.on_device(k.device_id)) == 2]
@@ -145,7 +145,7 @@ def run() -> dict[str, dict[str, float]]:
         return snap.get((r.device_id, r.user.key if r.user else ""))
 
     def decision(r: EasRequest) -> Outcome:
-        return decide(r, facts, snap, prefs, NOW + 1)
+        return decide(r, facts, snap, NOW + 1)
 
     known = cases["known, no change"][:100]
     assert all(isinstance(decision(r).changes[0], Touch) for r in known)  # the hot path

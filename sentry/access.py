@@ -144,7 +144,12 @@ class AccessState:
     # -- the one commit path ---------------------------------------------------
 
     async def commit(
-        self, build: Build, *, in_thread: bool = False, executor: Executor | None = None
+        self,
+        build: Build,
+        *,
+        in_thread: bool = False,
+        executor: Executor | None = None,
+        kept: AssociationKey | None = None,
     ) -> Committed:
         """The single write path: under the writer lock, ``build(snapshot, now)``
         returns the changes (it raises to refuse, and then nothing changes);
@@ -154,7 +159,8 @@ class AccessState:
         ``in_thread`` runs ``build`` in a worker thread (``executor``), for a
         large pure plan (a directory sync of thousands of users) that would
         otherwise hold the event loop; the lock is held meanwhile, so nothing
-        the plan reads changes under it.
+        the plan reads changes under it. ``kept``: a row whose recorded
+        decision the refresh leaves as the changes wrote it (``planner.absorb``).
 
         Only the first write decides success: if the store fails on the
         second, the refreshed decisions stay recorded in memory (they follow
@@ -168,7 +174,7 @@ class AccessState:
                 changes = await loop.run_in_executor(executor, build, self.snapshot, self.clock())
             else:
                 changes = build(self.snapshot, self.clock())
-            return await self._commit_held(changes)
+            return await self._commit_held(changes, kept)
 
     @property
     def writer(self) -> asyncio.Lock:
@@ -182,14 +188,16 @@ class AccessState:
         assert self._lock.locked(), "commit_held needs the writer lock"
         return await self._commit_held(build(self.snapshot, self.clock()))
 
-    async def _commit_held(self, changes: Sequence[Change]) -> Committed:
+    async def _commit_held(
+        self, changes: Sequence[Change], kept: AssociationKey | None = None
+    ) -> Committed:
         if not changes:
             return Committed((), NOTHING, 0)
-        return await uncancellable(self._write(tuple(changes)), name="access:commit")
+        return await uncancellable(self._write(tuple(changes), kept), name="access:commit")
 
-    async def _write(self, changes: Changes) -> Committed:
+    async def _write(self, changes: Changes, kept: AssociationKey | None) -> Committed:
         await self.store.apply(changes)
-        absorbed, ended = self._absorb(changes)
+        absorbed, ended = self._absorb(changes, kept)
         if absorbed.refreshed:
             with contextlib.suppress(StoreUnavailable):
                 await self.store.apply(absorbed.refreshed)
@@ -203,8 +211,11 @@ class AccessState:
         absorbed, ended = self._absorb(changes)
         return Committed(tuple(changes), absorbed, ended)
 
-    def _absorb(self, changes: Sequence[Change]) -> tuple[Absorbed, int]:
-        absorbed = absorb(changes, self.snapshot, self.longpolls.keys(), self.clock())
+    def _absorb(
+        self, changes: Sequence[Change], kept: AssociationKey | None = None
+    ) -> tuple[Absorbed, int]:
+        held = self.longpolls.keys()
+        absorbed = absorb(changes, self.snapshot, held, self.clock(), kept=kept)
         ended = 0
         for key, decision in absorbed.revoked:
             ended += self.longpolls.revoke(key, decision)
@@ -221,7 +232,7 @@ class AccessState:
 
     async def decide(self, request: EasRequest, facts: RequestFacts) -> Outcome:
         """Decide a request; persist what changed before answering."""
-        outcome = decide(request, facts, self.snapshot, self.snapshot.prefs, self.clock())
+        outcome = decide(request, facts, self.snapshot, self.clock())
         if not _durable(outcome.changes):
             self._remember_touches(outcome.changes)
             return outcome
@@ -230,14 +241,16 @@ class AccessState:
         def build(snapshot: Snapshot, now: float) -> list[Change]:
             # Decided again under the lock: two concurrent first requests
             # cannot both count as "the first device".
-            decided.append(decide(request, facts, snapshot, snapshot.prefs, now))
+            decided.append(decide(request, facts, snapshot, now))
             return _durable(decided[-1].changes)
 
+        # During a registry outage the row records the decision the device gets.
+        kept = None if facts.registry_reachable else outcome.association.key
         try:
-            await self.commit(build)
+            await self.commit(build, kept=kept)
         except StoreUnavailable:
             unreachable = replace(facts, registry_reachable=False)
-            return decide(request, unreachable, self.snapshot, self.snapshot.prefs, self.clock())
+            return decide(request, unreachable, self.snapshot, self.clock())
         except Exception:
             # Not the store being unavailable but a write it refused (a bug,
             # or data it cannot hold): the gateway cannot know the state, so
@@ -245,7 +258,8 @@ class AccessState:
             # unreachable" would let a new device through whatever
             # auto-block says, whenever it can make its own write fail.
             log.exception("store_write_failed", during="request")
-            return Outcome(_CANNOT_DECIDE, (), (decided or [outcome])[-1].association)
+            refusal = replace(_CANNOT_DECIDE, style=self.snapshot.prefs.refusal_style)
+            return Outcome(refusal, (), (decided or [outcome])[-1].association)
         outcome = decided[-1]
         self._remember_touches(outcome.changes)
         return outcome

@@ -190,7 +190,7 @@ async def _apply_and_refresh(
     keys = affected_keys([c for c in changes if not isinstance(c, PutRealms)], snapshot)
     await store.apply(changes)
     snapshot.apply(changes)
-    moved = refresh(keys, snapshot, snapshot.prefs, now)
+    moved = refresh(keys, snapshot, now)
     await store.apply(moved)
     snapshot.apply(moved)
 
@@ -511,9 +511,6 @@ async def run(settings: Settings, *, root: Path = Path("."), config: Path | None
         raise StartupError("logging.file", f"{settings.logging.file}: {exc.strerror}") from None
     gw = await start_gateway(settings, root=root)
     gw.log_file = log_file
-    log.info("started", devices=gw.proxy_url, admin=gw.admin_url, version=version())
-    if settings.demo.enabled:
-        print(demo_banner(gw), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -527,6 +524,11 @@ async def run(settings: Settings, *, root: Path = Path("."), config: Path | None
 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, hup)
+    # "started" only once the signals are handled: a supervisor (or a test) that
+    # sends SIGHUP on seeing it must not kill the process with the default action.
+    log.info("started", devices=gw.proxy_url, admin=gw.admin_url, version=version())
+    if settings.demo.enabled:
+        print(demo_banner(gw), flush=True)
     try:
         await stop.wait()
     finally:

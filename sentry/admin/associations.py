@@ -131,7 +131,7 @@ async def _get_association(call: Call) -> dict[str, Any]:
     row = snap.get(key)
     if row is None:
         raise NotFound(f"no association for device {key.device_id!r}, user {key.user!r}")
-    decision = evaluate(key, snap, snap.prefs, call.ctx.now())
+    decision = evaluate(key, snap, call.ctx.now())
     device = managed_device(row, snap)
     history = await call.ctx.store.history(key)
     scope = backend_scope(row, snap)

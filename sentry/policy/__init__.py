@@ -3,7 +3,7 @@
 Nothing here awaits, logs or does I/O, and time comes in as ``now`` (Unix
 seconds). The shell's loop, per request::
 
-    outcome = decide(request, facts, snapshot, prefs, now)
+    outcome = decide(request, facts, snapshot, now)   # under snapshot.prefs
     await store.apply(outcome.changes)      # one transaction; Touches batched
     snapshot.apply(outcome.changes)         # memory follows the store
     ... forward, or send answer(outcome.decision, command, version, ...)
@@ -67,7 +67,7 @@ from .changes import (
     PutUser,
     Touch,
 )
-from .decide import decide, evaluate, refresh, request_key
+from .decide import decide, evaluate, options_pool, refresh, request_key
 from .decisions import Decision, Forward, Outcome, ProvisionKind, Refuse, RequestFacts, Wipe
 from .errors import (
     AdminError,
@@ -164,6 +164,7 @@ __all__ = [
     "expire_unverified",
     "link_to",
     "new_push_problems",
+    "options_pool",
     "preapprove",
     "push_problems",
     "put_label",

@@ -104,7 +104,7 @@ def preapprove(
     transition(state_of(snapshot.get(key)), Action.PREAPPROVE)
     override = Override(OverrideKind.ALLOW, note, actor, now, pre_approved=True)
     candidate = Candidate(key, now, override=override)
-    a = assess(candidate, snapshot, snapshot.prefs, new=True)
+    a = assess(candidate, snapshot, new=True)
     never = [r for r in _NEVER if r in a.reasons]
     if never:
         raise TransitionError(
@@ -238,7 +238,7 @@ def _finish(
 ) -> Changes:
     """Record the table's decision on ``new``; add history and audit.
     ``created``: ``new`` is not in the snapshot yet (pre-approve)."""
-    row = with_assessment(new, assess(new, snapshot, snapshot.prefs, new=created))
+    row = with_assessment(new, assess(new, snapshot, new=created))
     detail = {"action": action.value, "note": note, "actor": actor, **decision_detail(row)}
     return (
         PutAssociation(row),

@@ -43,7 +43,8 @@ def affected_keys(changes: Iterable[ch.Change], snapshot: Snapshot) -> set[Assoc
 
 
 def _prefs_matter(change: ch.Change, old: Preferences) -> bool:
-    """Only refusal_style changes nothing a decision depends on."""
+    """Only refusal_style changes nothing a recorded decision or a revocation
+    depends on (it only changes how the next refusal looks on the wire)."""
     if not isinstance(change, ch.PutPreferences):
         return False
     new = change.prefs

@@ -2,8 +2,9 @@
 
 Approach. The handler decides (``decide``) and, unless the decision is a
 ``Forward``, sends what ``answer`` returns: a ``sentry.eas.responses.Response``
-value built from the decision, the command, the protocol version, whether the
-body was MIME mail and the refusal style preference. Keeping this mapping
+value built from the decision (a refusal carries the refusal style it was
+decided under), the command, the protocol version and whether the body was
+MIME mail. Keeping this mapping
 here (not in the HTTP shell) makes every answer testable without a socket
 and keeps the rules in one place:
 
@@ -41,12 +42,11 @@ def answer(
     version: str | None,
     *,
     mime_body: bool = False,
-    style: RefusalStyle = RefusalStyle.STATUS,
 ) -> Response:
     """The response for a decision that is not a ``Forward``."""
     if isinstance(decision, Wipe):
         return _wipe(decision, command, version, mime_body)
-    if style is RefusalStyle.HTTP403:
+    if decision.style is RefusalStyle.HTTP403:
         return responses.forbidden()
     return responses.refusal(command, version, decision.status, mime_body=mime_body)
 

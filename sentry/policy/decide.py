@@ -49,7 +49,6 @@ from sentry.model import (
     Association,
     AssociationKey,
     HistoryEvent,
-    Preferences,
     Reason,
     WipeStatus,
 )
@@ -66,7 +65,15 @@ from .transitions import Action, AdminState, state_of, transition
 
 _new_association = fast_constructor(Association)  # ~2x a frozen __init__ (see _fast)
 
-__all__ = ["decide", "decision_detail", "evaluate", "refresh", "request_key", "with_assessment"]
+__all__ = [
+    "decide",
+    "decision_detail",
+    "evaluate",
+    "options_pool",
+    "refresh",
+    "request_key",
+    "with_assessment",
+]
 
 
 def request_key(request: EasRequest, snapshot: Snapshot) -> AssociationKey:
@@ -80,6 +87,14 @@ def request_key(request: EasRequest, snapshot: Snapshot) -> AssociationKey:
     return AssociationKey(request.device_id, snapshot.principal_of(request.user.key))
 
 
+def options_pool(snapshot: Snapshot, user: str | None) -> str | None:
+    """The pool an OPTIONS request is asked of (it is routed, not decided): the
+    pool of the user's mailbox, else the default pool; None: the gateway
+    answers it itself."""
+    route = snapshot.pool_for(snapshot.principal_of(user)) if user else None
+    return route.name if route is not None else snapshot.routing.default
+
+
 def _lookup_key(request: EasRequest, snapshot: Snapshot) -> tuple[str, str]:
     """A plain pair equal to the request's key (cheaper than an ``AssociationKey``)."""
     user = request.user
@@ -88,28 +103,23 @@ def _lookup_key(request: EasRequest, snapshot: Snapshot) -> tuple[str, str]:
     return request.device_id, snapshot.principal_of(user.key)
 
 
-def decide(
-    request: EasRequest,
-    facts: RequestFacts,
-    snapshot: Snapshot,
-    prefs: Preferences,
-    now: float,
-) -> Outcome:
-    """Decide one EAS request (design.md §4); ``now`` is Unix seconds."""
+def decide(request: EasRequest, facts: RequestFacts, snapshot: Snapshot, now: float) -> Outcome:
+    """Decide one EAS request (design.md §4) under the snapshot's preferences;
+    ``now`` is Unix seconds."""
     pair = _lookup_key(request, snapshot)
     old = snapshot.get(pair)
     if old is None:
-        return _first_sight(pair, request, facts, snapshot, prefs, now)
+        return _first_sight(pair, request, facts, snapshot, now)
     row = _observe(old, request, facts)
     events: tuple[HistoryEvent, ...] = ()
     if facts.provision is ProvisionKind.WIPE_ACK:
         row, events = _wipe_ack(row, facts, now)
     if facts.registry_reachable:
-        assessment = assess(row, snapshot, prefs)
+        assessment = assess(row, snapshot)
         row = with_assessment(row, assessment)
         decision = decision_of(assessment, row)
     else:
-        decision = stored_decision(row)
+        decision = stored_decision(row, snapshot.prefs.refusal_style)
         row = _recorded(row, decision)
     if facts.provision is ProvisionKind.WIPE_ACK and old.wipe is not WipeStatus.NONE:
         decision = _acknowledged(decision, row, facts)
@@ -125,12 +135,11 @@ def _first_sight(
     request: EasRequest,
     facts: RequestFacts,
     snapshot: Snapshot,
-    prefs: Preferences,
     now: float,
 ) -> Outcome:
     """A new association: listed at once, whatever the decision."""
     key = AssociationKey(*pair)
-    a = assess(Candidate(key, now), snapshot, prefs, new=True, reachable=facts.registry_reachable)
+    a = assess(Candidate(key, now), snapshot, new=True, reachable=facts.registry_reachable)
     pool, backend = (None, None) if a.pool is None else (a.pool.name, a.pool.type)
     row = _new_association(  # every field, in Association's order (no override, no wipe)
         key, request.device_type, request.user_agent, request.protocol_version,
@@ -149,7 +158,7 @@ def _joins_ambiguous(key: AssociationKey, snapshot: Snapshot) -> bool:
     return device_ambiguous(snapshot.on_device(key.device_id))
 
 
-def evaluate(key: AssociationKey, snapshot: Snapshot, prefs: Preferences, now: float) -> Decision:
+def evaluate(key: AssociationKey, snapshot: Snapshot, now: float) -> Decision:
     """The decision the association would get now, without a request.
 
     The key's user is resolved through the alias index first (a held poll
@@ -161,20 +170,18 @@ def evaluate(key: AssociationKey, snapshot: Snapshot, prefs: Preferences, now: f
     row = snapshot.get(key)
     if row is None:
         candidate = Candidate(key, now)
-        return decision_of(assess(candidate, snapshot, prefs, new=True), candidate)
-    return decision_of(assess(row, snapshot, prefs), row)
+        return decision_of(assess(candidate, snapshot, new=True), candidate)
+    return decision_of(assess(row, snapshot), row)
 
 
-def refresh(
-    keys: Iterable[AssociationKey], snapshot: Snapshot, prefs: Preferences, now: float
-) -> Changes:
+def refresh(keys: Iterable[AssociationKey], snapshot: Snapshot, now: float) -> Changes:
     """Re-evaluate stored rows; changes recording those whose decision or link moved."""
     out: list[Change] = []
     for key in sorted(keys):
         row = snapshot.get(key)
         if row is None:
             continue
-        new = with_assessment(row, assess(row, snapshot, prefs))
+        new = with_assessment(row, assess(row, snapshot))
         if new is not row:
             out.append(PutAssociation(new))
             out.extend(AppendHistory(key, e) for e in _transition_events(row, new, now))

@@ -5,8 +5,9 @@ kind, wipe acknowledgement, DeviceInformation) plus whether the device
 registry is reachable. A decision is one of three frozen values, all data:
 
 - ``Forward(pool, backend_type)``: send the request to a server of the pool;
-- ``Refuse(status)``: answer with the refusal (129, or 177 when a device
-  limit is the only refusing reason); the shell picks body status or 403;
+- ``Refuse(status, style=...)``: answer with the refusal (129, or 177 when a
+  device limit is the only refusing reason), in the refusal style of the
+  preferences it was decided under (the body status, or 403);
 - ``Wipe(account_only)``: answer with the wipe: Provision gets RemoteWipe
   (AccountOnlyRemoteWipe only at 16.1, else the full wipe), any other command
   status 140 RemoteWipeRequested. With ``acknowledged`` set, the request was
@@ -22,10 +23,10 @@ apply and the association as it now stands (linked device or unlink cause).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from sentry.eas.commands.provision import ProvisionKind
 from sentry.eas.status import CommonStatus, WipeAckStatus
-from sentry.model import Association, DeviceInformation, Reason
+from sentry.model import Association, DeviceInformation, Reason, RefusalStyle
 
 from .changes import Changes
 
@@ -38,16 +39,6 @@ __all__ = [
     "RequestFacts",
     "Wipe",
 ]
-
-
-class ProvisionKind(StrEnum):
-    """What kind of Provision body the request carried."""
-
-    NONE = "none"  # not a Provision request
-    INITIAL = "initial"  # Policies/Policy/PolicyType, no key
-    ACKNOWLEDGE = "acknowledge"  # the policy acknowledgement (temporary key)
-    WIPE_ACK = "wipe_ack"  # RemoteWipe/AccountOnlyRemoteWipe with a Status
-    EMPTY = "empty"  # <Provision/>, the reaction to status 140
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +67,7 @@ class Refuse:
     status: CommonStatus
     reasons: frozenset[Reason] = frozenset()
     violations: frozenset[str] = frozenset()
+    style: RefusalStyle = RefusalStyle.STATUS  # how the wire answer looks
 
 
 @dataclass(frozen=True, slots=True)

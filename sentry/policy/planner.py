@@ -57,9 +57,16 @@ def absorb(
     snapshot: Snapshot,
     held: Collection[AssociationKey],
     now: float,
+    *,
+    kept: AssociationKey | None = None,
 ) -> Absorbed:
     """Apply durable ``changes`` to ``snapshot``, record the decisions they moved,
-    and say which held keys lost access."""
+    and say which held keys lost access.
+
+    ``kept``: a row whose decision the changes themselves record and that a
+    re-evaluation must not overwrite: a request decided during a registry
+    outage records the decision the device got (the last one, or the
+    new-device preference), not what the registry data in memory would say."""
     if not changes:
         return NOTHING
     keys = affected_keys(changes, snapshot)
@@ -67,10 +74,10 @@ def absorb(
     revoked: list[tuple[AssociationKey, Decision]] = []
     if held and keys:
         for key in sorted(keys.intersection(held)):
-            decision = evaluate(key, snapshot, snapshot.prefs, now)
+            decision = evaluate(key, snapshot, now)
             if not isinstance(decision, Forward):
                 revoked.append((key, decision))
-    refreshed = refresh(keys, snapshot, snapshot.prefs, now) if keys else ()
+    refreshed = refresh(keys - {kept} if kept else keys, snapshot, now) if keys else ()
     if refreshed:
         snapshot.apply(refreshed)
     return Absorbed(frozenset(keys), tuple(revoked), refreshed)

@@ -54,6 +54,7 @@ from sentry.model import (
     Pool,
     Preferences,
     Reason,
+    RefusalStyle,
     UnlinkCause,
     Verdict,
     WipeStatus,
@@ -119,6 +120,7 @@ class Assessment(NamedTuple):
     device: str | None  # the linked managed device
     unlinked: UnlinkCause | None
     pool: Pool | None
+    style: RefusalStyle = RefusalStyle.STATUS  # of a refusal
 
 
 def managed_device(row: Row, snap: Snapshot) -> Device | None:
@@ -142,15 +144,10 @@ def link_of(row: Row, snap: Snapshot, device: Device | None) -> UnlinkCause | No
     return None if user in snap.pushed(device.id).principals else UnlinkCause.NOT_ENTITLED
 
 
-def assess(
-    row: Row,
-    snap: Snapshot,
-    prefs: Preferences,
-    *,
-    new: bool = False,
-    reachable: bool = True,
-) -> Assessment:
-    """Apply the decision table to ``row``; ``new``: the row is not in ``snap`` yet."""
+def assess(row: Row, snap: Snapshot, *, new: bool = False, reachable: bool = True) -> Assessment:
+    """Apply the decision table to ``row`` under ``snap``'s preferences; ``new``:
+    the row is not in ``snap`` yet."""
+    prefs = snap.prefs
     device = managed_device(row, snap)
     unlinked = link_of(row, snap, device)
     pool = snap.pool_for(row.key.user)
@@ -173,7 +170,7 @@ def assess(
     found = frozenset(reasons) if reasons else _NO_REASONS
     linked = device.id if device is not None and unlinked is None else None
     verdict = _conclude(row.wipe, override, found, prefs.compliance_overrides_allow)
-    return Assessment(verdict, found, violations, linked, unlinked, pool)
+    return Assessment(verdict, found, violations, linked, unlinked, pool, prefs.refusal_style)
 
 
 def _registration(
@@ -261,7 +258,7 @@ def decision_of(assessment: Assessment, row: Row) -> Decision:
         return _forward(assessment.pool.name, assessment.pool.type, reasons, violations)
     if verdict is Verdict.WIPE:
         return Wipe(_account_only(row), reasons, violations)
-    return _refuse(refusal_status(reasons), reasons, violations)
+    return _refuse(refusal_status(reasons), reasons, violations, assessment.style)
 
 
 # Decisions are immutable values: equal ones are shared (a bounded memo, no state).
@@ -273,24 +270,31 @@ def _forward(
 
 
 @lru_cache(maxsize=4096)
-def _refuse(status: CommonStatus, reasons: frozenset[Reason], violations: frozenset[str]) -> Refuse:
-    return Refuse(status, reasons, violations)
+def _refuse(
+    status: CommonStatus,
+    reasons: frozenset[Reason],
+    violations: frozenset[str],
+    style: RefusalStyle,
+) -> Refuse:
+    return Refuse(status, reasons, violations, style)
 
 
-def stored_decision(row: Association) -> Decision:
-    """The decision recorded on ``row`` (registry outage: keep the last one).
+def stored_decision(row: Association, style: RefusalStyle = RefusalStyle.STATUS) -> Decision:
+    """The decision recorded on ``row`` (registry outage: keep the last one); a
+    refusal in ``style``.
 
     The wipe state is local, not registry data, so it still comes first.
     """
     if row.wipe in _WIPE_ANSWER:
         return Wipe(_account_only(row), row.reasons | {Reason.WIPE}, row.violations)
+    blocked = CommonStatus.DeviceIsBlockedForThisUser
     if row.wipe is WipeStatus.WIPED:
-        return Refuse(CommonStatus.DeviceIsBlockedForThisUser, row.reasons | {Reason.WIPE})
+        return Refuse(blocked, row.reasons | {Reason.WIPE}, style=style)
     if row.verdict is Verdict.FORWARD and row.pool is not None:
         return Forward(row.pool, row.backend_type or "", row.reasons, row.violations)
     if row.verdict is Verdict.REFUSE:
-        return Refuse(refusal_status(row.reasons), row.reasons, row.violations)
-    return Refuse(CommonStatus.DeviceIsBlockedForThisUser, row.reasons, row.violations)
+        return Refuse(refusal_status(row.reasons), row.reasons, row.violations, style)
+    return Refuse(blocked, row.reasons, row.violations, style)
 
 
 def verdict_of(decision: Decision) -> Verdict:

@@ -12,7 +12,7 @@ from aiohttp import web
 from sentry.eas import responses
 
 from .guard import track_phases
-from .handler import PROXY, ProxyContext, eas_handler
+from .handler import PROXY, ProxyContext, eas_handler, request_context
 
 __all__ = ["EAS_PATH", "PROXY", "build_proxy_app"]
 
@@ -37,7 +37,8 @@ def _to_web(resp: responses.Response) -> web.Response:
 
 def build_proxy_app(ctx: ProxyContext) -> web.Application:
     """The device listener's application; ``ctx`` carries every dependency."""
-    app = web.Application(middlewares=[track_phases])  # parser limits: connections.py
+    # parser limits: connections.py; the request's log context: handler.request_context
+    app = web.Application(middlewares=[track_phases, request_context])
     app[PROXY] = ctx
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app

@@ -42,7 +42,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -127,7 +126,6 @@ class Authenticator:
         self,
         request: web.Request,
         eas: EasRequest,
-        record: dict[str, Any],
         names: Snapshot | None = None,
     ) -> EasRequest | web.Response:
         """``eas`` with its user replaced by the authenticated identity, or the
@@ -148,12 +146,12 @@ class Authenticator:
         except RequestError as exc:
             reason = type(exc).__name__
             self.metrics.bad_requests.labels(f"auth:{reason}").inc()
-            self._refused(record, scheme, _snake(reason), 400, exc.message)
+            self._refused(scheme, _snake(reason), 400, exc.message)
             return _to_web(responses.bad_request(exc))
         except AuthRefused as exc:
-            self._refused(record, scheme, exc.reason, exc.status, exc.message)
+            self._refused(scheme, exc.reason, exc.status, exc.message)
             return _answer(exc)
-        record["auth"] = scheme
+        structlog.contextvars.bind_contextvars(auth=scheme)
         return replace(eas, user=identity)
 
     async def _identity(
@@ -232,22 +230,14 @@ class Authenticator:
     def _invalid_token(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Bearer {self._realm}, error="invalid_token"'}
 
-    def _refused(
-        self, record: dict[str, Any], scheme: str, reason: str, status: int, message: str
-    ) -> None:
+    def _refused(self, scheme: str, reason: str, status: int, message: str) -> None:
+        """Count and log a refusal; the request's context (request id, device,
+        user as sent) is on the line already (``handler.request_context``)."""
         self.metrics.auth_refusals.labels(scheme, reason).inc()
-        record["decision"] = "auth_refused" if status != 400 else "bad_request"
-        record["auth"] = scheme
-        record["error"] = message
-        log.info(
-            "auth_refused",
-            request_id=record.get("request_id"),
-            scheme=scheme,
-            reason=reason,
-            status=status,
-            device_id=record.get("device_id"),
-            user_raw=record.get("user_raw"),
+        structlog.contextvars.bind_contextvars(
+            decision="auth_refused" if status != 400 else "bad_request", auth=scheme, error=message
         )
+        log.info("auth_refused", scheme=scheme, reason=reason, status=status)
 
 
 def _snake(name: str) -> str:

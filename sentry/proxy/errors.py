@@ -17,7 +17,10 @@ the device gets (``public_text``): an answer never contains a backend URL, a
 header or an exception text; those go to the log (redacted) and the metrics.
 
 aiohttp's client exceptions are translated into these in one place,
-``map_client_errors``; nothing else in the gateway catches aiohttp errors.
+``map_client_errors``, the one error boundary of the backend side: sending a
+request (``upstream.py``), relaying its answer (``handler._relay``) and the
+active health check (which classifies the original exception, kept as the
+``__cause__``); nothing else in the data path catches aiohttp errors.
 """
 
 from __future__ import annotations

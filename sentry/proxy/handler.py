@@ -17,9 +17,19 @@ index.php follows, without its statics):
    backend's 451 redirect is followed by the gateway or refused, never
    relayed (``redirects.py``).
 
-Long polls (Ping, Sync with Wait/HeartbeatInterval or an empty Sync body) are
-registered in the long-poll registry while they wait upstream, so an admin
-action can end them at once (see ``longpolls.py``).
+Forwarding is ``_send`` (a plain forward: ask the pool, ``_relay`` the
+answer) or ``_hold`` (a long poll: Ping, Sync with Wait/HeartbeatInterval or
+an empty Sync body), which registers in the long-poll registry while it waits
+upstream, so a change that refuses it ends it at once (see ``longpolls.py``).
+Backend errors reach the handler only as ``UpstreamError`` values
+(``errors.map_client_errors``, the one boundary for aiohttp's exceptions).
+
+What the log says about a request is bound in structlog's contextvars as it
+becomes known (``note``); the ``request_context`` middleware binds the
+request id first and empties the context after the request, so every line
+logged while the request is served (an authentication refusal, a store
+failure in the commit it caused) carries it, and the access-log line at the
+end has them all.
 
 A device that hangs up ends its request at once: the listener runs with
 aiohttp's ``handler_cancellation``, so losing the connection cancels the
@@ -39,7 +49,6 @@ import itertools
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import structlog
@@ -60,28 +69,33 @@ from sentry.policy import (
     Forward,
     Snapshot,
     answer,
+    options_pool,
     record_policy_fingerprint,
 )
 from sentry.settings import GatewaySettings
 
 from .authn import Authenticator
-from .errors import FramingError, RequestTooLarge, UpstreamError
+from .errors import FramingError, RequestTooLarge, UpstreamError, map_client_errors
 from .forward import BodyStream, relay_response
 from .framing import check_request, frame_upstream
+from .guard import Handler
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
 from .redirects import Mailbox, RedirectNotReplayable, Redirector, RedirectRefused
-from .upstream import Upstreams
+from .upstream import Server, Upstreams
 
-__all__ = ["PROXY", "ProxyContext", "eas_handler"]
+__all__ = ["PROXY", "ProxyContext", "eas_handler", "request_context"]
 
 access_log = structlog.get_logger("sentry.access_log")
 _POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
 # Request ids: a random per-process prefix and a counter (no syscall per request).
 _ID_PREFIX = secrets.token_hex(3) + "-"
 _ids = itertools.count(1)
-# Answers depend only on (decision, command, version, MIME, style): build each once.
+# Answers depend only on (decision, command, version, MIME): build each once.
 _answer_for = functools.lru_cache(maxsize=2048)(answer)
+note = structlog.contextvars.bind_contextvars
+"""Add fields to the request's context: every log line of the request, and its
+access-log line, carry them (bound by ``request_context``)."""
 
 
 @dataclass
@@ -102,41 +116,56 @@ class ProxyContext:
 PROXY: web.AppKey[ProxyContext] = web.AppKey("sentry.proxy", ProxyContext)
 
 
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind the request's log context (``request_id`` first) in structlog's
+    contextvars for exactly the span of one request: every line logged while
+    it is served, a store failure in the commit it caused included, carries
+    it. A kept-alive connection serves its requests in one task, so the
+    context is emptied before and after each."""
+    structlog.contextvars.clear_contextvars()
+    note(request_id=f"{_ID_PREFIX}{next(_ids):x}")
+    try:
+        return await handler(request)
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
 async def eas_handler(request: web.Request) -> web.StreamResponse:
     """aiohttp handler for ``/Microsoft-Server-ActiveSync``."""
     ctx = request.app[PROXY]
     started = time.perf_counter()
-    record: dict[str, Any] = {"request_id": f"{_ID_PREFIX}{next(_ids):x}"}
     ctx.metrics.in_flight.inc()
     response: web.StreamResponse | None = None
     try:
-        response = await _serve(ctx, request, record)
+        response = await _serve(ctx, request)
         return response
     except asyncio.CancelledError:
-        _note_cancelled(ctx, request, record)
+        _note_cancelled(ctx, request)
         raise
     finally:
         ctx.metrics.in_flight.dec()
-        _finish(ctx, request, record, response, time.perf_counter() - started)
+        _finish(ctx, request, response, time.perf_counter() - started)
 
 
 def _finish(
     ctx: ProxyContext,
     request: web.Request,
-    record: dict[str, Any],
     response: web.StreamResponse | None,
     elapsed: float,
 ) -> None:
     status = response.status if response is not None else 499
-    command = command_label(record.get("command"))
-    ctx.metrics.requests.labels(command, record.get("decision", "none"), status_class(status)).inc()
+    fields = structlog.contextvars.get_contextvars()
+    command = command_label(fields.get("command"))
+    ctx.metrics.requests.labels(command, fields.get("decision", "none"), status_class(status)).inc()
     ctx.metrics.latency.labels(command).observe(elapsed)
     if ctx.access_log:
         peer = request.remote
         client = ctx.addresses.client(peer, request.headers.get("X-Forwarded-For"))
-        access_log.info(
-            "request", status=status, duration_ms=round(elapsed * 1000, 3), client=client, **record
-        )
+        # The context's fields explicitly too: the line is whole even where
+        # the processors do not merge contextvars (structlog's capture_logs).
+        duration_ms = round(elapsed * 1000, 3)
+        access_log.info("request", **fields, status=status, duration_ms=duration_ms, client=client)
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -145,56 +174,55 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _note_cancelled(ctx: ProxyContext, request: web.Request, record: dict[str, Any]) -> None:
+def _note_cancelled(ctx: ProxyContext, request: web.Request) -> None:
     """Classify a request that ended without an answer: the device hung up
     (``client_gone``), or the gateway itself cancelled it (``cancelled``)."""
     if _client_gone(request):
-        record["error_kind"] = "client_gone"
-        record["error"] = "the device closed the connection before the answer was complete"
-        ctx.metrics.client_disconnects.labels(command_label(record.get("command"))).inc()
+        note(
+            error_kind="client_gone",
+            error="the device closed the connection before the answer was complete",
+        )
+        command = structlog.contextvars.get_contextvars().get("command")
+        ctx.metrics.client_disconnects.labels(command_label(command)).inc()
     else:
-        record["error_kind"] = "cancelled"
-        record["error"] = "the request was cancelled by the gateway"
+        note(error_kind="cancelled", error="the request was cancelled by the gateway")
 
 
-async def _serve(
-    ctx: ProxyContext, request: web.Request, record: dict[str, Any]
-) -> web.StreamResponse:
+async def _serve(ctx: ProxyContext, request: web.Request) -> web.StreamResponse:
     try:
         realms = ctx.state.snapshot.realms
         eas = parse_request(request.method, request.query_string, request.headers, realms)
     except EasError as exc:
-        return _bad_request(ctx, record, exc, "query")
-    _describe(record, eas)
+        return _bad_request(ctx, exc, "query")
+    _describe(eas)
     try:
         framing = check_request(request, ctx.settings.header_limits)
     except FramingError as exc:
-        return _bad_framing(ctx, record, exc)
-    checked = await ctx.authn.check(request, eas, record, ctx.state.snapshot)  # one identity
+        return _bad_framing(ctx, exc)
+    checked = await ctx.authn.check(request, eas, ctx.state.snapshot)  # one identity
     if isinstance(checked, web.StreamResponse):
         return checked
     eas = checked
-    _describe(record, eas)
+    _describe(eas)
     if eas.command is None:
-        return await _options(ctx, request, eas, record)
+        return await _options(ctx, request, eas)
     declared = request.content_length
     if declared is not None and declared > ctx.settings.max_request_bytes:
-        return _too_large(ctx, record, ctx.settings.max_request_bytes)
+        return _too_large(ctx, ctx.settings.max_request_bytes)
     try:
         inspected = await inspect(request, eas, framing.content_encoding)
     except RequestTooLarge as exc:
-        return _too_large(ctx, record, exc.limit)
+        return _too_large(ctx, exc.limit)
     except FramingError as exc:
-        return _bad_framing(ctx, record, exc)
+        return _bad_framing(ctx, exc)
     except EasError as exc:
-        return _bad_request(ctx, record, exc, "body")
+        return _bad_request(ctx, exc, "body")
     outcome = await ctx.state.decide(eas, inspected.facts)
-    _describe_outcome(record, outcome.decision)
+    _describe_outcome(outcome.decision)
     if not isinstance(outcome.decision, Forward):
         _count_refusal(ctx, outcome.decision)
         return _answer(ctx, eas, outcome.decision)
-    key = outcome.association.key
-    return await _forward(ctx, request, eas, inspected, outcome.decision, key, record)
+    return await _forward(ctx, request, eas, inspected, outcome.decision, outcome.association.key)
 
 
 def _count_refusal(ctx: ProxyContext, decision: Decision) -> None:
@@ -202,49 +230,49 @@ def _count_refusal(ctx: ProxyContext, decision: Decision) -> None:
         ctx.metrics.refusals.labels(reason.value).inc()
 
 
-def _describe(record: dict[str, Any], eas: EasRequest) -> None:
-    record["command"] = eas.command.value if eas.command else "OPTIONS"
-    record["device_id"] = eas.device_id
-    record["device_type"] = eas.device_type
-    record["user"] = eas.user.key if eas.user else None
-    record["user_raw"] = eas.user.raw if eas.user else None
-    record["version"] = eas.protocol_version
+def _describe(eas: EasRequest) -> None:
+    note(
+        command=eas.command.value if eas.command else "OPTIONS",
+        device_id=eas.device_id,
+        device_type=eas.device_type,
+        user=eas.user.key if eas.user else None,
+        user_raw=eas.user.raw if eas.user else None,
+        version=eas.protocol_version,
+    )
 
 
-def _describe_outcome(record: dict[str, Any], decision: Decision) -> None:
-    record["decision"] = type(decision).__name__.lower()
-    record["reasons"] = sorted(r.value for r in decision.reasons)
+def _describe_outcome(decision: Decision) -> None:
+    note(
+        decision=type(decision).__name__.lower(),
+        reasons=sorted(r.value for r in decision.reasons),
+    )
     if decision.violations:
-        record["violations"] = sorted(decision.violations)
+        note(violations=sorted(decision.violations))
     if isinstance(decision, Forward):
-        record["pool"] = decision.pool
+        note(pool=decision.pool)
 
 
-def _bad_request(
-    ctx: ProxyContext, record: dict[str, Any], exc: EasError, where: str
-) -> web.Response:
+def _bad_request(ctx: ProxyContext, exc: EasError, where: str) -> web.Response:
     ctx.metrics.bad_requests.labels(f"{where}:{type(exc).__name__}").inc()
-    record["decision"] = "bad_request"
-    record["error"] = exc.message
+    note(decision="bad_request", error=exc.message)
     return _to_web(responses.bad_request(exc))
 
 
-def _bad_framing(ctx: ProxyContext, record: dict[str, Any], exc: FramingError) -> web.Response:
+def _bad_framing(ctx: ProxyContext, exc: FramingError) -> web.Response:
     """A head or body that cannot be forwarded exactly: refused, and the
     connection closed (what follows on it cannot be trusted to be framed)."""
     ctx.metrics.bad_requests.labels(f"framing:{exc.kind}").inc()
-    record["decision"] = "bad_request"
-    record["error"] = exc.message
+    note(decision="bad_request", error=exc.message)
     response = _to_web(responses.error(exc.http_status, exc.public_text))
     response.force_close()
     return response
 
 
-def _too_large(ctx: ProxyContext, record: dict[str, Any], limit: int) -> web.Response:
+def _too_large(ctx: ProxyContext, limit: int) -> web.Response:
     ctx.metrics.bad_requests.labels("body:RequestTooLarge").inc()
-    record["decision"] = "bad_request"
-    record["error"] = f"request body exceeds {limit} bytes"
-    return _to_web(responses.error(413, record["error"]))
+    error = f"request body exceeds {limit} bytes"
+    note(decision="bad_request", error=error)
+    return _to_web(responses.error(413, error))
 
 
 def _to_web(resp: responses.Response) -> web.Response:
@@ -259,10 +287,7 @@ def _to_web(resp: responses.Response) -> web.Response:
 def _answer(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Response:
     """The refusal or wipe for ``decision`` (not a Forward): ``policy.answer``."""
     assert eas.command is not None and not isinstance(decision, Forward)
-    style = ctx.state.snapshot.prefs.refusal_style
-    resp = _answer_for(
-        decision, eas.command, eas.protocol_version, mime_body=_is_mime(eas), style=style
-    )
+    resp = _answer_for(decision, eas.command, eas.protocol_version, mime_body=_is_mime(eas))
     return _to_web(resp)
 
 
@@ -270,19 +295,15 @@ def _is_mime(eas: EasRequest) -> bool:
     return bool(eas.content_type) and "rfc822" in (eas.content_type or "").lower()
 
 
-async def _options(
-    ctx: ProxyContext, request: web.Request, eas: EasRequest, record: dict[str, Any]
-) -> web.StreamResponse:
+async def _options(ctx: ProxyContext, request: web.Request, eas: EasRequest) -> web.StreamResponse:
     """OPTIONS: ask the user's pool (or the default pool), else answer ourselves."""
-    record["decision"] = "options"
-    snapshot = ctx.state.snapshot
-    route = snapshot.pool_for(snapshot.principal_of(eas.user.key)) if eas.user else None
-    name = route.name if route is not None else snapshot.routing.default
+    note(decision="options")
+    name = options_pool(ctx.state.snapshot, eas.user.key if eas.user else None)
     pool = ctx.upstreams.pools.get(name) if name else None
     if pool is None:
         return _to_web(responses.options_response())
-    record["pool"] = pool.name
-    return await _send(ctx, request, pool.name, None, b"", None, record)
+    note(pool=pool.name)
+    return await _send(ctx, request, pool.name, b"", None)
 
 
 # -- step 5: forwarding ---------------------------------------------------------------
@@ -295,8 +316,10 @@ async def _forward(
     inspected: Inspected,
     decision: Forward,
     key: AssociationKey,
-    record: dict[str, Any],
 ) -> web.StreamResponse:
+    """Send a forwarded request: a long poll is held (revocable while it
+    waits upstream), anything else is a plain forward; a Provision answer's
+    ActiveSync policy is recorded for the association."""
     body: bytes | BodyStream
     if inspected.body is not None:
         body = inspected.body
@@ -306,39 +329,84 @@ async def _forward(
         body = BodyStream(prefix, request.content, limit, expected=request.content_length)
     mailbox = Mailbox(key.user, principal_domain(key.user))
     if eas.command is Command.Provision:
-        return await _send(
-            ctx, request, decision.pool, None, body, None, record,
-            policy_of=key, mailbox=mailbox, verify=key,
-        )  # fmt: skip
+        return await _send(ctx, request, decision.pool, body, mailbox, verify=key, policy_of=key)
     if not inspected.long_poll:
-        return await _send(
-            ctx, request, decision.pool, None, body, None, record, mailbox=mailbox, verify=key
-        )
-    hold = min(
-        inspected.hold_seconds or ctx.settings.max_heartbeat_seconds,
-        ctx.settings.max_heartbeat_seconds,
-    )
-    read_timeout = hold + ctx.settings.long_poll_margin_seconds
-    return await _send(
-        ctx, request, decision.pool, key, body, read_timeout, record,
-        eas=eas, mailbox=mailbox, verify=key,
-    )  # fmt: skip
+        return await _send(ctx, request, decision.pool, body, mailbox, verify=key)
+    return await _hold(ctx, request, eas, decision.pool, key, body, mailbox, inspected.hold_seconds)
 
 
 async def _send(
     ctx: ProxyContext,
     request: web.Request,
     pool_name: str,
-    key: AssociationKey | None,
     body: bytes | BodyStream,
-    read_timeout: float | None,
-    record: dict[str, Any],
+    mailbox: Mailbox | None,
     *,
-    eas: EasRequest | None = None,
-    policy_of: AssociationKey | None = None,
-    mailbox: Mailbox | None = None,
     verify: AssociationKey | None = None,
+    policy_of: AssociationKey | None = None,
 ) -> web.StreamResponse:
+    """A plain forward: ask the pool, relay its answer."""
+    try:
+        server, upstream = await _ask(ctx, request, pool_name, body, mailbox, None)
+    except (RequestTooLarge, UpstreamError) as exc:
+        await _redirect_verifies(ctx, verify, exc)
+        return _not_sent(ctx, request, pool_name, exc)
+    return await _relay(ctx, request, pool_name, server, upstream, verify, policy_of)
+
+
+async def _hold(
+    ctx: ProxyContext,
+    request: web.Request,
+    eas: EasRequest,
+    pool_name: str,
+    key: AssociationKey,
+    body: bytes | BodyStream,
+    mailbox: Mailbox,
+    hold_seconds: float | None,
+) -> web.StreamResponse:
+    """A long poll (Ping, a waiting Sync): registered in the long-poll
+    registry while it waits upstream, so a revocation (or the shutdown)
+    cancels the wait and the gateway answers in the backend's place."""
+    assert eas.command is not None
+    limit = ctx.settings.max_heartbeat_seconds
+    read_timeout = min(hold_seconds or limit, limit) + ctx.settings.long_poll_margin_seconds
+    command = eas.command.value
+    poll = ctx.state.longpolls.hold(key, command)
+    held = ctx.metrics.held_long_polls.labels(command)
+    held.inc()
+    try:
+        try:
+            server, upstream = await _ask(ctx, request, pool_name, body, mailbox, read_timeout)
+        except asyncio.CancelledError:
+            note(upstream_cancelled=True)  # the backend request is abandoned
+            if poll.shutdown:
+                _uncancel()
+                note(decision="shutdown")
+                return _to_web(responses.poll_ended(eas.command))
+            if poll.revoked_by is None:
+                raise
+            _uncancel()
+            return _revoked(ctx, eas, poll.revoked_by, poll.revoked_at)
+        poll.responding = True
+    except (RequestTooLarge, UpstreamError) as exc:
+        await _redirect_verifies(ctx, key, exc)
+        return _not_sent(ctx, request, pool_name, exc)
+    finally:
+        ctx.state.longpolls.release(poll)
+        held.dec()
+    return await _relay(ctx, request, pool_name, server, upstream, key, None)
+
+
+async def _ask(
+    ctx: ProxyContext,
+    request: web.Request,
+    pool_name: str,
+    body: bytes | BodyStream,
+    mailbox: Mailbox | None,
+    read_timeout: float | None,
+) -> tuple[Server, aiohttp.ClientResponse]:
+    """Send the request to a server of the pool (451 redirects followed);
+    the answer's head is read, its body not yet."""
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
         total=None,
@@ -348,61 +416,62 @@ async def _send(
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
     data = frame_upstream(headers, body)
-    poll = ctx.state.longpolls.hold(key, record["command"]) if key is not None else None
-    held = ctx.metrics.held_long_polls.labels(record["command"]) if poll else None
-    if held is not None:
-        held.inc()
+    return await ctx.redirects.send(
+        pool, mailbox, request.method, request.path_qs, headers, data, timeout
+    )
+
+
+async def _redirect_verifies(
+    ctx: ProxyContext, key: AssociationKey | None, exc: RequestTooLarge | UpstreamError
+) -> None:
+    """A 451 the gateway refused to follow, or could not replay, still means the
+    backend authenticated the user: the row is verified (README)."""
+    if key is not None and isinstance(exc, RedirectRefused | RedirectNotReplayable):
+        await ctx.state.backend_answered(key, 451)
+
+
+def _not_sent(
+    ctx: ProxyContext, request: web.Request, pool_name: str, exc: RequestTooLarge | UpstreamError
+) -> web.Response:
+    """The answer when the request could not be sent: the device's body over
+    the limit (413), or the backend failing (``_upstream_failed``)."""
+    if isinstance(exc, RequestTooLarge):
+        return _too_large(ctx, exc.limit)
+    if _client_gone(request):  # e.g. the device's body stopped mid-stream
+        raise asyncio.CancelledError from exc
+    return _upstream_failed(ctx, pool_name, exc)
+
+
+async def _relay(
+    ctx: ProxyContext,
+    request: web.Request,
+    pool_name: str,
+    server: Server,
+    upstream: aiohttp.ClientResponse,
+    verify: AssociationKey | None,
+    policy_of: AssociationKey | None,
+) -> web.StreamResponse:
+    """Stream the backend's answer to the device. The association is told
+    the upstream status first (the client never sees an answer the state
+    lacks); a Provision answer's policy is kept and recorded."""
+    note(server=server.label, upstream_status=upstream.status)
     try:
-        try:
-            server, upstream = await ctx.redirects.send(
-                pool, mailbox, request.method, request.path_qs, headers, data, timeout
-            )
-        except asyncio.CancelledError:
-            record["upstream_cancelled"] = True  # the backend request is abandoned
-            if poll is None or eas is None or eas.command is None:
-                raise
-            if poll.shutdown:
-                _uncancel()
-                record["decision"] = "shutdown"
-                return _to_web(responses.poll_ended(eas.command))
-            if poll.revoked_by is None:
-                raise
-            _uncancel()
-            return _revoked(ctx, eas, poll.revoked_by, poll.revoked_at, record)
-        if poll is not None:
-            poll.responding = True
-    except RequestTooLarge as exc:
-        return _too_large(ctx, record, exc.limit)
-    except UpstreamError as exc:
-        if _client_gone(request):  # e.g. the device's body stopped mid-stream
-            raise asyncio.CancelledError from exc
-        if verify is not None and isinstance(exc, RedirectRefused | RedirectNotReplayable):
-            await ctx.state.backend_answered(verify, 451)  # a 451 authenticated the user
-        return _upstream_failed(ctx, pool_name, exc, record)
-    finally:
-        if poll is not None:
-            ctx.state.longpolls.release(poll)
-        if held is not None:
-            held.dec()
-    record["server"] = server.label
-    record["upstream_status"] = upstream.status
-    try:
-        if verify is not None:  # before relaying: the client never sees an answer the state lacks
+        if verify is not None:
             await ctx.state.backend_answered(verify, upstream.status)
         keep = INSPECT_LIMIT if policy_of is not None and upstream.status == 200 else 0
-        response, size, kept = await relay_response(request, upstream, keep=keep)
-    except (TimeoutError, aiohttp.ClientError) as exc:
+        with map_client_errors(server.label):
+            response, size, kept = await relay_response(request, upstream, keep=keep)
+    except UpstreamError as exc:
         if _client_gone(request):  # the write to the device failed, not the backend
             raise asyncio.CancelledError from exc
         ctx.metrics.upstream_errors.labels(pool_name, "broken").inc()
-        record["error_kind"] = "broken"
-        record["error"] = f"backend broke mid-response: {exc!r}"
+        note(error_kind="broken", error=f"backend broke mid-response: {exc.message}")
         if request.transport is not None:
             request.transport.close()
         raise
     finally:
         upstream.release()
-    record["bytes_out"] = size
+    note(bytes_out=size)
     if policy_of is not None and kept:
         await _record_policy(ctx, policy_of, kept)
     return response
@@ -434,24 +503,21 @@ def _uncancel() -> None:
 
 
 def _revoked(
-    ctx: ProxyContext, eas: EasRequest, decision: Decision, at: float | None, record: dict[str, Any]
+    ctx: ProxyContext, eas: EasRequest, decision: Decision, at: float | None
 ) -> web.Response:
     if at is not None:
         ctx.metrics.revocation_latency.observe(time.monotonic() - at)
-    _describe_outcome(record, decision)
+    _describe_outcome(decision)
     _count_refusal(ctx, decision)
-    record["revoked"] = True
+    note(revoked=True)
     return _answer(ctx, eas, decision)
 
 
-def _upstream_failed(
-    ctx: ProxyContext, pool: str, exc: UpstreamError, record: dict[str, Any]
-) -> web.Response:
+def _upstream_failed(ctx: ProxyContext, pool: str, exc: UpstreamError) -> web.Response:
     ctx.metrics.upstream_errors.labels(pool, exc.kind).inc()
-    record["error_kind"] = exc.kind
-    record["error"] = exc.message
+    note(error_kind=exc.kind, error=exc.message)
     if exc.server:
-        record["server"] = exc.server
+        note(server=exc.server)
     extra: tuple[tuple[str, str], ...] = ()
     if exc.retry_after is not None:
         extra = (("Retry-After", str(exc.retry_after)),)

@@ -14,16 +14,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from sentry.eas.commands import (
-    ProvisionKind,
-    long_poll_seconds,
-    parse_provision,
-    parse_settings_device_information,
-)
+from sentry.eas.commands import INSPECTED, LONG_POLLS, BodyFacts, body_facts
 from sentry.eas.request import Command, EasRequest
-from sentry.eas.status import WipeAckStatus
 from sentry.eas.wbxml import Element, Limits, decode
-from sentry.policy import ProvisionKind as Step
 from sentry.policy import RequestFacts
 
 from .errors import RequestTooLarge
@@ -34,15 +27,7 @@ __all__ = ["INSPECT_LIMIT", "PREFIX", "Inspected", "inspect"]
 INSPECT_LIMIT = 1024 * 1024
 PREFIX = "sentry.prefix"  # request key: the part of an uninspected body already read
 _INSPECT_LIMITS = Limits(max_size=INSPECT_LIMIT, max_string=INSPECT_LIMIT, max_opaque=INSPECT_LIMIT)
-_INSPECTED = frozenset({Command.Provision, Command.Settings, Command.Ping, Command.Sync})
-_LONG_POLLS = frozenset({Command.Ping, Command.Sync})
 _WBXML = "application/vnd.ms-sync.wbxml"
-_STEP = {
-    ProvisionKind.INITIAL: Step.INITIAL,
-    ProvisionKind.ACKNOWLEDGE: Step.ACKNOWLEDGE,
-    ProvisionKind.WIPE_ACK: Step.WIPE_ACK,
-    ProvisionKind.EMPTY: Step.EMPTY,
-}
 
 
 @dataclass
@@ -71,23 +56,20 @@ async def _read_prefix(request: web.Request, limit: int) -> tuple[bytes, bool]:
 async def inspect(request: web.Request, eas: EasRequest, coding: str | None = None) -> Inspected:
     """Read what the policy needs from the body (EasError/RequestTooLarge when
     bad). A body in a content ``coding`` is inspected decompressed and kept
-    (and forwarded) as the raw bytes (FramingError when it cannot be read)."""
+    (and forwarded) as the raw bytes (FramingError when it cannot be read).
+    What the body says is ``sentry.eas.commands.body_facts``."""
     command = eas.command
-    long_poll = command in _LONG_POLLS
-    if command not in _INSPECTED:
+    if command is None or command not in INSPECTED:
         return Inspected(None, RequestFacts(), None, long_poll=False)
     body, complete = await _read_prefix(request, INSPECT_LIMIT)
     if not complete:
         if command is not Command.Sync:
             raise RequestTooLarge(INSPECT_LIMIT)
         request[PREFIX] = body  # streamed on uninspected
-        return Inspected(None, RequestFacts(), None, long_poll=True)
+        return Inspected(None, RequestFacts(), None, long_poll=command in LONG_POLLS)
     plain = decoded_for_inspection(body, coding, INSPECT_LIMIT)
-    root = _decode(plain, request.headers.get("Content-Type"))
-    hold = long_poll_seconds(command, root)
-    if command is Command.Sync and root is not None and hold is None:
-        long_poll = False  # a Sync with a body and no Wait/HeartbeatInterval
-    return Inspected(body, _facts(command, root), hold, long_poll)
+    facts = body_facts(command, _decode(plain, request.headers.get("Content-Type")))
+    return Inspected(body, _request_facts(facts), facts.hold_seconds, facts.long_poll)
 
 
 def _decode(body: bytes, content_type: str | None) -> Element | None:
@@ -98,19 +80,5 @@ def _decode(body: bytes, content_type: str | None) -> Element | None:
     return decode(body, _INSPECT_LIMITS)
 
 
-def _facts(command: Command | None, root: Element | None) -> RequestFacts:
-    if root is None:
-        if command is Command.Provision:
-            return RequestFacts(provision=Step.EMPTY)
-        return RequestFacts()
-    if command is Command.Provision:
-        prov = parse_provision(root)
-        wipe = WipeAckStatus(prov.wipe_status) if prov.wipe_status in (1, 2) else None
-        return RequestFacts(
-            provision=_STEP.get(prov.kind, Step.NONE),
-            wipe_status=wipe,
-            device_info=prov.device_information,
-        )
-    if command is Command.Settings:
-        return RequestFacts(device_info=parse_settings_device_information(root))
-    return RequestFacts()
+def _request_facts(facts: BodyFacts) -> RequestFacts:
+    return RequestFacts(facts.provision, facts.wipe_status, facts.device_info)

@@ -42,7 +42,7 @@ from sentry.aio import create_task
 from sentry.observability import Metrics
 from sentry.settings import BackendPoolSettings
 
-from .errors import NoHealthyServer, UpstreamConnectError, map_client_errors
+from .errors import NoHealthyServer, UpstreamConnectError, UpstreamError, map_client_errors
 from .health import Failure, ServerHealth, State, Transition, bad_status, classify
 
 __all__ = ["BackendPool", "PoolMap", "Server", "Upstreams"]
@@ -209,13 +209,14 @@ class BackendPool:
         assert self.session is not None
         hc = self.settings.health_check
         try:
-            async with self.session.options(
-                server.url.join(URL(EAS_PATH)),
-                timeout=aiohttp.ClientTimeout(total=hc.timeout_seconds),
-            ) as resp:
-                return bad_status(resp.status) if resp.status >= 500 else None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return classify(exc)
+            with map_client_errors(server.label):
+                async with self.session.options(
+                    server.url.join(URL(EAS_PATH)),
+                    timeout=aiohttp.ClientTimeout(total=hc.timeout_seconds),
+                ) as resp:
+                    return bad_status(resp.status) if resp.status >= 500 else None
+        except UpstreamError as exc:
+            return classify(exc.__cause__ or exc)
 
     async def health_loop(self) -> None:
         """Probe every server each interval (the first round at once)."""

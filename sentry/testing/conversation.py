@@ -326,7 +326,7 @@ class Conversation:
         """Pretend the association holds a long poll (for revocation checks)."""
         self.held.add(self.key(user, device))
 
-    def wipe_ack(self, user: str, device: str, status: int = 1) -> Reply:
+    def wipe_ack(self, user: str, device: str, status: int = WipeAckStatus.Succeeded) -> Reply:
         """The client's RemoteWipe acknowledgement (Provision with a wipe Status)."""
         return self.request(
             user, device, "Provision", provision=ProvisionKind.WIPE_ACK, wipe_status=status

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from sentry.eas import responses
 from sentry.eas.request import Command
 from sentry.eas.status import CommonStatus, WipeAckStatus
-from sentry.model import Reason, RefusalStyle
+from sentry.model import Preferences, Reason, RefusalStyle
 from sentry.policy import Refuse, Wipe, answer
+from sentry.testing.conversation import Conversation
 
 BLOCKED = Refuse(CommonStatus.DeviceIsBlockedForThisUser, frozenset({Reason.MANUAL}))
 LIMIT = Refuse(CommonStatus.MaximumDevicesReached, frozenset({Reason.PER_MAILBOX_LIMIT}))
@@ -23,7 +26,8 @@ def test_refusal_carries_the_decided_status_in_the_command_page() -> None:
 
 @pytest.mark.parametrize("version", ["12.1", "14.1", "16.1"])
 def test_http403_style_answers_403_at_every_version(version: str) -> None:
-    assert answer(BLOCKED, Command.Sync, version, style=RefusalStyle.HTTP403).status == 403
+    http403 = replace(BLOCKED, style=RefusalStyle.HTTP403)
+    assert answer(http403, Command.Sync, version).status == 403
 
 
 def test_wipe_directive_and_status_140() -> None:
@@ -33,8 +37,22 @@ def test_wipe_directive_and_status_140() -> None:
         answer(decision, Command.Ping, "14.1").body
         == responses.refusal(Command.Ping, "14.1", CommonStatus.RemoteWipeRequested).body
     )
-    # the http403 style never hides a wipe
-    assert answer(decision, Command.Ping, "14.1", style=RefusalStyle.HTTP403).status == 200
+
+
+def test_the_refusal_style_travels_on_the_refusal_and_never_hides_a_wipe() -> None:
+    conv = Conversation(
+        prefs=Preferences(auto_block_unregistered=True, refusal_style=RefusalStyle.HTTP403)
+    )
+    refused = conv.request("alice", "D1").expect_refuse(129).decision
+    assert isinstance(refused, Refuse) and refused.style is RefusalStyle.HTTP403
+    assert answer(refused, Command.Sync, "16.1").status == 403
+    conv.wipe("alice", "D1")
+    wipe = conv.request("alice", "D1", "Ping", version="14.1").expect_wipe().decision
+    assert isinstance(wipe, Wipe)
+    assert answer(wipe, Command.Ping, "14.1").status == 200  # http403 never hides a wipe
+    conv.set_prefs(refusal_style=RefusalStyle.STATUS)
+    later = conv.request("bob", "D2").expect_refuse(129).decision
+    assert isinstance(later, Refuse) and later.style is RefusalStyle.STATUS
 
 
 def test_account_only_wipe_is_never_escalated_for_an_old_client() -> None:

@@ -122,7 +122,7 @@ def test_allow_beats_compliance_unless_compliance_overrides_allow():
     conv.request("alice", "DEV1").expect_forward(reasons={"MANUAL"})
     conv.set_prefs(compliance_overrides_allow=False)
     conv.set_compliance("MDM-1", "passcode")
-    decision = evaluate(conv.key("alice", "DEV1"), conv.snapshot, conv.snapshot.prefs, conv.now)
+    decision = evaluate(conv.key("alice", "DEV1"), conv.snapshot, conv.now)
     assert not isinstance(decision, Refuse)
 
 

@@ -11,9 +11,10 @@ from sentry.model import (
     Preferences,
     Reason,
     Routing,
+    Verdict,
     WipeStatus,
 )
-from sentry.policy import Refuse, TransitionError, Wipe, decide, evaluate
+from sentry.policy import Refuse, TransitionError, Wipe, decide, evaluate, options_pool
 from sentry.policy.decisions import ProvisionKind, RequestFacts
 from sentry.store.sqlite import SqliteStore
 from sentry.testing.conversation import Conversation, req
@@ -284,9 +285,7 @@ async def test_state_survives_a_restart(tmp_path):
     for user, device in (("alice", "PHONE"), ("bob", "PHONE"), ("carol", "TAB")):
         key = AssociationKey(device, user)
         now = conv.now + 10
-        assert evaluate(key, snapshot, snapshot.prefs, now) == evaluate(
-            key, conv.snapshot, conv.snapshot.prefs, now
-        )
+        assert evaluate(key, snapshot, now) == evaluate(key, conv.snapshot, now)
 
 
 # 9. Registry unreachable: known rows keep their last decision; new ones follow the preference.
@@ -308,6 +307,19 @@ def test_registry_unreachable(access):
     else:
         new.expect_refuse(BLOCKED, reasons={"REGISTRY_UNREACHABLE"})
     assert conv.row("carol", "NEW") is not None
+
+
+def test_a_row_decided_during_an_outage_records_what_the_device_got():
+    # The request's commit must not re-record it as what the registry data in
+    # memory says (AUTO_BLOCK): the forwarded row, once the backend accepts it,
+    # establishes its device's type (a later Allow then cannot mix types).
+    conv = Conversation(prefs=Preferences(auto_block_unregistered=True))
+    conv.registry_reachable = False
+    outage = conv.request("bob", "D1").expect_forward(reasons=())
+    assert outage.row.verdict is Verdict.FORWARD
+    outage.expect_verified()
+    established = conv.snapshot.established("eas:D1")
+    assert established is not None and established.backend_type == "exchange"
 
 
 def test_registry_unreachable_still_processes_a_wipe():
@@ -349,15 +361,23 @@ def test_throwaway_device_id_is_stored_listed_and_refused_with_auto_block():
     assert row is not None and row.throwaway and not row.counted
 
 
+def test_options_is_routed_in_policy_not_decided():
+    conv = Conversation(routing=Routing(users={"gus": "gmail"}, default="exchange"))
+    assert options_pool(conv.snapshot, "gus") == "gmail"  # the user's own pool
+    assert options_pool(conv.snapshot, "alice") == "exchange"
+    assert options_pool(conv.snapshot, None) == "exchange"  # no user: the default pool
+    conv.set_routing(Routing(users={"gus": "gmail"}))
+    assert options_pool(conv.snapshot, None) is None  # the gateway answers itself
+
+
 def test_options_is_not_decided():
     from dataclasses import replace
 
-    from sentry.model import Preferences as P
     from sentry.policy import Snapshot, UndecidableRequest
 
     options = replace(req("alice", "DEV1"), method="OPTIONS", command=None)
     with pytest.raises(UndecidableRequest):
-        decide(options, RequestFacts(), Snapshot(), P(), 0.0)
+        decide(options, RequestFacts(), Snapshot(), 0.0)
 
 
 def test_known_row_with_new_device_information_is_updated():

@@ -97,7 +97,7 @@ class PolicyMachine(RuleBasedStateMachine):
         facts = RequestFacts(provision, status, None, conv.registry_reachable)
         before = conv.snapshot.get(conv.key(user, device))
         prior = conv.snapshot.copy()
-        twin = decide(request, facts, prior.copy(), conv.snapshot.prefs, conv.now + 1)
+        twin = decide(request, facts, prior.copy(), conv.now + 1)
         reply = conv.request(
             user, device, command, provision=provision, wipe_status=ack, accept=accept
         )

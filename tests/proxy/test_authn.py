@@ -404,7 +404,7 @@ async def test_a_verified_token_is_remembered_but_its_expiry_is_not(
 
         async def check() -> Any:
             request = make_mocked_request("POST", f"/Microsoft-Server-ActiveSync?{query}", headers)
-            return await authn.check(request, eas, {})
+            return await authn.check(request, eas)
 
         for _ in range(3):
             out = await check()

@@ -10,15 +10,20 @@ write the store refuses for any reason but being unavailable fails closed.
 from __future__ import annotations
 
 import base64
+import io
+import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from sentry.eas.wbxml import encode
 from sentry.eas.xmlform import from_xml
+from sentry.observability.logging import configure_logging
 from sentry.policy import Change
+from sentry.settings import LoggingSettings
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, demo_gateway, demo_pools
 from sentry.testing.raw_client import RawConnection, request_bytes
 
@@ -87,3 +92,27 @@ async def test_a_write_the_store_refuses_for_another_reason_fails_closed(
     answer = await send(gw, folder_sync("STOREBUG01"))
     assert answer.status == 200 and b"\x03129\x00" in answer.body
     assert gw.backend("exchange").state.stats.requests["alice", "FolderSync"] == 0
+
+
+async def test_the_store_failure_line_carries_the_request_id_of_its_request(
+    tmp_path: Path,
+) -> None:
+    """The request's context is bound once (``request_context``), so a line
+    logged deep in the commit path belongs to its request."""
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(level="debug", format="json"), stream=stream)
+    try:
+        async with demo_gateway(tmp_path, gateway={"tls": {"enabled": False}}) as g:
+
+            async def refuse(changes: Sequence[Change]) -> None:
+                raise ValueError("the store cannot hold this value")
+
+            g.gateway.store.apply = refuse  # type: ignore[method-assign]
+            await send(g, folder_sync("STOREBUG02"))
+    finally:
+        structlog.reset_defaults()
+    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    (failed,) = [e for e in events if e["event"] == "store_write_failed"]
+    (access,) = [e for e in events if e["event"] == "request"]
+    assert failed["request_id"] == access["request_id"]
+    assert failed["device_id"] == "STOREBUG02" and access["reasons"] == ["REGISTRY_UNREACHABLE"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 
 from sentry.eas.errors import BodyError
 from sentry.eas.status import WipeAckStatus
@@ -38,11 +38,15 @@ NAMESPACE = "Provision"
 _MAX_POLICY_KEY = 0xFFFFFFFF
 
 
-class ProvisionKind(Enum):
-    INITIAL = "initial"
-    ACKNOWLEDGE = "acknowledge"
-    WIPE_ACK = "wipe_ack"
-    EMPTY = "empty"
+class ProvisionKind(StrEnum):
+    """The step of provisioning a request is (the one enum: the policy's
+    ``RequestFacts.provision`` is this too)."""
+
+    NONE = "none"  # not a Provision request
+    INITIAL = "initial"  # Policies/Policy/PolicyType, no key
+    ACKNOWLEDGE = "acknowledge"  # the policy acknowledgement (temporary key)
+    WIPE_ACK = "wipe_ack"  # RemoteWipe/AccountOnlyRemoteWipe with a Status
+    EMPTY = "empty"  # <Provision/>, the reaction to status 140
 
 
 class WipeKind(Enum):
@@ -59,12 +63,23 @@ class ProvisionRequest:
     policy_key: int | None = None  # acknowledgement: the temporary key
     policy_status: int | None = None  # acknowledgement: 1 applied .. 4 third party
     wipe: WipeKind | None = None
-    wipe_status: int | None = None  # WipeAckStatus value
+    wipe_status: int | None = None  # the Status as sent; see wipe_ack
     device_information: DeviceInformation | None = None
 
     @property
+    def wipe_ack(self) -> WipeAckStatus | None:
+        """The reported Status as a ``WipeAckStatus``; None when absent or a
+        value the protocol does not define (counted as a failure)."""
+        if self.wipe_status is None:
+            return None
+        try:
+            return WipeAckStatus(self.wipe_status)
+        except ValueError:
+            return None
+
+    @property
     def wipe_succeeded(self) -> bool:
-        return self.wipe_status == WipeAckStatus.Succeeded
+        return self.wipe_ack is WipeAckStatus.Succeeded
 
 
 def parse_provision(root: Element) -> ProvisionRequest:
