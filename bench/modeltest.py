@@ -5,8 +5,8 @@ a fresh gateway (SQLite store, two pools of different types behind strict
 recording backends) driven by a drawn configuration and a sequence of
 requests, admin actions, compliance flips, pushes, backend-type resets and
 restarts, checked step by step against the independent model of
-``sentry.testing.model``. The suite runs the bounded profile (25 examples of
-10-40 steps, derandomized); this runs it first as the baseline, then the long
+``sentry.testing.model``. The suite runs the bounded profile (``SUITE_PROFILE``: 40 examples of
+10-45 steps, derandomized); this runs it first as the baseline, then the long
 profile (by default 300 examples of 30-120 steps, random unless ``--seed``),
 and reports for each the examples, steps, requests checked, refusals by
 reason, restarts and time, and the long profile's coverage as a ratio of the
