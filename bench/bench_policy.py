@@ -10,7 +10,15 @@ domain, a per-mailbox limit set so that rule does real work):
   pools of different backend types are configured, so the mixed-backend rule
   looks at the peer; with one type configured it is skipped);
 - *first sight*: a DeviceId the snapshot has never seen (nothing applied, so
-  every call is a first sight).
+  every call is a first sight);
+- *known, 50 access rules*: *known, no change* again after 50 device access
+  rules (none matching these devices, so every rule is looked at once per
+  distinct device facts; the snapshot's memo answers the rest).
+
+Then the admin side of the rules: adding a quarantine rule that matches one
+row in ten (the rows with protocol version 12.1), timed as the shell does it:
+``affected_keys`` (which rows' first matching rule changes), then ``refresh``
+(their new decisions), next to the floor of one pass over every row.
 
 Principals are canonical under one realm (corp.example, the realm of bare
 names): rows are keyed ``userN@corp.example`` and requests say ``userN`` (the
@@ -35,6 +43,8 @@ from pathlib import Path
 
 from sentry.eas.request import EasRequest
 from sentry.model import (
+    AccessRule,
+    AccessRules,
     Association,
     AssociationKey,
     Device,
@@ -44,9 +54,21 @@ from sentry.model import (
     Realm,
     Realms,
     Routing,
+    RuleAction,
+    RuleField,
+    RuleMatch,
     User,
 )
-from sentry.policy import Outcome, RequestFacts, Snapshot, Touch, decide
+from sentry.policy import (
+    Outcome,
+    PutAccessRules,
+    RequestFacts,
+    Snapshot,
+    Touch,
+    affected_keys,
+    decide,
+    refresh,
+)
 from sentry.policy.established import missing_types
 from sentry.testing.conversation import req
 
@@ -78,7 +100,7 @@ def build_snapshot(rng: random.Random) -> Snapshot:
                 AssociationKey(f"DEV{device:06d}", f"user{user}@corp.example"),
                 "iPhone",
                 "Apple-iPhone/2104",
-                "16.1",
+                "12.1" if i % 10 == 0 else "16.1",
                 None,
                 seen,
                 seen,
@@ -104,7 +126,13 @@ def settle(snap: Snapshot) -> None:
     """Record each row's current decision so a repeat request changes nothing."""
     facts = RequestFacts()
     for row in list(snap.associations()):
-        request = req(row.key.user, row.key.device_id, user_agent=row.user_agent, realms=REALMS)
+        request = req(
+            row.key.user,
+            row.key.device_id,
+            user_agent=row.user_agent,
+            version=row.protocol_version,
+            realms=REALMS,
+        )
         snap.apply(decide(request, facts, snap, NOW).changes)
 
 
@@ -119,12 +147,46 @@ def timed(fn: Callable[[EasRequest], object], requests: Sequence[EasRequest]) ->
     return best
 
 
-def requests_for(keys: Sequence[AssociationKey]) -> list[EasRequest]:
+def requests_for(snap: Snapshot, keys: Sequence[AssociationKey]) -> list[EasRequest]:
     bare = [k.user.partition("@")[0] for k in keys]  # bare names: the default realm
+    versions = [(r.protocol_version if (r := snap.get(k)) else None) or "16.1" for k in keys]
     return [
-        req(u, k.device_id, user_agent="Apple-iPhone/2104", realms=REALMS)
-        for u, k in zip(bare, keys, strict=True)
+        req(u, k.device_id, user_agent="Apple-iPhone/2104", version=v, realms=REALMS)
+        for u, k, v in zip(bare, keys, versions, strict=True)
     ]
+
+
+def other_rules(count: int) -> AccessRules:
+    """``count`` rules, none matching the benchmark's devices."""
+    fields = [RuleField.DEVICE_TYPE, RuleField.MODEL, RuleField.OS, RuleField.USER_AGENT]
+    rules = [
+        AccessRule(f"r{i}", fields[i % 4], RuleMatch.GLOB, f"*Other{i}*", RuleAction.BLOCK)
+        for i in range(count - 1)
+    ]
+    rules.append(AccessRule("v", RuleField.PROTOCOL_VERSION, RuleMatch.LT, "2.0", RuleAction.BLOCK))
+    return AccessRules(tuple(rules))
+
+
+def rule_change(snap: Snapshot) -> dict[str, float]:
+    """ms to plan and record a quarantine rule matching 1 row in 10."""
+    old = AccessRule("old", RuleField.PROTOCOL_VERSION, RuleMatch.LT, "14.0", RuleAction.QUARANTINE)
+    change = PutAccessRules(AccessRules((*snap.access_rules.rules, old)))
+    start = time.perf_counter_ns()
+    keys = affected_keys([change], snap)
+    planned = time.perf_counter_ns()
+    snap.apply([change])
+    moved = refresh(keys, snap, NOW + 2)
+    done = time.perf_counter_ns()
+    floor_start = time.perf_counter_ns()
+    sum(1 for row in snap.associations() if row.protocol_version == "12.1")
+    floor = time.perf_counter_ns() - floor_start
+    return {
+        "rows_changed": float(len(keys)),
+        "changes": float(len(moved)),
+        "plan_ms": (planned - start) / 1e6,
+        "refresh_ms": (done - planned) / 1e6,
+        "floor_ms": floor / 1e6,
+    }
 
 
 def run() -> dict[str, dict[str, float]]:
@@ -136,9 +198,9 @@ def run() -> dict[str, dict[str, float]]:
     double = [k for k in keys if len(snap.on_device(k.device_id)) == 2]
     fresh = [AssociationKey(f"NEW{i:06d}", f"user{i % 60_000}@corp.example") for i in range(CALLS)]
     cases = {
-        "known, no change": requests_for(rng.sample(single, CALLS)),
-        "known, 2-mailbox device": requests_for(rng.sample(double, CALLS)),
-        "first sight": requests_for(fresh),
+        "known, no change": requests_for(snap, rng.sample(single, CALLS)),
+        "known, 2-mailbox device": requests_for(snap, rng.sample(double, CALLS)),
+        "first sight": requests_for(snap, fresh),
     }
 
     def floor(r: EasRequest) -> object:
@@ -149,15 +211,25 @@ def run() -> dict[str, dict[str, float]]:
 
     known = cases["known, no change"][:100]
     assert all(isinstance(decision(r).changes[0], Touch) for r in known)  # the hot path
-    return {
+    out = {
         name: {"decide_us": timed(decision, rs), "floor_us": timed(floor, rs)}
         for name, rs in cases.items()
     }
+    snap.apply([PutAccessRules(other_rules(50))])
+    assert all(isinstance(decision(r).changes[0], Touch) for r in known)  # still the hot path
+    ruled = cases["known, no change"]
+    out["known, 50 access rules"] = {
+        "decide_us": timed(decision, ruled),
+        "floor_us": timed(floor, ruled),
+    }
+    out["add a rule (100k rows)"] = rule_change(snap)
+    return out
 
 
 def main() -> None:
     results = run()
     print(f"decide() with {ASSOCIATIONS:,} associations, best of {REPEAT} x {CALLS:,} calls\n")
+    change = results.pop("add a rule (100k rows)")
     print("| case | decide µs | floor µs (dict lookup) | ratio | target |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
@@ -167,6 +239,14 @@ def main() -> None:
             f"| {name} | {r['decide_us']:.2f} | {r['floor_us']:.3f} | {ratio:.0f}x "
             f"| ≤ {TARGET_US:.0f} µs {ok} |"
         )
+    print(
+        f"\nadding a quarantine rule matching {change['rows_changed']:,.0f} of "
+        f"{ASSOCIATIONS:,} rows: plan {change['plan_ms']:.0f} ms + record "
+        f"{change['refresh_ms']:.0f} ms (floor, one pass over the rows: "
+        f"{change['floor_ms']:.0f} ms; ratio "
+        f"{(change['plan_ms'] + change['refresh_ms']) / change['floor_ms']:.0f}x)"
+    )
+    results["add a rule (100k rows)"] = change
     RESULTS.mkdir(exist_ok=True)
     doc = {
         "associations": ASSOCIATIONS,

@@ -21,6 +21,7 @@ afterwards is that of the held requests, not of the association rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -326,7 +327,8 @@ def run_block(opts: BlockOptions, work: Path) -> dict[str, Any]:
         remaining = _wait_held_down(setup.gateway, opts.pings - blocked, 30.0)
         revocation = _revocation_histogram(setup.gateway.metrics_text())
         for g in setup.gens:
-            g.send({"cmd": "stop"})
+            with contextlib.suppress(BrokenPipeError):  # it ended by itself: all answered
+                g.send({"cmd": "stop"})
         for g in setup.gens:
             g.receive(60)
         rows = _outcomes(setup)

@@ -92,8 +92,11 @@ def start_bare(workdir: Path, upstream: str) -> ServerProc:
     return ServerProc(proc, "127.0.0.1", int(_ready_port(proc)["port"]))
 
 
-def gateway_settings(servers: list[str], *, tls: bool) -> dict[str, Any]:
-    """The gateway configuration for a bench run (everything on; TLS as asked)."""
+def gateway_settings(
+    servers: list[str], *, tls: bool, store: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The gateway configuration for a bench run (everything on; TLS as asked;
+    ``store`` replaces the SQLite store section)."""
     return {
         "gateway": {
             "fqdn": "localhost",
@@ -101,7 +104,7 @@ def gateway_settings(servers: list[str], *, tls: bool) -> dict[str, Any]:
             "tls": {"enabled": tls, "cert": "certs/sentry.pem", "key": "certs/sentry.key"},
         },
         "admin": {"listen": {"host": "127.0.0.1", "port": 0}, "token_file": "admin-token"},
-        "store": {"kind": "sqlite", "path": "sentry.db"},
+        "store": store or {"kind": "sqlite", "path": "sentry.db"},
         "pools": [{"name": "exchange", "type": "exchange", "servers": servers}],
         "routing": {"default": "exchange"},
         "logging": {"level": "info", "format": "json", "file": "gateway.jsonl", "access_log": True},
@@ -117,14 +120,21 @@ def _sentry_command() -> list[str]:
 
 
 def start_gateway(
-    workdir: Path, servers: list[str], *, tls: bool, timeout: float = 60.0
+    workdir: Path,
+    servers: list[str],
+    *,
+    tls: bool,
+    timeout: float = 60.0,
+    store: dict[str, Any] | None = None,
 ) -> GatewayProc:
-    """``sentry run --config`` with a fresh store and log under ``workdir``."""
+    """``sentry run --config`` with a fresh store and log under ``workdir``
+    (``store``: another store section, e.g. a shared PostgreSQL)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     config = workdir / "sentry.yaml"
-    config.write_text(yaml.safe_dump(gateway_settings(servers, tls=tls), sort_keys=False))
+    settings = gateway_settings(servers, tls=tls, store=store)
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
     proc = start("gateway", [*_sentry_command(), "run", "--config", str(config)], workdir)
     log = workdir / "gateway.jsonl"
     deadline = time.monotonic() + timeout

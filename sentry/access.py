@@ -11,7 +11,12 @@ now)`` returns the changes; they are written to the store; then ``absorb``
 (the pure planner ``sentry.policy.planner``) applies them to the snapshot,
 records the decisions they moved and names the held polls to end. Changes
 that are already durable elsewhere (another node's change feed) enter
-through ``absorb`` alone. Rules it keeps:
+through ``absorb`` alone. On a shared store (several nodes, ``sentry.cluster``)
+a write finds out, under the store's feed lock, when another node wrote
+since the state it was built on (``FeedBehind``): the node takes the missed
+rows (``take_missed``) and ``build`` runs again, inside the same
+transaction, so what is written was decided on the latest state. Rules it
+keeps:
 
 * The hot path makes no database round trip: a known association whose state
   did not change yields only a ``Touch``, kept in memory and written in batches
@@ -47,7 +52,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
@@ -70,16 +75,39 @@ from sentry.policy import (
     Touch,
     backend_accepted,
     decide,
+    evaluate,
     expire_unverified,
 )
+from sentry.policy.decisions import Forward
 from sentry.policy.planner import NOTHING, Absorbed, absorb
 from sentry.proxy.longpolls import LongPolls
 from sentry.store.base import Store, StoreUnavailable
+from sentry.store.feed import REBUILD, FeedBehind
 
-__all__ = ["ACCEPTED_STATUSES", "AccessState", "Build", "Committed", "backend_accepts"]
+__all__ = [
+    "ACCEPTED_STATUSES",
+    "AccessState",
+    "Build",
+    "CatchUp",
+    "Committed",
+    "TakeMissed",
+    "backend_accepts",
+]
 
 Build = Callable[[Snapshot, float], Sequence[Change]]
 """Builds a change list from (snapshot, now) under the writer lock; raises to refuse."""
+
+TakeMissed = Callable[[FeedBehind], "bool | None"]
+"""Applies the rows a write missed at once (inside the write's transaction,
+writer lock held): whether the state changed, None when it cannot (the rows
+were pruned). Set by ``sentry.cluster``."""
+
+CatchUp = Callable[[FeedBehind], Awaitable[bool]]
+"""``TakeMissed`` outside a transaction (it may reload the whole state)."""
+
+BEHIND_RETRIES = 10
+"""Writes of one commit whose missed rows could not be taken inside the
+transaction (caught up outside it, then built again) before it gives up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +168,8 @@ class AccessState:
         self._flush_every = touch_flush_seconds
         self._expiry = unverified_expiry_seconds
         self._flusher: asyncio.Task[None] | None = None
+        self.take_missed: TakeMissed | None = None  # a shared store: sentry.cluster
+        self.catch_up: CatchUp | None = None
 
     # -- the one commit path ---------------------------------------------------
 
@@ -169,12 +199,23 @@ class AccessState:
         recorded decision, agree with the change. A caller cancelled meanwhile
         (a device that hangs up) waits until the snapshot matches the store."""
         async with self._lock:
-            if in_thread:
-                loop = asyncio.get_running_loop()
-                changes = await loop.run_in_executor(executor, build, self.snapshot, self.clock())
-            else:
-                changes = build(self.snapshot, self.clock())
-            return await self._commit_held(changes, kept)
+            for _ in range(BEHIND_RETRIES):
+                if in_thread:
+                    loop = asyncio.get_running_loop()
+                    changes = await loop.run_in_executor(
+                        executor, build, self.snapshot, self.clock()
+                    )
+                else:
+                    changes = build(self.snapshot, self.clock())
+                try:
+                    return await self._commit_held(changes, kept, None if in_thread else build)
+                except FeedBehind as exc:
+                    # rows that could not be taken inside the transaction
+                    # (pruned: a reload): catch up, then build again
+                    if self.catch_up is None:
+                        raise
+                    await self.catch_up(exc)
+            raise FeedBehind(0, 0, ())  # pragma: no cover - other nodes never let it write
 
     @property
     def writer(self) -> asyncio.Lock:
@@ -186,20 +227,41 @@ class AccessState:
     async def commit_held(self, build: Build) -> Committed:
         """``commit`` for a caller that already holds ``writer``."""
         assert self._lock.locked(), "commit_held needs the writer lock"
-        return await self._commit_held(build(self.snapshot, self.clock()))
+        return await self._commit_held(build(self.snapshot, self.clock()), None, build)
 
     async def _commit_held(
-        self, changes: Sequence[Change], kept: AssociationKey | None = None
+        self,
+        changes: Sequence[Change],
+        kept: AssociationKey | None = None,
+        build: Build | None = None,
     ) -> Committed:
         if not changes:
             return Committed((), NOTHING, 0)
-        return await uncancellable(self._write(tuple(changes), kept), name="access:commit")
+        return await uncancellable(self._write(tuple(changes), kept, build), name="access:commit")
 
-    async def _write(self, changes: Changes, kept: AssociationKey | None) -> Committed:
-        await self.store.apply(changes)
+    async def _write(
+        self, changes: Changes, kept: AssociationKey | None, build: Build | None
+    ) -> Committed:
+        final = [changes]
+
+        def again(exc: FeedBehind) -> Sequence[Change] | None:
+            # Another node wrote since the state ``changes`` were built on
+            # (perhaps this very mailbox's or device's first sight): take its
+            # rows and build again; that is written, in the same transaction.
+            if build is None or self.take_missed is None or self.take_missed(exc) is None:
+                return None
+            final[0] = tuple(build(self.snapshot, self.clock()))
+            return final[0]
+
+        token = REBUILD.set(again)
+        try:
+            await self.store.apply(changes)
+        finally:
+            REBUILD.reset(token)
+        changes = final[0]
         absorbed, ended = self._absorb(changes, kept)
         if absorbed.refreshed:
-            with contextlib.suppress(StoreUnavailable):
+            with contextlib.suppress(StoreUnavailable, FeedBehind):
                 await self.store.apply(absorbed.refreshed)
         return Committed(changes, absorbed, ended)
 
@@ -210,6 +272,21 @@ class AccessState:
         and the held polls they refuse are ended."""
         absorbed, ended = self._absorb(changes)
         return Committed(tuple(changes), absorbed, ended)
+
+    def replace_snapshot(self, snapshot: Snapshot) -> int:
+        """Take a freshly loaded state (a node too far behind the shared
+        store's feed reloads); end the held polls it refuses. Caller holds
+        ``writer``. Returns the polls ended."""
+        self.snapshot = snapshot
+        now, ended = self.clock(), 0
+        for key in sorted(self.longpolls.keys()):
+            decision = evaluate(key, snapshot, now)
+            if not isinstance(decision, Forward):
+                ended += self.longpolls.revoke(key, decision)
+        if ended:
+            self.metrics.revocations.inc(ended)
+        self.publish_counts()
+        return ended
 
     def _absorb(
         self, changes: Sequence[Change], kept: AssociationKey | None = None

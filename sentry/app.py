@@ -50,6 +50,7 @@ from sentry.admin.token import TokenFile
 from sentry.aio import create_task
 from sentry.buildinfo import version
 from sentry.certs import server_ssl_context
+from sentry.cluster import Follower
 from sentry.directory.service import DirectorySync
 from sentry.errors import StartupError
 from sentry.files import loose_mode
@@ -85,6 +86,7 @@ from sentry.proxy.upstream import Upstreams
 from sentry.settings import ListenSettings, PreferenceSettings, Settings, TlsSettings
 from sentry.store.base import Store, StoreOpenError, StoreUnavailable
 from sentry.store.factory import open_and_load, store_key, store_path, store_where
+from sentry.store.postgres import PostgresStore
 from sentry.store_watch import WatchedStore
 
 __all__ = [
@@ -124,6 +126,7 @@ class Gateway:
     authn: Authenticator | None = None
     redirect_cache: RedirectCache = field(default_factory=RedirectCache)
     directory: DirectorySync | None = None
+    follower: Follower | None = None  # several nodes on one PostgreSQL (sentry.cluster)
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, end held polls, flush state."""
@@ -138,6 +141,8 @@ class Gateway:
         await self.upstreams.close()
         if self.authn is not None:
             await self.authn.close()
+        if self.follower is not None:
+            await self.follower.close()
         await self.state.close()
         await self.store.close()
         for backend in self.demo:
@@ -291,6 +296,15 @@ async def start_gateway(
         r.cache_ttl_seconds, r.cache_max_entries, on_change=metrics.redirect_cache_entries.set
     )
     gw = Gateway(settings, metrics, store, state, upstreams, redirect_cache=cache, root=root)
+    if isinstance(opened, PostgresStore):
+        gw.follower = Follower(
+            state,
+            opened,
+            metrics,
+            view=opened.loaded or 0,
+            poll_interval=settings.store.feed_poll_seconds,
+            clock=clock,
+        )
     try:
         await _start_parts(settings, gw, root)
     except BaseException:
@@ -327,6 +341,11 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     await gw.upstreams.start()
     gw.store.start()
     gw.state.start()
+    if gw.follower is not None:
+        # what other nodes wrote since the load (and this node's start-up
+        # writes) before the first request is decided
+        await gw.follower.catch_up("resumed")
+        gw.follower.start()
     g = settings.gateway
     gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)
     await gw.authn.start()
@@ -434,6 +453,8 @@ def _readiness(gw: Gateway) -> Callable[[], list[str]]:
             out.append(f"store {status.problem.fault.value}: {status.problem.detail}")
         for pool in gw.upstreams.pools.values():
             out.extend(pool.not_ready())
+        if gw.follower is not None:
+            out.extend(gw.follower.problems())
         if not gw.proxy_url:
             out.append("device listener not started")
         return out

@@ -38,7 +38,10 @@ __all__ = [
     "BACKEND_TYPES",
     "DEFAULT_SETTING_PRIORITY",
     "NO_REALMS",
+    "NO_RULES",
     "THROWAWAY_DEVICE_IDS",
+    "AccessRule",
+    "AccessRules",
     "Association",
     "AssociationKey",
     "AuditEntry",
@@ -59,6 +62,9 @@ __all__ = [
     "Reason",
     "RefusalStyle",
     "Routing",
+    "RuleAction",
+    "RuleField",
+    "RuleMatch",
     "UnlinkCause",
     "User",
     "UserSource",
@@ -135,11 +141,44 @@ class Reason(StrEnum):
     NO_BACKEND = "NO_BACKEND"
     MIXED_BACKEND = "MIXED_BACKEND"
     MANUAL = "MANUAL"
+    RULE_BLOCK = "RULE_BLOCK"  # a device access rule blocks (``Association.access_rule``)
+    QUARANTINE = "QUARANTINE"  # a device access rule quarantines
+    RULE_ALLOW = "RULE_ALLOW"  # a device access rule allows (beats AUTO_BLOCK only)
     COMPLIANCE = "COMPLIANCE"
     AUTO_BLOCK = "AUTO_BLOCK"
     PER_MAILBOX_LIMIT = "PER_MAILBOX_LIMIT"
     PER_DEVICE_LIMIT = "PER_DEVICE_LIMIT"
     REGISTRY_UNREACHABLE = "REGISTRY_UNREACHABLE"
+
+
+class RuleField(StrEnum):
+    """What a device access rule looks at (``sentry.policy.access_rules``)."""
+
+    DEVICE_TYPE = "device_type"  # the DeviceType query parameter
+    MODEL = "model"  # Settings DeviceInformation Model
+    OS = "os"  # Settings DeviceInformation OS
+    USER_AGENT = "user_agent"  # the User-Agent header (else DeviceInformation's)
+    PROTOCOL_VERSION = "protocol_version"  # MS-ASProtocolVersion, "major.minor"
+
+
+class RuleMatch(StrEnum):
+    """How a device access rule compares its value with the field."""
+
+    EQUALS = "equals"  # text: case-insensitive; version: the same major.minor
+    PREFIX = "prefix"  # text only, case-insensitive
+    GLOB = "glob"  # text only: ``*`` any run, ``?`` one character, case-insensitive
+    LT = "lt"  # version only: below
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+
+
+class RuleAction(StrEnum):
+    """What a matching device access rule does (Exchange ABQ's access levels)."""
+
+    ALLOW = "allow"
+    BLOCK = "block"
+    QUARANTINE = "quarantine"
 
 
 class RefusalStyle(StrEnum):
@@ -306,6 +345,52 @@ class Preferences:
         object.__setattr__(self, "new_device_access_when_registry_unreachable", access)
 
 
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """One device access rule (Exchange's ABQ rule): when ``field`` matches
+    ``value`` by ``match``, the association gets ``action``. ``name`` is the
+    rule's unique id; ``note``/``actor``/``at`` record who created it and why.
+    Checked by ``sentry.policy.access_rules.check_rule`` before it is stored."""
+
+    name: str
+    field: RuleField
+    match: RuleMatch
+    value: str
+    action: RuleAction
+    note: str = ""
+    actor: str = ""
+    at: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", RuleField(self.field))
+        object.__setattr__(self, "match", RuleMatch(self.match))
+        object.__setattr__(self, "action", RuleAction(self.action))
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRules:
+    """The device access rules in evaluation order (the first match decides)."""
+
+    rules: tuple[AccessRule, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def get(self, name: str) -> AccessRule | None:
+        """The rule called ``name``, or None."""
+        return next((r for r in self.rules if r.name == name), None)
+
+    def index(self, name: str) -> int | None:
+        """The 0-based position of the rule called ``name``, or None."""
+        return next((i for i, r in enumerate(self.rules) if r.name == name), None)
+
+
+NO_RULES = AccessRules()
+
+
 # --- The ActiveSync list ---
 
 
@@ -383,7 +468,9 @@ class Association:
     so far, or never forwarded), which is never counted for limits nor
     establishing a device's backend type. A row an admin pre-approved has not
     been seen yet: ``last_seen`` is 0.0 (``never_seen``) and ``first_seen`` is
-    the time of the approval.
+    the time of the approval. ``access_rule``: the name of the device access
+    rule that matched at the last decision (its reason is RULE_ALLOW,
+    RULE_BLOCK or QUARANTINE), None when none did.
     """
 
     key: AssociationKey
@@ -406,6 +493,7 @@ class Association:
     policy_fingerprint: str | None = None
     ambiguous_policy: bool = False
     verified_at: float | None = None
+    access_rule: str | None = None
 
     @property
     def throwaway(self) -> bool:

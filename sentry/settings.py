@@ -168,6 +168,7 @@ class StoreSettings:
     connect_timeout_seconds: float = 5.0  # postgresql: connecting, and the health check
     command_timeout_seconds: float = 30.0  # postgresql: one statement
     feed_retention_seconds: float = 3600.0  # postgresql: change-feed rows kept this long
+    feed_poll_seconds: float = 2.0  # postgresql: read the change feed this often besides NOTIFY
 
 
 @dataclass(frozen=True)
@@ -501,7 +502,12 @@ def _validate_store(s: StoreSettings, path: str) -> None:
         _join(path, "unverified_expiry_seconds"), s.unverified_expiry_seconds, allow_zero=True
     )
     _positive(_join(path, "check_interval_seconds"), s.check_interval_seconds)
-    for key in ("connect_timeout_seconds", "command_timeout_seconds", "feed_retention_seconds"):
+    for key in (
+        "connect_timeout_seconds",
+        "command_timeout_seconds",
+        "feed_retention_seconds",
+        "feed_poll_seconds",
+    ):
         _positive(_join(path, key), getattr(s, key))
     if not 1 <= s.pool_size <= 100:
         raise SettingsError(f"{_join(path, 'pool_size')}: must be 1-100")

@@ -89,7 +89,7 @@ async def test_build_process_and_state_metrics(tmp_path: Path) -> None:
     for name in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds"):
         assert families[name].samples[0].value > 0, name
     states = {s.labels["state"]: s.value for s in families["sentry_associations"].samples}
-    assert states == {"allowed": 1, "blocked": 0, "wipe_pending": 0, "wiped": 0}
+    assert states == {"allowed": 1, "blocked": 0, "quarantined": 0, "wipe_pending": 0, "wiped": 0}
 
 
 async def test_a_certificate_for_another_name_is_a_warning_at_start(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from sentry.policy import PolicyError
 from sentry.store.base import StoreUnavailable
 
 from . import (
+    access_rules,
     associations,
     audit,
     backend_types,
@@ -105,6 +106,7 @@ _OPENAPI = Route(
 ROUTES: tuple[Route, ...] = (
     *exports.ROUTES,
     *associations.ROUTES,
+    *access_rules.ROUTES,
     *directory.ROUTES,
     *directory_sync.ROUTES,
     *backend_types.ROUTES,

@@ -48,12 +48,13 @@ from .cli_directory import add_directory_commands
 from .cli_format import cell, record
 from .cli_redirects import add_redirect_commands
 from .cli_registry import add_registry_commands
+from .cli_rules import add_rule_commands
 from .cli_store import add_store_commands
 from .cli_tools import add_tool_commands, create_output
 
 __all__ = ["add_admin"]
 
-_STATES = ("allowed", "blocked", "wipe_pending", "wiped")
+_STATES = ("allowed", "blocked", "quarantined", "wipe_pending", "wiped")
 _FILTERS = (
     *("user", "device_id", "device_type", "state", "reason", "linked", "pool"),
     *("verified", "throwaway", "never_seen", "violation"),
@@ -66,6 +67,7 @@ def add_admin(subparsers: Any) -> None:
     b = Builder(group.add_subparsers(title="commands", metavar="COMMAND", required=True))
     _add_associations(b)
     add_registry_commands(b)
+    add_rule_commands(b)
     add_tool_commands(b)
     add_redirect_commands(b)
     add_store_commands(b)

@@ -127,6 +127,23 @@ COLUMNS: dict[str, list[Column]] = {
         ("TARGET", _get("target")),
         ("NOTE", _get("note")),
     ],
+    "rules": [
+        ("#", _get("position")),
+        ("NAME", _get("name")),
+        ("FIELD", _get("field")),
+        ("MATCH", _get("match")),
+        ("VALUE", _get("value")),
+        ("ACTION", _get("action")),
+        ("NOTE", _get("note")),
+    ],
+    "quarantine": [
+        ("DEVICE ID", _get("device_id")),
+        ("USER", _get("user")),
+        ("TYPE", _get("device_type")),
+        ("VERSION", _get("protocol_version")),
+        ("RULE", _get("access_rule")),
+        ("LAST SEEN", _get("last_seen")),
+    ],
     "servers": [
         ("POOL", _get("pool")),
         ("TYPE", _get("type")),

@@ -73,6 +73,7 @@ CSV_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
     ("override_actor", _override("actor")),
     ("override_note", _override("note")),
     *((k, lambda item, k=k: item[k]) for k in ("user_agent", "first_seen", "last_seen")),
+    ("access_rule", lambda item: item["access_rule"]),
 )
 """The CSV columns, in order, from an association's JSON view."""
 

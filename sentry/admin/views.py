@@ -21,6 +21,9 @@ from sentry.model import (
     Label,
     Override,
     Preferences,
+    RuleAction,
+    RuleField,
+    RuleMatch,
     User,
     Violation,
     ViolationKind,
@@ -96,6 +99,7 @@ def association_item(row: Association) -> dict[str, Any]:
         "last_seen": None if row.never_seen else iso(row.last_seen),
         "never_seen": row.never_seen,
         "ambiguous_policy": row.ambiguous_policy,
+        "access_rule": row.access_rule,
     }
 
 
@@ -119,6 +123,8 @@ def decision_view(decision: Decision) -> dict[str, Any]:
         "reasons": [r.value for r in ordered(decision.reasons)],
         "violations": sorted(decision.violations),
     }
+    if decision.rule is not None:  # the device access rule that matched
+        out["rule"] = decision.rule
     if isinstance(decision, Forward):
         return {
             "kind": "forward",
@@ -293,11 +299,29 @@ _ASSOCIATION = {
     "last_seen": _NS,
     "never_seen": _B,
     "ambiguous_policy": _B,
+    "access_rule": {
+        "type": "string",
+        "nullable": True,
+        "description": "the device access rule the last decision matched",
+    },
 }
 _DECISION = _object(
     {"kind": _S, "reasons": _TEXTS, "violations": _KINDS, "pool": _S, "backend_type": _S}
-    | {"status": _I, "account_only": _B},
-    optional=("pool", "backend_type", "status", "account_only"),
+    | {"status": _I, "account_only": _B, "rule": _S},
+    optional=("pool", "backend_type", "status", "account_only", "rule"),
+)
+_ACCESS_RULE = _object(
+    {
+        "name": _S,
+        "position": _I,
+        "field": {"type": "string", "enum": [f.value for f in RuleField]},
+        "match": {"type": "string", "enum": [m.value for m in RuleMatch]},
+        "value": _S,
+        "action": {"type": "string", "enum": [a.value for a in RuleAction]},
+        "note": _S,
+        "actor": _S,
+        "at": _S,
+    }
 )
 _HISTORY = _object({"at": _S, "kind": _S, "detail": _OBJ})
 _DEVICE = {
@@ -433,6 +457,9 @@ SCHEMAS: dict[str, Any] = {
             "advice": _NS,
         }
     ),
+    "AccessRule": _ACCESS_RULE,
+    "AccessRuleList": _object({"items": _array("AccessRule")}),
+    "AccessRuleChange": _object({"rule": _ref("AccessRule"), "polls_ended": _I}),
     "OpenApi": _OBJ,
 }
 """Component schemas of the answers, by name (``Route.response``)."""

@@ -23,7 +23,10 @@ from sentry.model import UserSource
 from sentry.policy.dirsync import SYNC_ERROR_KINDS
 from sentry.store.base import StoreFault
 
-__all__ = ["KNOWN_COMMANDS", "Metrics", "command_label", "status_class"]
+__all__ = ["CATCHUP_TRIGGERS", "KNOWN_COMMANDS", "Metrics", "command_label", "status_class"]
+
+CATCHUP_TRIGGERS = ("notify", "resumed", "poll", "write")
+"""What made a node read the change feed (``sentry_cluster_catchups_total``)."""
 
 KNOWN_COMMANDS = frozenset(c.value for c in Command) | {"OPTIONS"}
 _LATENCY_BUCKETS = (
@@ -149,7 +152,8 @@ class Metrics:
         )
         self.associations = Gauge(
             "sentry_associations",
-            "ActiveSync associations by list state (allowed, blocked, wipe_pending, wiped)",
+            "ActiveSync associations by list state "
+            "(allowed, blocked, quarantined, wipe_pending, wiped)",
             ["state"],
             registry=registry,
         )
@@ -216,7 +220,42 @@ class Metrics:
             ["peer"],
             registry=registry,
         )
+        self._cluster_metrics(registry)
         self._directory_metrics(registry)
+
+    def _cluster_metrics(self, registry: CollectorRegistry) -> None:
+        """Convergence between nodes on a shared store (``sentry.cluster``);
+        ``trigger`` is one of ``CATCHUP_TRIGGERS``."""
+        self.cluster_notifications = Counter(
+            "sentry_cluster_notifications_total",
+            "Change notifications (NOTIFY) received from other nodes",
+            registry=registry,
+        )
+        self.cluster_applied = Counter(
+            "sentry_cluster_changes_applied_total",
+            "Change-feed rows of other nodes applied to this node's state",
+            registry=registry,
+        )
+        self.cluster_catchups = Counter(
+            "sentry_cluster_catchups_total",
+            "Reads of the change feed that applied missed rows, by what started them "
+            "(notify, resumed: after a (re)connection, poll: the periodic safety net, "
+            "write: a write found this node behind)",
+            ["trigger"],
+            registry=registry,
+        )
+        for trigger in CATCHUP_TRIGGERS:
+            self.cluster_catchups.labels(trigger)
+        self.cluster_reloads = Counter(
+            "sentry_cluster_reloads_total",
+            "Full reloads of the state (the feed rows this node missed were pruned)",
+            registry=registry,
+        )
+        self.cluster_listening = Gauge(
+            "sentry_cluster_listening",
+            "1 while this node listens to the change feed (a shared store only)",
+            registry=registry,
+        )
 
     def _directory_metrics(self, registry: CollectorRegistry) -> None:
         """Directory users and the LDAP sync (``sentry.directory``); ``kind`` is

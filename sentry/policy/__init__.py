@@ -25,7 +25,8 @@ and when the backend answers a forwarded request (accepted: not a 401)::
     changes = backend_accepted(snapshot, key, now)      # verified; may establish the type
 
 Modules: ``decide`` (the request path), ``rules`` (the table of design.md §4),
-``admin`` (Allow/Block/Reset/Wipe/Remove/Link To/Pre-approve), ``registry`` (devices,
+``admin`` (Allow/Block/Reset/Wipe/Remove/Link To/Pre-approve), ``access_rules``
+and ``access_admin`` (device access rules and quarantine), ``registry`` (devices,
 compliance, users, configuration), ``established`` (one backend type per
 device), ``expiry`` (unverified rows), ``rekey`` (realm and alias changes),
 ``transitions`` (the one table of admin states), ``planner`` (what a
@@ -38,6 +39,7 @@ from), ``audit``, ``reasons``, ``errors``.
 
 from __future__ import annotations
 
+from .access_admin import add_rule, move_rule, remove_rule, rule_view
 from .admin import allow, block, link_to, preapprove, remove, reset, wipe
 from .affected import affected_keys
 from .ambiguity import record_policy_fingerprint
@@ -55,6 +57,7 @@ from .changes import (
     DeleteSetting,
     DeleteUser,
     MoveHistory,
+    PutAccessRules,
     PutAssociation,
     PutDevice,
     PutEstablished,
@@ -131,6 +134,7 @@ __all__ = [
     "PushProblem",
     "PushedMailbox",
     "PushedMailboxes",
+    "PutAccessRules",
     "PutAssociation",
     "PutDevice",
     "PutEstablished",
@@ -150,6 +154,7 @@ __all__ = [
     "ValidationError",
     "Wipe",
     "absorb",
+    "add_rule",
     "affected_keys",
     "allow",
     "answer",
@@ -163,6 +168,7 @@ __all__ = [
     "evaluate",
     "expire_unverified",
     "link_to",
+    "move_rule",
     "new_push_problems",
     "options_pool",
     "preapprove",
@@ -176,11 +182,13 @@ __all__ = [
     "refusal_status",
     "register_device",
     "remove",
+    "remove_rule",
     "request_key",
     "reset",
     "reset_backend_type",
     "resolve_pushed_mailboxes",
     "retire_device",
+    "rule_view",
     "set_compliance",
     "set_preferences",
     "set_routing",

@@ -14,16 +14,19 @@ step to their device and mailbox neighbours (one step suffices: a decision
 never depends on another row's decision). A device's established backend
 type reaches every row of its scope (the managed device's DeviceIds, or the
 DeviceId). Changes that reach every row (routing, pools, realms, limits and
-registration preferences) return every key.
+registration preferences) return every key. New device access rules reach
+exactly the rows whose first matching rule differs between the old list and
+the new one (a rule looks at the row alone, so no widening).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sentry.model import AssociationKey, Device, Preferences
+from sentry.model import AccessRules, AssociationKey, Device, Preferences
 
 from . import changes as ch
+from .access_rules import RuleSet, facts_of
 from .established import scope_keys
 from .snapshot import Snapshot
 
@@ -35,11 +38,27 @@ _EVERYTHING = (ch.PutPool, ch.DeletePool, ch.PutRouting, ch.PutRealms)
 def affected_keys(changes: Iterable[ch.Change], snapshot: Snapshot) -> set[AssociationKey]:
     """Keys whose decision ``changes`` may alter (call before applying them)."""
     direct: set[AssociationKey] = set()
+    ruled: set[AssociationKey] = set()
     for change in changes:
         if isinstance(change, _EVERYTHING) or _prefs_matter(change, snapshot.prefs):
             return set(snapshot.keys())
-        direct |= _direct(change, snapshot)
-    return _widen(direct, snapshot)
+        if isinstance(change, ch.PutAccessRules):
+            ruled |= _rule_keys(snapshot, change.rules)
+        else:
+            direct |= _direct(change, snapshot)
+    return _widen(direct, snapshot) | ruled
+
+
+def _rule_keys(snapshot: Snapshot, rules: AccessRules) -> set[AssociationKey]:
+    """Rows whose first matching device access rule differs under ``rules``."""
+    old, new = snapshot.rule_set, RuleSet(rules)
+    if not old.rules and not rules:
+        return set()
+    return {
+        row.key
+        for row in snapshot.associations()
+        if new.first(facts := facts_of(row)) != old.first(facts)
+    }
 
 
 def _prefs_matter(change: ch.Change, old: Preferences) -> bool:

@@ -36,8 +36,13 @@ def require_note(note: str) -> str:
     return note.strip()
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """JSON-ready data for a model value (dicts, lists, str, numbers, None)."""
+    if type(value) in _SCALARS:  # exact types: a StrEnum is a str but not plain
+        return value
     if isinstance(value, Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

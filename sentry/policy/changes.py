@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from sentry.model import (
+    AccessRules,
     Association,
     AssociationKey,
     AuditEntry,
@@ -43,6 +44,7 @@ __all__ = [
     "DeleteSetting",
     "DeleteUser",
     "MoveHistory",
+    "PutAccessRules",
     "PutAssociation",
     "PutDevice",
     "PutEstablished",
@@ -144,6 +146,13 @@ class PutRealms:
 
 
 @dataclass(frozen=True, slots=True)
+class PutAccessRules:
+    """The device access rules, the whole ordered list (``sentry.policy.access_rules``)."""
+
+    rules: AccessRules
+
+
+@dataclass(frozen=True, slots=True)
 class PutEstablished:
     established: EstablishedType
 
@@ -189,6 +198,7 @@ Change = (
     | PutLabel
     | DeleteLabel
     | PutRealms
+    | PutAccessRules
     | PutEstablished
     | DeleteEstablished
     | MoveHistory

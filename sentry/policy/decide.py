@@ -40,7 +40,8 @@ changes that record such re-evaluations.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
+from operator import attrgetter
 from typing import Any
 
 from sentry.eas.request import EasRequest
@@ -64,6 +65,9 @@ from .snapshot import Snapshot
 from .transitions import Action, AdminState, state_of, transition
 
 _new_association = fast_constructor(Association)  # ~2x a frozen __init__ (see _fast)
+_FIELD_NAMES = tuple(f.name for f in fields(Association))
+_FIELD_AT = {name: i for i, name in enumerate(_FIELD_NAMES)}
+_row_values = attrgetter(*_FIELD_NAMES)
 
 __all__ = [
     "decide",
@@ -139,13 +143,17 @@ def _first_sight(
 ) -> Outcome:
     """A new association: listed at once, whatever the decision."""
     key = AssociationKey(*pair)
-    a = assess(Candidate(key, now), snapshot, new=True, reachable=facts.registry_reachable)
+    seen = Candidate(
+        key, now, device_type=request.device_type, user_agent=request.user_agent,
+        protocol_version=request.protocol_version, device_info=facts.device_info,
+    )  # fmt: skip
+    a = assess(seen, snapshot, new=True, reachable=facts.registry_reachable)
     pool, backend = (None, None) if a.pool is None else (a.pool.name, a.pool.type)
     row = _new_association(  # every field, in Association's order (no override, no wipe)
         key, request.device_type, request.user_agent, request.protocol_version,
         facts.device_info, now, now, a.device, a.unlinked, None, None, a.verdict, a.reasons,
         a.violations, pool, backend, WipeStatus.NONE, None, _joins_ambiguous(key, snapshot),
-        None,
+        None, a.rule,
     )  # fmt: skip
     decision = decision_of(a, row)
     event = HistoryEvent(now, "first_seen", decision_detail(row))
@@ -200,18 +208,17 @@ def with_assessment(row: Association, a: Assessment) -> Association:
         and row.unlinked is a.unlinked
         and row.pool == pool
         and row.backend_type == backend
+        and row.access_rule == a.rule
     ):
         return row
-    return replace(
-        row,
-        verdict=a.verdict,
-        reasons=a.reasons,
-        violations=a.violations,
-        device=a.device,
-        unlinked=a.unlinked,
-        pool=pool,
-        backend_type=backend,
-    )
+    values = list(_row_values(row))  # ``replace`` without its per-call introspection
+    for name, value in (
+        ("verdict", a.verdict), ("reasons", a.reasons), ("violations", a.violations),
+        ("device", a.device), ("unlinked", a.unlinked), ("pool", pool),
+        ("backend_type", backend), ("access_rule", a.rule),
+    ):  # fmt: skip
+        values[_FIELD_AT[name]] = value
+    return _new_association(*values)
 
 
 def _recorded(row: Association, decision: Decision) -> Association:
@@ -266,7 +273,7 @@ def _acknowledged(decision: Decision, row: Association, facts: RequestFacts) -> 
     ok = facts.wipe_status == WipeAckStatus.Succeeded
     status = WipeAckStatus.Succeeded if ok else WipeAckStatus.Failed
     only = row.override is not None and row.override.account_only
-    return Wipe(only, decision.reasons | {Reason.WIPE}, decision.violations, status)
+    return Wipe(only, decision.reasons | {Reason.WIPE}, decision.violations, status, decision.rule)
 
 
 def _changes(
@@ -279,7 +286,11 @@ def _changes(
 
 def _transition_events(old: Association, new: Association, now: float) -> tuple[HistoryEvent, ...]:
     events: list[HistoryEvent] = []
-    if old.verdict is not new.verdict or old.reasons != new.reasons:
+    if (
+        old.verdict is not new.verdict
+        or old.reasons != new.reasons
+        or old.access_rule != new.access_rule
+    ):
         change = {"before": decision_detail(old), "after": decision_detail(new)}
         events.append(HistoryEvent(now, "decision", change))
     if old.device != new.device or old.unlinked is not new.unlinked:
@@ -289,11 +300,12 @@ def _transition_events(old: Association, new: Association, now: float) -> tuple[
 
 
 def decision_detail(row: Association) -> dict[str, Any]:
-    """A small dict describing a row's decision (history and audit records).
+    """A small dict describing a row's decision (history and audit records);
+    ``rule`` names the device access rule that matched, when one did.
 
     Enum members are ``StrEnum``s: they are their own JSON text, no ``.value``.
     """
-    return {
+    detail: dict[str, Any] = {
         "verdict": row.verdict,
         "reasons": ordered(row.reasons) if row.reasons else [],
         "violations": sorted(row.violations) if row.violations else [],
@@ -301,3 +313,6 @@ def decision_detail(row: Association) -> dict[str, Any]:
         "unlinked": row.unlinked,
         "pool": row.pool,
     }
+    if row.access_rule is not None:  # the device access rule that matched
+        detail["rule"] = row.access_rule
+    return detail

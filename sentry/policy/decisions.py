@@ -15,8 +15,10 @@ registry is reachable. A decision is one of three frozen values, all data:
   (succeeded) or Status 2 with the directive again (failed), MS-ASPROV
   3.2.5.1.2.2 (``sentry.policy.answers`` turns a decision into bytes).
 
-Each carries every reason that applied (``reasons``) and the compliance
-``violations``, for logs and the admin list. ``Outcome`` adds the changes to
+Each carries every reason that applied (``reasons``), the compliance
+``violations`` and the device access ``rule`` that matched (its name; the
+reason RULE_ALLOW, RULE_BLOCK or QUARANTINE says what it did), for logs and
+the admin list. ``Outcome`` adds the changes to
 apply and the association as it now stands (linked device or unlink cause).
 """
 
@@ -60,6 +62,7 @@ class Forward:
     backend_type: str
     reasons: frozenset[Reason] = frozenset()
     violations: frozenset[str] = frozenset()
+    rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class Refuse:
     reasons: frozenset[Reason] = frozenset()
     violations: frozenset[str] = frozenset()
     style: RefusalStyle = RefusalStyle.STATUS  # how the wire answer looks
+    rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,7 @@ class Wipe:
     reasons: frozenset[Reason] = frozenset({Reason.WIPE})
     violations: frozenset[str] = frozenset()
     acknowledged: WipeAckStatus | None = None  # this request acknowledged the wipe
+    rule: str | None = None
 
 
 Decision = Forward | Refuse | Wipe

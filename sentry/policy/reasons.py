@@ -2,7 +2,8 @@
 
 The codes themselves are ``sentry.model.Reason`` (the association stores
 them). A refusal carries 177 MaximumDevicesReached when the per-mailbox limit
-is its only reason: 177 means "too many devices for this user" (MS-ASCMD
+is its only reason (an allow rule's RULE_ALLOW, which refuses nothing, aside):
+177 means "too many devices for this user" (MS-ASCMD
 2.2.2), which is exactly that limit. Everything else, the per-device limit
 (too many mailboxes on one device) included, carries 129
 DeviceIsBlockedForThisUser. Because of the table's order, a refused row whose
@@ -24,11 +25,13 @@ REASON_ORDER: dict[Reason, int] = {reason: i for i, reason in enumerate(Reason)}
 
 
 _MAILBOX_LIMIT_ONLY = frozenset({Reason.PER_MAILBOX_LIMIT})
+_WITH_ALLOW_RULE = frozenset({Reason.PER_MAILBOX_LIMIT, Reason.RULE_ALLOW})
 
 
 def refusal_status(reasons: frozenset[Reason]) -> CommonStatus:
-    """177 when the per-mailbox limit is the only reason, else 129."""
-    if reasons == _MAILBOX_LIMIT_ONLY:
+    """177 when the per-mailbox limit is the only reason (an allow rule, which
+    refuses nothing, aside), else 129."""
+    if reasons in (_MAILBOX_LIMIT_ONLY, _WITH_ALLOW_RULE):
         return CommonStatus.MaximumDevicesReached
     return CommonStatus.DeviceIsBlockedForThisUser
 

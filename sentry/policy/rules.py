@@ -1,17 +1,32 @@
 """The decision table of design.md §4, applied to one association row.
 
-Approach. ``assess`` first collects EVERY reason that applies (rows 1-8 and
+Approach. ``assess`` first collects EVERY reason that applies (rows 1-9 and
 the registry-outage rule), then ``_conclude`` reads them in table order:
 
 1. wipe pending/failed -> answer with the wipe; wiped -> refuse   WIPE
 2. no pool routes the mailbox -> refuse, always                      NO_BACKEND
 3. the device's established backend type differs -> refuse, always   MIXED_BACKEND
-4. admin Block -> refuse; 5. admin Allow -> forward (beats 6-8;    MANUAL
-   with the preference ``compliance_overrides_allow``, 6 beats it)
-6. the device is managed and non-compliant -> refuse                 COMPLIANCE
-7. unlinked and auto-block on -> refuse                              AUTO_BLOCK
-8. over max devices per mailbox / mailboxes per device -> refuse     *_LIMIT (177)
-9. otherwise forward to the routed pool.
+4. admin Block -> refuse; 5. admin Allow -> forward (beats 6-9;    MANUAL
+   with the preference ``compliance_overrides_allow``, 7 beats it)
+6. the first device access rule that matches (``access_rules``):
+   block -> refuse                                                   RULE_BLOCK
+   quarantine -> refuse until an admin allows or blocks the row      QUARANTINE
+   allow -> the row is exempt from 8 (auto-block), nothing else      RULE_ALLOW
+7. the device is managed and non-compliant -> refuse                 COMPLIANCE
+8. unlinked and auto-block on (and no allow rule) -> refuse          AUTO_BLOCK
+9. over max devices per mailbox / mailboxes per device -> refuse     *_LIMIT (177)
+10. otherwise forward to the routed pool.
+
+Device access rules follow Exchange's ABQ order: a personal exemption (the
+admin's Allow or Block of this row, a pre-approval) beats the rules, and the
+rules beat the default access level (here auto-block of unregistered
+devices). So rules sit after the hard refusals (1-3, which nothing lifts)
+and the admin's own word on the row (4-5: allowing a quarantined row is what
+quarantine is for), and before compliance, auto-block and the limits. An
+allow rule lifts only auto-block: it says "this kind of device is welcome",
+not "this device is compliant" nor "this mailbox may have more devices".
+The matched rule's name is recorded on the row (``access_rule``) with its
+reason, also when an admin override wins over it.
 
 Compliance is a property of the physical device: it applies to every row
 whose DeviceId belongs to (or was linked to) a non-compliant managed device,
@@ -48,6 +63,7 @@ from sentry.model import (
     Association,
     AssociationKey,
     Device,
+    DeviceInformation,
     NewDeviceAccess,
     Override,
     OverrideKind,
@@ -55,6 +71,7 @@ from sentry.model import (
     Preferences,
     Reason,
     RefusalStyle,
+    RuleAction,
     UnlinkCause,
     Verdict,
     WipeStatus,
@@ -78,8 +95,19 @@ __all__ = [
 
 _NO_REASONS: frozenset[Reason] = frozenset()
 _NO_VIOLATIONS: frozenset[str] = frozenset()
-# Rows 6-8 and the outage rule: they refuse unless an admin allowed the row.
-_REFUSING = LIMIT_REASONS | {Reason.COMPLIANCE, Reason.AUTO_BLOCK, Reason.REGISTRY_UNREACHABLE}
+# Rows 6-9 and the outage rule: they refuse unless an admin allowed the row.
+_REFUSING = LIMIT_REASONS | {
+    Reason.RULE_BLOCK,
+    Reason.QUARANTINE,
+    Reason.COMPLIANCE,
+    Reason.AUTO_BLOCK,
+    Reason.REGISTRY_UNREACHABLE,
+}
+_RULE_REASON = {
+    RuleAction.ALLOW: Reason.RULE_ALLOW,
+    RuleAction.BLOCK: Reason.RULE_BLOCK,
+    RuleAction.QUARANTINE: Reason.QUARANTINE,
+}
 _WIPE_ANSWER = (WipeStatus.PENDING, WipeStatus.FAILED)
 
 
@@ -98,10 +126,19 @@ class Row(Protocol):
     def override(self) -> Override | None: ...
     @property
     def manual_link(self) -> str | None: ...
+    @property
+    def device_type(self) -> str: ...
+    @property
+    def user_agent(self) -> str | None: ...
+    @property
+    def protocol_version(self) -> str | None: ...
+    @property
+    def device_info(self) -> DeviceInformation | None: ...
 
 
 class Candidate(NamedTuple):
-    """A row not stored yet (first sight): cheap to build, read like a ``Row``."""
+    """A row not stored yet (first sight): cheap to build, read like a ``Row``.
+    What the device said (DeviceType...) is what the device access rules see."""
 
     key: AssociationKey
     first_seen: float
@@ -109,6 +146,10 @@ class Candidate(NamedTuple):
     override: Override | None = None
     manual_link: str | None = None
     verified_at: float | None = None
+    device_type: str = ""
+    user_agent: str | None = None
+    protocol_version: str | None = None
+    device_info: DeviceInformation | None = None
 
 
 class Assessment(NamedTuple):
@@ -121,6 +162,7 @@ class Assessment(NamedTuple):
     unlinked: UnlinkCause | None
     pool: Pool | None
     style: RefusalStyle = RefusalStyle.STATUS  # of a refusal
+    rule: str | None = None  # the device access rule that matched
 
 
 def managed_device(row: Row, snap: Snapshot) -> Device | None:
@@ -159,18 +201,24 @@ def assess(row: Row, snap: Snapshot, *, new: bool = False, reachable: bool = Tru
     override = None if row.override is None else row.override.kind
     if override is OverrideKind.ALLOW or override is OverrideKind.BLOCK:
         reasons.append(Reason.MANUAL)
+    rule = snap.rule_for(row) if snap.access_rules else None
+    if rule is not None:
+        reasons.append(_RULE_REASON[rule.action])
     violations = _NO_VIOLATIONS
     if device is not None and not device.compliant:
         reasons.append(Reason.COMPLIANCE)
         violations = device.violation_kinds
     if unlinked is not None or not reachable:
-        _registration(reasons, unlinked, prefs, new=new, reachable=reachable)
+        exempt = rule is not None and rule.action is RuleAction.ALLOW
+        _registration(reasons, unlinked, prefs, new=new, reachable=reachable, exempt=exempt)
     if prefs.max_devices_per_mailbox is not None or prefs.max_mailboxes_per_device is not None:
         _limits(reasons, row, snap, prefs, new)
     found = frozenset(reasons) if reasons else _NO_REASONS
     linked = device.id if device is not None and unlinked is None else None
     verdict = _conclude(row.wipe, override, found, prefs.compliance_overrides_allow)
-    return Assessment(verdict, found, violations, linked, unlinked, pool, prefs.refusal_style)
+    name = None if rule is None else rule.name
+    style = prefs.refusal_style
+    return Assessment(verdict, found, violations, linked, unlinked, pool, style, name)
 
 
 def _registration(
@@ -180,12 +228,14 @@ def _registration(
     *,
     new: bool,
     reachable: bool,
+    exempt: bool = False,
 ) -> None:
-    """AUTO_BLOCK, or during a registry outage the new-device preference."""
+    """AUTO_BLOCK (not for a row an allow rule ``exempt``s), or during a
+    registry outage the new-device preference."""
     if new and not reachable:
         if prefs.new_device_access_when_registry_unreachable is NewDeviceAccess.BLOCK:
             reasons.append(Reason.REGISTRY_UNREACHABLE)
-    elif unlinked is not None and prefs.auto_block_unregistered:
+    elif unlinked is not None and prefs.auto_block_unregistered and not exempt:
         reasons.append(Reason.AUTO_BLOCK)
 
 
@@ -254,19 +304,24 @@ def _limits(reasons: list[Reason], row: Row, snap: Snapshot, prefs: Preferences,
 def decision_of(assessment: Assessment, row: Row) -> Decision:
     """The ``Decision`` an assessment of ``row`` stands for."""
     verdict, reasons, violations = assessment.verdict, assessment.reasons, assessment.violations
+    rule = assessment.rule
     if verdict is Verdict.FORWARD and assessment.pool is not None:
-        return _forward(assessment.pool.name, assessment.pool.type, reasons, violations)
+        return _forward(assessment.pool.name, assessment.pool.type, reasons, violations, rule)
     if verdict is Verdict.WIPE:
-        return Wipe(_account_only(row), reasons, violations)
-    return _refuse(refusal_status(reasons), reasons, violations, assessment.style)
+        return Wipe(_account_only(row), reasons, violations, rule=rule)
+    return _refuse(refusal_status(reasons), reasons, violations, assessment.style, rule)
 
 
 # Decisions are immutable values: equal ones are shared (a bounded memo, no state).
 @lru_cache(maxsize=4096)
 def _forward(
-    pool: str, backend: str, reasons: frozenset[Reason], violations: frozenset[str]
+    pool: str,
+    backend: str,
+    reasons: frozenset[Reason],
+    violations: frozenset[str],
+    rule: str | None = None,
 ) -> Forward:
-    return Forward(pool, backend, reasons, violations)
+    return Forward(pool, backend, reasons, violations, rule)
 
 
 @lru_cache(maxsize=4096)
@@ -275,8 +330,9 @@ def _refuse(
     reasons: frozenset[Reason],
     violations: frozenset[str],
     style: RefusalStyle,
+    rule: str | None = None,
 ) -> Refuse:
-    return Refuse(status, reasons, violations, style)
+    return Refuse(status, reasons, violations, style, rule)
 
 
 def stored_decision(row: Association, style: RefusalStyle = RefusalStyle.STATUS) -> Decision:
@@ -285,16 +341,17 @@ def stored_decision(row: Association, style: RefusalStyle = RefusalStyle.STATUS)
 
     The wipe state is local, not registry data, so it still comes first.
     """
+    rule = row.access_rule
     if row.wipe in _WIPE_ANSWER:
-        return Wipe(_account_only(row), row.reasons | {Reason.WIPE}, row.violations)
+        return Wipe(_account_only(row), row.reasons | {Reason.WIPE}, row.violations, rule=rule)
     blocked = CommonStatus.DeviceIsBlockedForThisUser
     if row.wipe is WipeStatus.WIPED:
-        return Refuse(blocked, row.reasons | {Reason.WIPE}, style=style)
+        return Refuse(blocked, row.reasons | {Reason.WIPE}, style=style, rule=rule)
     if row.verdict is Verdict.FORWARD and row.pool is not None:
-        return Forward(row.pool, row.backend_type or "", row.reasons, row.violations)
+        return Forward(row.pool, row.backend_type or "", row.reasons, row.violations, rule)
     if row.verdict is Verdict.REFUSE:
-        return Refuse(refusal_status(row.reasons), row.reasons, row.violations, style)
-    return Refuse(blocked, row.reasons, row.violations, style)
+        return Refuse(refusal_status(row.reasons), row.reasons, row.violations, style, rule)
+    return Refuse(blocked, row.reasons, row.violations, style, rule)
 
 
 def verdict_of(decision: Decision) -> Verdict:

@@ -16,7 +16,9 @@ O(mailboxes on the device), never a scan:
   under ``realms``) -> the user's principal, so ``principal_of`` is one dict
   probe on the request path;
 - the established backend type of each managed device and each unregistered
-  DeviceId (``established_for``: one dict probe).
+  DeviceId (``established_for``: one dict probe);
+- the device access rules, compiled, with a memo from a device's facts to
+  the first matching rule (``rule_for``: one dict probe).
 
 It changes only through ``apply(changes)``, the same change list the store
 writes in one transaction, so memory and disk cannot drift apart. History
@@ -30,6 +32,9 @@ from typing import Any
 
 from sentry.model import (
     NO_REALMS,
+    NO_RULES,
+    AccessRule,
+    AccessRules,
     Association,
     AssociationKey,
     Device,
@@ -48,6 +53,7 @@ from sentry.store.base import AssociationState
 
 from . import changes as ch
 from ._fast import fast_setter
+from .access_rules import RuleSet, facts_of
 from .indexes import EstablishedIndex, NameIndex, known_names
 from .table import AssociationTable
 from .templates import PushedMailboxes, resolve_pushed_mailboxes
@@ -67,6 +73,7 @@ class Snapshot:
         "_names",
         "_owned",
         "_pushed",
+        "_ruleset",
         "_table",
         "_types",
         "devices",
@@ -95,6 +102,7 @@ class Snapshot:
         self.realms: Realms = NO_REALMS
         self._names = NameIndex()
         self._established = EstablishedIndex()
+        self._ruleset = RuleSet(NO_RULES)
 
     @classmethod
     def build(
@@ -110,6 +118,7 @@ class Snapshot:
         associations: Iterable[Association] = (),
         realms: Realms = NO_REALMS,
         established: Iterable[EstablishedType] = (),
+        access_rules: AccessRules = NO_RULES,
     ) -> Snapshot:
         """A snapshot holding the given values (tests, the store's ``load``)."""
         snap = cls()
@@ -122,6 +131,7 @@ class Snapshot:
         snap.routing = routing or Routing()
         snap.prefs = prefs or Preferences()
         snap.apply(ch.PutEstablished(e) for e in established)
+        snap._ruleset = RuleSet(access_rules)
         snap.add_associations(associations)
         return snap
 
@@ -198,6 +208,24 @@ class Snapshot:
     def alias_owner(self, name: str) -> str | None:
         """The user whose known name ``name`` is (None: no one's alias)."""
         return self._names.owner(name)
+
+    # --- Device access rules ---
+
+    @property
+    def access_rules(self) -> AccessRules:
+        """The device access rules in evaluation order."""
+        return self._ruleset.rules
+
+    @property
+    def rule_set(self) -> RuleSet:
+        """The compiled rules with their memo (``access_rules.RuleSet``)."""
+        return self._ruleset
+
+    def rule_for(self, row: Any) -> AccessRule | None:
+        """The first device access rule matching what ``row``'s device said
+        (DeviceType, DeviceInformation, User-Agent, protocol version), or None."""
+        ruleset = self._ruleset
+        return ruleset.first(facts_of(row)) if ruleset.rules else None
 
     # --- Established backend types ---
 
@@ -289,6 +317,7 @@ class Snapshot:
         other._table = self._table.copy()
         other.routing, other.prefs, other.realms = self.routing, self.prefs, self.realms
         other._names, other._established = self._names.copy(), self._established.copy()
+        other._ruleset = RuleSet(self._ruleset.rules)
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -312,6 +341,7 @@ class Snapshot:
             {row.key: row for row in self._table},
             self.realms,
             self._established.state(),
+            self._ruleset.rules,
         )
 
     def __repr__(self) -> str:
@@ -350,6 +380,9 @@ class Snapshot:
         self.realms = change.realms
         self._names.rebuild(self.users.values(), self.realms)
         self._pushed.clear()
+
+    def _put_access_rules(self, change: ch.PutAccessRules) -> None:
+        self._ruleset = RuleSet(change.rules)
 
     def _put_established(self, change: ch.PutEstablished) -> None:
         self._established.put(change.established)
@@ -444,6 +477,7 @@ _APPLY: dict[type[Any], Callable[[Snapshot, Any], None]] = {
     ch.PutLabel: Snapshot._put_label,
     ch.DeleteLabel: Snapshot._delete_label,
     ch.PutRealms: Snapshot._put_realms,
+    ch.PutAccessRules: Snapshot._put_access_rules,
     ch.PutEstablished: Snapshot._put_established,
     ch.DeleteEstablished: Snapshot._delete_established,
     ch.MoveHistory: Snapshot._record,

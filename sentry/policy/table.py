@@ -10,7 +10,7 @@ same way (the id itself, or a tuple of ids). Compared with a key dict plus
 two dicts of lists, this saves about a hundred bytes per association and a
 dict insert per row at load. Rows an admin linked to a managed device
 (Link To) are indexed by that device. The number of rows in each list state
-(``allowed``, ``blocked``, ``wipe_pending``, ``wiped``: the admin API's names)
+(``allowed``, ``blocked``, ``quarantined``, ``wipe_pending``, ``wiped``: the admin API's names)
 is kept as rows change, for the metrics gauge, and unverified rows
 (``verified_at`` None) are kept in a set, so expiring them never scans the table.
 """

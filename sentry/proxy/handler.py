@@ -248,6 +248,8 @@ def _describe_outcome(decision: Decision) -> None:
     )
     if decision.violations:
         note(violations=sorted(decision.violations))
+    if decision.rule is not None:  # the device access rule that matched
+        note(rule=decision.rule)
     if isinstance(decision, Forward):
         note(pool=decision.pool)
 

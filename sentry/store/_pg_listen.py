@@ -125,6 +125,9 @@ class FeedListener:
                 await asyncio.sleep(DELAYS[min(attempt, len(DELAYS) - 1)])
                 attempt += 1
                 continue
+            except BaseException:  # cancelled meanwhile: the connection is not kept
+                conn.terminate()
+                raise
             conn.add_termination_listener(self._terminated)
             self._conn, self.problem = conn, None
             self.reconnects += 1

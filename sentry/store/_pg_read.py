@@ -17,6 +17,8 @@ from typing import Any
 
 from sentry.model import (
     NO_REALMS,
+    NO_RULES,
+    AccessRules,
     Association,
     AssociationKey,
     AuditEntry,
@@ -77,6 +79,7 @@ async def load(conn: Any) -> tuple[Snapshot, int]:
             prefs=_config(config, "preferences", Preferences, Preferences()),
             associations=rows,
             realms=_config(config, "realms", Realms, NO_REALMS),
+            access_rules=_config(config, "access_rules", AccessRules, NO_RULES),
             established=established,
         )
     return snapshot, head

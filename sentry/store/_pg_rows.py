@@ -36,11 +36,11 @@ COLUMN_NAMES = (
     *("device_id", "principal", "device_type", "user_agent", "protocol_version"),
     *("device_info", "first_seen", "last_seen", "device", "unlinked", "manual_link"),
     *("override", "verdict", "reasons", "violations", "pool", "backend_type", "wipe"),
-    *("policy_fingerprint", "ambiguous_policy", "verified_at"),
+    *("policy_fingerprint", "ambiguous_policy", "verified_at", "access_rule"),
 )
 COLUMNS = ", ".join(COLUMN_NAMES)
 _ARRAY_TYPES = (
-    *("text",) * 6, "float8", "float8", *("text",) * 11, "bool", "float8",
+    *("text",) * 6, "float8", "float8", *("text",) * 11, "bool", "float8", "text",
 )  # fmt: skip
 _AMBIGUOUS = COLUMN_NAMES.index("ambiguous_policy")
 

@@ -26,7 +26,10 @@ the writing node, the server's time, and the serialised change list
 ``seq`` pruning may have removed (a reader that is behind it must reload).
 The key columns sort as code points (``COLLATE "C"``), like Python and
 SQLite, whatever the database's default collation. ``store_probe`` holds
-one row per node: the health probe's small real write.
+one row per node: the health probe's small real write. Migration 2 adds the
+device access rule a row matched (``access_rule``) and re-creates the state
+index for the ``quarantined`` state (the rules themselves are the ``config``
+document ``access_rules``).
 """
 
 from __future__ import annotations
@@ -48,12 +51,19 @@ __all__ = [
 MIGRATION_LOCK = 0x53454E545259_01  # pg_advisory_xact_lock keys ("SENTRY" + n)
 FEED_LOCK = 0x53454E545259_02
 
-_STATE = (
+_STATE = (  # the list state as migration 1 indexed it (never edit a released migration)
     "CASE WHEN wipe IN ('pending', 'failed') THEN 'wipe_pending' "
     "WHEN wipe = 'wiped' THEN 'wiped' "
     "WHEN verdict = 'forward' THEN 'allowed' ELSE 'blocked' END"
 )
-STATE_SQL = _STATE
+STATE_SQL = (  # since migration 2: a refused row a quarantine rule matched (no admin word)
+    "CASE WHEN wipe IN ('pending', 'failed') THEN 'wipe_pending' "
+    "WHEN wipe = 'wiped' THEN 'wiped' "
+    "WHEN verdict = 'forward' THEN 'allowed' "
+    """WHEN strpos(reasons, '"QUARANTINE"') > 0 AND strpos(reasons, '"MANUAL"') = 0 """
+    "THEN 'quarantined' ELSE 'blocked' END"
+)
+"""The admin list's state of a row in SQL (``association_state``); indexed."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: everything the SQLite schema holds at its version 4, plus the change feed
@@ -130,6 +140,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "through bigint NOT NULL)",
         "INSERT INTO change_feed_pruned VALUES (true, 0)",
         "CREATE TABLE store_probe (node text PRIMARY KEY, at double precision NOT NULL)",
+    ),
+    (  # 2: device access rules: the rule a row matched, the quarantined list state
+        "ALTER TABLE associations ADD COLUMN access_rule text",
+        "DROP INDEX associations_by_state",
+        f"CREATE INDEX associations_by_state ON associations (({STATE_SQL}), principal, device_id)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

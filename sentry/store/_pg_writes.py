@@ -11,8 +11,10 @@ flush of thousands of Touches at a few round trips:
   (a run holds only puts, so that is what applying them in order gives);
 - ``Touch``: one ``UPDATE .. FROM unnest``, ``last_seen`` only ever moving
   forward (the largest per key);
-- ``DeleteAssociation`` and ``AppendHistory``: one statement each (history
-  keeps its order: ``WITH ORDINALITY``).
+- ``DeleteAssociation``, ``AppendHistory`` and ``AppendAudit``: one
+  statement each (history and audit keep their order: ``WITH ORDINALITY``);
+- appends are written after the other changes of a list (unless it moves
+  history), so interleaved per-row changes still make a few statements.
 
 Everything else is one statement per change; registry and configuration
 values are the same JSON documents as in SQLite (``codec.dumps``).
@@ -47,7 +49,23 @@ def check_changes(changes: Sequence[ch.Change]) -> None:
 
 
 async def write_changes(conn: Connection, changes: Sequence[ch.Change]) -> None:
-    """Write ``changes`` in order (runs of one bulk type as one statement)."""
+    """Write ``changes`` in order (runs of one bulk type as one statement).
+
+    History and audit entries are only ever appended, and nothing else in a
+    list reads or changes them except ``MoveHistory``: without one, they are
+    written after the rest (each kind in its own order), so a per-row admin
+    action over many rows (put, history, audit, put, history, audit...)
+    costs a few statements, not three per row."""
+    if not any(type(c) is ch.MoveHistory for c in changes):
+        rest = [c for c in changes if type(c) not in _APPENDS]
+        await _write_runs(conn, rest)
+        await _write_runs(conn, [c for c in changes if type(c) is ch.AppendHistory])
+        await _write_runs(conn, [c for c in changes if type(c) is ch.AppendAudit])
+        return
+    await _write_runs(conn, changes)
+
+
+async def _write_runs(conn: Connection, changes: Sequence[ch.Change]) -> None:
     i = 0
     while i < len(changes):
         kind = type(changes[i])
@@ -143,18 +161,20 @@ async def _move_history(conn: Connection, c: ch.MoveHistory) -> None:
     )
 
 
-async def _append_audit(conn: Connection, c: ch.AppendAudit) -> None:
-    e = c.entry
+async def _append_audit(conn: Connection, run: Sequence[Any]) -> None:
+    entries = [c.entry for c in run]
     await conn.execute(
         "INSERT INTO audit (at, actor, action, target, note, before, after) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        e.at,
-        e.actor,
-        e.action,
-        e.target,
-        e.note,
-        None if e.before is None else dumps(e.before),
-        None if e.after is None else dumps(e.after),
+        "SELECT a, w, x, t, n, b, f FROM unnest($1::float8[], $2::text[], $3::text[], "
+        "$4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY "
+        "AS e(a, w, x, t, n, b, f, i) ORDER BY i",
+        [e.at for e in entries],
+        [e.actor for e in entries],
+        [e.action for e in entries],
+        [e.target for e in entries],
+        [e.note for e in entries],
+        [None if e.before is None else dumps(e.before) for e in entries],
+        [None if e.after is None else dumps(e.after) for e in entries],
     )
 
 
@@ -165,7 +185,9 @@ _RUNS: dict[type[Any], _Run] = {
     ch.DeleteAssociation: _delete_associations,
     ch.Touch: _touch,
     ch.AppendHistory: _append_history,
+    ch.AppendAudit: _append_audit,
 }
+_APPENDS = (ch.AppendHistory, ch.AppendAudit)
 _WRITERS: dict[type[Any], _Writer] = {
     ch.PutUser: _put("users", lambda c: c.user.principal, lambda c: c.user),
     ch.DeleteUser: _delete("users", lambda c: c.principal),
@@ -180,8 +202,8 @@ _WRITERS: dict[type[Any], _Writer] = {
     ch.PutRouting: _put("config", lambda c: "routing", lambda c: c.routing),
     ch.PutPreferences: _put("config", lambda c: "preferences", lambda c: c.prefs),
     ch.PutRealms: _put("config", lambda c: "realms", lambda c: c.realms),
+    ch.PutAccessRules: _put("config", lambda c: "access_rules", lambda c: c.rules),
     ch.PutEstablished: _put_established,
     ch.DeleteEstablished: _delete_established,
     ch.MoveHistory: _move_history,
-    ch.AppendAudit: _append_audit,
 }

@@ -55,7 +55,7 @@ _COLUMNS = (  # the column ``domain`` (schema 1) is no longer read or written
     *("device_id", "user", "device_type", "user_agent", "protocol_version"),
     *("device_info", "first_seen", "last_seen", "device", "unlinked", "manual_link"),
     *("override", "verdict", "reasons", "violations", "pool", "backend_type", "wipe"),
-    *("policy_fingerprint", "ambiguous_policy", "verified_at"),
+    *("policy_fingerprint", "ambiguous_policy", "verified_at", "access_rule"),
 )
 ASSOCIATION_COLUMNS = ", ".join(_COLUMNS)
 PLACEHOLDERS = ", ".join("?" * len(_COLUMNS))
@@ -83,6 +83,7 @@ def association_params(row: Association) -> tuple[Any, ...]:
         *(encode_override(row.override), row.verdict.value, encode_set(row.reasons)),
         *(encode_set(row.violations), row.pool, row.backend_type, row.wipe.value),
         *(row.policy_fingerprint, int(row.ambiguous_policy), row.verified_at),
+        row.access_rule,
     )
 
 
@@ -133,6 +134,7 @@ def association_decoder() -> Callable[[tuple[Any, ...]], Association]:
             None if r[11] is None else decode_override(r[11]),
             verdicts[r[12]], reasons[r[13]], violations[r[14]], share(r[15], r[15]),
             share(r[16], r[16]), wipes[r[17]], share(r[18], r[18]), r[19] == 1, r[20],
+            share(r[21], r[21]),
         )  # fmt: skip
 
     return decode
@@ -153,7 +155,9 @@ def load_objects(conn: sqlite3.Connection) -> dict[str, list[Any]]:
 _STATE_SQL = (
     "CASE WHEN wipe IN ('pending', 'failed') THEN 'wipe_pending' "
     "WHEN wipe = 'wiped' THEN 'wiped' "
-    "WHEN verdict = 'forward' THEN 'allowed' ELSE 'blocked' END"
+    "WHEN verdict = 'forward' THEN 'allowed' "
+    """WHEN instr(reasons, '"QUARANTINE"') > 0 AND instr(reasons, '"MANUAL"') = 0 """
+    "THEN 'quarantined' ELSE 'blocked' END"
 )
 
 

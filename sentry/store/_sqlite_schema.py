@@ -28,6 +28,11 @@ Migration 5 (compliance vocabulary): a device's free-text violations become
 ``{"kind", "detail"}`` values of ``sentry.compliance`` (known spellings
 mapped, anything else ``other`` with the text as detail), an association's
 recorded violations their kinds.
+
+Migration 6 (device access rules): an association records the name of the
+device access rule that matched its last decision (``access_rule``). The
+rules themselves are a configuration document (``config``, name
+``access_rules``): they need no table.
 """
 
 from __future__ import annotations
@@ -182,6 +187,8 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     ),
     # 5: compliance violations as a vocabulary (kind + detail).
     (_violation_vocabulary,),
+    # 6: the device access rule an association's last decision matched.
+    ("ALTER TABLE associations ADD COLUMN access_rule TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -117,6 +117,7 @@ _WRITERS: dict[type[Any], _Writer] = {
     ch.PutRouting: lambda conn, c: _put("config", "routing", c.routing, conn),
     ch.PutPreferences: lambda conn, c: _put("config", "preferences", c.prefs, conn),
     ch.PutRealms: lambda conn, c: _put("config", "realms", c.realms, conn),
+    ch.PutAccessRules: lambda conn, c: _put("config", "access_rules", c.rules, conn),
     ch.PutEstablished: lambda conn, c: _put_established(conn, c),
     ch.DeleteEstablished: lambda conn, c: _delete_established(conn, c),
     ch.MoveHistory: _move_history,

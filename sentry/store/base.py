@@ -118,17 +118,24 @@ class AssociationState(StrEnum):
 
     ALLOWED = "allowed"
     BLOCKED = "blocked"
+    QUARANTINED = "quarantined"  # a quarantine rule refuses it, no admin decided yet
     WIPE_PENDING = "wipe_pending"
     WIPED = "wiped"
 
 
 def association_state(row: Association) -> AssociationState:
-    """The list state of a row: wipe first, then the last decision."""
+    """The list state of a row: wipe first, then the last decision; a refused
+    row a quarantine rule matched, with no admin Allow/Block, is quarantined."""
     if row.wipe is WipeStatus.PENDING or row.wipe is WipeStatus.FAILED:
         return AssociationState.WIPE_PENDING
     if row.wipe is WipeStatus.WIPED:
         return AssociationState.WIPED
-    return AssociationState.ALLOWED if row.verdict is Verdict.FORWARD else AssociationState.BLOCKED
+    if row.verdict is Verdict.FORWARD:
+        return AssociationState.ALLOWED
+    reasons = row.reasons
+    if Reason.QUARANTINE in reasons and Reason.MANUAL not in reasons:
+        return AssociationState.QUARANTINED
+    return AssociationState.BLOCKED
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from sentry.model import (
+    AccessRule,
+    AccessRules,
     AssociationKey,
     Device,
     EstablishedType,
@@ -153,6 +155,10 @@ def _realms(d: Mapping[str, Any]) -> Realms:
     return Realms(realms, d["default"])
 
 
+def _access_rules(d: Mapping[str, Any]) -> AccessRules:
+    return AccessRules(tuple(AccessRule(**r) for r in d["rules"]))
+
+
 def _established(d: Mapping[str, Any]) -> EstablishedType:
     key = None if d["key"] is None else AssociationKey(*d["key"])
     return EstablishedType(d["scope"], d["backend_type"], d["at"], key, d["actor"], d["note"])
@@ -168,6 +174,7 @@ DECODERS: Mapping[type[Any], Callable[[Mapping[str, Any]], Any]] = {
     Preferences: _prefs,
     Realms: _realms,
     EstablishedType: _established,
+    AccessRules: _access_rules,
 }
 """Model type -> decoder of its ``dumps`` JSON (already parsed)."""
 

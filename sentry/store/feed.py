@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from sentry.model import (
+    AccessRules,
     AssociationKey,
     AuditEntry,
     Device,
@@ -50,7 +52,16 @@ from ._sqlite_rows import association_decoder, association_params
 from .base import StoreError
 from .codec import DECODERS
 
-__all__ = ["FORMAT", "FeedEntry", "FeedFormatError", "decode_changes", "encode_changes"]
+__all__ = [
+    "FORMAT",
+    "REBUILD",
+    "FeedBehind",
+    "FeedEntry",
+    "FeedFormatError",
+    "Rebuild",
+    "decode_changes",
+    "encode_changes",
+]
 
 FORMAT = 1
 """The feed document's format number (raise it when a payload's meaning changes)."""
@@ -68,6 +79,30 @@ class FeedEntry:
     node: str
     at: float
     changes: tuple[ch.Change, ...]
+
+
+class FeedBehind(StoreError):
+    """A guarded write found the feed ahead of the node's view: the node's
+    snapshot was not the latest state, so nothing was written. ``missed``
+    are the feed rows after ``view`` (oldest first), or None when they were
+    already pruned (the node must reload). The node absorbs them and decides
+    again (``sentry.cluster``)."""
+
+    def __init__(self, view: int, head: int, missed: Sequence[FeedEntry] | None) -> None:
+        super().__init__(f"the change feed is at {head}, this node has applied {view}")
+        self.view, self.head = view, head
+        self.missed = None if missed is None else tuple(missed)
+
+
+Rebuild = Callable[[FeedBehind], "Sequence[ch.Change] | None"]
+"""Called by a guarded write that found newer feed rows, inside its
+transaction (the feed lock held, so no other row can commit meanwhile): it
+applies the missed rows to the node's state and returns the change list
+decided again on it (written instead, in the same transaction), or None to
+give up (``FeedBehind`` is raised, nothing written)."""
+
+REBUILD: ContextVar[Rebuild | None] = ContextVar("sentry_feed_rebuild", default=None)
+"""The writer's ``Rebuild`` for the store calls it makes (``AccessState``)."""
 
 
 def _doc(value: Any) -> Any:
@@ -100,6 +135,7 @@ _ENCODERS: Mapping[type[Any], tuple[str, _Encoder]] = {
     ch.PutLabel: ("PutLabel", lambda c: _doc(c.label)),
     ch.DeleteLabel: ("DeleteLabel", lambda c: c.name),
     ch.PutRealms: ("PutRealms", lambda c: _doc(c.realms)),
+    ch.PutAccessRules: ("PutAccessRules", lambda c: _doc(c.rules)),
     ch.PutEstablished: ("PutEstablished", lambda c: _doc(c.established)),
     ch.DeleteEstablished: ("DeleteEstablished", lambda c: c.scope),
     ch.MoveHistory: ("MoveHistory", lambda c: [*_key(c.old), *_key(c.new)]),
@@ -149,6 +185,7 @@ def _decoders() -> dict[str, Callable[[Any], ch.Change]]:
         "PutLabel": lambda p: ch.PutLabel(doc(Label)(p)),
         "DeleteLabel": lambda p: ch.DeleteLabel(_text(p)),
         "PutRealms": lambda p: ch.PutRealms(doc(Realms)(p)),
+        "PutAccessRules": lambda p: ch.PutAccessRules(doc(AccessRules)(p)),
         "PutEstablished": lambda p: ch.PutEstablished(doc(EstablishedType)(p)),
         "DeleteEstablished": lambda p: ch.DeleteEstablished(_text(p)),
         "MoveHistory": lambda p: ch.MoveHistory(key(p[:2]), key(p[2:])),

@@ -17,10 +17,21 @@ Approach.
   connection lost *during* ``COMMIT`` leaves the outcome
   unknown: the store waits for the old backend to end and looks for the
   transaction's change-feed row, so it reports exactly what happened.
-- ``apply``: the whole change list in one transaction (``_pg_writes``), then,
-  in the same transaction, one change-feed row (``FEED_LOCK`` held, so rows
-  commit in ``seq`` order) and ``pg_notify(channel, "<seq> <node>")``, which
-  PostgreSQL delivers at commit. ``apply_seq`` returns the row's ``seq``.
+- ``apply``: ``FEED_LOCK`` first (writers are serialised, and rows commit
+  in ``seq`` order), the whole change list in one transaction
+  (``_pg_writes``), then, in the same transaction, one change-feed row and
+  ``pg_notify(channel, "<seq> <node>")``, which PostgreSQL delivers at
+  commit. ``apply_seq`` returns the row's ``seq``.
+- The guard (scale-out, ``sentry.cluster``): once ``view`` is set (the feed
+  ``seq`` the node's snapshot holds), a write of anything but last-seen
+  times first checks under the lock that the feed's head is ``view``; if
+  another node wrote meanwhile, the writer's ``REBUILD`` hook (set by
+  ``AccessState``) takes the missed rows and returns the change list
+  decided again, which is written instead in the same transaction; without
+  a hook (or when the rows were pruned) nothing is written and
+  ``FeedBehind`` carries them. A decision is thus always made on the latest
+  state: limits and the one-backend-type rule hold across nodes (no
+  read-then-write race).
 - ``load_with_seq``: every table read in one repeatable-read transaction, with
   the feed's head at that instant: the snapshot is exactly the feed up to it.
 - The feed: ``changes_since``, ``head``, ``prune_feed`` (rows older than
@@ -48,7 +59,7 @@ import asyncpg
 from sentry.aio import create_task
 from sentry.dsn import redact_dsn
 from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
-from sentry.policy.changes import Change
+from sentry.policy.changes import Change, Touch
 from sentry.policy.snapshot import Snapshot
 
 from . import _pg_read as read
@@ -66,7 +77,7 @@ from .base import (
     StoreProblem,
     StoreUnavailable,
 )
-from .feed import FeedEntry, encode_changes
+from .feed import REBUILD, FeedBehind, FeedEntry, encode_changes
 
 __all__ = ["CHANNEL", "RETRY_DELAYS", "FeedGap", "PostgresOptions", "PostgresStore", "default_node"]
 
@@ -114,6 +125,7 @@ class _Write:
     seq: int | None = None
     pid: int | None = None
     committing = False
+    guarded = False
 
 
 class PostgresStore:
@@ -129,6 +141,16 @@ class PostgresStore:
         self.options = options
         self._closed = False
         self._pruner: asyncio.Task[None] | None = None
+        self.view: int | None = None
+        """The feed ``seq`` this node's snapshot holds (None: writes are not
+        guarded). Set by ``sentry.cluster``; a guarded write raises
+        ``FeedBehind`` unless the feed's head is exactly ``view``."""
+        self.loaded: int | None = None
+        """The feed head the last ``load`` held (where a follower starts)."""
+        self.uncertain: set[int] = set()
+        """Feed ``seq``s of this node's writes whose COMMIT outcome stayed
+        unknown (the caller was told nothing was written): if the row turns
+        up in the feed, the node applies it like another node's."""
 
     # --- opening ---
 
@@ -222,7 +244,8 @@ class PostgresStore:
     # --- Store protocol ---
 
     async def load(self) -> Snapshot:
-        return (await self.load_with_seq())[0]
+        snapshot, self.loaded = await self.load_with_seq()
+        return snapshot
 
     async def load_with_seq(self) -> tuple[Snapshot, int]:
         """Everything, and the feed's head at that instant (the snapshot holds
@@ -239,38 +262,75 @@ class PostgresStore:
         if not changes:
             return None
         check_changes(changes)
-        text = encode_changes(changes)
+        plan = _Plan(changes, encode_changes(changes))
         started = time.monotonic()
         for delay in (*RETRY_DELAYS, None):
             state = _Write()
             try:
                 async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                    return await self._write(conn, changes, text, state)
+                    return await self._write(conn, plan, state)
             except Exception as exc:
                 fault = classify(exc)
                 if fault is None:
                     raise
-                if state.committing and await self._committed(state, exc, fault):
-                    return state.seq
+                if state.committing:
+                    try:
+                        kept = await self._committed(state, exc, fault)
+                    except StoreUnavailable:
+                        # Perhaps kept: if so its feed row is applied like a peer's.
+                        assert state.seq is not None
+                        self.uncertain.add(state.seq)
+                        raise
+                    if kept:
+                        if state.guarded:
+                            self.view = state.seq
+                        return state.seq
                 if not self._retry(exc, fault, delay, started):
                     raise StoreUnavailable(problem_of(exc, fault, self.where)) from exc
             await asyncio.sleep(delay or 0.0)  # _retry said yes: delay is a number
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _write(self, conn: Any, changes: Sequence[Change], text: str, state: _Write) -> int:
+    async def _write(self, conn: Any, plan: _Plan, state: _Write) -> int | None:
+        guard = None if self.view is None or _touches_only(plan.changes) else self.view
         tr = conn.transaction()
         await tr.start()
         try:
-            await write_changes(conn, changes)
+            # The feed lock first, in every write: writers are serialised for
+            # the whole transaction (so a guarded check stays true until
+            # COMMIT) and never wait for each other's rows in opposite order.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
-            seq = int(await conn.fetchval(_FEED_INSERT, self.node, text, self.options.channel))
+            if guard is not None:
+                behind = await _check_view(conn, guard)
+                if behind is not None:
+                    self._rebuild(plan, behind)  # FeedBehind unless the writer decides again
+                    if not plan.changes:  # nothing left to write on the latest state
+                        await tr.rollback()
+                        return None
+            await write_changes(conn, plan.changes)
+            seq = int(await conn.fetchval(_FEED_INSERT, self.node, plan.text, self.options.channel))
         except BaseException:
             with contextlib.suppress(Exception):
                 await tr.rollback()
             raise
         state.seq, state.pid, state.committing = seq, conn.get_server_pid(), True
+        state.guarded = guard is not None
         await tr.commit()
+        if state.guarded or self.view == seq - 1:  # nothing came between
+            self.view = seq
         return seq
+
+    def _rebuild(self, plan: _Plan, behind: FeedBehind) -> None:
+        """Let the writer apply the missed rows and decide again (the feed lock
+        is held: its new list is written on the latest state); ``FeedBehind``
+        when it cannot (no writer hook, pruned rows) or gives up."""
+        rebuild = REBUILD.get()
+        new = None if rebuild is None or behind.missed is None else rebuild(behind)
+        if new is None:
+            raise behind
+        if self.view != behind.head:
+            raise behind  # the writer did not take the missed rows
+        check_changes(new)
+        plan.changes, plan.text = new, encode_changes(new)
 
     async def _committed(self, state: _Write, exc: BaseException, fault: StoreFault) -> bool:
         """After a connection lost during ``COMMIT``: did it commit? Waits for
@@ -387,6 +447,32 @@ class PostgresStore:
                 await asyncio.wait_for(self._pool.close(), self.options.connect_timeout)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 self._pool.terminate()
+
+
+def _touches_only(changes: Sequence[Change]) -> bool:
+    """Last-seen times only: they commute (the newest wins in SQL and in
+    memory), so they need no guard."""
+    return all(type(c) is Touch for c in changes)
+
+
+async def _check_view(conn: Any, view: int) -> FeedBehind | None:
+    """None when the feed's head is ``view``, else a ``FeedBehind`` with the
+    missed rows; the caller holds ``FEED_LOCK``, so no row can commit until
+    it is done."""
+    head = int(await conn.fetchval(read.HEAD))
+    if head == view:
+        return None
+    pruned = int(await conn.fetchval("SELECT through FROM change_feed_pruned"))
+    missed = None if view < pruned else await read.feed(conn, view, None)
+    return FeedBehind(view, head, missed)
+
+
+@dataclass
+class _Plan:
+    """What one ``apply`` writes: the writer may decide again (``REBUILD``)."""
+
+    changes: Sequence[Change]
+    text: str
 
 
 def _open_error(exc: BaseException, where: str) -> StoreOpenError:

@@ -47,6 +47,8 @@ from typing import Any, Literal, TypeVar
 
 from sentry.model import (
     NO_REALMS,
+    NO_RULES,
+    AccessRules,
     Association,
     AssociationKey,
     AuditEntry,
@@ -336,6 +338,7 @@ def _load_all(conn: sqlite3.Connection) -> Snapshot:
         prefs=_config(config, "preferences", Preferences, Preferences()),
         associations=_associations(conn),
         realms=_config(config, "realms", Realms, NO_REALMS),
+        access_rules=_config(config, "access_rules", AccessRules, NO_RULES),
         established=_established(conn),
     )
     return snapshot

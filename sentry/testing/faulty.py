@@ -12,6 +12,8 @@ moment ago" can be taken by another process before the test uses it):
   server: the caller's timeout fires).
 * ``status_backend(status)`` answers every request with ``status`` (an
   overloaded or broken server behind a healthy TCP port).
+* ``CuttableProxy`` forwards TCP to a server until ``cut()`` (a gateway node
+  cut off from its PostgreSQL while the other nodes still reach it).
 
 Each counts what it saw, so a test waits for a positive signal (a connection
 accepted, a request answered) instead of sleeping.
@@ -22,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 __all__ = [
+    "CuttableProxy",
     "SilentBackend",
     "StatusBackend",
     "refusing_port",
@@ -116,3 +120,83 @@ async def status_backend(status: int, host: str = "127.0.0.1") -> AsyncIterator[
         yield backend
     finally:
         await runner.cleanup()
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback that can cut its traffic (a node cut off from
+    its database server while the server stays up for the others).
+
+    It runs on an event loop of its own in a thread, so processes and sync
+    tests can use it. ``cut()`` closes every connection it carries and
+    closes new ones at once (the port stays bound: nothing else takes it);
+    ``restore()`` lets connections through again."""
+
+    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((host, 0))
+        self._sock.listen(128)
+        self.host, self.port = self._sock.getsockname()[:2]
+        self.cut_off = False
+        self.accepted = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cuttable-proxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, sock=self._sock))
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            for w in list(self._writers):
+                w.close()
+            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self.cut_off:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def cut(self) -> None:
+        """Drop every connection now and every new one until ``restore``."""
+
+        def drop() -> None:
+            self.cut_off = True
+            for w in list(self._writers):
+                w.transport.abort()
+
+        self._loop.call_soon_threadsafe(drop)
+
+    def restore(self) -> None:
+        def allow() -> None:
+            self.cut_off = False
+
+        self._loop.call_soon_threadsafe(allow)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

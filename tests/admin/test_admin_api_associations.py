@@ -101,7 +101,7 @@ async def test_list_rejects_bad_query_parameters(api: Api) -> None:
         "limit": "must be at least 1",
         "offset": "must be at least 0",
         "linked": "must be true or false",
-        "state": "must be one of: allowed, blocked, wipe_pending, wiped",
+        "state": "must be one of: allowed, blocked, quarantined, wipe_pending, wiped",
         "reason": body["fields"]["reason"],
         "colour": "unknown query parameter",
     }

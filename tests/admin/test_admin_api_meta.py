@@ -247,6 +247,20 @@ async def test_answers_match_the_documented_schemas_and_every_change_is_audited(
         ("DELETE", "/api/labels/l2", {}),
         ("PUT", "/api/devices/d1/compliance", {"violations": ["compromised"]}),
         ("PUT", "/api/preferences", {"max_devices_per_mailbox": 5}),
+        (
+            "POST",
+            "/api/access-rules",
+            {"name": "old", "field": "protocol_version", "match": "lt", "value": "14.0"}
+            | {"action": "quarantine", "note": "n"},
+        ),
+        (
+            "POST",
+            "/api/access-rules",
+            {"name": "ipad", "field": "device_type", "match": "glob", "value": "iP?d*"}
+            | {"action": "block", "position": 1},
+        ),
+        ("POST", "/api/access-rules/ipad/move", {"position": 2, "note": "n"}),
+        ("DELETE", "/api/access-rules/ipad", {"note": "n"}),
         ("POST", "/api/associations/DOCDEV2/bob/block", {"note": "n"}),
         ("POST", "/api/device-ids/docdev2/reset-backend-type", {"note": "n"}),
         ("POST", "/api/devices/d1/reset-backend-type", {"note": "n", "backend_type": "exchange"}),
@@ -347,6 +361,7 @@ async def test_every_route_answers_401_400_and_404(api: Api, route: Any) -> None
         assert status == 400 and body["fields"]["unknown_param"] == "unknown query parameter"
     if route.params and (route.method, route.path) not in UPSERTS:
         payload = {"note": "n", "violations": [], "labels": [], "all": True, "device": "d"}
+        payload["position"] = 1  # a rule move: a valid position, an unknown rule
         fields = route.body or {}
         status, body = await api.call(
             route.method, path, {k: payload[k] for k in fields if k in payload}

@@ -232,3 +232,31 @@ async def test_bulk_needs_a_filter_or_all(cli: Cli) -> None:
     assert code == 2
     code, out, _ = await cli.run("bulk", "block", "--note", "x", "--all", "--dry-run")
     assert code == 0 and out.startswith("matched 0, would change 0")
+
+
+async def test_rules_and_quarantine_commands(
+    cli: Cli, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    code, out, err = await cli.run(
+        "rules", "add", "old-eas", "protocol_version", "lt", "14.0", "quarantine", "--note", "old"
+    )
+    assert code == 0 and "position: 1" in out, err
+    code, out, _ = await cli.run("rules", "add", "pads", "device_type", "equals", "iPad", "block",
+                                 "--position", "1")  # fmt: skip
+    assert code == 0
+    code, out, _ = await cli.run("rules", "list")
+    lines = out.splitlines()
+    assert lines[0].split()[:6] == ["#", "NAME", "FIELD", "MATCH", "VALUE", "ACTION"]
+    assert [line.split()[1] for line in lines[1:]] == ["pads", "old-eas"]
+    assert (await cli.run("rules", "move", "old-eas", "1"))[0] == 0
+    names = [r["name"] for r in (await cli.json("rules", "list"))["items"]]
+    assert names == ["old-eas", "pads"]
+    code, _, err = await cli.run("rules", "add", "bad", "os", "lt", "14.0", "block")
+    assert code == 1 and "compares versions" in err
+    await device(gateway, session, "alice", "OLDPDA1", version="12.1").post("FolderSync")
+    code, out, _ = await cli.run("quarantine", "list")
+    assert code == 0 and "OLDPDA1" in out and "old-eas" in out and "12.1" in out
+    assert (await cli.run("allow", "OLDPDA1", "alice", "--note", "ok"))[0] == 0
+    assert (await cli.json("quarantine", "list"))["total"] == 0
+    code, out, _ = await cli.run("rules", "remove", "pads")
+    assert code == 0 and "removed pads" in out

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sentry.model import (
+    AccessRule,
     AssociationKey,
     DeviceInformation,
     Platform,
@@ -22,9 +23,12 @@ from sentry.model import (
     Realms,
     Reason,
     Routing,
+    RuleAction,
+    RuleField,
+    RuleMatch,
     User,
 )
-from sentry.policy import AppendAudit, AppendHistory, PutUser, Snapshot, Touch
+from sentry.policy import AppendAudit, AppendHistory, PutUser, Snapshot, Touch, add_rule
 from sentry.policy.audit import plain
 from sentry.store import AssociationFilter, AssociationState, SchemaError, StoreError
 from sentry.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
@@ -58,6 +62,8 @@ def busy_conversation() -> Conversation:
     routing = Routing(users={"gus": "gmail"}, domains={"corp.example": "exchange"})
     prefs = Preferences(auto_block_unregistered=True)
     conv = Conversation(prefs=prefs, routing=routing, realms=REALMS)
+    for rule in RULES:  # device access rules: a config document, the matched rule on rows
+        conv._admin("rule", lambda snap, now, r=rule: add_rule(snap, r, actor="admin", now=now))
     conv.add_user(
         "alice",
         custom1="sales",
@@ -89,7 +95,16 @@ def busy_conversation() -> Conversation:
     conv.request("CORP\\mallory", "TAB", accept=False)  # unverified
     conv.request("bob", "validate", device_type="Android")  # a throwaway DeviceId
     conv.preapprove("frank@corp.example", "NEWPHONE", note="new starter")  # never seen
+    conv.request("heidi@corp.example", "PDA1", device_type="PocketPC", version="2.5")  # quarantined
+    conv.request("ivan@corp.example", "PDA2", device_type="PocketPC", version="12.1")
+    conv.block("ivan", "PDA2", note="quarantine resolved: no")
     return conv
+
+
+RULES = (
+    AccessRule("old", RuleField.PROTOCOL_VERSION, RuleMatch.LT, "14.0", RuleAction.QUARANTINE),
+    AccessRule("ipads", RuleField.USER_AGENT, RuleMatch.PREFIX, "apple-ipad", RuleAction.ALLOW),
+)
 
 
 async def replay(store: AnyStore, conv: Conversation) -> None:
@@ -146,6 +161,9 @@ FILTERS = [
     AssociationFilter(state=AssociationState.BLOCKED),
     AssociationFilter(state=AssociationState.WIPE_PENDING),
     AssociationFilter(state=AssociationState.WIPED),
+    AssociationFilter(state=AssociationState.QUARANTINED),
+    AssociationFilter(reason=Reason.QUARANTINE),
+    AssociationFilter(reason=Reason.RULE_ALLOW),
     AssociationFilter(reason=Reason.MIXED_BACKEND),
     AssociationFilter(reason=Reason.COMPLIANCE),
     AssociationFilter(reason=Reason.MANUAL),

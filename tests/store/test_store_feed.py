@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentry.model import (
+    AccessRule,
+    AccessRules,
     Association,
     AssociationKey,
     AuditEntry,
@@ -32,6 +34,9 @@ from sentry.model import (
     Reason,
     RefusalStyle,
     Routing,
+    RuleAction,
+    RuleField,
+    RuleMatch,
     UnlinkCause,
     User,
     UserSource,
@@ -84,6 +89,7 @@ associations = st.builds(
     policy_fingerprint=opt_text,
     ambiguous_policy=st.booleans(),
     verified_at=st.none() | times,
+    access_rule=opt_text,
 )
 users = st.builds(
     User,
@@ -137,6 +143,11 @@ audit = st.builds(
     AuditEntry, times, text, text, text, text, st.none() | json_docs, st.none() | json_docs
 )
 events = st.builds(HistoryEvent, times, text, json_docs)
+rules = st.builds(
+    AccessRule, text, st.sampled_from(RuleField), st.sampled_from(RuleMatch), text,
+    st.sampled_from(RuleAction), text, text, times,
+)  # fmt: skip
+access_rules = st.builds(AccessRules, st.lists(rules, max_size=3).map(tuple))
 
 STRATEGIES: dict[type, st.SearchStrategy] = {
     ch.PutAssociation: st.builds(ch.PutAssociation, associations),
@@ -155,6 +166,7 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
     ch.PutLabel: st.builds(ch.PutLabel, labels),
     ch.DeleteLabel: st.builds(ch.DeleteLabel, text),
     ch.PutRealms: st.builds(ch.PutRealms, realms),
+    ch.PutAccessRules: st.builds(ch.PutAccessRules, access_rules),
     ch.PutEstablished: st.builds(ch.PutEstablished, established),
     ch.DeleteEstablished: st.builds(ch.DeleteEstablished, text),
     ch.MoveHistory: st.builds(ch.MoveHistory, keys, keys),

@@ -207,6 +207,15 @@ async def _labels(request: web.Request) -> web.StreamResponse:
     return await render(request, "labels.html", labels=labels["items"], settings=settings["items"])
 
 
+async def _access_rules(request: web.Request) -> web.StreamResponse:
+    rules, error = await _read(request, "/api/access-rules")
+    if error is not None:
+        return await _failed(request, error)
+    quarantine, _ = await _read(request, "/api/quarantine", {"limit": "1"})
+    count = "?" if quarantine is None else quarantine["total"]
+    return await render(request, "access_rules.html", rules=rules["items"], quarantined=count)
+
+
 async def _exchange_settings(request: web.Request) -> web.StreamResponse:
     settings, error = await _read(request, "/api/exchange-settings")
     if error is not None:
@@ -286,6 +295,7 @@ ROUTES = [
     web.get("/users/{principal}", _user),
     web.get("/labels", _labels),
     web.get("/exchange-settings", _exchange_settings),
+    web.get("/access-rules", _access_rules),
     web.get("/pools", _pools),
     web.get("/preferences", _preferences),
     web.get("/audit", _audit),

@@ -115,7 +115,8 @@ async def test_every_answer_carries_the_strict_headers(seeded, console, browser_
 
 
 async def test_no_page_has_a_script(seeded, console):
-    for path in ("/", ROW, "/devices", "/users", "/labels", "/preferences", "/audit", "/pools"):
+    for path in ("/", ROW, "/devices", "/users", "/labels", "/preferences", "/audit", "/pools",
+                 "/access-rules"):  # fmt: skip
         page = await console.get(path)
         assert page.status == 200, path
         assert "<script" not in page.text.lower(), path

@@ -174,3 +174,24 @@ async def test_override_details_are_shown(gateway, console: ConsoleClient):
     await gateway.gateway.state.apply([PutAssociation(row)])
     page = await console.get("/associations/OVR1/bob")
     assert "Admin override" in page.text and "lost phone &lt;b&gt;" in page.text
+
+
+async def test_the_access_rules_page_and_the_quarantine_filter(gateway, session, console):
+    rule = {"name": "old-eas", "field": "protocol_version", "match": "lt", "value": "14.0"}
+    await _api(gateway, session, "POST", "/api/access-rules", rule | {"action": "quarantine"})
+    xss = {"name": "x", "field": "model", "match": "equals", "value": XSS, "action": "block"}
+    await _api(gateway, session, "POST", "/api/access-rules", xss | {"note": XSS})
+    page = await console.get("/access-rules")
+    assert page.status == 200 and "old-eas" in page.text and "quarantine" in page.text
+    assert XSS not in page.text and XSS_ESCAPED in page.text
+    assert "Quarantine (0)" in page.text and 'href="/?state=quarantined"' in page.text
+    now = gateway.gateway.state.clock()
+    held = Association(
+        AssociationKey("OLDPDA1", "alice"), protocol_version="12.1", first_seen=now,
+        last_seen=now, verdict=Verdict.REFUSE, reasons=frozenset({Reason.QUARANTINE}),
+        access_rule="old-eas",
+    )  # fmt: skip
+    await gateway.gateway.state.apply([PutAssociation(held)])
+    assert "Quarantine (1)" in (await console.get("/access-rules")).text
+    listed = await console.get("/", state="quarantined")
+    assert _rows(listed.text) == [("OLDPDA1", "alice")]
