@@ -30,6 +30,7 @@ from bench.held import (
 )
 from bench.ldapsync import ldap_sync_markdown, run_ldap_sync
 from bench.micro import MICRO, micro_markdown, run_micro
+from bench.modeltest import modeltest_markdown, run_modeltest
 from bench.proc import ROOT, BenchError, raise_nofile, stop_all
 from bench.report import header, plot, write
 from bench.slowclients import SlowClientOptions, run_slow_clients, slow_clients_markdown
@@ -253,6 +254,16 @@ def cmd_workers(args: argparse.Namespace) -> str:
     return md
 
 
+def cmd_modeltest(args: argparse.Namespace) -> str:
+    work = args.out / "work" / "modeltest"
+    r = run_modeltest(
+        work, args.examples, args.min_steps, args.max_steps, args.seed, args.suite_examples
+    )
+    md = f"## model-based wire test\n\n{modeltest_markdown(r)}"
+    write(args.out, "modeltest", r, md)
+    return md
+
+
 def cmd_cluster(args: argparse.Namespace) -> str:
     opts = ClusterOptions(rounds=args.rounds, pings=args.pings, dsn=args.dsn)
     r = run_cluster(opts, args.out / "work" / "cluster")
@@ -270,6 +281,7 @@ def cmd_all(args: argparse.Namespace) -> str:
         (cmd_slow, _defaults("slow-clients")),
         (cmd_fuzz, _defaults("fuzz")),
         (cmd_ldap_sync, _defaults("ldap-sync")),
+        (cmd_modeltest, _defaults("modeltest")),
         (cmd_micro, _defaults("micro")),
     ]
     parts = []
@@ -347,6 +359,14 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--nofile", type=int, default=2048, help="soft RLIMIT_NOFILE of the node")
     w.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     w.set_defaults(func=cmd_workers)
+    mt = sub.add_parser("modeltest", help="the model-based wire test, long profile")
+    mt.add_argument("--examples", type=int, default=300)
+    mt.add_argument("--min-steps", type=int, default=30)
+    mt.add_argument("--max-steps", type=int, default=120)
+    mt.add_argument("--seed", type=int, default=None, help="fixed Hypothesis seed")
+    mt.add_argument("--suite-examples", type=int, default=None, help="the baseline's examples")
+    mt.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    mt.set_defaults(func=cmd_modeltest)
     m = sub.add_parser("micro", help=", ".join(MICRO))
     m.add_argument("names", nargs="*", help=f"some of {', '.join(MICRO)} (default all)")
     m.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")

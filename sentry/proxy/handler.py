@@ -84,7 +84,7 @@ from .guard import Handler
 from .headers import ClientAddress, upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected, inspect
 from .provisioning import before_forward, reprovision, translate
-from .redirects import Mailbox, Redirector
+from .redirects import Mailbox, RedirectNotReplayable, Redirector, RedirectRefused
 from .upstream import Server, Upstreams
 
 __all__ = ["PROXY", "ProxyContext", "eas_handler", "request_context"]
@@ -381,6 +381,7 @@ async def _send(
     try:
         server, upstream = await _ask(ctx, request, pool_name, body, mailbox, None, rewrite, again)
     except (RequestTooLarge, UpstreamError) as exc:
+        await _redirect_verifies(ctx, verify, exc)
         return _not_sent(ctx, request, pool_name, exc)
     return await _relay(ctx, request, pool_name, server, upstream, verify, policy_of)
 
@@ -425,6 +426,7 @@ async def _hold(
             return _revoked(ctx, eas, poll.revoked_by, poll.revoked_at)
         poll.responding = True
     except (RequestTooLarge, UpstreamError) as exc:
+        await _redirect_verifies(ctx, key, exc)
         return _not_sent(ctx, request, pool_name, exc)
     finally:
         ctx.state.longpolls.release(poll)
@@ -470,6 +472,15 @@ async def _ask(
                 pool, mailbox, request.method, path_qs, headers, data, timeout
             )
     return server, upstream
+
+
+async def _redirect_verifies(
+    ctx: ProxyContext, key: AssociationKey | None, exc: RequestTooLarge | UpstreamError
+) -> None:
+    """A 451 the gateway refused to follow, or could not replay, still means the
+    backend authenticated the user: the row is verified (README)."""
+    if key is not None and isinstance(exc, RedirectRefused | RedirectNotReplayable):
+        await ctx.state.backend_answered(key, 451)
 
 
 def _not_sent(

@@ -26,6 +26,10 @@ SCENARIOS = {
         "slow-clients", "--attackers", "30", "--devices", "8", "--duration", "0.5",
     ],
     "fuzz": ["fuzz", "--examples", "5", "--seed", "1"],
+    "modeltest": [
+        "modeltest", "--examples", "3", "--min-steps", "5", "--max-steps", "10", "--seed", "1",
+        "--suite-examples", "2",
+    ],
 }  # fmt: skip
 
 
@@ -73,3 +77,7 @@ def test_every_load_scenario_runs(tmp_path: Path) -> None:
 
     fuzz = json.loads((tmp_path / "fuzz" / "fuzz.json").read_text())
     assert fuzz["inputs"] == 5 and fuzz["problems"] == []
+
+    model = json.loads((tmp_path / "modeltest" / "modeltest.json").read_text())
+    assert model["long_profile"]["examples"] == 3 and model["suite_profile"]["examples"] == 2
+    assert model["long_profile"]["steps"] >= 15

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 from yarl import URL
 
+from sentry.eas.xmlform import to_xml
+from sentry.model import AssociationKey
 from sentry.observability import Metrics
 from sentry.proxy.redirects import (
     Mailbox,
@@ -309,3 +311,26 @@ async def test_a_cached_target_that_went_away_falls_back_to_the_pool(
             )
             == 1
         )
+
+
+async def test_a_451_verifies_the_row_even_when_the_redirect_is_refused(
+    gw: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    # A 451 means the backend authenticated the user (README: accepted answers are
+    # 2xx, 449 and 451): the row is verified and the DeviceId is established on the
+    # exchange type, so a gmail-type mailbox cannot then reach the other backend type
+    # from the same DeviceId (found by the model-based wire test).
+    a, g = gw.backend("exchange"), gw.backend("gmail")
+    a.move("alice", g.eas_url)  # another backend type: refused
+    assert (await client(gw, session, "alice", "REDIR8").post("Sync", b"")).status == 502
+    a.move("alice", "")  # no X-MS-Location: refused as well
+    assert (await client(gw, session, "alice", "REDIR9").post("Sync", b"")).status == 502
+    a.move("bob", gw.backend("exchange2").eas_url)  # followed, but the body was streamed
+    resp = await client(gw, session, "bob", "REDIR10").post("FolderSync", FOLDERSYNC)
+    assert resp.status == 503
+    for device, user in (("REDIR8", "alice"), ("REDIR9", "alice"), ("REDIR10", "bob")):
+        row = gw.gateway.state.snapshot.get(AssociationKey(device, user))
+        assert row is not None and row.verified_at is not None, (device, user)
+    resp = await client(gw, session, "carol", "REDIR8").post("Sync", b"")
+    assert resp.status == 200 and "<Status>129</Status>" in to_xml(resp.element)
+    assert g.stats.total == 0  # the gmail server never saw REDIR8
