@@ -1,4 +1,8 @@
-"""Two small indexes the ``Snapshot`` keeps: users' known names, established types.
+"""Two small indexes of a ``Snapshot``: users' known names, established types.
+
+The name index is part of the association indexes
+(``associations.AssociationIndexes``), the established types are an entity
+table (``entities.EntityTables``).
 
 Approach. Both answer a question of the request path in one dict probe:
 

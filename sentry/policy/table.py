@@ -1,4 +1,6 @@
-"""The association table held by a ``Snapshot``: compact, indexed by device and mailbox.
+"""The association table of a ``Snapshot``: compact, indexed by device and mailbox.
+
+Held by the association indexes (``associations.AssociationIndexes``).
 
 Approach. A gateway may hold a million associations; most devices carry one
 mailbox and most mailboxes sit on one or two devices. So there is no global
