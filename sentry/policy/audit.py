@@ -41,8 +41,18 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 def plain(value: Any) -> Any:
     """JSON-ready data for a model value (dicts, lists, str, numbers, None)."""
-    if type(value) in _SCALARS:  # exact types: a StrEnum is a str but not plain
+    kind = type(value)
+    if kind in _SCALARS:  # exact types: a StrEnum is a str but not plain
         return value
+    # Fast paths for what is mostly met (audit and history details, already
+    # plain when the store encodes them again): scalars are taken in place.
+    if kind is dict:
+        return {
+            k if type(k) is str else str(k): v if type(v) in _SCALARS else plain(v)
+            for k, v in value.items()
+        }
+    if kind is list or kind is tuple:
+        return [v if type(v) in _SCALARS else plain(v) for v in value]
     if isinstance(value, Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

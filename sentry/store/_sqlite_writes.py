@@ -3,8 +3,14 @@
 Approach. A dict maps each change type to a small writer; an unknown type
 raises ``TypeError``, which rolls the whole transaction back. Writes are
 idempotent upserts or deletes, except the append-only history and audit.
-``Touch`` only ever moves ``last_seen`` forward, like ``Snapshot.apply``;
-consecutive Touches (the shell's batches) share one ``executemany``.
+``Touch`` only ever moves ``last_seen`` forward, like ``Snapshot.apply``.
+Runs of consecutive changes of one bulk type (``Touch``, ``PutAssociation``,
+``DeleteAssociation``, ``AppendHistory``, ``AppendAudit``) share one
+``executemany``, in their order. As in ``_pg_writes``, history and audit
+entries are written after the other changes of a list unless it moves
+history (nothing else reads or changes them), so a per-row admin action
+over many rows (put, history, audit, put, history, audit...) is three
+``executemany`` calls, not three statements per row.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sentry.model import association_ref
+from sentry.model import AuditEntry, association_ref
 from sentry.policy import changes as ch
 from sentry.policy.audit import plain
 
@@ -25,41 +31,52 @@ __all__ = ["write_changes"]
 
 
 def write_changes(conn: sqlite3.Connection, changes: Sequence[ch.Change]) -> None:
-    """Write changes in order; runs of Touches go in one ``executemany``.
+    """Write changes in order; runs of one bulk type go in one ``executemany``
+    (appends last unless the list moves history: see the module comment).
 
     ``TypeError`` if an item is not a change (the caller rolls back).
     """
-    touches: list[ch.Touch] = []
     for change in changes:
-        if type(change) is ch.Touch:
-            touches.append(change)
-            continue
-        _touch_all(conn, touches)
-        writer = _WRITERS.get(type(change))
-        if writer is None:
+        if type(change) not in _WRITERS and type(change) not in _RUNS:
             raise TypeError(f"not a change: {change!r}")
-        writer(conn, change)
-    _touch_all(conn, touches)
+    if any(type(c) is ch.MoveHistory for c in changes):
+        _write_runs(conn, changes)
+        return
+    _write_runs(conn, [c for c in changes if type(c) not in _APPENDS])
+    _write_runs(conn, [c for c in changes if type(c) is ch.AppendHistory])
+    _write_runs(conn, [c for c in changes if type(c) is ch.AppendAudit])
 
 
-def _touch_all(conn: sqlite3.Connection, touches: list[ch.Touch]) -> None:
-    if touches:
-        sql = (
-            "UPDATE associations SET last_seen = ? "
-            "WHERE device_id = ? AND user = ? AND last_seen < ?"
-        )
-        conn.executemany(sql, ((t.last_seen, *t.key, t.last_seen) for t in touches))
-        touches.clear()
+def _write_runs(conn: sqlite3.Connection, changes: Sequence[ch.Change]) -> None:
+    i, n = 0, len(changes)
+    while i < n:
+        kind = type(changes[i])
+        run = _RUNS.get(kind)
+        if run is None:
+            _WRITERS[kind](conn, changes[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < n and type(changes[j]) is kind:
+            j += 1
+        run(conn, changes[i:j])
+        i = j
 
 
-def _put_association(conn: sqlite3.Connection, c: ch.PutAssociation) -> None:
+def _touch_all(conn: sqlite3.Connection, touches: Sequence[ch.Touch]) -> None:
+    sql = "UPDATE associations SET last_seen = ? WHERE device_id = ? AND user = ? AND last_seen < ?"
+    conn.executemany(sql, ((t.last_seen, *t.key, t.last_seen) for t in touches))
+
+
+def _put_associations(conn: sqlite3.Connection, run: Sequence[ch.PutAssociation]) -> None:
+    # in order: INSERT OR REPLACE of the same key twice leaves the last, as applying them does
     sql = f"INSERT OR REPLACE INTO associations ({ASSOCIATION_COLUMNS}) VALUES ({PLACEHOLDERS})"
-    conn.execute(sql, association_params(c.association))
+    conn.executemany(sql, (association_params(c.association) for c in run))
 
 
-def _delete_association(conn: sqlite3.Connection, c: ch.DeleteAssociation) -> None:
+def _delete_associations(conn: sqlite3.Connection, run: Sequence[ch.DeleteAssociation]) -> None:
     sql = "DELETE FROM associations WHERE device_id = ? AND user = ?"
-    conn.execute(sql, (c.key.device_id, c.key.user))
+    conn.executemany(sql, ((c.key.device_id, c.key.user) for c in run))
 
 
 def _put(table: str, name: str, value: Any, conn: sqlite3.Connection) -> None:
@@ -84,27 +101,41 @@ def _move_history(conn: sqlite3.Connection, c: ch.MoveHistory) -> None:
     conn.execute(sql, (*c.new, *c.old))
 
 
-def _append_history(conn: sqlite3.Connection, c: ch.AppendHistory) -> None:
+def _append_history(conn: sqlite3.Connection, run: Sequence[ch.AppendHistory]) -> None:
     sql = "INSERT INTO history (device_id, user, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
+    conn.executemany(sql, (_history_params(c) for c in run))
+
+
+def _history_params(c: ch.AppendHistory) -> tuple[Any, ...]:
     detail = json.dumps(plain(c.event.detail), separators=(",", ":"))
-    conn.execute(sql, (c.key.device_id, c.key.user, c.event.at, c.event.kind, detail))
+    return (c.key.device_id, c.key.user, c.event.at, c.event.kind, detail)
 
 
-def _append_audit(conn: sqlite3.Connection, c: ch.AppendAudit) -> None:
-    e = c.entry
+def _append_audit(conn: sqlite3.Connection, run: Sequence[ch.AppendAudit]) -> None:
     sql = (
         "INSERT INTO audit (at, actor, action, target, note, before, after) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
+    conn.executemany(sql, (_audit_params(c.entry) for c in run))
+
+
+def _audit_params(e: AuditEntry) -> tuple[Any, ...]:
     before = None if e.before is None else dumps(e.before)
     after = None if e.after is None else dumps(e.after)
-    conn.execute(sql, (e.at, e.actor, e.action, e.target, e.note, before, after))
+    return (e.at, e.actor, e.action, e.target, e.note, before, after)
 
 
 _Writer = Callable[[sqlite3.Connection, Any], None]
+_Run = Callable[[sqlite3.Connection, Sequence[Any]], None]
+_RUNS: dict[type[Any], _Run] = {
+    ch.PutAssociation: _put_associations,
+    ch.DeleteAssociation: _delete_associations,
+    ch.Touch: _touch_all,
+    ch.AppendHistory: _append_history,
+    ch.AppendAudit: _append_audit,
+}
+_APPENDS = (ch.AppendHistory, ch.AppendAudit)
 _WRITERS: dict[type[Any], _Writer] = {
-    ch.PutAssociation: _put_association,
-    ch.DeleteAssociation: _delete_association,
     ch.PutUser: lambda conn, c: _put("users", c.user.principal, c.user, conn),
     ch.DeleteUser: lambda conn, c: _delete("users", c.principal, conn),
     ch.PutDevice: lambda conn, c: _put("devices", c.device.id, c.device, conn),
@@ -131,6 +162,4 @@ _WRITERS: dict[type[Any], _Writer] = {
     ),
     ch.DeleteProvision: lambda conn, c: _delete("provisioning", association_ref(c.key), conn),
     ch.MoveHistory: _move_history,
-    ch.AppendHistory: _append_history,
-    ch.AppendAudit: _append_audit,
 }

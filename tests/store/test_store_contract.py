@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
+from sentry.admin.actions import ActionOptions, plan_bulk
 from sentry.model import (
     AccessRule,
     AssociationKey,
@@ -28,7 +30,16 @@ from sentry.model import (
     RuleMatch,
     User,
 )
-from sentry.policy import AppendAudit, AppendHistory, PutUser, Snapshot, Touch, add_rule
+from sentry.policy import (
+    AppendAudit,
+    AppendHistory,
+    DeleteAssociation,
+    PutAssociation,
+    PutUser,
+    Snapshot,
+    Touch,
+    add_rule,
+)
 from sentry.policy.audit import plain
 from sentry.store import AssociationFilter, AssociationState, SchemaError, StoreError
 from sentry.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
@@ -238,6 +249,34 @@ async def test_history_and_audit(store):
     assert await store.audit(1, 2) == (audit[1:3], len(audit))
     wipe = next(e for e in audit if e.action == "wipe" and e.note == "lost")
     assert (wipe.actor, wipe.note, wipe.after["state"]) == ("admin@test", "lost", "wipe_pending")
+
+
+async def test_a_bulk_change_list_keeps_rows_history_and_audit_in_order(store):
+    """One list interleaving put, history and audit over many rows (a bulk
+    action), a row put twice, and an add then delete: written in runs, it gives
+    the same rows, history and audit order as applying it change by change."""
+    conv = busy_conversation()
+    await replay(store, conv)
+    keys = sorted(row.key for row in conv.snapshot.associations())
+    opts = ActionOptions("block", "bulk", "admin@test")
+    plan = plan_bulk(conv.snapshot.copy(), keys, opts, 2e9, {"all": True})
+    assert len(plan.changed) >= 3
+    first = plan.changes[0]
+    assert isinstance(first, PutAssociation)
+    extra = AssociationKey("EXTRA", "nobody@corp.example")
+    temp = PutAssociation(replace(first.association, key=extra))
+    changes = (*plan.changes, first, temp, DeleteAssociation(extra))
+    await store.apply(changes)
+    expected = conv.snapshot.copy()
+    expected.apply(changes)
+    assert await store.load() == expected
+    for key in keys:
+        logged = [c for batch in conv.log for c in batch] + list(changes)
+        history = [c.event for c in logged if isinstance(c, AppendHistory) and c.key == key]
+        assert await store.history(key) == history
+    audit = [c.entry for batch in conv.log for c in batch if isinstance(c, AppendAudit)]
+    audit += [c.entry for c in changes if isinstance(c, AppendAudit)]
+    assert (await store.audit(0, 1000))[0] == audit[::-1]
 
 
 async def test_audit_filters_match_the_reference_semantics(store):
