@@ -16,10 +16,10 @@ from typing import Any
 
 from sentry.model import AuditEntry
 
-from .changes import AppendAudit
+from .changes import AppendAudit, Change
 from .errors import ValidationError
 
-__all__ = ["audited", "plain", "require_actor", "require_note"]
+__all__ = ["audited", "audited_change", "plain", "require_actor", "require_note"]
 
 
 def require_actor(actor: str) -> str:
@@ -80,6 +80,33 @@ def audited(
     """The audit change for one admin operation."""
     entry = AuditEntry(at, actor, action, target, note, _small(before), _small(after))
     return AppendAudit(entry)
+
+
+def audited_change(
+    change: Change,
+    action: str,
+    target: str,
+    before: Any,
+    after: Any,
+    actor: str,
+    note: str,
+    now: float,
+) -> tuple[Change, ...]:
+    """``change`` with its audit entry, or nothing when it changes nothing
+    (``before == after``): the shape of every audited admin write."""
+    actor = require_actor(actor)
+    if before == after:
+        return ()
+    entry = audited(
+        at=now,
+        actor=actor,
+        action=action,
+        target=target,
+        note=note.strip(),
+        before=before,
+        after=after,
+    )
+    return (change, entry)
 
 
 def _small(value: Any) -> Mapping[str, Any] | None:

@@ -56,8 +56,8 @@ from sentry.model import (
     canonical_device_id,
 )
 
-from .audit import audited, require_actor
-from .changes import Change, Changes, DeleteEasPolicy, PutEasPolicy, PutPolicyAssignments
+from .audit import audited_change
+from .changes import Changes, DeleteEasPolicy, PutEasPolicy, PutPolicyAssignments
 from .errors import ConflictError, NotFoundError, ValidationError
 from .snapshot import Snapshot
 
@@ -227,7 +227,7 @@ def put_policy(
     """Create or replace a named policy (devices holding a key for its old
     content provision again at their next request)."""
     old = snapshot.eas_policies.get(policy.name)
-    return _audited(PutEasPolicy(policy), "put_eas_policy", f"eas_policy:{policy.name}",
+    return audited_change(PutEasPolicy(policy), "put_eas_policy", f"eas_policy:{policy.name}",
                     old, policy, actor, note, now)  # fmt: skip
 
 
@@ -240,7 +240,7 @@ def delete_policy(
         raise NotFoundError(f"no ActiveSync policy {name!r}")
     if name in snapshot.policy_assignments.names():
         raise ConflictError(f"ActiveSync policy {name!r} is assigned; revert its assignments first")
-    return _audited(DeleteEasPolicy(name), "delete_eas_policy", f"eas_policy:{name}",
+    return audited_change(DeleteEasPolicy(name), "delete_eas_policy", f"eas_policy:{name}",
                     old, None, actor, note, now)  # fmt: skip
 
 
@@ -274,7 +274,7 @@ def assign(
     before = _assigned(old, scope, ref)
     action = "assign_eas_policy" if policy is not None else "revert_eas_policy"
     target_text = f"eas_policy_assignment:{scope}" + ("" if scope == "default" else f":{ref}")
-    return _audited(PutPolicyAssignments(new), action, target_text,
+    return audited_change(PutPolicyAssignments(new), action, target_text,
                     before, policy, actor, note, now)  # fmt: skip
 
 
@@ -314,22 +314,3 @@ def _target(snapshot: Snapshot, scope: Scope, target: str) -> str:
             raise ValidationError("an association is named DEVICEID/user")
         return association_ref(AssociationKey(canonical_device_id(device_id), principal))
     raise ValidationError(f"unknown assignment scope {scope!r}")
-
-
-def _audited(
-    change: Change,
-    action: str,
-    target: str,
-    before: Any,
-    after: Any,
-    actor: str,
-    note: str,
-    now: float,
-) -> Changes:
-    actor = require_actor(actor)
-    if before == after:
-        return ()
-    entry = audited(
-        at=now, actor=actor, action=action, target=target, note=note, before=before, after=after
-    )
-    return (change, entry)

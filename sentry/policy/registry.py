@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, replace
-from typing import Any
 
 from sentry.model import (
     THROWAWAY_DEVICE_IDS,
@@ -41,9 +40,8 @@ from sentry.model import (
     violation_from_text,
 )
 
-from .audit import audited, require_actor
+from .audit import audited_change as _put
 from .changes import (
-    Change,
     Changes,
     DeleteLabel,
     DeleteSetting,
@@ -317,28 +315,3 @@ def _device(snapshot: Snapshot, device_id: str) -> Device:
     if device is None:
         raise NotFoundError(f"no managed device {device_id!r}")
     return device
-
-
-def _put(
-    change: Change,
-    action: str,
-    target: str,
-    before: Any,
-    after: Any,
-    actor: str,
-    note: str,
-    now: float,
-) -> Changes:
-    actor = require_actor(actor)
-    if before == after:
-        return ()
-    entry = audited(
-        at=now,
-        actor=actor,
-        action=action,
-        target=target,
-        note=note.strip(),
-        before=before,
-        after=after,
-    )
-    return (change, entry)
