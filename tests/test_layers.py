@@ -4,7 +4,7 @@ Every module of ``sentry/`` is parsed (never imported) and its imports are
 collected, function-level ones included; imports under ``if TYPE_CHECKING:``
 are type annotations only and are left out. The rules:
 
-- L0 (``errors``, ``model``, ``principals``, ``settings`` ...): stdlib only
+- L0 (``errors``, ``model`` (with ``devicepolicy``), ``principals``, ``settings`` ...): stdlib only
   among the gateway's modules, never aiohttp, asyncio, structlog or
   prometheus_client;
 - L1 ``eas/`` (the sans-IO protocol core): L0 and itself, no I/O library;
@@ -32,6 +32,7 @@ L0 = frozenset(
         "sentry",
         "sentry.buildinfo",
         "sentry.compliance",
+        "sentry.devicepolicy",
         "sentry.dsn",
         "sentry.errors",
         "sentry.files",
