@@ -200,7 +200,7 @@ def parse_request(
     ``RequestError`` subclass for anything malformed.
     """
     verb = _parse_method(method)
-    hdrs = {k.lower(): v for k, v in headers.items()}
+    hdrs = _single_headers(headers)
     options = verb == "OPTIONS"
     q = _parse_query(query.removeprefix("?"), options)
     if q.form is not QueryForm.BASE64:
@@ -213,6 +213,25 @@ def parse_request(
     if user is None and not options and "authorization" not in hdrs:
         raise UserError("no user: neither Authorization nor a query User names one")
     return _build(verb, q, user, hdrs)
+
+
+_SINGLE_HEADERS = frozenset(
+    {"ms-asprotocolversion", "x-ms-policykey", "user-agent", "ms-asacceptmultipart"}
+)
+"""Headers the decision reads (device access rules match the protocol version and
+the User-Agent; the policy gate reads the key): sent twice, the gateway would
+decide on one copy while the backend may act on the other, so a repeat is 400."""
+
+
+def _single_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lower-cased name -> value; a repeated ``_SINGLE_HEADERS`` name raises."""
+    hdrs: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in _SINGLE_HEADERS and lowered in hdrs:
+            raise QueryError(f"header {name} appears more than once")
+        hdrs[lowered] = value
+    return hdrs
 
 
 def _build(verb: str, q: _Query, user: Identity | None, hdrs: Mapping[str, str]) -> EasRequest:

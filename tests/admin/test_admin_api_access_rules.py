@@ -9,7 +9,11 @@ from pathlib import Path
 
 import aiohttp
 from admin_support import FOLDER_SYNC, Api, device, folder_sync_status, held_ping
+from multidict import CIMultiDict
 
+from sentry.eas.wbxml import encode
+from sentry.eas.xmlform import from_xml
+from sentry.testing.eas_client import WBXML_TYPE
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, demo_gateway, demo_pools
 
 OLD_EAS = {
@@ -139,3 +143,30 @@ async def test_the_whole_quarantine_is_released_with_one_bulk_allow(
     assert (await api.ok("GET", "/api/quarantine"))["total"] == 0
     allowed = await api.ok("GET", "/api/associations?state=allowed&reason=QUARANTINE")
     assert allowed["total"] == 2
+
+
+async def test_a_repeated_version_header_cannot_slip_past_a_version_rule(
+    api: Api, gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    """Two ``MS-ASProtocolVersion`` headers (12.1, then 14.1): the gateway would
+    decide on one copy while the backend may speak the other, so the request is
+    400 before any decision and reaches no backend; one header is still judged."""
+    await api.ok("POST", "/api/access-rules", OLD_EAS | {"action": "block"}, status=201)
+    auth = aiohttp.encode_basic_auth("alice", "secret")
+    query = "Cmd=FolderSync&User=alice&DeviceId=TWOVERSIONS1&DeviceType=iPhone"
+    body = encode(from_xml(FOLDER_SYNC))
+
+    async def folder_sync(*versions: str) -> int:
+        headers = CIMultiDict([("Authorization", auth), ("Content-Type", WBXML_TYPE)])
+        for version in versions:
+            headers.add("MS-ASProtocolVersion", version)
+        url = f"{gateway.url}/Microsoft-Server-ActiveSync?{query}"
+        async with session.post(url, headers=headers, data=body) as resp:
+            return resp.status
+
+    assert await folder_sync("12.1", "14.1") == 400
+    assert await folder_sync("14.1", "12.1") == 400
+    assert gateway.backend("exchange").state.stats.requests["alice", "FolderSync"] == 0
+    assert gateway.gateway.state.snapshot.on_device("TWOVERSIONS1") == []  # nothing recorded
+    assert await folder_sync("12.1") == 403  # the rule: below 14.0 is blocked
+    assert gateway.backend("exchange").state.stats.requests["alice", "FolderSync"] == 0

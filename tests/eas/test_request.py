@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from sentry.eas.errors import (
     CommandError,
@@ -629,3 +630,18 @@ def test_undecodable_header_bytes_become_replacement_characters() -> None:
         {**headers, "User-Agent": "Outlook-iOS/2.0 é"},
     )
     assert plain.user_agent == "Outlook-iOS/2.0 é"  # valid text is kept as sent
+
+
+@pytest.mark.parametrize(
+    "name", ["MS-ASProtocolVersion", "X-MS-PolicyKey", "User-Agent", "MS-ASAcceptMultiPart"]
+)
+def test_a_header_the_decision_reads_may_not_repeat(name: str) -> None:
+    """Sent twice (in any case), the decision would use one copy and the backend
+    might act on the other: a 400 before anything is decided."""
+    value = {"MS-ASProtocolVersion": "14.1", "X-MS-PolicyKey": "1"}.get(name, "T")
+    headers = CIMultiDict([*basic("alice:pw").items(), (name, value), (name.lower(), value)])
+    query = "Cmd=Sync&User=alice&DeviceId=DEV1&DeviceType=iPhone"
+    with pytest.raises(QueryError, match="appears more than once"):
+        parse_request("POST", query, headers)
+    once = CIMultiDict([*basic("alice:pw").items(), (name, value)])
+    assert parse_request("POST", query, once).device_id == "DEV1"
