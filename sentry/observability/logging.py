@@ -108,10 +108,7 @@ def _hinted(value: str) -> bool:
     folding (the long s for "s", the Kelvin sign for "k") lowering would miss."""
     if value.isascii():
         low = value.lower()
-        for word in _HINT_WORDS:
-            if word in low:
-                return True
-        return False
+        return any(word in low for word in _HINT_WORDS)
     return _HINT.search(value) is not None
 
 

@@ -31,9 +31,9 @@ def test_secret_keys_and_embedded_credentials_are_redacted() -> None:
 # The pre-check that skips most values: its ASCII fast path (lower, then a
 # substring search per hint word) must say exactly what the case-insensitive
 # regex says, and text that only Unicode case folding links to a hint word
-# ("paſsword": the long s folds to "s") must still be masked.
+# ("pa\\u017fsword": the long s folds to "s") must still be masked.
 _HINT_TEXT = st.text(
-    alphabet=st.sampled_from("aAbBcCdDeEgGiIkKnNoOpPrRsStTuUwWzZ=: ſKİı\u00e9"), max_size=40
+    alphabet=st.sampled_from("aAbBcCdDeEgGiIkKnNoOpPrRsStTuUwWzZ=: \u017f\u212a\u0130\u0131\u00e9"), max_size=40
 )
 
 
@@ -47,7 +47,7 @@ def test_the_fast_pre_check_agrees_with_the_regex(value: str) -> None:
     [
         "password=hunter2",
         "PASSWORD=hunter2",
-        "paſsword=hunter2",
+        "pa\u017fsword=hunter2",
         "api\u212aey=hunter2",
         "x" * 300 + " token=hunter2",
     ],
