@@ -31,9 +31,10 @@ def test_secret_keys_and_embedded_credentials_are_redacted() -> None:
 # The pre-check that skips most values: its ASCII fast path (lower, then a
 # substring search per hint word) must say exactly what the case-insensitive
 # regex says, and text that only Unicode case folding links to a hint word
-# ("pa\\u017fsword": the long s folds to "s") must still be masked.
+# ("pa\\u017fsword" with the long s, which folds to "s") must still be masked.
 _HINT_TEXT = st.text(
-    alphabet=st.sampled_from("aAbBcCdDeEgGiIkKnNoOpPrRsStTuUwWzZ=: \u017f\u212a\u0130\u0131\u00e9"), max_size=40
+    alphabet=st.sampled_from("aAbBcCdDeEgGiIkKnNoOpPrRsStTuUwWzZ=: \u017f\u212a\u0130\u0131\u00e9"),
+    max_size=40,
 )
 
 
