@@ -142,7 +142,7 @@ class Request:
     query_user: str | None = None  # the query User, None: not sent
     base64_query: bool = False
     duplicate: bool = False  # a second Authorization header (another user)
-    command: str = "Sync"  # Sync (body kept, replayable) or FolderSync (streamed)
+    command: str = "Sync"  # Sync (body kept, replayable) or FolderSync (chunked: streamed)
 
 
 @dataclass(frozen=True)
@@ -492,7 +492,11 @@ class _World:
         if step.duplicate:
             headers.append(("Authorization", _basic("bob", PASSWORD)))
         headers += [("Content-Type", "application/vnd.ms-sync.wbxml"), ("Connection", "close")]
-        data = request_bytes("POST", target, headers, BODIES[step.command])
+        body = BODIES[step.command]
+        if step.command not in m.BUFFERED:  # chunked, no declared length: streamed
+            headers.append(("Transfer-Encoding", "chunked"))
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        data = request_bytes("POST", target, headers, body)
         async with await RawConnection.open(self.gateway.proxy_url) as conn:
             await conn.send(data)
             answer = await conn.response(timeout=20)
