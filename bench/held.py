@@ -33,6 +33,7 @@ from typing import Any
 
 from bench.eas_mix import Session
 from bench.proc import BenchError, Proc, raise_nofile, start
+from bench.profile import profiled
 from bench.servers import GatewayProc, ServerProc, metric, start_backend, start_gateway
 from bench.stats import fmt, summary
 
@@ -323,8 +324,9 @@ def run_block(opts: BlockOptions, work: Path) -> dict[str, Any]:
         ramp = _ramp(setup, opts.pings, opts.ramp_rate)
         if ramp["held"] < opts.pings:
             raise BenchError(f"only {ramp['held']} of {opts.pings} Pings held")
-        t_block, t_api, answer = _block(setup.gateway)
-        remaining = _wait_held_down(setup.gateway, opts.pings - blocked, 30.0)
+        with profiled(setup.gateway.proc.pid, "block"):
+            t_block, t_api, answer = _block(setup.gateway)
+            remaining = _wait_held_down(setup.gateway, opts.pings - blocked, 30.0)
         revocation = _revocation_histogram(setup.gateway.metrics_text())
         for g in setup.gens:
             with contextlib.suppress(BrokenPipeError):  # it ended by itself: all answered

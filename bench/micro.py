@@ -26,6 +26,7 @@ BENCH = ROOT / "bench"
 MICRO: dict[str, tuple[str, str | None, float]] = {
     "bench_wbxml": ("WBXML decode/encode vs pyactivesync", "wbxml.json", 300),
     "bench_request": ("parse_request, plain and base64 query", None, 120),
+    "bench_logline": ("access-log line: structlog chain vs direct renderer", None, 120),
     "bench_policy": ("decide() with 100,000 associations", "bench_policy.json", 300),
     "bench_easpolicy": (
         "gateway ActiveSync policy gate, 100,000 associations",

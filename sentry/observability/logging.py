@@ -52,7 +52,9 @@ import structlog
 
 from sentry.settings import LoggingSettings
 
+from . import accesslog
 from . import context as logcontext
+from .accesslog import FastJson
 from .ratelimit import RateLimiter
 
 __all__ = [
@@ -125,6 +127,7 @@ _redact_short = functools.lru_cache(maxsize=8192)(_redact)
 
 
 _PLAIN = (int, float, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
@@ -149,8 +152,15 @@ def redact_secrets(
 ) -> MutableMapping[str, Any]:
     """structlog processor: remove credentials from every field of the event."""
     for key, value in event_dict.items():
+        kind = type(value)
         if _secret_key(key):
             event_dict[key] = REDACTED
+        elif kind is str:  # the common case first, without the calls redact_text adds
+            clean = _redact_short(value) if len(value) <= _SHORT else _redact(value)
+            if clean is not value:
+                event_dict[key] = clean
+        elif kind in _PLAIN_TYPES:
+            continue
         elif isinstance(value, str):
             event_dict[key] = redact_text(value)
         elif not isinstance(value, _PLAIN) and key != "exc_info":
@@ -243,17 +253,26 @@ def configure_logging(
     tail = [structlog.processors.format_exc_info, redact_secrets, renderer]
     if fields:
         tail.insert(0, functools.partial(_add_fields, dict(fields)))
+    processors = [
+        logcontext.merge,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *tail,
+    ]
     structlog.configure(
-        processors=[
-            logcontext.merge,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            *tail,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    if settings.format == "json":  # the hot lines skip the generic chain (accesslog.py)
+        stdout = out is sys.stdout  # PrintLogger writes to the sys.stdout of the moment
+        fast = FastJson(
+            processors, level, None if stdout else out, redact_secrets, dict(fields or {})
+        )
+        accesslog.install(fast)
+    else:
+        accesslog.uninstall()
     _route_standard_library(out, tail, max(level, logging.WARNING))
     return log_file
 

@@ -66,6 +66,7 @@ from sentry.eas.wbxml import Limits, decode
 from sentry.model import AssociationKey, principal_domain
 from sentry.observability import Metrics
 from sentry.observability import context as logcontext
+from sentry.observability.accesslog import emit
 from sentry.observability.metrics import command_label, status_class
 from sentry.policy import (
     Changes,
@@ -173,8 +174,8 @@ def _finish(
         client = ctx.addresses.client(peer, request.headers.get("X-Forwarded-For"))
         # The context's fields explicitly too: the line is whole even where
         # the processors do not merge the context (structlog's capture_logs).
-        duration_ms = round(elapsed * 1000, 3)
-        access_log.info("request", **fields, status=status, duration_ms=duration_ms, client=client)
+        fields.update(status=status, duration_ms=round(elapsed * 1000, 3), client=client)
+        emit(access_log, "info", "request", fields)
 
 
 def _client_gone(request: web.Request) -> bool:
