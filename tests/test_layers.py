@@ -40,6 +40,7 @@ L0 = frozenset(
         "sentry.principals",
         "sentry.settings",
         "sentry.settings_directory",
+        "sentry.settings_gateway",
         "sentry.settings_identity",
         "sentry.slots",
     }
