@@ -45,7 +45,15 @@ L0 = frozenset(
         "sentry.slots",
     }
 )
-SHELL = ("sentry.proxy", "sentry.admin", "sentry.app", "sentry.cli", "sentry.reload")
+SHELL = (
+    "sentry.proxy",
+    "sentry.admin",
+    "sentry.app",
+    "sentry.listeners",
+    "sentry.readiness",
+    "sentry.cli",
+    "sentry.reload",
+)
 AIOHTTP_ALLOWED = (*SHELL, "sentry.testing", "sentry.supervisor", "sentry.worker")
 
 
