@@ -60,6 +60,7 @@ from sentry.eas.identity import Identity
 from sentry.eas.request import EasRequest
 from sentry.model import NO_REALMS, Realms
 from sentry.observability import Metrics
+from sentry.observability import context as logcontext
 from sentry.policy import Snapshot
 from sentry.settings import IdentitySettings
 
@@ -151,7 +152,7 @@ class Authenticator:
         except AuthRefused as exc:
             self._refused(scheme, exc.reason, exc.status, exc.message)
             return _answer(exc)
-        structlog.contextvars.bind_contextvars(auth=scheme)
+        logcontext.note(auth=scheme)
         return replace(eas, user=identity)
 
     async def _identity(
@@ -234,7 +235,7 @@ class Authenticator:
         """Count and log a refusal; the request's context (request id, device,
         user as sent) is on the line already (``handler.request_context``)."""
         self.metrics.auth_refusals.labels(scheme, reason).inc()
-        structlog.contextvars.bind_contextvars(
+        logcontext.note(
             decision="auth_refused" if status != 400 else "bad_request", auth=scheme, error=message
         )
         log.info("auth_refused", scheme=scheme, reason=reason, status=status)

@@ -24,9 +24,10 @@ upstream, so a change that refuses it ends it at once (see ``sentry/longpolls.py
 Backend errors reach the handler only as ``UpstreamError`` values
 (``errors.map_client_errors``, the one boundary for aiohttp's exceptions).
 
-What the log says about a request is bound in structlog's contextvars as it
-becomes known (``note``); the ``request_context`` middleware binds the
-request id first and empties the context after the request, so every line
+What the log says about a request is noted in its log context as it becomes
+known (``note``, ``sentry.observability.context``); the ``request_context``
+middleware begins the context with the request id and ends it after the
+request, so every line
 logged while the request is served (an authentication refusal, a store
 failure in the commit it caused) carries it, and the access-log line at the
 end has them all.
@@ -64,6 +65,7 @@ from sentry.eas.request import Command, EasRequest, parse_request
 from sentry.eas.wbxml import Limits, decode
 from sentry.model import AssociationKey, principal_domain
 from sentry.observability import Metrics
+from sentry.observability import context as logcontext
 from sentry.observability.metrics import command_label, status_class
 from sentry.policy import (
     Changes,
@@ -96,9 +98,9 @@ _ID_PREFIX = secrets.token_hex(3) + "-"
 _ids = itertools.count(1)
 # Answers depend only on (decision, command, version, MIME): build each once.
 _answer_for = functools.lru_cache(maxsize=2048)(answer)
-note = structlog.contextvars.bind_contextvars
+note = logcontext.note
 """Add fields to the request's context: every log line of the request, and its
-access-log line, carry them (bound by ``request_context``)."""
+access-log line, carry them (begun by ``request_context``)."""
 
 
 @dataclass
@@ -126,17 +128,16 @@ PROXY: web.AppKey[ProxyContext] = web.AppKey("sentry.proxy", ProxyContext)
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind the request's log context (``request_id`` first) in structlog's
-    contextvars for exactly the span of one request: every line logged while
+    """Begin the request's log context (``request_id`` first) for exactly
+    the span of one request (``sentry.observability.context``): every line logged while
     it is served, a store failure in the commit it caused included, carries
-    it. A kept-alive connection serves its requests in one task, so the
-    context is emptied before and after each."""
-    structlog.contextvars.clear_contextvars()
-    note(request_id=f"{_ID_PREFIX}{next(_ids):x}")
+    it. A kept-alive connection serves its requests in one task: each
+    request gets a fresh context, and the one before is put back after."""
+    token = logcontext.begin(request_id=f"{_ID_PREFIX}{next(_ids):x}")
     try:
         return await handler(request)
     finally:
-        structlog.contextvars.clear_contextvars()
+        logcontext.end(token)
 
 
 async def eas_handler(request: web.Request) -> web.StreamResponse:
@@ -163,7 +164,7 @@ def _finish(
     elapsed: float,
 ) -> None:
     status = response.status if response is not None else 499
-    fields = structlog.contextvars.get_contextvars()
+    fields = logcontext.fields()
     command = command_label(fields.get("command"))
     ctx.metrics.requests.labels(command, fields.get("decision", "none"), status_class(status)).inc()
     ctx.metrics.latency.labels(command).observe(elapsed)
@@ -171,7 +172,7 @@ def _finish(
         peer = request.remote
         client = ctx.addresses.client(peer, request.headers.get("X-Forwarded-For"))
         # The context's fields explicitly too: the line is whole even where
-        # the processors do not merge contextvars (structlog's capture_logs).
+        # the processors do not merge the context (structlog's capture_logs).
         duration_ms = round(elapsed * 1000, 3)
         access_log.info("request", **fields, status=status, duration_ms=duration_ms, client=client)
 
@@ -190,7 +191,7 @@ def _note_cancelled(ctx: ProxyContext, request: web.Request) -> None:
             error_kind="client_gone",
             error="the device closed the connection before the answer was complete",
         )
-        command = structlog.contextvars.get_contextvars().get("command")
+        command = logcontext.fields().get("command")
         ctx.metrics.client_disconnects.labels(command_label(command)).inc()
     else:
         note(error_kind="cancelled", error="the request was cancelled by the gateway")
