@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.eas_mix import CYCLE, Session, make_sessions, users_of
 from bench.proc import BenchError, Proc, start
+from bench.profile import profiled
 from bench.servers import GatewayProc, ServerProc, metric, start_backend, start_bare, start_gateway
 from bench.stats import fmt, percentile
 
@@ -112,10 +113,11 @@ def measure_window(
     warm_failures: Counter[str] = Counter()
     for r in readies:
         warm_failures.update(r.get("warmup_failures", {}))
-    cpu0 = {"server": server.cpu(), "backend": backend.cpu()}
-    for g in gens:
-        g.send({"cmd": "go"})
-    results = [g.receive(opts.duration + 120) for g in gens]
+    with profiled(server.pid, f"throughput-{name}-{level}"):
+        cpu0 = {"server": server.cpu(), "backend": backend.cpu()}
+        for g in gens:
+            g.send({"cmd": "go"})
+        results = [g.receive(opts.duration + 120) for g in gens]
     cpu1 = {"server": server.cpu(), "backend": backend.cpu()}
     lat, by_cmd = _latencies(results)
     seconds = max(r["seconds"] for r in results)

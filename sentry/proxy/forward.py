@@ -7,7 +7,8 @@ a body that began to flow must never be replayed to another server. When the
 device declared a length (``expected``) the stream is forwarded with exactly
 that Content-Length and ends in an error rather than short or long, so the
 backend connection is dropped instead of desynchronised.
-``relay_response`` copies the backend's status, headers and body to the device
+``relay_response`` copies the backend's status, headers and body to the device:
+a small body of a declared length in one write with the head, any other
 chunk by chunk.
 """
 
@@ -66,8 +67,19 @@ class BodyStream:
 async def relay_response(
     request: web.Request, upstream: aiohttp.ClientResponse, *, keep: int = 0
 ) -> tuple[web.StreamResponse, int, bytes | None]:
-    """Stream ``upstream`` to the device; return the response, the body size,
-    and the body itself when it is at most ``keep`` bytes (else None)."""
+    """Relay ``upstream`` to the device; return the response, the body size,
+    and the body itself when it is at most ``keep`` bytes (else None).
+
+    A body of a declared length up to ``CHUNK`` (nearly every EAS answer) is
+    read whole and answered with a plain ``web.Response``, whose head and
+    body leave in one write; anything else is streamed chunk by chunk, the
+    head first."""
+    length = upstream.content_length
+    if length is not None and length <= CHUNK and _has_body(request, upstream.status):
+        body = await upstream.read()
+        small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+        small.headers.extend(downstream_headers(upstream.headers))
+        return small, len(body), body if keep and len(body) <= keep else None
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(downstream_headers(upstream.headers))
     await response.prepare(request)
@@ -82,3 +94,9 @@ async def relay_response(
         await response.write(chunk)
     await response.write_eof()
     return response, total, None if kept is None else b"".join(kept)
+
+
+def _has_body(request: web.Request, status: int) -> bool:
+    """Whether the answer carries the body its Content-Length announces (not
+    the answer to a HEAD, nor a 1xx, 204 or 304)."""
+    return request.method != "HEAD" and status >= 200 and status not in (204, 304)

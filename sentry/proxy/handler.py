@@ -80,7 +80,7 @@ from sentry.settings import GatewaySettings
 
 from .authn import Authenticator
 from .errors import FramingError, RequestTooLarge, UpstreamError, map_client_errors
-from .forward import BodyStream, relay_response
+from .forward import CHUNK, BodyStream, relay_response
 from .framing import check_request, frame_upstream
 from .guard import Handler
 from .headers import ClientAddress, upstream_headers
@@ -337,7 +337,10 @@ async def _forward(
     else:
         prefix = request.get(PREFIX, b"")
         limit = ctx.settings.max_request_bytes
-        body = BodyStream(prefix, request.content, limit, expected=request.content_length)
+        if _bufferable(request, min(limit, CHUNK)):  # small: read whole, one write upstream
+            body = prefix + await request.content.read()
+        else:
+            body = BodyStream(prefix, request.content, limit, expected=request.content_length)
     mailbox = Mailbox(key.user, principal_domain(key.user))
     try:  # the gateway's own ActiveSync policy (provisioning.py)
         own = await before_forward(ctx, request, eas, inspected.body, decision.pool, key, mailbox)
@@ -352,7 +355,7 @@ async def _forward(
         note(eas_policy="translated")
         rewrite = functools.partial(translate, own, eas, request.path, request.query_string)
         again = functools.partial(_reprovisioned, ctx, request, eas, decision.pool, key, mailbox)
-        if isinstance(body, BodyStream) and _bufferable(request):
+        if isinstance(body, BodyStream) and _bufferable(request, INSPECT_LIMIT):
             body = request.get(PREFIX, b"") + await request.content.read()  # replayable
     if eas.command is Command.Provision:
         return await _send(ctx, request, decision.pool, body, mailbox, verify=key, policy_of=key)
@@ -550,11 +553,13 @@ async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) ->
     await ctx.state.commit(build)
 
 
-def _bufferable(request: web.Request) -> bool:
-    """A body small enough to hold for a retry (a declared length up to the
-    inspection limit; a chunked or larger one is streamed, never retried)."""
+def _bufferable(request: web.Request, limit: int) -> bool:
+    """A body small enough to read whole before it is sent: a declared length
+    up to ``limit`` (and to the inspection limit). Held whole, it can be sent
+    again (a retry after a backend 449); a chunked or larger one is streamed,
+    never retried."""
     length = request.content_length
-    return length is not None and length <= INSPECT_LIMIT
+    return length is not None and length <= min(limit, INSPECT_LIMIT)
 
 
 async def _reprovisioned(

@@ -12,7 +12,7 @@ answer comes back as an ``EasResponse`` to assert on.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -104,11 +104,15 @@ class EasTestClient:
         *,
         params: Mapping[str, str] | None = None,
         timeout: float | None = 30.0,
+        chunked: bool = False,
     ) -> EasResponse:
-        """POST one command; ``body`` as Element, XML text or raw bytes."""
+        """POST one command; ``body`` as Element, XML text or raw bytes;
+        ``chunked``: sent with Transfer-Encoding: chunked, no declared length
+        (the gateway then streams it instead of reading it whole)."""
         if isinstance(body, str):
             body = from_xml(body)
-        data = encode(body) if isinstance(body, Element) else (body or b"")
+        raw = encode(body) if isinstance(body, Element) else (body or b"")
+        data: bytes | AsyncIterator[bytes] = _chunks(raw) if chunked else raw
         query = {
             "Cmd": command,
             "User": self.user,
@@ -120,7 +124,7 @@ class EasTestClient:
             self.url,
             params=query,
             data=data,
-            headers=self._headers(bool(data)),
+            headers=self._headers(bool(raw)),
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             return EasResponse(resp.status, dict(resp.headers), await resp.read())
@@ -156,3 +160,7 @@ class EasTestClient:
             raise ProvisionFailed("Provision acknowledgement", ack)
         self.policy_key = int(final)
         return self.policy_key
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    yield body

@@ -118,8 +118,10 @@ THROWAWAY = frozenset({"VALIDATE", "WEBSERVICE"})
 # in the pool's redirect_allow ("moved", same type: followed), dave to the gmail
 # pool's server (another type: refused, 502).
 MOVED: dict[Principal, str] = {("bob", "example.com"): "moved", ("dave", "example.com"): "gmail"}
-# commands whose bodies the gateway keeps (replayed to a redirect's target);
-# others are streamed: a 451 then gets 503 and the retry goes to the cached target.
+# commands whose bodies the gateway keeps (replayed to a redirect's target): the
+# inspected ones, and any of a declared length up to 64 KiB; the driver sends the
+# others chunked, so they are streamed: a 451 then gets 503 and the retry goes to
+# the cached target.
 BUFFERED = frozenset({"Sync", "Provision", "Settings", "Ping"})
 # labels -> the principal their one Exchange setting pushes
 LABELS: dict[str, Principal] = {

@@ -96,7 +96,7 @@ class Request:
     query_user: str | None = None  # the query User, None: not sent
     base64_query: bool = False
     duplicate: bool = False  # a second Authorization header (another user)
-    command: str = "Sync"  # Sync (body kept, replayable) or FolderSync (streamed)
+    command: str = "Sync"  # Sync (body kept, replayable) or FolderSync (chunked: streamed)
 
 
 @dataclass(frozen=True)

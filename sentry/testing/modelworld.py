@@ -7,8 +7,9 @@ SQLite file in ``root`` (configured from the ``Config`` of the run and the
 realms and routes of ``sentry.testing.model``), and an admin client that
 seeds the model's users, devices, settings and labels. A ``Request`` step
 goes on the wire as raw bytes (both query forms, Basic or Bearer, a
-duplicate Authorization), so what a backend records is exactly what the
-gateway forwarded.
+duplicate Authorization; a command the gateway does not keep goes chunked,
+so it is streamed), so what a backend records is exactly what the gateway
+forwarded.
 
 The recording backends answer 401 to Basic with a wrong password (the row
 stays unverified), 451 to a moved mailbox and 200 to everything else, with
@@ -224,7 +225,11 @@ class World:
         if step.duplicate:
             headers.append(("Authorization", _basic("bob", PASSWORD)))
         headers += [("Content-Type", "application/vnd.ms-sync.wbxml"), ("Connection", "close")]
-        data = request_bytes("POST", target, headers, BODIES[step.command])
+        body = BODIES[step.command]
+        if step.command not in m.BUFFERED:  # chunked, no declared length: streamed
+            headers.append(("Transfer-Encoding", "chunked"))
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        data = request_bytes("POST", target, headers, body)
         async with await RawConnection.open(self.gateway.proxy_url) as conn:
             await conn.send(data)
             answer = await conn.response(timeout=20)

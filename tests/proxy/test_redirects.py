@@ -220,12 +220,25 @@ async def test_a_streamed_body_cannot_be_replayed_so_the_device_retries_onto_the
     a, b = gw.backend("exchange"), gw.backend("exchange2")
     a.move("bob", b.eas_url)
     bob = client(gw, session, "bob", "REDIR2")
-    resp = await bob.post("FolderSync", FOLDERSYNC)
+    resp = await bob.post("FolderSync", FOLDERSYNC, chunked=True)  # no declared length
     assert resp.status == 503 and resp.headers["Retry-After"] == "5"
     assert b.stats.total == 0 and sample(gw, "not_replayable") == 1
     resp = await bob.post("FolderSync", FOLDERSYNC)
     assert resp.status == 200 and b.stats.requests[("bob", "FolderSync")] == 1
     assert a.stats.redirected["bob"] == 1
+
+
+async def test_a_small_body_of_declared_length_is_kept_and_replayed_at_once(
+    gw: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    """A FolderSync is not inspected, but its body (a declared length up to
+    64 KiB) is read whole before it is sent, so a 451 is replayed at once."""
+    a, b = gw.backend("exchange"), gw.backend("exchange2")
+    a.move("bob", b.eas_url)
+    bob = client(gw, session, "bob", "REDIR2B")
+    resp = await bob.post("FolderSync", FOLDERSYNC)
+    assert resp.status == 200 and b.stats.requests[("bob", "FolderSync")] == 1
+    assert a.stats.redirected["bob"] == 1 and sample(gw, "not_replayable") == 0
 
 
 async def test_redirects_outside_the_backend_type_or_without_location_fail_closed(
@@ -326,7 +339,7 @@ async def test_a_451_verifies_the_row_even_when_the_redirect_is_refused(
     a.move("alice", "")  # no X-MS-Location: refused as well
     assert (await client(gw, session, "alice", "REDIR9").post("Sync", b"")).status == 502
     a.move("bob", gw.backend("exchange2").eas_url)  # followed, but the body was streamed
-    resp = await client(gw, session, "bob", "REDIR10").post("FolderSync", FOLDERSYNC)
+    resp = await client(gw, session, "bob", "REDIR10").post("FolderSync", FOLDERSYNC, chunked=True)
     assert resp.status == 503
     for device, user in (("REDIR8", "alice"), ("REDIR9", "alice"), ("REDIR10", "bob")):
         row = gw.gateway.state.snapshot.get(AssociationKey(device, user))
