@@ -18,10 +18,12 @@ logged; users that would collapse stop the start with a ``StartupError`` on
 before they were recorded lack (``_reconcile_identity``), starts the upstream
 sessions and health checks, the optional demo backends, the device listener
 (TLS unless disabled) and the admin listener (TLS optional; a warning when it
-is not on loopback). ``Gateway.stop`` shuts down gracefully: stop accepting,
-end held polls cleanly, flush state. ``run`` serves until SIGTERM/SIGINT and
-reloads on SIGHUP (``sentry.reload``). Under ``gateway.workers`` the same ``run``
-is one worker: it serves the sockets its supervisor bound (``sentry.worker``,
+is not on loopback): the sites, TLS contexts and admin application are built by
+``sentry.listeners``, the ``/readyz`` checks by ``sentry.readiness``.
+``Gateway.stop`` shuts down gracefully: stop accepting, end held polls cleanly,
+flush state. ``run`` serves until SIGTERM/SIGINT and reloads on SIGHUP
+(``sentry.reload``). Under ``gateway.workers`` the same ``run`` is one worker:
+it serves the sockets its supervisor bound (``sentry.worker``,
 ``sentry.supervisor``) instead of binding its own, and answers ``/metrics`` for
 the whole node.
 """
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import signal
 import ssl
 import time
@@ -44,20 +45,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState
-from sentry.admin.api import SERVER_LIMITS, add_api, api_middlewares
-from sentry.admin.auth import AdminTokens
-from sentry.admin.console import add_console, console_middlewares
+from sentry.admin.api import SERVER_LIMITS
 from sentry.admin.context import AdminContext
-from sentry.admin.health import health_routes
 from sentry.admin.token import TokenFile
 from sentry.aio import create_task
 from sentry.buildinfo import version
-from sentry.certs import server_ssl_context
 from sentry.cluster import Follower
 from sentry.directory.service import DirectorySync
 from sentry.errors import StartupError
 from sentry.files import loose_mode
 from sentry.housekeeping import Housekeeping
+from sentry.listeners import admin_app, server_tls, start_site, warn_if_exposed
 from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
@@ -81,24 +79,22 @@ from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_app
 from sentry.proxy.authn import Authenticator
-from sentry.proxy.connections import GatedSite, admin_listener, device_listener
-from sentry.proxy.guard import track_phases
+from sentry.proxy.connections import admin_listener, device_listener
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.redirects import RedirectCache, Redirector
 from sentry.proxy.upstream import Upstreams
-from sentry.settings import ListenSettings, PreferenceSettings, Settings, TlsSettings
+from sentry.settings import PreferenceSettings, Settings
 from sentry.store.base import Store, StoreOpenError, StoreUnavailable
 from sentry.store.factory import open_and_load, store_key, store_path, store_where
 from sentry.store.postgres import PostgresStore
 from sentry.store_watch import WatchedStore
-from sentry.worker import WorkerSpec, read_status, scrape_registry
+from sentry.worker import WorkerSpec
 
 __all__ = [
     "Gateway",
     "config_changes",
     "demo_banner",
-    "is_loopback",
     "preferences_of",
     "run",
     "start_gateway",
@@ -242,28 +238,6 @@ async def _start_demo(settings: Settings, gw: Gateway) -> None:
         gw.demo.append(await start_backend(config, "127.0.0.1", b.port, access_log=False))
 
 
-async def _site(
-    runner: web.AppRunner,
-    key: str,
-    listen: ListenSettings,
-    ssl_ctx: Any = None,
-    worker: WorkerSpec | None = None,
-    **gate: Any,
-) -> str:
-    """Start ``runner`` on ``listen`` behind a connection gate (caps, timeouts, TLS;
-    ``proxy/connections.py``); a bind failure is a ``StartupError`` naming ``key``.
-    A worker serves the socket its supervisor bound instead (``sentry.worker``)."""
-    host, port = listen.host, listen.port
-    await runner.setup()
-    sock = None if worker is None else worker.socket(key)
-    site = GatedSite(runner, host, port, sock=sock, ssl_context=ssl_ctx, **gate)
-    try:
-        await site.start()
-    except OSError as exc:
-        raise StartupError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return site.name
-
-
 async def start_gateway(
     settings: Settings,
     *,
@@ -370,7 +344,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     g = settings.gateway
     gw.authn = Authenticator(g.fqdn, settings.identity, gw.metrics, root=root, clock=gw.state.clock)
     await gw.authn.start()
-    ssl_ctx = _tls(gw, "gateway.tls", g.tls)
+    ssl_ctx = server_tls(gw, "gateway.tls", g.tls)
     ctx = ProxyContext(
         settings=g,
         state=gw.state,
@@ -393,7 +367,9 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     )
     gw.runners.append(proxy_runner)
     gate = device_listener(g, gw.metrics)
-    gw.proxy_url = await _site(proxy_runner, "gateway.listen", g.listen, ssl_ctx, gw.worker, **gate)
+    gw.proxy_url = await start_site(
+        proxy_runner, "gateway.listen", g.listen, ssl_ctx, gw.worker, **gate
+    )
     gw.token = TokenFile(resolve(root, settings.admin.token_file))
     gw.admin_token = gw.token.token
     if settings.admin.readonly_token_file is not None:
@@ -408,119 +384,20 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
             root=root,
             clock=gw.state.clock,
         )
-    gw.admin_app = _admin_app(gw, admin)
+    gw.admin_app = admin_app(gw, admin)
     admin_runner = web.AppRunner(
         gw.admin_app, access_log=None, handle_signals=False, shutdown_timeout=2.0, **SERVER_LIMITS
     )
     gw.runners.append(admin_runner)
     a = settings.admin
-    admin_tls = _tls(gw, "admin.tls", a.tls)
+    admin_tls = server_tls(gw, "admin.tls", a.tls)
     gate = admin_listener(g, gw.metrics)
-    gw.admin_url = await _site(admin_runner, "admin.listen", a.listen, admin_tls, gw.worker, **gate)
+    gw.admin_url = await start_site(
+        admin_runner, "admin.listen", a.listen, admin_tls, gw.worker, **gate
+    )
     if gw.directory is not None:
         gw.directory.start()
-    if not is_loopback(a.listen.host):
-        log.warning(
-            "admin_listen_not_loopback",
-            host=a.listen.host,
-            tls=a.tls.enabled,
-            problem="the admin API is reachable from the network"
-            + ("" if a.tls.enabled else " and its token travels in clear (set admin.tls)"),
-        )
-
-
-def _tls(gw: Gateway, key: str, tls: TlsSettings) -> ssl.SSLContext | None:
-    """The server context of a listener (files checked by ``preflight``)."""
-    if not tls.enabled:
-        return None
-    _small_tls_buffers()
-    ctx = server_ssl_context(resolve(gw.root, tls.cert), resolve(gw.root, tls.key))
-    gw.tls[key] = ctx
-    return ctx
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listen address only accepts local connections."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-TLS_READ_BUFFER = 16 * 1024
-
-
-def _small_tls_buffers() -> None:
-    """Give each TLS connection a 16 KiB read buffer instead of 256 KiB.
-
-    Python 3.11's asyncio allocates ``SSLProtocol.max_size`` bytes per TLS
-    connection up front; with every device holding a Ping open that is the
-    dominant cost (about 300 KiB per held Ping, measured in bench/). 16 KiB is
-    one TLS record, so reads lose nothing. The gateway owns its process, so
-    changing this class attribute affects only its own connections.
-    """
-    import asyncio.sslproto
-
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
-
-
-def _readiness(gw: Gateway) -> Callable[[], list[str]]:
-    def problems() -> list[str]:
-        out = []
-        status = gw.store.status
-        if status.problem is not None:
-            out.append(f"store {status.problem.fault.value}: {status.problem.detail}")
-        for pool in gw.upstreams.pools.values():
-            out.extend(pool.not_ready())
-        if gw.follower is not None:
-            out.extend(gw.follower.problems())
-        if not gw.proxy_url:
-            out.append("device listener not started")
-        return out
-
-    return problems
-
-
-def _notes(gw: Gateway) -> Callable[[], list[str]]:
-    """What ``/readyz`` adds without making the gateway not ready: a directory
-    that cannot be synced (requests are decided from the last sync); under
-    ``gateway.workers``, the other workers that are not serving (restarting:
-    the rest of the node serves)."""
-
-    def notes() -> list[str]:
-        out = [] if gw.directory is None else gw.directory.notes()
-        if gw.worker is not None:
-            status = read_status(Path(gw.worker.run_dir))
-            out += [
-                f"worker {w['index']} is not serving (being restarted)"
-                for w in status.get("workers", [])
-                if not w.get("ready")
-            ]
-        return out
-
-    return notes
-
-
-def _admin_app(gw: Gateway, ctx: AdminContext) -> web.Application:
-    tokens = AdminTokens(gw.token or gw.admin_token, gw.readonly_token)
-    console = gw.settings.admin.console
-    app = web.Application(
-        middlewares=[
-            track_phases,
-            *api_middlewares(tokens),
-            *(console_middlewares() if console.enabled else ()),
-        ]
-    )
-    w = gw.worker
-    registry = gw.metrics.registry if w is None else scrape_registry(Path(w.run_dir))
-    identity = None if w is None else w.identity
-    app.add_routes(health_routes(registry, _readiness(gw), _notes(gw), identity))
-    add_api(app, ctx)
-    if console.enabled:
-        add_console(app, ctx, tokens, console, secure=gw.settings.admin.tls.enabled)
-    return app
+    warn_if_exposed(a)
 
 
 def demo_banner(gw: Gateway) -> str:

@@ -6,7 +6,9 @@ fields recursively, checking every value's type and range. Any problem stops
 start-up with a ``SettingsError`` naming the key path (``pools[1].servers[0]:
 not an http(s) URL``); unknown keys are errors too, so a typo never passes
 silently. Only this module reads configuration files; components receive their
-own section.
+own section. The listener sections (``gateway``, ``admin``) are defined in
+``settings_gateway``, ``directory`` in ``settings_directory``; their checks
+return problems this module raises, and their names are re-exported here.
 
 Principals in the file (``routing.users`` keys) are canonicalised by the one
 rule (``sentry.model.canonical_principal``) under ``identity``'s realms, and
@@ -18,7 +20,6 @@ an error naming both key paths.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import types
 import typing
 from collections.abc import Mapping
@@ -36,6 +37,19 @@ from sentry.settings_directory import (
     LdapAttributeSettings,
     LdapSettings,
     ldap_problems,
+)
+from sentry.settings_gateway import (
+    AdminSettings,
+    ConnectionSettings,
+    ConsoleSettings,
+    GatewaySettings,
+    HeaderLimitSettings,
+    ListenSettings,
+    RedirectSettings,
+    TlsSettings,
+    gateway_problems,
+    positive_problems,
+    workers_problems,
 )
 
 __all__ = [
@@ -74,86 +88,6 @@ class SettingsError(ValueError):
 
 
 _GIVEN = "sentry.given_keys"  # field metadata: filled with the keys the file gave
-
-
-@dataclass(frozen=True)
-class ListenSettings:
-    host: str = "127.0.0.1"
-    port: int = 8443
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    enabled: bool = True
-    cert: str = "certs/sentry.pem"
-    key: str = "certs/sentry.key"
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """Bounds on every device connection (see ``sentry.proxy.connections``)."""
-
-    header_timeout_seconds: float = 20.0  # accept or first byte -> end of the head
-    idle_timeout_seconds: float = 75.0  # keep-alive: end of a response -> next first byte
-    body_timeout_seconds: float = 20.0  # no body byte for this long -> closed
-    body_min_bytes_per_second: int = 500  # average body rate after the first timeout
-    send_timeout_seconds: float = 60.0  # the device reads nothing of a response this long
-    max: int | None = None  # concurrent connections; None: from RLIMIT_NOFILE
-
-
-@dataclass(frozen=True)
-class HeaderLimitSettings:
-    """Request head limits, applied to aiohttp's parser and checked exactly."""
-
-    request_line_bytes: int = 8192  # method, target and version (without CRLF)
-    field_bytes: int = 16384  # one header field: name plus value
-    fields: int = 100  # number of header fields
-
-
-@dataclass(frozen=True)
-class RedirectSettings:
-    """How the gateway follows a backend's 451 redirect (README "Redirects")."""
-
-    max_hops: int = 2
-    cache_ttl_seconds: float = 86400.0
-    cache_max_entries: int = 100_000
-    retry_after_seconds: int = 5
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    fqdn: str = "localhost"
-    listen: ListenSettings = ListenSettings()
-    tls: TlsSettings = TlsSettings()
-    trusted_proxies: tuple[str, ...] = ()
-    max_request_bytes: int = 50 * 1024 * 1024
-    request_timeout_seconds: float = 120.0
-    long_poll_margin_seconds: float = 90.0
-    max_heartbeat_seconds: int = 3540
-    shutdown_grace_seconds: float = 5.0
-    workers: int = 1  # processes serving the listeners (sentry.supervisor); >1 needs postgresql
-    connections: ConnectionSettings = ConnectionSettings()
-    header_limits: HeaderLimitSettings = HeaderLimitSettings()
-    redirects: RedirectSettings = RedirectSettings()
-
-
-@dataclass(frozen=True)
-class ConsoleSettings:
-    """The admin web console on the admin listener (``sentry.admin.console``)."""
-
-    enabled: bool = True
-    session_idle_seconds: float = 1800.0  # a session unused this long is signed out
-    session_max_seconds: float = 43200.0  # and every session ends this long after sign-in
-    max_sessions: int = 1000  # beyond: the oldest session ends
-
-
-@dataclass(frozen=True)
-class AdminSettings:
-    listen: ListenSettings = ListenSettings(port=9090)
-    token_file: str = "var/admin-token"
-    readonly_token_file: str | None = None  # a second token that can read, never change
-    tls: TlsSettings = TlsSettings(enabled=False)  # same files as the device listener
-    console: ConsoleSettings = ConsoleSettings()
 
 
 @dataclass(frozen=True)
@@ -343,7 +277,8 @@ def settings_from_mapping(data: Any, source: str = "<settings>") -> Settings:
     try:
         settings: Settings = _build(Settings, data, "")
         _check_references(settings)
-        _check_workers(settings)
+        for where, problem in workers_problems(settings):
+            raise SettingsError(f"{where}: {problem}")
         settings = settings_identity.canonical_routing(settings)
     except SettingsError as exc:
         raise SettingsError(f"{source}: {exc}") from None
@@ -426,16 +361,14 @@ def _scalar(hint: Any, value: Any, path: str) -> Any:
 
 
 def _positive(path: str, value: float | None, *, allow_zero: bool = False) -> None:
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise SettingsError(f"{path}: must be {'≥ 0' if allow_zero else '> 0'}")
+    for where, problem in positive_problems(path, value, allow_zero=allow_zero):
+        raise SettingsError(f"{where}: {problem}")
 
 
 def _validate(obj: Any, path: str) -> None:
     """Range and format checks that types alone cannot express."""
-    if isinstance(obj, ListenSettings) and not 0 <= obj.port <= 65535:
-        raise SettingsError(f"{_join(path, 'port')}: must be 0-65535")
-    if isinstance(obj, GatewaySettings):
-        _validate_gateway(obj, path)
+    for where, problem in gateway_problems(obj, path):
+        raise SettingsError(f"{where}: {problem}")
     if isinstance(obj, BackendPoolSettings):
         _validate_pool(obj, path)
     if isinstance(obj, PreferenceSettings):
@@ -445,59 +378,17 @@ def _validate(obj: Any, path: str) -> None:
         _positive(_join(path, "interval_seconds"), obj.interval_seconds)
         _positive(_join(path, "timeout_seconds"), obj.timeout_seconds)
         _positive(_join(path, "failures_to_down"), obj.failures_to_down)
-    if isinstance(obj, ConnectionSettings):
-        _validate_connections(obj, path)
-    if isinstance(obj, HeaderLimitSettings):
-        _validate_header_limits(obj, path)
     if isinstance(obj, StoreSettings):
         _validate_store(obj, path)
     if isinstance(obj, RealmSettings):
         settings_identity.validate_realm(obj, path)
     if isinstance(obj, IdentitySettings):
         settings_identity.validate_identity(obj, path)
-    if isinstance(obj, RedirectSettings):
-        _validate_redirects(obj, path)
     if isinstance(obj, OAuthSettings):
         _validate_oauth(obj, path)
-    if isinstance(obj, ConsoleSettings):
-        _validate_console(obj, path)
-    if isinstance(obj, AdminSettings) and obj.readonly_token_file is not None:
-        _validate_readonly_token(obj, path)
     if isinstance(obj, LdapSettings):
         for where, problem in ldap_problems(obj, path):
             raise SettingsError(f"{where}: {problem}")
-
-
-def _validate_console(c: ConsoleSettings, path: str) -> None:
-    _positive(_join(path, "session_idle_seconds"), c.session_idle_seconds)
-    _positive(_join(path, "session_max_seconds"), c.session_max_seconds)
-    _positive(_join(path, "max_sessions"), c.max_sessions)
-
-
-def _validate_readonly_token(a: AdminSettings, path: str) -> None:
-    key = _join(path, "readonly_token_file")
-    readonly = (a.readonly_token_file or "").strip()
-    if not readonly:
-        raise SettingsError(f"{key}: must not be empty (leave it out for no read-only token)")
-    if Path(readonly) == Path(a.token_file):
-        raise SettingsError(f"{key}: must not be admin.token_file (a second, separate file)")
-
-
-def _validate_gateway(g: GatewaySettings, path: str) -> None:
-    for i, cidr in enumerate(g.trusted_proxies):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise SettingsError(
-                f"{_join(path, 'trusted_proxies')}[{i}]: not an IP network"
-            ) from None
-    _positive(_join(path, "max_request_bytes"), g.max_request_bytes)
-    _positive(_join(path, "request_timeout_seconds"), g.request_timeout_seconds)
-    _positive(_join(path, "long_poll_margin_seconds"), g.long_poll_margin_seconds, allow_zero=True)
-    if not 60 <= g.max_heartbeat_seconds <= 3540:
-        raise SettingsError(f"{_join(path, 'max_heartbeat_seconds')}: must be 60-3540")
-    if not 1 <= g.workers <= MAX_WORKERS:
-        raise SettingsError(f"{_join(path, 'workers')}: must be 1-{MAX_WORKERS}")
 
 
 def _validate_store(s: StoreSettings, path: str) -> None:
@@ -527,24 +418,6 @@ def _validate_store(s: StoreSettings, path: str) -> None:
         raise SettingsError(f"{_join(path, 'dsn')}: {problem}")
 
 
-def _validate_connections(c: ConnectionSettings, path: str) -> None:
-    for name in ("header", "idle", "body", "send"):
-        key = f"{name}_timeout_seconds"
-        _positive(_join(path, key), getattr(c, key))
-    rate = c.body_min_bytes_per_second
-    _positive(_join(path, "body_min_bytes_per_second"), rate, allow_zero=True)
-    _positive(_join(path, "max"), c.max)
-
-
-def _validate_header_limits(h: HeaderLimitSettings, path: str) -> None:
-    if not 64 <= h.request_line_bytes <= 65536:
-        raise SettingsError(f"{_join(path, 'request_line_bytes')}: must be 64-65536")
-    if not 256 <= h.field_bytes <= 262144:
-        raise SettingsError(f"{_join(path, 'field_bytes')}: must be 256-262144")
-    if not 8 <= h.fields <= 1000:
-        raise SettingsError(f"{_join(path, 'fields')}: must be 8-1000")
-
-
 def _validate_pool(p: BackendPoolSettings, path: str) -> None:
     if not p.servers:
         raise SettingsError(f"{_join(path, 'servers')}: at least one server is required")
@@ -564,14 +437,6 @@ def _validate_pool(p: BackendPoolSettings, path: str) -> None:
         else:
             continue
         raise SettingsError(f"{_join(path, 'redirect_allow')}[{i}]: {problem}")
-
-
-def _validate_redirects(r: RedirectSettings, path: str) -> None:
-    if not 1 <= r.max_hops <= 10:
-        raise SettingsError(f"{_join(path, 'max_hops')}: must be 1-10")
-    _positive(_join(path, "cache_ttl_seconds"), r.cache_ttl_seconds)
-    _positive(_join(path, "cache_max_entries"), r.cache_max_entries)
-    _positive(_join(path, "retry_after_seconds"), r.retry_after_seconds)
 
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -600,38 +465,6 @@ def _validate_oauth(o: OAuthSettings, path: str) -> None:
     _positive(_join(path, "jwks_timeout_seconds"), o.jwks_timeout_seconds)
     if not 0 <= o.leeway_seconds <= 600:
         raise SettingsError(f"{_join(path, 'leeway_seconds')}: must be 0-600")
-
-
-MAX_WORKERS = 64
-
-
-def _check_workers(s: Settings) -> None:
-    """Several worker processes share one state only through PostgreSQL: a
-    SQLite file has one owner (the gateway holds a lock on it) and a memory
-    store would be one separate state per process. The web console keeps its
-    sign-ins in the process that made them, and the admin port is shared."""
-    if s.gateway.workers == 1:
-        return
-    if s.store.kind != "postgresql":
-        why = {
-            "sqlite": "a SQLite file is owned by one process",
-            "memory": "a memory store would be a separate state in each process",
-        }[s.store.kind]
-        raise SettingsError(
-            f"gateway.workers: must be 1 with store.kind: {s.store.kind} ({why}); "
-            "several workers share their state through store.kind: postgresql"
-        )
-    if s.demo.enabled:
-        raise SettingsError(
-            "demo.enabled: must be false with gateway.workers > 1 (every worker would start "
-            "the demo backends on the same ports)"
-        )
-    if s.admin.console.enabled:
-        raise SettingsError(
-            "admin.console.enabled: must be false with gateway.workers > 1 (console sign-ins "
-            "live in one process and the admin port is shared by all workers; the admin API, "
-            "/metrics and /readyz work on every worker)"
-        )
 
 
 def _check_references(s: Settings) -> None:

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from sentry.app import is_loopback
 from sentry.buildinfo import python_version, version
 from sentry.cli import main
 from sentry.errors import StartupError
+from sentry.listeners import is_loopback
 from sentry.testing.eas_client import EasTestClient
 from sentry.testing.gateway import demo_gateway
 

@@ -40,11 +40,20 @@ L0 = frozenset(
         "sentry.principals",
         "sentry.settings",
         "sentry.settings_directory",
+        "sentry.settings_gateway",
         "sentry.settings_identity",
         "sentry.slots",
     }
 )
-SHELL = ("sentry.proxy", "sentry.admin", "sentry.app", "sentry.cli", "sentry.reload")
+SHELL = (
+    "sentry.proxy",
+    "sentry.admin",
+    "sentry.app",
+    "sentry.listeners",
+    "sentry.readiness",
+    "sentry.cli",
+    "sentry.reload",
+)
 AIOHTTP_ALLOWED = (*SHELL, "sentry.testing", "sentry.supervisor", "sentry.worker")
 
 

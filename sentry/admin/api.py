@@ -41,6 +41,7 @@ from . import (
     associations,
     audit,
     backend_types,
+    devices,
     directory,
     directory_sync,
     easpolicies,
@@ -53,7 +54,8 @@ from . import (
 from .auth import AdminTokens, Role, bearer_auth, is_api_path, role_of_request
 from .context import AdminContext
 from .errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable, from_policy
-from .schema import Call, Fields, Route, openapi_document, parse_body, parse_path, parse_query
+from .openapi import openapi_document
+from .schema import Call, Fields, Route, parse_body, parse_path, parse_query
 from .token import TokenFile
 from .views import SCHEMAS
 
@@ -109,6 +111,7 @@ ROUTES: tuple[Route, ...] = (
     *associations.ROUTES,
     *access_rules.ROUTES,
     *directory.ROUTES,
+    *devices.ROUTES,
     *directory_sync.ROUTES,
     *backend_types.ROUTES,
     *push.ROUTES,

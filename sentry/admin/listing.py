@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sentry.model import Association, Reason, ViolationKind, canonical_device_id
 from sentry.policy import Snapshot
 from sentry.store.base import AssociationFilter, AssociationState, Store, association_state
 
-from .schema import Field, Fields
+from .schema import Call, Field, Fields
 
 __all__ = [
     "FILTER_FIELDS",
@@ -38,9 +38,12 @@ __all__ = [
     "collect",
     "list_page",
     "matching",
+    "page_of",
     "predicate",
     "row_order",
 ]
+
+T = TypeVar("T")
 
 FILTER_FIELDS: Fields = {
     "user": Field("string", "the canonical principal or a part of it (search by user name)"),
@@ -226,3 +229,11 @@ def _walk(
         if len(page) >= limit:
             break
     return page, total
+
+
+def page_of(found: list[T], call: Call, view: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+    """One page of ``found``, a snapshot list, by the query's ``offset`` and
+    ``limit`` (``PAGE_FIELDS``; only the page's items are rendered)."""
+    offset, limit = call.query.get("offset", 0), call.query.get("limit", 100)
+    items = [view(x) for x in found[offset : offset + limit]]
+    return {"items": items, "total": len(found), "offset": offset, "limit": limit}

@@ -5,7 +5,8 @@ Approach. Every admin route is a ``Route`` value: method, path, handler, and
 API registers exactly these routes, checks every request against their specs
 before the handler runs (``parse_body``/``parse_query``/``parse_path``: each
 problem is reported per field, ``{"note": "required"}``, and unknown fields
-are errors), and ``openapi_document`` renders the same specs as OpenAPI 3.
+are errors), and ``openapi_document`` (``sentry.admin.openapi``) renders the
+same specs as OpenAPI 3.
 So the document cannot drift from what is served, and a test checks that the
 served routes and the documented ones are the same set.
 
@@ -22,7 +23,7 @@ hold it, so no store accepts it).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -45,7 +46,6 @@ __all__ = [
     "Handler",
     "Route",
     "object_schema",
-    "openapi_document",
     "parse_body",
     "parse_path",
     "parse_query",
@@ -134,6 +134,19 @@ class Field:
 
 Fields = Mapping[str, Field]
 EMPTY: Fields = MappingProxyType({})
+
+
+def object_schema(spec: Fields) -> dict[str, Any]:
+    """A JSON object schema for ``spec`` (no additional properties)."""
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": {name: f.schema() for name, f in spec.items()},
+        "additionalProperties": False,
+    }
+    required = [name for name, f in spec.items() if f.required]
+    if required:
+        out["required"] = required
+    return out
 
 
 def _limits(f: Field, out: dict[str, Any]) -> None:
@@ -381,131 +394,3 @@ class Route:
     def params(self) -> list[str]:
         """The path parameter names, in order."""
         return _PATH_PARAM.findall(self.path)
-
-
-# --- OpenAPI ---
-
-
-def object_schema(spec: Fields) -> dict[str, Any]:
-    """A JSON object schema for ``spec`` (no additional properties)."""
-    out: dict[str, Any] = {
-        "type": "object",
-        "properties": {name: f.schema() for name, f in spec.items()},
-        "additionalProperties": False,
-    }
-    required = [name for name, f in spec.items() if f.required]
-    if required:
-        out["required"] = required
-    return out
-
-
-def openapi_document(
-    routes: Iterable[Route], schemas: Mapping[str, Any], *, title: str, version: str
-) -> dict[str, Any]:
-    """The OpenAPI 3.0 document describing ``routes``."""
-    paths: dict[str, dict[str, Any]] = {}
-    for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": title, "version": version},
-        "paths": paths,
-        "security": [{"bearer": []}],
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": _ERROR_SCHEMA, **schemas},
-        },
-    }
-
-
-_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {"type": "string"},
-        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
-        "kind": {"type": "string", "description": "502: what went wrong (e.g. connect, bind)"},
-        "problems": {
-            "type": "array",
-            "description": "409 of a configuration write: each push that could not work",
-            "items": {
-                "type": "object",
-                "required": ["device", "setting", "reason", "message"],
-                "properties": {
-                    "device": {"type": "string"},
-                    "setting": {"type": "string"},
-                    "reason": {"type": "string", "enum": ["MIXED_BACKEND", "ANDROID_LIMIT"]},
-                    "message": {"type": "string"},
-                },
-            },
-        },
-    },
-}
-
-
-def _json(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _operation(route: Route) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "operationId": route.handler.__name__.lstrip("_"),
-        "summary": route.summary,
-        "tags": [route.tag],
-        "parameters": _parameters(route),
-        "responses": _responses(route),
-    }
-    if route.description:
-        op["description"] = route.description
-    if route.body is not None:
-        required = any(f.required for f in route.body.values())
-        schema = {**object_schema(route.body), **(route.body_rules or {})}
-        content = {"application/json": {"schema": schema}}
-        op["requestBody"] = {"required": required, "content": content}
-    return op
-
-
-def _parameters(route: Route) -> list[dict[str, Any]]:
-    out = []
-    for name in route.params:
-        f = route.path_fields.get(name, PATH_FIELD)
-        out.append({"name": name, "in": "path", "required": True, "schema": f.schema()})
-    for name, f in route.query.items():
-        out.append({"name": name, "in": "query", "required": f.required, "schema": f.schema()})
-    return out
-
-
-def _responses(route: Route) -> dict[str, Any]:
-    ok: dict[str, Any] = {"type": "object"}
-    if route.response is not None:
-        ok = {"$ref": f"#/components/schemas/{route.response}"}
-    errors = {"401": "missing or wrong bearer token"}
-    if route.changes or route.method != "GET":
-        errors["403"] = "the read-only token cannot change anything"
-    if route.body is not None or route.query or route.params:
-        errors["400"] = "invalid input (per-field messages in `fields`)"
-    if route.params:
-        errors["404"] = "no such resource"
-    if route.conflict:
-        errors["409"] = "not allowed in the current state"
-    if route.changes or route.uses_store:
-        errors["503"] = "the state store cannot keep changes now (nothing was changed)"
-    if route.upstream is not None:
-        errors["502"] = f"{route.upstream} could not be read (nothing was changed; `kind` says why)"
-    out: dict[str, Any] = {str(route.status): _json("success", ok)}
-    if route.produces:
-        binary: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
-        content = {media: binary for media in route.produces}
-        if "application/json" in content and route.response is not None:  # a streamed array
-            items = {"$ref": f"#/components/schemas/{route.response}"}
-            content["application/json"] = {"schema": {"type": "array", "items": items}}
-        out[str(route.status)] = {"description": "success (streamed)", "content": content}
-    ref = {"$ref": "#/components/schemas/Error"}
-    out.update({code: _json(text, ref) for code, text in sorted(errors.items())})
-    if "503" in out:
-        retry = {"description": "seconds until the store is checked again", "schema": _RETRY}
-        out["503"]["headers"] = {"Retry-After": retry}
-    return out
-
-
-_RETRY = {"type": "integer", "minimum": 1, "maximum": 3600}

@@ -25,7 +25,8 @@ which failed expectations print::
     conv.allow("alice", "DEV1", note="approved by helpdesk")
     conv.request("alice", "DEV1").expect_forward("exchange")
 
-``req`` builds an ``EasRequest`` directly (no parser involved).
+``req`` builds an ``EasRequest`` directly (no parser involved); it, ``Reply``
+and ``describe`` live in ``sentry.testing.replies`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -39,13 +40,12 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from sentry.access import AccessState, Build
-from sentry.eas.request import Command, EasRequest, Identity
+from sentry.eas.request import EasRequest
 from sentry.eas.status import WipeAckStatus
 from sentry.longpolls import LongPolls
 from sentry.model import (
     DEFAULT_SETTING_PRIORITY,
     NO_REALMS,
-    THROWAWAY_DEVICE_IDS,
     Association,
     AssociationKey,
     Device,
@@ -57,11 +57,9 @@ from sentry.model import (
     Preferences,
     Realms,
     Routing,
-    UnlinkCause,
     User,
     canonical_device_id,
     canonical_principal,
-    principal_domain,
 )
 from sentry.observability import Metrics
 from sentry.policy import admin, registry
@@ -73,22 +71,19 @@ from sentry.policy.changes import (
     PutPreferences,
     PutRealms,
     PutRouting,
-    Touch,
 )
 from sentry.policy.decisions import (
     Decision,
     Forward,
     Outcome,
     ProvisionKind,
-    Refuse,
     RequestFacts,
-    Wipe,
 )
 from sentry.policy.established import reset_backend_type
 from sentry.policy.expiry import expire_unverified
-from sentry.policy.reasons import ordered
 from sentry.policy.snapshot import Snapshot
 from sentry.store.memory import MemoryStore
+from sentry.testing.replies import Reply, describe, req
 
 __all__ = ["DEFAULT_POOLS", "Conversation", "Reply", "describe", "req"]
 
@@ -100,134 +95,11 @@ DEFAULT_POOLS = (
 )
 
 
-def req(
-    user: str,
-    device: str,
-    command: str | Command = "Sync",
-    device_type: str = "iPhone",
-    version: str | None = "16.1",
-    *,
-    user_agent: str | None = None,
-    policy_key: int | None = None,
-    realms: Realms = NO_REALMS,
-) -> EasRequest:
-    """An ``EasRequest`` as the parser would produce it (Basic-auth user)."""
-    key = canonical_principal(user, realms)
-    if key is None:
-        raise ValueError(f"{user!r} names no principal")
-    cmd = command if isinstance(command, Command) else Command(command)
-    domain = principal_domain(key)
-    return EasRequest(
-        method="POST",
-        command=cmd,
-        user=Identity(key=key, raw=user, domain=domain, source="authorization"),
-        device_id=canonical_device_id(device),
-        device_id_raw=device,
-        device_type=device_type,
-        protocol_version=version,
-        policy_key=policy_key,
-        locale=None,
-        user_agent=user_agent,
-        is_throwaway_device=canonical_device_id(device) in THROWAWAY_DEVICE_IDS,
-    )
-
-
 def _default_email(principal: str) -> str:
     """``alice`` -> alice@corp.example; a qualified principal is its own address."""
     if "\\" in principal:
         return ""
     return principal if "@" in principal else f"{principal}@corp.example"
-
-
-def describe(decision: Decision) -> str:
-    """``Forward exchange``, ``Refuse 129 [AUTO_BLOCK]``, ``Wipe account_only=False``."""
-    reasons = ",".join(r.value for r in ordered(decision.reasons))
-    if isinstance(decision, Forward):
-        head = f"Forward {decision.pool}"
-    elif isinstance(decision, Refuse):
-        head = f"Refuse {int(decision.status)}"
-    else:
-        head = f"Wipe account_only={decision.account_only}"
-        if decision.acknowledged is not None:
-            head += f" acknowledged={decision.acknowledged.name}"
-    return f"{head} [{reasons}]" if reasons else head
-
-
-class Reply:
-    """One decided request, with transcript-style expectations (each returns self)."""
-
-    def __init__(self, conv: Conversation, outcome: Outcome, line: str) -> None:
-        self.conv = conv
-        self.outcome = outcome
-        self.decision = outcome.decision
-        self.row = outcome.association
-        self.line = line
-
-    def expect_forward(self, pool: str | None = None, *, reasons: Iterable[str] = ()) -> Reply:
-        """Forwarded (to ``pool`` when given), with exactly ``reasons``."""
-        ok = isinstance(self.decision, Forward) and pool in (None, self.decision.pool)
-        return self._check(ok and self._reasons_are(reasons), f"Forward {pool or ''}")
-
-    def expect_refuse(self, status: int, *, reasons: Iterable[str] | None = None) -> Reply:
-        """Refused with ``status``; with exactly ``reasons`` when given."""
-        ok = isinstance(self.decision, Refuse) and int(self.decision.status) == status
-        ok = ok and (reasons is None or self._reasons_are(reasons))
-        return self._check(ok, f"Refuse {status} {sorted(reasons or ())}")
-
-    def expect_wipe(self, account_only: bool | None = None) -> Reply:
-        """Answered with the wipe directive (account-only when asked)."""
-        d = self.decision
-        ok = (
-            isinstance(d, Wipe)
-            and d.acknowledged is None
-            and account_only in (None, d.account_only)
-        )
-        return self._check(ok, f"Wipe account_only={account_only}")
-
-    def expect_wipe_ack(self, succeeded: bool, account_only: bool | None = None) -> Reply:
-        """Answered as a wipe acknowledgement: Provision Status 1 (``succeeded``),
-        or Status 2 with the directive again (MS-ASPROV 3.2.5.1.2.2)."""
-        wanted = WipeAckStatus.Succeeded if succeeded else WipeAckStatus.Failed
-        d = self.decision
-        ok = (
-            isinstance(d, Wipe)
-            and d.acknowledged is wanted
-            and account_only in (None, d.account_only)
-        )
-        return self._check(ok, f"Wipe acknowledged={wanted.name}")
-
-    def expect_linked(self, device: str | None = None) -> Reply:
-        """The row is linked (to managed device ``device`` when given)."""
-        ok = self.row.device is not None and device in (None, self.row.device)
-        return self._check(ok, f"linked to {device}")
-
-    def expect_unlinked(self, cause: str) -> Reply:
-        """The row is unlinked for ``cause`` (device_unknown, user_unknown, not_entitled)."""
-        return self._check(self.row.unlinked is UnlinkCause(cause), f"unlinked ({cause})")
-
-    def expect_verified(self, verified: bool = True) -> Reply:
-        """The stored row is verified (the backend accepted it) or not."""
-        row = self.conv.row_by_key(self.row.key)
-        ok = row is not None and (row.verified_at is not None) is verified
-        return self._check(ok, "verified" if verified else "unverified")
-
-    def expect_touch_only(self) -> Reply:
-        """Nothing but last-seen changed: the changes are one ``Touch``."""
-        changes = self.outcome.changes
-        ok = len(changes) == 1 and isinstance(changes[0], Touch)
-        return self._check(ok, "only a Touch")
-
-    def _reasons_are(self, reasons: Iterable[str]) -> bool:
-        return {r.value for r in self.decision.reasons} == set(reasons)
-
-    def _check(self, ok: bool, wanted: str) -> Reply:
-        if not ok:
-            row = f"device={self.row.device} unlinked={self.row.unlinked}"
-            got = f"{describe(self.decision)}; row {row}"
-            raise AssertionError(
-                f"expected {wanted}\n  got {got}\n  at {self.line}\n{self.conv.render()}"
-            )
-        return self
 
 
 class Conversation:

@@ -1,32 +1,23 @@
-"""The model-based wire test's driver: steps, their strategies, and the run.
+"""The model-based wire test's driver: a run of steps against a gateway and the model.
 
 Approach. A run is a ``Config`` (OAuth on or off, the file's preferences) and
-a list of ``Step`` values drawn by Hypothesis: EAS requests (any spelling of
-a principal — ``DOMAIN\\user``, UPN, SMTP, the directory email, any case —
-plain or base64 query, a query ``User`` that agrees or not, several DeviceIds
-of one managed device in any case, Basic with a good or wrong password,
-Bearer tokens, a duplicate Authorization), admin actions on rows (allow,
-block, reset, wipe, remove, pre-approve), preference changes, compliance
-flips, label pushes, backend-type resets and restarts of the gateway on the
-same SQLite file. ``run`` starts two strict recording backends (an
-``exchange`` pool and a ``gmail`` pool), a gateway in front of them in
-``root``, seeds the world of ``sentry.testing.model``, and plays the steps
+a list of ``Step`` values drawn by Hypothesis (``sentry.testing.modelsteps``:
+EAS requests in every spelling, admin actions on rows, preference changes,
+compliance flips, label pushes, backend-type resets and restarts of the
+gateway on the same SQLite file). ``run`` starts the ``World`` of
+``sentry.testing.modelworld`` (strict recording backends, an ``exchange``
+pool and a ``gmail`` pool, and a gateway in front of them in ``root``),
+seeds it with the world of ``sentry.testing.model``, and plays the steps
 against the gateway and the model side by side. After each request it
 compares what each backend received with the model's verdict (forwarded to
 that pool, or to none) and the answer's class; after each admin step the
 status class. The first difference raises ``Mismatch`` with the step and
 the trace so far, which Hypothesis shrinks to a minimal sequence.
-
-The recording backends answer 401 to Basic with a wrong password (the row
-stays unverified) and 200 to everything else, with a header naming the pool
-so a relayed answer is told from the gateway's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,275 +25,31 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-import jwt
-from hypothesis import strategies as st
-
-from sentry.app import Gateway, start_gateway
-from sentry.eas.request import Command
-from sentry.eas.wbxml import encode
-from sentry.eas.xmlform import from_xml
-from sentry.settings import settings_from_mapping
-
 from . import model as m
+from .modelsteps import (
+    SPELLINGS,
+    Admin,
+    Compliance,
+    Config,
+    Link,
+    Prefs,
+    Push,
+    Register,
+    Request,
+    ResetType,
+    Restart,
+    Step,
+    configs,
+    sequences,
+)
+from .modelworld import World
 from .oauth import TokenIssuer
-from .raw_client import RawConnection, request_bytes
-from .recording_backend import RecordedRequest, RecordingBackend, RequestHead
 
-__all__ = [
-    "SUITE_PROFILE",
-    "Admin",
-    "Compliance",
-    "Config",
-    "Link",
-    "Mismatch",
-    "Prefs",
-    "Push",
-    "Register",
-    "Request",
-    "ResetType",
-    "Restart",
-    "RunStats",
-    "Step",
-    "configs",
-    "requests",
-    "run",
-    "run_profile",
-    "sequences",
-    "spellings",
-    "steps",
-]
+__all__ = ["SUITE_PROFILE", "Mismatch", "RunStats", "run", "run_profile"]
 
 # The bounded profile ``make test`` runs (tests/proxy/test_modeltest.py, derandomized);
 # ``python -m bench modeltest`` runs it as its baseline, then the long profile.
 SUITE_PROFILE = {"examples": 40, "min_steps": 10, "max_steps": 45}
-PASSWORD = "pw"
-EAS_PATH = "/Microsoft-Server-ActiveSync"
-BODIES = {
-    "FolderSync": encode(
-        from_xml('<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>')
-    ),
-    "Sync": encode(
-        from_xml(
-            '<Sync xmlns="AirSync"><Collections><Collection><SyncKey>0</SyncKey>'
-            "<CollectionId>1</CollectionId></Collection></Collections></Sync>"
-        )
-    ),
-}
-# Spellings of each principal of the world (and of some outside it).
-SPELLINGS: dict[m.Principal, tuple[str, ...]] = {
-    ("alice", "example.com"): (
-        "alice", "ALICE", "EXAMPLE\\alice", "example\\Alice", "alice@example.com",
-        "Alice@Corp.Example.Com", "alice.smith@example.com", "ALICE.SMITH@example.com",
-    ),
-    ("bob", "example.com"): ("bob", "EXAMPLE\\BOB", "bob@corp.example.com"),
-    ("dave", "example.com"): ("dave", "Dave@Example.com"),
-    ("carol", "gmail.example"): ("carol@gmail.example", "GMAIL\\carol", "Carol@GMAIL.example"),
-    ("carol", "example.com"): ("carol", "EXAMPLE\\carol"),  # not carol@gmail: another one
-    ("erin", "example.com"): ("erin", "erin@corp.example.com"),  # not in the directory
-    ("zed", "other.example"): ("zed@other.example", "ZED@Other.Example"),  # no route
-}  # fmt: skip
-ALL_SPELLINGS = tuple(s for names in SPELLINGS.values() for s in names)
-# Requests and admin steps mostly name a few principals and DeviceIds, so rows
-# meet again: the same row blocked, then used from another spelling, and so on.
-_WEIGHTS = {
-    ("alice", "example.com"): 5,
-    ("carol", "gmail.example"): 4,
-    ("bob", "example.com"): 3,
-    ("dave", "example.com"): 1,
-    ("carol", "example.com"): 1,
-    ("erin", "example.com"): 1,
-    ("zed", "other.example"): 1,
-}
-DEVICE_IDS = (
-    ("PHONE1A",) * 3 + ("phone1a", "Phone1b", "PHONE1B", "LOOSE1", "LOOSE1", "loose1")
-    + ("DROID2", "LOOSE2", "LOOSE3", "validate", "WebService")
-)  # fmt: skip
-ROW_IDS: tuple[str, ...] = ("PHONE1A", "PHONE1A", "phone1b", "DROID2", "LOOSE1", "LOOSE1")
-ROW_IDS += ("LOOSE2", "LOOSE3", "validate")
-RESET_SCOPES: tuple[str, ...] = ("device:iphone1", "device:droid2", "device:tab3")
-RESET_SCOPES += ("eas:LOOSE1", "eas:LOOSE2", "eas:LOOSE3")
-
-
-def spellings() -> st.SearchStrategy[str]:
-    """A spelling of a principal, the principal drawn by weight."""
-    weighted = [p for p, weight in _WEIGHTS.items() for _ in range(weight)]
-    return st.sampled_from(weighted).flatmap(lambda p: st.sampled_from(SPELLINGS[p]))
-
-
-# -- steps ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    device_id: str
-    user: str  # the credentials' user name (Basic) or the token's upn (Bearer)
-    scheme: str = "basic"  # "basic" / "bearer"
-    good_password: bool = True  # Bearer: False sends an expired token
-    query_user: str | None = None  # the query User, None: not sent
-    base64_query: bool = False
-    duplicate: bool = False  # a second Authorization header (another user)
-    command: str = "Sync"  # Sync (body kept, replayable) or FolderSync (chunked: streamed)
-
-
-@dataclass(frozen=True)
-class Admin:
-    action: str  # allow / block / reset / wipe / remove / preapprove
-    device_id: str
-    user: str
-    # When set, the action names an existing row instead (the model's rows in
-    # order, this index modulo their number; the user in a spelling of its own),
-    # so actions meet rows often; with no row yet, device_id and user are used.
-    row: int | None = None
-
-
-@dataclass(frozen=True)
-class Link:
-    device_id: str  # a loose DeviceId
-    user: str
-    device: str  # the managed device
-
-
-@dataclass(frozen=True)
-class Register:
-    """Register the managed device ``tab3`` (iOS) with these loose DeviceIds."""
-
-    owner: str
-    eas_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Prefs:
-    name: str
-    value: Any
-
-
-@dataclass(frozen=True)
-class Compliance:
-    device: str
-    compliant: bool
-
-
-@dataclass(frozen=True)
-class Push:
-    device: str
-    label: str
-    add: bool
-
-
-@dataclass(frozen=True)
-class ResetType:
-    scope: str  # "device:<name>" or "eas:<DeviceId>"
-    backend_type: str
-
-
-@dataclass(frozen=True)
-class Restart:
-    # preferences the configuration file says from now on (changed before the
-    # restart); values an administrator set keep winning over them (issue 9 item 10)
-    file_prefs: tuple[tuple[str, Any], ...] = ()
-
-
-Step = Request | Admin | Link | Register | Prefs | Compliance | Push | ResetType | Restart
-
-
-@dataclass(frozen=True)
-class Config:
-    oauth: bool = False
-    auto_block: bool = False
-    max_devices: int | None = None
-    max_mailboxes: int | None = None
-    compliance_overrides_allow: bool = False
-
-
-@st.composite
-def requests(draw: st.DrawFn) -> Request:
-    user = draw(spellings())
-    own = SPELLINGS[m.canonical(user)]
-    query_user = draw(
-        st.sampled_from(("same", "same", "other spelling", "none", "any")).flatmap(
-            lambda how: {
-                "same": st.just(user),
-                "other spelling": st.sampled_from(own),
-                "none": st.none(),
-                "any": spellings(),
-            }[how]
-        )
-    )
-    return Request(
-        device_id=draw(st.sampled_from(DEVICE_IDS)),
-        user=user,
-        scheme=draw(st.sampled_from(("basic",) * 3 + ("bearer",))),
-        good_password=draw(st.sampled_from((True,) * 5 + (False,))),
-        query_user=query_user,
-        base64_query=draw(st.booleans()),
-        duplicate=draw(st.sampled_from((False,) * 15 + (True,))),
-        command=draw(st.sampled_from(("Sync", "FolderSync"))),
-    )
-
-
-def steps() -> st.SearchStrategy[Step]:
-    admin = st.builds(
-        Admin,
-        st.sampled_from(("allow", "block", "reset", "wipe", "remove", "preapprove")),
-        st.sampled_from(ROW_IDS),
-        spellings(),
-        st.one_of(st.none(), st.integers(0, 63), st.integers(0, 63)),
-    )
-    prefs = st.one_of(
-        st.builds(Prefs, st.just("auto_block_unregistered"), st.booleans()),
-        st.builds(Prefs, st.just("compliance_overrides_allow"), st.booleans()),
-        st.builds(Prefs, st.just("max_devices_per_mailbox"), st.sampled_from((None, 1, 2))),
-        st.builds(Prefs, st.just("max_mailboxes_per_device"), st.sampled_from((None, 1, 2))),
-    )
-    devices = st.sampled_from([*(d.name for d in m.DEVICES), "tab3"])
-    kinds: dict[str, tuple[int, st.SearchStrategy[Step]]] = {
-        "request": (30, requests()),
-        "admin": (6, admin),
-        "link": (
-            1,
-            st.builds(Link, st.sampled_from(("LOOSE1", "loose2")), spellings(), devices),
-        ),
-        "prefs": (3, prefs),
-        "compliance": (2, st.builds(Compliance, devices, st.booleans())),
-        "push": (2, st.builds(Push, devices, st.sampled_from(sorted(m.LABELS)), st.booleans())),
-        "reset": (
-            1,
-            st.builds(
-                ResetType,
-                st.sampled_from(RESET_SCOPES),
-                st.sampled_from(("exchange", "gmail")),
-            ),
-        ),
-        "register": (
-            1,
-            st.builds(
-                Register,
-                st.sampled_from(("bob", "carol@gmail.example")),
-                st.sampled_from((("LOOSE2",), ("LOOSE2", "LOOSE3"), ("loose3",))),
-            ),
-        ),
-        "restart": (
-            1,
-            st.builds(
-                Restart,
-                st.lists(prefs, max_size=2).map(lambda ps: tuple((p.name, p.value) for p in ps)),
-            ),
-        ),
-    }
-    weighted = [name for name, (weight, _) in kinds.items() for _ in range(weight)]
-    return st.sampled_from(weighted).flatmap(lambda name: kinds[name][1])
-
-
-def configs() -> st.SearchStrategy[Config]:
-    return st.builds(
-        Config,
-        oauth=st.sampled_from((True, True, True, False)),
-        auto_block=st.booleans(),
-        max_devices=st.sampled_from((None, 1, 2)),
-        max_mailboxes=st.sampled_from((None, 2)),
-        compliance_overrides_allow=st.booleans(),
-    )
 
 
 # -- the run -------------------------------------------------------------------
@@ -325,209 +72,6 @@ class RunStats:
     admin: dict[str, int] = field(default_factory=dict)  # admin steps by kind and answer
 
 
-_OPTIONS = (
-    b"HTTP/1.1 200 OK\r\nMS-ASProtocolVersions: 14.0,14.1,16.0,16.1\r\n"
-    b"MS-ASProtocolCommands: Sync,FolderSync,Provision,Ping,Settings\r\n"
-    b"Content-Length: 0\r\n\r\n"
-)
-
-
-def _user_of(authorization: str) -> tuple[str | None, bool]:
-    """The user name a backend reads from the header, and whether it authenticates."""
-    scheme, _, value = authorization.partition(" ")
-    if scheme == "Basic":
-        user, _, password = base64.b64decode(value).decode("utf-8").partition(":")
-        return user, password == PASSWORD
-    if scheme == "Bearer":  # the gateway validated it; the backend reads its claim
-        claims = jwt.decode(value, options={"verify_signature": False})
-        return str(claims.get("upn")), True
-    return None, False
-
-
-class _Responder:
-    """A backend's answers: 401 to a wrong password, 451 for a moved mailbox
-    (only the exchange pool's server, with ``locations``), else 200; every
-    answer names the server so a relayed answer is told from the gateway's."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.locations: dict[m.Principal, str] = {}
-
-    def __call__(self, request: RecordedRequest | RequestHead) -> bytes:
-        if request.method == "OPTIONS":
-            return _OPTIONS
-        auth = next((v for k, v in request.headers if k.lower() == "authorization"), "")
-        user, authenticated = _user_of(auth)
-        status, extra = b"200 OK", b""
-        if not authenticated:
-            status = b"401 Unauthorized"
-        elif user is not None and m.canonical(user) in self.locations:
-            status = b"451 Redirect"
-            extra = b"X-MS-Location: " + self.locations[m.canonical(user)].encode() + b"\r\n"
-        return (
-            b"HTTP/1.1 " + status + b"\r\nMS-Server-ActiveSync: 15.1\r\n" + extra
-            + b"X-Model-Backend: " + self.name.encode() + b"\r\nContent-Length: 0\r\n\r\n"
-        )  # fmt: skip
-
-
-class _World:
-    """The gateway under test, its two backends and an admin client."""
-
-    def __init__(self, root: Path, config: Config, issuer: TokenIssuer) -> None:
-        self.root = root
-        self.config = config
-        self.issuer = issuer
-        self.backends: dict[str, RecordingBackend] = {}
-        self.gateway: Gateway | None = None
-        self.session: aiohttp.ClientSession | None = None
-        self.settings: Any = None
-        self.data: dict[str, Any] = {}
-
-    async def start(self) -> None:
-        responders = {name: _Responder(name) for name in ("exchange", "moved", "gmail")}
-        for name, responder in responders.items():
-            self.backends[name] = await RecordingBackend(responder).start()
-        responders["exchange"].locations = {
-            p: self.backends[server].url + EAS_PATH for p, server in m.MOVED.items()
-        }
-        identity: dict[str, Any] = {
-            "realms": [
-                {"name": name, "suffixes": list(sfx), "netbios": list(nb)}
-                for name, (sfx, nb) in m.REALMS.items()
-            ],
-            "default_realm": m.DEFAULT_REALM,
-        }
-        if self.config.oauth:
-            (self.root / "jwks.json").write_bytes(self.issuer.jwks_bytes())
-            identity["oauth"] = self.issuer.settings(jwks_file="jwks.json")
-        data = {
-            "gateway": {"listen": {"host": "127.0.0.1", "port": 0}, "tls": {"enabled": False}},
-            "admin": {"listen": {"host": "127.0.0.1", "port": 0}, "token_file": "admin-token"},
-            "store": {"kind": "sqlite", "path": "sentry.db", "unverified_expiry_seconds": 0},
-            "logging": {"level": "warning", "format": "json"},
-            "identity": identity,
-            "pools": [
-                {
-                    "name": "exchange",
-                    "type": "exchange",
-                    "servers": [self.backends["exchange"].url],
-                    "redirect_allow": [self.backends["moved"].url],
-                },
-                {"name": "gmail", "type": "gmail", "servers": [self.backends["gmail"].url]},
-            ],
-            "routing": {"domains": dict(m.ROUTES)},
-            "preferences": {
-                "auto_block_unregistered": self.config.auto_block,
-                "max_devices_per_mailbox": self.config.max_devices,
-                "max_mailboxes_per_device": self.config.max_mailboxes,
-                "compliance_overrides_allow": self.config.compliance_overrides_allow,
-            },
-        }
-        self.data = data
-        self.settings = settings_from_mapping(data)
-        self.session = aiohttp.ClientSession()
-        await self._start_gateway()
-
-    async def _start_gateway(self) -> None:
-        self.gateway = await start_gateway(self.settings, root=self.root, touch_flush=False)
-        pools = self.gateway.upstreams.pools.values()
-        async with asyncio.timeout(10):
-            while any(p.not_ready() for p in pools):
-                await asyncio.sleep(0.005)
-
-    async def restart(self, file_prefs: tuple[tuple[str, Any], ...] = ()) -> None:
-        assert self.gateway is not None
-        await self.gateway.stop()
-        self.gateway = None
-        if file_prefs:
-            self.data["preferences"] = {**self.data["preferences"], **dict(file_prefs)}
-            self.settings = settings_from_mapping(self.data)
-        await self._start_gateway()
-
-    async def stop(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.stop()
-        if self.session is not None:
-            await self.session.close()
-        for b in self.backends.values():
-            await b.stop()
-
-    async def api(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        assert self.gateway is not None and self.session is not None
-        headers = {"Authorization": f"Bearer {self.gateway.admin_token}"}
-        url = self.gateway.admin_url + path
-        async with self.session.request(method, url, json=body, headers=headers) as resp:
-            text = await resp.text()
-            return resp.status, (json.loads(text) if text else None)
-
-    async def seed(self) -> None:
-        for (local, realm), email in m.WORLD_USERS.items():
-            await self._ok("PUT", f"/api/users/{local}@{realm}", {"email": email})
-        for label, (local, realm) in m.LABELS.items():
-            setting = {"user_name": f"{local}@{realm}", "email": m.WORLD_USERS[(local, realm)]}
-            await self._ok("PUT", f"/api/exchange-settings/{label}", setting)
-            await self._ok("PUT", f"/api/labels/{label}", {"settings": [label]})
-        for d in m.DEVICES:
-            body = {
-                "id": d.name,
-                "owner": f"{d.owner[0]}@{d.owner[1]}",
-                "platform": d.platform,
-                "eas_device_ids": list(d.eas_ids),
-                "note": "seed",
-            }
-            await self._ok("POST", "/api/devices", body)
-
-    async def _ok(self, method: str, path: str, body: Any) -> None:
-        status, answer = await self.api(method, path, body)
-        if status // 100 != 2:
-            raise RuntimeError(f"seed {method} {path}: {status} {answer}")
-
-    def counts(self) -> dict[str, int]:
-        return {pool: len(b.eas_requests()) for pool, b in self.backends.items()}
-
-    async def send(self, step: Request) -> tuple[int, str | None]:
-        assert self.gateway is not None
-        target = f"{EAS_PATH}?{_query(step)}"
-        headers = [("MS-ASProtocolVersion", "14.1"), ("Authorization", self._auth(step))]
-        if step.duplicate:
-            headers.append(("Authorization", _basic("bob", PASSWORD)))
-        headers += [("Content-Type", "application/vnd.ms-sync.wbxml"), ("Connection", "close")]
-        body = BODIES[step.command]
-        if step.command not in m.BUFFERED:  # chunked, no declared length: streamed
-            headers.append(("Transfer-Encoding", "chunked"))
-            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-        data = request_bytes("POST", target, headers, body)
-        async with await RawConnection.open(self.gateway.proxy_url) as conn:
-            await conn.send(data)
-            answer = await conn.response(timeout=20)
-        return answer.status, answer.header("X-Model-Backend")
-
-    def _auth(self, step: Request) -> str:
-        if step.scheme == "bearer":
-            lifetime = 3600.0 if step.good_password else -600.0  # expired ten minutes ago
-            return "Bearer " + self.issuer.token(step.user, lifetime=lifetime)
-        return _basic(step.user, PASSWORD if step.good_password else "wrong")
-
-
-def _basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-
-
-def _query(step: Request) -> str:
-    if not step.base64_query:
-        query = f"Cmd={step.command}&DeviceId={quote(step.device_id)}&DeviceType=iPhone"
-        if step.query_user is not None:
-            query += f"&User={quote(step.query_user, safe='@')}"
-        return query
-    dev = step.device_id.encode()
-    raw = bytes([141, Command(step.command).code or 0, 0x09, 0x04, len(dev)]) + dev
-    raw += b"\x00\x06iPhone"
-    if step.query_user is not None:
-        usr = step.query_user.encode()
-        raw += bytes([8, len(usr)]) + usr
-    return quote(base64.b64encode(raw).decode("ascii"), safe="")
-
-
 def _answer_class(status: int, backend: str | None) -> str:
     if backend is not None:
         return "relayed"
@@ -545,7 +89,7 @@ def _answer_class(status: int, backend: str | None) -> str:
 
 
 class _Runner:
-    def __init__(self, world: _World, model: m.Model, stats: RunStats) -> None:
+    def __init__(self, world: World, model: m.Model, stats: RunStats) -> None:
         self.world = world
         self.model = model
         self.stats = stats
@@ -702,7 +246,7 @@ async def run(
         max_mailboxes=config.max_mailboxes,
         compliance_overrides_allow=config.compliance_overrides_allow,
     )
-    world = _World(root, config, issuer)
+    world = World(root, config, issuer)
     try:
         await world.start()
         await world.seed()
@@ -715,11 +259,6 @@ async def run(
         stats.examples += 1
         stats.seconds += time.perf_counter() - started
     return stats
-
-
-def sequences(min_steps: int, max_steps: int) -> st.SearchStrategy[list[Step]]:
-    """A run's steps: ``min_steps`` to ``max_steps`` of them."""
-    return st.lists(steps(), min_size=min_steps, max_size=max_steps)
 
 
 def run_profile(

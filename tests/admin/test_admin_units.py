@@ -14,12 +14,12 @@ from sentry.admin.cli_format import cell, page_footer, record, table
 from sentry.admin.context import iso
 from sentry.admin.errors import BadRequest, Conflict, NotFound, from_policy
 from sentry.admin.listing import Query, matching, predicate
+from sentry.admin.openapi import openapi_document
 from sentry.admin.push import template_problem
 from sentry.admin.schema import (
     Call,
     Field,
     Route,
-    openapi_document,
     parse_body,
     parse_path,
     parse_query,

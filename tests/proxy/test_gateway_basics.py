@@ -84,7 +84,7 @@ async def test_preferences_from_the_file_apply_until_an_admin_sets_them(
 async def test_tls_connections_get_small_read_buffers(gateway: DemoGateway) -> None:
     import asyncio.sslproto
 
-    from sentry.app import TLS_READ_BUFFER
+    from sentry.listeners import TLS_READ_BUFFER
 
     assert gateway.url.startswith("https://")
     assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 16 * 1024

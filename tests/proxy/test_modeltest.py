@@ -2,12 +2,13 @@
 
 Hypothesis draws a configuration and a sequence of steps (requests in every
 identity spelling and both query forms, Basic and Bearer, admin actions,
-preference changes, compliance flips, pushes, backend-type resets, restarts);
-``sentry.testing.modelrun`` plays them against a running gateway with two
-recording backends of different types and against the independent model of
-``sentry.testing.model``. Any request a backend sees that the model refuses,
-or misses that it allows, fails with the shrunk sequence. Bounded here (about
-a minute on two busy cores, derandomized, no example database);
+preference changes, compliance flips, pushes, backend-type resets, restarts:
+``sentry.testing.modelsteps``); ``sentry.testing.modelrun`` plays them against
+a running gateway with two recording backends of different types and against
+the independent model of ``sentry.testing.model``. Any request a backend sees
+that the model refuses, or misses that it allows, fails with the shrunk
+sequence. Bounded here (about a minute on two busy cores, derandomized, no
+example database);
 ``python -m bench modeltest`` runs the long profile.
 """
 
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 
-from sentry.testing.modelrun import SUITE_PROFILE, Config, Step, configs, run, sequences
+from sentry.testing.modelrun import SUITE_PROFILE, run
+from sentry.testing.modelsteps import Config, Step, configs, sequences
 from sentry.testing.oauth import TokenIssuer
 
 ISSUER = TokenIssuer()
