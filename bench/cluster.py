@@ -36,6 +36,7 @@ from typing import Any
 
 from bench.eas_mix import Session
 from bench.proc import BenchError, Proc, start
+from bench.profile import profiled
 from bench.servers import GatewayProc, ServerProc, metric, start_backend, start_gateway
 from bench.stats import fmt, summary
 from sentry.testing.postgres import Databases
@@ -254,10 +255,13 @@ def _run_bulk(opts: ClusterOptions, work: Path, nodes: dict[str, GatewayProc]) -
         held0 = {name: _held(gw) for name, gw in nodes.items()}
         _ramp(gens, nodes, {name: held0[name] + len(parts[name]) for name in NODES})
         _wait("A to know every association", lambda: _known_on(nodes["a"], base + opts.pings))
-        t0, answer = _block(nodes["a"], {"device_type": BULK_TYPE})
-        api = time.monotonic() - t0
-        for name in NODES:
-            _wait(f"{name} answered", lambda n=name: _held(nodes[n]) <= held0[n], timeout=60)
+        with profiled(nodes["a"].proc.pid, "cluster-bulk-a"), profiled(
+            nodes["b"].proc.pid, "cluster-bulk-b"
+        ):
+            t0, answer = _block(nodes["a"], {"device_type": BULK_TYPE})
+            api = time.monotonic() - t0
+            for name in NODES:
+                _wait(f"{name} answered", lambda n=name: _held(nodes[n]) <= held0[n], timeout=60)
         rows = _finish(gens)
     finally:
         for g in gens:
