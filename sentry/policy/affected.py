@@ -151,7 +151,10 @@ def _newly_listed(change: ch.Change, device: Device) -> bool:
 def _widen(keys: set[AssociationKey], snapshot: Snapshot) -> set[AssociationKey]:
     """Add the rows sharing a DeviceId or a mailbox with ``keys``."""
     out = set(keys)
-    for key in keys:
-        out.update(row.key for row in snapshot.on_device(key.device_id))
-        out.update(row.key for row in snapshot.of_user(key.user))
+    # each DeviceId and mailbox once: a bulk change to 1,000 rows of one
+    # mailbox must not list that mailbox's rows 1,000 times
+    for device_id in {key.device_id for key in keys}:
+        out.update(row.key for row in snapshot.on_device(device_id))
+    for user in {key.user for key in keys}:
+        out.update(row.key for row in snapshot.of_user(user))
     return out
