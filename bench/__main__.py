@@ -142,6 +142,7 @@ def cmd_held(args: argparse.Namespace) -> str:
         generators=args.generators,
         local_hosts=args.local_hosts,
         backend_hosts=args.backend_hosts,
+        event_loop=args.event_loop,
     )
     r = run_held_pings(opts, args.out / "work" / "held-pings")
     args.reports["held-pings"] = r
@@ -151,7 +152,9 @@ def cmd_held(args: argparse.Namespace) -> str:
 
 
 def cmd_block(args: argparse.Namespace) -> str:
-    opts = BlockOptions(pings=args.pings, blocked=args.blocked, tls=args.tls)
+    opts = BlockOptions(
+        pings=args.pings, blocked=args.blocked, tls=args.tls, event_loop=args.event_loop
+    )
     r = run_block(opts, args.out / "work" / "block")
     args.reports["block"] = r
     md = _section("block propagation", block_markdown(r), block_targets(r))
@@ -318,12 +321,14 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--generators", type=int, default=1)
     h.add_argument("--local-hosts", type=int, default=1, help="source addresses 127.0.0.1..n")
     h.add_argument("--backend-hosts", type=int, default=1, help="backend addresses 127.0.0.1..n")
+    h.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
     h.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     h.set_defaults(func=cmd_held)
     b = sub.add_parser("block", help="time from a bulk Block to the held Pings' answers")
     b.add_argument("--pings", type=int, default=1000)
     b.add_argument("--blocked", type=int, default=500)
     b.add_argument("--tls", action="store_true")
+    b.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
     b.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     b.set_defaults(func=cmd_block)
     sc = sub.add_parser("slow-clients", help="normal devices while 5,000 slow connections attack")

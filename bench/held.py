@@ -58,6 +58,7 @@ class HeldOptions:
     generators: int = 1
     local_hosts: int = 1  # 127.0.0.1 .. 127.0.0.<n>: source addresses of the generators
     backend_hosts: int = 1  # the backend listens on 127.0.0.1 .. <n>; the pool lists each
+    event_loop: str = "asyncio"  # the gateway's gateway.event_loop
 
 
 @dataclass
@@ -67,6 +68,7 @@ class BlockOptions:
     tls: bool = False
     ramp_rate: float = 500.0
     heartbeat: int = 600  # long: only the block may answer them
+    event_loop: str = "asyncio"
 
 
 @dataclass
@@ -92,11 +94,13 @@ def _start(
     generators: int = 1,
     local_hosts: int = 1,
     backend_hosts: int = 1,
+    event_loop: str = "asyncio",
 ) -> _Setup:
     hosts = _hosts(backend_hosts)
     backend = start_backend(work / "backend", len(sessions), hosts=tuple(hosts))
     servers = [f"http://{h}:{backend.port}" for h in hosts]
-    setup = _Setup(backend, start_gateway(work / "gateway", servers, tls=tls), [], [], [])
+    gateway = start_gateway(work / "gateway", servers, tls=tls, event_loop=event_loop)
+    setup = _Setup(backend, gateway, [], [], [])
     k = max(1, generators)
     for g in range(k):
         part = sessions[g::k]
@@ -231,6 +235,7 @@ def run_held_pings(opts: HeldOptions, work: Path) -> dict[str, Any]:
         generators=opts.generators,
         local_hosts=opts.local_hosts,
         backend_hosts=opts.backend_hosts,
+        event_loop=opts.event_loop,
     )
     warning = nofile_warning(opts.pings)
     if warning:
@@ -319,7 +324,14 @@ def run_block(opts: BlockOptions, work: Path) -> dict[str, Any]:
         for i in range(opts.pings)
     ]
     print(f"block: {opts.pings:,} held Pings, {blocked:,} blocked by one bulk action", flush=True)
-    setup = _start(work, sessions, heartbeat=opts.heartbeat, ramp_rate=opts.ramp_rate, tls=opts.tls)
+    setup = _start(
+        work,
+        sessions,
+        heartbeat=opts.heartbeat,
+        ramp_rate=opts.ramp_rate,
+        tls=opts.tls,
+        event_loop=opts.event_loop,
+    )
     try:
         ramp = _ramp(setup, opts.pings, opts.ramp_rate)
         if ramp["held"] < opts.pings:

@@ -93,15 +93,20 @@ def start_bare(workdir: Path, upstream: str) -> ServerProc:
 
 
 def gateway_settings(
-    servers: list[str], *, tls: bool, store: dict[str, Any] | None = None
+    servers: list[str],
+    *,
+    tls: bool,
+    store: dict[str, Any] | None = None,
+    event_loop: str = "asyncio",
 ) -> dict[str, Any]:
     """The gateway configuration for a bench run (everything on; TLS as asked;
-    ``store`` replaces the SQLite store section)."""
+    ``store`` replaces the SQLite store section; ``event_loop``: asyncio or uvloop)."""
     return {
         "gateway": {
             "fqdn": "localhost",
             "listen": {"host": "127.0.0.1", "port": 0},
             "tls": {"enabled": tls, "cert": "certs/sentry.pem", "key": "certs/sentry.key"},
+            "event_loop": event_loop,
         },
         "admin": {"listen": {"host": "127.0.0.1", "port": 0}, "token_file": "admin-token"},
         "store": store or {"kind": "sqlite", "path": "sentry.db"},
@@ -126,6 +131,7 @@ def start_gateway(
     tls: bool,
     timeout: float = 60.0,
     store: dict[str, Any] | None = None,
+    event_loop: str = "asyncio",
 ) -> GatewayProc:
     """``sentry run --config`` with a fresh store and log under ``workdir``
     (``store``: another store section, e.g. a shared PostgreSQL)."""
@@ -133,7 +139,7 @@ def start_gateway(
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     config = workdir / "sentry.yaml"
-    settings = gateway_settings(servers, tls=tls, store=store)
+    settings = gateway_settings(servers, tls=tls, store=store, event_loop=event_loop)
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     proc = start("gateway", [*_sentry_command(), "run", "--config", str(config)], workdir)
     log = workdir / "gateway.jsonl"

@@ -38,11 +38,16 @@ from bench.stats import fmt, percentile
 __all__ = ["TARGETS", "ThroughputOptions", "markdown", "measure_window", "run_throughput"]
 
 TARGETS = ("direct", "bare", "gateway", "gateway-tls")
+# also measurable, on request (--targets): the gateway on uvloop's event loop
+EXTRA_TARGETS = ("gateway-uvloop", "gateway-tls-uvloop")
+GATEWAYS = ("gateway", "gateway-tls", *EXTRA_TARGETS)
 LABELS = {
     "direct": "backend directly",
     "bare": "bare aiohttp forwarder",
     "gateway": "gateway (TLS off)",
     "gateway-tls": "gateway (TLS on)",
+    "gateway-uvloop": "gateway (TLS off, uvloop)",
+    "gateway-tls-uvloop": "gateway (TLS on, uvloop)",
 }
 
 
@@ -63,7 +68,12 @@ def _start_target(name: str, backend: ServerProc, workdir: Path) -> ServerProc |
         return None
     if name == "bare":
         return start_bare(workdir / "bare", backend.url)
-    return start_gateway(workdir / name, [backend.url], tls=name == "gateway-tls")
+    loop = "uvloop" if name.endswith("-uvloop") else "asyncio"
+    return start_gateway(workdir / name, [backend.url], tls=_tls(name), event_loop=loop)
+
+
+def _tls(name: str) -> bool:
+    return name.startswith("gateway-tls")
 
 
 def _generators(
@@ -165,7 +175,7 @@ def _run_target(
     where = target or backend
     out = work / f"load-{name}"
     out.mkdir(parents=True, exist_ok=True)
-    gens = _generators(where, name == "gateway-tls", sessions, opts, out)
+    gens = _generators(where, _tls(name), sessions, opts, out)
     rows = []
     try:
         for level in opts.levels:
@@ -192,7 +202,7 @@ def _ratios(rows: list[dict[str, Any]], levels: tuple[int, ...]) -> dict[str, An
     at = {(r["target"], r["level"]): r for r in rows}
     out: dict[str, Any] = {}
     for level in levels:
-        for gw in ("gateway", "gateway-tls"):
+        for gw in GATEWAYS:
             g = at.get((gw, level))
             if g is None:
                 continue
@@ -225,8 +235,9 @@ def run_throughput(opts: ThroughputOptions, work: Path) -> dict[str, Any]:
     started = time.time()
     try:
         for name in opts.targets:
-            if name not in TARGETS:
-                raise BenchError(f"unknown target {name!r} (known: {', '.join(TARGETS)})")
+            if name not in TARGETS + EXTRA_TARGETS:
+                known = ", ".join(TARGETS + EXTRA_TARGETS)
+                raise BenchError(f"unknown target {name!r} (known: {known})")
             rows += _run_target(name, backend, sessions, opts, work)
     finally:
         backend.proc.stop()

@@ -131,6 +131,11 @@ the store being unavailable: the state is unknown, so the gateway fails closed."
 
 log = structlog.get_logger("sentry.access")
 
+LARGE_COMMIT = 300
+"""Commits of this many changes or more are logged with their phases
+(``large_commit``: build, write, absorb), so a slow bulk action shows where
+its time went."""
+
 ACCEPTED_STATUSES = frozenset({449, 451})
 """Non-2xx answers that still prove the backend authenticated the user:
 provisioning required, and a redirect to the mailbox's server."""
@@ -168,6 +173,7 @@ class AccessState:
         self._expiry = unverified_expiry_seconds
         self.take_missed: TakeMissed | None = None  # a shared store: sentry.cluster
         self.catch_up: CatchUp | None = None
+        self.phases: tuple[float, float] = (0.0, 0.0)  # the last commit's write and absorb
 
     # -- the one commit path ---------------------------------------------------
 
@@ -198,6 +204,7 @@ class AccessState:
         (a device that hangs up) waits until the snapshot matches the store."""
         async with self._lock:
             for _ in range(BEHIND_RETRIES):
+                started = time.perf_counter()
                 if in_thread:
                     loop = asyncio.get_running_loop()
                     changes = await loop.run_in_executor(
@@ -205,8 +212,15 @@ class AccessState:
                     )
                 else:
                     changes = build(self.snapshot, self.clock())
+                built = time.perf_counter() - started
                 try:
-                    return await self._commit_held(changes, kept, None if in_thread else build)
+                    committed = await self._commit_held(
+                        changes, kept, None if in_thread else build
+                    )
+                    if len(committed.changes) >= LARGE_COMMIT:
+                        total = time.perf_counter() - started
+                        _log_large(committed, built, self.phases, total)
+                    return committed
                 except FeedBehind as exc:
                     # rows that could not be taken inside the transaction
                     # (pruned: a reload): catch up, then build again
@@ -252,12 +266,15 @@ class AccessState:
             return final[0]
 
         token = REBUILD.set(again)
+        began = time.perf_counter()
         try:
             await self.store.apply(changes)
         finally:
             REBUILD.reset(token)
         changes = final[0]
+        written = time.perf_counter()
         absorbed, ended = self._absorb(changes, kept)
+        self.phases = (written - began, time.perf_counter() - written)
         if absorbed.refreshed:
             with contextlib.suppress(StoreUnavailable, FeedBehind):
                 await self.store.apply(absorbed.refreshed)
@@ -380,3 +397,18 @@ class AccessState:
 
 def _durable(changes: Sequence[Change]) -> list[Change]:
     return [c for c in changes if not isinstance(c, Touch)]
+
+
+def _log_large(
+    committed: Committed, built: float, phases: tuple[float, float], total: float
+) -> None:
+    write, absorb = phases
+    log.info(
+        "large_commit",
+        changes=len(committed.changes),
+        polls_ended=committed.ended,
+        build_ms=round(built * 1e3, 1),
+        write_ms=round(write * 1e3, 1),
+        absorb_ms=round(absorb * 1e3, 1),
+        total_ms=round(total * 1e3, 1),
+    )

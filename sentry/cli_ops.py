@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,29 @@ def _run(args: argparse.Namespace) -> int:
 
         return supervise(settings, args.config)
     try:
-        asyncio.run(run(settings, config=args.config, worker=worker))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.gateway.event_loop)) as runner:
+            runner.run(run(settings, config=args.config, worker=worker))
     except SettingsError as exc:  # a setting only checked when used (e.g. a key file's content)
         raise CliError(str(exc)) from None
     except OSError as exc:  # anything the checks did not foresee: still one line, no traceback
         raise CliError(f"cannot start: {exc}") from None
     return 0
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``gateway.event_loop`` names (None: asyncio's own)."""
+    if name != "uvloop":
+        return None
+    from sentry.errors import CliError
+
+    try:
+        import uvloop
+    except ImportError:
+        raise CliError(
+            "gateway.event_loop: uvloop is not installed (pip install uvloop, or set asyncio)"
+        ) from None
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_loop
 
 
 def _check(config: Path, settings: Any) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from sentry.settings import Settings
@@ -100,6 +100,7 @@ class GatewaySettings:
     max_heartbeat_seconds: int = 3540
     shutdown_grace_seconds: float = 5.0
     workers: int = 1  # processes serving the listeners (sentry.supervisor); >1 needs postgresql
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"  # uvloop: measured in bench/ (README)
     connections: ConnectionSettings = ConnectionSettings()
     header_limits: HeaderLimitSettings = HeaderLimitSettings()
     redirects: RedirectSettings = RedirectSettings()

@@ -20,6 +20,7 @@ CONFIG = """
 gateway:
   listen: {{host: 127.0.0.1, port: 0}}
   tls: {{enabled: true, cert: certs/s.pem, key: certs/s.key}}
+  event_loop: {loop}
 admin: {{listen: {{host: 127.0.0.1, port: 0}}, token_file: var/token}}
 store: {{kind: sqlite, path: var/s.db}}
 pools: [{{name: exchange, type: exchange, servers: ["{backend}"]}}]
@@ -28,9 +29,10 @@ logging: {{format: json}}
 """
 
 
-async def test_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_run_serves_and_stops_on_sigterm(tmp_path: Path, loop: str) -> None:
     async with start_backend(BackendConfig()) as backend:
-        (tmp_path / "sentry.yaml").write_text(CONFIG.format(backend=backend.url))
+        (tmp_path / "sentry.yaml").write_text(CONFIG.format(backend=backend.url, loop=loop))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sentry", "run", "--config", "sentry.yaml",
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -90,7 +92,9 @@ def _sentry(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def _write_config(
     tmp_path: Path, backend: str = "http://127.0.0.1:1", fqdn: str = "localhost", **extra: str
 ) -> Path:
-    text = CONFIG.format(backend=backend).replace("gateway:\n", f"gateway:\n  fqdn: {fqdn}\n")
+    text = CONFIG.format(backend=backend, loop="asyncio").replace(
+        "gateway:\n", f"gateway:\n  fqdn: {fqdn}\n"
+    )
     for section, value in extra.items():
         text += f"{section}: {value}\n"
     path = tmp_path / "sentry.yaml"
