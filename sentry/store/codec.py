@@ -12,6 +12,7 @@ text and shared, like every low-cardinality string (``Interner``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -74,12 +75,24 @@ def encode_set(values: frozenset[Any]) -> str | None:
 
 
 def encode_override(override: Override | None) -> str | None:
-    return None if override is None else dumps(override)
+    return None if override is None else _encode_override(override)
+
+
+# A bulk action gives a thousand rows one equal Override (same kind, note,
+# actor, time): encoded once and decoded once, not a thousand times each.
+@functools.lru_cache(maxsize=1024)
+def _encode_override(override: Override) -> str:
+    return dumps(override)
 
 
 def decode_override(text: str | None) -> Override | None:
     if text is None:
         return None
+    return _decode_override(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_override(text: str) -> Override:
     d = json.loads(text)
     return Override(
         OverrideKind(d["kind"]),
