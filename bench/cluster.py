@@ -255,8 +255,9 @@ def _run_bulk(opts: ClusterOptions, work: Path, nodes: dict[str, GatewayProc]) -
         held0 = {name: _held(gw) for name, gw in nodes.items()}
         _ramp(gens, nodes, {name: held0[name] + len(parts[name]) for name in NODES})
         _wait("A to know every association", lambda: _known_on(nodes["a"], base + opts.pings))
-        with profiled(nodes["a"].proc.pid, "cluster-bulk-a"), profiled(
-            nodes["b"].proc.pid, "cluster-bulk-b"
+        with (
+            profiled(nodes["a"].proc.pid, "cluster-bulk-a"),
+            profiled(nodes["b"].proc.pid, "cluster-bulk-b"),
         ):
             t0, answer = _block(nodes["a"], {"device_type": BULK_TYPE})
             api = time.monotonic() - t0

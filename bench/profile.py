@@ -41,7 +41,8 @@ def profiled(pid: int, name: str) -> Iterator[None]:
         return
     out = Path(folder) / f"{name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [tool, "record", "--nonblocking", "-p", str(pid), "-r", "1000", "-f", "raw", "-o", str(out)]
+    cmd = [tool, "record", "--nonblocking", "-p", str(pid), "-r", "1000", "-f", "raw"]
+    cmd += ["-o", str(out)]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached before the window starts
     try:

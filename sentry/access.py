@@ -214,9 +214,7 @@ class AccessState:
                     changes = build(self.snapshot, self.clock())
                 built = time.perf_counter() - started
                 try:
-                    committed = await self._commit_held(
-                        changes, kept, None if in_thread else build
-                    )
+                    committed = await self._commit_held(changes, kept, None if in_thread else build)
                     if len(committed.changes) >= LARGE_COMMIT:
                         total = time.perf_counter() - started
                         _log_large(committed, built, self.phases, total)
