@@ -34,6 +34,7 @@ from bench.modeltest import modeltest_markdown, run_modeltest
 from bench.proc import ROOT, BenchError, raise_nofile, stop_all
 from bench.report import header, plot, write
 from bench.slowclients import SlowClientOptions, run_slow_clients, slow_clients_markdown
+from bench.storm import StormOptions, run_storm, storm_markdown
 from bench.throughput import TARGETS, ThroughputOptions, markdown, run_throughput
 from bench.workers import WorkersOptions, run_workers, workers_markdown
 
@@ -44,6 +45,8 @@ TARGET_ADDED_P50_MS = 0.6
 TARGET_ADDED_P99_MS = 2.0
 TARGET_RSS_KIB = 16.0
 TARGET_BLOCK_P99_MS = 100.0
+TARGET_STORM_S = 10.0  # issue #14: 10,000 devices reconnect with TLS, all held again
+TARGET_STORM_PINGS = 10_000
 # Targets of issue #13: a block through one node reaches a Ping held on another.
 TARGET_CLUSTER_P99_MS = 1000.0
 AIM_CLUSTER_P99_MS = 100.0
@@ -159,6 +162,30 @@ def cmd_block(args: argparse.Namespace) -> str:
     args.reports["block"] = r
     md = _section("block propagation", block_markdown(r), block_targets(r))
     write(args.out, "block", r, md)
+    return md
+
+
+def storm_targets(r: dict[str, Any]) -> list[str]:
+    ok = r["storm_seconds"] <= TARGET_STORM_S and r["held_before"] >= TARGET_STORM_PINGS
+    return [
+        f"- {r['held_before']:,} Pings held again {r['storm_seconds']:.1f} s after the drop "
+        f"(target: {TARGET_STORM_PINGS:,} in <= {TARGET_STORM_S:.0f} s): {_verdict(ok)}"
+    ]
+
+
+def cmd_storm(args: argparse.Namespace) -> str:
+    opts = StormOptions(
+        pings=args.pings,
+        tls=not args.no_tls,
+        generators=args.generators,
+        ramp_rate=args.ramp_rate,
+        handshakes=args.handshakes,
+        event_loop=args.event_loop,
+    )
+    r = run_storm(opts, args.out / "work" / "storm")
+    args.reports["storm"] = r
+    md = _section("reconnect storm", storm_markdown(r), storm_targets(r))
+    write(args.out, "storm", r, md)
     return md
 
 
@@ -331,6 +358,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
     b.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     b.set_defaults(func=cmd_block)
+    st = sub.add_parser("storm", help="every held Ping drops at once and reconnects (TLS)")
+    st.add_argument("--pings", type=int, default=2000)
+    st.add_argument("--generators", type=int, default=2)
+    st.add_argument("--ramp-rate", type=float, default=300.0, help="new Pings/s before the storm")
+    st.add_argument("--handshakes", type=int, default=1000, help="TLS handshakes timed alone")
+    st.add_argument("--no-tls", action="store_true")
+    st.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
+    st.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    st.set_defaults(func=cmd_storm)
     sc = sub.add_parser("slow-clients", help="normal devices while 5,000 slow connections attack")
     sc.add_argument("--attackers", type=int, default=5000)
     sc.add_argument("--devices", type=int, default=200)

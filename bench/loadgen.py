@@ -7,7 +7,7 @@ the first stdin line is the job, later ones are commands (``{"cmd": "go"}``,
 ...). The bench reads the servers' CPU counters between ``go`` and
 ``result``, so a window measures exactly the generated load.
 
-Two jobs:
+Three jobs:
 
 * ``mix`` (throughput): ``level`` keep-alive connections, each a worker that
   takes the next session from a shared queue, sends the rest of its cycle
@@ -27,6 +27,15 @@ Two jobs:
   until ``deadline`` seconds after the last send or a ``stop`` command, and
   write per-session send/answer times (``time.monotonic``, shared by all
   processes of the machine), HTTP status and Ping Status to ``out`` (JSON).
+  A ``storm`` command meanwhile (reconnect storm): every held connection is
+  dropped at once and every session opens a new connection (a new TLS
+  handshake) and sends its Ping again, all at once, no ramp, trying again
+  after 0.5-1.5 s when a connection fails or is closed unanswered, as a phone
+  does; ``stormed`` at once, ``result`` (at ``stop``) counts the retries.
+* ``handshakes`` (the TLS handshake alone): ``count`` connections opened
+  (``concurrency`` at a time) and closed without a request; ``result`` with
+  the seconds taken. The bench reads the gateway's CPU around it: the cost of
+  a handshake apart from the Ping that follows it.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import sys
 import threading
 import time
@@ -263,6 +273,7 @@ class Hold:
         self.http = [0] * n
         self.ping = [0] * n
         self.errors: Counter[str] = Counter()
+        self.retries = 0
         self.local_hosts: list[str | None] = list(job.get("local_hosts") or [None])
 
     async def prime(self) -> None:
@@ -283,21 +294,34 @@ class Hold:
 
         await asyncio.gather(*(worker() for _ in range(min(32, len(todo)))))
 
-    async def one(self, i: int, data: bytes, opened: list[Connection]) -> None:
+    async def one(self, i: int, data: bytes, opened: list[Connection], retry: bool = False) -> None:
+        """Session ``i``'s Ping on a new connection; with ``retry`` a failed
+        connection or an answer that never came is tried again after 0.5-1.5 s,
+        as a phone does, until it is answered (or the task is cancelled)."""
         local = self.local_hosts[i % len(self.local_hosts)]
-        try:
-            conn = await Connection.open(self.host, self.port, tls=self.tls, local_host=local)
-        except OSError as exc:
-            self.errors[f"connect: {exc.strerror or exc}"] += 1
-            self.sent[i] = -1.0
-            return
-        opened.append(conn)
-        self.sent[i] = time.monotonic()
-        try:
-            status, body = await conn.request(data)
-        except (HttpError, OSError) as exc:
-            self.errors[type(exc).__name__] += 1
-            return
+        while True:
+            try:
+                conn = await Connection.open(self.host, self.port, tls=self.tls, local_host=local)
+            except OSError as exc:
+                self.errors[f"connect: {exc.strerror or exc}"] += 1
+                if retry:
+                    self.retries += 1
+                    await asyncio.sleep(0.5 + random.random())
+                    continue
+                self.sent[i] = -1.0
+                return
+            opened.append(conn)
+            self.sent[i] = time.monotonic()
+            try:
+                status, body = await conn.request(data)
+                break
+            except (HttpError, OSError) as exc:
+                self.errors[type(exc).__name__] += 1
+                if not retry:
+                    return
+                conn.close()
+                self.retries += 1
+                await asyncio.sleep(0.5 + random.random())
         self.answered[i] = time.monotonic()
         self.http[i] = status
         self.ping[i] = status_at(body) or 0
@@ -337,6 +361,29 @@ class Hold:
         )
 
 
+async def storm(
+    h: Hold, tasks: list[asyncio.Task[None]], chan: Channel
+) -> list[asyncio.Task[None]]:
+    """Drop every held connection, then reconnect every session at once."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for conn in h.opened:
+        conn.close()
+    h.opened.clear()
+    n = len(h.sessions)
+    h.sent, h.answered, h.http, h.ping = [0.0] * n, [0.0] * n, [0] * n, [0] * n
+    where = f"{h.host}:{h.port}"
+    heartbeat = int(h.job["heartbeat"])
+    t0 = time.monotonic()
+    fresh = [
+        asyncio.ensure_future(h.one(i, held_ping(s, where, heartbeat), h.opened, retry=True))
+        for i, s in enumerate(h.sessions)
+    ]
+    chan.emit("stormed", seconds=time.monotonic() - t0, connect_errors=0)
+    return fresh
+
+
 async def hold(job: dict[str, Any], chan: Channel) -> None:
     h = Hold(job)
     if job.get("prime", True):
@@ -344,10 +391,16 @@ async def hold(job: dict[str, Any], chan: Channel) -> None:
     chan.emit("primed", errors=dict(h.errors))
     await chan.expect("go")
     tasks = await h.ramp(chan)
-    waiting = asyncio.ensure_future(asyncio.wait(tasks, timeout=float(job["deadline"])))
-    stop = asyncio.ensure_future(chan.queue.get())
-    await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
-    stop.cancel()
+    while True:
+        waiting = asyncio.ensure_future(asyncio.wait(tasks, timeout=float(job["deadline"])))
+        command = asyncio.ensure_future(chan.queue.get())
+        await asyncio.wait({waiting, command}, return_when=asyncio.FIRST_COMPLETED)
+        if command.done() and command.result().get("cmd") == "storm":
+            waiting.cancel()
+            tasks = await storm(h, tasks, chan)
+            continue
+        command.cancel()
+        break
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -355,14 +408,43 @@ async def hold(job: dict[str, Any], chan: Channel) -> None:
         conn.close()
     h.write()
     answered = sum(1 for a in h.answered if a)
-    chan.emit("result", answered=answered, errors=dict(h.errors), out=job["out"])
+    chan.emit(
+        "result", answered=answered, errors=dict(h.errors), retries=h.retries, out=job["out"]
+    )
+
+
+async def handshakes(job: dict[str, Any], chan: Channel) -> None:
+    tls = client_ssl_context()
+    host, port = job["host"], int(job["port"])
+    todo = int(job["count"])
+    errors: Counter[str] = Counter()
+    chan.emit("ready")
+    await chan.expect("go")
+
+    async def worker() -> None:
+        nonlocal todo
+        while todo > 0:
+            todo -= 1
+            try:
+                conn = await Connection.open(host, port, tls=tls)
+            except OSError as exc:
+                errors[f"connect: {exc.strerror or exc}"] += 1
+                continue
+            await conn.aclose()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(int(job["concurrency"]))))
+    chan.emit("result", seconds=time.monotonic() - t0, errors=dict(errors))
+
+
+JOBS = {"mix": mix, "hold": hold, "handshakes": handshakes}
 
 
 async def amain() -> None:
     chan = Channel(asyncio.get_running_loop())
     job = (await chan.queue.get())["job"]
     try:
-        await (mix(job, chan) if job["mode"] == "mix" else hold(job, chan))
+        await JOBS[job["mode"]](job, chan)
     except Exception as exc:
         chan.emit("error", message=f"{type(exc).__name__}: {exc}")
         raise

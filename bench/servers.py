@@ -62,8 +62,9 @@ class GatewayProc(ServerProc):
     def token(self) -> str:
         return (self.workdir / "admin-token").read_text().strip()
 
-    def metrics_text(self) -> str:
-        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=10) as resp:
+    def metrics_text(self, timeout: float = 60.0) -> str:
+        """``/metrics`` (its loop may be busy for seconds: a storm, a ramp)."""
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=timeout) as resp:
             text: str = resp.read().decode()
             return text
 
@@ -101,12 +102,11 @@ def gateway_settings(
 ) -> dict[str, Any]:
     """The gateway configuration for a bench run (everything on; TLS as asked;
     ``store`` replaces the SQLite store section; ``event_loop``: asyncio or uvloop)."""
-    return {
+    settings: dict[str, Any] = {
         "gateway": {
             "fqdn": "localhost",
             "listen": {"host": "127.0.0.1", "port": 0},
             "tls": {"enabled": tls, "cert": "certs/sentry.pem", "key": "certs/sentry.key"},
-            "event_loop": event_loop,
         },
         "admin": {"listen": {"host": "127.0.0.1", "port": 0}, "token_file": "admin-token"},
         "store": store or {"kind": "sqlite", "path": "sentry.db"},
@@ -114,6 +114,9 @@ def gateway_settings(
         "routing": {"default": "exchange"},
         "logging": {"level": "info", "format": "json", "file": "gateway.jsonl", "access_log": True},
     }
+    if event_loop != "asyncio":  # the default written out only when it is not
+        settings["gateway"]["event_loop"] = event_loop
+    return settings
 
 
 def _sentry_command() -> list[str]:

@@ -81,6 +81,7 @@ from sentry.buildinfo import version
 from sentry.errors import StartupError
 from sentry.observability import configure_logging
 from sentry.preflight import preflight
+from sentry.proxy.connections import BACKLOG
 from sentry.settings import ListenSettings, Settings
 from sentry.worker import ENV, METRICS_DIR, WorkerSpec, close_quietly, write_status
 
@@ -106,7 +107,6 @@ CRASH_WINDOW = 60.0  # exits of one slot counted over this many seconds
 CRASH_LIMIT = 5  # the 5th exit of one slot within the window ends the supervisor
 START_TIMEOUT = 120.0  # a worker not ready after this long is stopped
 DRAIN_MARGIN = 15.0  # beyond gateway.shutdown_grace_seconds before SIGKILL
-BACKLOG = 1024
 
 
 def exit_status(code: int) -> str:

@@ -226,6 +226,13 @@ class ConnectionGate:
             getattr(log, level)(event, listener=self.listener, suppressed=suppressed, **fields)
 
 
+BACKLOG = 1024
+"""Pending connections the kernel queues for a listener (capped by
+``net.core.somaxconn``). aiohttp's 128 drops the SYNs of a reconnect storm
+(every phone behind a network blip at once): they are retried after 1, 3, 7 s.
+The supervisor binds its workers' shared sockets with the same value."""
+
+
 class GatedSite(web.BaseSite):
     """A TCP site whose connections go through a ``ConnectionGate``."""
 
@@ -242,7 +249,7 @@ class GatedSite(web.BaseSite):
     ) -> None:
         """``sock``: an already bound socket to serve instead of binding
         ``host:port`` (a worker's inherited listener, ``sentry.supervisor``)."""
-        super().__init__(runner)
+        super().__init__(runner, backlog=BACKLOG)
         self._host, self._port, self._sock = host, port, sock
         self._gate_args = gate_args
         self.gate: ConnectionGate | None = None

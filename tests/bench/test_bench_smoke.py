@@ -19,9 +19,11 @@ SCENARIOS = {
     "throughput": [
         "throughput",
         "--devices", "8", "--levels", "2", "--duration", "0.5", "--max-requests", "20",
+        "--targets", "direct,bare,gateway,gateway-tls,gateway-uvloop",
     ],
     "held-pings": ["held-pings", "--pings", "10", "--heartbeat", "2", "--ramp-rate", "200"],
     "block": ["block", "--pings", "10", "--blocked", "4"],
+    "storm": ["storm", "--pings", "10", "--handshakes", "5", "--generators", "1"],
     "slow-clients": [
         "slow-clients", "--attackers", "30", "--devices", "8", "--duration", "0.5",
     ],
@@ -59,7 +61,7 @@ def test_every_load_scenario_runs(tmp_path: Path) -> None:
 
     throughput = json.loads((tmp_path / "throughput" / "throughput.json").read_text())
     targets = {row["target"] for row in throughput["rows"]}
-    assert targets == {"direct", "bare", "gateway", "gateway-tls"}
+    assert targets == {"direct", "bare", "gateway", "gateway-tls", "gateway-uvloop"}
     assert all(row["requests"] > 0 and row["errors"] == 0 for row in throughput["rows"])
     assert all(not row["warmup_failures"] for row in throughput["rows"])
 
@@ -70,6 +72,10 @@ def test_every_load_scenario_runs(tmp_path: Path) -> None:
     block = json.loads((tmp_path / "block" / "block.json").read_text())
     assert block["status_129"] == 4
     assert block["unblocked_still_held"] == 6
+
+    storm = json.loads((tmp_path / "storm" / "storm.json").read_text())
+    assert storm["held_before"] == 10 and storm["storm_seconds"] > 0
+    assert storm["handshake"]["handshakes"] == 5 and storm["cpu_per_ping_ms"] > 0
 
     slow = json.loads((tmp_path / "slow-clients" / "slow-clients.json").read_text())
     assert slow["attacker_ready"]["open"] >= 1

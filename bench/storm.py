@@ -1,0 +1,180 @@
+"""Reconnect storm: every held Ping's connection drops at once and comes back.
+
+Approach. A network blip (a load balancer failing over, a carrier's NAT
+flushed) drops every phone's connection at once; the phones reconnect with a
+new TLS connection each and send their Ping again, within seconds of each
+other. The bench holds ``pings`` Pings through the gateway (TLS by default,
+``generators`` load generator processes, job ``hold``), then sends every
+generator ``storm``: each drops all its connections and reopens them all at
+once, no ramp. Measured:
+
+* the storm's time: from the drop until the gateway's
+  ``sentry_held_long_polls`` gauge shows every Ping held again;
+* the gateway's CPU over the storm, per Ping (the old connection's end, the
+  handshake, the request and its upstream leg);
+* the handshake apart: afterwards one generator (job ``handshakes``) opens
+  and closes ``handshakes`` TLS connections without a request, and the
+  gateway's CPU per connection is the handshake's share; the rest of the
+  storm's per-Ping CPU is the Ping's setup.
+
+Every connection is a full handshake: the generators keep no TLS sessions
+(asyncio has no way to offer one), so what session resumption would save is
+the handshake share of this table, an upper bound.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.eas_mix import Session
+from bench.held import _held, _ramp, _start, _stop, nofile_warning
+from bench.proc import BenchError, start
+from bench.servers import metric
+from bench.stats import fmt
+
+__all__ = ["StormOptions", "run_storm", "storm_markdown"]
+
+
+@dataclass
+class StormOptions:
+    pings: int = 2000
+    tls: bool = True
+    generators: int = 2
+    ramp_rate: float = 300.0  # new TLS Pings per second before the storm (about 1 core)
+    heartbeat: int = 900  # long: nothing but the storm ends them
+    handshakes: int = 1000
+    event_loop: str = "asyncio"
+    timeout: float = 120.0  # the storm must be over by then
+
+
+def _wait_held(setup: Any, want: int, since: float, gone0: float, timeout: float) -> float:
+    """Seconds from ``since`` until the gateway has seen every old connection
+    go (its disconnect counter) and holds ``want`` Pings again."""
+    gw = setup.gateway
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        gw.proc.check_alive()
+        try:
+            text = gw.metrics_text()
+        except OSError:  # the loop is busy with the storm: /metrics answers late
+            continue
+        gone = metric(text, "sentry_client_disconnects_total", command="Ping") - gone0
+        held = metric(text, "sentry_held_long_polls", command="Ping")
+        if held >= want and gone >= want:
+            return time.monotonic() - since
+        time.sleep(0.05)
+    raise BenchError(f"after {timeout:.0f} s only {_held(gw)} of {want} Pings held again")
+
+
+def _disconnects(gw: Any) -> float:
+    return metric(gw.metrics_text(), "sentry_client_disconnects_total", command="Ping")
+
+
+def _handshake_cpu(setup: Any, opts: StormOptions, work: Path) -> dict[str, float]:
+    gw = setup.gateway
+    job = {
+        "mode": "handshakes",
+        "host": gw.host,
+        "port": gw.port,
+        "count": opts.handshakes,
+        "concurrency": 50,
+    }
+    proc = start("handshakes", [sys.executable, "-m", "bench.loadgen"], work, pipes=True)
+    try:
+        proc.send({"job": job})
+        proc.receive(60)  # ready
+        cpu0 = gw.proc.cpu()
+        proc.send({"cmd": "go"})
+        result = proc.receive(opts.timeout)
+        cpu = gw.proc.cpu() - cpu0
+    finally:
+        proc.stop()
+    done = opts.handshakes - sum(result.get("errors", {}).values())
+    return {
+        "handshakes": done,
+        "seconds": result["seconds"],
+        "cpu_per_handshake_ms": cpu / max(1, done) * 1e3,
+    }
+
+
+def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
+    """Hold N Pings, drop them all at once, time until all are held again."""
+    work = work.resolve()
+    sessions = [Session(f"STORM{i:06d}", f"user{i:06d}") for i in range(opts.pings)]
+    print(
+        f"storm: {opts.pings:,} held Pings, TLS {'on' if opts.tls else 'off'}, "
+        f"{opts.generators} generators, event loop {opts.event_loop}",
+        flush=True,
+    )
+    warning = nofile_warning(opts.pings)
+    setup = _start(
+        work,
+        sessions,
+        heartbeat=opts.heartbeat,
+        ramp_rate=opts.ramp_rate,
+        tls=opts.tls,
+        generators=opts.generators,
+        event_loop=opts.event_loop,
+    )
+    try:
+        ramp = _ramp(setup, opts.pings, opts.ramp_rate)
+        held = int(ramp["held"])  # the storm must bring back as many as were held
+        if held < 0.95 * opts.pings:
+            raise BenchError(f"only {held} of {opts.pings} Pings held before the storm")
+        gw = setup.gateway
+        gone0 = _disconnects(gw)
+        rss0, cpu0 = gw.proc.rss(), gw.proc.cpu()
+        t0 = time.monotonic()
+        for g in setup.gens:
+            g.send({"cmd": "storm"})
+        sent = [g.receive(opts.timeout) for g in setup.gens]
+        seconds = _wait_held(setup, held, t0, gone0, opts.timeout)
+        cpu = gw.proc.cpu() - cpu0
+        rss1 = gw.proc.rss()
+        handshake = _handshake_cpu(setup, opts, work) if opts.tls else None
+        for g in setup.gens:
+            g.send({"cmd": "stop"})
+        results = [g.receive(60) for g in setup.gens]
+    finally:
+        _stop(setup)
+    per_ping = cpu / held * 1e3
+    out: dict[str, Any] = {
+        "scenario": "storm",
+        "options": vars(opts),
+        "warning": warning,
+        "held_before": held,
+        "ramp_connect_errors": ramp["connect_errors"],
+        "ramp_seconds": ramp["seconds_to_all_held"],
+        "storm_seconds": seconds,
+        "storm_send_seconds": max(s["seconds"] for s in sent),
+        "retries": sum(r.get("retries", 0) for r in results),
+        "errors": [r.get("errors", {}) for r in results],
+        "gateway_cpu_s": cpu,
+        "cpu_per_ping_ms": per_ping,
+        "gateway_rss_mib": [rss0 / 2**20, rss1 / 2**20],
+        "handshake": handshake,
+    }
+    if handshake is not None:
+        out["setup_cpu_per_ping_ms"] = per_ping - handshake["cpu_per_handshake_ms"]
+    return out
+
+
+def storm_markdown(r: dict[str, Any]) -> str:
+    o, h = r["options"], r["handshake"]
+    hs = "-" if h is None else f"{h['cpu_per_handshake_ms']:.2f} ms"
+    setup = "-" if h is None else f"{r['setup_cpu_per_ping_ms']:.2f} ms"
+    lines = [
+        "| held Pings | TLS | loop | all held again after | gateway CPU per Ping "
+        "| of it: handshake | setup | retries |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| {fmt(r['held_before'])} | {'on' if o['tls'] else 'off'} | {o['event_loop']} "
+        f"| {r['storm_seconds']:.2f} s | {r['cpu_per_ping_ms']:.2f} ms | {hs} | {setup} "
+        f"| {fmt(r['retries'])} |",
+    ]
+    if r.get("warning"):
+        lines += ["", f"Warning: {r['warning']}."]
+    return "\n".join(lines)
