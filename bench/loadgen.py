@@ -408,9 +408,7 @@ async def hold(job: dict[str, Any], chan: Channel) -> None:
         conn.close()
     h.write()
     answered = sum(1 for a in h.answered if a)
-    chan.emit(
-        "result", answered=answered, errors=dict(h.errors), retries=h.retries, out=job["out"]
-    )
+    chan.emit("result", answered=answered, errors=dict(h.errors), retries=h.retries, out=job["out"])
 
 
 async def handshakes(job: dict[str, Any], chan: Channel) -> None:
