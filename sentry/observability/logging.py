@@ -123,7 +123,23 @@ def _redact(value: str) -> str:
 
 
 _SHORT = 128
-_redact_short = functools.lru_cache(maxsize=8192)(_redact)
+_CLEAN: dict[str, None] = {}  # short values known to hold nothing to mask
+_CLEAN_MAX = 8192
+
+
+def _redact_short(value: str) -> str:
+    """``_redact`` for a short value, remembering the clean ones (command
+    names, decisions, DeviceIds, users: the same few thousand again and
+    again). A value that had something masked is never remembered: the
+    cache holds no credential."""
+    if value in _CLEAN:
+        return value
+    clean = _redact(value)
+    if clean is value:
+        if len(_CLEAN) >= _CLEAN_MAX:
+            _CLEAN.clear()
+        _CLEAN[value] = None
+    return clean
 
 
 _PLAIN = (int, float, bool, type(None))
