@@ -22,7 +22,7 @@ from aiohttp import web
 from .errors import RequestTooLarge
 from .headers import downstream_headers
 
-__all__ = ["CHUNK", "BodyStream", "relay_response"]
+__all__ = ["CHUNK", "BodyStream", "read_whole", "relay_response"]
 
 CHUNK = 64 * 1024
 
@@ -74,8 +74,7 @@ async def relay_response(
     read whole and answered with a plain ``web.Response``, whose head and
     body leave in one write; anything else is streamed chunk by chunk, the
     head first."""
-    length = upstream.content_length
-    if length is not None and length <= CHUNK and _has_body(request, upstream.status):
+    if read_whole(request, upstream):
         body = await upstream.read()
         small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
         small.headers.extend(downstream_headers(upstream.headers))
@@ -96,7 +95,12 @@ async def relay_response(
     return response, total, None if kept is None else b"".join(kept)
 
 
-def _has_body(request: web.Request, status: int) -> bool:
-    """Whether the answer carries the body its Content-Length announces (not
-    the answer to a HEAD, nor a 1xx, 204 or 304)."""
-    return request.method != "HEAD" and status >= 200 and status not in (204, 304)
+def read_whole(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """Whether ``relay_response`` reads this answer whole before sending any
+    of it: a declared length up to ``CHUNK`` on an answer that carries the
+    body it announces (not the answer to a HEAD, nor a 1xx, 204 or 304). If
+    such a body breaks off, the device has been sent nothing yet."""
+    length, status = upstream.content_length, upstream.status
+    if length is None or length > CHUNK or request.method == "HEAD":
+        return False
+    return status >= 200 and status not in (204, 304)

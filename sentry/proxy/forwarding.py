@@ -42,7 +42,7 @@ from .context import (
     too_large,
 )
 from .errors import RequestTooLarge, UpstreamError, map_client_errors
-from .forward import CHUNK, BodyStream, relay_response
+from .forward import CHUNK, BodyStream, read_whole, relay_response
 from .framing import frame_upstream
 from .headers import upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected
@@ -243,9 +243,11 @@ async def _relay(
     verify: AssociationKey | None,
     policy_of: AssociationKey | None,
 ) -> web.StreamResponse:
-    """Stream the backend's answer to the device. The association is told
+    """Relay the backend's answer to the device. The association is told
     the upstream status first (the client never sees an answer the state
-    lacks); a Provision answer's policy is kept and recorded."""
+    lacks); a Provision answer's policy is kept and recorded. A backend that
+    breaks off its answer is ``broken``: a 502 when the device has been sent
+    nothing yet (an answer read whole), else its connection is cut."""
     note(server=server.label, upstream_status=upstream.status)
     try:
         if verify is not None:
@@ -258,7 +260,9 @@ async def _relay(
             raise asyncio.CancelledError from exc
         ctx.metrics.upstream_errors.labels(pool_name, "broken").inc()
         note(error_kind="broken", error=f"backend broke mid-response: {exc.message}")
-        if request.transport is not None:
+        if read_whole(request, upstream):  # the device has been sent nothing yet
+            return to_web(responses.error(502, exc.public_text))
+        if request.transport is not None:  # it has the head: only a cut connection tells it
             request.transport.close()
         raise
     finally:

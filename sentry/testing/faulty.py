@@ -12,6 +12,9 @@ moment ago" can be taken by another process before the test uses it):
   server: the caller's timeout fires).
 * ``status_backend(status)`` answers every request with ``status`` (an
   overloaded or broken server behind a healthy TCP port).
+* ``short_body_backend()`` answers OPTIONS in full, and every other request
+  with a 200 whose body stops short of its Content-Length before the
+  connection closes (a server that crashed mid-answer).
 * ``CuttableProxy`` forwards TCP to a server until ``cut()`` (a gateway node
   cut off from its PostgreSQL while the other nodes still reach it).
 
@@ -35,6 +38,7 @@ __all__ = [
     "SilentBackend",
     "StatusBackend",
     "refusing_port",
+    "short_body_backend",
     "silent_backend",
     "status_backend",
     "url_of",
@@ -88,6 +92,45 @@ async def silent_backend(host: str = "127.0.0.1") -> AsyncIterator[SilentBackend
         server.close()
         for writer in backend._writers:
             writer.close()
+        await server.wait_closed()
+
+
+@dataclass
+class ShortBodyBackend:
+    """A server whose answers end before their declared length."""
+
+    url: str
+    cut_short: int = 0
+
+
+@contextlib.asynccontextmanager
+async def short_body_backend(host: str = "127.0.0.1") -> AsyncIterator[ShortBodyBackend]:
+    """OPTIONS: a whole 200. Anything else: ``Content-Length: 100``, 10 bytes, close."""
+    backend = ShortBodyBackend("")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            if head.startswith(b"OPTIONS "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            else:
+                backend.cut_short += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, host, 0)
+    backend.url = url_of(server.sockets[0])
+    try:
+        yield backend
+    finally:
+        server.close()
         await server.wait_closed()
 
 

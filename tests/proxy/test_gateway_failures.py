@@ -17,7 +17,7 @@ from yarl import URL
 from sentry.proxy.upstream import Server
 from sentry.testing.backend import BackendConfig
 from sentry.testing.eas_client import EasTestClient
-from sentry.testing.faulty import refusing_port, url_of
+from sentry.testing.faulty import refusing_port, short_body_backend, url_of
 from sentry.testing.gateway import DEMO_ROUTING, DemoGateway, PoolSpec, demo_gateway, demo_pools
 
 FOLDERSYNC = '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
@@ -118,6 +118,24 @@ async def test_backend_killed_mid_poll_gives_an_error_not_a_hang(
             gw.registry.get_sample_value("sentry_client_disconnects_total", {"command": "Ping"})
             is None
         )
+
+
+async def test_an_answer_cut_short_before_anything_was_sent_is_a_502(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """A small answer is read whole before the device sees a byte of it, so a
+    backend that closes before its declared length gets the device a clear
+    502 (blamed on the backend), not a dropped connection."""
+    async with short_body_backend() as backend:
+        pools = {"exchange": PoolSpec("exchange", extra={"servers": [backend.url]})}
+        async with demo_gateway(tmp_path, pools) as gw:
+            with capture_logs() as logs:
+                r = await eas(gw, session, "alice", "SHORT0001").post("FolderSync", FOLDERSYNC)
+            assert r.status == 502 and backend.cut_short == 1
+            (line,) = [e for e in logs if e["event"] == "request"]
+            assert (line["status"], line["error_kind"]) == (502, "broken")
+            labels = {"pool": "exchange", "kind": "broken"}
+            assert gw.registry.get_sample_value("sentry_upstream_errors_total", labels) == 1
 
 
 async def test_oversized_body_is_413(tmp_path: Path, session: aiohttp.ClientSession) -> None:
