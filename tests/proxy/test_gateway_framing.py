@@ -67,6 +67,25 @@ def forwarded(backend: RecordingBackend) -> list[str]:
     return [f"{r.method} {r.target}" for r in backend.eas_requests()]
 
 
+@pytest.mark.parametrize("size", [40 * 1024, 300 * 1024])
+async def test_bodies_read_whole_or_streamed_over_tls_arrive_byte_for_byte(
+    tmp_path: Path, backend: RecordingBackend, size: int
+) -> None:
+    """Over TLS the gateway reads the device's bytes 4 KiB at a time
+    (``listeners.TLS_READ_BUFFER``): a body under 64 KiB is read whole and
+    sent with the head, a larger one is streamed; both arrive intact."""
+    body = bytes(range(256)) * (size // 256)
+    pools = {"exchange": PoolSpec("exchange", extra={"servers": [backend.url]})}
+    async with demo_gateway(tmp_path, pools) as tls_gw:
+        assert tls_gw.url.startswith("https://")
+        data = request_bytes("POST", query("FolderSync"), eas_headers(), body)
+        assert await exchange(tls_gw, data) == [200]
+        await backend.wait_for(lambda: len(backend.eas_requests()) == 1)
+    (got,) = backend.eas_requests()
+    assert got.body == body and got.header("Content-Length") == str(size)
+    assert backend.violations == []
+
+
 async def test_options_with_a_body_cannot_smuggle_a_request(
     gw: DemoGateway, backend: RecordingBackend
 ) -> None:
@@ -118,7 +137,7 @@ async def test_options_without_a_body_is_forwarded_with_an_empty_body(
 async def test_forwarded_length_is_the_length_of_the_forwarded_body(
     gw: DemoGateway, backend: RecordingBackend
 ) -> None:
-    body = b"\x03\x01j\x00" + b"z" * 300  # not inspected (FolderSync): streamed
+    body = b"\x03\x01j\x00" + b"z" * 300  # not inspected (FolderSync): read whole, sent as is
     data = request_bytes("POST", query("FolderSync"), eas_headers(), body)
     data += request_bytes("POST", query("FolderSync"), eas_headers(), b"")
     assert await exchange(gw, data, answers=2) == [200, 200]
