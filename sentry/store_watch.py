@@ -212,6 +212,11 @@ class WatchedStore:
             found = await self.inner.check(probe=current is not None)
         except StoreError:  # closed meanwhile
             return
+        if self.problem is not current:
+            # A failing operation entered a problem while this check ran (it saw
+            # the store before the failure): its finding is newer than this one,
+            # and a permanent fault must never be cleared by a stale check.
+            return
         if found is None:
             self._recovered("a probe write succeeded")
         elif current is None or found.fault is not current.fault:

@@ -142,6 +142,31 @@ async def test_damage_found_by_a_read_is_permanent(watched, tmp_path):
     assert len(events(logs, "store_degraded")) == 1
 
 
+async def test_a_check_that_saw_the_store_before_a_failure_does_not_clear_it(watched, tmp_path):
+    """A periodic check runs while a read finds the damage: the check looked
+    before the damage and finds nothing, but the read's finding is newer and
+    a permanent fault stays (a race seen under load in CI)."""
+    for changes in conversation(60).log[10:]:
+        await watched.apply(changes)
+    inner, release = watched.inner.check, asyncio.Event()
+
+    async def slow_check(**kwargs):
+        found = await inner(**kwargs)  # looks now, before the damage
+        await release.wait()
+        return found
+
+    watched.inner.check = slow_check
+    tick = asyncio.ensure_future(watched.tick())
+    await asyncio.sleep(0.05)
+    damage_database(tmp_path / "s.db")
+    with pytest.raises(StoreUnavailable):
+        await watched.list_associations()
+    assert watched.status.problem.fault is StoreFault.CORRUPT
+    release.set()
+    await tick
+    assert watched.status.problem.fault is StoreFault.CORRUPT
+
+
 async def test_after_a_failure_the_integrity_check_names_the_damage(watched, tmp_path):
     for changes in conversation(60).log[10:]:
         await watched.apply(changes)

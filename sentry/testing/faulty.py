@@ -35,6 +35,7 @@ from aiohttp import web
 
 __all__ = [
     "CuttableProxy",
+    "ShortBodyBackend",
     "SilentBackend",
     "StatusBackend",
     "refusing_port",
