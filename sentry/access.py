@@ -62,7 +62,7 @@ from sentry.aio import uncancellable
 from sentry.eas.request import EasRequest
 from sentry.eas.status import CommonStatus
 from sentry.lastseen import LastSeen
-from sentry.longpolls import LongPolls
+from sentry.longpolls import HeldPoll, LongPolls
 from sentry.model import AssociationKey, Reason
 from sentry.observability import Metrics
 from sentry.policy import (
@@ -121,6 +121,9 @@ class Committed:
     """The planner's result: affected keys, revocations, refreshed decisions."""
     ended: int
     """Held long polls ended."""
+    held: tuple[HeldPoll[AssociationKey, Decision], ...] = ()
+    """With ``answer_first``: the polls the change refuses, marked but not yet
+    answered (``AccessState.answer_held``)."""
 
 
 _CANNOT_DECIDE = Refuse(
@@ -130,6 +133,11 @@ _CANNOT_DECIDE = Refuse(
 the store being unavailable: the state is unknown, so the gateway fails closed."""
 
 log = structlog.get_logger("sentry.access")
+
+ANSWER_FIRST_FALLBACK_SECONDS = 0.5
+"""With ``answer_first``, marked polls are answered at the latest this long
+after the commit, should the caller never get to ``answer_held`` (it was
+cancelled, or failed building its own answer)."""
 
 LARGE_COMMIT = 300
 """Commits of this many changes or more are logged with their phases
@@ -184,6 +192,7 @@ class AccessState:
         in_thread: bool = False,
         executor: Executor | None = None,
         kept: AssociationKey | None = None,
+        answer_first: bool = False,
     ) -> Committed:
         """The single write path: under the writer lock, ``build(snapshot, now)``
         returns the changes (it raises to refuse, and then nothing changes);
@@ -195,6 +204,10 @@ class AccessState:
         otherwise hold the event loop; the lock is held meanwhile, so nothing
         the plan reads changes under it. ``kept``: a row whose recorded
         decision the refresh leaves as the changes wrote it (``planner.absorb``).
+        ``answer_first``: the held polls the change refuses are marked but not
+        answered yet: the caller answers its own request, then calls
+        ``answer_held`` (an admin's bulk block of 1,000 returns before the
+        1,000 Pings are answered, instead of after them).
 
         Only the first write decides success: if the store fails on the
         second, the refreshed decisions stay recorded in memory (they follow
@@ -214,7 +227,8 @@ class AccessState:
                     changes = build(self.snapshot, self.clock())
                 built = time.perf_counter() - started
                 try:
-                    committed = await self._commit_held(changes, kept, None if in_thread else build)
+                    again = None if in_thread else build
+                    committed = await self._commit_held(changes, kept, again, answer_first)
                     if len(committed.changes) >= LARGE_COMMIT:
                         total = time.perf_counter() - started
                         _log_large(committed, built, self.phases, total)
@@ -244,13 +258,23 @@ class AccessState:
         changes: Sequence[Change],
         kept: AssociationKey | None = None,
         build: Build | None = None,
+        answer_first: bool = False,
     ) -> Committed:
         if not changes:
             return Committed((), NOTHING, 0)
-        return await uncancellable(self._write(tuple(changes), kept, build), name="access:commit")
+        write = self._write(tuple(changes), kept, build, answer_first)
+        return await uncancellable(write, name="access:commit")
+
+    def answer_held(self, committed: Committed) -> None:
+        """Answer the polls an ``answer_first`` commit marked (idempotent)."""
+        self.longpolls.end(committed.held)
 
     async def _write(
-        self, changes: Changes, kept: AssociationKey | None, build: Build | None
+        self,
+        changes: Changes,
+        kept: AssociationKey | None,
+        build: Build | None,
+        answer_first: bool = False,
     ) -> Committed:
         final = [changes]
 
@@ -271,20 +295,24 @@ class AccessState:
             REBUILD.reset(token)
         changes = final[0]
         written = time.perf_counter()
-        absorbed, ended = self._absorb(changes, kept)
+        absorbed, marked = self._absorb(changes, kept, end=not answer_first)
         self.phases = (written - began, time.perf_counter() - written)
+        if marked and answer_first:
+            loop = asyncio.get_running_loop()
+            loop.call_later(ANSWER_FIRST_FALLBACK_SECONDS, self.longpolls.end, marked)
         if absorbed.refreshed:
             with contextlib.suppress(StoreUnavailable, FeedBehind):
                 await self.store.apply(absorbed.refreshed)
-        return Committed(changes, absorbed, ended)
+        held = tuple(marked) if answer_first else ()
+        return Committed(changes, absorbed, len(marked), held)
 
     def absorb(self, changes: Sequence[Change]) -> Committed:
         """Take in changes that are ALREADY durable (e.g. read from another
         node's change feed): the planner applies them to the snapshot and
         records the decisions they moved, in memory only (no store write),
         and the held polls they refuse are ended."""
-        absorbed, ended = self._absorb(changes)
-        return Committed(tuple(changes), absorbed, ended)
+        absorbed, marked = self._absorb(changes)
+        return Committed(tuple(changes), absorbed, len(marked))
 
     def replace_snapshot(self, snapshot: Snapshot) -> int:
         """Take a freshly loaded state (a node too far behind the shared
@@ -302,16 +330,20 @@ class AccessState:
         return ended
 
     def _absorb(
-        self, changes: Sequence[Change], kept: AssociationKey | None = None
-    ) -> tuple[Absorbed, int]:
+        self, changes: Sequence[Change], kept: AssociationKey | None = None, *, end: bool = True
+    ) -> tuple[Absorbed, list[HeldPoll[AssociationKey, Decision]]]:
+        """Apply ``changes`` to the snapshot and mark the held polls they
+        refuse; ``end``: answer those at once (else the caller does)."""
         held = self.longpolls.keys()
         absorbed = absorb(changes, self.snapshot, held, self.clock(), kept=kept)
-        ended = 0
+        marked: list[HeldPoll[AssociationKey, Decision]] = []
         for key, decision in absorbed.revoked:
-            ended += self.longpolls.revoke(key, decision)
-        if ended:
-            self.metrics.revocations.inc(ended)
-        return absorbed, ended
+            marked += self.longpolls.mark(key, decision)
+        if end:
+            self.longpolls.end(marked)
+        if marked:
+            self.metrics.revocations.inc(len(marked))
+        return absorbed, marked
 
     async def apply(self, changes: Sequence[Change]) -> int:
         """Commit a change list built beforehand (tests, tools); return the

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from typing import Generic, TypeVar
 
 __all__ = ["HeldPoll", "LongPolls"]
@@ -28,7 +28,16 @@ D = TypeVar("D")
 class HeldPoll(Generic[K, D]):
     """One held request: its key, its task, and the revoking decision if any."""
 
-    __slots__ = ("command", "key", "responding", "revoked_at", "revoked_by", "shutdown", "task")
+    __slots__ = (
+        "command",
+        "ended",
+        "key",
+        "responding",
+        "revoked_at",
+        "revoked_by",
+        "shutdown",
+        "task",
+    )
 
     def __init__(self, key: K, command: str, task: asyncio.Task[object]) -> None:
         self.key = key
@@ -38,6 +47,7 @@ class HeldPoll(Generic[K, D]):
         self.revoked_by: D | None = None
         self.revoked_at: float | None = None
         self.shutdown = False
+        self.ended = False  # its task was cancelled to answer the revocation
 
 
 class LongPolls(Generic[K, D]):
@@ -68,15 +78,32 @@ class LongPolls(Generic[K, D]):
 
     def revoke(self, key: K, decision: D) -> int:
         """End every revocable poll of ``key`` with ``decision``; return how many."""
-        ended = 0
+        marked = self.mark(key, decision)
+        self.end(marked)
+        return len(marked)
+
+    def mark(self, key: K, decision: D) -> list[HeldPoll[K, D]]:
+        """Store ``decision`` on every revocable poll of ``key`` without ending
+        it yet (``end``): a caller answers its own request first. A marked poll
+        whose backend answers meanwhile relays that answer, as one that
+        answered just before the change would."""
+        marked = []
         for poll in list(self._by_key.get(key, ())):
             if poll.responding or poll.revoked_by is not None:
                 continue
             poll.revoked_by = decision
             poll.revoked_at = time.monotonic()
+            marked.append(poll)
+        return marked
+
+    def end(self, polls: Iterable[HeldPoll[K, D]]) -> None:
+        """Cancel the tasks of marked ``polls`` (each answers its revocation);
+        a poll already ended, responding or finished is left alone."""
+        for poll in polls:
+            if poll.ended or poll.responding or poll.task.done():
+                continue
+            poll.ended = True
             poll.task.cancel(msg="sentry: access revoked")
-            ended += 1
-        return ended
 
     def keys(self) -> Set[K]:
         """Keys that have at least one held poll."""

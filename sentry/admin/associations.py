@@ -200,7 +200,7 @@ async def _bulk_action(action: str, call: Call) -> dict[str, Any]:
         planned.append((keys, plan_bulk(snapshot, keys, opts, now, query.describe())))
         return [] if dry_run else planned[-1][1].changes
 
-    ended = await ctx.commit(build)
+    ended = await ctx.commit(build, answer_first=True)  # the admin first, then the Pings
     keys, plan = planned[-1]
     skipped = [{"key": key_view(k), "error": why} for k, why in plan.skipped]
     return {

@@ -54,11 +54,17 @@ class AdminContext:
         """The gateway's clock (Unix seconds)."""
         return self.state.clock()
 
-    async def commit(self, build: Build) -> int:
+    async def commit(self, build: Build, *, answer_first: bool = False) -> int:
         """Build the changes and apply them in one transaction
         (``AccessState.commit``); return the number of held long polls ended.
-        An exception from ``build`` changes nothing."""
-        return (await self.state.commit(build)).ended
+        An exception from ``build`` changes nothing. ``answer_first``: the
+        polls are answered right after this request's own answer has been
+        written (the rest of the handler and aiohttp's write of its response
+        run before the loop's next turn), not before it resumes."""
+        committed = await self.state.commit(build, answer_first=answer_first)
+        if committed.held:
+            asyncio.get_running_loop().call_soon(self.state.answer_held, committed)
+        return committed.ended
 
     async def commit_in_thread(self, build: Build, executor: Executor | None = None) -> int:
         """``commit`` with ``build`` run in a worker thread: for a large pure

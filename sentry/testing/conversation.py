@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry
 from sentry.access import AccessState, Build
 from sentry.eas.request import EasRequest
 from sentry.eas.status import WipeAckStatus
-from sentry.longpolls import LongPolls
+from sentry.longpolls import HeldPoll, LongPolls
 from sentry.model import (
     DEFAULT_SETTING_PRIORITY,
     NO_REALMS,
@@ -408,6 +408,9 @@ class _LoggedStore(MemoryStore):
             self._log.append(tuple(changes))
 
 
+_NO_TASK: Any = None  # the held polls of a conversation have no task to cancel
+
+
 class _HeldPolls(LongPolls[AssociationKey, Decision]):
     """Held polls that stay held: every revocation is recorded, as if the
     device polled again at once (a poll is revoked at each change that
@@ -421,11 +424,18 @@ class _HeldPolls(LongPolls[AssociationKey, Decision]):
     def keys(self) -> set[AssociationKey]:
         return self.held
 
-    def revoke(self, key: AssociationKey, decision: Decision) -> int:
+    def mark(
+        self, key: AssociationKey, decision: Decision
+    ) -> list[HeldPoll[AssociationKey, Decision]]:
         if key not in self.held:
-            return 0
+            return []
         self._revoked.append((key, decision))
-        return 1
+        poll: HeldPoll[AssociationKey, Decision] = HeldPoll(key, "Ping", _NO_TASK)
+        poll.revoked_by = decision
+        return [poll]
+
+    def end(self, polls: Iterable[HeldPoll[AssociationKey, Decision]]) -> None:
+        """Nothing to cancel: the device is taken to have polled again."""
 
 
 _loop: asyncio.AbstractEventLoop | None = None

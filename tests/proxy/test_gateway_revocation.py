@@ -91,3 +91,56 @@ async def test_absorbing_changes_durable_elsewhere_ends_a_held_ping_without_a_wr
     assert writes == []
     row = state.snapshot.get(key)
     assert row is not None and "MANUAL" in row.reasons  # the refreshed decision, in memory
+
+
+async def test_answer_first_marks_the_held_pings_and_answers_them_when_asked(
+    gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    """A commit with ``answer_first`` (an admin's bulk action) leaves the
+    refused polls held, marked, until the caller has answered its own request
+    and calls ``answer_held``."""
+    _, ping = await gateway.held_ping(session, "alice", "FIRST0001")
+    state = gateway.gateway.state
+    key = AssociationKey("FIRST0001", "alice")
+    committed = await state.commit(
+        lambda snap, now: block(snap, key, note="x", actor="t", now=now), answer_first=True
+    )
+    assert committed.ended == 1 and [p.key for p in committed.held] == [key]
+    await asyncio.sleep(0.05)  # a few turns of the loop: nothing answers it meanwhile
+    assert not ping.done() and committed.held[0].revoked_by is not None
+    state.answer_held(committed)
+    state.answer_held(committed)  # idempotent
+    r = await asyncio.wait_for(ping, 30)
+    assert (r.status, r.text("Status")) == (200, "129")
+
+
+async def test_answer_first_polls_are_answered_even_if_the_caller_never_asks(
+    gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    _, ping = await gateway.held_ping(session, "bob", "FIRST0002")
+    state = gateway.gateway.state
+    key = AssociationKey("FIRST0002", "bob")
+    committed = await state.commit(
+        lambda snap, now: block(snap, key, note="x", actor="t", now=now), answer_first=True
+    )
+    assert committed.ended == 1
+    r = await asyncio.wait_for(ping, 30)  # ANSWER_FIRST_FALLBACK_SECONDS later
+    assert r.text("Status") == "129"
+
+
+async def test_a_bulk_block_answers_the_admin_then_every_held_ping(
+    gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    pings = [(await gateway.held_ping(session, "shared", f"BULKF{i:04d}"))[1] for i in range(3)]
+    body = {"filter": {"user": "shared"}, "note": "bulk", "dry_run": False}
+    async with session.post(
+        f"{gateway.admin_url}/api/associations/actions/block",
+        json=body,
+        headers={"Authorization": f"Bearer {gateway.gateway.admin_token}"},
+    ) as resp:
+        answer = await resp.json()
+    assert resp.status == 200 and answer["polls_ended"] == 3
+    for ping in pings:
+        r = await asyncio.wait_for(ping, 30)
+        assert r.text("Status") == "129"
+    assert gateway.gateway.state.longpolls.count() == 0
