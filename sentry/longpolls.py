@@ -122,4 +122,6 @@ class LongPolls(Generic[K, D]):
             if poll.revoked_by is None:
                 poll.shutdown = True
                 poll.task.cancel(msg="sentry: shutting down")
+        # marked by an answer-first commit, not yet ended: they answer the revocation
+        self.end([p for p in polls if p.revoked_by is not None])
         return len(polls)

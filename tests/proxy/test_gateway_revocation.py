@@ -144,3 +144,22 @@ async def test_a_bulk_block_answers_the_admin_then_every_held_ping(
         r = await asyncio.wait_for(ping, 30)
         assert r.text("Status") == "129"
     assert gateway.gateway.state.longpolls.count() == 0
+
+
+async def test_shutdown_answers_polls_marked_by_an_answer_first_commit(
+    gateway: DemoGateway, session: aiohttp.ClientSession
+) -> None:
+    """Polls marked but not yet answered when the gateway stops get their
+    revocation (not "ask again"), each cancelled once."""
+    _, marked = await gateway.held_ping(session, "alice", "FIRST0003")
+    _, other = await gateway.held_ping(session, "bob", "FIRST0004")
+    state = gateway.gateway.state
+    key = AssociationKey("FIRST0003", "alice")
+    await state.commit(
+        lambda snap, now: block(snap, key, note="x", actor="t", now=now), answer_first=True
+    )
+    assert state.longpolls.cancel_all() == 2
+    r = await asyncio.wait_for(marked, 30)
+    assert r.text("Status") == "129"
+    r = await asyncio.wait_for(other, 30)
+    assert r.status == 200 and r.text("Status") != "129"
