@@ -380,7 +380,7 @@ async def storm(
         asyncio.ensure_future(h.one(i, held_ping(s, where, heartbeat), h.opened, retry=True))
         for i, s in enumerate(h.sessions)
     ]
-    chan.emit("stormed", seconds=time.monotonic() - t0, connect_errors=0)
+    chan.emit("stormed", seconds=time.monotonic() - t0)
     return fresh
 
 

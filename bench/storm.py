@@ -61,6 +61,7 @@ def _wait_held(setup: Any, want: int, since: float, gone0: float, timeout: float
         try:
             text = gw.metrics_text()
         except OSError:  # the loop is busy with the storm: /metrics answers late
+            time.sleep(0.05)
             continue
         gone = metric(text, "sentry_client_disconnects_total", command="Ping") - gone0
         held = metric(text, "sentry_held_long_polls", command="Ping")

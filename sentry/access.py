@@ -124,6 +124,10 @@ class Committed:
     held: tuple[HeldPoll[AssociationKey, Decision], ...] = ()
     """With ``answer_first``: the polls the change refuses, marked but not yet
     answered (``AccessState.answer_held``)."""
+    write_seconds: float = 0.0
+    """How long the store write took (0 for an absorb)."""
+    absorb_seconds: float = 0.0
+    """How long applying the changes to the snapshot took."""
 
 
 _CANNOT_DECIDE = Refuse(
@@ -181,7 +185,6 @@ class AccessState:
         self._expiry = unverified_expiry_seconds
         self.take_missed: TakeMissed | None = None  # a shared store: sentry.cluster
         self.catch_up: CatchUp | None = None
-        self.phases: tuple[float, float] = (0.0, 0.0)  # the last commit's write and absorb
 
     # -- the one commit path ---------------------------------------------------
 
@@ -227,11 +230,11 @@ class AccessState:
                     changes = build(self.snapshot, self.clock())
                 built = time.perf_counter() - started
                 try:
-                    again = None if in_thread else build
-                    committed = await self._commit_held(changes, kept, again, answer_first)
+                    rebuild = None if in_thread else build
+                    committed = await self._commit_held(changes, kept, rebuild, answer_first)
                     if len(committed.changes) >= LARGE_COMMIT:
                         total = time.perf_counter() - started
-                        _log_large(committed, built, self.phases, total)
+                        _log_large(committed, built, total)
                     return committed
                 except FeedBehind as exc:
                     # rows that could not be taken inside the transaction
@@ -296,7 +299,7 @@ class AccessState:
         changes = final[0]
         written = time.perf_counter()
         absorbed, marked = self._absorb(changes, kept, end=not answer_first)
-        self.phases = (written - began, time.perf_counter() - written)
+        absorbed_at = time.perf_counter()
         if marked and answer_first:
             loop = asyncio.get_running_loop()
             loop.call_later(ANSWER_FIRST_FALLBACK_SECONDS, self.longpolls.end, marked)
@@ -304,7 +307,9 @@ class AccessState:
             with contextlib.suppress(StoreUnavailable, FeedBehind):
                 await self.store.apply(absorbed.refreshed)
         held = tuple(marked) if answer_first else ()
-        return Committed(changes, absorbed, len(marked), held)
+        return Committed(
+            changes, absorbed, len(marked), held, written - began, absorbed_at - written
+        )
 
     def absorb(self, changes: Sequence[Change]) -> Committed:
         """Take in changes that are ALREADY durable (e.g. read from another
@@ -429,16 +434,13 @@ def _durable(changes: Sequence[Change]) -> list[Change]:
     return [c for c in changes if not isinstance(c, Touch)]
 
 
-def _log_large(
-    committed: Committed, built: float, phases: tuple[float, float], total: float
-) -> None:
-    write, absorb = phases
+def _log_large(committed: Committed, built: float, total: float) -> None:
     log.info(
         "large_commit",
         changes=len(committed.changes),
         polls_ended=committed.ended,
         build_ms=round(built * 1e3, 1),
-        write_ms=round(write * 1e3, 1),
-        absorb_ms=round(absorb * 1e3, 1),
+        write_ms=round(committed.write_seconds * 1e3, 1),
+        absorb_ms=round(committed.absorb_seconds * 1e3, 1),
         total_ms=round(total * 1e3, 1),
     )

@@ -61,3 +61,29 @@ async def test_a_flush_interval_writes_last_seen_on_its_own(
             while not writes:
                 await asyncio.sleep(0.01)
         assert sum(writes) >= 1
+
+
+async def test_a_large_commit_logs_where_its_time_went(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from sentry.access import LARGE_COMMIT
+    from sentry.model import AssociationKey
+    from sentry.policy import preapprove
+
+    async with demo_gateway(tmp_path) as gw:
+        state = gw.gateway.state
+
+        def build(prefix: str, rows: int):  # type: ignore[no-untyped-def]
+            keys = [AssociationKey(f"{prefix}{i:04d}", "alice") for i in range(rows)]
+            return lambda snap, now: [
+                c for k in keys for c in preapprove(snap, k, note="n", actor="t", now=now)
+            ]
+
+        with capture_logs() as logs:
+            committed = await state.commit(build("BULKLOG", LARGE_COMMIT))
+            await state.commit(build("SMALLLOG", 1))  # a small one: no line
+    (line,) = [e for e in logs if e["event"] == "large_commit"]
+    assert line["changes"] == len(committed.changes) >= LARGE_COMMIT
+    assert committed.write_seconds > 0 and committed.absorb_seconds > 0
+    for phase in ("build_ms", "write_ms", "absorb_ms"):
+        assert 0 <= line[phase] <= line["total_ms"]

@@ -148,16 +148,17 @@ async def test_a_check_that_saw_the_store_before_a_failure_does_not_clear_it(wat
     a permanent fault stays (a race seen under load in CI)."""
     for changes in conversation(60).log[10:]:
         await watched.apply(changes)
-    inner, release = watched.inner.check, asyncio.Event()
+    inner, looked, release = watched.inner.check, asyncio.Event(), asyncio.Event()
 
     async def slow_check(**kwargs):
         found = await inner(**kwargs)  # looks now, before the damage
+        looked.set()
         await release.wait()
         return found
 
     watched.inner.check = slow_check
     tick = asyncio.ensure_future(watched.tick())
-    await asyncio.sleep(0.05)
+    await looked.wait()
     damage_database(tmp_path / "s.db")
     with pytest.raises(StoreUnavailable):
         await watched.list_associations()

@@ -106,8 +106,8 @@ async def test_answer_first_marks_the_held_pings_and_answers_them_when_asked(
         lambda snap, now: block(snap, key, note="x", actor="t", now=now), answer_first=True
     )
     assert committed.ended == 1 and [p.key for p in committed.held] == [key]
-    await asyncio.sleep(0.05)  # a few turns of the loop: nothing answers it meanwhile
-    assert not ping.done() and committed.held[0].revoked_by is not None
+    poll = committed.held[0]  # marked, its task not cancelled: nothing will answer it yet
+    assert poll.revoked_by is not None and not poll.ended and poll.task.cancelling() == 0
     state.answer_held(committed)
     state.answer_held(committed)  # idempotent
     r = await asyncio.wait_for(ping, 30)
