@@ -48,7 +48,7 @@ from .headers import upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected
 from .provisioning import before_forward, reprovision, translate
 from .redirects import Mailbox, RedirectNotReplayable, RedirectRefused
-from .upstream import Server
+from .upstream import Answer, Server
 
 __all__ = ["forward", "send"]
 
@@ -182,7 +182,7 @@ async def _ask(
     read_timeout: float | None,
     rewrite: Rewrite | None = None,
     again: Again | None = None,
-) -> tuple[Server, aiohttp.ClientResponse]:
+) -> tuple[Server, Answer]:
     """Send the request to a server of the pool (451 redirects followed);
     the answer's head is read, its body not yet. ``rewrite`` translates the
     policy key; after a backend 449, ``again`` provisions upstream once more
@@ -197,8 +197,9 @@ async def _ask(
     headers = upstream_headers(request.headers, chain, ctx.proto)
     path_qs = request.path_qs if rewrite is None else rewrite(headers)  # policy-key translation
     data = frame_upstream(headers, body)
+    lean = read_timeout is not None  # a held long poll: the lean client (leanclient.py)
     server, upstream = await ctx.redirects.send(
-        pool, mailbox, request.method, path_qs, headers, data, timeout
+        pool, mailbox, request.method, path_qs, headers, data, timeout, lean=lean
     )
     if upstream.status == 449 and again is not None and isinstance(body, bytes):
         retry = await again()  # the backend wants its own Provision again
@@ -208,7 +209,7 @@ async def _ask(
             path_qs, data = retry(headers), frame_upstream(headers, body)
             note(eas_policy="reprovisioned")
             server, upstream = await ctx.redirects.send(
-                pool, mailbox, request.method, path_qs, headers, data, timeout
+                pool, mailbox, request.method, path_qs, headers, data, timeout, lean=lean
             )
     return server, upstream
 
@@ -239,7 +240,7 @@ async def _relay(
     request: web.Request,
     pool_name: str,
     server: Server,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     verify: AssociationKey | None,
     policy_of: AssociationKey | None,
 ) -> web.StreamResponse:

@@ -31,6 +31,8 @@ from enum import StrEnum
 
 import aiohttp
 
+from .leanclient import ConnectFailed
+
 __all__ = [
     "FAILURE_KINDS",
     "Failure",
@@ -119,7 +121,10 @@ class ServerHealth:
 
 
 def classify(exc: BaseException) -> Failure:
-    """The ``Failure`` an aiohttp client exception (or a timeout) stands for."""
+    """The ``Failure`` an aiohttp client exception (or a timeout, or the lean
+    client's ``ConnectFailed``) stands for."""
+    if isinstance(exc, ConnectFailed):
+        return _lean_failure(exc)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return Failure("tls_verify", f"certificate verification failed: {_cert(exc)}")
     if isinstance(exc, aiohttp.ClientSSLError):
@@ -131,6 +136,19 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return Failure("broken", "the connection broke during the answer")
     return Failure("error", f"check failed: {type(exc).__name__}")
+
+
+def _lean_failure(exc: ConnectFailed) -> Failure:
+    err = exc.os_error
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return Failure("tls_verify", f"certificate verification failed: {err.verify_message}")
+    if isinstance(err, ssl.SSLError):
+        return Failure("tls", f"TLS handshake failed: {_ssl_reason(err)}")
+    if isinstance(err, TimeoutError):
+        return Failure("timeout", "no answer within the timeout")
+    if isinstance(err, OSError):
+        return _connect_failure(err, exc.host)
+    return Failure("error", f"check failed: {type(err).__name__}")
 
 
 def bad_status(status: int) -> Failure:

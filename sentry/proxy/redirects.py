@@ -46,7 +46,7 @@ from sentry.settings import RedirectSettings
 
 from .errors import UpstreamConnectError, UpstreamError
 from .forward import BodyStream
-from .upstream import BackendPool, Server
+from .upstream import Answer, BackendPool, Server
 
 __all__ = [
     "CachedRedirect",
@@ -256,9 +256,13 @@ class Redirector:
         headers: CIMultiDict[str],
         body: bytes | BodyStream,
         timeout: aiohttp.ClientTimeout,
-    ) -> tuple[Server, aiohttp.ClientResponse]:
+        *,
+        lean: bool = False,
+    ) -> tuple[Server, Answer]:
         """Like ``BackendPool.send``; a 451 is followed (or refused), never returned."""
-        server, resp = await self._first(pool, mailbox, method, path_qs, headers, body, timeout)
+        server, resp = await self._first(
+            pool, mailbox, method, path_qs, headers, body, timeout, lean=lean
+        )
         hops = 0
         while resp.status == 451:
             location = resp.headers.get("X-MS-Location")
@@ -273,7 +277,9 @@ class Redirector:
                 raise RedirectNotReplayable(self.settings.retry_after_seconds, server.label)
             self._count(pool, Outcome.FOLLOWED, mailbox, server.label, target.label, hop=hops)
             body = replay
-            server, resp = await self._send_to(target, method, path_qs, headers, body, timeout)
+            server, resp = await self._send_to(
+                target, method, path_qs, headers, body, timeout, lean=lean
+            )
         return server, resp
 
     async def _first(
@@ -285,17 +291,21 @@ class Redirector:
         headers: CIMultiDict[str],
         body: bytes | BodyStream,
         timeout: aiohttp.ClientTimeout,
-    ) -> tuple[Server, aiohttp.ClientResponse]:
+        *,
+        lean: bool = False,
+    ) -> tuple[Server, Answer]:
         entry = self._cached(pool, mailbox)
         if entry is not None:
             try:
-                return await self._send_to(entry.target, method, path_qs, headers, body, timeout)
+                return await self._send_to(
+                    entry.target, method, path_qs, headers, body, timeout, lean=lean
+                )
             except UpstreamConnectError:
                 if getattr(body, "started", False):
                     raise
                 self.cache.drop(entry.mailbox.user)
                 self._count(pool, Outcome.TARGET_FAILED, mailbox, entry.target.label)
-        return await pool.send(method, path_qs, headers, body, timeout)
+        return await pool.send(method, path_qs, headers, body, timeout, lean=lean)
 
     def _cached(self, pool: BackendPool, mailbox: Mailbox | None) -> CachedRedirect | None:
         """The mailbox's cached target while it is allowed; stale entries are dropped."""
@@ -345,9 +355,11 @@ class Redirector:
         headers: CIMultiDict[str],
         body: bytes | BodyStream,
         timeout: aiohttp.ClientTimeout,
-    ) -> tuple[Server, aiohttp.ClientResponse]:
+        *,
+        lean: bool = False,
+    ) -> tuple[Server, Answer]:
         pool = self.pools[target.pool]
-        resp = await pool.request(target.origin, method, path_qs, headers, body, timeout)
+        resp = await pool.request(target.origin, method, path_qs, headers, body, timeout, lean=lean)
         return Server(target.origin), resp
 
     def _count(

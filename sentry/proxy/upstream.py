@@ -44,8 +44,12 @@ from sentry.settings import BackendPoolSettings
 
 from .errors import NoHealthyServer, UpstreamConnectError, UpstreamError, map_client_errors
 from .health import Failure, ServerHealth, State, Transition, bad_status, classify
+from .leanclient import LeanClient, LeanResponse
 
-__all__ = ["BackendPool", "PoolMap", "Server", "Upstreams"]
+# What a backend's answer is to the relay: aiohttp's, or the lean client's (held long polls).
+Answer = aiohttp.ClientResponse | LeanResponse
+
+__all__ = ["Answer", "BackendPool", "PoolMap", "Server", "Upstreams"]
 
 EAS_PATH = "/Microsoft-Server-ActiveSync"
 log = structlog.get_logger("sentry.upstream")
@@ -89,6 +93,7 @@ class BackendPool:
     metrics: Metrics
     servers: list[Server] = field(default_factory=list)
     session: aiohttp.ClientSession | None = None
+    lean: LeanClient | None = None  # held long polls (shared by pools of one tls_verify)
     clock: Callable[[], float] = time.time
     _rr: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -161,7 +166,9 @@ class BackendPool:
         headers: Mapping[str, str] | CIMultiDict[str],
         body: object,
         timeout: aiohttp.ClientTimeout,
-    ) -> tuple[Server, aiohttp.ClientResponse]:
+        *,
+        lean: bool = False,
+    ) -> tuple[Server, Answer]:
         """Send the request to a healthy server; return the server and the
         response (headers read, body not yet). The caller releases it.
 
@@ -169,7 +176,9 @@ class BackendPool:
         server left: ``NoHealthyServer`` (503 + Retry-After)."""
         for server in self.candidates():
             try:
-                resp = await self.request(server.url, method, path_qs, headers, body, timeout)
+                resp = await self.request(
+                    server.url, method, path_qs, headers, body, timeout, lean=lean
+                )
             except UpstreamConnectError as exc:
                 self.metrics.upstream_errors.labels(self.name, exc.kind).inc()
                 cause = exc.__cause__ or exc
@@ -188,10 +197,20 @@ class BackendPool:
         headers: Mapping[str, str] | CIMultiDict[str],
         body: object,
         timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse:
+        *,
+        lean: bool = False,
+    ) -> Answer:
         """One request to ``url`` (a server of this pool, or a redirect target
-        reached with this pool's session and TLS settings); errors mapped."""
+        reached with this pool's session and TLS settings); errors mapped.
+        ``lean``: a held long poll whose body is held whole goes through the
+        lean client (``leanclient.py``), with the same timeouts and errors."""
         assert self.session is not None, "pool not started"
+        if lean and isinstance(body, bytes) and self.lean is not None:
+            return await self.lean.request(
+                url, method, path_qs, headers, body, server=_shown(url),
+                connect_timeout=timeout.sock_connect,
+                read_timeout=timeout.sock_read,
+            )  # fmt: skip
         with map_client_errors(_shown(url)):
             return await self.session.request(
                 method,
@@ -268,6 +287,7 @@ class Upstreams:
             self.pools[p.name] = BackendPool(p, metrics, servers, clock=clock)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sessions: list[aiohttp.ClientSession] = []
+        self._lean = {verify: LeanClient(verify=verify) for verify in (True, False)}
         self._health_checks = True
 
     async def start(self, *, health_checks: bool = True) -> None:
@@ -283,6 +303,7 @@ class Upstreams:
             session = _session(pool.settings)
             self._sessions.append(session)
         pool.session = session
+        pool.lean = self._lean[pool.settings.tls_verify]
         for server in pool.servers:
             if not self._health_checks:
                 server.health.observe(None, pool.clock(), failures_to_down=1, active=False)
@@ -338,5 +359,7 @@ class Upstreams:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        for lean in self._lean.values():
+            lean.close()
         for session in self._sessions:
             await session.close()

@@ -1,0 +1,446 @@
+"""A lean HTTP/1.1 client for the upstream leg of held long polls.
+
+Approach. Every phone holds a Ping open, so a held Ping's cost is what
+sizes a node. Through aiohttp's client the upstream leg of one held Ping
+costs about 9 KiB of Python objects (the request and response objects, a
+response parser, a stream reader, the request coroutine's frames) and a
+revocation cancels its way through them. ``LeanClient`` sends a long poll
+whose body the gateway holds whole (``bytes``): the request leaves in one
+write, and what waits is one small protocol object (``_Conn``) with a
+sans-I/O ``AnswerParser`` (``h1answer.py``) and one future. A revocation
+cancels that future and aborts the connection.
+
+It keeps the semantics of the aiohttp path it stands in for (``upstream.py``):
+the same request bytes (Host from the server URL, the headers as given,
+the path as yarl quotes it), ``sock_connect`` and ``sock_read`` timeouts
+(the read timer restarts with every byte received), connections kept idle
+for ``KEEPALIVE_SECONDS`` and reused by the next long poll to that origin,
+TLS verified as the pool's ``tls_verify`` says. Its errors are the data
+path's own (``errors.py``): a connect failure is ``UpstreamConnectError``
+whose cause (``ConnectFailed``) the health checks classify like aiohttp's;
+no head within the read timeout is ``UpstreamTimeout``; a malformed answer
+or one cut short is ``UpstreamBroken``. ``LeanResponse`` offers the part of
+``aiohttp.ClientResponse`` the relay uses (status, reason, headers,
+``content_length``, ``read``, ``content.read``/``iter_chunked``,
+``release``, ``close``); a body is streamed with flow control (reading
+pauses above ``BUFFER_LIMIT`` bytes not yet relayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import NoReturn
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .errors import UpstreamBroken, UpstreamConnectError, UpstreamTimeout
+from .h1answer import AnswerParser, BadAnswer
+
+__all__ = ["BUFFER_LIMIT", "KEEPALIVE_SECONDS", "ConnectFailed", "LeanClient", "LeanResponse"]
+
+KEEPALIVE_SECONDS = 30.0  # as the aiohttp connector's keepalive_timeout
+BUFFER_LIMIT = 256 * 1024
+_DNS_TTL = 10.0  # seconds a resolved name is reused (aiohttp's resolver cache)
+_FORBIDDEN = re.compile("[\r\n\0]")
+Origin = tuple[str, str, int]  # scheme, host, port
+
+
+class ConnectFailed(Exception):
+    """Why a connection to ``host`` could not be made (the cause the health
+    checks classify): ``os_error`` is an ``OSError``, an ``ssl`` error or a
+    ``TimeoutError``."""
+
+    def __init__(self, host: str, os_error: BaseException) -> None:
+        super().__init__(f"{host}: {os_error}")
+        self.host = host
+        self.os_error = os_error
+
+
+class _Conn(asyncio.Protocol):
+    """One connection to a backend; one answer at a time."""
+
+    __slots__ = (
+        "_last",
+        "_timer",
+        "client",
+        "error",
+        "idle_handle",
+        "lost",
+        "origin",
+        "parser",
+        "paused",
+        "read_timeout",
+        "transport",
+        "waiter",
+    )
+
+    def __init__(self, client: LeanClient, origin: Origin) -> None:
+        self.client = client
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.parser: AnswerParser | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: Exception | None = None
+        self.lost = False
+        self.paused = False
+        self.read_timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._last = 0.0
+        self.idle_handle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:  # idle: a backend may not speak unasked
+            self.abort()
+            return
+        self._last = time.monotonic()
+        try:
+            parser.feed(data)
+        except BadAnswer as exc:
+            self._fail(exc)
+            return
+        if len(parser.body) > BUFFER_LIMIT and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        if self.parser is not None:
+            try:
+                self.parser.feed_eof()
+            except BadAnswer as exc:
+                self._fail(exc)
+                return False
+            self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.client.forget(self)
+        self._stop_timer()
+        parser = self.parser
+        if parser is not None and not parser.done and self.error is None:
+            self.error = BadAnswer("connection closed by the backend")
+        self._wake()
+
+    def _fail(self, exc: Exception) -> None:
+        self.error = exc
+        self.abort()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def abort(self) -> None:
+        self._stop_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and not self.lost:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def arm(self, read_timeout: float) -> None:
+        """Start the read timer (restarted by every byte received)."""
+        self.read_timeout = read_timeout
+        self._last = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + read_timeout, self._check_timer)
+
+    def _check_timer(self) -> None:
+        left = self._last + self.read_timeout - time.monotonic()
+        if left > 0.001:  # bytes arrived meanwhile: wait the rest
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + left, self._check_timer)
+            return
+        self._timer = None
+        if self.parser is not None and not self.parser.done and self.error is None:
+            self.error = TimeoutError("no data from the backend within the read timeout")
+            self.abort()
+            self._wake()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def wait(self) -> None:
+        """Until the parser has news (head, body bytes, the end) or it failed."""
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+
+class LeanResponse:
+    """The backend's answer: its head, and its body as it arrives."""
+
+    __slots__ = ("_conn", "_server", "content_length", "headers", "reason", "status")
+
+    def __init__(self, conn: _Conn, server: str) -> None:
+        assert conn.parser is not None and conn.parser.head is not None
+        head = conn.parser.head
+        self._conn: _Conn | None = conn
+        self._server = server
+        self.status = head.status
+        self.reason = head.reason
+        self.headers: CIMultiDictProxy[str] = head.headers
+        self.content_length = head.content_length
+
+    @property
+    def content(self) -> LeanResponse:
+        """The body reader (``aiohttp.ClientResponse.content``'s calls)."""
+        return self
+
+    async def read(self, n: int = -1) -> bytes:
+        """The whole body (``n < 0``), or up to ``n`` bytes as they arrive
+        (``b""``: the end)."""
+        conn = self._conn
+        if conn is None:
+            return b""
+        parser = conn.parser
+        assert parser is not None
+        while True:
+            if conn.error is not None:
+                self._broken(conn.error)
+            if parser.body and (n >= 0 or parser.done):
+                break
+            if parser.done:
+                return b""
+            await self._wait(conn)
+        body = parser.body
+        if n < 0 or n >= len(body):
+            data = bytes(body)
+            body.clear()
+        else:
+            data = bytes(body[:n])
+            del body[:n]
+        if len(body) <= BUFFER_LIMIT // 2:
+            conn.resume()
+        return data
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self.read(n)
+            if not chunk:
+                return
+            yield chunk
+
+    def at_eof(self) -> bool:
+        parser = None if self._conn is None else self._conn.parser
+        return parser is None or (parser.done and not parser.body)
+
+    async def _wait(self, conn: _Conn) -> None:
+        try:
+            await conn.wait()
+        except asyncio.CancelledError:
+            self.close()
+            raise
+
+    def _broken(self, error: Exception) -> NoReturn:
+        self.close()
+        _raise(error, self._server)
+
+    def release(self) -> None:
+        """Done with the answer: the connection goes back to the idle list
+        when the answer was read to its end and the connection can be
+        reused; otherwise it is closed."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        parser = conn.parser
+        if parser is not None and parser.done and parser.reusable and not parser.body:
+            conn.client.park(conn)
+        else:
+            conn.abort()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
+
+class LeanClient:
+    """Connections to backends for held long polls, with an idle list per origin."""
+
+    def __init__(self, *, verify: bool) -> None:
+        self.verify = verify
+        self._ssl: ssl.SSLContext | None = None
+        self._idle: dict[Origin, dict[_Conn, None]] = {}
+        self._resolved: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
+        self._open: set[_Conn] = set()
+
+    async def request(
+        self,
+        url: URL,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str] | CIMultiDict[str],
+        body: bytes,
+        *,
+        server: str,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> LeanResponse:
+        """Send one request to ``url``'s origin; return once the answer's head is in."""
+        target = url.join(URL(path_qs))
+        data = _request_bytes(method, target, headers, body)
+        origin: Origin = (target.scheme, target.raw_host or "", target.port or 0)
+        conn = self._idle_conn(origin)
+        if conn is None:
+            conn = await self._connect(origin, server, connect_timeout)
+        conn.parser = AnswerParser(no_body=method == "HEAD")
+        conn.error = None
+        assert conn.transport is not None
+        conn.transport.write(data)
+        if read_timeout is not None:
+            conn.arm(read_timeout)
+        parser = conn.parser
+        try:
+            while parser.head is None:
+                if conn.error is not None:
+                    break
+                await conn.wait()
+        except asyncio.CancelledError:
+            conn.abort()  # the backend request is abandoned
+            raise
+        if conn.error is not None:
+            conn.abort()
+            _raise(conn.error, server)
+        return LeanResponse(conn, server)
+
+    def _idle_conn(self, origin: Origin) -> _Conn | None:
+        idle = self._idle.get(origin)
+        while idle:
+            conn, _ = idle.popitem()  # the most recently parked
+            if conn.idle_handle is not None:
+                conn.idle_handle.cancel()
+                conn.idle_handle = None
+            if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return None
+
+    async def _connect(self, origin: Origin, server: str, timeout: float | None) -> _Conn:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        ctx = self._context() if scheme == "https" else None
+        last: BaseException | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                for addr, port_ in await self._addresses(host, port):
+                    try:
+                        _, conn = await loop.create_connection(
+                            lambda: _Conn(self, origin), addr, port_, ssl=ctx,
+                            server_hostname=host if ctx is not None else None,
+                        )  # fmt: skip
+                    except (OSError, ssl.SSLError) as exc:
+                        last = exc
+                        if isinstance(exc, ssl.SSLError):
+                            break  # the server answered: another address will not verify better
+                        continue
+                    self._open.add(conn)
+                    return conn
+        except TimeoutError as exc:
+            last = exc
+        except OSError as exc:  # name resolution
+            last = exc
+        cause = ConnectFailed(host, last or OSError("no address"))
+        raise UpstreamConnectError(f"cannot connect: {cause}", server) from cause
+
+    async def _addresses(self, host: str, port: int) -> list[tuple[str, int]]:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            return [(host.strip("[]"), port)]
+        now = time.monotonic()
+        cached = self._resolved.get((host, port))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        addrs = list(dict.fromkeys((str(i[4][0]), int(i[4][1])) for i in infos))
+        self._resolved[(host, port)] = (now + _DNS_TTL, addrs)
+        return addrs
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            ctx = ssl.create_default_context()
+            if not self.verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self._ssl = ctx
+        return self._ssl
+
+    def park(self, conn: _Conn) -> None:
+        """Keep a connection whose answer is complete for the next request."""
+        conn.parser = None
+        conn.resume()
+        loop = asyncio.get_running_loop()
+        conn.idle_handle = loop.call_at(loop.time() + KEEPALIVE_SECONDS, conn.abort)
+        self._idle.setdefault(conn.origin, {})[conn] = None
+
+    def forget(self, conn: _Conn) -> None:
+        """A connection closed: no longer open, not idle."""
+        self._open.discard(conn)
+        if conn.idle_handle is not None:
+            conn.idle_handle.cancel()
+            conn.idle_handle = None
+        idle = self._idle.get(conn.origin)
+        if idle is not None:
+            idle.pop(conn, None)
+
+    @property
+    def idle(self) -> int:
+        """Connections parked for reuse."""
+        return sum(len(v) for v in self._idle.values())
+
+    @property
+    def open(self) -> int:
+        """Connections open (idle or carrying a request)."""
+        return len(self._open)
+
+    def close(self) -> None:
+        """Close every connection (idle or in use)."""
+        for conn in list(self._open):
+            conn.abort()
+        self._idle.clear()
+
+
+def _raise(error: Exception, server: str) -> NoReturn:
+    """The data path's error for what went wrong on a connection."""
+    if isinstance(error, TimeoutError):
+        raise UpstreamTimeout("backend did not answer in time", server) from error
+    raise UpstreamBroken(f"connection broke: {error}", server) from error
+
+
+def _request_bytes(
+    method: str, target: URL, headers: Mapping[str, str] | CIMultiDict[str], body: bytes
+) -> bytes:
+    """The request as aiohttp's client would send it: the request line, Host,
+    the given headers, the body. A control character in any of them (which
+    the device side's parser already refuses) is refused here too."""
+    host = target.host_port_subcomponent or ""
+    lines = [f"{method} {target.raw_path_qs} HTTP/1.1", f"Host: {host}"]
+    lines.extend(f"{k}: {v}" for k, v in headers.items() if k.lower() != "host")
+    if any(_FORBIDDEN.search(line) for line in lines) or " " in method or not method.isascii():
+        raise UpstreamBroken("control character in the request head")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body

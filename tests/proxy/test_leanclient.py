@@ -1,0 +1,242 @@
+"""The lean client for held long polls, against scripted servers on loopback.
+
+Each server is a real socket on a kernel-chosen port that reads requests and
+writes the bytes a test scripts, counting connections and requests, so a
+test waits for what the server saw instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from multidict import CIMultiDict
+from yarl import URL
+
+from sentry.proxy.errors import UpstreamBroken, UpstreamConnectError, UpstreamTimeout
+from sentry.proxy.health import classify
+from sentry.proxy.leanclient import ConnectFailed, LeanClient
+from sentry.testing.faulty import refusing_port
+
+Script = Callable[[int], bytes | None]  # request number -> answer bytes (None: say nothing)
+
+
+@dataclass
+class Scripted:
+    url: URL
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)  # a client closed on us
+
+
+@asynccontextmanager
+async def scripted(script: Script, *, close_after: bool = False) -> AsyncIterator[Scripted]:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                state.requests.append(head + body)
+                answer = script(len(state.requests))
+                if answer is not None:
+                    writer.write(answer)
+                    await writer.drain()
+                if close_after:
+                    writer.close()
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            state.closed.set()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    state = Scripted(URL(f"http://127.0.0.1:{port}"))
+    try:
+        yield state
+    finally:
+        server.close()
+
+
+def ok(body: bytes = b"pong", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
+
+
+async def ask(client: LeanClient, url: URL, body: bytes = b"ping", read_timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    headers = CIMultiDict({"Authorization": "Basic eA==", "Content-Length": str(len(body))})
+    return await client.request(
+        url, "POST", "/Microsoft-Server-ActiveSync?Cmd=Ping&User=a b", headers, body,
+        server="backend", connect_timeout=5.0, read_timeout=read_timeout,
+    )  # fmt: skip
+
+
+async def test_request_bytes_answer_and_reuse_of_the_connection() -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: ok(b"pong%d" % n, b"X-Seen: yes\r\n")) as srv:
+        for n in (1, 2):
+            resp = await ask(client, srv.url)
+            assert (resp.status, resp.reason, resp.headers["X-Seen"]) == (200, "OK", "yes")
+            assert resp.content_length == 5
+            assert await resp.read() == b"pong%d" % n
+            resp.release()
+            assert client.idle == 1
+        assert srv.connections == 1  # the second request reused the parked connection
+        port = srv.url.port
+        assert srv.requests[0] == (
+            b"POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=a+b HTTP/1.1\r\n"
+            b"Host: 127.0.0.1:%d\r\nAuthorization: Basic eA==\r\nContent-Length: 4\r\n\r\nping"
+            % port
+        )
+    client.close()
+
+
+async def test_chunked_answer_streams_and_is_reused() -> None:
+    body = b"x" * 700_000  # above the buffer limit: reading pauses and resumes
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"".join(
+        b"%x\r\n" % 70_000 + body[i : i + 70_000] + b"\r\n" for i in range(0, len(body), 70_000)
+    )
+    chunked += b"0\r\n\r\n"
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: chunked) as srv:
+        resp = await ask(client, srv.url)
+        assert resp.content_length is None
+        got = [c async for c in resp.content.iter_chunked(65536)]
+        assert b"".join(got) == body and max(map(len, got)) <= 65536
+        assert resp.content.at_eof()
+        resp.release()
+        assert client.idle == 1
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ok(extra=b"Connection: close\r\n"),
+        b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong",
+        ok() + b"trailing garbage",
+    ],
+)
+async def test_answers_that_spoil_the_connection_are_not_reused(answer: bytes) -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: answer) as srv:
+        resp = await ask(client, srv.url)
+        assert await resp.read() == b"pong"
+        resp.release()
+        assert client.idle == 0
+        await asyncio.wait_for(srv.closed.wait(), 10)
+    client.close()
+
+
+async def test_an_unread_body_is_not_reused() -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: ok()) as srv:
+        resp = await ask(client, srv.url)
+        resp.release()  # the body never read
+        assert client.idle == 0
+        resp2 = await ask(client, srv.url)
+        assert await resp2.read() == b"pong"
+        resp2.release()
+        assert srv.connections == 2
+    client.close()
+
+
+async def test_a_body_read_to_the_close() -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close_after=True) as srv:
+        resp = await ask(client, srv.url)
+        assert await resp.read() == b"until the end"
+        resp.release()
+        assert client.idle == 0
+    client.close()
+
+
+async def test_an_idle_connection_the_backend_closed_is_not_used_again() -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: ok(), close_after=True) as srv:
+        resp = await ask(client, srv.url)
+        assert await resp.read() == b"pong"
+        resp.release()
+        async with asyncio.timeout(10):  # the backend's FIN ends the parked connection
+            while client.idle:
+                await asyncio.sleep(0.005)
+        resp = await ask(client, srv.url)
+        assert await resp.read() == b"pong"
+        assert srv.connections == 2
+        resp.release()
+    client.close()
+
+
+async def test_an_answer_cut_short_is_broken() -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: cut, close_after=True) as srv:
+        resp = await ask(client, srv.url)
+        with pytest.raises(UpstreamBroken, match="connection broke") as info:
+            await resp.read()
+        assert info.value.server == "backend"
+    client.close()
+
+
+async def test_a_malformed_head_is_broken() -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: b"SMTP ready\r\n\r\n") as srv:
+        with pytest.raises(UpstreamBroken, match="status line"):
+            await ask(client, srv.url)
+        await asyncio.wait_for(srv.closed.wait(), 10)
+        assert client.idle == 0
+    client.close()
+
+
+async def test_no_answer_within_the_read_timeout() -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: None) as srv:
+        with pytest.raises(UpstreamTimeout):
+            await ask(client, srv.url, read_timeout=0.2)
+        await asyncio.wait_for(srv.closed.wait(), 10)
+    client.close()
+
+
+async def test_a_refused_connection_is_a_connect_error_the_health_check_reads() -> None:
+    client = LeanClient(verify=True)
+    with refusing_port() as sock:
+        url = URL(f"http://127.0.0.1:{sock.getsockname()[1]}")
+        with pytest.raises(UpstreamConnectError) as info:
+            await ask(client, url)
+    cause = info.value.__cause__
+    assert isinstance(cause, ConnectFailed)
+    assert classify(cause).kind == "refused"
+    assert classify(ConnectFailed("h", TimeoutError())).kind == "timeout"
+
+
+async def test_a_cancelled_wait_closes_the_backend_connection() -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: None) as srv:
+        task = asyncio.ensure_future(ask(client, srv.url))
+        async with asyncio.timeout(10):
+            while not srv.requests:
+                await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(srv.closed.wait(), 10)  # the backend sees the connection end
+        assert client.idle == 0 and client.open == 0
+    client.close()
+
+
+async def test_a_control_character_in_a_header_is_refused_before_sending() -> None:
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: ok()) as srv:
+        headers = CIMultiDict({"X-Bad": "a\r\nInjected: yes"})
+        with pytest.raises(UpstreamBroken, match="control character"):
+            await client.request(srv.url, "POST", "/", headers, b"", server="backend",
+                                 connect_timeout=5.0, read_timeout=5.0)  # fmt: skip
+        assert srv.connections == 0
+    client.close()
