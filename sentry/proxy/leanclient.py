@@ -35,7 +35,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -96,8 +96,7 @@ class _Conn(asyncio.Protocol):
         self.idle_handle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -128,7 +127,7 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.client.forget(self)
-        self._stop_timer()
+        self.stop_timer()
         parser = self.parser
         if parser is not None and not parser.done and self.error is None:
             self.error = BadAnswer("connection closed by the backend")
@@ -145,7 +144,7 @@ class _Conn(asyncio.Protocol):
             waiter.set_result(None)
 
     def abort(self) -> None:
-        self._stop_timer()
+        self.stop_timer()
         if self.transport is not None:
             self.transport.abort()
 
@@ -156,6 +155,7 @@ class _Conn(asyncio.Protocol):
 
     def arm(self, read_timeout: float) -> None:
         """Start the read timer (restarted by every byte received)."""
+        self.stop_timer()
         self.read_timeout = read_timeout
         self._last = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -173,7 +173,7 @@ class _Conn(asyncio.Protocol):
             self.abort()
             self._wake()
 
-    def _stop_timer(self) -> None:
+    def stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -393,6 +393,7 @@ class LeanClient:
     def park(self, conn: _Conn) -> None:
         """Keep a connection whose answer is complete for the next request."""
         conn.parser = None
+        conn.stop_timer()
         conn.resume()
         loop = asyncio.get_running_loop()
         conn.idle_handle = loop.call_at(loop.time() + KEEPALIVE_SECONDS, conn.abort)

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+import uvloop
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -95,6 +96,18 @@ async def test_request_bytes_answer_and_reuse_of_the_connection() -> None:
             % port
         )
     client.close()
+
+
+def test_the_same_on_uvloop() -> None:
+    """``gateway.event_loop: uvloop``: its transports are not asyncio's classes."""
+
+    async def main() -> None:
+        await test_request_bytes_answer_and_reuse_of_the_connection()
+        await test_a_cancelled_wait_closes_the_backend_connection()
+        await test_no_answer_within_the_read_timeout()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
 
 
 async def test_chunked_answer_streams_and_is_reused() -> None:
