@@ -299,19 +299,11 @@ class LeanClient:
         read_timeout: float | None,
     ) -> LeanResponse:
         """Send one request to ``url``'s origin; return once the answer's head is in."""
-        target = url.join(URL(path_qs))
-        data = _request_bytes(method, target, headers, body)
-        origin: Origin = (target.scheme, target.raw_host or "", target.port or 0)
-        conn = self._idle_conn(origin)
-        if conn is None:
-            conn = await self._connect(origin, server, connect_timeout)
-        conn.parser = AnswerParser(no_body=method == "HEAD")
-        conn.error = None
-        assert conn.transport is not None
-        conn.transport.write(data)
+        conn = await self._send(url, method, path_qs, headers, body, server, connect_timeout)
         if read_timeout is not None:
             conn.arm(read_timeout)
         parser = conn.parser
+        assert parser is not None
         try:
             while parser.head is None:
                 if conn.error is not None:
@@ -324,6 +316,30 @@ class LeanClient:
             conn.abort()
             _raise(conn.error, server)
         return LeanResponse(conn, server)
+
+    async def _send(
+        self,
+        url: URL,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str] | CIMultiDict[str],
+        body: bytes,
+        server: str,
+        connect_timeout: float | None,
+    ) -> _Conn:
+        """Write the request on an idle or a new connection (its own frame, so
+        the request's bytes and URL are not kept while the answer is awaited)."""
+        target = url.join(URL(path_qs))
+        data = _request_bytes(method, target, headers, body)
+        origin: Origin = (target.scheme, target.raw_host or "", target.port or 0)
+        conn = self._idle_conn(origin)
+        if conn is None:
+            conn = await self._connect(origin, server, connect_timeout)
+        conn.parser = AnswerParser(no_body=method == "HEAD")
+        conn.error = None
+        assert conn.transport is not None
+        conn.transport.write(data)
+        return conn
 
     def _idle_conn(self, origin: Origin) -> _Conn | None:
         idle = self._idle.get(origin)
