@@ -20,7 +20,8 @@ aiohttp's client exceptions are translated into these in one place,
 ``map_client_errors``, the one error boundary of the backend side: sending a
 request (``upstream.py``), relaying its answer (``handler._relay``) and the
 active health check (which classifies the original exception, kept as the
-``__cause__``); nothing else in the data path catches aiohttp errors.
+``__cause__``); nothing else in the data path catches aiohttp errors. The
+lean client (``leanclient.py``) raises these classes itself.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ upstream, so a change that refuses it ends it at once (see
 ``redirects.py``; the gateway's own ActiveSync policy key translated, and
 after a backend 449 the device provisioned upstream again and the request
 sent once more: ``provisioning.py``). Backend errors reach this module only
-as ``UpstreamError`` values (``errors.map_client_errors``).
+as ``UpstreamError`` values (``errors.map_client_errors``, or raised as
+such by the lean client that carries every body held whole:
+``leanclient.py``).
 """
 
 from __future__ import annotations
@@ -197,9 +199,8 @@ async def _ask(
     headers = upstream_headers(request.headers, chain, ctx.proto)
     path_qs = request.path_qs if rewrite is None else rewrite(headers)  # policy-key translation
     data = frame_upstream(headers, body)
-    lean = read_timeout is not None  # a held long poll: the lean client (leanclient.py)
     server, upstream = await ctx.redirects.send(
-        pool, mailbox, request.method, path_qs, headers, data, timeout, lean=lean
+        pool, mailbox, request.method, path_qs, headers, data, timeout, lean=True
     )
     if upstream.status == 449 and again is not None and isinstance(body, bytes):
         retry = await again()  # the backend wants its own Provision again
@@ -209,7 +210,7 @@ async def _ask(
             path_qs, data = retry(headers), frame_upstream(headers, body)
             note(eas_policy="reprovisioned")
             server, upstream = await ctx.redirects.send(
-                pool, mailbox, request.method, path_qs, headers, data, timeout, lean=lean
+                pool, mailbox, request.method, path_qs, headers, data, timeout, lean=True
             )
     return server, upstream
 

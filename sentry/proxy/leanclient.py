@@ -1,25 +1,32 @@
-"""A lean HTTP/1.1 client for the upstream leg of held long polls.
+"""A lean HTTP/1.1 client for the upstream leg of requests whose body the
+gateway holds whole.
 
 Approach. Every phone holds a Ping open, so a held Ping's cost is what
-sizes a node. Through aiohttp's client the upstream leg of one held Ping
-costs about 9 KiB of Python objects (the request and response objects, a
-response parser, a stream reader, the request coroutine's frames) and a
-revocation cancels its way through them. ``LeanClient`` sends a long poll
-whose body the gateway holds whole (``bytes``): the request leaves in one
-write, and what waits is one small protocol object (``_Conn``) with a
-sans-I/O ``AnswerParser`` (``h1answer.py``) and one future. A revocation
-cancels that future and aborts the connection.
+sizes a node, and every request pays the client leg. Through aiohttp's
+client the upstream leg of one held Ping costs about 9 KiB of Python
+objects (the request and response objects, a response parser, a stream
+reader, the request coroutine's frames) and a revocation cancels its way
+through them; per request it was about 14 % of the gateway's CPU.
+``LeanClient`` sends a request whose body is ``bytes`` (nearly every EAS
+request: declared lengths up to 64 KiB are read whole, ``forwarding.py``):
+the request leaves in one write, and what waits is one small protocol
+object (``_Conn``) with a sans-I/O ``AnswerParser`` (``h1answer.py``) and
+one future. A revocation cancels that future and aborts the connection. A
+streamed (chunked or large) body, the Provision the gateway sends itself
+and the health checks stay on aiohttp's client.
 
 It keeps the semantics of the aiohttp path it stands in for (``upstream.py``):
 the same request bytes (Host from the server URL, the headers as given,
 the path as yarl quotes it), ``sock_connect`` and ``sock_read`` timeouts
 (the read timer restarts with every byte received), connections kept idle
-for ``KEEPALIVE_SECONDS`` and reused by the next long poll to that origin,
-TLS verified as the pool's ``tls_verify`` says. Its errors are the data
-path's own (``errors.py``): a connect failure is ``UpstreamConnectError``
-whose cause (``ConnectFailed``) the health checks classify like aiohttp's;
-no head within the read timeout is ``UpstreamTimeout``; a malformed answer
-or one cut short is ``UpstreamBroken``. ``LeanResponse`` offers the part of
+for ``KEEPALIVE_SECONDS`` and reused by the next request to that origin
+(an idempotent request whose reused connection turns out closed is sent
+once more, as aiohttp does), TLS verified as the pool's ``tls_verify``
+says. Its errors are the data path's own (``errors.py``): a connect failure
+is ``UpstreamConnectError`` whose cause (``ConnectFailed``) the health
+checks classify like aiohttp's; no answer within the read timeout is
+``UpstreamTimeout``; a malformed answer or one cut short is
+``UpstreamBroken``. ``LeanResponse`` offers the part of
 ``aiohttp.ClientResponse`` the relay uses (status, reason, headers,
 ``content_length``, ``read``, ``content.read``/``iter_chunked``,
 ``release``, ``close``); a body is streamed with flow control (reading
@@ -48,6 +55,7 @@ __all__ = ["BUFFER_LIMIT", "KEEPALIVE_SECONDS", "ConnectFailed", "LeanClient", "
 KEEPALIVE_SECONDS = 30.0  # as the aiohttp connector's keepalive_timeout
 BUFFER_LIMIT = 256 * 1024
 _DNS_TTL = 10.0  # seconds a resolved name is reused (aiohttp's resolver cache)
+_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 _FORBIDDEN = re.compile("[\r\n\0]")
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -77,6 +85,7 @@ class _Conn(asyncio.Protocol):
         "parser",
         "paused",
         "read_timeout",
+        "received",
         "transport",
         "waiter",
     )
@@ -90,6 +99,7 @@ class _Conn(asyncio.Protocol):
         self.error: Exception | None = None
         self.lost = False
         self.paused = False
+        self.received = False  # a byte of the current answer came in
         self.read_timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0
@@ -104,6 +114,7 @@ class _Conn(asyncio.Protocol):
             self.abort()
             return
         self._last = time.monotonic()
+        self.received = True
         try:
             parser.feed(data)
         except BadAnswer as exc:
@@ -277,7 +288,7 @@ class LeanResponse:
 
 
 class LeanClient:
-    """Connections to backends for held long polls, with an idle list per origin."""
+    """Connections to backends for requests with whole bodies, idle ones kept per origin."""
 
     def __init__(self, *, verify: bool) -> None:
         self.verify = verify
@@ -298,24 +309,33 @@ class LeanClient:
         connect_timeout: float | None,
         read_timeout: float | None,
     ) -> LeanResponse:
-        """Send one request to ``url``'s origin; return once the answer's head is in."""
-        conn = await self._send(url, method, path_qs, headers, body, server, connect_timeout)
-        if read_timeout is not None:
-            conn.arm(read_timeout)
-        parser = conn.parser
-        assert parser is not None
-        try:
-            while parser.head is None:
-                if conn.error is not None:
-                    break
-                await conn.wait()
-        except asyncio.CancelledError:
-            conn.abort()  # the backend request is abandoned
-            raise
-        if conn.error is not None:
+        """Send one request to ``url``'s origin; return once the answer's head is in.
+
+        An idempotent request (OPTIONS, HEAD, GET) whose reused connection
+        the backend had closed before a byte of answer came back is sent
+        once more on a new connection, as aiohttp's client does; any other
+        is not (the backend may have acted on it)."""
+        retry = method in _IDEMPOTENT
+        while True:
+            conn, reused = await self._send(
+                url, method, path_qs, headers, body, server, connect_timeout
+            )
+            if read_timeout is not None:
+                conn.arm(read_timeout)
+            parser = conn.parser
+            assert parser is not None
+            try:
+                while parser.head is None and conn.error is None:
+                    await conn.wait()
+            except asyncio.CancelledError:
+                conn.abort()  # the backend request is abandoned
+                raise
+            if conn.error is None:
+                return LeanResponse(conn, server)
             conn.abort()
-            _raise(conn.error, server)
-        return LeanResponse(conn, server)
+            if not (retry and reused and not conn.received):
+                _raise(conn.error, server)
+            retry = False
 
     async def _send(
         self,
@@ -326,20 +346,23 @@ class LeanClient:
         body: bytes,
         server: str,
         connect_timeout: float | None,
-    ) -> _Conn:
+    ) -> tuple[_Conn, bool]:
         """Write the request on an idle or a new connection (its own frame, so
-        the request's bytes and URL are not kept while the answer is awaited)."""
+        the request's bytes and URL are not kept while the answer is awaited);
+        whether the connection was reused."""
         target = url.join(URL(path_qs))
         data = _request_bytes(method, target, headers, body)
         origin: Origin = (target.scheme, target.raw_host or "", target.port or 0)
         conn = self._idle_conn(origin)
+        reused = conn is not None
         if conn is None:
             conn = await self._connect(origin, server, connect_timeout)
         conn.parser = AnswerParser(no_body=method == "HEAD")
         conn.error = None
+        conn.received = False
         assert conn.transport is not None
         conn.transport.write(data)
-        return conn
+        return conn, reused
 
     def _idle_conn(self, origin: Origin) -> _Conn | None:
         idle = self._idle.get(origin)

@@ -13,7 +13,11 @@ a check). No healthy server -> ``NoHealthyServer`` (503 with Retry-After).
 
 Sessions are created with ``auto_decompress=False`` so bodies pass through
 byte for byte, and with no total timeout: long polls set a per-request read
-timeout above the requested heartbeat instead.
+timeout above the requested heartbeat instead. A request whose body the
+gateway holds whole (nearly all of them) goes through the lean client of
+``leanclient.py`` instead (one per ``tls_verify`` value, shared by the
+pools), with the same timeouts, failover and health observations; streamed
+bodies, the gateway's own Provision and the health checks use the session.
 
 ``Upstreams.reconfigure`` applies a reloaded pool list (SIGHUP) without
 touching requests in flight: a new pool gets a session and a health check; a
@@ -46,7 +50,7 @@ from .errors import NoHealthyServer, UpstreamConnectError, UpstreamError, map_cl
 from .health import Failure, ServerHealth, State, Transition, bad_status, classify
 from .leanclient import LeanClient, LeanResponse
 
-# What a backend's answer is to the relay: aiohttp's, or the lean client's (held long polls).
+# A backend's answer as the relay sees it: aiohttp's, or the lean client's (a body held whole).
 Answer = aiohttp.ClientResponse | LeanResponse
 
 __all__ = ["Answer", "BackendPool", "PoolMap", "Server", "Upstreams"]
@@ -93,7 +97,7 @@ class BackendPool:
     metrics: Metrics
     servers: list[Server] = field(default_factory=list)
     session: aiohttp.ClientSession | None = None
-    lean: LeanClient | None = None  # held long polls (shared by pools of one tls_verify)
+    lean: LeanClient | None = None  # whole bodies (shared by the pools of one tls_verify)
     clock: Callable[[], float] = time.time
     _rr: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -202,8 +206,8 @@ class BackendPool:
     ) -> Answer:
         """One request to ``url`` (a server of this pool, or a redirect target
         reached with this pool's session and TLS settings); errors mapped.
-        ``lean``: a held long poll whose body is held whole goes through the
-        lean client (``leanclient.py``), with the same timeouts and errors."""
+        ``lean``: a body held whole (``bytes``) goes through the lean client
+        (``leanclient.py``), with the same timeouts and errors."""
         assert self.session is not None, "pool not started"
         if lean and isinstance(body, bytes) and self.lean is not None:
             return await self.lean.request(

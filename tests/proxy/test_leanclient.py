@@ -21,7 +21,8 @@ from sentry.proxy.health import classify
 from sentry.proxy.leanclient import ConnectFailed, LeanClient
 from sentry.testing.faulty import refusing_port
 
-Script = Callable[[int], bytes | None]  # request number -> answer bytes (None: say nothing)
+# request number -> answer bytes (None: say nothing; b"": close the connection unanswered)
+Script = Callable[[int], bytes | None]
 
 
 @dataclass
@@ -46,6 +47,8 @@ async def scripted(script: Script, *, close_after: bool = False) -> AsyncIterato
                 body = await reader.readexactly(length)
                 state.requests.append(head + body)
                 answer = script(len(state.requests))
+                if answer == b"":
+                    return
                 if answer is not None:
                     writer.write(answer)
                     await writer.drain()
@@ -70,10 +73,16 @@ def ok(body: bytes = b"pong", extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
 
 
-async def ask(client: LeanClient, url: URL, body: bytes = b"ping", read_timeout: float = 10.0):  # type: ignore[no-untyped-def]
+async def ask(  # type: ignore[no-untyped-def]
+    client: LeanClient,
+    url: URL,
+    body: bytes = b"ping",
+    read_timeout: float = 10.0,
+    method: str = "POST",
+):
     headers = CIMultiDict({"Authorization": "Basic eA==", "Content-Length": str(len(body))})
     return await client.request(
-        url, "POST", "/Microsoft-Server-ActiveSync?Cmd=Ping&User=a b", headers, body,
+        url, method, "/Microsoft-Server-ActiveSync?Cmd=Ping&User=a b", headers, body,
         server="backend", connect_timeout=5.0, read_timeout=read_timeout,
     )  # fmt: skip
 
@@ -252,4 +261,26 @@ async def test_a_control_character_in_a_header_is_refused_before_sending() -> No
             await client.request(srv.url, "POST", "/", headers, b"", server="backend",
                                  connect_timeout=5.0, read_timeout=5.0)  # fmt: skip
         assert srv.connections == 0
+    client.close()
+
+
+@pytest.mark.parametrize(("method", "retried"), [("OPTIONS", True), ("POST", False)])
+async def test_a_reused_connection_closed_unanswered(method: str, retried: bool) -> None:
+    """The backend closed a parked connection just as a request went out on it:
+    an idempotent request is sent again on a new connection, a POST is not."""
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: b"" if n == 2 else ok()) as srv:
+        resp = await ask(client, srv.url, method=method)
+        assert await resp.read() == b"pong"
+        resp.release()
+        assert client.idle == 1
+        if retried:
+            resp = await ask(client, srv.url, method=method)
+            assert await resp.read() == b"pong"
+            resp.release()
+        else:
+            with pytest.raises(UpstreamBroken):
+                await ask(client, srv.url, method=method)
+        assert srv.connections == (2 if retried else 1)
+        assert len(srv.requests) == (3 if retried else 2)
     client.close()
