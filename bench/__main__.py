@@ -181,6 +181,8 @@ def cmd_storm(args: argparse.Namespace) -> str:
         ramp_rate=args.ramp_rate,
         handshakes=args.handshakes,
         event_loop=args.event_loop,
+        workers=args.workers,
+        dsn=args.dsn,
     )
     r = run_storm(opts, args.out / "work" / "storm")
     args.reports["storm"] = r
@@ -365,6 +367,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--handshakes", type=int, default=1000, help="TLS handshakes timed alone")
     st.add_argument("--no-tls", action="store_true")
     st.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
+    st.add_argument("--workers", type=int, default=1, help="gateway.workers (needs --dsn)")
+    st.add_argument("--dsn", help="PostgreSQL server for the store (a database made for the run)")
     st.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     st.set_defaults(func=cmd_storm)
     sc = sub.add_parser("slow-clients", help="normal devices while 5,000 slow connections attack")

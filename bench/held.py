@@ -95,11 +95,20 @@ def _start(
     local_hosts: int = 1,
     backend_hosts: int = 1,
     event_loop: str = "asyncio",
+    workers: int = 1,
+    dsn: str | None = None,
 ) -> _Setup:
+    """The backend, the gateway (with SQLite; or ``workers`` processes on the
+    PostgreSQL database ``dsn``) and the load generators, primed."""
     hosts = _hosts(backend_hosts)
     backend = start_backend(work / "backend", len(sessions), hosts=tuple(hosts))
     servers = [f"http://{h}:{backend.port}" for h in hosts]
-    gateway = start_gateway(work / "gateway", servers, tls=tls, event_loop=event_loop)
+    if dsn is not None:
+        from bench.workers import start_node  # it imports this module
+
+        gateway = start_node(work / "gateway", servers, dsn, workers, tls=tls)
+    else:
+        gateway = start_gateway(work / "gateway", servers, tls=tls, event_loop=event_loop)
     setup = _Setup(backend, gateway, [], [], [])
     k = max(1, generators)
     for g in range(k):

@@ -24,6 +24,8 @@ the handshake share of this table, an upper bound.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from bench.held import _held, _ramp, _start, _stop, nofile_warning
 from bench.proc import BenchError, start
 from bench.servers import metric
 from bench.stats import fmt
+from bench.workers import database, tree_cpu
 
 __all__ = ["StormOptions", "run_storm", "storm_markdown"]
 
@@ -49,6 +52,8 @@ class StormOptions:
     handshakes: int = 1000
     event_loop: str = "asyncio"
     timeout: float = 120.0  # the storm must be over by then
+    workers: int = 1  # gateway.workers; more than 1 needs a PostgreSQL store (dsn)
+    dsn: str | None = None  # a PostgreSQL server: the store is a database made for the run
 
 
 def _wait_held(setup: Any, want: int, since: float, gone0: float, timeout: float) -> float:
@@ -75,6 +80,19 @@ def _disconnects(gw: Any) -> float:
     return metric(gw.metrics_text(), "sentry_client_disconnects_total", command="Ping")
 
 
+def _node_cpu(setup: Any) -> float:
+    """CPU seconds of the gateway node: its process and, with workers, theirs."""
+    return tree_cpu(setup.gateway.proc.pid)
+
+
+def _others_cpu(setup: Any) -> dict[str, float]:
+    """CPU seconds of the load generators and the backend, which share the machine."""
+    return {
+        "generators": sum(g.cpu() for g in setup.gens),
+        "backend": setup.backend.proc.cpu(),
+    }
+
+
 def _handshake_cpu(setup: Any, opts: StormOptions, work: Path) -> dict[str, float]:
     gw = setup.gateway
     job = {
@@ -88,10 +106,10 @@ def _handshake_cpu(setup: Any, opts: StormOptions, work: Path) -> dict[str, floa
     try:
         proc.send({"job": job})
         proc.receive(60)  # ready
-        cpu0 = gw.proc.cpu()
+        cpu0 = _node_cpu(setup)
         proc.send({"cmd": "go"})
         result = proc.receive(opts.timeout)
-        cpu = gw.proc.cpu() - cpu0
+        cpu = _node_cpu(setup) - cpu0
     finally:
         proc.stop()
     done = opts.handshakes - sum(result.get("errors", {}).values())
@@ -108,10 +126,25 @@ def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
     sessions = [Session(f"STORM{i:06d}", f"user{i:06d}") for i in range(opts.pings)]
     print(
         f"storm: {opts.pings:,} held Pings, TLS {'on' if opts.tls else 'off'}, "
-        f"{opts.generators} generators, event loop {opts.event_loop}",
+        f"{opts.generators} generators, event loop {opts.event_loop}, "
+        f"{opts.workers} worker(s){' on PostgreSQL' if opts.dsn else ''}",
         flush=True,
     )
-    warning = nofile_warning(opts.pings)
+    if opts.workers > 1 and opts.dsn is None:
+        raise BenchError("--workers above 1 needs a PostgreSQL store: --dsn")
+    per_process = -(-opts.pings // max(1, opts.workers))
+    warning = nofile_warning(per_process)
+    databases, db = database(opts.dsn) if opts.dsn else (None, None)
+    try:
+        return _storm(opts, work, sessions, db, warning)
+    finally:
+        if databases is not None:
+            asyncio.run(databases.drop_all())
+
+
+def _storm(
+    opts: StormOptions, work: Path, sessions: list[Session], db: str | None, warning: str | None
+) -> dict[str, Any]:
     setup = _start(
         work,
         sessions,
@@ -120,6 +153,8 @@ def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
         tls=opts.tls,
         generators=opts.generators,
         event_loop=opts.event_loop,
+        workers=opts.workers,
+        dsn=db,
     )
     try:
         ramp = _ramp(setup, opts.pings, opts.ramp_rate)
@@ -128,13 +163,15 @@ def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
             raise BenchError(f"only {held} of {opts.pings} Pings held before the storm")
         gw = setup.gateway
         gone0 = _disconnects(gw)
-        rss0, cpu0 = gw.proc.rss(), gw.proc.cpu()
+        rss0, cpu0 = gw.proc.rss(), _node_cpu(setup)
+        others0 = _others_cpu(setup)
         t0 = time.monotonic()
         for g in setup.gens:
             g.send({"cmd": "storm"})
         sent = [g.receive(opts.timeout) for g in setup.gens]
         seconds = _wait_held(setup, held, t0, gone0, opts.timeout)
-        cpu = gw.proc.cpu() - cpu0
+        cpu = _node_cpu(setup) - cpu0
+        others = {k: v - others0[k] for k, v in _others_cpu(setup).items()}
         rss1 = gw.proc.rss()
         handshake = _handshake_cpu(setup, opts, work) if opts.tls else None
         for g in setup.gens:
@@ -145,7 +182,7 @@ def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
     per_ping = cpu / held * 1e3
     out: dict[str, Any] = {
         "scenario": "storm",
-        "options": vars(opts),
+        "options": {**vars(opts), "dsn": "(given)" if opts.dsn else None},
         "warning": warning,
         "held_before": held,
         "ramp_connect_errors": ramp["connect_errors"],
@@ -155,6 +192,10 @@ def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
         "retries": sum(r.get("retries", 0) for r in results),
         "errors": [r.get("errors", {}) for r in results],
         "gateway_cpu_s": cpu,
+        # the machine is shared: what the generators and the backend took meanwhile
+        "generators_cpu_s": others["generators"],
+        "backend_cpu_s": others["backend"],
+        "cpus": os.cpu_count(),
         "cpu_per_ping_ms": per_ping,
         "gateway_rss_mib": [rss0 / 2**20, rss1 / 2**20],
         "handshake": handshake,
@@ -169,13 +210,21 @@ def storm_markdown(r: dict[str, Any]) -> str:
     hs = "-" if h is None else f"{h['cpu_per_handshake_ms']:.2f} ms"
     setup = "-" if h is None else f"{r['setup_cpu_per_ping_ms']:.2f} ms"
     lines = [
-        "| held Pings | TLS | loop | all held again after | gateway CPU per Ping "
+        "| held Pings | TLS | loop | workers | all held again after | gateway CPU per Ping "
         "| of it: handshake | setup | retries |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| {fmt(r['held_before'])} | {'on' if o['tls'] else 'off'} | {o['event_loop']} "
+        f"| {o.get('workers', 1)}{' (PostgreSQL)' if o.get('dsn') else ''} "
         f"| {r['storm_seconds']:.2f} s | {r['cpu_per_ping_ms']:.2f} ms | {hs} | {setup} "
         f"| {fmt(r['retries'])} |",
     ]
+    if "generators_cpu_s" in r:
+        lines += [
+            "",
+            f"CPU during the storm: gateway {r['gateway_cpu_s']:.1f} s, load generators "
+            f"{r['generators_cpu_s']:.1f} s, backend {r['backend_cpu_s']:.1f} s "
+            f"over {r['storm_seconds']:.1f} s of wall time on {r.get('cpus')} cores.",
+        ]
     if r.get("warning"):
         lines += ["", f"Warning: {r['warning']}."]
     return "\n".join(lines)

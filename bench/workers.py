@@ -105,8 +105,8 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def _config(servers: list[str], dsn: str, workers: int) -> dict[str, Any]:
-    config = gateway_settings(servers, tls=False)
+def _config(servers: list[str], dsn: str, workers: int, tls: bool = False) -> dict[str, Any]:
+    config = gateway_settings(servers, tls=tls)
     config["gateway"]["workers"] = workers
     config["admin"]["console"] = {"enabled": False}
     config["store"] = {"kind": "postgresql", "dsn": dsn}
@@ -114,14 +114,20 @@ def _config(servers: list[str], dsn: str, workers: int) -> dict[str, Any]:
 
 
 def start_node(
-    workdir: Path, servers: list[str], dsn: str, workers: int, nofile: int | None = None
+    workdir: Path,
+    servers: list[str],
+    dsn: str,
+    workers: int,
+    nofile: int | None = None,
+    *,
+    tls: bool = False,
 ) -> GatewayProc:
     """``sentry run`` with ``workers`` (and a soft descriptor limit); its URLs."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     config = workdir / "sentry.yaml"
-    config.write_text(yaml.safe_dump(_config(servers, dsn, workers), sort_keys=False))
+    config.write_text(yaml.safe_dump(_config(servers, dsn, workers, tls), sort_keys=False))
     argv = [sys.executable, "-m", "sentry", "run", "--config", str(config)]
     if nofile is not None:
         argv = [sys.executable, "-c", NOFILE, str(nofile), *argv]
@@ -133,7 +139,7 @@ def start_node(
         for event in _events(log, "started"):
             if workers == 1 or event.get("worker") == 0:
                 host, port = event["devices"].rsplit("//", 1)[1].rsplit(":", 1)
-                return GatewayProc(proc, host, int(port), event["admin"], workdir, False)
+                return GatewayProc(proc, host, int(port), event["admin"], workdir, tls)
         time.sleep(0.1)
     proc.stop()
     raise BenchError(f"the {workers}-worker node did not start:\n{proc.tail()}")
@@ -260,7 +266,7 @@ def _hold(gw: GatewayProc, backend: ServerProc, opts: WorkersOptions, work: Path
     }
 
 
-def _database(dsn: str) -> tuple[Any, str]:
+def database(dsn: str) -> tuple[Any, str]:
     from sentry.testing.postgres import Databases
 
     databases = Databases(dsn)
@@ -271,7 +277,7 @@ def run_workers(opts: WorkersOptions, work: Path) -> dict[str, Any]:
     """Both parts for each worker count in ``opts.workers`` (module comment)."""
     work = work.resolve()
     dsn = opts.dsn or os.environ.get("SENTRY_TEST_POSTGRES_DSN") or DEFAULT_DSN
-    databases, db = _database(dsn)
+    databases, db = database(dsn)
     backend = start_backend(work / "backend", max(opts.pings, 2), min_heartbeat=1)
     servers = [backend.url]
     rates: dict[str, dict[str, Any]] = {}

@@ -87,3 +87,21 @@ def test_every_load_scenario_runs(tmp_path: Path) -> None:
     model = json.loads((tmp_path / "modeltest" / "modeltest.json").read_text())
     assert model["long_profile"]["examples"] == 3 and model["suite_profile"]["examples"] == 2
     assert model["long_profile"]["steps"] >= 15
+
+
+def test_the_storm_runs_with_workers_on_postgresql(tmp_path: Path, pg_server_dsn: str) -> None:
+    """``bench storm --workers 2 --dsn``: two worker processes on a database made
+    for the run (dropped after it); every Ping held again."""
+    argv = ["storm", "--pings", "12", "--handshakes", "4", "--generators", "1", "--workers", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(tmp_path), *argv, "--dsn", pg_server_dsn],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout
+    storm = json.loads((tmp_path / "storm.json").read_text())
+    assert storm["held_before"] == 12 and storm["options"]["workers"] == 2
+    assert storm["gateway_cpu_s"] > 0 and storm["generators_cpu_s"] > 0
