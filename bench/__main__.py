@@ -183,6 +183,7 @@ def cmd_storm(args: argparse.Namespace) -> str:
         event_loop=args.event_loop,
         workers=args.workers,
         dsn=args.dsn,
+        resume=args.resume,
     )
     r = run_storm(opts, args.out / "work" / "storm")
     args.reports["storm"] = r
@@ -368,6 +369,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--no-tls", action="store_true")
     st.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
     st.add_argument("--workers", type=int, default=1, help="gateway.workers (needs --dsn)")
+    st.add_argument("--resume", action="store_true", help="phones offer a saved TLS session")
     st.add_argument("--dsn", help="PostgreSQL server for the store (a database made for the run)")
     st.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     st.set_defaults(func=cmd_storm)

@@ -97,6 +97,7 @@ def _start(
     event_loop: str = "asyncio",
     workers: int = 1,
     dsn: str | None = None,
+    resume: bool = False,
 ) -> _Setup:
     """The backend, the gateway (with SQLite; or ``workers`` processes on the
     PostgreSQL database ``dsn``) and the load generators, primed."""
@@ -119,6 +120,7 @@ def _start(
             "host": setup.gateway.host,
             "port": setup.gateway.port,
             "tls": tls,
+            "resume": resume,  # offer a saved TLS session on new connections
             "sessions": [[s.device_id, s.user, s.device_type] for s in part],
             "heartbeat": heartbeat,
             "ramp_rate": ramp_rate / k,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from typing import Any
 
 __all__ = ["Connection", "HttpError", "client_ssl_context"]
 
@@ -23,9 +24,49 @@ class HttpError(Exception):
     """The server broke the HTTP exchange (closed, garbage)."""
 
 
-def client_ssl_context() -> ssl.SSLContext:
-    """TLS to the bench's own self-signed gateway: no verification (loopback only)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers one saved TLS session on every new
+    connection, as a phone's TLS stack does when it reconnects after a blip.
+
+    asyncio's ``create_connection`` has no session parameter; it calls
+    ``wrap_bio``, which takes one. The session is the first one a connection
+    of this context received (TLS 1.3 sends its tickets after the handshake,
+    so it is saved once an answer has been read: ``Connection.response``);
+    ``offered`` and ``reused`` count the connections that offered it and the
+    ones the server resumed."""
+
+    session: ssl.SSLSession | None = None
+    offered = 0
+    reused = 0
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        if self.session is not None and kwargs.get("session") is None:
+            kwargs["session"] = self.session
+            self.offered += 1
+        return super().wrap_bio(*args, **kwargs)
+
+    def opened(self, writer: asyncio.StreamWriter) -> None:
+        """Count ``writer``'s new connection as resumed when it was."""
+        obj = writer.get_extra_info("ssl_object")
+        if obj is not None and obj.session_reused:
+            self.reused += 1
+
+    def save(self, writer: asyncio.StreamWriter) -> None:
+        """Keep the session of ``writer``'s connection when none is kept yet."""
+        obj = writer.get_extra_info("ssl_object")
+        session = None if obj is None else obj.session
+        if self.session is None and session is not None and session.has_ticket:
+            self.session = session
+
+
+def client_ssl_context(*, resume: bool = False) -> ssl.SSLContext:
+    """TLS to the bench's own self-signed gateway: no verification (loopback
+    only); ``resume``: offer a saved session on new connections."""
+    ctx = (
+        ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+        if resume
+        else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    )
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
@@ -34,10 +75,18 @@ def client_ssl_context() -> ssl.SSLContext:
 class Connection:
     """One keep-alive connection: ``await request(bytes) -> (status, body)``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.closed = False
+        self.resuming = tls if isinstance(tls, ResumingContext) else None
+        if self.resuming is not None:
+            self.resuming.opened(writer)
 
     @classmethod
     async def open(
@@ -56,7 +105,7 @@ class Connection:
             local_addr=(local_host, 0) if local_host else None,
             limit=_LIMIT,
         )
-        return cls(reader, writer)
+        return cls(reader, writer, tls)
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
         """Send one request and read the whole answer."""
@@ -89,6 +138,8 @@ class Connection:
         else:
             body = await self.reader.read()
             self.closed = True
+        if self.resuming is not None and self.resuming.session is None:
+            self.resuming.save(self.writer)  # TLS 1.3: the tickets came after the handshake
         return status, body
 
     async def _chunked(self) -> bytes:

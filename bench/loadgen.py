@@ -61,7 +61,7 @@ from bench.eas_mix import (
     make_bodies,
     sync_key_of,
 )
-from bench.httpclient import Connection, HttpError, client_ssl_context
+from bench.httpclient import Connection, HttpError, ResumingContext, client_ssl_context
 from bench.proc import raise_nofile
 from sentry.eas.errors import EasError
 from sentry.eas.wbxml import decode
@@ -265,7 +265,8 @@ class Hold:
     def __init__(self, job: dict[str, Any]) -> None:
         self.job = job
         self.host, self.port = job["host"], int(job["port"])
-        self.tls = client_ssl_context() if job.get("tls") else None
+        resume = bool(job.get("resume"))
+        self.tls = client_ssl_context(resume=resume) if job.get("tls") else None
         self.sessions = [Session(*s) for s in job["sessions"]]
         n = len(self.sessions)
         self.sent = [0.0] * n
@@ -371,6 +372,8 @@ async def storm(
     for conn in h.opened:
         conn.close()
     h.opened.clear()
+    if isinstance(h.tls, ResumingContext):
+        h.tls.reused = 0  # count the storm's reconnects only
     n = len(h.sessions)
     h.sent, h.answered, h.http, h.ping = [0.0] * n, [0.0] * n, [0] * n, [0] * n
     where = f"{h.host}:{h.port}"
@@ -408,14 +411,25 @@ async def hold(job: dict[str, Any], chan: Channel) -> None:
         conn.close()
     h.write()
     answered = sum(1 for a in h.answered if a)
-    chan.emit("result", answered=answered, errors=dict(h.errors), retries=h.retries, out=job["out"])
+    resumed = h.tls.reused if isinstance(h.tls, ResumingContext) else 0
+    chan.emit(
+        "result", answered=answered, errors=dict(h.errors), retries=h.retries, out=job["out"],
+        resumed=resumed,
+    )  # fmt: skip
 
 
 async def handshakes(job: dict[str, Any], chan: Channel) -> None:
-    tls = client_ssl_context()
+    tls = client_ssl_context(resume=bool(job.get("resume")))
     host, port = job["host"], int(job["port"])
     todo = int(job["count"])
     errors: Counter[str] = Counter()
+    if isinstance(tls, ResumingContext):  # a session to offer: one connection's tickets
+        first = await Connection.open(host, port, tls=tls)
+        async with asyncio.timeout(10):
+            while tls.session is None:
+                await asyncio.sleep(0.01)
+                tls.save(first.writer)
+        await first.aclose()
     chan.emit("ready")
     await chan.expect("go")
 
@@ -432,7 +446,8 @@ async def handshakes(job: dict[str, Any], chan: Channel) -> None:
 
     t0 = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(int(job["concurrency"]))))
-    chan.emit("result", seconds=time.monotonic() - t0, errors=dict(errors))
+    resumed = tls.reused if isinstance(tls, ResumingContext) else 0
+    chan.emit("result", seconds=time.monotonic() - t0, errors=dict(errors), resumed=resumed)
 
 
 JOBS = {"mix": mix, "hold": hold, "handshakes": handshakes}

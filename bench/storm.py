@@ -54,6 +54,7 @@ class StormOptions:
     timeout: float = 120.0  # the storm must be over by then
     workers: int = 1  # gateway.workers; more than 1 needs a PostgreSQL store (dsn)
     dsn: str | None = None  # a PostgreSQL server: the store is a database made for the run
+    resume: bool = False  # the phones offer a saved TLS session when they reconnect
 
 
 def _wait_held(setup: Any, want: int, since: float, gone0: float, timeout: float) -> float:
@@ -101,6 +102,7 @@ def _handshake_cpu(setup: Any, opts: StormOptions, work: Path) -> dict[str, floa
         "port": gw.port,
         "count": opts.handshakes,
         "concurrency": 50,
+        "resume": opts.resume,
     }
     proc = start("handshakes", [sys.executable, "-m", "bench.loadgen"], work, pipes=True)
     try:
@@ -115,6 +117,7 @@ def _handshake_cpu(setup: Any, opts: StormOptions, work: Path) -> dict[str, floa
     done = opts.handshakes - sum(result.get("errors", {}).values())
     return {
         "handshakes": done,
+        "resumed": result.get("resumed", 0),
         "seconds": result["seconds"],
         "cpu_per_handshake_ms": cpu / max(1, done) * 1e3,
     }
@@ -155,6 +158,7 @@ def _storm(
         event_loop=opts.event_loop,
         workers=opts.workers,
         dsn=db,
+        resume=opts.resume,
     )
     try:
         ramp = _ramp(setup, opts.pings, opts.ramp_rate)
@@ -190,6 +194,7 @@ def _storm(
         "storm_seconds": seconds,
         "storm_send_seconds": max(s["seconds"] for s in sent),
         "retries": sum(r.get("retries", 0) for r in results),
+        "resumed": sum(r.get("resumed", 0) for r in results),
         "errors": [r.get("errors", {}) for r in results],
         "gateway_cpu_s": cpu,
         # the machine is shared: what the generators and the backend took meanwhile
@@ -210,10 +215,11 @@ def storm_markdown(r: dict[str, Any]) -> str:
     hs = "-" if h is None else f"{h['cpu_per_handshake_ms']:.2f} ms"
     setup = "-" if h is None else f"{r['setup_cpu_per_ping_ms']:.2f} ms"
     lines = [
-        "| held Pings | TLS | loop | workers | all held again after | gateway CPU per Ping "
-        "| of it: handshake | setup | retries |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {fmt(r['held_before'])} | {'on' if o['tls'] else 'off'} | {o['event_loop']} "
+        "| held Pings | TLS | resumed | loop | workers | all held again after "
+        "| gateway CPU per Ping | of it: handshake | setup | retries |",
+        "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {fmt(r['held_before'])} | {'on' if o['tls'] else 'off'} "
+        f"| {fmt(r.get('resumed', 0))} | {o['event_loop']} "
         f"| {o.get('workers', 1)}{' (PostgreSQL)' if o.get('dsn') else ''} "
         f"| {r['storm_seconds']:.2f} s | {r['cpu_per_ping_ms']:.2f} ms | {hs} | {setup} "
         f"| {fmt(r['retries'])} |",
