@@ -259,16 +259,16 @@ def _status_line(line: bytes) -> tuple[int, str, bytes]:
 def _fields(lines: list[bytes]) -> CIMultiDict[str]:
     if len(lines) > FIELD_LIMIT:
         raise BadAnswer(f"more than {FIELD_LIMIT} header fields")
-    headers: CIMultiDict[str] = CIMultiDict()
+    pairs: list[tuple[str, str]] = []
     for line in lines:
         name, sep, value = line.partition(b":")
         if not sep or not name or not _TOKEN.issuperset(name):
             raise BadAnswer("malformed header field")  # also an obs-fold continuation
-        text = value.strip(b" \t")
-        if b"\r" in text or b"\n" in text or b"\0" in text:
-            raise BadAnswer("control character in a header field")
-        headers.add(name.decode("ascii"), text.decode("utf-8", "surrogateescape"))
-    return headers
+        pairs.append((name.decode("ascii"), value.strip(b" \t").decode("utf-8", "surrogateescape")))
+    joined = b"".join(lines)  # the head was split on CRLF: a CR or LF left is a bare one
+    if b"\r" in joined or b"\n" in joined or b"\0" in joined:
+        raise BadAnswer("control character in a header field")
+    return CIMultiDict(pairs)
 
 
 def _content_length(headers: CIMultiDict[str]) -> int | None:

@@ -61,16 +61,27 @@ class ClientAddress:
         return peer
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
+_DROP_UP = HOP_BY_HOP | _FORWARDING | _UPSTREAM_ONLY
+
+
+def _dropped(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], always: frozenset[str]
+) -> frozenset[str]:
+    """``always`` and what the Connection header names (the common case: nothing)."""
+    named = headers.getall("Connection", ())
+    if not named:
+        return always
+    return always | {t.strip().lower() for v in named for t in v.split(",")}
 
 
 def upstream_headers(
     headers: CIMultiDictProxy[str], chain: list[str], proto: str
 ) -> CIMultiDict[str]:
     """Headers to send to the backend."""
-    drop = HOP_BY_HOP | _connection_tokens(headers) | _FORWARDING | _UPSTREAM_ONLY
-    out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    drop = _dropped(headers, _DROP_UP)
+    out: CIMultiDict[str] = CIMultiDict(
+        [(k, v) for k, v in headers.items() if k.lower() not in drop]
+    )
     if chain:
         out["X-Forwarded-For"] = ", ".join(chain)
     out["X-Forwarded-Proto"] = proto
@@ -79,5 +90,5 @@ def upstream_headers(
 
 def downstream_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Headers to send back to the device."""
-    drop = HOP_BY_HOP | _connection_tokens(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    drop = _dropped(headers, HOP_BY_HOP)
+    return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])

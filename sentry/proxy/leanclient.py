@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 import socket
 import ssl
 import time
@@ -56,7 +55,6 @@ KEEPALIVE_SECONDS = 30.0  # as the aiohttp connector's keepalive_timeout
 BUFFER_LIMIT = 256 * 1024
 _DNS_TTL = 10.0  # seconds a resolved name is reused (aiohttp's resolver cache)
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
-_FORBIDDEN = re.compile("[\r\n\0]")
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
@@ -481,6 +479,10 @@ def _request_bytes(
     host = target.host_port_subcomponent or ""
     lines = [f"{method} {target.raw_path_qs} HTTP/1.1", f"Host: {host}"]
     lines.extend(f"{k}: {v}" for k, v in headers.items() if k.lower() != "host")
-    if any(_FORBIDDEN.search(line) for line in lines) or " " in method or not method.isascii():
+    text = "\r\n".join(lines)
+    seps = len(lines) - 1  # any other CR or LF came from a field: refused
+    if text.count("\r") != seps or text.count("\n") != seps or "\0" in text:
         raise UpstreamBroken("control character in the request head")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body
+    if " " in method or not method.isascii():
+        raise UpstreamBroken("control character in the request head")
+    return text.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body

@@ -168,3 +168,9 @@ def test_any_bytes_are_an_answer_or_bad_answer(data: list[bytes], eof: bool) -> 
     assert len(p.body) <= sum(len(d) for d in data)
     if p.done:
         assert p.head is not None
+
+
+@pytest.mark.parametrize("bad", [b"a\rb", b"a\nb", b"a\0b"])
+def test_a_bare_cr_lf_or_nul_in_a_field_is_refused(bad: bytes) -> None:
+    with pytest.raises(BadAnswer, match="control character"):
+        parse(b"HTTP/1.1 200 OK\r\nX-A: " + bad + b"\r\nContent-Length: 0\r\n\r\n")
