@@ -11,7 +11,9 @@ through them; per request it was about 14 % of the gateway's CPU.
 request: declared lengths up to 64 KiB are read whole, ``forwarding.py``):
 the request leaves in one write, and what waits is one small protocol
 object (``_Conn``) with a sans-I/O ``AnswerParser`` (``h1answer.py``) and
-one future. A revocation cancels that future and aborts the connection. A
+one future. A revocation cancels that future; the connection stops reading
+and is closed a quarter second later with the others abandoned meanwhile,
+after the devices' answers (``retire``). A
 streamed (chunked or large) body, the Provision the gateway sends itself
 and the health checks stay on aiohttp's client.
 
@@ -49,9 +51,18 @@ from yarl import URL
 from .errors import UpstreamBroken, UpstreamConnectError, UpstreamTimeout
 from .h1answer import AnswerParser, BadAnswer
 
-__all__ = ["BUFFER_LIMIT", "KEEPALIVE_SECONDS", "ConnectFailed", "LeanClient", "LeanResponse"]
+__all__ = [
+    "BUFFER_LIMIT",
+    "KEEPALIVE_SECONDS",
+    "RETIRE_SECONDS",
+    "ConnectFailed",
+    "LeanClient",
+    "LeanResponse",
+]
 
 KEEPALIVE_SECONDS = 30.0  # as the aiohttp connector's keepalive_timeout
+RETIRE_SECONDS = 0.25  # an abandoned request's connection is closed this much later
+RETIRE_BATCH = 200  # connections closed per loop callback
 BUFFER_LIMIT = 256 * 1024
 _DNS_TTL = 10.0  # seconds a resolved name is reused (aiohttp's resolver cache)
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
@@ -259,7 +270,8 @@ class LeanResponse:
         try:
             await conn.wait()
         except asyncio.CancelledError:
-            self.close()
+            self._conn = None
+            conn.client.retire(conn)
             raise
 
     def _broken(self, error: Exception) -> NoReturn:
@@ -294,6 +306,8 @@ class LeanClient:
         self._idle: dict[Origin, dict[_Conn, None]] = {}
         self._resolved: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
         self._open: set[_Conn] = set()
+        self._retired: list[_Conn] = []
+        self._retiring: asyncio.Handle | None = None
 
     async def request(
         self,
@@ -326,7 +340,7 @@ class LeanClient:
                 while parser.head is None and conn.error is None:
                     await conn.wait()
             except asyncio.CancelledError:
-                conn.abort()  # the backend request is abandoned
+                self.retire(conn)  # the backend request is abandoned
                 raise
             if conn.error is None:
                 return LeanResponse(conn, server)
@@ -436,6 +450,32 @@ class LeanClient:
         conn.idle_handle = loop.call_at(loop.time() + KEEPALIVE_SECONDS, conn.abort)
         self._idle.setdefault(conn.origin, {})[conn] = None
 
+    def retire(self, conn: _Conn) -> None:
+        """A request abandoned (revoked, the device gone): the connection reads
+        no more and is closed ``RETIRE_SECONDS`` later, in batches. A bulk
+        revocation cancels a thousand requests at once; closing each socket at
+        once would interleave a thousand close(2) calls with the answers the
+        devices are waiting for (measured: p99 94-121 -> 89-94 ms after a bulk
+        block of 1,000 returns)."""
+        conn.stop_timer()
+        conn.parser = None
+        if conn.transport is None or conn.lost:
+            return
+        conn.transport.pause_reading()
+        self._retired.append(conn)
+        if self._retiring is None:
+            loop = asyncio.get_running_loop()
+            self._retiring = loop.call_at(loop.time() + RETIRE_SECONDS, self._close_retired)
+
+    def _close_retired(self) -> None:
+        """Close a batch of retired connections; the rest after other work ran."""
+        batch, self._retired = self._retired[:RETIRE_BATCH], self._retired[RETIRE_BATCH:]
+        for conn in batch:
+            conn.abort()
+        self._retiring = None
+        if self._retired:
+            self._retiring = asyncio.get_running_loop().call_soon(self._close_retired)
+
     def forget(self, conn: _Conn) -> None:
         """A connection closed: no longer open, not idle."""
         self._open.discard(conn)
@@ -452,12 +492,21 @@ class LeanClient:
         return sum(len(v) for v in self._idle.values())
 
     @property
+    def retired(self) -> int:
+        """Abandoned connections waiting for their close."""
+        return len(self._retired)
+
+    @property
     def open(self) -> int:
         """Connections open (idle or carrying a request)."""
         return len(self._open)
 
     def close(self) -> None:
-        """Close every connection (idle or in use)."""
+        """Close every connection (idle, in use or retired)."""
+        if self._retiring is not None:
+            self._retiring.cancel()
+            self._retiring = None
+        self._retired.clear()
         for conn in list(self._open):
             conn.abort()
         self._idle.clear()

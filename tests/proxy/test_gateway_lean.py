@@ -1,6 +1,7 @@
 """Held long polls take the lean client (``proxy/leanclient.py``) end to end:
 the backend's answer is relayed and its connection parked for the next Ping;
-a revocation closes the backend connection at once."""
+a revocation answers the device at once and closes the backend connection
+right after (``LeanClient.retire``)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ async def test_a_revoked_ping_closes_its_backend_connection(
     await state.apply(block(state.snapshot, key, note="lost", actor="t", now=state.clock()))
     r = await asyncio.wait_for(ping, 30)
     assert r.text("Status") == "129"
-    assert lean.open == 0 and lean.idle == 0
     async with asyncio.timeout(10):  # the backend sees its held request's connection end
         while backend.held:
             await asyncio.sleep(0.005)
+    assert lean.open == 0 and lean.idle == 0 and lean.retired == 0

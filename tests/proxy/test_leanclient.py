@@ -16,6 +16,7 @@ import uvloop
 from multidict import CIMultiDict
 from yarl import URL
 
+from sentry.proxy import leanclient
 from sentry.proxy.errors import UpstreamBroken, UpstreamConnectError, UpstreamTimeout
 from sentry.proxy.health import classify
 from sentry.proxy.leanclient import ConnectFailed, LeanClient
@@ -236,6 +237,28 @@ async def test_a_refused_connection_is_a_connect_error_the_health_check_reads() 
     assert isinstance(cause, ConnectFailed)
     assert classify(cause).kind == "refused"
     assert classify(ConnectFailed("h", TimeoutError())).kind == "timeout"
+
+
+async def test_abandoned_connections_close_later_in_one_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bulk revocation's cancelled requests do not close their sockets among
+    the answers: they read no more and close together later (``retire``)."""
+    monkeypatch.setattr(leanclient, "RETIRE_SECONDS", 3600.0)
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: None) as srv:
+        tasks = [asyncio.ensure_future(ask(client, srv.url)) for _ in range(3)]
+        async with asyncio.timeout(10):
+            while len(srv.requests) < 3:
+                await asyncio.sleep(0.005)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert (client.retired, client.open) == (3, 3)  # not closed yet
+        assert not srv.closed.is_set()
+        client.close()  # shutdown closes the retired ones too
+        await asyncio.wait_for(srv.closed.wait(), 10)
+        assert (client.retired, client.idle) == (0, 0)
 
 
 async def test_a_cancelled_wait_closes_the_backend_connection() -> None:
