@@ -104,4 +104,6 @@ def test_the_storm_runs_with_workers_on_postgresql(tmp_path: Path, pg_server_dsn
     assert proc.returncode == 0, proc.stdout
     storm = json.loads((tmp_path / "storm.json").read_text())
     assert storm["held_before"] == 12 and storm["options"]["workers"] == 2
-    assert storm["gateway_cpu_s"] > 0 and storm["generators_cpu_s"] > 0
+    # CPU seconds are counted in clock ticks (10 ms): a 12-Ping storm may take none
+    assert storm["gateway_cpu_s"] >= 0 and storm["generators_cpu_s"] >= 0
+    assert "CPU during the storm: gateway" in (tmp_path / "storm.md").read_text()
