@@ -10,10 +10,10 @@ through them; per request it was about 14 % of the gateway's CPU.
 ``LeanClient`` sends a request whose body is ``bytes`` (nearly every EAS
 request: declared lengths up to 64 KiB are read whole, ``forwarding.py``):
 the request leaves in one write, and what waits is one small protocol
-object (``_Conn``) with a sans-I/O ``AnswerParser`` (``h1answer.py``) and
-one future. A revocation cancels that future; the connection stops reading
-and is closed a quarter second later with the others abandoned meanwhile,
-after the devices' answers (``retire``). A
+object (``Conn``, ``leanconn.py``) with a sans-I/O ``AnswerParser``
+(``h1answer.py``) and one future. A revocation cancels that future; the
+connection stops reading and is closed a quarter second later with the
+others abandoned meanwhile, after the devices' answers (``retire``). A
 streamed (chunked or large) body, the Provision the gateway sends itself
 and the health checks stay on aiohttp's client.
 
@@ -42,14 +42,14 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import NoReturn, cast
+from collections.abc import Mapping
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import UpstreamBroken, UpstreamConnectError, UpstreamTimeout
-from .h1answer import AnswerParser, BadAnswer
+from .errors import UpstreamBroken, UpstreamConnectError
+from .h1answer import AnswerParser
+from .leanconn import BUFFER_LIMIT, Conn, LeanResponse, Origin, raise_for
 
 __all__ = [
     "BUFFER_LIMIT",
@@ -63,10 +63,8 @@ __all__ = [
 KEEPALIVE_SECONDS = 30.0  # as the aiohttp connector's keepalive_timeout
 RETIRE_SECONDS = 0.25  # an abandoned request's connection is closed this much later
 RETIRE_BATCH = 200  # connections closed per loop callback
-BUFFER_LIMIT = 256 * 1024
 _DNS_TTL = 10.0  # seconds a resolved name is reused (aiohttp's resolver cache)
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
-Origin = tuple[str, str, int]  # scheme, host, port
 
 
 class ConnectFailed(Exception):
@@ -80,233 +78,16 @@ class ConnectFailed(Exception):
         self.os_error = os_error
 
 
-class _Conn(asyncio.Protocol):
-    """One connection to a backend; one answer at a time."""
-
-    __slots__ = (
-        "_last",
-        "_timer",
-        "client",
-        "error",
-        "idle_handle",
-        "lost",
-        "origin",
-        "parser",
-        "paused",
-        "read_timeout",
-        "received",
-        "transport",
-        "waiter",
-    )
-
-    def __init__(self, client: LeanClient, origin: Origin) -> None:
-        self.client = client
-        self.origin = origin
-        self.transport: asyncio.Transport | None = None
-        self.parser: AnswerParser | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.error: Exception | None = None
-        self.lost = False
-        self.paused = False
-        self.received = False  # a byte of the current answer came in
-        self.read_timeout = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._last = 0.0
-        self.idle_handle: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        parser = self.parser
-        if parser is None:  # idle: a backend may not speak unasked
-            self.abort()
-            return
-        self._last = time.monotonic()
-        self.received = True
-        try:
-            parser.feed(data)
-        except BadAnswer as exc:
-            self._fail(exc)
-            return
-        if len(parser.body) > BUFFER_LIMIT and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        if self.parser is not None:
-            try:
-                self.parser.feed_eof()
-            except BadAnswer as exc:
-                self._fail(exc)
-                return False
-            self._wake()
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.client.forget(self)
-        self.stop_timer()
-        parser = self.parser
-        if parser is not None and not parser.done and self.error is None:
-            self.error = BadAnswer("connection closed by the backend")
-        self._wake()
-
-    def _fail(self, exc: Exception) -> None:
-        self.error = exc
-        self.abort()
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def abort(self) -> None:
-        self.stop_timer()
-        if self.transport is not None:
-            self.transport.abort()
-
-    def resume(self) -> None:
-        if self.paused and self.transport is not None and not self.lost:
-            self.paused = False
-            self.transport.resume_reading()
-
-    def arm(self, read_timeout: float) -> None:
-        """Start the read timer (restarted by every byte received)."""
-        self.stop_timer()
-        self.read_timeout = read_timeout
-        self._last = time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + read_timeout, self._check_timer)
-
-    def _check_timer(self) -> None:
-        left = self._last + self.read_timeout - time.monotonic()
-        if left > 0.001:  # bytes arrived meanwhile: wait the rest
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + left, self._check_timer)
-            return
-        self._timer = None
-        if self.parser is not None and not self.parser.done and self.error is None:
-            self.error = TimeoutError("no data from the backend within the read timeout")
-            self.abort()
-            self._wake()
-
-    def stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    async def wait(self) -> None:
-        """Until the parser has news (head, body bytes, the end) or it failed."""
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
-
-
-class LeanResponse:
-    """The backend's answer: its head, and its body as it arrives."""
-
-    __slots__ = ("_conn", "_server", "content_length", "headers", "reason", "status")
-
-    def __init__(self, conn: _Conn, server: str) -> None:
-        assert conn.parser is not None and conn.parser.head is not None
-        head = conn.parser.head
-        self._conn: _Conn | None = conn
-        self._server = server
-        self.status = head.status
-        self.reason = head.reason
-        self.headers: CIMultiDictProxy[str] = head.headers
-        self.content_length = head.content_length
-
-    @property
-    def content(self) -> LeanResponse:
-        """The body reader (``aiohttp.ClientResponse.content``'s calls)."""
-        return self
-
-    async def read(self, n: int = -1) -> bytes:
-        """The whole body (``n < 0``), or up to ``n`` bytes as they arrive
-        (``b""``: the end)."""
-        conn = self._conn
-        if conn is None:
-            return b""
-        parser = conn.parser
-        assert parser is not None
-        while True:
-            if conn.error is not None:
-                self._broken(conn.error)
-            if parser.body and (n >= 0 or parser.done):
-                break
-            if parser.done:
-                return b""
-            await self._wait(conn)
-        body = parser.body
-        if n < 0 or n >= len(body):
-            data = bytes(body)
-            body.clear()
-        else:
-            data = bytes(body[:n])
-            del body[:n]
-        if len(body) <= BUFFER_LIMIT // 2:
-            conn.resume()
-        return data
-
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self.read(n)
-            if not chunk:
-                return
-            yield chunk
-
-    def at_eof(self) -> bool:
-        parser = None if self._conn is None else self._conn.parser
-        return parser is None or (parser.done and not parser.body)
-
-    async def _wait(self, conn: _Conn) -> None:
-        try:
-            await conn.wait()
-        except asyncio.CancelledError:
-            self._conn = None
-            conn.client.retire(conn)
-            raise
-
-    def _broken(self, error: Exception) -> NoReturn:
-        self.close()
-        _raise(error, self._server)
-
-    def release(self) -> None:
-        """Done with the answer: the connection goes back to the idle list
-        when the answer was read to its end and the connection can be
-        reused; otherwise it is closed."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        parser = conn.parser
-        if parser is not None and parser.done and parser.reusable and not parser.body:
-            conn.client.park(conn)
-        else:
-            conn.abort()
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.abort()
-
-
 class LeanClient:
     """Connections to backends for requests with whole bodies, idle ones kept per origin."""
 
     def __init__(self, *, verify: bool) -> None:
         self.verify = verify
         self._ssl: ssl.SSLContext | None = None
-        self._idle: dict[Origin, dict[_Conn, None]] = {}
+        self._idle: dict[Origin, dict[Conn, None]] = {}
         self._resolved: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
-        self._open: set[_Conn] = set()
-        self._retired: list[_Conn] = []
+        self._open: set[Conn] = set()
+        self._retired: list[Conn] = []
         self._retiring: asyncio.Handle | None = None
 
     async def request(
@@ -346,7 +127,7 @@ class LeanClient:
                 return LeanResponse(conn, server)
             conn.abort()
             if not (retry and reused and not conn.received):
-                _raise(conn.error, server)
+                raise_for(conn.error, server)
             retry = False
 
     async def _send(
@@ -358,7 +139,7 @@ class LeanClient:
         body: bytes,
         server: str,
         connect_timeout: float | None,
-    ) -> tuple[_Conn, bool]:
+    ) -> tuple[Conn, bool]:
         """Write the request on an idle or a new connection (its own frame, so
         the request's bytes and URL are not kept while the answer is awaited);
         whether the connection was reused."""
@@ -376,7 +157,7 @@ class LeanClient:
         conn.transport.write(data)
         return conn, reused
 
-    def _idle_conn(self, origin: Origin) -> _Conn | None:
+    def _idle_conn(self, origin: Origin) -> Conn | None:
         idle = self._idle.get(origin)
         while idle:
             conn, _ = idle.popitem()  # the most recently parked
@@ -387,7 +168,7 @@ class LeanClient:
                 return conn
         return None
 
-    async def _connect(self, origin: Origin, server: str, timeout: float | None) -> _Conn:
+    async def _connect(self, origin: Origin, server: str, timeout: float | None) -> Conn:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         ctx = self._context() if scheme == "https" else None
@@ -397,7 +178,7 @@ class LeanClient:
                 for addr, port_ in await self._addresses(host, port):
                     try:
                         _, conn = await loop.create_connection(
-                            lambda: _Conn(self, origin), addr, port_, ssl=ctx,
+                            lambda: Conn(self, origin), addr, port_, ssl=ctx,
                             server_hostname=host if ctx is not None else None,
                         )  # fmt: skip
                     except (OSError, ssl.SSLError) as exc:
@@ -441,7 +222,7 @@ class LeanClient:
             self._ssl = ctx
         return self._ssl
 
-    def park(self, conn: _Conn) -> None:
+    def park(self, conn: Conn) -> None:
         """Keep a connection whose answer is complete for the next request."""
         conn.parser = None
         conn.stop_timer()
@@ -450,7 +231,7 @@ class LeanClient:
         conn.idle_handle = loop.call_at(loop.time() + KEEPALIVE_SECONDS, conn.abort)
         self._idle.setdefault(conn.origin, {})[conn] = None
 
-    def retire(self, conn: _Conn) -> None:
+    def retire(self, conn: Conn) -> None:
         """A request abandoned (revoked, the device gone): the connection reads
         no more and is closed ``RETIRE_SECONDS`` later, in batches. A bulk
         revocation cancels a thousand requests at once; closing each socket at
@@ -476,7 +257,7 @@ class LeanClient:
         if self._retired:
             self._retiring = asyncio.get_running_loop().call_soon(self._close_retired)
 
-    def forget(self, conn: _Conn) -> None:
+    def forget(self, conn: Conn) -> None:
         """A connection closed: no longer open, not idle."""
         self._open.discard(conn)
         if conn.idle_handle is not None:
@@ -510,13 +291,6 @@ class LeanClient:
         for conn in list(self._open):
             conn.abort()
         self._idle.clear()
-
-
-def _raise(error: Exception, server: str) -> NoReturn:
-    """The data path's error for what went wrong on a connection."""
-    if isinstance(error, TimeoutError):
-        raise UpstreamTimeout("backend did not answer in time", server) from error
-    raise UpstreamBroken(f"connection broke: {error}", server) from error
 
 
 def _request_bytes(
