@@ -19,7 +19,7 @@ from yarl import URL
 from sentry.proxy import leanclient
 from sentry.proxy.errors import UpstreamBroken, UpstreamConnectError, UpstreamTimeout
 from sentry.proxy.health import classify
-from sentry.proxy.leanclient import ConnectFailed, LeanClient
+from sentry.proxy.leanclient import ConnectFailed, LeanClient, LeanResponse
 from sentry.testing.faulty import refusing_port
 
 # request number -> answer bytes (None: say nothing; b"": close the connection unanswered)
@@ -74,13 +74,13 @@ def ok(body: bytes = b"pong", extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
 
 
-async def ask(  # type: ignore[no-untyped-def]
+async def ask(
     client: LeanClient,
     url: URL,
     body: bytes = b"ping",
     read_timeout: float = 10.0,
     method: str = "POST",
-):
+) -> LeanResponse:
     headers = CIMultiDict({"Authorization": "Basic eA==", "Content-Length": str(len(body))})
     return await client.request(
         url, method, "/Microsoft-Server-ActiveSync?Cmd=Ping&User=a b", headers, body,
@@ -100,6 +100,7 @@ async def test_request_bytes_answer_and_reuse_of_the_connection() -> None:
             assert client.idle == 1
         assert srv.connections == 1  # the second request reused the parked connection
         port = srv.url.port
+        assert port is not None
         assert srv.requests[0] == (
             b"POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=a+b HTTP/1.1\r\n"
             b"Host: 127.0.0.1:%d\r\nAuthorization: Basic eA==\r\nContent-Length: 4\r\n\r\nping"
