@@ -141,7 +141,8 @@ def classify(exc: BaseException) -> Failure:
 def _lean_failure(exc: ConnectFailed) -> Failure:
     err = exc.os_error
     if isinstance(err, ssl.SSLCertVerificationError):
-        return Failure("tls_verify", f"certificate verification failed: {err.verify_message}")
+        why = getattr(err, "verify_message", None) or _ssl_reason(err)
+        return Failure("tls_verify", f"certificate verification failed: {why}")
     if isinstance(err, ssl.SSLError):
         return Failure("tls", f"TLS handshake failed: {_ssl_reason(err)}")
     if isinstance(err, TimeoutError):

@@ -7,6 +7,7 @@ test waits for what the server saw instead of sleeping."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -238,6 +239,9 @@ async def test_a_refused_connection_is_a_connect_error_the_health_check_reads() 
     assert isinstance(cause, ConnectFailed)
     assert classify(cause).kind == "refused"
     assert classify(ConnectFailed("h", TimeoutError())).kind == "timeout"
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert classify(ConnectFailed("h", verify)).kind == "tls_verify"
+    assert classify(ConnectFailed("h", ssl.SSLError(1, "handshake"))).kind == "tls"
 
 
 async def test_abandoned_connections_close_later_in_one_batch(
