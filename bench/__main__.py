@@ -151,6 +151,8 @@ def cmd_held(args: argparse.Namespace) -> str:
         local_hosts=args.local_hosts,
         backend_hosts=args.backend_hosts,
         event_loop=args.event_loop,
+        workers=args.workers,
+        dsn=args.dsn,
     )
     r = run_held_pings(opts, args.out / "work" / "held-pings")
     args.reports["held-pings"] = r
@@ -357,6 +359,8 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--local-hosts", type=int, default=1, help="source addresses 127.0.0.1..n")
     h.add_argument("--backend-hosts", type=int, default=1, help="backend addresses 127.0.0.1..n")
     h.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
+    h.add_argument("--workers", type=int, default=1, help="gateway.workers (needs --dsn)")
+    h.add_argument("--dsn", help="PostgreSQL server for the store (a database made for the run)")
     h.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     h.set_defaults(func=cmd_held)
     b = sub.add_parser("block", help="time from a bulk Block to the held Pings' answers")

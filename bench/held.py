@@ -21,6 +21,7 @@ afterwards is that of the held requests, not of the association rows.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.eas_mix import Session
-from bench.proc import BenchError, Proc, raise_nofile, start
+from bench.proc import BenchError, Proc, raise_nofile, start, tree_cpu, tree_rss
 from bench.profile import profiled
 from bench.servers import GatewayProc, ServerProc, metric, start_backend, start_gateway
 from bench.stats import fmt, summary
@@ -59,6 +60,8 @@ class HeldOptions:
     local_hosts: int = 1  # 127.0.0.1 .. 127.0.0.<n>: source addresses of the generators
     backend_hosts: int = 1  # the backend listens on 127.0.0.1 .. <n>; the pool lists each
     event_loop: str = "asyncio"  # the gateway's gateway.event_loop
+    workers: int = 1  # gateway.workers; more than 1 needs a PostgreSQL store (dsn)
+    dsn: str | None = None  # a PostgreSQL server: the store is a database made for the run
 
 
 @dataclass
@@ -151,15 +154,14 @@ def _ramp(setup: _Setup, pings: int, ramp_rate: float) -> dict[str, Any]:
     """go -> all sent -> all held (or no longer growing); the gateway's CPU and RSS."""
     primed = [g.receive(max(120.0, pings / 200)) for g in setup.gens]
     prime_errors = sum(sum(p.get("errors", {}).values()) for p in primed)
-    gw = setup.gateway.proc
     time.sleep(1.0)  # let the priming writes settle
-    rss0, cpu0, brss0 = gw.rss(), gw.cpu(), setup.backend.proc.rss()
+    rss0, cpu0, brss0 = _node_rss(setup), _node_cpu(setup), setup.backend.proc.rss()
     t0 = time.monotonic()
     for g in setup.gens:
         g.send({"cmd": "go"})
     samples = _sample_until_held(setup.gateway, pings, pings / ramp_rate)
     t_held = time.monotonic()
-    cpu1, brss1 = gw.cpu(), setup.backend.proc.rss()
+    cpu1, brss1 = _node_cpu(setup), setup.backend.proc.rss()
     held, rss1 = samples[-1]
     sent = [g.receive(120) for g in setup.gens]
     return {
@@ -179,6 +181,15 @@ def _ramp(setup: _Setup, pings: int, ramp_rate: float) -> dict[str, Any]:
     }
 
 
+def _node_rss(setup: _Setup) -> int:
+    """The gateway node's RSS: its process and, with workers, theirs."""
+    return tree_rss(setup.gateway.proc.pid)
+
+
+def _node_cpu(setup: _Setup) -> float:
+    return tree_cpu(setup.gateway.proc.pid)
+
+
 def _sample_until_held(gateway: GatewayProc, want: int, ramp: float) -> list[tuple[int, int]]:
     """(held Pings, gateway RSS) every quarter second until all ``want`` are held,
     or until the count has not grown for 5 s after the ramp's planned end."""
@@ -191,7 +202,7 @@ def _sample_until_held(gateway: GatewayProc, want: int, ramp: float) -> list[tup
         now = time.monotonic()
         if held > best:
             best, last_growth = held, now
-            samples.append((held, gateway.proc.rss()))
+            samples.append((held, tree_rss(gateway.proc.pid)))
         if held >= want or (now - start > ramp and now - last_growth > 5.0):
             return samples
         time.sleep(0.25)
@@ -229,12 +240,29 @@ def _outcomes(setup: _Setup) -> list[dict[str, Any]]:
 
 
 def run_held_pings(opts: HeldOptions, work: Path) -> dict[str, Any]:
-    """Ramp to N held Pings, measure, wait for the heartbeat, check every answer."""
+    """Ramp to N held Pings, measure, wait for the heartbeat, check every answer
+    (with ``workers`` above 1, on a PostgreSQL database made for the run)."""
     work = work.resolve()
+    if opts.workers > 1 and opts.dsn is None:
+        raise BenchError("--workers above 1 needs a PostgreSQL store: --dsn")
+    databases, db = (None, None)
+    if opts.dsn is not None:
+        from bench.workers import database  # it imports this module
+
+        databases, db = database(opts.dsn)
+    try:
+        return _held_pings(opts, work, db)
+    finally:
+        if databases is not None:
+            asyncio.run(databases.drop_all())
+
+
+def _held_pings(opts: HeldOptions, work: Path, db: str | None) -> dict[str, Any]:
     sessions = [Session(f"HOLD{i:07d}", f"user{i:06d}") for i in range(opts.pings)]
     print(
         f"held-pings: {opts.pings:,} Pings, heartbeat {opts.heartbeat} s, "
-        f"ramp {opts.ramp_rate:.0f}/s, TLS {'on' if opts.tls else 'off'}",
+        f"ramp {opts.ramp_rate:.0f}/s, TLS {'on' if opts.tls else 'off'}, "
+        f"{opts.workers} worker(s){' on PostgreSQL' if db else ''}",
         flush=True,
     )
     setup = _start(
@@ -247,8 +275,10 @@ def run_held_pings(opts: HeldOptions, work: Path) -> dict[str, Any]:
         local_hosts=opts.local_hosts,
         backend_hosts=opts.backend_hosts,
         event_loop=opts.event_loop,
+        workers=opts.workers,
+        dsn=db,
     )
-    warning = nofile_warning(opts.pings)
+    warning = nofile_warning(-(-opts.pings // max(1, opts.workers)))
     if warning:
         print(f"  warning: {warning}", flush=True)
     try:
@@ -259,9 +289,9 @@ def run_held_pings(opts: HeldOptions, work: Path) -> dict[str, Any]:
             f"waiting {opts.heartbeat} s for the heartbeat",
             flush=True,
         )
-        cpu_idle0 = setup.gateway.proc.cpu()
+        cpu_idle0 = _node_cpu(setup)
         results = [g.receive(opts.heartbeat + 180) for g in setup.gens]
-        idle_cpu = setup.gateway.proc.cpu() - cpu_idle0
+        idle_cpu = _node_cpu(setup) - cpu_idle0
         rows = _outcomes(setup)
     finally:
         _stop(setup)
@@ -272,7 +302,7 @@ def run_held_pings(opts: HeldOptions, work: Path) -> dict[str, Any]:
     ramp.pop("t_held")
     return {
         "scenario": "held-pings",
-        "options": vars(opts),
+        "options": {**vars(opts), "dsn": "(given)" if opts.dsn else None},
         "warning": warning,
         **ramp,
         "answered": sum(r["answered"] > 0 for r in rows),
@@ -289,10 +319,10 @@ def held_markdown(r: dict[str, Any]) -> str:
     o = r["options"]
     a = r["answer_after_s"]
     lines = [
-        "| held Pings | TLS | RSS per Ping (gateway) | CPU per new Ping | ramp s | "
+        "| held Pings | TLS | workers | RSS per Ping (gateway) | CPU per new Ping | ramp s | "
         "answered OK at heartbeat | answer after (p50 / max) | gateway RSS |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {fmt(r['held'])} | {'on' if o['tls'] else 'off'} "
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {fmt(r['held'])} | {'on' if o['tls'] else 'off'} | {o.get('workers', 1)} "
         f"| {r['rss_per_ping_kib']:.1f} KiB | {r['cpu_per_new_ping_ms']:.2f} ms "
         f"| {r['ramp_seconds']:.1f} | {fmt(r['answered_on_time'])} of {fmt(o['pings'])} "
         f"({fmt(r['answered_ok'])} Status 1) | {a['p50']:.2f} / {a['max']:.2f} s "

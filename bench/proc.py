@@ -40,6 +40,8 @@ __all__ = [
     "rss_bytes",
     "start",
     "stop_all",
+    "tree_cpu",
+    "tree_rss",
     "wait_port",
 ]
 
@@ -80,6 +82,44 @@ def cpu_seconds(pid: int) -> float:
 def rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` in bytes."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            data = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = data[data.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its live descendants."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
+        except OSError:
+            continue
+    return total
 
 
 def wait_port(host: str, port: int, timeout: float, proc: Proc | None = None) -> None:

@@ -34,10 +34,10 @@ from typing import Any
 
 from bench.eas_mix import Session
 from bench.held import _held, _ramp, _start, _stop, nofile_warning
-from bench.proc import BenchError, start
+from bench.proc import BenchError, start, tree_cpu
 from bench.servers import metric
 from bench.stats import fmt
-from bench.workers import database, tree_cpu
+from bench.workers import database
 
 __all__ = ["StormOptions", "run_storm", "storm_markdown"]
 

@@ -51,7 +51,7 @@ import yaml
 
 from bench.eas_mix import PASSWORD, Session, make_bodies
 from bench.held import _sample_until_held
-from bench.proc import CLK_TCK, BenchError, Proc, start
+from bench.proc import BenchError, Proc, start, tree_cpu
 from bench.servers import GatewayProc, ServerProc, gateway_settings, metric, start_backend
 
 __all__ = ["WorkersOptions", "run_workers", "workers_markdown"]
@@ -76,33 +76,6 @@ class WorkersOptions:
     nofile: int = 2048
     ramp_rate: float = 500.0
     workers: tuple[int, ...] = (1, 2)
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        todo.extend(int(c) for c in children)
-    return out
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its live descendants."""
-    total = 0.0
-    for p in _tree(pid):
-        try:
-            data = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            continue
-        fields = data[data.rindex(")") + 2 :].split()
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
 
 
 def _config(servers: list[str], dsn: str, workers: int, tls: bool = False) -> dict[str, Any]:
