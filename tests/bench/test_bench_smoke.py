@@ -107,3 +107,21 @@ def test_the_storm_runs_with_workers_on_postgresql(tmp_path: Path, pg_server_dsn
     # CPU seconds are counted in clock ticks (10 ms): a 12-Ping storm may take none
     assert storm["gateway_cpu_s"] >= 0 and storm["generators_cpu_s"] >= 0
     assert "CPU during the storm: gateway" in (tmp_path / "storm.md").read_text()
+
+
+def test_held_pings_run_with_workers_on_postgresql(tmp_path: Path, pg_server_dsn: str) -> None:
+    """``bench held-pings --workers 2 --dsn``: every Ping held by the two workers
+    and answered at its heartbeat; RSS over the node's processes."""
+    argv = ["held-pings", "--pings", "12", "--heartbeat", "2", "--workers", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(tmp_path), *argv, "--dsn", pg_server_dsn],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout
+    held = json.loads((tmp_path / "held-pings.json").read_text())
+    assert held["held"] == 12 and held["answered_ok"] == 12
+    assert held["options"]["workers"] == 2 and held["gateway_rss_held_mib"] > 0
