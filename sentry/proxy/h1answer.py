@@ -7,15 +7,18 @@ decoded from their framing. It does no I/O and never blocks, so the client
 (``leanclient.py``) and the fuzz tests drive it the same way. Everything a
 backend can get wrong is a ``BadAnswer`` with a short reason: a status line
 that is not ``HTTP/1.x NNN``, a head over ``HEAD_LIMIT`` bytes or
-``FIELD_LIMIT`` fields, a field without a colon or folded onto the next
-line, Content-Length values that are not digits or disagree, a chunk size
-that is not hex, bytes after a framed body. Interim 1xx answers are skipped;
-101 (an upgrade) is refused. The body is framed by Transfer-Encoding
-``chunked`` (chunk extensions and trailers read and dropped), by
-Content-Length, or by the connection's end; the answer to a HEAD and 204/304
-answers have none (RFC 9112 §6.3). A connection is reusable only after an
-HTTP/1.1 answer without ``Connection: close`` whose framed body ended
-exactly where the bytes did.
+``FIELD_LIMIT`` fields, a field without a colon, folded onto the next line
+or with a bare CR, LF or NUL, Content-Length values that are not digits or
+disagree, a chunk size that is not hex, more than ``INTERIM_LIMIT`` interim
+1xx answers (which are otherwise skipped), a 101 (an upgrade). Header
+values that are not UTF-8 keep U+FFFD in place of their bad bytes (the
+device side's writer would silently drop them otherwise). The body is
+framed by Transfer-Encoding ``chunked`` (chunk extensions and trailers read
+and dropped), by Content-Length, or by the connection's end; the answer to
+a HEAD and 204/304 answers have none (RFC 9112 §6.3). Bytes after a framed
+answer are dropped, never relayed: the connection is then not reused, nor
+is one after an HTTP/1.0 answer or ``Connection: close``. A head that
+arrives a byte at a time is searched from where the last search stopped.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import enum
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["FIELD_LIMIT", "HEAD_LIMIT", "AnswerParser", "BadAnswer", "Head"]
+__all__ = ["FIELD_LIMIT", "HEAD_LIMIT", "INTERIM_LIMIT", "AnswerParser", "BadAnswer", "Head"]
 
 HEAD_LIMIT = 64 * 1024  # status line and fields, as aiohttp's client allows
 FIELD_LIMIT = 256
+INTERIM_LIMIT = 8  # 1xx answers before the final one (a real server sends one or two)
 _LINE_LIMIT = 4096  # a chunk-size line or a trailer field
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -71,13 +75,17 @@ class Head:
 class AnswerParser:
     """Bytes in (``feed``, ``feed_eof``); ``head``, ``body`` and ``done`` out."""
 
-    __slots__ = ("_buf", "_left", "_no_body", "_state", "body", "head", "reusable")
+    __slots__ = (
+        "_buf", "_interim", "_left", "_no_body", "_scan", "_state", "body", "head", "reusable",
+    )  # fmt: skip
 
     def __init__(self, *, no_body: bool = False) -> None:
         self._no_body = no_body  # the answer to a HEAD request
         self._buf = bytearray()
         self._state = _State.HEAD
         self._left = 0  # bytes left in the body (LENGTH) or the chunk (CHUNK_DATA)
+        self._interim = 0
+        self._scan = 0  # where the search for the head's end resumes (a head dripped in)
         self.head: Head | None = None
         self.body = bytearray()  # decoded body bytes not yet taken by the reader
         self.reusable = False
@@ -143,11 +151,13 @@ class AnswerParser:
             self.reusable = False  # bytes after the framed end
 
     def _parse_head(self) -> None:
-        end = self._buf.find(b"\r\n\r\n")
+        end = self._buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
             if len(self._buf) > HEAD_LIMIT:
                 raise BadAnswer(f"answer head over {HEAD_LIMIT} bytes")
+            self._scan = max(0, len(self._buf) - 3)  # not from the start again
             return
+        self._scan = 0
         if end > HEAD_LIMIT:
             raise BadAnswer(f"answer head over {HEAD_LIMIT} bytes")
         raw = bytes(self._buf[:end])
@@ -157,6 +167,9 @@ class AnswerParser:
         if 100 <= status < 200:
             if status == 101:
                 raise BadAnswer("the backend switched protocols (101)")
+            self._interim += 1
+            if self._interim > INTERIM_LIMIT:
+                raise BadAnswer(f"more than {INTERIM_LIMIT} interim answers")
             return  # an interim answer: the real one follows
         headers = _fields(lines[1:])
         self._frame(status, reason, version, headers)
@@ -264,7 +277,8 @@ def _fields(lines: list[bytes]) -> CIMultiDict[str]:
         name, sep, value = line.partition(b":")
         if not sep or not name or not _TOKEN.issuperset(name):
             raise BadAnswer("malformed header field")  # also an obs-fold continuation
-        pairs.append((name.decode("ascii"), value.strip(b" \t").decode("utf-8", "surrogateescape")))
+        # not UTF-8: U+FFFD, visibly (the device side's writer would drop a lone surrogate)
+        pairs.append((name.decode("ascii"), value.strip(b" \t").decode("utf-8", "replace")))
     joined = b"".join(lines)  # the head was split on CRLF: a CR or LF left is a bare one
     if b"\r" in joined or b"\n" in joined or b"\0" in joined:
         raise BadAnswer("control character in a header field")

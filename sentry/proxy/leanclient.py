@@ -153,6 +153,7 @@ class LeanClient:
         conn.parser = AnswerParser(no_body=method == "HEAD")
         conn.error = None
         conn.received = False
+        conn.whole = False
         assert conn.transport is not None
         conn.transport.write(data)
         return conn, reused

@@ -49,6 +49,7 @@ class Conn(asyncio.Protocol):
         "received",
         "transport",
         "waiter",
+        "whole",
     )
 
     def __init__(self, client: LeanClient, origin: Origin) -> None:
@@ -60,6 +61,7 @@ class Conn(asyncio.Protocol):
         self.error: Exception | None = None
         self.lost = False
         self.paused = False
+        self.whole = False  # the reader takes the whole body: no flow control
         self.received = False  # a byte of the current answer came in
         self.read_timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -81,7 +83,11 @@ class Conn(asyncio.Protocol):
         except BadAnswer as exc:
             self._fail(exc)
             return
-        if len(parser.body) > BUFFER_LIMIT and not self.paused and self.transport is not None:
+        if (
+            len(parser.body) > BUFFER_LIMIT
+            and not (self.paused or self.whole)
+            and self.transport is not None
+        ):
             self.paused = True
             self.transport.pause_reading()
         self._wake()
@@ -188,6 +194,9 @@ class LeanResponse:
             return b""
         parser = conn.parser
         assert parser is not None
+        if n < 0:  # all of it is wanted: pausing would wait for a reader that is this one
+            conn.whole = True
+            conn.resume()
         while True:
             if conn.error is not None:
                 self._broken(conn.error)
@@ -213,6 +222,18 @@ class LeanResponse:
             if not chunk:
                 return
             yield chunk
+
+    @property
+    def buffered(self) -> int:
+        """Body bytes received and not read yet (at most about ``BUFFER_LIMIT``
+        plus one socket read, unless the whole body was asked for)."""
+        parser = None if self._conn is None else self._conn.parser
+        return 0 if parser is None else len(parser.body)
+
+    @property
+    def held_back(self) -> bool:
+        """Whether reading from the backend is paused until the relay catches up."""
+        return self._conn is not None and self._conn.paused
 
     def at_eof(self) -> bool:
         parser = None if self._conn is None else self._conn.parser

@@ -297,6 +297,8 @@ class _Connection(asyncio.Protocol):
         self.record.requests.append(value)
         if value.method not in self.backend.early_answer:
             self._write(self.backend.responder(value))
+            if self.backend.close_after_answer and value.method != "OPTIONS":
+                self._close()  # a server that crashed right after writing
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -315,10 +317,15 @@ class RecordingBackend:
     """A running strict backend: its URL and every connection it saw."""
 
     def __init__(
-        self, responder: Responder = default_responder, early_answer: Iterable[str] = ("OPTIONS",)
+        self,
+        responder: Responder = default_responder,
+        early_answer: Iterable[str] = ("OPTIONS",),
+        *,
+        close_after_answer: bool = False,
     ) -> None:
         self.responder = responder
         self.early_answer = frozenset(early_answer)
+        self.close_after_answer = close_after_answer
         self.connections: list[RecordedConnection] = []
         self.url = ""
         self._server: asyncio.Server | None = None
@@ -376,6 +383,9 @@ async def start_recording_backend(
     *,
     early_answer: Iterable[str] = ("OPTIONS",),
     host: str = "127.0.0.1",
+    close_after_answer: bool = False,
 ) -> RecordingBackend:
-    """Start a strict recording backend on a free port."""
-    return await RecordingBackend(responder, early_answer).start(host)
+    """Start a strict recording backend on a free port (``close_after_answer``:
+    it closes the connection after answering each EAS request)."""
+    backend = RecordingBackend(responder, early_answer, close_after_answer=close_after_answer)
+    return await backend.start(host)

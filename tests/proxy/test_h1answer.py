@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentry.proxy.h1answer import FIELD_LIMIT, HEAD_LIMIT, AnswerParser, BadAnswer
+from sentry.proxy.h1answer import FIELD_LIMIT, HEAD_LIMIT, INTERIM_LIMIT, AnswerParser, BadAnswer
 
 
 def parse(*pieces: bytes, no_body: bool = False, eof: bool = False) -> AnswerParser:
@@ -174,3 +174,27 @@ def test_any_bytes_are_an_answer_or_bad_answer(data: list[bytes], eof: bool) -> 
 def test_a_bare_cr_lf_or_nul_in_a_field_is_refused(bad: bytes) -> None:
     with pytest.raises(BadAnswer, match="control character"):
         parse(b"HTTP/1.1 200 OK\r\nX-A: " + bad + b"\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_interim_answers_are_bounded() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    assert parse(interim * INTERIM_LIMIT + final).done
+    with pytest.raises(BadAnswer, match="interim"):
+        parse(interim * (INTERIM_LIMIT + 1) + final)
+
+
+def test_a_value_that_is_not_utf8_keeps_a_replacement_character() -> None:
+    p = parse(b"HTTP/1.1 200 OK\r\nX-A: caf\xe9\r\nX-B: caf\xc3\xa9\r\nContent-Length: 0\r\n\r\n")
+    assert p.head is not None
+    assert (p.head.headers["X-A"], p.head.headers["X-B"]) == ("caf\ufffd", "caf\xe9")
+
+
+def test_a_long_head_dripped_byte_by_byte() -> None:
+    raw = (
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 200) for i in range(200))
+        + b"Content-Length: 2\r\n\r\nok"
+    )
+    p = parse(*(raw[i : i + 1] for i in range(len(raw))))
+    assert p.done and p.head is not None and len(p.head.headers) == 201 and bytes(p.body) == b"ok"

@@ -32,6 +32,7 @@ class Scripted:
     url: URL
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)  # a client closed on us
 
 
@@ -39,6 +40,7 @@ class Scripted:
 async def scripted(script: Script, *, close_after: bool = False) -> AsyncIterator[Scripted]:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         state.connections += 1
+        state.writers.append(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -136,6 +138,39 @@ async def test_chunked_answer_streams_and_is_reused() -> None:
         got = [c async for c in resp.content.iter_chunked(65536)]
         assert b"".join(got) == body and max(map(len, got)) <= 65536
         assert resp.content.at_eof()
+        resp.release()
+        assert client.idle == 1
+    client.close()
+
+
+async def test_a_slow_reader_holds_back_the_backend() -> None:
+    """The device reads slowly: the client stops reading from the backend once
+    ``BUFFER_LIMIT`` bytes wait, so memory stays bounded, and the backend's
+    writes back up (32 MiB is more than loopback's socket buffers take);
+    everything arrives once the reader goes on."""
+    body = bytes(range(256)) * (32 * 1024 * 1024 // 256)
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: ok(body)) as srv:
+        resp = await ask(client, srv.url)
+        first = await resp.content.read(65536)
+        async with asyncio.timeout(30):
+            while not resp.held_back:
+                await asyncio.sleep(0.005)
+        assert resp.buffered <= 2 * leanclient.BUFFER_LIMIT  # the limit plus one socket read
+        assert srv.writers[0].transport.get_write_buffer_size() > 0  # the backend waits
+        rest = [c async for c in resp.content.iter_chunked(65536)]
+        assert first + b"".join(rest) == body
+    client.close()
+
+
+async def test_reading_a_large_body_whole_is_not_held_back() -> None:
+    """``read()`` of the whole body turns the flow control off (it would wait
+    on itself until the read timeout); a 3 MiB answer arrives."""
+    body = b"x" * (3 * 1024 * 1024)
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: ok(body)) as srv:
+        resp = await ask(client, srv.url, read_timeout=10.0)
+        assert await resp.read() == body
         resp.release()
         assert client.idle == 1
     client.close()
