@@ -10,6 +10,7 @@ test scripts, the device a raw connection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -170,3 +171,56 @@ async def test_an_answer_cut_by_the_backend_closing_is_a_502(tmp_path: Path, nam
         async with demo_gateway(tmp_path, pools, gateway={"tls": {"enabled": False}}) as gw:
             [(status, _)] = await ask(gw, foldersync())
     assert status == 502
+
+
+async def test_a_second_host_is_refused_before_anything_is_forwarded(
+    gw: DemoGateway, backend: RecordingBackend
+) -> None:
+    [(status, _)] = await ask(gw, foldersync([("Host", "attacker.example")]))
+    assert status == 400
+    assert backend.eas_requests() == []
+
+
+async def test_the_forwarded_head_carries_one_host_and_no_hop_by_hop_fields(
+    gw: DemoGateway, backend: RecordingBackend
+) -> None:
+    """Whatever the device claims: the backend's authority as the one Host,
+    the device's own X-Forwarded-For dropped, hop-by-hop fields and the
+    fields Connection names dropped, one Content-Length that is the body's."""
+    extra = [
+        ("X-Forwarded-For", "10.9.9.9"),
+        ("Connection", "keep-alive, X-Internal-Secret"),
+        ("X-Internal-Secret", "s3cret"),
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "trailers"),
+    ]
+    [(status, _)] = await ask(gw, foldersync(extra))
+    assert status == 200
+    [forwarded] = backend.eas_requests()
+    authority = backend.url.removeprefix("http://")
+    assert [v for k, v in forwarded.headers if k.lower() == "host"] == [authority]
+    assert forwarded.header("X-Forwarded-For") == "127.0.0.1"
+    for name in ("Connection", "X-Internal-Secret", "Keep-Alive", "TE", "Transfer-Encoding"):
+        assert forwarded.header_count(name) == 0, name
+    assert forwarded.header_count("Content-Length") == 1
+    assert forwarded.header("Content-Length") == str(len(FOLDERSYNC))
+    assert backend.violations == []
+
+
+async def test_a_device_gone_mid_answer_leaves_no_backend_connection_behind(
+    gw: DemoGateway, script: Script
+) -> None:
+    """An 8 MiB answer is being relayed when the device goes: the backend
+    connection is closed, not parked for reuse half read."""
+    body = b"y" * (8 * 1024 * 1024)
+    script.answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    lean = gw.gateway.upstreams.pools["exchange"].lean
+    assert lean is not None
+    conn = await RawConnection.open(gw.url)
+    await conn.send(foldersync())
+    await conn.reader.readuntil(b"\r\n\r\n")  # the head is relayed; the body flows
+    conn.writer.transport.abort()
+    async with asyncio.timeout(10):
+        while lean.open:
+            await asyncio.sleep(0.005)
+    assert lean.idle == 0
