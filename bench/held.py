@@ -187,6 +187,7 @@ def _node_rss(setup: _Setup) -> int:
 
 
 def _node_cpu(setup: _Setup) -> float:
+    """The gateway node's CPU seconds: its process and, with workers, theirs."""
     return tree_cpu(setup.gateway.proc.pid)
 
 

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.eas_mix import Session
-from bench.held import _held, _ramp, _start, _stop, nofile_warning
-from bench.proc import BenchError, start, tree_cpu
+from bench.held import _held, _node_cpu, _node_rss, _ramp, _start, _stop, nofile_warning
+from bench.proc import BenchError, start
 from bench.servers import metric
 from bench.stats import fmt
 from bench.workers import database
@@ -79,11 +79,6 @@ def _wait_held(setup: Any, want: int, since: float, gone0: float, timeout: float
 
 def _disconnects(gw: Any) -> float:
     return metric(gw.metrics_text(), "sentry_client_disconnects_total", command="Ping")
-
-
-def _node_cpu(setup: Any) -> float:
-    """CPU seconds of the gateway node: its process and, with workers, theirs."""
-    return tree_cpu(setup.gateway.proc.pid)
 
 
 def _others_cpu(setup: Any) -> dict[str, float]:
@@ -167,7 +162,7 @@ def _storm(
             raise BenchError(f"only {held} of {opts.pings} Pings held before the storm")
         gw = setup.gateway
         gone0 = _disconnects(gw)
-        rss0, cpu0 = gw.proc.rss(), _node_cpu(setup)
+        rss0, cpu0 = _node_rss(setup), _node_cpu(setup)
         others0 = _others_cpu(setup)
         t0 = time.monotonic()
         for g in setup.gens:
@@ -176,7 +171,7 @@ def _storm(
         seconds = _wait_held(setup, held, t0, gone0, opts.timeout)
         cpu = _node_cpu(setup) - cpu0
         others = {k: v - others0[k] for k, v in _others_cpu(setup).items()}
-        rss1 = gw.proc.rss()
+        rss1 = _node_rss(setup)
         handshake = _handshake_cpu(setup, opts, work) if opts.tls else None
         for g in setup.gens:
             g.send({"cmd": "stop"})
