@@ -3,10 +3,10 @@ gateway holds whole.
 
 Approach. Every phone holds a Ping open, so a held Ping's cost is what
 sizes a node, and every request pays the client leg. Through aiohttp's
-client the upstream leg of one held Ping costs about 9 KiB of Python
-objects (the request and response objects, a response parser, a stream
-reader, the request coroutine's frames) and a revocation cancels its way
-through them; per request it was about 14 % of the gateway's CPU.
+client the upstream leg of one held Ping cost 8.1 KB of Python objects
+(the request and response objects, a response parser, a stream reader,
+the request coroutine's frames: ``python -m bench.held_memory``) and a
+revocation cancelled its way through them; per request it was about 14 % of the gateway's CPU.
 ``LeanClient`` sends a request whose body is ``bytes`` (nearly every EAS
 request: declared lengths up to 64 KiB are read whole, ``forwarding.py``):
 the request leaves in one write, and what waits is one small protocol

@@ -121,3 +121,14 @@ def test_held_pings_run_with_workers_on_postgresql(tmp_path: Path, pg_server_dsn
                                "--heartbeat", "2")  # fmt: skip
     assert held["held"] == 12 and held["answered_ok"] == 12
     assert held["gateway_rss_held_mib"] > 0
+
+
+def test_held_memory_reports_a_held_pings_objects_by_owner() -> None:
+    """``python -m bench.held_memory``: the gateway traced, every share printed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.held_memory", "20"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert "Python bytes per held Ping (20 held, tracemalloc)" in proc.stdout
+    assert "aiohttp server" in proc.stdout and "gateway: proxy/" in proc.stdout
