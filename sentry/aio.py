@@ -8,6 +8,11 @@ warning); a bare ``asyncio.create_task`` is banned by the lint configuration.
 the in-memory change that follows it) to its end even when the task awaiting
 it is cancelled, e.g. because the device hung up; the cancellation is
 re-raised once the step is done, so the caller still stops.
+
+``read_upto`` reads a body until its end or ``limit`` bytes: a stream's
+``read(n)`` returns what has arrived so far, so a single call takes only the
+first TCP segment of a body that came in several (a device's Sync prefix, a
+backend's Provision answer, a JWKS document).
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["create_task", "uncancellable"]
+__all__ = ["create_task", "read_upto", "uncancellable"]
 
 T = TypeVar("T")
 _background: set[asyncio.Task[Any]] = set()
@@ -44,3 +49,21 @@ async def uncancellable(coro: Coroutine[Any, Any, T], *, name: str) -> T:
         if not task.cancelled():
             task.exception()  # retrieved: the caller's cancellation is what propagates
         raise
+
+
+class _Readable(Protocol):
+    async def read(self, n: int = -1, /) -> bytes: ...
+
+
+async def read_upto(content: _Readable, limit: int) -> bytes:
+    """``content`` read until its end or until ``limit`` bytes (fewer than
+    ``limit``: the end was reached)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)

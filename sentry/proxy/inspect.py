@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from sentry.aio import read_upto
 from sentry.eas.commands import INSPECTED, LONG_POLLS, BodyFacts, body_facts
 from sentry.eas.request import Command, EasRequest
 from sentry.eas.wbxml import Element, Limits, decode
@@ -42,15 +43,8 @@ class Inspected:
 
 async def _read_prefix(request: web.Request, limit: int) -> tuple[bytes, bool]:
     """Read up to ``limit`` bytes; return them and whether the body ended."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await request.content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks), True
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks), False
+    data = await read_upto(request.content, limit + 1)
+    return data, len(data) <= limit
 
 
 async def inspect(request: web.Request, eas: EasRequest, coding: str | None = None) -> Inspected:

@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from sentry.aio import create_task
+from sentry.aio import create_task, read_upto
 from sentry.observability import Metrics
 from sentry.settings import OAuthSettings, SettingsError
 
@@ -141,7 +141,7 @@ class JwksSource:
         ) as resp:
             if resp.status != 200:
                 raise ValueError(f"HTTP {resp.status} from the JWKS URL")
-            data = await resp.content.read(MAX_JWKS_BYTES + 1)
+            data = await read_upto(resp.content, MAX_JWKS_BYTES + 1)  # not just a first segment
         if len(data) > MAX_JWKS_BYTES:
             raise ValueError(f"JWKS is over {MAX_JWKS_BYTES} bytes")
         return data

@@ -52,6 +52,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from sentry.aio import read_upto
 from sentry.eas import policydoc, responses
 from sentry.eas._b64query import with_command, with_policy_key
 from sentry.eas.commands import ProvisionKind, ProvisionRequest, parse_provision
@@ -344,7 +345,7 @@ async def _upstream_call(
             raise ProvisionUpstreamError(
                 f"the backend answered Provision with {upstream.status}", relay
             )
-        raw = await upstream.content.read(INSPECT_LIMIT + 1)
+        raw = await read_upto(upstream.content, INSPECT_LIMIT + 1)  # not just a first segment
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise ProvisionUpstreamError(f"the backend's Provision answer broke: {exc!r}") from exc
     finally:

@@ -16,7 +16,8 @@ moment ago" can be taken by another process before the test uses it):
   with a 200 whose body stops short of its Content-Length before the
   connection closes (a server that crashed mid-answer).
 * ``CuttableProxy`` forwards TCP to a server until ``cut()`` (a gateway node
-  cut off from its PostgreSQL while the other nodes still reach it).
+  cut off from its PostgreSQL while the other nodes still reach it), and can
+  dribble the server's answers in small pieces.
 
 Each counts what it saw, so a test waits for a positive signal (a connection
 accepted, a request answered) instead of sleeping.
@@ -173,10 +174,20 @@ class CuttableProxy:
     It runs on an event loop of its own in a thread, so processes and sync
     tests can use it. ``cut()`` closes every connection it carries and
     closes new ones at once (the port stays bound: nothing else takes it);
-    ``restore()`` lets connections through again."""
+    ``restore()`` lets connections through again. With ``dribble=(n, s)`` the
+    server's answers reach the client ``n`` bytes at a time, ``s`` seconds
+    apart (an answer that arrives in many TCP segments)."""
 
-    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        host: str = "127.0.0.1",
+        *,
+        dribble: tuple[int, float] | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
+        self.dribble = dribble  # (bytes, seconds): answers sent in pieces, a pause after each
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind((host, 0))
         self._sock.listen(128)
@@ -215,14 +226,20 @@ class CuttableProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, piece: tuple[int, float] | None
+        ) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
+                    step = len(data) if piece is None else piece[0]
+                    for i in range(0, len(data), step):
+                        dst.write(data[i : i + step])
+                        await dst.drain()
+                        if piece is not None:
+                            await asyncio.sleep(piece[1])
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, None), pipe(up_reader, writer, self.dribble))
         self._writers -= {writer, up_writer}
 
     def cut(self) -> None:

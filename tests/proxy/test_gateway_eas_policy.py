@@ -5,14 +5,19 @@ every mailbox of a device, and keys that survive a restart."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 
 from sentry.eas.policydoc import decode_provision_doc
 from sentry.eas.wbxml import Element
 from sentry.model import AssociationKey
 from sentry.policy.easpolicy import Pass, assign, gate, policy_from, put_policy
+from sentry.testing.backend import start_backend
 from sentry.testing.eas_client import EasResponse, EasTestClient
-from sentry.testing.gateway import DemoGateway
+from sentry.testing.faulty import CuttableProxy
+from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
+from sentry.testing.state import BackendConfig
 
 FOLDERSYNC = '<FolderSync xmlns="FolderHierarchy"><SyncKey>0</SyncKey></FolderSync>'
 EAS = "/Microsoft-Server-ActiveSync"
@@ -188,3 +193,29 @@ async def test_a_backend_449_is_reprovisioned_upstream_and_retried(
     assert new is not None and new != old and phone.policy_key == key
     record = gateway.gateway.state.snapshot.provisioning[AssociationKey("EASPOL0009", "alice")]
     assert (record.issued, record.backend_key) == (key, new)
+
+
+async def test_the_gateways_own_provision_reads_an_answer_that_arrives_in_pieces(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """The backend's Provision answer reaches the gateway 64 bytes at a time
+    (a policy bigger than one TCP segment on a real network): the gateway
+    reads all of it, where one read used to take the first piece and refuse
+    the rest as a broken answer."""
+    backend = await start_backend(BackendConfig())
+    proxy = CuttableProxy("127.0.0.1", backend.port, dribble=(64, 0.002))
+    try:
+        pools = {
+            "exchange": PoolSpec(
+                "exchange", extra={"servers": [f"http://{proxy.host}:{proxy.port}"]}
+            )
+        }
+        async with demo_gateway(tmp_path, pools, gateway={"tls": {"enabled": False}}) as gw:
+            await _policy(gw, "strict", STRICT, default="")
+            phone = client(gw, session, "alice", "EASPOL0099")
+            await phone.provision()
+            synced = await phone.post("FolderSync", FOLDERSYNC)
+            assert (synced.status, synced.text("Status")) == (200, "1")
+    finally:
+        proxy.close()
+        await backend.stop()

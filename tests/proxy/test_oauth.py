@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from yarl import URL
 
 from sentry.observability import Metrics
 from sentry.proxy.oauth import JwksError, JwksSource
 from sentry.settings import OAuthSettings, SettingsError
+from sentry.testing.faulty import CuttableProxy
 from sentry.testing.oauth import JwksServer, TokenIssuer, serve_jwks
 
 
@@ -138,3 +140,22 @@ async def test_an_unreachable_url_does_not_stop_start_and_is_retried(
         assert source.keys is not None
     finally:
         await source.close()
+
+
+async def test_a_jwks_that_arrives_in_pieces_is_read_whole(
+    issuer: TokenIssuer, server: JwksServer
+) -> None:
+    """The JWKS reaches the gateway 64 bytes at a time (a key set bigger than
+    one TCP segment): every key is loaded, where one read took the first piece."""
+    url = URL(server.url)
+    proxy = CuttableProxy(url.host or "127.0.0.1", url.port or 80, dribble=(64, 0.002))
+    try:
+        through = str(url.with_host(proxy.host).with_port(proxy.port))
+        source = JwksSource(settings(issuer, jwks_url=through), Metrics(CollectorRegistry()))
+        await source.start()
+        try:
+            assert source.keys is not None and source.keys.kids == {"key-1"}
+        finally:
+            await source.close()
+    finally:
+        proxy.close()
