@@ -21,7 +21,9 @@ aiohttp's client exceptions are translated into these in one place,
 request (``upstream.py``), relaying its answer (``handler._relay``) and the
 active health check (which classifies the original exception, kept as the
 ``__cause__``); nothing else in the data path catches aiohttp errors. The
-lean client (``leanclient.py``) raises these classes itself.
+lean client (``leanclient.py``) raises these classes itself; the cause of
+its ``UpstreamConnectError`` is a ``ConnectFailed`` (host and OS error), which
+the health checks classify.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from contextlib import contextmanager
 import aiohttp
 
 __all__ = [
+    "ConnectFailed",
     "FramingError",
     "HeaderTooLarge",
     "NoHealthyServer",
@@ -59,6 +62,17 @@ class UpstreamError(Exception):
         super().__init__(message)
         self.message = message
         self.server = server
+
+
+class ConnectFailed(Exception):
+    """Why a connection to ``host`` could not be made (the cause the health
+    checks classify): ``os_error`` is an ``OSError``, an ``ssl`` error or a
+    ``TimeoutError``."""
+
+    def __init__(self, host: str, os_error: BaseException) -> None:
+        super().__init__(f"{host}: {os_error}")
+        self.host = host
+        self.os_error = os_error
 
 
 class NoHealthyServer(UpstreamError):

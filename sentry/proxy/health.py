@@ -31,7 +31,7 @@ from enum import StrEnum
 
 import aiohttp
 
-from .leanclient import ConnectFailed
+from .errors import ConnectFailed
 
 __all__ = [
     "FAILURE_KINDS",

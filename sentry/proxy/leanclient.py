@@ -47,7 +47,7 @@ from collections.abc import Mapping
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import UpstreamBroken, UpstreamConnectError
+from .errors import ConnectFailed, UpstreamBroken, UpstreamConnectError
 from .h1answer import AnswerParser
 from .leanconn import BUFFER_LIMIT, Conn, LeanResponse, Origin, raise_for
 
@@ -55,7 +55,6 @@ __all__ = [
     "BUFFER_LIMIT",
     "KEEPALIVE_SECONDS",
     "RETIRE_SECONDS",
-    "ConnectFailed",
     "LeanClient",
     "LeanResponse",
 ]
@@ -65,17 +64,6 @@ RETIRE_SECONDS = 0.25  # an abandoned request's connection is closed this much l
 RETIRE_BATCH = 200  # connections closed per loop callback
 _DNS_TTL = 10.0  # seconds a resolved name is reused (aiohttp's resolver cache)
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
-
-
-class ConnectFailed(Exception):
-    """Why a connection to ``host`` could not be made (the cause the health
-    checks classify): ``os_error`` is an ``OSError``, an ``ssl`` error or a
-    ``TimeoutError``."""
-
-    def __init__(self, host: str, os_error: BaseException) -> None:
-        super().__init__(f"{host}: {os_error}")
-        self.host = host
-        self.os_error = os_error
 
 
 class LeanClient:

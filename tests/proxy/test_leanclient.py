@@ -18,9 +18,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from sentry.proxy import leanclient
-from sentry.proxy.errors import UpstreamBroken, UpstreamConnectError, UpstreamTimeout
+from sentry.proxy.errors import ConnectFailed, UpstreamBroken, UpstreamConnectError, UpstreamTimeout
 from sentry.proxy.health import classify
-from sentry.proxy.leanclient import ConnectFailed, LeanClient, LeanResponse
+from sentry.proxy.leanclient import LeanClient, LeanResponse
 from sentry.testing.faulty import refusing_port
 
 # request number -> answer bytes (None: say nothing; b"": close the connection unanswered)
