@@ -176,7 +176,8 @@ class CuttableProxy:
     closes new ones at once (the port stays bound: nothing else takes it);
     ``restore()`` lets connections through again. With ``dribble=(n, s)`` the
     server's answers reach the client ``n`` bytes at a time, ``s`` seconds
-    apart (an answer that arrives in many TCP segments)."""
+    apart (an answer that arrives in many TCP segments). ``unix_path``: the
+    server listens on that Unix socket (a throwaway PostgreSQL) instead."""
 
     def __init__(
         self,
@@ -185,8 +186,10 @@ class CuttableProxy:
         host: str = "127.0.0.1",
         *,
         dribble: tuple[int, float] | None = None,
+        unix_path: str | None = None,
     ) -> None:
         self.target = (target_host, target_port)
+        self.unix_path = unix_path  # the server's Unix socket instead of host:port
         self.dribble = dribble  # (bytes, seconds): answers sent in pieces, a pause after each
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind((host, 0))
@@ -220,7 +223,10 @@ class CuttableProxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if self.unix_path is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
             return

@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import asyncpg
@@ -52,10 +52,24 @@ class Cluster:
 
 
 def _via(dsn: str, proxy: CuttableProxy) -> str:
+    """``dsn`` through ``proxy``: its host and port, also those a socket DSN
+    names in its query (a throwaway server listens on a Unix socket only)."""
     parts = urlsplit(dsn)
     netloc = parts.netloc.rsplit("@", 1)
     auth = netloc[0] + "@" if len(netloc) == 2 else ""
-    return parts._replace(netloc=f"{auth}{proxy.host}:{proxy.port}").geturl()
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+    return parts._replace(netloc=f"{auth}{proxy.host}:{proxy.port}", query=query).geturl()
+
+
+def _proxy_for(dsn: str) -> CuttableProxy:
+    """A cuttable proxy in front of the server ``dsn`` names (TCP or Unix socket)."""
+    target = urlsplit(dsn)
+    query = dict(parse_qsl(target.query))
+    socket_dir = query.get("host", "")
+    if socket_dir.startswith("/"):
+        path = f"{socket_dir}/.s.PGSQL.{query.get('port', '5432')}"
+        return CuttableProxy("127.0.0.1", 0, unix_path=path)
+    return CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +77,7 @@ def cluster(pg_database: Databases, tmp_path_factory: pytest.TempPathFactory) ->
     dsn = run_sync(pg_database.create())
     work = tmp_path_factory.mktemp("cluster")
     procs: list[Proc] = []
-    target = urlsplit(dsn)
-    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy = _proxy_for(dsn)
     try:
         users = ",".join(f"{u}:secret" for u in EXCHANGE_USERS.split(","))
         exchange, exchange_url = start_backend_process(work, "exchange", users)
