@@ -62,6 +62,9 @@ log = structlog.get_logger("sentry.cluster")
 BATCH = 500
 """Feed rows read per query while catching up."""
 
+STOP_SECONDS = 5.0
+"""How long stopping waits for the cancelled listen and poll tasks."""
+
 PEER_FORGET_SECONDS = 900.0
 """A peer not heard from for this long loses its lag sample (node names
 change at every start: the label set stays bounded)."""
@@ -119,24 +122,34 @@ class Follower:
     async def stop_following(self) -> None:
         """Stop listening and polling, keep catching up on this node's own
         writes (a node that misses every notification; used by tests)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._stop_tasks()
         self._set_listening(False)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._stop_tasks()
         self.state.catch_up = None
         self.state.take_missed = None
         self.metrics.cluster_listening.set(0)
+
+    async def _stop_tasks(self) -> None:
+        """Cancel the listen and poll tasks and wait for them, at most
+        ``STOP_SECONDS``: a task stuck in a driver call that does not give way
+        to the cancellation (the feed connection's close, a query's cancel)
+        must not hang the node's shutdown. One that is left is logged."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        ended, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+        for task in ended:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("cluster_task_failed", task=task.get_name(), error=repr(task.exception()))
+        if stuck:
+            log.warning(
+                "cluster_task_stuck", tasks=sorted(t.get_name() for t in stuck),
+                seconds=STOP_SECONDS,
+            )  # fmt: skip
 
     def problems(self) -> list[str]:
         """What ``/readyz`` reports: the node may be behind the others."""

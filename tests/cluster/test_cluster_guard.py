@@ -7,13 +7,16 @@ writes on its stale state; it absorbs what it missed and decides again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
+from sentry.cluster import follower as follower_module
 from sentry.model import Association, AssociationKey, Verdict
 from sentry.policy import block
 from sentry.policy import changes as ch
@@ -274,3 +277,33 @@ def test_the_cluster_example_configuration_is_valid() -> None:
     assert settings.store.kind == "postgresql"
     assert settings.store.feed_poll_seconds == 2
     assert settings.preferences.max_devices_per_mailbox == 5
+
+
+async def test_stopping_does_not_hang_on_a_task_that_ignores_its_cancellation(
+    two_nodes: tuple[DemoGateway, DemoGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listen or poll task stuck in a driver call that does not give way to
+    the cancellation: the node stops following anyway (``STOP_SECONDS``) and
+    says which task was left."""
+    _, b = two_nodes
+    follower = b.gateway.follower
+    assert follower is not None
+    monkeypatch.setattr(follower_module, "STOP_SECONDS", 0.2)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    task = asyncio.ensure_future(stubborn())
+    await started.wait()
+    follower._tasks.append(task)  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        await follower.stop_following()
+    stuck = [e for e in logs if e["event"] == "cluster_task_stuck"]
+    assert len(stuck) == 1 and stuck[0]["tasks"] == [task.get_name()]
+    assert not follower.listening
+    release.set()
+    await task
