@@ -144,7 +144,9 @@ class Follower:
         ended, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
         for task in ended:
             if not task.cancelled() and task.exception() is not None:
-                log.warning("cluster_task_failed", task=task.get_name(), error=repr(task.exception()))
+                log.warning(
+                    "cluster_task_failed", task=task.get_name(), error=repr(task.exception())
+                )
         if stuck:
             log.warning(
                 "cluster_task_stuck", tasks=sorted(t.get_name() for t in stuck),
