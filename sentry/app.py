@@ -77,7 +77,7 @@ from sentry.policy.changes import Change
 from sentry.policy.established import missing_types
 from sentry.policy.prefs import effective, file_preferences, sources
 from sentry.preflight import preflight, resolve
-from sentry.proxy.app import build_proxy_app
+from sentry.proxy.app import build_proxy_server
 from sentry.proxy.authn import Authenticator
 from sentry.proxy.connections import admin_listener, device_listener
 from sentry.proxy.handler import ProxyContext
@@ -115,7 +115,7 @@ class Gateway:
     proxy_url: str = ""
     admin_url: str = ""
     admin_token: str = ""
-    runners: list[web.AppRunner] = field(default_factory=list)
+    runners: list[web.BaseRunner] = field(default_factory=list)
     demo: list[Any] = field(default_factory=list)
     admin_app: web.Application | None = None
     root: Path = Path(".")
@@ -358,12 +358,11 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         ),
         access_log=settings.logging.access_log,
     )
-    proxy_runner = web.AppRunner(
-        build_proxy_app(ctx),
-        access_log=None,
+    proxy_runner = web.ServerRunner(
+        # handler_cancellation: a device that hangs up ends its upstream request at once
+        build_proxy_server(ctx, access_log=None, handler_cancellation=True),
         handle_signals=False,
         shutdown_timeout=g.shutdown_grace_seconds,
-        handler_cancellation=True,  # a device that hangs up ends its upstream request at once
     )
     gw.runners.append(proxy_runner)
     gate = device_listener(g, gw.metrics)

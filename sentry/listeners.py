@@ -53,7 +53,7 @@ log = structlog.get_logger("sentry")
 
 
 async def start_site(
-    runner: web.AppRunner,
+    runner: web.BaseRunner,
     key: str,
     listen: ListenSettings,
     ssl_ctx: Any = None,

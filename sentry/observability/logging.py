@@ -28,7 +28,7 @@ or a ``repr`` of one) or a ``password=``-style pair. A raw request head that a
 parser quotes in its error message — bare LF endings, a NUL after the
 credential — is therefore masked too. Request context (request id, command,
 device, user) is bound per request in contextvars by one aiohttp middleware
-(``sentry.proxy.handler.request_context``) and merged into every line.
+(``sentry.proxy.handler.serve_device``) and merged into every line.
 
 A log file is written through ``LogFile``, which ``reopen`` swaps for a fresh
 handle on the same path (SIGHUP after logrotate moved the old file away); the

@@ -1,44 +1,31 @@
-"""The device-facing aiohttp application.
+"""The device-facing aiohttp server.
 
-One route catches every path so the EAS path can be matched case-insensitively
+A low-level ``web.Server`` with one handler, ``handler.serve_device``, for
+every path and method: the EAS path is matched case-insensitively there
 (clients and load balancers disagree on its case) and every other path or
-method gets a plain 404/405 — never a forward.
+method gets a plain 404/405, never a forward. No application, router or
+middleware runs per request: what they did (the connection's phases, the
+request's log context, ``Expect``) is done by that one coroutine, so a held
+Ping keeps fewer frames and every request does less work.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from aiohttp import web
 
-from sentry.eas import responses
+from .guard import TRACKS_PHASES
+from .handler import EAS_PATH, ProxyContext, serve_device
 
-from .guard import track_phases
-from .handler import PROXY, ProxyContext, eas_handler, request_context
-
-__all__ = ["EAS_PATH", "PROXY", "build_proxy_app"]
-
-EAS_PATH = "/microsoft-server-activesync"
-_METHODS = ("POST", "OPTIONS")
+__all__ = ["EAS_PATH", "build_proxy_server"]
 
 
-async def _dispatch(request: web.Request) -> web.StreamResponse:
-    if request.path.rstrip("/").lower() != EAS_PATH:
-        return _to_web(responses.error(404, "not found"))
-    if request.method not in _METHODS:
-        allow = (("Allow", responses.ALLOW),)
-        return _to_web(responses.error(405, "method not allowed", allow))
-    return await eas_handler(request)
-
-
-def _to_web(resp: responses.Response) -> web.Response:
-    return web.Response(
-        status=resp.status, reason=resp.reason, headers=resp.headers, body=resp.body
-    )
-
-
-def build_proxy_app(ctx: ProxyContext) -> web.Application:
-    """The device listener's application; ``ctx`` carries every dependency."""
-    # parser limits: connections.py; the request's log context: handler.request_context
-    app = web.Application(middlewares=[track_phases, request_context])
-    app[PROXY] = ctx
-    app.router.add_route("*", "/{tail:.*}", _dispatch)
-    return app
+def build_proxy_server(ctx: ProxyContext, **server_args: Any) -> web.Server:
+    """The device listener's server; ``ctx`` carries every dependency and
+    ``server_args`` go to ``web.Server`` (``handler_cancellation``, ...).
+    Parser limits and the connection gate: ``connections.py``."""
+    handler = functools.partial(serve_device, ctx)
+    setattr(handler, TRACKS_PHASES, True)  # serve_device starts the connection's phases
+    return web.Server(handler, **server_args)

@@ -125,7 +125,7 @@ class Authenticator:
 
     async def check(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         eas: EasRequest,
         names: Snapshot | None = None,
     ) -> EasRequest | web.Response:
@@ -233,7 +233,7 @@ class Authenticator:
 
     def _refused(self, scheme: str, reason: str, status: int, message: str) -> None:
         """Count and log a refusal; the request's context (request id, device,
-        user as sent) is on the line already (``handler.request_context``)."""
+        user as sent) is on the line already (``handler.serve_device``)."""
         self.metrics.auth_refusals.labels(scheme, reason).inc()
         logcontext.note(
             decision="auth_refused" if status != 400 else "bad_request", auth=scheme, error=message

@@ -50,7 +50,7 @@ from sentry.observability import Metrics
 from sentry.observability.ratelimit import RateLimiter
 from sentry.settings import ConnectionSettings, GatewaySettings, HeaderLimitSettings
 
-from .guard import ConnectionLimits, GuardedHandler, track_phases
+from .guard import TRACKS_PHASES, ConnectionLimits, GuardedHandler, track_phases
 
 __all__ = [
     "ADMIN_MAX_CONNECTIONS",
@@ -267,12 +267,16 @@ class GatedSite(web.BaseSite):
         return self._port
 
     async def start(self) -> None:
+        server = self._runner.server
+        assert server is not None, "runner.setup() first"
         app = getattr(self._runner, "app", None)
         if app is not None and track_phases not in app.middlewares:
             raise RuntimeError("a gated listener's app needs the track_phases middleware")
+        if app is None and not getattr(server.request_handler, TRACKS_PHASES, False):
+            raise RuntimeError(
+                "a gated listener's handler must tell its connection (TRACKS_PHASES)"
+            )
         await super().start()
-        server = self._runner.server
-        assert server is not None, "runner.setup() first"
         self.gate = ConnectionGate(server, **self._gate_args)
         loop = asyncio.get_running_loop()
         if self._sock is not None:

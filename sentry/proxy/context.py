@@ -27,7 +27,6 @@ from .redirects import Redirector
 from .upstream import Upstreams
 
 __all__ = [
-    "PROXY",
     "Again",
     "ProxyContext",
     "Rewrite",
@@ -46,7 +45,7 @@ __all__ = [
 answer_for = functools.lru_cache(maxsize=2048)(answer)
 note = logcontext.note
 """Add fields to the request's context: every log line of the request, and its
-access-log line, carry them (begun by ``handler.request_context``)."""
+access-log line, carry them (begun by ``handler.serve_device``)."""
 
 
 @dataclass
@@ -69,10 +68,8 @@ Rewrite = Callable[[CIMultiDict[str]], str]
 Again = Callable[[], Awaitable[Rewrite | None]]
 """After a backend 449: provision upstream again; the new translation, or None."""
 
-PROXY: web.AppKey[ProxyContext] = web.AppKey("sentry.proxy", ProxyContext)
 
-
-def client_gone(request: web.Request) -> bool:
+def client_gone(request: web.BaseRequest) -> bool:
     """The device's connection is closed or closing."""
     transport = request.transport
     return transport is None or transport.is_closing()

@@ -69,7 +69,7 @@ class BodyStream:
 
 
 async def relay_response(
-    request: web.Request, upstream: Answer, *, keep: int = 0
+    request: web.BaseRequest, upstream: Answer, *, keep: int = 0
 ) -> tuple[web.StreamResponse, int, bytes | None]:
     """Relay ``upstream`` to the device; return the response, the body size,
     and the body itself when it is at most ``keep`` bytes (else None).
@@ -99,7 +99,7 @@ async def relay_response(
     return response, total, None if kept is None else b"".join(kept)
 
 
-def read_whole(request: web.Request, upstream: Answer) -> bool:
+def read_whole(request: web.BaseRequest, upstream: Answer) -> bool:
     """Whether ``relay_response`` reads this answer whole before sending any
     of it: a declared length up to ``CHUNK`` on an answer that carries the
     body it announces (not the answer to a HEAD, nor a 1xx, 204 or 304). If

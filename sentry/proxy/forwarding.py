@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Awaitable
 
 import aiohttp
 from aiohttp import web
@@ -50,7 +51,7 @@ from .headers import upstream_headers
 from .inspect import INSPECT_LIMIT, PREFIX, Inspected
 from .provisioning import before_forward, reprovision, translate
 from .redirects import Mailbox, RedirectNotReplayable, RedirectRefused
-from .upstream import Answer, Server
+from .upstream import Answer, BackendPool, Server
 
 __all__ = ["forward", "send"]
 
@@ -59,7 +60,7 @@ _POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
 
 async def forward(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     eas: EasRequest,
     inspected: Inspected,
     decision: Forward,
@@ -108,7 +109,7 @@ async def forward(
 
 async def send(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     pool_name: str,
     body: bytes | BodyStream,
     mailbox: Mailbox | None,
@@ -129,7 +130,7 @@ async def send(
 
 async def _hold(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     eas: EasRequest,
     pool_name: str,
     key: AssociationKey,
@@ -175,20 +176,22 @@ async def _hold(
     return await _relay(ctx, request, pool_name, server, upstream, key, None)
 
 
-async def _ask(
+def _ask(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     pool_name: str,
     body: bytes | BodyStream,
     mailbox: Mailbox | None,
     read_timeout: float | None,
     rewrite: Rewrite | None = None,
     again: Again | None = None,
-) -> tuple[Server, Answer]:
+) -> Awaitable[tuple[Server, Answer]]:
     """Send the request to a server of the pool (451 redirects followed);
     the answer's head is read, its body not yet. ``rewrite`` translates the
     policy key; after a backend 449, ``again`` provisions upstream once more
-    and the request is sent again with the new key (provisioning.py)."""
+    and the request is sent again with the new key (provisioning.py).
+    Not a coroutine itself: without ``again`` the awaitable is the
+    redirector's, so a held Ping waits without this frame."""
     pool = ctx.upstreams.pools[pool_name]
     timeout = aiohttp.ClientTimeout(
         total=None,
@@ -199,10 +202,29 @@ async def _ask(
     headers = upstream_headers(request.headers, chain, ctx.proto)
     path_qs = request.path_qs if rewrite is None else rewrite(headers)  # policy-key translation
     data = frame_upstream(headers, body)
-    server, upstream = await ctx.redirects.send(
+    sent = ctx.redirects.send(
         pool, mailbox, request.method, path_qs, headers, data, timeout, lean=True
     )
-    if upstream.status == 449 and again is not None and isinstance(body, bytes):
+    if again is None or not isinstance(body, bytes):
+        return sent
+    return _again_after_449(ctx, request, sent, pool, mailbox, chain, body, timeout, again)
+
+
+async def _again_after_449(
+    ctx: ProxyContext,
+    request: web.BaseRequest,
+    sent: Awaitable[tuple[Server, Answer]],
+    pool: BackendPool,
+    mailbox: Mailbox | None,
+    chain: list[str],
+    body: bytes,
+    timeout: aiohttp.ClientTimeout,
+    again: Again,
+) -> tuple[Server, Answer]:
+    """``sent``'s answer; after a 449, the request again with the key of a new
+    upstream Provision (when ``again`` gets one)."""
+    server, upstream = await sent
+    if upstream.status == 449:
         retry = await again()  # the backend wants its own Provision again
         if retry is not None:
             upstream.release()
@@ -225,7 +247,10 @@ async def _redirect_verifies(
 
 
 def _not_sent(
-    ctx: ProxyContext, request: web.Request, pool_name: str, exc: RequestTooLarge | UpstreamError
+    ctx: ProxyContext,
+    request: web.BaseRequest,
+    pool_name: str,
+    exc: RequestTooLarge | UpstreamError,
 ) -> web.Response:
     """The answer when the request could not be sent: the device's body over
     the limit (413), or the backend failing (``_upstream_failed``)."""
@@ -238,7 +263,7 @@ def _not_sent(
 
 async def _relay(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     pool_name: str,
     server: Server,
     upstream: Answer,
@@ -294,7 +319,7 @@ async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) ->
     await ctx.state.commit(build)
 
 
-def _bufferable(request: web.Request, limit: int) -> bool:
+def _bufferable(request: web.BaseRequest, limit: int) -> bool:
     """A body small enough to read whole before it is sent: a declared length
     up to ``limit`` (and to the inspection limit). Held whole, it can be sent
     again (a retry after a backend 449); a chunked or larger one is streamed,
@@ -305,7 +330,7 @@ def _bufferable(request: web.Request, limit: int) -> bool:
 
 async def _reprovisioned(
     ctx: ProxyContext,
-    request: web.Request,
+    request: web.BaseRequest,
     eas: EasRequest,
     pool: str,
     key: AssociationKey,

@@ -55,7 +55,7 @@ from sentry.eas import responses
 if TYPE_CHECKING:
     from .connections import ConnectionGate
 
-__all__ = ["ConnectionLimits", "GuardedHandler", "Phase", "track_phases"]
+__all__ = ["TRACKS_PHASES", "ConnectionLimits", "GuardedHandler", "Phase", "track_phases"]
 
 log = structlog.get_logger("sentry.http")
 
@@ -131,7 +131,8 @@ class GuardedHandler(web.RequestHandler):
         super().data_received(data)
 
     def request_started(self, request: web.BaseRequest) -> None:
-        """The head is parsed and the request dispatched (called by ``track_phases``)."""
+        """The head is parsed and the request dispatched (called by ``track_phases``
+        or by a handler marked ``TRACKS_PHASES``)."""
         self._request = request
         now = self._loop.time()
         if request.content.is_eof():
@@ -299,6 +300,11 @@ def _reason(exc: HttpProcessingError) -> str:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+TRACKS_PHASES = "sentry_tracks_phases"
+"""The attribute, true, of a low-level server's handler that calls
+``GuardedHandler.request_started`` itself (the device listener's
+``handler.serve_device``); an application uses ``track_phases`` instead."""
 
 
 @web.middleware

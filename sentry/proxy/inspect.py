@@ -41,13 +41,15 @@ class Inspected:
     long_poll: bool
 
 
-async def _read_prefix(request: web.Request, limit: int) -> tuple[bytes, bool]:
+async def _read_prefix(request: web.BaseRequest, limit: int) -> tuple[bytes, bool]:
     """Read up to ``limit`` bytes; return them and whether the body ended."""
     data = await read_upto(request.content, limit + 1)
     return data, len(data) <= limit
 
 
-async def inspect(request: web.Request, eas: EasRequest, coding: str | None = None) -> Inspected:
+async def inspect(
+    request: web.BaseRequest, eas: EasRequest, coding: str | None = None
+) -> Inspected:
     """Read what the policy needs from the body (EasError/RequestTooLarge when
     bad). A body in a content ``coding`` is inspected decompressed and kept
     (and forwarded) as the raw bytes (FramingError when it cannot be read).

@@ -156,14 +156,13 @@ class Conn(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    async def wait(self) -> None:
-        """Until the parser has news (head, body bytes, the end) or it failed."""
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
+    def wait(self) -> asyncio.Future[None]:
+        """A future done when the parser has news (head, body bytes, the end)
+        or it failed. A plain future, not a coroutine: a held Ping awaits it
+        without one more frame. A cancelled or finished one left behind is
+        ignored by ``_wake`` and replaced by the next call."""
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        return waiter
 
 
 class LeanResponse:

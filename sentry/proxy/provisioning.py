@@ -135,7 +135,7 @@ def translate(
 
 async def before_forward(
     ctx: Any,
-    request: web.Request,
+    request: web.BaseRequest,
     eas: EasRequest,
     body: bytes | None,
     pool: str,
@@ -164,7 +164,7 @@ def _translation(verdict: Pass) -> KeyTranslation | None:
 
 async def _provision(
     ctx: Any,
-    request: web.Request,
+    request: web.BaseRequest,
     eas: EasRequest,
     body: bytes | None,
     pool: str,
@@ -197,7 +197,7 @@ def _parse(body: bytes | None) -> ProvisionRequest | None:
 
 async def _initial(
     ctx: Any,
-    request: web.Request,
+    request: web.BaseRequest,
     eas: EasRequest,
     body: bytes,
     pool: str,
@@ -278,7 +278,7 @@ async def _write(ctx: Any, changes: list[Change]) -> None:
 
 
 async def provision_upstream(
-    ctx: Any, request: web.Request, eas: EasRequest, initial: bytes, pool: str, mailbox: Any
+    ctx: Any, request: web.BaseRequest, eas: EasRequest, initial: bytes, pool: str, mailbox: Any
 ) -> int | None:
     """The backend's final key for this device (None: the backend has no policy
     for it); ``ProvisionUpstreamError`` or another ``UpstreamError`` when the
@@ -320,7 +320,7 @@ def _policy_key(policy: Element | None, status: str | None, step: str) -> int:
 
 async def _upstream_call(
     ctx: Any,
-    request: web.Request,
+    request: web.BaseRequest,
     eas: EasRequest,
     body: bytes,
     pool_name: str,
@@ -413,7 +413,12 @@ def initial_request(info: Any) -> bytes:
 
 
 async def reprovision(
-    ctx: Any, request: web.Request, eas: EasRequest, pool: str, key: AssociationKey, mailbox: Any
+    ctx: Any,
+    request: web.BaseRequest,
+    eas: EasRequest,
+    pool: str,
+    key: AssociationKey,
+    mailbox: Any,
 ) -> KeyTranslation | None:
     """Provision upstream again for ``key`` and store the backend's new key; the
     translation to retry with, or None when it failed (the backend's answer is

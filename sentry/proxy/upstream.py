@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -193,7 +193,7 @@ class BackendPool:
             return server, resp
         raise NoHealthyServer(self.name, self.settings.retry_after_seconds)
 
-    async def request(
+    def request(
         self,
         url: URL,
         method: str,
@@ -203,18 +203,32 @@ class BackendPool:
         timeout: aiohttp.ClientTimeout,
         *,
         lean: bool = False,
-    ) -> Answer:
+    ) -> Awaitable[Answer]:
         """One request to ``url`` (a server of this pool, or a redirect target
         reached with this pool's session and TLS settings); errors mapped.
         ``lean``: a body held whole (``bytes``) goes through the lean client
-        (``leanclient.py``), with the same timeouts and errors."""
+        (``leanclient.py``), with the same timeouts and errors. Not a
+        coroutine itself: the awaitable returned is the one client's, so a
+        held Ping waits without this frame."""
         assert self.session is not None, "pool not started"
         if lean and isinstance(body, bytes) and self.lean is not None:
-            return await self.lean.request(
+            return self.lean.request(
                 url, method, path_qs, headers, body, server=_shown(url),
                 connect_timeout=timeout.sock_connect,
                 read_timeout=timeout.sock_read,
             )  # fmt: skip
+        return self._aiohttp_request(url, method, path_qs, headers, body, timeout)
+
+    async def _aiohttp_request(
+        self,
+        url: URL,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str] | CIMultiDict[str],
+        body: object,
+        timeout: aiohttp.ClientTimeout,
+    ) -> Answer:
+        assert self.session is not None, "pool not started"
         with map_client_errors(_shown(url)):
             return await self.session.request(
                 method,

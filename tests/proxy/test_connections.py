@@ -264,3 +264,52 @@ async def test_a_flood_of_refusals_is_a_few_log_lines_that_count_the_rest(
     assert 1 <= len(refused) <= 5
     assert refused[0]["level"] == "warning"
     assert log.not_json() == []
+
+
+@pytest.mark.parametrize("marked", [False, True])
+async def test_a_gated_low_level_server_must_start_the_phases_itself(marked: bool) -> None:
+    """The device listener is a low-level ``web.Server`` without middlewares:
+    its handler starts the connection's phases itself and says so
+    (``TRACKS_PHASES``). A handler that does not is refused at start, since
+    its connections would stay in their head phase and be cut mid-body."""
+    from prometheus_client import CollectorRegistry
+
+    from sentry.observability.metrics import Metrics
+    from sentry.proxy.connections import GatedSite
+    from sentry.proxy.guard import TRACKS_PHASES, ConnectionLimits, GuardedHandler
+
+    async def handler(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        assert isinstance(request.protocol, GuardedHandler)
+        request.protocol.request_started(request)  # what serve_device does
+        await request.read()
+        return aiohttp.web.Response(text="never served")
+
+    if marked:
+        setattr(handler, TRACKS_PHASES, True)
+    runner = aiohttp.web.ServerRunner(aiohttp.web.Server(handler))
+    await runner.setup()
+    registry = CollectorRegistry()
+    gate = {
+        "limits": ConnectionLimits(body_timeout=0.3),
+        "metrics": Metrics(registry),
+        "listener": "devices",
+        "max_connections": 8,
+    }
+    site = GatedSite(runner, "127.0.0.1", 0, **gate)
+    try:
+        if not marked:
+            with pytest.raises(RuntimeError, match="TRACKS_PHASES"):
+                await site.start()
+            return
+        await site.start()
+        # the body stops half-way: the body clock (started by the handler) cuts it
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345"
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        writer.write(head)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert b"never served" not in answer
+        labels = {"listener": "devices", "phase": "body"}
+        assert registry.get_sample_value("sentry_connection_timeouts_total", labels) == 1
+    finally:
+        await runner.cleanup()

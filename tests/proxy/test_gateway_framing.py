@@ -266,6 +266,29 @@ async def test_expect_continue_is_answered_by_the_gateway_not_forwarded(
     assert backend.eas_requests()[0].header("Expect") is None
 
 
+async def test_an_expectation_other_than_100_continue_is_417_and_not_forwarded(
+    gw: DemoGateway, backend: RecordingBackend
+) -> None:
+    headers = [*eas_headers(), ("Expect", "200-ok")]
+    async with await RawConnection.open(gw.url) as conn:
+        await conn.send(request_bytes("POST", query("FolderSync"), headers, FOLDERSYNC))
+        answer = await conn.response()
+    assert answer.status == 417
+    assert forwarded(backend) == []
+
+
+async def test_expect_on_http_1_0_gets_no_interim_answer(
+    gw: DemoGateway, backend: RecordingBackend
+) -> None:
+    """HTTP/1.0 has no 100 Continue: the request is served, the final answer first."""
+    headers = [*eas_headers(), ("Expect", "100-continue")]
+    data = request_bytes("POST", query("FolderSync"), headers, FOLDERSYNC, version="HTTP/1.0")
+    async with await RawConnection.open(gw.url) as conn:
+        await conn.send(data)
+        assert (await conn.response()).status == 200
+    assert forwarded(backend) == [f"POST {query('FolderSync')}"]
+
+
 async def test_the_gateway_adds_no_headers_of_its_own_client_library(
     gw: DemoGateway, backend: RecordingBackend
 ) -> None:

@@ -97,7 +97,7 @@ async def test_a_write_the_store_refuses_for_another_reason_fails_closed(
 async def test_the_store_failure_line_carries_the_request_id_of_its_request(
     tmp_path: Path,
 ) -> None:
-    """The request's context is bound once (``request_context``), so a line
+    """The request's context is bound once (``serve_device``), so a line
     logged deep in the commit path belongs to its request."""
     stream = io.StringIO()
     configure_logging(LoggingSettings(level="debug", format="json"), stream=stream)
