@@ -23,9 +23,9 @@ refusal answers, ``note``) is ``context.py``.
 What the log says about a request is noted in its log context as it becomes
 known (``note``, ``sentry.observability.context``); ``serve_device``, the
 listener's one handler, begins the context with the request id and ends it
-after the request, so every line logged while the request is served (an authentication refusal, a store
-failure in the commit it caused) carries it, and the access-log line at the
-end has them all.
+after the request, so every line logged while the request is served (an
+authentication refusal, a store failure in the commit it caused) carries it,
+and the access-log line at the end has them all.
 
 A device that hangs up ends its request at once: the listener runs with
 aiohttp's ``handler_cancellation``, so losing the connection cancels the
