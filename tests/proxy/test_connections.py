@@ -313,3 +313,24 @@ async def test_a_gated_low_level_server_must_start_the_phases_itself(marked: boo
         assert registry.get_sample_value("sentry_connection_timeouts_total", labels) == 1
     finally:
         await runner.cleanup()
+
+
+async def test_pipelined_requests_are_answered_in_their_order(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    """Requests sent back to back in one write wait in aiohttp's queue of the
+    connection (a list here, ``guard._Pending``) and are answered first in,
+    first out: a forward, a 404, another forward, a 405."""
+    other = FOLDERSYNC_Q.replace("SLOW0001", "SLOW0003")
+    data = b"".join(
+        (
+            request_bytes("POST", FOLDERSYNC_Q, HEADERS),
+            request_bytes("POST", "/elsewhere", HEADERS),
+            request_bytes("POST", other, HEADERS),
+            request_bytes("GET", FOLDERSYNC_Q, HEADERS),
+        )
+    )
+    async with gateway_with(tmp_path, backend) as gw, await RawConnection.open(gw.url) as conn:
+        await conn.send(data)
+        assert [r.status for r in await conn.responses(4)] == [200, 404, 200, 405]
+    assert [r.target for r in backend.eas_requests()] == [FOLDERSYNC_Q, other]
