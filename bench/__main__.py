@@ -43,6 +43,8 @@ RESULTS = ROOT / "bench" / "results"
 TARGET_CORE_RATIO = 0.8
 TARGET_ADDED_P50_MS = 0.6
 TARGET_ADDED_P99_MS = 2.0
+# issue #14: added p50 over direct at most this much more than the bare forwarder adds
+TARGET_ADDED_P50_OVER_BARE_MS = 0.3
 TARGET_RSS_KIB = 16.0
 TARGET_BLOCK_P99_MS = 100.0
 TARGET_STORM_S = 10.0  # issue #14: 10,000 devices reconnect with TLS, all held again
@@ -69,6 +71,14 @@ def throughput_targets(r: dict[str, Any]) -> list[str]:
             out.append(
                 f"- {key}: req per core-second = {ratio:.2f}x the bare forwarder "
                 f"(target >= {TARGET_CORE_RATIO}x): {_verdict(ratio >= TARGET_CORE_RATIO)}"
+            )
+        over_bare = e.get("added_p50_ms_vs_bare")
+        level = int(key.rsplit("@", 1)[1])
+        if over_bare is not None and level <= 4:
+            ok = over_bare <= TARGET_ADDED_P50_OVER_BARE_MS
+            out.append(
+                f"- {key}: p50 adds {over_bare:+.2f} ms more than the bare forwarder adds "
+                f"(target <= {TARGET_ADDED_P50_OVER_BARE_MS} ms more): {_verdict(ok)}"
             )
         if key == f"gateway@{low}" and "added_p50_ms_vs_direct" in e:
             p50, p99 = e["added_p50_ms_vs_direct"], e["added_p99_ms_vs_direct"]

@@ -1,0 +1,49 @@
+"""The target lines bench prints under the throughput table.
+
+``bench`` is imported in a child process started in the project's root, as
+``python -m bench`` runs (here ``bench`` would name this tests folder)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _targets(gateway_p50: float, bare_p50: float, direct_p50: float = 1.0) -> list[str]:
+    entry = {
+        "req_per_core_s_vs_bare": 0.9,
+        "added_p50_ms_vs_bare": gateway_p50 - bare_p50,
+        "added_p99_ms_vs_bare": 0.0,
+        "added_p50_ms_vs_direct": gateway_p50 - direct_p50,
+        "added_p99_ms_vs_direct": 0.0,
+    }
+    report = {
+        "options": {"levels": [1, 4, 64]},
+        "ratios": {"gateway@1": entry, "gateway@64": entry},
+    }
+    code = (
+        "import json, sys\n"
+        "from bench.__main__ import throughput_targets\n"
+        "print(json.dumps(throughput_targets(json.loads(sys.stdin.read()))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, input=json.dumps(report),
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    lines: list[str] = json.loads(done.stdout)
+    return lines
+
+
+def test_the_added_latency_target_is_measured_against_what_the_bare_forwarder_adds() -> None:
+    """Issue #14: the gateway's added p50 over direct may exceed the bare
+    forwarder's by at most 0.3 ms, at 1 and 4 connections (not 64)."""
+    met = _targets(gateway_p50=1.9, bare_p50=1.7)
+    missed = _targets(gateway_p50=2.1, bare_p50=1.7)
+    line = "gateway@1: p50 adds +0.20 ms more than the bare forwarder adds"
+    assert any(x.startswith(f"- {line}") and x.endswith(": met") for x in met)
+    assert any("gateway@1: p50 adds +0.40 ms" in x and x.endswith("MISSED") for x in missed)
+    assert not any("gateway@64: p50 adds" in x for x in met + missed)
