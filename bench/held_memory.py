@@ -1,6 +1,7 @@
 """Where a held Ping's memory goes: Python's allocations in the gateway, by owner.
 
-Run: ``.venv/bin/python -m bench.held_memory [pings] [--tls]``. The held-Ping
+Run: ``.venv/bin/python -m bench.held_memory [pings] [--tls] [--lines]``
+(``--lines``: also the 25 source lines that allocated the most). The held-Ping
 scenario of ``bench/held.py`` (a demo backend, one gateway, a load generator
 holding one Ping per connection) is started with the gateway traced by
 tracemalloc (``bench/_tracemalloc/sitecustomize.py``, on the gateway's path
@@ -74,6 +75,23 @@ def main(pings: int, tls: bool) -> dict[str, float]:
     return dict(shares)
 
 
+def top_lines(held: int, n: int) -> list[tuple[str, float, float]]:
+    """The ``n`` source lines that allocated most of what the last run kept,
+    per held Ping (``<file>.lines``, written by the sitecustomize)."""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / "sentry-held-memory" / "tracemalloc.json.lines"
+    lines: dict[str, list[int]] = json.loads(path.read_text())
+    ranked = sorted(lines.items(), key=lambda kv: -kv[1][0])[:n]
+    return [(_short(where), size / held, count / held) for where, (size, count) in ranked]
+
+
+def _short(where: str) -> str:
+    for marker in ("/site-packages/", "/sentry/", "/python3.11/"):
+        if marker in where:
+            head = "sentry/" if marker == "/sentry/" else ""
+            return head + where.split(marker, 1)[1]
+    return where
+
+
 def _hold_all(setup: _Setup, pings: int) -> int:
     for g in setup.gens:
         g.send({"cmd": "go"})
@@ -92,3 +110,7 @@ if __name__ == "__main__":
     for owner, size in sorted(shown.items(), key=lambda kv: -kv[1]):
         print(f"  {size:8,.0f}  {owner}")
     print(f"  {total - sum(shown.values()):8,.0f}  (the rest, under 100 bytes each)")
+    if "--lines" in sys.argv:
+        print("the 25 largest source lines (bytes and blocks per held Ping):")
+        for where, size, blocks in top_lines(count, 25):
+            print(f"  {size:8,.0f} {blocks:6.2f}  {where}")

@@ -126,9 +126,12 @@ def test_held_pings_run_with_workers_on_postgresql(tmp_path: Path, pg_server_dsn
 def test_held_memory_reports_a_held_pings_objects_by_owner() -> None:
     """``python -m bench.held_memory``: the gateway traced, every share printed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.held_memory", "20"],
+        [sys.executable, "-m", "bench.held_memory", "20", "--lines"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout
     assert "Python bytes per held Ping (20 held, tracemalloc)" in proc.stdout
     assert "aiohttp server" in proc.stdout and "gateway: proxy/" in proc.stdout
+    assert (
+        "the 25 largest source lines" in proc.stdout and "aiohttp/web_protocol.py:" in proc.stdout
+    )
