@@ -65,10 +65,15 @@ async def forward(
     inspected: Inspected,
     decision: Forward,
     key: AssociationKey,
-) -> web.StreamResponse:
+) -> web.StreamResponse | Awaitable[web.StreamResponse]:
     """Send a forwarded request: a long poll is held (revocable while it
     waits upstream), anything else is a plain forward; a Provision answer's
-    ActiveSync policy is recorded for the association."""
+    ActiveSync policy is recorded for the association.
+
+    Returns the answer when it is known here (the gateway's own policy
+    answered, the backend could not be asked), else the awaitable that
+    sends it, which the caller awaits at once: a held Ping then waits
+    without this frame."""
     body: bytes | BodyStream
     if inspected.body is not None:
         body = inspected.body
@@ -96,12 +101,12 @@ async def forward(
         if isinstance(body, BodyStream) and _bufferable(request, INSPECT_LIMIT):
             body = request.get(PREFIX, b"") + await request.content.read()  # replayable
     if eas.command is Command.Provision:
-        return await send(ctx, request, decision.pool, body, mailbox, verify=key, policy_of=key)
+        return send(ctx, request, decision.pool, body, mailbox, verify=key, policy_of=key)
     if not inspected.long_poll:
-        return await send(
+        return send(
             ctx, request, decision.pool, body, mailbox, verify=key, rewrite=rewrite, again=again
         )
-    return await _hold(
+    return _hold(
         ctx, request, eas, decision.pool, key, body, mailbox, inspected.hold_seconds,
         rewrite=rewrite, again=again,
     )  # fmt: skip

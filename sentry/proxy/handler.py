@@ -43,6 +43,7 @@ import asyncio
 import itertools
 import secrets
 import time
+from collections.abc import Awaitable
 
 import structlog
 from aiohttp import HttpVersion11, web
@@ -113,7 +114,9 @@ async def serve_device(ctx: ProxyContext, request: web.BaseRequest) -> web.Strea
         ctx.metrics.in_flight.inc()
         response: web.StreamResponse | None = None
         try:
-            response = await _serve(ctx, request)
+            served = await _serve(ctx, request)
+            # the forward's own awaitable, awaited here: a held Ping waits without _serve's frame
+            response = served if isinstance(served, web.StreamResponse) else await served
             return response
         except asyncio.CancelledError:
             _note_cancelled(ctx, request)
@@ -173,7 +176,11 @@ def _note_cancelled(ctx: ProxyContext, request: web.BaseRequest) -> None:
         note(error_kind="cancelled", error="the request was cancelled by the gateway")
 
 
-async def _serve(ctx: ProxyContext, request: web.BaseRequest) -> web.StreamResponse:
+async def _serve(
+    ctx: ProxyContext, request: web.BaseRequest
+) -> web.StreamResponse | Awaitable[web.StreamResponse]:
+    """The answer, or the awaitable that forwards the request and answers
+    (``forwarding.forward``; the caller awaits it at once)."""
     try:
         realms = ctx.state.snapshot.realms
         eas = parse_request(request.method, request.query_string, request.headers, realms)
@@ -190,7 +197,7 @@ async def _serve(ctx: ProxyContext, request: web.BaseRequest) -> web.StreamRespo
     eas = checked
     _describe(eas)
     if eas.command is None:
-        return await _options(ctx, request, eas)
+        return _options(ctx, request, eas)
     declared = request.content_length
     if declared is not None and declared > ctx.settings.max_request_bytes:
         return too_large(ctx, ctx.settings.max_request_bytes)
