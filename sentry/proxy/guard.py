@@ -81,8 +81,10 @@ class _Pending(list[Any]):
     """aiohttp's queue of parsed requests not yet served, as a list: an empty
     ``deque`` is 624 bytes, an empty list 56, and the queue of a device's
     connection holds one request at a time but for pipelining. aiohttp uses
-    ``append``, ``popleft``, ``len`` and truth on it; ``popleft`` of a list
-    is O(n), and n is at most aiohttp's queue limit."""
+    ``append``, ``popleft``, ``len`` and truth on it. ``popleft`` of a list
+    is O(n): aiohttp stops reading at 32 queued requests, though one read
+    (up to 256 KiB) may queue more first; each costs far less to pop than
+    the answer the gateway then writes for it."""
 
     __slots__ = ()
 
