@@ -334,3 +334,18 @@ async def test_pipelined_requests_are_answered_in_their_order(
         await conn.send(data)
         assert [r.status for r in await conn.responses(4)] == [200, 404, 200, 405]
     assert [r.target for r in backend.eas_requests()] == [FOLDERSYNC_Q, other]
+
+
+async def test_a_flood_of_pipelined_requests_in_one_write_is_answered_whole(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    """2,000 requests in one write: more than aiohttp queues before it stops
+    reading (32), all parsed from the first reads; every one is answered, in
+    order, on the one connection, and none reaches the backend."""
+    count = 2000
+    one = request_bytes("POST", "/elsewhere", HEADERS)
+    async with gateway_with(tmp_path, backend) as gw, await RawConnection.open(gw.url) as conn:
+        await conn.send(one * count)
+        answers = await conn.responses(count, timeout=60.0)
+    assert [r.status for r in answers] == [404] * count
+    assert backend.eas_requests() == []
