@@ -106,14 +106,14 @@ async def serve_device(ctx: ProxyContext, request: web.BaseRequest) -> web.Strea
             return to_web(responses.error(404, "not found"))
         if request.method not in _METHODS:
             return to_web(responses.error(405, "method not allowed", _ALLOW))
-        if "Expect" in request.headers:
-            refused = await _expect(request)
-            if refused is not None:
-                return refused
         started = time.perf_counter()
         ctx.metrics.in_flight.inc()
         response: web.StreamResponse | None = None
         try:
+            if "Expect" in request.headers:
+                response = await _expect(ctx, request)
+                if response is not None:
+                    return response
             served = await _serve(ctx, request)
             # the forward's own awaitable, awaited here: a held Ping waits without _serve's frame
             response = served if isinstance(served, web.StreamResponse) else await served
@@ -128,13 +128,17 @@ async def serve_device(ctx: ProxyContext, request: web.BaseRequest) -> web.Strea
         logcontext.end(token)
 
 
-async def _expect(request: web.BaseRequest) -> web.StreamResponse | None:
+async def _expect(ctx: ProxyContext, request: web.BaseRequest) -> web.StreamResponse | None:
     """``Expect: 100-continue`` on HTTP/1.1 is answered ``100 Continue`` before
-    the request is served; another expectation is 417 (aiohttp's router did
-    both, and the gateway never forwards ``Expect``)."""
+    the request is served; another expectation is 417, counted and logged as
+    a bad request (aiohttp's router answered both, and the gateway never
+    forwards ``Expect``). Inside the request's span: a device gone while the
+    interim answer is written is logged as one gone (499)."""
     if request.version != HttpVersion11:
         return None
     if request.headers.get("Expect", "").lower() != "100-continue":
+        ctx.metrics.bad_requests.labels("framing:expectation").inc()
+        note(decision="bad_request", error="an expectation other than 100-continue")
         return to_web(responses.error(417, "expectation failed"))
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the answer's own size starts after the interim one

@@ -85,6 +85,12 @@ class Server:
         return self.health.failures
 
 
+async def _mapped(server: str, answer: Awaitable[Answer]) -> Answer:
+    """``answer`` awaited with aiohttp's errors mapped to the data path's."""
+    with map_client_errors(server):
+        return await answer
+
+
 def _shown(url: URL) -> str:
     return str(url.with_user(None))
 
@@ -217,20 +223,9 @@ class BackendPool:
                 connect_timeout=timeout.sock_connect,
                 read_timeout=timeout.sock_read,
             )  # fmt: skip
-        return self._aiohttp_request(url, method, path_qs, headers, body, timeout)
-
-    async def _aiohttp_request(
-        self,
-        url: URL,
-        method: str,
-        path_qs: str,
-        headers: Mapping[str, str] | CIMultiDict[str],
-        body: object,
-        timeout: aiohttp.ClientTimeout,
-    ) -> Answer:
-        assert self.session is not None, "pool not started"
-        with map_client_errors(_shown(url)):
-            return await self.session.request(
+        return _mapped(
+            _shown(url),
+            self.session.request(
                 method,
                 url.join(URL(path_qs)),
                 headers=headers,
@@ -238,7 +233,8 @@ class BackendPool:
                 timeout=timeout,
                 allow_redirects=False,
                 skip_auto_headers=_NO_AUTO_HEADERS,
-            )
+            ),
+        )
 
     async def probe(self, server: Server) -> Failure | None:
         """Active health check: an OPTIONS request to the EAS endpoint (any

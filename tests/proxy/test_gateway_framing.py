@@ -10,6 +10,7 @@ violation, and exactly the requests the gateway decided to forward.
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from sentry.eas.wbxml import encode
 from sentry.eas.xmlform import from_xml
 from sentry.testing.eas_client import basic_auth
 from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
+from sentry.testing.logs import captured_log_output
 from sentry.testing.raw_client import RawConnection, request_bytes
 from sentry.testing.recording_backend import RecordingBackend, start_recording_backend
 
@@ -266,14 +268,16 @@ async def test_expect_continue_is_answered_by_the_gateway_not_forwarded(
     assert backend.eas_requests()[0].header("Expect") is None
 
 
-async def test_an_expectation_other_than_100_continue_is_417_and_not_forwarded(
+async def test_an_expectation_other_than_100_continue_is_417_logged_and_not_forwarded(
     gw: DemoGateway, backend: RecordingBackend
 ) -> None:
-    headers = [*eas_headers(), ("Expect", "200-ok")]
-    async with await RawConnection.open(gw.url) as conn:
-        await conn.send(request_bytes("POST", query("FolderSync"), headers, FOLDERSYNC))
-        answer = await conn.response()
-    assert answer.status == 417
+    data = request_bytes("POST", query("FolderSync"), [*eas_headers(), ("Expect", "200-ok")])
+    with captured_log_output() as log:
+        assert await exchange(gw, data) == [417]
+    lines = [json.loads(x) for x in log.lines()]
+    assert [x["status"] for x in lines if x.get("event") == "request"] == [417]
+    kind = {"kind": "framing:expectation"}
+    assert gw.registry.get_sample_value("sentry_bad_requests_total", kind) == 1
     assert forwarded(backend) == []
 
 
@@ -283,9 +287,7 @@ async def test_expect_on_http_1_0_gets_no_interim_answer(
     """HTTP/1.0 has no 100 Continue: the request is served, the final answer first."""
     headers = [*eas_headers(), ("Expect", "100-continue")]
     data = request_bytes("POST", query("FolderSync"), headers, FOLDERSYNC, version="HTTP/1.0")
-    async with await RawConnection.open(gw.url) as conn:
-        await conn.send(data)
-        assert (await conn.response()).status == 200
+    assert await exchange(gw, data) == [200]
     assert forwarded(backend) == [f"POST {query('FolderSync')}"]
 
 
