@@ -130,13 +130,16 @@ async def serve_device(ctx: ProxyContext, request: web.BaseRequest) -> web.Strea
 
 async def _expect(ctx: ProxyContext, request: web.BaseRequest) -> web.StreamResponse | None:
     """``Expect: 100-continue`` on HTTP/1.1 is answered ``100 Continue`` before
-    the request is served; another expectation is 417, counted and logged as
+    the request is served; another expectation, or another beside it in a
+    second field, is 417, counted and logged as
     a bad request (aiohttp's router answered both, and the gateway never
     forwards ``Expect``). Inside the request's span: a device gone while the
     interim answer is written is logged as one gone (499)."""
     if request.version != HttpVersion11:
         return None
-    if request.headers.get("Expect", "").lower() != "100-continue":
+    # every Expect field (a repeated one too) must be exactly 100-continue
+    expected = request.headers.getall("Expect", ())
+    if any(v.strip().lower() != "100-continue" for v in expected):
         ctx.metrics.bad_requests.labels("framing:expectation").inc()
         note(decision="bad_request", error="an expectation other than 100-continue")
         return to_web(responses.error(417, "expectation failed"))

@@ -268,10 +268,18 @@ async def test_expect_continue_is_answered_by_the_gateway_not_forwarded(
     assert backend.eas_requests()[0].header("Expect") is None
 
 
+@pytest.mark.parametrize(
+    "expect",
+    [
+        [("Expect", "200-ok")],
+        [("Expect", "100-continue, 200-ok")],
+        [("Expect", "100-continue"), ("Expect", "200-ok")],  # the second field is not ignored
+    ],
+)
 async def test_an_expectation_other_than_100_continue_is_417_logged_and_not_forwarded(
-    gw: DemoGateway, backend: RecordingBackend
+    gw: DemoGateway, backend: RecordingBackend, expect: list[tuple[str, str]]
 ) -> None:
-    data = request_bytes("POST", query("FolderSync"), [*eas_headers(), ("Expect", "200-ok")])
+    data = request_bytes("POST", query("FolderSync"), [*eas_headers(), *expect])
     with captured_log_output() as log:
         assert await exchange(gw, data) == [417]
     lines = [json.loads(x) for x in log.lines()]
