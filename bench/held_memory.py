@@ -7,9 +7,10 @@ holding one Ping per connection) is started with the gateway traced by
 tracemalloc (``bench/_tracemalloc/sitecustomize.py``, on the gateway's path
 only through ``PYTHONPATH``). A snapshot is taken once every association is
 primed and another once all Pings are held; the difference, divided by the
-number held, is each Ping's share, grouped by who allocated it: aiohttp's
-server side (the device connection), aiohttp's client side, asyncio, the
-gateway (by module) and the rest. tracemalloc counts Python's allocations
+number held, is each Ping's share, grouped by who allocated it: the gateway
+(by module; ``proxy/h1server.py`` is the device connection, ``proxy/leanclient.py``
+the backend's), aiohttp (whose server side the device listener no longer
+uses), asyncio and the rest. tracemalloc counts Python's allocations
 only (not OpenSSL's, see ``bench_tlsconn.py``) and slows the gateway down:
 read the shares, not the RSS, from this run.
 """

@@ -80,6 +80,7 @@ from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_server
 from sentry.proxy.authn import Authenticator
 from sentry.proxy.connections import admin_listener, device_listener
+from sentry.proxy.h1server import DeviceRunner
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
 from sentry.proxy.redirects import RedirectCache, Redirector
@@ -358,12 +359,7 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         ),
         access_log=settings.logging.access_log,
     )
-    proxy_runner = web.ServerRunner(
-        # handler_cancellation: a device that hangs up ends its upstream request at once
-        build_proxy_server(ctx, access_log=None, handler_cancellation=True),
-        handle_signals=False,
-        shutdown_timeout=g.shutdown_grace_seconds,
-    )
+    proxy_runner = DeviceRunner(build_proxy_server(ctx), shutdown_timeout=g.shutdown_grace_seconds)
     gw.runners.append(proxy_runner)
     gate = device_listener(g, gw.metrics)
     gw.proxy_url = await start_site(

@@ -64,6 +64,7 @@ from sentry.observability import context as logcontext
 from sentry.policy import Snapshot
 from sentry.settings import IdentitySettings
 
+from .h1server import DeviceRequest
 from .oauth import JwksSource
 from .tokens import (
     InvalidToken,
@@ -125,7 +126,7 @@ class Authenticator:
 
     async def check(
         self,
-        request: web.BaseRequest,
+        request: DeviceRequest,
         eas: EasRequest,
         names: Snapshot | None = None,
     ) -> EasRequest | web.Response:

@@ -50,7 +50,9 @@ from sentry.observability import Metrics
 from sentry.observability.ratelimit import RateLimiter
 from sentry.settings import ConnectionSettings, GatewaySettings, HeaderLimitSettings
 
-from .guard import TRACKS_PHASES, ConnectionLimits, GuardedHandler, track_phases
+from .guard import ConnectionLimits, GuardedHandler, track_phases
+from .h1request import Limits
+from .h1server import DeviceServer
 
 __all__ = [
     "ADMIN_MAX_CONNECTIONS",
@@ -105,7 +107,6 @@ def device_listener(g: GatewaySettings, metrics: Metrics) -> dict[str, Any]:
         "max_connections": cap,
         "metrics": metrics,
         "listener": "devices",
-        "handler_args": {**parser_limits(g.header_limits), "auto_decompress": False},
     }
 
 
@@ -119,20 +120,17 @@ def admin_listener(g: GatewaySettings, metrics: Metrics) -> dict[str, Any]:
     }
 
 
-def parser_limits(h: HeaderLimitSettings) -> dict[str, Any]:
-    """aiohttp's parser limits, just above ``gateway.header_limits`` (which the
-    handler checks exactly; aiohttp's C and Python parsers measure differently)."""
-    return {
-        "max_line_size": h.request_line_bytes,
-        "max_field_size": h.field_bytes + 8,
-        "max_headers": h.fields + 2,
-    }
+def parser_limits(h: HeaderLimitSettings) -> Limits:
+    """The device listener's parser limits: ``gateway.header_limits``, exactly."""
+    return Limits(request_line=h.request_line_bytes, field=h.field_bytes, fields=h.fields)
 
 
 class _TlsConnection(asyncio.sslproto.SSLProtocol):
     """asyncio's server-side TLS protocol, giving the gate's slot back when closed."""
 
-    def __init__(self, gate: ConnectionGate, app: GuardedHandler, context: ssl.SSLContext) -> None:
+    def __init__(
+        self, gate: ConnectionGate, app: asyncio.Protocol, context: ssl.SSLContext
+    ) -> None:
         super().__init__(
             asyncio.get_running_loop(),
             app,
@@ -166,7 +164,7 @@ class ConnectionGate:
 
     def __init__(
         self,
-        server: web.Server,
+        server: web.Server | DeviceServer,
         *,
         limits: ConnectionLimits,
         max_connections: int,
@@ -195,9 +193,14 @@ class ConnectionGate:
         self.open += 1
         self._open_gauge.inc()
         tls = self.ssl_context
-        handler = GuardedHandler(
-            self, self.server, outermost=tls is None, loop=self._loop, **self._handler_args
-        )
+        server = self.server
+        handler: asyncio.Protocol
+        if isinstance(server, DeviceServer):
+            handler = server.connection(self, outermost=tls is None)
+        else:
+            handler = GuardedHandler(
+                self, server, outermost=tls is None, loop=self._loop, **self._handler_args
+            )
         return handler if tls is None else _TlsConnection(self, handler, tls)
 
     def release(self) -> None:
@@ -270,12 +273,10 @@ class GatedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None, "runner.setup() first"
         app = getattr(self._runner, "app", None)
+        if app is None and not isinstance(server, DeviceServer):
+            raise RuntimeError("a gated listener serves an application or a DeviceServer")
         if app is not None and track_phases not in app.middlewares:
             raise RuntimeError("a gated listener's app needs the track_phases middleware")
-        if app is None and not getattr(server.request_handler, TRACKS_PHASES, False):
-            raise RuntimeError(
-                "a gated listener's handler must tell its connection (TRACKS_PHASES)"
-            )
         await super().start()
         self.gate = ConnectionGate(server, **self._gate_args)
         loop = asyncio.get_running_loop()

@@ -22,6 +22,8 @@ from sentry.policy import Decision, Forward, answer
 from sentry.settings import GatewaySettings
 
 from .authn import Authenticator
+from .errors import FramingError
+from .h1server import DeviceRequest
 from .headers import ClientAddress
 from .redirects import Redirector
 from .upstream import Upstreams
@@ -31,6 +33,7 @@ __all__ = [
     "ProxyContext",
     "Rewrite",
     "answer_for",
+    "bad_framing",
     "client_gone",
     "count_refusal",
     "describe_outcome",
@@ -69,7 +72,7 @@ Again = Callable[[], Awaitable[Rewrite | None]]
 """After a backend 449: provision upstream again; the new translation, or None."""
 
 
-def client_gone(request: web.BaseRequest) -> bool:
+def client_gone(request: DeviceRequest) -> bool:
     """The device's connection is closed or closing."""
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -120,3 +123,13 @@ def refusal(ctx: ProxyContext, eas: EasRequest, decision: Decision) -> web.Respo
 def is_mime(eas: EasRequest) -> bool:
     """A SendMail/SmartReply/SmartForward body in MIME (not WBXML)."""
     return bool(eas.content_type) and "rfc822" in (eas.content_type or "").lower()
+
+
+def bad_framing(ctx: ProxyContext, exc: FramingError) -> web.Response:
+    """A head or body that cannot be forwarded exactly: refused, and the
+    connection closed (what follows on it cannot be trusted to be framed)."""
+    ctx.metrics.bad_requests.labels(f"framing:{exc.kind}").inc()
+    note(decision="bad_request", error=exc.message)
+    response = to_web(responses.error(exc.http_status, exc.public_text))
+    response.force_close()
+    return response

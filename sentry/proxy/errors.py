@@ -7,6 +7,7 @@
     └── UpstreamBroken            the connection broke mid-exchange (502)
     RequestTooLarge               the client's body is over the limit (413)
     FramingError                  the request's framing is ambiguous or unsupported (400)
+    ├── BrokenBody                a chunked body broke its framing mid-way (400)
     ├── RequestLineTooLong        over gateway.header_limits.request_line_bytes (414)
     ├── HeaderTooLarge            a field or the field count over the limits (431)
     ├── UnsupportedContentCoding  an inspected body in a coding we cannot read (415)
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 import aiohttp
 
 __all__ = [
+    "BrokenBody",
     "ConnectFailed",
     "FramingError",
     "HeaderTooLarge",
@@ -119,6 +121,13 @@ class FramingError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class BrokenBody(FramingError):
+    """The device's chunked body broke its own framing mid-way (400; the
+    connection is closed)."""
+
+    kind = "broken_body"
 
 
 class RequestLineTooLong(FramingError):

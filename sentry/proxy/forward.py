@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 
 from .errors import RequestTooLarge
+from .h1server import Body, DeviceRequest
 from .headers import downstream_headers
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class BodyStream:
     def __init__(
         self,
         prefix: bytes,
-        content: aiohttp.StreamReader | None,
+        content: Body | None,
         limit: int,
         expected: int | None = None,
     ) -> None:
@@ -69,7 +69,7 @@ class BodyStream:
 
 
 async def relay_response(
-    request: web.BaseRequest, upstream: Answer, *, keep: int = 0
+    request: DeviceRequest, upstream: Answer, *, keep: int = 0
 ) -> tuple[web.StreamResponse, int, bytes | None]:
     """Relay ``upstream`` to the device; return the response, the body size,
     and the body itself when it is at most ``keep`` bytes (else None).
@@ -85,7 +85,7 @@ async def relay_response(
         return small, len(body), body if keep and len(body) <= keep else None
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(downstream_headers(upstream.headers))
-    await response.prepare(request)
+    await request.prepare(response)
     total = 0
     kept: list[bytes] | None = [] if keep else None
     async for chunk in upstream.content.iter_chunked(CHUNK):
@@ -94,12 +94,12 @@ async def relay_response(
             kept.append(chunk)
         else:
             kept = None
-        await response.write(chunk)
-    await response.write_eof()
+        await request.write(chunk)
+    await request.write_eof()
     return response, total, None if kept is None else b"".join(kept)
 
 
-def read_whole(request: web.BaseRequest, upstream: Answer) -> bool:
+def read_whole(request: DeviceRequest, upstream: Answer) -> bool:
     """Whether ``relay_response`` reads this answer whole before sending any
     of it: a declared length up to ``CHUNK`` on an answer that carries the
     body it announces (not the answer to a HEAD, nor a 1xx, 204 or 304). If

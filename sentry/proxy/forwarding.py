@@ -36,6 +36,7 @@ from .context import (
     Again,
     ProxyContext,
     Rewrite,
+    bad_framing,
     client_gone,
     count_refusal,
     describe_outcome,
@@ -47,8 +48,9 @@ from .context import (
 from .errors import RequestTooLarge, UpstreamError, map_client_errors
 from .forward import CHUNK, BodyStream, read_whole, relay_response
 from .framing import frame_upstream
+from .h1server import DeviceRequest
 from .headers import upstream_headers
-from .inspect import INSPECT_LIMIT, PREFIX, Inspected
+from .inspect import INSPECT_LIMIT, Inspected
 from .provisioning import before_forward, reprovision, translate
 from .redirects import Mailbox, RedirectNotReplayable, RedirectRefused
 from .upstream import Answer, BackendPool, Server
@@ -60,7 +62,7 @@ _POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
 
 async def forward(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     eas: EasRequest,
     inspected: Inspected,
     decision: Forward,
@@ -78,7 +80,7 @@ async def forward(
     if inspected.body is not None:
         body = inspected.body
     else:
-        prefix = request.get(PREFIX, b"")
+        prefix = request.prefix
         limit = ctx.settings.max_request_bytes
         if _bufferable(request, min(limit, CHUNK)):  # small: read whole, one write upstream
             body = prefix + await request.content.read()
@@ -99,7 +101,7 @@ async def forward(
         rewrite = functools.partial(translate, own, eas, request.path, request.query_string)
         again = functools.partial(_reprovisioned, ctx, request, eas, decision.pool, key, mailbox)
         if isinstance(body, BodyStream) and _bufferable(request, INSPECT_LIMIT):
-            body = request.get(PREFIX, b"") + await request.content.read()  # replayable
+            body = request.prefix + await request.content.read()  # replayable
     if eas.command is Command.Provision:
         return send(ctx, request, decision.pool, body, mailbox, verify=key, policy_of=key)
     if not inspected.long_poll:
@@ -114,7 +116,7 @@ async def forward(
 
 async def send(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     pool_name: str,
     body: bytes | BodyStream,
     mailbox: Mailbox | None,
@@ -135,7 +137,7 @@ async def send(
 
 async def _hold(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     eas: EasRequest,
     pool_name: str,
     key: AssociationKey,
@@ -183,7 +185,7 @@ async def _hold(
 
 def _ask(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     pool_name: str,
     body: bytes | BodyStream,
     mailbox: Mailbox | None,
@@ -217,7 +219,7 @@ def _ask(
 
 async def _again_after_449(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     sent: Awaitable[tuple[Server, Answer]],
     pool: BackendPool,
     mailbox: Mailbox | None,
@@ -253,7 +255,7 @@ async def _redirect_verifies(
 
 def _not_sent(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     pool_name: str,
     exc: RequestTooLarge | UpstreamError,
 ) -> web.Response:
@@ -261,6 +263,9 @@ def _not_sent(
     the limit (413), or the backend failing (``_upstream_failed``)."""
     if isinstance(exc, RequestTooLarge):
         return too_large(ctx, exc.limit)
+    broken = request.content.broken
+    if broken is not None:  # the device's own body broke while it was streamed
+        return bad_framing(ctx, broken)
     if client_gone(request):  # e.g. the device's body stopped mid-stream
         raise asyncio.CancelledError from exc
     return _upstream_failed(ctx, pool_name, exc)
@@ -268,7 +273,7 @@ def _not_sent(
 
 async def _relay(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     pool_name: str,
     server: Server,
     upstream: Answer,
@@ -324,7 +329,7 @@ async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) ->
     await ctx.state.commit(build)
 
 
-def _bufferable(request: web.BaseRequest, limit: int) -> bool:
+def _bufferable(request: DeviceRequest, limit: int) -> bool:
     """A body small enough to read whole before it is sent: a declared length
     up to ``limit`` (and to the inspection limit). Held whole, it can be sent
     again (a retry after a backend 449); a chunked or larger one is streamed,
@@ -335,7 +340,7 @@ def _bufferable(request: web.BaseRequest, limit: int) -> bool:
 
 async def _reprovisioned(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     eas: EasRequest,
     pool: str,
     key: AssociationKey,

@@ -36,7 +36,6 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from sentry.settings import HeaderLimitSettings
@@ -50,6 +49,7 @@ from .errors import (
     UnsupportedTransferCoding,
 )
 from .forward import BodyStream
+from .h1server import DeviceRequest
 
 __all__ = [
     "BODYLESS_METHODS",
@@ -143,10 +143,11 @@ def _coding(seen: dict[bytes, list[bytes]]) -> str | None:
     return None if value is None else value.decode("latin-1").strip().lower()
 
 
-def check_request(request: web.BaseRequest, limits: HeaderLimitSettings) -> Framing:
-    """``check_head`` for an aiohttp request."""
-    target = request.raw_path.encode("utf-8", "surrogateescape")
-    return check_head(request.method, target, request.version, request.raw_headers, limits)
+def check_request(request: DeviceRequest, limits: HeaderLimitSettings) -> Framing:
+    """``check_head`` for a device's request."""
+    head = request.head
+    target = head.target.encode("utf-8", "surrogateescape")
+    return check_head(head.method, target, head.version, head.raw_headers, limits)
 
 
 def decoded_for_inspection(body: bytes, coding: str | None, limit: int) -> bytes:

@@ -56,7 +56,14 @@ from sentry.eas import responses
 if TYPE_CHECKING:
     from .connections import ConnectionGate
 
-__all__ = ["TRACKS_PHASES", "ConnectionLimits", "GuardedHandler", "Phase", "track_phases"]
+__all__ = [
+    "ConnectionLimits",
+    "GuardedHandler",
+    "Phase",
+    "PhaseClock",
+    "error_text",
+    "track_phases",
+]
 
 log = structlog.get_logger("sentry.http")
 
@@ -92,117 +99,24 @@ class _Pending(list[Any]):
         return self.pop(0)
 
 
-class GuardedHandler(web.RequestHandler):
-    """aiohttp's connection protocol with per-phase timeouts (module comment)."""
+class PhaseClock:
+    """The clocks of a device connection (module comment), shared by aiohttp's
+    protocol (``GuardedHandler``, the admin listener) and the device
+    listener's own (``h1server.DeviceConnection``). The class using it keeps
+    the fields below and provides ``transport`` and ``force_close``."""
 
-    __slots__ = (
-        "_body_bytes",
-        "_body_since",
-        "_gate",
-        "_last",
-        "_limits",
-        "_outermost",
-        "_phase",
-        "_read_paused_at",
-        "_request",
-        "_since",
-        "_timer",
-        "_write_paused_at",
-    )
-
-    def __init__(
-        self, gate: ConnectionGate, manager: web.Server, *, outermost: bool, **kwargs: Any
-    ) -> None:
-        super().__init__(manager, **kwargs)
-        if type(getattr(self, "_messages", None)) is deque:
-            self._messages = _Pending()  # type: ignore[assignment]
-        self._gate = gate
-        self._limits = gate.limits
-        self._outermost = outermost  # gives the gate's slot back (else the TLS layer does)
-        self._phase: Phase = HEAD
-        self._since = self._last = self._body_since = 0.0
-        self._body_bytes = 0
-        self._request: web.BaseRequest | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._read_paused_at: float | None = None
-        self._write_paused_at: float | None = None
-
-    @property
-    def phase(self) -> Phase:
-        return self._phase
-
-    # -- the calls aiohttp (and the middleware) make ----------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._enter(HEAD, self._loop.time())
-
-    def data_received(self, data: bytes) -> None:
-        if not data:  # aiohttp re-feeding its own buffer: no byte from the device
-            super().data_received(data)
-            return
-        now = self._last = self._loop.time()
-        if self._phase == BODY:
-            self._body_bytes += len(data)
-        elif self._phase == IDLE and self._previous_body_done():
-            self._enter(HEAD, now)
-        super().data_received(data)
-
-    def request_started(self, request: web.BaseRequest) -> None:
-        """The head is parsed and the request dispatched (called by ``track_phases``
-        or by a handler marked ``TRACKS_PHASES``)."""
-        self._request = request
-        now = self._loop.time()
-        if request.content.is_eof():
-            self._enter(WAIT, now)
-            return
-        self._body_since, self._body_bytes = now, 0
-        self._enter(BODY, now)
-
-    async def finish_response(
-        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        result = await super().finish_response(request, resp, start_time)
-        if self._phase != CLOSED:
-            self._enter(IDLE, self._loop.time())
-        return result
-
-    def pause_reading(self) -> None:  # the gateway, not the device, stopped the body
-        super().pause_reading()
-        self._read_paused_at = self._loop.time()
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        super().resume_reading(resume_parser)
-        if self._read_paused_at is not None:
-            now = self._loop.time()
-            self._body_since += now - self._read_paused_at
-            self._last, self._read_paused_at = now, None
-            self._rearm()
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self._write_paused_at = self._loop.time()
-        self._rearm()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._write_paused_at = None
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._phase = CLOSED
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        try:
-            super().connection_lost(exc)
-        finally:
-            if self._outermost:
-                self._gate.release()
-
-    # -- the clock ----------------------------------------------------------------------
-
-    def _previous_body_done(self) -> bool:
-        return self._request is None or self._request.content.is_eof()
+    _loop: asyncio.AbstractEventLoop
+    _gate: ConnectionGate
+    _limits: ConnectionLimits
+    _phase: Phase
+    _since: float
+    _last: float
+    _body_since: float
+    _body_bytes: int
+    _timer: asyncio.TimerHandle | None
+    _read_paused_at: float | None
+    _write_paused_at: float | None
+    _request: Any
 
     def _enter(self, phase: Phase, now: float) -> None:
         self._phase, self._since = phase, now
@@ -265,6 +179,121 @@ class GuardedHandler(web.RequestHandler):
         self._phase = CLOSED
         self.force_close()
 
+    if TYPE_CHECKING:
+        transport: Any
+
+        def force_close(self) -> None: ...
+
+
+class GuardedHandler(PhaseClock, web.RequestHandler):
+    """aiohttp's connection protocol with per-phase timeouts (module comment)."""
+
+    __slots__ = (
+        "_body_bytes",
+        "_body_since",
+        "_gate",
+        "_last",
+        "_limits",
+        "_outermost",
+        "_phase",
+        "_read_paused_at",
+        "_request",
+        "_since",
+        "_timer",
+        "_write_paused_at",
+    )
+
+    def __init__(
+        self, gate: ConnectionGate, manager: web.Server, *, outermost: bool, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        if type(getattr(self, "_messages", None)) is deque:
+            self._messages = _Pending()  # type: ignore[assignment]
+        self._gate = gate
+        self._limits = gate.limits
+        self._outermost = outermost  # gives the gate's slot back (else the TLS layer does)
+        self._phase: Phase = HEAD
+        self._since = self._last = self._body_since = 0.0
+        self._body_bytes = 0
+        self._request: web.BaseRequest | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_paused_at: float | None = None
+        self._write_paused_at: float | None = None
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    # -- the calls aiohttp (and the middleware) make ----------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._enter(HEAD, self._loop.time())
+
+    def data_received(self, data: bytes) -> None:
+        if not data:  # aiohttp re-feeding its own buffer: no byte from the device
+            super().data_received(data)
+            return
+        now = self._last = self._loop.time()
+        if self._phase == BODY:
+            self._body_bytes += len(data)
+        elif self._phase == IDLE and self._previous_body_done():
+            self._enter(HEAD, now)
+        super().data_received(data)
+
+    def request_started(self, request: web.BaseRequest) -> None:
+        """The head is parsed and the request dispatched (called by ``track_phases``)."""
+        self._request = request
+        now = self._loop.time()
+        if request.content.is_eof():
+            self._enter(WAIT, now)
+            return
+        self._body_since, self._body_bytes = now, 0
+        self._enter(BODY, now)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        if self._phase != CLOSED:
+            self._enter(IDLE, self._loop.time())
+        return result
+
+    def pause_reading(self) -> None:  # the gateway, not the device, stopped the body
+        super().pause_reading()
+        self._read_paused_at = self._loop.time()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        super().resume_reading(resume_parser)
+        if self._read_paused_at is not None:
+            now = self._loop.time()
+            self._body_since += now - self._read_paused_at
+            self._last, self._read_paused_at = now, None
+            self._rearm()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._write_paused_at = self._loop.time()
+        self._rearm()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._write_paused_at = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._phase = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            super().connection_lost(exc)
+        finally:
+            if self._outermost:
+                self._gate.release()
+
+    def _previous_body_done(self) -> bool:
+        return self._request is None or self._request.content.is_eof()
+
     # -- errors ---------------------------------------------------------------------------
 
     def handle_error(
@@ -283,7 +312,7 @@ class GuardedHandler(web.RequestHandler):
             log.error("unhandled_error", status=status, exc_info=exc)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error answer")
-        answer = responses.error(status, _TEXTS.get(status, "error"))
+        answer = responses.error(status, error_text(status))
         resp = web.Response(
             status=answer.status, reason=answer.reason, headers=answer.headers, body=answer.body
         )
@@ -300,11 +329,17 @@ class GuardedHandler(web.RequestHandler):
 
 _TEXTS = {
     400: "bad request",
+    501: "not implemented",
     414: "request line too long",
     431: "request header fields too large",
     500: "internal server error",
     504: "gateway timeout",
 }
+
+
+def error_text(status: int) -> str:
+    """The fixed text of an error the connection answers itself."""
+    return _TEXTS.get(status, "error")
 
 
 def _reason(exc: HttpProcessingError) -> str:
@@ -318,11 +353,6 @@ def _reason(exc: HttpProcessingError) -> str:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-TRACKS_PHASES = "sentry_tracks_phases"
-"""The attribute, true, of a low-level server's handler that calls
-``GuardedHandler.request_started`` itself (the device listener's
-``handler.serve_device``); an application uses ``track_phases`` instead."""
 
 
 @web.middleware

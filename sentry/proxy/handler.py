@@ -46,7 +46,7 @@ import time
 from collections.abc import Awaitable
 
 import structlog
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 
 from sentry.eas import responses
 from sentry.eas.errors import EasError
@@ -58,6 +58,7 @@ from sentry.policy import Forward, options_pool
 
 from .context import (
     ProxyContext,
+    bad_framing,
     client_gone,
     count_refusal,
     describe_outcome,
@@ -69,7 +70,7 @@ from .context import (
 from .errors import FramingError, RequestTooLarge
 from .forwarding import forward, send
 from .framing import check_request
-from .guard import GuardedHandler
+from .h1server import DeviceRequest
 from .inspect import inspect
 
 __all__ = ["EAS_PATH", "ProxyContext", "serve_device"]
@@ -84,7 +85,7 @@ _METHODS = ("POST", "OPTIONS")
 _ALLOW = (("Allow", responses.ALLOW),)
 
 
-async def serve_device(ctx: ProxyContext, request: web.BaseRequest) -> web.StreamResponse:
+async def serve_device(ctx: ProxyContext, request: DeviceRequest) -> web.StreamResponse:
     """The device listener's one handler (``app.build_proxy_server``), every
     request of every connection. It tells the connection its request was
     dispatched (``guard.py``'s phases), begins the request's log context
@@ -97,9 +98,6 @@ async def serve_device(ctx: ProxyContext, request: web.BaseRequest) -> web.Strea
     the EAS request. One coroutine for what three middlewares, a router and
     a dispatcher did: fewer frames held by every waiting Ping, less work per
     request."""
-    protocol = request.protocol
-    if isinstance(protocol, GuardedHandler):
-        protocol.request_started(request)
     token = logcontext.begin(request_id=f"{_ID_PREFIX}{next(_ids):x}")
     try:
         if request.path.rstrip("/").lower() != EAS_PATH:
@@ -128,14 +126,14 @@ async def serve_device(ctx: ProxyContext, request: web.BaseRequest) -> web.Strea
         logcontext.end(token)
 
 
-async def _expect(ctx: ProxyContext, request: web.BaseRequest) -> web.StreamResponse | None:
+async def _expect(ctx: ProxyContext, request: DeviceRequest) -> web.StreamResponse | None:
     """``Expect: 100-continue`` on HTTP/1.1 is answered ``100 Continue`` before
     the request is served; another expectation, or another beside it in a
     second field, is 417, counted and logged as
     a bad request (aiohttp's router answered both, and the gateway never
     forwards ``Expect``). Inside the request's span: a device gone while the
     interim answer is written is logged as one gone (499)."""
-    if request.version != HttpVersion11:
+    if request.head.version != (1, 1):
         return None
     # every Expect field (a repeated one too) must be exactly 100-continue
     expected = request.headers.getall("Expect", ())
@@ -143,15 +141,13 @@ async def _expect(ctx: ProxyContext, request: web.BaseRequest) -> web.StreamResp
         ctx.metrics.bad_requests.labels("framing:expectation").inc()
         note(decision="bad_request", error="an expectation other than 100-continue")
         return to_web(responses.error(417, "expectation failed"))
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # the answer's own size starts after the interim one
-    await request.writer.drain()
+    await request.send_continue()
     return None
 
 
 def _finish(
     ctx: ProxyContext,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     response: web.StreamResponse | None,
     elapsed: float,
 ) -> None:
@@ -169,7 +165,7 @@ def _finish(
         emit(access_log, "info", "request", fields)
 
 
-def _note_cancelled(ctx: ProxyContext, request: web.BaseRequest) -> None:
+def _note_cancelled(ctx: ProxyContext, request: DeviceRequest) -> None:
     """Classify a request that ended without an answer: the device hung up
     (``client_gone``), or the gateway itself cancelled it (``cancelled``)."""
     if client_gone(request):
@@ -184,7 +180,7 @@ def _note_cancelled(ctx: ProxyContext, request: web.BaseRequest) -> None:
 
 
 async def _serve(
-    ctx: ProxyContext, request: web.BaseRequest
+    ctx: ProxyContext, request: DeviceRequest
 ) -> web.StreamResponse | Awaitable[web.StreamResponse]:
     """The answer, or the awaitable that forwards the request and answers
     (``forwarding.forward``; the caller awaits it at once)."""
@@ -197,7 +193,7 @@ async def _serve(
     try:
         framing = check_request(request, ctx.settings.header_limits)
     except FramingError as exc:
-        return _bad_framing(ctx, exc)
+        return bad_framing(ctx, exc)
     checked = await ctx.authn.check(request, eas, ctx.state.snapshot)  # one identity
     if isinstance(checked, web.StreamResponse):
         return checked
@@ -213,7 +209,7 @@ async def _serve(
     except RequestTooLarge as exc:
         return too_large(ctx, exc.limit)
     except FramingError as exc:
-        return _bad_framing(ctx, exc)
+        return bad_framing(ctx, exc)
     except EasError as exc:
         return _bad_request(ctx, exc, "body")
     outcome = await ctx.state.decide(eas, inspected.facts)
@@ -241,21 +237,11 @@ def _bad_request(ctx: ProxyContext, exc: EasError, where: str) -> web.Response:
     return to_web(responses.bad_request(exc))
 
 
-def _bad_framing(ctx: ProxyContext, exc: FramingError) -> web.Response:
-    """A head or body that cannot be forwarded exactly: refused, and the
-    connection closed (what follows on it cannot be trusted to be framed)."""
-    ctx.metrics.bad_requests.labels(f"framing:{exc.kind}").inc()
-    note(decision="bad_request", error=exc.message)
-    response = to_web(responses.error(exc.http_status, exc.public_text))
-    response.force_close()
-    return response
-
-
 # -- step 5: answers ---------------------------------------------------------------
 
 
 async def _options(
-    ctx: ProxyContext, request: web.BaseRequest, eas: EasRequest
+    ctx: ProxyContext, request: DeviceRequest, eas: EasRequest
 ) -> web.StreamResponse:
     """OPTIONS: ask the user's pool (or the default pool), else answer ourselves."""
     note(decision="options")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from sentry.aio import read_upto
 from sentry.eas.commands import INSPECTED, LONG_POLLS, BodyFacts, body_facts
 from sentry.eas.request import Command, EasRequest
@@ -22,11 +20,11 @@ from sentry.policy import RequestFacts
 
 from .errors import RequestTooLarge
 from .framing import decoded_for_inspection
+from .h1server import DeviceRequest
 
-__all__ = ["INSPECT_LIMIT", "PREFIX", "Inspected", "inspect"]
+__all__ = ["INSPECT_LIMIT", "Inspected", "inspect"]
 
 INSPECT_LIMIT = 1024 * 1024
-PREFIX = "sentry.prefix"  # request key: the part of an uninspected body already read
 _INSPECT_LIMITS = Limits(max_size=INSPECT_LIMIT, max_string=INSPECT_LIMIT, max_opaque=INSPECT_LIMIT)
 _WBXML = "application/vnd.ms-sync.wbxml"
 
@@ -41,15 +39,13 @@ class Inspected:
     long_poll: bool
 
 
-async def _read_prefix(request: web.BaseRequest, limit: int) -> tuple[bytes, bool]:
+async def _read_prefix(request: DeviceRequest, limit: int) -> tuple[bytes, bool]:
     """Read up to ``limit`` bytes; return them and whether the body ended."""
     data = await read_upto(request.content, limit + 1)
     return data, len(data) <= limit
 
 
-async def inspect(
-    request: web.BaseRequest, eas: EasRequest, coding: str | None = None
-) -> Inspected:
+async def inspect(request: DeviceRequest, eas: EasRequest, coding: str | None = None) -> Inspected:
     """Read what the policy needs from the body (EasError/RequestTooLarge when
     bad). A body in a content ``coding`` is inspected decompressed and kept
     (and forwarded) as the raw bytes (FramingError when it cannot be read).
@@ -61,7 +57,7 @@ async def inspect(
     if not complete:
         if command is not Command.Sync:
             raise RequestTooLarge(INSPECT_LIMIT)
-        request[PREFIX] = body  # streamed on uninspected
+        request.prefix = body  # streamed on uninspected
         return Inspected(None, RequestFacts(), None, long_poll=command in LONG_POLLS)
     plain = decoded_for_inspection(body, coding, INSPECT_LIMIT)
     facts = body_facts(command, _decode(plain, request.headers.get("Content-Type")))

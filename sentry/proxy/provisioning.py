@@ -66,6 +66,7 @@ from sentry.policy.easpolicy import Pass, ProvisionRequired, Resolved, current, 
 
 from .errors import UpstreamError
 from .framing import frame_upstream
+from .h1server import DeviceRequest
 from .headers import upstream_headers
 from .inspect import INSPECT_LIMIT
 
@@ -135,7 +136,7 @@ def translate(
 
 async def before_forward(
     ctx: Any,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     eas: EasRequest,
     body: bytes | None,
     pool: str,
@@ -164,7 +165,7 @@ def _translation(verdict: Pass) -> KeyTranslation | None:
 
 async def _provision(
     ctx: Any,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     eas: EasRequest,
     body: bytes | None,
     pool: str,
@@ -197,7 +198,7 @@ def _parse(body: bytes | None) -> ProvisionRequest | None:
 
 async def _initial(
     ctx: Any,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     eas: EasRequest,
     body: bytes,
     pool: str,
@@ -278,7 +279,7 @@ async def _write(ctx: Any, changes: list[Change]) -> None:
 
 
 async def provision_upstream(
-    ctx: Any, request: web.BaseRequest, eas: EasRequest, initial: bytes, pool: str, mailbox: Any
+    ctx: Any, request: DeviceRequest, eas: EasRequest, initial: bytes, pool: str, mailbox: Any
 ) -> int | None:
     """The backend's final key for this device (None: the backend has no policy
     for it); ``ProvisionUpstreamError`` or another ``UpstreamError`` when the
@@ -320,7 +321,7 @@ def _policy_key(policy: Element | None, status: str | None, step: str) -> int:
 
 async def _upstream_call(
     ctx: Any,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     eas: EasRequest,
     body: bytes,
     pool_name: str,
@@ -414,7 +415,7 @@ def initial_request(info: Any) -> bytes:
 
 async def reprovision(
     ctx: Any,
-    request: web.BaseRequest,
+    request: DeviceRequest,
     eas: EasRequest,
     pool: str,
     key: AssociationKey,

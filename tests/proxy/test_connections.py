@@ -266,28 +266,22 @@ async def test_a_flood_of_refusals_is_a_few_log_lines_that_count_the_rest(
     assert log.not_json() == []
 
 
-@pytest.mark.parametrize("marked", [False, True])
-async def test_a_gated_low_level_server_must_start_the_phases_itself(marked: bool) -> None:
-    """The device listener is a low-level ``web.Server`` without middlewares:
-    its handler starts the connection's phases itself and says so
-    (``TRACKS_PHASES``). A handler that does not is refused at start, since
-    its connections would stay in their head phase and be cut mid-body."""
+async def test_a_gated_listener_serves_an_app_or_the_device_server() -> None:
+    """A low-level aiohttp server has no middleware to start its connections'
+    phases: it would stay in its head phase and be cut mid-body. The gate
+    refuses it; the device listener's own server keeps its phases itself, and
+    its body clock cuts a body that stops half-way."""
     from prometheus_client import CollectorRegistry
 
     from sentry.observability.metrics import Metrics
     from sentry.proxy.connections import GatedSite
-    from sentry.proxy.guard import TRACKS_PHASES, ConnectionLimits, GuardedHandler
+    from sentry.proxy.guard import ConnectionLimits
+    from sentry.proxy.h1request import Limits
+    from sentry.proxy.h1server import DeviceRequest, DeviceRunner, DeviceServer
 
-    async def handler(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        assert isinstance(request.protocol, GuardedHandler)
-        request.protocol.request_started(request)  # what serve_device does
-        await request.read()
+    async def plain(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         return aiohttp.web.Response(text="never served")
 
-    if marked:
-        setattr(handler, TRACKS_PHASES, True)
-    runner = aiohttp.web.ServerRunner(aiohttp.web.Server(handler))
-    await runner.setup()
     registry = CollectorRegistry()
     gate = {
         "limits": ConnectionLimits(body_timeout=0.3),
@@ -295,14 +289,23 @@ async def test_a_gated_low_level_server_must_start_the_phases_itself(marked: boo
         "listener": "devices",
         "max_connections": 8,
     }
+    low_level = aiohttp.web.ServerRunner(aiohttp.web.Server(plain))
+    await low_level.setup()
+    try:
+        with pytest.raises(RuntimeError, match="an application or a DeviceServer"):
+            await GatedSite(low_level, "127.0.0.1", 0, **gate).start()
+    finally:
+        await low_level.cleanup()
+
+    async def handler(request: DeviceRequest) -> aiohttp.web.StreamResponse:
+        await request.content.read()
+        return aiohttp.web.Response(text="never served")
+
+    runner = DeviceRunner(DeviceServer(handler, Limits()))
+    await runner.setup()
     site = GatedSite(runner, "127.0.0.1", 0, **gate)
     try:
-        if not marked:
-            with pytest.raises(RuntimeError, match="TRACKS_PHASES"):
-                await site.start()
-            return
         await site.start()
-        # the body stops half-way: the body clock (started by the handler) cuts it
         head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345"
         reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
         writer.write(head)

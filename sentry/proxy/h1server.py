@@ -1,0 +1,817 @@
+"""The device listener's own HTTP/1.1 server: one asyncio protocol per connection.
+
+Approach. aiohttp's server gives every request a parser object, a request
+with a parsed URL and two copies of every header, a payload stream, a
+writer, a response object and (on Python 3.11) a task, and keeps a
+connection's protocol object of some thirty fields besides; a held Ping keeps
+all of it for up to an hour, and every request pays to build it. The device
+side needs little of it: one EAS path, two methods, bodies framed by
+Content-Length or chunked, keep-alive and pipelining, ``Expect``. So the
+device listener speaks HTTP/1.1 itself, in the sans-I/O style of the backend
+leg (``h1answer.py``):
+
+* ``h1request.py`` parses a head and frames its body (strictly: anything two
+  parsers could read two ways is refused before a byte is forwarded);
+* ``DeviceConnection`` is the connection: it buffers what arrives, parses
+  one request at a time, feeds its body to ``Body`` (back-pressure: reading
+  stops while ``BODY_HIGH`` bytes wait unread), runs the handler in a task of
+  its own, writes the answer, and parses the next pipelined request only
+  after the answer is written (first in, first out by construction). Its
+  clocks are the guard's (``guard.PhaseClock``: head, idle, body, send), its
+  errors the guard's answers: a malformed head gets a fixed text with its
+  status (400, 414, 431, 501) and the connection is closed; an exception
+  escaping the handler is logged and answered 500;
+* ``DeviceRequest`` is what the handler reads: the parsed head, the headers
+  as a case-insensitive multidict, the body, the peer;
+* answers are aiohttp's ``web.Response`` values, written in one
+  ``transport.write`` (head and body), or streamed after
+  ``DeviceRequest.prepare`` (chunked unless the answer declares its length).
+  The gateway adds ``Date`` and never ``Server``; ``Connection: close`` when
+  the connection ends after the answer (``Connection: keep-alive`` on a kept
+  HTTP/1.0 one).
+
+A device that hangs up cancels its handler's task wherever it waits (a held
+Ping's wait on the backend included), as aiohttp's ``handler_cancellation``
+did. A body the handler did not read (a refusal before the body) is read and
+dropped, up to ``DISCARD_LIMIT`` bytes, so the connection can carry the next
+request; a larger one closes the connection after the answer.
+
+``DeviceServer`` is the runner's server: it tracks the open connections and
+shuts them down gracefully (idle ones at once, busy ones after their answer
+or after the grace period). ``DeviceRunner`` is the aiohttp runner that
+``GatedSite`` starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import structlog
+from aiohttp import HttpVersion, web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from sentry.eas import responses
+
+from .errors import BrokenBody, FramingError
+from .guard import BODY, CLOSED, HEAD, IDLE, WAIT, PhaseClock, error_text
+from .h1request import BadRequest, ChunkedDecoder, Limits, RequestHead, parse_head
+
+if TYPE_CHECKING:
+    from .connections import ConnectionGate
+
+__all__ = [
+    "BODY_HIGH",
+    "DISCARD_LIMIT",
+    "Body",
+    "DeviceConnection",
+    "DeviceRequest",
+    "DeviceRunner",
+    "DeviceServer",
+    "Handler",
+]
+
+log = structlog.get_logger("sentry.http")
+
+BODY_HIGH = 256 * 1024  # body bytes buffered unread before the connection stops reading
+PIPELINE_HIGH = 256 * 1024  # bytes of later requests buffered while one is served
+DISCARD_LIMIT = 64 * 1024  # an unread body up to this is dropped to keep the connection
+RECHECK = 2048  # an incomplete head is checked again after this many more bytes (or 25 %)
+_FRAMING = frozenset(("content-length", "transfer-encoding", "connection"))
+
+Handler = Callable[["DeviceRequest"], Awaitable[web.StreamResponse]]
+
+
+class Body:
+    """A request body as the handler reads it: ``read``, ``iter_chunked``,
+    ``is_eof`` (the whole body has arrived), the subset of aiohttp's
+    ``StreamReader`` the gateway uses. The connection feeds it raw bytes and
+    it takes what belongs to the body (by length or chunked framing)."""
+
+    __slots__ = (
+        "_conn",
+        "_decoder",
+        "_discarded",
+        "_eof",
+        "_exc",
+        "_left",
+        "_parts",
+        "_size",
+        "_waiter",
+        "discarding",
+    )
+
+    def __init__(self, conn: DeviceConnection, length: int | None, chunked: bool) -> None:
+        self._conn = conn
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._left = length or 0
+        self._decoder = ChunkedDecoder() if chunked else None
+        self._eof = not chunked and not length
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.discarding = False
+        self._discarded = 0
+
+    def is_eof(self) -> bool:
+        """The whole body has arrived (it may not all have been read)."""
+        return self._eof
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._parts
+
+    @property
+    def buffered(self) -> int:
+        return self._size
+
+    # -- the connection's side -------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
+        """Take the body's bytes from ``data``; return how many were taken."""
+        if self._decoder is not None:
+            pieces, used = self._decoder.feed(data)  # BadRequest: the caller fails the body
+            for piece in pieces:
+                self._add(piece)
+            if self._decoder.done:
+                self._end()
+            return used
+        take = min(self._left, len(data))
+        if take:
+            self._add(bytes(data[:take]))
+            self._left -= take
+            if not self._left:
+                self._end()
+        return take
+
+    def _add(self, piece: bytes) -> None:
+        if not piece:
+            return
+        if self.discarding:
+            self._discarded += len(piece)
+            return
+        self._parts.append(piece)
+        self._size += len(piece)
+        self._wake()
+
+    def _end(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self._exc = exc
+        self._wake()
+
+    @property
+    def broken(self) -> BrokenBody | None:
+        """The device broke the body's chunked framing (what a failed
+        forward of it is answered as: 400, not a backend failure)."""
+        return self._exc if isinstance(self._exc, BrokenBody) else None
+
+    def discard(self) -> bool:
+        """Drop what is buffered and what is still to come; False when what
+        is still to come is over ``DISCARD_LIMIT`` (then the connection closes)."""
+        self.discarding = True
+        self._parts.clear()
+        self._size = 0
+        return self._decoder is not None or self._left <= DISCARD_LIMIT
+
+    @property
+    def over_discard_limit(self) -> bool:
+        return self._discarded > DISCARD_LIMIT
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the handler's side ------------------------------------------------------------
+
+    async def _wait(self) -> None:
+        if self._exc is not None:
+            raise self._exc
+        waiter = self._waiter = self._conn._loop.create_future()
+        self._conn.resume_body()
+        await waiter
+        if self._exc is not None:
+            raise self._exc
+
+    def _take(self, n: int) -> bytes:
+        parts = self._parts
+        first = parts[0]
+        if n < 0 or n >= self._size:
+            data = first if len(parts) == 1 else b"".join(parts)
+            parts.clear()
+        elif len(first) <= n:
+            data = parts.pop(0)
+        else:
+            data, parts[0] = first[:n], first[n:]
+        self._size -= len(data)
+        if self._size < BODY_HIGH // 4:
+            self._conn.resume_body()
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        """``n`` < 0: the whole rest of the body; else up to ``n`` bytes (b"" at its end)."""
+        if n < 0:
+            while not self._eof:
+                await self._wait()
+            return self._take(-1) if self._parts else b""
+        while not self._parts:
+            if self._eof:
+                return b""
+            await self._wait()
+        return self._take(n)
+
+    async def readany(self) -> bytes:
+        return await self.read(BODY_HIGH)
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self.read(n)
+            if not chunk:
+                return
+            yield chunk
+
+
+class DeviceRequest:
+    """One request as the handler sees it (the subset of aiohttp's request the gateway uses)."""
+
+    __slots__ = ("_conn", "_headers", "_out", "content", "head", "prefix", "started")
+
+    def __init__(self, conn: DeviceConnection, head: RequestHead) -> None:
+        self._conn = conn
+        self.head = head
+        self._headers: CIMultiDictProxy[str] | None = None
+        self.content = Body(conn, head.content_length, head.chunked)
+        self.prefix = b""  # the part of an uninspected body already read (inspect.py)
+        self.started = False  # the answer's head has been written
+        self._out: _Stream | None = None
+
+    @property
+    def method(self) -> str:
+        return self.head.method
+
+    @property
+    def version(self) -> HttpVersion:
+        return HttpVersion(*self.head.version)
+
+    @property
+    def raw_path(self) -> str:
+        """The request target as sent (origin form; an absolute form's path and query)."""
+        target = self.head.target
+        if target.startswith("/"):
+            return target
+        for scheme in ("http://", "https://"):
+            if target[: len(scheme)].lower() == scheme:
+                slash = target.find("/", len(scheme))
+                return "/" if slash < 0 else target[slash:]
+        return target
+
+    path_qs = raw_path
+
+    @property
+    def path(self) -> str:
+        """The path, percent-decoded (what is matched against the EAS path)."""
+        return unquote(self.raw_path.partition("?")[0])
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string (``parse_request`` decodes it once)."""
+        return self.raw_path.partition("?")[2]
+
+    @property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        return self.head.raw_headers
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDictProxy(
+                CIMultiDict(
+                    [
+                        (k.decode("ascii"), v.decode("utf-8", "surrogateescape"))
+                        for k, v in self.head.raw_headers
+                    ]
+                )
+            )
+        return headers
+
+    @property
+    def content_length(self) -> int | None:
+        return self.head.content_length
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.head.keep_alive
+
+    @property
+    def remote(self) -> str | None:
+        return self._conn.peer
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._conn.transport
+
+    async def send_continue(self) -> None:
+        """The interim ``100 Continue`` (before the body is read)."""
+        await self._conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    async def prepare(self, response: web.StreamResponse) -> None:
+        """Write ``response``'s head; its body follows with ``write`` and ``write_eof``."""
+        self._out = self._conn.start_stream(self, response)
+
+    async def write(self, data: bytes) -> None:
+        assert self._out is not None, "prepare() first"
+        await self._out.write(data)
+
+    async def write_eof(self) -> None:
+        assert self._out is not None, "prepare() first"
+        await self._out.write_eof()
+
+    @property
+    def complete(self) -> bool:
+        """The answer has been written whole."""
+        return not self.started or (self._out is not None and self._out.done)
+
+
+class _Stream:
+    """The body of a streamed answer: chunked, of a declared length, or to the close."""
+
+    __slots__ = ("_conn", "chunked", "done", "left")
+
+    def __init__(self, conn: DeviceConnection, length: int | None, chunked: bool) -> None:
+        self._conn = conn
+        self.left = length
+        self.chunked = chunked
+        self.done = False
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.left is not None:
+            if len(data) > self.left:
+                raise ConnectionResetError("answer longer than its declared length")
+            self.left -= len(data)
+        if self.chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        await self._conn.write(data)
+
+    async def write_eof(self) -> None:
+        if self.left:
+            raise ConnectionResetError("answer shorter than its declared length")
+        if self.chunked:
+            await self._conn.write(b"0\r\n\r\n")
+        self.done = True
+
+
+class _Date:
+    """The ``Date`` header value, formatted once a second."""
+
+    __slots__ = ("second", "value")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.second = second
+            self.value = email.utils.formatdate(second, usegmt=True)
+        return self.value
+
+
+_date = _Date()
+
+
+def _head_bytes(
+    version: tuple[int, int],
+    response: web.StreamResponse,
+    framing: str,
+    keep_alive: bool,
+) -> bytes:
+    """Status line and fields; ``framing`` is the Content-Length or
+    Transfer-Encoding line (with its CRLF), or empty."""
+    lines = [f"HTTP/{version[0]}.{version[1]} {response.status} {response.reason}\r\n"]
+    has_date = False
+    for name, value in response.headers.items():
+        lowered = name.lower()
+        if lowered in _FRAMING:
+            continue
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            raise ValueError("a line break in an answer's header field")
+        has_date = has_date or lowered == "date"
+        lines.append(f"{name}: {value}\r\n")
+    lines.append(framing)
+    if not has_date:
+        lines.append(f"Date: {_date.now()}\r\n")
+    if not keep_alive:
+        if version >= (1, 1):
+            lines.append("Connection: close\r\n")
+    elif version < (1, 1):
+        lines.append("Connection: keep-alive\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+class DeviceConnection(PhaseClock, asyncio.Protocol):
+    """One device connection (module comment)."""
+
+    __slots__ = (
+        "_body_bytes",
+        "_body_since",
+        "_buf",
+        "_checked",
+        "_drain",
+        "_gate",
+        "_last",
+        "_limits",
+        "_loop",
+        "_outermost",
+        "_paused",
+        "_phase",
+        "_read_paused_at",
+        "_request",
+        "_server",
+        "_since",
+        "_task",
+        "_timer",
+        "_write_paused_at",
+        "peer",
+        "transport",
+    )
+
+    def __init__(self, server: DeviceServer, gate: ConnectionGate, *, outermost: bool) -> None:
+        self._server = server
+        self._gate = gate
+        self._limits = gate.limits
+        self._outermost = outermost  # gives the gate's slot back (else the TLS layer does)
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self._buf = bytearray()
+        self._checked = 0  # bytes of an incomplete head already checked
+        self._request: DeviceRequest | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._phase = HEAD
+        self._since = self._last = self._body_since = 0.0
+        self._body_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_paused_at: float | None = None
+        self._write_paused_at: float | None = None
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @property
+    def idle(self) -> bool:
+        return self._request is None
+
+    # -- asyncio's calls -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, (tuple, list)) and peer else None
+        self._server.connections.add(self)
+        self._enter(HEAD, self._loop.time())
+
+    def data_received(self, data: bytes) -> None:
+        now = self._last = self._loop.time()
+        request = self._request
+        if request is not None and not request.content.is_eof():
+            if self._phase == BODY:
+                self._body_bytes += len(data)
+            used = self._feed_body(request, data)
+            if used == len(data):
+                return
+            data = data[used:]
+        elif self._phase == IDLE:
+            self._enter(HEAD, now)
+        self._buf += data
+        if self._request is None:
+            self._parse()
+        elif len(self._buf) > PIPELINE_HIGH:
+            self._pause()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._phase = CLOSED
+        self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._server.connections.discard(self)
+        try:
+            request, task = self._request, self._task
+            if request is not None:
+                request.content.fail(ConnectionResetError("the device closed the connection"))
+            if task is not None and not task.done():
+                task.cancel()  # the handler ends wherever it waits (a held Ping's backend wait)
+            drain = self._drain
+            if drain is not None and not drain.done():
+                drain.set_exception(ConnectionResetError("the device closed the connection"))
+                drain.exception()  # retrieved: nobody may be waiting on it
+        finally:
+            if self._outermost:
+                self._gate.release()
+
+    def pause_writing(self) -> None:
+        self._write_paused_at = self._loop.time()
+        self._rearm()
+
+    def resume_writing(self) -> None:
+        self._write_paused_at = None
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        """Parse the next request's head from the buffer and start serving it."""
+        if not self._buf or self.transport is None:
+            return
+        if self._phase == IDLE:
+            self._enter(HEAD, self._loop.time())
+        buf, checked = self._buf, self._checked
+        if (
+            checked
+            and len(buf) < checked + max(RECHECK, checked // 4)
+            and buf.find(b"\r\n\r\n", max(0, checked - 3)) < 0
+        ):
+            return  # still no end of head, and too little new to check it all again
+        try:
+            parsed = parse_head(buf, self._server.parser_limits)
+        except BadRequest as exc:
+            self._bad_head(exc)
+            return
+        if parsed is None:
+            self._checked = len(buf)
+            return
+        self._checked = 0
+        head, end = parsed
+        del self._buf[:end]
+        request = self._request = DeviceRequest(self, head)
+        if self._buf and not request.content.is_eof():
+            used = self._feed_body(request, self._buf)
+            del self._buf[:used]
+        now = self._loop.time()
+        if request.content.is_eof():
+            self._enter(WAIT, now)
+        else:
+            self._body_since, self._body_bytes = now, 0
+            self._enter(BODY, now)
+        self._task = self._loop.create_task(self._run(request))
+
+    def _feed_body(self, request: DeviceRequest, data: bytes | bytearray) -> int:
+        body = request.content
+        try:
+            used = body.feed(data)
+        except BadRequest as exc:
+            self._gate.bad_http(exc.kind, exc.reason)
+            body.fail(BrokenBody(f"chunked body: {exc.reason}"))
+            self._pause()  # nothing after it can be framed: the connection ends with the answer
+            return len(data)
+        if body.discarding and body.over_discard_limit:
+            self._close()  # an unread body too large to drop: the connection ends
+            return len(data)
+        if body.is_eof():
+            if self._phase == BODY:
+                self._enter(WAIT, self._loop.time())
+            if body.discarding and request.complete and self._task is None:
+                self._next(request)
+        elif body.buffered > BODY_HIGH:
+            self._pause()
+        return used
+
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+            self._read_paused_at = self._loop.time()  # the gateway, not the device, stopped it
+
+    def resume_body(self) -> None:
+        """The handler wants more of the body: read again."""
+        if self._paused and len(self._buf) <= PIPELINE_HIGH:
+            self._resume()
+
+    def _resume(self) -> None:
+        if not self._paused or self.transport is None:
+            return
+        self._paused = False
+        self.transport.resume_reading()
+        if self._read_paused_at is not None:
+            now = self._loop.time()
+            self._body_since += now - self._read_paused_at
+            self._last, self._read_paused_at = now, None
+            self._rearm()
+
+    def _bad_head(self, exc: BadRequest) -> None:
+        """A head that cannot be served: its status and a fixed text, then close."""
+        self._gate.bad_http(exc.kind, exc.reason)
+        answer = responses.error(exc.status, error_text(exc.status))
+        response = web.Response(status=answer.status, headers=answer.headers, body=answer.body)
+        self._write_answer((1, 1), response, keep_alive=False)
+        self._close()
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def _run(self, request: DeviceRequest) -> None:
+        try:
+            try:
+                response: web.StreamResponse | None = await self._server.handler(request)
+            except asyncio.CancelledError:
+                self._close(abort=True)
+                return
+            except Exception as exc:
+                response = self._failed(request, exc)
+            if response is None or (request.started and not request.complete):
+                self._close(abort=True)
+                return
+            keep = True
+            if not request.started:
+                keep = self._keep(request, response)
+                self._write_answer(request.head.version, response, keep_alive=keep)
+            elif not self._keep(request, response):
+                keep = False
+            if self._drain is not None:
+                await self.write(b"")
+        except (ConnectionError, asyncio.CancelledError):
+            self._close(abort=True)
+            return
+        except Exception as exc:  # an answer that cannot be written (a bad header value)
+            log.error("unhandled_error", status=500, exc_info=exc)
+            self._close(abort=True)
+            return
+        self._task = None
+        if not keep:
+            self._close()
+        elif request.content.is_eof():
+            self._next(request)
+        # else: the rest of the body is being dropped; _feed_body calls _next at its end
+
+    def _keep(self, request: DeviceRequest, response: web.StreamResponse) -> bool:
+        """Whether the connection carries another request after this answer."""
+        if not request.keep_alive or response.keep_alive is False or self._server.closing:
+            return False
+        body = request.content
+        return body.is_eof() or body.discard()
+
+    def _next(self, request: DeviceRequest) -> None:
+        if request.content.over_discard_limit:
+            self._close()
+            return
+        self._request = None
+        if self.transport is None:
+            return
+        self._enter(IDLE, self._loop.time())
+        self._resume()
+        self._parse()
+
+    def _failed(self, request: DeviceRequest, exc: Exception) -> web.StreamResponse | None:
+        """The answer to an exception escaping the handler, or None (close)."""
+        if isinstance(exc, FramingError):  # the body's chunked framing broke, unanswered
+            status = exc.http_status
+        elif isinstance(exc, ConnectionError) or self.transport is None:
+            log.debug("client_gone", error=type(exc).__name__)
+            return None
+        else:
+            log.error("unhandled_error", status=500, exc_info=exc)
+            status = 500
+        if request.started:
+            return None
+        answer = responses.error(status, error_text(status))
+        response = web.Response(status=answer.status, headers=answer.headers, body=answer.body)
+        response.force_close()
+        return response
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write_answer(
+        self, version: tuple[int, int], response: web.StreamResponse, *, keep_alive: bool
+    ) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        body = getattr(response, "body", None)
+        if not isinstance(body, (bytes, bytearray)):
+            body = b""
+        length = f"Content-Length: {len(body)}\r\n"
+        transport.write(_head_bytes(version, response, length, keep_alive) + body)
+
+    def start_stream(self, request: DeviceRequest, response: web.StreamResponse) -> _Stream:
+        """Write a streamed answer's head (``DeviceRequest.prepare``)."""
+        if self.transport is None:
+            raise ConnectionResetError("the device closed the connection")
+        version = request.head.version
+        declared = response.headers.get("Content-Length")
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        chunked = length is None and version >= (1, 1)
+        keep = self._keep(request, response) and (length is not None or chunked)
+        if not keep:
+            request.head.keep_alive = False
+        if length is not None:
+            framing = f"Content-Length: {length}\r\n"
+        else:
+            framing = "Transfer-Encoding: chunked\r\n" if chunked else ""
+        self.transport.write(_head_bytes(version, response, framing, keep))
+        request.started = True
+        return _Stream(self, length, chunked)
+
+    async def write(self, data: bytes) -> None:
+        """Write ``data``; wait while the device's side of the socket is full."""
+        transport = self.transport
+        if transport is None:
+            raise ConnectionResetError("the device closed the connection")
+        if data:
+            transport.write(data)
+        if self._write_paused_at is None:
+            return
+        drain = self._drain
+        if drain is None:
+            drain = self._drain = self._loop.create_future()
+        await drain
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _close(self, abort: bool = False) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    def force_close(self) -> None:  # PhaseClock's expiry
+        self._close(abort=True)
+
+    def close_idle(self) -> None:
+        if self._request is None:
+            self._close()
+
+    async def shutdown(self, timeout: float | None) -> None:
+        """Let the request in flight finish (up to ``timeout``), then close."""
+        task = self._task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+        self._close(abort=self._request is not None)
+
+
+class DeviceServer:
+    """The connections of a device listener and their handler."""
+
+    def __init__(self, handler: Handler, parser_limits: Limits) -> None:
+        self.handler = handler
+        self.parser_limits = parser_limits
+        self.connections: set[DeviceConnection] = set()
+        self.closing = False
+
+    def connection(self, gate: ConnectionGate, *, outermost: bool) -> DeviceConnection:
+        return DeviceConnection(self, gate, outermost=outermost)
+
+    def pre_shutdown(self) -> None:
+        """Stop keeping connections alive; close the idle ones."""
+        self.closing = True
+        for conn in list(self.connections):
+            conn.close_idle()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        conns = list(self.connections)
+        if conns:
+            await asyncio.gather(*(c.shutdown(timeout) for c in conns))
+        self.connections.clear()
+
+
+class DeviceRunner(web.BaseRunner):
+    """The aiohttp runner of a ``DeviceServer`` (so ``GatedSite`` and the
+    gateway's shutdown treat both listeners alike)."""
+
+    __slots__ = ("_device_server",)
+
+    def __init__(self, server: DeviceServer, **kwargs: Any) -> None:
+        super().__init__(handle_signals=False, **kwargs)
+        self._device_server = server
+
+    async def shutdown(self) -> None:
+        pass
+
+    async def _make_server(self) -> Any:
+        return self._device_server
+
+    async def _cleanup_server(self) -> None:
+        pass
