@@ -160,9 +160,9 @@ async def _hold(
     held.inc()
     try:
         try:
-            server, upstream = await _ask(
-                ctx, request, pool_name, body, mailbox, read_timeout, rewrite, again
-            )
+            asked = _ask(ctx, request, pool_name, body, mailbox, read_timeout, rewrite, again)
+            request.forget_headers()  # not kept while it waits (rebuilt if read again)
+            server, upstream = await asked
         except asyncio.CancelledError:
             note(upstream_cancelled=True)  # the backend request is abandoned
             if poll.shutdown:

@@ -303,6 +303,11 @@ class DeviceRequest:
             )
         return headers
 
+    def forget_headers(self) -> None:
+        """Drop the decoded headers (about 2 KB) while a long poll waits; they
+        are decoded again from the raw head if asked for."""
+        self._headers = None
+
     @property
     def content_length(self) -> int | None:
         return self.head.content_length
