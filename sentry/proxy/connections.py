@@ -18,9 +18,11 @@ TLS, so it sees every connection:
   a plain listener, or just closes a TLS one (no handshake is spent on a
   refused client), counts ``sentry_connections_refused_total`` and warns at
   most once per interval with the number refused since the last warning;
-* otherwise it builds the connection's ``GuardedHandler`` (``guard.py``:
-  aiohttp's ``RequestHandler`` with per-phase clocks) with the parser
-  limits of ``gateway.header_limits`` and ``auto_decompress`` off, and, on
+* otherwise it builds the connection's protocol: on the device listener a
+  ``h1server.DeviceConnection`` (the gateway's own HTTP/1.1, parsing with
+  the limits of ``gateway.header_limits``), on the admin listener a
+  ``GuardedHandler`` (aiohttp's ``RequestHandler``); both keep the guard's
+  per-phase clocks. On
   a TLS listener, wraps it in ``asyncio.sslproto.SSLProtocol`` itself with a
   handshake timeout equal to the header timeout. The outermost protocol gives
   the slot back in ``connection_lost``, which asyncio calls for every

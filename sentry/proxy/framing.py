@@ -4,7 +4,7 @@ Approach. Request smuggling lives in the gap between how two parsers frame
 one byte stream. The gateway closes that gap in three places:
 
 1. **Refuse what could be read two ways** (``check_head``, pure, on the raw
-   header list aiohttp parsed): a Content-Length together with a
+   header list ``h1request.py`` parsed): a Content-Length together with a
    Transfer-Encoding, a repeated Content-Length / Transfer-Encoding /
    Content-Encoding, a Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1) or
    other than ``chunked`` (501), and any body on OPTIONS. OPTIONS is refused
@@ -12,17 +12,17 @@ one byte stream. The gateway closes that gap in three places:
    OPTIONS (MS-ASHTTP 2.2.3), so one is a bug or an attack, and a refusal is
    logged and counted where a drop would hide it. The same pass checks the
    head limits of ``gateway.header_limits`` exactly (request line, one field
-   as name plus value, number of fields); aiohttp's own parser is configured
-   just above them as a backstop (its two parsers measure differently).
-   aiohttp itself already rejects obs-fold, bare LF, NUL and malformed
+   as name plus value, number of fields), which the parser enforces already.
+   The parser itself already rejects obs-fold, bare LF, NUL and malformed
    Content-Length before any of this runs.
 2. **Never copy framing headers** (``frame_upstream``): Content-Length and
    Transfer-Encoding are dropped from what is copied and set again from the
    body actually sent: a read body gets its length; a streamed body keeps
    the declared length (the server reads exactly that many raw bytes) or goes
    chunked when it came chunked.
-3. **Raw bytes only**: the device listener runs with ``auto_decompress``
-   off, so a ``Content-Encoding: gzip`` body is forwarded as the compressed
+3. **Raw bytes only**: the device listener never decompresses a body
+   (``h1server.Body`` hands over the bytes as framed), so a
+   ``Content-Encoding: gzip`` body is forwarded as the compressed
    bytes with its header and its compressed length. Access control still
    needs to read Provision/Settings/Ping/Sync bodies, so
    ``decoded_for_inspection`` decompresses a copy (gzip, deflate), bounded
@@ -121,7 +121,7 @@ def _check_sizes(
 def _length(cl: bytes | None) -> int | None:
     if cl is None:
         return None
-    if not cl.isdigit():  # aiohttp already refuses this; never trust a second parser blindly
+    if not cl.isdigit():  # the parser already refuses this; never trust one check blindly
         raise FramingError("Content-Length is not a decimal number")
     return int(cl)
 

@@ -4,9 +4,11 @@ Approach. aiohttp's server has a single clock, ``keepalive_timeout``, which
 runs from the end of one response until the next request's head is parsed
 (and is an hour by default): a client that trickles a head one byte a
 second, or stops half way through a body, holds its connection and file
-descriptor for as long as it likes. ``GuardedHandler`` is aiohttp's own
-``RequestHandler`` with that gap closed. It follows the connection through
-four phases from the calls aiohttp already makes into it:
+descriptor for as long as it likes. ``PhaseClock`` closes that gap for both
+kinds of connection the gateway serves: the device listener's own protocol
+(``h1server.DeviceConnection``, which moves between the phases itself) and,
+for the admin listener, ``GuardedHandler``: aiohttp's own ``RequestHandler``
+following the phases from the calls aiohttp already makes into it:
 
     connection_made ──> HEAD ──(middleware: request_started)──> BODY ──> WAIT
                           ^                                        (body read)
@@ -31,7 +33,8 @@ bytes arriving never touch the timer, so the cost per ``data_received`` is a
 clock read and a counter. On expiry the connection is closed (a partial head
 gets ``408`` first) and the gate counts it.
 
-``handle_error`` replaces aiohttp's: a malformed head is answered with a
+``GuardedHandler.handle_error`` replaces aiohttp's (the device listener's
+server answers the same way itself): a malformed head is answered with a
 short fixed text (never the parser's message, which quotes the raw head,
 credentials included), counted as ``http:<error class>``, and logged
 rate-limited with the parser's reason stripped of any quoted bytes; an

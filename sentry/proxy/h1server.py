@@ -166,6 +166,10 @@ class Body:
         self._wake()
 
     @property
+    def failed(self) -> bool:
+        return self._exc is not None
+
+    @property
     def broken(self) -> BrokenBody | None:
         """The device broke the body's chunked framing (what a failed
         forward of it is answered as: 400, not a backend failure)."""
@@ -582,10 +586,11 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
 
     def _feed_body(self, request: DeviceRequest, data: bytes | bytearray) -> int:
         body = request.content
+        if body.failed:
+            return len(data)  # nothing after a broken body can be framed: dropped
         try:
             used = body.feed(data)
-        except BadRequest as exc:
-            self._gate.bad_http(exc.kind, exc.reason)
+        except BadRequest as exc:  # the handler answers it (400, counted and logged there)
             body.fail(BrokenBody(f"chunked body: {exc.reason}"))
             self._pause()  # nothing after it can be framed: the connection ends with the answer
             return len(data)
@@ -651,8 +656,8 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
                 self._write_answer(request.head.version, response, keep_alive=keep)
             elif not self._keep(request, response):
                 keep = False
-            if self._drain is not None:
-                await self.write(b"")
+            if self._write_paused_at is not None:
+                await self.write(b"")  # the next request only once the device reads this answer
         except (ConnectionError, asyncio.CancelledError):
             self._close(abort=True)
             return
@@ -672,7 +677,7 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
         if not request.keep_alive or response.keep_alive is False or self._server.closing:
             return False
         body = request.content
-        return body.is_eof() or body.discard()
+        return not body.failed and (body.is_eof() or body.discard())
 
     def _next(self, request: DeviceRequest) -> None:
         if request.content.over_discard_limit:
@@ -688,6 +693,7 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
     def _failed(self, request: DeviceRequest, exc: Exception) -> web.StreamResponse | None:
         """The answer to an exception escaping the handler, or None (close)."""
         if isinstance(exc, FramingError):  # the body's chunked framing broke, unanswered
+            self._gate.bad_http(exc.kind, exc.message)
             status = exc.http_status
         elif isinstance(exc, ConnectionError) or self.transport is None:
             log.debug("client_gone", error=type(exc).__name__)

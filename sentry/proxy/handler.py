@@ -27,9 +27,10 @@ after the request, so every line logged while the request is served (an
 authentication refusal, a store failure in the commit it caused) carries it,
 and the access-log line at the end has them all.
 
-A device that hangs up ends its request at once: the listener runs with
-aiohttp's ``handler_cancellation``, so losing the connection cancels the
-handler wherever it waits, and a cancelled wait on the backend closes the
+A device that hangs up ends its request at once: the listener runs each
+request's handler in a task its connection cancels when it is lost
+(``h1server.py``), so the handler ends wherever it waits, and a cancelled
+wait on the backend closes the
 upstream connection too (a held Ping no longer sits on the backend until its
 heartbeat). Such a request is logged with status 499 and
 ``error_kind="client_gone"`` and counted in ``sentry_client_disconnects_total``,
@@ -94,7 +95,7 @@ async def serve_device(ctx: ProxyContext, request: DeviceRequest) -> web.StreamR
     included, carries it; a kept-alive connection serves its requests in one
     task, so each gets a fresh context and the one before is put back after),
     answers a path other than the EAS path 404 and a method other than POST
-    and OPTIONS 405, answers ``Expect`` as aiohttp's router did, and serves
+    and OPTIONS 405, answers ``Expect`` (as aiohttp's router did), and serves
     the EAS request. One coroutine for what three middlewares, a router and
     a dispatcher did: fewer frames held by every waiting Ping, less work per
     request."""

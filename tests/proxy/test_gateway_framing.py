@@ -316,3 +316,33 @@ async def test_the_gateway_adds_no_headers_of_its_own_client_library(
         "x-forwarded-for",
         "x-forwarded-proto",
     }
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["one-write", "after-the-head"])
+async def test_a_chunked_body_that_breaks_while_streamed_is_400_not_a_backend_error(
+    gw: DemoGateway, backend: RecordingBackend, whole: bool
+) -> None:
+    """SendMail's body is streamed to the backend uninspected: when the
+    device's chunked framing breaks mid-way, the device gets 400 (its own
+    error, counted and logged as such), never a 502 blamed on the backend."""
+    head = request_bytes(
+        "POST", query("SendMail"), [*eas_headers(), ("Transfer-Encoding", "chunked")]
+    )
+    good, bad = b"5\r\nhello\r\n", b"zz\r\n" + b"x" * 100
+    with captured_log_output() as log:
+        async with await RawConnection.open(gw.url) as conn:
+            if whole:
+                await conn.send(head + good + bad)
+            else:
+                await conn.send(head + good)
+                # the gateway is streaming the body: the first chunk reached the backend
+                await backend.wait_for(lambda: any(b"hello" in c.raw for c in backend.connections))
+                await conn.send(bad)
+            answer = await conn.response()
+            assert answer.status == 400
+            assert await conn.closed_by_peer()
+    lines = [json.loads(x) for x in log.lines()]
+    assert [x["status"] for x in lines if x.get("event") == "request"] == [400]
+    kind = {"kind": "framing:broken_body"}
+    assert gw.registry.get_sample_value("sentry_bad_requests_total", kind) == 1
+    assert backend.violations == []
