@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from sentry.aio import create_task
 from sentry.observability.metrics import Metrics
 from sentry.proxy import h1server
 from sentry.proxy.connections import GatedSite
@@ -263,7 +264,7 @@ async def test_shutdown_closes_idle_connections_and_lets_the_answer_in_flight_fi
         busy = await RawConnection.open(s.url)
         await busy.send(request_bytes("POST", "/slow", []))
         await asyncio.wait_for(started.wait(), 10)
-        cleanup = asyncio.create_task(s.runner.cleanup())
+        cleanup = create_task(s.runner.cleanup(), name="cleanup")
         assert await idle.closed_by_peer()
         assert not cleanup.done()
         release.set()
