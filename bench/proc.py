@@ -228,12 +228,17 @@ class Proc:
             _LIVE.remove(self)
 
 
-def start(name: str, argv: list[str], workdir: Path, *, pipes: bool = False) -> Proc:
-    """Start ``argv`` via ``bench._exec`` in its own session; stderr to a log file."""
+def start(
+    name: str, argv: list[str], workdir: Path, *, pipes: bool = False, root: Path | None = None
+) -> Proc:
+    """Start ``argv`` via ``bench._exec`` in its own session; stderr to a log file.
+    ``root``: another checkout whose ``sentry`` (and ``bench``) the child imports
+    (the throughput bench's base gateway)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{name}.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    roots = [str(root)] if root is not None else []
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*roots, str(ROOT), env.get("PYTHONPATH")]))
     with log.open("wb") as err:
         popen = subprocess.Popen(
             [sys.executable, "-m", "bench._exec", *argv],

@@ -135,16 +135,21 @@ def start_gateway(
     timeout: float = 60.0,
     store: dict[str, Any] | None = None,
     event_loop: str = "asyncio",
+    root: Path | None = None,
 ) -> GatewayProc:
     """``sentry run --config`` with a fresh store and log under ``workdir``
-    (``store``: another store section, e.g. a shared PostgreSQL)."""
+    (``store``: another store section, e.g. a shared PostgreSQL; ``root``:
+    the gateway of another checkout, e.g. a worktree of an earlier commit)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     config = workdir / "sentry.yaml"
     settings = gateway_settings(servers, tls=tls, store=store, event_loop=event_loop)
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
-    proc = start("gateway", [*_sentry_command(), "run", "--config", str(config)], workdir)
+    command = [*_sentry_command(), "run", "--config", str(config)]
+    if root is not None:  # the console script would import this checkout's package
+        command = [sys.executable, "-m", "sentry", "run", "--config", str(config)]
+    proc = start("gateway", command, workdir, root=root)
     log = workdir / "gateway.jsonl"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

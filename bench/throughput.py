@@ -21,6 +21,7 @@ the two cores.
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from array import array
@@ -38,8 +39,9 @@ from bench.stats import fmt, percentile
 __all__ = ["TARGETS", "ThroughputOptions", "markdown", "measure_window", "run_throughput"]
 
 TARGETS = ("direct", "bare", "gateway", "gateway-tls")
-# also measurable, on request (--targets): the gateway on uvloop's event loop
-EXTRA_TARGETS = ("gateway-uvloop", "gateway-tls-uvloop")
+# also measurable, on request (--targets): the gateway on uvloop's event loop, and
+# the gateway of another checkout (--base-root, e.g. a worktree of an earlier commit)
+EXTRA_TARGETS = ("gateway-uvloop", "gateway-tls-uvloop", "gateway-base", "gateway-tls-base")
 GATEWAYS = ("gateway", "gateway-tls", *EXTRA_TARGETS)
 LABELS = {
     "direct": "backend directly",
@@ -48,6 +50,8 @@ LABELS = {
     "gateway-tls": "gateway (TLS on)",
     "gateway-uvloop": "gateway (TLS off, uvloop)",
     "gateway-tls-uvloop": "gateway (TLS on, uvloop)",
+    "gateway-base": "base gateway (TLS off)",
+    "gateway-tls-base": "base gateway (TLS on)",
 }
 
 
@@ -61,15 +65,24 @@ class ThroughputOptions:
     targets: tuple[str, ...] = TARGETS
     heartbeat: int = 5
     warmup_timeout: float = 180.0
+    rounds: int = 1  # every target measured this many times, interleaved; ratios: medians
+    base_root: Path | None = None  # the checkout of the gateway-base targets
 
 
-def _start_target(name: str, backend: ServerProc, workdir: Path) -> ServerProc | None:
+def _start_target(
+    name: str, backend: ServerProc, workdir: Path, base_root: Path | None = None
+) -> ServerProc | None:
     if name == "direct":
         return None
     if name == "bare":
         return start_bare(workdir / "bare", backend.url)
     loop = "uvloop" if name.endswith("-uvloop") else "asyncio"
-    return start_gateway(workdir / name, [backend.url], tls=_tls(name), event_loop=loop)
+    root = None
+    if name.endswith("-base"):
+        if base_root is None:
+            raise BenchError(f"target {name} needs --base-root (another checkout)")
+        root = base_root
+    return start_gateway(workdir / name, [backend.url], tls=_tls(name), event_loop=loop, root=root)
 
 
 def _tls(name: str) -> bool:
@@ -170,7 +183,7 @@ def measure_window(
 def _run_target(
     name: str, backend: ServerProc, sessions: list[Session], opts: ThroughputOptions, work: Path
 ) -> list[dict[str, Any]]:
-    target = _start_target(name, backend, work)
+    target = _start_target(name, backend, work, opts.base_root)
     server = target.proc if target is not None else backend.proc
     where = target or backend
     out = work / f"load-{name}"
@@ -199,6 +212,7 @@ def _run_target(
 
 
 def _ratios(rows: list[dict[str, Any]], levels: tuple[int, ...]) -> dict[str, Any]:
+    """The ratios of one round's rows (each target once per level)."""
     at = {(r["target"], r["level"]): r for r in rows}
     out: dict[str, Any] = {}
     for level in levels:
@@ -207,6 +221,12 @@ def _ratios(rows: list[dict[str, Any]], levels: tuple[int, ...]) -> dict[str, An
             if g is None:
                 continue
             entry: dict[str, float] = {}
+            other = at.get((f"{gw}-base", level))
+            if other is not None:  # this checkout's gateway against the base checkout's
+                entry["req_per_core_s_vs_base"] = (
+                    g["req_per_server_core_s"] / other["req_per_server_core_s"]
+                )
+                entry["added_p50_ms_vs_base"] = g["p50_ms"] - other["p50_ms"]
             for base in ("bare", "direct"):
                 b = at.get((base, level))
                 if b is None:
@@ -221,8 +241,26 @@ def _ratios(rows: list[dict[str, Any]], levels: tuple[int, ...]) -> dict[str, An
     return out
 
 
+def median_ratios(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each ratio's median over the rounds (each round's targets measured
+    minutes apart, so a machine that drifts moves all of them alike), with
+    its range as ``<field>_range``."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for r in rounds for k in r):
+        fields = dict.fromkeys(f for r in rounds for f in r.get(key, {}))
+        entry: dict[str, Any] = {}
+        for field in fields:
+            values = sorted(r[key][field] for r in rounds if field in r.get(key, {}))
+            entry[field] = statistics.median(values)
+            if len(values) > 1:
+                entry[f"{field}_range"] = [values[0], values[-1]]
+        out[key] = entry
+    return out
+
+
 def run_throughput(opts: ThroughputOptions, work: Path) -> dict[str, Any]:
-    """Run every target at every level; return the JSON-ready report."""
+    """Run every target at every level, ``opts.rounds`` times over (targets
+    interleaved); return the JSON-ready report."""
     work = work.resolve()
     sessions = make_sessions(opts.devices)
     print(
@@ -232,13 +270,24 @@ def run_throughput(opts: ThroughputOptions, work: Path) -> dict[str, Any]:
     )
     backend = start_backend(work / "backend", len(users_of(sessions)))
     rows: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
     started = time.time()
+    for name in opts.targets:
+        if name not in TARGETS + EXTRA_TARGETS:
+            known = ", ".join(TARGETS + EXTRA_TARGETS)
+            raise BenchError(f"unknown target {name!r} (known: {known})")
     try:
-        for name in opts.targets:
-            if name not in TARGETS + EXTRA_TARGETS:
-                known = ", ".join(TARGETS + EXTRA_TARGETS)
-                raise BenchError(f"unknown target {name!r} (known: {known})")
-            rows += _run_target(name, backend, sessions, opts, work)
+        for n in range(max(1, opts.rounds)):
+            if opts.rounds > 1:
+                print(f"round {n + 1} of {opts.rounds}", flush=True)
+            these: list[dict[str, Any]] = []
+            for name in opts.targets:
+                these += [
+                    {**row, "round": n + 1}
+                    for row in _run_target(name, backend, sessions, opts, work)
+                ]
+            rows += these
+            rounds.append(_ratios(these, opts.levels))
     finally:
         backend.proc.stop()
     return {
@@ -251,43 +300,64 @@ def run_throughput(opts: ThroughputOptions, work: Path) -> dict[str, Any]:
             "duration_s": opts.duration,
             "generators": opts.generators,
             "mix": list(CYCLE),
+            "rounds": max(1, opts.rounds),
+            "base_root": str(opts.base_root) if opts.base_root else None,
         },
         "rows": rows,
-        "ratios": _ratios(rows, opts.levels),
+        "ratios": median_ratios(rounds),
+        "ratios_by_round": rounds,
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The throughput tables."""
+    """The throughput tables (with several rounds: every row, and the
+    ratios' medians with their range over the rounds)."""
+    several = report["options"].get("rounds", 1) > 1
     lines = [
         "| target | conns | req/s | p50 ms | p99 ms | server CPU s | req per server "
         "core-s | backend CPU s | generator cores | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["rows"]:
+        label = LABELS.get(r["target"], r["target"])
+        if several:
+            label += f" (round {r['round']})"
         lines.append(
-            f"| {LABELS.get(r['target'], r['target'])} | {r['level']} | {fmt(r['req_per_s'], 0)} "
+            f"| {label} | {r['level']} | {fmt(r['req_per_s'], 0)} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['server_cpu_s']:.2f} "
             f"| {fmt(r['req_per_server_core_s'], 0)} | {r['backend_cpu_s']:.2f} "
             f"| {r['generator_cores']:.2f} | {r['errors']} |"
         )
+    based = any("req_per_core_s_vs_base" in e for e in report["ratios"].values())
+    extra = " req/core-s vs base | added p50 ms vs base |" if based else ""
     lines += [
         "",
+        *(
+            [f"Ratios: the median of {report['options']['rounds']} rounds (range in brackets).", ""]
+            if several
+            else []
+        ),
         "| ratio | conns | req/s vs bare | req/core-s vs bare | req/s vs direct | "
-        "added p50 ms vs direct | added p99 ms vs direct |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "added p50 ms vs direct | added p99 ms vs direct | added p50 ms vs bare |" + extra,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * (2 * based),
     ]
     for key, e in report["ratios"].items():
         name, _, level = key.partition("@")
 
-        def cell(field: str, entry: dict[str, float] = e) -> str:
-            return fmt(entry.get(field), 2)
+        def cell(field: str, entry: dict[str, Any] = e) -> str:
+            text = fmt(entry.get(field), 2)
+            low_high = entry.get(f"{field}_range")
+            return f"{text} ({low_high[0]:.2f} to {low_high[1]:.2f})" if low_high else text
 
-        lines.append(
+        row = (
             f"| {LABELS[name]} | {level} | {cell('req_per_s_vs_bare')} "
             f"| {cell('req_per_core_s_vs_bare')} | {cell('req_per_s_vs_direct')} "
-            f"| {cell('added_p50_ms_vs_direct')} | {cell('added_p99_ms_vs_direct')} |"
+            f"| {cell('added_p50_ms_vs_direct')} | {cell('added_p99_ms_vs_direct')} "
+            f"| {cell('added_p50_ms_vs_bare')} |"
         )
+        if based:
+            row += f" {cell('req_per_core_s_vs_base')} | {cell('added_p50_ms_vs_base')} |"
+        lines.append(row)
     lines += ["", *_per_command(report)]
     return "\n".join(lines)
 
@@ -298,7 +368,7 @@ def _per_command(report: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     low = min(r["level"] for r in rows)
-    at = [r for r in rows if r["level"] == low]
+    at = [r for r in rows if r["level"] == low and r.get("round", 1) == 1]
     head = " | ".join(LABELS.get(r["target"], r["target"]) for r in at)
     lines = [
         f"p50 / p99 ms per command at {low} connections:",

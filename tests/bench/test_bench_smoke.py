@@ -134,3 +134,28 @@ def test_held_memory_reports_a_held_pings_objects_by_owner() -> None:
     assert "gateway: proxy/h1server.py" in proc.stdout  # the device connection is the gateway's
     assert "the 25 largest source lines" in proc.stdout
     assert "sentry/proxy/h1server.py:" in proc.stdout
+
+
+def test_throughput_rounds_measure_a_base_checkout_beside_this_one(tmp_path: Path) -> None:
+    """``--rounds`` interleaves the targets; ``--base-root`` runs another
+    checkout's gateway (here this one) as the target gateway-base."""
+    argv = [
+        "throughput", "--devices", "8", "--levels", "2", "--duration", "0.5",
+        "--max-requests", "20", "--targets", "bare,gateway,gateway-base",
+        "--rounds", "2", "--base-root", str(ROOT),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(tmp_path), *argv],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    report = json.loads((tmp_path / "throughput.json").read_text())
+    assert sorted((r["round"], r["target"]) for r in report["rows"]) == [
+        (1, "bare"), (1, "gateway"), (1, "gateway-base"),
+        (2, "bare"), (2, "gateway"), (2, "gateway-base"),
+    ]  # fmt: skip
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["rows"])
+    ratio = report["ratios"]["gateway@2"]
+    assert len(ratio["req_per_core_s_vs_base_range"]) == 2
+    assert len(report["ratios_by_round"]) == 2
+    assert "req per core-second" in proc.stdout and "the base checkout's gateway" in proc.stdout

@@ -47,3 +47,50 @@ def test_the_added_latency_target_is_measured_against_what_the_bare_forwarder_ad
     assert any(x.startswith(f"- {line}") and x.endswith(": met") for x in met)
     assert any("gateway@1: p50 adds +0.40 ms" in x and x.endswith("MISSED") for x in missed)
     assert not any("gateway@64: p50 adds" in x for x in met + missed)
+
+
+def _child(code: str, data: object) -> object:
+    done = subprocess.run(
+        [sys.executable, "-c", "import json, sys\n" + code], cwd=ROOT, input=json.dumps(data),
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_rounds_give_each_ratio_its_median_and_range() -> None:
+    """``throughput --rounds N`` interleaves the targets N times: a machine
+    that drifts during the run moves one round's targets alike, and the
+    ratios reported are the medians over the rounds, with their range."""
+    rounds = [
+        {"gateway@4": {"req_per_core_s_vs_bare": v, "req_per_core_s_vs_base": b}}
+        for v, b in ((0.70, 1.10), (0.90, 1.30), (0.78, 1.20))
+    ]
+    code = (
+        "from bench.throughput import median_ratios\n"
+        "print(json.dumps(median_ratios(json.loads(sys.stdin.read()))))\n"
+    )
+    out = _child(code, rounds)
+    assert out == {
+        "gateway@4": {
+            "req_per_core_s_vs_bare": 0.78,
+            "req_per_core_s_vs_bare_range": [0.70, 0.90],
+            "req_per_core_s_vs_base": 1.20,
+            "req_per_core_s_vs_base_range": [1.10, 1.30],
+        }
+    }
+
+
+def test_the_held_ping_target_is_32_kib_with_tls() -> None:
+    code = (
+        "from bench.__main__ import held_targets\n"
+        "print(json.dumps(held_targets(json.loads(sys.stdin.read()))))\n"
+    )
+    report = {"held": 3000, "answered_on_time": 3000, "options": {"pings": 3000}}
+    tls = _child(
+        code, {**report, "rss_per_ping_kib": 30.0, "options": {"pings": 3000, "tls": True}}
+    )
+    plain = _child(code, {**report, "rss_per_ping_kib": 30.0})
+    assert isinstance(tls, list) and isinstance(plain, list)
+    assert tls[0].startswith("- RSS per held Ping 30.0 KiB at 3,000 with TLS on (target <= 32")
+    assert tls[0].endswith(": met")
+    assert plain[0].endswith(": MISSED") and "target <= 16 KiB" in plain[0]
