@@ -7,7 +7,7 @@ that sends one byte on each and keeps them open; the server's RSS before and
 after, divided by the count, is the cost of one held connection. Measured
 side by side in one run: plain TCP, TLS as the gateway serves it (the
 certificate ``sentry.certs`` generates, asyncio's read buffer shrunk to the
-gateway's 4 KiB: ``sentry.listeners.TLS_READ_BUFFER``), TLS without session
+gateway's 2 KiB: ``sentry.listeners.TLS_READ_BUFFER``), TLS without session
 tickets, and TLS 1.2 only. The difference between plain and TLS is the floor
 of a held TLS Ping's memory that no HTTP-level change can remove: OpenSSL's
 per-connection state and asyncio's ``SSLProtocol`` with its buffer.

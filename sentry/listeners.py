@@ -106,21 +106,24 @@ def warn_if_exposed(a: AdminSettings) -> None:
         )
 
 
-TLS_READ_BUFFER = 4 * 1024
+TLS_READ_BUFFER = 2 * 1024
 
 
 def _small_tls_buffers() -> None:
-    """Give each TLS connection a 4 KiB read buffer instead of 256 KiB.
+    """Give each TLS connection a 2 KiB read buffer instead of 256 KiB.
 
     Python 3.11's asyncio allocates ``SSLProtocol.max_size`` bytes per TLS
     connection up front; with every device holding a Ping open that is the
     dominant cost (about 300 KiB per held Ping, measured in bench/). For
     aiohttp's protocol (not a buffered one) the buffer is allocated and the
-    decrypted bytes are read in chunks of that size: 4 KiB holds every EAS
-    request head and most bodies, a larger upload is read in more calls, and
-    each held Ping is 12 KiB smaller than with 16 KiB (77 -> 65 KiB, 3,000
-    TLS Pings, ``bench held-pings --tls``). The gateway owns its process, so
-    changing this class attribute affects only its own connections.
+    decrypted bytes are read in chunks of that size (asyncio joins the chunks
+    of one read before the protocol sees them): 2 KiB holds a Ping or a
+    FolderSync whole, a larger upload is read in more calls (a 16 KiB TLS
+    record in eight), and each idle TLS connection is 2 KiB smaller than
+    with 4 KiB (26.2 -> 24.2 KiB, ``bench_tlsconn.py``, 2026-12-04; 16 KiB
+    cost 12 KiB more per held Ping than 4 KiB). The gateway owns its
+    process, so changing this class attribute affects only its own
+    connections.
     """
     import asyncio.sslproto
 

@@ -142,6 +142,10 @@ class _TlsConnection(asyncio.sslproto.SSLProtocol):
             ssl_handshake_timeout=gate.limits.header_timeout,  # type: ignore[arg-type]  # float ok
         )
         self._gate = gate
+        # asyncio's backlog of writes waiting for the handshake, as a list: it
+        # appends, reads [0], deletes [0] and clears; an empty deque is 624
+        # bytes per connection, an empty list 56
+        self._write_backlog = []  # type: ignore[assignment]
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:

@@ -77,8 +77,10 @@ __all__ = [
 
 log = structlog.get_logger("sentry.http")
 
-BODY_HIGH = 256 * 1024  # body bytes buffered unread before the connection stops reading
-PIPELINE_HIGH = 256 * 1024  # bytes of later requests buffered while one is served
+BODY_HIGH = 64 * 1024  # body bytes buffered unread before the connection stops reading
+# bytes of later requests buffered while one is served (a held Ping included: a
+# device that pipelines behind its Ping cannot make each connection hold more)
+PIPELINE_HIGH = 16 * 1024
 DISCARD_LIMIT = 64 * 1024  # an unread body up to this is dropped to keep the connection
 RECHECK = 2048  # an incomplete head is checked again after this many more bytes (or 25 %)
 _FRAMING = frozenset(("content-length", "transfer-encoding", "connection"))

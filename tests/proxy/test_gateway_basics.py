@@ -87,7 +87,7 @@ async def test_tls_connections_get_small_read_buffers(gateway: DemoGateway) -> N
     from sentry.listeners import TLS_READ_BUFFER
 
     assert gateway.url.startswith("https://")
-    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 4 * 1024
+    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 2 * 1024
 
 
 async def test_two_policies_on_one_device_are_flagged_ambiguous(

@@ -73,7 +73,7 @@ def forwarded(backend: RecordingBackend) -> list[str]:
 async def test_bodies_read_whole_or_streamed_over_tls_arrive_byte_for_byte(
     tmp_path: Path, backend: RecordingBackend, size: int
 ) -> None:
-    """Over TLS the gateway reads the device's bytes 4 KiB at a time
+    """Over TLS the gateway reads the device's bytes 2 KiB at a time
     (``listeners.TLS_READ_BUFFER``): a body under 64 KiB is read whole and
     sent with the head, a larger one is streamed; both arrive intact."""
     body = bytes(range(256)) * (size // 256)

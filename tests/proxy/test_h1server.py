@@ -323,3 +323,26 @@ async def test_a_device_that_pipelines_without_reading_is_not_answered_ahead() -
         assert connection.transport is not None
         assert connection.transport.get_write_buffer_size() <= 64 * 1024 + len(big) + 1024
         assert calls < 200
+
+
+async def test_bytes_pipelined_behind_a_held_request_stop_the_reading() -> None:
+    """While a request is served (a held Ping waits for up to an hour), what
+    the device sends after it is buffered only up to ``PIPELINE_HIGH`` (plus
+    the one read that crossed it); then the connection stops reading."""
+    release = asyncio.Event()
+
+    async def held(request: DeviceRequest) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(body=b"held")
+
+    async with serve(held) as s, await RawConnection.open(s.url) as conn:
+        conn.writer.write(request_bytes("POST", "/", []) + b"x" * 4_000_000)
+        server = s.runner.server
+        assert isinstance(server, DeviceServer)
+        async with asyncio.timeout(10):
+            while not any(c._paused for c in server.connections):
+                await asyncio.sleep(0.01)
+        [connection] = server.connections
+        assert len(connection._buf) <= h1server.PIPELINE_HIGH + 256 * 1024
+        release.set()
+        assert (await conn.response()).body == b"held"
