@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["create_task", "read_upto", "uncancellable"]
+__all__ = ["chunks_of", "create_task", "read_upto", "uncancellable"]
 
 T = TypeVar("T")
 _background: set[asyncio.Task[Any]] = set()
@@ -53,6 +53,13 @@ async def uncancellable(coro: Coroutine[Any, Any, T], *, name: str) -> T:
 
 class _Readable(Protocol):
     async def read(self, n: int = -1, /) -> bytes: ...
+
+
+async def chunks_of(content: _Readable, n: int) -> AsyncIterator[bytes]:
+    """``content.read(n)`` until it gives ``b""`` (aiohttp's ``iter_chunked``,
+    for the gateway's own readers: a device's body, a backend's answer)."""
+    while chunk := await content.read(n):
+        yield chunk
 
 
 async def read_upto(content: _Readable, limit: int) -> bytes:

@@ -55,6 +55,7 @@ import structlog
 from aiohttp import HttpVersion, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from sentry.aio import chunks_of
 from sentry.eas import responses
 
 from .errors import BrokenBody, FramingError
@@ -234,15 +235,8 @@ class Body:
             await self._wait()
         return self._take(n)
 
-    async def readany(self) -> bytes:
-        return await self.read(BODY_HIGH)
-
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self.read(n)
-            if not chunk:
-                return
-            yield chunk
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        return chunks_of(self, n)
 
 
 class DeviceRequest:

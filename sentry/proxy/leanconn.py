@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, NoReturn, cast
 
 from multidict import CIMultiDictProxy
 
+from sentry.aio import chunks_of
+
 from .errors import UpstreamBroken, UpstreamTimeout
 from .h1answer import AnswerParser, BadAnswer
 
@@ -215,12 +217,8 @@ class LeanResponse:
             conn.resume()
         return data
 
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self.read(n)
-            if not chunk:
-                return
-            yield chunk
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        return chunks_of(self, n)
 
     @property
     def buffered(self) -> int:
