@@ -5,12 +5,15 @@ asyncio server (a protocol that keeps its transport and nothing else)
 accepts ``connections`` (2,000 by default) from a client in another process
 that sends one byte on each and keeps them open; the server's RSS before and
 after, divided by the count, is the cost of one held connection. Measured
-side by side in one run: plain TCP, TLS as the gateway serves it (the
-certificate ``sentry.certs`` generates, asyncio's read buffer shrunk to the
-gateway's 2 KiB: ``sentry.listeners.TLS_READ_BUFFER``), TLS without session
-tickets, and TLS 1.2 only. The difference between plain and TLS is the floor
-of a held TLS Ping's memory that no HTTP-level change can remove: OpenSSL's
-per-connection state and asyncio's ``SSLProtocol`` with its buffer.
+side by side in one run: plain TCP; TLS as the device listener serves it
+(the certificate ``sentry.certs`` generates, the gateway's own TLS layer
+``sentry.proxy.tlsconn.TlsConnection``); TLS through asyncio's
+``SSLProtocol`` with its read buffer shrunk to 2 KiB
+(``sentry.listeners.TLS_READ_BUFFER``: the admin listener, and the device
+listener before ``tlsconn``); the device listener's layer without session
+tickets, and with TLS 1.2 only. The difference between plain and TLS is the
+floor of a held TLS Ping's memory that no HTTP-level change can remove:
+OpenSSL's per-connection state and the TLS layer's objects.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from sentry.certs import ensure_certificate
 from sentry.listeners import TLS_READ_BUFFER
+from sentry.proxy.tlsconn import TlsConnection
 
 CLIENT = r"""
 import asyncio, ssl, sys
@@ -61,10 +65,40 @@ class _Keep(asyncio.Protocol):
         self.seen.append(transport)
 
 
-async def _measure(n: int, ctx: ssl.SSLContext | None) -> float:
+class _Limits:
+    header_timeout = 60.0
+
+
+class _Gate:
+    """What ``TlsConnection`` asks of the listener's gate (``proxy/connections.py``)."""
+
+    limits = _Limits()
+
+    def release(self) -> None:
+        pass
+
+    def timed_out(self, phase: str) -> None:
+        raise SystemExit(f"a handshake timed out ({phase})")
+
+    def tls_failed(self, reason: str) -> None:
+        raise SystemExit(f"a handshake failed: {reason}")
+
+
+async def _measure(n: int, ctx: ssl.SSLContext | None, own: bool = False) -> float:
     seen: list[asyncio.BaseTransport] = []
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Keep(seen), "127.0.0.1", 0, ssl=ctx, backlog=1024)
+    if own:
+        assert ctx is not None
+        gate = _Gate()
+
+        def factory() -> asyncio.Protocol:
+            return TlsConnection(gate, _Keep(seen), ctx)  # type: ignore[arg-type]
+
+        server = await loop.create_server(factory, "127.0.0.1", 0, backlog=1024)
+    else:
+        server = await loop.create_server(
+            lambda: _Keep(seen), "127.0.0.1", 0, ssl=ctx, backlog=1024
+        )
     port = server.sockets[0].getsockname()[1]
     gc.collect()
     before = _rss()
@@ -98,7 +132,13 @@ def _context(cert: Path, key: Path, *, tickets: bool = True, tls12: bool = False
     return ctx
 
 
-CASES = ("plain TCP", "TLS (as the gateway)", "TLS, no session tickets", "TLS 1.2 only")
+CASES = (
+    "plain TCP",
+    "TLS (device listener)",
+    "TLS (asyncio SSLProtocol)",
+    "TLS, no session tickets",
+    "TLS 1.2 only",
+)
 
 
 async def one_case(name: str, n: int) -> float:
@@ -111,11 +151,13 @@ async def one_case(name: str, n: int) -> float:
         ensure_certificate(cert, key, "localhost")
         ctx = {
             "plain TCP": None,
-            "TLS (as the gateway)": _context(cert, key),
+            "TLS (device listener)": _context(cert, key),
+            "TLS (asyncio SSLProtocol)": _context(cert, key),
             "TLS, no session tickets": _context(cert, key, tickets=False),
             "TLS 1.2 only": _context(cert, key, tls12=True),
         }[name]
-        return await _measure(n, ctx)
+        own = ctx is not None and name != "TLS (asyncio SSLProtocol)"
+        return await _measure(n, ctx, own)
 
 
 def main(n: int) -> dict[str, float]:

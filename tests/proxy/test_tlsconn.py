@@ -1,0 +1,213 @@
+"""The device listener's own TLS layer (``sentry/proxy/tlsconn.py``), with real
+TLS clients on loopback: the handshake clock, a failed handshake, pipelining
+and a large upload across many records (reading paused and resumed), a clean
+``close_notify``, and the send clock through the TLS layer.
+
+Each test waits for a positive signal (a counter moved, the peer closed) with
+a bounded wait, and never asserts on elapsed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sentry.proxy.tlsconn import TlsConnection
+from sentry.testing.eas_client import basic_auth
+from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
+from sentry.testing.logs import captured_log_output
+from sentry.testing.raw_client import RawConnection, insecure_tls, request_bytes
+from sentry.testing.recording_backend import RecordingBackend, start_recording_backend
+
+EAS = "/Microsoft-Server-ActiveSync"
+FOLDERSYNC_Q = f"{EAS}?Cmd=FolderSync&User=alice&DeviceId=TLS00001&DeviceType=iPhone"
+HEADERS = [("Authorization", basic_auth("alice", "secret")), ("MS-ASProtocolVersion", "14.1")]
+RELAXED = {
+    "header_timeout_seconds": 5.0,
+    "idle_timeout_seconds": 5.0,
+    "body_timeout_seconds": 5.0,
+    "send_timeout_seconds": 5.0,
+}
+TINY = 0.3
+
+
+def sample(gw: DemoGateway, name: str, **labels: str) -> float:
+    return gw.registry.get_sample_value(name, labels) or 0.0
+
+
+def timeouts(gw: DemoGateway, phase: str) -> float:
+    return sample(gw, "sentry_connection_timeouts_total", listener="devices", phase=phase)
+
+
+def open_connections(gw: DemoGateway) -> float:
+    return sample(gw, "sentry_connections_open", listener="devices")
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def address(gw: DemoGateway) -> tuple[str, int]:
+    host, port = gw.url.removeprefix("https://").rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[RecordingBackend]:
+    async with await start_recording_backend() as b:
+        yield b
+
+
+def tls_gateway(tmp_path: Path, backend: RecordingBackend, **connections: Any) -> Any:
+    pools = {"exchange": PoolSpec("exchange", extra={"servers": [backend.url]})}
+    gateway = {"tls": {"enabled": True}, "connections": {**RELAXED, **connections}}
+    return demo_gateway(tmp_path, pools, gateway=gateway)
+
+
+@pytest.mark.parametrize("sends", [b"", b"\x16\x03\x01\x02"], ids=["nothing", "half a record"])
+async def test_a_handshake_that_does_not_finish_is_cut_off_by_its_clock(
+    tmp_path: Path, backend: RecordingBackend, sends: bytes
+) -> None:
+    async with tls_gateway(tmp_path, backend, header_timeout_seconds=TINY) as gw:
+        reader, writer = await asyncio.open_connection(*address(gw))
+        writer.write(sends)
+        await until(lambda: timeouts(gw, "handshake") == 1)
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed by the gateway, nothing sent
+        writer.close()
+        await until(lambda: open_connections(gw) == 0)
+        assert timeouts(gw, "head") == 0  # the HTTP clocks never started
+    assert backend.eas_requests() == []
+
+
+async def test_a_failed_handshake_is_counted_and_logged_once_in_a_while(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    with captured_log_output() as log:
+        async with tls_gateway(tmp_path, backend) as gw:
+            plain = gw.url.replace("https://", "http://")
+            for _ in range(8):  # plain HTTP on the TLS port
+                async with await RawConnection.open(plain) as conn:
+                    await conn.send(request_bytes("OPTIONS", EAS, []))
+                    assert await conn.closed_by_peer()
+            failed = ("sentry_bad_requests_total", {"kind": "tls:handshake"})
+            await until(lambda: sample(gw, failed[0], **failed[1]) == 8)
+            await until(lambda: open_connections(gw) == 0)
+    lines = [e for e in log.events() if e.get("event") == "tls_handshake_failed"]
+    assert 1 <= len(lines) < 8  # rate-limited: the rest are counted, not logged
+    assert lines[0]["reason"] and lines[0]["listener"] == "devices"
+    assert "Traceback" not in log.text and log.not_json() == []
+    assert backend.eas_requests() == []
+
+
+async def test_pipelined_requests_in_one_tls_write_are_answered_in_order(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    async with tls_gateway(tmp_path, backend) as gw, await RawConnection.open(gw.url) as conn:
+        one = request_bytes("POST", FOLDERSYNC_Q, HEADERS, b"")
+        await conn.send(one + request_bytes("GET", "/other", []) + one)
+        answers = await conn.responses(3)
+        assert [a.status for a in answers] == [200, 404, 200]
+    assert len(backend.eas_requests()) == 2 and backend.violations == []
+
+
+async def test_a_large_upload_across_many_records_arrives_whole(
+    tmp_path: Path, backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 MiB in 16 KiB records: one socket read decrypts more than the body
+    buffer's high-water mark, so the TLS layer stops handing on plain text
+    and the socket's reading pauses; the rest waits in the memory BIO until
+    the body is read (the spy proves that path ran)."""
+    resumed = []
+    original = TlsConnection.resume_reading
+
+    def spy(self: TlsConnection) -> None:
+        resumed.append(1)
+        original(self)
+
+    monkeypatch.setattr(TlsConnection, "resume_reading", spy)
+    body = bytes(range(256)) * (4 * 4096)
+    async with tls_gateway(tmp_path, backend) as gw, await RawConnection.open(gw.url) as conn:
+        await conn.send(request_bytes("POST", FOLDERSYNC_Q, HEADERS, body))
+        assert (await conn.response(timeout=30)).status == 200
+    (forwarded,) = backend.eas_requests()
+    assert forwarded.body == body
+    assert resumed
+
+
+def _blocking_client(host: str, port: int, request: bytes) -> tuple[bytes, str]:
+    """A plain blocking TLS client that treats an end without close_notify as
+    an error (``suppress_ragged_eofs=False``)."""
+    raw = socket.create_connection((host, port), timeout=10)
+    with insecure_tls().wrap_socket(
+        raw, server_hostname="localhost", suppress_ragged_eofs=False
+    ) as tls:
+        tls.sendall(request)
+        received = b""
+        try:
+            while chunk := tls.recv(65536):
+                received += chunk
+        except ssl.SSLEOFError:
+            return received, "ragged"
+        return received, "close_notify"
+
+
+async def test_an_answer_that_ends_the_connection_ends_the_tls_session_cleanly(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    request = request_bytes("POST", FOLDERSYNC_Q, [*HEADERS, ("Connection", "close")], b"")
+    async with tls_gateway(tmp_path, backend) as gw:
+        received, end = await asyncio.to_thread(_blocking_client, *address(gw), request)
+        assert received.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in received
+        assert end == "close_notify"
+        await until(lambda: open_connections(gw) == 0)
+
+
+async def test_a_device_that_stops_reading_its_answer_is_cut_off_through_tls(
+    tmp_path: Path,
+) -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 16777216\r\n\r\n" + b"m" * 16_777_216
+    empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    backend = await start_recording_backend(lambda r: big if r.method == "POST" else empty)
+    async with backend, tls_gateway(tmp_path, backend, send_timeout_seconds=TINY) as gw:
+        host, port = address(gw)
+
+        def stalled() -> None:
+            with socket.socket() as raw:  # a small receive window, and no read after the head
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                raw.settimeout(10)
+                raw.connect((host, port))
+                with insecure_tls().wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(request_bytes("POST", FOLDERSYNC_Q, HEADERS))
+                    for _ in range(1500):  # up to 30 s: the gateway's counter, read-only
+                        if timeouts(gw, "send") >= 1:
+                            return
+                        time.sleep(0.02)
+
+        await asyncio.to_thread(stalled)
+        assert timeouts(gw, "send") == 1
+        await until(lambda: open_connections(gw) == 0)
+
+
+async def test_a_tls_1_2_client_is_served(tmp_path: Path, backend: RecordingBackend) -> None:
+    tls = insecure_tls()
+    tls.maximum_version = ssl.TLSVersion.TLSv1_2
+    async with tls_gateway(tmp_path, backend) as gw:
+        reader, writer = await asyncio.open_connection(
+            *address(gw), ssl=tls, server_hostname="localhost"
+        )
+        writer.write(request_bytes("POST", FOLDERSYNC_Q, HEADERS, b""))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert writer.get_extra_info("ssl_object").version() == "TLSv1.2"
+        writer.close()
+        await until(lambda: open_connections(gw) == 0)
