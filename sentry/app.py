@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import ssl
 import time
@@ -80,6 +81,7 @@ from sentry.preflight import preflight, resolve
 from sentry.proxy.app import build_proxy_server
 from sentry.proxy.authn import Authenticator
 from sentry.proxy.connections import admin_listener, device_listener
+from sentry.proxy.forwarding import answer_revoked_now
 from sentry.proxy.h1server import DeviceRunner
 from sentry.proxy.handler import ProxyContext
 from sentry.proxy.headers import ClientAddress
@@ -359,6 +361,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
         ),
         access_log=settings.logging.access_log,
     )
+    # a revocation writes the devices' answers first, then their tasks account for them
+    gw.state.longpolls.answer_now = functools.partial(answer_revoked_now, ctx)
     proxy_runner = DeviceRunner(build_proxy_server(ctx), shutdown_timeout=g.shutdown_grace_seconds)
     gw.runners.append(proxy_runner)
     gate = device_listener(g, gw.metrics)

@@ -29,6 +29,7 @@ from sentry.eas.commands import policy_fingerprint
 from sentry.eas.errors import EasError
 from sentry.eas.request import Command, EasRequest
 from sentry.eas.wbxml import Limits, decode
+from sentry.longpolls import HeldPoll
 from sentry.model import AssociationKey, principal_domain
 from sentry.policy import Changes, Decision, Forward, Snapshot, record_policy_fingerprint
 
@@ -55,7 +56,7 @@ from .provisioning import before_forward, reprovision, translate
 from .redirects import Mailbox, RedirectNotReplayable, RedirectRefused
 from .upstream import Answer, BackendPool, Server
 
-__all__ = ["forward", "send"]
+__all__ = ["answer_revoked_now", "forward", "send"]
 
 _POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
 
@@ -156,6 +157,7 @@ async def _hold(
     read_timeout = min(hold_seconds or limit, limit) + ctx.settings.long_poll_margin_seconds
     command = eas.command.value
     poll = ctx.state.longpolls.hold(key, command)
+    poll.context = (request, eas)  # a revocation answers the device at once (answer_now)
     held = ctx.metrics.held_long_polls.labels(command)
     held.inc()
     try:
@@ -172,6 +174,8 @@ async def _hold(
             if poll.revoked_by is None:
                 raise
             _uncancel()
+            if poll.answer is not None:  # written by answer_now: accounted for here
+                return _revoked(ctx, eas, poll.revoked_by, None, poll.answer)
             return _revoked(ctx, eas, poll.revoked_by, poll.revoked_at)
         poll.responding = True
     except (RequestTooLarge, UpstreamError) as exc:
@@ -360,14 +364,34 @@ def _uncancel() -> None:
 
 
 def _revoked(
-    ctx: ProxyContext, eas: EasRequest, decision: Decision, at: float | None
+    ctx: ProxyContext,
+    eas: EasRequest,
+    decision: Decision,
+    at: float | None,
+    written: web.Response | None = None,
 ) -> web.Response:
+    """The revocation's answer (``written``: already written by
+    ``answer_revoked_now``), counted and noted for the access line."""
     if at is not None:
         ctx.metrics.revocation_latency.observe(time.monotonic() - at)
     describe_outcome(decision)
     count_refusal(ctx, decision)
     note(revoked=True)
-    return refusal(ctx, eas, decision)
+    return written if written is not None else refusal(ctx, eas, decision)
+
+
+def answer_revoked_now(ctx: ProxyContext, poll: HeldPoll[AssociationKey, Decision]) -> None:
+    """``LongPolls.answer_now`` of the device listener: write a revoked held
+    poll's refusal on its device's connection at once, before any task runs
+    (``longpolls.py``); its task then accounts for it (``_revoked``)."""
+    request, eas = poll.context
+    decision = poll.revoked_by
+    assert decision is not None
+    response = refusal(ctx, eas, decision)
+    if request.answer_now(response):
+        poll.answer = response
+        if poll.revoked_at is not None:
+            ctx.metrics.revocation_latency.observe(time.monotonic() - poll.revoked_at)
 
 
 def _upstream_failed(ctx: ProxyContext, pool: str, exc: UpstreamError) -> web.Response:

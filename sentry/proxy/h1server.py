@@ -242,7 +242,7 @@ class Body:
 class DeviceRequest:
     """One request as the handler sees it (the subset of aiohttp's request the gateway uses)."""
 
-    __slots__ = ("_conn", "_headers", "_out", "content", "head", "prefix", "started")
+    __slots__ = ("_conn", "_headers", "_out", "content", "head", "prefix", "started", "whole")
 
     def __init__(self, conn: DeviceConnection, head: RequestHead) -> None:
         self._conn = conn
@@ -251,6 +251,7 @@ class DeviceRequest:
         self.content = Body(conn, head.content_length, head.chunked)
         self.prefix = b""  # the part of an uninspected body already read (inspect.py)
         self.started = False  # the answer's head has been written
+        self.whole = False  # the whole answer was written at once (answer_now)
         self._out: _Stream | None = None
 
     @property
@@ -340,10 +341,17 @@ class DeviceRequest:
         assert self._out is not None, "prepare() first"
         await self._out.write_eof()
 
+    def answer_now(self, response: web.Response) -> bool:
+        """Write ``response`` whole at once, while the handler still waits
+        (a revoked held Ping: ``longpolls.py``); the handler then returns
+        the same answer and the connection writes nothing more. False when
+        an answer was started already or the device has gone."""
+        return self._conn.answer_now(self, response)
+
     @property
     def complete(self) -> bool:
         """The answer has been written whole."""
-        return not self.started or (self._out is not None and self._out.done)
+        return not self.started or self.whole or (self._out is not None and self._out.done)
 
 
 class _Stream:
@@ -717,6 +725,17 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
             body = b""
         length = f"Content-Length: {len(body)}\r\n"
         transport.write(_head_bytes(version, response, length, keep_alive) + body)
+
+    def answer_now(self, request: DeviceRequest, response: web.Response) -> bool:
+        """``DeviceRequest.answer_now``."""
+        if request.started or self.transport is None or request is not self._request:
+            return False
+        keep = self._keep(request, response)
+        if not keep:
+            request.head.keep_alive = False  # _run closes the connection after the handler
+        self._write_answer(request.head.version, response, keep_alive=keep)
+        request.started = request.whole = True
+        return True
 
     def start_stream(self, request: DeviceRequest, response: web.StreamResponse) -> _Stream:
         """Write a streamed answer's head (``DeviceRequest.prepare``)."""

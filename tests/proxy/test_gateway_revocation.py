@@ -7,11 +7,17 @@ counted by ``apply`` (the wait on them is only a hang guard)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
 
+from sentry.longpolls import HeldPoll
 from sentry.model import AssociationKey, Device, Platform
-from sentry.policy import block, register_device, set_compliance, wipe
+from sentry.policy import Decision, block, register_device, set_compliance, wipe
+from sentry.testing.eas_client import EasTestClient
 from sentry.testing.gateway import DemoGateway
 
 
@@ -163,3 +169,70 @@ async def test_shutdown_answers_polls_marked_by_an_answer_first_commit(
     assert r.text("Status") == "129"
     r = await asyncio.wait_for(other, 30)
     assert r.status == 200 and r.text("Status") != "129"
+
+
+async def test_a_revocation_writes_every_answer_before_any_task_accounts_for_one(
+    gateway: DemoGateway, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answer first, account after (``longpolls.py``): the three devices'
+    answers are written in one pass, then each task accounts for the answer
+    it finds written (metrics, the access line), and writes nothing more."""
+    from sentry.proxy import forwarding
+
+    events: list[tuple[str, str]] = []
+    state = gateway.gateway.state
+    answer_now = state.longpolls.answer_now
+    assert answer_now is not None
+
+    def answering(poll: HeldPoll[AssociationKey, Decision]) -> None:
+        assert answer_now is not None
+        answer_now(poll)
+        events.append(("written" if poll.answer is not None else "not written", poll.key.user))
+
+    original = forwarding._revoked
+
+    def accounting(*args: Any) -> web.Response:
+        events.append(("accounted", "written" if args[-1] is not None else "built"))
+        return original(*args)
+
+    monkeypatch.setattr(state.longpolls, "answer_now", answering)
+    monkeypatch.setattr(forwarding, "_revoked", accounting)
+    users = ("alice", "bob", "carol")
+    pings = [(await gateway.held_ping(session, u, f"ORDER{i:04d}"))[1] for i, u in enumerate(users)]
+    with capture_logs() as logs:
+        keys = [AssociationKey(f"ORDER{i:04d}", u) for i, u in enumerate(users)]
+        committed = await state.commit(
+            lambda snap, now: [
+                c for k in keys for c in block(snap, k, note="x", actor="t", now=now)
+            ],
+            answer_first=True,
+        )
+        state.answer_held(committed)
+        answers = [await asyncio.wait_for(p, 30) for p in pings]
+    assert [(r.status, r.text("Status")) for r in answers] == [(200, "129")] * 3
+    assert sorted(events[:3]) == [("written", u) for u in users]
+    assert events[3:] == [("accounted", "written")] * 3
+    lines = [e for e in logs if e["event"] == "request" and e.get("command") == "Ping"]
+    assert [(e["status"], e["revoked"]) for e in lines] == [(200, True)] * 3
+    histogram = "sentry_revocation_seconds_count"
+    assert gateway.registry.get_sample_value(histogram) == 3  # observed once each
+    # each connection carried exactly one answer: the next request on it is served
+    client = EasTestClient(session, f"{gateway.url}/Microsoft-Server-ActiveSync", "dave", "secret")
+    assert (await client.options()).status == 200
+
+
+async def test_when_answering_at_once_fails_the_task_answers(
+    gateway: DemoGateway, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(poll: HeldPoll[AssociationKey, Decision]) -> None:
+        raise RuntimeError("no answer now")
+
+    state = gateway.gateway.state
+    monkeypatch.setattr(state.longpolls, "answer_now", broken)
+    _, ping = await gateway.held_ping(session, "alice", "FALLBACK01")
+    key = AssociationKey("FALLBACK01", "alice")
+    with capture_logs() as logs:
+        await state.apply(block(state.snapshot, key, note="x", actor="t", now=state.clock()))
+        r = await asyncio.wait_for(ping, 30)
+    assert (r.status, r.text("Status")) == (200, "129")
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["answer_now_failed"]
