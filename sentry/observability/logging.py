@@ -32,11 +32,19 @@ device, user) is bound per request in contextvars by one aiohttp middleware
 
 A log file is written through ``LogFile``, which ``reopen`` swaps for a fresh
 handle on the same path (SIGHUP after logrotate moved the old file away); the
-file is created with mode 0600 (it holds user names and DeviceIds).
+file is created with mode 0600 (it holds user names and DeviceIds). Lines
+written on the event loop's thread are gathered and written together once
+per turn of the loop (one ``write(2)`` for every line of the turn: a bulk
+block's thousand access lines, the requests a busy loop serves in one turn),
+in their order; a line from another thread writes what is gathered, then
+itself. A line waits at most for the end of the current turn; ``close``,
+``reopen`` and the process's exit write what is gathered.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import logging
 import os
@@ -44,6 +52,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -63,6 +72,7 @@ __all__ = [
     "LogFile",
     "RateLimitFilter",
     "configure_logging",
+    "redact_fields",
     "redact_secrets",
     "redact_text",
 ]
@@ -167,7 +177,21 @@ def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: remove credentials from every field of the event."""
+    return redact_fields(event_dict)
+
+
+_EMPTY = (list, tuple, dict)
+
+
+def redact_fields(
+    event_dict: MutableMapping[str, Any], generated: frozenset[str] = frozenset()
+) -> MutableMapping[str, Any]:
+    """``redact_secrets`` itself; the fields named in ``generated`` are skipped:
+    the caller made their values itself, nothing a client sent is in them
+    (the access line's request id and timestamp, ``accesslog.emit``)."""
     for key, value in event_dict.items():
+        if key in generated:
+            continue
         kind = type(value)
         if _secret_key(key):
             event_dict[key] = REDACTED
@@ -175,7 +199,7 @@ def redact_secrets(
             clean = _redact_short(value) if len(value) <= _SHORT else _redact(value)
             if clean is not value:
                 event_dict[key] = clean
-        elif kind in _PLAIN_TYPES:
+        elif kind in _PLAIN_TYPES or (kind in _EMPTY and not value):
             continue
         elif isinstance(value, str):
             event_dict[key] = redact_text(value)
@@ -220,29 +244,69 @@ class LogFile:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fh = self._open()
+        self._pending: list[str] = []  # gathered on _loop's thread, written by drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+        atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _open(self) -> TextIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
     def write(self, text: str) -> int:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         with self._lock:
+            pending = self._pending
+            if loop is not None and (not pending or loop is self._loop):
+                if not pending:
+                    self._loop = loop
+                    loop.call_soon(self.drain)
+                pending.append(text)
+                return len(text)
+            self._write_pending()
             return self._fh.write(text)
 
     def flush(self) -> None:
         with self._lock:
+            if not self._pending:  # else drain flushes at the end of the loop's turn
+                self._fh.flush()
+
+    def drain(self) -> None:
+        """Write what was gathered (the loop's call at the end of a turn)."""
+        with self._lock:
+            if self._fh.closed:
+                self._pending.clear()
+                return
+            self._write_pending()
             self._fh.flush()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._fh.write(text)
 
     def reopen(self) -> None:
         """Open the path again (a new file if it was moved away), then close the old handle."""
         new = self._open()
         with self._lock:
+            self._write_pending()  # what was gathered belongs to the old file
             old, self._fh = self._fh, new
         old.close()
 
     def close(self) -> None:
         with self._lock:
-            self._fh.close()
+            if not self._fh.closed:
+                self._write_pending()
+                self._fh.close()
+
+
+def _drain_at_exit(ref: weakref.ref[LogFile]) -> None:
+    log_file = ref()
+    if log_file is not None:
+        log_file.drain()
 
 
 def configure_logging(
@@ -283,9 +347,8 @@ def configure_logging(
     )
     if settings.format == "json":  # the hot lines skip the generic chain (accesslog.py)
         stdout = out is sys.stdout  # PrintLogger writes to the sys.stdout of the moment
-        fast = FastJson(
-            processors, level, None if stdout else out, redact_secrets, dict(fields or {})
-        )
+        out_ = None if stdout else out
+        fast = FastJson(processors, level, out_, redact_fields, dict(fields or {}))
         accesslog.install(fast)
     else:
         accesslog.uninstall()

@@ -21,7 +21,7 @@ for "up"/"healthy", ``livemax`` for the rest); outside that mode it is ignored.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -79,6 +79,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # (command, decision, status // 100) -> the children answered() moves
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "sentry_requests",
             "EAS requests answered, by command, decision and HTTP status class",
@@ -361,6 +363,22 @@ class Metrics:
             ["listener", "phase"],
             registry=registry,
         )
+
+    def answered(self, command: str, decision: str, status: int, elapsed: float) -> None:
+        """One request answered: ``sentry_requests_total`` and its duration.
+        The labelled children are kept (the labels are bounded: a known
+        command or ``unknown``, the gateway's own decisions, five status
+        classes), so a request skips ``labels()`` and its lock."""
+        key = (command, decision, status // 100)
+        children = self._answered.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(command, decision, status_class(status)),
+                self.latency.labels(command),
+            )
+            self._answered[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
 
     def publish_state(self, snapshot: Snapshot) -> None:
         """Associations by list state (kept by the snapshot) and directory users

@@ -54,7 +54,7 @@ from sentry.eas.errors import EasError
 from sentry.eas.request import EasRequest, parse_request
 from sentry.observability import context as logcontext
 from sentry.observability.accesslog import emit
-from sentry.observability.metrics import command_label, status_class
+from sentry.observability.metrics import command_label
 from sentry.policy import Forward, options_pool
 
 from .context import (
@@ -155,8 +155,7 @@ def _finish(
     status = response.status if response is not None else 499
     fields = logcontext.fields()
     command = command_label(fields.get("command"))
-    ctx.metrics.requests.labels(command, fields.get("decision", "none"), status_class(status)).inc()
-    ctx.metrics.latency.labels(command).observe(elapsed)
+    ctx.metrics.answered(command, fields.get("decision", "none"), status, elapsed)
     if ctx.access_log:
         peer = request.remote
         client = ctx.addresses.client(peer, request.headers.get("X-Forwarded-For"))
