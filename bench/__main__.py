@@ -297,6 +297,7 @@ def cmd_workers(args: argparse.Namespace) -> str:
         connections=args.connections,
         pings=args.pings,
         nofile=args.nofile,
+        generator=args.generator,
     )
     r = run_workers(opts, args.out / "work" / "workers")
     ratio = r["ratios"]["refused"]
@@ -443,6 +444,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--connections", type=int, default=32)
     w.add_argument("--pings", type=int, default=1500)
     w.add_argument("--nofile", type=int, default=2048, help="soft RLIMIT_NOFILE of the node")
+    w.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "hammer"),
+        default="auto",
+        help="request-rate generator: wrk (Debian's, in C) or bench.hammer; auto: wrk if installed",
+    )
     w.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     w.set_defaults(func=cmd_workers)
     mt = sub.add_parser("modeltest", help="the model-based wire test, long profile")

@@ -9,8 +9,9 @@ supervisor and two workers on one port). The node's CPU is the sum over its
 process tree (supervisor and workers), read from /proc between ``go`` and
 the result.
 
-Request rate. One load generator process (``bench.hammer``, closed loop on
-``connections`` keep-alive connections, one request repeated) runs
+Request rate. One load generator process (closed loop on ``connections``
+keep-alive connections, one request repeated: ``wrk`` when it is installed,
+``bench/wrkgen.py``, else ``bench.hammer``; ``--generator`` chooses) runs
 ``duration`` seconds per case, two cases per node:
 
 * ``refused``: a FolderSync of a device an administrator blocked: the gateway
@@ -23,7 +24,8 @@ Request rate. One load generator process (``bench.hammer``, closed loop on
 The machine has two cores for the node, the generator and (forwarded) the
 backend: two workers cannot get two full cores, so the report gives each
 process's CPU seconds and the node's requests per core-second beside the
-ratio.
+ratio. The generator's own CPU is what two workers cannot have: the Python
+hammer took a third of a core at the refused rate, wrk a fraction of that.
 
 Held Pings. The node's processes get a soft RLIMIT_NOFILE of ``nofile``
 (2048 by default: the gateway caps device connections at half of what is left
@@ -49,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from bench import wrkgen
 from bench.eas_mix import PASSWORD, Session, make_bodies
 from bench.held import _sample_until_held
 from bench.proc import BenchError, Proc, start, tree_cpu
@@ -76,6 +79,12 @@ class WorkersOptions:
     nofile: int = 2048
     ramp_rate: float = 500.0
     workers: tuple[int, ...] = (1, 2)
+    generator: str = "auto"  # "wrk", "hammer" or "auto" (wrk when installed)
+
+    def chosen_generator(self) -> str:
+        if self.generator == "auto":
+            return "wrk" if wrkgen.available() else "hammer"
+        return self.generator
 
 
 def _config(servers: list[str], dsn: str, workers: int, tls: bool = False) -> dict[str, Any]:
@@ -166,24 +175,15 @@ def _rate(
     gw: GatewayProc, backend: Proc, case: str, opts: WorkersOptions, work: Path
 ) -> dict[str, Any]:
     session = BLOCKED if case == "refused" else ALLOWED
-    job = {
-        "host": gw.host,
-        "port": gw.port,
-        "connections": opts.connections,
-        "duration": opts.duration,
-        "request": _request(session, f"{gw.host}:{gw.port}"),
-    }
-    gen = start(f"hammer-{case}", [sys.executable, "-m", "bench.hammer"], work, pipes=True)
-    try:
-        gen.send({"job": job})
-        gen.receive(60)
+    request = _request(session, f"{gw.host}:{gw.port}")
+    if opts.chosen_generator() == "wrk":
         node0, backend0 = tree_cpu(gw.proc.pid), backend.cpu()
-        gen.send({"cmd": "go"})
-        result = gen.receive(opts.duration + 60)
+        args = (gw.host, gw.port, request, opts.connections, opts.duration)
+        result = wrkgen.run(*args, work / f"wrk-{case}")
         node_cpu = tree_cpu(gw.proc.pid) - node0
         backend_cpu = backend.cpu() - backend0
-    finally:
-        gen.stop()
+    else:
+        result, node_cpu, backend_cpu = _hammer(gw, backend, request, case, opts, work)
     answers = sum(result["statuses"].values())
     seconds = result["seconds"]
     return {
@@ -199,6 +199,29 @@ def _rate(
         "req_per_node_core_s": answers / node_cpu if node_cpu else 0.0,
         "seconds": seconds,
     }
+
+
+def _hammer(
+    gw: GatewayProc, backend: Proc, request: str, case: str, opts: WorkersOptions, work: Path
+) -> tuple[dict[str, Any], float, float]:
+    """``bench.hammer``'s result, and the node's and the backend's CPU seconds meanwhile."""
+    job = {
+        "host": gw.host,
+        "port": gw.port,
+        "connections": opts.connections,
+        "duration": opts.duration,
+        "request": request,
+    }
+    gen = start(f"hammer-{case}", [sys.executable, "-m", "bench.hammer"], work, pipes=True)
+    try:
+        gen.send({"job": job})
+        gen.receive(60)
+        node0, backend0 = tree_cpu(gw.proc.pid), backend.cpu()
+        gen.send({"cmd": "go"})
+        result: dict[str, Any] = gen.receive(opts.duration + 60)
+        return result, tree_cpu(gw.proc.pid) - node0, backend.cpu() - backend0
+    finally:
+        gen.stop()
 
 
 def _hold(gw: GatewayProc, backend: ServerProc, opts: WorkersOptions, work: Path) -> dict[str, Any]:
@@ -287,6 +310,7 @@ def run_workers(opts: WorkersOptions, work: Path) -> dict[str, Any]:
     return {
         "scenario": "workers",
         "options": {**vars(opts), "dsn": "(given)" if opts.dsn else "(default)"},
+        "generator": opts.chosen_generator(),
         "rates": rates,
         "ratios": ratios,
         "held": held,
@@ -298,7 +322,8 @@ def workers_markdown(r: dict[str, Any]) -> str:
     o = r["options"]
     lines = [
         f"{r['cpus']} CPUs; {o['connections']} keep-alive connections from one generator "
-        f"process, {o['duration']:.0f} s per case; PostgreSQL store, TLS off.",
+        f"process ({r.get('generator', 'hammer')}), {o['duration']:.0f} s per case; "
+        "PostgreSQL store, TLS off.",
         "",
         "| case | workers | req/s | node CPU s (cores) | req per node core-s | backend CPU s "
         "| generator CPU s |",

@@ -1,0 +1,78 @@
+"""``bench/wrkgen.py``: wrk sends exactly the request it is given (method,
+target, headers, a binary body), against the strict recording backend.
+
+wrk is Debian's package ``wrk``: without it this test skips with the reason,
+except under ``CI`` / ``SENTRY_REQUIRE_WRK=1`` (``.ci/run`` installs it),
+where it fails. ``bench`` is imported in a child process started in the
+project's root, as the other bench tests do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from sentry.testing.recording_backend import start_recording_backend
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "from bench import wrkgen\n"
+    "host, port, request, work = json.loads(sys.stdin.read())\n"
+    "result = wrkgen.run(host, port, request, 2, 1.0, Path(work))\n"
+    "result.pop('output')\n"
+    "print(json.dumps(result))\n"
+)
+
+
+def _require_wrk() -> None:
+    if shutil.which("wrk") is not None:
+        return
+    required = os.environ.get("SENTRY_REQUIRE_WRK") == "1" or os.environ.get(
+        "CI", ""
+    ).strip().lower() not in ("", "0", "false", "no")
+    reason = "wrk is not installed (apt-get install wrk)"
+    if required:
+        pytest.fail(f"wrk required (CI / SENTRY_REQUIRE_WRK=1) but {reason}")
+    pytest.skip(reason)
+
+
+async def test_wrk_sends_the_request_it_is_given_byte_for_byte(tmp_path: Path) -> None:
+    _require_wrk()
+    body = bytes(range(256)) + b'"\\\n\r\x00'
+    request = (
+        "POST /Microsoft-Server-ActiveSync?Cmd=FolderSync&User=a%20b&DeviceId=W1 HTTP/1.1\r\n"
+        "Host: ignored\r\nAuthorization: Basic YTpi\r\nMS-ASProtocolVersion: 14.1\r\n"
+        f"Content-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: {len(body)}\r\n\r\n"
+    ) + body.decode("latin-1")
+    async with await start_recording_backend() as backend:
+        host, port = backend.url.removeprefix("http://").rsplit(":", 1)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        job = json.dumps([host, int(port), request, str(tmp_path / "wrk")]).encode()
+        out, _ = await asyncio.wait_for(child.communicate(job), 60)
+        assert child.returncode == 0
+        result = json.loads(out)
+    assert result["statuses"]["2xx/3xx"] > 0 and result["statuses"]["other"] == 0
+    assert result["cpu_seconds"] > 0 and result["seconds"] > 0
+    assert backend.violations == []
+    seen = backend.eas_requests()
+    assert len(seen) >= result["statuses"]["2xx/3xx"]
+    first = seen[0]
+    assert (first.method, first.target) == (
+        "POST",
+        "/Microsoft-Server-ActiveSync?Cmd=FolderSync&User=a%20b&DeviceId=W1",
+    )
+    assert first.body == body
+    assert first.header("Authorization") == "Basic YTpi"
+    assert first.header("MS-ASProtocolVersion") == "14.1"
+    assert first.header("Content-Length") == str(len(body))
+    assert first.header("Host") == f"{host}:{port}"
