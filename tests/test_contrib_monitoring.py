@@ -17,7 +17,6 @@ alert rules Prometheus accepts, naming only metrics the gateway exports.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ import pytest
 import yaml
 
 from sentry.testing.gateway import DEMO_ROUTING, demo_gateway, demo_pools
+from sentry.testing.require import missing
 
 CONTRIB = Path(__file__).parents[1] / "contrib"
 DASHBOARD = CONTRIB / "grafana" / "sentry-dashboard.json"
@@ -230,13 +230,8 @@ def _promtool() -> str:
     path = shutil.which("promtool")
     if path is not None:
         return path
-    required = os.environ.get("SENTRY_REQUIRE_PROMTOOL") == "1" or os.environ.get(
-        "CI", ""
-    ).strip().lower() not in ("", "0", "false", "no")
     reason = "promtool is not installed (apt-get install prometheus)"
-    if required:
-        pytest.fail(f"promtool required (CI / SENTRY_REQUIRE_PROMTOOL=1) but {reason}")
-    pytest.skip(reason)
+    missing("promtool", reason, "SENTRY_REQUIRE_PROMTOOL")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

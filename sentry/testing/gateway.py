@@ -22,8 +22,8 @@ the test caused, however slowly the machine runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,12 @@ __all__ = [
     "DEMO_IDENTITY",
     "DEMO_REALM_ROUTING",
     "DEMO_ROUTING",
+    "RELAXED_CLOCKS",
     "DemoGateway",
     "PoolSpec",
     "demo_gateway",
     "demo_pools",
+    "recording_gateway",
 ]
 
 EXCHANGE_MAILBOXES = (
@@ -92,6 +94,21 @@ class DemoGateway:
 
     def backend(self, pool: str, index: int = 0) -> RunningBackend:
         return self.backends[pool][index]
+
+    def sample(self, name: str, **labels: str) -> float:
+        """A metric sample of the gateway's registry (0 when it has none yet)."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def timeouts(self, phase: str, listener: str = "devices") -> float:
+        """``sentry_connection_timeouts_total`` of one phase."""
+        return self.sample("sentry_connection_timeouts_total", listener=listener, phase=phase)
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``condition()`` holds (TimeoutError after ``timeout``
+        seconds: a hang guard, not a speed check)."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until every pool has a server that passed a health check
@@ -172,6 +189,28 @@ def _settings(
         else:
             data[section] = values
     return data
+
+
+RELAXED_CLOCKS = {
+    "header_timeout_seconds": 5.0,
+    "idle_timeout_seconds": 5.0,
+    "body_timeout_seconds": 5.0,
+    "send_timeout_seconds": 5.0,
+}
+"""Every connection clock generous (``recording_gateway``), so only the one a
+test makes tiny can close a connection (a loaded machine never cuts a
+request the test means to succeed)."""
+
+
+def recording_gateway(
+    tmp_path: Path, backend_url: str, *, tls: bool, **connections: Any
+) -> AbstractAsyncContextManager[DemoGateway]:
+    """``demo_gateway`` with one pool, ``exchange``, on ``backend_url`` (a
+    recording backend), TLS on or off, ``RELAXED_CLOCKS`` and then
+    ``connections`` as ``gateway.connections``."""
+    pools = {"exchange": PoolSpec("exchange", extra={"servers": [backend_url]})}
+    gateway = {"tls": {"enabled": tls}, "connections": {**RELAXED_CLOCKS, **connections}}
+    return demo_gateway(tmp_path, pools, gateway=gateway)
 
 
 @asynccontextmanager

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
-import pytest
-
 from sentry.testing.recording_backend import start_recording_backend
+from sentry.testing.require import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = (
@@ -32,15 +30,8 @@ CHILD = (
 
 
 def _require_wrk() -> None:
-    if shutil.which("wrk") is not None:
-        return
-    required = os.environ.get("SENTRY_REQUIRE_WRK") == "1" or os.environ.get(
-        "CI", ""
-    ).strip().lower() not in ("", "0", "false", "no")
-    reason = "wrk is not installed (apt-get install wrk)"
-    if required:
-        pytest.fail(f"wrk required (CI / SENTRY_REQUIRE_WRK=1) but {reason}")
-    pytest.skip(reason)
+    if shutil.which("wrk") is None:
+        missing("wrk", "wrk is not installed (apt-get install wrk)", "SENTRY_REQUIRE_WRK")
 
 
 async def test_wrk_sends_the_request_it_is_given_byte_for_byte(tmp_path: Path) -> None:

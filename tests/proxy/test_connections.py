@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from sentry.proxy.connections import connection_cap
 from sentry.testing.eas_client import EasTestClient, basic_auth
-from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
+from sentry.testing.gateway import demo_gateway, recording_gateway
 from sentry.testing.logs import captured_log_output
 from sentry.testing.raw_client import RawConnection, request_bytes
 from sentry.testing.recording_backend import RecordingBackend, start_recording_backend
@@ -27,41 +26,11 @@ EAS = "/Microsoft-Server-ActiveSync"
 FOLDERSYNC_Q = f"{EAS}?Cmd=FolderSync&User=alice&DeviceId=SLOW0001&DeviceType=iPhone"
 PING_Q = f"{EAS}?Cmd=Ping&User=alice&DeviceId=SLOW0002&DeviceType=iPhone"
 HEADERS = [("Authorization", basic_auth("alice", "secret")), ("MS-ASProtocolVersion", "14.1")]
-# Every clock generous, so only the one a test makes tiny can close a connection
-# (a loaded machine never cuts a request the test means to succeed).
-RELAXED = {
-    "header_timeout_seconds": 5.0,
-    "idle_timeout_seconds": 5.0,
-    "body_timeout_seconds": 5.0,
-    "send_timeout_seconds": 5.0,
-}
 TINY = 0.3
 
 
-def sample(gw: DemoGateway, name: str, **labels: str) -> float:
-    return gw.registry.get_sample_value(name, labels) or 0.0
-
-
-def timeouts(gw: DemoGateway, phase: str) -> float:
-    return sample(gw, "sentry_connection_timeouts_total", listener="devices", phase=phase)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[RecordingBackend]:
-    async with await start_recording_backend() as b:
-        yield b
-
-
 def gateway_with(tmp_path: Path, backend: RecordingBackend, **connections: Any) -> Any:
-    pools = {"exchange": PoolSpec("exchange", extra={"servers": [backend.url]})}
-    gateway = {"tls": {"enabled": False}, "connections": {**RELAXED, **connections}}
-    return demo_gateway(tmp_path, pools, gateway=gateway)
+    return recording_gateway(tmp_path, backend.url, tls=False, **connections)
 
 
 async def test_a_head_sent_a_byte_at_a_time_is_cut_off_with_408(
@@ -78,7 +47,7 @@ async def test_a_head_sent_a_byte_at_a_time_is_cut_off_with_408(
         assert answer.status == 408
         assert await conn.closed_by_peer()
         await trickle
-        assert timeouts(gw, "head") == 1
+        assert gw.timeouts("head") == 1
     assert backend.eas_requests() == []
 
 
@@ -91,7 +60,7 @@ async def test_a_connection_that_never_sends_is_closed_silently(
     ):
         assert await conn.closed_by_peer()
         assert conn.reader.at_eof()
-        assert timeouts(gw, "head") == 1
+        assert gw.timeouts("head") == 1
 
 
 async def test_an_idle_keep_alive_connection_is_closed(
@@ -104,7 +73,7 @@ async def test_an_idle_keep_alive_connection_is_closed(
         await conn.send(request_bytes("POST", FOLDERSYNC_Q, HEADERS))
         assert (await conn.response()).status == 200
         assert await conn.closed_by_peer()
-        assert timeouts(gw, "idle") == 1 and timeouts(gw, "head") == 0
+        assert gw.timeouts("idle") == 1 and gw.timeouts("head") == 0
 
 
 async def test_a_body_that_stops_is_cut_off_and_never_forwarded(
@@ -116,7 +85,7 @@ async def test_a_body_that_stops_is_cut_off_and_never_forwarded(
                 head = request_bytes("POST", query, [*HEADERS, ("Content-Length", "1000")])
                 await conn.send(head + b"\x03\x01j\x00")
                 assert await conn.closed_by_peer()
-        await until(lambda: timeouts(gw, "body") == 2)
+        await gw.until(lambda: gw.timeouts("body") == 2)
     assert backend.violations == []
     assert backend.eas_requests() == []  # the streamed one never completed upstream
 
@@ -133,7 +102,7 @@ async def test_a_body_slower_than_the_minimum_rate_is_cut_off_though_bytes_keep_
             trickle = asyncio.ensure_future(conn.trickle(b"x" * 100_000, step=5, pause=0.01))
             assert await conn.closed_by_peer()
             await trickle
-        assert timeouts(gw, "body") == 1
+        assert gw.timeouts("body") == 1
     assert backend.eas_requests() == []
 
 
@@ -149,7 +118,7 @@ async def test_a_device_that_stops_reading_its_answer_is_cut_off(tmp_path: Path)
             host, port = gw.url.removeprefix("http://").split(":")
             await loop.sock_connect(sock, (host, int(port)))
             await loop.sock_sendall(sock, request_bytes("POST", FOLDERSYNC_Q, HEADERS))
-            await until(lambda: timeouts(gw, "send") == 1, timeout=30)
+            await gw.until(lambda: gw.timeouts("send") == 1, timeout=30)
 
 
 async def test_a_held_ping_outlives_every_client_clock(
@@ -175,15 +144,15 @@ async def test_a_held_ping_outlives_every_client_clock(
             "<Id>1</Id><Class>Email</Class></Folder></Folders></Ping>"
         )
         held = asyncio.ensure_future(client.post("Ping", ping, timeout=60))
-        await until(lambda: gw.gateway.state.longpolls.count() == 1)
+        await gw.until(lambda: gw.gateway.state.longpolls.count() == 1)
         for phase in ("head", "idle"):  # every client clock has run out at least once since
             async with await RawConnection.open(gw.url) as conn:
                 if phase == "idle":
                     await conn.send(request_bytes("OPTIONS", f"{EAS}?User=alice", []))
                     await conn.response()
-                before = timeouts(gw, phase)
+                before = gw.timeouts(phase)
                 assert await conn.closed_by_peer()
-                await until(lambda phase=phase, before=before: timeouts(gw, phase) > before)
+                await gw.until(lambda phase=phase, before=before: gw.timeouts(phase) > before)
         assert not held.done() and gw.gateway.state.longpolls.count() == 1
         gw.backend("exchange").inject_message("alice", "wake up", "now")
         r = await asyncio.wait_for(held, 10)
@@ -196,14 +165,14 @@ async def test_connections_over_the_cap_are_refused_early_and_counted(
     relaxed = {"header_timeout_seconds": 60, "idle_timeout_seconds": 60, "max": 3}
     async with gateway_with(tmp_path, backend, **relaxed) as gw:
         held = [await RawConnection.open(gw.url) for _ in range(3)]
-        await until(lambda: sample(gw, "sentry_connections_open", listener="devices") == 3)
+        await gw.until(lambda: gw.sample("sentry_connections_open", listener="devices") == 3)
         async with await RawConnection.open(gw.url) as extra:
             answer = await extra.response()
             assert (answer.status, answer.header("Retry-After")) == (503, "10")
             assert await extra.closed_by_peer()
-        assert sample(gw, "sentry_connections_refused_total", listener="devices") == 1
+        assert gw.sample("sentry_connections_refused_total", listener="devices") == 1
         await held[0].close()
-        await until(lambda: sample(gw, "sentry_connections_open", listener="devices") == 2)
+        await gw.until(lambda: gw.sample("sentry_connections_open", listener="devices") == 2)
         async with await RawConnection.open(gw.url) as again:
             await again.send(request_bytes("POST", FOLDERSYNC_Q, HEADERS))
             assert (await again.response()).status == 200
@@ -219,10 +188,10 @@ async def test_tls_connections_over_the_cap_get_no_handshake(tmp_path: Path) -> 
             extra = await RawConnection.open(gw.url)
             await extra.send(request_bytes("OPTIONS", EAS, []))
             await extra.response()
-        assert sample(gw, "sentry_connections_refused_total", listener="devices") == 1
+        assert gw.sample("sentry_connections_refused_total", listener="devices") == 1
         for conn in held:
             await conn.close()
-        await until(lambda: sample(gw, "sentry_connections_open", listener="devices") == 0)
+        await gw.until(lambda: gw.sample("sentry_connections_open", listener="devices") == 0)
 
 
 async def test_a_failed_tls_handshake_gives_its_slot_back(tmp_path: Path) -> None:
@@ -233,8 +202,8 @@ async def test_a_failed_tls_handshake_gives_its_slot_back(tmp_path: Path) -> Non
             async with await RawConnection.open(plain) as conn:
                 await conn.send(request_bytes("OPTIONS", EAS, []))
                 assert await conn.closed_by_peer()
-        await until(lambda: sample(gw, "sentry_connections_open", listener="devices") == 0)
-        assert sample(gw, "sentry_connections_refused_total", listener="devices") == 0
+        await gw.until(lambda: gw.sample("sentry_connections_open", listener="devices") == 0)
+        assert gw.sample("sentry_connections_refused_total", listener="devices") == 0
 
 
 def test_the_cap_stays_below_the_descriptor_limit() -> None:
@@ -254,11 +223,11 @@ async def test_a_flood_of_refusals_is_a_few_log_lines_that_count_the_rest(
     with captured_log_output() as log:
         async with gateway_with(tmp_path, backend, **relaxed) as gw:
             held = await RawConnection.open(gw.url)
-            await until(lambda: sample(gw, "sentry_connections_open", listener="devices") == 1)
+            await gw.until(lambda: gw.sample("sentry_connections_open", listener="devices") == 1)
             for _ in range(50):
                 async with await RawConnection.open(gw.url) as extra:
                     assert (await extra.response()).status == 503
-            assert sample(gw, "sentry_connections_refused_total", listener="devices") == 50
+            assert gw.sample("sentry_connections_refused_total", listener="devices") == 50
             await held.close()
     refused = [e for e in log.events() if e.get("event") == "connections_refused"]
     assert 1 <= len(refused) <= 5

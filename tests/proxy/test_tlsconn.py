@@ -13,7 +13,6 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 from sentry.proxy.tlsconn import TlsConnection
 from sentry.testing.eas_client import basic_auth
-from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
+from sentry.testing.gateway import DemoGateway, recording_gateway
 from sentry.testing.logs import captured_log_output
 from sentry.testing.raw_client import RawConnection, insecure_tls, request_bytes
 from sentry.testing.recording_backend import RecordingBackend, start_recording_backend
@@ -29,31 +28,11 @@ from sentry.testing.recording_backend import RecordingBackend, start_recording_b
 EAS = "/Microsoft-Server-ActiveSync"
 FOLDERSYNC_Q = f"{EAS}?Cmd=FolderSync&User=alice&DeviceId=TLS00001&DeviceType=iPhone"
 HEADERS = [("Authorization", basic_auth("alice", "secret")), ("MS-ASProtocolVersion", "14.1")]
-RELAXED = {
-    "header_timeout_seconds": 5.0,
-    "idle_timeout_seconds": 5.0,
-    "body_timeout_seconds": 5.0,
-    "send_timeout_seconds": 5.0,
-}
 TINY = 0.3
 
 
-def sample(gw: DemoGateway, name: str, **labels: str) -> float:
-    return gw.registry.get_sample_value(name, labels) or 0.0
-
-
-def timeouts(gw: DemoGateway, phase: str) -> float:
-    return sample(gw, "sentry_connection_timeouts_total", listener="devices", phase=phase)
-
-
 def open_connections(gw: DemoGateway) -> float:
-    return sample(gw, "sentry_connections_open", listener="devices")
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+    return gw.sample("sentry_connections_open", listener="devices")
 
 
 def address(gw: DemoGateway) -> tuple[str, int]:
@@ -61,16 +40,8 @@ def address(gw: DemoGateway) -> tuple[str, int]:
     return host, int(port)
 
 
-@pytest.fixture
-async def backend() -> AsyncIterator[RecordingBackend]:
-    async with await start_recording_backend() as b:
-        yield b
-
-
 def tls_gateway(tmp_path: Path, backend: RecordingBackend, **connections: Any) -> Any:
-    pools = {"exchange": PoolSpec("exchange", extra={"servers": [backend.url]})}
-    gateway = {"tls": {"enabled": True}, "connections": {**RELAXED, **connections}}
-    return demo_gateway(tmp_path, pools, gateway=gateway)
+    return recording_gateway(tmp_path, backend.url, tls=True, **connections)
 
 
 @pytest.mark.parametrize("sends", [b"", b"\x16\x03\x01\x02"], ids=["nothing", "half a record"])
@@ -80,12 +51,12 @@ async def test_a_handshake_that_does_not_finish_is_cut_off_by_its_clock(
     async with tls_gateway(tmp_path, backend, header_timeout_seconds=TINY) as gw:
         reader, writer = await asyncio.open_connection(*address(gw))
         writer.write(sends)
-        await until(lambda: timeouts(gw, "handshake") == 1)
+        await gw.until(lambda: gw.timeouts("handshake") == 1)
         async with asyncio.timeout(10):
             assert await reader.read() == b""  # closed by the gateway, nothing sent
         writer.close()
-        await until(lambda: open_connections(gw) == 0)
-        assert timeouts(gw, "head") == 0  # the HTTP clocks never started
+        await gw.until(lambda: open_connections(gw) == 0)
+        assert gw.timeouts("head") == 0  # the HTTP clocks never started
     assert backend.eas_requests() == []
 
 
@@ -100,8 +71,8 @@ async def test_a_failed_handshake_is_counted_and_logged_once_in_a_while(
                     await conn.send(request_bytes("OPTIONS", EAS, []))
                     assert await conn.closed_by_peer()
             failed = ("sentry_bad_requests_total", {"kind": "tls:handshake"})
-            await until(lambda: sample(gw, failed[0], **failed[1]) == 8)
-            await until(lambda: open_connections(gw) == 0)
+            await gw.until(lambda: gw.sample(failed[0], **failed[1]) == 8)
+            await gw.until(lambda: open_connections(gw) == 0)
     lines = [e for e in log.events() if e.get("event") == "tls_handshake_failed"]
     assert 1 <= len(lines) < 8  # rate-limited: the rest are counted, not logged
     assert lines[0]["reason"] and lines[0]["listener"] == "devices"
@@ -169,7 +140,7 @@ async def test_an_answer_that_ends_the_connection_ends_the_tls_session_cleanly(
         received, end = await asyncio.to_thread(_blocking_client, *address(gw), request)
         assert received.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in received
         assert end == "close_notify"
-        await until(lambda: open_connections(gw) == 0)
+        await gw.until(lambda: open_connections(gw) == 0)
 
 
 async def test_a_device_that_stops_reading_its_answer_is_cut_off_through_tls(
@@ -189,13 +160,13 @@ async def test_a_device_that_stops_reading_its_answer_is_cut_off_through_tls(
                 with insecure_tls().wrap_socket(raw, server_hostname="localhost") as tls:
                     tls.sendall(request_bytes("POST", FOLDERSYNC_Q, HEADERS))
                     for _ in range(1500):  # up to 30 s: the gateway's counter, read-only
-                        if timeouts(gw, "send") >= 1:
+                        if gw.timeouts("send") >= 1:
                             return
                         time.sleep(0.02)
 
         await asyncio.to_thread(stalled)
-        assert timeouts(gw, "send") == 1
-        await until(lambda: open_connections(gw) == 0)
+        assert gw.timeouts("send") == 1
+        await gw.until(lambda: open_connections(gw) == 0)
 
 
 async def test_a_tls_1_2_client_is_served(tmp_path: Path, backend: RecordingBackend) -> None:
@@ -210,4 +181,4 @@ async def test_a_tls_1_2_client_is_served(tmp_path: Path, backend: RecordingBack
         assert head.startswith(b"HTTP/1.1 200 ")
         assert writer.get_extra_info("ssl_object").version() == "TLSv1.2"
         writer.close()
-        await until(lambda: open_connections(gw) == 0)
+        await gw.until(lambda: open_connections(gw) == 0)

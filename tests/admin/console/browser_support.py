@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+from sentry.testing.require import missing, required
 
 ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = Path(os.environ.get("SENTRY_CHROMIUM", "/usr/bin/chromium"))
@@ -40,8 +40,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 
 def browser_required() -> bool:
     """Whether a missing browser fails the tests instead of skipping them."""
-    ci = os.environ.get("CI", "").strip().lower()
-    return ci not in ("", "0", "false", "no") or os.environ.get("SENTRY_REQUIRE_BROWSER") == "1"
+    return required("SENTRY_REQUIRE_BROWSER")
 
 
 def unavailable() -> str | None:
@@ -58,9 +57,7 @@ def require_browser() -> None:
     reason = unavailable()
     if reason is None:
         return
-    if browser_required():
-        pytest.fail(f"browser tests required (CI / SENTRY_REQUIRE_BROWSER=1) but {reason}")
-    pytest.skip(f"browser tests skipped: {reason}")
+    missing("browser tests", reason, "SENTRY_REQUIRE_BROWSER")
 
 
 @asynccontextmanager
