@@ -21,6 +21,7 @@ from sentry.certs import (
     make_self_signed,
     make_signed,
     name_matches,
+    server_ssl_context,
     write_pair,
     write_private,
 )
@@ -166,3 +167,13 @@ def test_csr_with_a_new_key_and_with_an_existing_one() -> None:
     again = make_csr("gw.example", key_pem=pair.key_pem)
     assert again.key_pem == pair.key_pem
     assert x509.load_pem_x509_csr(again.cert_pem).public_key() == key.public_key()
+
+
+def test_the_server_context_is_tls_1_2_or_later_and_refuses_renegotiation(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ensure_certificate(cert, key, "gw.example")
+    ctx = server_ssl_context(cert, key)
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.options & ssl.OP_NO_RENEGOTIATION

@@ -224,11 +224,13 @@ class ConnectionGate:
         if phase != "idle":  # idle keep-alive connections time out all day long
             self._report("connection_timeout", phase=phase)
 
-    def tls_failed(self, reason: str) -> None:
-        """A TLS handshake that failed (``tlsconn.py``): counted, logged at most
-        once per interval."""
-        self._metrics.bad_requests.labels("tls:handshake").inc()
-        self._report("tls_handshake_failed", kind="tls:handshake", reason=reason)
+    def tls_failed(self, reason: str, kind: str = "tls:handshake") -> None:
+        """A TLS handshake that failed, or a record that did not decrypt
+        (``tls:record``; ``tlsconn.py``): counted, logged at most once per
+        interval per kind."""
+        self._metrics.bad_requests.labels(kind).inc()
+        event = "tls_handshake_failed" if kind == "tls:handshake" else "tls_record_failed"
+        self._report(event, kind=kind, reason=reason)
 
     def bad_http(self, kind: str, reason: str) -> None:
         self._metrics.bad_requests.labels(f"http:{kind}").inc()

@@ -26,6 +26,8 @@ clock sees a device that stops reading).
   at most once per interval; OpenSSL's alert is sent and the socket closed.
   The inner protocol sees nothing of a connection whose handshake did not
   complete (no ``connection_made``, no ``connection_lost``), as before.
+  A record that does not decrypt after the handshake (forged, cut, out of
+  order) ends the connection at once and is counted as ``tls:record``.
 * Reading: every record that arrives is decrypted at once and handed on;
   while the inner protocol has paused reading, the socket is paused too and
   what has arrived stays encrypted in the memory BIO until it resumes.
@@ -178,8 +180,9 @@ class TlsConnection(asyncio.Protocol):
                     break
                 except ssl.SSLZeroReturnError:
                     data = b""
-                except ssl.SSLError:
-                    self.abort()  # a broken or forged record: nothing more can be read
+                except ssl.SSLError as exc:  # a broken or forged record: nothing more can be read
+                    self._gate.tls_failed(_reason(exc), "tls:record")
+                    self.abort()
                     return
                 if not data:  # the peer's close_notify: its end of file
                     self._app.eof_received()

@@ -10,6 +10,7 @@ a bounded wait, and never asserts on elapsed time.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import time
@@ -182,3 +183,29 @@ async def test_a_tls_1_2_client_is_served(tmp_path: Path, backend: RecordingBack
         assert writer.get_extra_info("ssl_object").version() == "TLSv1.2"
         writer.close()
         await gw.until(lambda: open_connections(gw) == 0)
+
+
+async def test_a_forged_record_after_the_handshake_ends_the_connection_and_is_counted(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    """An application-data record whose authentication tag is wrong (written
+    under the TLS session, on the socket itself): the connection is cut, the
+    record counted, nothing forwarded."""
+    async with tls_gateway(tmp_path, backend) as gw:
+        host, port = address(gw)
+
+        def forge() -> str:
+            raw = socket.create_connection((host, port), timeout=10)
+            with insecure_tls().wrap_socket(raw, server_hostname="localhost") as tls:
+                with socket.socket(fileno=os.dup(tls.fileno())) as under:
+                    under.sendall(b"\x17\x03\x03\x00\x20" + os.urandom(32))
+                try:
+                    return "eof" if tls.recv(100) == b"" else "data"
+                except (ConnectionError, ssl.SSLError) as exc:
+                    return type(exc).__name__
+
+        assert await asyncio.to_thread(forge) != "data"
+        record = ("sentry_bad_requests_total", {"kind": "tls:record"})
+        await gw.until(lambda: gw.sample(record[0], **record[1]) == 1)
+        await gw.until(lambda: open_connections(gw) == 0)
+    assert backend.eas_requests() == []
