@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -95,7 +96,11 @@ async def serve(args: argparse.Namespace) -> None:
         build_app(args.upstream), access_log=None, handle_signals=False, shutdown_timeout=2.0
     )
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, backlog=4096)
+    tls = None
+    if args.tls_cert:  # as a plain aiohttp server serves TLS: asyncio's SSLProtocol
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    site = web.TCPSite(runner, args.host, args.port, backlog=4096, ssl_context=tls)
     await site.start()
     print(json.dumps({"event": "ready", "port": runner.addresses[0][1]}), flush=True)
     stop = asyncio.Event()
@@ -113,6 +118,8 @@ def main() -> None:
     p.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT of the backend")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--tls-cert", default="", help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", default="", help="and this key (PEM)")
     args = p.parse_args()
     raise_nofile()
     with contextlib.suppress(KeyboardInterrupt):

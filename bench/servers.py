@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from bench.proc import BenchError, Proc, start
+from sentry.certs import ensure_certificate
 
 __all__ = [
     "GatewayProc",
@@ -86,9 +87,15 @@ def start_backend(
     return ServerProc(proc, hosts[0], int(_ready_port(proc)["port"]))
 
 
-def start_bare(workdir: Path, upstream: str) -> ServerProc:
-    """The bare aiohttp forwarder in front of ``upstream``."""
+def start_bare(workdir: Path, upstream: str, *, tls: bool = False) -> ServerProc:
+    """The bare aiohttp forwarder in front of ``upstream`` (``tls``: serving
+    TLS with a certificate of ``sentry.certs``, as the gateway's)."""
     argv = [sys.executable, "-m", "bench.bare_forwarder", "--upstream", upstream]
+    if tls:
+        workdir.mkdir(parents=True, exist_ok=True)
+        cert, key = workdir / "bare.pem", workdir / "bare.key"
+        ensure_certificate(cert, key, "localhost")
+        argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
     proc = start("bare-forwarder", argv, workdir, pipes=True)
     return ServerProc(proc, "127.0.0.1", int(_ready_port(proc)["port"]))
 

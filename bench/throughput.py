@@ -2,7 +2,7 @@
 forwarder and the gateway, in one run, on one backend.
 
 Approach. One demo backend process serves every target. For each target in
-turn (direct, bare forwarder, gateway with TLS off, gateway with TLS on) the
+turn (direct, bare forwarder with TLS off and on, gateway with TLS off and on) the
 server is started in its own process, then ``generators`` load generator
 processes (``bench.loadgen``, job ``mix``) split the sessions and the
 connections between them. For each concurrency level they connect and warm
@@ -11,7 +11,10 @@ backend and of itself between ``go`` and the last ``result``. Requests per
 second, latency percentiles (merged from the generators' raw latencies),
 CPU seconds per process and requests per server core-second come out per
 (target, level); the ratios gateway / bare forwarder and gateway / direct,
-and the latency the gateway adds at the lowest level, come out per run.
+and the latency the gateway adds at the lowest level, come out per run. A
+gateway with TLS is also compared with the bare forwarder serving TLS
+(``bare-tls``: aiohttp's server over asyncio's TLS), its like for like: the
+``vs bare`` ratios of a TLS gateway count TLS itself against it.
 
 For *direct* the server under test is the backend itself; for the others the
 backend's CPU is reported beside the server's, so the reader sees who used
@@ -38,7 +41,7 @@ from bench.stats import fmt, percentile
 
 __all__ = ["TARGETS", "ThroughputOptions", "markdown", "measure_window", "run_throughput"]
 
-TARGETS = ("direct", "bare", "gateway", "gateway-tls")
+TARGETS = ("direct", "bare", "bare-tls", "gateway", "gateway-tls")
 # also measurable, on request (--targets): the gateway on uvloop's event loop, and
 # the gateway of another checkout (--base-root, e.g. a worktree of an earlier commit)
 EXTRA_TARGETS = ("gateway-uvloop", "gateway-tls-uvloop", "gateway-base", "gateway-tls-base")
@@ -46,6 +49,7 @@ GATEWAYS = ("gateway", "gateway-tls", *EXTRA_TARGETS)
 LABELS = {
     "direct": "backend directly",
     "bare": "bare aiohttp forwarder",
+    "bare-tls": "bare aiohttp forwarder (TLS on)",
     "gateway": "gateway (TLS off)",
     "gateway-tls": "gateway (TLS on)",
     "gateway-uvloop": "gateway (TLS off, uvloop)",
@@ -74,8 +78,8 @@ def _start_target(
 ) -> ServerProc | None:
     if name == "direct":
         return None
-    if name == "bare":
-        return start_bare(workdir / "bare", backend.url)
+    if name in ("bare", "bare-tls"):
+        return start_bare(workdir / name, backend.url, tls=name == "bare-tls")
     loop = "uvloop" if name.endswith("-uvloop") else "asyncio"
     root = None
     if name.endswith("-base"):
@@ -86,7 +90,7 @@ def _start_target(
 
 
 def _tls(name: str) -> bool:
-    return name.startswith("gateway-tls")
+    return name.startswith("gateway-tls") or name == "bare-tls"
 
 
 def _generators(
@@ -227,16 +231,18 @@ def _ratios(rows: list[dict[str, Any]], levels: tuple[int, ...]) -> dict[str, An
                     g["req_per_server_core_s"] / other["req_per_server_core_s"]
                 )
                 entry["added_p50_ms_vs_base"] = g["p50_ms"] - other["p50_ms"]
-            for base in ("bare", "direct"):
+            bases = ("bare", "direct", "bare-tls") if _tls(gw) else ("bare", "direct")
+            for base in bases:
                 b = at.get((base, level))
                 if b is None:
                     continue
-                entry[f"req_per_s_vs_{base}"] = g["req_per_s"] / b["req_per_s"]
-                entry[f"req_per_core_s_vs_{base}"] = (
+                field = base.replace("-", "_")
+                entry[f"req_per_s_vs_{field}"] = g["req_per_s"] / b["req_per_s"]
+                entry[f"req_per_core_s_vs_{field}"] = (
                     g["req_per_server_core_s"] / b["req_per_server_core_s"]
                 )
-                entry[f"added_p50_ms_vs_{base}"] = g["p50_ms"] - b["p50_ms"]
-                entry[f"added_p99_ms_vs_{base}"] = g["p99_ms"] - b["p99_ms"]
+                entry[f"added_p50_ms_vs_{field}"] = g["p50_ms"] - b["p50_ms"]
+                entry[f"added_p99_ms_vs_{field}"] = g["p99_ms"] - b["p99_ms"]
             out[f"{gw}@{level}"] = entry
     return out
 
@@ -329,7 +335,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['generator_cores']:.2f} | {r['errors']} |"
         )
     based = any("req_per_core_s_vs_base" in e for e in report["ratios"].values())
-    extra = " req/core-s vs base | added p50 ms vs base |" if based else ""
+    tls = any("req_per_core_s_vs_bare_tls" in e for e in report["ratios"].values())
+    extra = " req/core-s vs bare TLS | added p50 ms vs bare TLS |" if tls else ""
+    extra += " req/core-s vs base | added p50 ms vs base |" if based else ""
     lines += [
         "",
         *(
@@ -339,7 +347,8 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         "| ratio | conns | req/s vs bare | req/core-s vs bare | req/s vs direct | "
         "added p50 ms vs direct | added p99 ms vs direct | added p50 ms vs bare |" + extra,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * (2 * based),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        + " ---: |" * (2 * (based + tls)),
     ]
     for key, e in report["ratios"].items():
         name, _, level = key.partition("@")
@@ -355,6 +364,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {cell('added_p50_ms_vs_direct')} | {cell('added_p99_ms_vs_direct')} "
             f"| {cell('added_p50_ms_vs_bare')} |"
         )
+        if tls:
+            row += f" {cell('req_per_core_s_vs_bare_tls')} | {cell('added_p50_ms_vs_bare_tls')} |"
         if based:
             row += f" {cell('req_per_core_s_vs_base')} | {cell('added_p50_ms_vs_base')} |"
         lines.append(row)

@@ -20,7 +20,7 @@ SCENARIOS = {
     "throughput": [
         "throughput",
         "--devices", "8", "--levels", "2", "--duration", "0.5", "--max-requests", "20",
-        "--targets", "direct,bare,gateway,gateway-tls,gateway-uvloop",
+        "--targets", "direct,bare,bare-tls,gateway,gateway-tls,gateway-uvloop",
     ],
     "held-pings": ["held-pings", "--pings", "10", "--heartbeat", "2", "--ramp-rate", "200"],
     "block": ["block", "--pings", "10", "--blocked", "4"],
@@ -62,9 +62,10 @@ def test_every_load_scenario_runs(tmp_path: Path) -> None:
 
     throughput = json.loads((tmp_path / "throughput" / "throughput.json").read_text())
     targets = {row["target"] for row in throughput["rows"]}
-    assert targets == {"direct", "bare", "gateway", "gateway-tls", "gateway-uvloop"}
+    assert targets == {"direct", "bare", "bare-tls", "gateway", "gateway-tls", "gateway-uvloop"}
     assert all(row["requests"] > 0 and row["errors"] == 0 for row in throughput["rows"])
     assert all(not row["warmup_failures"] for row in throughput["rows"])
+    assert "req_per_core_s_vs_bare_tls" in throughput["ratios"]["gateway-tls@2"]
 
     held = json.loads((tmp_path / "held-pings" / "held-pings.json").read_text())
     assert held["held"] == 10

@@ -94,3 +94,46 @@ def test_the_held_ping_target_is_32_kib_with_tls() -> None:
     assert tls[0].startswith("- RSS per held Ping 30.0 KiB at 3,000 with TLS on (target <= 32")
     assert tls[0].endswith(": met")
     assert plain[0].endswith(": MISSED") and "target <= 16 KiB" in plain[0]
+
+
+def test_a_tls_gateway_is_measured_against_the_bare_forwarder_with_tls() -> None:
+    """``bare-tls`` is the like-for-like baseline of a gateway serving TLS: its
+    ratios appear beside the plain ones, only for the TLS gateways, and the
+    target verdict uses them."""
+
+    def row(target: str, per_core: float, p50: float) -> dict[str, object]:
+        return {
+            "target": target, "level": 4, "req_per_s": per_core / 2,
+            "req_per_server_core_s": per_core, "p50_ms": p50, "p99_ms": p50 * 3,
+        }  # fmt: skip
+
+    rows = [
+        row("direct", 4000.0, 1.0),
+        row("bare", 2000.0, 2.0),
+        row("bare-tls", 1600.0, 2.4),
+        row("gateway", 1700.0, 2.2),
+        row("gateway-tls", 1400.0, 2.9),
+    ]
+    code = (
+        "from bench.throughput import _ratios\n"
+        "print(json.dumps(_ratios(json.loads(sys.stdin.read()), (4,))))\n"
+    )
+    ratios = _child(code, rows)
+    assert isinstance(ratios, dict)
+    assert "req_per_core_s_vs_bare_tls" not in ratios["gateway@4"]
+    tls = ratios["gateway-tls@4"]
+    assert abs(tls["req_per_core_s_vs_bare_tls"] - 1400 / 1600) < 1e-9
+    assert abs(tls["req_per_core_s_vs_bare"] - 1400 / 2000) < 1e-9
+    assert abs(tls["added_p50_ms_vs_bare_tls"] - 0.5) < 1e-9
+    code = (
+        "from bench.__main__ import throughput_targets\n"
+        "print(json.dumps(throughput_targets(json.loads(sys.stdin.read()))))\n"
+    )
+    lines = _child(code, {"options": {"levels": [4]}, "ratios": ratios})
+    assert isinstance(lines, list)
+    (verdict,) = [x for x in lines if x.startswith("- gateway-tls@4: req per core-second")]
+    assert "0.88x the bare forwarder with TLS; 0.70x the bare forwarder without TLS" in verdict
+    assert verdict.endswith(": met")
+    (latency,) = [x for x in lines if x.startswith("- gateway-tls@4: p50 adds")]
+    assert "+0.50 ms more than the bare forwarder with TLS adds" in latency
+    assert latency.endswith("MISSED")
