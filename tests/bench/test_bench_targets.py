@@ -137,3 +137,17 @@ def test_a_tls_gateway_is_measured_against_the_bare_forwarder_with_tls() -> None
     (latency,) = [x for x in lines if x.startswith("- gateway-tls@4: p50 adds")]
     assert "+0.50 ms more than the bare forwarder with TLS adds" in latency
     assert latency.endswith("MISSED")
+
+
+def test_every_other_round_runs_the_targets_in_reverse() -> None:
+    code = (
+        "from bench.throughput import round_order\n"
+        "targets = tuple(json.loads(sys.stdin.read()))\n"
+        "print(json.dumps([list(round_order(targets, n)) for n in range(3)]))\n"
+    )
+    out = _child(code, ["bare", "gateway", "gateway-base"])
+    assert out == [
+        ["bare", "gateway", "gateway-base"],
+        ["gateway-base", "gateway", "bare"],
+        ["bare", "gateway", "gateway-base"],
+    ]
