@@ -110,7 +110,9 @@ TLS_READ_BUFFER = 2 * 1024
 
 
 def _small_tls_buffers() -> None:
-    """Give each TLS connection a 2 KiB read buffer instead of 256 KiB.
+    """Give each TLS connection of asyncio's ``SSLProtocol`` (the admin
+    listener's; the device listener has its own layer, ``proxy/tlsconn.py``)
+    a 2 KiB read buffer instead of 256 KiB.
 
     Python 3.11's asyncio allocates ``SSLProtocol.max_size`` bytes per TLS
     connection up front; with every device holding a Ping open that is the
