@@ -33,6 +33,8 @@ clock sees a device that stops reading).
   what has arrived stays encrypted in the memory BIO until it resumes.
 * Nothing is kept per idle connection but this object, the ``SSLObject`` and
   two empty BIOs: a read allocates its plain text only while it is handed on.
+  The BIOs are fed at most ``CHUNK`` bytes at once, since a memory BIO keeps
+  the largest size it ever held.
 * Closing: ``close`` sends TLS's ``close_notify``, then closes the socket
   once its buffer is written (the device reads the answer and the end of the
   session); ``abort`` drops the socket. A peer's ``close_notify`` or a TCP
@@ -60,10 +62,22 @@ READ_SIZE = 16 * 1024
 """Plain text asked of OpenSSL per read: one TLS record at most. The bytes
 object is made for the read and shrunk to what came; none is kept."""
 
+CHUNK = 16 * 1024
+"""The most bytes put into a memory BIO at once, either way. OpenSSL's memory
+BIO keeps the largest size it ever held for the life of the connection (it
+grows, it never shrinks): fed a 256 KiB socket read, or a 64 KiB answer
+chunk encrypted in one call, a connection kept for an hour-long Ping after an
+upload or a download would keep that much. In pieces of 16 KiB (the socket
+read into one buffer shared by every connection; an answer encrypted a piece
+at a time and sent in one write), each BIO keeps at most about two records."""
+
+_RECV = bytearray(CHUNK)  # shared: a read is handed on before the next one
+_RECV_VIEW = memoryview(_RECV)
+
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3
 
 
-class TlsConnection(asyncio.Protocol):
+class TlsConnection(asyncio.BufferedProtocol):
     """Server-side TLS for one device connection (module comment)."""
 
     __slots__ = (
@@ -102,7 +116,13 @@ class TlsConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._gate.limits.header_timeout, self._handshake_expired)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECV_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_RECV_VIEW[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._state >= _CLOSED:
             return
         self._incoming.write(data)
@@ -220,7 +240,16 @@ class TlsConnection(asyncio.Protocol):
         if self._state != _OPEN or not data:
             return  # closing or closed: what is written now has nowhere to go
         try:
-            self._ssl.write(data)
+            if len(data) <= CHUNK:
+                self._ssl.write(data)
+            else:  # a piece at a time, so the outgoing BIO stays small (CHUNK)
+                view, pieces = memoryview(data), []
+                for start in range(0, len(view), CHUNK):
+                    self._ssl.write(view[start : start + CHUNK])
+                    pieces.append(self._outgoing.read())
+                if self._transport is not None:
+                    self._transport.write(b"".join(pieces))
+                return
         except ssl.SSLError:
             self.abort()
             return

@@ -13,6 +13,7 @@ import asyncio
 import os
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,113 @@ async def test_a_forged_record_after_the_handshake_ends_the_connection_and_is_co
         await gw.until(lambda: gw.sample(record[0], **record[1]) == 1)
         await gw.until(lambda: open_connections(gw) == 0)
     assert backend.eas_requests() == []
+
+
+class _Gate:
+    """What ``TlsConnection`` asks of the listener's gate."""
+
+    class limits:
+        header_timeout = 30.0
+
+    def release(self) -> None:
+        pass
+
+    def timed_out(self, phase: str) -> None:
+        raise AssertionError(f"timed out: {phase}")
+
+    def tls_failed(self, reason: str, kind: str = "tls:handshake") -> None:
+        raise AssertionError(f"{kind}: {reason}")
+
+
+class _Sink(asyncio.Protocol):
+    """Reads ``size`` bytes, then answers ``size`` bytes in one write."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.seen = size, 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.seen += len(data)
+        if self.seen == self.size:
+            self.transport.write(b"a" * self.size)  # type: ignore[attr-defined]
+
+
+def _malloced() -> int | None:
+    """Bytes the C heap holds (glibc's ``mallinfo2``), or None elsewhere."""
+    import ctypes
+
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+
+    class Info(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                         "fsmblks", "uordblks", "fordblks", "keepcost")
+        ]  # fmt: skip
+
+    mallinfo2.restype = Info
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+async def test_a_connection_that_moved_megabytes_keeps_no_large_buffer(tmp_path: Path) -> None:
+    """OpenSSL's memory BIOs keep the largest size they ever held: fed whole
+    socket reads and whole answers, a connection kept open after a 1 MiB
+    upload and a 1 MiB answer would hold about 1.3 MiB for as long as it
+    stays (a held Ping's hour). Fed in ``CHUNK`` pieces it keeps tens of KiB."""
+    if _malloced() is None:
+        pytest.skip("glibc's mallinfo2 is needed to read the C heap")
+    from sentry.certs import ensure_certificate, server_ssl_context
+
+    ensure_certificate(tmp_path / "c.pem", tmp_path / "k.pem", "localhost")
+    context = server_ssl_context(tmp_path / "c.pem", tmp_path / "k.pem")
+    size, count = 1024 * 1024, 12
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: TlsConnection(_Gate(), _Sink(size), context),  # type: ignore[arg-type]
+        "127.0.0.1", 0,
+    )  # fmt: skip
+    port = server.sockets[0].getsockname()[1]
+    opened: list[ssl.SSLSocket] = []
+    done = threading.Event()
+
+    def clients(moved: bool) -> None:
+        for _ in range(count):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+            tls = insecure_tls().wrap_socket(raw, server_hostname="localhost")
+            if moved:
+                tls.sendall(b"u" * size)
+                got = 0
+                while got < size:
+                    got += len(tls.recv(1 << 20))
+            opened.append(tls)
+        done.set()
+
+    try:
+        import gc
+
+        per_connection = {}
+        for moved in (False, True):
+            gc.collect()
+            before = _malloced() or 0
+            done.clear()
+            thread = threading.Thread(target=clients, args=(moved,))
+            thread.start()
+            while not done.is_set():
+                await asyncio.sleep(0.02)
+            thread.join()
+            await asyncio.sleep(0.2)
+            gc.collect()
+            per_connection[moved] = ((_malloced() or 0) - before) / count
+        # the clients' own sockets hold no memory BIO (OpenSSL on the descriptor)
+        assert per_connection[True] - per_connection[False] < 128 * 1024, per_connection
+    finally:
+        for tls in opened:
+            tls.close()
+        server.close()
+        await server.wait_closed()
