@@ -64,7 +64,7 @@ from sentry.observability import context as logcontext
 from sentry.policy import Snapshot
 from sentry.settings import IdentitySettings
 
-from .h1server import DeviceRequest
+from .h1message import DeviceRequest
 from .oauth import JwksSource
 from .tokens import (
     InvalidToken,

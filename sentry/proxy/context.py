@@ -23,7 +23,7 @@ from sentry.settings import GatewaySettings
 
 from .authn import Authenticator
 from .errors import FramingError
-from .h1server import DeviceRequest
+from .h1message import DeviceRequest
 from .headers import ClientAddress
 from .redirects import Redirector
 from .upstream import Upstreams

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .errors import RequestTooLarge
-from .h1server import Body, DeviceRequest
+from .h1message import Body, DeviceRequest
 from .headers import downstream_headers
 
 if TYPE_CHECKING:

@@ -49,7 +49,7 @@ from .context import (
 from .errors import RequestTooLarge, UpstreamError, map_client_errors
 from .forward import CHUNK, BodyStream, read_whole, relay_response
 from .framing import frame_upstream
-from .h1server import DeviceRequest
+from .h1message import DeviceRequest
 from .headers import upstream_headers
 from .inspect import INSPECT_LIMIT, Inspected
 from .provisioning import before_forward, reprovision, translate

@@ -49,7 +49,7 @@ from .errors import (
     UnsupportedTransferCoding,
 )
 from .forward import BodyStream
-from .h1server import DeviceRequest
+from .h1message import DeviceRequest
 
 __all__ = [
     "BODYLESS_METHODS",

@@ -71,7 +71,7 @@ from .context import (
 from .errors import FramingError, RequestTooLarge
 from .forwarding import forward, send
 from .framing import check_request
-from .h1server import DeviceRequest
+from .h1message import DeviceRequest
 from .inspect import inspect
 
 __all__ = ["EAS_PATH", "ProxyContext", "serve_device"]

@@ -20,7 +20,7 @@ from sentry.policy import RequestFacts
 
 from .errors import RequestTooLarge
 from .framing import decoded_for_inspection
-from .h1server import DeviceRequest
+from .h1message import DeviceRequest
 
 __all__ = ["INSPECT_LIMIT", "Inspected", "inspect"]
 

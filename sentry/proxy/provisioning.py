@@ -66,7 +66,7 @@ from sentry.policy.easpolicy import Pass, ProvisionRequired, Resolved, current, 
 
 from .errors import UpstreamError
 from .framing import frame_upstream
-from .h1server import DeviceRequest
+from .h1message import DeviceRequest
 from .headers import upstream_headers
 from .inspect import INSPECT_LIMIT
 

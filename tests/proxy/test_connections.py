@@ -245,8 +245,9 @@ async def test_a_gated_listener_serves_an_app_or_the_device_server() -> None:
     from sentry.observability.metrics import Metrics
     from sentry.proxy.connections import GatedSite
     from sentry.proxy.guard import ConnectionLimits
+    from sentry.proxy.h1message import DeviceRequest
     from sentry.proxy.h1request import Limits
-    from sentry.proxy.h1server import DeviceRequest, DeviceRunner, DeviceServer
+    from sentry.proxy.h1server import DeviceRunner, DeviceServer
 
     async def plain(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         return aiohttp.web.Response(text="never served")

@@ -23,8 +23,9 @@ from sentry.observability.metrics import Metrics
 from sentry.proxy import h1server
 from sentry.proxy.connections import GatedSite
 from sentry.proxy.guard import ConnectionLimits
+from sentry.proxy.h1message import DISCARD_LIMIT, DeviceRequest
 from sentry.proxy.h1request import Limits
-from sentry.proxy.h1server import DISCARD_LIMIT, DeviceRequest, DeviceRunner, DeviceServer
+from sentry.proxy.h1server import DeviceRunner, DeviceServer
 from sentry.testing.logs import captured_log_output
 from sentry.testing.raw_client import RawConnection, request_bytes
 

@@ -310,7 +310,6 @@ async def test_a_connection_that_moved_megabytes_keeps_no_large_buffer(tmp_path:
             while not done.is_set():
                 await asyncio.sleep(0.02)
             thread.join()
-            await asyncio.sleep(0.2)
             gc.collect()
             per_connection[moved] = ((_malloced() or 0) - before) / count
         # the clients' own sockets hold no memory BIO (OpenSSL on the descriptor)
