@@ -221,6 +221,7 @@ def cmd_storm(args: argparse.Namespace) -> str:
         workers=args.workers,
         dsn=args.dsn,
         resume=args.resume,
+        generator=args.generator,
     )
     r = run_storm(opts, args.out / "work" / "storm")
     args.reports["storm"] = r
@@ -419,6 +420,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
     st.add_argument("--workers", type=int, default=1, help="gateway.workers (needs --dsn)")
     st.add_argument("--resume", action="store_true", help="phones offer a saved TLS session")
+    st.add_argument(
+        "--generator",
+        choices=("python", "wrk"),
+        default="python",
+        help="who reconnects in the storm: the Python generators or wrk (C; no --resume)",
+    )
     st.add_argument("--dsn", help="PostgreSQL server for the store (a database made for the run)")
     st.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     st.set_defaults(func=cmd_storm)

@@ -32,6 +32,8 @@ Three jobs:
   handshake) and sends its Ping again, all at once, no ramp, trying again
   after 0.5-1.5 s when a connection fails or is closed unanswered, as a phone
   does; ``stormed`` at once, ``result`` (at ``stop``) counts the retries.
+  A ``drop`` command drops every held connection and opens none
+  (``dropped``): the storm bench's wrk reconnects them.
 * ``handshakes`` (the TLS handshake alone): ``count`` connections opened
   (``concurrency`` at a time) and closed without a request; ``result`` with
   the seconds taken. The bench reads the gateway's CPU around it: the cost of
@@ -387,6 +389,20 @@ async def storm(
     return fresh
 
 
+async def drop(h: Hold, tasks: list[asyncio.Task[None]], chan: Channel) -> list[asyncio.Task[None]]:
+    """Drop every held connection and reconnect none (another generator does:
+    the storm bench's wrk)."""
+    t0 = time.monotonic()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for conn in h.opened:
+        conn.close()
+    h.opened.clear()
+    chan.emit("dropped", seconds=time.monotonic() - t0)
+    return []
+
+
 async def hold(job: dict[str, Any], chan: Channel) -> None:
     h = Hold(job)
     if job.get("prime", True):
@@ -395,12 +411,20 @@ async def hold(job: dict[str, Any], chan: Channel) -> None:
     await chan.expect("go")
     tasks = await h.ramp(chan)
     while True:
-        waiting = asyncio.ensure_future(asyncio.wait(tasks, timeout=float(job["deadline"])))
+        waiting = asyncio.ensure_future(
+            asyncio.wait(tasks, timeout=float(job["deadline"]))
+            if tasks  # after a drop: nothing to wait for but a command
+            else asyncio.sleep(float(job["deadline"]))
+        )
         command = asyncio.ensure_future(chan.queue.get())
         await asyncio.wait({waiting, command}, return_when=asyncio.FIRST_COMPLETED)
         if command.done() and command.result().get("cmd") == "storm":
             waiting.cancel()
             tasks = await storm(h, tasks, chan)
+            continue
+        if command.done() and command.result().get("cmd") == "drop":
+            waiting.cancel()
+            tasks = await drop(h, tasks, chan)
             continue
         command.cancel()
         break

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.eas_mix import Session
+from bench import wrkgen
+from bench.eas_mix import Session, held_ping
 from bench.held import _held, _node_cpu, _node_rss, _ramp, _start, _stop, nofile_warning
 from bench.proc import BenchError, start
+from bench.profile import profiled
 from bench.servers import metric
 from bench.stats import fmt
 from bench.workers import database
@@ -55,15 +57,25 @@ class StormOptions:
     workers: int = 1  # gateway.workers; more than 1 needs a PostgreSQL store (dsn)
     dsn: str | None = None  # a PostgreSQL server: the store is a database made for the run
     resume: bool = False  # the phones offer a saved TLS session when they reconnect
+    generator: str = "python"  # who reconnects: the load generators, or "wrk" (C)
 
 
-def _wait_held(setup: Any, want: int, since: float, gone0: float, timeout: float) -> float:
+def _wait_held(
+    setup: Any,
+    want: int,
+    since: float,
+    gone0: float,
+    timeout: float,
+    holder: wrkgen.Holder | None = None,
+) -> float:
     """Seconds from ``since`` until the gateway has seen every old connection
     go (its disconnect counter) and holds ``want`` Pings again."""
     gw = setup.gateway
     deadline = since + timeout
     while time.monotonic() < deadline:
         gw.proc.check_alive()
+        if holder is not None:
+            holder.check_alive()
         try:
             text = gw.metrics_text()
         except OSError:  # the loop is busy with the storm: /metrics answers late
@@ -77,14 +89,26 @@ def _wait_held(setup: Any, want: int, since: float, gone0: float, timeout: float
     raise BenchError(f"after {timeout:.0f} s only {_held(gw)} of {want} Pings held again")
 
 
+def _wait_drained(setup: Any, timeout: float) -> None:
+    """Until the gateway holds no Ping (wrk's connections closed)."""
+    deadline = time.monotonic() + timeout
+    while _held(setup.gateway) > 0:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{_held(setup.gateway)} Pings still held {timeout:.0f} s after wrk")
+        time.sleep(0.1)
+    time.sleep(0.5)  # the backend legs' ends
+
+
 def _disconnects(gw: Any) -> float:
     return metric(gw.metrics_text(), "sentry_client_disconnects_total", command="Ping")
 
 
-def _others_cpu(setup: Any) -> dict[str, float]:
-    """CPU seconds of the load generators and the backend, which share the machine."""
+def _others_cpu(setup: Any, holder: wrkgen.Holder | None = None) -> dict[str, float]:
+    """CPU seconds of the load generators (and wrk) and the backend, which
+    share the machine."""
     return {
         "generators": sum(g.cpu() for g in setup.gens),
+        "wrk": holder.cpu() if holder is not None else 0.0,
         "backend": setup.backend.proc.cpu(),
     }
 
@@ -130,6 +154,8 @@ def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
     )
     if opts.workers > 1 and opts.dsn is None:
         raise BenchError("--workers above 1 needs a PostgreSQL store: --dsn")
+    if opts.generator == "wrk" and (opts.resume or wrkgen.available() is None):
+        raise BenchError("--generator wrk needs wrk installed, and cannot --resume")
     per_process = -(-opts.pings // max(1, opts.workers))
     warning = nofile_warning(per_process)
     databases, db = database(opts.dsn) if opts.dsn else (None, None)
@@ -161,22 +187,43 @@ def _storm(
         if held < 0.95 * opts.pings:
             raise BenchError(f"only {held} of {opts.pings} Pings held before the storm")
         gw = setup.gateway
+        holder: wrkgen.Holder | None = None
+        if opts.generator == "wrk":  # its requests written ahead
+            where = f"{gw.host}:{gw.port}"
+            requests = [held_ping(s, where, opts.heartbeat) for s in sessions]
+            holder = wrkgen.Holder(
+                gw.host, gw.port, requests, work / "wrk", tls=opts.tls, seconds=opts.timeout + 60
+            )
         gone0 = _disconnects(gw)
         rss0, cpu0 = _node_rss(setup), _node_cpu(setup)
         others0 = _others_cpu(setup)
-        t0 = time.monotonic()
-        for g in setup.gens:
-            g.send({"cmd": "storm"})
-        sent = [g.receive(opts.timeout) for g in setup.gens]
-        seconds = _wait_held(setup, held, t0, gone0, opts.timeout)
+        with profiled(gw.proc.pid, "storm"):
+            t0 = time.monotonic()
+            if holder is not None:
+                # the Python generators drop their connections, wrk opens them all again
+                for g in setup.gens:
+                    g.send({"cmd": "drop"})
+                sent = [g.receive(opts.timeout) for g in setup.gens]
+                holder.start()
+            else:
+                for g in setup.gens:
+                    g.send({"cmd": "storm"})
+                sent = [g.receive(opts.timeout) for g in setup.gens]
+            seconds = _wait_held(setup, held, t0, gone0, opts.timeout, holder)
         cpu = _node_cpu(setup) - cpu0
-        others = {k: v - others0[k] for k, v in _others_cpu(setup).items()}
+        others = {k: v - others0[k] for k, v in _others_cpu(setup, holder).items()}
         rss1 = _node_rss(setup)
+        if holder is not None:
+            holder.stop()  # its connections close: the gateway ends their Pings,
+            holder = None  # which must not count as the handshakes' CPU below
+            _wait_drained(setup, opts.timeout)
         handshake = _handshake_cpu(setup, opts, work) if opts.tls else None
         for g in setup.gens:
             g.send({"cmd": "stop"})
         results = [g.receive(60) for g in setup.gens]
     finally:
+        if holder is not None:
+            holder.stop()
         _stop(setup)
     per_ping = cpu / held * 1e3
     out: dict[str, Any] = {
@@ -193,7 +240,8 @@ def _storm(
         "errors": [r.get("errors", {}) for r in results],
         "gateway_cpu_s": cpu,
         # the machine is shared: what the generators and the backend took meanwhile
-        "generators_cpu_s": others["generators"],
+        "generators_cpu_s": others["generators"] + others["wrk"],
+        "wrk_cpu_s": others["wrk"],
         "backend_cpu_s": others["backend"],
         "cpus": os.cpu_count(),
         "cpu_per_ping_ms": per_ping,
@@ -219,13 +267,22 @@ def storm_markdown(r: dict[str, Any]) -> str:
         f"| {r['storm_seconds']:.2f} s | {r['cpu_per_ping_ms']:.2f} ms | {hs} | {setup} "
         f"| {fmt(r['retries'])} |",
     ]
+    if o.get("generator") == "wrk":
+        lines += ["", "The storm's reconnects came from wrk (C), one connection per phone."]
     if "generators_cpu_s" in r:
         lines += [
             "",
             f"CPU during the storm: gateway {r['gateway_cpu_s']:.1f} s, load generators "
-            f"{r['generators_cpu_s']:.1f} s, backend {r['backend_cpu_s']:.1f} s "
+            f"{r['generators_cpu_s']:.1f} s{_of_it_wrk(r)}, backend {r['backend_cpu_s']:.1f} s "
             f"over {r['storm_seconds']:.1f} s of wall time on {r.get('cpus')} cores.",
         ]
     if r.get("warning"):
         lines += ["", f"Warning: {r['warning']}."]
     return "\n".join(lines)
+
+
+def _of_it_wrk(r: dict[str, Any]) -> str:
+    wrk = r.get("wrk_cpu_s") or 0.0
+    if not wrk:
+        return ""
+    return f" (wrk {wrk:.1f} s, the Python generators' drop {r['generators_cpu_s'] - wrk:.1f} s)"

@@ -25,7 +25,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["available", "run"]
+from bench.proc import tree_cpu
+
+__all__ = ["Holder", "available", "run"]
 
 _DONE = """
 done = function(summary, latency, requests)
@@ -98,3 +100,98 @@ def run(
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "output": out,
     }
+
+
+# One request per connection, each connection its own (the storm's phones): the
+# thread's requests are read at ``init`` from ``<prefix><tid>.bin`` (raw bytes)
+# and ``.idx`` (offset and length per line), and ``request`` hands them out in
+# turn. wrk calls ``request`` once more on thread 0 to check the script, so the
+# turn wraps around: every request is sent once by the first connections.
+_HOLD = """
+local next_tid = 0
+setup = function(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+end
+
+local data, offsets, lengths, n, i = nil, {}, {}, 0, 0
+init = function(args)
+  local f = assert(io.open(args[1] .. tid .. ".bin", "rb"))
+  data = f:read("*a")
+  f:close()
+  for line in io.lines(args[1] .. tid .. ".idx") do
+    local o, l = line:match("(%d+) (%d+)")
+    n = n + 1
+    offsets[n], lengths[n] = tonumber(o), tonumber(l)
+  end
+end
+
+request = function()
+  i = i % n + 1
+  return data:sub(offsets[i] + 1, offsets[i] + lengths[i])
+end
+"""
+
+
+class Holder:
+    """wrk opening one connection per request and sending it, all at once
+    (no ramp), keeping every connection open while its answer is held.
+    ``tls``: https. ``threads`` must divide the number of requests. Made
+    ahead (the request files), started with ``start``, stopped with ``stop``
+    (its connections close with the process)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        requests: list[bytes],
+        work: Path,
+        *,
+        tls: bool,
+        threads: int = 1,
+        seconds: float = 600.0,
+    ) -> None:
+        wrk = available()
+        if wrk is None:
+            raise RuntimeError("wrk is not installed (apt-get install wrk)")
+        if threads < 1 or len(requests) % threads:
+            raise ValueError(f"{threads} wrk threads do not divide {len(requests)} requests")
+        work.mkdir(parents=True, exist_ok=True)
+        per = len(requests) // threads
+        for tid in range(threads):
+            part = requests[tid * per : (tid + 1) * per]
+            (work / f"hold{tid}.bin").write_bytes(b"".join(part))
+            lines, at = [], 0
+            for r in part:
+                lines.append(f"{at} {len(r)}\n")
+                at += len(r)
+            (work / f"hold{tid}.idx").write_text("".join(lines), encoding="ascii")
+        lua = work / "hold.lua"
+        lua.write_text(_HOLD, encoding="ascii")
+        scheme = "https" if tls else "http"
+        argv = [wrk, f"-t{threads}", f"-c{len(requests)}", f"-d{max(1, round(seconds))}s",
+                f"--timeout={max(1, round(seconds))}s", "-s", str(lua),
+                f"{scheme}://{host}:{port}/", str(work / "hold")]  # fmt: skip
+        self.argv = argv
+        self.log = work / "wrk-hold.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start wrk: every connection at once."""
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+
+    def check_alive(self) -> None:
+        assert self.proc is not None, "start() first"
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"wrk exited ({self.proc.returncode}):\n{tail}")
+
+    def cpu(self) -> float:
+        """wrk's CPU seconds so far (user and system)."""
+        return 0.0 if self.proc is None else tree_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

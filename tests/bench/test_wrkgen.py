@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,3 +68,22 @@ async def test_wrk_sends_the_request_it_is_given_byte_for_byte(tmp_path: Path) -
     assert first.header("MS-ASProtocolVersion") == "14.1"
     assert first.header("Content-Length") == str(len(body))
     assert first.header("Host") == f"{host}:{port}"
+
+
+def test_a_storm_reconnected_by_wrk_holds_every_ping_again(tmp_path: Path) -> None:
+    """``bench storm --generator wrk``: the Python generators drop their held
+    Pings and wrk opens one connection per phone again, each with its own Ping."""
+    _require_wrk()
+    argv = ["storm", "--pings", "10", "--handshakes", "5", "--generators", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(tmp_path), *argv, "--generator", "wrk"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    storm = json.loads((tmp_path / "storm.json").read_text())
+    assert storm["held_before"] == 10 and storm["storm_seconds"] > 0
+    assert storm["options"]["generator"] == "wrk" and "wrk_cpu_s" in storm
+    assert "from wrk (C)" in (tmp_path / "storm.md").read_text()
