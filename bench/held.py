@@ -156,6 +156,7 @@ def _ramp(setup: _Setup, pings: int, ramp_rate: float) -> dict[str, Any]:
     prime_errors = sum(sum(p.get("errors", {}).values()) for p in primed)
     time.sleep(1.0)  # let the priming writes settle
     rss0, cpu0, brss0 = _node_rss(setup), _node_cpu(setup), setup.backend.proc.rss()
+    trims0 = metric(setup.gateway.metrics_text(), "sentry_heap_trims_total")
     t0 = time.monotonic()
     for g in setup.gens:
         g.send({"cmd": "go"})
@@ -177,7 +178,29 @@ def _ramp(setup: _Setup, pings: int, ramp_rate: float) -> dict[str, Any]:
         "gateway_cpu_ramp_s": cpu1 - cpu0,
         "cpu_per_new_ping_ms": (cpu1 - cpu0) / max(1, held) * 1e3,
         "t_held": t_held,
+        "heap_trims_before": trims0,
         "rss_samples": [[n, (rss - rss0) / 2**20] for n, rss in samples],
+    }
+
+
+SETTLE_S = 5.0
+"""Seconds after the last Ping was held at which the RSS is read again: a
+node holds its Pings for many minutes, and once a burst of new connections
+has ended the gateway gives the C heap's free memory back
+(``gateway.connections.heap_trim_after``, within about two seconds)."""
+
+
+def _settled(setup: _Setup, ramp: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's RSS per held Ping ``SETTLE_S`` after all were held, and
+    the heap trims it made since the ramp began."""
+    time.sleep(max(0.0, ramp["t_held"] + SETTLE_S - time.monotonic()))
+    rss = _node_rss(setup)
+    rss0 = ramp["gateway_rss_before_mib"] * 2**20
+    trims = metric(setup.gateway.metrics_text(), "sentry_heap_trims_total")
+    return {
+        "gateway_rss_settled_mib": rss / 2**20,
+        "rss_per_ping_settled_kib": (rss - rss0) / max(1, ramp["held"]) / 1024,
+        "heap_trims": trims - ramp["heap_trims_before"],
     }
 
 
@@ -290,6 +313,14 @@ def _held_pings(opts: HeldOptions, work: Path, db: str | None) -> dict[str, Any]
             f"waiting {opts.heartbeat} s for the heartbeat",
             flush=True,
         )
+        # (a heartbeat as short as the smoke test's answers the Pings first)
+        settled = _settled(setup, ramp) if opts.heartbeat >= 3 * SETTLE_S else {}
+        if settled:
+            print(
+                f"  {SETTLE_S:.0f} s later: {settled['rss_per_ping_settled_kib']:.1f} KiB RSS "
+                f"per Ping (heap trims meanwhile: {settled['heap_trims']:.0f})",
+                flush=True,
+            )
         cpu_idle0 = _node_cpu(setup)
         results = [g.receive(opts.heartbeat + 180) for g in setup.gens]
         idle_cpu = _node_cpu(setup) - cpu_idle0
@@ -306,6 +337,7 @@ def _held_pings(opts: HeldOptions, work: Path, db: str | None) -> dict[str, Any]
         "options": {**vars(opts), "dsn": "(given)" if opts.dsn else None},
         "warning": warning,
         **ramp,
+        **settled,
         "answered": sum(r["answered"] > 0 for r in rows),
         "answered_ok": ok,
         "answered_on_time": on_time,
@@ -320,11 +352,13 @@ def held_markdown(r: dict[str, Any]) -> str:
     o = r["options"]
     a = r["answer_after_s"]
     lines = [
-        "| held Pings | TLS | workers | RSS per Ping (gateway) | CPU per new Ping | ramp s | "
+        "| held Pings | TLS | workers | RSS per Ping (gateway) | settled 5 s later "
+        "| CPU per new Ping | ramp s | "
         "answered OK at heartbeat | answer after (p50 / max) | gateway RSS |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| {fmt(r['held'])} | {'on' if o['tls'] else 'off'} | {o.get('workers', 1)} "
-        f"| {r['rss_per_ping_kib']:.1f} KiB | {r['cpu_per_new_ping_ms']:.2f} ms "
+        f"| {r['rss_per_ping_kib']:.1f} KiB | {_settled_cell(r)} "
+        f"| {r['cpu_per_new_ping_ms']:.2f} ms "
         f"| {r['ramp_seconds']:.1f} | {fmt(r['answered_on_time'])} of {fmt(o['pings'])} "
         f"({fmt(r['answered_ok'])} Status 1) | {a['p50']:.2f} / {a['max']:.2f} s "
         f"| {r['gateway_rss_before_mib']:.0f} -> {r['gateway_rss_held_mib']:.0f} MiB |",
@@ -332,6 +366,13 @@ def held_markdown(r: dict[str, Any]) -> str:
     if r.get("warning"):
         lines += ["", f"Warning: {r['warning']}."]
     return "\n".join(lines)
+
+
+def _settled_cell(r: dict[str, Any]) -> str:
+    if "rss_per_ping_settled_kib" not in r:
+        return "-"
+    trims = int(r["heap_trims"])
+    return f"{r['rss_per_ping_settled_kib']:.1f} KiB ({trims} heap trim{'s' * (trims != 1)})"
 
 
 # -- block propagation ------------------------------------------------------------------

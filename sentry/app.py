@@ -55,6 +55,7 @@ from sentry.cluster import Follower
 from sentry.directory.service import DirectorySync
 from sentry.errors import StartupError
 from sentry.files import loose_mode
+from sentry.heaptrim import Arrivals, HeapTrimmer
 from sentry.housekeeping import Housekeeping
 from sentry.listeners import admin_app, server_tls, start_site, warn_if_exposed
 from sentry.model import Pool, Preferences, Realms, Routing
@@ -133,6 +134,7 @@ class Gateway:
     worker: WorkerSpec | None = None  # under gateway.workers: this process's part
     follower: Follower | None = None  # several nodes on one PostgreSQL (sentry.cluster)
     housekeeping: Housekeeping | None = None  # last-seen flush, expiry, state gauges
+    heap_trimmer: HeapTrimmer | None = None  # malloc_trim after a burst of new connections
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, end held polls, flush state."""
@@ -151,6 +153,8 @@ class Gateway:
             await self.follower.close()
         if self.housekeeping is not None:
             await self.housekeeping.close()
+        if self.heap_trimmer is not None:
+            await self.heap_trimmer.close()
         await self.store.close()
         for backend in self.demo:
             await backend.stop()
@@ -365,7 +369,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     gw.state.longpolls.answer_now = functools.partial(answer_revoked_now, ctx)
     proxy_runner = DeviceRunner(build_proxy_server(ctx), shutdown_timeout=g.shutdown_grace_seconds)
     gw.runners.append(proxy_runner)
-    gate = device_listener(g, gw.metrics)
+    arrivals = Arrivals()
+    gate = device_listener(g, gw.metrics, arrivals)
     gw.proxy_url = await start_site(
         proxy_runner, "gateway.listen", g.listen, ssl_ctx, gw.worker, **gate
     )
@@ -396,6 +401,8 @@ async def _start_parts(settings: Settings, gw: Gateway, root: Path) -> None:
     )
     if gw.directory is not None:
         gw.directory.start()
+    gw.heap_trimmer = HeapTrimmer(arrivals, gw.metrics, after=g.connections.heap_trim_after)
+    gw.heap_trimmer.start()
     warn_if_exposed(a)
 
 

@@ -67,6 +67,7 @@ class ConnectionSettings:
     body_min_bytes_per_second: int = 500  # average body rate after the first timeout
     send_timeout_seconds: float = 60.0  # the device reads nothing of a response this long
     max: int | None = None  # concurrent connections; None: from RLIMIT_NOFILE
+    heap_trim_after: int = 1000  # new connections, then malloc_trim once the burst ends; 0: never
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ def _connections(c: ConnectionSettings, path: str) -> Problems:
     rate = c.body_min_bytes_per_second
     out += positive_problems(_join(path, "body_min_bytes_per_second"), rate, allow_zero=True)
     out += positive_problems(_join(path, "max"), c.max)
+    out += positive_problems(_join(path, "heap_trim_after"), c.heap_trim_after, allow_zero=True)
     return out
 
 

@@ -363,6 +363,16 @@ class Metrics:
             ["listener", "phase"],
             registry=registry,
         )
+        self.heap_trims = Counter(
+            "sentry_heap_trims",
+            "malloc_trim calls after a burst of new device connections (sentry/heaptrim.py)",
+            registry=registry,
+        )
+        self.heap_trim_released = Counter(
+            "sentry_heap_trim_released_bytes",
+            "Resident memory the heap trims gave back",
+            registry=registry,
+        )
 
     def answered(self, command: str, decision: str, status: int, elapsed: float) -> None:
         """One request answered: ``sentry_requests_total`` and its duration.

@@ -49,6 +49,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from sentry.heaptrim import Arrivals
 from sentry.observability import Metrics
 from sentry.observability.ratelimit import RateLimiter
 from sentry.settings import ConnectionSettings, GatewaySettings, HeaderLimitSettings
@@ -101,8 +102,11 @@ def connection_cap(configured: int | None, reserve: int = FD_RESERVE) -> tuple[i
     return (safe if configured is None else min(configured, safe)), safe
 
 
-def device_listener(g: GatewaySettings, metrics: Metrics) -> dict[str, Any]:
-    """``GatedSite`` arguments of the device listener (TLS context apart)."""
+def device_listener(
+    g: GatewaySettings, metrics: Metrics, arrivals: Arrivals | None = None
+) -> dict[str, Any]:
+    """``GatedSite`` arguments of the device listener (TLS context apart);
+    ``arrivals`` counts its accepted connections (``sentry.heaptrim``)."""
     cap, safe = connection_cap(g.connections.max)
     if g.connections.max is not None and g.connections.max > safe:
         log.warning("connections_max_lowered", configured=g.connections.max, max=cap)
@@ -111,6 +115,7 @@ def device_listener(g: GatewaySettings, metrics: Metrics) -> dict[str, Any]:
         "max_connections": cap,
         "metrics": metrics,
         "listener": "devices",
+        "arrivals": arrivals,
     }
 
 
@@ -180,8 +185,10 @@ class ConnectionGate:
         listener: str,
         ssl_context: ssl.SSLContext | None = None,
         handler_args: dict[str, Any] | None = None,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.server = server
+        self.arrivals = Arrivals() if arrivals is None else arrivals
         self.limits = limits
         self.max_connections = max_connections
         self.ssl_context = ssl_context
@@ -199,6 +206,7 @@ class ConnectionGate:
         if self.open >= self.max_connections:
             return self._refuse()
         self.open += 1
+        self.arrivals.count += 1
         self._open_gauge.inc()
         tls = self.ssl_context
         server = self.server
