@@ -39,6 +39,7 @@ changes that record such re-evaluations.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import fields, replace
 from operator import attrgetter
@@ -323,16 +324,25 @@ def decision_detail(row: Association) -> dict[str, Any]:
     """A small dict describing a row's decision (history and audit records);
     ``rule`` names the device access rule that matched, when one did.
 
-    Enum members are ``StrEnum``s: they are their own JSON text, no ``.value``.
+    JSON-ready as built (enum values as plain strings, lists): the store
+    writes it without converting it first (``codec.compact``), and a bulk
+    action builds a thousand of them.
     """
+    unlinked = row.unlinked
     detail: dict[str, Any] = {
-        "verdict": row.verdict,
-        "reasons": ordered(row.reasons) if row.reasons else [],
+        "verdict": row.verdict.value,
+        "reasons": list(_reason_values(row.reasons)) if row.reasons else [],
         "violations": sorted(row.violations) if row.violations else [],
         "device": row.device,
-        "unlinked": row.unlinked,
+        "unlinked": None if unlinked is None else unlinked.value,
         "pool": row.pool,
     }
     if row.access_rule is not None:  # the device access rule that matched
         detail["rule"] = row.access_rule
     return detail
+
+
+@functools.lru_cache(maxsize=256)
+def _reason_values(reasons: frozenset[Reason]) -> tuple[str, ...]:
+    """The reasons' values in decision-table order (few distinct sets: cached)."""
+    return tuple(r.value for r in ordered(reasons))

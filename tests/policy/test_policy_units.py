@@ -276,6 +276,24 @@ def test_fast_constructor_builds_equal_values_and_refuses_non_slots():
         fast_constructor(NoSlots)
 
 
+def test_fast_setter_of_several_fields_equals_replace():
+    import dataclasses
+
+    from sentry.model import Override, OverrideKind, WipeStatus
+    from sentry.slots import fast_setter
+
+    row = Association(key("D1", "a"), "corp", "iPhone", wipe=WipeStatus.PENDING, last_seen=4.0)
+    override = Override(OverrideKind.BLOCK, "n", "admin", 5.0)
+    both = fast_setter(Association, "override", "wipe")
+    new = both(row, override, WipeStatus.NONE)
+    assert new == dataclasses.replace(row, override=override, wipe=WipeStatus.NONE)
+    assert row.override is None and row.wipe is WipeStatus.PENDING  # the old row unchanged
+    one = fast_setter(Association, "last_seen")
+    assert one(row, 9.0) == dataclasses.replace(row, last_seen=9.0)
+    with pytest.raises(TypeError):
+        both(row, override)
+
+
 def test_state_counts_follow_every_change():
     from collections import Counter
 
