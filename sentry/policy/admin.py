@@ -256,9 +256,10 @@ def _finish(
     """Record the table's decision on ``new``; add history and audit.
     ``created``: ``new`` is not in the snapshot yet (pre-approve)."""
     row = with_assessment(new, assess(new, snapshot, new=created))
-    detail = {"action": action.value, "note": note, "actor": actor, **decision_detail(row)}
+    name = action._value_  # the value without the ``value`` property's cost
+    detail = {"action": name, "note": note, "actor": actor, **decision_detail(row)}
     before = None if old is None else _summary(old)
-    entry = AuditEntry(now, actor, action.value, _target(row.key), note, before, _summary(row))
+    entry = AuditEntry(now, actor, name, _target(row.key), note, before, _summary(row))
     return (
         PutAssociation(row),
         AppendHistory(row.key, HistoryEvent(now, "admin", detail)),
@@ -294,4 +295,4 @@ def _summary(row: Association) -> dict[str, Any]:
     """The audit entry's before or after of ``row``: JSON-ready as built, as
     ``audited`` would make it (``plain``), so ``_finish`` builds the entry
     directly (a bulk action's thousand rows are not converted again)."""
-    return {"state": state_of(row).value, "link": row.manual_link, **decision_detail(row)}
+    return {"state": state_of(row)._value_, "link": row.manual_link, **decision_detail(row)}

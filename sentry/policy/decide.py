@@ -203,14 +203,26 @@ def evaluate(key: AssociationKey, snapshot: Snapshot, now: float) -> Decision:
     return decision_of(assess(row, snapshot), row)
 
 
-def refresh(keys: Iterable[AssociationKey], snapshot: Snapshot, now: float) -> Changes:
-    """Re-evaluate stored rows; changes recording those whose decision or link moved."""
+def refresh(
+    keys: Iterable[AssociationKey],
+    snapshot: Snapshot,
+    now: float,
+    *,
+    assessed: dict[AssociationKey, Assessment] | None = None,
+) -> Changes:
+    """Re-evaluate stored rows; changes recording those whose decision or link moved.
+
+    ``assessed``: filled with each row's assessment (the planner decides the
+    held polls of those rows from it instead of assessing them again)."""
     out: list[Change] = []
     for key in sorted(keys):
         row = snapshot.get(key)
         if row is None:
             continue
-        new = with_assessment(row, assess(row, snapshot))
+        a = assess(row, snapshot)
+        if assessed is not None:
+            assessed[key] = a
+        new = with_assessment(row, a)
         if new is not row:
             out.append(PutAssociation(new))
             out.extend(AppendHistory(key, e) for e in _transition_events(row, new, now))
@@ -328,13 +340,13 @@ def decision_detail(row: Association) -> dict[str, Any]:
     writes it without converting it first (``codec.compact``), and a bulk
     action builds a thousand of them.
     """
-    unlinked = row.unlinked
+    unlinked = row.unlinked  # ``_value_``: the value without the ``value`` property's cost
     detail: dict[str, Any] = {
-        "verdict": row.verdict.value,
+        "verdict": row.verdict._value_,
         "reasons": list(_reason_values(row.reasons)) if row.reasons else [],
         "violations": sorted(row.violations) if row.violations else [],
         "device": row.device,
-        "unlinked": None if unlinked is None else unlinked.value,
+        "unlinked": None if unlinked is None else unlinked._value_,
         "pool": row.pool,
     }
     if row.access_rule is not None:  # the device access rule that matched
