@@ -14,6 +14,19 @@ wall time and ``VmHWM`` (peak RSS) from ``/proc/self/status``:
 
 Targets: <= 10 s and <= 1 GiB. Prints a markdown table, writes
 ``bench/results/bench_store.json``.
+
+``bench/bench_store.py commit`` times the other thing the store is asked to do
+fast (issue #14: the bulk block's API call <= 100 ms for 1,000 rows): one
+admin bulk Block of 1,000 of 2,000 settled associations, committed through
+``AccessState.commit`` on a SQLite store in a temporary folder (``plan_bulk``,
+the store's one transaction of 3,001 changes, the snapshot's ``absorb``), then
+a bulk Reset of the same rows (not timed) so the next round blocks again.
+It reports the median and best of ``COMMIT_ROUNDS`` rounds for each phase
+(plan, write, absorb, total) and writes ``bench/results/bench_store_commit.json``
+(``commit --rounds N``: N rounds, the table only).
+Profile it with ``python -m cProfile -s tottime bench/bench_store.py commit``
+(run as a script, ``bench/profile.py`` hides the standard ``profile`` module
+from an import inside it).
 """
 
 from __future__ import annotations
@@ -22,10 +35,12 @@ import asyncio
 import json
 import random
 import sqlite3
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from sentry.model import (
@@ -36,11 +51,16 @@ from sentry.model import (
     Override,
     OverrideKind,
     Platform,
+    Pool,
+    Realm,
+    Realms,
     Reason,
+    Routing,
     UnlinkCause,
     User,
     Verdict,
 )
+from sentry.policy import Change, RequestFacts, Snapshot
 
 ROWS = 1_000_000
 DEVICES = 700_000
@@ -220,8 +240,122 @@ def main() -> None:
     (RESULTS / "bench_store.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
+COMMIT_ROWS, COMMIT_BLOCKED, COMMIT_ROUNDS = 2_000, 1_000, 15
+
+
+def commit_snapshot() -> Snapshot:
+    """COMMIT_ROWS verified associations, one per DeviceId and mailbox, each
+    with its decision recorded (as the gateway holds them after a request);
+    every other one is of DeviceType ``BenchBlock`` (the bulk's filter)."""
+    from sentry.policy import decide
+    from sentry.policy.established import missing_types
+    from sentry.testing.conversation import req
+
+    realms = Realms((Realm("corp.example"),), default="corp.example")
+    rows = [
+        Association(
+            AssociationKey(f"DEV{i:06d}", f"user{i}@corp.example"),
+            "BenchBlock" if i % 2 == 0 else "iPhone",
+            "Apple-iPhone/2104",
+            "16.1",
+            None,
+            NOW - 100,
+            NOW - 100,
+            verified_at=NOW - 100,
+        )
+        for i in range(COMMIT_ROWS)
+    ]
+    snap = Snapshot.build(
+        users=[User(f"user{i}@corp.example", f"user{i}@corp.example") for i in range(COMMIT_ROWS)],
+        pools=[Pool("exchange", "exchange")],
+        routing=Routing(domains={"corp.example": "exchange"}),
+        associations=rows,
+        realms=realms,
+    )
+    snap.apply(missing_types(snap, NOW))
+    for row in list(snap.associations()):
+        kind, agent = row.device_type, row.user_agent
+        request = req(
+            row.key.user, row.key.device_id, device_type=kind, user_agent=agent, realms=realms
+        )
+        snap.apply(decide(request, RequestFacts(), snap, NOW).changes)
+    return snap
+
+
+async def commit_rounds(folder: Path, rounds: int) -> list[dict[str, float]]:
+    """Each round: a timed bulk Block of COMMIT_BLOCKED rows, then a bulk Reset."""
+    from prometheus_client import CollectorRegistry
+
+    from sentry.access import AccessState
+    from sentry.admin.actions import ActionOptions, plan_bulk
+    from sentry.observability import Metrics
+    from sentry.policy import PutAssociation
+    from sentry.store.sqlite import SqliteStore
+
+    snap = commit_snapshot()
+    store = await SqliteStore.open(folder / "commit.db")
+    await store.apply([PutAssociation(row) for row in snap.associations()])
+    state = AccessState(store, snap, Metrics(CollectorRegistry()), clock=lambda: NOW)
+    keys = sorted(r.key for r in snap.associations() if r.device_type == "BenchBlock")
+    text: dict[str, object] = {"device_type": "BenchBlock"}
+    results = []
+    plan_s: list[float] = []
+
+    def build(snapshot: Snapshot, now: float, action: str) -> Sequence[Change]:
+        started = time.perf_counter()
+        opts = ActionOptions(action, "bench", "admin@corp.example")
+        changes = plan_bulk(snapshot, keys, opts, now, text).changes
+        plan_s.append(time.perf_counter() - started)
+        return changes
+
+    for _ in range(rounds):
+        plan_s.clear()
+        started = time.perf_counter()
+        done = await state.commit(lambda s, n: build(s, n, "block"))
+        total = time.perf_counter() - started
+        assert len(done.changes) == 3 * COMMIT_BLOCKED + 1, len(done.changes)
+        results.append(
+            {
+                "plan": plan_s[0],
+                "write": done.write_seconds,
+                "absorb": done.absorb_seconds,
+                "total": total,
+            }
+        )
+        await state.commit(lambda s, n: build(s, n, "reset"))
+    await store.close()
+    return results
+
+
+def commit_main(rounds: int = COMMIT_ROUNDS) -> None:
+    import structlog  # the store's own large_commit lines would fill the table
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    with tempfile.TemporaryDirectory() as folder:
+        runs = asyncio.run(commit_rounds(Path(folder), rounds))
+    print(
+        f"\nbulk Block of {COMMIT_BLOCKED:,} of {COMMIT_ROWS:,} associations "
+        f"({3 * COMMIT_BLOCKED + 1:,} changes), SQLite, {rounds} rounds\n"
+    )
+    print("| phase | median ms | best ms |")
+    print("| --- | ---: | ---: |")
+    summary = {}
+    for phase in ("plan", "write", "absorb", "total"):
+        values = [r[phase] * 1e3 for r in runs]
+        summary[phase] = {"median_ms": statistics.median(values), "best_ms": min(values)}
+        print(f"| {phase} | {summary[phase]['median_ms']:.1f} | {summary[phase]['best_ms']:.1f} |")
+    if rounds != COMMIT_ROUNDS:
+        return  # a smoke run: no report
+    RESULTS.mkdir(exist_ok=True)
+    doc = {"rows": COMMIT_ROWS, "blocked": COMMIT_BLOCKED, "rounds": rounds}
+    doc |= {"results": summary, "python": sys.version.split()[0]}
+    (RESULTS / "bench_store_commit.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) >= 2 and sys.argv[1] == "commit":
+        commit_main(int(sys.argv[3]) if sys.argv[2:3] == ["--rounds"] else COMMIT_ROUNDS)
     else:
         main()

@@ -33,6 +33,8 @@ from .snapshot import Snapshot
 __all__ = ["affected_keys"]
 
 _EVERYTHING = (ch.PutPool, ch.DeletePool, ch.PutRouting, ch.PutRealms)
+_NO_DECISION = frozenset({ch.AppendHistory, ch.AppendAudit, ch.Touch})
+"""Changes no decision depends on (exact types: ``_direct`` gives them no key)."""
 
 
 def affected_keys(changes: Iterable[ch.Change], snapshot: Snapshot) -> set[AssociationKey]:
@@ -40,6 +42,11 @@ def affected_keys(changes: Iterable[ch.Change], snapshot: Snapshot) -> set[Assoc
     direct: set[AssociationKey] = set()
     ruled: set[AssociationKey] = set()
     for change in changes:
+        if type(change) is ch.PutAssociation:  # the common cases first (a bulk's 3,000)
+            direct.add(change.association.key)
+            continue
+        if type(change) in _NO_DECISION:
+            continue
         if isinstance(change, _EVERYTHING) or _prefs_matter(change, snapshot.prefs):
             return set(snapshot.keys())
         if isinstance(change, ch.PutAccessRules):

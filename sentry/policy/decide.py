@@ -39,6 +39,7 @@ changes that record such re-evaluations.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import fields, replace
 from operator import attrgetter
@@ -202,14 +203,26 @@ def evaluate(key: AssociationKey, snapshot: Snapshot, now: float) -> Decision:
     return decision_of(assess(row, snapshot), row)
 
 
-def refresh(keys: Iterable[AssociationKey], snapshot: Snapshot, now: float) -> Changes:
-    """Re-evaluate stored rows; changes recording those whose decision or link moved."""
+def refresh(
+    keys: Iterable[AssociationKey],
+    snapshot: Snapshot,
+    now: float,
+    *,
+    assessed: dict[AssociationKey, Assessment] | None = None,
+) -> Changes:
+    """Re-evaluate stored rows; changes recording those whose decision or link moved.
+
+    ``assessed``: filled with each row's assessment (the planner decides the
+    held polls of those rows from it instead of assessing them again)."""
     out: list[Change] = []
     for key in sorted(keys):
         row = snapshot.get(key)
         if row is None:
             continue
-        new = with_assessment(row, assess(row, snapshot))
+        a = assess(row, snapshot)
+        if assessed is not None:
+            assessed[key] = a
+        new = with_assessment(row, a)
         if new is not row:
             out.append(PutAssociation(new))
             out.extend(AppendHistory(key, e) for e in _transition_events(row, new, now))
@@ -323,16 +336,25 @@ def decision_detail(row: Association) -> dict[str, Any]:
     """A small dict describing a row's decision (history and audit records);
     ``rule`` names the device access rule that matched, when one did.
 
-    Enum members are ``StrEnum``s: they are their own JSON text, no ``.value``.
+    JSON-ready as built (enum values as plain strings, lists): the store
+    writes it without converting it first (``codec.compact``), and a bulk
+    action builds a thousand of them.
     """
+    unlinked = row.unlinked  # ``_value_``: the value without the ``value`` property's cost
     detail: dict[str, Any] = {
-        "verdict": row.verdict,
-        "reasons": ordered(row.reasons) if row.reasons else [],
+        "verdict": row.verdict._value_,
+        "reasons": list(_reason_values(row.reasons)) if row.reasons else [],
         "violations": sorted(row.violations) if row.violations else [],
         "device": row.device,
-        "unlinked": row.unlinked,
+        "unlinked": None if unlinked is None else unlinked._value_,
         "pool": row.pool,
     }
     if row.access_rule is not None:  # the device access rule that matched
         detail["rule"] = row.access_rule
     return detail
+
+
+@functools.lru_cache(maxsize=256)
+def _reason_values(reasons: frozenset[Reason]) -> tuple[str, ...]:
+    """The reasons' values in decision-table order (few distinct sets: cached)."""
+    return tuple(r.value for r in ordered(reasons))

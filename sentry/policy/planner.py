@@ -10,9 +10,13 @@ sequence, with no I/O::
 
     keys = affected_keys(changes, snapshot)    # before applying: what is replaced is still seen
     snapshot.apply(changes)
+    refreshed = refresh(keys, snapshot, now)   # the moved decisions (not applied yet)
     revoked = [(k, evaluate(k)) for k in sorted(keys & held) if not Forward]
-    refreshed = refresh(keys, snapshot, now)   # the moved decisions, recorded in memory
-    snapshot.apply(refreshed)
+    snapshot.apply(refreshed)                  # recorded in memory
+
+(``evaluate`` of a held key whose row ``refresh`` assessed reuses that
+assessment: the state is the same, as the refreshed decisions are applied
+after both.)
 
 The shell (``sentry.access.AccessState``) writes the changes first, calls
 this, ends the polls listed in ``revoked`` and writes ``refreshed`` (derived
@@ -32,6 +36,7 @@ from .affected import affected_keys
 from .changes import Change, Changes
 from .decide import evaluate, refresh
 from .decisions import Decision, Forward
+from .rules import Assessment, decision_of
 from .snapshot import Snapshot
 
 __all__ = ["Absorbed", "absorb"]
@@ -71,13 +76,35 @@ def absorb(
         return NOTHING
     keys = affected_keys(changes, snapshot)
     snapshot.apply(changes)
-    revoked: list[tuple[AssociationKey, Decision]] = []
-    if held and keys:
-        for key in sorted(keys.intersection(held)):
-            decision = evaluate(key, snapshot, now)
-            if not isinstance(decision, Forward):
-                revoked.append((key, decision))
-    refreshed = refresh(keys - {kept} if kept else keys, snapshot, now) if keys else ()
+    assessed: dict[AssociationKey, Assessment] = {}
+    refreshed = (
+        refresh(keys - {kept} if kept else keys, snapshot, now, assessed=assessed) if keys else ()
+    )
+    revoked = _revoked(keys, held, assessed, snapshot, now) if held and keys else ()
     if refreshed:
         snapshot.apply(refreshed)
-    return Absorbed(frozenset(keys), tuple(revoked), refreshed)
+    return Absorbed(frozenset(keys), revoked, refreshed)
+
+
+def _revoked(
+    keys: set[AssociationKey],
+    held: Collection[AssociationKey],
+    assessed: dict[AssociationKey, Assessment],
+    snapshot: Snapshot,
+    now: float,
+) -> tuple[tuple[AssociationKey, Decision], ...]:
+    """The held keys no longer allowed, in key order. A key whose row
+    ``refresh`` just assessed (on this same state: refreshed decisions are
+    applied after) is decided from that assessment, as ``evaluate`` would:
+    the key names its row (its user is a principal, not an alias)."""
+    revoked: list[tuple[AssociationKey, Decision]] = []
+    for key in sorted(keys.intersection(held)):
+        a = assessed.get(key)
+        row = None if a is None else snapshot.get(key)
+        if row is not None and a is not None and snapshot.principal_of(key.user) == key.user:
+            decision = decision_of(a, row)
+        else:
+            decision = evaluate(key, snapshot, now)
+        if not isinstance(decision, Forward):
+            revoked.append((key, decision))
+    return tuple(revoked)

@@ -22,16 +22,14 @@ values are the same JSON documents as in SQLite (``codec.dumps``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from sentry.model import association_ref
 from sentry.policy import changes as ch
-from sentry.policy.audit import plain
 
 from ._pg_rows import UPSERT, column_arrays, key_arrays
-from .codec import dumps
+from .codec import compact, dumps
 
 __all__ = ["Connection", "check_changes", "write_changes"]
 
@@ -115,7 +113,7 @@ async def _touch(conn: Connection, run: Sequence[Any]) -> None:
 
 async def _append_history(conn: Connection, run: Sequence[Any]) -> None:
     devices, users = key_arrays([c.key for c in run])
-    details = [json.dumps(plain(c.event.detail), separators=(",", ":")) for c in run]
+    details = [compact(c.event.detail) for c in run]
     await conn.execute(
         "INSERT INTO history (device_id, principal, at, kind, detail) "
         "SELECT d, u, a, k, x FROM unnest($1::text[], $2::text[], $3::float8[], "

@@ -15,17 +15,15 @@ over many rows (put, history, audit, put, history, audit...) is three
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sentry.model import AuditEntry, association_ref
 from sentry.policy import changes as ch
-from sentry.policy.audit import plain
 
 from ._sqlite_rows import ASSOCIATION_COLUMNS, PLACEHOLDERS, association_params
-from .codec import dumps
+from .codec import compact, dumps
 
 __all__ = ["write_changes"]
 
@@ -107,8 +105,7 @@ def _append_history(conn: sqlite3.Connection, run: Sequence[ch.AppendHistory]) -
 
 
 def _history_params(c: ch.AppendHistory) -> tuple[Any, ...]:
-    detail = json.dumps(plain(c.event.detail), separators=(",", ":"))
-    return (c.key.device_id, c.key.user, c.event.at, c.event.kind, detail)
+    return (c.key.device_id, c.key.user, c.event.at, c.event.kind, compact(c.event.detail))
 
 
 def _append_audit(conn: sqlite3.Connection, run: Sequence[ch.AppendAudit]) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "DECODERS",
     "GC_THRESHOLDS",
     "Interner",
+    "compact",
     "decode_override",
     "dumps",
     "encode_override",
@@ -63,16 +64,58 @@ __all__ = [
 T = TypeVar("T")
 
 
+# ``json.dumps`` with any option builds a new encoder per call; a bulk action
+# encodes thousands of small documents, so the two forms are built once.
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def dumps(value: Any) -> str:
     """Compact, key-sorted JSON of a model value (via ``policy.audit.plain``)."""
-    return json.dumps(plain(value), separators=(",", ":"), sort_keys=True)
+    return _SORTED(value if _json_ready(value) else plain(value))
+
+
+def compact(value: Any) -> str:
+    """Compact JSON of a model value, keys in their order (history details)."""
+    return _COMPACT(value if _json_ready(value) else plain(value))
+
+
+def _json_ready(value: Any) -> bool:
+    """Whether ``plain(value)`` would only copy ``value``: a dict of ``str``
+    keys whose values are scalars of the exact JSON types or lists of them
+    (the history details and audit summaries an admin action writes by the
+    thousand). Exact types: a ``StrEnum`` is a ``str`` but not plain."""
+    if type(value) is not dict:
+        return False
+    scalars = _SCALARS
+    for key, item in value.items():
+        if type(key) is not str:
+            return False
+        kind = type(item)
+        if kind in scalars:
+            continue
+        if kind is not list:
+            return False
+        for element in item:
+            if type(element) not in scalars:
+                return False
+    return True
 
 
 def encode_set(values: frozenset[Any]) -> str | None:
     """A set as a sorted JSON array; NULL for the (usual) empty set."""
     if not values:
         return None
-    return json.dumps(sorted(plain(v) for v in values), separators=(",", ":"))
+    return _encode_set(values)
+
+
+# Few distinct sets (a bulk Block gives a thousand rows {MANUAL}): cached.
+@functools.lru_cache(maxsize=1024)
+def _encode_set(values: frozenset[Any]) -> str:
+    return _COMPACT(sorted(plain(v) for v in values))
 
 
 def encode_override(override: Override | None) -> str | None:

@@ -160,3 +160,22 @@ def test_throughput_rounds_measure_a_base_checkout_beside_this_one(tmp_path: Pat
     assert len(ratio["req_per_core_s_vs_base_range"]) == 2
     assert len(report["ratios_by_round"]) == 2
     assert "req per core-second" in proc.stdout and "the base checkout's gateway" in proc.stdout
+
+
+def test_the_bulk_commit_micro_benchmark_runs() -> None:
+    """``bench/bench_store.py commit``: a bulk Block of 1,000 rows through
+    ``AccessState.commit`` on SQLite, each phase reported (it asserts that
+    every round committed the 3,001 changes of the block itself)."""
+    script = ROOT / "bench" / "bench_store.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "commit", "--rounds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(3,001 changes), SQLite, 2 rounds" in done.stdout
+    for phase in ("plan", "write", "absorb", "total"):
+        assert f"| {phase} | " in done.stdout

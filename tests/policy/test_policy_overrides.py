@@ -132,3 +132,48 @@ def test_the_preference_never_lets_a_block_through():
     conv.block("bob", "DEV9")
     conv.request("bob", "DEV9").expect_refuse(BLOCKED, reasons={"MANUAL"})
     assert plain(conv.snapshot.prefs)["compliance_overrides_allow"] is True
+
+
+def _exact(value: object) -> bool:
+    """JSON-ready with the exact JSON types (a StrEnum equals its value, but
+    the store would have to convert it: it is not plain)."""
+    if type(value) is dict:
+        return all(type(k) is str and _exact(v) for k, v in value.items())
+    if type(value) is list:
+        return all(_exact(v) for v in value)
+    return type(value) in (str, int, float, bool, type(None))
+
+
+def test_admin_history_and_audit_details_are_json_ready_as_built():
+    """The store writes them without converting them first (``codec``): each
+    action's history detail and audit before/after hold plain values only,
+    the ones ``plain`` would give."""
+    conv = Conversation()
+    noncompliant(conv, "alice", "DEV1")
+    conv.request("alice", "DEV1")
+    changes = [
+        *conv.block("alice", "DEV1", note="n1"),
+        *conv.allow("alice", "DEV1", note="n2"),
+        *conv.reset("alice", "DEV1", note="n3"),
+        *conv.wipe("alice", "DEV1", note="n4"),
+        *conv.remove("alice", "DEV1", note="n5"),
+    ]
+    details = [c.event.detail for c in changes if type(c).__name__ == "AppendHistory"]
+    entries = [c.entry for c in changes if type(c).__name__ == "AppendAudit"]
+    docs = details + [e.before for e in entries] + [e.after for e in entries if e.after]
+    assert len(details) == 5 and len(entries) == 5
+    assert all(_exact(d) and plain(d) == d for d in docs)
+    blocked = entries[0].after
+    assert blocked == {
+        "state": "blocked",
+        "link": None,
+        "verdict": "refuse",
+        "reasons": ["MANUAL", "COMPLIANCE"],
+        "violations": ["compromised"],
+        "device": "MDM-1",
+        "unlinked": None,
+        "pool": "exchange",
+    }
+    assert details[0] == {"action": "block", "note": "n1", "actor": "admin@test"} | {
+        k: v for k, v in blocked.items() if k not in ("state", "link")
+    }

@@ -208,6 +208,45 @@ def test_the_planner_applies_revokes_held_keys_only_and_records_moved_decisions(
     assert absorb((), snapshot, held, conv.now).keys == frozenset()
 
 
+def test_the_planners_revocations_are_evaluate_on_the_changed_state():
+    """``absorb`` decides the held keys whose rows it refreshes from the
+    refresh's assessment: the revocations are exactly ``evaluate`` of every
+    held affected key on the state with the changes applied (a kept row, an
+    unknown key, rows that move and rows that stay, refused and forwarded)."""
+    from sentry.policy import Forward, evaluate
+
+    conv = Conversation()
+    for user, dev in (("a", "D1"), ("b", "D1"), ("c", "D2"), ("d", "D3")):
+        conv.request(user, dev)
+    conv.block("d", "D3", note="x")
+    now = conv.now
+    lists = [
+        lambda s: policy.block(s, key("D1", "a"), note="x", actor="t", now=now),
+        lambda s: policy.reset(s, key("D3", "d"), note="x", actor="t", now=now),
+        lambda s: policy.remove(s, key("D1", "b"), note="x", actor="t", now=now),
+        lambda s: policy.set_preferences(
+            s, Preferences(auto_block_unregistered=True), actor="t", now=now
+        ),
+        lambda s: policy.set_preferences(
+            s, Preferences(max_mailboxes_per_device=1), actor="t", now=now
+        ),
+    ]
+    held = {key("D1", "a"), key("D1", "b"), key("D2", "c"), key("D3", "d"), key("D9", "z")}
+    for build in lists:
+        for kept in (None, key("D1", "a")):
+            snapshot = conv.snapshot.copy()
+            changes = build(snapshot)
+            expected = snapshot.copy()
+            keys = affected_keys(changes, expected)
+            expected.apply(changes)
+            want = [(k, evaluate(k, expected, now)) for k in sorted(keys & held)]
+            done = absorb(changes, snapshot, held, now, kept=kept)
+            assert done.revoked == tuple((k, d) for k, d in want if not isinstance(d, Forward))
+    assert any(
+        absorb(b(conv.snapshot.copy()), conv.snapshot.copy(), held, now).revoked for b in lists
+    )
+
+
 # --- Refusal status, exports ---
 
 
@@ -274,6 +313,24 @@ def test_fast_constructor_builds_equal_values_and_refuses_non_slots():
 
     with pytest.raises(TypeError):
         fast_constructor(NoSlots)
+
+
+def test_fast_setter_of_several_fields_equals_replace():
+    import dataclasses
+
+    from sentry.model import Override, OverrideKind, WipeStatus
+    from sentry.slots import fast_setter
+
+    row = Association(key("D1", "a"), "corp", "iPhone", wipe=WipeStatus.PENDING, last_seen=4.0)
+    override = Override(OverrideKind.BLOCK, "n", "admin", 5.0)
+    both = fast_setter(Association, "override", "wipe")
+    new = both(row, override, WipeStatus.NONE)
+    assert new == dataclasses.replace(row, override=override, wipe=WipeStatus.NONE)
+    assert row.override is None and row.wipe is WipeStatus.PENDING  # the old row unchanged
+    one = fast_setter(Association, "last_seen")
+    assert one(row, 9.0) == dataclasses.replace(row, last_seen=9.0)
+    with pytest.raises(TypeError):
+        both(row, override)
 
 
 def test_state_counts_follow_every_change():

@@ -33,6 +33,7 @@ from sentry.model import (
 from sentry.policy import (
     AppendAudit,
     AppendHistory,
+    Change,
     DeleteAssociation,
     PutAssociation,
     PutUser,
@@ -427,3 +428,39 @@ async def test_open_store_builds_postgresql(pg_dsn: str, tmp_path) -> None:
         assert (opened.options.pool_size, opened.options.feed_retention) == (2, 60)
     finally:
         await opened.close()
+
+
+async def test_a_bulk_actions_history_and_audit_text_is_the_reference_json(tmp_path):
+    """The SQLite text of a bulk action's history and audit rows is exactly
+    ``json.dumps(plain(...))`` of what the changes say (compact; audit keys
+    sorted), whichever encoding shortcut the store takes: rows of every kind
+    of state (reasons, violations, a matched access rule, no link, a wipe)."""
+    conv = busy_conversation()
+    store = await SqliteStore.open(tmp_path / "s.db")
+    await replay(store, conv)
+    keys = sorted(row.key for row in conv.snapshot.associations())
+    changes: list[Change] = []
+    for action in ("block", "allow", "reset"):
+        opts = ActionOptions(action, f"bulk {action}", "admin@test")
+        changes += plan_bulk(conv.snapshot.copy(), keys, opts, 2e9, {"all": True}).changes
+    await store.apply(changes)
+    await store.close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    history = db.execute("SELECT detail FROM history WHERE at = 2e9 ORDER BY id").fetchall()
+    audit = db.execute("SELECT before, after FROM audit WHERE at = 2e9 ORDER BY id").fetchall()
+    db.close()
+
+    def text(value: object, sort: bool) -> str | None:
+        return (
+            None
+            if value is None
+            else json.dumps(plain(value), separators=(",", ":"), sort_keys=sort)
+        )
+
+    events = [c.event.detail for c in changes if isinstance(c, AppendHistory)]
+    entries = [c.entry for c in changes if isinstance(c, AppendAudit)]
+    assert len(events) >= 3 * 3 and len(entries) > len(events)
+    assert [row[0] for row in history] == [text(d, False) for d in events]
+    assert audit == [(text(e.before, True), text(e.after, True)) for e in entries]
+    assert any('"reasons":["' in row[0] and '"violations":["' in row[0] for row in history)
+    assert any('"rule":"' in row[0] for row in history)
