@@ -34,7 +34,8 @@ def _py_spy() -> str | None:
 
 
 @contextlib.contextmanager
-def profiled(pid: int, name: str) -> Iterator[None]:
+def profiled(pid: int, name: str, *, subprocesses: bool = False) -> Iterator[None]:
+    """``subprocesses``: its child processes too (a supervisor's workers)."""
     folder, tool = os.environ.get(ENV), _py_spy()
     if not folder or tool is None:
         yield
@@ -42,7 +43,7 @@ def profiled(pid: int, name: str) -> Iterator[None]:
     out = Path(folder) / f"{name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [tool, "record", "--nonblocking", "-p", str(pid), "-r", "1000", "-f", "raw"]
-    cmd += ["-o", str(out)]
+    cmd += ["-o", str(out), *(["--subprocesses"] if subprocesses else [])]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached before the window starts
     try:

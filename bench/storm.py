@@ -197,7 +197,7 @@ def _storm(
         gone0 = _disconnects(gw)
         rss0, cpu0 = _node_rss(setup), _node_cpu(setup)
         others0 = _others_cpu(setup)
-        with profiled(gw.proc.pid, "storm"):
+        with profiled(gw.proc.pid, "storm", subprocesses=opts.workers > 1):
             t0 = time.monotonic()
             if holder is not None:
                 # the Python generators drop their connections, wrk opens them all again
