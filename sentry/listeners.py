@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from sentry import tlstickets
 from sentry.admin.api import add_api, api_middlewares
 from sentry.admin.auth import AdminTokens
 from sentry.admin.console import add_console, console_middlewares
@@ -80,6 +81,14 @@ def server_tls(gw: Gateway, key: str, tls: TlsSettings) -> ssl.SSLContext | None
         return None
     _small_tls_buffers()
     ctx = server_ssl_context(resolve(gw.root, tls.cert), resolve(gw.root, tls.key))
+    keys = None if gw.worker is None else gw.worker.ticket_keys
+    if keys is not None:
+        try:
+            tlstickets.install(ctx, keys)
+        except tlstickets.TicketKeysUnavailable as exc:
+            log.warning("tls_ticket_keys_not_shared", listener=key, reason=str(exc))
+        else:
+            log.info("tls_ticket_keys_shared", listener=key)
     gw.tls[key] = ctx
     return ctx
 

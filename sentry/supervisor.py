@@ -83,6 +83,7 @@ from sentry.observability import configure_logging
 from sentry.preflight import preflight
 from sentry.proxy.connections import BACKLOG
 from sentry.settings import ListenSettings, Settings
+from sentry.tlstickets import new_keys
 from sentry.worker import ENV, METRICS_DIR, WorkerSpec, close_quietly, write_status
 
 __all__ = [
@@ -181,6 +182,7 @@ class Supervisor:
         self._saved: dict[int, Any] = {}
         self.metrics_dir = run_dir / METRICS_DIR
         self.metrics_dir.mkdir(mode=0o700)
+        self.ticket_keys = new_keys()  # every worker's, restarts included (tlstickets.py)
         n = settings.gateway.workers
         devices = bind_listeners(settings.gateway.listen, "gateway.listen", n)
         try:
@@ -259,6 +261,11 @@ class Supervisor:
     def _spawn(self, slot: Slot) -> None:
         ready_r, ready_w = os.pipe()
         life_r, life_w = os.pipe()
+        keys_r, keys_w = os.pipe()  # 80 bytes: within the pipe's buffer, never blocks
+        try:
+            os.write(keys_w, self.ticket_keys)
+        finally:
+            os.close(keys_w)
         spec = WorkerSpec(
             index=slot.index,
             count=len(self.slots),
@@ -267,18 +274,20 @@ class Supervisor:
             ready_fd=ready_w,
             lifeline_fd=life_r,
             run_dir=str(self.run_dir),
+            ticket_keys_fd=keys_r,
         )
         env = {**os.environ, ENV: spec.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         try:
             slot.proc = subprocess.Popen(
                 self.worker_argv,
                 env=env,
-                pass_fds=(spec.device_fd, spec.admin_fd, ready_w, life_r),
+                pass_fds=(spec.device_fd, spec.admin_fd, ready_w, life_r, keys_r),
                 start_new_session=True,  # signals come from the supervisor (module comment)
             )
         finally:
             os.close(ready_w)
             os.close(life_r)
+            os.close(keys_r)
         slot.ready_fd, slot.lifeline_fd = ready_r, life_w
         slot.ready = False
         slot.started = time.monotonic()

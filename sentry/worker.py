@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -44,6 +45,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from sentry.tlstickets import KEY_BYTES
 
 __all__ = [
     "ENV",
@@ -73,6 +76,7 @@ class WorkerSpec:
     ready_fd: int
     lifeline_fd: int
     run_dir: str
+    ticket_keys_fd: int = -1  # a pipe holding the node's TLS ticket keys (sentry.tlstickets)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -85,7 +89,9 @@ class WorkerSpec:
         raw = env.pop(ENV, None)
         if raw is None:
             return None
-        return cls(**json.loads(raw))
+        spec = cls(**json.loads(raw))
+        _ = spec.ticket_keys  # read now: the pipe is closed before anything else starts
+        return spec
 
     def socket(self, key: str) -> socket.socket:
         """The inherited listener of ``key`` (``gateway.listen``, ``admin.listen``);
@@ -115,6 +121,26 @@ class WorkerSpec:
                 on_gone()
 
         loop.add_reader(fd, readable)
+
+    @functools.cached_property
+    def ticket_keys(self) -> bytes | None:
+        """The node's TLS session ticket keys, read once from the inherited
+        pipe (then closed); None without a pipe or a whole key."""
+        fd = self.ticket_keys_fd
+        if fd < 0:
+            return None
+        data = b""
+        try:
+            while len(data) < KEY_BYTES:
+                chunk = os.read(fd, KEY_BYTES - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            return None
+        finally:
+            close_quietly(fd)
+        return data if len(data) == KEY_BYTES else None
 
     @property
     def identity(self) -> dict[str, Any]:

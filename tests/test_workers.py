@@ -11,6 +11,8 @@ import json
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -273,6 +275,52 @@ async def test_sigterm_drains_held_pings_of_every_worker(
     assert code == 0
     ended = {e["worker"]: e["held_polls_ended"] for e in node.events("shutdown")}
     assert sum(ended.values()) == len(pings) and set(ended) == {1, 2}
+
+
+def _options_over_tls(
+    url: str, ctx: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[ssl.SSLSession | None, bool]:
+    """One OPTIONS on a new TLS connection offering ``session``: the session to
+    offer next (with the ticket this connection got) and whether it resumed."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=30) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+    ):
+        tls.sendall(
+            b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: localhost\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+        return tls.session, tls.session_reused
+
+
+async def test_a_phone_resumes_its_tls_session_on_either_worker(
+    tmp_path: Path, pg_dsn: str, backend: str
+) -> None:
+    """The workers share the supervisor's ticket keys (``sentry.tlstickets``):
+    a ticket from one worker resumes on the other. With a key set per worker,
+    each new connection had an even chance of a full handshake."""
+    node = start_node(tmp_path, _config(pg_dsn, backend, tls={"enabled": True}))
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        session, resumed = await asyncio.to_thread(_options_over_tls, node.devices, ctx, None)
+        assert session is not None and not resumed
+        again = [
+            await asyncio.to_thread(_options_over_tls, node.devices, ctx, session)
+            for _ in range(12)
+        ]
+        served = {e["worker"] for e in node.events("request")}
+    finally:
+        assert node.stop() == 0
+    assert [r for _, r in again] == [True] * 12
+    assert served == {1, 2}  # the kernel gave the connections to both workers
+    shared = {(e["worker"], e["listener"]) for e in node.events("tls_ticket_keys_shared")}
+    assert shared == {(1, "gateway.tls"), (2, "gateway.tls")}
 
 
 def test_sqlite_with_two_workers_is_refused(tmp_path: Path) -> None:
