@@ -368,12 +368,7 @@ async def storm(
     h: Hold, tasks: list[asyncio.Task[None]], chan: Channel
 ) -> list[asyncio.Task[None]]:
     """Drop every held connection, then reconnect every session at once."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for conn in h.opened:
-        conn.close()
-    h.opened.clear()
+    await _drop_all(h, tasks)
     if isinstance(h.tls, ResumingContext):
         h.tls.reused = 0  # count the storm's reconnects only
     n = len(h.sessions)
@@ -393,14 +388,19 @@ async def drop(h: Hold, tasks: list[asyncio.Task[None]], chan: Channel) -> list[
     """Drop every held connection and reconnect none (another generator does:
     the storm bench's wrk)."""
     t0 = time.monotonic()
+    await _drop_all(h, tasks)
+    chan.emit("dropped", seconds=time.monotonic() - t0)
+    return []
+
+
+async def _drop_all(h: Hold, tasks: list[asyncio.Task[None]]) -> None:
+    """End every Ping task and close every connection it opened."""
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for conn in h.opened:
         conn.close()
     h.opened.clear()
-    chan.emit("dropped", seconds=time.monotonic() - t0)
-    return []
 
 
 async def hold(job: dict[str, Any], chan: Channel) -> None:

@@ -55,6 +55,16 @@ class _Readable(Protocol):
     async def read(self, n: int = -1, /) -> bytes: ...
 
 
+async def cancel_wait(task: asyncio.Future[Any] | None) -> None:
+    """Cancel ``task`` (when there is one) and wait until it has ended; its
+    ``CancelledError`` stops here (a periodic chore's ``close``)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def chunks_of(content: _Readable, n: int) -> AsyncIterator[bytes]:
     """``content.read(n)`` until it gives ``b""`` (aiohttp's ``iter_chunked``,
     for the gateway's own readers: a device's body, a backend's answer)."""

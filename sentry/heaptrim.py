@@ -26,7 +26,6 @@ and a log line ``heap_trimmed``. Off where the C library is not glibc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import os
 import platform
@@ -35,7 +34,7 @@ from collections.abc import Callable
 
 import structlog
 
-from sentry.aio import create_task
+from sentry.aio import cancel_wait, create_task
 from sentry.observability import Metrics
 
 __all__ = ["Arrivals", "HeapTrimmer", "malloc_trim", "resident_bytes"]
@@ -110,11 +109,8 @@ class HeapTrimmer:
             self._task = create_task(self._loop(), name="heap-trim")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_wait(self._task)
+        self._task = None
 
     def due(self) -> bool:
         """Whether a burst of at least ``after`` arrivals ended since the last

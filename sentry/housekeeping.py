@@ -12,12 +12,11 @@ itself, so a test that counts store transactions counts its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
 from sentry.access import AccessState
-from sentry.aio import create_task
+from sentry.aio import cancel_wait, create_task
 from sentry.observability import Metrics
 
 __all__ = ["Housekeeping"]
@@ -53,8 +52,5 @@ class Housekeeping:
 
     async def close(self) -> None:
         """Stop the loop and write what is pending."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_wait(self._task)
         await self.state.flush_touches()

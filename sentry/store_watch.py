@@ -34,7 +34,6 @@ and shows in ``sentry_store_healthy``, ``sentry_store_fault{kind}`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import structlog
 
-from sentry.aio import create_task
+from sentry.aio import cancel_wait, create_task
 from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
 from sentry.observability import Metrics
 from sentry.policy import Change, Snapshot
@@ -236,11 +235,8 @@ class WatchedStore:
 
     async def stop(self) -> None:
         """Stop the periodic check."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_wait(self._task)
+        self._task = None
 
     # -- recovery by an operator -------------------------------------------------
 

@@ -47,7 +47,7 @@ from typing import Any
 
 import structlog
 
-from sentry.aio import create_task
+from sentry.aio import cancel_wait, create_task
 from sentry.model import Realms, UserSource
 from sentry.observability import Metrics
 from sentry.policy import Change, ConflictError, Snapshot, new_push_problems
@@ -308,10 +308,7 @@ class DirectorySync:
 
     async def close(self) -> None:
         """Stop the schedule (a read in progress ends by its own timeout)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_wait(self._task)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -16,7 +16,6 @@ and the periodic load retries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from sentry.aio import create_task, read_upto
+from sentry.aio import cancel_wait, create_task, read_upto
 from sentry.observability import Metrics
 from sentry.settings import OAuthSettings, SettingsError
 
@@ -80,10 +79,7 @@ class JwksSource:
     async def close(self) -> None:
         """Stop refreshing and close the HTTP session."""
         for task in (self._loop_task, self._inflight):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_wait(task)
         if self._session is not None:
             await self._session.close()
 

@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from sentry.aio import create_task
+from sentry.aio import cancel_wait, create_task
 from sentry.dsn import redact_dsn
 from sentry.model import Association, AssociationKey, AuditEntry, HistoryEvent
 from sentry.policy.changes import Change, Touch
@@ -436,11 +436,8 @@ class PostgresStore:
     # --- lifetime ---
 
     async def close(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
-            self._pruner = None
+        await cancel_wait(self._pruner)
+        self._pruner = None
         if not self._closed:
             self._closed = True
             try:
