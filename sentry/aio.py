@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["chunks_of", "create_task", "read_upto", "uncancellable"]
+__all__ = ["cancel_wait", "chunks_of", "create_task", "read_upto", "uncancellable"]
 
 T = TypeVar("T")
 _background: set[asyncio.Task[Any]] = set()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sentry.aio import create_task, uncancellable
+from sentry.aio import cancel_wait, create_task, uncancellable
 
 
 async def test_an_uncancellable_step_finishes_before_the_cancellation_propagates() -> None:
@@ -40,3 +40,21 @@ async def test_an_uncancellable_step_returns_and_raises_like_the_step() -> None:
     assert await uncancellable(ok(), name="t:ok") == 7
     with pytest.raises(ValueError, match="no"):
         await uncancellable(bad(), name="t:bad")
+
+
+async def test_cancel_wait_ends_a_running_task_and_returns_once_it_has_ended() -> None:
+    ended: list[str] = []
+
+    async def chore() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0)  # its own cleanup, awaited before cancel_wait returns
+            ended.append("cleaned up")
+
+    task = asyncio.ensure_future(chore())
+    await asyncio.sleep(0)
+    await cancel_wait(task)
+    assert task.cancelled() and ended == ["cleaned up"]
+    await cancel_wait(task)  # already over: nothing to do
+    await cancel_wait(None)
