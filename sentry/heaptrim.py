@@ -13,10 +13,11 @@ A trim of a heap that size takes 13-33 ms, too long for the event loop, and
 it is only worth doing once a burst is over. So a ``HeapTrimmer`` looks once
 per ``interval`` at how many connections the device listener accepted
 (``Arrivals``, counted by its connection gate): when at least ``after`` came
-since the last trim and the last interval brought fewer than 1 % of that
-(the burst has ended), it calls ``malloc_trim(0)`` in a thread (ctypes
-releases the GIL for the call, so the loop goes on serving; it waits only if
-it needs ``malloc``'s lock meanwhile). Each trim is counted
+since the last trim and the last interval brought under a tenth of the
+busiest interval since then (the burst has ended; a node whose phones keep
+arriving at a steady rate is not trimmed every ``after``), it calls
+``malloc_trim(0)`` in a thread (ctypes releases the GIL for the call, so the
+loop goes on serving; it waits only if it needs ``malloc``'s lock meanwhile). Each trim is counted
 (``sentry_heap_trims_total``), with the resident memory it gave back
 (``sentry_heap_trim_released_bytes_total``, read from ``/proc/self/statm``)
 and a log line ``heap_trimmed``. Off where the C library is not glibc
@@ -99,6 +100,7 @@ class HeapTrimmer:
         self._task: asyncio.Task[None] | None = None
         self._since = 0  # arrivals at the last trim
         self._seen = 0  # arrivals at the last look
+        self._peak = 0  # the most arrivals in one interval since the last trim
 
     @property
     def enabled(self) -> bool:
@@ -113,11 +115,13 @@ class HeapTrimmer:
         self._task = None
 
     def due(self) -> bool:
-        """Whether a burst of at least ``after`` arrivals ended since the last
-        trim (fewer than 1 % of ``after`` in the last interval); notes the look."""
+        """Whether at least ``after`` arrivals came since the last trim and
+        their burst is over: the last interval brought under a tenth of the
+        busiest one since that trim. Notes the look."""
         now = self.arrivals.count
         recent, self._seen = now - self._seen, now
-        return now - self._since >= self.after and recent * 100 < self.after
+        self._peak = max(self._peak, recent)
+        return now - self._since >= self.after and recent * 10 < self._peak
 
     async def _loop(self) -> None:
         while True:
@@ -130,7 +134,7 @@ class HeapTrimmer:
         trim = self._trim
         if trim is None:
             return 0
-        self._since = self.arrivals.count
+        self._since, self._peak = self.arrivals.count, 0
         before = resident_bytes()
         t0 = time.perf_counter()
         await asyncio.to_thread(trim, 0)

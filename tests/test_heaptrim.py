@@ -38,11 +38,18 @@ def test_a_trim_waits_until_a_burst_of_connections_has_ended() -> None:
     assert not trimmer.due()  # not enough yet
     arrivals.count = 1500
     assert not trimmer.due()  # 900 in the last interval: the burst goes on
-    arrivals.count = 1510
-    assert not trimmer.due()  # 10, 1 % of 1,000: still going
-    arrivals.count = 1519
-    assert trimmer.due()  # 9 stragglers (under 1 %) do not hold it back
+    arrivals.count = 1590
+    assert not trimmer.due()  # 90, a tenth of the busiest interval: still going
+    arrivals.count = 1679
+    assert trimmer.due()  # 89 (the phones that keep coming) do not hold it back
     assert trimmer.due()  # nor none: a trim is due until one runs
+
+
+def test_steady_arrivals_without_a_burst_are_not_trimmed_again_and_again() -> None:
+    arrivals, trimmer, _, _ = _trimmer(after=100)
+    for _ in range(20):  # 60 a second, 1,200 in all: twelve times ``after``
+        arrivals.count += 60
+        assert not trimmer.due()
 
 
 async def test_a_trim_runs_off_the_event_loop_once_per_burst() -> None:
