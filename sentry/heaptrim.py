@@ -17,10 +17,10 @@ since the last trim and the last interval brought under a tenth of the
 busiest interval since then (the burst has ended; a node whose phones keep
 arriving at a steady rate is not trimmed every ``after``), it calls
 ``malloc_trim(0)`` in a thread (ctypes releases the GIL for the call, so the
-loop goes on serving; it waits only if it needs ``malloc``'s lock meanwhile). Each trim is counted
-(``sentry_heap_trims_total``), with the resident memory it gave back
-(``sentry_heap_trim_released_bytes_total``, read from ``/proc/self/statm``)
-and a log line ``heap_trimmed``. Off where the C library is not glibc
+loop goes on serving; it waits only if it needs ``malloc``'s lock meanwhile).
+Each trim is counted (``sentry_heap_trims_total``), with the resident memory
+it gave back (``sentry_heap_trim_released_bytes_total``, read from
+``/proc/self/statm``) and a log line ``heap_trimmed``. Off where the C library is not glibc
 (musl has no ``malloc_trim``) and with ``gateway.connections.heap_trim_after: 0``.
 """
 
