@@ -187,7 +187,7 @@ SETTLE_S = 5.0
 """Seconds after the last Ping was held at which the RSS is read again: a
 node holds its Pings for many minutes, and once a burst of new connections
 has ended the gateway gives the C heap's free memory back
-(``gateway.connections.heap_trim_after``, within about two seconds)."""
+(``gateway.connections.heap_trim_after``, within about three seconds)."""
 
 
 def _settled(setup: _Setup, ramp: dict[str, Any]) -> dict[str, Any]:
