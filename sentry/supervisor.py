@@ -64,13 +64,10 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -81,82 +78,25 @@ from sentry.buildinfo import version
 from sentry.errors import StartupError
 from sentry.observability import configure_logging
 from sentry.preflight import preflight
-from sentry.proxy.connections import BACKLOG
-from sentry.settings import ListenSettings, Settings
+from sentry.settings import Settings
 from sentry.tlstickets import new_keys
 from sentry.worker import ENV, METRICS_DIR, WorkerSpec, close_quietly, write_status
+from sentry.workerslots import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    CRASH_LIMIT,
+    CRASH_WINDOW,
+    Slot,
+    bind_listeners,
+    exit_status,
+)
 
-__all__ = [
-    "BACKOFF_FIRST",
-    "BACKOFF_MAX",
-    "CRASH_LIMIT",
-    "CRASH_WINDOW",
-    "DRAIN_MARGIN",
-    "START_TIMEOUT",
-    "Slot",
-    "Supervisor",
-    "bind_listeners",
-    "exit_status",
-    "supervise",
-]
+__all__ = ["DRAIN_MARGIN", "START_TIMEOUT", "Supervisor", "supervise"]
 
 log = structlog.get_logger("sentry.supervisor")
 
-BACKOFF_FIRST = 0.5  # seconds before the first restart of a slot
-BACKOFF_MAX = 10.0
-CRASH_WINDOW = 60.0  # exits of one slot counted over this many seconds
-CRASH_LIMIT = 5  # the 5th exit of one slot within the window ends the supervisor
 START_TIMEOUT = 120.0  # a worker not ready after this long is stopped
 DRAIN_MARGIN = 15.0  # beyond gateway.shutdown_grace_seconds before SIGKILL
-
-
-def exit_status(code: int) -> str:
-    """``exit 1`` or ``signal 9`` from a ``Popen.returncode``."""
-    return f"signal {-code}" if code < 0 else f"exit {code}"
-
-
-def bind_listeners(listen: ListenSettings, key: str, count: int) -> list[socket.socket]:
-    """``count`` listening sockets on one address with ``SO_REUSEPORT``; a
-    problem is a ``StartupError`` naming ``key``."""
-    host, port = listen.host, listen.port
-    out: list[socket.socket] = []
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _name, address = infos[0]
-        for _ in range(count):
-            sock = socket.socket(family, kind, proto)
-            out.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(BACKLOG)
-            address = sock.getsockname()  # port 0: the others take the port the first got
-    except OSError as exc:
-        for sock in out:
-            sock.close()
-        problem = exc.strerror or str(exc)
-        raise StartupError(key, f"cannot listen on {host}:{port}: {problem}") from None
-    return out
-
-
-@dataclass
-class Slot:
-    """Worker ``index``'s sockets and its current process, if any."""
-
-    index: int
-    device: socket.socket
-    admin: socket.socket
-    proc: subprocess.Popen[bytes] | None = None
-    ready_fd: int | None = None  # read end: "ready" from the worker
-    lifeline_fd: int | None = None  # write end: closed when the supervisor goes
-    ready: bool = False
-    started: float = 0.0
-    restart_at: float | None = None
-    exits: deque[float] = field(default_factory=deque)
-    restarts: int = 0
-    last_status: str = ""
 
 
 class Supervisor:
@@ -330,17 +270,13 @@ class Supervisor:
 
     def _schedule_restart(self, slot: Slot, now: float) -> None:
         """Restart after a backoff, or raise ``StartupError`` for a crash loop."""
-        slot.exits.append(now)
-        while slot.exits and now - slot.exits[0] > self.crash_window:
-            slot.exits.popleft()
-        if len(slot.exits) >= self.crash_limit:
-            problem = (
-                f"worker {slot.index} exited {len(slot.exits)} times within "
-                f"{self.crash_window:g} s (last: {slot.last_status}); all workers stopped"
-            )
-            log.error("crash_loop", slot=slot.index, exits=len(slot.exits), problem=problem)
-            raise StartupError("gateway.workers", problem)
-        delay = min(self.backoff_max, self.backoff_first * 2 ** (len(slot.exits) - 1))
+        delay = slot.restart_delay(
+            now,
+            window=self.crash_window,
+            limit=self.crash_limit,
+            first=self.backoff_first,
+            most=self.backoff_max,
+        )
         slot.restart_at = now + delay
         log.warning("worker_restart_scheduled", slot=slot.index, delay_seconds=delay)
 

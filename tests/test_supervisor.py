@@ -14,8 +14,9 @@ import pytest
 
 from sentry.errors import StartupError
 from sentry.settings import Settings, settings_from_mapping
-from sentry.supervisor import Supervisor, bind_listeners, exit_status
+from sentry.supervisor import Supervisor
 from sentry.worker import read_status
+from sentry.workerslots import bind_listeners, exit_status
 
 # A worker: says ready (or not), then exits with CODE after SLEEP seconds, or at SIGTERM.
 WORKER = """
