@@ -18,9 +18,10 @@ busiest interval since then (the burst has ended: one slow second inside a
 ramp is not its end; a node whose phones keep arriving at a steady rate is
 not trimmed every ``after``), it calls
 ``malloc_trim(0)`` in a thread (ctypes releases the GIL for the call, so the
-loop goes on serving, waiting only when it needs ``malloc``'s lock meanwhile:
-measured apart, a trim that gave back 231 MB took 18-20 ms, and a loop
-allocating all along was held up at most 9-11 ms of it).
+loop goes on serving, waiting only when it needs ``malloc``'s lock meanwhile).
+A loop that allocates every millisecond waits nearly the whole trim anyway:
+``bench/bench_heaptrim.py`` gave back 243 MB in 9-11 ms, and such a loop was
+late by 9-11 ms, as with the trim on the loop itself; once per burst.
 Each trim is counted (``sentry_heap_trims_total``), with the resident memory
 it gave back (``sentry_heap_trim_released_bytes_total``, read from
 ``/proc/self/statm``) and a log line ``heap_trimmed``. Off where the C library is not glibc

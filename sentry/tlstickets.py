@@ -30,6 +30,7 @@ before, on the worker that issued the ticket.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import ssl
 from pathlib import Path
@@ -63,23 +64,19 @@ def _libssl_path() -> str:
     return paths.pop()
 
 
-_lib: ctypes.CDLL | None = None
-
-
+@functools.cache
 def _libssl() -> ctypes.CDLL:
-    global _lib
-    if _lib is None:
-        lib = ctypes.CDLL(_libssl_path())
-        lib.OpenSSL_version_num.restype = ctypes.c_ulong
-        lib.OpenSSL_version_num.argtypes = []
-        if lib.OpenSSL_version_num() != ssl.OPENSSL_VERSION_NUMBER:
-            raise TicketKeysUnavailable("the mapped libssl is not the one ssl reports")
-        lib.SSL_CTX_get_options.restype = ctypes.c_uint64
-        lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
-        lib.SSL_CTX_ctrl.restype = ctypes.c_long
-        lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-        _lib = lib
-    return _lib
+    """The mapped libssl with the three calls typed (loaded once)."""
+    lib = ctypes.CDLL(_libssl_path())
+    lib.OpenSSL_version_num.restype = ctypes.c_ulong
+    lib.OpenSSL_version_num.argtypes = []
+    if lib.OpenSSL_version_num() != ssl.OPENSSL_VERSION_NUMBER:
+        raise TicketKeysUnavailable("the mapped libssl is not the one ssl reports")
+    lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+    lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+    lib.SSL_CTX_ctrl.restype = ctypes.c_long
+    lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    return lib
 
 
 def _ssl_ctx(ctx: ssl.SSLContext) -> int:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = {
     "throughput": [
@@ -179,3 +181,24 @@ def test_the_bulk_commit_micro_benchmark_runs() -> None:
     assert "(3,001 changes), SQLite, 2 rounds" in done.stdout
     for phase in ("plan", "write", "absorb", "total"):
         assert f"| {phase} | " in done.stdout
+
+
+def test_the_heap_trim_micro_benchmark_runs() -> None:
+    """``bench/bench_heaptrim.py``: the loop's lateness with no trim, a trim in
+    a thread and a trim on the loop, and the memory each trim gave back."""
+    from sentry.heaptrim import malloc_trim
+
+    if malloc_trim is None:
+        pytest.skip("malloc_trim is glibc's (Linux)")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_heaptrim.py"), "16"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| malloc_trim")]
+    assert len(rows) == 2
+    assert all(int(row.split("|")[5].split()[0]) >= 8 for row in rows)  # MB given back
