@@ -106,6 +106,22 @@ def _wait_drained(setup: Any, timeout: float) -> None:
     time.sleep(0.5)  # the backend legs' ends
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped at a full accept queue
+    (``TcpExt: ListenOverflows`` in ``/proc/net/netstat``, the whole
+    machine's; -1 where there is none). Each is a phone whose SYN is retried
+    after 1 s."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return -1
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(fields.get("ListenOverflows", -1))
+    return -1
+
+
 def _disconnects(gw: Any) -> float:
     return metric(gw.metrics_text(), "sentry_client_disconnects_total", command="Ping")
 
@@ -204,6 +220,7 @@ def _storm(
         gone0 = _disconnects(gw)
         rss0, cpu0 = _node_rss(setup), _node_cpu(setup)
         others0 = _others_cpu(setup)
+        overflows0 = listen_overflows()
         with profiled(gw.proc.pid, "storm", subprocesses=opts.workers > 1):
             t0 = time.monotonic()
             if holder is not None:
@@ -218,6 +235,7 @@ def _storm(
                 sent = [g.receive(opts.timeout) for g in setup.gens]
             seconds = _wait_held(setup, held, t0, gone0, opts.timeout, holder)
         cpu = _node_cpu(setup) - cpu0
+        overflows = listen_overflows() - overflows0 if overflows0 >= 0 else None
         others = {k: v - others0[k] for k, v in _others_cpu(setup, holder).items()}
         rss1 = _node_rss(setup)
         if holder is not None:
@@ -242,6 +260,7 @@ def _storm(
         "ramp_seconds": ramp["seconds_to_all_held"],
         "storm_seconds": seconds,
         "storm_send_seconds": max(s["seconds"] for s in sent),
+        "listen_overflows": overflows,
         "retries": sum(r.get("retries", 0) for r in results),
         "resumed": sum(r.get("resumed", 0) for r in results),
         "errors": [r.get("errors", {}) for r in results],
@@ -282,6 +301,7 @@ def storm_markdown(r: dict[str, Any]) -> str:
             f"CPU during the storm: gateway {r['gateway_cpu_s']:.1f} s, load generators "
             f"{r['generators_cpu_s']:.1f} s{_of_it_wrk(r)}, backend {r['backend_cpu_s']:.1f} s "
             f"over {r['storm_seconds']:.1f} s of wall time on {r.get('cpus')} cores.",
+            *_overflow_line(r),
         ]
     if r.get("warning"):
         lines += ["", f"Warning: {r['warning']}."]
@@ -293,3 +313,14 @@ def _of_it_wrk(r: dict[str, Any]) -> str:
     if not wrk:
         return ""
     return f" (wrk {wrk:.1f} s, the Python generators' drop {r['generators_cpu_s'] - wrk:.1f} s)"
+
+
+def _overflow_line(r: dict[str, Any]) -> list[str]:
+    n = r.get("listen_overflows")
+    if n is None:
+        return []
+    return [
+        "",
+        f"Connections the kernel dropped at a full accept queue during the storm "
+        f"(TcpExt ListenOverflows, the whole machine): {fmt(n)}.",
+    ]
