@@ -28,6 +28,8 @@ from bench.held import (
     run_block,
     run_held_pings,
 )
+from bench.instructions import InstructionsOptions, run_instructions
+from bench.instructions import markdown as instructions_markdown
 from bench.ldapsync import ldap_sync_markdown, run_ldap_sync
 from bench.micro import MICRO, micro_markdown, run_micro
 from bench.modeltest import modeltest_markdown, run_modeltest
@@ -168,6 +170,35 @@ def cmd_throughput(args: argparse.Namespace) -> str:
     args.reports["throughput"] = r
     md = _section("throughput", markdown(r), throughput_targets(r))
     write(args.out, "throughput", r, md)
+    return md
+
+
+def instructions_targets(r: dict[str, Any]) -> list[str]:
+    out = []
+    limit = 1 / TARGET_CORE_RATIO
+    for key, value in r["ratios"].items():
+        if not key.startswith("instructions") or "/bare" not in key:
+            continue
+        out.append(
+            f"- {key}: {value:.3f}x the instructions per request (a {TARGET_CORE_RATIO}x "
+            f"requests-per-core target, if both spent their time alike, is <= {limit:.2f}x): "
+            f"{_verdict(value <= limit)}"
+        )
+    return out
+
+
+def cmd_instructions(args: argparse.Namespace) -> str:
+    opts = InstructionsOptions(
+        devices=args.devices,
+        levels=_levels(args.levels),
+        requests=args.requests,
+        targets=tuple(t for t in args.targets.split(",") if t),
+        base_root=args.base_root.resolve() if args.base_root else None,
+        counters=tuple(c for c in args.counters.split(",") if c),
+    )
+    r = run_instructions(opts, args.out / "work" / "instructions")
+    md = _section("instructions per request", instructions_markdown(r), instructions_targets(r))
+    write(args.out, "instructions", r, md)
     return md
 
 
@@ -391,6 +422,19 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     t.set_defaults(func=cmd_throughput)
+    ins = sub.add_parser(
+        "instructions", help="user-space instructions per request under callgrind (valgrind)"
+    )
+    ins.add_argument("--devices", type=int, default=128)
+    ins.add_argument("--levels", default="4,64", help="connection counts, comma-separated")
+    ins.add_argument("--requests", type=int, default=1500, help="requests per window")
+    ins.add_argument("--targets", default="bare,gateway", help="bare, gateway, bare-tls, "
+                     "gateway-tls, gateway-base, gateway-tls-base")  # fmt: skip
+    ins.add_argument("--base-root", type=Path, help="the checkout of the *-base targets")
+    ins.add_argument("--counters", default="instructions,syscalls",
+                     help="instructions (callgrind), syscalls (strace)")  # fmt: skip
+    ins.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
+    ins.set_defaults(func=cmd_instructions)
     h = sub.add_parser("held-pings", help="RSS and CPU per held Ping through the gateway")
     h.add_argument("--pings", type=int, default=10_000)
     h.add_argument("--heartbeat", type=int, default=90)

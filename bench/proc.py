@@ -229,14 +229,20 @@ class Proc:
 
 
 def start(
-    name: str, argv: list[str], workdir: Path, *, pipes: bool = False, root: Path | None = None
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    *,
+    pipes: bool = False,
+    root: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Proc:
     """Start ``argv`` via ``bench._exec`` in its own session; stderr to a log file.
     ``root``: another checkout whose ``sentry`` (and ``bench``) the child imports
-    (the throughput bench's base gateway)."""
+    (the throughput bench's base gateway); ``env``: added to the environment."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{name}.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     roots = [str(root)] if root is not None else []
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [*roots, str(ROOT), env.get("PYTHONPATH")]))
     with log.open("wb") as err:

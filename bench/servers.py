@@ -30,12 +30,23 @@ from sentry.certs import ensure_certificate
 __all__ = [
     "GatewayProc",
     "ServerProc",
+    "Wrap",
     "gateway_settings",
     "metric",
     "start_backend",
     "start_bare",
     "start_gateway",
 ]
+
+
+@dataclass(frozen=True)
+class Wrap:
+    """A program the server under test runs under (``argv`` before its own,
+    e.g. valgrind), the environment it adds and how long it may take to start."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    start_timeout: float = 60.0
 
 
 @dataclass
@@ -87,17 +98,24 @@ def start_backend(
     return ServerProc(proc, hosts[0], int(_ready_port(proc)["port"]))
 
 
-def start_bare(workdir: Path, upstream: str, *, tls: bool = False) -> ServerProc:
+def start_bare(
+    workdir: Path, upstream: str, *, tls: bool = False, wrap: Wrap | None = None
+) -> ServerProc:
     """The bare aiohttp forwarder in front of ``upstream`` (``tls``: serving
-    TLS with a certificate of ``sentry.certs``, as the gateway's)."""
+    TLS with a certificate of ``sentry.certs``, as the gateway's; ``wrap``:
+    run under another program, see ``Wrap``)."""
     argv = [sys.executable, "-m", "bench.bare_forwarder", "--upstream", upstream]
     if tls:
         workdir.mkdir(parents=True, exist_ok=True)
         cert, key = workdir / "bare.pem", workdir / "bare.key"
         ensure_certificate(cert, key, "localhost")
         argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
-    proc = start("bare-forwarder", argv, workdir, pipes=True)
-    return ServerProc(proc, "127.0.0.1", int(_ready_port(proc)["port"]))
+    if wrap is not None:
+        argv = [*wrap.argv, *argv]
+    env = wrap.env if wrap is not None else None
+    proc = start("bare-forwarder", argv, workdir, pipes=True, env=env)
+    timeout = wrap.start_timeout if wrap is not None else 60.0
+    return ServerProc(proc, "127.0.0.1", int(_ready_port(proc, timeout)["port"]))
 
 
 def gateway_settings(
@@ -143,10 +161,12 @@ def start_gateway(
     store: dict[str, Any] | None = None,
     event_loop: str = "asyncio",
     root: Path | None = None,
+    wrap: Wrap | None = None,
 ) -> GatewayProc:
     """``sentry run --config`` with a fresh store and log under ``workdir``
     (``store``: another store section, e.g. a shared PostgreSQL; ``root``:
-    the gateway of another checkout, e.g. a worktree of an earlier commit)."""
+    the gateway of another checkout, e.g. a worktree of an earlier commit;
+    ``wrap``: run under another program, see ``Wrap``)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -154,9 +174,14 @@ def start_gateway(
     settings = gateway_settings(servers, tls=tls, store=store, event_loop=event_loop)
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     command = [*_sentry_command(), "run", "--config", str(config)]
-    if root is not None:  # the console script would import this checkout's package
+    if root is not None or wrap is not None:
+        # the console script would import this checkout's package; a wrapper
+        # runs the interpreter itself, not a script
         command = [sys.executable, "-m", "sentry", "run", "--config", str(config)]
-    proc = start("gateway", command, workdir, root=root)
+    if wrap is not None:
+        command = [*wrap.argv, *command]
+        timeout = max(timeout, wrap.start_timeout)
+    proc = start("gateway", command, workdir, root=root, env=wrap.env if wrap else None)
     log = workdir / "gateway.jsonl"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
