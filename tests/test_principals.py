@@ -159,3 +159,27 @@ def _splits_a_name(node: ast.AST) -> bool:
     if node.func.attr not in ("rpartition", "partition", "split", "rsplit"):
         return False
     return any(isinstance(a, ast.Constant) and a.value in ("\\", "@") for a in node.args)
+
+
+_CORP = Realms(
+    (Realm("corp.example", frozenset({"corp.example.com"}), frozenset({"CORP"})),), "corp.example"
+)
+
+
+@given(st.text(max_size=40))
+def test_a_remembered_answer_is_the_rule_s_answer(raw: str) -> None:
+    """Asked twice (the second answer comes from the realms' memory), a name
+    gets what the rule itself says, under realms and without."""
+    for realms in (NO_REALMS, _CORP):
+        first = canonical_principal(raw, realms)
+        assert canonical_principal(raw, realms) == first == principals._canonical(raw, realms)
+
+
+def test_the_memory_of_names_is_bounded() -> None:
+    """A client sending ever new names empties the memory, never grows it."""
+    realms = Realms((Realm("corp.example"),), "corp.example")
+    for i in range(principals.KNOWN_NAMES * 2 + 7):
+        assert canonical_principal(f"user{i}", realms) == f"user{i}@corp.example"
+        assert len(realms._known) <= principals.KNOWN_NAMES
+    # realms that compare equal answer alike, each from its own memory
+    assert Realms((Realm("corp.example"),), "corp.example") == realms

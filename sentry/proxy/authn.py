@@ -154,6 +154,8 @@ class Authenticator:
             self._refused(scheme, exc.reason, exc.status, exc.message)
             return _answer(exc)
         logcontext.note(auth=scheme)
+        if identity == eas.user:  # the usual case: the parser read the same Basic name
+            return eas
         return replace(eas, user=identity)
 
     async def _identity(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -91,7 +92,9 @@ async def _mapped(server: str, answer: Awaitable[Answer]) -> Answer:
         return await answer
 
 
+@functools.lru_cache(maxsize=256)
 def _shown(url: URL) -> str:
+    """``url`` without credentials (remembered: every request shows its server's)."""
     return str(url.with_user(None))
 
 
