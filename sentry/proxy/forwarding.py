@@ -204,10 +204,8 @@ def _ask(
     Not a coroutine itself: without ``again`` the awaitable is the
     redirector's, so a held Ping waits without this frame."""
     pool = ctx.upstreams.pools[pool_name]
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=pool.settings.connect_timeout_seconds,
-        sock_read=read_timeout or ctx.settings.request_timeout_seconds,
+    timeout = _timeout(
+        pool.settings.connect_timeout_seconds, read_timeout or ctx.settings.request_timeout_seconds
     )
     chain = ctx.addresses.chain(request.remote, request.headers.get("X-Forwarded-For"))
     headers = upstream_headers(request.headers, chain, ctx.proto)
@@ -219,6 +217,12 @@ def _ask(
     if again is None or not isinstance(body, bytes):
         return sent
     return _again_after_449(ctx, request, sent, pool, mailbox, chain, body, timeout, again)
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    """The client timeouts of a request (immutable, made once per pair of values)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
 async def _again_after_449(

@@ -38,7 +38,9 @@ pauses above ``BUFFER_LIMIT`` bytes not yet relayed).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -57,6 +59,7 @@ __all__ = [
     "RETIRE_SECONDS",
     "LeanClient",
     "LeanResponse",
+    "request_target",
 ]
 
 KEEPALIVE_SECONDS = 30.0  # as the aiohttp connector's keepalive_timeout
@@ -131,9 +134,8 @@ class LeanClient:
         """Write the request on an idle or a new connection (its own frame, so
         the request's bytes and URL are not kept while the answer is awaited);
         whether the connection was reused."""
-        target = url.join(URL(path_qs))
-        data = _request_bytes(method, target, headers, body)
-        origin: Origin = (target.scheme, target.raw_host or "", target.port or 0)
+        origin, host, raw_path_qs = request_target(url, path_qs)
+        data = _request_bytes(method, raw_path_qs, host, headers, body)
         conn = self._idle_conn(origin)
         reused = conn is not None
         if conn is None:
@@ -282,14 +284,43 @@ class LeanClient:
         self._idle.clear()
 
 
+@functools.lru_cache(maxsize=256)
+def _origin(url: URL) -> tuple[Origin, str]:
+    """A server URL's origin and its ``Host`` value (remembered per URL)."""
+    return (url.scheme, url.raw_host or "", url.port or 0), url.host_port_subcomponent or ""
+
+
+# A path and query yarl leaves exactly as they are: unreserved characters and
+# the query's separators, no "%" (yarl normalises escapes), no "." in the path
+# (dot segments are removed), no "//" at the start (an authority).
+_PLAIN_TARGET = re.compile(r"/(?!/)[A-Za-z0-9_~/-]*(?:\?[A-Za-z0-9._~=&+/-]+)?")
+
+
+def request_target(url: URL, path_qs: str) -> tuple[Origin, str, str]:
+    """Where ``path_qs`` goes when sent to server ``url``: the origin, the
+    ``Host`` value and the path and query as sent, as
+    ``url.join(URL(path_qs))`` gives them (what aiohttp's client sends). The
+    plain path and query of nearly every EAS request are that already, and
+    are taken as they are without building two URLs."""
+    if _PLAIN_TARGET.fullmatch(path_qs):
+        origin, host = _origin(url)
+        return origin, host, path_qs
+    target = url.join(URL(path_qs))
+    origin = (target.scheme, target.raw_host or "", target.port or 0)
+    return origin, target.host_port_subcomponent or "", target.raw_path_qs
+
+
 def _request_bytes(
-    method: str, target: URL, headers: Mapping[str, str] | CIMultiDict[str], body: bytes
+    method: str,
+    raw_path_qs: str,
+    host: str,
+    headers: Mapping[str, str] | CIMultiDict[str],
+    body: bytes,
 ) -> bytes:
     """The request as aiohttp's client would send it: the request line, Host,
     the given headers, the body. A control character in any of them (which
     the device side's parser already refuses) is refused here too."""
-    host = target.host_port_subcomponent or ""
-    lines = [f"{method} {target.raw_path_qs} HTTP/1.1", f"Host: {host}"]
+    lines = [f"{method} {raw_path_qs} HTTP/1.1", f"Host: {host}"]
     lines.extend(f"{k}: {v}" for k, v in headers.items() if k.lower() != "host")
     text = "\r\n".join(lines)
     seps = len(lines) - 1  # any other CR or LF came from a field: refused
