@@ -429,7 +429,8 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("--levels", default="4,64", help="connection counts, comma-separated")
     ins.add_argument("--requests", type=int, default=1500, help="requests per window")
     ins.add_argument("--targets", default="bare,gateway", help="bare, gateway, bare-tls, "
-                     "gateway-tls, gateway-base, gateway-tls-base")  # fmt: skip
+                     "gateway-tls, gateway-base, gateway-tls-base, gateway-uvloop, "
+                     "gateway-tls-uvloop")  # fmt: skip
     ins.add_argument("--base-root", type=Path, help="the checkout of the *-base targets")
     ins.add_argument("--counters", default="instructions,syscalls",
                      help="instructions (callgrind), syscalls (strace)")  # fmt: skip

@@ -57,7 +57,14 @@ from bench.throughput import ThroughputOptions, _generators
 __all__ = ["TARGETS", "InstructionsOptions", "markdown", "run_instructions"]
 
 TARGETS = ("bare", "gateway")
-EXTRA_TARGETS = ("bare-tls", "gateway-tls", "gateway-base", "gateway-tls-base")
+EXTRA_TARGETS = (
+    "bare-tls",
+    "gateway-tls",
+    "gateway-base",
+    "gateway-tls-base",
+    "gateway-uvloop",
+    "gateway-tls-uvloop",
+)
 COUNTERS = ("instructions", "syscalls")
 START_TIMEOUT = 900.0  # an uninstrumented valgrind start, on a busy machine
 WINDOW_TIMEOUT = 3600.0
@@ -124,7 +131,8 @@ def _start(
         if base_root is None:
             raise BenchError(f"target {name} needs --base-root (another checkout)")
         root = base_root
-    return start_gateway(workdir, [backend.url], tls=tls, root=root, wrap=wrap)
+    loop = "uvloop" if name.endswith("-uvloop") else "asyncio"
+    return start_gateway(workdir, [backend.url], tls=tls, root=root, wrap=wrap, event_loop=loop)
 
 
 def _run_target(
@@ -257,6 +265,8 @@ def _ratios(rows: list[dict[str, Any]], levels: tuple[int, ...]) -> dict[str, fl
             ("gateway-tls", "bare-tls"),
             ("gateway", "gateway-base"),
             ("gateway-tls", "gateway-tls-base"),
+            ("gateway-uvloop", "gateway"),
+            ("gateway-tls-uvloop", "gateway-tls"),
         ):
             if (gw, level, counter) in at and (base, level, counter) in at:
                 ratio = at[(gw, level, counter)] / at[(base, level, counter)]

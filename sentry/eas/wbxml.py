@@ -308,6 +308,26 @@ def _decode_body(data: bytes, pos: int, limits: Limits) -> Element:
             tag = names[b & 0x3F] or _unknown_tag(page, b & 0x3F, limits, pos)
             pos += 1
             if b & CONTENT_BIT:
+                # Most EAS elements are a leaf with one string: tag, STR_I, text,
+                # NUL, END taken in one step when all of it is there and valid;
+                # anything else (or an error) goes the token-by-token way below.
+                if pos < end and data[pos] == STR_I:
+                    stop = find(0, pos + 1, pos + 2 + max_string)
+                    if 0 < stop < end - 1 and data[stop + 1] == END:
+                        try:
+                            text = data[pos + 1 : stop].decode()
+                        except UnicodeDecodeError:
+                            pass
+                        else:
+                            el = new(Element)
+                            set_ns(el, namespace)
+                            set_tag(el, tag)
+                            set_content(el, (text,))
+                            content.append(el)
+                            pos = stop + 2
+                            if not stack:
+                                break
+                            continue
                 stack.append((namespace, tag, content))
                 content = []
             else:
@@ -393,6 +413,17 @@ def _encode_other(item: object) -> bytes:
     return bytes((OPAQUE,)) + _write_mb_uint(len(item)) + item
 
 
+def _leaf_text(text: str) -> bytes:
+    """An inline string's bytes; WbxmlError when STR_I cannot carry it."""
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        raise WbxmlError("inline string contains a lone surrogate") from None
+    if 0 in raw:
+        raise WbxmlError("inline string contains NUL")
+    return raw
+
+
 def encode(root: Element) -> bytes:
     """Encode an ``Element`` tree as a WBXML document (canonical EAS form).
 
@@ -423,18 +454,20 @@ def encode(root: Element) -> bytes:
                 if item_page != page:
                     out += bytes((SWITCH_PAGE, item_page))
                     page = item_page
-                if item.content:
+                content = item.content
+                if content:
+                    if len(content) == 1 and type(content[0]) is str:  # a leaf: at once
+                        raw = _leaf_text(content[0])
+                        out += bytes((token | CONTENT_BIT, STR_I))
+                        out += raw
+                        out += b"\x00\x01"  # NUL, END
+                        continue
                     append(token | CONTENT_BIT)
-                    stack.append(iter(item.content))
+                    stack.append(iter(content))
                     break
                 append(token)
             elif isinstance(item, str):
-                try:
-                    raw = item.encode()
-                except UnicodeEncodeError:
-                    raise WbxmlError("inline string contains a lone surrogate") from None
-                if 0 in raw:
-                    raise WbxmlError("inline string contains NUL")
+                raw = _leaf_text(item)
                 append(STR_I)
                 out += raw
                 append(0)
