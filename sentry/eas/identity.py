@@ -78,8 +78,25 @@ def basic_user(authorization: str | None) -> str | None:
 
 def identity_of(raw: str, source: str, realms: Realms = NO_REALMS) -> Identity | None:
     """The ``Identity`` a name stands for: its key is ``canonical_principal(raw,
-    realms)`` (the one rule; this only wraps it); None when it names no one."""
+    realms)`` (the one rule; this only wraps it); None when it names no one.
+
+    An identity is immutable and a function of (name, source, realms), so the
+    ones made are remembered (a request asks for its name's several times) for
+    the realms they were made under; the memory is emptied when full."""
+    known = _KNOWN.get((raw, source))
+    if known is not None and known[0] is realms:
+        return known[1]
     key = canonical_principal(raw, realms)
-    if key is None:
-        return None
-    return Identity(key=key, raw=raw, domain=principal_domain(key), source=source)
+    identity = (
+        None
+        if key is None
+        else Identity(key=key, raw=raw, domain=principal_domain(key), source=source)
+    )
+    if len(_KNOWN) >= KNOWN_IDENTITIES:
+        _KNOWN.clear()
+    _KNOWN[(raw, source)] = (realms, identity)
+    return identity
+
+
+KNOWN_IDENTITIES = 4096
+_KNOWN: dict[tuple[str, str], tuple[Realms, Identity | None]] = {}

@@ -143,3 +143,21 @@ def test_any_header_values_give_an_authorization_or_a_request_error(values: list
         return
     assert len(values) <= 1
     assert auth.header == (values[0] if values else None)
+
+
+def test_identities_are_remembered_per_realms_and_bounded() -> None:
+    """``identity_of`` answers from memory only for the realms it was asked
+    under: the same name under other realms is another principal."""
+    from sentry.eas import identity as ident
+
+    corp = Realms((Realm("corp.example", frozenset(), frozenset({"CORP"})),), "corp.example")
+    bare = ident.identity_of("CORP\\JDoe", "query")
+    assert bare is not None and bare.key == "corp\\jdoe"
+    under_corp = ident.identity_of("CORP\\JDoe", "query", corp)
+    assert under_corp is not None and under_corp.key == "jdoe@corp.example"
+    assert ident.identity_of("CORP\\JDoe", "query") == bare  # not the corp answer
+    authorized = ident.identity_of("CORP\\JDoe", "authorization", corp)
+    assert authorized is not None and authorized.source == "authorization"
+    for i in range(ident.KNOWN_IDENTITIES + 10):
+        ident.identity_of(f"user{i}", "query", corp)
+        assert len(ident._KNOWN) <= ident.KNOWN_IDENTITIES
