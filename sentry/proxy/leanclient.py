@@ -152,9 +152,7 @@ class LeanClient:
         idle = self._idle.get(origin)
         while idle:
             conn, _ = idle.popitem()  # the most recently parked
-            if conn.idle_handle is not None:
-                conn.idle_handle.cancel()
-                conn.idle_handle = None
+            conn.busy()
             if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
                 return conn
         return None
@@ -216,10 +214,8 @@ class LeanClient:
     def park(self, conn: Conn) -> None:
         """Keep a connection whose answer is complete for the next request."""
         conn.parser = None
-        conn.stop_timer()
         conn.resume()
-        loop = asyncio.get_running_loop()
-        conn.idle_handle = loop.call_at(loop.time() + KEEPALIVE_SECONDS, conn.abort)
+        conn.idle_for(KEEPALIVE_SECONDS)
         self._idle.setdefault(conn.origin, {})[conn] = None
 
     def retire(self, conn: Conn) -> None:
@@ -251,9 +247,7 @@ class LeanClient:
     def forget(self, conn: Conn) -> None:
         """A connection closed: no longer open, not idle."""
         self._open.discard(conn)
-        if conn.idle_handle is not None:
-            conn.idle_handle.cancel()
-            conn.idle_handle = None
+        conn.stop_timer()
         idle = self._idle.get(conn.origin)
         if idle is not None:
             idle.pop(conn, None)

@@ -3,7 +3,10 @@
 Approach. ``Conn`` is the asyncio protocol of one backend connection: it
 feeds what arrives to its ``AnswerParser`` (``h1answer.py``), wakes the one
 coroutine waiting on it, runs the read timer (restarted by every byte
-received, as aiohttp's ``sock_read``) and pauses reading while more than
+received, as aiohttp's ``sock_read``) and, while it is idle, the keep-alive
+(one timer for both, kept when it is due before the new deadline and
+re-armed when it fires, so a reused connection schedules none per
+request), and pauses reading while more than
 ``BUFFER_LIMIT`` body bytes wait to be relayed. ``LeanResponse`` is what the
 relay sees: status, reason, headers, ``content_length`` and the body read
 whole or in chunks; ``release`` gives a cleanly ended connection back to its
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["BUFFER_LIMIT", "Conn", "LeanResponse", "Origin", "raise_for"]
 
 BUFFER_LIMIT = 256 * 1024
+_NONE, _READ, _IDLE = 0, 1, 2  # which of a connection's timeouts runs
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
@@ -38,11 +42,13 @@ class Conn(asyncio.Protocol):
     """One connection to a backend; one answer at a time."""
 
     __slots__ = (
+        "_idle_until",
         "_last",
+        "_loop",
         "_timer",
+        "_timing",
         "client",
         "error",
-        "idle_handle",
         "lost",
         "origin",
         "parser",
@@ -66,9 +72,15 @@ class Conn(asyncio.Protocol):
         self.whole = False  # the reader takes the whole body: no flow control
         self.received = False  # a byte of the current answer came in
         self.read_timeout = 0.0
+        self._loop = asyncio.get_running_loop()
+        # One timer for the read timeout (while an answer is awaited) and the
+        # keep-alive (while idle): ``_timing`` says which runs, and a timer
+        # due before the deadline is kept and re-armed when it fires, so a
+        # kept-alive connection arms no timer per request.
+        self._timing = _NONE
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0
-        self.idle_handle: asyncio.TimerHandle | None = None
+        self._idle_until = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -135,25 +147,53 @@ class Conn(asyncio.Protocol):
 
     def arm(self, read_timeout: float) -> None:
         """Start the read timer (restarted by every byte received)."""
-        self.stop_timer()
         self.read_timeout = read_timeout
         self._last = time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + read_timeout, self._check_timer)
+        self._timing = _READ
+        self._due_in(read_timeout)
+
+    def idle_for(self, seconds: float) -> None:
+        """Idle from now: closed ``seconds`` later unless taken (``busy``) before."""
+        self._idle_until = self._loop.time() + seconds
+        self._timing = _IDLE
+        self._due_in(seconds)
+
+    def busy(self) -> None:
+        """Taken for a request: neither timeout runs until ``arm``."""
+        self._timing = _NONE
+
+    def _due_in(self, seconds: float) -> None:
+        loop = self._loop
+        due = loop.time() + seconds
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= due:
+                return  # fires first and looks again
+            timer.cancel()
+        self._timer = loop.call_at(due, self._check_timer)
 
     def _check_timer(self) -> None:
-        left = self._last + self.read_timeout - time.monotonic()
-        if left > 0.001:  # bytes arrived meanwhile: wait the rest
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + left, self._check_timer)
-            return
         self._timer = None
-        if self.parser is not None and not self.parser.done and self.error is None:
+        timing = self._timing
+        if timing == _READ:
+            left = self._last + self.read_timeout - time.monotonic()
+        elif timing == _IDLE:
+            left = self._idle_until - self._loop.time()
+        else:
+            return
+        if left > 0.001:  # not yet (bytes arrived, or the timer was kept from before)
+            self._timer = self._loop.call_at(self._loop.time() + left, self._check_timer)
+            return
+        self._timing = _NONE
+        if timing == _IDLE:
+            self.abort()
+        elif self.parser is not None and not self.parser.done and self.error is None:
             self.error = TimeoutError("no data from the backend within the read timeout")
             self.abort()
             self._wake()
 
     def stop_timer(self) -> None:
+        self._timing = _NONE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -163,7 +203,7 @@ class Conn(asyncio.Protocol):
         or it failed. A plain future, not a coroutine: a held Ping awaits it
         without one more frame. A cancelled or finished one left behind is
         ignored by ``_wake`` and replaced by the next call."""
-        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        waiter = self.waiter = self._loop.create_future()
         return waiter
 
 

@@ -11,6 +11,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import uvloop
@@ -23,6 +24,7 @@ from sentry.proxy import leanclient
 from sentry.proxy.errors import ConnectFailed, UpstreamBroken, UpstreamConnectError, UpstreamTimeout
 from sentry.proxy.health import classify
 from sentry.proxy.leanclient import LeanClient, LeanResponse
+from sentry.proxy.leanconn import Conn
 from sentry.testing.faulty import refusing_port
 
 # request number -> answer bytes (None: say nothing; b"": close the connection unanswered)
@@ -399,3 +401,64 @@ def test_an_eas_request_target_takes_the_fast_path() -> None:
     escaped = "/Microsoft-Server-ActiveSync?Cmd=Sync&User=CORP%5cjdoe"
     assert not leanclient._PLAIN_TARGET.fullmatch(escaped)
     assert leanclient.request_target(URL("http://h"), escaped)[2].endswith("CORP%5Cjdoe")
+
+
+async def test_a_kept_alive_connection_arms_no_timer_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One timer serves the read timeout and the keep-alive: requests on a
+    reused connection schedule none once the first is in place."""
+    client = LeanClient(verify=True)
+    loop = asyncio.get_running_loop()
+    scheduled: list[float] = []
+    real_call_at = loop.call_at
+
+    def counting(when: float, callback: Callable[..., object], *args: object) -> Any:
+        if isinstance(getattr(callback, "__self__", None), Conn):
+            scheduled.append(when)
+        return real_call_at(when, callback, *args)
+
+    monkeypatch.setattr(loop, "call_at", counting)
+    async with scripted(lambda n: ok(b"pong%d" % n)) as srv:
+        for n in range(1, 21):
+            resp = await ask(client, srv.url, read_timeout=60.0)
+            assert await resp.read() == b"pong%d" % n
+            resp.release()
+        assert srv.connections == 1
+    assert len(scheduled) <= 2, scheduled  # the first read timer, at most one for idling
+    client.close()
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kept timer, due at the read deadline, is brought forward to the
+    keep-alive when the connection is parked; a reused one is closed too."""
+    monkeypatch.setattr(leanclient, "KEEPALIVE_SECONDS", 0.3)
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: ok()) as srv:
+        for _ in range(2):
+            resp = await ask(client, srv.url, read_timeout=60.0)
+            await resp.read()
+            resp.release()
+        assert client.idle == 1
+        await asyncio.wait_for(srv.closed.wait(), 10)
+        await asyncio.sleep(0.05)
+        assert client.idle == 0 and srv.connections == 1
+    client.close()
+
+
+async def test_a_reused_connection_still_times_out() -> None:
+    """The timer kept from idling (due later than the read deadline) is
+    brought forward: no answer on a reused connection is a read timeout."""
+    client = LeanClient(verify=True)
+    async with scripted(lambda n: ok() if n == 1 else None) as srv:
+        resp = await ask(client, srv.url, read_timeout=60.0)
+        await resp.read()
+        resp.release()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamTimeout):
+            await ask(client, srv.url, read_timeout=0.3)
+        assert asyncio.get_running_loop().time() - started < 5
+        assert srv.connections == 1
+    client.close()
