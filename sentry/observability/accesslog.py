@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 import sys
 import threading
 from collections.abc import Callable, MutableMapping
@@ -66,7 +67,7 @@ class FastJson:
         processors = structlog.get_config()["processors"]
         if processors is not self.processors or len(processors) != len(self._chain):
             return False
-        return all(a is b for a, b in zip(processors, self._chain, strict=True))
+        return all(map(operator.is_, processors, self._chain))  # in C: no frame per item
 
 
 _installed: FastJson | None = None
