@@ -291,10 +291,18 @@ def _parse_plain(query: str, options: bool) -> _Query:
     return q
 
 
+def _pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``; a query without escapes
+    (no ``%``, no ``+``: every EAS client's plain query) split here at once."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    return [(name, value) for name, _, value in (f.partition("=") for f in query.split("&") if f)]
+
+
 def _plain_fields(query: str) -> dict[str, str]:
     """Name -> value; known names in canonical spelling, single-valued ones once."""
     fields: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
+    for name, value in _pairs(query):
         canonical = _PLAIN_NAMES.get(name.lower(), name)
         if canonical in _SINGLE_VALUED and canonical in fields:
             raise QueryError(f"query parameter {canonical} appears more than once")

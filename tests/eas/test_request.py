@@ -645,3 +645,13 @@ def test_a_header_the_decision_reads_may_not_repeat(name: str) -> None:
         parse_request("POST", query, headers)
     once = CIMultiDict([*basic("alice:pw").items(), (name, value)])
     assert parse_request("POST", query, once).device_id == "DEV1"
+
+
+@given(st.text(st.sampled_from("aZ09=&;%+ .-_\\@#?/") | st.characters(), max_size=60))
+def test_query_pairs_are_parse_qsl_s(query: str) -> None:
+    """The plain query's fast split gives what ``parse_qsl`` gives."""
+    from urllib.parse import parse_qsl
+
+    from sentry.eas import request
+
+    assert request._pairs(query) == parse_qsl(query, keep_blank_values=True)
