@@ -195,6 +195,7 @@ def cmd_instructions(args: argparse.Namespace) -> str:
         targets=tuple(t for t in args.targets.split(",") if t),
         base_root=args.base_root.resolve() if args.base_root else None,
         counters=tuple(c for c in args.counters.split(",") if c),
+        handshakes=args.handshakes,
     )
     r = run_instructions(opts, args.out / "work" / "instructions")
     md = _section("instructions per request", instructions_markdown(r), instructions_targets(r))
@@ -434,6 +435,8 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("--base-root", type=Path, help="the checkout of the *-base targets")
     ins.add_argument("--counters", default="instructions,syscalls",
                      help="instructions (callgrind), syscalls (strace)")  # fmt: skip
+    ins.add_argument("--handshakes", type=int, default=0,
+                     help="TLS targets: also count this many handshakes alone")  # fmt: skip
     ins.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     ins.set_defaults(func=cmd_instructions)
     h = sub.add_parser("held-pings", help="RSS and CPU per held Ping through the gateway")

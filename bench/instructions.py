@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.eas_mix import make_sessions, users_of
-from bench.proc import BenchError, Proc
+from bench.proc import BenchError, Proc, start
 from bench.servers import ServerProc, Wrap, start_backend, start_bare, start_gateway
 from bench.throughput import ThroughputOptions, _generators
 
@@ -79,6 +79,7 @@ class InstructionsOptions:
     heartbeat: int = 5
     base_root: Path | None = None  # the checkout of the *-base targets
     counters: tuple[str, ...] = COUNTERS
+    handshakes: int = 0  # TLS targets under callgrind: also a window of this many handshakes
 
 
 def available() -> str | None:
@@ -104,8 +105,8 @@ def _control(pid: int, *args: str) -> None:
         raise BenchError(f"callgrind_control {' '.join(args)}: {done.stdout}{done.stderr}")
 
 
-def _last_dump_total(workdir: Path, pid: int) -> int:
-    """The ``totals:`` of the newest numbered dump of ``pid``."""
+def _last_dump(workdir: Path, pid: int) -> Path:
+    """The newest numbered callgrind dump of ``pid``."""
     dumps = []
     for path in workdir.glob(f"callgrind.out.{pid}.*"):
         suffix = path.name.rsplit(".", 1)[1]
@@ -113,10 +114,16 @@ def _last_dump_total(workdir: Path, pid: int) -> int:
             dumps.append((int(suffix), path))
     if not dumps:
         raise BenchError(f"no callgrind dump of {pid} in {workdir}")
-    for line in max(dumps)[1].read_text().splitlines():
+    return max(dumps)[1]
+
+
+def _last_dump_total(workdir: Path, pid: int) -> int:
+    """The ``totals:`` of the newest numbered dump of ``pid``."""
+    dump = _last_dump(workdir, pid)
+    for line in dump.read_text().splitlines():
         if line.startswith("totals:"):
             return int(line.split()[1])
-    raise BenchError(f"no totals in {max(dumps)[1]}")
+    raise BenchError(f"no totals in {dump}")
 
 
 def _start(
@@ -166,11 +173,67 @@ def _run_target(
                 f"{r[f'{counter}_per_request']:>12,.1f} {counter} each  errors {r['errors']}",
                 flush=True,
             )
+        if tls and counter == "instructions" and opts.handshakes > 0:
+            for g in gens:  # the mix's connections closed: the window sees handshakes only
+                g.stop()
+            rows.append(_handshake_window(name, opts.handshakes, target, workdir))
+            r = rows[-1]
+            print(
+                f"  {name:<16} {r['handshakes']:>6} handshakes  "
+                f"{r['instructions_per_handshake']:>12,.0f} instructions each, "
+                f"{r['in_openssl_handshake']:.0%} of them in SSL_do_handshake",
+                flush=True,
+            )
     finally:
         for g in gens:
             g.stop()
         target.proc.stop(timeout=60)
     return rows
+
+
+def _handshake_window(name: str, count: int, target: ServerProc, workdir: Path) -> dict[str, Any]:
+    """``count`` TLS connections opened and closed without a request (the
+    load generator's ``handshakes`` job, 20 at a time), counted by callgrind:
+    the instructions per handshake, and the share of them inside OpenSSL's
+    ``SSL_do_handshake`` (the rest: accepting, the TLS layer around it, closing)."""
+    job = {"mode": "handshakes", "host": target.host, "port": target.port, "count": count,
+           "concurrency": 20}  # fmt: skip
+    proc = start("handshakes", [sys.executable, "-m", "bench.loadgen"], workdir, pipes=True)
+    try:
+        proc.send({"job": job})
+        proc.receive(WINDOW_TIMEOUT)  # ready
+        _control(target.proc.pid, "--instr=on")
+        _control(target.proc.pid, "--zero")
+        proc.send({"cmd": "go"})
+        result = proc.receive(WINDOW_TIMEOUT)
+        _control(target.proc.pid, "--dump")
+        _control(target.proc.pid, "--instr=off")
+    finally:
+        proc.stop()
+    done = count - sum(result.get("errors", {}).values())
+    total = _last_dump_total(workdir, target.proc.pid)
+    inside = _inclusive(_last_dump(workdir, target.proc.pid), "SSL_do_handshake")
+    return {
+        "target": name,
+        "level": "handshakes",
+        "handshakes": done,
+        "requests": 0,
+        "instructions_per_handshake": total / max(1, done),
+        "in_openssl_handshake": inside / total if total else math.nan,
+        "errors": count - done,
+    }
+
+
+def _inclusive(dump: Path, function: str) -> int:
+    """The instructions of ``function`` and what it called, from ``callgrind_annotate``."""
+    done = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", str(dump)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    for line in done.stdout.splitlines():
+        if line.rstrip().endswith("]") and f":{function} [" in line:
+            return int(line.split()[0].replace(",", ""))
+    return 0
 
 
 def _callgrind_window(
@@ -311,6 +374,7 @@ def run_instructions(opts: InstructionsOptions, work: Path) -> dict[str, Any]:
             "requests": opts.requests,
             "targets": list(opts.targets),
             "counters": list(opts.counters),
+            "handshakes": opts.handshakes,
             "base_root": str(opts.base_root) if opts.base_root else None,
             "python": sys.version.split()[0],
         },
@@ -321,8 +385,9 @@ def run_instructions(opts: InstructionsOptions, work: Path) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     """The table of instructions per request, and the ratios."""
-    at = {(r["target"], r["level"]): {} for r in report["rows"]}
-    for r in report["rows"]:
+    rows = [r for r in report["rows"] if r["level"] != "handshakes"]
+    at: dict[tuple[str, int], dict[str, Any]] = {(r["target"], r["level"]): {} for r in rows}
+    for r in rows:
         at[(r["target"], r["level"])].update(r)
     lines = [
         "| target | connections | instructions per request | syscalls per request "
@@ -337,6 +402,16 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {target} | {level} | {r.get('instructions_per_request', math.nan):,.0f} | "
             f"{r.get('syscalls_per_request', math.nan):.2f} | {top} | {r['errors']} |"
         )
+    shakes = [r for r in report["rows"] if r["level"] == "handshakes"]
+    if shakes:
+        lines += [
+            "",
+            "| target | TLS handshakes | instructions per handshake "
+            "| of them in OpenSSL's SSL_do_handshake |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [f"| {r['target']} | {r['handshakes']:,} | {r['instructions_per_handshake']:,.0f} "
+                  f"| {r['in_openssl_handshake']:.0%} |" for r in shakes]  # fmt: skip
     if report["ratios"]:
         lines += ["", "| ratio per request | value |", "| --- | --- |"]
         lines += [f"| {k} | {v:.3f}x |" for k, v in report["ratios"].items()]

@@ -28,10 +28,10 @@ def _require() -> None:
             missing(tool, reason, "SENTRY_REQUIRE_VALGRIND")
 
 
-def test_both_counters_count_the_requests_of_a_real_forwarder(tmp_path: Path) -> None:
+def test_both_counters_count_the_requests_of_a_real_tls_forwarder(tmp_path: Path) -> None:
     _require()
     argv = ["instructions", "--devices", "8", "--levels", "2", "--requests", "40"]
-    argv += ["--targets", "bare"]
+    argv += ["--targets", "bare-tls", "--handshakes", "10"]
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--out", str(tmp_path), *argv],
         cwd=ROOT,
@@ -41,13 +41,18 @@ def test_both_counters_count_the_requests_of_a_real_forwarder(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "instructions.json").read_text())
-    rows = {(r["target"], "instructions" if "instructions" in r else "syscalls"): r
+    rows = {(r["level"], "instructions" if "instructions" in r else "syscalls"): r
             for r in report["rows"]}  # fmt: skip
-    counted = rows[("bare", "instructions")]
+    counted = rows[(2, "instructions")]
     assert counted["errors"] == 0 and counted["requests"] >= 40
     # an aiohttp forwarder's request is some 10^5..10^7 instructions, never 0
     assert 1e5 < counted["instructions_per_request"] < 1e7
-    traced = rows[("bare", "syscalls")]
+    # a TLS handshake is millions of instructions, most of them inside OpenSSL
+    shakes = next(r for r in report["rows"] if r["level"] == "handshakes")
+    assert shakes["handshakes"] == 10 and shakes["errors"] == 0
+    assert 1e5 < shakes["instructions_per_handshake"] < 1e8
+    assert 0.2 < shakes["in_openssl_handshake"] < 1.0
+    traced = rows[(2, "syscalls")]
     assert traced["errors"] == 0 and traced["requests"] >= 40
     # every forwarded request reads from the device and sends to the backend
     by_name = traced["syscalls_by_name_per_request"]
