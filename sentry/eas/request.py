@@ -34,6 +34,7 @@ from types import MappingProxyType
 from urllib.parse import parse_qsl
 
 from sentry.model import NO_REALMS, THROWAWAY_DEVICE_IDS, Realms
+from sentry.slots import fast_constructor
 
 from ._b64query import OPTION_BITS, PARAM_BY_TAG, decode_base64_query
 from .errors import (
@@ -234,8 +235,13 @@ def _single_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return hdrs
 
 
+# Every request builds one: its fields are checked as they are parsed, so the
+# slots are filled directly (``sentry.slots``), not through the frozen ``__init__``.
+_new_request = fast_constructor(EasRequest, keywords=True)
+
+
 def _build(verb: str, q: _Query, user: Identity | None, hdrs: Mapping[str, str]) -> EasRequest:
-    return EasRequest(
+    return _new_request(
         method=verb,
         command=q.command,
         user=user,

@@ -197,8 +197,9 @@ async def _serve(
     checked = await ctx.authn.check(request, eas, ctx.state.snapshot)  # one identity
     if isinstance(checked, web.StreamResponse):
         return checked
-    eas = checked
-    _describe(eas)
+    if checked is not eas:  # another identity than the parser's: the log says which
+        eas = checked
+        _describe(eas)
     if eas.command is None:
         return _options(ctx, request, eas)
     declared = request.content_length
