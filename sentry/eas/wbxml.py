@@ -113,8 +113,13 @@ class Element:
 
     def find(self, tag: str, namespace: str | None = None) -> Element | None:
         """The first child with this tag (and namespace, when given)."""
-        for child in self.iter_children(tag, namespace):
-            return child
+        for c in self.content:  # iter_children's test, without a generator per call
+            if (
+                isinstance(c, Element)
+                and c.tag == tag
+                and (namespace is None or c.namespace == namespace)
+            ):
+                return c
         return None
 
     def iter_children(self, tag: str, namespace: str | None = None) -> Iterator[Element]:

@@ -196,6 +196,8 @@ def redact_fields(
         if _secret_key(key):
             event_dict[key] = REDACTED
         elif kind is str:  # the common case first, without the calls redact_text adds
+            if value in _CLEAN:  # _redact_short's memory, asked here without the call
+                continue
             clean = _redact_short(value) if len(value) <= _SHORT else _redact(value)
             if clean is not value:
                 event_dict[key] = clean
