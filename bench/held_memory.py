@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench.eas_mix import Session
 from bench.held import _sample_until_held, _Setup, _start, _stop
+from bench.profile import short_path
 
 HERE = Path(__file__).resolve().parent
 
@@ -82,15 +83,7 @@ def top_lines(held: int, n: int) -> list[tuple[str, float, float]]:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / "sentry-held-memory" / "tracemalloc.json.lines"
     lines: dict[str, list[int]] = json.loads(path.read_text())
     ranked = sorted(lines.items(), key=lambda kv: -kv[1][0])[:n]
-    return [(_short(where), size / held, count / held) for where, (size, count) in ranked]
-
-
-def _short(where: str) -> str:
-    for marker in ("/site-packages/", "/sentry/", "/python3.11/"):
-        if marker in where:
-            head = "sentry/" if marker == "/sentry/" else ""
-            return head + where.split(marker, 1)[1]
-    return where
+    return [(short_path(where), size / held, count / held) for where, (size, count) in ranked]
 
 
 def _hold_all(setup: _Setup, pings: int) -> int:

@@ -38,6 +38,7 @@ from typing import Any
 
 from bench.eas_mix import make_sessions, users_of
 from bench.proc import BenchError
+from bench.profile import short_path
 from bench.servers import Wrap, start_backend, start_gateway
 from bench.throughput import ThroughputOptions, _generators
 
@@ -89,26 +90,18 @@ def count(requests: int, level: int, work: Path) -> tuple[dict[str, int], int]:
     return counts, int(result["requests"])
 
 
-def _short(where: str) -> str:
-    for marker in ("/site-packages/", "/sentry/", "/python3.11/"):
-        if marker in where:
-            head = "sentry/" if marker == "/sentry/" else ""
-            return head + where.split(marker, 1)[1]
-    return where
-
-
 def report(counts: dict[str, int], requests: int, top: int = 40) -> dict[str, Any]:
     """Totals per request, by file and by function."""
     total = sum(counts.values())
     by_file: Counter[str] = Counter()
     for where, n in counts.items():
-        by_file[_short(where.rsplit(":", 2)[0])] += n
+        by_file[short_path(where.rsplit(":", 2)[0])] += n
     per = max(1, requests)
     return {
         "requests": requests,
         "bytecodes_per_request": total / per,
         "by_file": [(f, n / per) for f, n in by_file.most_common(top)],
-        "by_function": [(_short(w), n / per) for w, n in Counter(counts).most_common(top)],
+        "by_function": [(short_path(w), n / per) for w, n in Counter(counts).most_common(top)],
     }
 
 

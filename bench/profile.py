@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["profiled", "summarize"]
+__all__ = ["profiled", "short_path", "summarize"]
 
 ENV = "SENTRY_BENCH_PROFILE"
 _IDLE = ("select (selectors.py", "_worker (concurrent/futures/thread.py:81)", "wait (threading.py")
@@ -79,3 +79,13 @@ def summarize(path: Path, top: int = 40) -> str:
 
 if __name__ == "__main__":
     print(summarize(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 40))
+
+
+def short_path(where: str) -> str:
+    """A source path (or ``path:line...``) as the reports show it: from the
+    package on (``sentry/...``, a site-package, the standard library)."""
+    for marker in ("/site-packages/", "/sentry/", "/python3.11/"):
+        if marker in where:
+            head = "sentry/" if marker == "/sentry/" else ""
+            return head + where.split(marker, 1)[1]
+    return where
