@@ -1,4 +1,5 @@
-"""Instructions per request: the servers under test counted by callgrind.
+"""Instructions and system calls per request: the servers under test counted
+by callgrind and strace.
 
 Why. Requests per core-second is what an operator buys, but on a shared
 two-core machine it moves by a third from one minute to the next, and it
@@ -24,15 +25,23 @@ slower, so it is the bottleneck at every level: each turn of its event loop
 finds several requests ready, as a saturated server does (at 4 connections
 a real run is latency-bound instead, with fewer requests per turn).
 
-What it does not count. Callgrind counts user-space instructions of every
-thread of the process; the kernel's work (the syscalls: send, recv, epoll,
-the log file's writes) is not in it, nor are cache misses or branch
-mispredictions. A change that saves syscalls shows in ``throughput``, not
-here. The ratio ``gateway / bare`` of instructions per request is the
-inverse of the requests-per-core ratio only as far as both spend their time
-alike; it is a guide, not the target's measure.
+A second pass (counter ``syscalls``) starts each server plainly and attaches
+``strace -f -c`` to all its threads for the same kind of window: the system
+calls per request, in all and by name (strace slows the server down, so only
+the counts are kept). With ``handshakes``, a TLS target under callgrind also
+gets a window of that many connections opened and closed without a request
+(the loader's ``handshakes`` job): instructions per handshake, and the share
+inside OpenSSL's ``SSL_do_handshake`` (from ``callgrind_annotate``).
 
-Needs valgrind (Debian's package; ``callgrind_control`` is in it).
+What it does not count. Callgrind counts user-space instructions of every
+thread of the process; the kernel's work in the system calls is not in it
+(the strace pass counts the calls, not their cost), nor are cache misses or
+branch mispredictions. The ratio ``gateway / bare`` of instructions per
+request is the inverse of the requests-per-core ratio only as far as both
+spend their time alike; it is a guide, not the target's measure.
+
+Needs valgrind (Debian's package; ``callgrind_control`` is in it) for the
+instructions, strace for the system calls.
 """
 
 from __future__ import annotations
@@ -82,12 +91,14 @@ class InstructionsOptions:
     handshakes: int = 0  # TLS targets under callgrind: also a window of this many handshakes
 
 
-def available() -> str | None:
-    """Why this bench cannot run here, or None."""
-    for tool, package in (("valgrind", "valgrind"), ("callgrind_control", "valgrind"),
-                          ("strace", "strace")):  # fmt: skip
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (Debian's {package} package)"
+def available(counters: tuple[str, ...] = COUNTERS) -> str | None:
+    """Why this bench cannot count ``counters`` here, or None."""
+    tools = {"instructions": ("valgrind", "callgrind_control"), "syscalls": ("strace",)}
+    for counter in counters:
+        for tool in tools.get(counter, ()):
+            if shutil.which(tool) is None:
+                package = "strace" if tool == "strace" else "valgrind"
+                return f"{tool} is not installed (Debian's {package} package)"
     return None
 
 
@@ -339,7 +350,7 @@ def _ratios(rows: list[dict[str, Any]], levels: tuple[int, ...]) -> dict[str, fl
 
 def run_instructions(opts: InstructionsOptions, work: Path) -> dict[str, Any]:
     """Every target at every level under callgrind; the JSON-ready report."""
-    why = available()
+    why = available(opts.counters)
     if why is not None:
         raise BenchError(why)
     for name in opts.targets:
