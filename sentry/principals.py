@@ -44,10 +44,6 @@ __all__ = [
 
 MAX_PRINCIPAL_LENGTH = 320
 """Longest raw name accepted (an SMTP address is at most 254 characters)."""
-KNOWN_NAMES = 4096
-"""Names whose canonical principal each ``Realms`` remembers (one request asks
-for its name's several times: the query User, the credentials, the check of
-one against the other)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +68,6 @@ class Realms:
     default: str | None = None
     _suffix: Mapping[str, str] = field(init=False, repr=False, compare=False)
     _netbios: Mapping[str, str] = field(init=False, repr=False, compare=False)
-    # canonical_principal's answers under these realms (it is a pure function of
-    # the name and the realms); emptied when full, so a client sending ever new
-    # names costs what it cost without it
-    _known: dict[str, str | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         suffix: dict[str, str] = {}
@@ -89,7 +81,6 @@ class Realms:
             raise ValueError(f"default realm {self.default!r} is not a configured realm")
         object.__setattr__(self, "_suffix", suffix)
         object.__setattr__(self, "_netbios", netbios)
-        object.__setattr__(self, "_known", {})
 
     def by_suffix(self, suffix: str) -> str | None:
         """The realm of a UPN/SMTP suffix (case-folded), or None when unknown."""
@@ -131,17 +122,6 @@ def canonical_principal(raw: str, realms: Realms = NO_REALMS) -> str | None:
     ``@``; surrounding blanks are ignored and an empty domain counts as none.
     None when no principal is named.
     """
-    known = realms._known
-    if raw in known:
-        return known[raw]
-    key = _canonical(raw, realms)
-    if len(known) >= KNOWN_NAMES:
-        known.clear()
-    known[raw] = key
-    return key
-
-
-def _canonical(raw: str, realms: Realms) -> str | None:
     text = raw.strip()
     if not text or len(text) > MAX_PRINCIPAL_LENGTH or not text.isprintable():
         return None

@@ -166,20 +166,14 @@ _CORP = Realms(
 )
 
 
-@given(st.text(max_size=40))
-def test_a_remembered_answer_is_the_rule_s_answer(raw: str) -> None:
-    """Asked twice (the second answer comes from the realms' memory), a name
-    gets what the rule itself says, under realms and without."""
+@given(st.text(max_size=40), st.sampled_from(("query", "authorization")))
+def test_a_remembered_identity_is_the_rule_s_answer(raw: str, source: str) -> None:
+    """Asked twice (the second answer comes from ``identity_of``'s memory), a
+    name gets what the one rule says, under realms and without."""
+    from sentry.eas.identity import identity_of
+
     for realms in (NO_REALMS, _CORP):
-        first = canonical_principal(raw, realms)
-        assert canonical_principal(raw, realms) == first == principals._canonical(raw, realms)
-
-
-def test_the_memory_of_names_is_bounded() -> None:
-    """A client sending ever new names empties the memory, never grows it."""
-    realms = Realms((Realm("corp.example"),), "corp.example")
-    for i in range(principals.KNOWN_NAMES * 2 + 7):
-        assert canonical_principal(f"user{i}", realms) == f"user{i}@corp.example"
-        assert len(realms._known) <= principals.KNOWN_NAMES
-    # realms that compare equal answer alike, each from its own memory
-    assert Realms((Realm("corp.example"),), "corp.example") == realms
+        first = identity_of(raw, source, realms)
+        key = canonical_principal(raw, realms)
+        assert identity_of(raw, source, realms) == first
+        assert (first.key if first is not None else None) == key
