@@ -165,13 +165,10 @@ def test_throughput_rounds_measure_a_base_checkout_beside_this_one(tmp_path: Pat
     assert "req per core-second" in proc.stdout and "the base checkout's gateway" in proc.stdout
 
 
-def test_the_bulk_commit_micro_benchmark_runs() -> None:
-    """``bench/bench_store.py commit``: a bulk Block of 1,000 rows through
-    ``AccessState.commit`` on SQLite, each phase reported (it asserts that
-    every round committed the 3,001 changes of the block itself)."""
-    script = ROOT / "bench" / "bench_store.py"
+def _bench_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``bench/<name> args...`` run from the project's root; it must succeed."""
     done = subprocess.run(
-        [sys.executable, str(script), "commit", "--rounds", "2"],
+        [sys.executable, str(ROOT / "bench" / name), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -179,6 +176,14 @@ def test_the_bulk_commit_micro_benchmark_runs() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_the_bulk_commit_micro_benchmark_runs() -> None:
+    """``bench/bench_store.py commit``: a bulk Block of 1,000 rows through
+    ``AccessState.commit`` on SQLite, each phase reported (it asserts that
+    every round committed the 3,001 changes of the block itself)."""
+    done = _bench_script("bench_store.py", "commit", "--rounds", "2")
     assert "(3,001 changes), SQLite, 2 rounds" in done.stdout
     for phase in ("plan", "write", "absorb", "total"):
         assert f"| {phase} | " in done.stdout
@@ -191,15 +196,7 @@ def test_the_heap_trim_micro_benchmark_runs() -> None:
 
     if malloc_trim is None:
         pytest.skip("malloc_trim is glibc's (Linux)")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_heaptrim.py"), "16"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _bench_script("bench_heaptrim.py", "16")
     rows = [line for line in done.stdout.splitlines() if line.startswith("| malloc_trim")]
     assert len(rows) == 2
     assert all(int(row.split("|")[5].split()[0]) >= 8 for row in rows)  # MB given back
