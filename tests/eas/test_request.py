@@ -655,3 +655,11 @@ def test_query_pairs_are_parse_qsl_s(query: str) -> None:
     from sentry.eas import request
 
     assert request._pairs(query) == parse_qsl(query, keep_blank_values=True)
+
+
+@pytest.mark.parametrize("name", ["%55ser", "%75ser", "Us%65r", "DeviceI%64", "%43md"])
+def test_an_escaped_parameter_name_is_the_same_parameter(name: str) -> None:
+    """A repeat spelled with an escape (``%55ser`` is ``User``) takes the
+    escaped path and is still the repeat it is: 400, never a second value."""
+    with pytest.raises(QueryError, match="appears more than once"):
+        parse_request("POST", PLAIN + f"&{name}=mallory", basic("jdoe:pw"))

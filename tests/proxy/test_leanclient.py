@@ -463,3 +463,40 @@ async def test_a_reused_connection_still_times_out() -> None:
         assert asyncio.get_running_loop().time() - started < 5
         assert srv.connections == 1
     client.close()
+
+
+async def test_bytes_arriving_restart_the_read_timer() -> None:
+    """An answer dripping in, each byte within the read timeout but the whole
+    longer than it, is read: the timer kept across requests restarts with
+    every byte, as aiohttp's ``sock_read`` does."""
+    answer = ok(b"slow")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for n in range(2):  # the first answer at once (the connection is reused), then a drip
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+            if n == 0:
+                writer.write(answer)
+                continue
+            for i in range(0, len(answer), 8):
+                writer.write(answer[i : i + 8])
+                await writer.drain()
+                await asyncio.sleep(0.1)  # under the 0.3 s read timeout, 0.5 s in all
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    client = LeanClient(verify=True)
+    try:
+        first = await ask(client, url, read_timeout=60.0)
+        assert await first.read() == b"slow"
+        first.release()
+        started = asyncio.get_running_loop().time()
+        resp = await ask(client, url, read_timeout=0.3)
+        assert await resp.read() == b"slow"
+        assert asyncio.get_running_loop().time() - started > 0.3  # longer than one timeout
+        resp.release()
+    finally:
+        client.close()
+        server.close()
