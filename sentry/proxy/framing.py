@@ -62,6 +62,7 @@ __all__ = [
 
 BODYLESS_METHODS = frozenset({"OPTIONS"})
 _SINGLE = (b"content-length", b"transfer-encoding", b"content-encoding")
+_SINGLE_LENGTHS = frozenset(len(name) for name in _SINGLE)
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
@@ -85,37 +86,47 @@ def check_head(
     raw_headers: Sequence[tuple[bytes, bytes]],
     limits: HeaderLimitSettings,
 ) -> Framing:
-    """The framing of a parsed head, or ``FramingError`` (with its wire status)."""
-    _check_sizes(method, target, raw_headers, limits)
-    seen: dict[bytes, list[bytes]] = {}
+    """The framing of a parsed head, or ``FramingError`` (with its wire status).
+
+    One pass over the fields checks every size and picks out the framing
+    fields (a name of another length is not one of them); a size error comes
+    before any other, and a repeated framing field is named in the order the
+    fields came, as two passes would."""
+    line, line_max = len(method) + 1 + len(target) + 1 + len("HTTP/1.1"), limits.request_line_bytes
+    if line > line_max:
+        raise RequestLineTooLong(f"request line of {line} bytes (limit {line_max})")
+    if len(raw_headers) > limits.fields:
+        raise HeaderTooLarge(f"{len(raw_headers)} header fields (limit {limits.fields})")
+    field_bytes = limits.field_bytes
+    found: list[tuple[bytes, bytes]] = []  # the framing fields, in order
     for name, value in raw_headers:
-        lowered = name.lower()
-        if lowered in _SINGLE:
+        if len(name) + len(value) > field_bytes:
+            shown = name[:64].decode("latin-1")
+            size = len(name) + len(value)
+            raise HeaderTooLarge(f"header {shown} of {size} bytes (limit {field_bytes})")
+        if len(name) in _SINGLE_LENGTHS:
+            lowered = name.lower()
+            if lowered in _SINGLE:
+                found.append((lowered, value))
+    te = cl = ce = None
+    if len(found) > 1:
+        seen: dict[bytes, list[bytes]] = {}
+        for lowered, value in found:
             seen.setdefault(lowered, []).append(value)
-    for name, values in seen.items():
-        if len(values) > 1:
-            raise FramingError(f"repeated {name.decode()} header")
-    te = seen.get(b"transfer-encoding", [None])[0]
-    cl = seen.get(b"content-length", [None])[0]
-    framing = Framing(_length(cl), _chunked(te, cl, version), _coding(seen))
+        for lowered, values in seen.items():
+            if len(values) > 1:
+                raise FramingError(f"repeated {lowered.decode()} header")
+    for lowered, value in found:
+        if lowered == b"content-length":
+            cl = value
+        elif lowered == b"transfer-encoding":
+            te = value
+        else:
+            ce = value
+    framing = Framing(_length(cl), _chunked(te, cl, version), _coding(ce))
     if method in BODYLESS_METHODS and framing.has_body:
         raise FramingError(f"{method} carries no body")
     return framing
-
-
-def _check_sizes(
-    method: str, target: bytes, raw_headers: Sequence[tuple[bytes, bytes]], lim: HeaderLimitSettings
-) -> None:
-    line = len(method) + 1 + len(target) + 1 + len("HTTP/1.1")
-    if line > lim.request_line_bytes:
-        raise RequestLineTooLong(f"request line of {line} bytes (limit {lim.request_line_bytes})")
-    if len(raw_headers) > lim.fields:
-        raise HeaderTooLarge(f"{len(raw_headers)} header fields (limit {lim.fields})")
-    for name, value in raw_headers:
-        size = len(name) + len(value)
-        if size > lim.field_bytes:
-            shown = name[:64].decode("latin-1")
-            raise HeaderTooLarge(f"header {shown} of {size} bytes (limit {lim.field_bytes})")
 
 
 def _length(cl: bytes | None) -> int | None:
@@ -138,8 +149,7 @@ def _chunked(te: bytes | None, cl: bytes | None, version: tuple[int, int]) -> bo
     return True
 
 
-def _coding(seen: dict[bytes, list[bytes]]) -> str | None:
-    value = seen.get(b"content-encoding", [None])[0]
+def _coding(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1").strip().lower()
 
 

@@ -135,3 +135,62 @@ async def test_a_stream_shorter_than_declared_fails_instead_of_desynchronising()
     with pytest.raises(ConnectionResetError):
         async for _ in stream:
             pass
+
+
+def _two_passes(method, target, version, raw_headers, limits):
+    """check_head as it was written before its one pass: every size first,
+    then the framing fields gathered in a dict (the reference)."""
+    line, line_max = len(method) + 1 + len(target) + 1 + len("HTTP/1.1"), limits.request_line_bytes
+    if line > line_max:
+        raise RequestLineTooLong(f"request line of {line} bytes (limit {line_max})")
+    if len(raw_headers) > limits.fields:
+        raise HeaderTooLarge(f"{len(raw_headers)} header fields (limit {limits.fields})")
+    for name, value in raw_headers:
+        size = len(name) + len(value)
+        if size > limits.field_bytes:
+            shown = name[:64].decode("latin-1")
+            raise HeaderTooLarge(f"header {shown} of {size} bytes (limit {limits.field_bytes})")
+    seen: dict[bytes, list[bytes]] = {}
+    for name, value in raw_headers:
+        if name.lower() in (b"content-length", b"transfer-encoding", b"content-encoding"):
+            seen.setdefault(name.lower(), []).append(value)
+    for name, values in seen.items():
+        if len(values) > 1:
+            raise FramingError(f"repeated {name.decode()} header")
+    # what is left is the same code in both
+    return check_head(method, target, version, tuple(raw_headers), limits)
+
+
+_NAMES = st.sampled_from(
+    [
+        b"Content-Length",
+        b"content-length",
+        b"Transfer-Encoding",
+        b"TRANSFER-ENCODING",
+        b"Content-Encoding",
+        b"Content-Lengtx",  # a framing name's length, not its name
+        b"Content-Encodinx",
+        b"Host",
+        b"X-Long",
+    ]
+)
+_VALUES = st.sampled_from([b"", b"0", b"12", b"chunked", b"gzip", b"x" * 290, b"-1"])
+
+
+@given(
+    st.lists(st.tuples(_NAMES, _VALUES), max_size=12),
+    st.sampled_from(["POST", "OPTIONS"]),
+    st.sampled_from([H11, (1, 0)]),
+)
+def test_one_pass_answers_as_two_passes(headers, method, version) -> None:
+    """The one pass of check_head raises the error the two passes raised
+    (sizes before repeats, repeats named in the order the fields came) and
+    returns the same framing otherwise."""
+
+    def outcome(check):
+        try:
+            return check(method, b"/x", version, tuple(headers), LIMITS)
+        except FramingError as exc:
+            return type(exc), str(exc)
+
+    assert outcome(check_head) == outcome(_two_passes)

@@ -23,7 +23,7 @@ from sentry.observability.metrics import Metrics
 from sentry.proxy import h1server
 from sentry.proxy.connections import GatedSite
 from sentry.proxy.guard import ConnectionLimits
-from sentry.proxy.h1message import DISCARD_LIMIT, DeviceRequest
+from sentry.proxy.h1message import DISCARD_LIMIT, DeviceRequest, answer_head
 from sentry.proxy.h1request import Limits
 from sentry.proxy.h1server import DeviceRunner, DeviceServer
 from sentry.testing.logs import captured_log_output
@@ -347,3 +347,23 @@ async def test_bytes_pipelined_behind_a_held_request_stop_the_reading() -> None:
         assert len(connection._buf) <= h1server.PIPELINE_HIGH + 256 * 1024
         release.set()
         assert (await conn.response()).body == b"held"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-A", "a\rb"), ("X-A", "a\nb"), ("X-A", "a\r\nB: c"), ("X-\nA", "a"), ("X-\rA", "a")],
+)
+def test_answer_head_refuses_a_line_break_in_any_field(name: str, value: str) -> None:
+    response = web.Response(body=b"x")
+    response.headers[name] = value
+    with pytest.raises(ValueError, match="line break"):
+        answer_head((1, 1), response, "Content-Length: 1\r\n", True)
+
+
+def test_answer_head_of_clean_fields_has_one_crlf_per_line() -> None:
+    response = web.Response(body=b"x", reason="Fine")
+    response.headers["X-A"] = "a"
+    head = answer_head((1, 0), response, "", False)
+    assert head.startswith(b"HTTP/1.0 200 Fine\r\nX-A: a\r\n")
+    assert head.endswith(b"\r\n\r\n") and b"Date: " in head
+    assert head.count(b"\r\n") == 4  # status, X-A, Date, the blank line
