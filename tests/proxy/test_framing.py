@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from sentry.proxy import framing as framing_module
 from sentry.proxy.errors import (
     FramingError,
     HeaderTooLarge,
@@ -157,8 +158,14 @@ def _two_passes(method, target, version, raw_headers, limits):
     for name, values in seen.items():
         if len(values) > 1:
             raise FramingError(f"repeated {name.decode()} header")
-    # what is left is the same code in both
-    return check_head(method, target, version, tuple(raw_headers), limits)
+    te = seen.get(b"transfer-encoding", [None])[0]
+    cl = seen.get(b"content-length", [None])[0]
+    ce = seen.get(b"content-encoding", [None])[0]
+    coding = None if ce is None else ce.decode("latin-1").strip().lower()
+    framing = Framing(framing_module._length(cl), framing_module._chunked(te, cl, version), coding)
+    if method == "OPTIONS" and framing.has_body:
+        raise FramingError(f"{method} carries no body")
+    return framing
 
 
 _NAMES = st.sampled_from(
