@@ -470,9 +470,10 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--resume", action="store_true", help="phones offer a saved TLS session")
     st.add_argument(
         "--generator",
-        choices=("python", "wrk"),
+        choices=("python", "wrk", "phones"),
         default="python",
-        help="who reconnects in the storm: the Python generators or wrk (C; no --resume)",
+        help="who reconnects in the storm: the Python generators, wrk (C; no --resume) or "
+        "phones (C, bench/phones.c: they hold the Pings too, each resuming its own session)",
     )
     st.add_argument("--dsn", help="PostgreSQL server for the store (a database made for the run)")
     st.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.eas_mix import Session
+from bench.phones import Phones
 from bench.proc import BenchError, Proc, raise_nofile, start, tree_cpu, tree_rss
 from bench.profile import profiled
 from bench.servers import GatewayProc, ServerProc, metric, start_backend, start_gateway
@@ -101,9 +102,11 @@ def _start(
     workers: int = 1,
     dsn: str | None = None,
     resume: bool = False,
+    ramp: bool = True,
 ) -> _Setup:
     """The backend, the gateway (with SQLite; or ``workers`` processes on the
-    PostgreSQL database ``dsn``) and the load generators, primed."""
+    PostgreSQL database ``dsn``) and the load generators, primed. Without
+    ``ramp`` the generators only prime: ``bench.phones`` holds the Pings."""
     hosts = _hosts(backend_hosts)
     backend = start_backend(work / "backend", len(sessions), hosts=tuple(hosts))
     servers = [f"http://{h}:{backend.port}" for h in hosts]
@@ -124,6 +127,7 @@ def _start(
             "port": setup.gateway.port,
             "tls": tls,
             "resume": resume,  # offer a saved TLS session on new connections
+            "ramp": ramp,
             "sessions": [[s.device_id, s.user, s.device_type] for s in part],
             "heartbeat": heartbeat,
             "ramp_rate": ramp_rate / k,
@@ -150,8 +154,11 @@ def _held(gateway: GatewayProc) -> int:
     return int(metric(gateway.metrics_text(), "sentry_held_long_polls", command="Ping"))
 
 
-def _ramp(setup: _Setup, pings: int, ramp_rate: float) -> dict[str, Any]:
-    """go -> all sent -> all held (or no longer growing); the gateway's CPU and RSS."""
+def _ramp(
+    setup: _Setup, pings: int, ramp_rate: float, phones: Phones | None = None
+) -> dict[str, Any]:
+    """go -> all sent -> all held (or no longer growing); the gateway's CPU
+    and RSS. ``phones``: they open the Pings, the generators only primed."""
     primed = [g.receive(max(120.0, pings / 200)) for g in setup.gens]
     prime_errors = sum(sum(p.get("errors", {}).values()) for p in primed)
     time.sleep(1.0)  # let the priming writes settle
@@ -160,11 +167,15 @@ def _ramp(setup: _Setup, pings: int, ramp_rate: float) -> dict[str, Any]:
     t0 = time.monotonic()
     for g in setup.gens:
         g.send({"cmd": "go"})
+    if phones is not None:
+        phones.ramp()
     samples = _sample_until_held(setup.gateway, pings, pings / ramp_rate)
     t_held = time.monotonic()
     cpu1, brss1 = _node_cpu(setup), setup.backend.proc.rss()
     held, rss1 = samples[-1]
     sent = [g.receive(120) for g in setup.gens]
+    if phones is not None:
+        sent.append(phones.sent(120))
     return {
         "prime_errors": prime_errors,
         "connect_errors": sum(s["connect_errors"] for s in sent),

@@ -33,7 +33,9 @@ Three jobs:
   after 0.5-1.5 s when a connection fails or is closed unanswered, as a phone
   does; ``stormed`` at once, ``result`` (at ``stop``) counts the retries.
   A ``drop`` command drops every held connection and opens none
-  (``dropped``): the storm bench's wrk reconnects them.
+  (``dropped``): the storm bench's wrk reconnects them. With ``"ramp":
+  false`` the job primes and opens nothing (``sent`` at once): the storm
+  bench's C phones (``bench/phones.c``) hold the Pings.
 * ``handshakes`` (the TLS handshake alone): ``count`` connections opened
   (``concurrency`` at a time) and closed without a request; ``result`` with
   the seconds taken. The bench reads the gateway's CPU around it: the cost of
@@ -336,8 +338,11 @@ class Hold:
         rate = float(self.job["ramp_rate"])
         opened: list[Connection] = []
         self.opened = opened
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         t0 = time.monotonic()
+        if not self.job.get("ramp", True):  # primed only: another generator holds the Pings
+            chan.emit("sent", seconds=0.0, connect_errors=0)
+            return tasks
         for i, session in enumerate(self.sessions):
             data = held_ping(session, where, heartbeat)
             tasks.append(asyncio.ensure_future(self.one(i, data, opened)))

@@ -17,9 +17,13 @@ once, no ramp. Measured:
   gateway's CPU per connection is the handshake's share; the rest of the
   storm's per-Ping CPU is the Ping's setup.
 
-Every connection is a full handshake: the generators keep no TLS sessions
-(asyncio has no way to offer one), so what session resumption would save is
-the handshake share of this table, an upper bound.
+Who reconnects (``generator``): the Python generators themselves
+(``python``; with ``resume`` each offers one saved session on every new
+connection), wrk (``wrk``: a full handshake each, the Python generators only
+drop), or a fleet of phones in C (``phones``, ``bench/phones.c``: it holds
+the Pings itself, drops and reconnects them, and with ``resume`` every phone
+offers the last ticket its own connection received, as a phone's TLS stack
+does; the Python generators only prime).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import phones as c_phones
 from bench import wrkgen
 from bench.eas_mix import Session, held_ping
 from bench.held import _held, _node_cpu, _node_rss, _ramp, _start, _stop, nofile_warning
@@ -57,7 +62,7 @@ class StormOptions:
     workers: int = 1  # gateway.workers; more than 1 needs a PostgreSQL store (dsn)
     dsn: str | None = None  # a PostgreSQL server: the store is a database made for the run
     resume: bool = False  # the phones offer a saved TLS session when they reconnect
-    generator: str = "python"  # who reconnects: the load generators, or "wrk" (C)
+    generator: str = "python"  # who reconnects: the load generators, "wrk" or "phones" (C)
 
 
 POLL_S = 0.2
@@ -71,7 +76,7 @@ def _wait_held(
     since: float,
     gone0: float,
     timeout: float,
-    holder: wrkgen.Holder | None = None,
+    holder: wrkgen.Holder | c_phones.Phones | None = None,
 ) -> float:
     """Seconds from ``since`` until the gateway has seen every old connection
     go (its disconnect counter) and holds ``want`` Pings again."""
@@ -126,12 +131,15 @@ def _disconnects(gw: Any) -> float:
     return metric(gw.metrics_text(), "sentry_client_disconnects_total", command="Ping")
 
 
-def _others_cpu(setup: Any, holder: wrkgen.Holder | None = None) -> dict[str, float]:
-    """CPU seconds of the load generators (and wrk) and the backend, which
-    share the machine."""
+def _others_cpu(
+    setup: Any, holder: wrkgen.Holder | None = None, phones: c_phones.Phones | None = None
+) -> dict[str, float]:
+    """CPU seconds of the load generators (and wrk, or the C phones) and the
+    backend, which share the machine."""
     return {
         "generators": sum(g.cpu() for g in setup.gens),
         "wrk": holder.cpu() if holder is not None else 0.0,
+        "phones": phones.cpu() if phones is not None else 0.0,
         "backend": setup.backend.proc.cpu(),
     }
 
@@ -179,6 +187,8 @@ def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
         raise BenchError("--workers above 1 needs a PostgreSQL store: --dsn")
     if opts.generator == "wrk" and (opts.resume or wrkgen.available() is None):
         raise BenchError("--generator wrk needs wrk installed, and cannot --resume")
+    if opts.generator == "phones" and c_phones.available() is not None:
+        raise BenchError(f"--generator phones: {c_phones.available()}")
     per_process = -(-opts.pings // max(1, opts.workers))
     warning = nofile_warning(per_process)
     databases, db = database(opts.dsn) if opts.dsn else (None, None)
@@ -203,27 +213,37 @@ def _storm(
         workers=opts.workers,
         dsn=db,
         resume=opts.resume,
+        ramp=opts.generator != "phones",
     )
+    gw = setup.gateway
+    where = f"{gw.host}:{gw.port}"
+    phones: c_phones.Phones | None = None
+    holder: wrkgen.Holder | None = None
     try:
-        ramp = _ramp(setup, opts.pings, opts.ramp_rate)
+        if opts.generator == "phones":  # they hold the Pings: the generators only prime
+            requests = [held_ping(s, where, opts.heartbeat) for s in sessions]
+            phones = c_phones.Phones(
+                gw.host, gw.port, requests, work / "phones",
+                tls=opts.tls, resume=opts.resume, rate=opts.ramp_rate,
+            )  # fmt: skip
+        ramp = _ramp(setup, opts.pings, opts.ramp_rate, phones)
         held = int(ramp["held"])  # the storm must bring back as many as were held
         if held < 0.95 * opts.pings:
             raise BenchError(f"only {held} of {opts.pings} Pings held before the storm")
-        gw = setup.gateway
-        holder: wrkgen.Holder | None = None
         if opts.generator == "wrk":  # its requests written ahead
-            where = f"{gw.host}:{gw.port}"
             requests = [held_ping(s, where, opts.heartbeat) for s in sessions]
             holder = wrkgen.Holder(
                 gw.host, gw.port, requests, work / "wrk", tls=opts.tls, seconds=opts.timeout + 60
             )
         gone0 = _disconnects(gw)
         rss0, cpu0 = _node_rss(setup), _node_cpu(setup)
-        others0 = _others_cpu(setup)
+        others0 = _others_cpu(setup, phones=phones)
         overflows0 = listen_overflows()
         with profiled(gw.proc.pid, "storm", subprocesses=opts.workers > 1):
             t0 = time.monotonic()
-            if holder is not None:
+            if phones is not None:
+                sent = [phones.storm(opts.timeout)]
+            elif holder is not None:
                 # the Python generators drop their connections, wrk opens them all again
                 for g in setup.gens:
                     g.send({"cmd": "drop"})
@@ -233,11 +253,16 @@ def _storm(
                 for g in setup.gens:
                     g.send({"cmd": "storm"})
                 sent = [g.receive(opts.timeout) for g in setup.gens]
-            seconds = _wait_held(setup, held, t0, gone0, opts.timeout, holder)
+            seconds = _wait_held(setup, held, t0, gone0, opts.timeout, holder or phones)
         cpu = _node_cpu(setup) - cpu0
         overflows = listen_overflows() - overflows0 if overflows0 >= 0 else None
-        others = {k: v - others0[k] for k, v in _others_cpu(setup, holder).items()}
+        others = {k: v - others0[k] for k, v in _others_cpu(setup, holder, phones).items()}
         rss1 = _node_rss(setup)
+        results: list[dict[str, Any]] = []
+        if phones is not None:
+            results.append(phones.stop())  # the storm's counts; the gateway ends their Pings
+            phones = None
+            _wait_drained(setup, opts.timeout)
         if holder is not None:
             holder.stop()  # its connections close: the gateway ends their Pings,
             holder = None  # which must not count as the handshakes' CPU below
@@ -245,10 +270,12 @@ def _storm(
         handshake = _handshake_cpu(setup, opts, work) if opts.tls else None
         for g in setup.gens:
             g.send({"cmd": "stop"})
-        results = [g.receive(60) for g in setup.gens]
+        results += [g.receive(60) for g in setup.gens]
     finally:
         if holder is not None:
             holder.stop()
+        if phones is not None:
+            phones.kill()
         _stop(setup)
     per_ping = cpu / held * 1e3
     out: dict[str, Any] = {
@@ -266,8 +293,9 @@ def _storm(
         "errors": [r.get("errors", {}) for r in results],
         "gateway_cpu_s": cpu,
         # the machine is shared: what the generators and the backend took meanwhile
-        "generators_cpu_s": others["generators"] + others["wrk"],
+        "generators_cpu_s": others["generators"] + others["wrk"] + others["phones"],
         "wrk_cpu_s": others["wrk"],
+        "phones_cpu_s": others["phones"],
         "backend_cpu_s": others["backend"],
         "cpus": os.cpu_count(),
         "cpu_per_ping_ms": per_ping,
@@ -295,6 +323,9 @@ def storm_markdown(r: dict[str, Any]) -> str:
     ]
     if o.get("generator") == "wrk":
         lines += ["", "The storm's reconnects came from wrk (C), one connection per phone."]
+    if o.get("generator") == "phones":
+        offered = "each offering its own last session ticket" if o["resume"] else "full handshakes"
+        lines += ["", f"The Pings were held and reconnected by phones in C ({offered})."]
     if "generators_cpu_s" in r:
         lines += [
             "",
@@ -309,10 +340,12 @@ def storm_markdown(r: dict[str, Any]) -> str:
 
 
 def _of_it_wrk(r: dict[str, Any]) -> str:
-    wrk = r.get("wrk_cpu_s") or 0.0
-    if not wrk:
-        return ""
-    return f" (wrk {wrk:.1f} s, the Python generators' drop {r['generators_cpu_s'] - wrk:.1f} s)"
+    for name, label in (("wrk_cpu_s", "wrk"), ("phones_cpu_s", "the C phones")):
+        c = r.get(name) or 0.0
+        if c:
+            rest = r["generators_cpu_s"] - c
+            return f" ({label} {c:.1f} s, the Python generators {rest:.1f} s)"
+    return ""
 
 
 def _overflow_line(r: dict[str, Any]) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.proc import tree_cpu
 
-__all__ = ["Holder", "available", "run"]
+__all__ = ["Holder", "available", "run", "write_requests"]
 
 _DONE = """
 done = function(summary, latency, requests)
@@ -133,6 +133,18 @@ end
 """
 
 
+def write_requests(requests: list[bytes], prefix: Path) -> None:
+    """``requests`` as ``<prefix>.bin`` (the raw bytes, one after the other)
+    and ``<prefix>.idx`` (a line of offset and length each): what the hold
+    script reads, and ``bench/phones.c``."""
+    prefix.with_name(prefix.name + ".bin").write_bytes(b"".join(requests))
+    lines, at = [], 0
+    for r in requests:
+        lines.append(f"{at} {len(r)}\n")
+        at += len(r)
+    prefix.with_name(prefix.name + ".idx").write_text("".join(lines), encoding="ascii")
+
+
 class Holder:
     """wrk opening one connection per request and sending it, all at once
     (no ramp), keeping every connection open while its answer is held.
@@ -159,13 +171,7 @@ class Holder:
         work.mkdir(parents=True, exist_ok=True)
         per = len(requests) // threads
         for tid in range(threads):
-            part = requests[tid * per : (tid + 1) * per]
-            (work / f"hold{tid}.bin").write_bytes(b"".join(part))
-            lines, at = [], 0
-            for r in part:
-                lines.append(f"{at} {len(r)}\n")
-                at += len(r)
-            (work / f"hold{tid}.idx").write_text("".join(lines), encoding="ascii")
+            write_requests(requests[tid * per : (tid + 1) * per], work / f"hold{tid}")
         lua = work / "hold.lua"
         lua.write_text(_HOLD, encoding="ascii")
         scheme = "https" if tls else "http"

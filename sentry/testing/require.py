@@ -1,11 +1,12 @@
 """Tests that need a tool from outside the virtual environment (Chromium,
-promtool, wrk, valgrind and strace): skipped with the reason where it is
-missing, failed instead where it is required.
+promtool, wrk, valgrind and strace, a C compiler with OpenSSL's headers):
+skipped with the reason where it is missing, failed instead where it is
+required.
 
 A tool is required under ``CI`` (any value but empty, ``0``, ``false``,
 ``no``) or when its own variable is ``1`` (``SENTRY_REQUIRE_BROWSER``,
 ``SENTRY_REQUIRE_PROMTOOL``, ``SENTRY_REQUIRE_WRK``,
-``SENTRY_REQUIRE_VALGRIND``): ``.ci/run`` installs
+``SENTRY_REQUIRE_VALGRIND``, ``SENTRY_REQUIRE_CC``): ``.ci/run`` installs
 the tools and sets the variables, so a missing one fails CI instead of
 passing it silently.
 """
