@@ -41,11 +41,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from sentry.observability.process import ProcessStats, counts_fds_by_size
 from sentry.tlstickets import KEY_BYTES
 
 __all__ = [
@@ -169,6 +170,7 @@ class WorkersCollector(Collector):
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
+        self._by_size = counts_fds_by_size()
 
     def collect(self) -> Iterator[Metric]:
         status = read_status(self.run_dir)
@@ -202,7 +204,7 @@ class WorkersCollector(Collector):
             pid = w.get("pid")
             if not pid or not w.get("ready"):
                 continue
-            collector = ProcessCollector(pid=_constant(pid), registry=None)
+            collector = ProcessStats(pid=_constant(pid), by_size=self._by_size)
             for family in collector.collect():
                 out = merged.get(family.name)
                 if out is None:

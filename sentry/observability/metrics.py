@@ -7,10 +7,11 @@ configuration. Never a DeviceId or
 a user. Tests build ``Metrics(CollectorRegistry())`` for a fresh registry.
 
 Besides the gateway's own metrics the registry carries ``sentry_build_info``
-(always 1, the version in its labels) and prometheus_client's process
-collector (``process_resident_memory_bytes``, ``process_open_fds``,
-``process_max_fds``, ``process_cpu_seconds_total``, ...: file descriptors are
-what held Pings consume).
+(always 1, the version in its labels) and the process metrics of
+prometheus_client's process collector (``process_resident_memory_bytes``,
+``process_open_fds``, ``process_max_fds``, ``process_cpu_seconds_total``,
+...: file descriptors are what held Pings consume), from ``ProcessStats``,
+which counts the descriptors without listing them (``process.py``).
 
 Under ``gateway.workers`` every process writes its samples for prometheus_client's
 multiprocess mode (``sentry.worker``): each gauge says how workers combine
@@ -23,11 +24,12 @@ from __future__ import annotations
 from collections import Counter as Tally
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sentry.buildinfo import python_version, version
 from sentry.eas.request import Command
 from sentry.model import UserSource
+from sentry.observability.process import ProcessStats
 from sentry.policy.dirsync import SYNC_ERROR_KINDS
 from sentry.store.base import StoreFault
 
@@ -238,7 +240,7 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(version(), python_version()).set(1)
-        ProcessCollector(registry=registry)
+        ProcessStats(registry=registry)
         self._connection_metrics(registry)
         self.cluster_lag = Gauge(
             "sentry_cluster_lag_seconds",
