@@ -48,6 +48,7 @@ from sentry.eas.errors import EasError
 from sentry.eas.request import parse_request
 from sentry.eas.status import CommonStatus
 from sentry.eas.wbxml import Element, decode, encode
+from sentry.proxy.connections import BACKLOG
 
 from .eas_folders import folder_sync, get_item_estimate
 from .eas_items import item_operations, send_mail
@@ -413,11 +414,13 @@ async def _start(
     await runner.setup()
     try:
         site: web.BaseSite
+        # a backend's accept queue as deep as the gateway's (a storm's
+        # reconnects arrive at once; aiohttp's default is 128)
         if sock is not None:
             host = sock.getsockname()[0]
-            site = web.SockSite(runner, sock, ssl_context=ssl_context)
+            site = web.SockSite(runner, sock, ssl_context=ssl_context, backlog=BACKLOG)
         else:
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=BACKLOG)
         await site.start()
     except BaseException:
         with contextlib.suppress(Exception):

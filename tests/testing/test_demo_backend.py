@@ -4,7 +4,10 @@ Sync, items and the control API, driven with raw EAS requests."""
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,6 +20,7 @@ from sentry.eas.status import (
     SettingsStatus,
     SyncStatus,
 )
+from sentry.proxy.connections import BACKLOG
 from sentry.testing.backend import BackendConfig, RunningBackend, build_backend_app, start_backend
 from sentry.testing.eas_client import EasResponse, EasTestClient, basic_auth
 from sentry.testing.eas_folders import EstimateStatus
@@ -513,3 +517,18 @@ async def test_app_works_with_aiohttp_client(aiohttp_client) -> None:  # type: i
     client = await aiohttp_client(build_backend_app(BackendConfig()))
     resp = await client.options("/Microsoft-Server-ActiveSync")
     assert resp.status == 200
+
+
+async def test_the_backend_queues_a_storm_of_connections(backend: RunningBackend) -> None:
+    """Its listener's accept queue is the gateway's (4,096, as far as
+    ``net.core.somaxconn`` allows), not aiohttp's 128: a reconnect storm's
+    upstream connections all arrive at once. ``ss`` shows a listener's backlog
+    as its Send-Q."""
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    shown = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{backend.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert shown[0] == "LISTEN" and int(shown[2]) == min(BACKLOG, somaxconn)
+    assert BACKLOG == 4096
