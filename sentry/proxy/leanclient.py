@@ -185,12 +185,9 @@ class LeanClient:
         raise UpstreamConnectError(f"cannot connect: {cause}", server) from cause
 
     async def _addresses(self, host: str, port: int) -> list[tuple[str, int]]:
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            pass
-        else:
-            return [(host.strip("[]"), port)]
+        literal = _ip_literal(host)
+        if literal is not None:
+            return [(literal, port)]
         now = time.monotonic()
         cached = self._resolved.get((host, port))
         if cached is not None and cached[0] > now:
@@ -276,6 +273,19 @@ class LeanClient:
         for conn in list(self._open):
             conn.abort()
         self._idle.clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _ip_literal(host: str) -> str | None:
+    """``host`` as an address to connect to when it is an IP address (an IPv6
+    one without its brackets), else None: a name to resolve. Remembered per
+    host: a storm's reconnects each open a backend connection."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        return None
+    return bare
 
 
 @functools.lru_cache(maxsize=256)

@@ -42,9 +42,14 @@ class Scripted:
 
 @asynccontextmanager
 async def scripted(script: Script, *, close_after: bool = False) -> AsyncIterator[Scripted]:
+    handlers: set[asyncio.Task[Any]] = set()
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         state.connections += 1
         state.writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -75,6 +80,12 @@ async def scripted(script: Script, *, close_after: bool = False) -> AsyncIterato
         yield state
     finally:
         server.close()
+        # end the handlers still reading: none is left to the garbage collector
+        # with its connection open once the loop has closed
+        for writer in state.writers:
+            writer.close()
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
 
 
 def ok(body: bytes = b"pong", extra: bytes = b"") -> bytes:
@@ -413,10 +424,10 @@ async def test_a_kept_alive_connection_arms_no_timer_per_request(
     scheduled: list[float] = []
     real_call_at = loop.call_at
 
-    def counting(when: float, callback: Callable[..., object], *args: object) -> Any:
+    def counting(when: float, callback: Callable[..., object], *args: object, **kwargs: Any) -> Any:
         if isinstance(getattr(callback, "__self__", None), Conn):
             scheduled.append(when)
-        return real_call_at(when, callback, *args)
+        return real_call_at(when, callback, *args, **kwargs)
 
     monkeypatch.setattr(loop, "call_at", counting)
     async with scripted(lambda n: ok(b"pong%d" % n)) as srv:
@@ -470,20 +481,25 @@ async def test_bytes_arriving_restart_the_read_timer() -> None:
     longer than it, is read: the timer kept across requests restarts with
     every byte, as aiohttp's ``sock_read`` does."""
     answer = ok(b"slow")
+    served = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for n in range(2):  # the first answer at once (the connection is reused), then a drip
-            head = await reader.readuntil(b"\r\n\r\n")
-            await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
-            if n == 0:
-                writer.write(answer)
-                continue
-            for i in range(0, len(answer), 8):
-                writer.write(answer[i : i + 8])
-                await writer.drain()
-                await asyncio.sleep(0.1)  # under the 0.3 s read timeout, 0.5 s in all
-        await reader.read()
-        writer.close()
+        try:
+            for n in range(2):  # the first answer at once (the connection is reused), then a drip
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                if n == 0:
+                    writer.write(answer)
+                    continue
+                for i in range(0, len(answer), 8):
+                    writer.write(answer[i : i + 8])
+                    await writer.drain()
+                    await asyncio.sleep(0.1)  # under the 0.3 s read timeout, 0.5 s in all
+            await reader.read()
+        finally:
+            writer.close()
+            served.set()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     url = URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
@@ -499,4 +515,27 @@ async def test_bytes_arriving_restart_the_read_timer() -> None:
         resp.release()
     finally:
         client.close()
+        # the handler sees the client's close and closes its side before the loop ends
+        await asyncio.wait_for(served.wait(), 5)
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+        ("backend.example", None),  # a name: resolved (and cached for _DNS_TTL)
+        ("127.0.0.256", None),
+        ("[backend.example]", None),
+    ],
+)
+async def test_an_ip_address_is_connected_to_without_resolving(
+    host: str, address: str | None
+) -> None:
+    assert leanclient._ip_literal(host) == address
+    if address is not None:
+        client = LeanClient(verify=True)
+        assert await client._addresses(host, 443) == [(address, 443)]
+        client.close()
