@@ -371,6 +371,7 @@ int main(int argc, char **argv) {
             if (errno == EINTR) continue;
             die("epoll_wait");
         }
+        int commands = 0;
         for (int i = 0; i < k; i++) {
             uint32_t at = events[i].data.u32;
             if (at != UINT32_MAX) {
@@ -381,31 +382,34 @@ int main(int argc, char **argv) {
             if (r <= 0) return 0; /* the bench has gone */
             have += (size_t)r;
             line[have] = '\0';
-            char *end;
-            while ((end = strchr(line, '\n')) != NULL) {
-                *end = '\0';
-                if (strstr(line, "\"ramp\"") != NULL) {
-                    new_phase();
-                    t0 = now();
-                    ramped = 0;
-                    phase = 1;
-                } else if (strstr(line, "\"storm\"") != NULL) {
-                    double s0 = now();
-                    for (size_t j = 0; j < n; j++) hang_up(&phones[j]);
-                    new_phase();
-                    sent = 0;
-                    waiting = 0;
-                    for (size_t j = 0; j < n; j++) dial(&phones[j]);
-                    report("stormed", now() - s0);
-                } else if (strstr(line, "\"stop\"") != NULL) {
-                    report("result", 0.0);
-                    return 0;
-                }
-                size_t used = (size_t)(end - line) + 1;
-                memmove(line, end + 1, have - used + 1);
-                have -= used;
-            }
-            if (have == sizeof line - 1) have = 0; /* an overlong line: dropped */
+            commands = 1;
         }
+        /* Commands after the batch: a storm redials every phone, and an event
+           of this batch for a phone's old connection must not reach its new one. */
+        char *end;
+        while (commands && (end = strchr(line, '\n')) != NULL) {
+            *end = '\0';
+            if (strstr(line, "\"ramp\"") != NULL) {
+                new_phase();
+                t0 = now();
+                ramped = 0;
+                phase = 1;
+            } else if (strstr(line, "\"storm\"") != NULL) {
+                double s0 = now();
+                for (size_t j = 0; j < n; j++) hang_up(&phones[j]);
+                new_phase();
+                sent = 0;
+                waiting = 0;
+                for (size_t j = 0; j < n; j++) dial(&phones[j]);
+                report("stormed", now() - s0);
+            } else if (strstr(line, "\"stop\"") != NULL) {
+                report("result", 0.0);
+                return 0;
+            }
+            size_t used = (size_t)(end - line) + 1;
+            memmove(line, end + 1, have - used + 1);
+            have -= used;
+        }
+        if (have == sizeof line - 1) have = 0; /* an overlong line: dropped */
     }
 }
