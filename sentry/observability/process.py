@@ -4,10 +4,12 @@ Approach. prometheus_client's ``ProcessCollector`` counts a process's open
 file descriptors with ``len(os.listdir("/proc/<pid>/fd"))``: one directory
 entry, one Python string per descriptor. A gateway holds two descriptors per
 held Ping (the phone's and the backend's), so at 10,000 Pings per worker each
-scrape listed 20,000 entries per worker: 22 ms of the event loop for each
+scrape listed 20,000 entries per worker: 22-24 ms of the event loop for each
 (measured on this project's 2-core machine), every scrape, for every worker
-the answering worker reports on. In a reconnect storm polled every 0.2 s
-that was about a fifth of the gateway's CPU. Since Linux 6.2 a ``stat`` of
+the answering worker reports on: a stall that grows with the held Pings.
+(A bench storm that failed and polled ``/metrics`` every 0.2 s for 120 s
+spent 40 % of its profile there; in one that succeeds it is lost in the
+noise.) Since Linux 6.2 a ``stat`` of
 ``/proc/<pid>/fd`` reports the number of open descriptors as its size (5 µs
 at any count). ``ProcessStats`` uses it when the kernel does (checked once:
 the size must match a listing of this process's own descriptors), and the
