@@ -1,7 +1,7 @@
 """Micro-benchmarks: the single-function scripts of bench/, run as subprocesses.
 
 Approach. Each script (``bench_wbxml``, ``bench_request``, ``bench_policy``,
-``bench_store``, ``bench_console``, ``bench_pg_list``) stays a standalone program
+``bench_store``, ``bench_console``, ``bench_pg_list``, ...: ``MICRO``) stays a standalone program
 owned by its module's author; this runs each in its own process with a time
 limit, keeps its printed table and,
 when the script writes a JSON report under ``bench/results/``, the JSON it
@@ -27,6 +27,9 @@ MICRO: dict[str, tuple[str, str | None, float]] = {
     "bench_wbxml": ("WBXML decode/encode vs pyactivesync", "wbxml.json", 300),
     "bench_request": ("parse_request, plain and base64 query", None, 120),
     "bench_logline": ("access-log line: structlog chain vs direct renderer", None, 120),
+    "bench_headers": ("a request's headers, device bytes to backend bytes", None, 120),
+    "bench_process": ("process_* metrics with 20,000 descriptors open", None, 120),
+    "bench_handshake": ("OpenSSL's server handshake, full and resumed", None, 120),
     "bench_policy": ("decide() with 100,000 associations", "bench_policy.json", 300),
     "bench_easpolicy": (
         "gateway ActiveSync policy gate, 100,000 associations",

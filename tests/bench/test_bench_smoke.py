@@ -200,3 +200,33 @@ def test_the_heap_trim_micro_benchmark_runs() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| malloc_trim")]
     assert len(rows) == 2
     assert all(int(row.split("|")[5].split()[0]) >= 8 for row in rows)  # MB given back
+
+
+def test_the_process_metrics_micro_benchmark_runs() -> None:
+    """``bench/bench_process.py``: one collect of prometheus_client's process
+    collector beside ``ProcessStats``, with descriptors open; it exits non-zero
+    when the two count different descriptors."""
+    done = _bench_script("bench_process.py", "500")
+    assert "sockets open" in done.stdout
+    assert "| prometheus_client ProcessCollector (lists /proc/self/fd) |" in done.stdout
+    assert "| ProcessStats (" in done.stdout
+
+
+def test_the_handshake_micro_benchmark_runs() -> None:
+    """``bench/bench_handshake.py``: full and resumed server handshakes with two
+    tickets and one (it exits non-zero when an offered ticket is not resumed)."""
+    done = _bench_script("bench_handshake.py", "20")
+    rows = [
+        line
+        for line in done.stdout.splitlines()
+        if line.startswith("| 2 |") or line.startswith("| 1 |")
+    ]
+    assert [row.split("|")[2].strip() for row in rows] == ["full", "resumed"] * 2
+
+
+def test_the_headers_micro_benchmark_runs() -> None:
+    """``bench/bench_headers.py``: the headers decoded, then decoded and written
+    for the backend (its request bytes are checked by the lean client's tests)."""
+    done = _bench_script("bench_headers.py", "200")
+    assert "| decoded into the request's multidict (baseline) |" in done.stdout
+    assert "| of it the upstream leg's part |" in done.stdout
