@@ -131,15 +131,12 @@ def _disconnects(gw: Any) -> float:
     return metric(gw.metrics_text(), "sentry_client_disconnects_total", command="Ping")
 
 
-def _others_cpu(
-    setup: Any, holder: wrkgen.Holder | None = None, phones: c_phones.Phones | None = None
-) -> dict[str, float]:
-    """CPU seconds of the load generators (and wrk, or the C phones) and the
-    backend, which share the machine."""
+def _others_cpu(setup: Any, c_gen: wrkgen.Holder | c_phones.Phones | None) -> dict[str, float]:
+    """CPU seconds of the Python load generators, the C one (wrk or the
+    phones) and the backend, which share the machine."""
     return {
         "generators": sum(g.cpu() for g in setup.gens),
-        "wrk": holder.cpu() if holder is not None else 0.0,
-        "phones": phones.cpu() if phones is not None else 0.0,
+        "c": c_gen.cpu() if c_gen is not None else 0.0,
         "backend": setup.backend.proc.cpu(),
     }
 
@@ -237,7 +234,7 @@ def _storm(
             )
         gone0 = _disconnects(gw)
         rss0, cpu0 = _node_rss(setup), _node_cpu(setup)
-        others0 = _others_cpu(setup, phones=phones)
+        others0 = _others_cpu(setup, holder or phones)
         overflows0 = listen_overflows()
         with profiled(gw.proc.pid, "storm", subprocesses=opts.workers > 1):
             t0 = time.monotonic()
@@ -256,7 +253,7 @@ def _storm(
             seconds = _wait_held(setup, held, t0, gone0, opts.timeout, holder or phones)
         cpu = _node_cpu(setup) - cpu0
         overflows = listen_overflows() - overflows0 if overflows0 >= 0 else None
-        others = {k: v - others0[k] for k, v in _others_cpu(setup, holder, phones).items()}
+        others = {k: v - others0[k] for k, v in _others_cpu(setup, holder or phones).items()}
         rss1 = _node_rss(setup)
         results: list[dict[str, Any]] = []
         if phones is not None:
@@ -293,9 +290,9 @@ def _storm(
         "errors": [r.get("errors", {}) for r in results],
         "gateway_cpu_s": cpu,
         # the machine is shared: what the generators and the backend took meanwhile
-        "generators_cpu_s": others["generators"] + others["wrk"] + others["phones"],
-        "wrk_cpu_s": others["wrk"],
-        "phones_cpu_s": others["phones"],
+        "generators_cpu_s": others["generators"] + others["c"],
+        "wrk_cpu_s": others["c"] if opts.generator == "wrk" else 0.0,
+        "phones_cpu_s": others["c"] if opts.generator == "phones" else 0.0,
         "backend_cpu_s": others["backend"],
         "cpus": os.cpu_count(),
         "cpu_per_ping_ms": per_ping,
