@@ -108,8 +108,6 @@ static void fail(phone *p, enum error e) {
     waiting++;
 }
 
-static void step(phone *p);
-
 static void dial(phone *p) {
     p->pos = 0;
     p->answered = 0;
