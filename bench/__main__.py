@@ -254,6 +254,7 @@ def cmd_storm(args: argparse.Namespace) -> str:
         dsn=args.dsn,
         resume=args.resume,
         generator=args.generator,
+        backend=args.backend,
     )
     r = run_storm(opts, args.out / "work" / "storm")
     args.reports["storm"] = r
@@ -474,6 +475,13 @@ def parser() -> argparse.ArgumentParser:
         default="python",
         help="who reconnects in the storm: the Python generators, wrk (C; no --resume) or "
         "phones (C, bench/phones.c: they hold the Pings too, each resuming its own session)",
+    )
+    st.add_argument(
+        "--backend",
+        choices=("demo", "c"),
+        default="demo",
+        help="the mail server: the demo backend (Python) or bench/mailhost.c, which holds "
+        "Pings for next to no CPU (a mail server's work is on its own machine)",
     )
     st.add_argument("--dsn", help="PostgreSQL server for the store (a database made for the run)")
     st.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")

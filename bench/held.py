@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.eas_mix import Session
+from bench.mailhost import start_mailhost
 from bench.phones import Phones
 from bench.proc import BenchError, Proc, raise_nofile, start, tree_cpu, tree_rss
 from bench.profile import profiled
@@ -103,20 +104,26 @@ def _start(
     dsn: str | None = None,
     resume: bool = False,
     ramp: bool = True,
+    backend: str = "demo",
 ) -> _Setup:
     """The backend, the gateway (with SQLite; or ``workers`` processes on the
     PostgreSQL database ``dsn``) and the load generators, primed. Without
-    ``ramp`` the generators only prime: ``bench.phones`` holds the Pings."""
+    ``ramp`` the generators only prime: ``bench.phones`` holds the Pings.
+    ``backend``: the demo backend, or ``c`` (``bench/mailhost.c``: Pings held
+    ``heartbeat`` seconds for next to no CPU)."""
     hosts = _hosts(backend_hosts)
-    backend = start_backend(work / "backend", len(sessions), hosts=tuple(hosts))
-    servers = [f"http://{h}:{backend.port}" for h in hosts]
+    if backend == "c":
+        mail = start_mailhost(work / "backend", hosts=tuple(hosts), hold=heartbeat)
+    else:
+        mail = start_backend(work / "backend", len(sessions), hosts=tuple(hosts))
+    servers = [f"http://{h}:{mail.port}" for h in hosts]
     if dsn is not None:
         from bench.workers import start_node  # it imports this module
 
         gateway = start_node(work / "gateway", servers, dsn, workers, tls=tls)
     else:
         gateway = start_gateway(work / "gateway", servers, tls=tls, event_loop=event_loop)
-    setup = _Setup(backend, gateway, [], [], [])
+    setup = _Setup(mail, gateway, [], [], [])
     k = max(1, generators)
     for g in range(k):
         part = sessions[g::k]

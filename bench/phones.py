@@ -12,18 +12,17 @@ reconnects them at once, each phone offering its own last ticket when
 ``resume`` is on (a full handshake each otherwise, as wrk does).
 
 ``build`` compiles it with the machine's C compiler against OpenSSL
-(Debian: ``gcc`` and ``libssl-dev``) into the run's folder; ``Phones``
+(Debian: ``gcc`` and ``libssl-dev``; ``bench/cc.py``) into the run's folder; ``Phones``
 writes the requests and starts it through ``bench.proc.start`` (its JSON
 lines, its CPU from ``/proc``).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench import cc
 from bench.proc import BenchError, Proc, start
 from bench.wrkgen import write_requests
 
@@ -34,23 +33,12 @@ SOURCE = Path(__file__).with_name("phones.c")
 
 def available() -> str | None:
     """Why ``build`` cannot work here, or None when a compiler and OpenSSL's headers are found."""
-    if shutil.which("cc") is None:
-        return "no C compiler (apt-get install gcc)"
-    if not Path("/usr/include/openssl/ssl.h").exists():
-        return "no OpenSSL headers (apt-get install libssl-dev)"
-    return None
+    return cc.available(openssl=True)
 
 
 def build(work: Path) -> Path:
     """Compile ``phones.c`` into ``work``; the binary's path."""
-    work.mkdir(parents=True, exist_ok=True)
-    binary = work / "phones"
-    argv = ["cc", "-O2", "-Wall", "-o", str(binary), str(SOURCE), "-lssl", "-lcrypto"]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"could not build {SOURCE.name} ({available() or 'cc failed'}):\n"
-                         f"{done.stderr[-2000:]}")  # fmt: skip
-    return binary
+    return cc.build(SOURCE, work, libs=("-lssl", "-lcrypto"))
 
 
 class Phones:

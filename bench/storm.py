@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import mailhost, wrkgen
 from bench import phones as c_phones
-from bench import wrkgen
 from bench.eas_mix import Session, held_ping
 from bench.held import _held, _node_cpu, _node_rss, _ramp, _start, _stop, nofile_warning
 from bench.proc import BenchError, start
@@ -63,6 +63,7 @@ class StormOptions:
     dsn: str | None = None  # a PostgreSQL server: the store is a database made for the run
     resume: bool = False  # the phones offer a saved TLS session when they reconnect
     generator: str = "python"  # who reconnects: the load generators, "wrk" or "phones" (C)
+    backend: str = "demo"  # the mail server: the demo backend, or "c" (bench/mailhost.c)
 
 
 POLL_S = 0.2
@@ -186,6 +187,8 @@ def run_storm(opts: StormOptions, work: Path) -> dict[str, Any]:
         raise BenchError("--generator wrk needs wrk installed, and cannot --resume")
     if opts.generator == "phones" and c_phones.available() is not None:
         raise BenchError(f"--generator phones: {c_phones.available()}")
+    if opts.backend == "c" and mailhost.available() is not None:
+        raise BenchError(f"--backend c: {mailhost.available()}")
     per_process = -(-opts.pings // max(1, opts.workers))
     warning = nofile_warning(per_process)
     databases, db = database(opts.dsn) if opts.dsn else (None, None)
@@ -211,6 +214,7 @@ def _storm(
         dsn=db,
         resume=opts.resume,
         ramp=opts.generator != "phones",
+        backend=opts.backend,
     )
     gw = setup.gateway
     where = f"{gw.host}:{gw.port}"
@@ -323,6 +327,8 @@ def storm_markdown(r: dict[str, Any]) -> str:
     if o.get("generator") == "phones":
         offered = "each offering its own last session ticket" if o["resume"] else "full handshakes"
         lines += ["", f"The Pings were held and reconnected by phones in C ({offered})."]
+    if o.get("backend") == "c":
+        lines += ["", "The mail server was bench/mailhost.c (C), not the demo backend."]
     if "generators_cpu_s" in r:
         lines += [
             "",
