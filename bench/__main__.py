@@ -341,7 +341,10 @@ def cmd_workers(args: argparse.Namespace) -> str:
         pings=args.pings,
         nofile=args.nofile,
         generator=args.generator,
+        pipeline=args.pipeline,
     )
+    if args.pipeline > 1 and opts.chosen_generator() != "wrk":
+        raise SystemExit("bench workers: --pipeline needs --generator wrk")
     r = run_workers(opts, args.out / "work" / "workers")
     ratio = r["ratios"]["refused"]
     one_cap = r["held"].get("1", {}).get("cap", 0)
@@ -522,6 +525,13 @@ def parser() -> argparse.ArgumentParser:
         choices=("auto", "wrk", "hammer"),
         default="auto",
         help="request-rate generator: wrk (Debian's, in C) or bench.hammer; auto: wrk if installed",
+    )
+    w.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        help="wrk: requests in each write on a connection (HTTP/1.1 pipelining), so the "
+        "generator takes less of the two cores",
     )
     w.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     w.set_defaults(func=cmd_workers)

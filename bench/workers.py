@@ -80,6 +80,7 @@ class WorkersOptions:
     ramp_rate: float = 500.0
     workers: tuple[int, ...] = (1, 2)
     generator: str = "auto"  # "wrk", "hammer" or "auto" (wrk when installed)
+    pipeline: int = 1  # wrk only: requests per write on each connection
 
     def chosen_generator(self) -> str:
         if self.generator == "auto":
@@ -179,7 +180,7 @@ def _rate(
     if opts.chosen_generator() == "wrk":
         node0, backend0 = tree_cpu(gw.proc.pid), backend.cpu()
         args = (gw.host, gw.port, request, opts.connections, opts.duration)
-        result = wrkgen.run(*args, work / f"wrk-{case}")
+        result = wrkgen.run(*args, work / f"wrk-{case}", opts.pipeline)
         node_cpu = tree_cpu(gw.proc.pid) - node0
         backend_cpu = backend.cpu() - backend0
     else:
@@ -322,7 +323,7 @@ def workers_markdown(r: dict[str, Any]) -> str:
     o = r["options"]
     lines = [
         f"{r['cpus']} CPUs; {o['connections']} keep-alive connections from one generator "
-        f"process ({r.get('generator', 'hammer')}), {o['duration']:.0f} s per case; "
+        f"process ({r.get('generator', 'hammer')}{_pipelined(o)}), {o['duration']:.0f} s per case; "
         "PostgreSQL store, TLS off.",
         "",
         "| case | workers | req/s | node CPU s (cores) | req per node core-s | backend CPU s "
@@ -350,3 +351,8 @@ def workers_markdown(r: dict[str, Any]) -> str:
         fds = ", ".join(f"{w}: {v:,.0f}" for w, v in sorted(h["open_fds"].items()))
         lines.append(f"| {n} | {h['held']:,} | {h['refused']:,.0f} | {h['cap']:,.0f} | {fds} |")
     return "\n".join(lines)
+
+
+def _pipelined(o: dict[str, Any]) -> str:
+    depth = int(o.get("pipeline", 1))
+    return f", {depth} requests pipelined in each write" if depth > 1 else ""

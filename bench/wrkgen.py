@@ -49,10 +49,11 @@ def _lua_string(data: bytes) -> str:
     return '"' + "".join(f"\\{b}" for b in data) + '"'
 
 
-def script(request: str) -> str:
+def script(request: str, pipeline: int = 1) -> str:
     """The Lua script for one raw HTTP/1.1 request (latin-1 text, as the
     hammer's job carries it). wrk sets ``Host`` from the URL and
-    ``Content-Length`` from the body itself."""
+    ``Content-Length`` from the body itself. ``pipeline``: that many copies
+    in each write, the next batch once all are answered."""
     head, _, body = request.partition("\r\n\r\n")
     line, *fields = head.split("\r\n")
     method, target, _ = line.split(" ", 2)
@@ -68,19 +69,32 @@ def script(request: str) -> str:
             f"wrk.headers[{_lua_string(name.encode())}] = {_lua_string(value.strip().encode())}"
         )
     lines.append(f"wrk.body = {_lua_string(body.encode('latin-1'))}")
+    if pipeline > 1:  # wrk's own pipeline.lua: one write carries them, wrk counts each answer
+        lines += [
+            "local batch = nil",
+            f"init = function(args) batch = string.rep(wrk.format(), {int(pipeline)}) end",
+            "request = function() return batch end",
+        ]
     return "\n".join(lines) + "\n" + _DONE
 
 
 def run(
-    host: str, port: int, request: str, connections: int, duration: float, work: Path
+    host: str,
+    port: int,
+    request: str,
+    connections: int,
+    duration: float,
+    work: Path,
+    pipeline: int = 1,
 ) -> dict[str, Any]:
-    """Run wrk (``available()`` must have found it); the hammer's result shape."""
+    """Run wrk (``available()`` must have found it); the hammer's result shape.
+    ``pipeline``: requests per write on each connection (``script``)."""
     wrk = available()
     if wrk is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     work.mkdir(parents=True, exist_ok=True)
     lua = work / "request.lua"
-    lua.write_text(script(request), encoding="ascii")
+    lua.write_text(script(request, pipeline), encoding="ascii")
     argv = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", str(lua),
             f"http://{host}:{port}/"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -23,8 +23,8 @@ CHILD = (
     "import json, sys\n"
     "from pathlib import Path\n"
     "from bench import wrkgen\n"
-    "host, port, request, work = json.loads(sys.stdin.read())\n"
-    "result = wrkgen.run(host, port, request, 2, 1.0, Path(work))\n"
+    "host, port, request, work, pipeline = json.loads(sys.stdin.read())\n"
+    "result = wrkgen.run(host, port, request, 2, 1.0, Path(work), pipeline)\n"
     "result.pop('output')\n"
     "print(json.dumps(result))\n"
 )
@@ -49,7 +49,7 @@ async def test_wrk_sends_the_request_it_is_given_byte_for_byte(tmp_path: Path) -
             sys.executable, "-c", CHILD, cwd=ROOT,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        job = json.dumps([host, int(port), request, str(tmp_path / "wrk")]).encode()
+        job = json.dumps([host, int(port), request, str(tmp_path / "wrk"), 1]).encode()
         out, _ = await asyncio.wait_for(child.communicate(job), 60)
         assert child.returncode == 0
         result = json.loads(out)
@@ -68,6 +68,62 @@ async def test_wrk_sends_the_request_it_is_given_byte_for_byte(tmp_path: Path) -
     assert first.header("MS-ASProtocolVersion") == "14.1"
     assert first.header("Content-Length") == str(len(body))
     assert first.header("Host") == f"{host}:{port}"
+
+
+class _CountsPerRead(asyncio.Protocol):
+    """Answers every request with an empty 200 and notes how many requests
+    each read brought (``reads``, shared by the server's connections)."""
+
+    def __init__(self, reads: list[int]) -> None:
+        self.reads, self.buffer = reads, b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        complete = 0
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            if len(rest) < length:
+                break
+            self.buffer = rest[length:]
+            complete += 1
+        self.reads.append(complete)
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * complete)
+
+
+async def test_wrk_pipelines_as_many_requests_as_asked_and_counts_every_answer(
+    tmp_path: Path,
+) -> None:
+    _require_wrk()
+    request = "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+    reads: list[int] = []
+    server = await asyncio.get_running_loop().create_server(
+        lambda: _CountsPerRead(reads), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        job = json.dumps(["127.0.0.1", port, request, str(tmp_path / "wrk"), 4]).encode()
+        out, _ = await asyncio.wait_for(child.communicate(job), 60)
+        assert child.returncode == 0
+    finally:
+        server.close()
+    result = json.loads(out)
+    answered = result["statuses"]["2xx/3xx"]
+    # four requests in each write: a read brings a whole batch (or more of them)
+    assert max(reads) >= 4 and answered > 0 and result["statuses"]["other"] == 0
+    # wrk counts each answer of a batch, not each batch; it stops with at most
+    # one batch per connection unanswered
+    assert sum(reads) - 2 * 4 <= answered <= sum(reads)
 
 
 def test_a_storm_reconnected_by_wrk_holds_every_ping_again(tmp_path: Path) -> None:
