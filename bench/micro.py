@@ -30,6 +30,7 @@ MICRO: dict[str, tuple[str, str | None, float]] = {
     "bench_headers": ("a request's headers, device bytes to backend bytes", None, 120),
     "bench_process": ("process_* metrics with 20,000 descriptors open", None, 120),
     "bench_handshake": ("OpenSSL's server handshake, full and resumed", None, 120),
+    "bench_mpvalues": ("one metric update under workers: stock vs FastMmapedValue", None, 120),
     "bench_policy": ("decide() with 100,000 associations", "bench_policy.json", 300),
     "bench_easpolicy": (
         "gateway ActiveSync policy gate, 100,000 associations",

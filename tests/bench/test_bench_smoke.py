@@ -224,6 +224,14 @@ def test_the_handshake_micro_benchmark_runs() -> None:
     assert [row.split("|")[2].strip() for row in rows] == ["full", "resumed"] * 2
 
 
+def test_the_metric_value_micro_benchmark_runs() -> None:
+    """``bench/bench_mpvalues.py``: one metric update with each value class (it
+    exits non-zero when the two multiprocess values wrote different values)."""
+    done = _bench_script("bench_mpvalues.py", "--quick")
+    for name in ("MutexValue", "multiprocess, prometheus_client", "FastMmapedValue"):
+        assert name in done.stdout
+
+
 def test_the_headers_micro_benchmark_runs() -> None:
     """``bench/bench_headers.py``: the headers decoded, then decoded and written
     for the backend (its request bytes are checked by the lean client's tests)."""
