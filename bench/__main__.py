@@ -215,6 +215,7 @@ def cmd_held(args: argparse.Namespace) -> str:
         event_loop=args.event_loop,
         workers=args.workers,
         dsn=args.dsn,
+        backend=args.backend,
     )
     r = run_held_pings(opts, args.out / "work" / "held-pings")
     args.reports["held-pings"] = r
@@ -454,6 +455,13 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
     h.add_argument("--workers", type=int, default=1, help="gateway.workers (needs --dsn)")
     h.add_argument("--dsn", help="PostgreSQL server for the store (a database made for the run)")
+    h.add_argument(
+        "--backend",
+        choices=("demo", "c"),
+        default="demo",
+        help="the mail server: the demo backend (one process) or bench/mailhost.c, one "
+        "process per --backend-hosts address (each with a descriptor limit of its own)",
+    )
     h.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     h.set_defaults(func=cmd_held)
     b = sub.add_parser("block", help="time from a bulk Block to the held Pings' answers")

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.eas_mix import Session
-from bench.mailhost import start_mailhost
+from bench.mailhost import MailGroup, start_mailhosts
 from bench.phones import Phones
 from bench.proc import BenchError, Proc, raise_nofile, start, tree_cpu, tree_rss
 from bench.profile import profiled
@@ -64,6 +64,7 @@ class HeldOptions:
     event_loop: str = "asyncio"  # the gateway's gateway.event_loop
     workers: int = 1  # gateway.workers; more than 1 needs a PostgreSQL store (dsn)
     dsn: str | None = None  # a PostgreSQL server: the store is a database made for the run
+    backend: str = "demo"  # the mail server: the demo backend, or "c" (bench/mailhost.c)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class BlockOptions:
 
 @dataclass
 class _Setup:
-    backend: ServerProc
+    backend: ServerProc | MailGroup
     gateway: GatewayProc
     gens: list[Proc]
     outs: list[Path]
@@ -110,13 +111,15 @@ def _start(
     PostgreSQL database ``dsn``) and the load generators, primed. Without
     ``ramp`` the generators only prime: ``bench.phones`` holds the Pings.
     ``backend``: the demo backend, or ``c`` (``bench/mailhost.c``: Pings held
-    ``heartbeat`` seconds for next to no CPU)."""
+    ``heartbeat`` seconds for next to no CPU, one process per backend address)."""
     hosts = _hosts(backend_hosts)
-    if backend == "c":
-        mail = start_mailhost(work / "backend", hosts=tuple(hosts), hold=heartbeat)
+    mail: ServerProc | MailGroup
+    if backend == "c":  # one process per address: each its own descriptor limit
+        mail = start_mailhosts(work / "backend", tuple(hosts), hold=heartbeat)
+        servers = mail.urls
     else:
         mail = start_backend(work / "backend", len(sessions), hosts=tuple(hosts))
-    servers = [f"http://{h}:{mail.port}" for h in hosts]
+        servers = [f"http://{h}:{mail.port}" for h in hosts]
     if dsn is not None:
         from bench.workers import start_node  # it imports this module
 
@@ -166,7 +169,9 @@ def _ramp(
 ) -> dict[str, Any]:
     """go -> all sent -> all held (or no longer growing); the gateway's CPU
     and RSS. ``phones``: they open the Pings, the generators only primed."""
-    primed = [g.receive(max(120.0, pings / 200)) for g in setup.gens]
+    # first sights went at about 110 a second on 12 workers sharing PostgreSQL's
+    # write lock on two cores (2026-12-05): a timeout against a hang, not a pace
+    primed = [g.receive(max(120.0, pings / 20)) for g in setup.gens]
     prime_errors = sum(sum(p.get("errors", {}).values()) for p in primed)
     time.sleep(1.0)  # let the priming writes settle
     rss0, cpu0, brss0 = _node_rss(setup), _node_cpu(setup), setup.backend.proc.rss()
@@ -319,6 +324,7 @@ def _held_pings(opts: HeldOptions, work: Path, db: str | None) -> dict[str, Any]
         event_loop=opts.event_loop,
         workers=opts.workers,
         dsn=db,
+        backend=opts.backend,
     )
     warning = nofile_warning(-(-opts.pings // max(1, opts.workers)))
     if warning:
@@ -381,6 +387,12 @@ def held_markdown(r: dict[str, Any]) -> str:
         f"({fmt(r['answered_ok'])} Status 1) | {a['p50']:.2f} / {a['max']:.2f} s "
         f"| {r['gateway_rss_before_mib']:.0f} -> {r['gateway_rss_held_mib']:.0f} MiB |",
     ]
+    if o.get("backend") == "c":
+        lines += [
+            "",
+            f"The mail server was bench/mailhost.c (C), one process per backend address "
+            f"({o.get('backend_hosts', 1)}).",
+        ]
     if r.get("warning"):
         lines += ["", f"Warning: {r['warning']}."]
     return "\n".join(lines)

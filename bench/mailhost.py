@@ -20,11 +20,12 @@ one whole HTTP response built here from the demo backend's own parts
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import cc
-from bench.proc import BenchError, start
+from bench.proc import BenchError, Proc, start
 from bench.servers import ServerProc
 from sentry.eas.status import FolderStatus, PingStatus
 from sentry.eas.wbxml import encode
@@ -32,7 +33,7 @@ from sentry.testing.backend import PROTOCOL_COMMANDS
 from sentry.testing.state import BackendConfig
 from sentry.testing.wire import el, leaf, status
 
-__all__ = ["answers", "available", "counts", "start_mailhost"]
+__all__ = ["MailGroup", "answers", "available", "counts", "start_mailhost", "start_mailhosts"]
 
 SOURCE = Path(__file__).with_name("mailhost.c")
 WBXML = "application/vnd.ms-sync.wbxml"
@@ -104,3 +105,41 @@ def counts(server: ServerProc, timeout: float = 10.0) -> dict[str, Any]:
     if message.get("event") != "counts":
         raise BenchError(f"mailhost said {message!r} where counts were expected")
     return message
+
+
+class _Procs:
+    """Several mail server processes read as one (CPU and RSS summed)."""
+
+    def __init__(self, procs: list[Proc]) -> None:
+        self.procs = procs
+
+    def cpu(self) -> float:
+        return sum(p.cpu() for p in self.procs)
+
+    def rss(self) -> int:
+        return sum(p.rss() for p in self.procs)
+
+    def check_alive(self) -> None:
+        for p in self.procs:
+            p.check_alive()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+
+@dataclass
+class MailGroup:
+    """One mail server process per address (``start_mailhosts``): each has a
+    descriptor limit of its own, which one process's would not give 100,000
+    held Pings. ``urls`` are the pool's servers."""
+
+    proc: _Procs
+    urls: list[str]
+
+
+def start_mailhosts(workdir: Path, hosts: tuple[str, ...], *, hold: float) -> MailGroup:
+    """``start_mailhost`` once per address in ``hosts``, each its own process and port."""
+    servers = [start_mailhost(workdir / f"mailhost-{i}", hosts=(h,), hold=hold)
+               for i, h in enumerate(hosts)]  # fmt: skip
+    return MailGroup(_Procs([s.proc for s in servers]), [s.url for s in servers])

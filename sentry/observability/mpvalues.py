@@ -7,11 +7,13 @@ it. prometheus_client's value class (``MmapedValue``) first asks the kernel
 for the process id, on every update, to notice a ``fork()`` and start new
 files for the child; then looks the value's place in its file up by key. A
 refused request makes about a dozen updates, and in a two-worker node they
-took 5.5 % of a worker's samples (1.47 µs an update against 0.32 µs for the
-single-process value; ``bench/bench_mpvalues.py``).
+took 5.5 % of a worker's samples (about 1.4 µs an update against 0.3 µs for
+the single-process value; ``bench/bench_mpvalues.py``).
 
 A worker is started by ``exec`` (``sentry.supervisor``), never forked, and
-forks nothing that updates a metric, so that check cannot fire in it.
+forks nothing that updates a metric, so that check cannot fire in it (should
+it fire in ``get``, which keeps it, every value finds its place in the new
+files again).
 ``FastMmapedValue`` subclasses the class prometheus_client made for this
 process: construction is prometheus_client's own (the same files, names and
 keys; a value is placed in its file when it is made), and an update writes
@@ -55,6 +57,15 @@ def _fast(base: Any) -> type:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)  # reads the value: it has a place now
+            self._place()
+
+        def _MmapedValue__reset(self) -> None:  # prometheus_client's private name
+            # prometheus_client's own: at construction, and for every value when
+            # its check (still made by ``get``) sees a new process id: new files
+            super()._MmapedValue__reset()
+            self._place()
+
+        def _place(self) -> None:
             self._pos = self._file._positions[self._key]
             self._end = self._pos + 16
 

@@ -230,3 +230,23 @@ def test_a_storm_behind_the_gateway_is_held_by_the_c_mail_server(tmp_path: Path)
     assert r["held_before"] == 12 and r["resumed"] == 12 and r["retries"] == 0
     md = (tmp_path / "storm.md").read_text()
     assert "The mail server was bench/mailhost.c (C)" in md
+
+
+def test_held_pings_spread_over_one_mail_server_process_per_address(tmp_path: Path) -> None:
+    """``held-pings --backend c --backend-hosts 2``: two mail server processes
+    (each with a descriptor limit of its own, as 100,000 held Pings need), every
+    Ping held through the gateway and answered Status 1 at its heartbeat."""
+    _require_cc()
+    argv = ["held-pings", "--pings", "20", "--heartbeat", "2", "--ramp-rate", "200"]
+    argv += ["--backend", "c", "--backend-hosts", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(tmp_path), *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = json.loads((tmp_path / "held-pings.json").read_text())
+    assert r["options"]["backend"] == "c" and r["held"] == 20
+    assert r["answered_ok"] == 20
+    logs = sorted((tmp_path / "work" / "held-pings" / "backend").glob("mailhost-*"))
+    assert [p.name for p in logs] == ["mailhost-0", "mailhost-1"]
+    assert "one process per backend address (2)" in (tmp_path / "held-pings.md").read_text()

@@ -100,3 +100,37 @@ def test_a_prometheus_client_that_keeps_its_files_otherwise_keeps_its_own_value(
     monkeypatch.setattr(mmap_dict.MmapedDict, "__init__", renamed)
     assert not mpvalues.install()
     assert values.ValueClass is stock
+
+
+def test_after_a_new_process_id_updates_go_to_the_new_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """prometheus_client's fork check, still made by ``get``: every value moves
+    to new files named after the new process id, and updates follow it there."""
+    (tmp_path / "mp").mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "mp"))
+    pid = [1000]
+    base = values.MultiProcessValue(process_identifier=lambda: pid[0])
+    monkeypatch.setattr(values, "ValueClass", base)
+    assert mpvalues.install()
+    registry = CollectorRegistry()
+    first = Counter("t_first", "first", registry=registry)
+    second = Counter("t_second", "second", registry=registry)
+    first.inc(3)
+    second.inc(4)
+    # the new process's file already holds a value (a pid used before): the
+    # two are placed after it, elsewhere than in the old file
+    earlier = mmap_dict.MmapedDict(str(tmp_path / "mp" / "counter_1001.db"))
+    earlier.write_value(mmap_dict.mmap_key("t_old", "t_old_total", [], [], "old"), 9.0, 0.0)
+    earlier.close()
+    pid[0] = 1001  # "forked"
+    first._value.get()  # the check runs: both values move to the child's files
+    second.inc(7)
+    first.inc(1)
+    base.close_all_files()  # type: ignore[attr-defined]
+    child = mmap_dict.MmapedDict.read_all_values_from_file(str(tmp_path / "mp" / "counter_1001.db"))
+    assert {key.split('"')[1]: value for key, value, _, _ in child} == {
+        "t_old": 9.0,
+        "t_first": 1.0,
+        "t_second": 7.0,
+    }
