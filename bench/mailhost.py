@@ -1,5 +1,6 @@
-"""A mail server in C that holds Pings (``bench/mailhost.c``): the storm
-bench's backend when the demo backend's CPU should not count.
+"""A mail server in C that holds Pings (``bench/mailhost.c``): the backend of
+``storm`` and ``held-pings`` with ``--backend c``, when the demo backend's CPU
+should not count, or its one process's descriptor limit is too few.
 
 Approach. In a reconnect storm every re-issued Ping opens a backend leg, and
 the demo backend (Python) took 3-5 of a 10,000-Ping storm's CPU-seconds on
@@ -16,6 +17,10 @@ one whole HTTP response built here from the demo backend's own parts
   Ping arrived;
 * ``other``: a FolderSync answer (Status 1, SyncKey 1, no changes) to any
   other POST.
+
+``start_mailhosts`` starts one per address (``--backend-hosts``), each its
+own process: 100,000 held Pings need more descriptors than one process has
+here (see bench/README.md, "Reaching 100,000 held Pings").
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``bench/mailhost.c``: the storm bench's mail server in C answers OPTIONS and
 other POSTs at once, holds a Ping until its time and then answers it, drops
 a held Ping whose connection closed, refuses what it does not serve without
-dying, and holds a storm's Pings behind the real gateway.
+dying, and holds ``held-pings``' Pings behind the real gateway, one process per
+address (a storm's: ``test_phones.py``).
 
 It needs a C compiler (Debian's ``gcc``): without one these tests skip with
 the reason, except under ``CI`` / ``SENTRY_REQUIRE_CC=1`` (``.ci/run``
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -216,20 +218,15 @@ def test_any_bytes_leave_it_serving(mailhost: _Mailhost, junk: bytes) -> None:
         assert _answer(conn, bytearray())[0] == 200
 
 
-def test_a_storm_behind_the_gateway_is_held_by_the_c_mail_server(tmp_path: Path) -> None:
-    _require_cc()
-    argv = ["storm", "--pings", "12", "--handshakes", "4", "--generators", "1"]
-    argv += ["--generator", "phones", "--resume", "--backend", "c"]
+def _bench(out: Path, scenario: str, *argv: str) -> dict[str, Any]:
+    """``python -m bench scenario argv...`` into ``out``; the scenario's JSON report."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--out", str(tmp_path), *argv],
+        [sys.executable, "-m", "bench", "--out", str(out), scenario, *argv],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    r = json.loads((tmp_path / "storm.json").read_text())
-    assert r["options"]["backend"] == "c"
-    assert r["held_before"] == 12 and r["resumed"] == 12 and r["retries"] == 0
-    md = (tmp_path / "storm.md").read_text()
-    assert "The mail server was bench/mailhost.c (C)" in md
+    report: dict[str, Any] = json.loads((out / f"{scenario}.json").read_text())
+    return report
 
 
 def test_held_pings_spread_over_one_mail_server_process_per_address(tmp_path: Path) -> None:
@@ -238,13 +235,7 @@ def test_held_pings_spread_over_one_mail_server_process_per_address(tmp_path: Pa
     Ping held through the gateway and answered Status 1 at its heartbeat."""
     _require_cc()
     argv = ["held-pings", "--pings", "20", "--heartbeat", "2", "--ramp-rate", "200"]
-    argv += ["--backend", "c", "--backend-hosts", "2"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--out", str(tmp_path), *argv],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    r = json.loads((tmp_path / "held-pings.json").read_text())
+    r = _bench(tmp_path, *argv, "--backend", "c", "--backend-hosts", "2")
     assert r["options"]["backend"] == "c" and r["held"] == 20
     assert r["answered_ok"] == 20
     logs = sorted((tmp_path / "work" / "held-pings" / "backend").glob("mailhost-*"))

@@ -54,7 +54,8 @@ def _storm(out: Path, *extra: str) -> subprocess.Popen[str]:
 def test_phones_hold_their_pings_and_each_resumes_its_own_session(tmp_path: Path) -> None:
     _require_cc()
     runs = {
-        "resume": _storm(tmp_path / "resume", "--resume"),
+        # the resuming phones' Pings held by the mail server in C (bench/mailhost.c)
+        "resume": _storm(tmp_path / "resume", "--resume", "--backend", "c"),
         "full": _storm(tmp_path / "full"),
         "plain": _storm(tmp_path / "plain", "--no-tls"),
     }
@@ -72,6 +73,9 @@ def test_phones_hold_their_pings_and_each_resumes_its_own_session(tmp_path: Path
     assert report["plain"]["resumed"] == 0 and report["plain"]["handshake"] is None
     md = (tmp_path / "resume" / "storm.md").read_text()
     assert "phones in C (each offering its own last session ticket)" in md
+    assert "The mail server was bench/mailhost.c (C)" in md
+    assert report["resume"]["options"]["backend"] == "c"
+    assert report["full"]["options"]["backend"] == "demo"
     assert "the C phones" in md  # their CPU, beside the gateway's
 
 
