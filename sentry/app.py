@@ -59,7 +59,7 @@ from sentry.heaptrim import Arrivals, HeapTrimmer
 from sentry.housekeeping import Housekeeping
 from sentry.listeners import admin_app, server_tls, start_site, warn_if_exposed
 from sentry.model import Pool, Preferences, Realms, Routing
-from sentry.observability import Metrics, configure_logging, mpvalues
+from sentry.observability import Metrics, configure_logging
 from sentry.observability.logging import LogFile
 from sentry.policy import (
     AppendHistory,
@@ -266,8 +266,6 @@ async def start_gateway(
         log.info("certificate_generated", file=made, fqdn=settings.gateway.fqdn)
     for warning in report.warnings:
         log.warning("startup_warning", problem=warning)
-    if worker is not None:  # multiprocess metrics: updates without a syscall each
-        mpvalues.install()
     metrics = Metrics(registry or CollectorRegistry())
     opened, snapshot = await open_and_load(settings.store, root=root)
     changes = config_changes(settings, snapshot.prefs)

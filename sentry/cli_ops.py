@@ -54,6 +54,10 @@ def _run(args: argparse.Namespace) -> int:
     from sentry.worker import WorkerSpec
 
     worker = WorkerSpec.from_env()  # started by a supervisor (gateway.workers)
+    if worker is not None:  # multiprocess metrics, before any is made: no syscall per update
+        from sentry.observability import mpvalues
+
+        mpvalues.install()
     settings = _load(args.config)
     if args.check:
         return _check(args.config, settings)

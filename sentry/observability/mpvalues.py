@@ -5,10 +5,10 @@ multiprocess mode (``sentry.worker``): every update of a metric writes the
 value into the process's memory-mapped file, where any worker's scrape reads
 it. prometheus_client's value class (``MmapedValue``) first asks the kernel
 for the process id, on every update, to notice a ``fork()`` and start new
-files for the child; then looks the value's place in its file up by key. A
-refused request makes about a dozen updates, and in a two-worker node they
-took 5.5 % of a worker's samples (about 1.4 µs an update against 0.3 µs for
-the single-process value; ``bench/bench_mpvalues.py``).
+files for the child; then looks the value's place in its file up by key:
+about 1.4 µs an update against 0.3 µs for the single-process value
+(``bench/bench_mpvalues.py``). In a profiled two-worker node answering
+refused requests, its ``inc`` was 5.5 % of a worker's samples.
 
 A worker is started by ``exec`` (``sentry.supervisor``), never forked, and
 forks nothing that updates a metric, so that check cannot fire in it (should
@@ -25,7 +25,8 @@ update, as prometheus_client's does (the event loop's thread and the
 executor's may both count).
 
 ``install`` makes it ``prometheus_client.values.ValueClass`` when
-multiprocess mode is on, before ``Metrics`` builds any metric; outside it
+multiprocess mode is on; a worker calls it first thing (``sentry run`` under a
+supervisor, ``cli_ops``), before ``Metrics`` builds any metric; outside it
 (one process, the default) it changes nothing. It first tries a mapped file
 of its own the way ``FastMmapedValue`` writes: should a later
 prometheus_client keep its files otherwise, the stock class stays.
