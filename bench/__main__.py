@@ -165,6 +165,7 @@ def cmd_throughput(args: argparse.Namespace) -> str:
         targets=tuple(t for t in args.targets.split(",") if t),
         rounds=args.rounds,
         base_root=args.base_root.resolve() if args.base_root else None,
+        backend=args.backend,
     )
     r = run_throughput(opts, args.out / "work" / "throughput")
     args.reports["throughput"] = r
@@ -425,6 +426,13 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="another checkout (e.g. a git worktree of an earlier commit) whose gateway "
         "the targets gateway-base and gateway-tls-base run",
+    )
+    t.add_argument(
+        "--backend",
+        choices=("demo", "c"),
+        default="demo",
+        help="the mail server: the demo backend (Python, a core of its own at 64 connections) "
+        "or bench/mailhost.c serving the demo backend's recorded answers to the mix",
     )
     t.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="results folder")
     t.set_defaults(func=cmd_throughput)

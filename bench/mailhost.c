@@ -15,13 +15,17 @@
  *                      heartbeat expiring); a connection closed while held
  *                      is closed here too;
  *   POST, other body   PREFIX.other at once;
+ *   POST ...?Cmd=NAME  PREFIX.cmd.NAME at once, when NAME is one of CMDS (even
+ *                      a Ping: throughput's mix wants its Ping answered);
  *   anything else      400 and the connection closed (another method, a
  *                      chunked body, a head over 16 KiB, a body over 1 MiB).
  *
  * A Ping body is a WBXML document whose first tag is Ping in code page 13
  * (header, no string table, SWITCH_PAGE 13, Ping with content: 00 0D 45).
  *
- * Usage: mailhost HOSTS PORT PREFIX HOLD
+ * Usage: mailhost HOSTS PORT PREFIX HOLD [CMDS]
+ *   CMDS: comma-separated command names with an answer of their own
+ *   (bench/mailhost.py records them from the demo backend for throughput).
  *   HOSTS: comma-separated addresses, one listener each on the same PORT
  *   (0: the kernel's choice for the first, then the same for the others).
  * It prints {"event": "ready", "port": N} once it listens. Commands, one JSON
@@ -49,6 +53,7 @@
 #define MAX_HEAD 16384
 #define MAX_BODY (1 << 20)
 #define MAX_LISTENERS 16
+#define MAX_COMMANDS 32
 #define STDIN_TAG (-1)
 
 typedef struct {
@@ -78,6 +83,11 @@ static int epfd;
 static int listeners[MAX_LISTENERS];
 static int nlisteners;
 static blob options_answer, ping_answer, other_answer;
+static struct {
+    char name[64];
+    blob answer;
+} commands[MAX_COMMANDS];
+static size_t ncommands;
 static double hold_s;
 
 /* the held Pings, in the order they are due (every hold is HOLD seconds) */
@@ -85,6 +95,7 @@ static hold_entry *holds;
 static size_t hold_head, hold_tail, hold_cap;
 
 static size_t accepted, held_now, pings, pings_answered, others, options, bad, closed_held;
+static size_t by_command;
 
 static double now(void) {
     struct timespec t;
@@ -212,6 +223,28 @@ static const char *header_value(const char *line, const char *end, const char *n
     return v;
 }
 
+/* The answer of its own for the command the request line names (Cmd=NAME in
+ * the query), or NULL. LINE_END: the end of the request line. */
+static const blob *command_answer(const char *line, const char *line_end) {
+    if (ncommands == 0) return NULL;
+    const char *q = memchr(line, '?', (size_t)(line_end - line));
+    while (q != NULL && q < line_end) {
+        const char *field = q + 1;
+        const char *stop = field;
+        while (stop < line_end && *stop != '&' && *stop != ' ') stop++;
+        if (stop - field > 4 && strncmp(field, "Cmd=", 4) == 0) {
+            size_t n = (size_t)(stop - field - 4);
+            for (size_t i = 0; i < ncommands; i++) {
+                if (strlen(commands[i].name) == n && memcmp(commands[i].name, field + 4, n) == 0)
+                    return &commands[i].answer;
+            }
+            return NULL;
+        }
+        q = stop < line_end && *stop == '&' ? stop : NULL;
+    }
+    return NULL;
+}
+
 /* Serve every complete request in the buffer; 0 when the connection was closed. */
 static int serve(int fd) {
     conn *c = &conns[fd];
@@ -259,6 +292,8 @@ static int serve(int fd) {
         } else if (strncmp(c->buf, "POST ", 5) != 0) {
             refuse(fd);
             return 0;
+        } else if ((reply = command_answer(c->buf, memchr(c->buf, '\r', head))) != NULL) {
+            by_command++;
         } else if (!ping) {
             others++;
             reply = &other_answer;
@@ -351,8 +386,9 @@ static void command(void) {
         if (strstr(line, "\"counts\"") != NULL) {
             printf("{\"event\": \"counts\", \"accepted\": %zu, \"held\": %zu, \"pings\": %zu, "
                    "\"pings_answered\": %zu, \"closed_held\": %zu, \"others\": %zu, "
-                   "\"options\": %zu, \"bad\": %zu}\n",
-                   accepted, held_now, pings, pings_answered, closed_held, others, options, bad);
+                   "\"options\": %zu, \"bad\": %zu, \"by_command\": %zu}\n",
+                   accepted, held_now, pings, pings_answered, closed_held, others, options, bad,
+                   by_command);
             fflush(stdout);
         }
         len -= (size_t)(nl + 1 - line);
@@ -387,8 +423,8 @@ static int listen_on(const char *host, int *port) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: mailhost HOSTS PORT PREFIX HOLD\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: mailhost HOSTS PORT PREFIX HOLD [CMDS]\n");
         return 2;
     }
     int port = atoi(argv[2]);
@@ -396,6 +432,19 @@ int main(int argc, char **argv) {
     options_answer = load(argv[3], "options");
     ping_answer = load(argv[3], "ping");
     other_answer = load(argv[3], "other");
+    if (argc == 6) {
+        char *names = strdup(argv[5]);
+        for (char *n = strtok(names, ","); n != NULL; n = strtok(NULL, ",")) {
+            if (ncommands == MAX_COMMANDS || strlen(n) >= sizeof commands[0].name) {
+                errno = EINVAL;
+                die(n);
+            }
+            char suffix[80];
+            snprintf(suffix, sizeof suffix, "cmd.%s", n);
+            strcpy(commands[ncommands].name, n);
+            commands[ncommands++].answer = load(argv[3], suffix);
+        }
+    }
 
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {

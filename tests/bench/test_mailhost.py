@@ -33,12 +33,15 @@ from sentry.testing.wire import el, leaf
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD_S = 0.5
+# An answer of its own for Settings (throughput's mix answers are such, recorded)
+SETTINGS_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Answer: settings\r\n\r\nsettings"
 CHILD = (
     "import json, sys\n"
+    f"SETTINGS = {SETTINGS_ANSWER!r}\n"
     "from pathlib import Path\n"
     "from bench import mailhost\n"
     "work, hold = json.loads(sys.stdin.readline())\n"
-    "server = mailhost.start_mailhost(Path(work), hold=hold)\n"
+    "server = mailhost.start_mailhost(Path(work), hold=hold, commands={'Settings': SETTINGS})\n"
     "print(json.dumps({'port': server.port}), flush=True)\n"
     "for line in sys.stdin:\n"
     "    print(json.dumps(mailhost.counts(server)), flush=True)\n"
@@ -166,6 +169,33 @@ def test_a_ping_is_held_until_its_time_then_answered_and_the_connection_serves_o
         assert status == 200 and decode(body).tag == "FolderSync"
 
 
+def test_a_command_with_an_answer_of_its_own_gets_it_at_once_even_a_ping(
+    mailhost: _Mailhost,
+) -> None:
+    def post(target: str, body: bytes) -> bytes:
+        head = f"POST {target} HTTP/1.1\r\nHost: b\r\nContent-Length: {len(body)}\r\n\r\n"
+        return head.encode() + body
+
+    path = "/Microsoft-Server-ActiveSync"
+    before = mailhost.counts()["by_command"]
+    with mailhost.connect() as conn:
+        buffer = bytearray()
+        conn.sendall(
+            post(f"{path}?Cmd=Settings&User=u", FOLDER_SYNC)
+            + post(f"{path}?User=u&DeviceId=d&Cmd=Settings", PING)  # not held: its own answer
+            + post(f"{path}?Cmd=SettingsX", FOLDER_SYNC)  # the name exactly, or not at all
+            + post(f"{path}?User=Cmd=Settings", FOLDER_SYNC)  # a field's value is not Cmd
+            + post(f"{path}?Cmd=Setting", FOLDER_SYNC)
+        )
+        for _ in range(2):
+            status, headers, body = _answer(conn, buffer)
+            assert (status, headers["X-Answer"], body) == (200, "settings", b"settings")
+        for _ in range(3):
+            status, headers, body = _answer(conn, buffer)
+            assert "X-Answer" not in headers and decode(body).tag == "FolderSync"
+    assert mailhost.counts()["by_command"] == before + 2
+
+
 def test_a_held_ping_whose_connection_closes_is_dropped(mailhost: _Mailhost) -> None:
     before = mailhost.counts()
     conn = mailhost.connect()
@@ -227,6 +257,25 @@ def _bench(out: Path, scenario: str, *argv: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stdout + done.stderr
     report: dict[str, Any] = json.loads((out / f"{scenario}.json").read_text())
     return report
+
+
+def test_throughput_on_the_mail_server_in_c_replays_the_mix_answers(tmp_path: Path) -> None:
+    """``throughput --backend c``: the demo backend's answers to one cycle of the
+    mix, recorded and served by ``mailhost.c``, pass the generators' checks of
+    every step (warm-up) for the backend directly and through the gateway."""
+    _require_cc()
+    argv = ["throughput", "--devices", "8", "--levels", "2", "--duration", "0.5"]
+    r = _bench(tmp_path, *argv, "--targets", "direct,gateway", "--backend", "c")
+    assert r["options"]["backend"] == "c"
+    assert {row["target"] for row in r["rows"]} == {"direct", "gateway"}
+    assert all(row["requests"] > 0 and row["errors"] == 0 for row in r["rows"])
+    assert all(not row["warmup_failures"] for row in r["rows"])
+    recorded = tmp_path / "work" / "throughput" / "mailhost"
+    assert sorted(p.name for p in recorded.glob("answers.cmd.*")) == [
+        f"answers.cmd.{c}" for c in sorted({"FolderSync", "GetItemEstimate", "Ping",
+                                            "Provision", "SendMail", "Sync"})
+    ]  # fmt: skip
+    assert "bench/mailhost.c serving" in (tmp_path / "throughput.md").read_text()
 
 
 def test_held_pings_spread_over_one_mail_server_process_per_address(tmp_path: Path) -> None:
