@@ -328,6 +328,13 @@ async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) ->
         return
     if fingerprint is None:
         return
+    row = ctx.state.snapshot.get(key)
+    if row is None or row.policy_fingerprint == fingerprint:
+        # The usual case: the policy it had (or the row is gone), nothing to
+        # write, so no turn at the writer lock. A busy node hands that lock
+        # on once per turn of its event loop: every Provision queueing there
+        # for nothing waited 100-300 ms behind the others at 64 connections.
+        return
 
     def build(snapshot: Snapshot, now: float) -> Changes:
         if key not in snapshot:  # removed meanwhile
