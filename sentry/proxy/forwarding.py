@@ -25,10 +25,10 @@ import aiohttp
 from aiohttp import web
 
 from sentry.eas import responses
-from sentry.eas.commands import policy_fingerprint
+from sentry.eas.commands.fingerprints import AnswerFingerprints
 from sentry.eas.errors import EasError
 from sentry.eas.request import Command, EasRequest
-from sentry.eas.wbxml import Limits, decode
+from sentry.eas.wbxml import Limits
 from sentry.longpolls import HeldPoll
 from sentry.model import AssociationKey, principal_domain
 from sentry.policy import Changes, Decision, Forward, Snapshot, record_policy_fingerprint
@@ -59,6 +59,7 @@ from .upstream import Answer, BackendPool, Server
 __all__ = ["answer_revoked_now", "forward", "send"]
 
 _POLICY_LIMITS = Limits(max_size=INSPECT_LIMIT)
+_FINGERPRINTS = AnswerFingerprints(_POLICY_LIMITS)  # the same policy bytes, named once
 
 
 async def forward(
@@ -323,7 +324,7 @@ async def _record_policy(ctx: ProxyContext, key: AssociationKey, body: bytes) ->
     several policies on one device are flagged (design §5.10). Best effort:
     a body we cannot read changes nothing."""
     try:
-        fingerprint = policy_fingerprint(decode(body, _POLICY_LIMITS))
+        fingerprint = _FINGERPRINTS.of(body)
     except EasError:
         return
     if fingerprint is None:
