@@ -169,7 +169,7 @@ def _ramp(
 ) -> dict[str, Any]:
     """go -> all sent -> all held (or no longer growing); the gateway's CPU
     and RSS. ``phones``: they open the Pings, the generators only primed."""
-    # first sights went at about 110 a second on 12 workers sharing PostgreSQL's
+    # first sights went at about 105 a second on 12 workers sharing PostgreSQL's
     # write lock on two cores (2026-12-05): a timeout against a hang, not a pace
     primed = [g.receive(max(120.0, pings / 20)) for g in setup.gens]
     prime_errors = sum(sum(p.get("errors", {}).values()) for p in primed)

@@ -18,6 +18,7 @@ import pytest
 
 from sentry.eas.wbxml import encode
 from sentry.eas.xmlform import from_xml
+from sentry.model import AssociationKey
 from sentry.testing.eas_client import basic_auth
 from sentry.testing.gateway import DemoGateway, PoolSpec, demo_gateway
 from sentry.testing.raw_client import RawConnection, request_bytes
@@ -224,3 +225,56 @@ async def test_a_device_gone_mid_answer_leaves_no_backend_connection_behind(
         while lean.open:
             await asyncio.sleep(0.005)
     assert lean.idle == 0
+
+
+def provision(device: str = "LEG0001") -> bytes:
+    body = encode(from_xml(
+        '<Provision xmlns="Provision"><Policies><Policy>'
+        "<PolicyType>MS-EAS-Provisioning-WBXML</PolicyType></Policy></Policies></Provision>"
+    ))  # fmt: skip
+    headers = [
+        ("Authorization", basic_auth("alice", "secret")),
+        ("MS-ASProtocolVersion", "14.1"),
+        ("Content-Type", "application/vnd.ms-sync.wbxml"),
+    ]
+    target = f"{EAS}?Cmd=Provision&User=alice&DeviceId={device}&DeviceType=iPhone"
+    return request_bytes("POST", target, headers, body)
+
+
+def policy_answer(key: str, setting: str) -> bytes:
+    return encode(from_xml(
+        '<Provision xmlns="Provision"><Status>1</Status><Policies><Policy>'
+        "<PolicyType>MS-EAS-Provisioning-WBXML</PolicyType><Status>1</Status>"
+        f"<PolicyKey>{key}</PolicyKey><Data><EASProvisionDoc>"
+        f"<DevicePasswordEnabled>{setting}</DevicePasswordEnabled>"
+        "</EASProvisionDoc></Data></Policy></Policies></Provision>"
+    ))  # fmt: skip
+
+
+async def test_a_provision_answer_of_garbage_is_relayed_and_leaves_the_policy_recorded(
+    gw: DemoGateway, script: Script
+) -> None:
+    """Policies named from memory (``fingerprints.py``) must not name bytes that do
+    not decode: with another device's policy in memory, a Provision answer that is
+    that policy's bytes cut short, or no WBXML at all, reaches the device as sent
+    and changes nothing recorded; the whole policy then does change it."""
+    good, other = policy_answer("11", "1"), policy_answer("22", "0")
+    cut = policy_answer("33", "0")[:-3]  # the other policy's bytes, without their ENDs
+    bodies = [other, good, cut, b"\x03\x01j\x00\x00\x0e\x45\x02junk", b"not wbxml", other]
+    script.answers += [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(b) + b
+        for b in bodies
+    ]
+    assert await ask(gw, provision("LEG0002")) == [(200, other)]  # now in memory
+    key = AssociationKey("LEG0001", "alice")
+    recorded = []
+    for body in bodies[1:]:
+        assert await ask(gw, provision()) == [(200, body)]
+        row = gw.gateway.state.snapshot.get(key)
+        assert row is not None
+        recorded.append(row.policy_fingerprint)
+    assert recorded[0] is not None
+    assert recorded[:4] == [recorded[0]] * 4
+    other_row = gw.gateway.state.snapshot.get(AssociationKey("LEG0002", "alice"))
+    assert other_row is not None and recorded[4] == other_row.policy_fingerprint != recorded[0]
