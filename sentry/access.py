@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -58,7 +59,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from sentry.aio import uncancellable
+from sentry.aio import create_task, uncancellable
 from sentry.eas.request import EasRequest
 from sentry.eas.status import CommonStatus
 from sentry.lastseen import LastSeen
@@ -130,6 +131,25 @@ class Committed:
     """How long applying the changes to the snapshot took."""
 
 
+@dataclass(slots=True, eq=False)
+class _Queued:
+    """One ``commit`` waiting for the runner (``AccessState._drain``)."""
+
+    build: Build
+    in_thread: bool
+    executor: Executor | None
+    kept: AssociationKey | None
+    answer_first: bool
+    context: contextvars.Context
+    """The caller's context: its variables are set while it runs (its log
+    lines keep the request's fields)."""
+    future: asyncio.Future[Committed]
+    started: bool = False
+    """Its build has run: the write goes on to its end, whatever the caller does."""
+    abandoned: bool = False
+    """The caller was cancelled before it started: it is skipped."""
+
+
 _CANNOT_DECIDE = Refuse(
     CommonStatus.DeviceIsBlockedForThisUser, frozenset({Reason.REGISTRY_UNREACHABLE})
 )
@@ -181,6 +201,8 @@ class AccessState:
             LongPolls() if longpolls is None else longpolls
         )
         self._lock = asyncio.Lock()
+        self._queue: list[_Queued] = []
+        self._runner: asyncio.Task[None] | None = None
         self.lastseen = LastSeen(store)
         self._expiry = unverified_expiry_seconds
         self.take_missed: TakeMissed | None = None  # a shared store: sentry.cluster
@@ -216,33 +238,125 @@ class AccessState:
         second, the refreshed decisions stay recorded in memory (they follow
         from what is durable and are derived again at the next request), so
         the "registry unreachable" decisions that follow, which use the
-        recorded decision, agree with the change. A caller cancelled meanwhile
-        (a device that hangs up) waits until the snapshot matches the store."""
-        async with self._lock:
-            for _ in range(BEHIND_RETRIES):
-                started = time.perf_counter()
-                if in_thread:
-                    loop = asyncio.get_running_loop()
-                    changes = await loop.run_in_executor(
-                        executor, build, self.snapshot, self.clock()
+        recorded decision, agree with the change. A caller cancelled before its
+        build ran is dropped; one cancelled later waits until the snapshot
+        matches the store (a device that hangs up mid-write), then stops.
+
+        Commits queue and one task (``_drain``) runs them in order, each
+        built on the state the ones before it left, under the writer lock it
+        takes once for all that are waiting. On a saturated event loop every
+        hand-over costs a turn of the loop (tens of milliseconds at 64
+        connections): handing the lock from waiter to waiter, starting a task
+        for each write and waking it made each queued commit cost about seven
+        turns; run back to back, a commit costs the turns of its own writes."""
+        loop = asyncio.get_running_loop()
+        item = _Queued(
+            build,
+            in_thread,
+            executor,
+            kept,
+            answer_first,
+            contextvars.copy_context(),
+            loop.create_future(),
+        )
+        self._queue.append(item)
+        if self._runner is None:
+            # started in an empty context: the runner serves every caller, and
+            # must not carry the first one's request fields into the others'
+            self._runner = contextvars.Context().run(
+                create_task, self._drain(), name="access:commits"
+            )
+        try:
+            return await asyncio.shield(item.future)
+        except asyncio.CancelledError:
+            if not item.started:
+                item.abandoned = True
+                raise
+            while not item.future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([item.future])
+            if not item.future.cancelled():
+                item.future.exception()  # retrieved: the caller's cancellation propagates
+            raise
+
+    async def _drain(self) -> None:
+        """Run the queued commits, in order, until none is left; the writer
+        lock is taken once per batch (those queued when it is got), so a step
+        waiting for the lock itself (a store recovery) comes in between."""
+        batch: list[_Queued] = []
+        try:
+            while self._queue:
+                async with self._lock:
+                    batch, self._queue = self._queue, []
+                    for item in batch:
+                        if item.abandoned:
+                            continue
+                        item.started = True
+                        try:
+                            committed = await self._run(item)
+                        except asyncio.CancelledError:
+                            raise
+                        except BaseException as exc:
+                            if not item.future.done():
+                                item.future.set_exception(exc)
+                            if not isinstance(exc, Exception):
+                                raise
+                        else:
+                            if not item.future.done():
+                                item.future.set_result(committed)
+                    batch = []
+        finally:
+            # Only a cancelled runner (the loop shutting down) leaves waiters.
+            for item in (*batch, *self._queue):
+                if not item.future.done():
+                    item.future.cancel()
+            self._queue = []
+            self._runner = None
+
+    async def _run(self, item: _Queued) -> Committed:
+        """One queued commit (writer lock held), with its caller's context
+        variables set meanwhile: the lines it logs carry the request's fields,
+        as they did when each commit's write was a task of its own."""
+        tokens = [(var, var.set(value)) for var, value in item.context.items()]
+        try:
+            return await self._run_in_context(item)
+        finally:
+            for var, token in reversed(tokens):
+                var.reset(token)
+
+    async def _run_in_context(self, item: _Queued) -> Committed:
+        """Build, write, absorb; built again after catching up with a shared
+        store that moved meanwhile."""
+        build = item.build
+        for _ in range(BEHIND_RETRIES):
+            started = time.perf_counter()
+            if item.in_thread:
+                loop = asyncio.get_running_loop()
+                changes = await loop.run_in_executor(
+                    item.executor, item.build, self.snapshot, self.clock()
+                )
+            else:
+                changes = build(self.snapshot, self.clock())
+            built = time.perf_counter() - started
+            try:
+                rebuild = None if item.in_thread else build
+                if changes:
+                    committed = await self._write(
+                        tuple(changes), item.kept, rebuild, item.answer_first
                     )
                 else:
-                    changes = build(self.snapshot, self.clock())
-                built = time.perf_counter() - started
-                try:
-                    rebuild = None if in_thread else build
-                    committed = await self._commit_held(changes, kept, rebuild, answer_first)
-                    if len(committed.changes) >= LARGE_COMMIT:
-                        total = time.perf_counter() - started
-                        _log_large(committed, built, total)
-                    return committed
-                except FeedBehind as exc:
-                    # rows that could not be taken inside the transaction
-                    # (pruned: a reload): catch up, then build again
-                    if self.catch_up is None:
-                        raise
-                    await self.catch_up(exc)
-            raise FeedBehind(0, 0, ())  # pragma: no cover - other nodes never let it write
+                    committed = Committed((), NOTHING, 0)
+                if len(committed.changes) >= LARGE_COMMIT:
+                    total = time.perf_counter() - started
+                    _log_large(committed, built, total)
+                return committed
+            except FeedBehind as exc:
+                # rows that could not be taken inside the transaction
+                # (pruned: a reload): catch up, then build again
+                if self.catch_up is None:
+                    raise
+                await self.catch_up(exc)
+        raise FeedBehind(0, 0, ())  # pragma: no cover - other nodes never let it write
 
     @property
     def writer(self) -> asyncio.Lock:

@@ -189,6 +189,17 @@ def test_the_bulk_commit_micro_benchmark_runs() -> None:
         assert f"| {phase} | " in done.stdout
 
 
+def test_the_commit_queue_micro_benchmark_runs() -> None:
+    """``bench/bench_commits.py``: concurrent first sights on a busy loop, the
+    commit queue beside one writer lock per commit (each first sight checks
+    that its row was written and applied)."""
+    done = _bench_script("bench_commits.py", "3", "1")
+    for path in ("one lock per commit", "the queue"):
+        assert f"| {path} | 3 |" in done.stdout
+        assert f"| {path}, alone | 1 |" in done.stdout
+    assert "the queue / one lock per commit:" in done.stdout
+
+
 def test_the_heap_trim_micro_benchmark_runs() -> None:
     """``bench/bench_heaptrim.py``: the loop's lateness with no trim, a trim in
     a thread and a trim on the loop, and the memory each trim gave back."""
