@@ -173,6 +173,9 @@ def _ramp(
     # write lock on two cores (2026-12-05): a timeout against a hang, not a pace
     primed = [g.receive(max(120.0, pings / 20)) for g in setup.gens]
     prime_errors = sum(sum(p.get("errors", {}).values()) for p in primed)
+    # the generators prime at once (each its share, 32 connections): the slowest
+    # one's time is how long the node took to see every association first
+    prime_seconds = max(float(p.get("seconds", 0.0)) for p in primed)
     time.sleep(1.0)  # let the priming writes settle
     rss0, cpu0, brss0 = _node_rss(setup), _node_cpu(setup), setup.backend.proc.rss()
     trims0 = metric(setup.gateway.metrics_text(), "sentry_heap_trims_total")
@@ -190,6 +193,8 @@ def _ramp(
         sent.append(phones.sent(120))
     return {
         "prime_errors": prime_errors,
+        "prime_seconds": prime_seconds,
+        "first_sights_per_s": pings / prime_seconds if prime_seconds > 0 else 0.0,
         "connect_errors": sum(s["connect_errors"] for s in sent),
         "ramp_seconds": max(s["seconds"] for s in sent),
         "seconds_to_all_held": t_held - t0,
@@ -331,6 +336,11 @@ def _held_pings(opts: HeldOptions, work: Path, db: str | None) -> dict[str, Any]
         print(f"  warning: {warning}", flush=True)
     try:
         ramp = _ramp(setup, opts.pings, opts.ramp_rate)
+        print(
+            f"  primed {opts.pings:,} first sights in {ramp['prime_seconds']:.1f} s "
+            f"({ramp['first_sights_per_s']:,.0f} a second)",
+            flush=True,
+        )
         print(
             f"  held {ramp['held']:,}: {ramp['rss_per_ping_kib']:.1f} KiB RSS and "
             f"{ramp['cpu_per_new_ping_ms']:.2f} ms CPU per Ping in the gateway; "

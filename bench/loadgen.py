@@ -410,9 +410,10 @@ async def _drop_all(h: Hold, tasks: list[asyncio.Task[None]]) -> None:
 
 async def hold(job: dict[str, Any], chan: Channel) -> None:
     h = Hold(job)
+    started = time.monotonic()
     if job.get("prime", True):
         await h.prime()
-    chan.emit("primed", errors=dict(h.errors))
+    chan.emit("primed", errors=dict(h.errors), seconds=time.monotonic() - started)
     await chan.expect("go")
     tasks = await h.ramp(chan)
     while True:

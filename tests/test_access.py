@@ -99,6 +99,8 @@ async def test_a_large_commit_logs_where_its_time_went(tmp_path: Path) -> None:
 
 
 # -- the commit queue: one runner, in order, each on the state the last left ---
+# On a shared store (``take_missed`` set by sentry.cluster) each commit takes the
+# lock and runs in a task of its own instead; the tests below hold for both.
 
 
 class GatedStore(MemoryStore):
@@ -123,11 +125,17 @@ class GatedStore(MemoryStore):
         await asyncio.shield(asyncio.ensure_future(write()))  # not stopped by a cancel
 
 
-def queue_state() -> tuple[AccessState, GatedStore]:
+def queue_state(shared: bool = False) -> tuple[AccessState, GatedStore]:
     store = GatedStore()
     pools = [Pool("exchange", "exchange")]
     snapshot = Snapshot.build(pools=pools, routing=Routing(default="exchange"))
-    return AccessState(store, snapshot, Metrics(CollectorRegistry())), store
+    state = AccessState(store, snapshot, Metrics(CollectorRegistry()))
+    if shared:
+        state.take_missed = lambda exc: None  # as sentry.cluster sets it; never called here
+    return state, store
+
+
+both_paths = pytest.mark.parametrize("shared", [False, True], ids=["queue", "shared-store"])
 
 
 def row_of(device: str, seen: list[frozenset[str]] | None = None) -> Build:
@@ -150,8 +158,9 @@ async def hold_first_write(state: AccessState, store: GatedStore) -> asyncio.Fut
     return first
 
 
-async def test_queued_commits_run_in_order_each_built_on_the_last_ones_state() -> None:
-    state, store = queue_state()
+@both_paths
+async def test_queued_commits_run_in_order_each_built_on_the_last_ones_state(shared: bool) -> None:
+    state, store = queue_state(shared)
     first = await hold_first_write(state, store)
     seen: list[frozenset[str]] = []
     queued = [asyncio.ensure_future(state.commit(row_of(f"Q{i}", seen))) for i in range(3)]
@@ -168,8 +177,9 @@ async def test_queued_commits_run_in_order_each_built_on_the_last_ones_state() -
     assert firsts == ["QFIRST", "Q0", "Q1", "Q2"]
 
 
-async def test_a_caller_cancelled_while_queued_is_dropped_and_the_rest_go_on() -> None:
-    state, store = queue_state()
+@both_paths
+async def test_a_caller_cancelled_while_queued_is_dropped_and_the_rest_go_on(shared: bool) -> None:
+    state, store = queue_state(shared)
     first = await hold_first_write(state, store)
     built: list[frozenset[str]] = []
     dropped = asyncio.ensure_future(state.commit(row_of("QDROPPED", built)))
@@ -183,8 +193,11 @@ async def test_a_caller_cancelled_while_queued_is_dropped_and_the_rest_go_on() -
     assert store.load_now().get(AssociationKey("QAFTER", "alice")) is not None
 
 
-async def test_a_caller_cancelled_mid_write_waits_until_store_and_memory_agree() -> None:
-    state, store = queue_state()
+@both_paths
+async def test_a_caller_cancelled_mid_write_waits_until_store_and_memory_agree(
+    shared: bool,
+) -> None:
+    state, store = queue_state(shared)
     first = await hold_first_write(state, store)
     first.cancel()
     await asyncio.sleep(0.01)
@@ -198,8 +211,9 @@ async def test_a_caller_cancelled_mid_write_waits_until_store_and_memory_agree()
     assert (await state.commit(row_of("QNEXT"))).changes  # the runner serves on
 
 
-async def test_a_refused_build_fails_only_its_own_caller() -> None:
-    state, store = queue_state()
+@both_paths
+async def test_a_refused_build_fails_only_its_own_caller(shared: bool) -> None:
+    state, store = queue_state(shared)
     first = await hold_first_write(state, store)
 
     def refuse(snapshot: Snapshot, now: float) -> Sequence[Change]:
@@ -219,30 +233,40 @@ async def test_a_refused_build_fails_only_its_own_caller() -> None:
     }
 
 
-async def test_a_step_waiting_for_the_writer_lock_comes_before_the_next_batch() -> None:
-    state, store = queue_state()
-    first = await hold_first_write(state, store)
-    order: list[str] = []
+@both_paths
+async def test_a_step_waiting_for_the_writer_lock_comes_between_two_commits(
+    shared: bool,
+) -> None:
+    """A store recovery waits for ``writer`` while one commit writes and
+    another is queued: it gets the lock before the queued one (the runner
+    takes the lock per commit, not for the whole queue). On a shared store
+    the lock's own order holds: the commit that waited first goes first."""
+    state, store = queue_state(shared)
+    store.gate.clear()
+    first = asyncio.ensure_future(state.commit(row_of("QFIRST")))
+    second = asyncio.ensure_future(state.commit(row_of("QSECOND")))
+    await asyncio.wait_for(store.entered.wait(), 10)
+    seen: list[int] = []
 
     async def recovery() -> None:
         async with state.writer:
-            order.append(f"recovery saw {len(list(state.snapshot.associations()))} rows")
+            seen.append(len(list(state.snapshot.associations())))
 
     stepped = asyncio.ensure_future(recovery())
     await asyncio.sleep(0)
-    later = asyncio.ensure_future(state.commit(row_of("QLATER")))
     store.gate.set()
-    await asyncio.gather(first, stepped, later)
-    order.append(f"then {len(list(state.snapshot.associations()))} rows")
-    assert order == ["recovery saw 1 rows", "then 2 rows"]
+    await asyncio.gather(first, second, stepped)
+    assert seen == ([2] if shared else [1])
+    assert len(list(state.snapshot.associations())) == 2
 
 
-async def test_a_queued_commit_logs_with_its_callers_request_fields() -> None:
+@both_paths
+async def test_a_queued_commit_logs_with_its_callers_request_fields(shared: bool) -> None:
     from structlog.testing import capture_logs
 
     from sentry.observability import context as logcontext
 
-    state, store = queue_state()
+    state, store = queue_state(shared)
     first = await hold_first_write(state, store)
 
     def logged(device: str) -> Build:
