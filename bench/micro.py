@@ -39,6 +39,7 @@ MICRO: dict[str, tuple[str, str | None, float]] = {
     ),
     "bench_store": ("snapshot load of 1,000,000 associations", "bench_store.json", 900),
     "bench_commits": ("first sights at once on a saturated loop: the commit queue", None, 300),
+    "bench_touchflush": ("a last-seen flush beside a busy loop: one statement", None, 300),
     "bench_console": ("web console pages over 100,000 associations", "bench_console.json", 300),
     "bench_pg_list": ("PostgreSQL admin queries, 100,000 associations", "bench_pg_list.json", 900),
 }

@@ -11,10 +11,20 @@ entries are written after the other changes of a list unless it moves
 history (nothing else reads or changes them), so a per-row admin action
 over many rows (put, history, audit, put, history, audit...) is three
 ``executemany`` calls, not three statements per row.
+
+A run of ``Touch`` (the batched last-seen times, every
+``store.touch_flush_seconds``) is one statement instead, over a JSON array
+(``json_each``, SQLite 3.38 or later; ``executemany`` before). The store's
+thread runs these writes beside the event loop, and ``executemany`` runs
+one step per row with the GIL given up around each: beside a busy loop the
+thread then waits for the GIL back after every row (up to the interpreter's
+switch interval), so a flush of 1,100 rows took 3.2 s instead of 3.6 ms and
+the loop lost its time to the hand-overs (``bench/bench_touchflush.py``).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,9 +71,31 @@ def _write_runs(conn: sqlite3.Connection, changes: Sequence[ch.Change]) -> None:
         i = j
 
 
+JSON_TOUCHES = sqlite3.sqlite_version_info >= (3, 38, 0)
+"""``UPDATE .. FROM`` (3.33) and ``->>`` (3.38): a run of touches in one statement."""
+
+_TOUCH_ROW = (
+    "UPDATE associations SET last_seen = ? WHERE device_id = ? AND user = ? AND last_seen < ?"
+)
+_TOUCH_RUN = (
+    "UPDATE associations SET last_seen = t.s"
+    " FROM (SELECT value->>0 AS d, value->>1 AS u, value->>2 AS s FROM json_each(?)) AS t"
+    " WHERE associations.device_id = t.d AND associations.user = t.u"
+    " AND associations.last_seen < t.s"
+)
+
+
 def _touch_all(conn: sqlite3.Connection, touches: Sequence[ch.Touch]) -> None:
-    sql = "UPDATE associations SET last_seen = ? WHERE device_id = ? AND user = ? AND last_seen < ?"
-    conn.executemany(sql, ((t.last_seen, *t.key, t.last_seen) for t in touches))
+    # the latest per key: an UPDATE .. FROM joining a key twice takes either row
+    latest: dict[tuple[str, str], float] = {}
+    for t in touches:
+        if t.key not in latest or t.last_seen > latest[t.key]:
+            latest[t.key] = t.last_seen
+    if not JSON_TOUCHES:
+        conn.executemany(_TOUCH_ROW, ((seen, *key, seen) for key, seen in latest.items()))
+        return
+    rows = [[device_id, user, seen] for (device_id, user), seen in latest.items()]
+    conn.execute(_TOUCH_RUN, (json.dumps(rows, allow_nan=False),))
 
 
 def _put_associations(conn: sqlite3.Connection, run: Sequence[ch.PutAssociation]) -> None:

@@ -200,6 +200,15 @@ def test_the_commit_queue_micro_benchmark_runs() -> None:
     assert "the queue / one lock per commit:" in done.stdout
 
 
+def test_the_touch_flush_micro_benchmark_runs() -> None:
+    """``bench/bench_touchflush.py``: a flush of last-seen times beside a busy
+    loop, both ways of writing it (it checks that every flush was written)."""
+    done = _bench_script("bench_touchflush.py", "50", "1")
+    assert "| executemany, a step per row |" in done.stdout
+    assert "| one statement |" in done.stdout
+    assert "one statement / executemany: the flush" in done.stdout
+
+
 def test_the_heap_trim_micro_benchmark_runs() -> None:
     """``bench/bench_heaptrim.py``: the loop's lateness with no trim, a trim in
     a thread and a trim on the loop, and the memory each trim gave back."""

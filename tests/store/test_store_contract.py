@@ -464,3 +464,45 @@ async def test_a_bulk_actions_history_and_audit_text_is_the_reference_json(tmp_p
     assert audit == [(text(e.before, True), text(e.after, True)) for e in entries]
     assert any('"reasons":["' in row[0] and '"violations":["' in row[0] for row in history)
     assert any('"rule":"' in row[0] for row in history)
+
+
+async def _touch_every_row(store: AnyStore) -> None:
+    """Touches for every row (and a new row with a non-ASCII mailbox), each key
+    several times in shuffled order, some older than the row: each row ends at
+    the largest time it was given, never moved back; a key without a row is
+    ignored."""
+    import random
+
+    conv = busy_conversation()
+    await replay(store, conv)
+    rows = list((await store.load()).associations())
+    odd = replace(rows[0], key=AssociationKey("DÉVICE😀", "jöhn\u2028@exämple.de"))
+    await store.apply((PutAssociation(odd),))
+    rows.append(odd)
+    rng = random.Random(7)
+    touches = [Touch(AssociationKey("NOPE", "nobody"), 9e9)]
+    want = {}
+    for row in rows:
+        times = [row.last_seen - 50, row.last_seen + rng.uniform(1, 99), row.last_seen + 0.5]
+        touches += [Touch(row.key, t) for t in times]
+        want[row.key] = max(row.last_seen, *times)
+    rng.shuffle(touches)
+    await store.apply(touches)
+    got = {r.key: r.last_seen for r in (await store.load()).associations()}
+    assert got == want
+
+
+async def test_a_run_of_touches_keeps_the_latest_time_of_each_row(store):
+    await _touch_every_row(store)
+
+
+async def test_a_run_of_touches_without_json_each_gives_the_same(tmp_path, monkeypatch):
+    """SQLite before 3.38: the touches go one row at a time (``executemany``)."""
+    from sentry.store import _sqlite_writes
+
+    monkeypatch.setattr(_sqlite_writes, "JSON_TOUCHES", False)
+    store = await SqliteStore.open(tmp_path / "old.db")
+    try:
+        await _touch_every_row(store)
+    finally:
+        await store.close()
