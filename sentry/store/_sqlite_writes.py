@@ -12,14 +12,18 @@ history (nothing else reads or changes them), so a per-row admin action
 over many rows (put, history, audit, put, history, audit...) is three
 ``executemany`` calls, not three statements per row.
 
-A run of ``Touch`` (the batched last-seen times, every
-``store.touch_flush_seconds``) is one statement instead, over a JSON array
-(``json_each``, SQLite 3.38 or later; ``executemany`` before). The store's
-thread runs these writes beside the event loop, and ``executemany`` runs
-one step per row with the GIL given up around each: beside a busy loop the
-thread then waits for the GIL back after every row (up to the interpreter's
-switch interval), so a flush of 1,100 rows took 3.2 s instead of 3.6 ms and
-the loop lost its time to the hand-overs (``bench/bench_touchflush.py``).
+On SQLite 3.38 or later each run is one statement instead, over a JSON
+array of its rows (``json_each``; ``executemany`` before, and for a run
+with a NUL in a text, which SQLite's JSON text functions would cut). The
+store's thread runs these writes beside the event loop, and ``executemany``
+runs one step per row with the GIL given up around each: beside a busy loop
+the thread then waits for the GIL back after every row (up to the
+interpreter's switch interval), so a last-seen flush of 1,100 rows took 5 s
+instead of 4 ms, and every write behind it in the store's one thread waited
+as long (``bench/bench_touchflush.py``; a bulk block of 1,000 rows is 2,001
+rows in two runs). ``json_each`` gives the array's items in order and the
+``INSERT .. SELECT`` keeps it (``ORDER BY key``): the last put of a key
+wins and history and audit keep their order, as with ``executemany``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 from sentry.model import AuditEntry, association_ref
 from sentry.policy import changes as ch
 
-from ._sqlite_rows import ASSOCIATION_COLUMNS, PLACEHOLDERS, association_params
+from ._sqlite_rows import ASSOCIATION_COLUMNS, association_params
 from .codec import compact, dumps
 
 __all__ = ["write_changes"]
@@ -71,8 +75,23 @@ def _write_runs(conn: sqlite3.Connection, changes: Sequence[ch.Change]) -> None:
         i = j
 
 
-JSON_TOUCHES = sqlite3.sqlite_version_info >= (3, 38, 0)
-"""``UPDATE .. FROM`` (3.33) and ``->>`` (3.38): a run of touches in one statement."""
+JSON_RUNS = sqlite3.sqlite_version_info >= (3, 38, 0)
+"""``UPDATE .. FROM`` (3.33) and ``->>`` (3.38): a run in one statement."""
+
+
+def _json_rows(rows: Sequence[Sequence[Any]]) -> str | None:
+    """``rows`` as one JSON array for ``json_each``; None when a run must go
+    row by row (older SQLite, or a NUL in a text: ``->>`` would cut it)."""
+    if not JSON_RUNS:
+        return None
+    doc = json.dumps(rows, allow_nan=False)
+    return None if "\\u0000" in doc else doc
+
+
+def _selected(width: int) -> str:
+    """``value->>0, .., value->>width-1``: one JSON row's items as columns."""
+    return ", ".join(f"value->>{i}" for i in range(width))
+
 
 _TOUCH_ROW = (
     "UPDATE associations SET last_seen = ? WHERE device_id = ? AND user = ? AND last_seen < ?"
@@ -91,22 +110,42 @@ def _touch_all(conn: sqlite3.Connection, touches: Sequence[ch.Touch]) -> None:
     for t in touches:
         if t.key not in latest or t.last_seen > latest[t.key]:
             latest[t.key] = t.last_seen
-    if not JSON_TOUCHES:
-        conn.executemany(_TOUCH_ROW, ((seen, *key, seen) for key, seen in latest.items()))
+    rows = [(device_id, user, seen) for (device_id, user), seen in latest.items()]
+    doc = _json_rows(rows)
+    if doc is None:
+        conn.executemany(_TOUCH_ROW, ((seen, dev, user, seen) for dev, user, seen in rows))
         return
-    rows = [[device_id, user, seen] for (device_id, user), seen in latest.items()]
-    conn.execute(_TOUCH_RUN, (json.dumps(rows, allow_nan=False),))
+    conn.execute(_TOUCH_RUN, (doc,))
 
 
 def _put_associations(conn: sqlite3.Connection, run: Sequence[ch.PutAssociation]) -> None:
     # in order: INSERT OR REPLACE of the same key twice leaves the last, as applying them does
-    sql = f"INSERT OR REPLACE INTO associations ({ASSOCIATION_COLUMNS}) VALUES ({PLACEHOLDERS})"
-    conn.executemany(sql, (association_params(c.association) for c in run))
+    rows = [association_params(c.association) for c in run]
+    _insert_rows(conn, f"INSERT OR REPLACE INTO associations ({ASSOCIATION_COLUMNS})", rows)
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``head`` (``INSERT .. INTO table (columns)``) for every row, in order."""
+    doc = _json_rows(rows)
+    width = len(rows[0])
+    if doc is None:
+        conn.executemany(f"{head} VALUES ({', '.join('?' * width)})", rows)
+        return
+    conn.execute(f"{head} SELECT {_selected(width)} FROM json_each(?) ORDER BY key", (doc,))
 
 
 def _delete_associations(conn: sqlite3.Connection, run: Sequence[ch.DeleteAssociation]) -> None:
-    sql = "DELETE FROM associations WHERE device_id = ? AND user = ?"
-    conn.executemany(sql, ((c.key.device_id, c.key.user) for c in run))
+    rows = [(c.key.device_id, c.key.user) for c in run]
+    doc = _json_rows(rows)
+    if doc is None:
+        sql = "DELETE FROM associations WHERE device_id = ? AND user = ?"
+        conn.executemany(sql, rows)
+        return
+    sql = (
+        "DELETE FROM associations WHERE (device_id, user) IN "
+        "(SELECT value->>0, value->>1 FROM json_each(?))"
+    )
+    conn.execute(sql, (doc,))
 
 
 def _put(table: str, name: str, value: Any, conn: sqlite3.Connection) -> None:
@@ -132,8 +171,8 @@ def _move_history(conn: sqlite3.Connection, c: ch.MoveHistory) -> None:
 
 
 def _append_history(conn: sqlite3.Connection, run: Sequence[ch.AppendHistory]) -> None:
-    sql = "INSERT INTO history (device_id, user, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
-    conn.executemany(sql, (_history_params(c) for c in run))
+    rows = [_history_params(c) for c in run]
+    _insert_rows(conn, "INSERT INTO history (device_id, user, at, kind, detail)", rows)
 
 
 def _history_params(c: ch.AppendHistory) -> tuple[Any, ...]:
@@ -141,11 +180,8 @@ def _history_params(c: ch.AppendHistory) -> tuple[Any, ...]:
 
 
 def _append_audit(conn: sqlite3.Connection, run: Sequence[ch.AppendAudit]) -> None:
-    sql = (
-        "INSERT INTO audit (at, actor, action, target, note, before, after) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)"
-    )
-    conn.executemany(sql, (_audit_params(c.entry) for c in run))
+    rows = [_audit_params(c.entry) for c in run]
+    _insert_rows(conn, "INSERT INTO audit (at, actor, action, target, note, before, after)", rows)
 
 
 def _audit_params(e: AuditEntry) -> tuple[Any, ...]:

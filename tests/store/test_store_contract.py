@@ -53,12 +53,18 @@ from sentry.testing.conversation import Conversation
 AnyStore = MemoryStore | SqliteStore | PostgresStore
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-async def store(request, tmp_path) -> AsyncIterator[AnyStore]:
+@pytest.fixture(params=["memory", "sqlite", "sqlite-row-by-row", "postgresql"])
+async def store(request, tmp_path, monkeypatch) -> AsyncIterator[AnyStore]:
+    """``sqlite-row-by-row``: runs of rows by ``executemany``, as on SQLite before
+    3.38 (``_sqlite_writes.JSON_RUNS``); ``sqlite`` writes each run at once."""
     opened: AnyStore
     if request.param == "memory":
         opened = MemoryStore()
-    elif request.param == "sqlite":
+    elif request.param.startswith("sqlite"):
+        if request.param == "sqlite-row-by-row":
+            from sentry.store import _sqlite_writes
+
+            monkeypatch.setattr(_sqlite_writes, "JSON_RUNS", False)
         opened = await SqliteStore.open(tmp_path / "contract.db")
     else:
         opened = await PostgresStore.open(request.getfixturevalue("pg_dsn"))
@@ -496,13 +502,28 @@ async def test_a_run_of_touches_keeps_the_latest_time_of_each_row(store):
     await _touch_every_row(store)
 
 
-async def test_a_run_of_touches_without_json_each_gives_the_same(tmp_path, monkeypatch):
-    """SQLite before 3.38: the touches go one row at a time (``executemany``)."""
+@pytest.mark.parametrize("row_by_row", [False, True], ids=["sqlite", "sqlite-row-by-row"])
+async def test_a_text_with_a_nul_goes_row_by_row_and_is_kept_whole(
+    tmp_path, monkeypatch, row_by_row
+):
+    """SQLite's JSON text functions would cut a text at a NUL: such a run goes
+    by ``executemany`` (a User-Agent cannot hold one, but SQLite holds what it
+    is given; PostgreSQL refuses a NUL in text, so this is SQLite's alone)."""
     from sentry.store import _sqlite_writes
 
-    monkeypatch.setattr(_sqlite_writes, "JSON_TOUCHES", False)
-    store = await SqliteStore.open(tmp_path / "old.db")
+    monkeypatch.setattr(_sqlite_writes, "JSON_RUNS", not row_by_row)
+    store = await SqliteStore.open(tmp_path / "nul.db")
     try:
-        await _touch_every_row(store)
+        await _nul_round_trip(store)
     finally:
         await store.close()
+
+
+async def _nul_round_trip(store: SqliteStore) -> None:
+    conv = busy_conversation()
+    await replay(store, conv)
+    row = next(iter((await store.load()).associations()))
+    odd = replace(row, key=AssociationKey("NULDEVICE", "nul@corp.example"), user_agent="a\x00b")
+    await store.apply((PutAssociation(odd), PutAssociation(replace(odd, device_type="Ty\x00pe"))))
+    got = await store.get_association(odd.key)
+    assert (got.user_agent, got.device_type) == ("a\x00b", "Ty\x00pe")
