@@ -66,7 +66,9 @@ def _one_lock_per_commit(state: AccessState) -> Any:
     return commit
 
 
-async def _busy(stop: asyncio.Event) -> None:
+async def busy(stop: asyncio.Event) -> None:
+    """One of the BUSY_TASKS keeping the loop as busy as a saturated gateway's:
+    BUSY_SECONDS of CPU a turn (``bench_touchflush`` uses them too)."""
     while not stop.is_set():
         until = time.perf_counter() + BUSY_SECONDS
         while time.perf_counter() < until:
@@ -115,7 +117,7 @@ async def measure(n: int, rounds: int) -> dict[str, list[dict[str, float]]]:
                 turns[0] += 1
                 await asyncio.sleep(0)
 
-        tasks = [asyncio.ensure_future(_busy(stop)) for _ in range(BUSY_TASKS)]
+        tasks = [asyncio.ensure_future(busy(stop)) for _ in range(BUSY_TASKS)]
         tasks.append(asyncio.ensure_future(ticker()))
         await asyncio.sleep(0.5)  # the busy tasks settle into their turns
         paths = {"one lock per commit": _one_lock_per_commit(state), "the queue": queued}

@@ -33,22 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_commits import BUSY_SECONDS, BUSY_TASKS, busy
 from bench.bench_store import associations
 from sentry.model import AssociationKey
 from sentry.policy import PutAssociation, Touch
 from sentry.store import _sqlite_writes
 from sentry.store.sqlite import SqliteStore
-
-BUSY_TASKS, BUSY_SECONDS = 64, 0.6e-3
-
-
-async def _busy(stop: asyncio.Event, done: list[int]) -> None:
-    while not stop.is_set():
-        until = time.perf_counter() + BUSY_SECONDS
-        while time.perf_counter() < until:
-            pass
-        done[0] += 1
-        await asyncio.sleep(0)
 
 
 async def measure(rows: int, rounds: int) -> dict[str, list[dict[str, float]]]:
@@ -58,8 +48,8 @@ async def measure(rows: int, rounds: int) -> dict[str, list[dict[str, float]]]:
         made = [a for _, a in zip(range(rows), associations(random.Random(1)), strict=False)]
         await store.apply([PutAssociation(a) for a in made])
         keys: list[AssociationKey] = [a.key for a in made]
-        stop, done = asyncio.Event(), [0]  # done: busy turns, a sign of life
-        tasks = [asyncio.ensure_future(_busy(stop, done)) for _ in range(BUSY_TASKS)]
+        stop = asyncio.Event()
+        tasks = [asyncio.ensure_future(busy(stop)) for _ in range(BUSY_TASKS)]
         await asyncio.sleep(0.5)
         clock = 2e9
         for _ in range(rounds):
