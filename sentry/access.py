@@ -245,12 +245,13 @@ class AccessState:
 
         On a store of its own (SQLite, one process), commits queue and one
         task (``_drain``) runs them in order, each built on the state the ones
-        before it left, under the writer lock. On
-        a saturated event loop every hand-over costs a turn of the loop (tens
-        of milliseconds at 64 connections): handing the lock from waiter to
-        waiter, starting a task for each write and waking it made each queued
-        commit cost about seven turns; run back to back, a commit costs the
-        turns of its own writes."""
+        before it left, under the writer lock. On a saturated event loop every
+        hand-over costs a turn of the loop (tens of milliseconds at 64
+        connections): handing the lock from waiter to waiter, starting a task
+        for each write and waking it made each queued commit cost about seven
+        turns; run back to back, a commit costs the turns of its own writes
+        (``bench/bench_commits.py``). On a shared store each commit takes the
+        lock and runs its build and write in a task of its own (below)."""
         loop = asyncio.get_running_loop()
         item = _Queued(
             build,
