@@ -51,16 +51,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 
-from sentry.aio import create_task, uncancellable
+from sentry.aio import uncancellable
 from sentry.eas.request import EasRequest
 from sentry.eas.status import CommonStatus
 from sentry.lastseen import LastSeen
@@ -84,6 +83,7 @@ from sentry.policy import (
 )
 from sentry.policy.decisions import Forward
 from sentry.policy.planner import NOTHING, Absorbed, absorb
+from sentry.serial import SerialRunner
 from sentry.store.base import Store, StoreUnavailable
 from sentry.store.feed import REBUILD, FeedBehind
 
@@ -130,25 +130,6 @@ class Committed:
     """How long the store write took (0 for an absorb)."""
     absorb_seconds: float = 0.0
     """How long applying the changes to the snapshot took."""
-
-
-@dataclass(slots=True, eq=False)
-class _Queued:
-    """One ``commit`` waiting for the runner (``AccessState._drain``)."""
-
-    build: Build
-    in_thread: bool
-    executor: Executor | None
-    kept: AssociationKey | None
-    answer_first: bool
-    context: contextvars.Context
-    """The caller's context: its variables are set while it runs (its log
-    lines keep the request's fields)."""
-    future: asyncio.Future[Committed]
-    started: bool = False
-    """Its build has run: the write goes on to its end, whatever the caller does."""
-    abandoned: bool = False
-    """The caller was cancelled before it started: it is skipped."""
 
 
 _CANNOT_DECIDE = Refuse(
@@ -202,8 +183,7 @@ class AccessState:
             LongPolls() if longpolls is None else longpolls
         )
         self._lock = asyncio.Lock()
-        self._queue: deque[_Queued] = deque()
-        self._runner: asyncio.Task[None] | None = None
+        self._serial = SerialRunner(self._lock, name="access:commits")
         self.lastseen = LastSeen(store)
         self._expiry = unverified_expiry_seconds
         self.take_missed: TakeMissed | None = None  # a shared store: sentry.cluster
@@ -244,24 +224,15 @@ class AccessState:
         matches the store (a device that hangs up mid-write), then stops.
 
         On a store of its own (SQLite, one process), commits queue and one
-        task (``_drain``) runs them in order, each built on the state the ones
-        before it left, under the writer lock. On a saturated event loop every
-        hand-over costs a turn of the loop (tens of milliseconds at 64
-        connections): handing the lock from waiter to waiter, starting a task
-        for each write and waking it made each queued commit cost about seven
-        turns; run back to back, a commit costs the turns of its own writes
-        (``bench/bench_commits.py``). On a shared store each commit takes the
-        lock and runs its build and write in a task of its own (below)."""
-        loop = asyncio.get_running_loop()
-        item = _Queued(
-            build,
-            in_thread,
-            executor,
-            kept,
-            answer_first,
-            contextvars.copy_context(),
-            loop.create_future(),
-        )
+        task runs them in order, each built on the state the ones before it
+        left, under the writer lock (``sentry.serial.SerialRunner``: on a
+        saturated loop a commit then costs only the turns of its own writes).
+        On a shared store each commit takes the lock and runs its build and
+        write in a task of its own (below)."""
+
+        def run() -> Coroutine[Any, Any, Committed]:
+            return self._commit_now(build, in_thread, executor, kept, answer_first)
+
         if self.take_missed is not None:
             # A shared store (several nodes or workers): each commit waits
             # for the lock and runs in a task of its own. Run back to back,
@@ -270,95 +241,31 @@ class AccessState:
             # catch-up reads), and 4 workers on PostgreSQL primed 15 % fewer
             # first sights a second (bench held-pings, 14 runs each).
             async with self._lock:
-                return await uncancellable(self._run_in_context(item), name="access:commit")
-        self._queue.append(item)
-        if self._runner is None:
-            # started in an empty context: the runner serves every caller, and
-            # must not carry the first one's request fields into the others'
-            self._runner = contextvars.Context().run(
-                create_task, self._drain(), name="access:commits"
-            )
-        try:
-            return await asyncio.shield(item.future)
-        except asyncio.CancelledError:
-            if not item.started:
-                item.abandoned = True
-                raise
-            while not item.future.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait([item.future])
-            if not item.future.cancelled():
-                item.future.exception()  # retrieved: the caller's cancellation propagates
-            raise
+                return await uncancellable(run(), name="access:commit")
+        return await self._serial.run(run)
 
-    async def _drain(self) -> None:
-        """Run the queued commits, in order, until none is left. The writer
-        lock is taken for each: when nobody else waits for it that costs no
-        turn of the loop, and a step that does wait for it (a store recovery,
-        an admin step holding ``writer``) gets it between two commits, not
-        after the whole queue."""
-        item: _Queued | None = None
-        try:
-            while self._queue:
-                item = self._queue.popleft()
-                if item.abandoned:
-                    continue
-                async with self._lock:
-                    if item.abandoned:  # cancelled while the lock was awaited
-                        continue
-                    item.started = True
-                    try:
-                        committed = await self._run(item)
-                    except asyncio.CancelledError:
-                        raise
-                    except BaseException as exc:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
-                        if not isinstance(exc, Exception):
-                            raise
-                    else:
-                        if not item.future.done():
-                            item.future.set_result(committed)
-                item = None
-        finally:
-            # Only a cancelled runner (the loop shutting down) leaves waiters.
-            for left in (*([item] if item is not None else []), *self._queue):
-                if not left.future.done():
-                    left.future.cancel()
-            self._queue.clear()
-            self._runner = None
-
-    async def _run(self, item: _Queued) -> Committed:
-        """One queued commit (writer lock held), with its caller's context
-        variables set meanwhile: the lines it logs carry the request's fields,
-        as they did when each commit's write was a task of its own."""
-        tokens = [(var, var.set(value)) for var, value in item.context.items()]
-        try:
-            return await self._run_in_context(item)
-        finally:
-            for var, token in reversed(tokens):
-                var.reset(token)
-
-    async def _run_in_context(self, item: _Queued) -> Committed:
-        """Build, write, absorb; built again after catching up with a shared
-        store that moved meanwhile."""
-        build = item.build
+    async def _commit_now(
+        self,
+        build: Build,
+        in_thread: bool,
+        executor: Executor | None,
+        kept: AssociationKey | None,
+        answer_first: bool,
+    ) -> Committed:
+        """Build, write, absorb (writer lock held); built again after catching
+        up with a shared store that moved meanwhile."""
         for _ in range(BEHIND_RETRIES):
             started = time.perf_counter()
-            if item.in_thread:
+            if in_thread:
                 loop = asyncio.get_running_loop()
-                changes = await loop.run_in_executor(
-                    item.executor, item.build, self.snapshot, self.clock()
-                )
+                changes = await loop.run_in_executor(executor, build, self.snapshot, self.clock())
             else:
                 changes = build(self.snapshot, self.clock())
             built = time.perf_counter() - started
             try:
-                rebuild = None if item.in_thread else build
+                rebuild = None if in_thread else build
                 if changes:
-                    committed = await self._write(
-                        tuple(changes), item.kept, rebuild, item.answer_first
-                    )
+                    committed = await self._write(tuple(changes), kept, rebuild, answer_first)
                 else:
                     committed = Committed((), NOTHING, 0)
                 if len(committed.changes) >= LARGE_COMMIT:
