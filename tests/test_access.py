@@ -163,9 +163,16 @@ async def test_queued_commits_run_in_order_each_built_on_the_last_ones_state(sha
     state, store = queue_state(shared)
     first = await hold_first_write(state, store)
     seen: list[frozenset[str]] = []
-    queued = [asyncio.ensure_future(state.commit(row_of(f"Q{i}", seen))) for i in range(3)]
-    await asyncio.sleep(0.01)
-    assert seen == []  # nothing builds while the first write is in progress
+    called: list[int] = []
+
+    async def queued_commit(i: int) -> Committed:
+        called.append(i)  # commit queues (or waits for the lock) before it first yields
+        return await state.commit(row_of(f"Q{i}", seen))
+
+    queued = [asyncio.ensure_future(queued_commit(i)) for i in range(3)]
+    while len(called) < 3:
+        await asyncio.sleep(0)
+    assert seen == []  # all three called commit; none built while the first write is held
     store.gate.set()
     await asyncio.gather(first, *queued)
     assert seen == [
@@ -200,11 +207,13 @@ async def test_a_caller_cancelled_mid_write_waits_until_store_and_memory_agree(
     state, store = queue_state(shared)
     first = await hold_first_write(state, store)
     first.cancel()
-    await asyncio.sleep(0.01)
-    assert not first.done()  # the write it started is not given up
+    gate_when_done: list[bool] = []
+    first.add_done_callback(lambda _: gate_when_done.append(store.gate.is_set()))
+    await asyncio.sleep(0)  # the cancellation reaches the caller
     store.gate.set()
     with pytest.raises(asyncio.CancelledError):
         await first
+    assert gate_when_done == [True]  # it ended only once its write could go on
     key = AssociationKey("QFIRST", "alice")
     assert state.snapshot.get(key) is not None
     assert store.load_now().get(key) is not None
