@@ -36,15 +36,22 @@ FOLDERSYNC = encode(
 )
 
 
-def foldersync(extra: list[tuple[str, str]] | None = None) -> bytes:
+def alices(
+    command: str, body: bytes, device: str = "LEG0001", extra: list[tuple[str, str]] | None = None
+) -> bytes:
+    """alice's ``command`` request from an iPhone, as bytes on the wire."""
     headers = [
         ("Authorization", basic_auth("alice", "secret")),
         ("MS-ASProtocolVersion", "14.1"),
         ("Content-Type", "application/vnd.ms-sync.wbxml"),
         *(extra or []),
     ]
-    target = f"{EAS}?Cmd=FolderSync&User=alice&DeviceId=LEG0001&DeviceType=iPhone"
-    return request_bytes("POST", target, headers, FOLDERSYNC)
+    target = f"{EAS}?Cmd={command}&User=alice&DeviceId={device}&DeviceType=iPhone"
+    return request_bytes("POST", target, headers, body)
+
+
+def foldersync(extra: list[tuple[str, str]] | None = None) -> bytes:
+    return alices("FolderSync", FOLDERSYNC, extra=extra)
 
 
 class Script:
@@ -232,13 +239,7 @@ def provision(device: str = "LEG0001") -> bytes:
         '<Provision xmlns="Provision"><Policies><Policy>'
         "<PolicyType>MS-EAS-Provisioning-WBXML</PolicyType></Policy></Policies></Provision>"
     ))  # fmt: skip
-    headers = [
-        ("Authorization", basic_auth("alice", "secret")),
-        ("MS-ASProtocolVersion", "14.1"),
-        ("Content-Type", "application/vnd.ms-sync.wbxml"),
-    ]
-    target = f"{EAS}?Cmd=Provision&User=alice&DeviceId={device}&DeviceType=iPhone"
-    return request_bytes("POST", target, headers, body)
+    return alices("Provision", body, device)
 
 
 def policy_answer(key: str, setting: str) -> bytes:
