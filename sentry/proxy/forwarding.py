@@ -308,8 +308,7 @@ async def _relay(
         note(error_kind="broken", error=f"backend broke mid-response: {exc.message}")
         if read_whole(request, upstream):  # the device has been sent nothing yet
             return to_web(responses.error(502, exc.public_text))
-        if request.transport is not None:  # it has the head: only a cut connection tells it
-            request.transport.close()
+        request.close()  # it has the head: only a cut connection tells it
         raise
     finally:
         upstream.release()

@@ -176,7 +176,10 @@ class PhaseClock:
         self._gate.timed_out(reason)
         if transport is not None:
             if reason == HEAD and self._last > self._since:
-                transport.write(REQUEST_TIMEOUT)  # a partial head: say why
+                # a partial head: say why; sent at once, as the abort follows (no
+                # answer's bytes wait in a turn writer: they left turns before
+                # the head clock could run out)
+                transport.write(REQUEST_TIMEOUT)
             elif reason in (BODY, "send"):
                 transport.abort()  # a full buffer would hold close() forever
         self._phase = CLOSED

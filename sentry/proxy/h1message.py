@@ -277,6 +277,11 @@ class DeviceRequest:
     def transport(self) -> asyncio.Transport | None:
         return self._conn.transport
 
+    def close(self) -> None:
+        """Close the device's connection once what was written is sent (an
+        answer broken off after its head: only a cut connection tells)."""
+        self._conn.close()
+
     async def send_continue(self) -> None:
         """The interim ``100 Continue`` (before the body is read)."""
         await self._conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -24,12 +24,14 @@ leg (``h1answer.py``):
 * what the handler holds is in ``h1message.py``: ``DeviceRequest`` (the
   parsed head, the headers as a case-insensitive multidict, the body, the
   peer), ``Body``, the streamed answer and ``answer_head``;
-* answers are aiohttp's ``web.Response`` values, written in one
-  ``transport.write`` (head and body), or streamed after
-  ``DeviceRequest.prepare`` (chunked unless the answer declares its length).
+* answers are aiohttp's ``web.Response`` values, written in one write (head
+  and body), or streamed after ``DeviceRequest.prepare`` (chunked unless the
+  answer declares its length).
   The gateway adds ``Date`` and never ``Server``; ``Connection: close`` when
   the connection ends after the answer (``Connection: keep-alive`` on a kept
-  HTTP/1.0 one).
+  HTTP/1.0 one). Writes go through the server's ``TurnWriter``
+  (``turnwrite.py``): a loop turn's answers are sent together at its end, and
+  a graceful close sends what waits first.
 
 A device that hangs up cancels its handler's task wherever it waits (a held
 Ping's wait on the backend included), as aiohttp's ``handler_cancellation``
@@ -58,6 +60,7 @@ from .errors import BrokenBody, FramingError
 from .guard import BODY, CLOSED, HEAD, IDLE, WAIT, PhaseClock, error_text
 from .h1message import BODY_HIGH, AnswerStream, DeviceRequest, answer_head
 from .h1request import BadRequest, Limits, parse_head
+from .turnwrite import TurnWriter
 
 if TYPE_CHECKING:
     from .connections import ConnectionGate
@@ -364,7 +367,9 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
         if not isinstance(body, (bytes, bytearray)):
             body = b""
         length = f"Content-Length: {len(body)}\r\n"
-        transport.write(answer_head(version, response, length, keep_alive) + body)
+        self._server.writer.write(
+            transport, answer_head(version, response, length, keep_alive) + body
+        )
 
     def answer_now(self, request: DeviceRequest, response: web.Response) -> bool:
         """``DeviceRequest.answer_now``."""
@@ -392,7 +397,7 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
             framing = f"Content-Length: {length}\r\n"
         else:
             framing = "Transfer-Encoding: chunked\r\n" if chunked else ""
-        self.transport.write(answer_head(version, response, framing, keep))
+        self._server.writer.write(self.transport, answer_head(version, response, framing, keep))
         request.started = True
         return AnswerStream(self, length, chunked)
 
@@ -402,7 +407,7 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
         if transport is None:
             raise ConnectionResetError("the device closed the connection")
         if data:
-            transport.write(data)
+            self._server.writer.write(transport, data)
         if self._write_paused_at is None:
             return
         drain = self._drain
@@ -415,10 +420,15 @@ class DeviceConnection(PhaseClock, asyncio.Protocol):
     def _close(self, abort: bool = False) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            self._server.writer.flush(transport)  # what was written goes first, as before an abort
             if abort:
                 transport.abort()
             else:
                 transport.close()
+
+    def close(self) -> None:
+        """Close after what has been written (``DeviceRequest.close``)."""
+        self._close()
 
     def force_close(self) -> None:  # PhaseClock's expiry
         self._close(abort=True)
@@ -446,6 +456,7 @@ class DeviceServer:
         self.parser_limits = parser_limits
         self.connections: set[DeviceConnection] = set()
         self.closing = False
+        self.writer = TurnWriter()
 
     def connection(self, gate: ConnectionGate, *, outermost: bool) -> DeviceConnection:
         return DeviceConnection(self, gate, outermost=outermost)

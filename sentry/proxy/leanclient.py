@@ -9,7 +9,8 @@ the request coroutine's frames: ``python -m bench.held_memory``) and a
 revocation cancelled its way through them; per request it was about 14 % of the gateway's CPU.
 ``LeanClient`` sends a request whose body is ``bytes`` (nearly every EAS
 request: declared lengths up to 64 KiB are read whole, ``forwarding.py``):
-the request leaves in one write, and what waits is one small protocol
+the request leaves in one write (at the end of the loop turn, with the
+turn's others: ``turnwrite.py``), and what waits is one small protocol
 object (``Conn``, ``leanconn.py``) with a sans-I/O ``AnswerParser``
 (``h1answer.py``) and one future. A revocation cancels that future; the
 connection stops reading and is closed a quarter second later with the
@@ -52,6 +53,7 @@ from yarl import URL
 from .errors import ConnectFailed, UpstreamBroken, UpstreamConnectError
 from .h1answer import AnswerParser
 from .leanconn import BUFFER_LIMIT, Conn, LeanResponse, Origin, raise_for
+from .turnwrite import TurnWriter
 
 __all__ = [
     "BUFFER_LIMIT",
@@ -80,6 +82,7 @@ class LeanClient:
         self._open: set[Conn] = set()
         self._retired: list[Conn] = []
         self._retiring: asyncio.Handle | None = None
+        self._writer = TurnWriter()  # a loop turn's requests leave together (turnwrite.py)
 
     async def request(
         self,
@@ -145,7 +148,7 @@ class LeanClient:
         conn.received = False
         conn.whole = False
         assert conn.transport is not None
-        conn.transport.write(data)
+        self._writer.write(conn.transport, data)
         return conn, reused
 
     def _idle_conn(self, origin: Origin) -> Conn | None:

@@ -181,6 +181,28 @@ async def test_an_answer_cut_by_the_backend_closing_is_a_502(tmp_path: Path, nam
     assert status == 502
 
 
+async def test_a_streamed_answer_cut_by_the_backend_reaches_the_device_cut(
+    tmp_path: Path,
+) -> None:
+    """An answer too large to read whole is relayed as it comes: when the
+    backend breaks off, the device has the head and then the connection ends
+    (only a cut connection tells it; the head must not be lost in the turn
+    writer on the way out)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n"
+    script = Script(head + b"x" * 1000)
+    async with await start_recording_backend(script, close_after_answer=True) as backend:
+        pools = {"exchange": PoolSpec("exchange", extra={"servers": [backend.url]})}
+        async with (
+            demo_gateway(tmp_path, pools, gateway={"tls": {"enabled": False}}) as gw,
+            await RawConnection.open(gw.url) as conn,
+        ):
+            await conn.send(foldersync())
+            raw = await asyncio.wait_for(conn.reader.read(), 30)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Length: 200000\r\n" in raw
+    assert len(raw) < 200000  # cut, as the backend's answer was
+
+
 async def test_a_second_host_is_refused_before_anything_is_forwarded(
     gw: DemoGateway, backend: RecordingBackend
 ) -> None:
