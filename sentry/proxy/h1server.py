@@ -31,7 +31,7 @@ leg (``h1answer.py``):
   the connection ends after the answer (``Connection: keep-alive`` on a kept
   HTTP/1.0 one). Writes go through the server's ``TurnWriter``
   (``turnwrite.py``): a loop turn's answers are sent together at its end, and
-  a graceful close sends what waits first.
+  a close or an abort sends what waits first.
 
 A device that hangs up cancels its handler's task wherever it waits (a held
 Ping's wait on the backend included), as aiohttp's ``handler_cancellation``
