@@ -19,6 +19,10 @@ The rules that keep a transport's stream intact:
 * a write of ``SEND_AT`` bytes or more goes out at once with what waits
   before it (a streamed body: flow control, ``pause_writing``, sees it as
   before; a turn's small writes are bounded by the turn);
+* once ``SEND_MANY`` transports have bytes waiting, they are all sent at
+  once: a burst of answers (a bulk block ending a thousand held Pings in one
+  pass) leaves in batches as it is written, the first not waiting for the
+  last to be built;
 * ``flush`` before ``close`` or ``abort``, where what was written must go
   first (an answer cut off after its head); a transport aborted without it
   (a backend request abandoned) or lost meanwhile is skipped, its bytes
@@ -34,11 +38,12 @@ from typing import Any
 
 import structlog
 
-__all__ = ["SEND_AT", "TurnWriter"]
+__all__ = ["SEND_AT", "SEND_MANY", "TurnWriter"]
 
 log = structlog.get_logger("sentry.http")
 
 SEND_AT = 16 * 1024  # a write this large goes out at once (a streamed body's piece)
+SEND_MANY = 128  # this many transports waiting: send them all now (a burst leaves in batches)
 
 
 class TurnWriter:
@@ -67,7 +72,9 @@ class TurnWriter:
             waiting.append(data)
             return
         pending[transport] = [data]
-        if not self._scheduled:
+        if len(pending) >= SEND_MANY:
+            self._send_pending()  # the turn's callback stays queued for what follows
+        elif not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._send_all)
 
@@ -83,6 +90,9 @@ class TurnWriter:
 
     def _send_all(self) -> None:
         self._scheduled = False
+        self._send_pending()
+
+    def _send_pending(self) -> None:
         pending, self._pending = self._pending, {}
         for transport, waiting in pending.items():
             if transport.is_closing():

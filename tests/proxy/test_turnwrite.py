@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from sentry.proxy.turnwrite import SEND_AT, TurnWriter
+from sentry.proxy.turnwrite import SEND_AT, SEND_MANY, TurnWriter
 
 
 @dataclass
@@ -140,6 +140,30 @@ async def test_a_large_write_leaves_at_once_behind_what_waits(
     await until(lambda: sinks and len(sinks[0].data) == 2 * SEND_AT + 8)
     assert bytes(sinks[0].data) == b"head" + big + big + b"tail"
     a.close()
+
+
+async def test_a_burst_over_many_transports_leaves_in_batches_as_written(
+    server: tuple[int, list[Sink]],
+) -> None:
+    """A thousand answers written in one pass (a bulk block) do not all wait
+    for the last: every ``SEND_MANY`` transports waiting are sent at once."""
+    port, sinks = server
+    real = await connect(port, sinks)
+    # distinct keys for the writer, one socket underneath (its bytes show the order)
+    views = [Counting(real.inner) for _ in range(SEND_MANY + 1)]
+    writer = TurnWriter()
+    for i, view in enumerate(views[: SEND_MANY - 1]):
+        writer.write(view, b"%d," % i)  # type: ignore[arg-type]
+    assert all(v.writes == [] for v in views)
+    writer.write(views[SEND_MANY - 1], b"%d," % (SEND_MANY - 1))  # type: ignore[arg-type]
+    assert [v.writes for v in views[:SEND_MANY]] == [[b"%d," % i] for i in range(SEND_MANY)]
+    writer.write(views[SEND_MANY], b"last")  # type: ignore[arg-type]
+    assert views[SEND_MANY].writes == []  # a new batch: the turn's end
+    await one_turn()
+    assert views[SEND_MANY].writes == [b"last"]
+    expected = b"".join(b"%d," % i for i in range(SEND_MANY)) + b"last"
+    await until(lambda: bytes(sinks[0].data) == expected)
+    real.close()
 
 
 async def test_flush_then_close_sends_what_waits_first(server: tuple[int, list[Sink]]) -> None:
