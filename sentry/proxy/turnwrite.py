@@ -34,16 +34,26 @@ The rules that keep a transport's stream intact:
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Protocol
 
 import structlog
 
-__all__ = ["SEND_AT", "SEND_MANY", "TurnWriter"]
+__all__ = ["SEND_AT", "SEND_MANY", "TurnWriter", "Writable"]
 
 log = structlog.get_logger("sentry.http")
 
 SEND_AT = 16 * 1024  # a write this large goes out at once (a streamed body's piece)
 SEND_MANY = 128  # this many transports waiting: send them all now (a burst leaves in batches)
+
+
+class Writable(Protocol):
+    """What the writer needs of a transport (asyncio's, ``TlsConnection``)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def abort(self) -> None: ...
 
 
 class TurnWriter:
@@ -52,10 +62,10 @@ class TurnWriter:
     __slots__ = ("_pending", "_scheduled")
 
     def __init__(self) -> None:
-        self._pending: dict[Any, list[bytes]] = {}  # insertion order: the order of first writes
+        self._pending: dict[Writable, list[bytes]] = {}  # in the order of first writes
         self._scheduled = False
 
-    def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+    def write(self, transport: Writable, data: bytes) -> None:
         """Send ``data`` on ``transport`` at the end of this turn (or at once, when large)."""
         if not data:
             return
@@ -78,13 +88,13 @@ class TurnWriter:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._send_all)
 
-    def flush(self, transport: asyncio.WriteTransport) -> None:
+    def flush(self, transport: Writable) -> None:
         """Send what waits for ``transport`` now (before a close or an abort)."""
         waiting = self._pending.pop(transport, None)
         if waiting is not None and not transport.is_closing():
             transport.write(waiting[0] if len(waiting) == 1 else b"".join(waiting))
 
-    def waiting(self, transport: asyncio.WriteTransport) -> int:
+    def waiting(self, transport: Writable) -> int:
         """The bytes waiting for ``transport`` (0 once sent)."""
         return sum(map(len, self._pending.get(transport, ())))
 
