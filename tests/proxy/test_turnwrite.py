@@ -11,10 +11,12 @@ import random
 import socket
 import struct
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import uvloop
 from structlog.testing import capture_logs
 
 from sentry.proxy.turnwrite import SEND_AT, SEND_MANY, TurnWriter
@@ -54,8 +56,9 @@ class Broken(Counting):
         raise RuntimeError("a transport's bug")
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[tuple[int, list[Sink]]]:
+@asynccontextmanager
+async def sink_server() -> AsyncIterator[tuple[int, list[Sink]]]:
+    """A server on a kernel-chosen port recording what each connection sends."""
     sinks: list[Sink] = []
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -74,6 +77,12 @@ async def server() -> AsyncIterator[tuple[int, list[Sink]]]:
     port = srv.sockets[0].getsockname()[1]
     async with srv:
         yield port, sinks
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[int, list[Sink]]]:
+    async with sink_server() as srv:
+        yield srv
 
 
 async def connect(port: int, sinks: list[Sink]) -> Counting:
@@ -269,3 +278,22 @@ async def test_any_mix_of_writes_turns_and_sizes_keeps_each_stream(
         c.close()
     await until(lambda: all(s.ended.is_set() for s in sinks))
     assert [bytes(s.data) for s in sinks] == [bytes(b) for b in sent]
+
+
+def test_the_same_on_uvloop() -> None:
+    """``gateway.event_loop: uvloop``: its transports are not asyncio's classes."""
+
+    async def main() -> None:
+        async with sink_server() as srv:
+            await test_a_turns_writes_leave_together_in_order(srv)
+        async with sink_server() as srv:
+            await test_an_aborted_transports_bytes_are_dropped(srv)
+        async with sink_server() as srv:
+            await test_a_large_write_leaves_at_once_behind_what_waits(srv)
+        await test_a_transport_lost_before_the_turns_end_is_skipped()
+        for seed in range(2):
+            async with sink_server() as srv:
+                await test_any_mix_of_writes_turns_and_sizes_keeps_each_stream(srv, seed)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
