@@ -326,6 +326,37 @@ async def test_a_device_that_pipelines_without_reading_is_not_answered_ahead() -
         assert calls < 200
 
 
+async def test_small_answers_still_not_answered_ahead_of_a_non_reader() -> None:
+    """The same with answers small enough to wait for the loop turn's end
+    (``turnwrite.SEND_AT``): the pause comes when the turn's writes go out,
+    so at most one more answer enters the socket's buffer past it, then the
+    gateway waits for the device to read."""
+    calls = 0
+    small = b"s" * 8 * 1024
+
+    async def answer(request: DeviceRequest) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        return web.Response(body=small)
+
+    total = 3000  # 24 MiB of answers: more than the kernel's buffers hold
+    async with serve(answer) as s, await RawConnection.open(s.url) as conn:
+        await conn.send(request_bytes("POST", "/", []) * total)
+        server = s.runner.server
+        assert isinstance(server, DeviceServer)
+
+        def waiting() -> bool:  # an answer is waiting for the device to read
+            return any(c._drain is not None for c in server.connections)
+
+        async with asyncio.timeout(30):
+            while not waiting():
+                await asyncio.sleep(0.01)
+        [connection] = server.connections
+        assert connection.transport is not None
+        assert connection.transport.get_write_buffer_size() <= 64 * 1024 + 2 * (len(small) + 1024)
+        assert calls < total
+
+
 async def test_bytes_pipelined_behind_a_held_request_stop_the_reading() -> None:
     """While a request is served (a held Ping waits for up to an hour), what
     the device sends after it is buffered only up to ``PIPELINE_HIGH`` (plus
