@@ -176,14 +176,16 @@ class PhaseClock:
         self._gate.timed_out(reason)
         if transport is not None:
             if reason == HEAD and self._last > self._since:
-                # a partial head: say why; sent at once, as the abort follows (no
-                # answer's bytes wait in a turn writer: they left turns before
-                # the head clock could run out)
-                transport.write(REQUEST_TIMEOUT)
+                self._send_now(REQUEST_TIMEOUT)  # a partial head: say why
             elif reason in (BODY, "send"):
                 transport.abort()  # a full buffer would hold close() forever
         self._phase = CLOSED
         self.force_close()
+
+    def _send_now(self, data: bytes) -> None:
+        """Send ``data`` before the abort that follows (after whatever the
+        connection has written and not yet sent)."""
+        self.transport.write(data)
 
     if TYPE_CHECKING:
         transport: Any
