@@ -192,11 +192,22 @@ class TlsConnection(asyncio.BufferedProtocol):
         if self._reading:
             return
         self._reading = True
+        incoming, tls = self._incoming, self._ssl
         try:
             while self._state == _OPEN and not self._app_paused:
+                # OpenSSL can give at most what it holds decrypted and what waits
+                # in the BIO (records are longer than their plain text). Neither:
+                # the read could only raise SSLWantReadError, an exception with its
+                # message built (about 1 µs, once a request's records are read);
+                # some: the read asks for that much, not for READ_SIZE and a
+                # shrink. Asked for less than a record holds, OpenSSL keeps the
+                # rest decrypted (``pending``) for the next turn of this loop.
+                size = incoming.pending + tls.pending()
+                if not size:
+                    break
                 try:
-                    data = self._ssl.read(READ_SIZE)
-                except ssl.SSLWantReadError:
+                    data = tls.read(min(size, READ_SIZE))
+                except ssl.SSLWantReadError:  # a record not yet whole
                     break
                 except ssl.SSLZeroReturnError:
                     data = b""

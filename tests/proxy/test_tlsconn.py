@@ -10,6 +10,7 @@ a bounded wait, and never asserts on elapsed time.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import ssl
@@ -143,6 +144,63 @@ async def test_an_answer_that_ends_the_connection_ends_the_tls_session_cleanly(
         assert received.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in received
         assert end == "close_notify"
         await gw.until(lambda: open_connections(gw) == 0)
+
+
+def _trickling_client(host: str, port: int, records: list[bytes], cuts: list[int]) -> bytes:
+    """A TLS client over memory BIOs on a blocking socket: after the handshake
+    each of ``records`` becomes one TLS record, and their bytes are sent in
+    pieces cut at the offsets ``cuts`` (negative: from the end), a short pause
+    after each piece so that most reach the gateway in reads of their own.
+    Returns the plain text received until the gateway ends the session."""
+    raw = socket.create_connection((host, port), timeout=10)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = insecure_tls().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with raw:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536) or b"")
+        raw.sendall(outgoing.read())  # the client's Finished
+        for record in records:
+            tls.write(record)
+        wire = outgoing.read()
+        offsets = sorted({c % len(wire) for c in cuts} | {0, len(wire)})
+        for start, end in itertools.pairwise(offsets):
+            raw.sendall(wire[start:end])
+            time.sleep(0.02)
+        received = b""
+        while data := raw.recv(65536):
+            incoming.write(data)
+            try:
+                while plain := tls.read(65536):  # b"": the gateway's close_notify
+                    received += plain
+            except ssl.SSLWantReadError:
+                continue
+            break
+        return received
+
+
+async def test_records_that_arrive_in_pieces_are_read_whole(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    """The TLS layer reads only what OpenSSL holds or what waits in the memory
+    BIO: a record's header byte by byte, a record cut in its middle, the next
+    one begun in the same piece as the end of the first, the last byte alone.
+    Each piece is a read with nothing whole to decrypt or a record's rest; the
+    request (head and body in two records) is served once and whole."""
+    body = bytes(range(256)) * 2
+    head = request_bytes("POST", FOLDERSYNC_Q, [*HEADERS, ("Connection", "close")], body)
+    head, body_part = head[: -len(body)], head[-len(body) :]
+    cuts = [1, 2, 3, 4, 5, 200, len(head) + 22 + 2, -1]  # 22: a TLS 1.3 record's overhead
+    async with tls_gateway(tmp_path, backend) as gw:
+        received = await asyncio.to_thread(_trickling_client, *address(gw), [head, body_part], cuts)
+        assert received.startswith(b"HTTP/1.1 200 ")
+    (forwarded,) = backend.eas_requests()
+    assert forwarded.body == body
 
 
 async def test_a_device_that_stops_reading_its_answer_is_cut_off_through_tls(
