@@ -3,6 +3,7 @@ structlog's configured chain renders: same keys, order, values, redaction."""
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 from collections.abc import Iterator
@@ -10,11 +11,19 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from sentry.observability import context as logcontext
-from sentry.observability.accesslog import emit
-from sentry.observability.logging import REDACTED, configure_logging
+from sentry.observability.accesslog import _fallback, emit
+from sentry.observability.logging import (
+    _PIECES_MAX,
+    REDACTED,
+    JsonLine,
+    configure_logging,
+    redact_fields,
+)
 from sentry.settings import LoggingSettings
 
 log = structlog.get_logger("sentry.access_log")
@@ -78,3 +87,93 @@ def test_captured_and_console_lines_go_through_structlog() -> None:
     configure_logging(LoggingSettings(format="console"), stream=out)
     emit(log, "info", "request", _fields())
     assert "request" in out.getvalue() and "hunter2" not in out.getvalue()
+
+
+# -- JsonLine: the line's text, piece by piece ---------------------------------------
+
+_ENCODE = json.JSONEncoder(default=_fallback).encode
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+_KEYS = st.sampled_from(
+    ["command", "device_id", "user", "reasons", "status", "duration_ms", "password",
+     "api_key", "access_token", "request_id", "timestamp", "exc_info", "odd"]
+)  # fmt: skip
+_SECRETISH = st.sampled_from(
+    ["Basic YWxpY2U6c2VjcmV0", "Authorization: Bearer abc.def", "password=hunter2", "iPhone"]
+)
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=40)
+    | st.text(min_size=120, max_size=200)  # past the short values JsonLine remembers
+    | _SECRETISH
+    | st.binary(max_size=8)
+    | st.sampled_from([Level.HIGH, (), [], {}, float("nan"), float("inf"), float("-inf")]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(_KEYS | st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@given(
+    st.lists(st.dictionaries(_KEYS | st.text(max_size=8), _VALUES, max_size=8), max_size=4),
+    st.sets(_KEYS, max_size=3),
+)
+def test_a_json_line_is_the_redacted_line_encoded(
+    lines: list[dict[str, Any]], generated: set[str]
+) -> None:
+    """Line after line on one JsonLine (so later lines meet what earlier ones
+    remembered), each text is exactly what redaction then encoding makes."""
+    render, frozen = JsonLine(_ENCODE), frozenset(generated)
+    for line in [*lines, *lines]:
+        assert render(dict(line), frozen) == _ENCODE(redact_fields(dict(line), frozen))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), float("-inf"), -0.0, 0.1, 1e300, True, False, None, 0, -5,
+     2**70, [], {}, (), Level.HIGH],
+    ids=repr,
+)  # fmt: skip
+@pytest.mark.parametrize("key", ["status", "password"])
+def test_every_literal_is_written_as_json_writes_it(key: str, value: Any) -> None:
+    line = {key: value}
+    assert JsonLine(_ENCODE)(dict(line), frozenset()) == _ENCODE(redact_fields(dict(line)))
+    generated = frozenset((key,))  # a secret's name among the caller's own fields: kept
+    assert JsonLine(_ENCODE)(dict(line), generated) == _ENCODE(dict(line))
+
+
+@pytest.mark.parametrize("value", ["seven", 1.5, ["x"]])
+def test_a_key_that_is_not_a_str_is_refused_as_redaction_refuses_it(value: Any) -> None:
+    line: dict[Any, Any] = {"command": "Ping", 7: value}
+    with pytest.raises(TypeError):
+        redact_fields(dict(line))
+    with pytest.raises(TypeError):
+        JsonLine(_ENCODE)(dict(line), frozenset())
+
+
+def test_json_line_remembers_no_credential_and_stays_bounded() -> None:
+    render = JsonLine(_ENCODE)
+    credentials = ["hunter2", "YWxpY2U6c2VjcmV0", "abc.def"]
+    line = {
+        "password": "hunter2",
+        "user_agent": "Client/1 Authorization: Basic YWxpY2U6c2VjcmV0",
+        "note": "Bearer abc.def",
+        "command": "Ping",
+    }
+    text = render(dict(line), frozenset())
+    assert not any(c in text for c in credentials) and '"command": "Ping"' in text
+    memory = repr(render._pieces) + repr(render._keys)
+    assert not any(c in memory for c in credentials) and "Ping" in memory
+    for n in range(3 * _PIECES_MAX):  # as many DeviceIds as an attacker likes
+        render({"device_id": f"D{n}"}, frozenset())
+    assert render._count <= _PIECES_MAX
+    assert sum(len(v) for v in render._pieces.values()) == render._count
