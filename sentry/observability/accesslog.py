@@ -26,11 +26,11 @@ configuration see every line as usual.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import operator
 import sys
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +59,7 @@ class FastJson:
     renderer: Callable[[Callable[[Any], str]], Render]  # JsonLine: made with the encoder
     fields: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    gathers: bool = False  # ``out`` is a LogFile (writes lines whole, in order, itself)
 
     def __post_init__(self) -> None:
         self._chain = tuple(self.processors)
@@ -102,15 +103,40 @@ def emit(logger: Any, method: str, event: str, fields: dict[str, Any]) -> None:
     fields["event"] = event
     line = logcontext.merge(None, method, fields)
     line["level"] = method
-    now = dt.datetime.now(tz=dt.UTC).isoformat()
-    line["timestamp"] = now.replace("+00:00", "Z")
+    line["timestamp"] = _timestamp()
     for key, value in fast.fields.items():
         line.setdefault(key, value)
     text = fast.render(line, _GENERATED) + "\n"
+    if fast.gathers:  # a LogFile: it keeps lines whole and in order, and writes them itself
+        fast.out.write(text)
+        return
     out = fast.out if fast.out is not None else sys.stdout
     with fast.lock:
         out.write(text)
         out.flush()
+
+
+_stamp = (-1, "")  # a second (time.time()'s) and its date and time, made once a second
+
+
+def _timestamp() -> str:
+    """Now as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it
+    (``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00``; no fraction
+    in the rare microsecond that is 0, as ``isoformat`` does), the date and
+    time of the second made once a second."""
+    now = time.time()
+    second = int(now)
+    stamp = _stamp
+    if stamp[0] != second:
+        stamp = _set_stamp(second)
+    micro = int((now - second) * 1_000_000)
+    return f"{stamp[1]}.{micro:06d}Z" if micro else f"{stamp[1]}Z"
+
+
+def _set_stamp(second: int) -> tuple[int, str]:
+    global _stamp
+    _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return _stamp
 
 
 def _fallback(value: object) -> Any:

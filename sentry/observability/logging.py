@@ -459,7 +459,8 @@ def configure_logging(
     if settings.format == "json":  # the hot lines skip the generic chain (accesslog.py)
         stdout = out is sys.stdout  # PrintLogger writes to the sys.stdout of the moment
         out_ = None if stdout else out
-        fast = FastJson(processors, level, out_, JsonLine, dict(fields or {}))
+        gathers = out_ is not None and out_ is log_file
+        fast = FastJson(processors, level, out_, JsonLine, dict(fields or {}), gathers=gathers)
         accesslog.install(fast)
     else:
         accesslog.uninstall()

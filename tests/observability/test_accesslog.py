@@ -3,10 +3,12 @@ structlog's configured chain renders: same keys, order, values, redaction."""
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from sentry.observability import accesslog
 from sentry.observability import context as logcontext
 from sentry.observability.accesslog import _fallback, emit
 from sentry.observability.logging import (
@@ -177,3 +180,38 @@ def test_json_line_remembers_no_credential_and_stays_bounded() -> None:
         render({"device_id": f"D{n}"}, frozenset())
     assert render._count <= _PIECES_MAX
     assert sum(len(v) for v in render._pieces.values()) == render._count
+
+
+@pytest.mark.parametrize(
+    "now", [1764930000.0, 1764930000.25, 1764930000.5, 1764930059.75, 951782400.5]
+)
+def test_the_timestamp_is_structlogs_iso_utc_form(
+    now: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``datetime.now(UTC).isoformat()`` with Z (TimeStamper's iso, utc),
+    a whole second without a fraction as isoformat writes it; a new second
+    (a leap day among them) gets its own date and time."""
+    monkeypatch.setattr(accesslog.time, "time", lambda: now)
+    expected = dt.datetime.fromtimestamp(now, dt.UTC).isoformat().replace("+00:00", "Z")
+    assert accesslog._timestamp() == expected
+    monkeypatch.setattr(accesslog.time, "time", lambda: now + 1.5)
+    later = dt.datetime.fromtimestamp(now + 1.5, dt.UTC).isoformat().replace("+00:00", "Z")
+    assert accesslog._timestamp() == later
+
+
+@pytest.mark.usefixtures("reset")
+def test_lines_to_a_log_file_are_gathered_by_it(tmp_path: Path) -> None:
+    """To a file the line goes through the LogFile alone (it keeps lines
+    whole and in order); both lines read back whole."""
+    settings = LoggingSettings(format="json", file=str(tmp_path / "gateway.jsonl"))
+    log_file = configure_logging(settings)
+    assert log_file is not None and accesslog._installed is not None
+    assert accesslog._installed.gathers
+    emit(log, "info", "request", _fields())
+    log.info("request", **_fields())
+    log_file.close()
+    fast, slow = (
+        json.loads(line) for line in (tmp_path / "gateway.jsonl").read_text().splitlines()
+    )
+    assert fast.pop("timestamp").endswith("Z") and slow.pop("timestamp").endswith("Z")
+    assert fast == slow
