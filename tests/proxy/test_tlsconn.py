@@ -163,7 +163,11 @@ def _trickling_client(host: str, port: int, records: list[bytes], cuts: list[int
                 break
             except ssl.SSLWantReadError:
                 raw.sendall(outgoing.read())
-                incoming.write(raw.recv(65536) or b"")
+                if not (data := raw.recv(65536)):
+                    raise ConnectionError(
+                        "the gateway closed the connection in the handshake"
+                    ) from None
+                incoming.write(data)
         raw.sendall(outgoing.read())  # the client's Finished
         for record in records:
             tls.write(record)
