@@ -209,6 +209,16 @@ def test_the_touch_flush_micro_benchmark_runs() -> None:
     assert "one statement / executemany: the flush" in done.stdout
 
 
+def test_the_log_line_micro_benchmark_runs() -> None:
+    """``bench/bench_logline.py``: the access line through structlog's chain and
+    ``emit``, on a loop, its render both ways (it asserts that ``JsonLine``
+    renders the line as redaction then encoding does) and the request context."""
+    done = _bench_script("bench_logline.py")
+    for row in ("access line (µs)", "16 a turn (µs)", "render: redacted, encoded (µs)"):
+        assert row in done.stdout
+    assert "request context (µs)" in done.stdout
+
+
 def test_the_heap_trim_micro_benchmark_runs() -> None:
     """``bench/bench_heaptrim.py``: the loop's lateness with no trim, a trim in
     a thread and a trim on the loop, and the memory each trim gave back."""
