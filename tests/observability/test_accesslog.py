@@ -154,6 +154,21 @@ def test_every_literal_is_written_as_json_writes_it(key: str, value: Any) -> Non
     assert JsonLine(_ENCODE)(dict(line), generated) == _ENCODE(dict(line))
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["BAD\udcff\udc80ID", 'q"uo\\te', "tab\tnl\n\x00\x1f", "Gerät-Ω-😀", "x" * 129, ""],
+    ids=["lone-surrogates", "quote-backslash", "controls", "non-ascii", "long", "empty"],
+)
+def test_a_client_spelled_value_is_written_as_json_writes_it(value: str) -> None:
+    """What a device may send as a user or DeviceId (bytes decoded with
+    surrogateescape, quotes, control bytes, any script, past the remembered
+    length), first seen and then remembered, as redaction then encoding."""
+    render = JsonLine(_ENCODE)
+    for line in ({"user_raw": value, "device_id": value}, {"user_raw": value}):
+        for _ in range(2):  # the second time from memory (if remembered at all)
+            assert render(dict(line), frozenset()) == _ENCODE(redact_fields(dict(line)))
+
+
 @pytest.mark.parametrize("value", ["seven", 1.5, ["x"]])
 def test_a_key_that_is_not_a_str_is_refused_as_redaction_refuses_it(value: Any) -> None:
     line: dict[Any, Any] = {"command": "Ping", 7: value}
