@@ -207,6 +207,7 @@ class LoggingSettings:
     format: Literal["json", "console"] = "json"
     file: str | None = None
     access_log: bool = True
+    flush_ms: int = 100  # access lines to a file wait at most this long (0: end of the turn)
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,8 @@ def _validate(obj: Any, path: str) -> None:
         _positive(_join(path, "failures_to_down"), obj.failures_to_down)
     if isinstance(obj, StoreSettings):
         _validate_store(obj, path)
+    if isinstance(obj, LoggingSettings) and not 0 <= obj.flush_ms <= 10_000:
+        raise SettingsError(f"{_join(path, 'flush_ms')}: must be 0-10000 (milliseconds)")
     if isinstance(obj, RealmSettings):
         settings_identity.validate_realm(obj, path)
     if isinstance(obj, IdentitySettings):

@@ -65,6 +65,17 @@ class Node:
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.log if e.get("event") == name]
 
+    async def access_workers(self, expected: set[int]) -> set[int]:
+        """The workers of the access lines written so far, waiting (a few
+        seconds at most) for ``expected``: access lines wait up to
+        ``logging.flush_ms`` before they are written."""
+        deadline = time.monotonic() + 10
+        while True:
+            served = {e["worker"] for e in self.events("request")}
+            if served == expected or time.monotonic() > deadline:
+                return served
+            await asyncio.sleep(0.02)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -182,7 +193,7 @@ async def test_both_workers_answer_on_one_port(node: Node) -> None:
     status, body = await _get(node.admin + "/readyz")
     assert status == 200 and body["worker"] in (1, 2)
     await _options(node, 20)
-    served = {e["worker"] for e in node.events("request")}
+    served = await node.access_workers({1, 2})
     assert served == {1, 2}  # the device port's connections went to both
 
 
@@ -314,9 +325,9 @@ async def test_a_phone_resumes_its_tls_session_on_either_worker(
             await asyncio.to_thread(_options_over_tls, node.devices, ctx, session)
             for _ in range(12)
         ]
-        served = {e["worker"] for e in node.events("request")}
     finally:
-        assert node.stop() == 0
+        assert node.stop() == 0  # the workers write what they gathered as they stop
+    served = {e["worker"] for e in node.events("request")}
     assert [r for _, r in again] == [True] * 12
     assert served == {1, 2}  # the kernel gave the connections to both workers
     shared = {(e["worker"], e["listener"]) for e in node.events("tls_ticket_keys_shared")}

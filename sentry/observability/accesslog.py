@@ -108,7 +108,7 @@ def emit(logger: Any, method: str, event: str, fields: dict[str, Any]) -> None:
         line.setdefault(key, value)
     text = fast.render(line, _GENERATED) + "\n"
     if fast.gathers:  # a LogFile: it keeps lines whole and in order, and writes them itself
-        fast.out.write(text)
+        fast.out.gather(text)  # within logging.flush_ms (logfile.py)
         return
     out = fast.out if fast.out is not None else sys.stdout
     with fast.lock:

@@ -30,32 +30,21 @@ credential — is therefore masked too. Request context (request id, command,
 device, user) is bound per request in contextvars by one aiohttp middleware
 (``sentry.proxy.handler.serve_device``) and merged into every line.
 
-A log file is written through ``LogFile``, which ``reopen`` swaps for a fresh
-handle on the same path (SIGHUP after logrotate moved the old file away); the
-file is created with mode 0600 (it holds user names and DeviceIds). Lines
-written on the event loop's thread are gathered and written together once
-per turn of the loop (one ``write(2)`` for every line of the turn: a bulk
-block's thousand access lines, the requests a busy loop serves in one turn),
-in their order; a line from another thread writes what is gathered, then
-itself. A line waits at most for the end of the current turn; ``close``,
-``reopen`` and the process's exit write what is gathered.
+A log file is written through ``LogFile`` (``logfile.py``): lines gathered
+on the event loop's thread and written together, in order, at the end of the
+turn (the access line within ``logging.flush_ms``); ``close``, ``reopen``
+(SIGHUP, log rotation) and the process's exit write what is gathered.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import functools
 import json
 import logging
-import os
 import re
 import sys
-import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, MutableMapping
-from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
@@ -65,6 +54,7 @@ from sentry.settings import LoggingSettings
 from . import accesslog
 from . import context as logcontext
 from .accesslog import FastJson
+from .logfile import LogFile
 from .ratelimit import RateLimiter
 
 __all__ = [
@@ -345,81 +335,6 @@ def _library_fields(
     return event_dict
 
 
-class LogFile:
-    """An append-only log file that can be reopened in place (after rotation).
-
-    structlog and the stdlib handler write to this object; ``reopen`` swaps
-    the handle under a lock, so no line is split or lost."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._fh = self._open()
-        self._pending: list[str] = []  # gathered on _loop's thread, written by drain
-        self._loop: asyncio.AbstractEventLoop | None = None
-        atexit.register(_drain_at_exit, weakref.ref(self))
-
-    def _open(self) -> TextIO:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
-
-    def write(self, text: str) -> int:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        with self._lock:
-            pending = self._pending
-            if loop is not None and (not pending or loop is self._loop):
-                if not pending:
-                    self._loop = loop
-                    loop.call_soon(self.drain)
-                pending.append(text)
-                return len(text)
-            self._write_pending()
-            return self._fh.write(text)
-
-    def flush(self) -> None:
-        with self._lock:
-            if not self._pending:  # else drain flushes at the end of the loop's turn
-                self._fh.flush()
-
-    def drain(self) -> None:
-        """Write what was gathered (the loop's call at the end of a turn)."""
-        with self._lock:
-            if self._fh.closed:
-                self._pending.clear()
-                return
-            self._write_pending()
-            self._fh.flush()
-
-    def _write_pending(self) -> None:
-        if self._pending:
-            text = "".join(self._pending)
-            self._pending.clear()
-            self._fh.write(text)
-
-    def reopen(self) -> None:
-        """Open the path again (a new file if it was moved away), then close the old handle."""
-        new = self._open()
-        with self._lock:
-            self._write_pending()  # what was gathered belongs to the old file
-            old, self._fh = self._fh, new
-        old.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._fh.closed:
-                self._write_pending()
-                self._fh.close()
-
-
-def _drain_at_exit(ref: weakref.ref[LogFile]) -> None:
-    log_file = ref()
-    if log_file is not None:
-        log_file.drain()
-
-
 def configure_logging(
     settings: LoggingSettings,
     stream: TextIO | None = None,
@@ -434,7 +349,9 @@ def configure_logging(
     Returns the ``LogFile`` when logs go to ``settings.file`` (reopen it on
     SIGHUP), else None. Opening the file may raise ``OSError``."""
     level = getattr(logging, settings.level.upper())
-    log_file = LogFile(settings.file) if settings.file and stream is None else None
+    log_file = (
+        LogFile(settings.file, settings.flush_ms) if settings.file and stream is None else None
+    )
     out: Any = stream or log_file or sys.stdout
     renderer: Any = (
         structlog.processors.JSONRenderer()

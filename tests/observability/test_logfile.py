@@ -1,6 +1,7 @@
 """``LogFile``: lines of one turn of the event loop written together, in order;
-lines from elsewhere never overtake them; nothing gathered is lost on close,
-reopen or a line from another thread."""
+access lines (``gather``) within ``flush_ms``; lines from elsewhere never
+overtake them; nothing gathered is lost on close, reopen or a line from
+another thread."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import threading
 from pathlib import Path
 
+from sentry.observability.logfile import GATHER_MAX
 from sentry.observability.logging import LogFile
 
 
@@ -82,4 +84,107 @@ def test_a_line_of_a_loop_that_stopped_is_written_by_the_next_line(tmp_path: Pat
         assert text(path) == "the loop's last line\nafter the loop\n"
     finally:
         loop.close()
+        log.close()
+
+
+async def until_written(path: Path, expected: str) -> None:
+    """Wait for the file to hold ``expected`` (bounded by pytest-timeout)."""
+    while text(path) != expected:
+        await asyncio.sleep(0.005)
+
+
+async def test_access_lines_wait_for_the_timer_not_the_turn(tmp_path: Path) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=20)
+    for i in range(3):
+        log.gather(f"access {i}\n")
+        await asyncio.sleep(0)  # turns end: the access lines still wait
+    assert text(path) == ""
+    await until_written(path, "access 0\naccess 1\naccess 2\n")  # by the timer
+    log.gather("access 3\n")  # the timer fired: a new one is armed
+    await until_written(path, "access 0\naccess 1\naccess 2\naccess 3\n")
+    log.close()
+
+
+async def test_a_line_through_write_takes_the_waiting_access_lines_in_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=60_000)  # the timer would come too late for this test
+    log.gather("access 1\n")
+    await asyncio.sleep(0)
+    log.gather("access 2\n")
+    log.write("an error\n")
+    log.flush()
+    log.gather("access 3\n")
+    await asyncio.sleep(0)  # the end of the error's turn
+    assert text(path) == "access 1\naccess 2\nan error\naccess 3\n"
+    log.close()
+
+
+async def test_access_lines_over_the_bound_are_written_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=60_000)
+    line = "x" * 99 + "\n"
+    lines = GATHER_MAX // len(line) + 1
+    for _ in range(lines - 1):
+        log.gather(line)
+    assert text(path) == ""
+    log.gather(line)  # the gathered characters reach GATHER_MAX
+    assert text(path) == line * lines
+    log.close()
+
+
+async def test_access_lines_are_not_lost_on_close_or_to_a_thread(tmp_path: Path) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=60_000)
+    log.gather("access 1\n")
+    thread = threading.Thread(target=log.write, args=("from a thread\n",))
+    thread.start()
+    thread.join()
+    assert text(path) == "access 1\nfrom a thread\n"
+    log.gather("access 2\n")
+    log.close()
+    assert text(path) == "access 1\nfrom a thread\naccess 2\n"
+
+
+async def test_with_flush_ms_0_access_lines_end_their_turn(tmp_path: Path) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=0)
+    log.gather("access\n")
+    assert text(path) == ""
+    await asyncio.sleep(0)
+    assert text(path) == "access\n"
+    log.close()
+
+
+def test_access_lines_of_a_loop_that_stopped_are_written_and_the_next_loop_times_its_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=10)
+    first = asyncio.new_event_loop()
+
+    def last_line() -> None:
+        log.gather("the first loop's last line\n")  # its timer never fires
+        log.write("and an event\n")  # nor does the end of its turn
+        first.stop()
+
+    async def on_the_next_loop() -> None:
+        log.gather("on the next loop\n")  # what the first gathered goes first
+        assert text(path) == "the first loop's last line\nand an event\non the next loop\n"
+        log.gather("gathered on the next loop\n")
+        log.write("an event on the next loop\n")  # its own end of turn, not the first's
+        await asyncio.sleep(0)
+        assert text(path).endswith("on the next loop\nan event on the next loop\n")
+        log.gather("timed on the next loop\n")  # its own timer
+        await until_written(path, text(path) + "timed on the next loop\n")
+
+    try:
+        first.call_soon(last_line)
+        first.run_forever()
+        first.close()
+        assert text(path) == ""
+        asyncio.run(on_the_next_loop())
+    finally:
         log.close()
