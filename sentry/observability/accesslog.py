@@ -67,6 +67,10 @@ class FastJson:
         self.encode = json.JSONEncoder(default=_fallback).encode
         self.render = self.renderer(self.encode)
 
+    def line_text(self, line: MutableMapping[str, Any]) -> str:
+        """The line's JSON text and its newline."""
+        return self.render(line, _GENERATED) + "\n"
+
     def current(self) -> bool:
         """Whether structlog still runs exactly the chain installed (a test's
         ``capture_logs`` edits the same list in place; a new ``configure``
@@ -106,14 +110,31 @@ def emit(logger: Any, method: str, event: str, fields: dict[str, Any]) -> None:
     line["timestamp"] = _timestamp()
     for key, value in fast.fields.items():
         line.setdefault(key, value)
-    text = fast.render(line, _GENERATED) + "\n"
     if fast.gathers:  # a LogFile: it keeps lines whole and in order, and writes them itself
-        fast.out.gather(text)  # within logging.flush_ms (logfile.py)
+        if _settled(line):  # rendered when written, with the lines beside it (logfile.py)
+            fast.out.gather_line(fast.line_text, line)
+        else:
+            fast.out.gather(fast.line_text(line))  # within logging.flush_ms
         return
+    text = fast.line_text(line)
     out = fast.out if fast.out is not None else sys.stdout
     with fast.lock:
         out.write(text)
         out.flush()
+
+
+_SETTLED = frozenset((str, int, float, bool, type(None), tuple)).issuperset
+
+
+def _settled(line: MutableMapping[str, Any]) -> bool:
+    """Whether nothing can change the line's values before it is rendered
+    later: each a str, a number, a boolean, None or a tuple (the exact types,
+    one pass in C: a subclass could hold anything). A tuple's items are not
+    looked at (a second pass would cost as much again): the gateway's tuples
+    in a request's context are of strs (``describe_outcome``'s reasons and
+    violations), and a tuple with a list in it would show the list as it is
+    when written."""
+    return _SETTLED(map(type, line.values()))
 
 
 _stamp = (-1, "")  # a second (time.time()'s) and its date and time, made once a second

@@ -8,13 +8,22 @@ in their order, with one ``write(2)``:
 
 * a line through ``write`` (every event, warnings and errors among them)
   waits at most for the end of the current turn of the loop;
-* the access line, through ``gather`` (``accesslog.emit``), waits at most
-  ``flush_ms`` (``logging.flush_ms``), or until the gathered lines reach
-  ``GATHER_MAX`` characters, or until a line through ``write`` ends a turn:
-  at 4 connections the loop serves about one request a turn, and a
-  ``write(2)`` of one line to a file each turn cost 3 % of the gateway's CPU
-  (``bench/README.md``). ``flush_ms: 0`` writes access lines at the end of
-  their turn too.
+* the access line, through ``gather`` or ``gather_line``
+  (``accesslog.emit``), waits at most ``flush_ms`` (``logging.flush_ms``),
+  or until ``GATHER_LINES`` of them or ``GATHER_MAX`` characters wait, or
+  until a line through ``write`` ends a turn: at 4 connections the loop
+  serves about one request a turn, and a ``write(2)`` of one line to a file
+  each turn cost 3 % of the gateway's CPU (``bench/README.md``).
+  ``flush_ms: 0`` writes access lines at the end of their turn too.
+
+``gather_line`` keeps the line's dict and the function that renders it, and
+renders it when it is written, with the others that wait: a line rendered
+among the request's other work cost two to three times what it costs among
+other lines (its code and the renderer's memory are then in the processor's
+caches); ``GATHER_LINES`` bounds the pause that rendering them together
+makes. The caller gives only lines whose values cannot change meanwhile
+(``accesslog._settled``: str, numbers, booleans, None, tuples). A render that
+fails writes a ``log_line_failed`` line in the line's place.
 
 A line from another thread (or with no loop running) writes what is gathered,
 then itself, so nothing overtakes what waits. ``close``, ``reopen``, the
@@ -26,17 +35,26 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import os
 import threading
 import weakref
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-__all__ = ["GATHER_MAX", "LogFile"]
+__all__ = ["GATHER_LINES", "GATHER_MAX", "LogFile", "Render"]
 
 GATHER_MAX = 64 * 1024
 """Gathered access lines of this many characters are written at once (a
 burst's lines leave in pieces of this size, not all at the timer)."""
+GATHER_LINES = 32
+"""This many lines waiting to be rendered (``gather_line``) are rendered and
+written at once: about 0.15 ms of rendering here, a pause the loop hardly
+notices, long enough for the renderer's code to stay in the caches."""
+
+Render = Callable[[MutableMapping[str, Any]], str]
+"""A line's dict -> its text, newline included."""
 
 
 class LogFile:
@@ -49,8 +67,10 @@ class LogFile:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fh = self._open()
-        self._pending: list[str] = []  # gathered on _loop's thread, written by drain
-        self._size = 0  # characters in _pending
+        # gathered on _loop's thread, written by drain: texts, and lines to render
+        self._pending: list[str | tuple[Render, MutableMapping[str, Any]]] = []
+        self._size = 0  # characters of the texts in _pending
+        self._lines = 0  # lines to render in _pending
         self._loop: asyncio.AbstractEventLoop | None = None
         self._delay = flush_ms / 1000
         self._soon: asyncio.AbstractEventLoop | None = None  # a drain is queued on this loop
@@ -89,12 +109,33 @@ class LogFile:
                 return
             self._pending.append(text)
             self._size += len(text)
-            if self._size >= GATHER_MAX:
+            self._gathered(loop)
+
+    def gather_line(self, render: Render, line: MutableMapping[str, Any]) -> None:
+        """Write ``render(line)`` (an access line) within ``flush_ms``, rendered
+        when it is written (module comment): ``line`` must not change."""
+        if self._delay <= 0:
+            self.write(render(line))
+            return
+        loop = _running_loop()
+        with self._lock:
+            if loop is None or not self._gathering(loop):
                 self._write_pending()
-                self._fh.flush()
-            elif self._timer is None or self._timer_loop is not loop:
-                self._timer_loop = loop
-                self._timer = loop.call_later(self._delay, self._drain_timer)
+                self._fh.write(_rendered(render, line))
+                return
+            self._pending.append((render, line))
+            self._lines += 1
+            self._gathered(loop)
+
+    def _gathered(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After an access line joined the others (under the lock): write
+        them all when enough wait, else make sure the timer will."""
+        if self._size >= GATHER_MAX or self._lines >= GATHER_LINES:
+            self._write_pending()
+            self._fh.flush()
+        elif self._timer is None or self._timer_loop is not loop:
+            self._timer_loop = loop
+            self._timer = loop.call_later(self._delay, self._drain_timer)
 
     def _gathering(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether a line on ``loop`` joins the gathered ones (called under the
@@ -114,7 +155,7 @@ class LogFile:
         with self._lock:
             if self._fh.closed:
                 self._pending.clear()
-                self._size = 0
+                self._size = self._lines = 0
                 return
             self._write_pending()
             self._fh.flush()
@@ -129,9 +170,9 @@ class LogFile:
 
     def _write_pending(self) -> None:
         if self._pending:
-            text = "".join(self._pending)
+            text = "".join([p if type(p) is str else _rendered(*p) for p in self._pending])
             self._pending.clear()
-            self._size = 0
+            self._size = self._lines = 0
             self._fh.write(text)
 
     def reopen(self) -> None:
@@ -147,6 +188,16 @@ class LogFile:
             if not self._fh.closed:
                 self._write_pending()
                 self._fh.close()
+
+
+def _rendered(render: Render, line: MutableMapping[str, Any]) -> str:
+    """``render(line)``; should it fail, a line saying so in its place (the
+    lock is held: nothing may be logged from here)."""
+    try:
+        return render(line)
+    except Exception as exc:
+        failed = {"event": "log_line_failed", "level": "error", "error": type(exc).__name__}
+        return json.dumps(failed) + "\n"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -103,10 +103,10 @@ def describe_outcome(decision: Decision) -> None:
     """Note the decision (kind, reasons, violations, rule, pool) for the log."""
     note(
         decision=type(decision).__name__.lower(),
-        reasons=sorted(r.value for r in decision.reasons),
+        reasons=tuple(sorted(r.value for r in decision.reasons)),  # tuples: accesslog._settled
     )
     if decision.violations:
-        note(violations=sorted(decision.violations))
+        note(violations=tuple(sorted(decision.violations)))
     if decision.rule is not None:  # the device access rule that matched
         note(rule=decision.rule)
     if isinstance(decision, Forward):

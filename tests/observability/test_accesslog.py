@@ -3,6 +3,7 @@ structlog's configured chain renders: same keys, order, values, redaction."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import io
@@ -230,3 +231,76 @@ def test_lines_to_a_log_file_are_gathered_by_it(tmp_path: Path) -> None:
     )
     assert fast.pop("timestamp").endswith("Z") and slow.pop("timestamp").endswith("Z")
     assert fast == slow
+
+
+class _Str(str):
+    pass
+
+
+class _Number(enum.IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize(
+    ("value", "settled"),
+    [
+        ("text", True),
+        (7, True),
+        (1.5, True),
+        (False, True),
+        (None, True),
+        ((), True),
+        (("ADMIN_BLOCKED", 2, None), True),
+        ([], False),
+        (("a", ["b"]), True),  # a tuple's items are not looked at (accesslog._settled)
+        ({}, False),
+        (b"bytes", False),
+        (_Str("a str subclass"), False),
+        (_Number.ONE, False),
+    ],
+)
+def test_only_values_that_cannot_change_wait_to_be_rendered(value: Any, settled: bool) -> None:
+    assert accesslog._settled({"command": "Ping", "x": value, "status": 200}) is settled
+
+
+_SETTLED = {
+    "command": "Ping",
+    "device_id": "DEV1",
+    "reasons": ("ADMIN_BLOCKED",),
+    "password": "hunter2",
+    "user_agent": "Client/1 Authorization: Basic YWxpY2U6c2VjcmV0",
+    "status": 200,
+    "duration_ms": 1.25,
+    "revoked": True,
+    "server": None,
+}
+
+
+@pytest.mark.usefixtures("reset")
+async def test_a_settled_line_rendered_when_written_is_the_structlog_line(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.jsonl"
+    log_file = configure_logging(LoggingSettings(format="json", file=str(path), flush_ms=60_000))
+    assert log_file is not None
+    emit(log, "info", "request", dict(_SETTLED))
+    assert log_file._pending and not isinstance(log_file._pending[0], str)  # not rendered yet
+    log.info("request", **_SETTLED)  # ends its turn, taking the waiting line along
+    await asyncio.sleep(0)
+    text = path.read_text()
+    assert "hunter2" not in text and "YWxpY2U6c2VjcmV0" not in text
+    fast, slow = (json.loads(line) for line in text.splitlines())
+    assert fast.pop("timestamp").endswith("Z") and slow.pop("timestamp").endswith("Z")
+    assert fast == slow and fast["reasons"] == ["ADMIN_BLOCKED"]
+    log_file.close()
+
+
+@pytest.mark.usefixtures("reset")
+async def test_a_line_whose_values_could_change_is_rendered_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.jsonl"
+    log_file = configure_logging(LoggingSettings(format="json", file=str(path), flush_ms=60_000))
+    assert log_file is not None
+    reasons = ["ADMIN_BLOCKED"]
+    emit(log, "info", "request", {"command": "Ping", "reasons": reasons})
+    reasons.append("changed afterwards")
+    log_file.close()
+    (line,) = (json.loads(line) for line in path.read_text().splitlines())
+    assert line["reasons"] == ["ADMIN_BLOCKED"]

@@ -6,10 +6,13 @@ another thread."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
-from sentry.observability.logfile import GATHER_MAX
+from sentry.observability.logfile import GATHER_LINES, GATHER_MAX
 from sentry.observability.logging import LogFile
 
 
@@ -188,3 +191,79 @@ def test_access_lines_of_a_loop_that_stopped_are_written_and_the_next_loop_times
         asyncio.run(on_the_next_loop())
     finally:
         log.close()
+
+
+class Renders:
+    """A render that says which lines it rendered, and when."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+    def __call__(self, line: MutableMapping[str, Any]) -> str:
+        if line.get("fail"):
+            raise ValueError("hunter2 in a message")
+        self.done.append(line["n"])
+        return f"rendered {line['n']}\n"
+
+
+async def test_lines_are_rendered_when_written_in_order_with_texts(tmp_path: Path) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=20)
+    render = Renders()
+    log.gather_line(render, {"n": "a"})
+    log.gather("text b\n")
+    log.gather_line(render, {"n": "c"})
+    await asyncio.sleep(0)
+    assert render.done == [] and text(path) == ""  # they wait, unrendered
+    await until_written(path, "rendered a\ntext b\nrendered c\n")
+    assert render.done == ["a", "c"]
+    log.close()
+
+
+async def test_so_many_lines_to_render_are_rendered_and_written_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=60_000)
+    render = Renders()
+    for n in range(GATHER_LINES - 1):
+        log.gather_line(render, {"n": str(n)})
+    assert render.done == []
+    log.gather_line(render, {"n": "last"})
+    assert render.done == [*map(str, range(GATHER_LINES - 1)), "last"]
+    assert text(path).splitlines()[-1] == "rendered last"
+    log.close()
+
+
+async def test_a_line_that_cannot_be_rendered_is_replaced_by_one_saying_so(tmp_path: Path) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=60_000)
+    render = Renders()
+    log.gather_line(render, {"n": "a"})
+    log.gather_line(render, {"n": "b", "fail": True})
+    log.gather_line(render, {"n": "c"})
+    log.close()
+    a, failed, c = text(path).splitlines()
+    assert (a, c) == ("rendered a", "rendered c")
+    assert json.loads(failed) == {
+        "event": "log_line_failed",
+        "level": "error",
+        "error": "ValueError",
+    }
+
+
+async def test_lines_are_rendered_at_once_off_the_loop_or_without_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "gw.log"
+    log = LogFile(path, flush_ms=0)  # written at the end of the turn: nothing to gather them with
+    render = Renders()
+    log.gather_line(render, {"n": "a"})
+    assert render.done == ["a"] and text(path) == ""
+    await asyncio.sleep(0)
+    assert text(path) == "rendered a\n"
+    log.close()
+    path = tmp_path / "gw2.log"
+    log = LogFile(path, flush_ms=60_000)
+    log.gather_line(render, {"n": "b"})
+    thread = threading.Thread(target=log.gather_line, args=(render, {"n": "from a thread"}))
+    thread.start()
+    thread.join()
+    assert text(path) == "rendered b\nrendered from a thread\n"
+    log.close()
