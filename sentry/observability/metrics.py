@@ -21,8 +21,11 @@ for "up"/"healthy", ``livemax`` for the rest); outside that mode it is ignored.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections import Counter as Tally
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -66,6 +69,76 @@ _LATENCY_BUCKETS = (
 )
 
 
+class _AnswerValues(NamedTuple):
+    """What one answered request moves: ``count.inc(1)``, ``total.inc(elapsed)``,
+    ``buckets[bisect_left(bounds, elapsed)].inc(1)``."""
+
+    count: Any
+    total: Any
+    buckets: Sequence[Any]
+    bounds: Sequence[float]
+
+
+class _Calls:
+    """A value whose ``inc(amount)`` calls a metric's public method."""
+
+    __slots__ = ("inc",)
+
+    def __init__(self, method: Any) -> None:
+        self.inc = method
+
+
+class _Nothing:
+    __slots__ = ()
+
+    def inc(self, amount: float) -> None:
+        pass
+
+
+def _answer_values(counter: Any, histogram: Any) -> _AnswerValues:
+    """The values of a ``sentry_requests`` child and a
+    ``sentry_request_duration_seconds`` child, moved directly.
+
+    Why. ``Counter.inc`` and ``Histogram.observe`` check their arguments and
+    the metric's state, and ``observe`` walks the bounds one by one in
+    Python, before each updates its values: a third of what a request's
+    metrics cost (``bench/bench_metrics.py``: 2.31 against 1.53 µs). The values are the ones
+    prometheus_client keeps for the child (``MutexValue``, or under workers
+    ``mpvalues.FastMmapedValue``), under its own lock, so what a scrape reads
+    is what ``inc`` and ``observe`` would have written (buckets are kept
+    per bucket and summed at collection; ``bisect_left`` finds the first
+    bound ``elapsed`` is at most, as ``observe``'s walk does). Should a
+    prometheus_client keep its values otherwise (no ``_value``, ``_sum``,
+    ``_buckets``, ``_upper_bounds`` as they are now), the public methods are
+    called instead."""
+    try:
+        value, total = counter._value, histogram._sum
+        buckets, bounds = list(histogram._buckets), [float(b) for b in histogram._upper_bounds]
+    except (AttributeError, TypeError, ValueError):
+        return _public(counter, histogram)
+    usable = (
+        bounds
+        and bounds == sorted(bounds)
+        and bounds[-1] == math.inf
+        and len(buckets) == len(bounds)
+        and all(callable(getattr(v, "inc", None)) for v in (value, total, *buckets))
+    )
+    if not usable:
+        return _public(counter, histogram)
+    return _AnswerValues(value, total, buckets, bounds)
+
+
+def _public(counter: Any, histogram: Any) -> _AnswerValues:
+    return _AnswerValues(_Calls(counter.inc), _Calls(histogram.observe), (_Nothing(),), (math.inf,))
+
+
+def _gauge_value(gauge: Gauge) -> Any:
+    """The gauge's value, moved directly as ``_answer_values`` moves the
+    request's (its ``inc`` otherwise)."""
+    value = getattr(gauge, "_value", None)
+    return value if callable(getattr(value, "inc", None)) else _Calls(gauge.inc)
+
+
 def command_label(command: str | None) -> str:
     """The bounded label for a command name."""
     return command if command in KNOWN_COMMANDS else "unknown"
@@ -82,7 +155,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         # (command, decision, status // 100) -> the children answered() moves
-        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._answered: dict[tuple[str, str, int], _AnswerValues] = {}
         self.requests = Counter(
             "sentry_requests",
             "EAS requests answered, by command, decision and HTTP status class",
@@ -114,6 +187,8 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        # what a request moves: inc(1) as it starts, inc(-1) as it ends (_gauge_value)
+        self.in_flight_value = _gauge_value(self.in_flight)
         self.held_long_polls = Gauge(
             "sentry_held_long_polls",
             "Ping and long-poll Sync requests held open upstream",
@@ -378,19 +453,21 @@ class Metrics:
 
     def answered(self, command: str, decision: str, status: int, elapsed: float) -> None:
         """One request answered: ``sentry_requests_total`` and its duration.
-        The labelled children are kept (the labels are bounded: a known
-        command or ``unknown``, the gateway's own decisions, five status
-        classes), so a request skips ``labels()`` and its lock."""
+        What a request moves is kept per label set (the labels are bounded: a
+        known command or ``unknown``, the gateway's own decisions, five status
+        classes), so a request skips ``labels()`` and its lock, and the
+        values are moved directly (``_answer_values``)."""
         key = (command, decision, status // 100)
-        children = self._answered.get(key)
-        if children is None:
-            children = (
+        values = self._answered.get(key)
+        if values is None:
+            values = self._answered[key] = _answer_values(
                 self.requests.labels(command, decision, status_class(status)),
                 self.latency.labels(command),
             )
-            self._answered[key] = children
-        children[0].inc()
-        children[1].observe(elapsed)
+        count, total, buckets, bounds = values
+        count.inc(1)
+        total.inc(elapsed)
+        buckets[bisect_left(bounds, elapsed)].inc(1)
 
     def publish_state(self, snapshot: Snapshot) -> None:
         """Associations by list state (kept by the snapshot) and directory users

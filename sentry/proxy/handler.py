@@ -106,7 +106,7 @@ async def serve_device(ctx: ProxyContext, request: DeviceRequest) -> web.StreamR
         if request.method not in _METHODS:
             return to_web(responses.error(405, "method not allowed", _ALLOW))
         started = time.perf_counter()
-        ctx.metrics.in_flight.inc()
+        ctx.metrics.in_flight_value.inc(1)
         response: web.StreamResponse | None = None
         try:
             if "Expect" in request.headers:
@@ -121,7 +121,7 @@ async def serve_device(ctx: ProxyContext, request: DeviceRequest) -> web.StreamR
             _note_cancelled(ctx, request)
             raise
         finally:
-            ctx.metrics.in_flight.dec()
+            ctx.metrics.in_flight_value.inc(-1)
             _finish(ctx, request, response, time.perf_counter() - started)
     finally:
         logcontext.end(token)

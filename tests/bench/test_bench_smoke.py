@@ -262,6 +262,14 @@ def test_the_metric_value_micro_benchmark_runs() -> None:
         assert name in done.stdout
 
 
+def test_the_request_metrics_micro_benchmark_runs() -> None:
+    """``bench/bench_metrics.py``: a request's metrics moved both ways (it exits
+    non-zero when the two left different samples)."""
+    done = _bench_script("bench_metrics.py", "--quick")
+    assert "| inc, dec, observe (prometheus_client's methods, before) |" in done.stdout
+    assert "| values moved directly (Metrics.answered) |" in done.stdout
+
+
 def test_the_headers_micro_benchmark_runs() -> None:
     """``bench/bench_headers.py``: the headers decoded, then decoded and written
     for the backend (its request bytes are checked by the lean client's tests)."""
