@@ -5,11 +5,13 @@ Run: ``.venv/bin/python bench/bench_logline.py``. Logging is configured as
 folder); a request's context is begun as the handler begins it, then the
 access line of a typical request (17 fields) is logged through structlog's
 bound logger (the baseline, what every line cost before) and through
-``accesslog.emit`` in the same run. Each figure is the best of 5 timeit
-repeats; every line has a request id of its own, as in the gateway. A
-third figure is ``emit`` on a running event loop, 16 lines per turn of the
-loop: the log file then gathers a turn's lines and writes them together
-(``LogFile``). The render alone is timed too: the line's dict redacted
+``accesslog.emit`` as the handler calls it (its fields began as the
+context's) in the same run. Each figure is the best of 5 timeit repeats;
+every line has a request id of its own, as in the gateway. Off the loop
+each line is rendered and written at once. A third figure is ``emit`` on a
+running event loop, 16 lines per turn of the loop: the log file then keeps
+the lines and renders and writes them 32 at a time (``logging.flush_ms``,
+``LogFile.gather_line``). The render alone is timed too: the line's dict redacted
 then encoded (what ``emit`` did before) against ``logging.JsonLine`` (the
 same text, from remembered pieces). And the per-request context work: structlog's
 ``contextvars`` (clear, five binds, read, clear) against
@@ -77,7 +79,8 @@ def main() -> None:
         fields = {**logcontext.fields(), **END}
         ids = (f"3f2a1b-{n:x}" for n in itertools.count(1))
         chain = best(lambda: log.info("request", **{**fields, "request_id": next(ids)}))
-        direct = best(lambda: emit(log, "info", "request", {**fields, "request_id": next(ids)}))
+        direct = best(lambda: emit(log, "info", "request", {**fields, "request_id": next(ids)},
+                                   context_in_fields=True))  # fmt: skip
         on_loop = asyncio.run(_on_loop(fields, ids))
         logcontext.end(token)
         if log_file is not None:
@@ -116,7 +119,8 @@ async def _on_loop(fields: dict[str, Any], ids: Any) -> float:
     for _ in range(REPEAT):
         start = time.perf_counter()
         for n in range(NUMBER):
-            emit(log, "info", "request", {**fields, "request_id": next(ids)})
+            emit(log, "info", "request", {**fields, "request_id": next(ids)},
+                 context_in_fields=True)  # fmt: skip
             if n % 16 == 15:
                 await asyncio.sleep(0)  # the turn ends: the file writes its lines
         await asyncio.sleep(0)

@@ -27,7 +27,6 @@ configuration see every line as usual.
 from __future__ import annotations
 
 import json
-import operator
 import sys
 import threading
 import time
@@ -62,7 +61,7 @@ class FastJson:
     gathers: bool = False  # ``out`` is a LogFile (writes lines whole, in order, itself)
 
     def __post_init__(self) -> None:
-        self._chain = tuple(self.processors)
+        self._chain = list(self.processors)  # a copy: capture_logs edits the list in place
         # what json.dumps(line, default=_fallback) builds anew for every call
         self.encode = json.JSONEncoder(default=_fallback).encode
         self.render = self.renderer(self.encode)
@@ -76,9 +75,9 @@ class FastJson:
         ``capture_logs`` edits the same list in place; a new ``configure``
         gives another list)."""
         processors = structlog.get_config()["processors"]
-        if processors is not self.processors or len(processors) != len(self._chain):
-            return False
-        return all(map(operator.is_, processors, self._chain))  # in C: no frame per item
+        # list == list: item by item in C, an item the same object at once
+        # (processors compare by identity: functions, partials, structlog's own)
+        return processors is self.processors and processors == self._chain
 
 
 _installed: FastJson | None = None
@@ -94,10 +93,20 @@ def uninstall() -> None:
     _installed = None
 
 
-def emit(logger: Any, method: str, event: str, fields: dict[str, Any]) -> None:
+def emit(
+    logger: Any,
+    method: str,
+    event: str,
+    fields: dict[str, Any],
+    *,
+    context_in_fields: bool = False,
+) -> None:
     """Log ``event`` with ``fields`` at ``method`` ("info", ...) on ``logger``:
     rendered here while the installed JSON configuration is structlog's,
-    else through ``logger`` itself. ``fields`` becomes the line's dict."""
+    else through ``logger`` itself. ``fields`` becomes the line's dict.
+    ``context_in_fields``: ``fields`` began as ``logcontext.fields()`` (the
+    context's keys first, the caller's own after them), so merging the
+    context under it again would give the same dict: it is not copied."""
     fast = _installed
     if fast is None or not fast.current():
         getattr(logger, method)(event, **fields)
@@ -105,7 +114,7 @@ def emit(logger: Any, method: str, event: str, fields: dict[str, Any]) -> None:
     if _LEVELS[method] < fast.level:
         return
     fields["event"] = event
-    line = logcontext.merge(None, method, fields)
+    line = fields if context_in_fields else logcontext.merge(None, method, fields)
     line["level"] = method
     line["timestamp"] = _timestamp()
     for key, value in fast.fields.items():

@@ -162,7 +162,7 @@ def _finish(
         # The context's fields explicitly too: the line is whole even where
         # the processors do not merge the context (structlog's capture_logs).
         fields.update(status=status, duration_ms=round(elapsed * 1000, 3), client=client)
-        emit(access_log, "info", "request", fields)
+        emit(access_log, "info", "request", fields, context_in_fields=True)
 
 
 def _note_cancelled(ctx: ProxyContext, request: DeviceRequest) -> None:

@@ -74,6 +74,29 @@ def test_the_direct_line_is_the_structlog_line() -> None:
 
 
 @pytest.mark.usefixtures("reset")
+def test_fields_that_began_as_the_context_give_the_same_line() -> None:
+    """``context_in_fields`` (the handler's access line): the fields are a copy
+    of the context with the request's own after them; the line is the one the
+    context merged under the fields gives, keys in the same order."""
+    out = io.StringIO()
+    configure_logging(LoggingSettings(format="json"), stream=out, fields={"worker": 2})
+    token = logcontext.begin(request_id="r-1", user="alice", status=0)
+    try:
+        own = {**_fields(), "user": "bob"}  # a context key overridden too
+        emit(log, "info", "request", {**logcontext.fields(), **own}, context_in_fields=True)
+        emit(log, "info", "request", dict(own))
+        log.info("request", **own)
+    finally:
+        logcontext.end(token)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    for line in lines:
+        assert line.pop("timestamp").endswith("Z")
+    given, merged, slow = lines
+    assert list(given) == list(merged) == list(slow) and given == merged == slow
+    assert given["user"] == "bob" and given["request_id"] == "r-1"
+
+
+@pytest.mark.usefixtures("reset")
 def test_below_the_level_nothing_is_written() -> None:
     out = io.StringIO()
     configure_logging(LoggingSettings(level="warning", format="json"), stream=out)
