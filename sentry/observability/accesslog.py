@@ -132,17 +132,15 @@ def emit(
         out.flush()
 
 
-_SETTLED = frozenset((str, int, float, bool, type(None), tuple)).issuperset
+_SETTLED = frozenset((str, int, float, bool, type(None), logcontext.Strs)).issuperset
 
 
 def _settled(line: MutableMapping[str, Any]) -> bool:
     """Whether nothing can change the line's values before it is rendered
-    later: each a str, a number, a boolean, None or a tuple (the exact types,
-    one pass in C: a subclass could hold anything). A tuple's items are not
-    looked at (a second pass would cost as much again): the gateway's tuples
-    in a request's context are of strs (``describe_outcome``'s reasons and
-    violations), and a tuple with a list in it would show the list as it is
-    when written."""
+    later, and rendering them runs no code but the renderer's: each a str, a
+    number, a boolean, None or a ``Strs`` (strs only, checked when made). The
+    exact types, in one pass in C: a subclass, a list or a tuple could hold
+    anything (a tuple's items would take a second pass, as dear again)."""
     return _SETTLED(map(type, line.values()))
 
 

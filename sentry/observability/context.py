@@ -20,11 +20,29 @@ dict for the current context, which lasts as long as that context does.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["begin", "end", "fields", "merge", "note"]
+__all__ = ["NO_STRS", "Strs", "begin", "end", "fields", "merge", "note"]
+
+
+class Strs(tuple[str, ...]):
+    """A tuple of strs, checked when made: a list-like field that cannot
+    change once noted (``accesslog._settled`` lets a line holding one wait to
+    be rendered; JSON writes it as a list, as any tuple)."""
+
+    __slots__ = ()
+
+    def __new__(cls, items: Iterable[str] = ()) -> Strs:
+        made = super().__new__(cls, items)
+        for item in made:
+            if type(item) is not str:
+                raise TypeError(f"Strs holds str only, not {type(item).__name__}")
+        return made
+
+
+NO_STRS = Strs()
 
 _CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("sentry_log_context", default=None)
 

@@ -172,7 +172,7 @@ def redact_secrets(
     return redact_fields(event_dict)
 
 
-_EMPTY = (list, tuple, dict)
+_EMPTY = (list, tuple, dict, logcontext.Strs)  # written "[]" or "{}" when empty
 
 
 def redact_fields(

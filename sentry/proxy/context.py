@@ -18,6 +18,7 @@ from sentry.eas import responses
 from sentry.eas.request import EasRequest
 from sentry.observability import Metrics
 from sentry.observability import context as logcontext
+from sentry.observability.context import NO_STRS, Strs
 from sentry.policy import Decision, Forward, answer
 from sentry.settings import GatewaySettings
 
@@ -101,12 +102,14 @@ def count_refusal(ctx: ProxyContext, decision: Decision) -> None:
 
 def describe_outcome(decision: Decision) -> None:
     """Note the decision (kind, reasons, violations, rule, pool) for the log."""
+    reasons = decision.reasons
     note(
         decision=type(decision).__name__.lower(),
-        reasons=tuple(sorted(r.value for r in decision.reasons)),  # tuples: accesslog._settled
+        # Strs: fields that cannot change, so the access line may wait (accesslog._settled)
+        reasons=Strs(sorted(r.value for r in reasons)) if reasons else NO_STRS,
     )
     if decision.violations:
-        note(violations=tuple(sorted(decision.violations)))
+        note(violations=Strs(sorted(decision.violations)))
     if decision.rule is not None:  # the device access rule that matched
         note(rule=decision.rule)
     if isinstance(decision, Forward):

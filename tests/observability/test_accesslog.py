@@ -141,7 +141,8 @@ _VALUES = st.recursive(
     | st.text(min_size=120, max_size=200)  # past the short values JsonLine remembers
     | _SECRETISH
     | st.binary(max_size=8)
-    | st.sampled_from([Level.HIGH, (), [], {}, float("nan"), float("inf"), float("-inf")]),
+    | st.sampled_from([Level.HIGH, (), [], {}, float("nan"), float("inf"), float("-inf")])
+    | st.lists(_SECRETISH | st.text(max_size=12), max_size=3).map(logcontext.Strs),
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.dictionaries(_KEYS | st.text(max_size=5), inner, max_size=3)
@@ -167,7 +168,7 @@ def test_a_json_line_is_the_redacted_line_encoded(
 @pytest.mark.parametrize(
     "value",
     [float("nan"), float("inf"), float("-inf"), -0.0, 0.1, 1e300, True, False, None, 0, -5,
-     2**70, [], {}, (), Level.HIGH],
+     2**70, [], {}, (), Level.HIGH, logcontext.NO_STRS, logcontext.Strs(["A", "B"])],
     ids=repr,
 )  # fmt: skip
 @pytest.mark.parametrize("key", ["status", "password"])
@@ -272,10 +273,11 @@ class _Number(enum.IntEnum):
         (1.5, True),
         (False, True),
         (None, True),
-        ((), True),
-        (("ADMIN_BLOCKED", 2, None), True),
+        (logcontext.NO_STRS, True),
+        (logcontext.Strs(("ADMIN_BLOCKED", "MANUAL")), True),
+        ((), False),  # a tuple: its items could be anything
+        (("ADMIN_BLOCKED",), False),
         ([], False),
-        (("a", ["b"]), True),  # a tuple's items are not looked at (accesslog._settled)
         ({}, False),
         (b"bytes", False),
         (_Str("a str subclass"), False),
@@ -286,10 +288,17 @@ def test_only_values_that_cannot_change_wait_to_be_rendered(value: Any, settled:
     assert accesslog._settled({"command": "Ping", "x": value, "status": 200}) is settled
 
 
+@pytest.mark.parametrize("items", [[1], ["a", b"b"], ["a", _Str("b")], [["a"]]])
+def test_strs_hold_strs_only(items: list[Any]) -> None:
+    with pytest.raises(TypeError):
+        logcontext.Strs(items)
+    assert logcontext.Strs(["a", "b"]) == ("a", "b") and not logcontext.NO_STRS
+
+
 _SETTLED = {
     "command": "Ping",
     "device_id": "DEV1",
-    "reasons": ("ADMIN_BLOCKED",),
+    "reasons": logcontext.Strs(("ADMIN_BLOCKED",)),
     "password": "hunter2",
     "user_agent": "Client/1 Authorization: Basic YWxpY2U6c2VjcmV0",
     "status": 200,
