@@ -20,6 +20,13 @@ def text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def from_a_thread(write: Any, *args: Any) -> None:
+    """``write(*args)`` on another thread (no event loop there), waited for."""
+    thread = threading.Thread(target=write, args=args)
+    thread.start()
+    thread.join()
+
+
 async def test_the_lines_of_one_turn_are_written_together_at_its_end(tmp_path: Path) -> None:
     path = tmp_path / "gw.log"
     log = LogFile(path)
@@ -38,9 +45,7 @@ async def test_a_line_from_another_thread_writes_what_was_gathered_first(
     path = tmp_path / "gw.log"
     log = LogFile(path)
     log.write("first, on the loop\n")
-    thread = threading.Thread(target=log.write, args=("second, from a thread\n",))
-    thread.start()
-    thread.join()
+    from_a_thread(log.write, "second, from a thread\n")
     assert text(path) == "first, on the loop\nsecond, from a thread\n"
     log.write("third, on the loop\n")
     await asyncio.sleep(0)
@@ -142,9 +147,7 @@ async def test_access_lines_are_not_lost_on_close_or_to_a_thread(tmp_path: Path)
     path = tmp_path / "gw.log"
     log = LogFile(path, flush_ms=60_000)
     log.gather("access 1\n")
-    thread = threading.Thread(target=log.write, args=("from a thread\n",))
-    thread.start()
-    thread.join()
+    from_a_thread(log.write, "from a thread\n")
     assert text(path) == "access 1\nfrom a thread\n"
     log.gather("access 2\n")
     log.close()
@@ -262,8 +265,6 @@ async def test_lines_are_rendered_at_once_off_the_loop_or_without_waiting(tmp_pa
     path = tmp_path / "gw2.log"
     log = LogFile(path, flush_ms=60_000)
     log.gather_line(render, {"n": "b"})
-    thread = threading.Thread(target=log.gather_line, args=(render, {"n": "from a thread"}))
-    thread.start()
-    thread.join()
+    from_a_thread(log.gather_line, render, {"n": "from a thread"})
     assert text(path) == "rendered b\nrendered from a thread\n"
     log.close()
