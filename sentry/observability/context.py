@@ -41,6 +41,9 @@ class Strs(tuple[str, ...]):
                 raise TypeError(f"Strs holds str only, not {type(item).__name__}")
         return made
 
+    def __repr__(self) -> str:  # as the list it stands for (the console format shows it)
+        return repr(list(self))
+
 
 NO_STRS = Strs()
 

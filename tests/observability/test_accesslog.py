@@ -293,6 +293,7 @@ def test_strs_hold_strs_only(items: list[Any]) -> None:
     with pytest.raises(TypeError):
         logcontext.Strs(items)
     assert logcontext.Strs(["a", "b"]) == ("a", "b") and not logcontext.NO_STRS
+    assert repr(logcontext.Strs(["a"])) == "['a']"  # the console format shows a list, as before
 
 
 def _settled_fields() -> dict[str, Any]:
