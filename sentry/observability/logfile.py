@@ -10,8 +10,8 @@ in their order, with one ``write(2)``:
   waits at most for the end of the current turn of the loop;
 * the access line, through ``gather`` or ``gather_line``
   (``accesslog.emit``), waits at most ``flush_ms`` (``logging.flush_ms``),
-  or until ``GATHER_LINES`` of them or ``GATHER_MAX`` characters wait, or
-  until a line through ``write`` ends a turn: at 4 connections the loop
+  or, once ``GATHER_LINES`` of them or ``GATHER_MAX`` characters wait or a
+  line through ``write`` came, for the end of the turn: at 4 connections the loop
   serves about one request a turn, and a ``write(2)`` of one line to a file
   each turn cost 3 % of the gateway's CPU (``bench/README.md``).
   ``flush_ms: 0`` writes access lines at the end of their turn too.
@@ -46,12 +46,13 @@ from typing import Any, TextIO
 __all__ = ["GATHER_LINES", "GATHER_MAX", "LogFile", "Render"]
 
 GATHER_MAX = 64 * 1024
-"""Gathered access lines of this many characters are written at once (a
-burst's lines leave in pieces of this size, not all at the timer)."""
+"""Gathered access lines of this many characters are written at the end of
+the turn, not at the timer (a busy loop's lines leave a turn at a time)."""
 GATHER_LINES = 32
 """This many lines waiting to be rendered (``gather_line``) are rendered and
-written at once: about 0.15 ms of rendering here, a pause the loop hardly
-notices, long enough for the renderer's code to stay in the caches."""
+written at the end of the turn: about 0.15 ms of rendering here for 32, a
+pause the loop hardly notices, long enough for the renderer's code to stay
+in the caches (a turn that logs more renders them all then)."""
 
 Render = Callable[[MutableMapping[str, Any]], str]
 """A line's dict -> its text, newline included."""
@@ -89,9 +90,7 @@ class LogFile:
             if loop is not None and self._gathering(loop):
                 self._pending.append(text)
                 self._size += len(text)
-                if self._soon is not loop:  # (a loop that stopped never runs its drain)
-                    self._soon = loop
-                    loop.call_soon(self._drain_soon)
+                self._drain_at_turn_end(loop)
                 return len(text)
             self._write_pending()
             return self._fh.write(text)
@@ -100,42 +99,43 @@ class LogFile:
         """Write ``text`` (an access line) within ``flush_ms`` (module comment)."""
         if self._delay <= 0:
             self.write(text)
-            return
-        loop = _running_loop()
-        with self._lock:
-            if loop is None or not self._gathering(loop):
-                self._write_pending()
-                self._fh.write(text)
-                return
-            self._pending.append(text)
-            self._size += len(text)
-            self._gathered(loop)
+        else:
+            self._gather(text)
 
     def gather_line(self, render: Render, line: MutableMapping[str, Any]) -> None:
         """Write ``render(line)`` (an access line) within ``flush_ms``, rendered
         when it is written (module comment): ``line`` must not change."""
         if self._delay <= 0:
             self.write(render(line))
-            return
+        else:
+            self._gather((render, line))
+
+    def _gather(self, entry: str | tuple[Render, MutableMapping[str, Any]]) -> None:
+        """An access line joins the others; when enough wait, the end of this
+        turn writes them (never the caller: a write that fails, a full disk,
+        is the loop's drain's, not the request's that logged the line); else
+        the timer will."""
         loop = _running_loop()
         with self._lock:
             if loop is None or not self._gathering(loop):
                 self._write_pending()
-                self._fh.write(_rendered(render, line))
+                self._fh.write(entry if type(entry) is str else _rendered(*entry))
                 return
-            self._pending.append((render, line))
-            self._lines += 1
-            self._gathered(loop)
+            self._pending.append(entry)
+            if type(entry) is str:
+                self._size += len(entry)
+            else:
+                self._lines += 1
+            if self._size >= GATHER_MAX or self._lines >= GATHER_LINES:
+                self._drain_at_turn_end(loop)
+            elif self._timer is None or self._timer_loop is not loop:
+                self._timer_loop = loop
+                self._timer = loop.call_later(self._delay, self._drain_timer)
 
-    def _gathered(self, loop: asyncio.AbstractEventLoop) -> None:
-        """After an access line joined the others (under the lock): write
-        them all when enough wait, else make sure the timer will."""
-        if self._size >= GATHER_MAX or self._lines >= GATHER_LINES:
-            self._write_pending()
-            self._fh.flush()
-        elif self._timer is None or self._timer_loop is not loop:
-            self._timer_loop = loop
-            self._timer = loop.call_later(self._delay, self._drain_timer)
+    def _drain_at_turn_end(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._soon is not loop:  # (a loop that stopped never runs its drain)
+            self._soon = loop
+            loop.call_soon(self._drain_soon)
 
     def _gathering(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether a line on ``loop`` joins the gathered ones (called under the

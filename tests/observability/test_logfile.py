@@ -130,15 +130,17 @@ async def test_a_line_through_write_takes_the_waiting_access_lines_in_order(
     log.close()
 
 
-async def test_access_lines_over_the_bound_are_written_at_once(tmp_path: Path) -> None:
+async def test_access_lines_over_the_bound_are_written_at_the_turns_end(tmp_path: Path) -> None:
     path = tmp_path / "gw.log"
     log = LogFile(path, flush_ms=60_000)
     line = "x" * 99 + "\n"
     lines = GATHER_MAX // len(line) + 1
     for _ in range(lines - 1):
         log.gather(line)
+    await asyncio.sleep(0)  # below the bound a turn's end writes nothing (the timer would)
     assert text(path) == ""
     log.gather(line)  # the gathered characters reach GATHER_MAX
+    await asyncio.sleep(0)
     assert text(path) == line * lines
     log.close()
 
@@ -223,14 +225,19 @@ async def test_lines_are_rendered_when_written_in_order_with_texts(tmp_path: Pat
     log.close()
 
 
-async def test_so_many_lines_to_render_are_rendered_and_written_at_once(tmp_path: Path) -> None:
+async def test_so_many_lines_to_render_are_rendered_and_written_at_the_turns_end(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "gw.log"
     log = LogFile(path, flush_ms=60_000)
     render = Renders()
     for n in range(GATHER_LINES - 1):
         log.gather_line(render, {"n": str(n)})
+    await asyncio.sleep(0)
     assert render.done == []
     log.gather_line(render, {"n": "last"})
+    assert render.done == []  # not in the caller's code
+    await asyncio.sleep(0)
     assert render.done == [*map(str, range(GATHER_LINES - 1)), "last"]
     assert text(path).splitlines()[-1] == "rendered last"
     log.close()
@@ -267,4 +274,25 @@ async def test_lines_are_rendered_at_once_off_the_loop_or_without_waiting(tmp_pa
     log.gather_line(render, {"n": "b"})
     from_a_thread(log.gather_line, render, {"n": "from a thread"})
     assert text(path) == "rendered b\nrendered from a thread\n"
+    log.close()
+
+
+async def test_a_full_disk_never_fails_the_line_that_fills_the_batch(tmp_path: Path) -> None:
+    """/dev/full refuses every write (ENOSPC): an access line, the 32nd or the
+    64 KiB-th included, only joins the others; the write that fails is the
+    loop's drain (reported by the loop's exception handler), never the
+    request's code that logged the line."""
+    failures: list[BaseException | None] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _loop, context: failures.append(context.get("exception"))
+    )
+    log = LogFile("/dev/full", flush_ms=60_000)
+    render = Renders()
+    for n in range(GATHER_LINES + 1):
+        log.gather_line(render, {"n": str(n)})  # raised OSError at the 32nd before
+    for _ in range(GATHER_MAX // 1000 + 1):
+        log.gather("x" * 999 + "\n")
+    await asyncio.sleep(0)  # the turn ends: its drain writes, and fails
+    assert failures and all(isinstance(f, OSError) for f in failures)
+    assert not log._pending and log._lines == log._size == 0  # nothing kept to grow
     log.close()
