@@ -26,6 +26,7 @@ configuration see every line as usual.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -127,7 +128,10 @@ def emit(
         return
     text = fast.line_text(line)
     out = fast.out if fast.out is not None else sys.stdout
-    with fast.lock:
+    # A stream that is gone (a pipe whose reader died, a full disk, a closed
+    # file) loses the line, not the request: the backend has already acted on
+    # it, and an error now would answer the device 500 for a mail it sent.
+    with fast.lock, contextlib.suppress(OSError, ValueError):
         out.write(text)
         out.flush()
 

@@ -4,10 +4,12 @@ structlog's configured chain renders: same keys, order, values, redaction."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -332,3 +334,19 @@ async def test_a_line_whose_values_could_change_is_rendered_at_once(tmp_path: Pa
     log_file.close()
     (line,) = (json.loads(line) for line in path.read_text().splitlines())
     assert line["reasons"] == ["ADMIN_BLOCKED"]
+
+
+@pytest.mark.usefixtures("reset")
+def test_a_vanished_log_reader_does_not_fail_the_request() -> None:
+    """Logs to a pipe whose reader is gone (a container's log driver that
+    died): the access line is lost, and emit returns, so the answer the
+    backend already gave still reaches the device (a SendMail not retried
+    into a second mail)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    out = os.fdopen(write_end, "w", encoding="utf-8")
+    configure_logging(LoggingSettings(format="json"), stream=out)
+    emit(log, "info", "request", _fields())  # raised BrokenPipeError before
+    with contextlib.suppress(OSError):
+        out.close()  # (what its buffer holds cannot be written either)
+    emit(log, "info", "request", _fields())  # a closed stream: ValueError before
