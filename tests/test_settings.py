@@ -60,6 +60,7 @@ def test_shipped_config_loads() -> None:
         ({"logging": {"flush_ms": -1}}, "logging.flush_ms: must be 0-10000 (milliseconds)"),
         ({"logging": {"flush_ms": 10_001}}, "logging.flush_ms: must be 0-10000"),
         ({"logging": {"flush_ms": 0.5}}, "logging.flush_ms: expected an integer"),
+        ({"logging": {"flush_ms": True}}, "logging.flush_ms: expected an integer"),
         ({"gateway": {"redirects": {"max_hops": 0}}}, "gateway.redirects.max_hops: must be 1-10"),
         ({"gateway": {"connections": {"max": 0}}}, "gateway.connections.max: must be > 0"),
         (
