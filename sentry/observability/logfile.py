@@ -29,6 +29,12 @@ A line from another thread (or with no loop running) writes what is gathered,
 then itself, so nothing overtakes what waits. ``close``, ``reopen``, the
 process's exit (``atexit``) write what is gathered; a process killed outright
 loses at most ``flush_ms`` of access lines.
+
+A write the file refuses (a full disk) loses the lines it carried: they are
+counted (``losses``) and stderr says so once, and once again when a write
+gets through (the disk has room, SIGHUP reopened the path elsewhere); the
+error never reaches the code that logged, nor the loop, whose exception
+handler would log it to the same file (``lossy.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ import weakref
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
+
+from .lossy import Losses
 
 __all__ = ["GATHER_LINES", "GATHER_MAX", "LogFile", "Render"]
 
@@ -77,6 +85,7 @@ class LogFile:
         self._soon: asyncio.AbstractEventLoop | None = None  # a drain is queued on this loop
         self._timer: asyncio.TimerHandle | None = None  # a drain flush_ms after a gather
         self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self.losses = Losses()  # lines the file refused (a full disk)
         atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _open(self) -> TextIO:
@@ -93,7 +102,8 @@ class LogFile:
                 self._drain_at_turn_end(loop)
                 return len(text)
             self._write_pending()
-            return self._fh.write(text)
+            self._put(text)
+            return len(text)
 
     def gather(self, text: str) -> None:
         """Write ``text`` (an access line) within ``flush_ms`` (module comment)."""
@@ -119,7 +129,7 @@ class LogFile:
         with self._lock:
             if loop is None or not self._gathering(loop):
                 self._write_pending()
-                self._fh.write(entry if type(entry) is str else _rendered(*entry))
+                self._put(entry if type(entry) is str else _rendered(*entry))
                 return
             self._pending.append(entry)
             if type(entry) is str:
@@ -148,7 +158,7 @@ class LogFile:
     def flush(self) -> None:
         with self._lock:
             if not self._pending:  # else drain flushes when it writes them
-                self._fh.flush()
+                self._flush()
 
     def drain(self) -> None:
         """Write what was gathered (the end of a turn, the timer, exit)."""
@@ -158,7 +168,7 @@ class LogFile:
                 self._size = self._lines = 0
                 return
             self._write_pending()
-            self._fh.flush()
+            self._flush()
 
     def _drain_soon(self) -> None:
         self._soon = None
@@ -173,7 +183,31 @@ class LogFile:
             text = "".join([p if type(p) is str else _rendered(*p) for p in self._pending])
             self._pending.clear()
             self._size = self._lines = 0
+            self._put(text)
+
+    def _put(self, text: str) -> None:
+        """Write to the file; what the file refuses (a full disk, a closed
+        handle) is lost and counted, never raised into the code that logged
+        it (``lossy.py``)."""
+        try:
             self._fh.write(text)
+        except (OSError, ValueError) as exc:
+            self.losses.lost(exc)
+
+    def _flush(self) -> None:
+        """Flush; one that succeeds after a loss says the file is back."""
+        try:
+            self._fh.flush()
+        except (OSError, ValueError) as exc:
+            self.losses.lost(exc)
+        else:
+            self.losses.written()
+
+    def _close(self, fh: TextIO) -> None:
+        try:
+            fh.close()  # (closes the descriptor even when the last flush fails)
+        except (OSError, ValueError) as exc:
+            self.losses.lost(exc)
 
     def reopen(self) -> None:
         """Open the path again (a new file if it was moved away), then close the old handle."""
@@ -181,13 +215,13 @@ class LogFile:
         with self._lock:
             self._write_pending()  # what was gathered belongs to the old file
             old, self._fh = self._fh, new
-        old.close()
+        self._close(old)
 
     def close(self) -> None:
         with self._lock:
             if not self._fh.closed:
                 self._write_pending()
-                self._fh.close()
+                self._close(self._fh)
 
 
 def _rendered(render: Render, line: MutableMapping[str, Any]) -> str:

@@ -55,6 +55,7 @@ from . import accesslog
 from . import context as logcontext
 from .accesslog import FastJson
 from .logfile import LogFile
+from .lossy import LossyStream
 from .ratelimit import RateLimiter
 
 __all__ = [
@@ -353,6 +354,7 @@ def configure_logging(
         LogFile(settings.file, settings.flush_ms) if settings.file and stream is None else None
     )
     out: Any = stream or log_file or sys.stdout
+    lossy: Any = LossyStream(None if out is sys.stdout else out)  # None: stdout of the moment
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if settings.format == "json"
@@ -370,7 +372,8 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # (an output that breaks loses lines, never fails the code that logs: lossy.py)
+        logger_factory=structlog.PrintLoggerFactory(lossy),
         cache_logger_on_first_use=False,
     )
     if settings.format == "json":  # the hot lines skip the generic chain (accesslog.py)
@@ -381,7 +384,7 @@ def configure_logging(
         accesslog.install(fast)
     else:
         accesslog.uninstall()
-    _route_standard_library(out, tail, max(level, logging.WARNING))
+    _route_standard_library(lossy, tail, max(level, logging.WARNING))
     return log_file
 
 

@@ -280,8 +280,9 @@ async def test_lines_are_rendered_at_once_off_the_loop_or_without_waiting(tmp_pa
 async def test_a_full_disk_never_fails_the_line_that_fills_the_batch(tmp_path: Path) -> None:
     """/dev/full refuses every write (ENOSPC): an access line, the 32nd or the
     64 KiB-th included, only joins the others; the write that fails is the
-    loop's drain (reported by the loop's exception handler), never the
-    request's code that logged the line."""
+    loop's drain's, and it loses the lines (counted, said once on stderr):
+    it raises neither into the request's code that logged the line nor into
+    the loop (whose exception handler would log to the same full disk)."""
     failures: list[BaseException | None] = []
     asyncio.get_running_loop().set_exception_handler(
         lambda _loop, context: failures.append(context.get("exception"))
@@ -293,6 +294,6 @@ async def test_a_full_disk_never_fails_the_line_that_fills_the_batch(tmp_path: P
     for _ in range(GATHER_MAX // 1000 + 1):
         log.gather("x" * 999 + "\n")
     await asyncio.sleep(0)  # the turn ends: its drain writes, and fails
-    assert failures and all(isinstance(f, OSError) for f in failures)
+    assert failures == [] and log.losses.count >= 1
     assert not log._pending and log._lines == log._size == 0  # nothing kept to grow
     log.close()

@@ -1,0 +1,92 @@
+"""A log output that loses a line rather than fail the code that logged it.
+
+Every line leaves through one stream: stdout (a container's log driver, a
+pipe to a collector), a ``LogFile``, or a stream a caller gave. Such a
+stream can break under the gateway: the pipe's reader died
+(``BrokenPipeError``), the disk is full (``OSError``), the stream was closed
+(``ValueError``). structlog's ``PrintLogger`` lets that error rise where the
+line was logged, on an error path or in the middle of a request whose backend
+has already acted; the standard library's handler prints a traceback per
+line to stderr. ``LossyStream`` sits under both (the access line has its own
+guard, ``accesslog.emit``): a line that cannot be written is counted and
+lost, the first loss and the first line that gets through again each say so
+once on stderr, and logging resumes by itself when the stream does (a log
+file reopened on SIGHUP, a disk with room again).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, TextIO
+
+__all__ = ["Losses", "LossyStream"]
+
+
+class Losses:
+    """Counts what an output lost and says on stderr, once each, that it
+    began to lose lines and that it writes again."""
+
+    def __init__(self) -> None:
+        self.count = 0  # writes lost since the output was made
+        self._failing = False  # the last write failed
+        self._lock = threading.Lock()
+
+    def lost(self, exc: Exception) -> None:
+        with self._lock:
+            self.count += 1
+            first, self._failing = not self._failing, True
+        if first:
+            error = type(exc).__name__
+            _say(f"sentry: log output failed ({error}): lines are lost until it recovers")
+
+    def written(self) -> None:
+        if not self._failing:  # (the common case, without the lock)
+            return
+        with self._lock:
+            if not self._failing:
+                return
+            self._failing = False
+            count = self.count
+        _say(f"sentry: log output recovered ({count} writes lost in all)")
+
+
+class LossyStream:
+    """``write``/``flush`` onto ``target`` (``None``: the ``sys.stdout`` of the
+    moment, as ``print`` uses it), losing what cannot be written."""
+
+    def __init__(self, target: Any | None = None) -> None:
+        self.target = target
+        self.losses = Losses()
+
+    def _stream(self) -> Any:
+        return sys.stdout if self.target is None else self.target
+
+    def write(self, text: str) -> int:
+        try:
+            self._stream().write(text)
+        except (OSError, ValueError) as exc:
+            self.losses.lost(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush; the first flush that succeeds after a loss says the output
+        is back (a write may only have reached the stream's buffer)."""
+        try:
+            self._stream().flush()
+        except (OSError, ValueError) as exc:
+            self.losses.lost(exc)
+        else:
+            self.losses.written()
+
+
+def _say(message: str) -> None:
+    """One line on the process's own stderr, should it still be there."""
+    err: TextIO | None = sys.__stderr__
+    if err is None:
+        return
+    try:
+        err.write(message + "\n")
+        err.flush()
+    except (OSError, ValueError):
+        pass
