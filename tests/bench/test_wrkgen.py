@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sentry.testing.recording_backend import start_recording_backend
 from sentry.testing.require import missing
 
@@ -23,8 +25,8 @@ CHILD = (
     "import json, sys\n"
     "from pathlib import Path\n"
     "from bench import wrkgen\n"
-    "host, port, request, work, pipeline = json.loads(sys.stdin.read())\n"
-    "result = wrkgen.run(host, port, request, 2, 1.0, Path(work), pipeline)\n"
+    "host, port, request, work, pipeline, *batch = json.loads(sys.stdin.read())\n"
+    "result = wrkgen.run(host, port, request, 2, 1.0, Path(work), pipeline, *batch)\n"
     "result.pop('output')\n"
     "print(json.dumps(result))\n"
 )
@@ -55,6 +57,7 @@ async def test_wrk_sends_the_request_it_is_given_byte_for_byte(tmp_path: Path) -
         result = json.loads(out)
     assert result["statuses"]["2xx/3xx"] > 0 and result["statuses"]["other"] == 0
     assert result["cpu_seconds"] > 0 and result["seconds"] > 0
+    assert result["sched"] == "normal"
     assert backend.violations == []
     seen = backend.eas_requests()
     assert len(seen) >= result["statuses"]["2xx/3xx"]
@@ -97,9 +100,12 @@ class _CountsPerRead(asyncio.Protocol):
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * complete)
 
 
+@pytest.mark.parametrize("batch", [False, True])
 async def test_wrk_pipelines_as_many_requests_as_asked_and_counts_every_answer(
-    tmp_path: Path,
+    tmp_path: Path, batch: bool
 ) -> None:
+    """Also under SCHED_BATCH (``bench workers --generator-sched batch``): wrk
+    runs under that policy and counts the same."""
     _require_wrk()
     request = "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
     reads: list[int] = []
@@ -112,7 +118,7 @@ async def test_wrk_pipelines_as_many_requests_as_asked_and_counts_every_answer(
             sys.executable, "-c", CHILD, cwd=ROOT,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        job = json.dumps(["127.0.0.1", port, request, str(tmp_path / "wrk"), 4]).encode()
+        job = json.dumps(["127.0.0.1", port, request, str(tmp_path / "wrk"), 4, batch]).encode()
         out, _ = await asyncio.wait_for(child.communicate(job), 60)
         assert child.returncode == 0
     finally:
@@ -124,6 +130,7 @@ async def test_wrk_pipelines_as_many_requests_as_asked_and_counts_every_answer(
     # wrk counts each answer of a batch, not each batch; it stops with at most
     # one batch per connection unanswered
     assert sum(reads) - 2 * 4 <= answered <= sum(reads)
+    assert result["sched"] == ("batch" if batch else "normal")
 
 
 def test_a_storm_reconnected_by_wrk_holds_every_ping_again(tmp_path: Path) -> None:
