@@ -90,7 +90,9 @@ class LogFile:
 
     def _open(self) -> TextIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        # a lone surrogate (a device's header byte that is not UTF-8, written raw
+        # by the console renderer) is escaped, never a write refused with its batch
+        return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
 
     def write(self, text: str) -> int:
         """Write ``text`` (whole lines) by the end of this turn of the loop."""

@@ -4,7 +4,9 @@ Every line leaves through one stream: stdout (a container's log driver, a
 pipe to a collector), a ``LogFile``, or a stream a caller gave. Such a
 stream can break under the gateway: the pipe's reader died
 (``BrokenPipeError``), the disk is full (``OSError``), the stream was closed
-(``ValueError``). structlog's ``PrintLogger`` lets that error rise where the
+(``ValueError``), or refuse a character (a lone surrogate: a device's header
+byte that is not UTF-8, on a strict stream; ``UnicodeEncodeError``, written
+again escaped). structlog's ``PrintLogger`` lets that error rise where the
 line was logged, on an error path or in the middle of a request whose backend
 has already acted; the standard library's handler prints a traceback per
 line to stderr. ``LossyStream`` sits under both (the access line has its own
@@ -63,8 +65,12 @@ class LossyStream:
         return sys.stdout if self.target is None else self.target
 
     def write(self, text: str) -> int:
+        stream = self._stream()
         try:
-            self._stream().write(text)
+            try:
+                stream.write(text)
+            except UnicodeEncodeError:  # (before anything was written)
+                stream.write(_escaped(text, getattr(stream, "encoding", None) or "utf-8"))
         except (OSError, ValueError) as exc:
             self.losses.lost(exc)
         return len(text)
@@ -78,6 +84,14 @@ class LossyStream:
             self.losses.lost(exc)
         else:
             self.losses.written()
+
+
+def _escaped(text: str, encoding: str) -> str:
+    """``text`` with what ``encoding`` cannot hold as backslash escapes: a lone
+    surrogate (a device's header byte that is not UTF-8, kept by
+    ``surrogateescape`` and written raw by the console renderer) on a strict
+    stream, a non-ASCII name on an ASCII one."""
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
 
 def _say(message: str) -> None:

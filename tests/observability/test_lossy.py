@@ -87,3 +87,39 @@ def test_without_a_target_it_writes_to_stdout_of_the_moment(
     stream.flush()
     assert capsys.readouterr().out == "one\n"
     assert stream.losses.count == 0
+
+
+SURROGATE_AGENT = b"Phone/\xff1".decode("utf-8", "surrogateescape")  # a header's bad byte
+
+
+def test_a_bad_byte_a_device_sent_is_escaped_in_a_console_line_to_a_file(tmp_path: Path) -> None:
+    """A header's bytes that are not UTF-8 are kept as lone surrogates; the
+    console renderer writes them raw. The file's strict UTF-8 refused them and
+    lost every line written with them; now the byte is escaped."""
+    path = tmp_path / "sentry.log"
+    log_file = configure_logging(LoggingSettings(format="console", file=str(path)))
+    assert log_file is not None
+    log = structlog.get_logger("sentry.test")
+    log.info("before")
+    log.info("request", user_agent=SURROGATE_AGENT)
+    log.info("after")
+    log_file.close()
+    assert log_file.losses.count == 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    events = ("before", "request", "after")
+    assert all(event in line for event, line in zip(events, lines, strict=True))
+    assert "Phone/\\udcff1" in lines[1]
+
+
+def test_a_bad_byte_a_device_sent_is_escaped_on_a_strict_stream(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """stdout whose encoding refuses lone surrogates (errors="strict")."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+    configure_logging(LoggingSettings(format="console"), stream=out)
+    structlog.get_logger("sentry.test").info("request", user_agent=SURROGATE_AGENT)
+    logging.getLogger("aiohttp.server").warning("bad agent %s", SURROGATE_AGENT)
+    text = raw.getvalue().decode("utf-8")
+    assert text.count("Phone/\\udcff1") == 2, text
+    assert "log output failed" not in capfd.readouterr().err
