@@ -116,7 +116,7 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=batch_scheduled if batch else None,  # (this process runs no threads)
+        preexec_fn=batch_scheduled if batch else None,  # (one system call before exec)
     )
     assert proc.stdout is not None
     # (Popen returns once wrk is exec'd: its policy is the one it runs under)
