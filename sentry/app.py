@@ -60,7 +60,7 @@ from sentry.housekeeping import Housekeeping
 from sentry.listeners import admin_app, server_tls, start_site, warn_if_exposed
 from sentry.model import Pool, Preferences, Realms, Routing
 from sentry.observability import Metrics, configure_logging
-from sentry.observability.logging import LogFile
+from sentry.observability.logging import LogFile, report_log_losses
 from sentry.policy import (
     AppendHistory,
     ConflictError,
@@ -450,9 +450,8 @@ async def run(
     """``sentry run``: start, print where, serve until SIGTERM/SIGINT; on SIGHUP
     reopen the log file and reload ``config`` (see ``sentry.reload``).
 
-    ``worker``: this process is one worker of ``gateway.workers`` (started by
-    ``sentry.supervisor``): it serves its inherited sockets, says when it is
-    ready, and also drains when its supervisor is gone."""
+    ``worker``: one worker of ``gateway.workers`` (``sentry.supervisor``'s): it serves its
+    inherited sockets, says when it is ready, and also drains when its supervisor is gone."""
     from sentry.reload import reload_gateway
     from sentry.settings import load_settings
 
@@ -464,6 +463,7 @@ async def run(
         raise StartupError("logging.file", f"{settings.logging.file}: {exc.strerror}") from None
     gw = await start_gateway(settings, root=root, worker=worker)
     gw.log_file = log_file
+    report_log_losses(gw.metrics.log_writes_lost.inc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

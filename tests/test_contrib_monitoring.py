@@ -190,6 +190,7 @@ def test_the_rules_have_the_alerts_operators_need():
         "SentryStoreUnreachable",
         "SentryRefusalSpike",
         "SentryHeldPollsNearConnectionLimit",
+        "SentryLogLinesLost",
     ):
         rule = rules[name]
         assert rule["expr"].strip()

@@ -26,7 +26,6 @@ configuration see every line as usual.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import threading
@@ -38,6 +37,7 @@ from typing import Any
 import structlog
 
 from . import context as logcontext
+from .lossy import Losses
 
 __all__ = ["FastJson", "emit", "install", "uninstall"]
 
@@ -60,6 +60,7 @@ class FastJson:
     fields: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     gathers: bool = False  # ``out`` is a LogFile (writes lines whole, in order, itself)
+    losses: Losses = field(default_factory=Losses)  # what ``out`` refused (lossy.py)
 
     def __post_init__(self) -> None:
         self._chain = list(self.processors)  # a copy: capture_logs edits the list in place
@@ -131,9 +132,15 @@ def emit(
     # A stream that is gone (a pipe whose reader died, a full disk, a closed
     # file) loses the line, not the request: the backend has already acted on
     # it, and an error now would answer the device 500 for a mail it sent.
-    with fast.lock, contextlib.suppress(OSError, ValueError):
-        out.write(text)
-        out.flush()
+    with fast.lock:
+        try:
+            out.write(text)
+            out.flush()
+        except (OSError, ValueError) as exc:
+            fast.losses.lost(exc)
+        else:
+            if fast.losses.failing:
+                fast.losses.written()
 
 
 _SETTLED = frozenset((str, int, float, bool, type(None), logcontext.Strs)).issuperset

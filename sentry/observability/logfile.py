@@ -86,6 +86,7 @@ class LogFile:
         self._timer: asyncio.TimerHandle | None = None  # a drain flush_ms after a gather
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self.losses = Losses()  # lines the file refused (a full disk)
+        self._wrote = False  # the last write went through (lossy.LossyStream's)
         atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _open(self) -> TextIO:
@@ -194,16 +195,21 @@ class LogFile:
         try:
             self._fh.write(text)
         except (OSError, ValueError) as exc:
+            self._wrote = False
             self.losses.lost(exc)
+        else:
+            self._wrote = True
 
     def _flush(self) -> None:
-        """Flush; one that succeeds after a loss says the file is back."""
+        """Flush; one that succeeds after a write that did says the file is back."""
         try:
             self._fh.flush()
         except (OSError, ValueError) as exc:
+            self._wrote = False
             self.losses.lost(exc)
         else:
-            self.losses.written()
+            if self._wrote:
+                self.losses.written()
 
     def _close(self, fh: TextIO) -> None:
         try:

@@ -55,7 +55,7 @@ from . import accesslog
 from . import context as logcontext
 from .accesslog import FastJson
 from .logfile import LogFile
-from .lossy import LossyStream
+from .lossy import Losses, LossyStream
 from .ratelimit import RateLimiter
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "redact_fields",
     "redact_secrets",
     "redact_text",
+    "report_log_losses",
 ]
 
 REDACTED = "[redacted]"
@@ -380,12 +381,27 @@ def configure_logging(
         stdout = out is sys.stdout  # PrintLogger writes to the sys.stdout of the moment
         out_ = None if stdout else out
         gathers = out_ is not None and out_ is log_file
-        fast = FastJson(processors, level, out_, JsonLine, dict(fields or {}), gathers=gathers)
+        fast = FastJson(
+            processors, level, out_, JsonLine, dict(fields or {}), gathers=gathers,
+            losses=lossy.losses,  # (the same output: stdout or the given stream)
+        )  # fmt: skip
         accesslog.install(fast)
     else:
         accesslog.uninstall()
     _route_standard_library(lossy, tail, max(level, logging.WARNING))
+    global _outputs
+    _outputs = (lossy.losses,) if log_file is None else (lossy.losses, log_file.losses)
     return log_file
+
+
+_outputs: tuple[Losses, ...] = ()  # the losses of the outputs configured last
+
+
+def report_log_losses(inc: Callable[[float], None]) -> None:
+    """Count what the configured outputs lose, from their start, with ``inc``
+    (``Metrics.log_writes_lost``'s; ``sentry run`` once the gateway is up)."""
+    for losses in _outputs:
+        losses.report_to(inc)
 
 
 def _add_fields(

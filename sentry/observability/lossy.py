@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 __all__ = ["Losses", "LossyStream"]
@@ -31,24 +32,37 @@ class Losses:
 
     def __init__(self) -> None:
         self.count = 0  # writes lost since the output was made
-        self._failing = False  # the last write failed
+        self.failing = False  # the last write failed
+        self._sink: Callable[[float], None] | None = None
         self._lock = threading.Lock()
+
+    def report_to(self, inc: Callable[[float], None]) -> None:
+        """Count every loss, those before included, with ``inc`` too (a
+        metric's: ``sentry_log_writes_lost_total``); it replaces any before."""
+        with self._lock:
+            self._sink, count = inc, self.count
+        if count:
+            inc(count)
 
     def lost(self, exc: Exception) -> None:
         with self._lock:
             self.count += 1
-            first, self._failing = not self._failing, True
+            first, self.failing = not self.failing, True
+            sink = self._sink
+        if sink is not None:
+            sink(1)
         if first:
             error = type(exc).__name__
             _say(f"sentry: log output failed ({error}): lines are lost until it recovers")
 
     def written(self) -> None:
-        if not self._failing:  # (the common case, without the lock)
+        """A write reached the output (and was flushed) after losses: say so once."""
+        if not self.failing:  # (the common case, without the lock)
             return
         with self._lock:
-            if not self._failing:
+            if not self.failing:
                 return
-            self._failing = False
+            self.failing = False
             count = self.count
         _say(f"sentry: log output recovered ({count} writes lost in all)")
 
@@ -60,6 +74,7 @@ class LossyStream:
     def __init__(self, target: Any | None = None) -> None:
         self.target = target
         self.losses = Losses()
+        self._wrote = False  # the last write went through (to the stream's buffer)
 
     def _stream(self) -> Any:
         return sys.stdout if self.target is None else self.target
@@ -72,18 +87,24 @@ class LossyStream:
             except UnicodeEncodeError:  # (before anything was written)
                 stream.write(_escaped(text, getattr(stream, "encoding", None) or "utf-8"))
         except (OSError, ValueError) as exc:
+            self._wrote = False
             self.losses.lost(exc)
+        else:
+            self._wrote = True
         return len(text)
 
     def flush(self) -> None:
-        """Flush; the first flush that succeeds after a loss says the output
-        is back (a write may only have reached the stream's buffer)."""
+        """Flush; one that succeeds after a write that did says the output is
+        back (a write may only have reached the stream's buffer, and a failed
+        write may leave nothing to flush)."""
         try:
             self._stream().flush()
         except (OSError, ValueError) as exc:
+            self._wrote = False
             self.losses.lost(exc)
         else:
-            self.losses.written()
+            if self._wrote:
+                self.losses.written()
 
 
 def _escaped(text: str, encoding: str) -> str:

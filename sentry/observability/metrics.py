@@ -260,6 +260,12 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.log_writes_lost = Counter(
+            "sentry_log_writes_lost",
+            "Writes of log lines the log output refused (its reader gone, a full disk): "
+            "their lines are lost",
+            registry=registry,
+        )
         self.store_healthy = Gauge(
             "sentry_store_healthy",
             "1 while the state store keeps changes durably; 0 while it is degraded",

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry
 
-from sentry.observability.logging import configure_logging
+from sentry.observability import Metrics
+from sentry.observability.accesslog import emit
+from sentry.observability.logging import configure_logging, report_log_losses
 from sentry.observability.lossy import LossyStream
 from sentry.settings import LoggingSettings
 
@@ -123,3 +126,27 @@ def test_a_bad_byte_a_device_sent_is_escaped_on_a_strict_stream(
     text = raw.getvalue().decode("utf-8")
     assert text.count("Phone/\\udcff1") == 2, text
     assert "log output failed" not in capfd.readouterr().err
+
+
+def test_losses_are_counted_into_the_metric_from_the_start() -> None:
+    """``sentry run`` hands ``Metrics.log_writes_lost`` to the outputs once the
+    gateway is up: what was lost before counts too, and then every loss, by
+    the events' stream and by the access line's direct path alike."""
+    out = _readerless_pipe()
+    configure_logging(LoggingSettings(format="json"), stream=out)
+    structlog.get_logger("sentry.test").error("before_the_metrics")
+    metrics = Metrics(CollectorRegistry())
+    report_log_losses(metrics.log_writes_lost.inc)
+
+    def lost() -> float | None:
+        return metrics.registry.get_sample_value("sentry_log_writes_lost_total")
+
+    before = lost()
+    assert before is not None and before >= 1
+    emit(structlog.get_logger("sentry.access_log"), "info", "request", {"status": 200})
+    assert lost() == before + 1
+    logging.getLogger("aiohttp.server").error("Error handling request")
+    after = lost()
+    assert after is not None and after > before + 1
+    with contextlib.suppress(OSError):
+        out.close()
