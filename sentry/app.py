@@ -59,7 +59,7 @@ from sentry.heaptrim import Arrivals, HeapTrimmer
 from sentry.housekeeping import Housekeeping
 from sentry.listeners import admin_app, server_tls, start_site, warn_if_exposed
 from sentry.model import Pool, Preferences, Realms, Routing
-from sentry.observability import Metrics, configure_logging
+from sentry.observability import LossyStream, Metrics, configure_logging
 from sentry.observability.logging import LogFile, report_log_losses
 from sentry.policy import (
     AppendHistory,
@@ -482,7 +482,7 @@ async def run(
     # process with the default action.
     log.info("started", devices=gw.proxy_url, admin=gw.admin_url, version=version())
     if settings.demo.enabled and worker is None:
-        print(demo_banner(gw), flush=True)
+        print(demo_banner(gw), file=LossyStream(), flush=True)  # (stdout gone: not fatal)
     if worker is not None:
 
         def orphaned() -> None:
