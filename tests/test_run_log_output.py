@@ -74,3 +74,58 @@ async def test_a_vanished_log_reader_neither_stops_the_gateway_nor_fails_a_reque
         text = err.decode()
         assert text.count("sentry: log output failed (BrokenPipeError)") == 1, text
         assert "Traceback" not in text, text
+
+
+DEMO = """
+demo:
+  enabled: true
+  backends: [{{pool: exchange, port: 0, users: "alice:alice-pw@example.com"}}]
+"""
+
+
+def _log_event(path: Path, event: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        try:
+            found = json.loads(line)
+        except json.JSONDecodeError:  # the last line, still being written
+            continue
+        if found.get("event") == event:
+            return dict(found)
+    return None
+
+
+async def _started_in(log: Path, proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    while (started := _log_event(log, "started")) is None:
+        assert proc.returncode is None, "sentry run exited early"
+        await asyncio.sleep(0.05)
+    return started
+
+
+async def test_make_run_with_its_stdout_reader_gone_keeps_serving(tmp_path: Path) -> None:
+    """``make run | head``: the demo banner, printed after ``started``, met a
+    stdout whose reader was gone (before: "cannot start: Broken pipe", exit 2).
+    The logs go to a file here, so the banner is the one write to stdout."""
+    config = CONFIG.format(backend="http://127.0.0.1:1").replace(
+        "logging: {format: json}", "logging: {format: json, file: sentry.log}"
+    )
+    (tmp_path / "sentry.yaml").write_text(config + DEMO.format())
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sentry", "run", "--config", "sentry.yaml",
+        cwd=tmp_path, stdout=write_end, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    os.close(write_end)
+    try:
+        started = await asyncio.wait_for(_started_in(tmp_path / "sentry.log", proc), 60)
+        metrics = await asyncio.to_thread(_get, started["admin"] + "/metrics")
+        assert metric_value(metrics, "sentry_log_writes_lost_total") == 0  # (logs: a file)
+        assert await asyncio.to_thread(_get, started["admin"] + "/healthz")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "log output failed (BrokenPipeError)" in err.decode()
