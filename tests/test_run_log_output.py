@@ -32,6 +32,17 @@ logging: {{format: json}}
 """
 
 
+async def _sentry_run(cwd: Path, stdout: int) -> asyncio.subprocess.Process:
+    """``sentry run --config sentry.yaml`` in ``cwd``, its stdout the pipe end
+    ``stdout`` (given to the child, closed here), its stderr read by the test."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sentry", "run", "--config", "sentry.yaml",
+        cwd=cwd, stdout=stdout, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    os.close(stdout)
+    return proc
+
+
 def _started(reader: Any) -> dict[str, Any]:
     while True:
         line = reader.readline()
@@ -52,11 +63,7 @@ async def test_a_vanished_log_reader_neither_stops_the_gateway_nor_fails_a_reque
     async with start_backend(BackendConfig()) as backend:
         (tmp_path / "sentry.yaml").write_text(CONFIG.format(backend=backend.url))
         read_end, write_end = os.pipe()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sentry", "run", "--config", "sentry.yaml",
-            cwd=tmp_path, stdout=write_end, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        os.close(write_end)
+        proc = await _sentry_run(tmp_path, write_end)
         try:
             with os.fdopen(read_end, "rb") as reader:
                 started = await asyncio.wait_for(asyncio.to_thread(_started, reader), 60)
@@ -113,11 +120,7 @@ async def test_make_run_with_its_stdout_reader_gone_keeps_serving(tmp_path: Path
     (tmp_path / "sentry.yaml").write_text(config + DEMO.format())
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sentry", "run", "--config", "sentry.yaml",
-        cwd=tmp_path, stdout=write_end, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    os.close(write_end)
+    proc = await _sentry_run(tmp_path, write_end)
     try:
         started = await asyncio.wait_for(_started_in(tmp_path / "sentry.log", proc), 60)
         metrics = await asyncio.to_thread(_get, started["admin"] + "/metrics")

@@ -133,14 +133,8 @@ def emit(
     # file) loses the line, not the request: the backend has already acted on
     # it, and an error now would answer the device 500 for a mail it sent.
     with fast.lock:
-        try:
-            out.write(text)
-            out.flush()
-        except (OSError, ValueError) as exc:
-            fast.losses.lost(exc)
-        else:
-            if fast.losses.failing:
-                fast.losses.written()
+        if fast.losses.write(out.write, text):
+            fast.losses.flush(out.flush)
 
 
 _SETTLED = frozenset((str, int, float, bool, type(None), logcontext.Strs)).issuperset

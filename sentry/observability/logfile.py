@@ -86,7 +86,6 @@ class LogFile:
         self._timer: asyncio.TimerHandle | None = None  # a drain flush_ms after a gather
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self.losses = Losses()  # lines the file refused (a full disk)
-        self._wrote = False  # the last write went through (lossy.LossyStream's)
         atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _open(self) -> TextIO:
@@ -192,24 +191,10 @@ class LogFile:
         """Write to the file; what the file refuses (a full disk, a closed
         handle) is lost and counted, never raised into the code that logged
         it (``lossy.py``)."""
-        try:
-            self._fh.write(text)
-        except (OSError, ValueError) as exc:
-            self._wrote = False
-            self.losses.lost(exc)
-        else:
-            self._wrote = True
+        self.losses.write(self._fh.write, text)
 
     def _flush(self) -> None:
-        """Flush; one that succeeds after a write that did says the file is back."""
-        try:
-            self._fh.flush()
-        except (OSError, ValueError) as exc:
-            self._wrote = False
-            self.losses.lost(exc)
-        else:
-            if self._wrote:
-                self.losses.written()
+        self.losses.flush(self._fh.flush)
 
     def _close(self, fh: TextIO) -> None:
         try:

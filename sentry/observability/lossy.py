@@ -18,6 +18,7 @@ file reopened on SIGHUP, a disk with room again).
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from collections.abc import Callable
@@ -27,14 +28,38 @@ __all__ = ["Losses", "LossyStream"]
 
 
 class Losses:
-    """Counts what an output lost and says on stderr, once each, that it
-    began to lose lines and that it writes again."""
+    """An output's writes and flushes, made through ``write`` and ``flush``:
+    what they lose is counted, and stderr says once that the output began to
+    lose lines and once that it writes again."""
 
     def __init__(self) -> None:
         self.count = 0  # writes lost since the output was made
-        self.failing = False  # the last write failed
+        self._failing = False  # the last write failed
+        self._wrote = False  # the last write went through (perhaps only to a buffer)
         self._sink: Callable[[float], None] | None = None
         self._lock = threading.Lock()
+
+    def write(self, write: Callable[[str], object], text: str) -> bool:
+        """``write(text)``; False if the output refused it (counted, lost)."""
+        try:
+            write(text)
+        except (OSError, ValueError) as exc:
+            self.lost(exc)
+            return False
+        self._wrote = True
+        return True
+
+    def flush(self, flush: Callable[[], object]) -> None:
+        """``flush()``; one that succeeds after a write that did says the
+        output is back (a write may only have reached a buffer, and a failed
+        write may leave nothing to flush)."""
+        try:
+            flush()
+        except (OSError, ValueError) as exc:
+            self.lost(exc)
+        else:
+            if self._wrote and self._failing:
+                self._recovered()
 
     def report_to(self, inc: Callable[[float], None]) -> None:
         """Count every loss, those before included, with ``inc`` too (a
@@ -46,8 +71,9 @@ class Losses:
 
     def lost(self, exc: Exception) -> None:
         with self._lock:
+            self._wrote = False
             self.count += 1
-            first, self.failing = not self.failing, True
+            first, self._failing = not self._failing, True
             sink = self._sink
         if sink is not None:
             sink(1)
@@ -55,14 +81,11 @@ class Losses:
             error = type(exc).__name__
             _say(f"sentry: log output failed ({error}): lines are lost until it recovers")
 
-    def written(self) -> None:
-        """A write reached the output (and was flushed) after losses: say so once."""
-        if not self.failing:  # (the common case, without the lock)
-            return
+    def _recovered(self) -> None:
         with self._lock:
-            if not self.failing:
+            if not self._failing:
                 return
-            self.failing = False
+            self._failing = False
             count = self.count
         _say(f"sentry: log output recovered ({count} writes lost in all)")
 
@@ -74,37 +97,23 @@ class LossyStream:
     def __init__(self, target: Any | None = None) -> None:
         self.target = target
         self.losses = Losses()
-        self._wrote = False  # the last write went through (to the stream's buffer)
 
     def _stream(self) -> Any:
         return sys.stdout if self.target is None else self.target
 
     def write(self, text: str) -> int:
-        stream = self._stream()
-        try:
-            try:
-                stream.write(text)
-            except UnicodeEncodeError:  # (before anything was written)
-                stream.write(_escaped(text, getattr(stream, "encoding", None) or "utf-8"))
-        except (OSError, ValueError) as exc:
-            self._wrote = False
-            self.losses.lost(exc)
-        else:
-            self._wrote = True
+        self.losses.write(functools.partial(_write_escaping, self._stream()), text)
         return len(text)
 
     def flush(self) -> None:
-        """Flush; one that succeeds after a write that did says the output is
-        back (a write may only have reached the stream's buffer, and a failed
-        write may leave nothing to flush)."""
-        try:
-            self._stream().flush()
-        except (OSError, ValueError) as exc:
-            self._wrote = False
-            self.losses.lost(exc)
-        else:
-            if self._wrote:
-                self.losses.written()
+        self.losses.flush(self._stream().flush)
+
+
+def _write_escaping(stream: Any, text: str) -> None:
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:  # (before anything was written)
+        stream.write(_escaped(text, getattr(stream, "encoding", None) or "utf-8"))
 
 
 def _escaped(text: str, encoding: str) -> str:
